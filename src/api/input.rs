@@ -1,0 +1,174 @@
+//! Reading request input defensively: JSON bodies (content type, size limit, syntax) and query
+//! strings (unknown or malformed parameters), each turned into problem+json on failure.
+
+use super::AppState;
+use super::problem::{ApiError, ProblemEntry};
+use axum::extract::{FromRequest, Request};
+use axum::http::header;
+use serde_json::Value;
+
+/// A request body that is JSON, within the configured size limit.
+pub struct JsonBody(pub Value);
+
+impl FromRequest<AppState> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|mime| {
+                let mime = mime.trim().to_ascii_lowercase();
+                mime == "application/json"
+                    || (mime.starts_with("application/") && mime.ends_with("+json"))
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let limit = state.body_limit;
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        let bytes = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|e| {
+                if is_length_limit(&e) {
+                    ApiError::PayloadTooLarge { limit }
+                } else {
+                    ApiError::MalformedJson(ProblemEntry {
+                        pointer: Some(String::new()),
+                        parameter: None,
+                        header: None,
+                        message: "the body could not be read completely".into(),
+                    })
+                }
+            })?;
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
+            ApiError::MalformedJson(ProblemEntry {
+                pointer: Some(String::new()),
+                parameter: None,
+                header: None,
+                message: format!("{e}"),
+            })
+        })
+    }
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// A parsed query string: every parameter read through it is checked, and the parameters no
+/// one asked for are reported as unknown, all at once.
+pub struct QueryParams {
+    pairs: Vec<(String, String)>,
+    known: Vec<&'static str>,
+    problems: Vec<ProblemEntry>,
+}
+
+impl QueryParams {
+    pub fn parse(raw: Option<&str>) -> QueryParams {
+        let (pairs, problems) =
+            match serde_urlencoded::from_str::<Vec<(String, String)>>(raw.unwrap_or("")) {
+                Ok(pairs) => (pairs, Vec::new()),
+                Err(_) => (
+                    Vec::new(),
+                    vec![ProblemEntry::parameter(
+                        "",
+                        "the query string is not valid URL encoding",
+                    )],
+                ),
+            };
+        QueryParams {
+            pairs,
+            known: Vec::new(),
+            problems,
+        }
+    }
+
+    /// The value of `name`, if given once and not empty.
+    pub fn text(&mut self, name: &'static str) -> Option<String> {
+        self.known.push(name);
+        let mut values = self.pairs.iter().filter(|(k, _)| k == name);
+        let first = values.next().map(|(_, v)| v.clone());
+        if values.next().is_some() {
+            self.problems
+                .push(ProblemEntry::parameter(name, "is given more than once"));
+        }
+        first.filter(|v| !v.is_empty())
+    }
+
+    /// An integer parameter within `range`, or `default` when absent.
+    pub fn integer(
+        &mut self,
+        name: &'static str,
+        range: std::ops::RangeInclusive<i64>,
+    ) -> Option<i64> {
+        let value = self.text(name)?;
+        match value.parse::<i64>() {
+            Ok(n) if range.contains(&n) => Some(n),
+            _ => {
+                self.problems.push(ProblemEntry::parameter(
+                    name,
+                    format!(
+                        "must be an integer from {} to {}",
+                        range.start(),
+                        range.end()
+                    ),
+                ));
+                None
+            }
+        }
+    }
+
+    /// One of `allowed`.
+    pub fn one_of(&mut self, name: &'static str, allowed: &[&str]) -> Option<String> {
+        let value = self.text(name)?;
+        if allowed.contains(&value.as_str()) {
+            Some(value)
+        } else {
+            self.problems.push(ProblemEntry::parameter(
+                name,
+                format!("must be one of {}", allowed.join(", ")),
+            ));
+            None
+        }
+    }
+
+    /// Ends reading: every problem found, including parameters nobody read.
+    pub fn finish(mut self) -> Result<(), ApiError> {
+        for (k, _) in &self.pairs {
+            if !self.known.contains(&k.as_str())
+                && !self
+                    .problems
+                    .iter()
+                    .any(|p| p.parameter.as_deref() == Some(k))
+            {
+                self.problems.push(ProblemEntry::parameter(
+                    k,
+                    format!("unknown parameter; known: {}", self.known.join(", ")),
+                ));
+            }
+        }
+        if self.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::Invalid(self.problems))
+        }
+    }
+}

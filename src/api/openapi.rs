@@ -1,0 +1,38 @@
+//! `GET /api/v1/openapi.json`: the OpenAPI 3.1 description of every route, with the canonical
+//! schemas from `schemas/` embedded as components.
+
+use super::{AppState, Route};
+use axum::Json;
+use axum::extract::State;
+use axum::http::Method;
+use serde_json::Value;
+
+const TEMPLATE: &str = include_str!("openapi.json");
+
+pub fn routes() -> Vec<Route> {
+    vec![Route::new(Method::GET, "/api/v1/openapi.json", serve)]
+}
+
+async fn serve(State(state): State<AppState>) -> Json<Value> {
+    Json(document(&state.schemas))
+}
+
+/// The description, with every loaded schema under `components.schemas` by its capitalised
+/// name (`item` becomes `Item`).
+pub fn document(schemas: &crate::schema::Schemas) -> Value {
+    let mut doc: Value = serde_json::from_str(TEMPLATE).expect("openapi.json is valid JSON");
+    if let Some(components) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    {
+        for (name, schema) in schemas.documents() {
+            let mut chars = name.chars();
+            let title = chars
+                .next()
+                .map(|c| c.to_uppercase().chain(chars).collect::<String>())
+                .unwrap_or_default();
+            components.insert(title, schema.clone());
+        }
+    }
+    doc
+}

@@ -1,0 +1,185 @@
+//! Errors as `application/problem+json` (RFC 9457), with an `errors` array holding every
+//! problem at once. Internals (SQL, file paths, causes) are logged, never sent.
+
+use crate::schema::Violation;
+use crate::store::StoreError;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// One problem of a request: in its body (a JSON pointer) or in a query parameter or header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProblemEntry {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameter: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    pub message: String,
+}
+
+impl ProblemEntry {
+    pub fn parameter(name: &str, message: impl Into<String>) -> ProblemEntry {
+        ProblemEntry {
+            pointer: None,
+            parameter: Some(name.to_string()),
+            header: None,
+            message: message.into(),
+        }
+    }
+
+    pub fn header(name: &str, message: impl Into<String>) -> ProblemEntry {
+        ProblemEntry {
+            pointer: None,
+            parameter: None,
+            header: Some(name.to_string()),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<Violation> for ProblemEntry {
+    fn from(v: Violation) -> ProblemEntry {
+        ProblemEntry {
+            pointer: Some(v.pointer),
+            parameter: None,
+            header: None,
+            message: v.message,
+        }
+    }
+}
+
+/// Everything an API call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the request has {} problem(s)", .0.len())]
+    Invalid(Vec<ProblemEntry>),
+    #[error("the body is not valid JSON")]
+    MalformedJson(ProblemEntry),
+    #[error("the body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    #[error("the body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("{detail}")]
+    Conflict { detail: String },
+    #[error("{detail}")]
+    PreconditionFailed { detail: String },
+    /// The cause is logged, not sent.
+    #[error("the store is unavailable")]
+    Unavailable(String),
+    /// The cause is logged, not sent.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::Connect { .. }
+            | StoreError::Query(
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
+            ) => ApiError::Unavailable(e.to_string()),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<Vec<Violation>> for ApiError {
+    fn from(v: Vec<Violation>) -> ApiError {
+        ApiError::Invalid(v.into_iter().map(ProblemEntry::from).collect())
+    }
+}
+
+/// The problem+json document.
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ProblemEntry>,
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            ApiError::Invalid(_) => (StatusCode::BAD_REQUEST, "validation", "Invalid request"),
+            ApiError::MalformedJson(_) => {
+                (StatusCode::BAD_REQUEST, "malformed-json", "Malformed JSON")
+            }
+            ApiError::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+            ),
+            ApiError::PayloadTooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Payload too large",
+            ),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            ),
+            ApiError::Conflict { .. } => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            ApiError::PreconditionFailed { .. } => (
+                StatusCode::PRECONDITION_FAILED,
+                "precondition-failed",
+                "Precondition failed",
+            ),
+            ApiError::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Service unavailable",
+            ),
+            ApiError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+            ),
+        }
+    }
+
+    pub fn problem(&self) -> Problem {
+        let (status, slug, title) = self.parts();
+        let errors = match self {
+            ApiError::Invalid(entries) => entries.clone(),
+            ApiError::MalformedJson(entry) => vec![entry.clone()],
+            _ => Vec::new(),
+        };
+        Problem {
+            problem_type: format!("/problems/{slug}"),
+            title,
+            status: status.as_u16(),
+            detail: self.to_string(),
+            errors,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Unavailable(source) | ApiError::Internal(source) = &self {
+            tracing::error!(cause = %source, "request failed");
+        }
+        let problem = self.problem();
+        let status =
+            StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        response
+    }
+}

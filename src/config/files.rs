@@ -1,0 +1,189 @@
+//! Reading a configuration directory into memory: the only part of configuration that does I/O.
+
+use super::ConfigError;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+/// One file of the configuration, as text, with its path relative to the directory.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+/// Every file of a configuration directory, read but not yet understood, plus the problems met
+/// while reading (a missing `hub.toml`, a file that is not UTF-8).
+#[derive(Debug, Clone, Default)]
+pub struct RawConfig {
+    pub dir: PathBuf,
+    pub hub: Option<SourceFile>,
+    pub adapters: Vec<SourceFile>,
+    pub mappings: Vec<SourceFile>,
+    pub schemas: Vec<SourceFile>,
+    pub errors: Vec<ConfigError>,
+}
+
+impl RawConfig {
+    /// Reads `hub.toml`, `adapters/*.toml`, `mappings/*.toml` and `schemas/*.schema.json` under
+    /// `dir`, in file-name order. Never fails: what cannot be read becomes an error in the list.
+    pub fn read(dir: &Path) -> RawConfig {
+        let mut raw = RawConfig {
+            dir: dir.to_path_buf(),
+            ..RawConfig::default()
+        };
+        raw.hub = raw.read_file(Path::new("hub.toml"));
+        for (folder, suffix) in [
+            ("adapters", ".toml"),
+            ("mappings", ".toml"),
+            ("schemas", ".schema.json"),
+        ] {
+            let files = raw
+                .list(folder, suffix)
+                .into_iter()
+                .filter_map(|p| raw.read_file(&p))
+                .collect();
+            match folder {
+                "adapters" => raw.adapters = files,
+                "mappings" => raw.mappings = files,
+                _ => raw.schemas = files,
+            }
+        }
+        raw
+    }
+
+    fn list(&mut self, folder: &str, suffix: &str) -> Vec<PathBuf> {
+        let entries = match std::fs::read_dir(self.dir.join(folder)) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+            Err(e) => {
+                self.errors
+                    .push(whole_file(folder, format!("cannot list: {e}")));
+                return Vec::new();
+            }
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|name| name.ends_with(suffix) && !name.starts_with('.'))
+            .collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|n| Path::new(folder).join(n))
+            .collect()
+    }
+
+    fn read_file(&mut self, relative: &Path) -> Option<SourceFile> {
+        match std::fs::read(self.dir.join(relative)) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => Some(SourceFile {
+                    path: relative.to_path_buf(),
+                    text,
+                }),
+                Err(e) => {
+                    let offset = e.utf8_error().valid_up_to();
+                    let file = SourceFile {
+                        path: relative.to_path_buf(),
+                        text: String::from_utf8_lossy(&e.into_bytes()[..offset]).into_owned(),
+                    };
+                    let (line, column) = file.line_column(offset);
+                    self.errors.push(ConfigError {
+                        file: relative.to_path_buf(),
+                        line: Some(line),
+                        column: Some(column),
+                        key: None,
+                        message: "not valid UTF-8 (configuration files are UTF-8)".into(),
+                    });
+                    None
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.errors.push(whole_file(
+                    relative,
+                    format!("missing in {}", self.dir.display()),
+                ));
+                None
+            }
+            Err(e) => {
+                self.errors
+                    .push(whole_file(relative, format!("cannot read: {e}")));
+                None
+            }
+        }
+    }
+}
+
+fn whole_file(path: impl AsRef<Path>, message: String) -> ConfigError {
+    ConfigError {
+        file: path.as_ref().to_path_buf(),
+        line: None,
+        column: None,
+        key: None,
+        message,
+    }
+}
+
+impl SourceFile {
+    /// 1-based line and column (in characters) of a byte offset.
+    pub fn line_column(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let before = &self.text[..self.text.floor_char_boundary(offset)];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+        (line, column)
+    }
+
+    /// An error located at a span of this file.
+    pub fn error_at_span(
+        &self,
+        key: &str,
+        span: Range<usize>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let (line, column) = self.line_column(span.start);
+        ConfigError {
+            file: self.path.clone(),
+            line: Some(line),
+            column: Some(column),
+            key: Some(key.to_string()),
+            message: message.into(),
+        }
+    }
+
+    /// An error about a key whose position is not known: the line is that of the first line
+    /// that assigns the key's last segment, if any.
+    pub fn error_at_key(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        let last = key.rsplit('.').next().unwrap_or(key);
+        let line = self.text.lines().position(|l| {
+            l.trim_start()
+                .strip_prefix(last)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        });
+        ConfigError {
+            file: self.path.clone(),
+            line: line.map(|l| l + 1),
+            column: line.map(|_| 1),
+            key: Some(key.to_string()),
+            message: message.into(),
+        }
+    }
+
+    /// A TOML syntax or shape error (unknown key, wrong type, missing key) with its position.
+    pub fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
+        let (line, column) = match e.span() {
+            Some(span) => {
+                let (l, c) = self.line_column(span.start);
+                (Some(l), Some(c))
+            }
+            None => (None, None),
+        };
+        ConfigError {
+            file: self.path.clone(),
+            line,
+            column,
+            key: None,
+            message: e.message().trim().to_string(),
+        }
+    }
+}

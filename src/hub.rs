@@ -1,0 +1,191 @@
+//! Putting the parts together: open the store, seed or import the catalog, serve the API until
+//! a shutdown signal, then let in-flight requests finish.
+
+use crate::api::{self, AppState, Metrics};
+use crate::catalog::{self, ImportError, PutOutcome};
+use crate::config::Config;
+use crate::store::{Store, StoreError};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {} bad record(s), nothing imported:\n{}", .errors.len(), format_import_errors(.errors))]
+    Import {
+        path: PathBuf,
+        errors: Vec<ImportError>,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+fn format_import_errors(errors: &[ImportError]) -> String {
+    let mut lines = Vec::new();
+    for e in errors {
+        let at = match (e.index, e.line) {
+            (Some(i), Some(l)) => format!("record {i} (line {l})"),
+            (Some(i), None) => format!("record {i}"),
+            (None, Some(l)) => format!("line {l}"),
+            (None, None) => "file".to_string(),
+        };
+        for v in &e.violations {
+            let pointer = if v.pointer.is_empty() {
+                ""
+            } else {
+                v.pointer.as_str()
+            };
+            lines.push(format!("  {at} {pointer}: {}", v.message));
+        }
+    }
+    lines.join("\n")
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportSummary {
+    pub created: usize,
+    pub updated: usize,
+    pub unchanged: usize,
+}
+
+/// Opens (and migrates) the store the configuration names.
+pub async fn open_store(config: &Config) -> Result<Store, HubError> {
+    Ok(Store::open(
+        &config.hub.store.url,
+        &config.dir,
+        config.hub.store.max_connections,
+    )
+    .await?)
+}
+
+/// Imports a JSON array or NDJSON file of items: all of them, or none when any is bad.
+pub async fn import_file(
+    store: &Store,
+    config: &Config,
+    path: &Path,
+) -> Result<ImportSummary, HubError> {
+    let text = std::fs::read_to_string(path).map_err(|source| HubError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let items =
+        catalog::parse_import(&config.schemas, &text).map_err(|errors| HubError::Import {
+            path: path.to_path_buf(),
+            errors,
+        })?;
+    let mut summary = ImportSummary::default();
+    for outcome in store.import_items(&items).await? {
+        match outcome {
+            PutOutcome::Created { .. } => summary.created += 1,
+            PutOutcome::Updated { .. } => summary.updated += 1,
+            PutOutcome::Unchanged { .. } | PutOutcome::Conflict { .. } => summary.unchanged += 1,
+        }
+    }
+    Ok(summary)
+}
+
+/// Imports the configured seed file when the catalog is empty, so a fresh hub shows real data.
+/// Returns what was imported, if anything.
+pub async fn seed_catalog(
+    store: &Store,
+    config: &Config,
+) -> Result<Option<ImportSummary>, HubError> {
+    let Some(seed) = &config.hub.catalog.seed else {
+        return Ok(None);
+    };
+    if store.count_items().await? > 0 {
+        return Ok(None);
+    }
+    import_file(store, config, &config.dir.join(seed))
+        .await
+        .map(Some)
+}
+
+/// The application state for a configuration and an open store.
+pub fn app_state(config: &Config, store: Store) -> AppState {
+    AppState {
+        store,
+        schemas: config.schemas.clone(),
+        metrics: Arc::new(Metrics::default()),
+        body_limit: config.hub.server.body_limit_bytes,
+    }
+}
+
+/// Binds the configured address.
+pub async fn bind(config: &Config) -> Result<TcpListener, HubError> {
+    let addr = config.hub.server.listen;
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| HubError::Listen {
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then gives in-flight requests the
+/// configured grace period to finish.
+pub async fn serve(
+    config: &Config,
+    store: Store,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), HubError> {
+    let router = api::router(app_state(config, store.clone()));
+    let grace = Duration::from_secs(config.hub.server.shutdown_grace_seconds);
+    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutdown requested; finishing in-flight requests");
+        let _ = signalled_tx.send(());
+    });
+    let mut server = Box::pin(server.into_future());
+    let result = tokio::select! {
+        result = &mut server => result,
+        _ = async {
+            let _ = signalled_rx.await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(seconds = grace.as_secs(), "grace period over; stopping with requests still in flight");
+            Ok(())
+        }
+    };
+    store.close().await;
+    result.map_err(HubError::Serve)
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

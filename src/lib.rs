@@ -1,0 +1,31 @@
+//! Tongban (通办): an integration hub between a province's unified 一网通办 platform and the
+//! self-built systems its departments keep, and the record of which systems have integrated.
+//!
+//! # Layout
+//!
+//! - [`config`]: reads a configuration directory (`hub.toml`, `adapters/`, `mappings/`,
+//!   `schemas/`) and compiles it in one pure step that reports every error with file and line.
+//! - [`ids`]: the national identifiers (USCC, citizen ID, item code, item type, e-license id),
+//!   validated with their check characters; [`ids::mask_id`] for anything that is logged.
+//! - [`schema`]: the canonical JSON Schemas, compiled with the identifier formats; validation
+//!   that returns every violation with a JSON pointer.
+//! - [`catalog`]: the item catalog's types and pure rules: cross-field checks, changed fields,
+//!   drift between an item reference and the catalog, import parsing.
+//! - [`store`]: the only SQL. SQLite by default, PostgreSQL by URL; migrations; catalog
+//!   versions and the change feed.
+//! - [`api`]: the HTTP API (axum). The only place that knows wire types; problem+json errors;
+//!   health, readiness, metrics and the OpenAPI description.
+//! - [`clock`]: how times are stored (epoch milliseconds) and shown (RFC 3339, +08:00).
+//! - [`hub`]: putting the parts together for `tongban serve`: open the store, seed the
+//!   catalog, serve until a shutdown signal.
+//!
+//! The binary (`src/main.rs`) is the command line: `serve`, `check`, `catalog import`.
+
+pub mod api;
+pub mod catalog;
+pub mod clock;
+pub mod config;
+pub mod hub;
+pub mod ids;
+pub mod schema;
+pub mod store;

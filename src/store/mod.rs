@@ -1,0 +1,158 @@
+//! The store: the only place with SQL. SQLite by default, PostgreSQL to scale out; the same
+//! migrations and queries serve both through sqlx's `Any` driver.
+//!
+//! Queries use `$N` placeholders, which both databases accept, and only portable types
+//! (`TEXT`, `BIGINT`). Times are milliseconds since the epoch. Writers that must be ordered (the
+//! catalog change feed) serialise on a row of `counters`, so sequence numbers follow commit
+//! order on PostgreSQL too, and a reader of the feed never sees a gap fill in later.
+
+mod catalog;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor};
+use std::path::Path;
+use std::time::Duration;
+
+/// The database behind the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot reach the store at {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("cannot create the store's directory {dir}: {source}")]
+    Directory { dir: String, source: std::io::Error },
+    #[error("cannot migrate the store: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("store query failed: {0}")]
+    Query(#[from] sqlx::Error),
+    #[error("the store holds data it cannot read: {0}")]
+    Corrupt(String),
+}
+
+/// A connection pool to a migrated database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations");
+
+impl Store {
+    /// Connects to `url` and applies pending migrations. A relative SQLite path resolves against
+    /// `base_dir`; its directory and file are created on first start.
+    pub async fn open(
+        url: &str,
+        base_dir: &Path,
+        max_connections: u32,
+    ) -> Result<Store, StoreError> {
+        install_default_drivers();
+        let (url, backend) = resolve(url, base_dir)?;
+        let mut options = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10));
+        if backend == Backend::Sqlite {
+            options = options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    // WAL lets readers go on while one writer commits; FULL makes every commit
+                    // durable before the hub answers that it accepted something.
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                         PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = options
+            .connect(&url)
+            .await
+            .map_err(|source| StoreError::Connect {
+                url: redact(&url),
+                source,
+            })?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Store { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes every connection, after in-flight queries finish.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// The URL sqlx should open, with a relative SQLite path made absolute and its directory
+/// created, and which backend it names.
+fn resolve(url: &str, base_dir: &Path) -> Result<(String, Backend), StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok((url.to_string(), Backend::Postgres));
+    }
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path == ":memory:" {
+        return Ok(("sqlite::memory:".to_string(), Backend::Sqlite));
+    }
+    let path = base_dir.join(path);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
+            dir: dir.display().to_string(),
+            source,
+        })?;
+    }
+    let query = if query.is_empty() {
+        "mode=rwc".to_string()
+    } else {
+        query.to_string()
+    };
+    Ok((
+        format!("sqlite://{}?{query}", path.display()),
+        Backend::Sqlite,
+    ))
+}
+
+/// A URL with any password replaced, fit for messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("postgres://hub:secret@localhost/tongban"),
+            "postgres://hub:***@localhost/tongban"
+        );
+        assert_eq!(redact("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+}

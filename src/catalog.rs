@@ -506,3 +506,117 @@ pub struct ItemPage {
     /// Pass as `after` for the next page; `None` on the last.
     pub next_after: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item() -> Item {
+        serde_json::from_str(
+            r#"{"code":"11440000553612461J244211105N00302","version":3,"basic_code":"44211105N003",
+                "sub_item":{"code":"02","name":"变更"},"name":"食品经营许可","type":"01",
+                "legal_basis":[{"title":"《中华人民共和国食品安全法》","article":"第三十五条"}],
+                "department":{"name":"某市场监督管理局","uscc":"11440000553612461J"},"exercise_level":"2",
+                "statutory_limit":{"value":20,"unit":"1"},"promised_limit":{"value":10,"unit":"1"},
+                "case_type":"2","materials":[{"id":"licence","name":"营业执照","required":true,"shareable":true}],
+                "result":{"type":"license","name":"食品经营许可证"},"status":"active"}"#,
+        )
+        .unwrap()
+    }
+
+    fn reference(item: &Item) -> ItemRef {
+        ItemRef {
+            code: item.code.clone(),
+            version: item.version.unwrap(),
+            name: item.name.clone(),
+            item_type: item.item_type.clone(),
+        }
+    }
+
+    #[test]
+    fn a_matching_reference_has_no_drift() {
+        let item = item();
+        assert_eq!(drift(&reference(&item), Some(&item)), vec![]);
+    }
+
+    #[test]
+    fn drift_lists_every_difference() {
+        let mut current = item();
+        let r = ItemRef {
+            version: 2,
+            name: "食品经营许可（旧）".into(),
+            item_type: "20".into(),
+            ..reference(&current)
+        };
+        current.status = ItemStatus::Suspended;
+        let found = drift(&r, Some(&current));
+        assert_eq!(
+            found,
+            vec![
+                Drift::Version {
+                    referenced: 2,
+                    current: 3
+                },
+                Drift::Name {
+                    referenced: "食品经营许可（旧）".into(),
+                    current: "食品经营许可".into()
+                },
+                Drift::Type {
+                    referenced: "20".into(),
+                    current: "01".into()
+                },
+                Drift::NotActive {
+                    status: ItemStatus::Suspended
+                },
+            ]
+        );
+        let pointers: Vec<&str> = found.iter().map(Drift::pointer).collect();
+        assert_eq!(pointers, vec!["/version", "/name", "/type", "/code"]);
+        assert_eq!(drift(&r, None), vec![Drift::UnknownItem]);
+    }
+
+    #[test]
+    fn rules_tie_the_code_to_its_fields() {
+        let good = item();
+        assert!(item_rules(&good).is_empty());
+        let mut bad = good.clone();
+        bad.exercise_level = "3".into();
+        bad.sub_item = None;
+        bad.promised_limit.value = 30;
+        bad.materials.push(bad.materials[0].clone());
+        let pointers: Vec<String> = item_rules(&bad).into_iter().map(|v| v.pointer).collect();
+        assert_eq!(
+            pointers,
+            vec![
+                "/exercise_level",
+                "/sub_item",
+                "/promised_limit/value",
+                "/materials/1/id"
+            ]
+        );
+        let mut other_units = good.clone();
+        other_units.promised_limit = TimeLimit {
+            value: 30,
+            unit: TimeUnit::NaturalDay,
+        };
+        assert!(
+            item_rules(&other_units).is_empty(),
+            "limits in different units are not compared"
+        );
+    }
+
+    #[test]
+    fn changed_fields_ignore_the_hubs_own_fields() {
+        let old = item();
+        let mut new = old.clone();
+        new.version = Some(4);
+        new.updated_at = Some("2026-01-01T00:00:00+08:00".into());
+        assert!(changed_fields(&old, &new).is_empty());
+        new.fee = Some(Fee {
+            charged: false,
+            basis: None,
+        });
+        new.name = "食品经营许可（新）".into();
+        assert_eq!(changed_fields(&old, &new), vec!["fee", "name"]);
+    }
+}

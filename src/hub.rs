@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 pub enum HubError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -25,13 +25,13 @@ pub enum HubError {
         path: PathBuf,
         errors: Vec<ImportError>,
     },
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Listen {
         addr: String,
         source: std::io::Error,
     },
-    #[error("server failed: {0}")]
-    Serve(std::io::Error),
+    #[error("server failed")]
+    Serve(#[source] std::io::Error),
 }
 
 fn format_import_errors(errors: &[ImportError]) -> String {

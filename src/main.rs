@@ -11,7 +11,7 @@ use tongban::hub;
 /// Tongban (通办): the integration hub between departments' self-built systems and the unified
 /// 一网通办 platform.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(version)]
 struct Cli {
     /// Configuration directory holding hub.toml, adapters/, mappings/ and schemas/.
     #[arg(long, global = true, env = "TONGBAN_CONFIG", default_value = ".")]

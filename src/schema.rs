@@ -77,6 +77,7 @@ impl Schemas {
     ) -> Result<Schemas, Vec<SchemaError>> {
         let mut errors = Vec::new();
         let mut parsed = Vec::new();
+        let mut present = Vec::new();
         for (path, text) in files {
             let name = path
                 .file_name()
@@ -84,6 +85,7 @@ impl Schemas {
                 .and_then(|n| n.strip_suffix(".schema.json"))
                 .unwrap_or_default()
                 .to_string();
+            present.push(name.clone());
             match serde_json::from_str::<Value>(text) {
                 Ok(value) => parsed.push((path.to_path_buf(), name, value)),
                 Err(e) => errors.push(SchemaError {
@@ -120,8 +122,8 @@ impl Schemas {
             }
         }
         for required in REQUIRED {
-            let declared = parsed.iter().any(|(_, name, _)| name == required);
-            if !declared {
+            // A file that is present but broken has been reported above; only absence is new.
+            if !present.iter().any(|name| name == required) {
                 errors.push(SchemaError {
                     file: PathBuf::from(format!("schemas/{required}.schema.json")),
                     line: None,

@@ -25,7 +25,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
         .store
         .ping()
         .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        .map_err(|e| ApiError::Unavailable(super::problem::error_chain(&e)))?;
     Ok(Json(json!({ "status": "ready" })))
 }
 

@@ -83,10 +83,22 @@ impl From<StoreError> for ApiError {
             StoreError::Connect { .. }
             | StoreError::Query(
                 sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
-            ) => ApiError::Unavailable(e.to_string()),
-            other => ApiError::Internal(other.to_string()),
+            ) => ApiError::Unavailable(error_chain(&e)),
+            other => ApiError::Internal(error_chain(&other)),
         }
     }
+}
+
+/// An error and its causes on one line, for the log.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 impl From<Vec<Violation>> for ApiError {

@@ -151,14 +151,22 @@ impl SourceFile {
         }
     }
 
-    /// An error about a key whose position is not known: the line is that of the first line
-    /// that assigns the key's last segment, if any.
+    /// An error about a key whose value carries no span: the line is the one that assigns the
+    /// key's last segment inside the key's table (`bus.url` is looked for after `[bus]` and
+    /// before the next table header).
     pub fn error_at_key(&self, key: &str, message: impl Into<String>) -> ConfigError {
-        let last = key.rsplit('.').next().unwrap_or(key);
+        let (table, last) = key.rsplit_once('.').unwrap_or(("", key));
+        let mut in_table = table.is_empty();
         let line = self.text.lines().position(|l| {
-            l.trim_start()
-                .strip_prefix(last)
-                .is_some_and(|rest| rest.trim_start().starts_with('='))
+            let l = l.trim_start();
+            if let Some(header) = l.strip_prefix('[') {
+                let name = header.split(']').next().unwrap_or("").trim();
+                in_table = name == table;
+                return false;
+            }
+            in_table
+                && l.strip_prefix(last)
+                    .is_some_and(|rest| rest.trim_start().starts_with('='))
         });
         ConfigError {
             file: self.path.clone(),

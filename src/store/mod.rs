@@ -20,15 +20,17 @@ pub enum Backend {
     Postgres,
 }
 
+/// What went wrong in the store. Messages say what failed; the cause is the error's `source()`,
+/// so printing the chain (`{:#}` in anyhow) names each cause once.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot reach the store at {url}: {source}")]
+    #[error("cannot reach the store at {url}")]
     Connect { url: String, source: sqlx::Error },
-    #[error("cannot create the store's directory {dir}: {source}")]
+    #[error("cannot create the store's directory {dir}")]
     Directory { dir: String, source: std::io::Error },
-    #[error("cannot migrate the store: {0}")]
+    #[error("cannot migrate the store")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("store query failed: {0}")]
+    #[error("store query failed")]
     Query(#[from] sqlx::Error),
     #[error("the store holds data it cannot read: {0}")]
     Corrupt(String),

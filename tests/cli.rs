@@ -1,0 +1,402 @@
+//! Tests of the `tongban` command line, run as a real process: `check`, `catalog import`, the
+//! help texts, exit codes, and what reaches stdout and stderr.
+
+use serde_json::Value;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use tempfile::TempDir;
+use tongban::store::Store;
+
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The binary, with none of the host's `TONGBAN_*` or `RUST_LOG` settings.
+fn tongban() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tongban"));
+    for var in [
+        "TONGBAN_CONFIG",
+        "TONGBAN_STORE_URL",
+        "TONGBAN_LISTEN",
+        "RUST_LOG",
+    ] {
+        command.env_remove(var);
+    }
+    command
+}
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+fn run(command: &mut Command) -> Run {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = command.output().expect("the tongban binary runs");
+    Run {
+        code: status.code(),
+        stdout: String::from_utf8(stdout).expect("stdout is UTF-8"),
+        stderr: String::from_utf8(stderr).expect("stderr is UTF-8"),
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A temporary copy of the repository's `hub.toml`, `adapters/` and `schemas/`.
+fn valid_dir() -> TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = manifest_dir();
+    fs::copy(root.join("hub.toml"), dir.path().join("hub.toml")).unwrap();
+    copy_dir(&root.join("adapters"), &dir.path().join("adapters"));
+    copy_dir(&root.join("schemas"), &dir.path().join("schemas"));
+    dir
+}
+
+fn write(dir: &Path, relative: &str, text: impl AsRef<[u8]>) -> PathBuf {
+    let path = dir.join(relative);
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(&path, text).unwrap();
+    path
+}
+
+/// A configuration with three mistakes: an unknown key on line 3 of `hub.toml`, a wrong USCC
+/// check character on line 7 (column 8) of the adapter, and a schema that is not JSON (line 4).
+fn three_mistakes_dir() -> TempDir {
+    let dir = valid_dir();
+    write(
+        dir.path(),
+        "hub.toml",
+        "[server]\nlisten = \"127.0.0.1:8080\"\nlistn = \"127.0.0.1:8081\"\n\n[store]\nurl = \"sqlite://data/tongban.db\"\n",
+    );
+    write(
+        dir.path(),
+        "adapters/sy-scjg-food.toml",
+        "id = \"sy-scjg-food\"\nname = \"沈阳市食品经营许可审批系统\"\nitems = [\"11210100MB1529370K300011800200001\"]\n\n[department]\nname = \"沈阳市市场监督管理局\"\nuscc = \"11210100MB1529370J\"\n",
+    );
+    write(
+        dir.path(),
+        "schemas/application.schema.json",
+        "{\n  \"$id\": \"https://tongban.example/schemas/application.schema.json\",\n  \"type\": \"object\"\n  \"required\": [\"item\"]\n}\n",
+    );
+    dir
+}
+
+/// The items of the repository's example catalog.
+fn example_items() -> Vec<Value> {
+    let text = fs::read_to_string(manifest_dir().join("examples/province/catalog.json")).unwrap();
+    let items: Vec<Value> = serde_json::from_str(&text).unwrap();
+    assert!(items.len() >= 6, "the example catalog has at least 6 items");
+    items
+}
+
+fn sqlite_url(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("t.db").display())
+}
+
+// ---------------------------------------------------------------------------------------------
+// help
+
+fn help(args: &[&str]) -> String {
+    let out = run(tongban().args(args).arg("--help"));
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(out.stderr.is_empty(), "{out}");
+    out.stdout
+}
+
+#[test]
+fn top_level_help_names_the_hub_and_its_commands() {
+    let text = help(&[]);
+    assert!(text.contains("一网通办"), "{text}");
+    assert!(text.contains("Usage: tongban"), "{text}");
+    for command in ["serve", "check", "catalog"] {
+        assert!(text.contains(&format!("  {command} ")), "{command}: {text}");
+    }
+    assert!(text.contains("TONGBAN_CONFIG"), "{text}");
+}
+
+#[test]
+fn serve_help_explains_the_graceful_shutdown_and_overrides() {
+    let text = help(&["serve"]);
+    assert!(text.contains("in-flight requests finish"), "{text}");
+    assert!(text.contains("--listen"), "{text}");
+    assert!(text.contains("TONGBAN_STORE_URL"), "{text}");
+}
+
+#[test]
+fn check_help_explains_the_summary_and_exit_codes() {
+    let text = help(&["check"]);
+    assert!(text.contains("one-line summary"), "{text}");
+    assert!(text.contains("file, line and key"), "{text}");
+}
+
+#[test]
+fn catalog_import_help_explains_the_formats_and_all_or_nothing() {
+    let text = help(&["catalog", "import"]);
+    assert!(text.contains("NDJSON"), "{text}");
+    assert!(text.contains("imports nothing"), "{text}");
+    assert!(text.contains("<FILE>"), "{text}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// check
+
+#[test]
+fn check_of_a_valid_configuration_prints_a_one_line_summary() {
+    let dir = valid_dir();
+    let out = run(tongban().arg("check").arg("--config").arg(dir.path()));
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_eq!(out.stdout.lines().count(), 1, "{out}");
+    let line = out.stdout.trim_end();
+    assert!(line.contains(&dir.path().display().to_string()), "{out}");
+    assert!(line.contains("is valid"), "{out}");
+    assert!(line.contains("hub on 127.0.0.1:8080"), "{out}");
+    assert!(line.contains("1 adapter(s), 1 schema(s)"), "{out}");
+    assert!(!out.stderr.contains("error"), "{out}");
+}
+
+#[test]
+fn check_reads_the_directory_from_tongban_config() {
+    let dir = valid_dir();
+    let out = run(tongban().arg("check").env("TONGBAN_CONFIG", dir.path()));
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(
+        out.stdout.contains(&format!(
+            "configuration in {} is valid",
+            dir.path().display()
+        )),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_of_three_mistakes_lists_all_three_with_files_and_lines() {
+    let dir = three_mistakes_dir();
+    let out = run(tongban().arg("check").arg("--config").arg(dir.path()));
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stdout.is_empty(), "{out}");
+    assert!(out.stderr.contains("3 configuration error(s)"), "{out}");
+    assert!(out.stderr.contains("hub.toml:3:1: "), "{out}");
+    assert!(out.stderr.contains("listn"), "{out}");
+    assert!(
+        out.stderr
+            .contains("adapters/sy-scjg-food.toml:7:8: `department.uscc`: "),
+        "{out}"
+    );
+    assert!(
+        out.stderr.contains("schemas/application.schema.json:4:"),
+        "{out}"
+    );
+}
+
+#[test]
+fn import_refuses_a_configuration_with_errors() {
+    let dir = three_mistakes_dir();
+    let file = write(dir.path(), "items.ndjson", "");
+    let out = run(tongban()
+        .args(["catalog", "import"])
+        .arg(&file)
+        .arg("--config")
+        .arg(dir.path())
+        .arg("--store")
+        .arg(sqlite_url(dir.path())));
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stderr.contains("3 configuration error(s)"), "{out}");
+    assert!(!dir.path().join("t.db").exists(), "no store is opened");
+}
+
+// ---------------------------------------------------------------------------------------------
+// catalog import
+
+fn import(config: &Path, file: &Path, store: &str) -> Run {
+    run(tongban()
+        .args(["catalog", "import"])
+        .arg(file)
+        .arg("--config")
+        .arg(config)
+        .arg("--store")
+        .arg(store))
+}
+
+#[tokio::test]
+async fn a_file_with_bad_records_imports_nothing_and_names_every_bad_record() {
+    let dir = valid_dir();
+    let store_url = sqlite_url(dir.path());
+    let items = example_items();
+
+    // Two good items, one per line.
+    let ndjson: String = items[..2].iter().map(|item| format!("{item}\n")).collect();
+    let good = write(dir.path(), "good.ndjson", ndjson);
+
+    let out = import(dir.path(), &good, &store_url);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(
+        out.stdout
+            .contains("2 created, 0 new version(s), 0 unchanged"),
+        "{out}"
+    );
+
+    // The same file again changes nothing; the store comes from TONGBAN_STORE_URL this time.
+    let out = run(tongban()
+        .args(["catalog", "import"])
+        .arg(&good)
+        .arg("--config")
+        .arg(dir.path())
+        .env("TONGBAN_STORE_URL", &store_url));
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(
+        out.stdout
+            .contains("0 created, 0 new version(s), 2 unchanged"),
+        "{out}"
+    );
+
+    // Records 0 and 2 are good new items; record 1 has a wrong USCC check character and no
+    // name; record 3 has an unknown type.
+    let mut bad1 = items[4].clone();
+    let uscc = bad1["department"]["uscc"].as_str().unwrap().to_string();
+    let wrong_check = if uscc.ends_with('J') { "K" } else { "J" };
+    bad1["department"]["uscc"] = Value::from(format!("{}{wrong_check}", &uscc[..17]));
+    bad1.as_object_mut().unwrap().remove("name");
+    let mut bad3 = items[5].clone();
+    bad3["type"] = Value::from("99");
+    let array = Value::Array(vec![items[2].clone(), bad1, items[3].clone(), bad3]);
+    let bad = write(
+        dir.path(),
+        "bad.json",
+        serde_json::to_string_pretty(&array).unwrap(),
+    );
+
+    let out = import(dir.path(), &bad, &store_url);
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stdout.is_empty(), "{out}");
+    assert!(
+        out.stderr.contains("2 bad record(s), nothing imported"),
+        "{out}"
+    );
+    assert!(out.stderr.contains("record 1 /department/uscc: "), "{out}");
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l.contains("record 1") && l.contains("\"name\"")),
+        "{out}"
+    );
+    assert!(out.stderr.contains("record 3 /type: "), "{out}");
+    assert!(!out.stderr.contains("record 0"), "{out}");
+    assert!(!out.stderr.contains("record 2"), "{out}");
+
+    // The store still holds the first two items only: the good records 0 and 2 were not kept.
+    let store = Store::open(&store_url, dir.path(), 1).await.unwrap();
+    assert_eq!(store.count_items().await.unwrap(), 2);
+    for item in &items[..2] {
+        let code = item["code"].as_str().unwrap();
+        assert!(store.current_item(code).await.unwrap().is_some(), "{code}");
+    }
+    for item in &items[2..4] {
+        let code = item["code"].as_str().unwrap();
+        assert!(store.current_item(code).await.unwrap().is_none(), "{code}");
+    }
+    store.close().await;
+
+    let out = import(dir.path(), &good, &store_url);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(out.stdout.contains("2 unchanged"), "{out}");
+}
+
+#[test]
+fn bad_ndjson_records_are_named_with_their_lines() {
+    let dir = valid_dir();
+    let items = example_items();
+    let mut bad = items[1].clone();
+    bad["status"] = Value::from("closed");
+    // Line 2 is blank: records are counted among the non-blank lines, lines in the file.
+    let text = format!("{}\n\n{}\nnot json\n", items[0], bad);
+    let file = write(dir.path(), "items.ndjson", text);
+
+    let out = import(dir.path(), &file, &sqlite_url(dir.path()));
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stderr.contains("record 1 (line 3) /status: "), "{out}");
+    assert!(out.stderr.contains("record 2 (line 4)"), "{out}");
+    assert!(out.stderr.contains("not valid JSON"), "{out}");
+    assert!(!out.stderr.contains("record 0"), "{out}");
+}
+
+#[test]
+fn an_unreachable_store_is_reported_without_its_password() {
+    let dir = valid_dir();
+    let hub = fs::read_to_string(dir.path().join("hub.toml")).unwrap();
+    let url_line = hub
+        .lines()
+        .find(|l| l.starts_with("url = "))
+        .expect("hub.toml has a store url");
+    write(
+        dir.path(),
+        "hub.toml",
+        hub.replace(
+            url_line,
+            "url = \"postgres://nobody:wrong@127.0.0.1:1/none\"",
+        ),
+    );
+    let good = write(
+        dir.path(),
+        "good.ndjson",
+        format!("{}\n", example_items()[0]),
+    );
+
+    let out = run(tongban()
+        .args(["catalog", "import"])
+        .arg(&good)
+        .arg("--config")
+        .arg(dir.path()));
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stdout.is_empty(), "{out}");
+    assert!(out.stderr.contains("cannot reach the store"), "{out}");
+    assert!(
+        out.stderr
+            .contains("postgres://nobody:***@127.0.0.1:1/none"),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("wrong"), "{out}");
+}
+
+#[test]
+fn an_unreachable_store_names_the_cause_once() {
+    let dir = valid_dir();
+    let good = write(
+        dir.path(),
+        "good.ndjson",
+        format!("{}\n", example_items()[0]),
+    );
+    let out = import(
+        dir.path(),
+        &good,
+        "postgres://nobody:wrong@127.0.0.1:1/none",
+    );
+    assert_eq!(out.code, Some(1), "{out}");
+    let cause = "pool timed out while waiting for an open connection";
+    assert_eq!(out.stderr.matches(cause).count(), 1, "{out}");
+}

@@ -7,6 +7,8 @@
 //!   `schemas/`) and compiles it in one pure step that reports every error with file and line.
 //! - [`ids`]: the national identifiers (USCC, citizen ID, item code, item type, e-license id),
 //!   validated with their check characters; [`ids::mask_id`] for anything that is logged.
+//! - [`mapping`]: declarative mappings canonical JSON ⇄ legacy XML/JSON (quick-xml, SOAP,
+//!   GBK/GB18030), compiled once from `mappings/`, evaluated as pure functions.
 //! - [`schema`]: the canonical JSON Schemas, compiled with the identifier formats; validation
 //!   that returns every violation with a JSON pointer.
 //! - [`catalog`]: the item catalog's types and pure rules: cross-field checks, changed fields,
@@ -27,5 +29,6 @@ pub mod clock;
 pub mod config;
 pub mod hub;
 pub mod ids;
+pub mod mapping;
 pub mod schema;
 pub mod store;

@@ -44,11 +44,35 @@ enum Command {
     /// Compile the whole configuration and report every error with its file, line and key.
     /// Exits 0 with a one-line summary when the configuration is valid, 1 otherwise.
     Check,
+    /// Map one document with a mapping from mappings/: legacy → canonical (the default), or
+    /// canonical → legacy with `--to legacy`. Prints the mapped document, or every error with the
+    /// field and its path in the input, and exits 1 on error. Nothing is sent anywhere.
+    Map {
+        /// The mapping's name: its file name in mappings/ without `.toml`.
+        #[arg(long)]
+        mapping: String,
+        /// The document to map.
+        #[arg(long)]
+        input: PathBuf,
+        /// Which side to produce.
+        #[arg(long, value_enum, default_value_t = Side::Canonical)]
+        to: Side,
+    },
+    /// Run the mapping tests in mappings/tests/<mapping>/ (see README): each case maps both ways
+    /// and must give exactly the expected documents or errors. Prints a diff for each failure
+    /// and exits 1 if any fails.
+    Test,
     /// Work with the item catalog.
     Catalog {
         #[command(subcommand)]
         command: CatalogCommand,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Side {
+    Canonical,
+    Legacy,
 }
 
 #[derive(Subcommand)]
@@ -95,11 +119,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             println!(
-                "configuration in {} is valid: hub on {}, store {}, {} adapter(s), {} schema(s)",
+                "configuration in {} is valid: hub on {}, store {}, {} adapter(s), {} mapping(s), {} schema(s)",
                 cli.config.display(),
                 config.hub.server.listen,
                 tongban::store::redact(&config.hub.store.url),
                 config.adapters.len(),
+                config.mappings.len(),
                 config.schemas.documents().count()
             );
             Ok(ExitCode::SUCCESS)
@@ -133,6 +158,59 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             hub::serve(&config, store, listener, hub::shutdown_signal()).await?;
             tracing::info!("stopped");
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Map { mapping, input, to } => {
+            let config = load(&cli.config)?;
+            let Some(m) = config.mappings.get(&mapping) else {
+                anyhow::bail!(
+                    "no mapping `{mapping}` in {} (known: {})",
+                    cli.config.join("mappings").display(),
+                    config.mappings.keys().cloned().collect::<Vec<_>>().join(", ")
+                );
+            };
+            let bytes = std::fs::read(&input).with_context(|| format!("reading {}", input.display()))?;
+            let mapped = match to {
+                Side::Canonical => m.to_canonical(&bytes).map(|v| {
+                    let mut text = serde_json::to_vec_pretty(&v).unwrap_or_default();
+                    text.push(b'\n');
+                    text
+                }),
+                Side::Legacy => match serde_json::from_slice(&bytes) {
+                    Ok(canonical) => m.to_legacy(&canonical),
+                    Err(e) => anyhow::bail!("{} is not JSON: {e}", input.display()),
+                },
+            };
+            match mapped {
+                Ok(out) => {
+                    use std::io::Write;
+                    std::io::stdout().write_all(&out)?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(errors) => {
+                    eprintln!("{} error(s):", errors.len());
+                    for e in errors {
+                        eprintln!("  {e}");
+                    }
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Test => {
+            let config = load(&cli.config)?;
+            let reports = tongban::mapping::cases::run_all(&config.dir, &config.mappings);
+            let failed = reports.iter().filter(|r| !r.passed()).count();
+            for r in &reports {
+                if r.passed() {
+                    println!("ok   {}/{}", r.mapping, r.case);
+                } else {
+                    println!("FAIL {}/{}", r.mapping, r.case);
+                    for f in &r.failures {
+                        println!("{}", f.lines().map(|l| format!("     {l}")).collect::<Vec<_>>().join("\n"));
+                    }
+                }
+            }
+            println!("mapping tests: {} passed, {failed} failed", reports.len() - failed);
+            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Catalog {
             command: CatalogCommand::Import { file, store },

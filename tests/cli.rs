@@ -1,6 +1,8 @@
 //! Tests of the `tongban` command line, run as a real process: `check`, `catalog import`, the
 //! help texts, exit codes, and what reaches stdout and stderr.
 
+mod common;
+
 use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -70,12 +72,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// A temporary copy of the repository's `hub.toml`, `adapters/` and `schemas/`.
 fn valid_dir() -> TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let root = manifest_dir();
-    fs::copy(root.join("hub.toml"), dir.path().join("hub.toml")).unwrap();
-    copy_dir(&root.join("adapters"), &dir.path().join("adapters"));
-    copy_dir(&root.join("schemas"), &dir.path().join("schemas"));
-    dir
+    common::config_copy()
 }
 
 fn write(dir: &Path, relative: &str, text: impl AsRef<[u8]>) -> PathBuf {

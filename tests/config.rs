@@ -1,6 +1,8 @@
 //! Tests of the configuration compiler (`RawConfig::read` + `compile`): a copy of the repository's
 //! configuration compiles, and broken directories report every error with its file, line and key.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use tempfile::TempDir;
@@ -63,12 +65,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// A temporary copy of the repository's `hub.toml`, `adapters/` and `schemas/`.
 fn valid_dir() -> TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let root = manifest_dir();
-    fs::copy(root.join("hub.toml"), dir.path().join("hub.toml")).unwrap();
-    copy_dir(&root.join("adapters"), &dir.path().join("adapters"));
-    copy_dir(&root.join("schemas"), &dir.path().join("schemas"));
-    dir
+    common::config_copy()
 }
 
 fn write(dir: &Path, relative: &str, text: impl AsRef<[u8]>) {
@@ -129,7 +126,7 @@ fn the_repository_configuration_compiles_from_a_copy() {
     assert_eq!(adapter.department_uscc, GOOD_USCC);
     assert_eq!(adapter.department_name, "沈阳市市场监督管理局");
     assert_eq!(adapter.items.len(), 3);
-    assert_eq!(adapter.items[0], GOOD_ITEM);
+    assert_eq!(adapter.items[0].code, GOOD_ITEM);
 
     let schemas: Vec<&str> = config.schemas.documents().map(|(name, _)| name).collect();
     assert_eq!(schemas, ["item"]);

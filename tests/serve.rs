@@ -8,31 +8,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// A configuration directory like a fresh clone: hub.toml, adapters/, schemas/ and the example
-/// catalog, with no data/ yet.
-fn fresh_clone() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = common::repo();
-    std::fs::copy(repo.join("hub.toml"), dir.path().join("hub.toml")).unwrap();
-    for folder in ["adapters", "schemas", "examples/province"] {
-        std::fs::create_dir_all(dir.path().join(folder)).unwrap();
-        for entry in std::fs::read_dir(repo.join(folder)).unwrap() {
-            let entry = entry.unwrap();
-            if entry.file_type().unwrap().is_file() {
-                std::fs::copy(
-                    entry.path(),
-                    dir.path().join(folder).join(entry.file_name()),
-                )
-                .unwrap();
-            }
-        }
-    }
-    dir
-}
 
 #[tokio::test]
 async fn a_fresh_hub_serves_the_example_catalog_and_stops_gracefully() {
-    let dir = fresh_clone();
+    let dir = common::config_copy();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tongban"))
         .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
         .arg("--config")

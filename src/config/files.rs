@@ -20,6 +20,9 @@ pub struct RawConfig {
     pub adapters: Vec<SourceFile>,
     pub mappings: Vec<SourceFile>,
     pub schemas: Vec<SourceFile>,
+    /// The catalog seed file `hub.toml` names, read so that adapters' items can be checked
+    /// against it.
+    pub seed: Option<SourceFile>,
     pub errors: Vec<ConfigError>,
 }
 
@@ -32,6 +35,13 @@ impl RawConfig {
             ..RawConfig::default()
         };
         raw.hub = raw.read_file(Path::new("hub.toml"));
+        let seed = raw.hub.as_ref().and_then(|hub| {
+            let table: toml::Table = toml::from_str(&hub.text).ok()?;
+            table.get("catalog")?.get("seed")?.as_str().map(PathBuf::from)
+        });
+        if let Some(seed) = seed {
+            raw.seed = raw.read_file(&seed);
+        }
         for (folder, suffix) in [
             ("adapters", ".toml"),
             ("mappings", ".toml"),

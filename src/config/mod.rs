@@ -6,15 +6,20 @@
 //! file system, so the same files always give the same answer, and `tongban check` reports
 //! exactly what `tongban serve` would refuse.
 
+mod adapter;
 mod files;
 mod hub;
 
+pub use adapter::{
+    AdapterConfig, Inbound, InboundMode, ItemClaim, Outbound, Protocol, RateLimit, RetryPolicy,
+};
 pub use files::{RawConfig, SourceFile};
 pub use hub::{BusConfig, CatalogConfig, HubConfig, ServerConfig, StoreConfig};
 
+use crate::mapping::{self, Mapping};
 use crate::schema::{SchemaError, Schemas};
-use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -51,17 +56,6 @@ impl fmt::Display for ConfigError {
 #[error("{} configuration error(s):\n{}", .0.len(), .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
 pub struct ConfigErrors(pub Vec<ConfigError>);
 
-/// A department system as its adapter file describes it. The foundation knows only who the
-/// system is and what it handles; protocols and mappings come with the adapter engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AdapterConfig {
-    pub id: String,
-    pub name: String,
-    pub department_name: String,
-    pub department_uscc: String,
-    pub items: Vec<String>,
-}
-
 /// A compiled, validated configuration: everything `serve` needs, nothing left to check.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -69,6 +63,7 @@ pub struct Config {
     pub dir: PathBuf,
     pub hub: HubConfig,
     pub adapters: BTreeMap<String, AdapterConfig>,
+    pub mappings: BTreeMap<String, Arc<Mapping>>,
     pub schemas: Schemas,
 }
 
@@ -88,32 +83,7 @@ pub fn compile(raw: &RawConfig) -> Result<Config, ConfigErrors> {
         None => None,
     };
 
-    let mut adapters = BTreeMap::new();
-    for file in &raw.adapters {
-        if let Some(adapter) = compile_adapter(file, &mut errors) {
-            if adapters.contains_key(&adapter.id) {
-                errors.push(file.error_at_key(
-                    "id",
-                    format!("system id `{}` is used by another adapter file", adapter.id),
-                ));
-            } else {
-                adapters.insert(adapter.id.clone(), adapter);
-            }
-        }
-    }
-
-    for file in &raw.mappings {
-        // The mapping engine compiles these; here they must at least be well-formed TOML.
-        if let Err(e) = toml::from_str::<toml::Table>(&file.text) {
-            errors.push(file.toml_error(&e));
-        }
-    }
-
-    let schemas = match Schemas::compile(
-        raw.schemas
-            .iter()
-            .map(|f| (f.path.as_path(), f.text.as_str())),
-    ) {
+    let schemas = match Schemas::compile(raw.schemas.iter().map(|f| (f.path.as_path(), f.text.as_str()))) {
         Ok(schemas) => Some(schemas),
         Err(schema_errors) => {
             errors.extend(schema_errors.into_iter().map(schema_config_error));
@@ -121,14 +91,119 @@ pub fn compile(raw: &RawConfig) -> Result<Config, ConfigErrors> {
         }
     };
 
+    // Mappings are checked against the canonical schemas, so they need those first.
+    let mut mappings = BTreeMap::new();
+    if let Some(schemas) = &schemas {
+        for file in &raw.mappings {
+            match mapping::compile(file, schemas) {
+                Ok(m) => {
+                    mappings.insert(m.name.clone(), Arc::new(m));
+                }
+                Err(mapping_errors) => errors.extend(mapping_errors),
+            }
+        }
+    }
+
+    let seed_codes = raw.seed.as_ref().map(seed_codes);
+    let mut adapters: BTreeMap<String, AdapterConfig> = BTreeMap::new();
+    let mut claims: Vec<(ItemClaim, String)> = Vec::new();
+    for file in &raw.adapters {
+        let Some((adapter, refs)) = adapter::compile(file, &mut errors) else {
+            continue;
+        };
+        if adapters.contains_key(&adapter.id) {
+            errors.push(file.error_at_key(
+                "id",
+                format!("system id `{}` is used by another adapter file", adapter.id),
+            ));
+            continue;
+        }
+        // Mapping references are only checked when every mapping compiled: a broken mapping
+        // has been reported already and is not also "missing".
+        if raw.mappings.len() == mappings.len() {
+            let needed = [
+                Some((&refs.outbound, "application", "outbound.mapping")),
+                Some((&refs.case_event, "case-event", "inbound.case_event_mapping")),
+                refs.result.as_ref().map(|r| (r, "result", "inbound.result_mapping")),
+            ];
+            for (reference, canonical, key) in needed.into_iter().flatten() {
+                let (name, span) = reference;
+                match mappings.get(name) {
+                    None => errors.push(file.error_at_span(
+                        key,
+                        span.clone(),
+                        format!("no mapping `{name}` in mappings/ (known: {})", mappings.keys().cloned().collect::<Vec<_>>().join(", ")),
+                    )),
+                    Some(m) if m.canonical != canonical => errors.push(file.error_at_span(
+                        key,
+                        span.clone(),
+                        format!("mapping `{name}` maps `{}`, but this needs one that maps `{canonical}`", m.canonical),
+                    )),
+                    Some(m) => {
+                        if let (Protocol::Soap { version, .. }, "application") = (&adapter.outbound.protocol, canonical) {
+                            let soap = match &m.format {
+                                mapping::Format::Xml(x) => x.soap,
+                                mapping::Format::Json { .. } => None,
+                            };
+                            if soap != Some(*version) {
+                                errors.push(file.error_at_span(
+                                    key,
+                                    span.clone(),
+                                    format!("protocol soap {version:?} needs an XML mapping with the same xml.soap version"),
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for (i, claim) in adapter.items.iter().enumerate() {
+            let span = refs.items[i].clone();
+            if let Some(codes) = &seed_codes
+                && !codes.contains(&claim.code)
+            {
+                errors.push(file.error_at_span(
+                    &format!("items[{i}]"),
+                    span.clone(),
+                    "this item is not in the catalog seed (catalog.seed in hub.toml)",
+                ));
+            }
+            if let Some((_, other)) = claims.iter().find(|(c, _)| c.overlaps(claim)) {
+                errors.push(file.error_at_span(
+                    &format!("items[{i}]"),
+                    span,
+                    format!("adapter `{other}` already handles this item in the same region(s)"),
+                ));
+            }
+        }
+        claims.extend(adapter.items.iter().map(|c| (c.clone(), adapter.id.clone())));
+        adapters.insert(adapter.id.clone(), adapter);
+    }
+
     match (hub, schemas) {
         (Some(hub), Some(schemas)) if errors.is_empty() => Ok(Config {
             dir: raw.dir.clone(),
             hub,
             adapters,
+            mappings,
             schemas,
         }),
         _ => Err(ConfigErrors(errors)),
+    }
+}
+
+/// The item codes of the catalog seed file (JSON array or NDJSON). Records that do not parse
+/// are left to `catalog import` to explain; here only the codes matter.
+fn seed_codes(file: &SourceFile) -> BTreeSet<String> {
+    let code_of = |v: &serde_json::Value| v.get("code").and_then(|c| c.as_str()).map(str::to_string);
+    match serde_json::from_str::<Vec<serde_json::Value>>(&file.text) {
+        Ok(items) => items.iter().filter_map(code_of).collect(),
+        Err(_) => file
+            .text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| code_of(&v))
+            .collect(),
     }
 }
 
@@ -142,81 +217,3 @@ fn schema_config_error(e: SchemaError) -> ConfigError {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AdapterFile {
-    id: toml::Spanned<String>,
-    name: String,
-    department: DepartmentFile,
-    #[serde(default)]
-    items: Vec<toml::Spanned<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DepartmentFile {
-    name: String,
-    uscc: toml::Spanned<String>,
-}
-
-fn compile_adapter(file: &SourceFile, errors: &mut Vec<ConfigError>) -> Option<AdapterConfig> {
-    let parsed: AdapterFile = match toml::from_str(&file.text) {
-        Ok(parsed) => parsed,
-        Err(e) => {
-            errors.push(file.toml_error(&e));
-            return None;
-        }
-    };
-    let before = errors.len();
-    let stem = file
-        .path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or_default();
-    let id = parsed.id.get_ref();
-    if !is_system_id(id) {
-        errors.push(file.error_at_span(
-            "id",
-            parsed.id.span(),
-            "a system id is 1-64 characters of a-z, 0-9 and '-', starting with a letter or digit",
-        ));
-    } else if id != stem {
-        errors.push(file.error_at_span(
-            "id",
-            parsed.id.span(),
-            format!("system id `{id}` must equal the file name `{stem}.toml`"),
-        ));
-    }
-    if let Err(e) = crate::ids::check_uscc(parsed.department.uscc.get_ref()) {
-        errors.push(file.error_at_span(
-            "department.uscc",
-            parsed.department.uscc.span(),
-            format!("not a unified social credit code: {e}"),
-        ));
-    }
-    for (i, item) in parsed.items.iter().enumerate() {
-        if let Err(e) = crate::ids::check_item_code(item.get_ref()) {
-            errors.push(file.error_at_span(
-                &format!("items[{i}]"),
-                item.span(),
-                format!("not an item implementation code: {e}"),
-            ));
-        }
-    }
-    (errors.len() == before).then(|| AdapterConfig {
-        id: id.clone(),
-        name: parsed.name,
-        department_name: parsed.department.name,
-        department_uscc: parsed.department.uscc.into_inner(),
-        items: parsed.items.into_iter().map(|i| i.into_inner()).collect(),
-    })
-}
-
-fn is_system_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
-        && !id.starts_with('-')
-}

@@ -126,3 +126,28 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// A temporary copy of the repository's configuration, as a fresh clone has it: `hub.toml`,
+/// `adapters/`, `mappings/` (with its tests), `schemas/` and the example catalog.
+pub fn config_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let root = repo();
+    std::fs::copy(root.join("hub.toml"), dir.path().join("hub.toml")).expect("copy hub.toml");
+    for folder in ["adapters", "mappings", "schemas", "examples/province"] {
+        copy_tree(&root.join(folder), &dir.path().join(folder));
+    }
+    dir
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("create directory");
+    for entry in std::fs::read_dir(from).expect("read directory") {
+        let entry = entry.expect("directory entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy file");
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! Mapping tests that live next to the mappings: `mappings/tests/<mapping>/<case>.*` files,
+//! found, run and explained with a diff. `tongban test` and `cargo test` both run them.
+//!
+//! A case is named by its files' common stem:
+//! - `<case>.legacy.xml` (or `.legacy.json`) with `<case>.canonical.json`: the legacy document
+//!   maps to exactly that canonical one; the canonical one maps to a legacy document equal to
+//!   the given one (same elements, attributes and text, whatever the prefixes, encoding or
+//!   indentation); and that maps back to the same canonical document.
+//! - `<case>.legacy.xml` (or `.legacy.json`) with `<case>.errors.json`: mapping the legacy
+//!   document fails with exactly these errors, a JSON array of `{"field", "path"}` objects
+//!   (`"message"`, when given, must be part of the error's message).
+//! - `<case>.canonical.json` with `<case>.errors.json` (and no legacy file): mapping the
+//!   canonical document to legacy fails with exactly these errors.
+
+use super::{Format, MapError, Mapping, json, xml};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The outcome of one case.
+#[derive(Debug, Clone)]
+pub struct CaseReport {
+    pub mapping: String,
+    pub case: String,
+    /// Empty when the case passed; otherwise what went wrong, diffs included.
+    pub failures: Vec<String>,
+}
+
+impl CaseReport {
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+#[derive(Default)]
+struct CaseFiles {
+    legacy: Option<PathBuf>,
+    canonical: Option<PathBuf>,
+    errors: Option<PathBuf>,
+    other: Vec<PathBuf>,
+}
+
+/// Runs every case under `dir/mappings/tests/`. A folder whose name is no mapping, and a file
+/// that fits no case, are failures too, so a typo cannot hide a test.
+pub fn run_all(dir: &Path, mappings: &BTreeMap<String, Arc<Mapping>>) -> Vec<CaseReport> {
+    let root = dir.join("mappings").join("tests");
+    let Ok(folders) = std::fs::read_dir(&root) else {
+        return Vec::new();
+    };
+    let mut folders: Vec<PathBuf> = folders
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect();
+    folders.sort();
+    let mut reports = Vec::new();
+    for folder in folders {
+        let name = folder.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let Some(mapping) = mappings.get(&name) else {
+            reports.push(CaseReport {
+                mapping: name.clone(),
+                case: "*".into(),
+                failures: vec![format!(
+                    "mappings/tests/{name}/ names no mapping (known: {})",
+                    mappings.keys().cloned().collect::<Vec<_>>().join(", ")
+                )],
+            });
+            continue;
+        };
+        for (case, files) in cases_in(&folder) {
+            reports.push(run_case(mapping, &case, &files));
+        }
+    }
+    reports
+}
+
+fn cases_in(folder: &Path) -> BTreeMap<String, CaseFiles> {
+    let mut cases: BTreeMap<String, CaseFiles> = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return cases;
+    };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let path = entry.path();
+        let Some(file) = path.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+            continue;
+        };
+        if file.starts_with('.') {
+            continue;
+        }
+        let (stem, role) = match file.split_once('.') {
+            Some((stem, rest)) => (stem.to_string(), rest.to_string()),
+            None => (file.clone(), String::new()),
+        };
+        let slot = cases.entry(stem).or_default();
+        match role.as_str() {
+            "legacy.xml" | "legacy.json" => slot.legacy = Some(path),
+            "canonical.json" => slot.canonical = Some(path),
+            "errors.json" => slot.errors = Some(path),
+            _ => slot.other.push(path),
+        }
+    }
+    cases
+}
+
+fn run_case(mapping: &Mapping, case: &str, files: &CaseFiles) -> CaseReport {
+    let mut failures = Vec::new();
+    for other in &files.other {
+        failures.push(format!(
+            "{} is not part of a case (expected <case>.legacy.xml|json, <case>.canonical.json or <case>.errors.json)",
+            other.display()
+        ));
+    }
+    let read = |p: &PathBuf, failures: &mut Vec<String>| match std::fs::read(p) {
+        Ok(bytes) => Some(bytes),
+        Err(e) => {
+            failures.push(format!("cannot read {}: {e}", p.display()));
+            None
+        }
+    };
+    let json_of = |p: &PathBuf, failures: &mut Vec<String>| {
+        let bytes = read(p, failures)?;
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                failures.push(format!("{} is not JSON: {e}", p.display()));
+                None
+            }
+        }
+    };
+    match (&files.legacy, &files.canonical, &files.errors) {
+        (Some(legacy), Some(canonical), None) => {
+            if let (Some(legacy), Some(expected)) = (read(legacy, &mut failures), json_of(canonical, &mut failures)) {
+                check_pair(mapping, &legacy, &expected, &mut failures);
+            }
+        }
+        (Some(legacy), None, Some(errors)) => {
+            if let (Some(legacy), Some(expected)) = (read(legacy, &mut failures), json_of(errors, &mut failures)) {
+                match mapping.to_canonical(&legacy) {
+                    Ok(v) => failures.push(format!(
+                        "expected errors, but the legacy document mapped to:\n{}",
+                        pretty(&v)
+                    )),
+                    Err(found) => compare_errors(&expected, &found, &mut failures),
+                }
+            }
+        }
+        (None, Some(canonical), Some(errors)) => {
+            if let (Some(canonical), Some(expected)) = (json_of(canonical, &mut failures), json_of(errors, &mut failures)) {
+                match mapping.to_legacy(&canonical) {
+                    Ok(bytes) => failures.push(format!(
+                        "expected errors, but the canonical document mapped to:\n{}",
+                        String::from_utf8_lossy(&bytes)
+                    )),
+                    Err(found) => compare_errors(&expected, &found, &mut failures),
+                }
+            }
+        }
+        _ => failures.push(
+            "a case needs a legacy and a canonical file, or one of them and an errors file".into(),
+        ),
+    }
+    CaseReport {
+        mapping: mapping.name.clone(),
+        case: case.to_string(),
+        failures,
+    }
+}
+
+fn check_pair(mapping: &Mapping, legacy: &[u8], expected: &Value, failures: &mut Vec<String>) {
+    match mapping.to_canonical(legacy) {
+        Ok(actual) if &actual == expected => {}
+        Ok(actual) => failures.push(format!(
+            "legacy → canonical differs from the expected canonical document:\n{}",
+            diff(&pretty(expected), &pretty(&actual))
+        )),
+        Err(errors) => failures.push(format!("legacy → canonical failed:\n{}", list(&errors))),
+    }
+    match mapping.to_legacy(expected) {
+        Err(errors) => failures.push(format!("canonical → legacy failed:\n{}", list(&errors))),
+        Ok(produced) => {
+            match (normalized(mapping, legacy), normalized(mapping, &produced)) {
+                (Ok(want), Ok(got)) if want == got => {}
+                (Ok(want), Ok(got)) => failures.push(format!(
+                    "canonical → legacy differs from the legacy document:\n{}",
+                    diff(&want, &got)
+                )),
+                (Err(e), _) => failures.push(format!("the legacy file cannot be read: {e}")),
+                (_, Err(e)) => failures.push(format!("the produced legacy document cannot be read back: {e}")),
+            }
+            match mapping.to_canonical(&produced) {
+                Ok(back) if &back == expected => {}
+                Ok(back) => failures.push(format!(
+                    "canonical → legacy → canonical does not give the same document:\n{}",
+                    diff(&pretty(expected), &pretty(&back))
+                )),
+                Err(errors) => failures.push(format!("mapping the produced legacy document back failed:\n{}", list(&errors))),
+            }
+        }
+    }
+}
+
+/// A legacy document in a form where equal content prints equally: parsed, attributes sorted,
+/// printed as UTF-8 without CDATA.
+fn normalized(mapping: &Mapping, bytes: &[u8]) -> Result<String, String> {
+    match &mapping.format {
+        Format::Xml(x) => {
+            let mut doc = xml::parse(bytes, x, super::MAX_INPUT_BYTES).map_err(|e| e.to_string())?;
+            normalize_node(&mut doc.root);
+            if let Some(h) = doc.header.as_mut() {
+                normalize_node(h);
+            }
+            let plain = xml::XmlFormat {
+                encoding: encoding_rs::UTF_8,
+                declaration: false,
+                ..x.clone()
+            };
+            Ok(String::from_utf8_lossy(&xml::write(&doc, &plain)).into_owned())
+        }
+        Format::Json { root } => {
+            let node = json::parse(bytes, root, super::MAX_INPUT_BYTES).map_err(|e| e.to_string())?;
+            Ok(String::from_utf8_lossy(&json::write(&node, root)).into_owned())
+        }
+    }
+}
+
+fn normalize_node(node: &mut super::Node) {
+    node.attrs.sort();
+    node.cdata = false;
+    for child in &mut node.children {
+        normalize_node(child);
+    }
+}
+
+fn compare_errors(expected: &Value, found: &[MapError], failures: &mut Vec<String>) {
+    let Some(expected) = expected.as_array() else {
+        failures.push("the errors file must hold a JSON array".into());
+        return;
+    };
+    let mut unmatched: Vec<&MapError> = found.iter().collect();
+    let mut missing = Vec::new();
+    for want in expected {
+        let field = want.get("field").and_then(Value::as_str);
+        let path = want.get("path").and_then(Value::as_str);
+        let message = want.get("message").and_then(Value::as_str);
+        let hit = unmatched.iter().position(|e| {
+            field.is_none_or(|f| f == e.field)
+                && path.is_none_or(|p| p == e.path)
+                && message.is_none_or(|m| e.message.contains(m))
+        });
+        match hit {
+            Some(i) => {
+                unmatched.remove(i);
+            }
+            None => missing.push(want.to_string()),
+        }
+    }
+    if !missing.is_empty() || !unmatched.is_empty() {
+        failures.push(format!(
+            "errors differ.\n  expected but not reported:\n{}\n  reported but not expected:\n{}",
+            missing.iter().map(|m| format!("    {m}")).collect::<Vec<_>>().join("\n"),
+            unmatched.iter().map(|e| format!("    {e}")).collect::<Vec<_>>().join("\n"),
+        ));
+    }
+}
+
+fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
+}
+
+fn list(errors: &[MapError]) -> String {
+    errors.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n")
+}
+
+/// A unified diff, expected (`-`) against actual (`+`).
+pub fn diff(expected: &str, actual: &str) -> String {
+    similar::TextDiff::from_lines(expected, actual)
+        .unified_diff()
+        .context_radius(3)
+        .header("expected", "actual")
+        .to_string()
+}

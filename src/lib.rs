@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //!
+//! - [`adapters`]: the protocol drivers (REST, SOAP, AMQP) that hand a mapped message to a
+//!   department system in one attempt and say whether trying again could help.
 //! - [`config`]: reads a configuration directory (`hub.toml`, `adapters/`, `mappings/`,
 //!   `schemas/`) and compiles it in one pure step that reports every error with file and line.
 //! - [`ids`]: the national identifiers (USCC, citizen ID, item code, item type, e-license id),
@@ -23,6 +25,7 @@
 //!
 //! The binary (`src/main.rs`) is the command line: `serve`, `check`, `catalog import`.
 
+pub mod adapters;
 pub mod api;
 pub mod catalog;
 pub mod clock;

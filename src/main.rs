@@ -165,10 +165,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 anyhow::bail!(
                     "no mapping `{mapping}` in {} (known: {})",
                     cli.config.join("mappings").display(),
-                    config.mappings.keys().cloned().collect::<Vec<_>>().join(", ")
+                    config
+                        .mappings
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
             };
-            let bytes = std::fs::read(&input).with_context(|| format!("reading {}", input.display()))?;
+            let bytes =
+                std::fs::read(&input).with_context(|| format!("reading {}", input.display()))?;
             let mapped = match to {
                 Side::Canonical => m.to_canonical(&bytes).map(|v| {
                     let mut text = serde_json::to_vec_pretty(&v).unwrap_or_default();
@@ -205,12 +211,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 } else {
                     println!("FAIL {}/{}", r.mapping, r.case);
                     for f in &r.failures {
-                        println!("{}", f.lines().map(|l| format!("     {l}")).collect::<Vec<_>>().join("\n"));
+                        println!(
+                            "{}",
+                            f.lines()
+                                .map(|l| format!("     {l}"))
+                                .collect::<Vec<_>>()
+                                .join("\n")
+                        );
                     }
                 }
             }
-            println!("mapping tests: {} passed, {failed} failed", reports.len() - failed);
-            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            println!(
+                "mapping tests: {} passed, {failed} failed",
+                reports.len() - failed
+            );
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Catalog {
             command: CatalogCommand::Import { file, store },

@@ -57,20 +57,8 @@ fn run(command: &mut Command) -> Run {
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
-/// A temporary copy of the repository's `hub.toml`, `adapters/` and `schemas/`.
+/// A temporary copy of the repository's `hub.toml`, `adapters/`, `mappings/`, `schemas/` and
+/// example catalog.
 fn valid_dir() -> TempDir {
     common::config_copy()
 }
@@ -82,26 +70,54 @@ fn write(dir: &Path, relative: &str, text: impl AsRef<[u8]>) -> PathBuf {
     path
 }
 
+/// The repository's adapter, as the copy has it.
+const ADAPTER: &str = "adapters/sy-scjg-food.toml";
+
 /// A configuration with three mistakes: an unknown key on line 3 of `hub.toml`, a wrong USCC
-/// check character on line 7 (column 8) of the adapter, and a schema that is not JSON (line 4).
-fn three_mistakes_dir() -> TempDir {
+/// check character in the repository's adapter (its value in column 8 of the returned line), and
+/// a schema that is not JSON (line 4).
+fn three_mistakes_dir() -> (TempDir, usize) {
     let dir = valid_dir();
     write(
         dir.path(),
         "hub.toml",
         "[server]\nlisten = \"127.0.0.1:8080\"\nlistn = \"127.0.0.1:8081\"\n\n[store]\nurl = \"sqlite://data/tongban.db\"\n",
     );
-    write(
-        dir.path(),
-        "adapters/sy-scjg-food.toml",
-        "id = \"sy-scjg-food\"\nname = \"沈阳市食品经营许可审批系统\"\nitems = [\"11210100MB1529370K300011800200001\"]\n\n[department]\nname = \"沈阳市市场监督管理局\"\nuscc = \"11210100MB1529370J\"\n",
+    let adapter = fs::read_to_string(dir.path().join(ADAPTER)).unwrap();
+    let (good, bad) = (
+        "uscc = \"11210100MB1529370K\"",
+        "uscc = \"11210100MB1529370J\"",
     );
+    assert_eq!(adapter.matches(good).count(), 1, "{adapter}");
+    let adapter = adapter.replace(good, bad);
+    let uscc_lines: Vec<usize> = adapter
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with(bad))
+        .map(|(i, _)| i + 1)
+        .collect();
+    assert_eq!(uscc_lines.len(), 1, "{adapter}");
+    write(dir.path(), ADAPTER, adapter);
     write(
         dir.path(),
         "schemas/application.schema.json",
         "{\n  \"$id\": \"https://tongban.example/schemas/application.schema.json\",\n  \"type\": \"object\"\n  \"required\": [\"item\"]\n}\n",
     );
-    dir
+    (dir, uscc_lines[0])
+}
+
+/// How many files in `folder` of `dir` end in `suffix`.
+fn count_files(dir: &Path, folder: &str, suffix: &str) -> usize {
+    fs::read_dir(dir.join(folder))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.ends_with(suffix))
+        })
+        .count()
 }
 
 /// The items of the repository's example catalog.
@@ -173,7 +189,19 @@ fn check_of_a_valid_configuration_prints_a_one_line_summary() {
     assert!(line.contains(&dir.path().display().to_string()), "{out}");
     assert!(line.contains("is valid"), "{out}");
     assert!(line.contains("hub on 127.0.0.1:8080"), "{out}");
-    assert!(line.contains("1 adapter(s), 1 schema(s)"), "{out}");
+    assert!(line.contains("store sqlite://data/tongban.db"), "{out}");
+    let (adapters, mappings, schemas) = (
+        count_files(dir.path(), "adapters", ".toml"),
+        count_files(dir.path(), "mappings", ".toml"),
+        count_files(dir.path(), "schemas", ".schema.json"),
+    );
+    assert!(adapters >= 1 && mappings >= 3 && schemas >= 4, "{out}");
+    assert!(
+        line.ends_with(&format!(
+            ", {adapters} adapter(s), {mappings} mapping(s), {schemas} schema(s)"
+        )),
+        "{out}"
+    );
     assert!(!out.stderr.contains("error"), "{out}");
 }
 
@@ -193,7 +221,7 @@ fn check_reads_the_directory_from_tongban_config() {
 
 #[test]
 fn check_of_three_mistakes_lists_all_three_with_files_and_lines() {
-    let dir = three_mistakes_dir();
+    let (dir, uscc_line) = three_mistakes_dir();
     let out = run(tongban().arg("check").arg("--config").arg(dir.path()));
     assert_eq!(out.code, Some(1), "{out}");
     assert!(out.stdout.is_empty(), "{out}");
@@ -202,7 +230,7 @@ fn check_of_three_mistakes_lists_all_three_with_files_and_lines() {
     assert!(out.stderr.contains("listn"), "{out}");
     assert!(
         out.stderr
-            .contains("adapters/sy-scjg-food.toml:7:8: `department.uscc`: "),
+            .contains(&format!("{ADAPTER}:{uscc_line}:8: `department.uscc`: ")),
         "{out}"
     );
     assert!(
@@ -213,7 +241,7 @@ fn check_of_three_mistakes_lists_all_three_with_files_and_lines() {
 
 #[test]
 fn import_refuses_a_configuration_with_errors() {
-    let dir = three_mistakes_dir();
+    let (dir, _) = three_mistakes_dir();
     let file = write(dir.path(), "items.ndjson", "");
     let out = run(tongban()
         .args(["catalog", "import"])

@@ -1,18 +1,29 @@
 //! Tests of the configuration compiler (`RawConfig::read` + `compile`): a copy of the repository's
 //! configuration compiles, and broken directories report every error with its file, line and key.
+//!
+//! Broken adapters and mappings are derived from the repository's own files (one value replaced),
+//! and the lines expected are found by searching the text, so the tests follow the examples'
+//! layout.
 
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::time::Duration;
 use tempfile::TempDir;
-use tongban::config::{BusConfig, Config, ConfigError, RawConfig, compile};
+use tongban::config::{BusConfig, Config, ConfigError, InboundMode, Protocol, RawConfig, compile};
+use tongban::mapping::{Format, SoapVersion};
 
 /// A USCC whose check character is right (the repository's adapter uses it).
 const GOOD_USCC: &str = "11210100MB1529370K";
 /// The same USCC with another check character.
 const BAD_USCC: &str = "11210100MB1529370J";
 const GOOD_ITEM: &str = "11210100MB1529370K300011800200001";
+
+/// The repository's adapter, as the copy has it.
+const ADAPTER: &str = "adapters/sy-scjg-food.toml";
+const APPLICATION_MAPPING: &str = "mappings/scjg-food-application.toml";
+const EVENT_MAPPING: &str = "mappings/scjg-food-event.toml";
 
 /// `hub.toml` with an unknown key `listn` on line 3.
 const HUB_UNKNOWN_KEY: &str = r#"[server]
@@ -23,20 +34,6 @@ listn = "127.0.0.1:8081"
 url = "sqlite://data/tongban.db"
 "#;
 
-/// An adapter whose `department.uscc` (line 7, column 8) has a wrong check character.
-fn adapter_bad_uscc() -> String {
-    format!(
-        r#"id = "sy-scjg-food"
-name = "沈阳市食品经营许可审批系统"
-items = ["{GOOD_ITEM}"]
-
-[department]
-name = "沈阳市市场监督管理局"
-uscc = "{BAD_USCC}"
-"#
-    )
-}
-
 /// A schema file that is not JSON: a comma is missing at the end of line 3, so line 4 is where
 /// the parser stops.
 const SCHEMA_NOT_JSON: &str = r#"{
@@ -46,24 +43,8 @@ const SCHEMA_NOT_JSON: &str = r#"{
 }
 "#;
 
-fn manifest_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
-/// A temporary copy of the repository's `hub.toml`, `adapters/` and `schemas/`.
+/// A temporary copy of the repository's `hub.toml`, `adapters/`, `mappings/`, `schemas/` and
+/// example catalog.
 fn valid_dir() -> TempDir {
     common::config_copy()
 }
@@ -72,6 +53,84 @@ fn write(dir: &Path, relative: &str, text: impl AsRef<[u8]>) {
     let path = dir.join(relative);
     fs::create_dir_all(path.parent().unwrap()).unwrap();
     fs::write(path, text).unwrap();
+}
+
+fn read(dir: &Path, relative: &str) -> String {
+    fs::read_to_string(dir.join(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"))
+}
+
+/// `text` with `from`, which must occur exactly once, replaced by `to`.
+fn replace_once(text: &str, from: &str, to: &str) -> String {
+    assert_eq!(
+        text.matches(from).count(),
+        1,
+        "{from:?} must occur exactly once in:\n{text}"
+    );
+    text.replacen(from, to, 1)
+}
+
+/// The 1-based numbers of the lines of `text` that start with `start`.
+fn lines_starting(text: &str, start: &str) -> Vec<usize> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with(start))
+        .map(|(i, _)| i + 1)
+        .collect()
+}
+
+/// The 1-based number of the one line of `text` that starts with `start`.
+fn line_of(text: &str, start: &str) -> usize {
+    let found = lines_starting(text, start);
+    assert_eq!(
+        found.len(),
+        1,
+        "expected one line starting with {start:?}, found {found:?} in:\n{text}"
+    );
+    found[0]
+}
+
+/// The key of the mapping field whose table holds line `line` of `text`: `field[N]`, or
+/// `field[N].each[M]` inside a `[[field.each]]`.
+fn field_key(text: &str, line: usize) -> String {
+    let (mut top, mut each): (Option<usize>, Option<usize>) = (None, None);
+    for l in text.lines().take(line) {
+        match l.trim() {
+            "[[field]]" => {
+                top = Some(top.map_or(0, |n| n + 1));
+                each = None;
+            }
+            "[[field.each]]" => each = Some(each.map_or(0, |n| n + 1)),
+            _ => {}
+        }
+    }
+    let top = top.unwrap_or_else(|| panic!("line {line} is not inside a [[field]]"));
+    match each {
+        None => format!("field[{top}]"),
+        Some(m) => format!("field[{top}].each[{m}]"),
+    }
+}
+
+/// The repository's adapter with the department USCC's check character wrong, and the line of
+/// that USCC (its value starts in column 8).
+fn adapter_bad_uscc(dir: &Path) -> (String, usize) {
+    let text = replace_once(
+        &read(dir, ADAPTER),
+        &format!("uscc = \"{GOOD_USCC}\""),
+        &format!("uscc = \"{BAD_USCC}\""),
+    );
+    let line = line_of(&text, "uscc = ");
+    (text, line)
+}
+
+/// The file names in `folder` of the copy that end in `suffix`, sorted.
+fn files_in(dir: &Path, folder: &str, suffix: &str) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir.join(folder))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(suffix))
+        .collect();
+    names.sort();
+    names
 }
 
 fn load(dir: &Path) -> Result<Config, Vec<ConfigError>> {
@@ -103,6 +162,13 @@ fn only_error_in<'a>(errors: &'a [ConfigError], file: &str) -> &'a ConfigError {
     matching[0]
 }
 
+/// The one error of a directory that must fail with exactly one error, in `file`.
+fn the_error(dir: &Path, file: &str) -> ConfigError {
+    let errors = errors(dir);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    only_error_in(&errors, file).clone()
+}
+
 #[test]
 fn the_repository_configuration_compiles_from_a_copy() {
     let dir = valid_dir();
@@ -120,16 +186,78 @@ fn the_repository_configuration_compiles_from_a_copy() {
         Some(Path::new("examples/province/catalog.json"))
     );
 
+    // Every adapter file of the copy is compiled, under its system id (its file stem).
+    let adapter_files = files_in(dir.path(), "adapters", ".toml");
+    assert_eq!(
+        config
+            .adapters
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        adapter_files
+            .iter()
+            .map(|f| f.trim_end_matches(".toml"))
+            .collect::<Vec<_>>()
+    );
     let adapter = &config.adapters["sy-scjg-food"];
-    assert_eq!(config.adapters.len(), 1);
     assert_eq!(adapter.id, "sy-scjg-food");
     assert_eq!(adapter.department_uscc, GOOD_USCC);
     assert_eq!(adapter.department_name, "沈阳市市场监督管理局");
+    assert_eq!(adapter.credentials.as_deref(), Some("sy-scjg-food"));
     assert_eq!(adapter.items.len(), 3);
     assert_eq!(adapter.items[0].code, GOOD_ITEM);
+    assert!(adapter.items.iter().all(|i| i.regions.is_empty()));
+
+    let outbound = &adapter.outbound;
+    match &outbound.protocol {
+        Protocol::Soap {
+            url,
+            version,
+            action,
+        } => {
+            assert!(url.starts_with("http://"), "{url}");
+            assert_eq!(*version, SoapVersion::V11);
+            assert!(action.is_some());
+        }
+        other => panic!("expected protocol soap, got {other:?}"),
+    }
+    assert_eq!(outbound.mapping, "scjg-food-application");
+    assert_eq!(outbound.timeout, Duration::from_millis(5000));
+    assert_eq!(outbound.concurrency, 4);
+    assert_eq!(adapter.inbound.mode, InboundMode::Webhook);
+    assert_eq!(adapter.inbound.case_event_mapping, "scjg-food-event");
+    assert_eq!(
+        adapter.inbound.result_mapping.as_deref(),
+        Some("scjg-food-result")
+    );
+
+    // Every mapping and schema file of the copy is compiled, under its file stem.
+    let mappings: Vec<&str> = config.mappings.keys().map(String::as_str).collect();
+    let mapping_files = files_in(dir.path(), "mappings", ".toml");
+    assert_eq!(
+        mappings,
+        mapping_files
+            .iter()
+            .map(|f| f.trim_end_matches(".toml"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        config.mappings["scjg-food-application"].canonical,
+        "application"
+    );
+    assert_eq!(config.mappings["scjg-food-event"].canonical, "case-event");
+    assert_eq!(config.mappings["scjg-food-result"].canonical, "result");
 
     let schemas: Vec<&str> = config.schemas.documents().map(|(name, _)| name).collect();
-    assert_eq!(schemas, ["item"]);
+    let schema_files = files_in(dir.path(), "schemas", ".schema.json");
+    assert_eq!(
+        schemas,
+        schema_files
+            .iter()
+            .map(|f| f.trim_end_matches(".schema.json"))
+            .collect::<Vec<_>>()
+    );
+    assert!(schemas.contains(&"item"), "{schemas:?}");
 }
 
 #[test]
@@ -148,8 +276,9 @@ fn compile_does_not_touch_the_file_system() {
 #[test]
 fn three_mistakes_in_three_files_are_all_reported_with_file_line_and_key() {
     let dir = valid_dir();
+    let (adapter_text, uscc_line) = adapter_bad_uscc(dir.path());
     write(dir.path(), "hub.toml", HUB_UNKNOWN_KEY);
-    write(dir.path(), "adapters/sy-scjg-food.toml", adapter_bad_uscc());
+    write(dir.path(), ADAPTER, adapter_text);
     write(
         dir.path(),
         "schemas/application.schema.json",
@@ -164,8 +293,8 @@ fn three_mistakes_in_three_files_are_all_reported_with_file_line_and_key() {
     assert_eq!(hub.column, Some(1), "{hub}");
     assert!(hub.message.contains("listn"), "{hub}");
 
-    let adapter = only_error_in(&errors, "adapters/sy-scjg-food.toml");
-    assert_eq!(adapter.line, Some(7), "{adapter}");
+    let adapter = only_error_in(&errors, ADAPTER);
+    assert_eq!(adapter.line, Some(uscc_line), "{adapter}");
     assert_eq!(adapter.column, Some(8), "{adapter}");
     assert_eq!(adapter.key.as_deref(), Some("department.uscc"));
     assert!(adapter.message.contains("check character"), "{adapter}");
@@ -181,7 +310,7 @@ fn three_mistakes_in_three_files_are_all_reported_with_file_line_and_key() {
     assert!(report.starts_with("3 configuration error(s):"), "{report}");
     assert!(report.contains("  hub.toml:3:1: "), "{report}");
     assert!(
-        report.contains("  adapters/sy-scjg-food.toml:7:8: `department.uscc`: "),
+        report.contains(&format!("  {ADAPTER}:{uscc_line}:8: `department.uscc`: ")),
         "{report}"
     );
     assert!(
@@ -198,13 +327,14 @@ fn a_bad_listen_value_an_unknown_adapter_key_and_a_broken_schema_are_all_reporte
         "hub.toml",
         "[server]\nlisten = \"localhost\"\n\n[store]\nurl = \"sqlite://data/t.db\"\n",
     );
-    write(
-        dir.path(),
-        "adapters/sy-scjg-food.toml",
-        format!(
-            "id = \"sy-scjg-food\"\nname = \"x\"\nprotocol = \"soap\"\n\n[department]\nname = \"x\"\nuscc = \"{GOOD_USCC}\"\n"
-        ),
+    // A misspelt key in [outbound].
+    let adapter_text = replace_once(
+        &read(dir.path(), ADAPTER),
+        "\nconcurrency = ",
+        "\nconcurency = ",
     );
+    let typo_line = line_of(&adapter_text, "concurency = ");
+    write(dir.path(), ADAPTER, &adapter_text);
     write(
         dir.path(),
         "schemas/application.schema.json",
@@ -219,9 +349,10 @@ fn a_bad_listen_value_an_unknown_adapter_key_and_a_broken_schema_are_all_reporte
     assert_eq!(hub.column, Some(10), "{hub}");
     assert_eq!(hub.key.as_deref(), Some("server.listen"));
 
-    let adapter = only_error_in(&errors, "adapters/sy-scjg-food.toml");
-    assert_eq!(adapter.line, Some(3), "{adapter}");
-    assert!(adapter.message.contains("protocol"), "{adapter}");
+    let adapter = only_error_in(&errors, ADAPTER);
+    assert_eq!(adapter.line, Some(typo_line), "{adapter}");
+    assert_eq!(adapter.column, Some(1), "{adapter}");
+    assert!(adapter.message.contains("concurency"), "{adapter}");
 
     let schema = only_error_in(&errors, "schemas/application.schema.json");
     assert_eq!(schema.line, Some(4), "{schema}");
@@ -294,16 +425,18 @@ url = "amqp://localhost"
 #[test]
 fn a_missing_hub_toml_is_reported_along_with_the_other_errors() {
     let dir = valid_dir();
+    let (adapter_text, uscc_line) = adapter_bad_uscc(dir.path());
     fs::remove_file(dir.path().join("hub.toml")).unwrap();
-    write(dir.path(), "adapters/sy-scjg-food.toml", adapter_bad_uscc());
+    write(dir.path(), ADAPTER, adapter_text);
 
     let errors = errors(dir.path());
     assert_eq!(errors.len(), 2, "{errors:#?}");
     let hub = only_error_in(&errors, "hub.toml");
     assert!(hub.message.starts_with("missing"), "{hub}");
     assert_eq!(hub.line, None);
-    let adapter = only_error_in(&errors, "adapters/sy-scjg-food.toml");
+    let adapter = only_error_in(&errors, ADAPTER);
     assert_eq!(adapter.key.as_deref(), Some("department.uscc"));
+    assert_eq!(adapter.line, Some(uscc_line), "{adapter}");
 }
 
 #[test]
@@ -321,8 +454,9 @@ fn an_empty_directory_reports_hub_toml_and_the_item_schema_missing() {
 #[test]
 fn an_adapter_id_must_equal_its_file_stem() {
     let dir = valid_dir();
+    let id_line = line_of(&read(dir.path(), ADAPTER), "id = ");
     fs::rename(
-        dir.path().join("adapters/sy-scjg-food.toml"),
+        dir.path().join(ADAPTER),
         dir.path().join("adapters/shenyang-food.toml"),
     )
     .unwrap();
@@ -331,8 +465,8 @@ fn an_adapter_id_must_equal_its_file_stem() {
     let e = only_error_in(&errors, "adapters/shenyang-food.toml");
     assert_eq!(errors.len(), 1, "{errors:#?}");
     assert_eq!(e.key.as_deref(), Some("id"));
-    // The repository's file has two comment lines before `id`.
-    assert_eq!(e.line, Some(3), "{e}");
+    assert_eq!(e.line, Some(id_line), "{e}");
+    assert_eq!(e.column, Some(6), "{e}");
     assert!(e.message.contains("`sy-scjg-food`"), "{e}");
     assert!(e.message.contains("shenyang-food.toml"), "{e}");
 }
@@ -340,54 +474,54 @@ fn an_adapter_id_must_equal_its_file_stem() {
 #[test]
 fn an_adapter_id_must_be_a_system_id() {
     let dir = valid_dir();
-    write(
-        dir.path(),
-        "adapters/Food_System.toml",
-        format!(
-            "id = \"Food_System\"\nname = \"x\"\n[department]\nname = \"x\"\nuscc = \"{GOOD_USCC}\"\n"
-        ),
+    let text = replace_once(
+        &read(dir.path(), ADAPTER),
+        "id = \"sy-scjg-food\"",
+        "id = \"Food_System\"",
     );
+    write(dir.path(), "adapters/Food_System.toml", &text);
 
     let errors = errors(dir.path());
+    assert_eq!(errors.len(), 1, "{errors:#?}");
     let e = only_error_in(&errors, "adapters/Food_System.toml");
     assert_eq!(e.key.as_deref(), Some("id"));
-    assert_eq!(e.line, Some(1));
+    assert_eq!(e.line, Some(line_of(&text, "id = ")), "{e}");
     assert!(e.message.contains("a-z, 0-9 and '-'"), "{e}");
 }
 
 #[test]
 fn duplicated_invalid_items_are_reported_once_per_index() {
     let dir = valid_dir();
-    write(
-        dir.path(),
-        "adapters/sy-scjg-food.toml",
-        format!(
-            r#"id = "sy-scjg-food"
-name = "x"
-items = [
-  "{GOOD_ITEM}",
-  "11210100MB1529370J300011800200001",
-  "11210100MB1529370J300011800200001",
-]
-
-[department]
-name = "x"
-uscc = "{GOOD_USCC}"
-"#
-        ),
-    );
+    let bad_item = format!("{BAD_USCC}300011800200001");
+    let original = read(dir.path(), ADAPTER);
+    let codes: Vec<String> = original
+        .lines()
+        .filter(|l| l.starts_with("code = "))
+        .map(String::from)
+        .collect();
+    assert!(codes.len() >= 3, "{codes:?}");
+    assert_eq!(codes[0], format!("code = \"{GOOD_ITEM}\""));
+    // The second and third items become the same invalid code.
+    let mut text = original.clone();
+    for code in &codes[1..3] {
+        text = replace_once(&text, code, &format!("code = \"{bad_item}\""));
+    }
+    let bad_lines = lines_starting(&text, &format!("code = \"{bad_item}\""));
+    assert_eq!(bad_lines.len(), 2);
+    write(dir.path(), ADAPTER, &text);
 
     let errors = errors(dir.path());
-    let found: Vec<(&Path, Option<&str>, Option<usize>)> = errors
+    type Found<'a> = (&'a Path, Option<&'a str>, Option<usize>, Option<usize>);
+    let found: Vec<Found> = errors
         .iter()
-        .map(|e| (e.file.as_path(), e.key.as_deref(), e.line))
+        .map(|e| (e.file.as_path(), e.key.as_deref(), e.line, e.column))
         .collect();
-    let file = Path::new("adapters/sy-scjg-food.toml");
+    let file = Path::new(ADAPTER);
     assert_eq!(
         found,
         [
-            (file, Some("items[1]"), Some(5)),
-            (file, Some("items[2]"), Some(6)),
+            (file, Some("items[1]"), Some(bad_lines[0]), Some(8)),
+            (file, Some("items[2]"), Some(bad_lines[1]), Some(8)),
         ],
         "{errors:#?}"
     );
@@ -403,14 +537,10 @@ uscc = "{GOOD_USCC}"
 #[test]
 fn a_mapping_file_with_broken_toml_is_reported_with_its_line() {
     let dir = valid_dir();
-    copy_dir(
-        &manifest_dir().join("mappings"),
-        &dir.path().join("mappings"),
-    );
     write(
         dir.path(),
         "mappings/food-license.toml",
-        "[fields]\nname = \"/item/name\"\ncode = \n",
+        "canonical = \"application\"\nformat = \"json\"\ndescription = \n",
     );
     // Only `*.toml` files are mappings.
     write(dir.path(), "mappings/notes.txt", "not = [toml");
@@ -427,9 +557,33 @@ fn a_wellformed_mapping_file_is_accepted() {
     write(
         dir.path(),
         "mappings/food-license.toml",
-        "[fields]\nname = \"/item/name\"\n",
+        r#"canonical = "case-event"
+format = "json"
+
+[json]
+root = "/data"
+
+[[field]]
+canonical = "/event_id"
+legacy = "serialNo"
+required = true
+
+[[field]]
+canonical = "/occurred_at"
+legacy = "time"
+type = "datetime"
+format = "yyyy-MM-dd HH:mm:ss"
+"#,
     );
-    load(dir.path()).unwrap_or_else(|e| panic!("{e:#?}"));
+    let config = load(dir.path()).unwrap_or_else(|e| panic!("{e:#?}"));
+    let mapping = &config.mappings["food-license"];
+    assert_eq!(mapping.canonical, "case-event");
+    assert_eq!(mapping.file, "mappings/food-license.toml");
+    assert!(
+        matches!(&mapping.format, Format::Json { root } if root == "/data"),
+        "{:?}",
+        mapping.format
+    );
 }
 
 #[test]
@@ -474,11 +628,11 @@ fn a_file_that_is_not_utf8_is_reported_with_its_line() {
     let mut bytes = b"id = \"sy-scjg-food\"\nname = \"".to_vec();
     bytes.extend_from_slice(&[0xff, 0xfe]);
     bytes.extend_from_slice(b"\"\n");
-    write(dir.path(), "adapters/sy-scjg-food.toml", bytes);
+    write(dir.path(), ADAPTER, bytes);
 
     let errors = errors(dir.path());
     assert_eq!(errors.len(), 1, "{errors:#?}");
-    let e = only_error_in(&errors, "adapters/sy-scjg-food.toml");
+    let e = only_error_in(&errors, ADAPTER);
     assert_eq!((e.line, e.column), (Some(2), Some(9)), "{e}");
     assert!(e.message.contains("UTF-8"), "{e}");
 }
@@ -487,12 +641,17 @@ fn a_file_that_is_not_utf8_is_reported_with_its_line() {
 fn config_load_reads_and_compiles() {
     let dir = valid_dir();
     let config = Config::load(dir.path()).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(config.adapters.len(), 1);
+    assert_eq!(
+        config.adapters.len(),
+        files_in(dir.path(), "adapters", ".toml").len()
+    );
 
-    write(dir.path(), "adapters/sy-scjg-food.toml", adapter_bad_uscc());
+    let (adapter_text, uscc_line) = adapter_bad_uscc(dir.path());
+    write(dir.path(), ADAPTER, adapter_text);
     let err = Config::load(dir.path()).unwrap_err();
     assert_eq!(err.0.len(), 1);
     assert_eq!(err.0[0].key.as_deref(), Some("department.uscc"));
+    assert_eq!(err.0[0].line, Some(uscc_line));
 }
 
 #[test]
@@ -507,4 +666,485 @@ fn a_broken_item_schema_is_not_also_reported_missing() {
     let errors = errors(dir.path());
     let e = only_error_in(&errors, "schemas/item.schema.json");
     assert_eq!(e.line, Some(3), "{e}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Adapters against mappings
+
+#[test]
+fn an_adapter_naming_a_missing_outbound_mapping_is_reported_at_the_reference() {
+    let dir = valid_dir();
+    let text = replace_once(
+        &read(dir.path(), ADAPTER),
+        "mapping = \"scjg-food-application\"",
+        "mapping = \"scjg-food-applicaton\"",
+    );
+    write(dir.path(), ADAPTER, &text);
+
+    let e = the_error(dir.path(), ADAPTER);
+    assert_eq!(e.key.as_deref(), Some("outbound.mapping"));
+    assert_eq!(e.line, Some(line_of(&text, "mapping = ")), "{e}");
+    assert_eq!(e.column, Some(11), "{e}");
+    assert!(
+        e.message
+            .starts_with("no mapping `scjg-food-applicaton` in mappings/"),
+        "{e}"
+    );
+    // The mappings that do exist are named, to spot the typo.
+    let known: Vec<String> = files_in(dir.path(), "mappings", ".toml")
+        .iter()
+        .map(|f| f.trim_end_matches(".toml").to_string())
+        .collect();
+    assert!(known.contains(&"scjg-food-application".to_string()));
+    assert!(
+        e.message
+            .contains(&format!("(known: {})", known.join(", "))),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_inbound_case_event_mapping_of_the_wrong_canonical_schema_is_reported() {
+    let dir = valid_dir();
+    let text = replace_once(
+        &read(dir.path(), ADAPTER),
+        "case_event_mapping = \"scjg-food-event\"",
+        "case_event_mapping = \"scjg-food-application\"",
+    );
+    write(dir.path(), ADAPTER, &text);
+
+    let e = the_error(dir.path(), ADAPTER);
+    assert_eq!(e.key.as_deref(), Some("inbound.case_event_mapping"));
+    assert_eq!(e.line, Some(line_of(&text, "case_event_mapping = ")), "{e}");
+    assert_eq!(e.column, Some(22), "{e}");
+    assert!(
+        e.message.contains(
+            "mapping `scjg-food-application` maps `application`, but this needs one that maps `case-event`"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_inbound_result_mapping_of_the_wrong_canonical_schema_is_reported() {
+    let dir = valid_dir();
+    let text = replace_once(
+        &read(dir.path(), ADAPTER),
+        "result_mapping = \"scjg-food-result\"",
+        "result_mapping = \"scjg-food-event\"",
+    );
+    write(dir.path(), ADAPTER, &text);
+
+    let e = the_error(dir.path(), ADAPTER);
+    assert_eq!(e.key.as_deref(), Some("inbound.result_mapping"));
+    assert_eq!(e.line, Some(line_of(&text, "result_mapping = ")), "{e}");
+    assert!(
+        e.message
+            .contains("maps `case-event`, but this needs one that maps `result`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_soap_outbound_needs_a_mapping_with_the_same_soap_version() {
+    let dir = valid_dir();
+    let text = replace_once(
+        &read(dir.path(), ADAPTER),
+        "soap_version = \"1.1\"",
+        "soap_version = \"1.2\"",
+    );
+    write(dir.path(), ADAPTER, &text);
+
+    let e = the_error(dir.path(), ADAPTER);
+    assert_eq!(e.key.as_deref(), Some("outbound.mapping"));
+    assert_eq!(e.line, Some(line_of(&text, "mapping = ")), "{e}");
+    assert!(
+        e.message
+            .contains("needs an XML mapping with the same xml.soap version"),
+        "{e}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Adapters against the catalog seed and each other
+
+#[test]
+fn an_adapter_item_that_is_not_in_the_seed_catalog_is_reported() {
+    let dir = valid_dir();
+    // The department's own USCC, level 3, a basic code the example catalog does not have.
+    let item = format!("{GOOD_USCC}3000118099000");
+    tongban::ids::check_item_code(&item).unwrap_or_else(|e| panic!("{item}: {e}"));
+    let seed = read(dir.path(), "examples/province/catalog.json");
+    assert!(!seed.contains(&item), "{item} must not be in the seed");
+
+    let original = read(dir.path(), ADAPTER);
+    let items_before = lines_starting(&original, "code = ").len();
+    let last_code = original
+        .lines()
+        .rfind(|l| l.starts_with("code = "))
+        .unwrap()
+        .to_string();
+    let text = replace_once(
+        &original,
+        &last_code,
+        &format!("{last_code}\n\n[[items]]\ncode = \"{item}\""),
+    );
+    write(dir.path(), ADAPTER, &text);
+
+    let e = the_error(dir.path(), ADAPTER);
+    assert_eq!(
+        e.key.as_deref(),
+        Some(format!("items[{items_before}]").as_str())
+    );
+    assert_eq!(
+        e.line,
+        Some(line_of(&text, &format!("code = \"{item}\""))),
+        "{e}"
+    );
+    assert_eq!(e.column, Some(8), "{e}");
+    assert!(e.message.contains("not in the catalog seed"), "{e}");
+}
+
+/// `base` (the repository's adapter) under another system id, written to `adapters/<id>.toml`,
+/// with `regions` (when given) added to every item.
+fn second_adapter(dir: &Path, base: &str, id: &str, regions: Option<&str>) -> String {
+    let mut text = replace_once(base, "id = \"sy-scjg-food\"", &format!("id = \"{id}\""));
+    if let Some(regions) = regions {
+        text = with_regions(&text, regions);
+    }
+    write(dir, &format!("adapters/{id}.toml"), &text);
+    text
+}
+
+/// `regions = <regions>` added after every item code of an adapter.
+fn with_regions(text: &str, regions: &str) -> String {
+    text.lines()
+        .map(|l| {
+            if l.starts_with("code = ") {
+                format!("{l}\nregions = {regions}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn two_adapters_claiming_the_same_item_everywhere_is_an_overlap() {
+    let dir = valid_dir();
+    let text = second_adapter(
+        dir.path(),
+        &read(dir.path(), ADAPTER),
+        "sy-scjg-food-2",
+        None,
+    );
+
+    // Adapters are compiled in file-name order; the later file is the one that overlaps.
+    let mut files = ["adapters/sy-scjg-food-2.toml", ADAPTER];
+    files.sort();
+    let [first, second] = files;
+    let first_id = Path::new(first).file_stem().unwrap().to_str().unwrap();
+
+    let errors = errors(dir.path());
+    let code_lines = lines_starting(&text, "code = ");
+    assert_eq!(errors.len(), code_lines.len(), "{errors:#?}");
+    for (i, (e, line)) in errors.iter().zip(&code_lines).enumerate() {
+        assert_eq!(e.file, Path::new(second), "{e}");
+        assert_eq!(
+            e.key.as_deref(),
+            Some(format!("items[{i}]").as_str()),
+            "{e}"
+        );
+        assert_eq!(e.line, Some(*line), "{e}");
+        assert_eq!(e.column, Some(8), "{e}");
+        assert!(
+            e.message.contains(&format!(
+                "adapter `{first_id}` already handles this item in the same region(s)"
+            )),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn two_adapters_claiming_the_same_item_in_disjoint_regions_compile() {
+    let dir = valid_dir();
+    let original = read(dir.path(), ADAPTER);
+    write(dir.path(), ADAPTER, with_regions(&original, "[\"210102\"]"));
+    second_adapter(
+        dir.path(),
+        &original,
+        "sy-scjg-food-2",
+        Some("[\"210103\"]"),
+    );
+
+    let config = load(dir.path()).unwrap_or_else(|e| panic!("{e:#?}"));
+    assert_eq!(config.adapters["sy-scjg-food"].items[0].regions, ["210102"]);
+    assert_eq!(
+        config.adapters["sy-scjg-food-2"].items[0].regions,
+        ["210103"]
+    );
+
+    // Sharing one region is an overlap again, and so is claiming every region.
+    for regions in [Some("[\"210104\", \"210102\"]"), None] {
+        second_adapter(dir.path(), &original, "sy-scjg-food-2", regions);
+        let errors = errors(dir.path());
+        let items = lines_starting(&original, "code = ").len();
+        assert_eq!(errors.len(), items, "{regions:?}: {errors:#?}");
+        assert!(
+            errors
+                .iter()
+                .all(|e| e.message.contains("already handles this item")),
+            "{regions:?}: {errors:#?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Protocols and inbound modes
+
+#[test]
+fn protocol_amqp_needs_an_exchange_and_a_routing_key() {
+    let dir = valid_dir();
+    // The SOAP settings go; amqp takes its broker from hub.toml.
+    let text: String = read(dir.path(), ADAPTER)
+        .lines()
+        .filter(|l| {
+            !["url = ", "soap_version = ", "soap_action = "]
+                .iter()
+                .any(|k| l.starts_with(k))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let text = replace_once(&text, "protocol = \"soap\"", "protocol = \"amqp\"");
+    write(dir.path(), ADAPTER, &text);
+
+    let e = the_error(dir.path(), ADAPTER);
+    assert_eq!(e.key.as_deref(), Some("outbound.exchange"));
+    assert_eq!(e.line, Some(line_of(&text, "protocol = ")), "{e}");
+    assert_eq!(e.column, Some(12), "{e}");
+    assert!(
+        e.message.contains("amqp needs exchange and routing_key"),
+        "{e}"
+    );
+
+    // An exchange alone is not enough.
+    let with_exchange = replace_once(
+        &text,
+        "protocol = \"amqp\"",
+        "protocol = \"amqp\"\nexchange = \"scjg\"",
+    );
+    write(dir.path(), ADAPTER, &with_exchange);
+    let e = the_error(dir.path(), ADAPTER);
+    assert!(
+        e.message.contains("amqp needs exchange and routing_key"),
+        "{e}"
+    );
+
+    // Both make it compile.
+    let with_both = replace_once(
+        &with_exchange,
+        "exchange = \"scjg\"",
+        "exchange = \"scjg\"\nrouting_key = \"food.apply\"",
+    );
+    write(dir.path(), ADAPTER, &with_both);
+    let config = load(dir.path()).unwrap_or_else(|e| panic!("{e:#?}"));
+    assert_eq!(
+        config.adapters["sy-scjg-food"].outbound.protocol,
+        Protocol::Amqp {
+            exchange: "scjg".into(),
+            routing_key: "food.apply".into()
+        }
+    );
+}
+
+#[test]
+fn inbound_mode_poll_needs_a_url() {
+    let dir = valid_dir();
+    let text = replace_once(
+        &read(dir.path(), ADAPTER),
+        "mode = \"webhook\"",
+        "mode = \"poll\"\ninterval_seconds = 60",
+    );
+    write(dir.path(), ADAPTER, &text);
+
+    let e = the_error(dir.path(), ADAPTER);
+    assert_eq!(e.key.as_deref(), Some("inbound.url"));
+    assert_eq!(e.line, Some(line_of(&text, "mode = ")), "{e}");
+    assert_eq!(e.column, Some(8), "{e}");
+    assert!(e.message.contains("mode poll needs an http(s) url"), "{e}");
+
+    // With a url it compiles.
+    let with_url = replace_once(
+        &text,
+        "interval_seconds = 60",
+        "interval_seconds = 60\nurl = \"http://127.0.0.1:9101/spjy/events\"",
+    );
+    write(dir.path(), ADAPTER, &with_url);
+    let config = load(dir.path()).unwrap_or_else(|e| panic!("{e:#?}"));
+    assert_eq!(
+        config.adapters["sy-scjg-food"].inbound.mode,
+        InboundMode::Poll {
+            url: "http://127.0.0.1:9101/spjy/events".into(),
+            interval: Duration::from_secs(60)
+        }
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mappings
+
+#[test]
+fn a_canonical_pointer_that_cannot_exist_in_the_schema_is_reported_with_the_mapping_line() {
+    let dir = valid_dir();
+    let text = replace_once(
+        &read(dir.path(), APPLICATION_MAPPING),
+        "canonical = \"/applicant/name\"",
+        "canonical = \"/applicant/nickname\"",
+    );
+    write(dir.path(), APPLICATION_MAPPING, &text);
+
+    // The only error: the adapter that uses the mapping is not also told it is missing.
+    let e = the_error(dir.path(), APPLICATION_MAPPING);
+    let line = line_of(&text, "canonical = \"/applicant/nickname\"");
+    assert_eq!(e.line, Some(line), "{e}");
+    assert_eq!(e.column, Some(13), "{e}");
+    assert_eq!(
+        e.key.as_deref(),
+        Some(format!("{}.canonical", field_key(&text, line)).as_str())
+    );
+    assert!(
+        e.message
+            .contains("`/applicant/nickname` cannot exist in the canonical schema"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_canonical_pointer_inside_each_is_checked_below_its_array() {
+    let dir = valid_dir();
+    let text = replace_once(
+        &read(dir.path(), APPLICATION_MAPPING),
+        "canonical = \"/trust_level\"",
+        "canonical = \"/trust\"",
+    );
+    write(dir.path(), APPLICATION_MAPPING, &text);
+
+    let e = the_error(dir.path(), APPLICATION_MAPPING);
+    let line = line_of(&text, "canonical = \"/trust\"");
+    assert_eq!(e.line, Some(line), "{e}");
+    let key = format!("{}.canonical", field_key(&text, line));
+    assert!(key.contains(".each["), "{key}");
+    assert_eq!(e.key.as_deref(), Some(key.as_str()));
+    assert!(
+        e.message
+            .contains("`/materials/0/trust` cannot exist in the canonical schema"),
+        "{e}"
+    );
+}
+
+#[test]
+fn three_mistakes_in_one_mapping_are_all_reported() {
+    let dir = valid_dir();
+    let mut text = read(dir.path(), APPLICATION_MAPPING);
+    // A prefix that xml.namespaces does not declare.
+    text = replace_once(
+        &text,
+        "legacy = \"sp:联系人/sp:姓名\"",
+        "legacy = \"zz:联系人/sp:姓名\"",
+    );
+    // A table that [tables] does not have.
+    text = replace_once(&text, "table = \"channel\"\n", "table = \"channels\"\n");
+    // A date format with `hh` for hours.
+    text = replace_once(
+        &text,
+        "format = \"yyyyMMddHHmmss\"",
+        "format = \"yyyyMMddhh\"",
+    );
+    write(dir.path(), APPLICATION_MAPPING, &text);
+
+    let errors = errors(dir.path());
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    // Errors point at the field's canonical pointer, in the order of the file.
+    let expected = [
+        (
+            "/contact/name",
+            ".legacy",
+            "prefix `zz` is not in xml.namespaces",
+        ),
+        ("/channel", ".table", "no table `channels` in [tables]"),
+        (
+            "/submitted_at",
+            ".format",
+            "`h` in `yyyyMMddhh` is not a pattern letter",
+        ),
+    ];
+    for (e, (pointer, what, message)) in errors.iter().zip(expected) {
+        let line = line_of(&text, &format!("canonical = \"{pointer}\""));
+        assert_eq!(e.file, Path::new(APPLICATION_MAPPING), "{e}");
+        assert_eq!(e.line, Some(line), "{e}");
+        assert_eq!(
+            e.key.as_deref(),
+            Some(format!("{}{what}", field_key(&text, line)).as_str()),
+            "{e}"
+        );
+        assert!(e.message.contains(message), "{e}");
+    }
+}
+
+#[test]
+fn a_broken_mapping_is_reported_once_and_not_again_for_the_adapters_using_it() {
+    let dir = valid_dir();
+    let text = replace_once(
+        &read(dir.path(), EVENT_MAPPING),
+        "canonical = \"case-event\"",
+        "canonical = \"case-events\"",
+    );
+    write(dir.path(), EVENT_MAPPING, &text);
+    // Two adapters (in disjoint regions) use it.
+    let original = read(dir.path(), ADAPTER);
+    write(dir.path(), ADAPTER, with_regions(&original, "[\"210102\"]"));
+    second_adapter(
+        dir.path(),
+        &original,
+        "sy-scjg-food-2",
+        Some("[\"210103\"]"),
+    );
+
+    let e = the_error(dir.path(), EVENT_MAPPING);
+    assert_eq!(e.key.as_deref(), Some("canonical"));
+    assert_eq!(
+        e.line,
+        Some(line_of(&text, "canonical = \"case-events\"")),
+        "{e}"
+    );
+    assert_eq!(e.column, Some(13), "{e}");
+    assert!(
+        e.message
+            .starts_with("no canonical schema `case-events` in schemas/"),
+        "{e}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The catalog seed
+
+#[test]
+fn a_missing_seed_file_is_reported() {
+    let dir = valid_dir();
+    let hub = read(dir.path(), "hub.toml");
+    let seed_line = hub
+        .lines()
+        .find(|l| l.starts_with("seed = "))
+        .expect("hub.toml names a seed")
+        .to_string();
+    write(
+        dir.path(),
+        "hub.toml",
+        replace_once(&hub, &seed_line, "seed = \"nope.json\""),
+    );
+
+    let e = the_error(dir.path(), "nope.json");
+    assert!(e.message.starts_with("missing in "), "{e}");
+    assert_eq!(e.line, None, "{e}");
 }

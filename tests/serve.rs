@@ -8,7 +8,6 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-
 #[tokio::test]
 async fn a_fresh_hub_serves_the_example_catalog_and_stops_gracefully() {
     let dir = common::config_copy();

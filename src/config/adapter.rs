@@ -55,9 +55,18 @@ pub struct Outbound {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Protocol {
-    Rest { url: String },
-    Soap { url: String, version: SoapVersion, action: Option<String> },
-    Amqp { exchange: String, routing_key: String },
+    Rest {
+        url: String,
+    },
+    Soap {
+        url: String,
+        version: SoapVersion,
+        action: Option<String>,
+    },
+    Amqp {
+        exchange: String,
+        routing_key: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,7 +219,10 @@ pub(super) struct MappingRefs {
 }
 
 /// Compiles one adapter file, pushing every problem found in it to `errors`.
-pub(super) fn compile(file: &SourceFile, errors: &mut Vec<ConfigError>) -> Option<(AdapterConfig, MappingRefs)> {
+pub(super) fn compile(
+    file: &SourceFile,
+    errors: &mut Vec<ConfigError>,
+) -> Option<(AdapterConfig, MappingRefs)> {
     let parsed: AdapterFile = match toml::from_str(&file.text) {
         Ok(parsed) => parsed,
         Err(e) => {
@@ -219,7 +231,11 @@ pub(super) fn compile(file: &SourceFile, errors: &mut Vec<ConfigError>) -> Optio
         }
     };
     let before = errors.len();
-    let stem = file.path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    let stem = file
+        .path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
     let id = parsed.id.get_ref();
     if !is_system_id(id) {
         errors.push(file.error_at_span(
@@ -247,11 +263,22 @@ pub(super) fn compile(file: &SourceFile, errors: &mut Vec<ConfigError>) -> Optio
     for (i, item) in parsed.items.into_iter().enumerate() {
         let ItemFile { code, regions } = item;
         if let Err(e) = crate::ids::check_item_code(code.get_ref()) {
-            errors.push(file.error_at_span(&format!("items[{i}]"), code.span(), format!("not an item implementation code: {e}")));
+            errors.push(file.error_at_span(
+                &format!("items[{i}]"),
+                code.span(),
+                format!("not an item implementation code: {e}"),
+            ));
         }
         for r in &regions {
-            if !(r.len() == 6 && r.bytes().all(|b| b.is_ascii_digit()) && !r.starts_with('0') && !r.starts_with('9')) {
-                errors.push(file.error_at_span(&format!("items[{i}].regions"), code.span(), format!("`{r}` is not a 6-digit region code")));
+            let region_code = r.len() == 6
+                && r.bytes().all(|b| b.is_ascii_digit())
+                && (b'1'..=b'8').contains(&r.as_bytes()[0]);
+            if !region_code {
+                errors.push(file.error_at_span(
+                    &format!("items[{i}].regions"),
+                    code.span(),
+                    format!("`{r}` is not a 6-digit region code"),
+                ));
             }
         }
         item_spans.push(code.span());
@@ -264,7 +291,11 @@ pub(super) fn compile(file: &SourceFile, errors: &mut Vec<ConfigError>) -> Optio
     let o = parsed.outbound;
     let protocol_span = o.protocol.span();
     let mut missing = |key: &str, why: &str| {
-        errors.push(file.error_at_span(&format!("outbound.{key}"), protocol_span.clone(), why.to_string()));
+        errors.push(file.error_at_span(
+            &format!("outbound.{key}"),
+            protocol_span.clone(),
+            why.to_string(),
+        ));
     };
     let protocol = match o.protocol.get_ref().as_str() {
         "rest" | "soap" => {
@@ -280,11 +311,17 @@ pub(super) fn compile(file: &SourceFile, errors: &mut Vec<ConfigError>) -> Optio
                 }
             };
             if o.exchange.is_some() || o.routing_key.is_some() {
-                missing("exchange", "exchange and routing_key apply to protocol amqp only");
+                missing(
+                    "exchange",
+                    "exchange and routing_key apply to protocol amqp only",
+                );
             }
             if o.protocol.get_ref() == "rest" {
                 if o.soap_version.is_some() || o.soap_action.is_some() {
-                    missing("soap_version", "soap_version and soap_action apply to protocol soap only");
+                    missing(
+                        "soap_version",
+                        "soap_version and soap_action apply to protocol soap only",
+                    );
                 }
                 url.map(|url| Protocol::Rest { url })
             } else {
@@ -308,7 +345,10 @@ pub(super) fn compile(file: &SourceFile, errors: &mut Vec<ConfigError>) -> Optio
         }
         "amqp" => {
             if o.url.is_some() || o.soap_version.is_some() || o.soap_action.is_some() {
-                missing("url", "url, soap_version and soap_action do not apply to protocol amqp (the broker is hub.toml's bus)");
+                missing(
+                    "url",
+                    "url, soap_version and soap_action do not apply to protocol amqp (the broker is hub.toml's bus)",
+                );
             }
             match (&o.exchange, &o.routing_key) {
                 (Some(exchange), Some(routing_key)) => Some(Protocol::Amqp {
@@ -322,7 +362,10 @@ pub(super) fn compile(file: &SourceFile, errors: &mut Vec<ConfigError>) -> Optio
             }
         }
         other => {
-            missing("protocol", &format!("unknown protocol `{other}`, expected rest, soap or amqp"));
+            missing(
+                "protocol",
+                &format!("unknown protocol `{other}`, expected rest, soap or amqp"),
+            );
             None
         }
     };
@@ -331,17 +374,41 @@ pub(super) fn compile(file: &SourceFile, errors: &mut Vec<ConfigError>) -> Optio
             errors.push(file.error_at_key(key, why));
         }
     };
-    check((100..=600_000).contains(&o.timeout_ms), "outbound.timeout_ms", "must be between 100 and 600000");
-    check((1..=1024).contains(&o.concurrency), "outbound.concurrency", "must be between 1 and 1024");
-    check(o.rate_limit.per_second >= 1, "outbound.rate_limit", "per_second must be at least 1");
-    check(o.rate_limit.burst >= 1, "outbound.rate_limit", "burst must be at least 1");
-    check(o.retry.attempts >= 1, "outbound.retry", "attempts must be at least 1");
+    check(
+        (100..=600_000).contains(&o.timeout_ms),
+        "outbound.timeout_ms",
+        "must be between 100 and 600000",
+    );
+    check(
+        (1..=1024).contains(&o.concurrency),
+        "outbound.concurrency",
+        "must be between 1 and 1024",
+    );
+    check(
+        o.rate_limit.per_second >= 1,
+        "outbound.rate_limit",
+        "per_second must be at least 1",
+    );
+    check(
+        o.rate_limit.burst >= 1,
+        "outbound.rate_limit",
+        "burst must be at least 1",
+    );
+    check(
+        o.retry.attempts >= 1,
+        "outbound.retry",
+        "attempts must be at least 1",
+    );
     check(
         o.retry.initial_backoff_ms >= 1 && o.retry.initial_backoff_ms <= o.retry.max_backoff_ms,
         "outbound.retry",
         "initial_backoff_ms must be at least 1 and at most max_backoff_ms",
     );
-    check(o.retry.max_age_seconds >= 1, "outbound.retry", "max_age_seconds must be at least 1");
+    check(
+        o.retry.max_age_seconds >= 1,
+        "outbound.retry",
+        "max_age_seconds must be at least 1",
+    );
 
     let i = parsed.inbound;
     let mode = match i.mode.get_ref().as_str() {
@@ -349,12 +416,18 @@ pub(super) fn compile(file: &SourceFile, errors: &mut Vec<ConfigError>) -> Optio
         "amqp" => match &i.queue {
             Some(q) if !q.is_empty() => Some(InboundMode::Amqp { queue: q.clone() }),
             _ => {
-                errors.push(file.error_at_span("inbound.queue", i.mode.span(), "mode amqp needs a queue"));
+                errors.push(file.error_at_span(
+                    "inbound.queue",
+                    i.mode.span(),
+                    "mode amqp needs a queue",
+                ));
                 None
             }
         },
         "poll" => match (&i.url, i.interval_seconds) {
-            (Some(url), Some(secs)) if (url.starts_with("http://") || url.starts_with("https://")) && secs >= 1 => {
+            (Some(url), Some(secs))
+                if (url.starts_with("http://") || url.starts_with("https://")) && secs >= 1 =>
+            {
                 Some(InboundMode::Poll {
                     url: url.clone(),
                     interval: Duration::from_secs(secs),
@@ -384,8 +457,14 @@ pub(super) fn compile(file: &SourceFile, errors: &mut Vec<ConfigError>) -> Optio
     }
     let refs = MappingRefs {
         outbound: (o.mapping.get_ref().clone(), o.mapping.span()),
-        case_event: (i.case_event_mapping.get_ref().clone(), i.case_event_mapping.span()),
-        result: i.result_mapping.as_ref().map(|r| (r.get_ref().clone(), r.span())),
+        case_event: (
+            i.case_event_mapping.get_ref().clone(),
+            i.case_event_mapping.span(),
+        ),
+        result: i
+            .result_mapping
+            .as_ref()
+            .map(|r| (r.get_ref().clone(), r.span())),
         items: item_spans,
     };
     Some((
@@ -426,6 +505,8 @@ pub(super) fn compile(file: &SourceFile, errors: &mut Vec<ConfigError>) -> Optio
 fn is_system_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
-        && id.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        && id
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
         && !id.starts_with('-')
 }

@@ -37,7 +37,11 @@ impl RawConfig {
         raw.hub = raw.read_file(Path::new("hub.toml"));
         let seed = raw.hub.as_ref().and_then(|hub| {
             let table: toml::Table = toml::from_str(&hub.text).ok()?;
-            table.get("catalog")?.get("seed")?.as_str().map(PathBuf::from)
+            table
+                .get("catalog")?
+                .get("seed")?
+                .as_str()
+                .map(PathBuf::from)
         });
         if let Some(seed) = seed {
             raw.seed = raw.read_file(&seed);

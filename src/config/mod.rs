@@ -19,9 +19,9 @@ pub use hub::{BusConfig, CatalogConfig, HubConfig, ServerConfig, StoreConfig};
 use crate::mapping::{self, Mapping};
 use crate::schema::{SchemaError, Schemas};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// One problem in the configuration, located as precisely as the file format allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,7 +83,11 @@ pub fn compile(raw: &RawConfig) -> Result<Config, ConfigErrors> {
         None => None,
     };
 
-    let schemas = match Schemas::compile(raw.schemas.iter().map(|f| (f.path.as_path(), f.text.as_str()))) {
+    let schemas = match Schemas::compile(
+        raw.schemas
+            .iter()
+            .map(|f| (f.path.as_path(), f.text.as_str())),
+    ) {
         Ok(schemas) => Some(schemas),
         Err(schema_errors) => {
             errors.extend(schema_errors.into_iter().map(schema_config_error));
@@ -104,6 +108,17 @@ pub fn compile(raw: &RawConfig) -> Result<Config, ConfigErrors> {
         }
     }
 
+    let broken_mappings: BTreeSet<String> = raw
+        .mappings
+        .iter()
+        .filter_map(|f| {
+            f.path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .map(str::to_string)
+        })
+        .filter(|name| !mappings.contains_key(name))
+        .collect();
     let seed_codes = raw.seed.as_ref().map(seed_codes);
     let mut adapters: BTreeMap<String, AdapterConfig> = BTreeMap::new();
     let mut claims: Vec<(ItemClaim, String)> = Vec::new();
@@ -118,16 +133,21 @@ pub fn compile(raw: &RawConfig) -> Result<Config, ConfigErrors> {
             ));
             continue;
         }
-        // Mapping references are only checked when every mapping compiled: a broken mapping
-        // has been reported already and is not also "missing".
-        if raw.mappings.len() == mappings.len() {
+        // A mapping whose file failed to compile has been reported already; references to it
+        // are not also reported as missing.
+        {
             let needed = [
                 Some((&refs.outbound, "application", "outbound.mapping")),
                 Some((&refs.case_event, "case-event", "inbound.case_event_mapping")),
-                refs.result.as_ref().map(|r| (r, "result", "inbound.result_mapping")),
+                refs.result
+                    .as_ref()
+                    .map(|r| (r, "result", "inbound.result_mapping")),
             ];
             for (reference, canonical, key) in needed.into_iter().flatten() {
                 let (name, span) = reference;
+                if broken_mappings.contains(name) {
+                    continue;
+                }
                 match mappings.get(name) {
                     None => errors.push(file.error_at_span(
                         key,
@@ -169,14 +189,15 @@ pub fn compile(raw: &RawConfig) -> Result<Config, ConfigErrors> {
                 ));
             }
             if let Some((_, other)) = claims.iter().find(|(c, _)| c.overlaps(claim)) {
-                errors.push(file.error_at_span(
-                    &format!("items[{i}]"),
-                    span,
-                    format!("adapter `{other}` already handles this item in the same region(s)"),
-                ));
+                let message = if *other == adapter.id {
+                    "this item is already listed above for the same region(s)".to_string()
+                } else {
+                    format!("adapter `{other}` already handles this item in the same region(s)")
+                };
+                errors.push(file.error_at_span(&format!("items[{i}]"), span, message));
             }
+            claims.push((claim.clone(), adapter.id.clone()));
         }
-        claims.extend(adapter.items.iter().map(|c| (c.clone(), adapter.id.clone())));
         adapters.insert(adapter.id.clone(), adapter);
     }
 
@@ -195,7 +216,8 @@ pub fn compile(raw: &RawConfig) -> Result<Config, ConfigErrors> {
 /// The item codes of the catalog seed file (JSON array or NDJSON). Records that do not parse
 /// are left to `catalog import` to explain; here only the codes matter.
 fn seed_codes(file: &SourceFile) -> BTreeSet<String> {
-    let code_of = |v: &serde_json::Value| v.get("code").and_then(|c| c.as_str()).map(str::to_string);
+    let code_of =
+        |v: &serde_json::Value| v.get("code").and_then(|c| c.as_str()).map(str::to_string);
     match serde_json::from_str::<Vec<serde_json::Value>>(&file.text) {
         Ok(items) => items.iter().filter_map(code_of).collect(),
         Err(_) => file
@@ -216,4 +238,3 @@ fn schema_config_error(e: SchemaError) -> ConfigError {
         message: e.message,
     }
 }
-

@@ -56,7 +56,11 @@ pub fn run_all(dir: &Path, mappings: &BTreeMap<String, Arc<Mapping>>) -> Vec<Cas
     folders.sort();
     let mut reports = Vec::new();
     for folder in folders {
-        let name = folder.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let name = folder
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
         let Some(mapping) = mappings.get(&name) else {
             reports.push(CaseReport {
                 mapping: name.clone(),
@@ -82,7 +86,11 @@ fn cases_in(folder: &Path) -> BTreeMap<String, CaseFiles> {
     };
     for entry in entries.filter_map(|e| e.ok()) {
         let path = entry.path();
-        let Some(file) = path.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+        let Some(file) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+        else {
             continue;
         };
         if file.starts_with('.') {
@@ -130,12 +138,17 @@ fn run_case(mapping: &Mapping, case: &str, files: &CaseFiles) -> CaseReport {
     };
     match (&files.legacy, &files.canonical, &files.errors) {
         (Some(legacy), Some(canonical), None) => {
-            if let (Some(legacy), Some(expected)) = (read(legacy, &mut failures), json_of(canonical, &mut failures)) {
+            if let (Some(legacy), Some(expected)) = (
+                read(legacy, &mut failures),
+                json_of(canonical, &mut failures),
+            ) {
                 check_pair(mapping, &legacy, &expected, &mut failures);
             }
         }
         (Some(legacy), None, Some(errors)) => {
-            if let (Some(legacy), Some(expected)) = (read(legacy, &mut failures), json_of(errors, &mut failures)) {
+            if let (Some(legacy), Some(expected)) =
+                (read(legacy, &mut failures), json_of(errors, &mut failures))
+            {
                 match mapping.to_canonical(&legacy) {
                     Ok(v) => failures.push(format!(
                         "expected errors, but the legacy document mapped to:\n{}",
@@ -146,7 +159,10 @@ fn run_case(mapping: &Mapping, case: &str, files: &CaseFiles) -> CaseReport {
             }
         }
         (None, Some(canonical), Some(errors)) => {
-            if let (Some(canonical), Some(expected)) = (json_of(canonical, &mut failures), json_of(errors, &mut failures)) {
+            if let (Some(canonical), Some(expected)) = (
+                json_of(canonical, &mut failures),
+                json_of(errors, &mut failures),
+            ) {
                 match mapping.to_legacy(&canonical) {
                     Ok(bytes) => failures.push(format!(
                         "expected errors, but the canonical document mapped to:\n{}",
@@ -186,7 +202,9 @@ fn check_pair(mapping: &Mapping, legacy: &[u8], expected: &Value, failures: &mut
                     diff(&want, &got)
                 )),
                 (Err(e), _) => failures.push(format!("the legacy file cannot be read: {e}")),
-                (_, Err(e)) => failures.push(format!("the produced legacy document cannot be read back: {e}")),
+                (_, Err(e)) => failures.push(format!(
+                    "the produced legacy document cannot be read back: {e}"
+                )),
             }
             match mapping.to_canonical(&produced) {
                 Ok(back) if &back == expected => {}
@@ -194,7 +212,10 @@ fn check_pair(mapping: &Mapping, legacy: &[u8], expected: &Value, failures: &mut
                     "canonical → legacy → canonical does not give the same document:\n{}",
                     diff(&pretty(expected), &pretty(&back))
                 )),
-                Err(errors) => failures.push(format!("mapping the produced legacy document back failed:\n{}", list(&errors))),
+                Err(errors) => failures.push(format!(
+                    "mapping the produced legacy document back failed:\n{}",
+                    list(&errors)
+                )),
             }
         }
     }
@@ -205,7 +226,8 @@ fn check_pair(mapping: &Mapping, legacy: &[u8], expected: &Value, failures: &mut
 fn normalized(mapping: &Mapping, bytes: &[u8]) -> Result<String, String> {
     match &mapping.format {
         Format::Xml(x) => {
-            let mut doc = xml::parse(bytes, x, super::MAX_INPUT_BYTES).map_err(|e| e.to_string())?;
+            let mut doc =
+                xml::parse(bytes, x, super::MAX_INPUT_BYTES).map_err(|e| e.to_string())?;
             normalize_node(&mut doc.root);
             if let Some(h) = doc.header.as_mut() {
                 normalize_node(h);
@@ -218,9 +240,26 @@ fn normalized(mapping: &Mapping, bytes: &[u8]) -> Result<String, String> {
             Ok(String::from_utf8_lossy(&xml::write(&doc, &plain)).into_owned())
         }
         Format::Json { root } => {
-            let node = json::parse(bytes, root, super::MAX_INPUT_BYTES).map_err(|e| e.to_string())?;
-            Ok(String::from_utf8_lossy(&json::write(&node, root)).into_owned())
+            // Member order carries no meaning in JSON: compare with keys sorted.
+            let node =
+                json::parse(bytes, root, super::MAX_INPUT_BYTES).map_err(|e| e.to_string())?;
+            let value: Value =
+                serde_json::from_slice(&json::write(&node, root)).map_err(|e| e.to_string())?;
+            Ok(pretty(&sorted(value)))
         }
+    }
+}
+
+fn sorted(value: Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(String, Value)> =
+                map.into_iter().map(|(k, v)| (k, sorted(v))).collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(entries.into_iter().collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
+        other => other,
     }
 }
 
@@ -258,8 +297,16 @@ fn compare_errors(expected: &Value, found: &[MapError], failures: &mut Vec<Strin
     if !missing.is_empty() || !unmatched.is_empty() {
         failures.push(format!(
             "errors differ.\n  expected but not reported:\n{}\n  reported but not expected:\n{}",
-            missing.iter().map(|m| format!("    {m}")).collect::<Vec<_>>().join("\n"),
-            unmatched.iter().map(|e| format!("    {e}")).collect::<Vec<_>>().join("\n"),
+            missing
+                .iter()
+                .map(|m| format!("    {m}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            unmatched
+                .iter()
+                .map(|e| format!("    {e}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
         ));
     }
 }
@@ -269,7 +316,11 @@ fn pretty(v: &Value) -> String {
 }
 
 fn list(errors: &[MapError]) -> String {
-    errors.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n")
+    errors
+        .iter()
+        .map(|e| format!("  {e}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// A unified diff, expected (`-`) against actual (`+`).

@@ -24,7 +24,11 @@ pub enum Kind {
 pub enum Pattern {
     Rfc3339,
     /// A chrono format string translated from the pattern, and the pattern as written.
-    Chrono { strftime: String, written: String, has_time: bool },
+    Chrono {
+        strftime: String,
+        written: String,
+        has_time: bool,
+    },
 }
 
 impl Pattern {
@@ -135,7 +139,11 @@ impl Table {
             Unknown::Error => Err(format!(
                 "value is not in table `{}` (known: {})",
                 self.name,
-                self.to_canonical.keys().cloned().collect::<Vec<_>>().join(", ")
+                self.to_canonical
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
             Unknown::Keep => Ok(legacy.to_string()),
             Unknown::Fallback { canonical, .. } => Ok(canonical.clone()),
@@ -150,7 +158,11 @@ impl Table {
             Unknown::Error => Err(format!(
                 "value is not in table `{}` (known: {})",
                 self.name,
-                self.to_legacy.keys().cloned().collect::<Vec<_>>().join(", ")
+                self.to_legacy
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
             Unknown::Keep => Ok(Value::String(code.to_string())),
             Unknown::Fallback { legacy, .. } => Ok(legacy.clone()),
@@ -193,9 +205,14 @@ pub fn to_canonical(raw: &Value, kind: &Kind, table: Option<&Table>) -> Result<V
             _ => Err("not a boolean (true/false/1/0, or map it with a table)".into()),
         },
         Kind::DateTime(p) => parse_datetime(&text, p).map(|t| {
-            Value::String(t.with_timezone(&cst()).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false))
+            Value::String(
+                t.with_timezone(&cst())
+                    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false),
+            )
         }),
-        Kind::Date(p) => parse_date(&text, p).map(|d| Value::String(d.format("%Y-%m-%d").to_string())),
+        Kind::Date(p) => {
+            parse_date(&text, p).map(|d| Value::String(d.format("%Y-%m-%d").to_string()))
+        }
     }
 }
 
@@ -247,11 +264,19 @@ fn parse_datetime(text: &str, pattern: &Pattern) -> Result<DateTime<FixedOffset>
     let fail = || format!("not a date-time in the form {}", pattern.describe());
     match pattern {
         Pattern::Rfc3339 => DateTime::parse_from_rfc3339(text).map_err(|_| fail()),
-        Pattern::Chrono { strftime, has_time: true, .. } => {
+        Pattern::Chrono {
+            strftime,
+            has_time: true,
+            ..
+        } => {
             let naive = NaiveDateTime::parse_from_str(text, strftime).map_err(|_| fail())?;
             cst().from_local_datetime(&naive).single().ok_or_else(fail)
         }
-        Pattern::Chrono { strftime, has_time: false, .. } => {
+        Pattern::Chrono {
+            strftime,
+            has_time: false,
+            ..
+        } => {
             let date = NaiveDate::parse_from_str(text, strftime).map_err(|_| fail())?;
             let naive = date.and_hms_opt(0, 0, 0).ok_or_else(fail)?;
             cst().from_local_datetime(&naive).single().ok_or_else(fail)
@@ -263,7 +288,9 @@ fn parse_date(text: &str, pattern: &Pattern) -> Result<NaiveDate, String> {
     let fail = || format!("not a date in the form {}", pattern.describe());
     match pattern {
         Pattern::Rfc3339 => NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| fail()),
-        Pattern::Chrono { strftime, has_time, .. } => {
+        Pattern::Chrono {
+            strftime, has_time, ..
+        } => {
             if *has_time {
                 NaiveDateTime::parse_from_str(text, strftime)
                     .map(|t| t.date())
@@ -296,7 +323,10 @@ mod tests {
         let kind = Kind::DateTime(Pattern::parse("yyyyMMddHHmmss").unwrap());
         let canonical = to_canonical(&json!("20261120093000"), &kind, None).unwrap();
         assert_eq!(canonical, json!("2026-11-20T09:30:00+08:00"));
-        assert_eq!(to_legacy(&canonical, &kind, None).unwrap(), json!("20261120093000"));
+        assert_eq!(
+            to_legacy(&canonical, &kind, None).unwrap(),
+            json!("20261120093000")
+        );
         // Another offset is converted to China time on the way out.
         assert_eq!(
             to_legacy(&json!("2026-11-20T01:30:00Z"), &kind, None).unwrap(),
@@ -313,39 +343,80 @@ mod tests {
         assert!(Pattern::parse("yyyyMM").is_err());
         assert!(Pattern::parse("yyyy-MM-dd hh").is_err());
         let date = Kind::Date(Pattern::parse("yyyy年MM月dd日").unwrap());
-        assert_eq!(to_canonical(&json!("2026年11月20日"), &date, None).unwrap(), json!("2026-11-20"));
-        assert_eq!(to_legacy(&json!("2026-11-20"), &date, None).unwrap(), json!("2026年11月20日"));
+        assert_eq!(
+            to_canonical(&json!("2026年11月20日"), &date, None).unwrap(),
+            json!("2026-11-20")
+        );
+        assert_eq!(
+            to_legacy(&json!("2026-11-20"), &date, None).unwrap(),
+            json!("2026年11月20日")
+        );
     }
 
     #[test]
     fn tables_map_both_ways_with_an_explicit_unknown_rule() {
         let mut table = Table {
             name: "kind".into(),
-            to_legacy: [("1".to_string(), json!("GR")), ("2".to_string(), json!("QY"))].into(),
-            to_canonical: [("GR".to_string(), "1".to_string()), ("QY".to_string(), "2".to_string())].into(),
+            to_legacy: [
+                ("1".to_string(), json!("GR")),
+                ("2".to_string(), json!("QY")),
+            ]
+            .into(),
+            to_canonical: [
+                ("GR".to_string(), "1".to_string()),
+                ("QY".to_string(), "2".to_string()),
+            ]
+            .into(),
             unknown: Unknown::Error,
         };
-        assert_eq!(to_canonical(&json!("QY"), &Kind::String, Some(&table)).unwrap(), json!("2"));
-        assert_eq!(to_legacy(&json!("1"), &Kind::String, Some(&table)).unwrap(), json!("GR"));
+        assert_eq!(
+            to_canonical(&json!("QY"), &Kind::String, Some(&table)).unwrap(),
+            json!("2")
+        );
+        assert_eq!(
+            to_legacy(&json!("1"), &Kind::String, Some(&table)).unwrap(),
+            json!("GR")
+        );
         assert!(to_canonical(&json!("XX"), &Kind::String, Some(&table)).is_err());
         table.unknown = Unknown::Keep;
-        assert_eq!(to_canonical(&json!("XX"), &Kind::String, Some(&table)).unwrap(), json!("XX"));
+        assert_eq!(
+            to_canonical(&json!("XX"), &Kind::String, Some(&table)).unwrap(),
+            json!("XX")
+        );
         table.unknown = Unknown::Fallback {
             canonical: "9".into(),
             legacy: json!("QT"),
         };
-        assert_eq!(to_canonical(&json!("XX"), &Kind::String, Some(&table)).unwrap(), json!("9"));
-        assert_eq!(to_legacy(&json!("7"), &Kind::String, Some(&table)).unwrap(), json!("QT"));
+        assert_eq!(
+            to_canonical(&json!("XX"), &Kind::String, Some(&table)).unwrap(),
+            json!("9")
+        );
+        assert_eq!(
+            to_legacy(&json!("7"), &Kind::String, Some(&table)).unwrap(),
+            json!("QT")
+        );
     }
 
     #[test]
     fn numbers_and_booleans() {
-        assert_eq!(to_canonical(&json!(" 12 ".trim()), &Kind::Integer, None).unwrap(), json!(12));
-        assert_eq!(to_canonical(&json!(12), &Kind::String, None).unwrap(), json!("12"));
-        assert_eq!(to_canonical(&json!("1"), &Kind::Boolean, None).unwrap(), json!(true));
+        assert_eq!(
+            to_canonical(&json!(" 12 ".trim()), &Kind::Integer, None).unwrap(),
+            json!(12)
+        );
+        assert_eq!(
+            to_canonical(&json!(12), &Kind::String, None).unwrap(),
+            json!("12")
+        );
+        assert_eq!(
+            to_canonical(&json!("1"), &Kind::Boolean, None).unwrap(),
+            json!(true)
+        );
         assert!(to_canonical(&json!("是"), &Kind::Boolean, None).is_err());
         assert!(to_canonical(&json!("1.5"), &Kind::Integer, None).is_err());
-        assert_eq!(to_canonical(&json!("1.5"), &Kind::Number, None).unwrap(), json!(1.5));
+        assert_eq!(
+            to_canonical(&json!("1.5"), &Kind::Number, None).unwrap(),
+            json!(1.5)
+        );
         assert!(to_legacy(&json!("x"), &Kind::Integer, None).is_err());
     }
 }

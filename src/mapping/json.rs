@@ -22,7 +22,8 @@ pub fn parse(bytes: &[u8], root: &str, max_bytes: usize) -> Result<Node, JsonErr
     if bytes.len() > max_bytes {
         return Err(JsonError::TooLarge { limit: max_bytes });
     }
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| JsonError::Malformed(e.to_string()))?;
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| JsonError::Malformed(e.to_string()))?;
     let payload = value
         .pointer(root)
         .ok_or_else(|| JsonError::NoPayload(root.to_string()))?;
@@ -61,7 +62,13 @@ fn to_node(name: String, value: &Value, array: bool) -> Node {
 pub fn write(node: &Node, root: &str) -> Vec<u8> {
     let payload = to_value(node);
     let mut doc = payload;
-    for segment in root.split('/').skip(1).collect::<Vec<_>>().into_iter().rev() {
+    for segment in root
+        .split('/')
+        .skip(1)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+    {
         let key = segment.replace("~1", "/").replace("~0", "~");
         let mut map = Map::new();
         map.insert(key, doc);
@@ -112,9 +119,18 @@ mod tests {
     fn bad_documents_are_refused() {
         assert!(matches!(parse(b"{", "", 100), Err(JsonError::Malformed(_))));
         assert!(matches!(parse(b"[1]", "", 100), Err(JsonError::NotObject)));
-        assert!(matches!(parse(b"{}", "/data", 100), Err(JsonError::NoPayload(_))));
-        assert!(matches!(parse(&[b' '; 200], "", 100), Err(JsonError::TooLarge { .. })));
+        assert!(matches!(
+            parse(b"{}", "/data", 100),
+            Err(JsonError::NoPayload(_))
+        ));
+        assert!(matches!(
+            parse(&[b' '; 200], "", 100),
+            Err(JsonError::TooLarge { .. })
+        ));
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
-        assert!(matches!(parse(deep.as_bytes(), "", 1 << 20), Err(JsonError::Malformed(_))));
+        assert!(matches!(
+            parse(deep.as_bytes(), "", 1 << 20),
+            Err(JsonError::Malformed(_))
+        ));
     }
 }

@@ -58,7 +58,9 @@ impl fmt::Display for MapError {
 pub enum Format {
     Xml(XmlFormat),
     /// JSON, with the payload object at this pointer (`""` for the whole document).
-    Json { root: String },
+    Json {
+        root: String,
+    },
 }
 
 /// How a field's legacy value relates to the canonical one.
@@ -234,17 +236,26 @@ pub fn compile(file: &SourceFile, schemas: &Schemas) -> Result<Mapping, Vec<Conf
         "xml" => match parsed.xml {
             Some(x) => compile_xml(file, x, &mut errors).map(Format::Xml),
             None => {
-                errors.push(file.error_at_span("xml", parsed.format.span(), "format `xml` needs an [xml] table with at least `root`"));
+                errors.push(file.error_at_span(
+                    "xml",
+                    parsed.format.span(),
+                    "format `xml` needs an [xml] table with at least `root`",
+                ));
                 None
             }
         },
         "json" => {
             if parsed.xml.is_some() {
-                errors.push(file.error_at_key("xml", "an [xml] table does not apply to format `json`"));
+                errors.push(
+                    file.error_at_key("xml", "an [xml] table does not apply to format `json`"),
+                );
             }
             let root = parsed.json.map(|j| j.root).unwrap_or_default();
             if !(root.is_empty() || root.starts_with('/')) {
-                errors.push(file.error_at_key("json.root", "must be a JSON pointer such as `/data`, or empty"));
+                errors.push(file.error_at_key(
+                    "json.root",
+                    "must be a JSON pointer such as `/data`, or empty",
+                ));
             }
             Some(Format::Json { root })
         }
@@ -265,7 +276,9 @@ pub fn compile(file: &SourceFile, schemas: &Schemas) -> Result<Mapping, Vec<Conf
             Ok(t) => {
                 tables.insert(table_name, Arc::new(t));
             }
-            Err(message) => errors.push(file.error_at_span(&format!("tables.{table_name}"), span, message)),
+            Err(message) => {
+                errors.push(file.error_at_span(&format!("tables.{table_name}"), span, message))
+            }
         }
     }
 
@@ -300,8 +313,15 @@ fn compile_xml(file: &SourceFile, x: XmlFile, errors: &mut Vec<ConfigError>) -> 
                 "xml.namespaces",
                 "the prefix `soap` is the hub's for the SOAP envelope; choose another",
             ));
-        } else if prefix.is_empty() || prefix.contains(':') || prefix.chars().any(char::is_whitespace) || uri.is_empty() {
-            errors.push(file.error_at_key("xml.namespaces", format!("`{prefix}` = `{uri}` is not a prefix and namespace URI")));
+        } else if prefix.is_empty()
+            || prefix.contains(':')
+            || prefix.chars().any(char::is_whitespace)
+            || uri.is_empty()
+        {
+            errors.push(file.error_at_key(
+                "xml.namespaces",
+                format!("`{prefix}` = `{uri}` is not a prefix and namespace URI"),
+            ));
         }
     }
     let soap = match x.soap.as_ref().map(|s| s.get_ref().as_str()) {
@@ -319,28 +339,38 @@ fn compile_xml(file: &SourceFile, x: XmlFile, errors: &mut Vec<ConfigError>) -> 
     };
     let encoding = match &x.encoding {
         None => encoding_rs::UTF_8,
-        Some(label) => match encoding_rs::Encoding::for_label(label.get_ref().as_bytes()) {
-            Some(e) if e.is_ascii_compatible() => e,
-            _ => {
-                errors.push(file.error_at_span(
+        Some(label) => {
+            match encoding_rs::Encoding::for_label(label.get_ref().as_bytes()) {
+                Some(e) if e.is_ascii_compatible() => e,
+                _ => {
+                    errors.push(file.error_at_span(
                     "xml.encoding",
                     label.span(),
                     format!("`{}` is not an ASCII-compatible encoding such as UTF-8, GBK or GB18030", label.get_ref()),
                 ));
-                encoding_rs::UTF_8
+                    encoding_rs::UTF_8
+                }
             }
-        },
+        }
     };
     let root = x.root.get_ref().clone();
     match LegacyPath::parse(&root) {
         Ok(p) if p.steps.len() == 1 && !p.ends_in_attr() => {
             for prefix in p.prefixes() {
                 if !x.namespaces.contains_key(prefix) {
-                    errors.push(file.error_at_span("xml.root", x.root.span(), format!("prefix `{prefix}` is not in xml.namespaces")));
+                    errors.push(file.error_at_span(
+                        "xml.root",
+                        x.root.span(),
+                        format!("prefix `{prefix}` is not in xml.namespaces"),
+                    ));
                 }
             }
         }
-        _ => errors.push(file.error_at_span("xml.root", x.root.span(), "must be one element name, such as `ns:申请`")),
+        _ => errors.push(file.error_at_span(
+            "xml.root",
+            x.root.span(),
+            "must be one element name, such as `ns:申请`",
+        )),
     }
     (errors.len() == before).then(|| XmlFormat {
         root,
@@ -357,9 +387,12 @@ fn compile_table(name: &str, t: TableFile) -> Result<Table, String> {
     let mut to_canonical = BTreeMap::new();
     for (code, legacy) in t.values {
         let legacy = json_of(legacy);
-        let text = convert::scalar_text(&legacy).ok_or_else(|| format!("value for `{code}` must be a string, number or boolean"))?;
+        let text = convert::scalar_text(&legacy)
+            .ok_or_else(|| format!("value for `{code}` must be a string, number or boolean"))?;
         if let Some(other) = to_canonical.insert(text.clone(), code.clone()) {
-            return Err(format!("legacy value `{text}` is given for both `{other}` and `{code}`, so it cannot be mapped back"));
+            return Err(format!(
+                "legacy value `{text}` is given for both `{other}` and `{code}`, so it cannot be mapped back"
+            ));
         }
         to_legacy.insert(code, legacy);
     }
@@ -368,7 +401,11 @@ fn compile_table(name: &str, t: TableFile) -> Result<Table, String> {
         Some(UnknownFile::Rule(rule)) => match rule.as_str() {
             "error" => Unknown::Error,
             "keep" => Unknown::Keep,
-            other => return Err(format!("unknown = `{other}`: expected \"error\", \"keep\" or {{ canonical = …, legacy = … }}")),
+            other => {
+                return Err(format!(
+                    "unknown = `{other}`: expected \"error\", \"keep\" or {{ canonical = …, legacy = … }}"
+                ));
+            }
         },
         Some(UnknownFile::Fallback { canonical, legacy }) => Unknown::Fallback {
             canonical,
@@ -419,7 +456,10 @@ fn compile_field(
         .or_else(|| f.legacy.as_ref().map(|l| l.span()))
         .unwrap_or(0..0);
     let mut err = |what: &str, message: String| {
-        errors.push(cx.file.error_at_span(&format!("{key}{what}"), span.clone(), message));
+        errors.push(
+            cx.file
+                .error_at_span(&format!("{key}{what}"), span.clone(), message),
+        );
     };
     let is_xml = matches!(cx.format, Some(Format::Xml(_)));
 
@@ -445,9 +485,18 @@ fn compile_field(
     };
     match (&f.canonical, &f.legacy, &f.constant) {
         (None, None, _) => err("", "a field needs `canonical`, `legacy` or both".into()),
-        (Some(_), Some(_), Some(_)) => err(".constant", "a constant belongs to one side: give `canonical` or `legacy`, not both".into()),
-        (None, Some(_), None) => err(".canonical", "a field without `canonical` must be a `constant` written to the legacy side".into()),
-        (Some(_), None, None) => err(".legacy", "a field without `legacy` must be a `constant` set on the canonical side".into()),
+        (Some(_), Some(_), Some(_)) => err(
+            ".constant",
+            "a constant belongs to one side: give `canonical` or `legacy`, not both".into(),
+        ),
+        (None, Some(_), None) => err(
+            ".canonical",
+            "a field without `canonical` must be a `constant` written to the legacy side".into(),
+        ),
+        (Some(_), None, None) => err(
+            ".legacy",
+            "a field without `legacy` must be a `constant` set on the canonical side".into(),
+        ),
         _ => {}
     }
 
@@ -463,8 +512,13 @@ fn compile_field(
     if let Some(p) = &legacy {
         if let Some(Format::Xml(x)) = cx.format {
             for prefix in p.prefixes() {
-                if !x.namespaces.iter().any(|(n, _)| n == prefix) && !(f.header && prefix == xml::SOAP_PREFIX) {
-                    err(".legacy", format!("prefix `{prefix}` is not in xml.namespaces"));
+                let declared = x.namespaces.iter().any(|(n, _)| n == prefix);
+                let soap_header = f.header && prefix == xml::SOAP_PREFIX;
+                if !declared && !soap_header {
+                    err(
+                        ".legacy",
+                        format!("prefix `{prefix}` is not in xml.namespaces"),
+                    );
                 }
             }
         }
@@ -472,11 +526,22 @@ fn compile_field(
             err(".legacy", "attributes (`@name`) exist only in XML".into());
         }
     }
-    if f.header && !matches!(cx.format, Some(Format::Xml(XmlFormat { soap: Some(_), .. }))) {
-        err(".header", "header fields need a SOAP envelope (xml.soap)".into());
+    if f.header
+        && !matches!(
+            cx.format,
+            Some(Format::Xml(XmlFormat { soap: Some(_), .. }))
+        )
+    {
+        err(
+            ".header",
+            "header fields need a SOAP envelope (xml.soap)".into(),
+        );
     }
     if f.header && !parent.is_empty() {
-        err(".header", "fields inside `each` cannot be header fields".into());
+        err(
+            ".header",
+            "fields inside `each` cannot be header fields".into(),
+        );
     }
     if f.cdata && !is_xml {
         err(".cdata", "CDATA exists only in XML".into());
@@ -484,14 +549,20 @@ fn compile_field(
     let legacy_type = match f.legacy_type.as_deref() {
         None => None,
         Some(_) if is_xml => {
-            err(".legacy_type", "XML values are always text; legacy_type applies to JSON".into());
+            err(
+                ".legacy_type",
+                "XML values are always text; legacy_type applies to JSON".into(),
+            );
             None
         }
         Some("string") => Some(LegacyType::String),
         Some("number") => Some(LegacyType::Number),
         Some("boolean") => Some(LegacyType::Boolean),
         Some(other) => {
-            err(".legacy_type", format!("unknown legacy_type `{other}`, expected string, number or boolean"));
+            err(
+                ".legacy_type",
+                format!("unknown legacy_type `{other}`, expected string, number or boolean"),
+            );
             None
         }
     };
@@ -515,12 +586,20 @@ fn compile_field(
         ("date", Some(p)) => Some(Kind::Date(p)),
         ("datetime" | "date", None) => None,
         (other, _) => {
-            err(".type", format!("unknown type `{other}`, expected string, integer, number, boolean, datetime or date"));
+            err(
+                ".type",
+                format!(
+                    "unknown type `{other}`, expected string, integer, number, boolean, datetime or date"
+                ),
+            );
             None
         }
     };
     if f.format.is_some() && !matches!(f.kind.as_deref(), Some("datetime" | "date")) {
-        err(".format", "a format applies only to type datetime or date".into());
+        err(
+            ".format",
+            "a format applies only to type datetime or date".into(),
+        );
     }
 
     let table = match &f.table {
@@ -536,10 +615,16 @@ fn compile_field(
 
     let shapes = [!f.each.is_empty(), f.repeated, f.separator.is_some()];
     if shapes.iter().filter(|s| **s).count() > 1 {
-        err("", "use at most one of `each`, `repeated` and `separator`".into());
+        err(
+            "",
+            "use at most one of `each`, `repeated` and `separator`".into(),
+        );
     }
     if (f.repeated || !f.each.is_empty()) && legacy.as_ref().is_some_and(LegacyPath::ends_in_attr) {
-        err(".legacy", "a repeated element cannot be an attribute".into());
+        err(
+            ".legacy",
+            "a repeated element cannot be an attribute".into(),
+        );
     }
     let shape = if !f.each.is_empty() {
         let nested_parent: Vec<String> = parent
@@ -548,12 +633,22 @@ fn compile_field(
             .chain(canonical.clone().unwrap_or_default())
             .chain(std::iter::once("0".to_string()))
             .collect();
-        Shape::Objects(compile_fields(cx, f.each, &nested_parent, &format!("{key}.each"), errors))
+        Shape::Objects(compile_fields(
+            cx,
+            f.each,
+            &nested_parent,
+            &format!("{key}.each"),
+            errors,
+        ))
     } else if f.repeated {
         Shape::Repeated
     } else if let Some(sep) = f.separator {
         if sep.is_empty() {
-            errors.push(cx.file.error_at_span(&format!("{key}.separator"), span.clone(), "a separator cannot be empty"));
+            errors.push(cx.file.error_at_span(
+                &format!("{key}.separator"),
+                span.clone(),
+                "a separator cannot be empty",
+            ));
         }
         Shape::Split(sep)
     } else {
@@ -565,7 +660,10 @@ fn compile_field(
     }
     let label = match &canonical {
         Some(segs) => format!("{}/{}", parent_label(parent), segs.join("/")),
-        None => format!("(legacy constant {})", legacy.as_ref().map(|l| l.to_string()).unwrap_or_default()),
+        None => format!(
+            "(legacy constant {})",
+            legacy.as_ref().map(|l| l.to_string()).unwrap_or_default()
+        ),
     };
     Some(Field {
         label,
@@ -600,9 +698,14 @@ fn parent_label(parent: &[String]) -> String {
 
 fn parse_pointer(text: &str) -> Result<Vec<String>, String> {
     let Some(rest) = text.strip_prefix('/') else {
-        return Err(format!("`{text}` is not a JSON pointer (it starts with `/`, e.g. `/applicant/name`)"));
+        return Err(format!(
+            "`{text}` is not a JSON pointer (it starts with `/`, e.g. `/applicant/name`)"
+        ));
     };
-    let segs: Vec<String> = rest.split('/').map(|s| s.replace("~1", "/").replace("~0", "~")).collect();
+    let segs: Vec<String> = rest
+        .split('/')
+        .map(|s| s.replace("~1", "/").replace("~0", "~"))
+        .collect();
     if segs.iter().any(String::is_empty) {
         return Err(format!("`{text}` has an empty segment"));
     }
@@ -632,7 +735,9 @@ fn can_exist_at(root: &Value, schema: &Value, segs: &[String], depth: usize) -> 
     };
     for key in ["allOf", "anyOf", "oneOf"] {
         if let Some(branches) = schema.get(key).and_then(Value::as_array)
-            && branches.iter().any(|b| can_exist_at(root, b, segs, depth + 1))
+            && branches
+                .iter()
+                .any(|b| can_exist_at(root, b, segs, depth + 1))
         {
             return true;
         }
@@ -659,7 +764,10 @@ fn can_exist_at(root: &Value, schema: &Value, segs: &[String], depth: usize) -> 
     match schema.get("additionalProperties") {
         Some(Value::Bool(true)) => true,
         Some(ap @ Value::Object(_)) => can_exist_at(root, ap, rest, depth + 1),
-        None => schema.get("type").and_then(Value::as_str) == Some("object") && schema.get("properties").is_none(),
+        None => {
+            schema.get("type").and_then(Value::as_str) == Some("object")
+                && schema.get("properties").is_none()
+        }
         _ => false,
     }
 }
@@ -686,6 +794,17 @@ fn check_duplicates(file: &SourceFile, fields: &[Field], errors: &mut Vec<Config
 // Evaluating
 
 impl Mapping {
+    /// The media type of this mapping's legacy documents, with their charset.
+    pub fn content_type(&self) -> String {
+        match &self.format {
+            Format::Xml(x) => format!(
+                "application/xml; charset={}",
+                x.encoding.name().to_ascii_uppercase()
+            ),
+            Format::Json { .. } => "application/json".to_string(),
+        }
+    }
+
     fn error(&self, field: &str, path: impl Into<String>, message: impl Into<String>) -> MapError {
         MapError {
             mapping: self.file.clone(),
@@ -713,33 +832,66 @@ impl Mapping {
         let mut out = Value::Object(Map::new());
         let mut errors = Vec::new();
         let mut failed = Vec::new();
-        self.read_fields(&self.fields, &root, header.as_ref(), "", "", &mut out, &mut errors, &mut failed);
+        self.read_fields(
+            &self.fields,
+            &root,
+            header.as_ref(),
+            "",
+            "",
+            &mut out,
+            &mut errors,
+            &mut failed,
+        );
         // The schema sees what could be read, so its own findings (a bad check digit, a rule
         // across fields) come in the same answer; those about fields already reported do not.
         for v in self.schemas.validate(&self.canonical, &out) {
-            if failed.iter().any(|f| already_reported(f, &v.pointer, &v.message)) {
+            if failed
+                .iter()
+                .any(|f| already_reported(f, &v.pointer, &v.message))
+            {
                 continue;
             }
-            let segs: Vec<String> = v.pointer.split('/').skip(1).map(str::to_string).collect();
+            let mut segs: Vec<String> = v.pointer.split('/').skip(1).map(str::to_string).collect();
+            segs.extend(required_member(&v.message));
             let (field, path) = locate(&self.fields, &segs, &root)
                 .unwrap_or_else(|| ("(schema)".to_string(), v.pointer.clone()));
             errors.push(self.error(
                 &field,
                 path,
-                format!("{} ({} at {})", v.message, self.canonical, display_pointer(&v.pointer)),
+                format!(
+                    "{} ({} at {})",
+                    v.message,
+                    self.canonical,
+                    display_pointer(&v.pointer)
+                ),
             ));
         }
-        if errors.is_empty() { Ok(out) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(errors)
+        }
     }
 
     /// Canonical JSON → legacy bytes, after validating the input against the canonical schema.
     pub fn to_legacy(&self, canonical: &Value) -> Result<Vec<u8>, Vec<MapError>> {
+        self.to_legacy_with_header(canonical, Vec::new())
+    }
+
+    /// As [`Mapping::to_legacy`], adding header entries to the SOAP Header (ignored for
+    /// formats without an envelope): the hub's own entries, such as the idempotency key.
+    pub fn to_legacy_with_header(
+        &self,
+        canonical: &Value,
+        extra_header: Vec<Node>,
+    ) -> Result<Vec<u8>, Vec<MapError>> {
         let violations = self.schemas.validate(&self.canonical, canonical);
         if !violations.is_empty() {
             return Err(violations
                 .into_iter()
                 .map(|v| {
-                    let field = field_for_pointer(&self.fields, &v.pointer).unwrap_or_else(|| "(schema)".into());
+                    let field = field_for_pointer(&self.fields, &v.pointer)
+                        .unwrap_or_else(|| "(schema)".into());
                     self.error(&field, display_pointer(&v.pointer), v.message)
                 })
                 .collect());
@@ -751,7 +903,15 @@ impl Mapping {
         let mut root = Node::named(root_name);
         let mut header = Node::named(format!("{}:Header", xml::SOAP_PREFIX));
         let mut errors = Vec::new();
-        self.write_fields(&self.fields, canonical, "", &mut root, &mut header, &mut errors);
+        self.write_fields(
+            &self.fields,
+            canonical,
+            "",
+            &mut root,
+            &mut header,
+            &mut errors,
+        );
+        header.children.extend(extra_header);
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -783,9 +943,12 @@ impl Mapping {
         failed: &mut Vec<String>,
     ) {
         for f in fields {
-            let Some(pointer) = &f.canonical else { continue };
+            let Some(pointer) = &f.canonical else {
+                continue;
+            };
             let here = format!("{ctx_pointer}/{}", pointer.join("/"));
-            let errors_before = errors.len();
+            // Errors of this field itself; those of nested fields mark their own pointers.
+            let mut errors_before = errors.len();
             if let Some(constant) = &f.constant {
                 set_pointer(out, pointer, constant.clone());
                 continue;
@@ -821,6 +984,7 @@ impl Mapping {
                             );
                             items.push(item);
                         }
+                        errors_before = errors.len();
                         Some(Value::Array(items))
                     }
                 }
@@ -830,7 +994,9 @@ impl Mapping {
                         if let Some(raw) = self.scalar_of(f, s) {
                             match convert::to_canonical(&raw, &f.kind, f.table.as_deref()) {
                                 Ok(v) => items.push(v),
-                                Err(m) => errors.push(self.error(&f.label, format!("{at}[{}]", i + 1), m)),
+                                Err(m) => {
+                                    errors.push(self.error(&f.label, format!("{at}[{}]", i + 1), m))
+                                }
                             }
                         }
                     }
@@ -846,7 +1012,11 @@ impl Mapping {
                             if piece.is_empty() {
                                 continue;
                             }
-                            match convert::to_canonical(&Value::String(piece.to_string()), &f.kind, f.table.as_deref()) {
+                            match convert::to_canonical(
+                                &Value::String(piece.to_string()),
+                                &f.kind,
+                                f.table.as_deref(),
+                            ) {
                                 Ok(v) => items.push(v),
                                 Err(m) => errors.push(self.error(&f.label, at.clone(), m)),
                             }
@@ -870,7 +1040,9 @@ impl Mapping {
                 (Some(v), _) => set_pointer(out, pointer, v),
                 (None, _) if field_failed => {}
                 (None, Some(d)) => set_pointer(out, pointer, d.clone()),
-                (None, None) if f.required => errors.push(self.error(&f.label, at, "required, but missing or empty")),
+                (None, None) if f.required => {
+                    errors.push(self.error(&f.label, at, "required, but missing or empty"))
+                }
                 (None, None) => {}
             }
             if errors.len() != errors_before {
@@ -883,7 +1055,11 @@ impl Mapping {
     fn scalar_of(&self, f: &Field, s: &Selected<'_>) -> Option<Value> {
         match s.scalar()? {
             Value::String(text) => {
-                let text = if f.trim { text.trim().to_string() } else { text };
+                let text = if f.trim {
+                    text.trim().to_string()
+                } else {
+                    text
+                };
                 (!text.is_empty()).then_some(Value::String(text))
             }
             other => Some(other),
@@ -891,9 +1067,19 @@ impl Mapping {
     }
 
     /// The one scalar a field selects; more than one is an error.
-    fn single(&self, f: &Field, selected: &[Selected<'_>], at: &str, errors: &mut Vec<MapError>) -> Option<Value> {
+    fn single(
+        &self,
+        f: &Field,
+        selected: &[Selected<'_>],
+        at: &str,
+        errors: &mut Vec<MapError>,
+    ) -> Option<Value> {
         if selected.len() > 1 {
-            errors.push(self.error(&f.label, at, format!("appears {} times, expected once", selected.len())));
+            errors.push(self.error(
+                &f.label,
+                at,
+                format!("appears {} times, expected once", selected.len()),
+            ));
             return None;
         }
         selected.first().and_then(|s| self.scalar_of(f, s))
@@ -915,7 +1101,9 @@ impl Mapping {
                 self.write_scalar(f, path, target, constant.clone());
                 continue;
             }
-            let Some(pointer) = &f.canonical else { continue };
+            let Some(pointer) = &f.canonical else {
+                continue;
+            };
             let at = format!("{ctx_pointer}/{}", pointer.join("/"));
             let value = pointer
                 .iter()
@@ -937,7 +1125,14 @@ impl Mapping {
                         let element = element_at(target, &path.steps, true);
                         element.array = true;
                         let mut unused_header = Node::default();
-                        self.write_fields(nested, item, &format!("{at}/{i}"), element, &mut unused_header, errors);
+                        self.write_fields(
+                            nested,
+                            item,
+                            &format!("{at}/{i}"),
+                            element,
+                            &mut unused_header,
+                            errors,
+                        );
                     }
                 }
                 Shape::Repeated => {
@@ -987,11 +1182,13 @@ impl Mapping {
                 .and_then(|t| t.parse::<serde_json::Number>().ok())
                 .map(Value::Number)
                 .unwrap_or_else(as_text),
-            (Format::Json { .. }, Some(LegacyType::Boolean)) => match convert::scalar_text(&v).as_deref() {
-                Some("true" | "1") => Value::Bool(true),
-                Some("false" | "0") => Value::Bool(false),
-                _ => as_text(),
-            },
+            (Format::Json { .. }, Some(LegacyType::Boolean)) => {
+                match convert::scalar_text(&v).as_deref() {
+                    Some("true" | "1") => Value::Bool(true),
+                    Some("false" | "0") => Value::Bool(false),
+                    _ => as_text(),
+                }
+            }
             (Format::Json { .. }, None) => v,
         }
     }
@@ -1037,7 +1234,11 @@ fn join_path(ctx: &str, path: &str) -> String {
 }
 
 fn display_pointer(pointer: &str) -> String {
-    if pointer.is_empty() { "/".to_string() } else { pointer.to_string() }
+    if pointer.is_empty() {
+        "/".to_string()
+    } else {
+        pointer.to_string()
+    }
 }
 
 fn set_pointer(out: &mut Value, pointer: &[String], value: Value) {
@@ -1069,44 +1270,40 @@ fn locate(fields: &[Field], segs: &[String], root: &Node) -> Option<(String, Str
     locate_in(fields, segs, root, "")
 }
 
-fn locate_in(fields: &[Field], segs: &[String], ctx: &Node, ctx_path: &str) -> Option<(String, String)> {
-    let mut best: Option<(String, String)> = None;
+fn locate_in(
+    fields: &[Field],
+    segs: &[String],
+    ctx: &Node,
+    ctx_path: &str,
+) -> Option<(String, String)> {
     for f in fields {
-        let (Some(pointer), Some(path)) = (&f.canonical, &f.legacy) else { continue };
+        let (Some(pointer), Some(path)) = (&f.canonical, &f.legacy) else {
+            continue;
+        };
+        if segs.len() < pointer.len() || segs[..pointer.len()] != pointer[..] {
+            continue;
+        }
         let at = join_path(ctx_path, &path.to_string());
-        if segs.len() >= pointer.len() && segs[..pointer.len()] == pointer[..] {
-            let rest = &segs[pointer.len()..];
-            if let (Shape::Objects(nested), Some(index)) = (&f.shape, rest.first().and_then(|s| s.parse::<usize>().ok())) {
-                let nodes: Vec<&Node> = select(ctx, path)
-                    .into_iter()
-                    .filter_map(|s| match s {
-                        Selected::Node(n) => Some(n),
-                        Selected::Attr(_) => None,
-                    })
-                    .collect();
-                if let Some(node) = nodes.get(index) {
-                    let item_path = format!("{at}[{}]", index + 1);
-                    return locate_in(nested, &rest[1..], node, &item_path)
-                        .or(Some((f.label.clone(), item_path)));
-                }
+        let rest = &segs[pointer.len()..];
+        if let (Shape::Objects(nested), Some(index)) =
+            (&f.shape, rest.first().and_then(|s| s.parse::<usize>().ok()))
+        {
+            let node = select(ctx, path).into_iter().nth(index);
+            if let Some(Selected::Node(node)) = node {
+                let item_path = format!("{at}[{}]", index + 1);
+                return locate_in(nested, &rest[1..], node, &item_path)
+                    .or(Some((f.label.clone(), item_path)));
             }
-            return Some((f.label.clone(), at));
         }
-        // A violation on an object whose members are mapped (a missing required member):
-        // name the first field below it.
-        if best.is_none() && pointer.len() > segs.len() && pointer[..segs.len()] == segs[..] {
-            best = Some((format!("{}/{}", ctx_path_label(ctx_path), segs.join("/")), ctx_path_or_root(ctx_path)));
-        }
+        return Some((f.label.clone(), at));
     }
-    best
+    None
 }
 
-fn ctx_path_label(ctx_path: &str) -> &str {
-    if ctx_path.is_empty() { "" } else { ctx_path }
-}
-
-fn ctx_path_or_root(ctx_path: &str) -> String {
-    if ctx_path.is_empty() { ".".to_string() } else { ctx_path.to_string() }
+/// The member a "required property" violation is about: `"name" is a required property`.
+fn required_member(message: &str) -> Option<String> {
+    let quoted = message.strip_suffix(" is a required property")?;
+    Some(quoted.trim_matches('"').to_string())
 }
 
 /// The label of the field that maps a canonical pointer, for errors in canonical input.
@@ -1117,7 +1314,8 @@ fn field_for_pointer(fields: &[Field], pointer: &str) -> Option<String> {
     'walk: loop {
         for f in fields {
             let Some(p) = &f.canonical else { continue };
-            if segs.len() >= i + p.len() && segs[i..i + p.len()].iter().zip(p).all(|(a, b)| a == b) {
+            if segs.len() >= i + p.len() && segs[i..i + p.len()].iter().zip(p).all(|(a, b)| a == b)
+            {
                 i += p.len();
                 if let (Shape::Objects(nested), true) = (&f.shape, segs.len() > i + 1) {
                     fields = nested;

@@ -91,7 +91,9 @@ impl LegacyPath {
             }
             if let Some(attr) = part.strip_prefix('@') {
                 if i + 1 != parts.len() {
-                    return Err(format!("attribute `{part}` must be the last step of `{text}`"));
+                    return Err(format!(
+                        "attribute `{part}` must be the last step of `{text}`"
+                    ));
                 }
                 check_name(attr)?;
                 steps.push(Step::Attr(attr.to_string()));
@@ -149,9 +151,9 @@ fn check_name(name: &str) -> Result<(), String> {
         || name.starts_with(':')
         || name.ends_with(':')
         || name.matches(':').count() > 1
-        || name
-            .chars()
-            .any(|c| c.is_whitespace() || matches!(c, '<' | '>' | '&' | '"' | '\'' | '=' | '[' | ']' | '@'));
+        || name.chars().any(|c| {
+            c.is_whitespace() || matches!(c, '<' | '>' | '&' | '"' | '\'' | '=' | '[' | ']' | '@')
+        });
     if bad {
         Err(format!("`{name}` is not an element or attribute name"))
     } else {

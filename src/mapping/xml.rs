@@ -124,7 +124,10 @@ fn declared_encoding(bytes: &[u8]) -> Option<String> {
     let end = head.windows(2).position(|w| w == b"?>")?;
     let decl = std::str::from_utf8(&head[..end]).ok()?;
     let at = decl.find("encoding")?;
-    let rest = decl[at + "encoding".len()..].trim_start().strip_prefix('=')?.trim_start();
+    let rest = decl[at + "encoding".len()..]
+        .trim_start()
+        .strip_prefix('=')?
+        .trim_start();
     let quote = rest.chars().next().filter(|c| *c == '"' || *c == '\'')?;
     let value = &rest[1..];
     Some(value[..value.find(quote)?].to_string())
@@ -198,9 +201,10 @@ pub fn fault_of(fault: &Node) -> SoapFault {
     let find = |path: &[&str]| -> Option<String> {
         let mut node = fault;
         for step in path {
-            node = node.children.iter().find(|c| {
-                c.name == *step || c.name.rsplit(':').next() == Some(step)
-            })?;
+            node = node
+                .children
+                .iter()
+                .find(|c| c.name == *step || c.name.rsplit(':').next() == Some(step))?;
         }
         node.text().map(|t| t.trim().to_string())
     };
@@ -236,7 +240,12 @@ impl Names {
         }
     }
 
-    fn name(&self, resolved: ResolveResult<'_>, local: &[u8], attribute: bool) -> Result<String, XmlError> {
+    fn name(
+        &self,
+        resolved: ResolveResult<'_>,
+        local: &[u8],
+        attribute: bool,
+    ) -> Result<String, XmlError> {
         let local = String::from_utf8_lossy(local).into_owned();
         match resolved {
             ResolveResult::Bound(ns) => {
@@ -278,7 +287,9 @@ fn parse_tree(text: &str, names: &Names) -> Result<Node, XmlError> {
             // The resolved namespace borrows the reader: turn it into a name right away.
             Ok((resolved, event)) => {
                 let name = match &event {
-                    Event::Start(start) => Some(names.name(resolved, start.local_name().as_ref(), false)),
+                    Event::Start(start) => {
+                        Some(names.name(resolved, start.local_name().as_ref(), false))
+                    }
                     _ => None,
                 };
                 (name, event)
@@ -405,9 +416,10 @@ fn attributes(
         let (resolved, local) = reader.resolve_attribute(key);
         let name = names.name(resolved, local.as_ref(), true)?;
         let value = attr.unescape_value().map_err(|e| match e {
-            quick_xml::Error::Escape(quick_xml::escape::EscapeError::UnrecognizedEntity(_, name)) => {
-                XmlError::Entity(name)
-            }
+            quick_xml::Error::Escape(quick_xml::escape::EscapeError::UnrecognizedEntity(
+                _,
+                name,
+            )) => XmlError::Entity(name),
             other => XmlError::Malformed {
                 position: reader.buffer_position(),
                 message: other.to_string(),
@@ -450,7 +462,9 @@ pub fn write(doc: &XmlDocument, format: &XmlFormat) -> Vec<u8> {
             }
             out.push_str(&format!("  <{SOAP_PREFIX}:Body>\n"));
             write_node(&mut out, &doc.root, 2, "");
-            out.push_str(&format!("  </{SOAP_PREFIX}:Body>\n</{SOAP_PREFIX}:Envelope>\n"));
+            out.push_str(&format!(
+                "  </{SOAP_PREFIX}:Body>\n</{SOAP_PREFIX}:Envelope>\n"
+            ));
         }
     }
     if format.encoding == encoding_rs::UTF_8 {
@@ -542,7 +556,10 @@ mod tests {
         };
         let f = format(Some(SoapVersion::V11));
         let bytes = write(&doc, &f);
-        assert!(std::str::from_utf8(&bytes).is_err(), "written as GB18030, not UTF-8");
+        assert!(
+            std::str::from_utf8(&bytes).is_err(),
+            "written as GB18030, not UTF-8"
+        );
         let back = parse(&bytes, &f, 1 << 20).unwrap();
         assert_eq!(back, doc);
     }
@@ -565,7 +582,8 @@ mod tests {
     #[test]
     fn hostile_documents_are_refused() {
         let f = format(None);
-        let cases: Vec<(Vec<u8>, fn(&XmlError) -> bool)> = vec![
+        type Expect = fn(&XmlError) -> bool;
+        let cases: Vec<(Vec<u8>, Expect)> = vec![
             (
                 r#"<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;">]><ns:申请 xmlns:ns="urn:example:food">&lol2;</ns:申请>"#.as_bytes().to_vec(),
                 |e| matches!(e, XmlError::Dtd),
@@ -594,7 +612,11 @@ mod tests {
         ];
         for (input, expected) in cases {
             let err = parse(&input, &f, 1 << 20).expect_err("hostile input is refused");
-            assert!(expected(&err), "{err:?} for {}", String::from_utf8_lossy(&input[..input.len().min(80)]));
+            assert!(
+                expected(&err),
+                "{err:?} for {}",
+                String::from_utf8_lossy(&input[..input.len().min(80)])
+            );
         }
     }
 

@@ -7,6 +7,12 @@
 //! order on PostgreSQL too, and a reader of the feed never sees a gap fill in later.
 
 mod catalog;
+mod routing;
+
+pub use routing::{
+    Accepted, ApplicationRecord, AttemptOutcome, AttemptRecord, ClaimedDelivery, DeliveryRecord,
+    EventRecord, NewApplication, NewEvent,
+};
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};

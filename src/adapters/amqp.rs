@@ -1,0 +1,309 @@
+//! The AMQP driver: publishes a message to a RabbitMQ exchange with publisher confirms, over
+//! one lazily opened connection that is dropped on error and reopened with exponential
+//! backoff.
+//!
+//! Each message is persistent (delivery mode 2), carries the application id as `message_id`,
+//! its media type as `content_type` and the assertion as header `tongban-assertion`, and is
+//! published `mandatory`: a message no queue is bound for comes back, and counts as not
+//! delivered. The exchange is declared once per connection as a durable topic exchange (the
+//! default exchange `""` and the broker's own `amq.*` ones are not declared).
+
+use super::{Adapter, Delivered, DeliveryError, Outgoing};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+/// The first wait after a failed connection; it doubles with each failure in a row.
+pub const INITIAL_BACKOFF: Duration = Duration::from_millis(250);
+/// The longest wait between two connection attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The AMQP header carrying the hub's signed identity assertion.
+pub const ASSERTION_HEADER: &str = "tongban-assertion";
+
+/// AMQP short strings (message id, content type, names) hold at most this many bytes.
+const SHORT_STRING_MAX: usize = 255;
+
+/// Publishes to one exchange with one routing key.
+pub struct AmqpDriver {
+    url: String,
+    exchange: String,
+    routing_key: String,
+    timeout: Duration,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for AmqpDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold the broker's password.
+        f.debug_struct("AmqpDriver")
+            .field("exchange", &self.exchange)
+            .field("routing_key", &self.routing_key)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// Boxed: a connection and a channel are large, and drivers sit side by side in an enum.
+    link: Option<Box<Link>>,
+    /// Connection failures in a row, for the backoff.
+    failures: u32,
+    /// When the last one happened.
+    failed_at: Option<Instant>,
+    /// Counts links opened, so that a failure on an old link does not drop a new one.
+    generation: u64,
+}
+
+struct Link {
+    connection: Connection,
+    channel: Channel,
+    generation: u64,
+}
+
+impl AmqpDriver {
+    /// A driver for the broker at `url` (`amqp://user:password@host:port/vhost`). Nothing is
+    /// connected until the first delivery; `timeout` bounds connecting and each publish with
+    /// its confirm.
+    pub fn new(
+        url: String,
+        exchange: String,
+        routing_key: String,
+        timeout: Duration,
+    ) -> AmqpDriver {
+        AmqpDriver {
+            url,
+            exchange,
+            routing_key,
+            timeout,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// The channel to publish on, connecting first if there is none, or `Retryable` while
+    /// backing off after a failure.
+    async fn channel(&self) -> Result<(Channel, u64), DeliveryError> {
+        let mut state = self.state.lock().await;
+        if let Some(link) = &state.link {
+            if link.connection.status().connected() && link.channel.status().connected() {
+                return Ok((link.channel.clone(), link.generation));
+            }
+            state.link = None;
+        }
+        if let Some(failed_at) = state.failed_at {
+            let wait = backoff(state.failures);
+            let since = failed_at.elapsed();
+            if since < wait {
+                return Err(DeliveryError::Retryable {
+                    reason: format!(
+                        "the AMQP broker was unreachable {} ms ago; next attempt in {} ms",
+                        since.as_millis(),
+                        (wait - since).as_millis()
+                    ),
+                    retry_after: Some(wait - since),
+                    status: None,
+                });
+            }
+        }
+        match tokio::time::timeout(self.timeout, self.connect()).await {
+            Ok(Ok((connection, channel))) => {
+                state.generation += 1;
+                state.failures = 0;
+                state.failed_at = None;
+                let generation = state.generation;
+                state.link = Some(Box::new(Link {
+                    connection,
+                    channel: channel.clone(),
+                    generation,
+                }));
+                Ok((channel, generation))
+            }
+            Ok(Err(reason)) => Err(Self::failed(&mut state, reason)),
+            Err(_) => Err(Self::failed(
+                &mut state,
+                format!(
+                    "no connection to the AMQP broker within {} ms",
+                    self.timeout.as_millis()
+                ),
+            )),
+        }
+    }
+
+    fn failed(state: &mut State, reason: String) -> DeliveryError {
+        state.failures = state.failures.saturating_add(1);
+        state.failed_at = Some(Instant::now());
+        DeliveryError::Retryable {
+            reason,
+            retry_after: Some(backoff(state.failures)),
+            status: None,
+        }
+    }
+
+    async fn connect(&self) -> Result<(Connection, Channel), String> {
+        let properties = ConnectionProperties::default()
+            .with_connection_name(concat!("tongban/", env!("CARGO_PKG_VERSION")).into());
+        let connection = Connection::connect(&self.url, properties)
+            .await
+            .map_err(|e| format!("cannot connect to the AMQP broker: {e}"))?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| format!("cannot open an AMQP channel: {e}"))?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| format!("the AMQP broker refused publisher confirms: {e}"))?;
+        if !(self.exchange.is_empty() || self.exchange.starts_with("amq.")) {
+            channel
+                .exchange_declare(
+                    self.exchange.as_str().into(),
+                    ExchangeKind::Topic,
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        ..ExchangeDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| {
+                    format!(
+                        "cannot declare exchange `{}` as a durable topic exchange: {e}",
+                        self.exchange
+                    )
+                })?;
+        }
+        Ok((connection, channel))
+    }
+
+    /// Drops the link a publish failed on, unless a newer one replaced it meanwhile, and backs
+    /// off before the next connection.
+    async fn drop_link(&self, generation: u64) {
+        let mut state = self.state.lock().await;
+        if state
+            .link
+            .as_ref()
+            .is_some_and(|l| l.generation == generation)
+        {
+            state.link = None;
+            state.failures = state.failures.saturating_add(1);
+            state.failed_at = Some(Instant::now());
+        }
+    }
+
+    fn properties(&self, msg: &Outgoing<'_>) -> Result<BasicProperties, DeliveryError> {
+        let short = |what: &str, value: &str| -> Result<ShortString, DeliveryError> {
+            if value.len() > SHORT_STRING_MAX {
+                return Err(DeliveryError::Permanent {
+                    reason: format!(
+                        "the message's {what} is longer than AMQP's {SHORT_STRING_MAX} bytes"
+                    ),
+                    status: None,
+                });
+            }
+            Ok(value.into())
+        };
+        let mut properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_message_id(short("application id", msg.application_id)?)
+            .with_content_type(short("content type", msg.content_type)?);
+        if let Some(assertion) = msg.assertion {
+            let mut headers = FieldTable::default();
+            headers.insert(
+                ASSERTION_HEADER.into(),
+                AMQPValue::LongString(LongString::from(assertion.as_bytes().to_vec())),
+            );
+            properties = properties.with_headers(headers);
+        }
+        Ok(properties)
+    }
+}
+
+impl Adapter for AmqpDriver {
+    async fn deliver(&self, msg: &Outgoing<'_>) -> Result<Delivered, DeliveryError> {
+        let properties = self.properties(msg)?;
+        let (channel, generation) = self.channel().await?;
+        let publish = async {
+            let confirm = channel
+                .basic_publish(
+                    self.exchange.as_str().into(),
+                    self.routing_key.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    msg.body,
+                    properties,
+                )
+                .await?;
+            confirm.await
+        };
+        let retryable = |reason: String| DeliveryError::Retryable {
+            reason,
+            retry_after: None,
+            status: None,
+        };
+        match tokio::time::timeout(self.timeout, publish).await {
+            Ok(Ok(Confirmation::Ack(None))) => Ok(Delivered { status: None }),
+            Ok(Ok(Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)))) => {
+                Err(retryable(format!(
+                    "the AMQP broker returned the message: no queue is bound to exchange `{}` for routing key `{}` ({} {})",
+                    self.exchange, self.routing_key, returned.reply_code, returned.reply_text
+                )))
+            }
+            Ok(Ok(Confirmation::Nack(None))) => Err(retryable(
+                "the AMQP broker did not accept the message (nack)".into(),
+            )),
+            Ok(Ok(Confirmation::NotRequested)) => {
+                // Publisher confirms were turned on with the channel: this channel is not ours.
+                self.drop_link(generation).await;
+                Err(retryable("the AMQP channel lost publisher confirms".into()))
+            }
+            Ok(Err(e)) => {
+                self.drop_link(generation).await;
+                Err(retryable(format!(
+                    "publishing to the AMQP broker failed: {e}"
+                )))
+            }
+            Err(_) => Err(retryable(format!(
+                "the AMQP broker did not confirm the message within {} ms",
+                self.timeout.as_millis()
+            ))),
+        }
+    }
+}
+
+/// The wait after `failures` connection failures in a row: 250 ms, 500 ms, 1 s, … up to 30 s.
+pub fn backoff(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    (INITIAL_BACKOFF * 2u32.pow(doublings)).min(MAX_BACKOFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        assert_eq!(backoff(0), INITIAL_BACKOFF);
+        assert_eq!(backoff(1), INITIAL_BACKOFF);
+        assert_eq!(backoff(2), INITIAL_BACKOFF * 2);
+        assert_eq!(backoff(3), INITIAL_BACKOFF * 4);
+        assert_eq!(backoff(100), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn debug_does_not_show_the_url() {
+        let d = AmqpDriver::new(
+            "amqp://user:secret@127.0.0.1:1/%2f".into(),
+            "x".into(),
+            "y".into(),
+            Duration::from_secs(1),
+        );
+        assert!(!format!("{d:?}").contains("secret"));
+    }
+}

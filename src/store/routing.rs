@@ -1,0 +1,564 @@
+//! Routing tables: accepted applications and their idempotency keys, the outbox of deliveries
+//! with every attempt, and the case events and results systems send back.
+
+use super::{Backend, Store, StoreError};
+use crate::clock;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+/// An application to record, with its first delivery.
+#[derive(Debug, Clone)]
+pub struct NewApplication<'a> {
+    pub id: &'a str,
+    pub item_code: &'a str,
+    pub item_version: i64,
+    pub system_id: &'a str,
+    /// The canonical application, as JSON text.
+    pub body: &'a str,
+    /// The caller's `Idempotency-Key` and a hash of its request, if it sent one.
+    pub idempotency: Option<(&'a str, &'a str)>,
+}
+
+/// What recording an application came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// Committed, with its delivery in the outbox.
+    New { accepted_at: i64 },
+    /// The idempotency key was used before for the same request: its application.
+    Replayed { application_id: String },
+    /// The idempotency key was used before for a different request.
+    KeyReused,
+    /// An application with this id exists already.
+    DuplicateId,
+}
+
+/// A stored application, without its personal data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApplicationRecord {
+    pub id: String,
+    pub item_code: String,
+    pub item_version: i64,
+    pub system_id: String,
+    pub state: String,
+    pub accepted_at: i64,
+    pub updated_at: i64,
+    /// The canonical document, for those allowed to see it.
+    pub body: String,
+}
+
+/// A delivery claimed by a worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedDelivery {
+    pub id: String,
+    pub application_id: String,
+    pub payload: String,
+    /// Attempts so far, all told (numbering the next one).
+    pub attempts: i64,
+    /// Attempts since the last replay (what the retry budget counts).
+    pub attempts_in_window: i64,
+    /// When the retry window began: acceptance, or the last replay.
+    pub window_start: i64,
+}
+
+/// A delivery as `GET /applications/{id}` and the dead-letter list show it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryRecord {
+    pub id: String,
+    pub application_id: String,
+    pub system_id: String,
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+/// One attempt, as recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    pub attempt: i64,
+    pub started_at: i64,
+    pub duration_ms: i64,
+    pub outcome: String,
+    pub status_code: Option<i64>,
+    pub detail: Option<String>,
+}
+
+/// How an attempt ended, for the store.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptOutcome {
+    Delivered {
+        status: Option<u16>,
+    },
+    /// Try again at `next_attempt_at`.
+    Retry {
+        next_attempt_at: i64,
+        status: Option<u16>,
+        reason: String,
+    },
+    /// Give up: the delivery becomes a dead letter.
+    Dead {
+        status: Option<u16>,
+        reason: String,
+    },
+}
+
+/// A case event to store.
+#[derive(Debug, Clone)]
+pub struct NewEvent<'a> {
+    pub system_id: &'a str,
+    pub event_id: &'a str,
+    pub application_id: &'a str,
+    pub node_name: &'a str,
+    pub occurred_at: &'a str,
+    pub body: &'a str,
+    /// The application's state after this event.
+    pub state: &'a str,
+}
+
+/// A stored case event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    pub system_id: String,
+    pub event_id: String,
+    pub received_at: i64,
+    pub body: String,
+}
+
+const DELIVERY_COLUMNS: &str = "id, application_id, system_id, status, attempts, next_attempt_at, last_error, created_at, finished_at";
+
+impl Store {
+    /// Records an application and its first delivery in one transaction, honouring the
+    /// idempotency key. Only after this returns `New` may the caller answer 202.
+    pub async fn accept_application(
+        &self,
+        app: &NewApplication<'_>,
+    ) -> Result<Accepted, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let now = clock::now_millis();
+        if let Some((key, hash)) = app.idempotency {
+            let inserted = sqlx::query(
+                "INSERT INTO idempotency_keys (idem_key, request_hash, application_id, created_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (idem_key) DO NOTHING",
+            )
+            .bind(key)
+            .bind(hash)
+            .bind(app.id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                let row = sqlx::query(
+                    "SELECT request_hash, application_id FROM idempotency_keys WHERE idem_key = $1",
+                )
+                .bind(key)
+                .fetch_one(&mut *tx)
+                .await?;
+                let stored_hash: String = row.try_get("request_hash")?;
+                tx.rollback().await?;
+                return Ok(if stored_hash == hash {
+                    Accepted::Replayed {
+                        application_id: row.try_get("application_id")?,
+                    }
+                } else {
+                    Accepted::KeyReused
+                });
+            }
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO applications (id, item_code, item_version, system_id, state, body, accepted_at, updated_at) \
+             VALUES ($1, $2, $3, $4, 'accepted', $5, $6, $6) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(app.id)
+        .bind(app.item_code)
+        .bind(app.item_version)
+        .bind(app.system_id)
+        .bind(app.body)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            tx.rollback().await?;
+            return Ok(Accepted::DuplicateId);
+        }
+        sqlx::query(
+            "INSERT INTO deliveries (id, application_id, seq, system_id, status, payload, attempts, attempts_base, \
+             window_start, next_attempt_at, claimed_until, created_at) \
+             VALUES ($1, $2, 1, $3, 'pending', $4, 0, 0, $5, $5, 0, $5)",
+        )
+        .bind(format!("{}#1", app.id))
+        .bind(app.id)
+        .bind(app.system_id)
+        .bind(app.body)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Accepted::New { accepted_at: now })
+    }
+
+    pub async fn application(&self, id: &str) -> Result<Option<ApplicationRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, item_code, item_version, system_id, state, accepted_at, updated_at, body \
+             FROM applications WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(ApplicationRecord {
+                id: r.try_get("id")?,
+                item_code: r.try_get("item_code")?,
+                item_version: r.try_get("item_version")?,
+                system_id: r.try_get("system_id")?,
+                state: r.try_get("state")?,
+                accepted_at: r.try_get("accepted_at")?,
+                updated_at: r.try_get("updated_at")?,
+                body: r.try_get("body")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Claims up to `limit` deliveries of `system` that are due, for `lease_ms`: the oldest
+    /// first, and per application only its earliest unfinished message, so messages of one
+    /// application go out in order. On PostgreSQL rows claimed by another hub are skipped.
+    pub async fn claim_deliveries(
+        &self,
+        system: &str,
+        limit: u32,
+        lease_ms: i64,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let now = clock::now_millis();
+        let lock = match self.backend {
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE deliveries SET claimed_until = $1 WHERE id IN (\
+               SELECT d.id FROM deliveries d WHERE d.system_id = $2 AND d.status = 'pending' \
+               AND d.next_attempt_at <= $3 AND d.claimed_until < $3 \
+               AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.application_id = d.application_id \
+                               AND e.seq < d.seq AND e.status <> 'delivered') \
+               ORDER BY d.next_attempt_at LIMIT $4 {lock}) \
+             RETURNING id, application_id, payload, attempts, attempts_base, window_start"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(now + lease_ms)
+            .bind(system)
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let attempts: i64 = r.try_get("attempts")?;
+                let base: i64 = r.try_get("attempts_base")?;
+                Ok(ClaimedDelivery {
+                    id: r.try_get("id")?,
+                    application_id: r.try_get("application_id")?,
+                    payload: r.try_get("payload")?,
+                    attempts,
+                    attempts_in_window: attempts - base,
+                    window_start: r.try_get("window_start")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Gives up every claim, e.g. at start when this process is the store's only user.
+    pub async fn release_all_claims(&self) -> Result<u64, StoreError> {
+        Ok(
+            sqlx::query("UPDATE deliveries SET claimed_until = 0 WHERE claimed_until <> 0")
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    /// Hands a claimed delivery back untried, due again at `next_attempt_at`.
+    pub async fn release_delivery(&self, id: &str, next_attempt_at: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE deliveries SET claimed_until = 0, next_attempt_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(next_attempt_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records one attempt and its outcome on the delivery (and the application).
+    pub async fn record_attempt(
+        &self,
+        delivery: &ClaimedDelivery,
+        started_at: i64,
+        duration_ms: i64,
+        outcome: &AttemptOutcome,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let attempt = delivery.attempts + 1;
+        let now = clock::now_millis();
+        let (name, status, detail) = match outcome {
+            AttemptOutcome::Delivered { status } => ("delivered", *status, None),
+            AttemptOutcome::Retry { status, reason, .. } => {
+                ("retry", *status, Some(reason.as_str()))
+            }
+            AttemptOutcome::Dead { status, reason } => ("dead", *status, Some(reason.as_str())),
+        };
+        sqlx::query(
+            "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, outcome, status_code, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&delivery.id)
+        .bind(attempt)
+        .bind(started_at)
+        .bind(duration_ms)
+        .bind(name)
+        .bind(status.map(i64::from))
+        .bind(detail)
+        .execute(&mut *tx)
+        .await?;
+        match outcome {
+            AttemptOutcome::Delivered { .. } => {
+                sqlx::query(
+                    "UPDATE deliveries SET status = 'delivered', attempts = $2, claimed_until = 0, last_error = NULL, \
+                     finished_at = $3 WHERE id = $1",
+                )
+                .bind(&delivery.id)
+                .bind(attempt)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("UPDATE applications SET state = 'delivered', updated_at = $2 WHERE id = $1 AND state = 'accepted'")
+                    .bind(&delivery.application_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            AttemptOutcome::Retry {
+                next_attempt_at,
+                reason,
+                ..
+            } => {
+                sqlx::query(
+                    "UPDATE deliveries SET attempts = $2, claimed_until = 0, last_error = $3, next_attempt_at = $4 WHERE id = $1",
+                )
+                .bind(&delivery.id)
+                .bind(attempt)
+                .bind(reason)
+                .bind(next_attempt_at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            AttemptOutcome::Dead { reason, .. } => {
+                sqlx::query(
+                    "UPDATE deliveries SET status = 'dead', attempts = $2, claimed_until = 0, last_error = $3, \
+                     finished_at = $4 WHERE id = $1",
+                )
+                .bind(&delivery.id)
+                .bind(attempt)
+                .bind(reason)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("UPDATE applications SET state = 'undeliverable', updated_at = $2 WHERE id = $1")
+                    .bind(&delivery.application_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn deliveries_of(
+        &self,
+        application_id: &str,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE application_id = $1 ORDER BY seq"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(application_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(delivery_from_row).collect()
+    }
+
+    pub async fn attempts_of(&self, delivery_id: &str) -> Result<Vec<AttemptRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT attempt, started_at, duration_ms, outcome, status_code, detail FROM delivery_attempts \
+             WHERE delivery_id = $1 ORDER BY attempt",
+        )
+        .bind(delivery_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AttemptRecord {
+                    attempt: r.try_get("attempt")?,
+                    started_at: r.try_get("started_at")?,
+                    duration_ms: r.try_get("duration_ms")?,
+                    outcome: r.try_get("outcome")?,
+                    status_code: r.try_get("status_code")?,
+                    detail: r.try_get("detail")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Dead letters, newest first, optionally of one system.
+    pub async fn dead_letters(
+        &self,
+        system: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let (filter, bind) = match system {
+            Some(s) => ("AND system_id = $2", Some(s)),
+            None => ("", None),
+        };
+        let sql = format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE status = 'dead' {filter} ORDER BY finished_at DESC, id LIMIT $1"
+        );
+        let mut q = sqlx::query(&sql).bind(i64::from(limit));
+        if let Some(s) = bind {
+            q = q.bind(s);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        rows.iter().map(delivery_from_row).collect()
+    }
+
+    /// Puts a dead letter back in the outbox with a fresh retry budget. Returns the delivery,
+    /// or `None` when there is no dead letter with that id.
+    pub async fn replay_dead_letter(&self, id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
+        let now = clock::now_millis();
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', attempts_base = attempts, window_start = $2, \
+             next_attempt_at = $2, claimed_until = 0, finished_at = NULL WHERE id = $1 AND status = 'dead'",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        sqlx::query(
+            "UPDATE applications SET state = 'accepted', updated_at = $2 WHERE id = \
+             (SELECT application_id FROM deliveries WHERE id = $1) AND state = 'undeliverable'",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1");
+        let row = sqlx::query(&sql).bind(id).fetch_one(&mut *tx).await?;
+        let record = delivery_from_row(&row)?;
+        tx.commit().await?;
+        Ok(Some(record))
+    }
+
+    /// Stores a case event unless the system sent it before. Returns whether it was new.
+    pub async fn record_event(&self, event: &NewEvent<'_>) -> Result<bool, StoreError> {
+        let now = clock::now_millis();
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO case_events (system_id, event_id, application_id, node_name, occurred_at, received_at, body) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (system_id, event_id) DO NOTHING",
+        )
+        .bind(event.system_id)
+        .bind(event.event_id)
+        .bind(event.application_id)
+        .bind(event.node_name)
+        .bind(event.occurred_at)
+        .bind(now)
+        .bind(event.body)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            sqlx::query("UPDATE applications SET state = $2, updated_at = $3 WHERE id = $1 AND state <> 'completed'")
+                .bind(event.application_id)
+                .bind(event.state)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(inserted == 1)
+    }
+
+    pub async fn events_of(&self, application_id: &str) -> Result<Vec<EventRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT system_id, event_id, received_at, body FROM case_events WHERE application_id = $1 \
+             ORDER BY received_at, event_id",
+        )
+        .bind(application_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(EventRecord {
+                    system_id: r.try_get("system_id")?,
+                    event_id: r.try_get("event_id")?,
+                    received_at: r.try_get("received_at")?,
+                    body: r.try_get("body")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Stores a result unless the system sent it before. Returns whether it was new.
+    pub async fn record_result(
+        &self,
+        system_id: &str,
+        license_id: &str,
+        application_id: &str,
+        body: &str,
+    ) -> Result<bool, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO results (system_id, license_id, application_id, received_at, body) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (system_id, license_id) DO NOTHING",
+        )
+        .bind(system_id)
+        .bind(license_id)
+        .bind(application_id)
+        .bind(clock::now_millis())
+        .bind(body)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    /// How many deliveries of a system are in each status, for metrics and tests.
+    pub async fn delivery_counts(&self, system: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM deliveries WHERE system_id = $1 GROUP BY status ORDER BY status")
+            .bind(system)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
+            .collect()
+    }
+}
+
+fn delivery_from_row(r: &AnyRow) -> Result<DeliveryRecord, StoreError> {
+    Ok(DeliveryRecord {
+        id: r.try_get("id")?,
+        application_id: r.try_get("application_id")?,
+        system_id: r.try_get("system_id")?,
+        status: r.try_get("status")?,
+        attempts: r.try_get("attempts")?,
+        next_attempt_at: r.try_get("next_attempt_at")?,
+        last_error: r.try_get("last_error")?,
+        created_at: r.try_get("created_at")?,
+        finished_at: r.try_get("finished_at")?,
+    })
+}

@@ -1,0 +1,403 @@
+//! The mapping engine on the repository's own files: every mapping test case passes, example
+//! mappings round-trip arbitrary text and times (property tests), hostile XML is refused
+//! cleanly, and the README's worked example works exactly as written.
+
+mod common;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config as ProptestConfig, TestRunner};
+use serde_json::Value;
+use std::path::Path;
+use tongban::config::Config;
+use tongban::mapping::cases;
+
+#[test]
+fn every_mapping_test_case_passes_and_every_mapping_has_cases() {
+    let config = common::config();
+    let reports = cases::run_all(&config.dir, &config.mappings);
+    let failures: Vec<String> = reports
+        .iter()
+        .filter(|r| !r.passed())
+        .map(|r| format!("{}/{}:\n{}", r.mapping, r.case, r.failures.join("\n")))
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    for name in config.mappings.keys() {
+        assert!(
+            reports.iter().any(|r| &r.mapping == name),
+            "mapping {name} has no test cases in mappings/tests/{name}/"
+        );
+    }
+}
+
+/// A case whose expected errors are wrong fails, with the difference explained.
+#[test]
+fn a_wrong_expectation_fails_with_an_explanation() {
+    let dir = common::config_copy();
+    let tests = dir.path().join("mappings/tests/scjg-food-event");
+    std::fs::create_dir_all(&tests).unwrap();
+    std::fs::write(
+        tests.join("wrong.legacy.xml"),
+        r#"<sp:办件环节 xmlns:sp="http://spjy.scjg.shenyang.gov.cn/ws/2019"><sp:流水号>1</sp:流水号></sp:办件环节>"#,
+    )
+    .unwrap();
+    std::fs::write(
+        tests.join("wrong.errors.json"),
+        r#"[{"field": "/event_id", "path": "sp:流水号"}]"#,
+    )
+    .unwrap();
+    let config = Config::load(dir.path()).unwrap();
+    let reports = cases::run_all(&config.dir, &config.mappings);
+    let wrong = reports
+        .iter()
+        .find(|r| r.case == "wrong")
+        .expect("the case ran");
+    assert!(!wrong.passed());
+    let text = wrong.failures.join("\n");
+    assert!(text.contains("expected but not reported"), "{text}");
+    assert!(
+        text.contains("/application_id"),
+        "the unexpected errors are listed: {text}"
+    );
+}
+
+fn mapping(name: &str) -> std::sync::Arc<tongban::mapping::Mapping> {
+    common::config()
+        .mappings
+        .get(name)
+        .cloned()
+        .unwrap_or_else(|| panic!("mapping {name}"))
+}
+
+#[test]
+fn hostile_xml_is_refused_with_a_document_error_and_nothing_else() {
+    let m = mapping("scjg-food-application");
+    let ns = "http://spjy.scjg.shenyang.gov.cn/ws/2019";
+    let envelope = |body: &str| {
+        format!(
+            r#"<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/" xmlns:sp="{ns}"><soap:Body>{body}</soap:Body></soap:Envelope>"#
+        )
+    };
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "billion laughs",
+            format!(
+                r#"<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;">]>{}"#,
+                envelope("<sp:提交申请>&lol1;</sp:提交申请>")
+            )
+            .into_bytes(),
+            "DTD",
+        ),
+        (
+            "external entity",
+            envelope(r#"<sp:提交申请><sp:申请编号>&xxe;</sp:申请编号></sp:提交申请>"#).into_bytes(),
+            "entity",
+        ),
+        (
+            "deep nesting",
+            envelope(&format!("<sp:提交申请>{}{}</sp:提交申请>", "<sp:x>".repeat(200), "</sp:x>".repeat(200))).into_bytes(),
+            "deeper",
+        ),
+        (
+            "oversized",
+            envelope(&format!("<sp:提交申请><sp:申请编号>{}</sp:申请编号></sp:提交申请>", "A".repeat(5 << 20))).into_bytes(),
+            "larger",
+        ),
+        ("malformed", envelope("<sp:提交申请><sp:申请编号></sp:提交申请>").into_bytes(), "well-formed"),
+        ("not XML", b"\x00\x01\x02garbage".to_vec(), "well-formed"),
+        (
+            "SOAP fault",
+            envelope("<soap:Fault><faultcode>soap:Server</faultcode><faultstring>系统维护</faultstring></soap:Fault>").into_bytes(),
+            "SOAP fault",
+        ),
+        ("wrong encoding", b"<?xml version=\"1.0\" encoding=\"GBK\"?><a>\x81</a>".to_vec(), "GBK"),
+        ("JSON instead", b"{\"id\": 1}".to_vec(), "well-formed"),
+    ];
+    for (what, input, expected) in cases {
+        let errors = m.to_canonical(&input).expect_err(what);
+        assert_eq!(errors.len(), 1, "{what}: {errors:?}");
+        assert_eq!(errors[0].field, "(document)", "{what}");
+        assert!(
+            errors[0].message.contains(expected),
+            "{what}: {}",
+            errors[0].message
+        );
+    }
+}
+
+proptest! {
+    #[test]
+    fn no_panic_on_any_bytes_for_any_mapping(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        for m in common::config().mappings.values() {
+            let _ = m.to_canonical(&bytes);
+        }
+    }
+}
+
+/// Free text as people type it: CJK, Latin, digits, XML's special characters, a character
+/// outside GBK; no leading or trailing whitespace.
+fn free_text() -> impl Strategy<Value = String> {
+    "[张王李赵刘陈杨黄周吴徐孙胡朱高林何郭马罗梁宋郑谢韩唐冯于董萧程曹袁邓许傅沈曾彭吕苏卢蒋蔡贾丁魏薛叶阎余潘杜戴夏钟汪田任姜范方石姚谭廖邹熊金陆郝孔白崔康毛邱秦江史顾侯邵孟龙万段漕钱汤尹黎易常武乔贺赖龚文A-Za-z0-9<>&\"'(),.;:、，。（）号路楼室 😀]{1,40}"
+        .prop_map(|s| s.trim().to_string())
+        .prop_filter("not empty after trimming", |s| !s.is_empty())
+}
+
+fn datetime() -> impl Strategy<Value = String> {
+    (
+        2000i32..2035,
+        1u32..13,
+        1u32..29,
+        0u32..24,
+        0u32..60,
+        0u32..60,
+    )
+        .prop_map(|(y, mo, d, h, mi, s)| {
+            format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}+08:00")
+        })
+}
+
+/// Keys whose values are free text or times, which every mapping must carry through unchanged.
+const TEXT_KEYS: &[&str] = &[
+    "name",
+    "address",
+    "opinion",
+    "reason",
+    "premises",
+    "business_format",
+];
+
+fn leaves(value: &Value, pointer: String, out: &mut Vec<(String, Value)>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                leaves(v, format!("{pointer}/{k}"), out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                leaves(v, format!("{pointer}/{i}"), out);
+            }
+        }
+        other => out.push((pointer, other.clone())),
+    }
+}
+
+/// Canonical → legacy → canonical gives back the same document, for the example documents of
+/// every mapping with their free text and times replaced by generated ones.
+#[test]
+fn example_mappings_round_trip_generated_text_and_times() {
+    let config = common::config();
+    let mut checked = 0;
+    for (name, m) in &config.mappings {
+        let folder = config.dir.join("mappings/tests").join(name);
+        for base in canonical_cases(&folder) {
+            let mut all = Vec::new();
+            leaves(&base, String::new(), &mut all);
+            // `/node/name` is a code (受理, 审查, …), not free text.
+            let texts: Vec<String> = all
+                .iter()
+                .filter(|(p, _)| !p.starts_with("/node/"))
+                .filter(|(p, v)| {
+                    v.is_string() && TEXT_KEYS.contains(&p.rsplit('/').next().unwrap_or(""))
+                })
+                .map(|(p, _)| p.clone())
+                .collect();
+            let times: Vec<String> = all
+                .iter()
+                .filter(|(p, v)| v.is_string() && p.ends_with("_at"))
+                .map(|(p, _)| p.clone())
+                .collect();
+            let mut runner = TestRunner::new(ProptestConfig {
+                cases: 32,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            });
+            let strategy = (
+                proptest::collection::vec(free_text(), texts.len()),
+                proptest::collection::vec(datetime(), times.len()),
+            );
+            runner
+                .run(&strategy, |(new_texts, new_times)| {
+                    let mut doc = base.clone();
+                    for (p, t) in texts.iter().zip(new_texts) {
+                        *doc.pointer_mut(p).unwrap() = Value::String(t);
+                    }
+                    for (p, t) in times.iter().zip(new_times) {
+                        *doc.pointer_mut(p).unwrap() = Value::String(t);
+                    }
+                    // Some generated values break a schema limit; those are not mappable input.
+                    prop_assume!(config.schemas.validate(&m.canonical, &doc).is_empty());
+                    let legacy = m
+                        .to_legacy(&doc)
+                        .map_err(|e| TestCaseError::fail(format!("{name}: to legacy: {e:?}")))?;
+                    let back = m.to_canonical(&legacy).map_err(|e| {
+                        TestCaseError::fail(format!(
+                            "{name}: back: {e:?}\n{}",
+                            String::from_utf8_lossy(&legacy)
+                        ))
+                    })?;
+                    prop_assert_eq!(back, doc, "{} did not round-trip", name);
+                    Ok(())
+                })
+                .unwrap_or_else(|e| panic!("{e}"));
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 3,
+        "round trips were checked for {checked} documents only"
+    );
+}
+
+fn canonical_cases(folder: &Path) -> Vec<Value> {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return Vec::new();
+    };
+    let mut files: Vec<_> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".canonical.json"))
+        .filter(|p| {
+            // Cases that expect errors hold invalid documents on purpose.
+            let errors = p
+                .to_string_lossy()
+                .replace(".canonical.json", ".errors.json");
+            !Path::new(&errors).exists()
+        })
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+        .collect()
+}
+
+/// The code block that follows `after` in the README.
+fn readme_block(readme: &str, after: &str) -> String {
+    let start = readme
+        .find(after)
+        .unwrap_or_else(|| panic!("README has `{after}`"));
+    let rest = &readme[start..];
+    let open = rest.find("```").unwrap();
+    let body_start = open + rest[open..].find('\n').unwrap() + 1;
+    let close = body_start + rest[body_start..].find("```").unwrap();
+    rest[body_start..close]
+        .lines()
+        .map(|l| l.strip_prefix("   ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_readme_worked_example_works_as_written() {
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
+    let sample = readme_block(&readme, "大连市公安局's 户政 system takes applications");
+    let mapping_toml = readme_block(&readme, "1. Write `mappings/hz-application.toml`");
+    let adapter_toml = readme_block(&readme, "5. Add the adapter");
+
+    let dir = common::config_copy();
+    std::fs::write(
+        dir.path().join("mappings/hz-application.toml"),
+        &mapping_toml,
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("adapters/dl-ga-hz.toml"), &adapter_toml).unwrap();
+    let config =
+        Config::load(dir.path()).unwrap_or_else(|e| panic!("the worked example passes check: {e}"));
+    let m = config.mappings.get("hz-application").unwrap();
+
+    let (gbk, _, _) = encoding_rs::GBK.encode(&sample);
+    let canonical = m.to_canonical(&gbk).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(canonical["applicant"]["name"], "李四");
+    assert_eq!(canonical["applicant"]["kind"], "1");
+    assert_eq!(canonical["submitted_at"], "2026-11-21T10:00:00+08:00");
+    assert_eq!(canonical["materials"][0]["trust_level"], "A");
+    assert_eq!(canonical["item"]["type"], "07");
+    let legacy = m.to_legacy(&canonical).unwrap();
+    assert!(std::str::from_utf8(&legacy).is_err(), "written in GBK");
+    assert_eq!(m.to_canonical(&legacy).unwrap(), canonical);
+
+    let broken = sample
+        .replace("210202199001011232", "210202199001011233")
+        .replace("类型=\"01\"", "类型=\"07\"")
+        .replace("<hz:姓名>李四</hz:姓名>", "")
+        .replace("2026-11-21 10:00:00", "20261121");
+    let (broken, _, _) = encoding_rs::GBK.encode(&broken);
+    let errors = m
+        .to_canonical(&broken)
+        .expect_err("the broken sample fails");
+    let mut fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+    fields.sort();
+    // The missing 姓名 is reported for both fields that read it.
+    assert_eq!(
+        fields,
+        vec![
+            "/applicant/id_number",
+            "/applicant/kind",
+            "/applicant/name",
+            "/contact/name",
+            "/submitted_at"
+        ],
+        "{errors:#?}"
+    );
+    for e in &errors {
+        assert!(e.path.starts_with("hz:"), "{e}");
+        assert_eq!(e.mapping, "mappings/hz-application.toml");
+    }
+
+    let mut wrong = mapping_toml.replace("/applicant/name", "/applicant/nickname");
+    wrong = wrong.replace("table = \"kind\"", "table = \"kinds\"");
+    std::fs::write(dir.path().join("mappings/hz-application.toml"), wrong).unwrap();
+    let errors = Config::load(dir.path())
+        .expect_err("check finds the mistakes")
+        .0;
+    let messages: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("hz-application.toml") && m.contains("nickname")),
+        "{messages:#?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("hz-application.toml") && m.contains("no table `kinds`")),
+        "{messages:#?}"
+    );
+}
+
+/// `schemas/adapter.schema.json` (for editors) agrees with what `tongban check` accepts: every
+/// adapter in the repository validates against it, and a broken one does not.
+#[test]
+fn the_adapter_schema_accepts_every_repository_adapter() {
+    let config = common::config();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(common::repo().join("adapters")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let table: toml::Table = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let json = serde_json::to_value(&table).unwrap();
+        let violations = config.schemas.validate("adapter", &json);
+        assert!(violations.is_empty(), "{}: {violations:?}", path.display());
+        let mut broken = json.clone();
+        broken["outbound"]["protocol"] = Value::String("ftp".into());
+        broken["department"]["uscc"] = Value::String("11210100MB1529370J".into());
+        let pointers: Vec<String> = config
+            .schemas
+            .validate("adapter", &broken)
+            .into_iter()
+            .map(|v| v.pointer)
+            .collect();
+        assert!(
+            pointers.contains(&"/outbound/protocol".to_string()),
+            "{pointers:?}"
+        );
+        assert!(
+            pointers.contains(&"/department/uscc".to_string()),
+            "{pointers:?}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 1);
+}

@@ -1,10 +1,11 @@
 //! Putting the parts together: open the store, seed or import the catalog, serve the API until
 //! a shutdown signal, then let in-flight requests finish.
 
-use crate::api::{self, AppState, Metrics};
+use crate::api::{self, AppState};
 use crate::catalog::{self, ImportError, PutOutcome};
 use crate::config::Config;
-use crate::store::{Store, StoreError};
+use crate::routing::{Dispatcher, RoutingError};
+use crate::store::{Backend, Store, StoreError};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,6 +33,8 @@ pub enum HubError {
     },
     #[error("server failed")]
     Serve(#[source] std::io::Error),
+    #[error("cannot start deliveries")]
+    Routing(#[from] RoutingError),
 }
 
 fn format_import_errors(errors: &[ImportError]) -> String {
@@ -116,14 +119,9 @@ pub async fn seed_catalog(
         .map(Some)
 }
 
-/// The application state for a configuration and an open store.
+/// The application state for a configuration and an open store, without outbox workers.
 pub fn app_state(config: &Config, store: Store) -> AppState {
-    AppState {
-        store,
-        schemas: config.schemas.clone(),
-        metrics: Arc::new(Metrics::default()),
-        body_limit: config.hub.server.body_limit_bytes,
-    }
+    AppState::new(Arc::new(config.clone()), store)
 }
 
 /// Binds the configured address.
@@ -137,20 +135,34 @@ pub async fn bind(config: &Config) -> Result<TcpListener, HubError> {
         })
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then gives in-flight requests the
-/// configured grace period to finish.
+/// Serves the API on `listener` and runs the outbox workers until `shutdown` completes, then
+/// gives in-flight requests and deliveries the configured grace period to finish.
 pub async fn serve(
     config: &Config,
     store: Store,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), HubError> {
-    let router = api::router(app_state(config, store.clone()));
+    let config = Arc::new(config.clone());
+    if store.backend() == Backend::Sqlite {
+        // A SQLite file has one hub: claims left by a crashed run can be taken back at once.
+        let released = store.release_all_claims().await?;
+        if released > 0 {
+            tracing::info!(released, "took back deliveries claimed before a restart");
+        }
+    }
+    let dispatcher = Arc::new(Dispatcher::new(&config, store.clone())?);
+    let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
+    let workers = tokio::spawn(dispatcher.clone().run(workers_stopped));
+
+    let mut state = AppState::new(config.clone(), store.clone());
+    state.dispatcher = Some(dispatcher);
+    let router = api::router(state);
     let grace = Duration::from_secs(config.hub.server.shutdown_grace_seconds);
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, router).with_graceful_shutdown(async move {
         shutdown.await;
-        tracing::info!("shutdown requested; finishing in-flight requests");
+        tracing::info!("shutdown requested; finishing in-flight requests and deliveries");
         let _ = signalled_tx.send(());
     });
     let mut server = Box::pin(server.into_future());
@@ -164,6 +176,10 @@ pub async fn serve(
             Ok(())
         }
     };
+    let _ = stop_workers.send(true);
+    if tokio::time::timeout(grace, workers).await.is_err() {
+        tracing::warn!("deliveries still in flight at exit; their leases will lapse and they will be tried again");
+    }
     store.close().await;
     result.map_err(HubError::Serve)
 }

@@ -197,6 +197,16 @@ pub fn mask_id(s: &str) -> String {
         .collect()
 }
 
+/// Masks a person's or organisation's name for anything shown beyond its owner: the first
+/// character stays, the rest become `*` (`张**`).
+pub fn mask_name(name: &str) -> String {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(first) => std::iter::once(first).chain(chars.map(|_| '*')).collect(),
+        None => String::new(),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 事项类型 and 事项实施编码
 
@@ -505,6 +515,8 @@ mod tests {
     fn masking_keeps_only_the_ends() {
         assert_eq!(mask_id("13043419840726291X"), "1304**********291X");
         assert_eq!(mask_id("123"), "***");
+        assert_eq!(mask_name("张三丰"), "张**");
+        assert_eq!(mask_name(""), "");
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //!   validated with their check characters; [`ids::mask_id`] for anything that is logged.
 //! - [`mapping`]: declarative mappings canonical JSON ⇄ legacy XML/JSON (quick-xml, SOAP,
 //!   GBK/GB18030), compiled once from `mappings/`, evaluated as pure functions.
+//! - [`routing`]: item → system; the outbox workers (rate limit, concurrency, breaker, retry,
+//!   dead letters) and inbound case events and results.
 //! - [`schema`]: the canonical JSON Schemas, compiled with the identifier formats; validation
 //!   that returns every violation with a JSON pointer.
 //! - [`catalog`]: the item catalog's types and pure rules: cross-field checks, changed fields,
@@ -33,5 +35,6 @@ pub mod config;
 pub mod hub;
 pub mod ids;
 pub mod mapping;
+pub mod routing;
 pub mod schema;
 pub mod store;

@@ -9,7 +9,7 @@ use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use tongban::api::{self, AppState, Metrics};
+use tongban::api::{self, AppState};
 use tower::ServiceExt;
 
 struct Api {
@@ -21,12 +21,8 @@ struct Api {
 async fn api() -> Api {
     let t = common::sqlite_store().await;
     let config = common::config();
-    let state = AppState {
-        store: t.store.clone(),
-        schemas: config.schemas.clone(),
-        metrics: Arc::new(Metrics::default()),
-        body_limit: 64 * 1024,
-    };
+    let mut state = AppState::new(Arc::new(config), t.store.clone());
+    state.body_limit = 64 * 1024;
     Api {
         router: api::router(state.clone()),
         state,

@@ -9,18 +9,13 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use tongban::api::{self, AppState, Metrics};
+use tongban::api::{self, AppState};
 use tower::ServiceExt;
 
 async fn served_document() -> Value {
     let t = common::sqlite_store().await;
     let config = common::config();
-    let router = api::router(AppState {
-        store: t.store.clone(),
-        schemas: config.schemas.clone(),
-        metrics: Arc::new(Metrics::default()),
-        body_limit: 1 << 20,
-    });
+    let router = api::router(AppState::new(Arc::new(config), t.store.clone()));
     let response = router
         .oneshot(
             Request::get("/api/v1/openapi.json")

@@ -47,6 +47,8 @@ impl FromRequest<AppState> for JsonBody {
                         pointer: Some(String::new()),
                         parameter: None,
                         header: None,
+                        field: None,
+                        path: None,
                         message: "the body could not be read completely".into(),
                     })
                 }
@@ -56,6 +58,8 @@ impl FromRequest<AppState> for JsonBody {
                 pointer: Some(String::new()),
                 parameter: None,
                 header: None,
+                field: None,
+                path: None,
                 message: format!("{e}"),
             })
         })
@@ -170,5 +174,42 @@ impl QueryParams {
         } else {
             Err(ApiError::Invalid(self.problems))
         }
+    }
+}
+
+/// A request body in whatever format its sender uses (a system's own XML or JSON), within the
+/// configured size limit.
+pub struct RawBody(pub axum::body::Bytes);
+
+impl FromRequest<AppState> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let limit = state.body_limit;
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map(RawBody)
+            .map_err(|e| {
+                if is_length_limit(&e) {
+                    ApiError::PayloadTooLarge { limit }
+                } else {
+                    ApiError::Invalid(vec![ProblemEntry {
+                        pointer: None,
+                        parameter: None,
+                        header: None,
+                        field: None,
+                        path: None,
+                        message: "the body could not be read completely".into(),
+                    }])
+                }
+            })
     }
 }

@@ -3,6 +3,7 @@
 //! Every route is declared as a [`Route`] so the table of routes is data: the OpenAPI test
 //! compares it with the description and fails on any route the description lacks.
 
+mod applications;
 mod catalog;
 mod input;
 mod metrics;
@@ -13,6 +14,8 @@ pub mod problem;
 pub use metrics::Metrics;
 pub use problem::{ApiError, Problem, ProblemEntry};
 
+use crate::config::Config;
+use crate::routing::Dispatcher;
 use crate::schema::Schemas;
 use crate::store::Store;
 use axum::Router;
@@ -29,6 +32,24 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
+    pub config: Arc<Config>,
+    /// The outbox workers, woken when an application is accepted; `None` when deliveries are
+    /// not running in this process (tests of the API alone).
+    pub dispatcher: Option<Arc<Dispatcher>>,
+}
+
+impl AppState {
+    /// The state for a configuration and an open store, without outbox workers.
+    pub fn new(config: Arc<Config>, store: Store) -> AppState {
+        AppState {
+            store,
+            schemas: config.schemas.clone(),
+            metrics: Arc::new(Metrics::default()),
+            body_limit: config.hub.server.body_limit_bytes,
+            config,
+            dispatcher: None,
+        }
+    }
 }
 
 /// One endpoint: its method, path template and handler.
@@ -58,6 +79,7 @@ impl Route {
 pub fn routes() -> Vec<Route> {
     let mut routes = ops::routes();
     routes.extend(catalog::routes());
+    routes.extend(applications::routes());
     routes.extend(openapi::routes());
     routes
 }

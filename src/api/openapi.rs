@@ -17,8 +17,22 @@ async fn serve(State(state): State<AppState>) -> Json<Value> {
     Json(document(&state.schemas))
 }
 
-/// The description, with every loaded schema under `components.schemas` by its capitalised
-/// name (`item` becomes `Item`).
+/// `case-event` → `CaseEvent`.
+fn component_name(schema: &str) -> String {
+    schema
+        .split('-')
+        .map(|part| {
+            let mut chars = part.chars();
+            chars
+                .next()
+                .map(|c| c.to_uppercase().chain(chars).collect::<String>())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// The description, with every loaded schema under `components.schemas` by its name in
+/// CamelCase (`case-event` becomes `CaseEvent`).
 pub fn document(schemas: &crate::schema::Schemas) -> Value {
     let mut doc: Value = serde_json::from_str(TEMPLATE).expect("openapi.json is valid JSON");
     if let Some(components) = doc
@@ -26,12 +40,7 @@ pub fn document(schemas: &crate::schema::Schemas) -> Value {
         .and_then(Value::as_object_mut)
     {
         for (name, schema) in schemas.documents() {
-            let mut chars = name.chars();
-            let title = chars
-                .next()
-                .map(|c| c.to_uppercase().chain(chars).collect::<String>())
-                .unwrap_or_default();
-            components.insert(title, schema.clone());
+            components.insert(component_name(name), schema.clone());
         }
     }
     doc

@@ -16,6 +16,12 @@ pub struct ProblemEntry {
     pub parameter: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub header: Option<String>,
+    /// For a document in a system's own format: the mapping field …
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// … and where in the document.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     pub message: String,
 }
 
@@ -25,6 +31,8 @@ impl ProblemEntry {
             pointer: None,
             parameter: Some(name.to_string()),
             header: None,
+            field: None,
+            path: None,
             message: message.into(),
         }
     }
@@ -34,7 +42,22 @@ impl ProblemEntry {
             pointer: None,
             parameter: None,
             header: Some(name.to_string()),
+            field: None,
+            path: None,
             message: message.into(),
+        }
+    }
+}
+
+impl From<crate::mapping::MapError> for ProblemEntry {
+    fn from(e: crate::mapping::MapError) -> ProblemEntry {
+        ProblemEntry {
+            pointer: None,
+            parameter: None,
+            header: None,
+            field: Some(e.field),
+            path: Some(e.path),
+            message: format!("{} ({})", e.message, e.mapping),
         }
     }
 }
@@ -45,6 +68,8 @@ impl From<Violation> for ProblemEntry {
             pointer: Some(v.pointer),
             parameter: None,
             header: None,
+            field: None,
+            path: None,
             message: v.message,
         }
     }
@@ -67,6 +92,12 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("{detail}")]
     Conflict { detail: String },
+    /// Well-formed, but the hub cannot act on it (no system handles the item, a reused
+    /// idempotency key, a message about someone else's application).
+    #[error("{detail}")]
+    Unprocessable { detail: String },
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("{detail}")]
     PreconditionFailed { detail: String },
     /// The cause is logged, not sent.
@@ -143,6 +174,12 @@ impl ApiError {
                 "Method not allowed",
             ),
             ApiError::Conflict { .. } => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            ApiError::Unprocessable { .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unprocessable",
+                "Unprocessable request",
+            ),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
             ApiError::PreconditionFailed { .. } => (
                 StatusCode::PRECONDITION_FAILED,
                 "precondition-failed",

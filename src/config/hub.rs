@@ -12,6 +12,10 @@ pub struct HubConfig {
     pub store: StoreConfig,
     pub bus: BusConfig,
     pub catalog: CatalogConfig,
+    /// The RabbitMQ broker AMQP adapters use (and the bus, when it is `amqp`).
+    pub broker: Option<String>,
+    /// SHA-256 (hex) of the credential the unified platform presents as a bearer token.
+    pub platform_credential_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +57,20 @@ struct HubFile {
     bus: BusFile,
     #[serde(default)]
     catalog: CatalogFile,
+    broker: Option<BrokerFile>,
+    platform: Option<PlatformFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BrokerFile {
+    url: toml::Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlatformFile {
+    credential_sha256: toml::Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -172,6 +190,23 @@ pub(super) fn compile(file: &SourceFile, errors: &mut Vec<ConfigError>) -> Optio
         }
     };
 
+    if let Some(broker) = &parsed.broker {
+        let url = broker.url.get_ref();
+        if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+            errors.push(file.error_at_span("broker.url", broker.url.span(), "must start with amqp:// or amqps://"));
+        }
+    }
+    if let Some(platform) = &parsed.platform {
+        let hash = platform.credential_sha256.get_ref();
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            errors.push(file.error_at_span(
+                "platform.credential_sha256",
+                platform.credential_sha256.span(),
+                "must be 64 lower-case hex digits: the SHA-256 of the platform's token",
+            ));
+        }
+    }
+
     if errors.len() != before {
         return None;
     }
@@ -189,5 +224,7 @@ pub(super) fn compile(file: &SourceFile, errors: &mut Vec<ConfigError>) -> Optio
         catalog: CatalogConfig {
             seed: parsed.catalog.seed,
         },
+        broker: parsed.broker.map(|b| b.url.into_inner()),
+        platform_credential_sha256: parsed.platform.map(|p| p.credential_sha256.into_inner()),
     })
 }

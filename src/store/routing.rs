@@ -189,7 +189,8 @@ impl Store {
              window_start, next_attempt_at, claimed_until, created_at) \
              VALUES ($1, $2, 1, $3, 'pending', $4, 0, 0, $5, $5, 0, $5)",
         )
-        .bind(format!("{}#1", app.id))
+        // `~` cannot occur in an application id, and needs no escaping in a URL.
+        .bind(format!("{}~1", app.id))
         .bind(app.id)
         .bind(app.system_id)
         .bind(app.body)

@@ -1,0 +1,96 @@
+//! The simulated 沈阳市食品经营许可审批系统 (`sy-scjg-food`): SOAP 1.1 on its adapter's address
+//! (127.0.0.1:9101), posting its case steps and licences to the hub's webhook.
+//!
+//! ```sh
+//! cargo run --example scjg_food -- --hub http://127.0.0.1:8080 --mode ok --step-delay-ms 2000
+//! curl -X POST -H 'Content-Type: application/json' -d '{"mode":"fail500"}' http://127.0.0.1:9102/control/mode
+//! curl http://127.0.0.1:9102/control/stats
+//! ```
+
+#[path = "systems/mod.rs"]
+mod systems;
+
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use systems::{Mode, scjg};
+
+#[derive(Parser)]
+#[command(about = "Simulated sy-scjg-food: SOAP 1.1 in, webhook events out")]
+struct Args {
+    /// The hub's base URL; events go to {hub}/api/v1/systems/sy-scjg-food/events and /results.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    hub: String,
+    /// ok, fail500, fail400, soap_server_fault, hang, garbage, down or slow:<ms>.
+    #[arg(long, default_value = "ok")]
+    mode: Mode,
+    /// Delay before each case step.
+    #[arg(long, default_value_t = 2000)]
+    step_delay_ms: u64,
+    /// Report each step this long after it happened (with --report-late).
+    #[arg(long, default_value_t = 30000)]
+    late_by_ms: u64,
+    /// Start with the report_late flag set.
+    #[arg(long)]
+    report_late: bool,
+    /// Start with the skip_steps flag set (no 审查 step).
+    #[arg(long)]
+    skip_steps: bool,
+    /// Where to listen; default: the adapter's url.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Where the control API is served on its own (it stays up in mode `down`); default: the
+    /// listen port + 1.
+    #[arg(long)]
+    control_listen: Option<SocketAddr>,
+    /// The hub's configuration directory, for the mappings and the adapter.
+    #[arg(long, default_value_os_t = systems::repo_dir())]
+    config: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_logging();
+    let args = Args::parse();
+    let config = systems::load_config(&args.config)?;
+    let mut settings = scjg::ScjgSettings::new(config)?;
+    if let Some(listen) = args.listen {
+        settings.listen = listen;
+    }
+    let mut control_listen = settings.listen;
+    control_listen.set_port(settings.listen.port().wrapping_add(1));
+    settings.control_listen = Some(args.control_listen.unwrap_or(control_listen));
+    settings.hub_url = Some(args.hub.clone());
+    settings.step_delay = Duration::from_millis(args.step_delay_ms);
+    settings.late_by = Duration::from_millis(args.late_by_ms);
+    settings.mode = args.mode;
+    let system = scjg::start(settings).await?;
+    system.control.set_report_late(args.report_late);
+    system.control.set_skip_steps(args.skip_steps);
+    let control = system
+        .control_addr
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    println!("sy-scjg-food (simulated) is up");
+    println!(
+        "  SOAP 1.1 endpoint  POST {}  (text/xml, SOAPAction required)",
+        system.url(scjg::APPLY_PATH)
+    );
+    println!("  reports to         {}/api/v1/systems/{}/events and /results", args.hub.trim_end_matches('/'), scjg::SYSTEM);
+    println!("  mode               {}, a step every {} ms", args.mode, args.step_delay_ms);
+    println!("  control API        POST http://{control}/control/mode {{\"mode\":\"…\"}}, GET http://{control}/control/stats");
+    println!("  (also on the main port while it is up). Ctrl-C stops.");
+    tokio::signal::ctrl_c().await?;
+    println!(
+        "stopping; stats: {}",
+        serde_json::to_string(&system.stats()).unwrap_or_default()
+    );
+    Ok(())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}

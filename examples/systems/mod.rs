@@ -1,0 +1,140 @@
+//! Simulated department systems for the hub's examples and tests: the three systems of
+//! `adapters/` (`sy-scjg-food` on SOAP 1.1, `ln-rst-card` on REST JSON with polled events,
+//! `dl-ga-hukou` on AMQP), each started in-process by one async function.
+//!
+//! Include it from an example or a test with
+//!
+//! ```ignore
+//! #[path = "systems/mod.rs"]
+//! mod systems;
+//! ```
+//!
+//! (cargo does not take `examples/systems/` for an example: it has no `main.rs`).
+//!
+//! Each system:
+//!
+//! - takes applications in its own legacy format, checks the transport the way the real system
+//!   would (content type, `SOAPAction`, `Idempotency-Key`, AMQP `message_id`), reads the
+//!   document, and refuses what it cannot read or an item it does not handle;
+//! - remembers idempotency keys: a repeated delivery is answered as before and opens no second
+//!   case; every reception is counted, and every distinct application once;
+//! - walks each new case 受理 → 审查 → 决定 → 办结 after configurable delays, and reports each
+//!   step (and then the result, an e-license with a fresh valid id) in its own format: scjg
+//!   posts to the hub's webhook, rst keeps a feed the hub polls, ga publishes to a queue;
+//! - can be told to misbehave at run time through its [`Control`] (and over HTTP: `POST
+//!   /control/mode`, `GET /control/stats`): see [`Mode`] for what each mode does.
+//!
+//! **A shortcut of the simulation:** the systems read and write their formats with the hub's
+//! own mappings (`mappings/*.toml`) used in reverse. A real system has its own code, so a
+//! mistake in a mapping would cancel out here. What pins each format are the mapping tests in
+//! `mappings/tests/`, whose legacy documents are written by hand; these systems only show the
+//! protocols, the idempotency and the case walk working end to end.
+#![allow(dead_code)]
+
+pub mod control;
+pub mod ga;
+pub mod http;
+pub mod rst;
+pub mod scjg;
+pub mod walk;
+
+pub use control::{Control, Mode, Stats};
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::task::AbortHandle;
+use tongban::config::{Config, Protocol};
+
+/// The repository root: the configuration directory the systems read their mappings from.
+pub fn repo_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The hub's configuration in `dir`, compiled.
+pub fn load_config(dir: &Path) -> anyhow::Result<Arc<Config>> {
+    Config::load(dir)
+        .map(Arc::new)
+        .map_err(|e| anyhow::anyhow!("the configuration in {} does not compile: {e}", dir.display()))
+}
+
+/// The address a REST or SOAP adapter's outbound URL names, for a system to listen on.
+pub fn adapter_listen_addr(config: &Config, system: &str) -> anyhow::Result<SocketAddr> {
+    let adapter = config
+        .adapters
+        .get(system)
+        .ok_or_else(|| anyhow::anyhow!("no adapter `{system}` in the configuration"))?;
+    let url = match &adapter.outbound.protocol {
+        Protocol::Rest { url } | Protocol::Soap { url, .. } => url,
+        Protocol::Amqp { .. } => anyhow::bail!("adapter `{system}` is reached over AMQP, not HTTP"),
+    };
+    let url = reqwest::Url::parse(url)?;
+    let host = url
+        .host_str()
+        .ok_or_else(|| anyhow::anyhow!("adapter `{system}`: the url has no host"))?;
+    let port = url
+        .port_or_known_default()
+        .ok_or_else(|| anyhow::anyhow!("adapter `{system}`: the url has no port"))?;
+    Ok(format!("{host}:{port}").parse()?)
+}
+
+/// Whether `system`'s adapter claims the item `code`.
+pub fn handles_item(config: &Config, system: &str, code: &str) -> bool {
+    config
+        .adapters
+        .get(system)
+        .is_some_and(|a| a.items.iter().any(|i| i.code == code))
+}
+
+/// The tasks a system runs (server, consumer, case walks), aborted together when it stops.
+#[derive(Clone, Default)]
+pub struct Tasks(Arc<Mutex<Vec<AbortHandle>>>);
+
+impl Tasks {
+    pub fn spawn<F>(&self, future: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let handle = tokio::spawn(future).abort_handle();
+        let mut tasks = self.0.lock().expect("tasks lock");
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(handle);
+    }
+
+    pub fn abort_all(&self) {
+        for task in self.0.lock().expect("tasks lock").drain(..) {
+            task.abort();
+        }
+    }
+}
+
+/// A running HTTP system (scjg, rst). Dropping it stops the system.
+pub struct SystemHandle {
+    /// Where the system listens (the port stays the same across `down` and `ok`).
+    pub local_addr: SocketAddr,
+    /// Where the control API is served on its own, when asked for: it stays up when the system
+    /// is `down`.
+    pub control_addr: Option<SocketAddr>,
+    pub control: Control,
+    pub(crate) tasks: Tasks,
+}
+
+impl SystemHandle {
+    /// `http://<local_addr><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.local_addr)
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.control.stats()
+    }
+
+    /// Stops the server and every case walk.
+    pub fn stop(self) {}
+}
+
+impl Drop for SystemHandle {
+    fn drop(&mut self) {
+        self.tasks.abort_all();
+    }
+}

@@ -1,0 +1,320 @@
+//! `/api/v1/applications`, `/api/v1/dead-letters` and `/api/v1/systems/{id}/…`: applications in
+//! from the platform, their deliveries and case events, dead letters and their replay, and the
+//! webhooks department systems post their events and results to.
+
+use super::input::{JsonBody, QueryParams, RawBody};
+use super::problem::{ApiError, ProblemEntry};
+use super::{AppState, Route};
+use crate::catalog::{self, ItemRef};
+use crate::clock;
+use crate::ids::{mask_id, mask_name};
+use crate::routing::inbound::{self, InboundError, Kind, Received};
+use crate::schema::Violation;
+use crate::store::{Accepted, DeliveryRecord, NewApplication};
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route::new(Method::POST, "/api/v1/applications", submit),
+        Route::new(Method::GET, "/api/v1/applications/{id}", show),
+        Route::new(Method::GET, "/api/v1/dead-letters", dead_letters),
+        Route::new(Method::POST, "/api/v1/dead-letters/{id}/replay", replay),
+        Route::new(Method::POST, "/api/v1/systems/{id}/events", post_event),
+        Route::new(Method::POST, "/api/v1/systems/{id}/results", post_result),
+    ]
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The platform proves itself with the bearer token whose SHA-256 `hub.toml` holds.
+fn check_platform(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = &state.config.hub.platform_credential_sha256 else {
+        return Ok(());
+    };
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError::Unauthorized("submitting applications needs the platform's bearer token".into()))?;
+    let given = sha256_hex(token.trim().as_bytes());
+    // Comparing digests of equal length: no early exit on the first differing byte.
+    let same = given.len() == expected.len()
+        && given.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized("the platform's bearer token is not valid".into()))
+    }
+}
+
+static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+/// A new application id: time-ordered, unique across hub processes sharing a store.
+fn new_application_id() -> String {
+    let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+    format!("TB-{:011x}-{:05x}{:05x}", clock::now_millis(), std::process::id() & 0xfffff, n & 0xfffff)
+}
+
+async fn submit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(mut body): JsonBody,
+) -> Result<Response, ApiError> {
+    check_platform(&state, &headers)?;
+    let idempotency_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => match v.to_str() {
+            Ok(k) if !k.is_empty() && k.len() <= 200 => Some(k.to_string()),
+            _ => {
+                return Err(ApiError::Invalid(vec![ProblemEntry::header(
+                    "Idempotency-Key",
+                    "must be 1-200 visible ASCII characters",
+                )]));
+            }
+        },
+    };
+
+    let mut violations = state.schemas.validate("application", &body);
+    let text = |pointer: &str| body.pointer(pointer).and_then(Value::as_str).map(str::to_string);
+    let item_code = text("/item/code").unwrap_or_default();
+    let current = if item_code.is_empty() {
+        None
+    } else {
+        state.store.current_item(&item_code).await?
+    };
+    if let (Some(reference), true) = (
+        serde_json::from_value::<ItemRef>(body.get("item").cloned().unwrap_or(Value::Null)).ok(),
+        !item_code.is_empty(),
+    ) {
+        for d in catalog::drift(&reference, current.as_ref()) {
+            violations.push(Violation::new(format!("/item{}", d.pointer()), d.message()));
+        }
+    }
+    if let Some(item) = &current {
+        let given: Vec<&str> = body
+            .get("materials")
+            .and_then(Value::as_array)
+            .map(|m| m.iter().filter_map(|x| x.get("id").and_then(Value::as_str)).collect())
+            .unwrap_or_default();
+        for m in item.materials.iter().filter(|m| m.required) {
+            if !given.contains(&m.id.as_str()) {
+                violations.push(Violation::new(
+                    "/materials",
+                    format!("required material `{}` ({}) is missing", m.id, m.name),
+                ));
+            }
+        }
+        for (i, id) in given.iter().enumerate() {
+            if !item.materials.iter().any(|m| m.id == *id) {
+                violations.push(Violation::new(
+                    format!("/materials/{i}/id"),
+                    "is not a material of this item",
+                ));
+            }
+        }
+    }
+    if !violations.is_empty() {
+        return Err(violations.into());
+    }
+
+    let region = text("/region");
+    let adapter = crate::routing::route(&state.config, &item_code, region.as_deref()).ok_or_else(|| {
+        ApiError::Unprocessable {
+            detail: match &region {
+                Some(r) => format!("no connected system handles this item in region {r}"),
+                None => "no connected system handles this item".to_string(),
+            },
+        }
+    })?;
+    let request_hash = sha256_hex(body.to_string().as_bytes());
+    let id = match text("/id") {
+        Some(id) => id,
+        None => {
+            let id = new_application_id();
+            body["id"] = Value::String(id.clone());
+            id
+        }
+    };
+    let stored = body.to_string();
+    let item_version = body.pointer("/item/version").and_then(Value::as_i64).unwrap_or(0);
+    let accepted = state
+        .store
+        .accept_application(&NewApplication {
+            id: &id,
+            item_code: &item_code,
+            item_version,
+            system_id: &adapter.id,
+            body: &stored,
+            idempotency: idempotency_key.as_deref().map(|k| (k, request_hash.as_str())),
+        })
+        .await?;
+    let application_id = match accepted {
+        Accepted::New { .. } => {
+            if let Some(d) = &state.dispatcher {
+                d.wake(&adapter.id);
+            }
+            id
+        }
+        Accepted::Replayed { application_id } => application_id,
+        Accepted::KeyReused => {
+            return Err(ApiError::Unprocessable {
+                detail: "this Idempotency-Key was used before for a different request".into(),
+            });
+        }
+        Accepted::DuplicateId => {
+            return Err(ApiError::Conflict {
+                detail: "an application with this id was accepted before".into(),
+            });
+        }
+    };
+    let record = state
+        .store
+        .application(&application_id)
+        .await?
+        .ok_or_else(|| ApiError::Internal("an accepted application cannot be read".into()))?;
+    let location = format!("/api/v1/applications/{application_id}");
+    // The first answer, also to a retry with the same Idempotency-Key: whatever happened
+    // since is at the Location.
+    let mut response = (
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "id": record.id,
+            "state": "accepted",
+            "system": record.system_id,
+            "accepted_at": clock::format_millis(record.accepted_at),
+        })),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(response)
+}
+
+fn delivery_json(d: &DeliveryRecord) -> Value {
+    json!({
+        "id": d.id,
+        "application_id": d.application_id,
+        "system": d.system_id,
+        "status": d.status,
+        "attempts": d.attempts,
+        "next_attempt_at": (d.status == "pending").then(|| clock::format_millis(d.next_attempt_at)),
+        "last_error": d.last_error,
+        "created_at": clock::format_millis(d.created_at),
+        "finished_at": d.finished_at.map(clock::format_millis),
+    })
+}
+
+async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let app = state
+        .store
+        .application(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no application with this id".into()))?;
+    let body: Value = serde_json::from_str(&app.body).unwrap_or(Value::Null);
+    let text = |pointer: &str| body.pointer(pointer).and_then(Value::as_str).unwrap_or_default();
+    let mut deliveries = Vec::new();
+    for d in state.store.deliveries_of(&id).await? {
+        let attempts: Vec<Value> = state
+            .store
+            .attempts_of(&d.id)
+            .await?
+            .iter()
+            .map(|a| {
+                json!({
+                    "attempt": a.attempt,
+                    "at": clock::format_millis(a.started_at),
+                    "duration_ms": a.duration_ms,
+                    "outcome": a.outcome,
+                    "status": a.status_code,
+                    "detail": a.detail,
+                })
+            })
+            .collect();
+        let mut v = delivery_json(&d);
+        v["attempt_log"] = Value::Array(attempts);
+        deliveries.push(v);
+    }
+    let events: Vec<Value> = state
+        .store
+        .events_of(&id)
+        .await?
+        .into_iter()
+        .map(|e| {
+            let mut event: Value = serde_json::from_str(&e.body).unwrap_or(Value::Null);
+            event["received_at"] = Value::String(clock::format_millis(e.received_at));
+            event
+        })
+        .collect();
+    Ok(Json(json!({
+        "id": app.id,
+        "state": app.state,
+        "item": { "code": app.item_code, "version": app.item_version, "name": text("/item/name") },
+        "system": app.system_id,
+        // Personal data stays masked here; the department system has it in full.
+        "applicant": {
+            "kind": text("/applicant/kind"),
+            "name": mask_name(text("/applicant/name")),
+            "id_number": mask_id(text("/applicant/id_number")),
+        },
+        "accepted_at": clock::format_millis(app.accepted_at),
+        "updated_at": clock::format_millis(app.updated_at),
+        "deliveries": deliveries,
+        "events": events,
+    })))
+}
+
+async fn dead_letters(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+    let mut q = QueryParams::parse(raw.as_deref());
+    let system = q.text("system");
+    let limit = q.integer("limit", 1..=1000).unwrap_or(100);
+    q.finish()?;
+    let letters = state.store.dead_letters(system.as_deref(), limit as u32).await?;
+    Ok(Json(json!({ "dead_letters": letters.iter().map(delivery_json).collect::<Vec<_>>() })))
+}
+
+async fn replay(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let delivery = state
+        .store
+        .replay_dead_letter(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no dead letter with this id".into()))?;
+    if let Some(d) = &state.dispatcher {
+        d.wake(&delivery.system_id);
+    }
+    Ok(Json(delivery_json(&delivery)))
+}
+
+async fn post_event(state: State<AppState>, id: Path<String>, body: RawBody) -> Result<Response, ApiError> {
+    receive(state, id, body, Kind::CaseEvent).await
+}
+
+async fn post_result(state: State<AppState>, id: Path<String>, body: RawBody) -> Result<Response, ApiError> {
+    receive(state, id, body, Kind::Result).await
+}
+
+async fn receive(
+    State(state): State<AppState>,
+    Path(system): Path<String>,
+    RawBody(body): RawBody,
+    kind: Kind,
+) -> Result<Response, ApiError> {
+    match inbound::receive(&state.config, &state.store, &system, kind, &body).await {
+        Ok(Received::New) => Ok((StatusCode::ACCEPTED, Json(json!({ "received": "new" }))).into_response()),
+        Ok(Received::Duplicate) => Ok((StatusCode::OK, Json(json!({ "received": "duplicate" }))).into_response()),
+        Err(InboundError::UnknownSystem(s)) => Err(ApiError::NotFound(format!("no connected system `{s}`"))),
+        Err(InboundError::Mapping(errors)) => Err(ApiError::Invalid(errors.into_iter().map(ProblemEntry::from).collect())),
+        Err(e @ (InboundError::NoResults(_) | InboundError::Refused(_))) => {
+            Err(ApiError::Unprocessable { detail: e.to_string() })
+        }
+        Err(InboundError::Store(e)) => Err(e.into()),
+    }
+}

@@ -153,7 +153,12 @@ pub async fn serve(
     }
     let dispatcher = Arc::new(Dispatcher::new(&config, store.clone())?);
     let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
-    let workers = tokio::spawn(dispatcher.clone().run(workers_stopped));
+    let workers = tokio::spawn(dispatcher.clone().run(workers_stopped.clone()));
+    let pollers = tokio::spawn(crate::routing::intake::run_pollers(
+        config.clone(),
+        store.clone(),
+        workers_stopped,
+    ));
 
     let mut state = AppState::new(config.clone(), store.clone());
     state.dispatcher = Some(dispatcher);
@@ -177,8 +182,11 @@ pub async fn serve(
         }
     };
     let _ = stop_workers.send(true);
+    let _ = pollers.await;
     if tokio::time::timeout(grace, workers).await.is_err() {
-        tracing::warn!("deliveries still in flight at exit; their leases will lapse and they will be tried again");
+        tracing::warn!(
+            "deliveries still in flight at exit; their leases will lapse and they will be tried again"
+        );
     }
     store.close().await;
     result.map_err(HubError::Serve)

@@ -986,7 +986,8 @@ fn inbound_mode_poll_needs_a_url() {
         config.adapters["sy-scjg-food"].inbound.mode,
         InboundMode::Poll {
             url: "http://127.0.0.1:9101/spjy/events".into(),
-            interval: Duration::from_secs(60)
+            interval: Duration::from_secs(60),
+            results_url: None,
         }
     );
 }

@@ -273,6 +273,16 @@ async fn rest_hanging_server_is_retryable_within_the_timeout() {
     assert!(err.to_string().contains("300 ms"), "{err}");
 }
 
+#[tokio::test]
+async fn rest_https_to_a_plain_http_server_is_retryable() {
+    // The TLS handshake meets plain HTTP: a transport error, not an answer.
+    let (url, seen) = mock(200, &[], "").await;
+    let url = url.replacen("http://", "https://", 1);
+    let err = rest(&url).deliver(&json_message()).await.unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(seen.lock().unwrap().is_empty());
+}
+
 // ---------------------------------------------------------------------------------------- SOAP
 
 const ENVELOPE: &[u8] = "<?xml version=\"1.0\" encoding=\"GB18030\"?><s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body><申请/></s:Body></s:Envelope>".as_bytes();

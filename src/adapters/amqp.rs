@@ -7,6 +7,8 @@
 //! published `mandatory`: a message no queue is bound for comes back, and counts as not
 //! delivered. The exchange is declared once per connection as a durable topic exchange (the
 //! default exchange `""` and the broker's own `amq.*` ones are not declared).
+//!
+//! Plain `amqp://` only: the crate builds lapin without TLS (see Cargo.toml).
 
 use super::{Adapter, Delivered, DeliveryError, Outgoing};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
@@ -145,6 +147,15 @@ impl AmqpDriver {
     }
 
     async fn connect(&self) -> Result<(Connection, Channel), String> {
+        if self
+            .url
+            .get(..6)
+            .is_some_and(|s| s.eq_ignore_ascii_case("amqps:"))
+        {
+            return Err(
+                "amqps:// is not supported by this build (lapin without TLS): use amqp://".into(),
+            );
+        }
         let properties = ConnectionProperties::default()
             .with_connection_name(concat!("tongban/", env!("CARGO_PKG_VERSION")).into());
         let connection = Connection::connect(&self.url, properties)

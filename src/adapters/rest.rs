@@ -2,8 +2,8 @@
 //! plumbing the SOAP driver shares (one pooled client, bounded response reads, status
 //! classification, `Retry-After`).
 //!
-//! Plain `http://` only: the crate builds reqwest without a TLS backend (see Cargo.toml), so an
-//! `https://` URL is refused when the driver is built rather than failing on every delivery.
+//! `http://` and `https://` (rustls, trusting the system's certificate store). Redirects are
+//! not followed: a redirected POST would be replayed as a GET or somewhere else.
 
 use super::{Adapter, Delivered, DeliveryError, DriverError, Outgoing};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
@@ -32,8 +32,9 @@ pub struct RestDriver {
 }
 
 impl RestDriver {
-    /// A driver for `url` (`http://` only) sending the `headers` with every message and giving
-    /// up on an attempt after `timeout` (connecting, sending and reading the answer).
+    /// A driver for `url` (`http://` or `https://`) sending the `headers` with every message
+    /// and giving up on an attempt after `timeout` (connecting, sending and reading the
+    /// answer).
     pub fn new(
         url: String,
         headers: Vec<(String, String)>,
@@ -84,18 +85,11 @@ impl HttpPoster {
     ) -> Result<HttpPoster, DriverError> {
         let url =
             Url::parse(url).map_err(|e| DriverError::Http(format!("invalid url `{url}`: {e}")))?;
-        match url.scheme() {
-            "http" => {}
-            "https" => {
-                return Err(DriverError::Http(format!(
-                    "`{url}` is https, but this build of the hub has no TLS backend: reach the system through a TLS-terminating proxy on http"
-                )));
-            }
-            other => {
-                return Err(DriverError::Http(format!(
-                    "`{url}`: unsupported scheme `{other}`"
-                )));
-            }
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(DriverError::Http(format!(
+                "`{url}`: unsupported scheme `{}` (http or https)",
+                url.scheme()
+            )));
         }
         if timeout.is_zero() {
             return Err(DriverError::Http(
@@ -428,9 +422,10 @@ mod tests {
     }
 
     #[test]
-    fn https_and_bad_headers_are_refused_when_built() {
+    fn bad_urls_and_headers_are_refused_when_built() {
         let t = Duration::from_secs(1);
-        assert!(RestDriver::new("https://example.invalid/".into(), vec![], t).is_err());
+        assert!(RestDriver::new("https://example.invalid/".into(), vec![], t).is_ok());
+        assert!(RestDriver::new("ftp://example.invalid/".into(), vec![], t).is_err());
         assert!(RestDriver::new("not a url".into(), vec![], t).is_err());
         assert!(
             RestDriver::new(

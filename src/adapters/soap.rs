@@ -28,7 +28,7 @@ pub struct SoapDriver {
 }
 
 impl SoapDriver {
-    /// A driver for the endpoint `url` (`http://` only) speaking SOAP `version`, naming
+    /// A driver for the endpoint `url` (`http://` or `https://`) speaking SOAP `version`, naming
     /// `action` (SOAP 1.1 `SOAPAction`, SOAP 1.2 `action` parameter), sending the `headers`
     /// with every message and giving up on an attempt after `timeout`.
     pub fn new(

@@ -31,7 +31,10 @@ pub fn routes() -> Vec<Route> {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The platform proves itself with the bearer token whose SHA-256 `hub.toml` holds.
@@ -43,15 +46,25 @@ fn check_platform(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError>
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| ApiError::Unauthorized("submitting applications needs the platform's bearer token".into()))?;
+        .ok_or_else(|| {
+            ApiError::Unauthorized(
+                "submitting applications needs the platform's bearer token".into(),
+            )
+        })?;
     let given = sha256_hex(token.trim().as_bytes());
     // Comparing digests of equal length: no early exit on the first differing byte.
     let same = given.len() == expected.len()
-        && given.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+        && given
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
     if same {
         Ok(())
     } else {
-        Err(ApiError::Unauthorized("the platform's bearer token is not valid".into()))
+        Err(ApiError::Unauthorized(
+            "the platform's bearer token is not valid".into(),
+        ))
     }
 }
 
@@ -60,7 +73,12 @@ static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 /// A new application id: time-ordered, unique across hub processes sharing a store.
 fn new_application_id() -> String {
     let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
-    format!("TB-{:011x}-{:05x}{:05x}", clock::now_millis(), std::process::id() & 0xfffff, n & 0xfffff)
+    format!(
+        "TB-{:011x}-{:05x}{:05x}",
+        clock::now_millis(),
+        std::process::id() & 0xfffff,
+        n & 0xfffff
+    )
 }
 
 async fn submit(
@@ -83,7 +101,11 @@ async fn submit(
     };
 
     let mut violations = state.schemas.validate("application", &body);
-    let text = |pointer: &str| body.pointer(pointer).and_then(Value::as_str).map(str::to_string);
+    let text = |pointer: &str| {
+        body.pointer(pointer)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
     let item_code = text("/item/code").unwrap_or_default();
     let current = if item_code.is_empty() {
         None
@@ -102,7 +124,11 @@ async fn submit(
         let given: Vec<&str> = body
             .get("materials")
             .and_then(Value::as_array)
-            .map(|m| m.iter().filter_map(|x| x.get("id").and_then(Value::as_str)).collect())
+            .map(|m| {
+                m.iter()
+                    .filter_map(|x| x.get("id").and_then(Value::as_str))
+                    .collect()
+            })
             .unwrap_or_default();
         for m in item.materials.iter().filter(|m| m.required) {
             if !given.contains(&m.id.as_str()) {
@@ -126,14 +152,15 @@ async fn submit(
     }
 
     let region = text("/region");
-    let adapter = crate::routing::route(&state.config, &item_code, region.as_deref()).ok_or_else(|| {
-        ApiError::Unprocessable {
-            detail: match &region {
-                Some(r) => format!("no connected system handles this item in region {r}"),
-                None => "no connected system handles this item".to_string(),
-            },
-        }
-    })?;
+    let adapter =
+        crate::routing::route(&state.config, &item_code, region.as_deref()).ok_or_else(|| {
+            ApiError::Unprocessable {
+                detail: match &region {
+                    Some(r) => format!("no connected system handles this item in region {r}"),
+                    None => "no connected system handles this item".to_string(),
+                },
+            }
+        })?;
     let request_hash = sha256_hex(body.to_string().as_bytes());
     let id = match text("/id") {
         Some(id) => id,
@@ -144,7 +171,10 @@ async fn submit(
         }
     };
     let stored = body.to_string();
-    let item_version = body.pointer("/item/version").and_then(Value::as_i64).unwrap_or(0);
+    let item_version = body
+        .pointer("/item/version")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
     let accepted = state
         .store
         .accept_application(&NewApplication {
@@ -153,7 +183,9 @@ async fn submit(
             item_version,
             system_id: &adapter.id,
             body: &stored,
-            idempotency: idempotency_key.as_deref().map(|k| (k, request_hash.as_str())),
+            idempotency: idempotency_key
+                .as_deref()
+                .map(|k| (k, request_hash.as_str())),
         })
         .await?;
     let application_id = match accepted {
@@ -213,14 +245,21 @@ fn delivery_json(d: &DeliveryRecord) -> Value {
     })
 }
 
-async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let app = state
         .store
         .application(&id)
         .await?
         .ok_or_else(|| ApiError::NotFound("no application with this id".into()))?;
     let body: Value = serde_json::from_str(&app.body).unwrap_or(Value::Null);
-    let text = |pointer: &str| body.pointer(pointer).and_then(Value::as_str).unwrap_or_default();
+    let text = |pointer: &str| {
+        body.pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
     let mut deliveries = Vec::new();
     for d in state.store.deliveries_of(&id).await? {
         let attempts: Vec<Value> = state
@@ -272,16 +311,27 @@ async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<J
     })))
 }
 
-async fn dead_letters(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+async fn dead_letters(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
     let mut q = QueryParams::parse(raw.as_deref());
     let system = q.text("system");
     let limit = q.integer("limit", 1..=1000).unwrap_or(100);
     q.finish()?;
-    let letters = state.store.dead_letters(system.as_deref(), limit as u32).await?;
-    Ok(Json(json!({ "dead_letters": letters.iter().map(delivery_json).collect::<Vec<_>>() })))
+    let letters = state
+        .store
+        .dead_letters(system.as_deref(), limit as u32)
+        .await?;
+    Ok(Json(
+        json!({ "dead_letters": letters.iter().map(delivery_json).collect::<Vec<_>>() }),
+    ))
 }
 
-async fn replay(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn replay(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let delivery = state
         .store
         .replay_dead_letter(&id)
@@ -293,11 +343,19 @@ async fn replay(State(state): State<AppState>, Path(id): Path<String>) -> Result
     Ok(Json(delivery_json(&delivery)))
 }
 
-async fn post_event(state: State<AppState>, id: Path<String>, body: RawBody) -> Result<Response, ApiError> {
+async fn post_event(
+    state: State<AppState>,
+    id: Path<String>,
+    body: RawBody,
+) -> Result<Response, ApiError> {
     receive(state, id, body, Kind::CaseEvent).await
 }
 
-async fn post_result(state: State<AppState>, id: Path<String>, body: RawBody) -> Result<Response, ApiError> {
+async fn post_result(
+    state: State<AppState>,
+    id: Path<String>,
+    body: RawBody,
+) -> Result<Response, ApiError> {
     receive(state, id, body, Kind::Result).await
 }
 
@@ -308,12 +366,22 @@ async fn receive(
     kind: Kind,
 ) -> Result<Response, ApiError> {
     match inbound::receive(&state.config, &state.store, &system, kind, &body).await {
-        Ok(Received::New) => Ok((StatusCode::ACCEPTED, Json(json!({ "received": "new" }))).into_response()),
-        Ok(Received::Duplicate) => Ok((StatusCode::OK, Json(json!({ "received": "duplicate" }))).into_response()),
-        Err(InboundError::UnknownSystem(s)) => Err(ApiError::NotFound(format!("no connected system `{s}`"))),
-        Err(InboundError::Mapping(errors)) => Err(ApiError::Invalid(errors.into_iter().map(ProblemEntry::from).collect())),
+        Ok(Received::New) => {
+            Ok((StatusCode::ACCEPTED, Json(json!({ "received": "new" }))).into_response())
+        }
+        Ok(Received::Duplicate) => {
+            Ok((StatusCode::OK, Json(json!({ "received": "duplicate" }))).into_response())
+        }
+        Err(InboundError::UnknownSystem(s)) => {
+            Err(ApiError::NotFound(format!("no connected system `{s}`")))
+        }
+        Err(InboundError::Mapping(errors)) => Err(ApiError::Invalid(
+            errors.into_iter().map(ProblemEntry::from).collect(),
+        )),
         Err(e @ (InboundError::NoResults(_) | InboundError::Refused(_))) => {
-            Err(ApiError::Unprocessable { detail: e.to_string() })
+            Err(ApiError::Unprocessable {
+                detail: e.to_string(),
+            })
         }
         Err(InboundError::Store(e)) => Err(e.into()),
     }

@@ -43,25 +43,25 @@ impl FromRequest<AppState> for JsonBody {
                 if is_length_limit(&e) {
                     ApiError::PayloadTooLarge { limit }
                 } else {
-                    ApiError::MalformedJson(ProblemEntry {
+                    ApiError::MalformedJson(Box::new(ProblemEntry {
                         pointer: Some(String::new()),
                         parameter: None,
                         header: None,
                         field: None,
                         path: None,
                         message: "the body could not be read completely".into(),
-                    })
+                    }))
                 }
             })?;
         serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
-            ApiError::MalformedJson(ProblemEntry {
+            ApiError::MalformedJson(Box::new(ProblemEntry {
                 pointer: Some(String::new()),
                 parameter: None,
                 header: None,
                 field: None,
                 path: None,
                 message: format!("{e}"),
-            })
+            }))
         })
     }
 }

@@ -81,7 +81,7 @@ pub enum ApiError {
     #[error("the request has {} problem(s)", .0.len())]
     Invalid(Vec<ProblemEntry>),
     #[error("the body is not valid JSON")]
-    MalformedJson(ProblemEntry),
+    MalformedJson(Box<ProblemEntry>),
     #[error("the body must be JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
     #[error("the body is larger than {limit} bytes")]
@@ -202,7 +202,7 @@ impl ApiError {
         let (status, slug, title) = self.parts();
         let errors = match self {
             ApiError::Invalid(entries) => entries.clone(),
-            ApiError::MalformedJson(entry) => vec![entry.clone()],
+            ApiError::MalformedJson(entry) => vec![(**entry).clone()],
             _ => Vec::new(),
         };
         Problem {

@@ -101,8 +101,12 @@ pub enum InboundMode {
     Webhook,
     /// The hub consumes a queue.
     Amqp { queue: String },
-    /// The hub polls a URL.
-    Poll { url: String, interval: Duration },
+    /// The hub polls a URL for case events (and another for results).
+    Poll {
+        url: String,
+        interval: Duration,
+        results_url: Option<String>,
+    },
 }
 
 #[derive(Deserialize)]
@@ -205,6 +209,7 @@ struct InboundFile {
     mode: toml::Spanned<String>,
     queue: Option<String>,
     url: Option<String>,
+    results_url: Option<String>,
     interval_seconds: Option<u64>,
     case_event_mapping: toml::Spanned<String>,
     result_mapping: Option<toml::Spanned<String>>,
@@ -431,6 +436,7 @@ pub(super) fn compile(
                 Some(InboundMode::Poll {
                     url: url.clone(),
                     interval: Duration::from_secs(secs),
+                    results_url: i.results_url.clone(),
                 })
             }
             _ => {

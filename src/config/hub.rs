@@ -193,12 +193,20 @@ pub(super) fn compile(file: &SourceFile, errors: &mut Vec<ConfigError>) -> Optio
     if let Some(broker) = &parsed.broker {
         let url = broker.url.get_ref();
         if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
-            errors.push(file.error_at_span("broker.url", broker.url.span(), "must start with amqp:// or amqps://"));
+            errors.push(file.error_at_span(
+                "broker.url",
+                broker.url.span(),
+                "must start with amqp:// or amqps://",
+            ));
         }
     }
     if let Some(platform) = &parsed.platform {
         let hash = platform.credential_sha256.get_ref();
-        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if hash.len() != 64
+            || !hash
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             errors.push(file.error_at_span(
                 "platform.credential_sha256",
                 platform.credential_sha256.span(),

@@ -53,7 +53,9 @@ impl Breaker {
     pub fn failure(&mut self, now: i64) {
         self.consecutive_failures += 1;
         if matches!(self.state, State::HalfOpen { .. }) || self.consecutive_failures >= THRESHOLD {
-            self.state = State::Open { until: now + OPEN_MS };
+            self.state = State::Open {
+                until: now + OPEN_MS,
+            };
         }
     }
 
@@ -85,7 +87,11 @@ mod tests {
         b.failure(0);
         assert!(b.is_open(1));
         assert_eq!(b.admit(1), Err(OPEN_MS));
-        assert_eq!(b.admit(OPEN_MS), Ok(true), "one probe after the open period");
+        assert_eq!(
+            b.admit(OPEN_MS),
+            Ok(true),
+            "one probe after the open period"
+        );
         assert!(b.admit(OPEN_MS).is_err(), "only one probe at a time");
         b.failure(OPEN_MS);
         assert!(b.is_open(OPEN_MS + 1), "a failed probe opens it again");

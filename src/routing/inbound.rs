@@ -62,7 +62,12 @@ pub async fn receive(
         .get(mapping_name)
         .ok_or_else(|| InboundError::Refused(format!("mapping `{mapping_name}` is not loaded")))?;
     let canonical = mapping.to_canonical(body).map_err(InboundError::Mapping)?;
-    let text = |pointer: &str| canonical.pointer(pointer).and_then(Value::as_str).unwrap_or_default();
+    let text = |pointer: &str| {
+        canonical
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
 
     if text("/system") != system {
         return Err(InboundError::Refused(format!(
@@ -71,16 +76,19 @@ pub async fn receive(
         )));
     }
     let application_id = text("/application_id");
-    let application = store
-        .application(application_id)
-        .await?
-        .ok_or_else(|| InboundError::Refused("no application with this id was routed through the hub".into()))?;
+    let application = store.application(application_id).await?.ok_or_else(|| {
+        InboundError::Refused("no application with this id was routed through the hub".into())
+    })?;
     if application.system_id != system {
         return Err(InboundError::Refused(
             "the application was routed to another system".into(),
         ));
     }
-    if !adapter.items.iter().any(|c| c.code == application.item_code) {
+    if !adapter
+        .items
+        .iter()
+        .any(|c| c.code == application.item_code)
+    {
         return Err(InboundError::Refused(
             "the application's item is not one this system handles".into(),
         ));
@@ -97,7 +105,11 @@ pub async fn receive(
                     node_name: node,
                     occurred_at: text("/occurred_at"),
                     body: &body,
-                    state: if node == "办结" { "completed" } else { "in_progress" },
+                    state: if node == "办结" {
+                        "completed"
+                    } else {
+                        "in_progress"
+                    },
                 })
                 .await?
         }
@@ -107,5 +119,9 @@ pub async fn receive(
                 .await?
         }
     };
-    Ok(if new { Received::New } else { Received::Duplicate })
+    Ok(if new {
+        Received::New
+    } else {
+        Received::Duplicate
+    })
 }

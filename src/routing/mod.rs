@@ -10,6 +10,7 @@
 
 mod breaker;
 pub mod inbound;
+pub mod intake;
 
 use crate::adapters::{Adapter, DeliveryError, Driver, Outgoing};
 use crate::clock;
@@ -46,7 +47,11 @@ pub enum RoutingError {
 
 /// The system that handles `item_code` for an application from `region`: a claim naming the
 /// region wins over one that covers every region. Configuration rules out two candidates.
-pub fn route<'a>(config: &'a Config, item_code: &str, region: Option<&str>) -> Option<&'a AdapterConfig> {
+pub fn route<'a>(
+    config: &'a Config,
+    item_code: &str,
+    region: Option<&str>,
+) -> Option<&'a AdapterConfig> {
     let claims = || {
         config
             .adapters
@@ -97,8 +102,9 @@ impl Dispatcher {
                 source,
             })?;
             let rate = adapter.outbound.rate_limit;
-            let quota = Quota::per_second(NonZeroU32::new(rate.per_second).unwrap_or(NonZeroU32::MIN))
-                .allow_burst(NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN));
+            let quota =
+                Quota::per_second(NonZeroU32::new(rate.per_second).unwrap_or(NonZeroU32::MIN))
+                    .allow_burst(NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN));
             lanes.insert(
                 adapter.id.clone(),
                 Arc::new(Lane {
@@ -127,7 +133,11 @@ impl Dispatcher {
     pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
         let mut tasks = Vec::new();
         for lane in self.lanes.values() {
-            tasks.push(tokio::spawn(run_lane(self.store.clone(), lane.clone(), shutdown.clone())));
+            tasks.push(tokio::spawn(run_lane(
+                self.store.clone(),
+                lane.clone(),
+                shutdown.clone(),
+            )));
         }
         for t in tasks {
             let _ = t.await;
@@ -148,7 +158,10 @@ async fn run_lane(store: Store, lane: Arc<Lane>, mut shutdown: watch::Receiver<b
         let claimed = if free == 0 {
             Vec::new()
         } else {
-            match store.claim_deliveries(&system, free.min(batch), lane.lease_ms).await {
+            match store
+                .claim_deliveries(&system, free.min(batch), lane.lease_ms)
+                .await
+            {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(system = %system, cause = %e, "cannot claim deliveries");
@@ -184,7 +197,11 @@ async fn run_lane(store: Store, lane: Arc<Lane>, mut shutdown: watch::Receiver<b
 async fn attempt(store: &Store, lane: &Lane, delivery: ClaimedDelivery) {
     let system = &lane.adapter.id;
     let now = clock::now_millis();
-    let admitted = lane.breaker.lock().map(|mut b| b.admit(now)).unwrap_or(Ok(false));
+    let admitted = lane
+        .breaker
+        .lock()
+        .map(|mut b| b.admit(now))
+        .unwrap_or(Ok(false));
     let probe = match admitted {
         Ok(probe) => probe,
         Err(retry_at) => {
@@ -200,7 +217,10 @@ async fn attempt(store: &Store, lane: &Lane, delivery: ClaimedDelivery) {
             if let Ok(mut b) = lane.breaker.lock() {
                 b.cancel_probe(probe);
             }
-            AttemptOutcome::Dead { status: None, reason }
+            AttemptOutcome::Dead {
+                status: None,
+                reason,
+            }
         }
         Ok(body) => {
             lane.limiter.until_ready().await;
@@ -224,7 +244,10 @@ async fn attempt(store: &Store, lane: &Lane, delivery: ClaimedDelivery) {
                     AttemptOutcome::Delivered { .. } | AttemptOutcome::Dead { .. } => b.success(),
                 }
             }
-            if let Err(e) = store.record_attempt(&delivery, started, finished - started, &outcome).await {
+            if let Err(e) = store
+                .record_attempt(&delivery, started, finished - started, &outcome)
+                .await
+            {
                 tracing::error!(system = %system, cause = %e, "cannot record a delivery attempt; its lease will lapse and it will be tried again");
             }
             log_outcome(system, &delivery, &outcome);
@@ -242,7 +265,11 @@ fn log_outcome(system: &str, delivery: &ClaimedDelivery, outcome: &AttemptOutcom
         AttemptOutcome::Delivered { status } => {
             tracing::info!(system, application = %delivery.application_id, ?status, "delivered")
         }
-        AttemptOutcome::Retry { reason, next_attempt_at, .. } => tracing::warn!(
+        AttemptOutcome::Retry {
+            reason,
+            next_attempt_at,
+            ..
+        } => tracing::warn!(
             system,
             application = %delivery.application_id,
             reason = %reason,
@@ -257,8 +284,8 @@ fn log_outcome(system: &str, delivery: &ClaimedDelivery, outcome: &AttemptOutcom
 
 /// The delivery in the system's format, or why it cannot be put in it.
 fn legacy_message(lane: &Lane, delivery: &ClaimedDelivery) -> Result<Vec<u8>, String> {
-    let canonical: serde_json::Value =
-        serde_json::from_str(&delivery.payload).map_err(|e| format!("stored application is not JSON: {e}"))?;
+    let canonical: serde_json::Value = serde_json::from_str(&delivery.payload)
+        .map_err(|e| format!("stored application is not JSON: {e}"))?;
     let header = match lane.adapter.outbound.protocol {
         Protocol::Soap { .. } => {
             let mut key = Node::named("IdempotencyKey");
@@ -268,10 +295,19 @@ fn legacy_message(lane: &Lane, delivery: &ClaimedDelivery) -> Result<Vec<u8>, St
         }
         Protocol::Rest { .. } | Protocol::Amqp { .. } => Vec::new(),
     };
-    lane.mapping.to_legacy_with_header(&canonical, header).map_err(|errors| {
-        let listed: Vec<String> = errors.iter().map(|e| format!("{} at {}: {}", e.field, e.path, e.message)).collect();
-        format!("mapping {} failed: {}", lane.mapping.name, listed.join("; "))
-    })
+    lane.mapping
+        .to_legacy_with_header(&canonical, header)
+        .map_err(|errors| {
+            let listed: Vec<String> = errors
+                .iter()
+                .map(|e| format!("{} at {}: {}", e.field, e.path, e.message))
+                .collect();
+            format!(
+                "mapping {} failed: {}",
+                lane.mapping.name,
+                listed.join("; ")
+            )
+        })
 }
 
 /// What an attempt's result means for the delivery: done, again later, or never.
@@ -321,7 +357,10 @@ pub fn backoff(
 ) -> Duration {
     let exp = retry
         .initial_backoff
-        .saturating_mul(1u32.checked_shl((tries.clamp(1, 31) - 1) as u32).unwrap_or(u32::MAX))
+        .saturating_mul(
+            1u32.checked_shl((tries.clamp(1, 31) - 1) as u32)
+                .unwrap_or(u32::MAX),
+        )
         .min(retry.max_backoff);
     let jitter = (hash(seed, tries) % 1000) as u32;
     let wait = exp / 2 + exp / 2 * jitter / 1000;
@@ -356,8 +395,14 @@ mod tests {
         for tries in 1..=10 {
             let expected = Duration::from_millis((100u64 << (tries - 1)).min(1000));
             let wait = backoff(&policy, tries, None, "a");
-            assert!(wait >= expected / 2 && wait <= expected, "try {tries}: {wait:?}");
+            assert!(
+                wait >= expected / 2 && wait <= expected,
+                "try {tries}: {wait:?}"
+            );
         }
-        assert_eq!(backoff(&policy, 1, Some(Duration::from_secs(7)), "a"), Duration::from_secs(7));
+        assert_eq!(
+            backoff(&policy, 1, Some(Duration::from_secs(7)), "a"),
+            Duration::from_secs(7)
+        );
     }
 }

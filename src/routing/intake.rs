@@ -1,0 +1,140 @@
+//! Inbound by polling: for each adapter whose `[inbound] mode = "poll"`, ask the system for the
+//! case events (and results) it has produced since the last one seen, and receive each as if
+//! it had been posted to the webhook.
+//!
+//! The system answers `GET <url>?after=<seq>` with a JSON array of
+//! `{"seq": <integer>, "document": <one message in its own format>}`, oldest first. The cursor
+//! lives in memory: after a restart the hub asks from 0 again, and deduplication by (system,
+//! event id) makes that harmless.
+
+use super::inbound::{self, InboundError, Kind, Received};
+use crate::config::{Config, InboundMode};
+use crate::store::Store;
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Deserialize)]
+struct Entry {
+    seq: i64,
+    document: serde_json::Value,
+}
+
+/// Runs a poller for every polling adapter until `shutdown` turns true.
+pub async fn run_pollers(config: Arc<Config>, store: Store, shutdown: watch::Receiver<bool>) {
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(cause = %e, "cannot build the polling client; polling adapters get no events");
+            return;
+        }
+    };
+    let mut tasks = Vec::new();
+    for adapter in config.adapters.values() {
+        let InboundMode::Poll {
+            url,
+            interval,
+            results_url,
+        } = &adapter.inbound.mode
+        else {
+            continue;
+        };
+        let mut feeds = vec![(url.clone(), Kind::CaseEvent)];
+        if let Some(r) = results_url {
+            feeds.push((r.clone(), Kind::Result));
+        }
+        for (url, kind) in feeds {
+            tasks.push(tokio::spawn(poll(
+                config.clone(),
+                store.clone(),
+                client.clone(),
+                adapter.id.clone(),
+                url,
+                kind,
+                *interval,
+                shutdown.clone(),
+            )));
+        }
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn poll(
+    config: Arc<Config>,
+    store: Store,
+    client: reqwest::Client,
+    system: String,
+    url: String,
+    kind: Kind,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut after = 0i64;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        match fetch(&client, &url, after).await {
+            Ok(entries) => {
+                for entry in entries {
+                    after = after.max(entry.seq);
+                    let bytes = match &entry.document {
+                        // A JSON system's message is the JSON itself; an XML system's is a string.
+                        serde_json::Value::String(text) => text.clone().into_bytes(),
+                        other => other.to_string().into_bytes(),
+                    };
+                    match inbound::receive(&config, &store, &system, kind, &bytes).await {
+                        Ok(Received::New) => {
+                            tracing::info!(system = %system, seq = entry.seq, "polled message received")
+                        }
+                        Ok(Received::Duplicate) => {}
+                        Err(InboundError::Mapping(errors)) => tracing::error!(
+                            system = %system,
+                            seq = entry.seq,
+                            errors = %errors.iter().map(|e| format!("{} at {}: {}", e.field, e.path, e.message)).collect::<Vec<_>>().join("; "),
+                            "polled message does not map; skipped"
+                        ),
+                        Err(e) => {
+                            tracing::warn!(system = %system, seq = entry.seq, reason = %e, "polled message refused")
+                        }
+                    }
+                }
+            }
+            Err(reason) => {
+                tracing::warn!(system = %system, reason = %reason, "polling failed; will try again")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+async fn fetch(client: &reqwest::Client, url: &str, after: i64) -> Result<Vec<Entry>, String> {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let response = client
+        .get(format!("{url}{separator}after={after}"))
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!("answered {}", response.status()));
+    }
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| format!("reading the answer: {e}"))?;
+    if bytes.len() > crate::mapping::MAX_INPUT_BYTES {
+        return Err("the answer is larger than 4 MiB".into());
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| format!("the answer is not a JSON array of {{seq, document}}: {e}"))
+}

@@ -1,0 +1,1301 @@
+//! Delivery guarantees end to end: the hub (in-process, or the real binary where a crash is
+//! needed) in front of mock department systems on 127.0.0.1 whose behaviour each test switches
+//! (answering, refusing connections, hanging, failing, refusing for good, answering slowly).
+//!
+//! Every wait is a poll with a deadline and every assertion is on an outcome (states, what the
+//! mocks received), never on how long something took.
+
+mod common;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tongban::config::Config;
+use tongban::hub;
+
+const TOKEN: &str = "demo-platform-token";
+const SCJG: &str = "sy-scjg-food";
+const RST: &str = "ln-rst-card";
+/// The application id the example messages carry.
+const EXAMPLE_ID: &str = "TB-210102-20261120-000123";
+const SOAP11_ENVELOPE_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
+const SCJG_ACTION: &str = "http://spjy.scjg.shenyang.gov.cn/ws/2019/submitApply";
+const FAULT_REASON: &str = "营业执照编号与经营者名称不符";
+/// How long a test waits for something that should happen.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------------------------
+// Mock department systems
+// ---------------------------------------------------------------------------------------------
+
+/// How a mock system answers a POST.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Ok,
+    /// Takes the request and answers only long after the hub has given up.
+    Hang,
+    Fail500,
+    Fail400,
+    /// HTTP 500 with a SOAP 1.1 `soap:Client` fault: the message will never be accepted.
+    SoapClientFault,
+    /// Answers 200 after this many milliseconds.
+    Slow(u64),
+}
+
+/// One POST a mock received.
+#[derive(Debug, Clone)]
+struct Reception {
+    mode: Mode,
+    key: Option<String>,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+struct Shared {
+    soap: bool,
+    mode: Mutex<Mode>,
+    seen: Mutex<Vec<Reception>>,
+    inflight: AtomicUsize,
+    max_inflight: AtomicUsize,
+}
+
+/// A department system on 127.0.0.1: answers POSTs as its mode says and keeps what it got;
+/// answers GETs (the hub's pollers) with an empty list.
+struct Mock {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Mutex<Option<oneshot::Sender<()>>>,
+}
+
+impl Mock {
+    async fn start(soap: bool, mode: Mode) -> Mock {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mock = Mock::new(listener.local_addr().unwrap(), soap, mode);
+        mock.serve(listener);
+        mock
+    }
+
+    /// A mock whose port nothing listens on (connections are refused) until `come_back`.
+    async fn start_refusing(soap: bool, mode: Mode) -> Mock {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        Mock::new(addr, soap, mode)
+    }
+
+    fn new(addr: SocketAddr, soap: bool, mode: Mode) -> Mock {
+        Mock {
+            addr,
+            shared: Arc::new(Shared {
+                soap,
+                mode: Mutex::new(mode),
+                seen: Mutex::new(Vec::new()),
+                inflight: AtomicUsize::new(0),
+                max_inflight: AtomicUsize::new(0),
+            }),
+            stop: Mutex::new(None),
+        }
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let (tx, rx) = oneshot::channel::<()>();
+        let app = Router::new()
+            .fallback(mock_answer)
+            .with_state(self.shared.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        *self.stop.lock().unwrap() = Some(tx);
+    }
+
+    /// Listens again on the same port.
+    async fn come_back(&self) {
+        let addr = self.addr;
+        let listener = eventually("the mock's port to be free again", || async move {
+            TcpListener::bind(addr).await.map_err(|e| e.to_string())
+        })
+        .await;
+        self.serve(listener);
+    }
+
+    fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn set_mode(&self, mode: Mode) {
+        *self.shared.mode.lock().unwrap() = mode;
+    }
+
+    fn receptions(&self) -> Vec<Reception> {
+        self.shared.seen.lock().unwrap().clone()
+    }
+
+    fn count(&self) -> usize {
+        self.shared.seen.lock().unwrap().len()
+    }
+
+    fn count_in(&self, mode: Mode) -> usize {
+        self.shared
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.mode == mode)
+            .count()
+    }
+
+    fn distinct_keys(&self) -> BTreeSet<String> {
+        self.shared
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r.key.clone())
+            .collect()
+    }
+
+    fn max_inflight(&self) -> usize {
+        self.shared.max_inflight.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.lock().unwrap().take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Counts a request in flight until dropped (also when the hub gives up and hangs up).
+struct InFlight(Arc<Shared>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn mock_answer(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if method != Method::POST {
+        // A poller asking for case events or results: there are none.
+        return ([(header::CONTENT_TYPE, "application/json")], "[]").into_response();
+    }
+    let mode = *shared.mode.lock().unwrap();
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    shared.seen.lock().unwrap().push(Reception {
+        mode,
+        key,
+        headers,
+        body: body.to_vec(),
+    });
+    let now = shared.inflight.fetch_add(1, Ordering::SeqCst) + 1;
+    shared.max_inflight.fetch_max(now, Ordering::SeqCst);
+    let _guard = InFlight(shared.clone());
+    match mode {
+        Mode::Ok => ok_answer(shared.soap),
+        Mode::Hang => {
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            ok_answer(shared.soap)
+        }
+        Mode::Slow(ms) => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            ok_answer(shared.soap)
+        }
+        Mode::Fail500 => (StatusCode::INTERNAL_SERVER_ERROR, "database is down").into_response(),
+        Mode::Fail400 => (
+            StatusCode::BAD_REQUEST,
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"CODE":"E400","MSG":"SFZHM 校验失败"}"#,
+        )
+            .into_response(),
+        Mode::SoapClientFault => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+            format!(
+                r#"<?xml version="1.0" encoding="UTF-8"?><soap:Envelope xmlns:soap="{SOAP11_ENVELOPE_NS}"><soap:Body><soap:Fault><faultcode>soap:Client</faultcode><faultstring>{FAULT_REASON}</faultstring></soap:Fault></soap:Body></soap:Envelope>"#
+            ),
+        )
+            .into_response(),
+    }
+}
+
+fn ok_answer(soap: bool) -> Response {
+    if soap {
+        (
+            [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+            format!(
+                r#"<?xml version="1.0" encoding="UTF-8"?><soap:Envelope xmlns:soap="{SOAP11_ENVELOPE_NS}"><soap:Body><submitApplyResponse><code>0</code></submitApplyResponse></soap:Body></soap:Envelope>"#
+            ),
+        )
+            .into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"CODE":"0","MSG":"成功"}"#,
+        )
+            .into_response()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration, the hub, the API
+// ---------------------------------------------------------------------------------------------
+
+/// Outbound settings every test starts from: short timeouts and backoff, a budget of retries
+/// no test exhausts by accident, no rate limit in the way.
+const FAST: &[(&str, &str)] = &[
+    ("timeout_ms", "1000"),
+    ("rate_limit", "{ per_second = 1000, burst = 100 }"),
+    (
+        "retry",
+        "{ attempts = 30, initial_backoff_ms = 50, max_backoff_ms = 400, max_age_seconds = 600 }",
+    ),
+];
+
+/// The repository configuration in a temporary directory: the HTTP adapters pointed at the
+/// mocks, the AMQP adapter removed (no broker here), fast retries, a short shutdown grace.
+fn config_for(soap: &Mock, rest: &Mock) -> tempfile::TempDir {
+    let dir = common::config_copy();
+    std::fs::remove_file(dir.path().join("adapters/dl-ga-hukou.toml")).unwrap();
+    edit(&dir.path().join("hub.toml"), |t| {
+        set_key(t, "shutdown_grace_seconds", "1")
+    });
+    for system in [SCJG, RST] {
+        edit(&adapter_file(dir.path(), system), |t| {
+            let mut t = t
+                .replace("http://127.0.0.1:9101", &soap.base())
+                .replace("http://127.0.0.1:9201", &rest.base());
+            for (key, value) in FAST {
+                t = set_key(&t, key, value);
+            }
+            t
+        });
+    }
+    dir
+}
+
+fn adapter_file(dir: &Path, system: &str) -> std::path::PathBuf {
+    dir.join("adapters").join(format!("{system}.toml"))
+}
+
+/// Changes `key = …` in an adapter's file.
+fn set_adapter_key(dir: &Path, system: &str, key: &str, value: &str) {
+    edit(&adapter_file(dir, system), |t| set_key(t, key, value));
+}
+
+fn edit(path: &Path, change: impl FnOnce(&str) -> String) {
+    let text = std::fs::read_to_string(path).unwrap();
+    std::fs::write(path, change(&text)).unwrap();
+}
+
+/// `text` with every `key = …` line replaced by `key = value`; there must be one.
+fn set_key(text: &str, key: &str, value: &str) -> String {
+    let mut found = false;
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let is_key = line
+                .trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='));
+            if is_key {
+                found = true;
+                format!("{key} = {value}")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect();
+    assert!(found, "no `{key} =` line in\n{text}");
+    lines.join("\n") + "\n"
+}
+
+/// The hub in this process, serving on a port of its own.
+struct Hub {
+    base: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), hub::HubError>>,
+}
+
+impl Hub {
+    async fn start(dir: &Path) -> Hub {
+        let config =
+            Config::load(dir).unwrap_or_else(|e| panic!("the test configuration compiles: {e}"));
+        let store = hub::open_store(&config).await.unwrap();
+        hub::seed_catalog(&store, &config).await.unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            hub::serve(&config, store, listener, async {
+                let _ = rx.await;
+            })
+            .await
+        });
+        Hub {
+            base,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    /// Stops the hub and waits for it (its grace period is short in the test configuration).
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match tokio::time::timeout(Duration::from_secs(20), &mut self.task).await {
+            Ok(Ok(result)) => result.expect("the hub stops cleanly"),
+            Ok(Err(e)) => panic!("the hub task failed: {e}"),
+            Err(_) => panic!("the hub did not stop"),
+        }
+    }
+}
+
+/// The real binary, killed when dropped.
+struct Process {
+    child: Child,
+    base: String,
+    log: std::sync::mpsc::Receiver<String>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Process {
+    /// Starts `tongban serve` on a free port with the configuration in `dir` and waits until it
+    /// says where it serves.
+    async fn start(dir: &Path) -> Process {
+        let dir = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_tongban"))
+                .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+                .arg("--config")
+                .arg(&dir)
+                .env_remove("TONGBAN_STORE_URL")
+                .env_remove("TONGBAN_LISTEN")
+                .env_remove("TONGBAN_CONFIG")
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let stderr = child.stderr.take().unwrap();
+            let (tx, log) = std::sync::mpsc::channel::<String>();
+            // Read the log to its end, so the hub never blocks on a full pipe.
+            let reader = std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut seen = Vec::new();
+            let addr = loop {
+                let Ok(line) = log.recv_timeout(PATIENCE) else {
+                    let _ = child.kill();
+                    panic!("the hub did not start: {seen:#?}");
+                };
+                if let Ok(record) = serde_json::from_str::<Value>(&line)
+                    && record["fields"]["message"] == "tongban serving"
+                {
+                    break record["fields"]["addr"].as_str().unwrap().to_string();
+                }
+                seen.push(line);
+            };
+            Process {
+                child,
+                base: format!("http://{addr}"),
+                log,
+                reader: Some(reader),
+            }
+        })
+        .await
+        .unwrap()
+    }
+
+    /// SIGKILL: no shutdown, no grace, nothing flushed.
+    fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL the hub");
+        self.child.wait().unwrap();
+        // The pipe is closed: the reader has everything once it ends.
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+
+    /// The log lines read so far that mention `text`.
+    fn log_lines_with(&self, text: &str) -> Vec<String> {
+        self.log.try_iter().filter(|l| l.contains(text)).collect()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Polls `probe` until it gives `Ok`, at most [`PATIENCE`]; `Err` says what it saw instead.
+async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let start = Instant::now();
+    loop {
+        match probe().await {
+            Ok(v) => return v,
+            Err(last) => {
+                if start.elapsed() > PATIENCE {
+                    panic!("waited {PATIENCE:?} for {what}; last seen: {last}");
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+fn read_json(relative: &str) -> Value {
+    let text = std::fs::read_to_string(common::repo().join(relative)).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// A valid application for 食品经营许可 (sy-scjg-food), without an id.
+fn scjg_application() -> Value {
+    let mut app = read_json("examples/messages/application.json");
+    app.as_object_mut().unwrap().remove("id");
+    app
+}
+
+/// A valid application for 社会保障卡申领 (ln-rst-card), without an id.
+fn rst_application() -> Value {
+    let mut app = read_json("mappings/tests/rst-card-application/card-online.canonical.json");
+    app.as_object_mut().unwrap().remove("id");
+    app
+}
+
+/// POSTs an application with the platform's token: status, headers and body.
+async fn post_application(
+    client: &reqwest::Client,
+    base: &str,
+    body: &Value,
+    key: Option<&str>,
+    token: Option<&str>,
+) -> (StatusCode, HeaderMap, Value) {
+    let mut request = client
+        .post(format!("{base}/api/v1/applications"))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, headers, body)
+}
+
+/// Submits an application that must be accepted; its id.
+async fn submit(client: &reqwest::Client, base: &str, body: &Value, system: &str) -> String {
+    let (status, _, answer) = post_application(client, base, body, None, Some(TOKEN)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer:#}");
+    assert_eq!(answer["system"], system, "{answer:#}");
+    assert_eq!(answer["state"], "accepted", "{answer:#}");
+    answer["id"].as_str().unwrap().to_string()
+}
+
+async fn get_json(client: &reqwest::Client, url: &str) -> (StatusCode, Value) {
+    let response = client.get(url).send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn application(client: &reqwest::Client, base: &str, id: &str) -> Value {
+    let (status, body) = get_json(client, &format!("{base}/api/v1/applications/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "{body:#}");
+    body
+}
+
+/// The state of each application.
+async fn states(client: &reqwest::Client, base: &str, ids: &[String]) -> BTreeMap<String, String> {
+    let mut states = BTreeMap::new();
+    for id in ids {
+        let app = application(client, base, id).await;
+        states.insert(id.clone(), app["state"].as_str().unwrap().to_string());
+    }
+    states
+}
+
+/// How many applications are in each state.
+fn tally(states: &BTreeMap<String, String>) -> BTreeMap<&str, usize> {
+    let mut tally = BTreeMap::new();
+    for s in states.values() {
+        *tally.entry(s.as_str()).or_default() += 1;
+    }
+    tally
+}
+
+/// Waits until every application is in `state`.
+async fn all_in_state(client: &reqwest::Client, base: &str, ids: &[String], state: &str) {
+    eventually(
+        &format!("{} application(s) to be {state}", ids.len()),
+        || async move {
+            let states = states(client, base, ids).await;
+            if states.values().all(|s| s == state) {
+                Ok(())
+            } else {
+                Err(format!("{:?}", tally(&states)))
+            }
+        },
+    )
+    .await
+}
+
+/// Every attempt logged for the applications.
+async fn attempt_logs(client: &reqwest::Client, base: &str, ids: &[String]) -> Vec<Value> {
+    let mut all = Vec::new();
+    for id in ids {
+        let app = application(client, base, id).await;
+        for d in app["deliveries"].as_array().unwrap() {
+            all.extend(d["attempt_log"].as_array().unwrap().iter().cloned());
+        }
+    }
+    all
+}
+
+/// Waits until some application has a retry attempt that `matches`.
+async fn a_retry_where(
+    client: &reqwest::Client,
+    base: &str,
+    ids: &[String],
+    what: &str,
+    matches: impl Fn(&Value) -> bool,
+) -> Value {
+    let matches = &matches;
+    eventually(what, || async move {
+        let log = attempt_logs(client, base, ids).await;
+        log.iter()
+            .find(|a| a["outcome"] == "retry" && matches(a))
+            .cloned()
+            .ok_or_else(|| format!("{} attempt(s): {log:?}", log.len()))
+    })
+    .await
+}
+
+fn detail(attempt: &Value) -> &str {
+    attempt["detail"].as_str().unwrap_or_default()
+}
+
+fn header<'a>(r: &'a Reception, name: &str) -> &'a str {
+    r.headers
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} header in {:?}", r.headers))
+        .to_str()
+        .unwrap()
+}
+
+fn assert_problem(headers: &HeaderMap, body: &Value, status: StatusCode) {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert!(
+        content_type.starts_with("application/problem+json"),
+        "{content_type}: {body:#}"
+    );
+    assert_eq!(body["status"], status.as_u16(), "{body:#}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_for_each_http_system_is_delivered_in_its_format_and_its_events_come_back() {
+    let soap = Mock::start(true, Mode::Ok).await;
+    let rest = Mock::start(false, Mode::Ok).await;
+    let dir = config_for(&soap, &rest);
+    let hub = Hub::start(dir.path()).await;
+    let client = client();
+    let base = hub.base.as_str();
+
+    let scjg_id = submit(&client, base, &scjg_application(), SCJG).await;
+    let rst_id = submit(&client, base, &rst_application(), RST).await;
+    assert_ne!(scjg_id, EXAMPLE_ID, "the hub assigns ids");
+    let ids = [scjg_id.clone(), rst_id.clone()];
+    all_in_state(&client, base, &ids, "delivered").await;
+    for (id, system) in [(&scjg_id, SCJG), (&rst_id, RST)] {
+        let app = application(&client, base, id).await;
+        assert_eq!(app["system"], system, "{app:#}");
+        let deliveries = app["deliveries"].as_array().unwrap();
+        assert_eq!(deliveries.len(), 1, "{app:#}");
+        assert_eq!(deliveries[0]["status"], "delivered", "{app:#}");
+        assert_eq!(deliveries[0]["attempts"], 1, "{app:#}");
+        let log = deliveries[0]["attempt_log"].as_array().unwrap();
+        assert_eq!(log.len(), 1, "{app:#}");
+        assert_eq!(log[0]["outcome"], "delivered", "{app:#}");
+        assert_eq!(log[0]["status"], 200, "{app:#}");
+    }
+
+    // SOAP 1.1 in GB18030, with the action, the idempotency key in the HTTP and SOAP headers.
+    let got = soap.receptions();
+    assert_eq!(got.len(), 1, "one attempt, one reception");
+    let r = &got[0];
+    assert_eq!(r.key.as_deref(), Some(scjg_id.as_str()));
+    assert_eq!(header(r, "soapaction"), format!("\"{SCJG_ACTION}\""));
+    assert!(
+        header(r, "content-type").eq_ignore_ascii_case("text/xml; charset=GB18030"),
+        "{}",
+        header(r, "content-type")
+    );
+    assert!(
+        std::str::from_utf8(&r.body).is_err(),
+        "Chinese text in GB18030 is not UTF-8"
+    );
+    let (xml, had_errors) = encoding_rs::GB18030.decode_without_bom_handling(&r.body);
+    assert!(!had_errors, "the body is GB18030");
+    assert!(
+        xml.contains(SOAP11_ENVELOPE_NS),
+        "a SOAP 1.1 envelope: {xml}"
+    );
+    assert!(xml.contains("Envelope") && xml.contains("Body"), "{xml}");
+    assert!(xml.contains(":提交申请"), "the payload root: {xml}");
+    assert!(
+        xml.contains(&format!("申请编号>{scjg_id}<")),
+        "the application id: {xml}"
+    );
+    assert!(
+        xml.contains("IdempotencyKey") && xml.contains("urn:tongban:hub:2026"),
+        "the SOAP header entry: {xml}"
+    );
+    assert!(
+        xml.contains(&format!(">{scjg_id}</")),
+        "the idempotency key is the application id: {xml}"
+    );
+
+    // Flat JSON in a {"data": …} envelope.
+    let got = rest.receptions();
+    assert_eq!(got.len(), 1, "one attempt, one reception");
+    let r = &got[0];
+    assert_eq!(r.key.as_deref(), Some(rst_id.as_str()));
+    assert!(
+        header(r, "content-type").starts_with("application/json"),
+        "{}",
+        header(r, "content-type")
+    );
+    assert_eq!(header(r, "x-caller"), "tongban");
+    let doc: Value = serde_json::from_slice(&r.body).unwrap();
+    let data = doc["data"].as_object().unwrap_or_else(|| panic!("{doc:#}"));
+    assert_eq!(data["SQBH"], rst_id.as_str(), "{doc:#}");
+    assert_eq!(data["SXBM"], "11210000001756420G2000113031000", "{doc:#}");
+
+    // The 市场监管 system posts its case steps back in its own XML.
+    let post_event = |name: &'static str| {
+        let client = client.clone();
+        let scjg_id = scjg_id.clone();
+        async move {
+            let text = std::fs::read_to_string(
+                common::repo().join(format!("mappings/tests/scjg-food-event/{name}.legacy.xml")),
+            )
+            .unwrap();
+            assert!(text.contains(EXAMPLE_ID));
+            let response = client
+                .post(format!("{base}/api/v1/systems/{SCJG}/events"))
+                .header("content-type", "text/xml; charset=utf-8")
+                .body(text.replace(EXAMPLE_ID, &scjg_id))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    for name in ["accept", "decision", "complete"] {
+        let (status, answer) = post_event(name).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{name}: {answer:#}");
+        assert_eq!(answer["received"], "new", "{name}: {answer:#}");
+    }
+    let app = application(&client, base, &scjg_id).await;
+    assert_eq!(app["state"], "completed", "{app:#}");
+    let events = app["events"].as_array().unwrap();
+    assert_eq!(events.len(), 3, "{app:#}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["application_id"] == scjg_id.as_str())
+    );
+    assert!(
+        events.iter().any(|e| e["node"]["name"] == "办结"),
+        "{app:#}"
+    );
+
+    let (status, answer) = post_event("accept").await;
+    assert_eq!(status, StatusCode::OK, "{answer:#}");
+    assert_eq!(answer["received"], "duplicate", "{answer:#}");
+    let app = application(&client, base, &scjg_id).await;
+    assert_eq!(app["events"].as_array().unwrap().len(), 3, "{app:#}");
+    assert_eq!(app["state"], "completed", "{app:#}");
+
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_safety_every_accepted_application_is_delivered_once_per_idempotency_key() {
+    const TOTAL: usize = 300;
+    const KILL_AFTER: usize = 100;
+    let soap = Mock::start(true, Mode::Ok).await;
+    let rest = Mock::start(false, Mode::Slow(5)).await;
+    let dir = config_for(&soap, &rest);
+    let client = client();
+    let body = rst_application();
+
+    // Submissions, 8 at a time, each with an Idempotency-Key of its own, as the platform sends
+    // them. After KILL_AFTER accepted, SIGKILL the hub mid-flight.
+    let mut first = Process::start(dir.path()).await;
+    let killed = AtomicBool::new(false);
+    let mut accepted: BTreeMap<usize, String> = BTreeMap::new();
+    {
+        let (client, body, killed, base) = (&client, &body, &killed, first.base.clone());
+        let mut answers = futures_util::stream::iter(0..TOTAL)
+            .map(|i| {
+                let base = base.clone();
+                async move {
+                    if killed.load(Ordering::SeqCst) {
+                        return (i, None);
+                    }
+                    let response = client
+                        .post(format!("{base}/api/v1/applications"))
+                        .header("authorization", format!("Bearer {TOKEN}"))
+                        .header("idempotency-key", format!("crash-{i}"))
+                        .json(body)
+                        .send()
+                        .await;
+                    let id = match response {
+                        Ok(r) if r.status() == StatusCode::ACCEPTED => r
+                            .json::<Value>()
+                            .await
+                            .ok()
+                            .and_then(|v| v["id"].as_str().map(str::to_string)),
+                        _ => None,
+                    };
+                    (i, id)
+                }
+            })
+            .buffer_unordered(8);
+        while let Some((i, id)) = answers.next().await {
+            if let Some(id) = id {
+                accepted.insert(i, id);
+                if accepted.len() == KILL_AFTER {
+                    killed.store(true, Ordering::SeqCst);
+                    first.kill();
+                }
+            }
+        }
+    }
+    assert!(
+        killed.load(Ordering::SeqCst),
+        "the hub was killed after {KILL_AFTER} acceptances"
+    );
+    let accepted_before_crash = accepted.len();
+    let delivered_before_crash = rest.distinct_keys().len();
+    drop(first);
+
+    // The same store and configuration again; the platform retries what it got no 202 for,
+    // with the same Idempotency-Key.
+    let restarted_at = tongban::clock::now_millis();
+    let second = Process::start(dir.path()).await;
+    let mut replayed = 0;
+    let unanswered: Vec<usize> = (0..TOTAL).filter(|i| !accepted.contains_key(i)).collect();
+    for i in unanswered {
+        let (status, _, answer) = post_application(
+            &client,
+            &second.base,
+            &body,
+            Some(&format!("crash-{i}")),
+            Some(TOKEN),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer:#}");
+        let id = answer["id"].as_str().unwrap().to_string();
+        let accepted_at =
+            chrono::DateTime::parse_from_rfc3339(answer["accepted_at"].as_str().unwrap())
+                .unwrap()
+                .timestamp_millis();
+        if accepted_at < restarted_at {
+            // Committed before the crash, its 202 lost with the process: the same id again.
+            replayed += 1;
+        }
+        accepted.insert(i, id);
+    }
+    let ids: BTreeSet<String> = accepted.values().cloned().collect();
+    assert_eq!(ids.len(), TOTAL, "one application per idempotency key");
+
+    let wanted = ids.clone();
+    let rest_ref = &rest;
+    eventually("the system to have every accepted application", || {
+        let wanted = wanted.clone();
+        async move {
+            let keys = rest_ref.distinct_keys();
+            let missing = wanted.difference(&keys).count();
+            if missing == 0 {
+                Ok(())
+            } else {
+                Err(format!("{missing} of {} not received yet", wanted.len()))
+            }
+        }
+    })
+    .await;
+    let keys = rest.distinct_keys();
+    assert!(keys.is_superset(&ids), "nothing accepted is lost");
+    assert_eq!(
+        keys, ids,
+        "every application the system got was acknowledged to the platform under its key"
+    );
+    let id_list: Vec<String> = ids.iter().cloned().collect();
+    all_in_state(&client, &second.base, &id_list, "delivered").await;
+
+    let receptions = rest.count();
+    let taken_back: i64 = second
+        .log_lines_with("took back deliveries claimed before a restart")
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["fields"]["released"].as_i64())
+        .sum();
+    eprintln!(
+        "crash test: SIGKILL after {accepted_before_crash} acceptances, when the system had received \
+         {delivered_before_crash}; {taken_back} claim(s) taken back at restart; {replayed} answer(s) \
+         lost in the crash replayed by key; {TOTAL} accepted in all; {receptions} receptions of {} \
+         distinct keys: {} redelivered (at least once)",
+        keys.len(),
+        receptions - keys.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_system_that_is_down_then_hangs_then_fails_receives_everything_once_it_recovers() {
+    let soap = Mock::start(true, Mode::Ok).await;
+    let rest = Mock::start_refusing(false, Mode::Hang).await;
+    let dir = config_for(&soap, &rest);
+    let hub = Hub::start(dir.path()).await;
+    let client = client();
+    let base = hub.base.as_str();
+
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(submit(&client, base, &rst_application(), RST).await);
+    }
+
+    // Down: connections refused.
+    let refused = a_retry_where(&client, base, &ids, "a refused connection", |a| {
+        detail(a).contains("cannot connect")
+    })
+    .await;
+    assert!(refused["status"].is_null(), "{refused:#}");
+
+    // Up, but hanging past the hub's timeout.
+    rest.come_back().await;
+    eventually("the hanging system to be tried", || async {
+        match rest.count_in(Mode::Hang) {
+            0 => Err("nothing yet".to_string()),
+            n => Ok(n),
+        }
+    })
+    .await;
+    let timed_out = a_retry_where(&client, base, &ids, "a timeout", |a| {
+        detail(a).contains("no answer")
+    })
+    .await;
+    assert!(detail(&timed_out).contains("1000 ms"), "{timed_out:#}");
+
+    // Answering 500.
+    rest.set_mode(Mode::Fail500);
+    eventually("the failing system to be tried", || async {
+        match rest.count_in(Mode::Fail500) {
+            0 => Err("nothing yet".to_string()),
+            n => Ok(n),
+        }
+    })
+    .await;
+    let failed = a_retry_where(&client, base, &ids, "an HTTP 500", |a| a["status"] == 500).await;
+    assert!(detail(&failed).contains("500"), "{failed:#}");
+
+    // Recovered: everything arrives, each application under its own key.
+    rest.set_mode(Mode::Ok);
+    all_in_state(&client, base, &ids, "delivered").await;
+    let expected: BTreeSet<String> = ids.iter().cloned().collect();
+    assert_eq!(rest.distinct_keys(), expected);
+    assert!(rest.count_in(Mode::Ok) >= ids.len());
+    let log = attempt_logs(&client, base, &ids).await;
+    assert_eq!(
+        log.iter().filter(|a| a["outcome"] == "delivered").count(),
+        ids.len(),
+        "one successful attempt each: {log:?}"
+    );
+    assert!(log.iter().all(|a| a["outcome"] != "dead"), "{log:?}");
+    let (_, letters) = get_json(&client, &format!("{base}/api/v1/dead-letters?system={RST}")).await;
+    assert_eq!(letters["dead_letters"], json!([]), "{letters:#}");
+
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_refusals_fill_dead_letters_and_replay_delivers_them() {
+    let soap = Mock::start(true, Mode::SoapClientFault).await;
+    let rest = Mock::start(false, Mode::Fail400).await;
+    let dir = config_for(&soap, &rest);
+    let hub = Hub::start(dir.path()).await;
+    let client = client();
+    let base = hub.base.as_str();
+
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(submit(&client, base, &scjg_application(), SCJG).await);
+    }
+    let rst_id = submit(&client, base, &rst_application(), RST).await;
+
+    let letters_of = |system: &'static str| {
+        let client = client.clone();
+        async move {
+            let (status, body) = get_json(
+                &client,
+                &format!("{base}/api/v1/dead-letters?system={system}"),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{body:#}");
+            body["dead_letters"].as_array().unwrap().clone()
+        }
+    };
+    let letters = eventually("five SOAP dead letters and one REST one", || async {
+        let scjg = letters_of(SCJG).await;
+        let rst = letters_of(RST).await;
+        if scjg.len() == 5 && rst.len() == 1 {
+            Ok((scjg, rst))
+        } else {
+            Err(format!("{scjg:?} / {rst:?}"))
+        }
+    })
+    .await;
+    let (scjg_letters, rst_letters) = letters;
+    let lettered: BTreeSet<String> = scjg_letters
+        .iter()
+        .map(|l| l["application_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(lettered, ids.iter().cloned().collect::<BTreeSet<_>>());
+    for letter in &scjg_letters {
+        assert_eq!(letter["system"], SCJG, "{letter:#}");
+        assert_eq!(letter["status"], "dead", "{letter:#}");
+        assert_eq!(
+            letter["attempts"], 1,
+            "a permanent refusal is not retried: {letter:#}"
+        );
+        let reason = letter["last_error"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains("soap:Client") && reason.contains(FAULT_REASON),
+            "{letter:#}"
+        );
+    }
+    assert_eq!(rst_letters[0]["application_id"], rst_id.as_str());
+    assert!(
+        rst_letters[0]["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("400"),
+        "{rst_letters:#?}"
+    );
+    for id in &ids {
+        let app = application(&client, base, id).await;
+        assert_eq!(app["state"], "undeliverable", "{app:#}");
+        let log = app["deliveries"][0]["attempt_log"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert_eq!(log.len(), 1, "{app:#}");
+        assert_eq!(log[0]["outcome"], "dead", "{app:#}");
+        assert_eq!(log[0]["status"], 500, "{app:#}");
+    }
+    assert_eq!(soap.count(), 5, "nothing is sent again on its own");
+
+    // The system is fixed; an operator replays the dead letters.
+    soap.set_mode(Mode::Ok);
+    rest.set_mode(Mode::Ok);
+    for letter in scjg_letters.iter().chain(&rst_letters) {
+        let id = letter["id"].as_str().unwrap();
+        let response = client
+            .post(format!("{base}/api/v1/dead-letters/{id}/replay"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let replayed: Value = response.json().await.unwrap();
+        assert_eq!(replayed["status"], "pending", "{replayed:#}");
+    }
+    let mut all = ids.clone();
+    all.push(rst_id.clone());
+    all_in_state(&client, base, &all, "delivered").await;
+    assert!(letters_of(SCJG).await.is_empty());
+    assert!(letters_of(RST).await.is_empty());
+    assert_eq!(
+        soap.distinct_keys(),
+        ids.iter().cloned().collect::<BTreeSet<_>>()
+    );
+    assert_eq!(
+        soap.count_in(Mode::Ok),
+        5,
+        "each replayed once, delivered once"
+    );
+    for id in &ids {
+        let app = application(&client, base, id).await;
+        let log = app["deliveries"][0]["attempt_log"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let outcomes: Vec<&str> = log.iter().map(|a| a["outcome"].as_str().unwrap()).collect();
+        assert_eq!(outcomes, ["dead", "delivered"], "{app:#}");
+    }
+
+    // Replaying what is not (or no longer) a dead letter.
+    for id in [
+        "TB-00000000000-0000000000~1".to_string(),
+        format!("{}~1", ids[0]),
+    ] {
+        let response = client
+            .post(format!("{base}/api/v1/dead-letters/{id}/replay"))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, StatusCode::NOT_FOUND, "{id}: {body:#}");
+        assert_problem(&headers, &body, StatusCode::NOT_FOUND);
+    }
+    assert_eq!(
+        soap.count(),
+        10,
+        "a replay of a delivered message sends nothing"
+    );
+
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_system_does_not_delay_another_systems_deliveries() {
+    let soap = Mock::start(true, Mode::Slow(3000)).await;
+    let rest = Mock::start(false, Mode::Ok).await;
+    let dir = config_for(&soap, &rest);
+    set_adapter_key(dir.path(), SCJG, "concurrency", "1");
+    set_adapter_key(dir.path(), SCJG, "timeout_ms", "10000");
+    let hub = Hub::start(dir.path()).await;
+    let client = client();
+    let base = hub.base.as_str();
+
+    let mut scjg = Vec::new();
+    for _ in 0..10 {
+        scjg.push(submit(&client, base, &scjg_application(), SCJG).await);
+    }
+    let mut rst = Vec::new();
+    for _ in 0..10 {
+        rst.push(submit(&client, base, &rst_application(), RST).await);
+    }
+
+    all_in_state(&client, base, &rst, "delivered").await;
+    let slow_lane = states(&client, base, &scjg).await;
+    let delivered = slow_lane.values().filter(|s| *s == "delivered").count();
+    assert!(
+        delivered < scjg.len(),
+        "the fast system's ten were all delivered while the slow one was still working: {:?}",
+        tally(&slow_lane)
+    );
+    assert!(
+        slow_lane
+            .values()
+            .all(|s| s == "accepted" || s == "delivered"),
+        "{slow_lane:?}"
+    );
+    // The slow lane is working, one message at a time as configured.
+    eventually("the slow system to be sent something", || async {
+        match soap.count() {
+            0 => Err("nothing yet".to_string()),
+            n => Ok(n),
+        }
+    })
+    .await;
+    assert_eq!(soap.max_inflight(), 1, "concurrency = 1");
+    assert_eq!(rest.distinct_keys().len(), 10);
+
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_that_fails_validation_lists_every_problem() {
+    let soap = Mock::start(true, Mode::Ok).await;
+    let rest = Mock::start(false, Mode::Ok).await;
+    let dir = config_for(&soap, &rest);
+    let hub = Hub::start(dir.path()).await;
+    let client = client();
+    let base = hub.base.as_str();
+
+    // Four problems at once.
+    let mut bad = scjg_application();
+    bad["item"]["name"] = json!("食品经营许可证");
+    bad["item"]["version"] = json!(2);
+    bad["materials"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|m| m["id"] != "business_license");
+    bad["applicant"]["legal_representative"]["id_number"] = json!("210102198503120034");
+    let (status, headers, problem) = post_application(&client, base, &bad, None, Some(TOKEN)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem:#}");
+    assert_problem(&headers, &problem, StatusCode::BAD_REQUEST);
+    let errors = problem["errors"].as_array().unwrap();
+    let pointers: BTreeSet<&str> = errors
+        .iter()
+        .filter_map(|e| e["pointer"].as_str())
+        .collect();
+    for pointer in [
+        "/item/name",
+        "/item/version",
+        "/materials",
+        "/applicant/legal_representative/id_number",
+    ] {
+        assert!(pointers.contains(pointer), "{pointer} missing: {problem:#}");
+    }
+    assert!(
+        errors.iter().any(|e| e["pointer"] == "/materials"
+            && e["message"].as_str().unwrap().contains("business_license")),
+        "{problem:#}"
+    );
+
+    // Who may submit.
+    let good = scjg_application();
+    let (status, headers, problem) = post_application(&client, base, &good, None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem:#}");
+    assert_problem(&headers, &problem, StatusCode::UNAUTHORIZED);
+    let (status, headers, problem) =
+        post_application(&client, base, &good, None, Some("not-the-platform")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem:#}");
+    assert_problem(&headers, &problem, StatusCode::UNAUTHORIZED);
+
+    // A valid application for an item no connected system handles.
+    let config = Config::load(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let item = common::example_items()
+        .into_iter()
+        .find(|i| {
+            i["status"] == "active"
+                && tongban::routing::route(&config, i["code"].as_str().unwrap(), Some("210102"))
+                    .is_none()
+                && i["department"]["uscc"] != "11210100MB1529370K"
+        })
+        .expect("an item of another department");
+    let mut orphan = scjg_application();
+    orphan["item"] = json!({
+        "code": item["code"],
+        "version": 1,
+        "name": item["name"],
+        "type": item["type"],
+    });
+    orphan["materials"] = Value::Array(
+        item["materials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["required"] == true)
+            .map(|m| {
+                json!({
+                    "id": m["id"],
+                    "name": m["name"],
+                    "trust_level": "C",
+                    "digest": {
+                        "algorithm": "sha256",
+                        "value": "7295b0cfec33d0e1e14c1ddbdd4a098b6fcf96dc3c35607372597ce15bc766ac"
+                    }
+                })
+            })
+            .collect(),
+    );
+    let (status, headers, problem) =
+        post_application(&client, base, &orphan, None, Some(TOKEN)).await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{} {problem:#}",
+        item["code"]
+    );
+    assert_problem(&headers, &problem, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Idempotency: the same key with another body is refused, with the same body it is the
+    // first answer again.
+    let (status, headers, first) =
+        post_application(&client, base, &good, Some("platform-req-0001"), Some(TOKEN)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first:#}");
+    let id = first["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        headers.get(header::LOCATION).unwrap().to_str().unwrap(),
+        format!("/api/v1/applications/{id}")
+    );
+    let mut other = good.clone();
+    other["contact"]["phone"] = json!("13900000000");
+    let (status, headers, problem) = post_application(
+        &client,
+        base,
+        &other,
+        Some("platform-req-0001"),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem:#}");
+    assert_problem(&headers, &problem, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _, again) =
+        post_application(&client, base, &good, Some("platform-req-0001"), Some(TOKEN)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{again:#}");
+    assert_eq!(again["id"], id.as_str(), "{again:#}");
+
+    // Only the accepted application reaches the system, once.
+    all_in_state(&client, base, std::slice::from_ref(&id), "delivered").await;
+    assert_eq!(soap.distinct_keys(), BTreeSet::from([id.clone()]));
+    assert_eq!(soap.count(), 1);
+    assert_eq!(rest.count(), 0);
+
+    hub.stop().await;
+}

@@ -22,11 +22,7 @@ use systems::{Mode, ga};
 #[command(about = "Simulated dl-ga-hukou: XML over AMQP in and out")]
 struct Args {
     /// The broker.
-    #[arg(
-        long,
-        env = "TONGBAN_AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
-    )]
+    #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
     amqp: String,
     /// ok, fail500, fail400, hang, garbage, down or slow:<ms> (see the systems module).
     #[arg(long, default_value = "ok")]
@@ -87,7 +83,10 @@ async fn main() -> anyhow::Result<()> {
         .control_addr
         .map(|a| a.to_string())
         .unwrap_or_default();
-    println!("dl-ga-hukou (simulated) is up on {}", ga::redact(&args.amqp));
+    println!(
+        "dl-ga-hukou (simulated) is up on {}",
+        ga::redact(&args.amqp)
+    );
     println!(
         "  applications  exchange {exchange}, routing key {routing_key} → queue {}",
         system.apply_queue
@@ -104,14 +103,31 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "  control API   POST http://{control}/control/mode {{\"mode\":\"…\"}}, GET http://{control}/control/stats"
     );
-    println!("  Ctrl-C stops.");
-    tokio::signal::ctrl_c().await?;
+    println!("  Ctrl-C or SIGTERM stops.");
+    shutdown_signal().await;
     println!(
         "stopping; stats: {}",
         serde_json::to_string(&system.stats()).unwrap_or_default()
     );
     system.shutdown().await;
     Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        #[cfg(unix)]
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+            return;
+        }
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
 }
 
 fn init_logging() {

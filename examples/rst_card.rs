@@ -73,14 +73,8 @@ async fn main() -> anyhow::Result<()> {
         "  apply     POST {}  (application/json, Idempotency-Key required)",
         system.url(rst::APPLY_PATH)
     );
-    println!(
-        "  events    GET  {}?after=N",
-        system.url(rst::EVENTS_PATH)
-    );
-    println!(
-        "  results   GET  {}?after=N",
-        system.url(rst::RESULTS_PATH)
-    );
+    println!("  events    GET  {}?after=N", system.url(rst::EVENTS_PATH));
+    println!("  results   GET  {}?after=N", system.url(rst::RESULTS_PATH));
     println!(
         "  mode      {}, a step every {} ms",
         args.mode, args.step_delay_ms
@@ -88,13 +82,30 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "  control   POST http://{control}/control/mode {{\"mode\":\"…\"}}, GET http://{control}/control/stats"
     );
-    println!("  (also on the main port while it is up). Ctrl-C stops.");
-    tokio::signal::ctrl_c().await?;
+    println!("  (also on the main port while it is up). Ctrl-C or SIGTERM stops.");
+    shutdown_signal().await;
     println!(
         "stopping; stats: {}",
         serde_json::to_string(&system.stats()).unwrap_or_default()
     );
     Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        #[cfg(unix)]
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+            return;
+        }
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
 }
 
 fn init_logging() {

@@ -77,16 +77,42 @@ async fn main() -> anyhow::Result<()> {
         "  SOAP 1.1 endpoint  POST {}  (text/xml, SOAPAction required)",
         system.url(scjg::APPLY_PATH)
     );
-    println!("  reports to         {}/api/v1/systems/{}/events and /results", args.hub.trim_end_matches('/'), scjg::SYSTEM);
-    println!("  mode               {}, a step every {} ms", args.mode, args.step_delay_ms);
-    println!("  control API        POST http://{control}/control/mode {{\"mode\":\"…\"}}, GET http://{control}/control/stats");
-    println!("  (also on the main port while it is up). Ctrl-C stops.");
-    tokio::signal::ctrl_c().await?;
+    println!(
+        "  reports to         {}/api/v1/systems/{}/events and /results",
+        args.hub.trim_end_matches('/'),
+        scjg::SYSTEM
+    );
+    println!(
+        "  mode               {}, a step every {} ms",
+        args.mode, args.step_delay_ms
+    );
+    println!(
+        "  control API        POST http://{control}/control/mode {{\"mode\":\"…\"}}, GET http://{control}/control/stats"
+    );
+    println!("  (also on the main port while it is up). Ctrl-C or SIGTERM stops.");
+    shutdown_signal().await;
     println!(
         "stopping; stats: {}",
         serde_json::to_string(&system.stats()).unwrap_or_default()
     );
     Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        #[cfg(unix)]
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+            return;
+        }
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
 }
 
 fn init_logging() {

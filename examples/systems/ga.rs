@@ -156,8 +156,8 @@ struct Ga {
 /// reachable at …" when there is none, so a caller can report the system as skipped.
 pub async fn start(settings: GaSettings) -> anyhow::Result<GaHandle> {
     let where_ = redact(&settings.amqp_url);
-    let properties = ConnectionProperties::default()
-        .with_connection_name("tongban-example/dl-ga-hukou".into());
+    let properties =
+        ConnectionProperties::default().with_connection_name("tongban-example/dl-ga-hukou".into());
     let connection = match tokio::time::timeout(
         settings.connect_timeout,
         Connection::connect(&settings.amqp_url, properties),
@@ -368,7 +368,10 @@ impl Ga {
             }
             Mode::Fail500 | Mode::SoapServerFault | Mode::Down => {
                 tokio::time::sleep(FAIL_PAUSE).await;
-                tracing::info!(system = SYSTEM, "failing: message handed back to the broker");
+                tracing::info!(
+                    system = SYSTEM,
+                    "failing: message handed back to the broker"
+                );
                 let _ = delivery.nack(requeue()).await;
             }
             Mode::Fail400 | Mode::Garbage => {
@@ -388,7 +391,10 @@ impl Ga {
     async fn take(&self, delivery: Delivery) {
         let refuse = |reason: &str| {
             self.control.record_rejected();
-            tracing::warn!(system = SYSTEM, "refused an application, dropping it: {reason}");
+            tracing::warn!(
+                system = SYSTEM,
+                "refused an application, dropping it: {reason}"
+            );
         };
         let application = match self.application.to_canonical(&delivery.data) {
             Ok(application) => application,
@@ -482,7 +488,11 @@ impl Publisher {
         };
         let application = canonical["application_id"].as_str().unwrap_or("");
         let Some(queue) = queue else {
-            tracing::info!(system = SYSTEM, application, "result issued; no results queue, not published");
+            tracing::info!(
+                system = SYSTEM,
+                application,
+                "result issued; no results queue, not published"
+            );
             return;
         };
         let body = match mapping.to_legacy(canonical) {
@@ -493,7 +503,11 @@ impl Publisher {
                     system = SYSTEM,
                     application,
                     "cannot write a report in the system's format: {}",
-                    errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+                    errors
+                        .iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 );
                 return;
             }
@@ -509,11 +523,20 @@ impl Publisher {
                         Report::Event(_) => self.control.record_event_reported(),
                         Report::Result(_) => self.control.record_result_reported(),
                     }
-                    tracing::info!(system = SYSTEM, application, "published {message_id} to {queue}");
+                    tracing::info!(
+                        system = SYSTEM,
+                        application,
+                        "published {message_id} to {queue}"
+                    );
                     return;
                 }
                 Err(e) => {
-                    tracing::warn!(system = SYSTEM, application, attempt, "cannot publish to {queue}: {e}");
+                    tracing::warn!(
+                        system = SYSTEM,
+                        application,
+                        attempt,
+                        "cannot publish to {queue}: {e}"
+                    );
                     tokio::time::sleep(backoff).await;
                     backoff *= 2;
                 }

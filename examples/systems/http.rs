@@ -2,12 +2,13 @@
 //! and comes back on the same port, the control server, request helpers, random garbage, and
 //! posting to the hub with retries.
 
-use super::control::{Control, Mode};
 use super::Tasks;
+use super::control::{Control, Mode};
 use axum::Router;
 use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
 use axum::serve::Listener;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -82,14 +83,7 @@ impl Listener for SwitchableListener {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
-                        return (
-                            CutOnDown {
-                                stream,
-                                epoch: self.control.down_epoch(),
-                                control: self.control.clone(),
-                            },
-                            peer,
-                        );
+                        return (CutOnDown::new(stream, self.control.clone()), peer);
                     }
                     Err(e) => {
                         tracing::warn!("accept failed: {e}");
@@ -106,19 +100,41 @@ impl Listener for SwitchableListener {
     }
 }
 
-/// A connection that fails on its next read or write once the system has gone `down` since it
-/// was accepted, so a kept-alive connection does not outlive the "outage".
+/// A connection that is cut when the system goes `down` after it was accepted: an idle
+/// kept-alive connection is closed at once, a busy one fails on its next read or write, so no
+/// connection outlives the "outage".
 pub struct CutOnDown {
     stream: TcpStream,
     epoch: u64,
     control: Control,
+    /// Completes when the mode becomes `down`.
+    down: Pin<Box<dyn Future<Output = ()> + Send>>,
+    cut: bool,
 }
 
 impl CutOnDown {
-    fn cut(&self) -> Option<io::Error> {
-        (self.control.down_epoch() != self.epoch).then(|| {
-            io::Error::new(io::ErrorKind::ConnectionReset, "the system went down")
-        })
+    fn new(stream: TcpStream, control: Control) -> CutOnDown {
+        let mut mode = control.watch_mode();
+        CutOnDown {
+            stream,
+            epoch: control.down_epoch(),
+            down: Box::pin(async move {
+                let _ = mode.wait_for(|m| *m == Mode::Down).await;
+            }),
+            control,
+            cut: false,
+        }
+    }
+
+    /// Whether the connection is cut, registering `cx` to be woken when it is.
+    fn check(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
+        if !self.cut
+            && (self.control.down_epoch() != self.epoch || self.down.as_mut().poll(cx).is_ready())
+        {
+            self.cut = true;
+        }
+        self.cut
+            .then(|| io::Error::new(io::ErrorKind::ConnectionReset, "the system went down"))
     }
 }
 
@@ -128,7 +144,7 @@ impl AsyncRead for CutOnDown {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if let Some(e) = self.cut() {
+        if let Some(e) = self.check(cx) {
             return Poll::Ready(Err(e));
         }
         Pin::new(&mut self.stream).poll_read(cx, buf)
@@ -141,7 +157,7 @@ impl AsyncWrite for CutOnDown {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if let Some(e) = self.cut() {
+        if let Some(e) = self.check(cx) {
             return Poll::Ready(Err(e));
         }
         Pin::new(&mut self.stream).poll_write(cx, buf)

@@ -53,9 +53,12 @@ pub fn repo_dir() -> PathBuf {
 
 /// The hub's configuration in `dir`, compiled.
 pub fn load_config(dir: &Path) -> anyhow::Result<Arc<Config>> {
-    Config::load(dir)
-        .map(Arc::new)
-        .map_err(|e| anyhow::anyhow!("the configuration in {} does not compile: {e}", dir.display()))
+    Config::load(dir).map(Arc::new).map_err(|e| {
+        anyhow::anyhow!(
+            "the configuration in {} does not compile: {e}",
+            dir.display()
+        )
+    })
 }
 
 /// The address a REST or SOAP adapter's outbound URL names, for a system to listen on.

@@ -159,7 +159,10 @@ pub async fn start(settings: RstSettings) -> anyhow::Result<SystemHandle> {
         &tasks,
     )
     .await?;
-    tracing::info!(system = SYSTEM, "listening on http://{local_addr}{APPLY_PATH}");
+    tracing::info!(
+        system = SYSTEM,
+        "listening on http://{local_addr}{APPLY_PATH}"
+    );
     Ok(SystemHandle {
         local_addr,
         control_addr,
@@ -261,7 +264,10 @@ impl Rst {
         }
         match self.control.admit(&key, &application_id) {
             Admission::Conflict => {
-                tracing::warn!(system = SYSTEM, "refused an application: idempotency key reused");
+                tracing::warn!(
+                    system = SYSTEM,
+                    "refused an application: idempotency key reused"
+                );
                 return answer(StatusCode::CONFLICT, 1003, "幂等键已用于其他申请");
             }
             Admission::Duplicate => tracing::info!(
@@ -379,7 +385,11 @@ impl Recorder {
             }
             Err(e) => {
                 self.control.record_report_failure();
-                tracing::error!(system = SYSTEM, application, "cannot write a report in the system's format: {e}");
+                tracing::error!(
+                    system = SYSTEM,
+                    application,
+                    "cannot write a report in the system's format: {e}"
+                );
             }
         }
     }
@@ -464,7 +474,14 @@ fn issue(application: &Value, issued: DateTime<FixedOffset>) -> Option<Value> {
                     "monthly_amount_yuan": 1845.5,
                     "benefit_start_month": start.format("%Y-%m").to_string(),
                 });
-                ("111000000000190374027", "失业保险金核定通知", number, start, None, data)
+                (
+                    "111000000000190374027",
+                    "失业保险金核定通知",
+                    number,
+                    start,
+                    None,
+                    data,
+                )
             }
             _ => return None,
         };

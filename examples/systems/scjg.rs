@@ -158,7 +158,10 @@ pub async fn start(settings: ScjgSettings) -> anyhow::Result<SystemHandle> {
         &tasks,
     )
     .await?;
-    tracing::info!(system = SYSTEM, "listening on http://{local_addr}{APPLY_PATH}");
+    tracing::info!(
+        system = SYSTEM,
+        "listening on http://{local_addr}{APPLY_PATH}"
+    );
     Ok(SystemHandle {
         local_addr,
         control_addr,
@@ -269,12 +272,17 @@ impl Scjg {
                 "Idempotency-Key 请求头与 SOAP 头 IdempotencyKey 不一致".into(),
             );
         }
-        let key = http_key.or(soap_key).unwrap_or_else(|| application_id.clone());
+        let key = http_key
+            .or(soap_key)
+            .unwrap_or_else(|| application_id.clone());
         let admission = self.control.admit(&key, &application_id);
         let applicant = mask_id(walk::text_at(&application, "/applicant/id_number").unwrap_or(""));
         match admission {
             Admission::Conflict => {
-                tracing::warn!(system = SYSTEM, "refused an application: idempotency key reused");
+                tracing::warn!(
+                    system = SYSTEM,
+                    "refused an application: idempotency key reused"
+                );
                 return fault(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "soap:Client",
@@ -333,7 +341,11 @@ impl Scjg {
 pub fn receipt(application_id: &str, repeated: bool) -> Vec<u8> {
     let now = walk::now();
     let id = escape(application_id);
-    let case_no = format!("SYSCJG-SP-{}-{:06}", now.format("%Y"), fresh_number() % 1_000_000);
+    let case_no = format!(
+        "SYSCJG-SP-{}-{:06}",
+        now.format("%Y"),
+        fresh_number() % 1_000_000
+    );
     let status = if repeated {
         "重复提交，已接收"
     } else {
@@ -411,7 +423,10 @@ impl Reporter {
                 v["license"]["number"].as_str().unwrap_or("")
             ),
         };
-        let application = canonical["application_id"].as_str().unwrap_or("").to_string();
+        let application = canonical["application_id"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         let body = match mapping.to_legacy(canonical) {
             Ok(body) => body,
             Err(errors) => {
@@ -419,7 +434,11 @@ impl Reporter {
                 tracing::error!(
                     system = SYSTEM,
                     "cannot write {what} in the system's format: {}",
-                    errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+                    errors
+                        .iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 );
                 return;
             }
@@ -429,8 +448,14 @@ impl Reporter {
             return;
         };
         let url = format!("{hub}/api/v1/systems/{SYSTEM}/{kind}");
-        match http::post_with_retry(&self.client, &url, &mapping.content_type(), body, self.retry)
-            .await
+        match http::post_with_retry(
+            &self.client,
+            &url,
+            &mapping.content_type(),
+            body,
+            self.retry,
+        )
+        .await
         {
             Ok(status) => {
                 match report {

@@ -1,5 +1,6 @@
-//! Reading request input defensively: JSON bodies (content type, size limit, syntax) and query
-//! strings (unknown or malformed parameters), each turned into problem+json on failure.
+//! Reading request input defensively: JSON bodies (content type, size limit, syntax), raw bodies
+//! in a system's own format (size limit), and query strings (unknown or malformed parameters),
+//! each turned into problem+json on failure.
 
 use super::AppState;
 use super::problem::{ApiError, ProblemEntry};
@@ -28,42 +29,46 @@ impl FromRequest<AppState> for JsonBody {
         if !is_json {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let limit = state.body_limit;
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > limit) {
-            return Err(ApiError::PayloadTooLarge { limit });
-        }
-        let bytes = axum::body::to_bytes(req.into_body(), limit)
-            .await
-            .map_err(|e| {
-                if is_length_limit(&e) {
-                    ApiError::PayloadTooLarge { limit }
-                } else {
-                    ApiError::MalformedJson(Box::new(ProblemEntry {
-                        pointer: Some(String::new()),
-                        parameter: None,
-                        header: None,
-                        field: None,
-                        path: None,
-                        message: "the body could not be read completely".into(),
-                    }))
-                }
-            })?;
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
-            ApiError::MalformedJson(Box::new(ProblemEntry {
-                pointer: Some(String::new()),
-                parameter: None,
-                header: None,
-                field: None,
-                path: None,
-                message: format!("{e}"),
-            }))
-        })
+        let bytes = read_body(req, state.body_limit).await?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::MalformedJson(Box::new(body_problem(e.to_string()))))
     }
+}
+
+fn body_problem(message: String) -> ProblemEntry {
+    ProblemEntry {
+        pointer: Some(String::new()),
+        parameter: None,
+        header: None,
+        field: None,
+        path: None,
+        message,
+    }
+}
+
+/// The whole body, refused with 413 as soon as it is known to exceed `limit`: by its declared
+/// length, or while reading one that declares none.
+async fn read_body(req: Request, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|e| {
+            if is_length_limit(&e) {
+                ApiError::PayloadTooLarge { limit }
+            } else {
+                ApiError::Invalid(vec![body_problem(
+                    "the body could not be read completely".into(),
+                )])
+            }
+        })
 }
 
 fn is_length_limit(e: &axum::Error) -> bool {
@@ -185,31 +190,6 @@ impl FromRequest<AppState> for RawBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let limit = state.body_limit;
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > limit) {
-            return Err(ApiError::PayloadTooLarge { limit });
-        }
-        axum::body::to_bytes(req.into_body(), limit)
-            .await
-            .map(RawBody)
-            .map_err(|e| {
-                if is_length_limit(&e) {
-                    ApiError::PayloadTooLarge { limit }
-                } else {
-                    ApiError::Invalid(vec![ProblemEntry {
-                        pointer: None,
-                        parameter: None,
-                        header: None,
-                        field: None,
-                        path: None,
-                        message: "the body could not be read completely".into(),
-                    }])
-                }
-            })
+        read_body(req, state.body_limit).await.map(RawBody)
     }
 }

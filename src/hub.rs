@@ -135,8 +135,9 @@ pub async fn bind(config: &Config) -> Result<TcpListener, HubError> {
         })
 }
 
-/// Serves the API on `listener` and runs the outbox workers until `shutdown` completes, then
-/// gives in-flight requests and deliveries the configured grace period to finish.
+/// Serves the API on `listener` and runs the outbox workers, the inbound pollers and the AMQP
+/// inbound consumers until `shutdown` completes, then gives in-flight requests and deliveries
+/// the configured grace period to finish.
 pub async fn serve(
     config: &Config,
     store: Store,
@@ -154,6 +155,11 @@ pub async fn serve(
     let dispatcher = Arc::new(Dispatcher::new(&config, store.clone())?);
     let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
     let workers = tokio::spawn(dispatcher.clone().run(workers_stopped.clone()));
+    let consumers = tokio::spawn(crate::routing::consume::run_consumers(
+        config.clone(),
+        store.clone(),
+        workers_stopped.clone(),
+    ));
     let pollers = tokio::spawn(crate::routing::intake::run_pollers(
         config.clone(),
         store.clone(),
@@ -183,6 +189,7 @@ pub async fn serve(
     };
     let _ = stop_workers.send(true);
     let _ = pollers.await;
+    let _ = consumers.await;
     if tokio::time::timeout(grace, workers).await.is_err() {
         tracing::warn!(
             "deliveries still in flight at exit; their leases will lapse and they will be tried again"

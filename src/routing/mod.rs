@@ -9,6 +9,7 @@
 //! Lanes share nothing but the store, so a slow or dead system holds back only its own lane.
 
 mod breaker;
+pub mod consume;
 pub mod inbound;
 pub mod intake;
 

@@ -188,14 +188,21 @@ async fn submit(
                 .map(|k| (k, request_hash.as_str())),
         })
         .await?;
-    let application_id = match accepted {
-        Accepted::New { .. } => {
+    let (application_id, system_id, accepted_at) = match accepted {
+        Accepted::New { accepted_at } => {
             if let Some(d) = &state.dispatcher {
                 d.wake(&adapter.id);
             }
-            id
+            (id, adapter.id.clone(), accepted_at)
         }
-        Accepted::Replayed { application_id } => application_id,
+        Accepted::Replayed { application_id } => {
+            let record = state
+                .store
+                .application(&application_id)
+                .await?
+                .ok_or_else(|| ApiError::Internal("an accepted application cannot be read".into()))?;
+            (record.id, record.system_id, record.accepted_at)
+        }
         Accepted::KeyReused => {
             return Err(ApiError::Unprocessable {
                 detail: "this Idempotency-Key was used before for a different request".into(),
@@ -207,21 +214,16 @@ async fn submit(
             });
         }
     };
-    let record = state
-        .store
-        .application(&application_id)
-        .await?
-        .ok_or_else(|| ApiError::Internal("an accepted application cannot be read".into()))?;
     let location = format!("/api/v1/applications/{application_id}");
     // The first answer, also to a retry with the same Idempotency-Key: whatever happened
     // since is at the Location.
     let mut response = (
         StatusCode::ACCEPTED,
         Json(json!({
-            "id": record.id,
+            "id": application_id,
             "state": "accepted",
-            "system": record.system_id,
-            "accepted_at": clock::format_millis(record.accepted_at),
+            "system": system_id,
+            "accepted_at": clock::format_millis(accepted_at),
         })),
     )
         .into_response();

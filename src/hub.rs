@@ -188,8 +188,14 @@ pub async fn serve(
         }
     };
     let _ = stop_workers.send(true);
-    let _ = pollers.await;
-    let _ = consumers.await;
+    if tokio::time::timeout(grace, pollers).await.is_err() {
+        tracing::warn!("a poll was still running at exit");
+    }
+    if tokio::time::timeout(grace, consumers).await.is_err() {
+        tracing::warn!(
+            "a queue consumer was still stopping at exit; its unacknowledged messages go back to the queue"
+        );
+    }
     if tokio::time::timeout(grace, workers).await.is_err() {
         tracing::warn!(
             "deliveries still in flight at exit; their leases will lapse and they will be tried again"

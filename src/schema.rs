@@ -50,6 +50,21 @@ impl std::fmt::Debug for Schemas {
     }
 }
 
+/// The value with every object's members in key order, so that equal content serialises
+/// equally whatever order it arrived in.
+pub fn sorted_keys(value: Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(String, Value)> =
+                map.into_iter().map(|(k, v)| (k, sorted_keys(v))).collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(entries.into_iter().collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted_keys).collect()),
+        other => other,
+    }
+}
+
 /// The JSON Schema `format`s the hub adds, each backed by [`crate::ids`].
 pub fn with_hub_formats(options: jsonschema::ValidationOptions) -> jsonschema::ValidationOptions {
     options

@@ -34,6 +34,9 @@ const RST: &str = "ln-rst-card";
 /// The application id the example messages carry.
 const EXAMPLE_ID: &str = "TB-210102-20261120-000123";
 const SOAP11_ENVELOPE_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
+const SCJG_NS: &str = "http://spjy.scjg.shenyang.gov.cn/ws/2019";
+/// The namespace of the hub's own SOAP header entries.
+const HUB_NS: &str = "urn:tongban:hub:2026";
 const SCJG_ACTION: &str = "http://spjy.scjg.shenyang.gov.cn/ws/2019/submitApply";
 const FAULT_REASON: &str = "营业执照编号与经营者名称不符";
 /// How long a test waits for something that should happen.
@@ -161,6 +164,18 @@ impl Mock {
             .iter()
             .filter(|r| r.mode == mode)
             .count()
+    }
+
+    /// The keys of the requests it answered with success.
+    fn acknowledged_keys(&self) -> BTreeSet<String> {
+        self.shared
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| matches!(r.mode, Mode::Ok | Mode::Slow(_)))
+            .filter_map(|r| r.key.clone())
+            .collect()
     }
 
     fn distinct_keys(&self) -> BTreeSet<String> {
@@ -485,6 +500,15 @@ where
     }
 }
 
+/// Waits until `condition` holds, looking often, at most [`PATIENCE`].
+async fn until(what: &str, condition: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < PATIENCE, "waited {PATIENCE:?} for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
@@ -583,10 +607,17 @@ async fn all_in_state(client: &reqwest::Client, base: &str, ids: &[String], stat
         || async move {
             let states = states(client, base, ids).await;
             if states.values().all(|s| s == state) {
-                Ok(())
-            } else {
-                Err(format!("{:?}", tally(&states)))
+                return Ok(());
             }
+            // Waiting longer will not help.
+            if let Some((id, _)) = states
+                .iter()
+                .find(|(_, s)| *s == "undeliverable" && state != "undeliverable")
+            {
+                let app = application(client, base, id).await;
+                panic!("{id} became undeliverable: {:#}", app["deliveries"]);
+            }
+            Err(format!("{:?}", tally(&states)))
         },
     )
     .await
@@ -615,16 +646,75 @@ async fn a_retry_where(
     let matches = &matches;
     eventually(what, || async move {
         let log = attempt_logs(client, base, ids).await;
+        if let Some(dead) = log.iter().find(|a| a["outcome"] == "dead") {
+            panic!("a delivery was given up while waiting for {what}: {dead:#}");
+        }
         log.iter()
             .find(|a| a["outcome"] == "retry" && matches(a))
             .cloned()
-            .ok_or_else(|| format!("{} attempt(s): {log:?}", log.len()))
+            .ok_or_else(|| {
+                let seen: BTreeSet<String> = log
+                    .iter()
+                    .map(|a| format!("{} {} {}", a["outcome"], a["status"], detail(a)))
+                    .collect();
+                format!("{} attempt(s), these kinds: {seen:#?}", log.len())
+            })
     })
     .await
 }
 
 fn detail(attempt: &Value) -> &str {
     attempt["detail"].as_str().unwrap_or_default()
+}
+
+/// Every element of an XML document: its path from the root as (namespace, local name) pairs,
+/// and its text.
+fn xml_elements(xml: &str) -> Vec<(Vec<(String, String)>, String)> {
+    use quick_xml::events::Event;
+    use quick_xml::name::ResolveResult;
+    let text = |bytes: &[u8]| String::from_utf8(bytes.to_vec()).unwrap();
+    let mut reader = quick_xml::reader::NsReader::from_str(xml);
+    let mut path = Vec::new();
+    let mut open = Vec::new();
+    let mut elements: Vec<(Vec<(String, String)>, String)> = Vec::new();
+    loop {
+        let (ns, event) = reader
+            .read_resolved_event()
+            .unwrap_or_else(|e| panic!("not well-formed XML ({e}): {xml}"));
+        let ns = match ns {
+            ResolveResult::Bound(n) => text(n.as_ref()),
+            _ => String::new(),
+        };
+        match event {
+            Event::Start(e) => {
+                path.push((ns, text(e.local_name().as_ref())));
+                open.push(elements.len());
+                elements.push((path.clone(), String::new()));
+            }
+            Event::Empty(e) => {
+                let mut p = path.clone();
+                p.push((ns, text(e.local_name().as_ref())));
+                elements.push((p, String::new()));
+            }
+            Event::Text(t) => {
+                if let Some(&i) = open.last() {
+                    elements[i].1.push_str(&t.decode().unwrap());
+                }
+            }
+            Event::CData(t) => {
+                if let Some(&i) = open.last() {
+                    elements[i].1.push_str(&t.decode().unwrap());
+                }
+            }
+            Event::End(_) => {
+                path.pop();
+                open.pop();
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    elements
 }
 
 fn header<'a>(r: &'a Reception, name: &str) -> &'a str {
@@ -695,24 +785,50 @@ async fn an_application_for_each_http_system_is_delivered_in_its_format_and_its_
     );
     let (xml, had_errors) = encoding_rs::GB18030.decode_without_bom_handling(&r.body);
     assert!(!had_errors, "the body is GB18030");
-    assert!(
-        xml.contains(SOAP11_ENVELOPE_NS),
-        "a SOAP 1.1 envelope: {xml}"
+    let elements = xml_elements(&xml);
+    let envelope = (SOAP11_ENVELOPE_NS, "Envelope");
+    let text_at = |path: &[(&str, &str)]| -> Vec<&str> {
+        elements
+            .iter()
+            .filter(|(p, _)| {
+                p.iter()
+                    .map(|(ns, name)| (ns.as_str(), name.as_str()))
+                    .eq(path.iter().copied())
+            })
+            .map(|(_, text)| text.trim())
+            .collect()
+    };
+    assert_eq!(text_at(&[envelope]).len(), 1, "a SOAP 1.1 envelope: {xml}");
+    let header_entry = [
+        envelope,
+        (SOAP11_ENVELOPE_NS, "Header"),
+        (HUB_NS, "IdempotencyKey"),
+    ];
+    assert_eq!(
+        text_at(&header_entry),
+        [scjg_id.as_str()],
+        "the idempotency key in the SOAP header: {xml}"
     );
-    assert!(xml.contains("Envelope") && xml.contains("Body"), "{xml}");
-    assert!(xml.contains(":提交申请"), "the payload root: {xml}");
-    assert!(
-        xml.contains(&format!("申请编号>{scjg_id}<")),
+    let payload = [
+        envelope,
+        (SOAP11_ENVELOPE_NS, "Body"),
+        (SCJG_NS, "提交申请"),
+    ];
+    assert_eq!(text_at(&payload).len(), 1, "the payload root: {xml}");
+    let id_path = [payload[0], payload[1], payload[2], (SCJG_NS, "申请编号")];
+    assert_eq!(
+        text_at(&id_path),
+        [scjg_id.as_str()],
         "the application id: {xml}"
     );
-    assert!(
-        xml.contains("IdempotencyKey") && xml.contains("urn:tongban:hub:2026"),
-        "the SOAP header entry: {xml}"
-    );
-    assert!(
-        xml.contains(&format!(">{scjg_id}</")),
-        "the idempotency key is the application id: {xml}"
-    );
+    let name_path = [
+        payload[0],
+        payload[1],
+        payload[2],
+        (SCJG_NS, "事项"),
+        (SCJG_NS, "名称"),
+    ];
+    assert_eq!(text_at(&name_path), ["食品经营许可"], "{xml}");
 
     // Flat JSON in a {"data": …} envelope.
     let got = rest.receptions();
@@ -785,18 +901,44 @@ async fn crash_safety_every_accepted_application_is_delivered_once_per_idempoten
     const TOTAL: usize = 300;
     const KILL_AFTER: usize = 100;
     let soap = Mock::start(true, Mode::Ok).await;
-    let rest = Mock::start(false, Mode::Slow(5)).await;
+    let rest = Arc::new(Mock::start(false, Mode::Slow(5)).await);
     let dir = config_for(&soap, &rest);
     let client = client();
     let body = rst_application();
 
-    // Submissions, 8 at a time, each with an Idempotency-Key of its own, as the platform sends
-    // them. After KILL_AFTER accepted, SIGKILL the hub mid-flight.
-    let mut first = Process::start(dir.path()).await;
-    let killed = AtomicBool::new(false);
+    let first = Process::start(dir.path()).await;
+    let base = first.base.clone();
+    let killed = Arc::new(AtomicBool::new(false));
+    let accepted_count = Arc::new(AtomicUsize::new(0));
+    // Half way to KILL_AFTER acceptances the system stops answering, so that deliveries are in
+    // flight (sent, received, not acknowledged); once KILL_AFTER are accepted and one is in
+    // flight, SIGKILL.
+    let killer = tokio::spawn({
+        let (rest, killed, accepted_count) = (rest.clone(), killed.clone(), accepted_count.clone());
+        async move {
+            let mut first = first;
+            until("acceptances", || {
+                accepted_count.load(Ordering::SeqCst) >= KILL_AFTER / 2
+            })
+            .await;
+            rest.set_mode(Mode::Hang);
+            until("acceptances and a delivery in flight", || {
+                accepted_count.load(Ordering::SeqCst) >= KILL_AFTER && rest.count_in(Mode::Hang) > 0
+            })
+            .await;
+            first.kill();
+            killed.store(true, Ordering::SeqCst);
+            rest.set_mode(Mode::Slow(5));
+            first
+        }
+    });
+
+    // Meanwhile submissions, 8 at a time, each with an Idempotency-Key of its own as the
+    // platform sends them, until the hub is dead.
     let mut accepted: BTreeMap<usize, String> = BTreeMap::new();
+    let mut failed = 0;
     {
-        let (client, body, killed, base) = (&client, &body, &killed, first.base.clone());
+        let (client, body, killed) = (&client, &body, &killed);
         let mut answers = futures_util::stream::iter(0..TOTAL)
             .map(|i| {
                 let base = base.clone();
@@ -811,34 +953,34 @@ async fn crash_safety_every_accepted_application_is_delivered_once_per_idempoten
                         .json(body)
                         .send()
                         .await;
-                    let id = match response {
+                    let answer = match response {
                         Ok(r) if r.status() == StatusCode::ACCEPTED => r
                             .json::<Value>()
                             .await
                             .ok()
-                            .and_then(|v| v["id"].as_str().map(str::to_string)),
-                        _ => None,
+                            .and_then(|v| v["id"].as_str().map(str::to_string))
+                            .ok_or(()),
+                        _ => Err(()),
                     };
-                    (i, id)
+                    (i, Some(answer))
                 }
             })
             .buffer_unordered(8);
-        while let Some((i, id)) = answers.next().await {
-            if let Some(id) = id {
-                accepted.insert(i, id);
-                if accepted.len() == KILL_AFTER {
-                    killed.store(true, Ordering::SeqCst);
-                    first.kill();
+        while let Some((i, answer)) = answers.next().await {
+            match answer {
+                Some(Ok(id)) => {
+                    accepted.insert(i, id);
+                    accepted_count.fetch_add(1, Ordering::SeqCst);
                 }
+                Some(Err(())) => failed += 1,
+                None => {}
             }
         }
     }
-    assert!(
-        killed.load(Ordering::SeqCst),
-        "the hub was killed after {KILL_AFTER} acceptances"
-    );
+    let first = killer.await.unwrap();
+    assert!(killed.load(Ordering::SeqCst));
     let accepted_before_crash = accepted.len();
-    let delivered_before_crash = rest.distinct_keys().len();
+    let received_before_crash = rest.distinct_keys().len();
     drop(first);
 
     // The same store and configuration again; the platform retries what it got no 202 for,
@@ -873,21 +1015,38 @@ async fn crash_safety_every_accepted_application_is_delivered_once_per_idempoten
 
     let wanted = ids.clone();
     let rest_ref = &rest;
-    eventually("the system to have every accepted application", || {
-        let wanted = wanted.clone();
-        async move {
-            let keys = rest_ref.distinct_keys();
-            let missing = wanted.difference(&keys).count();
-            if missing == 0 {
-                Ok(())
-            } else {
-                Err(format!("{missing} of {} not received yet", wanted.len()))
+    eventually(
+        "the system to have acknowledged every accepted application",
+        || {
+            let wanted = wanted.clone();
+            async move {
+                let keys = rest_ref.acknowledged_keys();
+                let missing = wanted.difference(&keys).count();
+                if missing == 0 {
+                    Ok(())
+                } else {
+                    Err(format!("{missing} of {} not received yet", wanted.len()))
+                }
             }
-        }
-    })
+        },
+    )
     .await;
     let keys = rest.distinct_keys();
     assert!(keys.is_superset(&ids), "nothing accepted is lost");
+    // What the system got but never answered was sent again: the hub cannot know it arrived.
+    let received_in = |hang: bool| -> BTreeSet<String> {
+        rest.receptions()
+            .into_iter()
+            .filter(|r| (r.mode == Mode::Hang) == hang)
+            .filter_map(|r| r.key)
+            .collect()
+    };
+    let unanswered = received_in(true);
+    assert!(!unanswered.is_empty());
+    assert!(
+        received_in(false).is_superset(&unanswered),
+        "every delivery in flight at the crash was delivered again: {unanswered:?}"
+    );
     assert_eq!(
         keys, ids,
         "every application the system got was acknowledged to the platform under its key"
@@ -903,10 +1062,11 @@ async fn crash_safety_every_accepted_application_is_delivered_once_per_idempoten
         .filter_map(|v| v["fields"]["released"].as_i64())
         .sum();
     eprintln!(
-        "crash test: SIGKILL after {accepted_before_crash} acceptances, when the system had received \
-         {delivered_before_crash}; {taken_back} claim(s) taken back at restart; {replayed} answer(s) \
+        "crash test: {accepted_before_crash} accepted by the first hub, {failed} submission(s) cut off \
+         by the SIGKILL; the system had received {received_before_crash}, {} of them unanswered; {taken_back} claim(s) taken back at restart; {replayed} answer(s) \
          lost in the crash replayed by key; {TOTAL} accepted in all; {receptions} receptions of {} \
          distinct keys: {} redelivered (at least once)",
+        unanswered.len(),
         keys.len(),
         receptions - keys.len()
     );
@@ -1009,6 +1169,12 @@ async fn permanent_refusals_fill_dead_letters_and_replay_delivers_them() {
     let letters = eventually("five SOAP dead letters and one REST one", || async {
         let scjg = letters_of(SCJG).await;
         let rst = letters_of(RST).await;
+        assert!(
+            soap.count() <= 5 && rest.count() <= 1,
+            "a permanent refusal was tried again: {} SOAP and {} REST receptions",
+            soap.count(),
+            rest.count()
+        );
         if scjg.len() == 5 && rst.len() == 1 {
             Ok((scjg, rst))
         } else {

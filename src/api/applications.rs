@@ -161,7 +161,12 @@ async fn submit(
                 },
             }
         })?;
-    let request_hash = sha256_hex(body.to_string().as_bytes());
+    // Member order carries no meaning: the same application in another order is the same request.
+    let request_hash = sha256_hex(
+        crate::schema::sorted_keys(body.clone())
+            .to_string()
+            .as_bytes(),
+    );
     let id = match text("/id") {
         Some(id) => id,
         None => {
@@ -200,7 +205,9 @@ async fn submit(
                 .store
                 .application(&application_id)
                 .await?
-                .ok_or_else(|| ApiError::Internal("an accepted application cannot be read".into()))?;
+                .ok_or_else(|| {
+                    ApiError::Internal("an accepted application cannot be read".into())
+                })?;
             (record.id, record.system_id, record.accepted_at)
         }
         Accepted::KeyReused => {

@@ -245,21 +245,8 @@ fn normalized(mapping: &Mapping, bytes: &[u8]) -> Result<String, String> {
                 json::parse(bytes, root, super::MAX_INPUT_BYTES).map_err(|e| e.to_string())?;
             let value: Value =
                 serde_json::from_slice(&json::write(&node, root)).map_err(|e| e.to_string())?;
-            Ok(pretty(&sorted(value)))
+            Ok(pretty(&crate::schema::sorted_keys(value)))
         }
-    }
-}
-
-fn sorted(value: Value) -> Value {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(String, Value)> =
-                map.into_iter().map(|(k, v)| (k, sorted(v))).collect();
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            Value::Object(entries.into_iter().collect())
-        }
-        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
-        other => other,
     }
 }
 

@@ -1,0 +1,274 @@
+//! Micro-benchmarks of the steps an application goes through in the hub, on the repository's
+//! own configuration and example messages (`cargo bench --bench hot_paths`):
+//!
+//! - acceptance: parsing the ~2 KB body, schema validation, the catalog check (lookup in the
+//!   store and drift), the identifier checks the schema formats run, the durable commit;
+//! - delivery: mapping canonical → legacy (SOAP XML in GB18030, REST JSON), and the claim and
+//!   attempt commits;
+//! - inbound: mapping legacy → canonical (XML, JSON).
+//!
+//! User-token verification and assertion signing belong here too, once identity lands.
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use serde_json::Value;
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tongban::catalog::{self, ItemRef};
+use tongban::config::Config;
+use tongban::ids;
+use tongban::mapping::Node;
+use tongban::store::{AttemptOutcome, NewApplication, Store};
+
+/// The namespace of the hub's own SOAP header entries (as the lanes write them).
+const HUB_NS: &str = "urn:tongban:hub:2026";
+const SCJG_ITEM: &str = "11210100MB1529370K300011800200001";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn config() -> Config {
+    Config::load(&repo()).unwrap_or_else(|e| panic!("the repository configuration compiles: {e}"))
+}
+
+fn read(relative: &str) -> Vec<u8> {
+    std::fs::read(repo().join(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"))
+}
+
+fn json(relative: &str) -> Value {
+    serde_json::from_slice(&read(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"))
+}
+
+/// The example 食品经营许可 application, as the hub stores it (with an id).
+fn scjg_application() -> Value {
+    json("examples/messages/application.json")
+}
+
+/// The SOAP header entry the lane adds: the idempotency key.
+fn idempotency_header(id: &str) -> Vec<Node> {
+    let mut key = Node::named("IdempotencyKey");
+    key.attrs.push(("xmlns".into(), HUB_NS.into()));
+    key.value = Some(Value::String(id.into()));
+    vec![key]
+}
+
+fn mapping(c: &mut Criterion) {
+    let config = config();
+    let scjg = config.mappings["scjg-food-application"].clone();
+    let rst = config.mappings["rst-card-application"].clone();
+    let scjg_canonical = scjg_application();
+    let scjg_xml = read("mappings/tests/scjg-food-application/new-license.legacy.xml");
+    let rst_canonical = json("mappings/tests/rst-card-application/card-online.canonical.json");
+    let rst_json = read("mappings/tests/rst-card-application/card-online.legacy.json");
+    // Each direction must work on these inputs, or the figures mean nothing.
+    scjg.to_legacy(&scjg_canonical)
+        .expect("scjg canonical → XML");
+    scjg.to_canonical(&scjg_xml).expect("scjg XML → canonical");
+    rst.to_legacy(&rst_canonical).expect("rst canonical → JSON");
+    rst.to_canonical(&rst_json).expect("rst JSON → canonical");
+
+    let mut g = c.benchmark_group("mapping");
+    g.bench_function(
+        "scjg-food-application canonical → SOAP XML (GB18030)",
+        |b| {
+            b.iter(|| {
+                scjg.to_legacy_with_header(
+                    black_box(&scjg_canonical),
+                    idempotency_header("TB-210102-20261120-000123"),
+                )
+            })
+        },
+    );
+    // The part of canonical → XML that is only the character encoding.
+    let envelope = scjg
+        .to_legacy_with_header(
+            &scjg_canonical,
+            idempotency_header("TB-210102-20261120-000123"),
+        )
+        .expect("scjg canonical → XML");
+    let (envelope_utf8, _, _) = encoding_rs::GB18030.decode(&envelope);
+    let envelope_utf8 = envelope_utf8.into_owned();
+    g.bench_function("GB18030 encoding of that SOAP envelope", |b| {
+        b.iter(|| {
+            encoding_rs::GB18030
+                .encode(black_box(&envelope_utf8))
+                .0
+                .len()
+        })
+    });
+    g.bench_function("scjg-food-application SOAP XML → canonical", |b| {
+        b.iter(|| scjg.to_canonical(black_box(&scjg_xml)))
+    });
+    g.bench_function("rst-card-application canonical → JSON", |b| {
+        b.iter(|| rst.to_legacy(black_box(&rst_canonical)))
+    });
+    g.bench_function("rst-card-application JSON → canonical", |b| {
+        b.iter(|| rst.to_canonical(black_box(&rst_json)))
+    });
+    g.finish();
+}
+
+fn acceptance(c: &mut Criterion) {
+    let config = config();
+    let body = read("examples/messages/application.json");
+    let application = scjg_application();
+    assert!(
+        config
+            .schemas
+            .validate("application", &application)
+            .is_empty(),
+        "the example application is valid"
+    );
+    let items = catalog::parse_import(
+        &config.schemas,
+        &String::from_utf8(read("examples/province/catalog.json")).unwrap(),
+    )
+    .unwrap_or_else(|_| panic!("the example catalog imports"));
+    let mut item = items
+        .into_iter()
+        .find(|i| i.code == SCJG_ITEM)
+        .expect("the 食品经营许可 item is in the example catalog");
+    item.version = Some(1);
+    let reference: ItemRef =
+        serde_json::from_value(application["item"].clone()).expect("an item reference");
+    assert!(catalog::drift(&reference, Some(&item)).is_empty());
+
+    let mut g = c.benchmark_group("acceptance");
+    g.bench_function("parse the ~2 KB application JSON", |b| {
+        b.iter(|| serde_json::from_slice::<Value>(black_box(&body)).unwrap())
+    });
+    g.bench_function("schema validation (application)", |b| {
+        b.iter(|| {
+            config
+                .schemas
+                .validate("application", black_box(&application))
+        })
+    });
+    g.bench_function("catalog drift check", |b| {
+        b.iter(|| {
+            let reference: ItemRef =
+                serde_json::from_value(black_box(&application)["item"].clone()).unwrap();
+            catalog::drift(&reference, Some(black_box(&item)))
+        })
+    });
+    g.bench_function("serialize the application for storing", |b| {
+        b.iter(|| black_box(&application).to_string())
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("ids");
+    g.bench_function("item code", |b| {
+        b.iter(|| ids::check_item_code(black_box(SCJG_ITEM)).is_ok())
+    });
+    g.bench_function("USCC", |b| {
+        b.iter(|| ids::check_uscc(black_box("91210102MA0Y7K3L23")).is_ok())
+    });
+    g.bench_function("citizen id", |b| {
+        b.iter(|| ids::check_citizen_id(black_box("210102198503120033")).is_ok())
+    });
+    g.finish();
+}
+
+/// A fresh store on SQLite in `dir`, opened as the hub opens it (WAL, `synchronous = FULL`),
+/// with the example catalog.
+fn sqlite_store(rt: &tokio::runtime::Runtime, dir: &std::path::Path, config: &Config) -> Store {
+    rt.block_on(async {
+        let store = Store::open("sqlite://data/bench.db", dir, 8)
+            .await
+            .expect("SQLite store opens");
+        tongban::hub::seed_catalog(&store, config)
+            .await
+            .expect("the catalog seeds");
+        store
+    })
+}
+
+/// The store steps on SQLite in a temporary directory: every commit waits for an fsync.
+fn store(c: &mut Criterion) {
+    let config = config();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let body = scjg_application().to_string();
+    let counter = AtomicU64::new(0);
+    let next_id = || format!("TB-MB-{:08}", counter.fetch_add(1, Ordering::Relaxed));
+    let accept = |store: &Store, id: &str| {
+        rt.block_on(store.accept_application(&NewApplication {
+            id,
+            item_code: SCJG_ITEM,
+            item_version: 1,
+            system_id: "sy-scjg-food",
+            body: &body,
+            idempotency: None,
+        }))
+        .unwrap()
+    };
+
+    let mut g = c.benchmark_group("store (SQLite, durable)");
+    g.sample_size(30);
+    g.measurement_time(Duration::from_secs(4));
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(&rt, dir.path(), &config);
+        g.bench_function("catalog lookup (current item)", |b| {
+            b.iter(|| rt.block_on(store.current_item(SCJG_ITEM)).unwrap())
+        });
+        g.bench_function("accept an application (one commit)", |b| {
+            b.iter_batched(next_id, |id| accept(&store, &id), BatchSize::SmallInput)
+        });
+        rt.block_on(store.close());
+    }
+    {
+        // A store of its own, so each claim finds exactly the one application just accepted.
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(&rt, dir.path(), &config);
+        g.bench_function("accept, claim, record delivered (three commits)", |b| {
+            b.iter_batched(
+                next_id,
+                |id| {
+                    accept(&store, &id);
+                    rt.block_on(async {
+                        let claimed = store
+                            .claim_deliveries("sy-scjg-food", 8, 20_000)
+                            .await
+                            .unwrap();
+                        assert_eq!(claimed.len(), 1);
+                        for d in &claimed {
+                            store
+                                .record_attempt(
+                                    d,
+                                    0,
+                                    1,
+                                    &AttemptOutcome::Delivered { status: Some(200) },
+                                )
+                                .await
+                                .unwrap();
+                        }
+                    })
+                },
+                BatchSize::SmallInput,
+            )
+        });
+        rt.block_on(store.close());
+    }
+    g.finish();
+}
+
+fn fast() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(50)
+        .configure_from_args()
+}
+
+criterion_group! {
+    name = hot_paths;
+    config = fast();
+    targets = mapping, acceptance, store
+}
+criterion_main!(hot_paths);

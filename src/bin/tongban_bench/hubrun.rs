@@ -1,0 +1,226 @@
+//! The hub under test: a temporary copy of the repository's configuration with its HTTP
+//! adapters pointed at the mocks, and the real hub (`tongban::hub`: store, catalog seed, API,
+//! lanes, pollers) serving it on 127.0.0.1 in this process.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tongban::config::Config;
+use tongban::hub;
+
+/// The systems the workload sends to; every other adapter is left out of the copy (the AMQP
+/// one needs a broker, and none would get an application).
+pub const SOAP_SYSTEM: &str = "sy-scjg-food";
+pub const REST_SYSTEM: &str = "ln-rst-card";
+/// Where the repository's adapters point (replaced by the mocks' addresses).
+const SOAP_EXAMPLE_BASE: &str = "http://127.0.0.1:9101";
+const REST_EXAMPLE_BASE: &str = "http://127.0.0.1:9201";
+
+/// How the copy differs from the repository's configuration.
+pub struct Rewrite {
+    pub soap_base: String,
+    pub rest_base: String,
+    /// Keep the adapters' configured rate limits (200/s and 50/s) instead of lifting them.
+    pub keep_rate_limits: bool,
+    /// Deliveries in flight per adapter, instead of the configured number.
+    pub lane_concurrency: Option<u32>,
+    /// The store's connection pool size, instead of hub.toml's.
+    pub store_connections: Option<u32>,
+}
+
+/// A temporary directory, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> Result<TempDir, String> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir = std::env::temp_dir().join(format!("{prefix}-{}-{nanos:08x}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        Ok(TempDir(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Copies `repo`'s configuration into a new temporary directory, rewritten as `rewrite` says.
+pub fn config_copy(repo: &Path, rewrite: &Rewrite) -> Result<TempDir, String> {
+    let dir = TempDir::new("tongban-bench")?;
+    let copy = |from: &Path, to: &Path| -> Result<(), String> {
+        copy_tree(from, to).map_err(|e| format!("cannot copy {}: {e}", from.display()))
+    };
+    std::fs::copy(repo.join("hub.toml"), dir.0.join("hub.toml"))
+        .map_err(|e| format!("cannot copy hub.toml: {e}"))?;
+    for folder in ["mappings", "schemas", "examples/province"] {
+        copy(&repo.join(folder), &dir.0.join(folder))?;
+    }
+    std::fs::create_dir_all(dir.0.join("adapters")).map_err(|e| e.to_string())?;
+    edit(&dir.0.join("hub.toml"), |t| {
+        let t = set_key(t, "shutdown_grace_seconds", "2")?;
+        match rewrite.store_connections {
+            Some(n) => set_key(&t, "max_connections", &n.to_string()),
+            None => Ok(t),
+        }
+    })?;
+    for system in [SOAP_SYSTEM, REST_SYSTEM] {
+        let file = format!("adapters/{system}.toml");
+        let text = std::fs::read_to_string(repo.join(&file))
+            .map_err(|e| format!("cannot read {file}: {e}"))?;
+        let mut text = text
+            .replace(SOAP_EXAMPLE_BASE, &rewrite.soap_base)
+            .replace(REST_EXAMPLE_BASE, &rewrite.rest_base);
+        if !rewrite.keep_rate_limits {
+            text = set_key(
+                &text,
+                "rate_limit",
+                "{ per_second = 1000000, burst = 1000000 }",
+            )?;
+        }
+        if let Some(n) = rewrite.lane_concurrency {
+            text = set_key(&text, "concurrency", &n.to_string())?;
+        }
+        std::fs::write(dir.0.join(&file), text).map_err(|e| e.to_string())?;
+    }
+    Ok(dir)
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+fn edit(path: &Path, change: impl FnOnce(&str) -> Result<String, String>) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    std::fs::write(path, change(&text)?).map_err(|e| e.to_string())
+}
+
+/// `text` with its `key = …` line(s) replaced by `key = value`; there must be one.
+fn set_key(text: &str, key: &str, value: &str) -> Result<String, String> {
+    let mut found = false;
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let is_key = line
+                .trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='));
+            if is_key {
+                found = true;
+                format!("{key} = {value}")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect();
+    if found {
+        Ok(lines.join("\n") + "\n")
+    } else {
+        Err(format!("no `{key} =` line to rewrite"))
+    }
+}
+
+/// The hub serving in this process.
+pub struct RunningHub {
+    pub base: String,
+    /// The store, as the hub opened it (password redacted).
+    pub store: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), hub::HubError>>,
+}
+
+/// Loads the configuration in `dir`, opens (and migrates) the store (`store` instead of
+/// hub.toml's when given), seeds the catalog and serves on 127.0.0.1 on a free port. Call on
+/// the hub's runtime: everything the hub spawns runs there.
+pub async fn start(dir: &Path, store: Option<&str>) -> Result<RunningHub, String> {
+    let mut config = Config::load(dir).map_err(|e| format!("the copied configuration: {e}"))?;
+    if let Some(url) = store {
+        config.hub.store.url = url.to_string();
+    }
+    let store_url = tongban::store::redact(&config.hub.store.url);
+    let opened = hub::open_store(&config)
+        .await
+        .map_err(|e| format!("cannot open the store {store_url}: {}", chain(&e)))?;
+    hub::seed_catalog(&opened, &config)
+        .await
+        .map_err(|e| format!("cannot seed the catalog: {}", chain(&e)))?;
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("the hub cannot listen: {e}"))?;
+    let base = format!(
+        "http://{}",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        hub::serve(&config, opened, listener, async {
+            let _ = rx.await;
+        })
+        .await
+    });
+    Ok(RunningHub {
+        base,
+        store: store_url,
+        stop: Some(tx),
+        task,
+    })
+}
+
+impl RunningHub {
+    /// Asks the hub to stop and waits for it, at most `patience`.
+    pub async fn stop(mut self, patience: Duration) -> Result<(), String> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match tokio::time::timeout(patience, &mut self.task).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(format!("the hub stopped with an error: {}", chain(&e))),
+            Ok(Err(e)) => Err(format!("the hub's task failed: {e}")),
+            Err(_) => {
+                self.task.abort();
+                Err(format!("the hub did not stop within {patience:?}"))
+            }
+        }
+    }
+}
+
+/// An error and its causes, on one line.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_key_replaces_the_line() {
+        let t = "a = 1\nrate_limit = { per_second = 200, burst = 50 }\nb = 2\n";
+        let out = set_key(t, "rate_limit", "{ per_second = 9 }").unwrap();
+        assert_eq!(out, "a = 1\nrate_limit = { per_second = 9 }\nb = 2\n");
+        assert!(set_key(t, "nope", "1").is_err());
+    }
+}

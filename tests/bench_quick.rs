@@ -1,0 +1,120 @@
+//! The benchmark harness cannot rot: `tongban-bench --quick` (a few seconds: mocks, the hub on
+//! SQLite, the bare relay, every kind of phase) must finish and print figures for both the hub
+//! and the relay. Nothing here looks at how fast anything was.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The quick run takes a few seconds; this only stops a hung run from hanging the suite.
+const PATIENCE: Duration = Duration::from_secs(240);
+
+/// The `key=value` fields of the `RESULT` line for `target` and `phase`.
+fn result(stdout: &str, target: &str, phase: &str) -> BTreeMap<String, String> {
+    let prefix = format!("RESULT target={target} phase={phase} ");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no `{prefix}…` line in:\n{stdout}"));
+    line.split_whitespace()
+        .skip(1)
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn figure(fields: &BTreeMap<String, String>, key: &str) -> f64 {
+    let v = fields
+        .get(key)
+        .unwrap_or_else(|| panic!("no {key} in {fields:?}"));
+    let x: f64 = v
+        .parse()
+        .unwrap_or_else(|_| panic!("{key}={v} is not a number"));
+    assert!(x.is_finite(), "{key}={v} is not a figure");
+    x
+}
+
+#[test]
+fn quick_run_completes_with_figures_for_hub_and_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("bench.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tongban-bench"))
+        .arg("--quick")
+        .arg("--json")
+        .arg(&json_path)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tongban-bench");
+    // Read both pipes to their ends, so the bench never blocks on a full one.
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let stdout = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let stderr = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > PATIENCE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "tongban-bench --quick did not finish in {PATIENCE:?}; stderr:\n{}",
+                stderr.join().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = stdout.join().unwrap();
+    let stderr = stderr.join().unwrap();
+    assert!(
+        status.success(),
+        "tongban-bench --quick failed ({status}); stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+
+    for target in ["hub", "relay"] {
+        let saturation = result(&stdout, target, "saturation");
+        assert!(
+            figure(&saturation, "ok") > 0.0,
+            "{target} accepted nothing: {stdout}"
+        );
+        figure(&saturation, "ok_per_s");
+        figure(&saturation, "p50_ms");
+        figure(&saturation, "p99_ms");
+        figure(&saturation, "cpu_s_per_10k");
+        for rate in ["rate-100", "rate-400"] {
+            let fields = result(&stdout, target, rate);
+            figure(&fields, "p50_ms");
+            figure(&fields, "p99_ms");
+            figure(&fields, "p999_ms");
+        }
+        assert!(figure(&result(&stdout, target, "memory"), "peak_rss_mib") > 0.0);
+    }
+    let hub = result(&stdout, "hub", "saturation");
+    figure(&hub, "delivered_per_s");
+    figure(&hub, "delivery_p50_ms");
+    figure(&hub, "delivery_p99_ms");
+    assert!(stdout.contains("hub/relay"), "no ratio in:\n{stdout}");
+
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let targets: Vec<&str> = json["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(targets, ["relay", "hub"]);
+}

@@ -77,6 +77,12 @@ pub fn uscc_check_char(first17: &[u8]) -> Option<char> {
 /// Validates a unified social credit code: 18 characters of the GB 32100 alphabet, the first
 /// two a registration authority and organisation category, then a 6-digit region, and a
 /// matching check character.
+///
+/// ```
+/// use tongban::ids::{IdError, check_uscc};
+/// assert_eq!(check_uscc("11370800MB28559184"), Ok(()));
+/// assert_eq!(check_uscc("11370800MB28559185"), Err(IdError::CheckCharacter));
+/// ```
 pub fn check_uscc(s: &str) -> Result<(), IdError> {
     let b = s.as_bytes();
     if b.len() != 18 || s.chars().count() != 18 {
@@ -184,6 +190,10 @@ pub fn check_citizen_id(s: &str) -> Result<CitizenId, IdError> {
 /// Masks a citizen ID number (or any identifier) for logs, feeds and reports: the first four and
 /// last four characters stay, everything between becomes `*`, so `2101**********123X`. Values
 /// too short to mask safely become all stars.
+///
+/// ```
+/// assert_eq!(tongban::ids::mask_id("13043419840726291X"), "1304**********291X");
+/// ```
 pub fn mask_id(s: &str) -> String {
     let chars: Vec<char> = s.chars().collect();
     if chars.len() < 10 {

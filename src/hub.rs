@@ -119,11 +119,6 @@ pub async fn seed_catalog(
         .map(Some)
 }
 
-/// The application state for a configuration and an open store, without outbox workers.
-pub fn app_state(config: &Config, store: Store) -> AppState {
-    AppState::new(Arc::new(config.clone()), store)
-}
-
 /// Binds the configured address.
 pub async fn bind(config: &Config) -> Result<TcpListener, HubError> {
     let addr = config.hub.server.listen;

@@ -131,15 +131,8 @@ impl Drop for GaHandle {
     }
 }
 
-/// The URL without its password, for messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_string(),
-    }
-}
+/// The URL without its user and password, for messages: the hub's own redaction.
+pub use tongban::routing::consume::redact;
 
 struct Ga {
     config: Arc<Config>,

@@ -70,6 +70,8 @@ pub fn route<'a>(
 struct Lane {
     adapter: AdapterConfig,
     mapping: Arc<Mapping>,
+    /// The media type of the mapping's documents, worked out once.
+    content_type: String,
     driver: Driver,
     limiter: DefaultDirectRateLimiter,
     breaker: Mutex<Breaker>,
@@ -110,6 +112,7 @@ impl Dispatcher {
                 adapter.id.clone(),
                 Arc::new(Lane {
                     adapter: adapter.clone(),
+                    content_type: mapping.content_type(),
                     mapping,
                     driver,
                     limiter: RateLimiter::direct(quota),
@@ -212,27 +215,27 @@ async fn attempt(store: &Store, lane: &Lane, delivery: ClaimedDelivery) {
             return;
         }
     };
-    let outcome = match legacy_message(lane, &delivery) {
+    let (started, finished, outcome) = match legacy_message(lane, &delivery) {
         Err(reason) => {
             // A mapping failure is the same on every try: straight to dead letters.
             if let Ok(mut b) = lane.breaker.lock() {
                 b.cancel_probe(probe);
             }
-            AttemptOutcome::Dead {
+            let dead = AttemptOutcome::Dead {
                 status: None,
                 reason,
-            }
+            };
+            (now, now, dead)
         }
         Ok(body) => {
             lane.limiter.until_ready().await;
-            let content_type = lane.mapping.content_type();
             let started = clock::now_millis();
             let sent = lane
                 .driver
                 .deliver(&Outgoing {
                     application_id: &delivery.application_id,
                     body: &body,
-                    content_type: &content_type,
+                    content_type: &lane.content_type,
                     assertion: None,
                 })
                 .await;
@@ -245,18 +248,14 @@ async fn attempt(store: &Store, lane: &Lane, delivery: ClaimedDelivery) {
                     AttemptOutcome::Delivered { .. } | AttemptOutcome::Dead { .. } => b.success(),
                 }
             }
-            if let Err(e) = store
-                .record_attempt(&delivery, started, finished - started, &outcome)
-                .await
-            {
-                tracing::error!(system = %system, cause = %e, "cannot record a delivery attempt; its lease will lapse and it will be tried again");
-            }
-            log_outcome(system, &delivery, &outcome);
-            return;
+            (started, finished, outcome)
         }
     };
-    if let Err(e) = store.record_attempt(&delivery, now, 0, &outcome).await {
-        tracing::error!(system = %system, cause = %e, "cannot record a delivery attempt");
+    if let Err(e) = store
+        .record_attempt(&delivery, started, finished - started, &outcome)
+        .await
+    {
+        tracing::error!(system = %system, cause = %e, "cannot record a delivery attempt; its lease will lapse and it will be tried again");
     }
     log_outcome(system, &delivery, &outcome);
 }

@@ -204,6 +204,7 @@ fn store(c: &mut Criterion) {
             system_id: "sy-scjg-food",
             body: &body,
             idempotency: None,
+            identity: None,
         }))
         .unwrap()
     };

@@ -15,6 +15,7 @@ fn app<'a>(id: &'a str, key: Option<(&'a str, &'a str)>) -> NewApplication<'a> {
         system_id: "sy-scjg-food",
         body: "{\"id\":\"x\"}",
         idempotency: key,
+        identity: None,
     }
 }
 

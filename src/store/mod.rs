@@ -3,12 +3,17 @@
 //!
 //! Queries use `$N` placeholders, which both databases accept, and only portable types
 //! (`TEXT`, `BIGINT`). Times are milliseconds since the epoch. Writers that must be ordered (the
-//! catalog change feed) serialise on a row of `counters`, so sequence numbers follow commit
-//! order on PostgreSQL too, and a reader of the feed never sees a gap fill in later.
+//! catalog change feed, the audit log's chain) serialise on a row of `counters`, so sequence
+//! numbers follow commit order on PostgreSQL too, and a reader of the feed never sees a gap
+//! fill in later.
 
+mod audit;
 mod catalog;
+mod keys;
 mod routing;
 
+pub use audit::AuditQuery;
+pub use keys::{ApiKeyRecord, NewApiKey};
 pub use routing::{
     Accepted, ApplicationRecord, AttemptOutcome, AttemptRecord, ClaimedDelivery, DeliveryRecord,
     EventRecord, NewApplication, NewEvent,

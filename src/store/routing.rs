@@ -17,6 +17,9 @@ pub struct NewApplication<'a> {
     pub body: &'a str,
     /// The caller's `Idempotency-Key` and a hash of its request, if it sent one.
     pub idempotency: Option<(&'a str, &'a str)>,
+    /// The applicant's verified identity, already masked, as JSON text: stored on every
+    /// delivery so each attempt can carry an identity assertion.
+    pub identity: Option<String>,
 }
 
 /// What recording an application came to.
@@ -58,6 +61,8 @@ pub struct ClaimedDelivery {
     pub attempts_in_window: i64,
     /// When the retry window began: acceptance, or the last replay.
     pub window_start: i64,
+    /// The applicant's verified identity (masked JSON text), if the application came with one.
+    pub identity: Option<String>,
 }
 
 /// A delivery as `GET /applications/{id}` and the dead-letter list show it.
@@ -186,8 +191,8 @@ impl Store {
         }
         sqlx::query(
             "INSERT INTO deliveries (id, application_id, seq, system_id, status, payload, attempts, attempts_base, \
-             window_start, next_attempt_at, claimed_until, created_at) \
-             VALUES ($1, $2, 1, $3, 'pending', $4, 0, 0, $5, $5, 0, $5)",
+             window_start, next_attempt_at, claimed_until, created_at, identity) \
+             VALUES ($1, $2, 1, $3, 'pending', $4, 0, 0, $5, $5, 0, $5, $6)",
         )
         // `~` cannot occur in an application id, and needs no escaping in a URL.
         .bind(format!("{}~1", app.id))
@@ -195,6 +200,7 @@ impl Store {
         .bind(app.system_id)
         .bind(app.body)
         .bind(now)
+        .bind(app.identity.as_deref())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -245,7 +251,7 @@ impl Store {
                AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.application_id = d.application_id \
                                AND e.seq < d.seq AND e.status <> 'delivered') \
                ORDER BY d.next_attempt_at LIMIT $4 {lock}) \
-             RETURNING id, application_id, payload, attempts, attempts_base, window_start"
+             RETURNING id, application_id, payload, attempts, attempts_base, window_start, identity"
         );
         let rows = sqlx::query(&sql)
             .bind(now + lease_ms)
@@ -265,6 +271,7 @@ impl Store {
                     attempts,
                     attempts_in_window: attempts - base,
                     window_start: r.try_get("window_start")?,
+                    identity: r.try_get("identity")?,
                 })
             })
             .collect()

@@ -2,6 +2,10 @@
 //! a shutdown signal, then let in-flight requests finish.
 
 use crate::api::{self, AppState};
+use crate::audit::AuditEntry;
+use crate::auth::AuthError;
+use crate::auth::assertion::Signer;
+use crate::auth::keys::{self, KeyAlg};
 use crate::catalog::{self, ImportError, PutOutcome};
 use crate::config::Config;
 use crate::routing::{Dispatcher, RoutingError};
@@ -35,6 +39,8 @@ pub enum HubError {
     Serve(#[source] std::io::Error),
     #[error("cannot start deliveries")]
     Routing(#[from] RoutingError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }
 
 fn format_import_errors(errors: &[ImportError]) -> String {
@@ -74,6 +80,36 @@ pub async fn open_store(config: &Config) -> Result<Store, HubError> {
         config.hub.store.max_connections,
     )
     .await?)
+}
+
+/// The directory of the hub's signing keys.
+pub fn keys_dir(config: &Config) -> PathBuf {
+    config.dir.join(&config.hub.signing.keys_dir)
+}
+
+/// Loads the hub's signing keys; with `signing.generate_if_missing`, first generates an Ed25519
+/// key when there is none, and audits that.
+pub async fn open_signer(config: &Config, store: &Store) -> Result<Arc<Signer>, HubError> {
+    let dir = keys_dir(config);
+    let signing = &config.hub.signing;
+    if signing.generate_if_missing && !keys::has_active(&dir)? {
+        let entry = keys::generate(&dir, KeyAlg::EdDSA)?;
+        tracing::info!(kid = %entry.kid, dir = %dir.display(), "generated the hub's first signing key");
+        store
+            .append_audit(&AuditEntry {
+                actor: "hub".into(),
+                action: "key generate".into(),
+                target: format!("signing key {}", entry.kid),
+                outcome: "ok".into(),
+                detail: "first key, generated at start (signing.generate_if_missing)".into(),
+            })
+            .await?;
+    }
+    Ok(Arc::new(Signer::load(
+        &dir,
+        &signing.issuer,
+        signing.assertion_ttl_seconds,
+    )?))
 }
 
 /// Imports a JSON array or NDJSON file of items: all of them, or none when any is bad.
@@ -147,7 +183,8 @@ pub async fn serve(
             tracing::info!(released, "took back deliveries claimed before a restart");
         }
     }
-    let dispatcher = Arc::new(Dispatcher::new(&config, store.clone())?);
+    let signer = open_signer(&config, &store).await?;
+    let dispatcher = Arc::new(Dispatcher::new(&config, store.clone(), signer.clone())?);
     let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
     let workers = tokio::spawn(dispatcher.clone().run(workers_stopped.clone()));
     let consumers = tokio::spawn(crate::routing::consume::run_consumers(
@@ -161,8 +198,13 @@ pub async fn serve(
         workers_stopped,
     ));
 
-    let mut state = AppState::new(config.clone(), store.clone());
+    let mut state = AppState::new(config.clone(), store.clone(), signer.clone());
     state.dispatcher = Some(dispatcher);
+    let key_upkeep = tokio::spawn(key_upkeep(
+        state.auth.verifier().clone(),
+        signer,
+        stop_workers.subscribe(),
+    ));
     let router = api::router(state);
     let grace = Duration::from_secs(config.hub.server.shutdown_grace_seconds);
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
@@ -183,6 +225,7 @@ pub async fn serve(
         }
     };
     let _ = stop_workers.send(true);
+    let _ = key_upkeep.await;
     if tokio::time::timeout(grace, pollers).await.is_err() {
         tracing::warn!("a poll was still running at exit");
     }
@@ -198,6 +241,53 @@ pub async fn serve(
     }
     store.close().await;
     result.map_err(HubError::Serve)
+}
+
+/// Keeps keys current: fetches the identity issuer's JWK Set on its schedule (when it comes from
+/// a URL), and re-reads the hub's key directory when `tongban keys generate` rotated it.
+async fn key_upkeep(
+    verifier: Arc<crate::auth::tokens::Verifier>,
+    signer: Arc<Signer>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    const KEY_DIR_CHECK: Duration = Duration::from_secs(10);
+    let period = verifier.refresh_period();
+    let mut next_fetch = period.map(|_| tokio::time::Instant::now());
+    let mut failures = 0u32;
+    loop {
+        if let Some(at) = next_fetch
+            && tokio::time::Instant::now() >= at
+        {
+            let wait = match verifier.refresh().await {
+                Ok(keys) => {
+                    tracing::info!(keys, "fetched the identity issuer's keys");
+                    failures = 0;
+                    period.unwrap_or(KEY_DIR_CHECK)
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(cause = %e, "cannot fetch the identity issuer's keys; retrying");
+                    Duration::from_secs(2u64.saturating_pow(failures.min(6)))
+                }
+            };
+            next_fetch = Some(tokio::time::Instant::now() + wait);
+        }
+        match signer.reload_if_changed() {
+            Ok(true) => tracing::info!("reloaded the hub's signing keys"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(cause = %e, "cannot reload the hub's signing keys; keeping the loaded ones")
+            }
+        }
+        let sleep = next_fetch
+            .map(|at| at.saturating_duration_since(tokio::time::Instant::now()))
+            .unwrap_or(KEY_DIR_CHECK)
+            .min(KEY_DIR_CHECK);
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM.

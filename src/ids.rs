@@ -217,6 +217,77 @@ pub fn mask_name(name: &str) -> String {
     }
 }
 
+/// Masks what looks like personal data in free text a hub did not write (a system's error
+/// answer, a fault string): every 18-character run that is a valid citizen ID number or unified
+/// social credit code, and every 11-digit mainland mobile number, wherever they stand. Text the
+/// hub knows more about should also go through [`mask_values`].
+///
+/// ```
+/// let said = "SFZHM 13043419840726291X 与 13800138000 不符";
+/// assert_eq!(
+///     tongban::ids::scrub(said),
+///     "SFZHM 1304**********291X 与 138****8000 不符"
+/// );
+/// ```
+pub fn scrub(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    let alnum = |c: &char| c.is_ascii_alphanumeric();
+    while i < chars.len() {
+        let starts_word = i == 0 || !alnum(&chars[i - 1]);
+        if starts_word && chars[i].is_ascii_alphanumeric() {
+            let end = (i..chars.len())
+                .find(|&j| !alnum(&chars[j]))
+                .unwrap_or(chars.len());
+            let word: String = chars[i..end].iter().collect();
+            let upper = word.to_ascii_uppercase();
+            let is_mobile = word.len() == 11
+                && word.starts_with('1')
+                && word.chars().all(|c| c.is_ascii_digit())
+                && matches!(word.as_bytes()[1], b'3'..=b'9');
+            if word.len() == 18 && (check_citizen_id(&upper).is_ok() || check_uscc(&upper).is_ok())
+            {
+                out.push_str(&mask_id(&word));
+            } else if is_mobile {
+                out.push_str(&word[..3]);
+                out.push_str("****");
+                out.push_str(&word[7..]);
+            } else {
+                out.push_str(&word);
+            }
+            i = end;
+        } else {
+            out.push(chars[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Replaces each of `values` (names, numbers, addresses the hub knows belong to a person) found
+/// in `text` by its masked form, longest first so a name inside an address goes with it.
+pub fn mask_values(text: &str, values: &[&str]) -> String {
+    let mut values: Vec<&str> = values
+        .iter()
+        .copied()
+        .filter(|v| v.chars().count() >= 2)
+        .collect();
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    let mut text = text.to_string();
+    for v in values {
+        if text.contains(v) {
+            let masked = if v.chars().count() >= 10 {
+                mask_id(v)
+            } else {
+                mask_name(v)
+            };
+            text = text.replace(v, &masked);
+        }
+    }
+    text
+}
+
 // ---------------------------------------------------------------------------------------------
 // 事项类型 and 事项实施编码
 

@@ -21,6 +21,11 @@
 //!   versions and the change feed.
 //! - [`api`]: the HTTP API (axum). The only place that knows wire types; problem+json errors;
 //!   health, readiness, metrics and the OpenAPI description.
+//! - [`auth`]: identity and access: API keys and staff tokens to roles, users' tokens from the
+//!   unified identity system, the hub's signing keys and the identity assertion it signs for
+//!   departments.
+//! - [`audit`]: the audit log's hash chain: record hashes, and verification that names each
+//!   changed, deleted, inserted or reordered record.
 //! - [`clock`]: how times are stored (epoch milliseconds) and shown (RFC 3339, +08:00).
 //! - [`hub`]: putting the parts together for `tongban serve`: open the store, seed the
 //!   catalog, serve until a shutdown signal.
@@ -29,6 +34,8 @@
 
 pub mod adapters;
 pub mod api;
+pub mod audit;
+pub mod auth;
 pub mod catalog;
 pub mod clock;
 pub mod config;

@@ -1,4 +1,5 @@
-//! The `tongban` command line: serve the hub, check a configuration, import catalog items.
+//! The `tongban` command line: serve the hub, check a configuration, import catalog items,
+//! manage keys and verify the audit log.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -67,6 +68,73 @@ enum Command {
         #[command(subcommand)]
         command: CatalogCommand,
     },
+    /// Manage the hub's signing keys and the API keys callers authenticate with. Every key
+    /// operation is written to the audit log.
+    Keys {
+        /// Use this store instead of hub.toml's store.url.
+        #[arg(long, global = true, env = "TONGBAN_STORE_URL")]
+        store: Option<String>,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Work with the hash-chained audit log.
+    Audit {
+        /// Use this store instead of hub.toml's store.url.
+        #[arg(long, global = true, env = "TONGBAN_STORE_URL")]
+        store: Option<String>,
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Generate a signing key and make it the active one. The key it replaces is retired but
+    /// stays published in /.well-known/jwks.json until assertions it signed have expired. A
+    /// running hub picks the new key up within seconds.
+    Generate {
+        #[arg(long, value_enum, default_value_t = Alg::EdDSA)]
+        alg: Alg,
+    },
+    /// List signing keys and API keys (never their secrets).
+    List,
+    /// Delete retired signing keys no verifier needs any more.
+    Prune,
+    /// Issue an API key and print it once; only its SHA-256 is kept.
+    Issue {
+        /// platform, system, reviewer, finance, supervisor or admin.
+        #[arg(long)]
+        role: String,
+        /// For a system key: the system's id (its adapter file's name).
+        #[arg(long)]
+        system: Option<String>,
+        /// Who or what the key is for.
+        #[arg(long)]
+        label: String,
+        /// Expire the key after this many days.
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    /// Revoke an API key by its id.
+    Revoke { key_id: String },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Alg {
+    #[value(name = "EdDSA")]
+    EdDSA,
+    #[value(name = "ES256")]
+    ES256,
+    #[value(name = "RS256")]
+    RS256,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the whole chain: every changed, deleted, inserted or reordered record is named.
+    /// Prints the record count and the head hash (record them elsewhere as an anchor); exits 1
+    /// when anything is wrong.
+    Verify,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -252,7 +320,225 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             store.close().await;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Keys { store, command } => keys_command(&cli.config, store, command).await,
+        Command::Audit {
+            store,
+            command: AuditCommand::Verify,
+        } => {
+            let (_, store) = open_with(&cli.config, store).await?;
+            let records = store.audit_records().await?;
+            let verification = tongban::audit::verify(&records);
+            store.close().await;
+            for finding in &verification.findings {
+                println!("TAMPERED: {finding}");
+            }
+            println!(
+                "audit log: {} record(s), head {}: {}",
+                verification.records,
+                verification.head,
+                if verification.findings.is_empty() {
+                    "chain intact".to_string()
+                } else {
+                    format!("{} problem(s)", verification.findings.len())
+                }
+            );
+            Ok(if verification.findings.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
     }
+}
+
+/// Who runs the command line, for the audit log.
+fn cli_actor() -> String {
+    format!(
+        "cli:{}",
+        std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| "unknown".into())
+    )
+}
+
+async fn open_with(
+    dir: &std::path::Path,
+    store: Option<String>,
+) -> anyhow::Result<(Config, tongban::store::Store)> {
+    let mut config = load(dir)?;
+    if let Some(store) = store {
+        config.hub.store.url = store;
+    }
+    let store = hub::open_store(&config)
+        .await
+        .context("starting the store")?;
+    Ok((config, store))
+}
+
+async fn audit(
+    store: &tongban::store::Store,
+    action: &str,
+    target: &str,
+    detail: String,
+) -> anyhow::Result<()> {
+    store
+        .append_audit(&tongban::audit::AuditEntry {
+            actor: cli_actor(),
+            action: action.into(),
+            target: target.into(),
+            outcome: "ok".into(),
+            detail,
+        })
+        .await
+        .context("writing the audit log")?;
+    Ok(())
+}
+
+async fn keys_command(
+    dir: &std::path::Path,
+    store: Option<String>,
+    command: KeysCommand,
+) -> anyhow::Result<ExitCode> {
+    use tongban::auth::{self, Role, keys};
+    let (config, store) = open_with(dir, store).await?;
+    let key_dir = hub::keys_dir(&config);
+    let ttl = config.hub.signing.assertion_ttl_seconds;
+    match command {
+        KeysCommand::Generate { alg } => {
+            let alg = match alg {
+                Alg::EdDSA => keys::KeyAlg::EdDSA,
+                Alg::ES256 => keys::KeyAlg::ES256,
+                Alg::RS256 => keys::KeyAlg::RS256,
+            };
+            let entry = keys::generate(&key_dir, alg)?;
+            audit(
+                &store,
+                "key generate",
+                &format!("signing key {}", entry.kid),
+                format!("{alg:?}; previous active key retired"),
+            )
+            .await?;
+            println!(
+                "generated signing key {} ({alg:?}) in {}; it signs from now on",
+                entry.kid,
+                key_dir.display()
+            );
+        }
+        KeysCommand::List => {
+            println!("signing keys in {}:", key_dir.display());
+            for k in keys::list(&key_dir)? {
+                println!(
+                    "  {}  {:?}  created {}  {}",
+                    k.kid,
+                    k.alg,
+                    tongban::clock::format_millis(k.created_at),
+                    match k.retired_at {
+                        None => "active".to_string(),
+                        Some(at) if k.published(tongban::clock::now_millis(), ttl) => format!(
+                            "retired {} (still published)",
+                            tongban::clock::format_millis(at)
+                        ),
+                        Some(at) =>
+                            format!("retired {} (prunable)", tongban::clock::format_millis(at)),
+                    }
+                );
+            }
+            println!("API keys:");
+            for k in store.list_api_keys().await? {
+                println!(
+                    "  {}  {}{}  \"{}\"  created {} by {}{}{}",
+                    k.key_id,
+                    k.role,
+                    k.system_id.map(|s| format!(" ({s})")).unwrap_or_default(),
+                    k.label,
+                    tongban::clock::format_millis(k.created_at),
+                    k.created_by,
+                    k.expires_at
+                        .map(|t| format!("  expires {}", tongban::clock::format_millis(t)))
+                        .unwrap_or_default(),
+                    k.revoked_at
+                        .map(|t| format!("  REVOKED {}", tongban::clock::format_millis(t)))
+                        .unwrap_or_default(),
+                );
+            }
+        }
+        KeysCommand::Prune => {
+            let gone = keys::prune(&key_dir, ttl)?;
+            for kid in &gone {
+                audit(
+                    &store,
+                    "key prune",
+                    &format!("signing key {kid}"),
+                    String::new(),
+                )
+                .await?;
+            }
+            println!("pruned {} retired signing key(s)", gone.len());
+        }
+        KeysCommand::Issue {
+            role,
+            system,
+            label,
+            expires_in_days,
+        } => {
+            let Some(role) = Role::parse(&role) else {
+                anyhow::bail!(
+                    "unknown role `{role}`: platform, system, reviewer, finance, supervisor or admin"
+                );
+            };
+            match (role, &system) {
+                (Role::System, None) => anyhow::bail!("a system key needs --system <id>"),
+                (Role::System, Some(id)) if !config.adapters.contains_key(id) => anyhow::bail!(
+                    "no system `{id}` in adapters/ (known: {})",
+                    config
+                        .adapters
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                (r, Some(_)) if r != Role::System => {
+                    anyhow::bail!("only system keys take --system")
+                }
+                _ => {}
+            }
+            let expires_at =
+                expires_in_days.map(|d| tongban::clock::now_millis() + i64::from(d) * 86_400_000);
+            let issued = auth::issue_key(role, system.as_deref(), &label, &cli_actor(), expires_at);
+            store.insert_api_key(&issued.record).await?;
+            audit(
+                &store,
+                "key issue",
+                &format!("/api/v1/keys/{}", issued.record.key_id),
+                format!("API key for role {}", role.as_str()),
+            )
+            .await?;
+            eprintln!(
+                "issued API key {} for role {}; it is shown once:",
+                issued.record.key_id,
+                role.as_str()
+            );
+            println!("{}", issued.secret);
+        }
+        KeysCommand::Revoke { key_id } => {
+            if !store
+                .revoke_api_key(&key_id, tongban::clock::now_millis())
+                .await?
+            {
+                anyhow::bail!("no unrevoked API key `{key_id}`");
+            }
+            audit(
+                &store,
+                "key revoke",
+                &format!("/api/v1/keys/{key_id}"),
+                String::new(),
+            )
+            .await?;
+            println!("revoked API key {key_id}; running hubs refuse it within seconds");
+        }
+    }
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load(dir: &std::path::Path) -> anyhow::Result<Config> {

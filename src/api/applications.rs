@@ -2,9 +2,13 @@
 //! from the platform, their deliveries and case events, dead letters and their replay, and the
 //! webhooks department systems post their events and results to.
 
+use super::guard::AuditNote;
 use super::input::{JsonBody, QueryParams, RawBody};
 use super::problem::{ApiError, ProblemEntry};
-use super::{AppState, Route};
+use super::{Access, AppState, Caller, Route};
+use crate::auth::assertion::Identity;
+use crate::auth::tokens::UserIdentity;
+use crate::auth::{Role, USER_TOKEN_HEADER, sha256_hex};
 use crate::catalog::{self, ItemRef};
 use crate::clock;
 use crate::ids::{mask_id, mask_name};
@@ -16,56 +20,90 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub fn routes() -> Vec<Route> {
     vec![
-        Route::new(Method::POST, "/api/v1/applications", submit),
-        Route::new(Method::GET, "/api/v1/applications/{id}", show),
-        Route::new(Method::GET, "/api/v1/dead-letters", dead_letters),
-        Route::new(Method::POST, "/api/v1/dead-letters/{id}/replay", replay),
-        Route::new(Method::POST, "/api/v1/systems/{id}/events", post_event),
-        Route::new(Method::POST, "/api/v1/systems/{id}/results", post_result),
+        Route::new(Method::POST, "/api/v1/applications", PLATFORM, submit),
+        Route::new(Method::GET, "/api/v1/applications/{id}", CASE_READERS, show),
+        Route::new(Method::GET, "/api/v1/dead-letters", OPERATORS, dead_letters),
+        Route::new(
+            Method::POST,
+            "/api/v1/dead-letters/{id}/replay",
+            OPERATORS,
+            replay,
+        ),
+        Route::new(
+            Method::POST,
+            "/api/v1/systems/{id}/events",
+            SYSTEM,
+            post_event,
+        ),
+        Route::new(
+            Method::POST,
+            "/api/v1/systems/{id}/results",
+            SYSTEM,
+            post_result,
+        ),
     ]
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+const PLATFORM: Access = Access::Roles(&[Role::Platform]);
+/// Who may read a case: the platform that submitted it, the system handling it (checked in the
+/// handler), and supervisors.
+const CASE_READERS: Access = Access::Roles(&[Role::Platform, Role::System, Role::Supervisor]);
+/// Who watches and replays dead letters: a system its own, administrators all.
+const OPERATORS: Access = Access::Roles(&[Role::System, Role::Admin]);
+const SYSTEM: Access = Access::Roles(&[Role::System]);
 
-/// The platform proves itself with the bearer token whose SHA-256 `hub.toml` holds.
-fn check_platform(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = &state.config.hub.platform_credential_sha256 else {
-        return Ok(());
-    };
+/// The user behind an application, proven by their token from the unified identity system.
+async fn applicant_identity(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<UserIdentity, ApiError> {
     let token = headers
-        .get(header::AUTHORIZATION)
+        .get(USER_TOKEN_HEADER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
         .ok_or_else(|| {
             ApiError::Unauthorized(
-                "submitting applications needs the platform's bearer token".into(),
+                "an application carries the applicant's token from the unified identity system \
+                 in the Tongban-User-Token header"
+                    .into(),
             )
         })?;
-    let given = sha256_hex(token.trim().as_bytes());
-    // Comparing digests of equal length: no early exit on the first differing byte.
-    let same = given.len() == expected.len()
-        && given
-            .bytes()
-            .zip(expected.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if same {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized(
-            "the platform's bearer token is not valid".into(),
-        ))
+    state
+        .auth
+        .verifier()
+        .user(token)
+        .await
+        .map_err(|e| ApiError::Unauthorized(format!("the applicant's token is refused: {e}")))
+}
+
+/// Which members of the body's applicant differ from the identity the token proves (names of
+/// members only: the values are personal data).
+fn applicant_mismatches(body: &Value, user: &UserIdentity) -> Vec<&'static str> {
+    let given = |member: &str| {
+        body.pointer(&format!("/applicant/{member}"))
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .unwrap_or_default()
+    };
+    let mut differ = Vec::new();
+    if given("kind") != user.applicant_kind {
+        differ.push("kind");
     }
+    if given("id_type") != user.id_type {
+        differ.push("id_type");
+    }
+    if !given("id_number").eq_ignore_ascii_case(&user.id_number) {
+        differ.push("id_number");
+    }
+    if given("name") != user.name {
+        differ.push("name");
+    }
+    differ
 }
 
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
@@ -86,7 +124,7 @@ async fn submit(
     headers: HeaderMap,
     JsonBody(mut body): JsonBody,
 ) -> Result<Response, ApiError> {
-    check_platform(&state, &headers)?;
+    let user = applicant_identity(&state, &headers).await?;
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => match v.to_str() {
@@ -150,6 +188,22 @@ async fn submit(
     if !violations.is_empty() {
         return Err(violations.into());
     }
+    let differ = applicant_mismatches(&body, &user);
+    if !differ.is_empty() {
+        return Err(ApiError::Forbidden(format!(
+            "the applicant is not the user the token identifies: {} differ",
+            differ.join(", ")
+        )));
+    }
+    if let Some(required) = current.as_ref().and_then(|i| i.min_real_name_level)
+        && user.real_name_level < required
+    {
+        return Err(ApiError::Forbidden(format!(
+            "item {item_code} needs real-name level {required} (实名等级); the applicant's token \
+             has level {}",
+            user.real_name_level
+        )));
+    }
 
     let region = text("/region");
     let adapter =
@@ -176,6 +230,8 @@ async fn submit(
         }
     };
     let stored = body.to_string();
+    let identity = serde_json::to_string(&Identity::of(&user))
+        .map_err(|e| ApiError::Internal(format!("cannot keep the applicant's identity: {e}")))?;
     let item_version = body
         .pointer("/item/version")
         .and_then(Value::as_i64)
@@ -188,17 +244,18 @@ async fn submit(
             item_version,
             system_id: &adapter.id,
             body: &stored,
+            identity: Some(identity),
             idempotency: idempotency_key
                 .as_deref()
                 .map(|k| (k, request_hash.as_str())),
         })
         .await?;
-    let (application_id, system_id, accepted_at) = match accepted {
+    let (application_id, system_id, accepted_at, replayed) = match accepted {
         Accepted::New { accepted_at } => {
             if let Some(d) = &state.dispatcher {
                 d.wake(&adapter.id);
             }
-            (id, adapter.id.clone(), accepted_at)
+            (id, adapter.id.clone(), accepted_at, false)
         }
         Accepted::Replayed { application_id } => {
             let record = state
@@ -208,7 +265,7 @@ async fn submit(
                 .ok_or_else(|| {
                     ApiError::Internal("an accepted application cannot be read".into())
                 })?;
-            (record.id, record.system_id, record.accepted_at)
+            (record.id, record.system_id, record.accepted_at, true)
         }
         Accepted::KeyReused => {
             return Err(ApiError::Unprocessable {
@@ -237,6 +294,21 @@ async fn submit(
     if let Ok(v) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, v);
     }
+    response.extensions_mut().insert(
+        AuditNote::new(format!(
+            "{} for {system_id}, item {item_code}, applicant {}, subject sha256:{}",
+            if replayed {
+                "answered again (Idempotency-Key)"
+            } else {
+                "accepted"
+            },
+            mask_id(&user.id_number),
+            // A subject may embed an identifier; its digest still links the records of one user.
+            &sha256_hex(user.subject.as_bytes())[..16]
+        ))
+        .on(location.clone())
+        .discloses(),
+    );
     Ok(response)
 }
 
@@ -256,13 +328,22 @@ fn delivery_json(d: &DeliveryRecord) -> Value {
 
 async fn show(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let app = state
         .store
         .application(&id)
         .await?
         .ok_or_else(|| ApiError::NotFound("no application with this id".into()))?;
+    if !caller.has(Role::Platform)
+        && !caller.has(Role::Supervisor)
+        && !caller.is_system(&app.system_id)
+    {
+        return Err(ApiError::Forbidden(
+            "a system reads only the applications delivered to it".into(),
+        ));
+    }
     let body: Value = serde_json::from_str(&app.body).unwrap_or(Value::Null);
     let text = |pointer: &str| {
         body.pointer(pointer)
@@ -302,7 +383,7 @@ async fn show(
             event
         })
         .collect();
-    Ok(Json(json!({
+    let mut response = Json(json!({
         "id": app.id,
         "state": app.state,
         "item": { "code": app.item_code, "version": app.item_version, "name": text("/item/name") },
@@ -317,30 +398,66 @@ async fn show(
         "updated_at": clock::format_millis(app.updated_at),
         "deliveries": deliveries,
         "events": events,
-    })))
+    }))
+    .into_response();
+    response
+        .extensions_mut()
+        .insert(AuditNote::new("read the application (applicant masked)").discloses());
+    Ok(response)
 }
 
 async fn dead_letters(
     State(state): State<AppState>,
+    caller: Caller,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let mut q = QueryParams::parse(raw.as_deref());
-    let system = q.text("system");
+    let mut system = q.text("system");
     let limit = q.integer("limit", 1..=1000).unwrap_or(100);
     q.finish()?;
+    if !caller.has(Role::Admin) {
+        // A system sees its own dead letters only, whatever it asks for.
+        let own = caller.system.clone().unwrap_or_default();
+        if system.as_ref().is_some_and(|s| *s != own) {
+            return Err(ApiError::Forbidden(
+                "a system reads only its own dead letters".into(),
+            ));
+        }
+        system = Some(own);
+    }
     let letters = state
         .store
         .dead_letters(system.as_deref(), limit as u32)
         .await?;
-    Ok(Json(
-        json!({ "dead_letters": letters.iter().map(delivery_json).collect::<Vec<_>>() }),
-    ))
+    let mut response =
+        Json(json!({ "dead_letters": letters.iter().map(delivery_json).collect::<Vec<_>>() }))
+            .into_response();
+    // Failure reasons are masked, but they are still about applicants' cases.
+    response
+        .extensions_mut()
+        .insert(AuditNote::new(format!("listed {} dead letter(s)", letters.len())).discloses());
+    Ok(response)
 }
 
 async fn replay(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    if !caller.has(Role::Admin) {
+        // Delivery ids are `<application id>~<n>`: the application says whose it is.
+        let application = id.rsplit_once('~').map(|(a, _)| a).unwrap_or(&id);
+        let owner = state
+            .store
+            .application(application)
+            .await?
+            .map(|a| a.system_id);
+        if owner.is_none_or(|owner| !caller.is_system(&owner)) {
+            return Err(ApiError::Forbidden(
+                "a system replays only its own dead letters".into(),
+            ));
+        }
+    }
     let delivery = state
         .store
         .replay_dead_letter(&id)
@@ -354,26 +471,34 @@ async fn replay(
 
 async fn post_event(
     state: State<AppState>,
+    caller: Caller,
     id: Path<String>,
     body: RawBody,
 ) -> Result<Response, ApiError> {
-    receive(state, id, body, Kind::CaseEvent).await
+    receive(state, caller, id, body, Kind::CaseEvent).await
 }
 
 async fn post_result(
     state: State<AppState>,
+    caller: Caller,
     id: Path<String>,
     body: RawBody,
 ) -> Result<Response, ApiError> {
-    receive(state, id, body, Kind::Result).await
+    receive(state, caller, id, body, Kind::Result).await
 }
 
 async fn receive(
     State(state): State<AppState>,
+    caller: Caller,
     Path(system): Path<String>,
     RawBody(body): RawBody,
     kind: Kind,
 ) -> Result<Response, ApiError> {
+    if !caller.is_system(&system) {
+        return Err(ApiError::Forbidden(format!(
+            "only system {system} posts for system {system}"
+        )));
+    }
     match inbound::receive(&state.config, &state.store, &system, kind, &body).await {
         Ok(Received::New) => {
             Ok((StatusCode::ACCEPTED, Json(json!({ "received": "new" }))).into_response())

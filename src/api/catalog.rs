@@ -2,7 +2,8 @@
 
 use super::input::{JsonBody, QueryParams};
 use super::problem::{ApiError, ProblemEntry};
-use super::{AppState, Route};
+use super::{ANYONE, Access, AppState, Route};
+use crate::auth::Role;
 use crate::catalog::{self, Change, Item, ItemQuery, ItemStatus, PutOutcome};
 use crate::schema::Violation;
 use axum::Json;
@@ -13,10 +14,20 @@ use serde::Serialize;
 
 pub fn routes() -> Vec<Route> {
     vec![
-        Route::new(Method::GET, "/api/v1/catalog/items", list_items),
-        Route::new(Method::GET, "/api/v1/catalog/items/{code}", get_item),
-        Route::new(Method::PUT, "/api/v1/catalog/items/{code}", put_item),
-        Route::new(Method::GET, "/api/v1/catalog/changes", list_changes),
+        Route::new(Method::GET, "/api/v1/catalog/items", ANYONE, list_items),
+        Route::new(
+            Method::GET,
+            "/api/v1/catalog/items/{code}",
+            ANYONE,
+            get_item,
+        ),
+        Route::new(
+            Method::PUT,
+            "/api/v1/catalog/items/{code}",
+            Access::Roles(&[Role::Platform]),
+            put_item,
+        ),
+        Route::new(Method::GET, "/api/v1/catalog/changes", ANYONE, list_changes),
     ]
 }
 

@@ -145,6 +145,21 @@ impl QueryParams {
         }
     }
 
+    /// A time in RFC 3339 (`2026-11-28T09:00:00+08:00`), as epoch milliseconds.
+    pub fn time(&mut self, name: &'static str) -> Option<i64> {
+        let value = self.text(name)?;
+        match chrono::DateTime::parse_from_rfc3339(&value) {
+            Ok(t) => Some(t.timestamp_millis()),
+            Err(_) => {
+                self.problems.push(ProblemEntry::parameter(
+                    name,
+                    "must be a time in RFC 3339, e.g. 2026-11-28T09:00:00+08:00",
+                ));
+                None
+            }
+        }
+    }
+
     /// One of `allowed`.
     pub fn one_of(&mut self, name: &'static str, allowed: &[&str]) -> Option<String> {
         let value = self.text(name)?;

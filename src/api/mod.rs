@@ -1,9 +1,20 @@
 //! The HTTP API: one router per resource, assembled here. The only part that knows wire types.
 //!
 //! Every route is declared as a [`Route`] so the table of routes is data: the OpenAPI test
-//! compares it with the description and fails on any route the description lacks.
+//! compares it with the description and fails on any route the description lacks, and the
+//! access test walks every route with every role against the README's table.
+//!
+//! Access is decided in two steps. The route's [`Access`] names the roles that may call it at
+//! all; [`guard`] authenticates the caller, refuses other roles (401 without a valid credential,
+//! 403 with one), audits state-changing calls, and hands the [`Principal`] to the handler. The
+//! handler then checks scope that depends on the request, such as a system posting only for its
+//! own system id.
 
 mod applications;
+mod audit;
+mod guard;
+mod keys;
+
 mod catalog;
 mod input;
 mod metrics;
@@ -11,9 +22,13 @@ mod openapi;
 mod ops;
 pub mod problem;
 
+pub use guard::AuditNote;
 pub use metrics::Metrics;
 pub use problem::{ApiError, Problem, ProblemEntry};
 
+use crate::auth::assertion::Signer;
+use crate::auth::tokens::Verifier;
+use crate::auth::{Authenticator, Principal, Role};
 use crate::config::Config;
 use crate::routing::Dispatcher;
 use crate::schema::Schemas;
@@ -23,6 +38,9 @@ use axum::handler::Handler;
 use axum::http::Method;
 use axum::routing::{MethodFilter, MethodRouter, on};
 use std::sync::Arc;
+
+/// The caller, as [`guard`] proved it; handlers of non-public routes extract it.
+pub type Caller = axum::Extension<Principal>;
 
 /// What handlers share.
 #[derive(Clone)]
@@ -36,18 +54,47 @@ pub struct AppState {
     /// The outbox workers, woken when an application is accepted; `None` when deliveries are
     /// not running in this process (tests of the API alone).
     pub dispatcher: Option<Arc<Dispatcher>>,
+    /// Callers' credentials to principals; users' tokens through its verifier.
+    pub auth: Arc<Authenticator>,
+    /// The hub's signing keys, published at `/.well-known/jwks.json`.
+    pub signer: Arc<Signer>,
 }
 
 impl AppState {
-    /// The state for a configuration and an open store, without outbox workers.
-    pub fn new(config: Arc<Config>, store: Store) -> AppState {
+    /// The state for a configuration, an open store and the hub's keys, without outbox workers.
+    pub fn new(config: Arc<Config>, store: Store, signer: Arc<Signer>) -> AppState {
+        let verifier = Arc::new(Verifier::new(&config.hub.identity));
         AppState {
+            auth: Arc::new(Authenticator::new(store.clone(), verifier)),
             store,
             schemas: config.schemas.clone(),
             metrics: Arc::new(Metrics::default()),
             body_limit: config.hub.server.body_limit_bytes,
             config,
             dispatcher: None,
+            signer,
+        }
+    }
+}
+
+/// Every role: the routes any authenticated caller may read.
+pub const ANYONE: Access = Access::Roles(&Role::ALL);
+
+/// Who may call a route at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone: probes, metrics, the OpenAPI description, the hub's public keys.
+    Public,
+    /// Callers holding one of these roles.
+    Roles(&'static [Role]),
+}
+
+impl Access {
+    /// Whether a caller with `roles` passes (scope checks in the handler come on top).
+    pub fn admits(self, roles: &[Role]) -> bool {
+        match self {
+            Access::Public => true,
+            Access::Roles(allowed) => allowed.iter().any(|r| roles.contains(r)),
         }
     }
 }
@@ -56,11 +103,12 @@ impl AppState {
 pub struct Route {
     pub method: Method,
     pub path: &'static str,
+    pub access: Access,
     handler: MethodRouter<AppState>,
 }
 
 impl Route {
-    pub fn new<H, T>(method: Method, path: &'static str, handler: H) -> Route
+    pub fn new<H, T>(method: Method, path: &'static str, access: Access, handler: H) -> Route
     where
         H: Handler<T, AppState>,
         T: 'static,
@@ -70,6 +118,7 @@ impl Route {
         Route {
             method,
             path,
+            access,
             handler: on(filter, handler),
         }
     }
@@ -80,6 +129,8 @@ pub fn routes() -> Vec<Route> {
     let mut routes = ops::routes();
     routes.extend(catalog::routes());
     routes.extend(applications::routes());
+    routes.extend(keys::routes());
+    routes.extend(audit::routes());
     routes.extend(openapi::routes());
     routes
 }
@@ -88,7 +139,18 @@ pub fn routes() -> Vec<Route> {
 pub fn router(state: AppState) -> Router {
     let mut router = Router::new();
     for route in routes() {
-        router = router.route(route.path, route.handler);
+        let guarded = route
+            .handler
+            .route_layer(axum::middleware::from_fn_with_state(
+                guard::Guard {
+                    state: state.clone(),
+                    method: route.method,
+                    path: route.path,
+                    access: route.access,
+                },
+                guard::guard,
+            ));
+        router = router.route(route.path, guarded);
     }
     router
         .route_layer(axum::middleware::from_fn_with_state(

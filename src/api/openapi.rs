@@ -1,7 +1,7 @@
 //! `GET /api/v1/openapi.json`: the OpenAPI 3.1 description of every route, with the canonical
 //! schemas from `schemas/` embedded as components.
 
-use super::{AppState, Route};
+use super::{ANYONE, AppState, Route};
 use axum::Json;
 use axum::extract::State;
 use axum::http::Method;
@@ -10,7 +10,12 @@ use serde_json::Value;
 const TEMPLATE: &str = include_str!("openapi.json");
 
 pub fn routes() -> Vec<Route> {
-    vec![Route::new(Method::GET, "/api/v1/openapi.json", serve)]
+    vec![Route::new(
+        Method::GET,
+        "/api/v1/openapi.json",
+        ANYONE,
+        serve,
+    )]
 }
 
 async fn serve(State(state): State<AppState>) -> Json<Value> {

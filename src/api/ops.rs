@@ -1,7 +1,8 @@
-//! Operations endpoints: liveness, readiness (the store answers) and Prometheus metrics.
+//! Operations endpoints: liveness, readiness (the store answers), Prometheus metrics, and the
+//! hub's public keys (`/.well-known/jwks.json`).
 
 use super::problem::ApiError;
-use super::{AppState, Route};
+use super::{Access, AppState, Route};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{Method, header};
@@ -10,10 +11,19 @@ use serde_json::{Value, json};
 
 pub fn routes() -> Vec<Route> {
     vec![
-        Route::new(Method::GET, "/healthz", healthz),
-        Route::new(Method::GET, "/readyz", readyz),
-        Route::new(Method::GET, "/metrics", metrics),
+        Route::new(Method::GET, "/healthz", Access::Public, healthz),
+        Route::new(Method::GET, "/readyz", Access::Public, readyz),
+        Route::new(Method::GET, "/metrics", Access::Public, metrics),
+        Route::new(Method::GET, "/.well-known/jwks.json", Access::Public, jwks),
     ]
+}
+
+/// The hub's public signing keys: departments verify identity assertions with them.
+async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CACHE_CONTROL, "public, max-age=60")],
+        Json(state.signer.jwks()),
+    )
 }
 
 async fn healthz() -> Json<Value> {

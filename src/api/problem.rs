@@ -37,6 +37,17 @@ impl ProblemEntry {
         }
     }
 
+    pub fn pointer(pointer: impl Into<String>, message: impl Into<String>) -> ProblemEntry {
+        ProblemEntry {
+            pointer: Some(pointer.into()),
+            parameter: None,
+            header: None,
+            field: None,
+            path: None,
+            message: message.into(),
+        }
+    }
+
     pub fn header(name: &str, message: impl Into<String>) -> ProblemEntry {
         ProblemEntry {
             pointer: None,
@@ -96,8 +107,12 @@ pub enum ApiError {
     /// idempotency key, a message about someone else's application).
     #[error("{detail}")]
     Unprocessable { detail: String },
+    /// No valid credential (401, with `WWW-Authenticate: Bearer`).
     #[error("{0}")]
     Unauthorized(String),
+    /// A valid credential that may not do this (403), with the reason.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{detail}")]
     PreconditionFailed { detail: String },
     /// The cause is logged, not sent.
@@ -180,6 +195,7 @@ impl ApiError {
                 "Unprocessable request",
             ),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             ApiError::PreconditionFailed { .. } => (
                 StatusCode::PRECONDITION_FAILED,
                 "precondition-failed",
@@ -229,6 +245,15 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        // The reason goes to the audit record too; problem details hold no personal data.
+        response
+            .extensions_mut()
+            .insert(super::guard::AuditNote::new(problem.detail.clone()));
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         response
     }
 }

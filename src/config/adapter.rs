@@ -17,8 +17,6 @@ pub struct AdapterConfig {
     pub items: Vec<ItemClaim>,
     pub outbound: Outbound,
     pub inbound: Inbound,
-    /// The name of the credentials the system authenticates with (issued by `tongban keys`).
-    pub credentials: Option<String>,
 }
 
 /// An item a system handles, everywhere or only in some regions.
@@ -119,7 +117,6 @@ struct AdapterFile {
     items: Vec<ItemFile>,
     outbound: OutboundFile,
     inbound: InboundFile,
-    credentials: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -502,7 +499,6 @@ pub(super) fn compile(
                 case_event_mapping: i.case_event_mapping.into_inner(),
                 result_mapping: i.result_mapping.map(|r| r.into_inner()),
             },
-            credentials: parsed.credentials,
         },
         refs,
     ))

@@ -23,6 +23,8 @@ pub struct RawConfig {
     /// The catalog seed file `hub.toml` names, read so that adapters' items can be checked
     /// against it.
     pub seed: Option<SourceFile>,
+    /// The identity issuer's JWK Set, when `hub.toml` names a file (`identity.jwks_file`).
+    pub jwks: Option<SourceFile>,
     pub errors: Vec<ConfigError>,
 }
 
@@ -45,6 +47,17 @@ impl RawConfig {
         });
         if let Some(seed) = seed {
             raw.seed = raw.read_file(&seed);
+        }
+        let jwks = raw.hub.as_ref().and_then(|hub| {
+            let table: toml::Table = toml::from_str(&hub.text).ok()?;
+            table
+                .get("identity")?
+                .get("jwks_file")?
+                .as_str()
+                .map(PathBuf::from)
+        });
+        if let Some(jwks) = jwks {
+            raw.jwks = raw.read_file(&jwks);
         }
         for (folder, suffix) in [
             ("adapters", ".toml"),

@@ -14,8 +14,65 @@ pub struct HubConfig {
     pub catalog: CatalogConfig,
     /// The RabbitMQ broker AMQP adapters use (and the bus, when it is `amqp`).
     pub broker: Option<String>,
-    /// SHA-256 (hex) of the credential the unified platform presents as a bearer token.
-    pub platform_credential_sha256: Option<String>,
+    /// The unified identity system whose tokens users and staff present.
+    pub identity: IdentityConfig,
+    /// The hub's own signing keys, for identity assertions to departments.
+    pub signing: SigningConfig,
+}
+
+/// The unified identity issuer (`[identity]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityConfig {
+    /// `iss` of every accepted token.
+    pub issuer: String,
+    /// `aud` of users' tokens (applicants).
+    pub user_audience: String,
+    /// `aud` of staff tokens (reviewers, finance, supervisors, administrators).
+    pub staff_audience: String,
+    pub jwks: JwksSource,
+    /// Accepted signature algorithms; never HMAC or `none`.
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    /// Leeway on `exp` and `nbf`, in seconds.
+    pub clock_skew_seconds: u64,
+    pub claims: ClaimNames,
+}
+
+/// Where the issuer's public keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    /// A JWK Set file, read with the rest of the configuration.
+    File {
+        path: PathBuf,
+        keys: jsonwebtoken::jwk::JwkSet,
+    },
+    /// A JWK Set URL, fetched at start, every `refresh_seconds`, and when a token names an
+    /// unknown `kid`.
+    Url { url: String, refresh_seconds: u64 },
+}
+
+/// The names of the claims the hub maps to an applicant or a staff member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimNames {
+    pub name: String,
+    pub id_type: String,
+    pub id_number: String,
+    pub real_name_level: String,
+    pub applicant_kind: String,
+    pub roles: String,
+}
+
+/// The hub's own keys (`[signing]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningConfig {
+    /// Private keys (PKCS#8 PEM, mode 0600) and their manifest; relative to the configuration
+    /// directory.
+    pub keys_dir: PathBuf,
+    /// `iss` of the assertions the hub signs.
+    pub issuer: String,
+    pub assertion_ttl_seconds: u64,
+    /// Generate a first key at start when the directory has none (the embedded defaults);
+    /// otherwise a missing key stops the start with a pointer to `tongban keys generate`.
+    pub generate_if_missing: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +115,9 @@ struct HubFile {
     #[serde(default)]
     catalog: CatalogFile,
     broker: Option<BrokerFile>,
-    platform: Option<PlatformFile>,
+    identity: Option<IdentityFile>,
+    #[serde(default)]
+    signing: SigningFile,
 }
 
 #[derive(Deserialize)]
@@ -69,8 +128,76 @@ struct BrokerFile {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PlatformFile {
-    credential_sha256: toml::Spanned<String>,
+struct IdentityFile {
+    issuer: String,
+    user_audience: String,
+    staff_audience: String,
+    jwks_file: Option<String>,
+    jwks_url: Option<toml::Spanned<String>>,
+    #[serde(default = "default_refresh")]
+    jwks_refresh_seconds: u64,
+    #[serde(default = "default_algorithms")]
+    algorithms: toml::Spanned<Vec<String>>,
+    #[serde(default = "default_skew")]
+    clock_skew_seconds: u64,
+    #[serde(default)]
+    claims: ClaimsFile,
+}
+
+fn default_refresh() -> u64 {
+    300
+}
+
+fn default_algorithms() -> toml::Spanned<Vec<String>> {
+    toml::Spanned::new(0..0, vec!["RS256".into(), "ES256".into(), "EdDSA".into()])
+}
+
+fn default_skew() -> u64 {
+    60
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ClaimsFile {
+    name: String,
+    id_type: String,
+    id_number: String,
+    real_name_level: String,
+    applicant_kind: String,
+    roles: String,
+}
+
+impl Default for ClaimsFile {
+    fn default() -> Self {
+        ClaimsFile {
+            name: "name".into(),
+            id_type: "id_type".into(),
+            id_number: "id_number".into(),
+            real_name_level: "real_name_level".into(),
+            applicant_kind: "applicant_kind".into(),
+            roles: "roles".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct SigningFile {
+    keys_dir: PathBuf,
+    issuer: String,
+    assertion_ttl_seconds: u64,
+    generate_if_missing: bool,
+}
+
+impl Default for SigningFile {
+    fn default() -> Self {
+        SigningFile {
+            keys_dir: PathBuf::from("data/keys"),
+            issuer: "tongban".into(),
+            assertion_ttl_seconds: 120,
+            generate_if_missing: false,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -117,8 +244,13 @@ struct CatalogFile {
     seed: Option<PathBuf>,
 }
 
-/// Compiles `hub.toml`, pushing every problem to `errors`.
-pub(super) fn compile(file: &SourceFile, errors: &mut Vec<ConfigError>) -> Option<HubConfig> {
+/// Compiles `hub.toml` (and the JWK Set file it names, when it names one), pushing every
+/// problem to `errors`.
+pub(super) fn compile(
+    file: &SourceFile,
+    jwks: Option<&SourceFile>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<HubConfig> {
     let parsed: HubFile = match toml::from_str(&file.text) {
         Ok(parsed) => parsed,
         Err(e) => {
@@ -200,19 +332,26 @@ pub(super) fn compile(file: &SourceFile, errors: &mut Vec<ConfigError>) -> Optio
             ));
         }
     }
-    if let Some(platform) = &parsed.platform {
-        let hash = platform.credential_sha256.get_ref();
-        if hash.len() != 64
-            || !hash
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            errors.push(file.error_at_span(
-                "platform.credential_sha256",
-                platform.credential_sha256.span(),
-                "must be 64 lower-case hex digits: the SHA-256 of the platform's token",
+    let identity = match &parsed.identity {
+        Some(identity) => compile_identity(file, identity, jwks, errors),
+        None => {
+            errors.push(file.error_at_key(
+                "identity",
+                "missing: the unified identity issuer (issuer, user_audience, staff_audience, \
+                 jwks_file or jwks_url)",
             ));
+            None
         }
+    };
+    let signing = &parsed.signing;
+    if !(10..=3600).contains(&signing.assertion_ttl_seconds) {
+        errors.push(file.error_at_key(
+            "signing.assertion_ttl_seconds",
+            "must be between 10 and 3600",
+        ));
+    }
+    if signing.issuer.trim().is_empty() {
+        errors.push(file.error_at_key("signing.issuer", "must not be empty"));
     }
 
     if errors.len() != before {
@@ -233,6 +372,156 @@ pub(super) fn compile(file: &SourceFile, errors: &mut Vec<ConfigError>) -> Optio
             seed: parsed.catalog.seed,
         },
         broker: parsed.broker.map(|b| b.url.into_inner()),
-        platform_credential_sha256: parsed.platform.map(|p| p.credential_sha256.into_inner()),
+        identity: identity?,
+        signing: SigningConfig {
+            keys_dir: parsed.signing.keys_dir,
+            issuer: parsed.signing.issuer,
+            assertion_ttl_seconds: parsed.signing.assertion_ttl_seconds,
+            generate_if_missing: parsed.signing.generate_if_missing,
+        },
     })
+}
+
+/// The algorithms a token may be signed with: asymmetric ones only, so a public key can never
+/// serve as an HMAC secret.
+const ASYMMETRIC: &[(&str, jsonwebtoken::Algorithm)] = &[
+    ("RS256", jsonwebtoken::Algorithm::RS256),
+    ("RS384", jsonwebtoken::Algorithm::RS384),
+    ("RS512", jsonwebtoken::Algorithm::RS512),
+    ("PS256", jsonwebtoken::Algorithm::PS256),
+    ("PS384", jsonwebtoken::Algorithm::PS384),
+    ("PS512", jsonwebtoken::Algorithm::PS512),
+    ("ES256", jsonwebtoken::Algorithm::ES256),
+    ("ES384", jsonwebtoken::Algorithm::ES384),
+    ("EdDSA", jsonwebtoken::Algorithm::EdDSA),
+];
+
+fn compile_identity(
+    file: &SourceFile,
+    identity: &IdentityFile,
+    jwks: Option<&SourceFile>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<IdentityConfig> {
+    let before = errors.len();
+    for (key, value) in [
+        ("identity.issuer", &identity.issuer),
+        ("identity.user_audience", &identity.user_audience),
+        ("identity.staff_audience", &identity.staff_audience),
+    ] {
+        if value.trim().is_empty() {
+            errors.push(file.error_at_key(key, "must not be empty"));
+        }
+    }
+    if identity.user_audience == identity.staff_audience {
+        errors.push(file.error_at_key(
+            "identity.staff_audience",
+            "must differ from user_audience, or an applicant's token would pass as a staff token",
+        ));
+    }
+    let mut algorithms = Vec::new();
+    for name in identity.algorithms.get_ref() {
+        match ASYMMETRIC.iter().find(|(n, _)| n == name) {
+            Some((_, alg)) => algorithms.push(*alg),
+            None => errors.push(file.error_at_span(
+                "identity.algorithms",
+                identity.algorithms.span(),
+                format!(
+                    "`{name}` is not accepted: only asymmetric algorithms ({}) may sign tokens",
+                    ASYMMETRIC.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                ),
+            )),
+        }
+    }
+    if identity.algorithms.get_ref().is_empty() {
+        errors.push(file.error_at_key("identity.algorithms", "must name at least one algorithm"));
+    }
+    if identity.clock_skew_seconds > 600 {
+        errors.push(file.error_at_key("identity.clock_skew_seconds", "must be at most 600"));
+    }
+    let source = match (&identity.jwks_file, &identity.jwks_url) {
+        (Some(path), None) => jwks.and_then(|jwks| match parse_jwks(&jwks.text) {
+            Ok(keys) => Some(JwksSource::File {
+                path: PathBuf::from(path),
+                keys,
+            }),
+            Err(message) => {
+                errors.push(ConfigError {
+                    file: jwks.path.clone(),
+                    line: None,
+                    column: None,
+                    key: None,
+                    message,
+                });
+                None
+            }
+        }),
+        (None, Some(url)) => {
+            let text = url.get_ref();
+            if !(text.starts_with("https://") || text.starts_with("http://")) {
+                errors.push(file.error_at_span(
+                    "identity.jwks_url",
+                    url.span(),
+                    "must be an http:// or https:// URL",
+                ));
+            }
+            if !(10..=86_400).contains(&identity.jwks_refresh_seconds) {
+                errors.push(file.error_at_key(
+                    "identity.jwks_refresh_seconds",
+                    "must be between 10 and 86400",
+                ));
+            }
+            Some(JwksSource::Url {
+                url: text.clone(),
+                refresh_seconds: identity.jwks_refresh_seconds,
+            })
+        }
+        _ => {
+            errors
+                .push(file.error_at_key("identity", "name exactly one of jwks_file and jwks_url"));
+            None
+        }
+    };
+    if errors.len() != before {
+        return None;
+    }
+    let c = &identity.claims;
+    Some(IdentityConfig {
+        issuer: identity.issuer.clone(),
+        user_audience: identity.user_audience.clone(),
+        staff_audience: identity.staff_audience.clone(),
+        jwks: source?,
+        algorithms,
+        clock_skew_seconds: identity.clock_skew_seconds,
+        claims: ClaimNames {
+            name: c.name.clone(),
+            id_type: c.id_type.clone(),
+            id_number: c.id_number.clone(),
+            real_name_level: c.real_name_level.clone(),
+            applicant_kind: c.applicant_kind.clone(),
+            roles: c.roles.clone(),
+        },
+    })
+}
+
+/// A JWK Set with only asymmetric public keys, each with a `kid`.
+pub fn parse_jwks(text: &str) -> Result<jsonwebtoken::jwk::JwkSet, String> {
+    use jsonwebtoken::jwk::AlgorithmParameters;
+    let set: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_str(text).map_err(|e| format!("not a JWK Set: {e}"))?;
+    let mut problems = Vec::new();
+    for (i, key) in set.keys.iter().enumerate() {
+        if key.common.key_id.as_deref().is_none_or(str::is_empty) {
+            problems.push(format!("key {i} has no `kid`"));
+        }
+        if matches!(key.algorithm, AlgorithmParameters::OctetKey(_)) {
+            problems.push(format!(
+                "key {i} is a symmetric (oct) key; only public keys belong in a JWK Set"
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(set)
+    } else {
+        Err(problems.join("; "))
+    }
 }

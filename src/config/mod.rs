@@ -14,7 +14,10 @@ pub use adapter::{
     AdapterConfig, Inbound, InboundMode, ItemClaim, Outbound, Protocol, RateLimit, RetryPolicy,
 };
 pub use files::{RawConfig, SourceFile};
-pub use hub::{BusConfig, CatalogConfig, HubConfig, ServerConfig, StoreConfig};
+pub use hub::{
+    BusConfig, CatalogConfig, ClaimNames, HubConfig, IdentityConfig, JwksSource, ServerConfig,
+    SigningConfig, StoreConfig, parse_jwks,
+};
 
 use crate::mapping::{self, Mapping};
 use crate::schema::{SchemaError, Schemas};
@@ -79,7 +82,7 @@ pub fn compile(raw: &RawConfig) -> Result<Config, ConfigErrors> {
     let mut errors = raw.errors.clone();
 
     let hub = match &raw.hub {
-        Some(file) => hub::compile(file, &mut errors),
+        Some(file) => hub::compile(file, raw.jwks.as_ref(), &mut errors),
         None => None,
     };
 

@@ -14,6 +14,7 @@ pub mod inbound;
 pub mod intake;
 
 use crate::adapters::{Adapter, DeliveryError, Driver, Outgoing};
+use crate::auth::assertion::{Identity, Signer};
 use crate::clock;
 use crate::config::{AdapterConfig, Config, Protocol};
 use crate::mapping::{Mapping, Node};
@@ -79,6 +80,8 @@ struct Lane {
     slots: Arc<Semaphore>,
     /// How long a claim lasts: the send timeout plus time to record the outcome.
     lease_ms: i64,
+    /// Signs each attempt's identity assertion.
+    signer: Arc<Signer>,
 }
 
 /// The outbox workers of every adapter.
@@ -88,7 +91,11 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(config: &Config, store: Store) -> Result<Dispatcher, RoutingError> {
+    pub fn new(
+        config: &Config,
+        store: Store,
+        signer: Arc<Signer>,
+    ) -> Result<Dispatcher, RoutingError> {
         let broker = config.hub.broker.as_deref();
         let mut lanes = BTreeMap::new();
         for adapter in config.adapters.values() {
@@ -120,6 +127,7 @@ impl Dispatcher {
                     wake: Notify::new(),
                     slots: Arc::new(Semaphore::new(adapter.outbound.concurrency as usize)),
                     lease_ms: adapter.outbound.timeout.as_millis() as i64 + 10_000,
+                    signer: signer.clone(),
                 }),
             );
         }
@@ -215,16 +223,33 @@ async fn attempt(store: &Store, lane: &Lane, delivery: ClaimedDelivery) {
             return;
         }
     };
-    let (started, finished, outcome) = match legacy_message(lane, &delivery) {
+    let assertion = match identity_assertion(lane, &delivery) {
+        Ok(assertion) => assertion,
+        Err(reason) => {
+            // The hub's own keys failed: nothing the system did; try again later.
+            tracing::error!(system = %system, cause = %reason, "cannot sign an identity assertion");
+            if let Err(e) = store.release_delivery(&delivery.id, now + 5_000).await {
+                tracing::warn!(system = %system, cause = %e, "cannot release a delivery");
+            }
+            if let Ok(mut b) = lane.breaker.lock() {
+                b.cancel_probe(probe);
+            }
+            return;
+        }
+    };
+    let (started, finished, outcome) = match legacy_message(lane, &delivery, assertion.as_deref()) {
         Err(reason) => {
             // A mapping failure is the same on every try: straight to dead letters.
             if let Ok(mut b) = lane.breaker.lock() {
                 b.cancel_probe(probe);
             }
-            let dead = AttemptOutcome::Dead {
-                status: None,
-                reason,
-            };
+            let dead = masked(
+                AttemptOutcome::Dead {
+                    status: None,
+                    reason,
+                },
+                &delivery,
+            );
             (now, now, dead)
         }
         Ok(body) => {
@@ -236,11 +261,11 @@ async fn attempt(store: &Store, lane: &Lane, delivery: ClaimedDelivery) {
                     application_id: &delivery.application_id,
                     body: &body,
                     content_type: &lane.content_type,
-                    assertion: None,
+                    assertion: assertion.as_deref(),
                 })
                 .await;
             let finished = clock::now_millis();
-            let outcome = classify(lane, &delivery, sent, finished);
+            let outcome = masked(classify(lane, &delivery, sent, finished), &delivery);
             if let Ok(mut b) = lane.breaker.lock() {
                 match &outcome {
                     AttemptOutcome::Retry { .. } => b.failure(finished),
@@ -282,16 +307,42 @@ fn log_outcome(system: &str, delivery: &ClaimedDelivery, outcome: &AttemptOutcom
     }
 }
 
+/// The signed identity assertion for this attempt, when the application has a verified
+/// applicant (deliveries accepted before identity existed have none).
+fn identity_assertion(lane: &Lane, delivery: &ClaimedDelivery) -> Result<Option<String>, String> {
+    let Some(text) = &delivery.identity else {
+        return Ok(None);
+    };
+    let identity: Identity =
+        serde_json::from_str(text).map_err(|e| format!("stored identity is not readable: {e}"))?;
+    let jti = format!("{}#{}", delivery.id, delivery.attempts + 1);
+    lane.signer
+        .assertion(&lane.adapter.id, &delivery.application_id, &jti, &identity)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
 /// The delivery in the system's format, or why it cannot be put in it.
-fn legacy_message(lane: &Lane, delivery: &ClaimedDelivery) -> Result<Vec<u8>, String> {
+fn legacy_message(
+    lane: &Lane,
+    delivery: &ClaimedDelivery,
+    assertion: Option<&str>,
+) -> Result<Vec<u8>, String> {
     let canonical: serde_json::Value = serde_json::from_str(&delivery.payload)
         .map_err(|e| format!("stored application is not JSON: {e}"))?;
+    let entry = |name: &str, value: &str| {
+        let mut node = Node::named(name);
+        node.attrs.push(("xmlns".into(), HUB_NS.into()));
+        node.value = Some(serde_json::Value::String(value.to_string()));
+        node
+    };
     let header = match lane.adapter.outbound.protocol {
         Protocol::Soap { .. } => {
-            let mut key = Node::named("IdempotencyKey");
-            key.attrs.push(("xmlns".into(), HUB_NS.into()));
-            key.value = Some(serde_json::Value::String(delivery.application_id.clone()));
-            vec![key]
+            let mut entries = vec![entry("IdempotencyKey", &delivery.application_id)];
+            if let Some(assertion) = assertion {
+                entries.push(entry("IdentityAssertion", assertion));
+            }
+            entries
         }
         Protocol::Rest { .. } | Protocol::Amqp { .. } => Vec::new(),
     };
@@ -309,6 +360,49 @@ fn legacy_message(lane: &Lane, delivery: &ClaimedDelivery) -> Result<Vec<u8>, St
             )
         })
 }
+
+/// The outcome with personal data masked in its reason. A system's error answer often echoes
+/// what it was sent (a name, an ID number, a phone); the reason is logged, stored and shown on
+/// the application, so it must not carry them in clear.
+fn masked(outcome: AttemptOutcome, delivery: &ClaimedDelivery) -> AttemptOutcome {
+    let mask = |reason: String| {
+        let canonical: serde_json::Value =
+            serde_json::from_str(&delivery.payload).unwrap_or_default();
+        let known: Vec<&str> = PERSONAL_POINTERS
+            .iter()
+            .filter_map(|p| canonical.pointer(p).and_then(serde_json::Value::as_str))
+            .collect();
+        crate::ids::scrub(&crate::ids::mask_values(&reason, &known))
+    };
+    match outcome {
+        AttemptOutcome::Retry {
+            next_attempt_at,
+            status,
+            reason,
+        } => AttemptOutcome::Retry {
+            next_attempt_at,
+            status,
+            reason: mask(reason),
+        },
+        AttemptOutcome::Dead { status, reason } => AttemptOutcome::Dead {
+            status,
+            reason: mask(reason),
+        },
+        delivered => delivered,
+    }
+}
+
+/// Where an application holds personal data, for masking what systems echo back.
+const PERSONAL_POINTERS: &[&str] = &[
+    "/applicant/name",
+    "/applicant/id_number",
+    "/applicant/legal_representative/name",
+    "/applicant/legal_representative/id_number",
+    "/contact/name",
+    "/contact/phone",
+    "/contact/address",
+    "/contact/email",
+];
 
 /// What an attempt's result means for the delivery: done, again later, or never.
 fn classify(

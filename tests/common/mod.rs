@@ -128,12 +128,19 @@ macro_rules! on_both_backends {
 }
 
 /// A temporary copy of the repository's configuration, as a fresh clone has it: `hub.toml`,
-/// `adapters/`, `mappings/` (with its tests), `schemas/` and the example catalog.
+/// `adapters/`, `mappings/` (with its tests), `schemas/`, the example catalog and the demo
+/// identity issuer's keys.
 pub fn config_copy() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temporary directory");
     let root = repo();
     std::fs::copy(root.join("hub.toml"), dir.path().join("hub.toml")).expect("copy hub.toml");
-    for folder in ["adapters", "mappings", "schemas", "examples/province"] {
+    for folder in [
+        "adapters",
+        "mappings",
+        "schemas",
+        "examples/province",
+        "examples/identity",
+    ] {
         copy_tree(&root.join(folder), &dir.path().join(folder));
     }
     dir
@@ -150,4 +157,258 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
             std::fs::copy(entry.path(), target).expect("copy file");
         }
     }
+}
+
+// ---- identity: an issuer with keys made in the test, API keys, the hub's signing keys ----
+
+use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use std::sync::Arc;
+use tongban::auth::Role;
+use tongban::auth::assertion::Signer;
+
+/// A unified identity issuer for tests: one RS256, one ES256 and one EdDSA key, generated now.
+pub struct Issuer {
+    pub issuer: String,
+    pub user_audience: String,
+    pub staff_audience: String,
+    keys: Vec<(String, Algorithm, EncodingKey, Jwk)>,
+}
+
+impl Issuer {
+    pub fn new() -> Issuer {
+        use aws_lc_rs::encoding::AsDer;
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let rsa =
+            aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("RSA key");
+        let rsa_der = rsa.as_der().expect("RSA PKCS#8").as_ref().to_vec();
+        let rsa_pem = pem::encode(&pem::Pem::new("PRIVATE KEY", rsa_der));
+        let ec = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .expect("P-256 key");
+        let ed = Ed25519KeyPair::generate_pkcs8v1(&rng).expect("Ed25519 key");
+        let made = [
+            (
+                "t-rsa",
+                Algorithm::RS256,
+                EncodingKey::from_rsa_pem(rsa_pem.as_bytes()).expect("RSA key loads"),
+            ),
+            (
+                "t-ec",
+                Algorithm::ES256,
+                EncodingKey::from_ec_der(ec.as_ref()),
+            ),
+            (
+                "t-ed",
+                Algorithm::EdDSA,
+                EncodingKey::from_ed_der(ed.as_ref()),
+            ),
+        ];
+        let keys = made
+            .into_iter()
+            .map(|(kid, alg, key)| {
+                let mut jwk = Jwk::from_encoding_key(&key, alg).expect("public JWK");
+                jwk.common.key_id = Some(kid.to_string());
+                jwk.common.key_algorithm = Some(match alg {
+                    Algorithm::RS256 => KeyAlgorithm::RS256,
+                    Algorithm::ES256 => KeyAlgorithm::ES256,
+                    _ => KeyAlgorithm::EdDSA,
+                });
+                (kid.to_string(), alg, key, jwk)
+            })
+            .collect();
+        let config = config();
+        Issuer {
+            issuer: config.hub.identity.issuer.clone(),
+            user_audience: config.hub.identity.user_audience.clone(),
+            staff_audience: config.hub.identity.staff_audience.clone(),
+            keys,
+        }
+    }
+
+    pub fn jwks(&self) -> JwkSet {
+        JwkSet {
+            keys: self.keys.iter().map(|k| k.3.clone()).collect(),
+        }
+    }
+
+    /// Makes `config` trust this issuer's keys.
+    pub fn install(&self, config: &mut Config) {
+        config.hub.identity.jwks = tongban::config::JwksSource::File {
+            path: "test-jwks.json".into(),
+            keys: self.jwks(),
+        };
+    }
+
+    /// Writes this issuer's JWK Set where a configuration directory's hub.toml expects it.
+    pub fn install_in_dir(&self, dir: &std::path::Path) {
+        let path = dir.join("examples/identity/jwks.json");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, serde_json::to_vec_pretty(&self.jwks()).unwrap()).unwrap();
+    }
+
+    /// A token signed with key `key` (t-rsa, t-ec or t-ed) but naming `kid` in its header, as
+    /// after a rotation that renamed the key.
+    pub fn sign_as(&self, key: &str, kid: &str, claims: &Value) -> String {
+        let (_, alg, key, _) = self
+            .keys
+            .iter()
+            .find(|k| k.0 == key)
+            .unwrap_or_else(|| panic!("no test key {key}"));
+        let mut header = Header::new(*alg);
+        header.kid = Some(kid.to_string());
+        jsonwebtoken::encode(&header, claims, key).expect("token signs")
+    }
+
+    /// A token with `claims`, signed with the key `kid` (t-rsa, t-ec or t-ed).
+    pub fn sign(&self, kid: &str, claims: &Value) -> String {
+        let (kid, alg, key, _) = self
+            .keys
+            .iter()
+            .find(|k| k.0 == kid)
+            .unwrap_or_else(|| panic!("no test key {kid}"));
+        let mut header = Header::new(*alg);
+        header.kid = Some(kid.clone());
+        jsonwebtoken::encode(&header, claims, key).expect("token signs")
+    }
+
+    /// Claims of a valid user token for the natural person `id_number` named `name`.
+    pub fn user_claims(
+        &self,
+        kind: &str,
+        id_type: &str,
+        id_number: &str,
+        name: &str,
+        level: u8,
+    ) -> Value {
+        let now = tongban::clock::now_millis() / 1000;
+        serde_json::json!({
+            "iss": self.issuer, "aud": self.user_audience, "sub": format!("u-{id_number}"),
+            "iat": now, "nbf": now - 5, "exp": now + 600,
+            "name": name, "id_type": id_type, "id_number": id_number,
+            "real_name_level": level, "applicant_kind": kind,
+        })
+    }
+
+    /// A valid user token for the applicant of `application` (a canonical application body).
+    pub fn token_for(&self, application: &Value, level: u8) -> String {
+        let a = &application["applicant"];
+        let text = |k: &str| a[k].as_str().unwrap_or_default().to_string();
+        self.sign(
+            "t-rsa",
+            &self.user_claims(
+                &text("kind"),
+                &text("id_type"),
+                &text("id_number"),
+                &text("name"),
+                level,
+            ),
+        )
+    }
+
+    /// A staff token granting `roles`.
+    pub fn staff_token(&self, subject: &str, roles: &[&str]) -> String {
+        let now = tongban::clock::now_millis() / 1000;
+        self.sign(
+            "t-ec",
+            &serde_json::json!({
+                "iss": self.issuer, "aud": self.staff_audience, "sub": subject,
+                "iat": now, "exp": now + 600, "roles": roles,
+            }),
+        )
+    }
+}
+
+/// The hub's signing keys in a temporary directory (one Ed25519 key).
+pub struct TestSigner {
+    pub signer: Arc<Signer>,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn test_signer() -> TestSigner {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    tongban::auth::keys::generate(dir.path(), tongban::auth::keys::KeyAlg::EdDSA)
+        .expect("signing key");
+    let signer = Arc::new(Signer::load(dir.path(), "tongban", 120).expect("signer loads"));
+    TestSigner { signer, dir }
+}
+
+/// Issues an API key for `role` (and `system`) straight into the store; returns its secret.
+pub async fn api_key(store: &Store, role: Role, system: Option<&str>) -> String {
+    let issued = tongban::auth::issue_key(role, system, "test", "test", None);
+    store
+        .insert_api_key(&issued.record)
+        .await
+        .expect("API key stored");
+    issued.secret
+}
+
+/// `Authorization` header value for a secret or token.
+pub fn bearer(secret: &str) -> String {
+    format!("Bearer {secret}")
+}
+
+// ---- end-to-end runs: API keys issued by the command line, personal data found in text ----
+
+/// Issues an API key with the real `tongban keys issue` against the configuration in `dir` (its
+/// hub.toml's store, or `store` when given), as an operator does before starting the binary;
+/// returns the secret, which is all the command prints on stdout.
+pub fn cli_api_key(
+    dir: &std::path::Path,
+    role: &str,
+    system: Option<&str>,
+    store: Option<&str>,
+) -> String {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tongban"));
+    for var in [
+        "TONGBAN_CONFIG",
+        "TONGBAN_STORE_URL",
+        "TONGBAN_LISTEN",
+        "RUST_LOG",
+    ] {
+        command.env_remove(var);
+    }
+    command
+        .args(["keys", "issue", "--role", role, "--label", "test"])
+        .arg("--config")
+        .arg(dir);
+    if let Some(system) = system {
+        command.args(["--system", system]);
+    }
+    if let Some(store) = store {
+        command.args(["--store", store]);
+    }
+    let out = command.output().expect("the tongban binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "tongban keys issue --role {role}: {:?}\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let secret = stdout.trim();
+    assert!(
+        secret.starts_with("tbk_") && secret.lines().count() == 1,
+        "stdout is the key alone: {stdout}"
+    );
+    secret.to_string()
+}
+
+/// Every clear citizen ID number in `text`: each run of 18 characters that GB 11643 accepts
+/// (region, birth date and check character), wherever it stands.
+pub fn clear_citizen_ids(text: &str) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut found = Vec::new();
+    for (i, window) in chars.windows(18).enumerate() {
+        // Most windows fail on their first character; skip building a string for them.
+        if !window[0].is_ascii_digit() || !window[..17].iter().all(char::is_ascii_digit) {
+            continue;
+        }
+        // A lower-case check character is the same number written carelessly.
+        let candidate: String = window.iter().collect::<String>().to_ascii_uppercase();
+        if tongban::ids::check_citizen_id(&candidate).is_ok() {
+            found.push(format!("{candidate} (at character {i})"));
+        }
+    }
+    found
 }

@@ -1,0 +1,428 @@
+//! The hub's own signing keys on disk: generated, rotated with a `kid`, loaded with their file
+//! permissions checked, and published as a JWK Set for departments to verify assertions with.
+//!
+//! A key directory holds one PKCS#8 PEM file per key (`<kid>.pem`, mode 0600) and a manifest,
+//! `keys.json`, listing every key with its algorithm, creation time and, once a newer key
+//! replaced it, the time it was retired. The newest unretired key signs. A retired key stays
+//! published until every assertion it signed has expired (retirement + assertion lifetime +
+//! clock skew), so rotation never strands a message in flight; `tongban keys prune` then removes
+//! it.
+
+use super::AuthError;
+use crate::clock;
+use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The manifest's file name in a key directory.
+pub const MANIFEST: &str = "keys.json";
+
+/// Verifiers' leeway, added to how long a retired key stays published.
+const SKEW_MS: i64 = 60_000;
+
+/// The algorithms the hub can sign with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyAlg {
+    EdDSA,
+    ES256,
+    RS256,
+}
+
+impl KeyAlg {
+    pub fn parse(text: &str) -> Option<KeyAlg> {
+        match text {
+            "EdDSA" => Some(KeyAlg::EdDSA),
+            "ES256" => Some(KeyAlg::ES256),
+            "RS256" => Some(KeyAlg::RS256),
+            _ => None,
+        }
+    }
+
+    pub fn jwt(self) -> Algorithm {
+        match self {
+            KeyAlg::EdDSA => Algorithm::EdDSA,
+            KeyAlg::ES256 => Algorithm::ES256,
+            KeyAlg::RS256 => Algorithm::RS256,
+        }
+    }
+
+    fn jwk(self) -> KeyAlgorithm {
+        match self {
+            KeyAlg::EdDSA => KeyAlgorithm::EdDSA,
+            KeyAlg::ES256 => KeyAlgorithm::ES256,
+            KeyAlg::RS256 => KeyAlgorithm::RS256,
+        }
+    }
+}
+
+/// One key as the manifest lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyEntry {
+    pub kid: String,
+    pub alg: KeyAlg,
+    /// Milliseconds since the epoch.
+    pub created_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired_at: Option<i64>,
+}
+
+impl KeyEntry {
+    /// Whether verifiers still need this key's public half at `now`.
+    pub fn published(&self, now: i64, ttl_seconds: u64) -> bool {
+        match self.retired_at {
+            None => true,
+            Some(at) => now <= at + ttl_seconds as i64 * 1000 + SKEW_MS,
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Manifest {
+    keys: Vec<KeyEntry>,
+}
+
+/// A loaded key: its manifest entry, the private half for signing, the public half as a JWK.
+pub struct SigningKey {
+    pub entry: KeyEntry,
+    encoding: EncodingKey,
+    pub jwk: Jwk,
+}
+
+/// Every published key of a directory, the active one last.
+pub struct KeyRing {
+    keys: Vec<SigningKey>,
+    ttl_seconds: u64,
+}
+
+impl KeyRing {
+    /// Loads every key still published, checking that no private key file is readable by
+    /// anyone but its owner. Fails when there is no active key.
+    pub fn load(dir: &Path, ttl_seconds: u64) -> Result<KeyRing, AuthError> {
+        let manifest = read_manifest(dir)?;
+        let now = clock::now_millis();
+        let mut keys = Vec::new();
+        for entry in manifest
+            .keys
+            .into_iter()
+            .filter(|e| e.published(now, ttl_seconds))
+        {
+            let path = key_path(dir, &entry.kid);
+            check_private(&path)?;
+            let pem = std::fs::read(&path).map_err(|source| AuthError::KeyFile {
+                path: path.clone(),
+                source,
+            })?;
+            let encoding = match entry.alg {
+                KeyAlg::EdDSA => EncodingKey::from_ed_pem(&pem),
+                KeyAlg::ES256 => EncodingKey::from_ec_pem(&pem),
+                KeyAlg::RS256 => EncodingKey::from_rsa_pem(&pem),
+            }
+            .map_err(|e| AuthError::KeyInvalid {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            let mut jwk = Jwk::from_encoding_key(&encoding, entry.alg.jwt()).map_err(|e| {
+                AuthError::KeyInvalid {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+            jwk.common.key_id = Some(entry.kid.clone());
+            jwk.common.key_algorithm = Some(entry.alg.jwk());
+            jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+            keys.push(SigningKey {
+                entry,
+                encoding,
+                jwk,
+            });
+        }
+        keys.sort_by_key(|k| (k.entry.retired_at.is_none(), k.entry.created_at));
+        if keys.last().is_none_or(|k| k.entry.retired_at.is_some()) {
+            return Err(AuthError::NoActiveKey {
+                dir: dir.to_path_buf(),
+            });
+        }
+        Ok(KeyRing { keys, ttl_seconds })
+    }
+
+    /// The key that signs.
+    pub fn active(&self) -> &SigningKey {
+        // `load` guarantees an active key, sorted last.
+        &self.keys[self.keys.len() - 1]
+    }
+
+    /// Every key verifiers may still meet, as a JWK Set.
+    pub fn jwks(&self) -> JwkSet {
+        let now = clock::now_millis();
+        JwkSet {
+            keys: self
+                .keys
+                .iter()
+                .filter(|k| k.entry.published(now, self.ttl_seconds))
+                .map(|k| k.jwk.clone())
+                .collect(),
+        }
+    }
+
+    /// A compact JWS of `claims`, signed by the active key and naming it in `kid`.
+    pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String, AuthError> {
+        let key = self.active();
+        let mut header = Header::new(key.entry.alg.jwt());
+        header.kid = Some(key.entry.kid.clone());
+        jsonwebtoken::encode(&header, claims, &key.encoding)
+            .map_err(|e| AuthError::Sign(e.to_string()))
+    }
+}
+
+/// Lists the manifest of `dir` (empty when the directory has no keys yet).
+pub fn list(dir: &Path) -> Result<Vec<KeyEntry>, AuthError> {
+    Ok(read_manifest(dir)?.keys)
+}
+
+/// Whether `dir` has an active key.
+pub fn has_active(dir: &Path) -> Result<bool, AuthError> {
+    Ok(read_manifest(dir)?
+        .keys
+        .iter()
+        .any(|k| k.retired_at.is_none()))
+}
+
+/// Generates a key, makes it the active one and retires the one it replaces (which stays
+/// published until its assertions have expired). Creates `dir` (mode 0700) when missing.
+pub fn generate(dir: &Path, alg: KeyAlg) -> Result<KeyEntry, AuthError> {
+    create_private_dir(dir)?;
+    let mut manifest = read_manifest(dir)?;
+    let now = clock::now_millis();
+    let der = private_pkcs8(alg)?;
+    let kid = new_kid(now);
+    let path = key_path(dir, &kid);
+    let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", der));
+    write_private(&path, pem.as_bytes())?;
+    for key in manifest.keys.iter_mut().filter(|k| k.retired_at.is_none()) {
+        key.retired_at = Some(now);
+    }
+    let entry = KeyEntry {
+        kid,
+        alg,
+        created_at: now,
+        retired_at: None,
+    };
+    manifest.keys.push(entry.clone());
+    write_manifest(dir, &manifest)?;
+    Ok(entry)
+}
+
+/// Removes retired keys no verifier needs any more; returns their ids.
+pub fn prune(dir: &Path, ttl_seconds: u64) -> Result<Vec<String>, AuthError> {
+    let mut manifest = read_manifest(dir)?;
+    let now = clock::now_millis();
+    let (keep, gone): (Vec<KeyEntry>, Vec<KeyEntry>) = manifest
+        .keys
+        .into_iter()
+        .partition(|k| k.published(now, ttl_seconds));
+    manifest.keys = keep;
+    write_manifest(dir, &manifest)?;
+    for key in &gone {
+        let path = key_path(dir, &key.kid);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(AuthError::KeyFile { path, source }),
+        }
+    }
+    Ok(gone.into_iter().map(|k| k.kid).collect())
+}
+
+fn key_path(dir: &Path, kid: &str) -> PathBuf {
+    dir.join(format!("{kid}.pem"))
+}
+
+/// A key id that sorts by creation and does not collide: the date and 48 random bits.
+fn new_kid(now: i64) -> String {
+    use aws_lc_rs::rand::SecureRandom;
+    let mut bytes = [0u8; 6];
+    // The system generator does not fail on supported platforms; a zero suffix would still be
+    // unique by the timestamp's millisecond part.
+    let _ = aws_lc_rs::rand::SystemRandom::new().fill(&mut bytes);
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let date = chrono::DateTime::from_timestamp_millis(now)
+        .map(|t| t.format("%Y%m%d").to_string())
+        .unwrap_or_default();
+    format!("tb-{date}-{hex}")
+}
+
+fn private_pkcs8(alg: KeyAlg) -> Result<Vec<u8>, AuthError> {
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let failed = |what: &str| AuthError::Sign(format!("cannot generate {what} key"));
+    match alg {
+        // PKCS#8 v1: the form JWK export of Ed25519 keys expects.
+        KeyAlg::EdDSA => Ed25519KeyPair::generate_pkcs8v1(&rng)
+            .map(|d| d.as_ref().to_vec())
+            .map_err(|_| failed("an Ed25519")),
+        KeyAlg::ES256 => EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .map(|d| d.as_ref().to_vec())
+            .map_err(|_| failed("a P-256")),
+        KeyAlg::RS256 => aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+            .and_then(|k| k.as_der())
+            .map(|d| d.as_ref().to_vec())
+            .map_err(|_| failed("an RSA")),
+    }
+}
+
+fn read_manifest(dir: &Path) -> Result<Manifest, AuthError> {
+    let path = dir.join(MANIFEST);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| AuthError::KeyInvalid {
+            path,
+            reason: format!("not a key manifest: {e}"),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest::default()),
+        Err(source) => Err(AuthError::KeyFile { path, source }),
+    }
+}
+
+/// Writes the manifest through a temporary file and a rename, so a crash leaves the old one.
+fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<(), AuthError> {
+    let path = dir.join(MANIFEST);
+    let tmp = dir.join(format!(".{MANIFEST}.tmp"));
+    let text = serde_json::to_vec_pretty(manifest).map_err(|e| AuthError::KeyInvalid {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|source| AuthError::KeyFile { path, source })
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), AuthError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir).map_err(|source| AuthError::KeyFile {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), AuthError> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .map_err(|source| AuthError::KeyFile {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// A private key readable by group or others is refused: it may already be known to someone
+/// else, and signing with it would prove nothing.
+fn check_private(path: &Path) -> Result<(), AuthError> {
+    let meta = std::fs::metadata(path).map_err(|source| AuthError::KeyFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(AuthError::KeyPermissions {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = meta;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generate_rotate_prune() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = generate(dir.path(), KeyAlg::EdDSA).unwrap();
+        let ring = KeyRing::load(dir.path(), 120).unwrap();
+        assert_eq!(ring.active().entry.kid, first.kid);
+        assert_eq!(ring.jwks().keys.len(), 1);
+
+        let second = generate(dir.path(), KeyAlg::ES256).unwrap();
+        let ring = KeyRing::load(dir.path(), 120).unwrap();
+        assert_eq!(ring.active().entry.kid, second.kid);
+        // The retired key stays published for assertions it signed.
+        let kids: Vec<_> = ring
+            .jwks()
+            .keys
+            .iter()
+            .filter_map(|k| k.common.key_id.clone())
+            .collect();
+        assert_eq!(kids, vec![first.kid.clone(), second.kid.clone()]);
+        // Nothing to prune yet; with a zero lifetime and no skew left, the old key goes.
+        assert!(prune(dir.path(), 120).unwrap().is_empty());
+        let mut manifest = read_manifest(dir.path()).unwrap();
+        manifest.keys[0].retired_at = Some(0);
+        write_manifest(dir.path(), &manifest).unwrap();
+        assert_eq!(prune(dir.path(), 120).unwrap(), vec![first.kid.clone()]);
+        assert!(!key_path(dir.path(), &first.kid).exists());
+    }
+
+    #[test]
+    fn every_algorithm_signs_and_exports_its_public_key() {
+        for alg in [KeyAlg::EdDSA, KeyAlg::ES256, KeyAlg::RS256] {
+            let dir = tempfile::tempdir().unwrap();
+            generate(dir.path(), alg).unwrap();
+            let ring = KeyRing::load(dir.path(), 120).unwrap();
+            let token = ring
+                .sign(&serde_json::json!({"sub": "x", "exp": clock::now_millis() / 1000 + 60}))
+                .unwrap();
+            let jwk = &ring.jwks().keys[0];
+            let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
+            let mut validation = jsonwebtoken::Validation::new(alg.jwt());
+            validation.validate_aud = false;
+            jsonwebtoken::decode::<serde_json::Value>(&token, &key, &validation)
+                .unwrap_or_else(|e| panic!("{alg:?}: {e}"));
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn readable_private_keys_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let entry = generate(dir.path(), KeyAlg::EdDSA).unwrap();
+        let path = key_path(dir.path(), &entry.kid);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        match KeyRing::load(dir.path(), 120) {
+            Err(AuthError::KeyPermissions { mode, .. }) => assert_eq!(mode, 0o644),
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("a world-readable key was accepted"),
+        }
+    }
+
+    #[test]
+    fn an_empty_directory_has_no_active_key() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            KeyRing::load(dir.path(), 120),
+            Err(AuthError::NoActiveKey { .. })
+        ));
+    }
+}

@@ -1,9 +1,10 @@
 //! The simulated 大连市公安局户政管理系统 (`dl-ga-hukou`): consumes applications from the
 //! exchange `dl.ga.hukou` (routing key `apply`) and publishes its case steps to the queue
-//! `dl.ga.hukou.events`, on a RabbitMQ broker.
+//! `dl.ga.hukou.events`, on a RabbitMQ broker. Given the hub's URL it takes only messages
+//! that carry a valid identity assertion from the hub.
 //!
 //! ```sh
-//! cargo run --example ga_hukou -- --amqp amqp://guest:guest@127.0.0.1:5672/%2f --step-delay-ms 2000
+//! cargo run --example ga_hukou -- --amqp amqp://guest:guest@127.0.0.1:5672/%2f --hub-url http://127.0.0.1:8080 --step-delay-ms 2000
 //! curl -X POST -H 'Content-Type: application/json' -d '{"mode":"hang"}' http://127.0.0.1:9301/control/mode
 //! ```
 //!
@@ -24,6 +25,17 @@ struct Args {
     /// The broker.
     #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
     amqp: String,
+    /// The hub's base URL, for the keys that check identity assertions
+    /// ({hub}/.well-known/jwks.json). Without it assertions are not checked.
+    #[arg(long, env = "TONGBAN_HUB_URL", value_name = "URL")]
+    hub_url: Option<String>,
+    /// Whether messages need a valid identity assertion (true or false); default: true when
+    /// --hub-url is given. With false, assertions that come are still checked and recorded.
+    #[arg(long, env = "TONGBAN_REQUIRE_ASSERTION", action = clap::ArgAction::Set)]
+    require_assertion: Option<bool>,
+    /// The issuer (`iss`) identity assertions must name.
+    #[arg(long, env = "TONGBAN_ASSERTION_ISSUER", default_value = systems::assertion::DEFAULT_ISSUER)]
+    assertion_issuer: String,
     /// ok, fail500, fail400, hang, garbage, down or slow:<ms> (see the systems module).
     #[arg(long, default_value = "ok")]
     mode: Mode,
@@ -60,11 +72,18 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     init_logging();
     let args = Args::parse();
+    // Said here, before a missing broker could be blamed for it.
+    if args.require_assertion == Some(true) && args.hub_url.is_none() {
+        anyhow::bail!("--require-assertion true needs --hub-url, for the hub's keys");
+    }
     let config = systems::load_config(&args.config)?;
     let mut settings = ga::GaSettings::new(config, args.amqp.clone())?;
     settings.apply_queue = args.apply_queue.clone();
     settings.results_queue = (!args.no_results).then(|| args.results_queue.clone());
     settings.control_listen = Some(args.control_listen);
+    settings.hub_url = args.hub_url.clone();
+    settings.require_assertion = args.require_assertion;
+    settings.assertion_issuer = args.assertion_issuer.clone();
     settings.step_delay = Duration::from_millis(args.step_delay_ms);
     settings.late_by = Duration::from_millis(args.late_by_ms);
     settings.mode = args.mode;
@@ -97,6 +116,10 @@ async fn main() -> anyhow::Result<()> {
         None => println!("  certificates  not published"),
     }
     println!(
+        "  identity      {}",
+        assertion_line(args.hub_url.as_deref(), args.require_assertion)
+    );
+    println!(
         "  mode          {}, a step every {} ms",
         args.mode, args.step_delay_ms
     );
@@ -111,6 +134,21 @@ async fn main() -> anyhow::Result<()> {
     );
     system.shutdown().await;
     Ok(())
+}
+
+/// How the system treats identity assertions, as the settings resolve it.
+fn assertion_line(hub_url: Option<&str>, require: Option<bool>) -> String {
+    match (hub_url, require.unwrap_or(hub_url.is_some())) {
+        (Some(hub), true) => format!(
+            "assertion required, keys from {}",
+            systems::assertion::jwks_url(hub)
+        ),
+        (Some(hub), false) => format!(
+            "assertion checked, not required, keys from {}",
+            systems::assertion::jwks_url(hub)
+        ),
+        (None, _) => "assertions not checked (no --hub-url)".to_string(),
+    }
 }
 
 /// Ctrl-C or SIGTERM.

@@ -2,6 +2,11 @@
 //! its embedded defaults (SQLite under `data/`, in-process bus), with one application submitted
 //! to each system so a newcomer sees deliveries go out and case events come back.
 //!
+//! Identity is real here too: the demo issues API keys for the platform, the 市场监管 system's
+//! webhook and an administrator (printed, to explore the API with), signs each applicant's token
+//! with the demo identity issuer of `examples/identity/`, and every system verifies the hub's
+//! identity assertion on what it receives.
+//!
 //! ```sh
 //! cargo run --example province
 //! ```
@@ -14,13 +19,28 @@
 #[path = "systems/mod.rs"]
 mod systems;
 
+#[path = "identity/demo_issuer.rs"]
+mod demo_issuer;
+
 use anyhow::Context;
 use serde_json::Value;
 use std::time::Duration;
 use systems::{ga, rst, scjg};
+use tongban::auth::{self, Role};
 use tongban::hub;
+use tongban::store::Store;
 
-const PLATFORM_TOKEN: &str = "demo-platform-token";
+/// Issues an API key for the demo into the hub's store; its secret.
+async fn demo_key(
+    store: &Store,
+    role: Role,
+    system: Option<&str>,
+    label: &str,
+) -> anyhow::Result<String> {
+    let issued = auth::issue_key(role, system, label, "example:province", None);
+    store.insert_api_key(&issued.record).await?;
+    Ok(issued.secret)
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -35,18 +55,35 @@ async fn main() -> anyhow::Result<()> {
     let config = systems::load_config(&dir)?;
     let hub_url = format!("http://{}", config.hub.server.listen);
 
-    // The department systems first, so the first deliveries find them up.
+    let hub_config = tongban::config::Config::load(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let store = hub::open_store(&hub_config).await?;
+    let platform_key = demo_key(&store, Role::Platform, None, "demo platform").await?;
+    let scjg_key = demo_key(
+        &store,
+        Role::System,
+        Some("sy-scjg-food"),
+        "demo 市场监管 webhook",
+    )
+    .await?;
+    let admin_key = demo_key(&store, Role::Admin, None, "demo administrator").await?;
+
+    // The department systems first, so the first deliveries find them up. Each verifies the
+    // hub's identity assertion with the keys at {hub}/.well-known/jwks.json.
     let mut scjg_settings = scjg::ScjgSettings::new(config.clone())?;
     scjg_settings.hub_url = Some(hub_url.clone());
+    scjg_settings.hub_key = Some(scjg_key);
     let _scjg = scjg::start(scjg_settings)
         .await
         .context("starting the 市场监管 system")?;
-    let _rst = rst::start(rst::RstSettings::new(config.clone())?)
+    let mut rst_settings = rst::RstSettings::new(config.clone())?;
+    rst_settings.hub_url = Some(hub_url.clone());
+    let _rst = rst::start(rst_settings)
         .await
         .context("starting the 人社 system")?;
     let _ga = match &config.hub.broker {
         Some(url) => {
             let mut settings = ga::GaSettings::new(config.clone(), url.clone())?;
+            settings.hub_url = Some(hub_url.clone());
             // The hub does not consume AMQP results yet; the certificates stay with the system.
             settings.results_queue = None;
             match ga::start(settings).await {
@@ -66,8 +103,6 @@ async fn main() -> anyhow::Result<()> {
         }
     };
 
-    let hub_config = tongban::config::Config::load(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let store = hub::open_store(&hub_config).await?;
     if let Some(summary) = hub::seed_catalog(&store, &hub_config).await? {
         println!(
             "catalog was empty: imported {} example items",
@@ -76,19 +111,26 @@ async fn main() -> anyhow::Result<()> {
     }
     let listener = hub::bind(&hub_config).await?;
     println!("hub: {hub_url} (Ctrl-C stops everything)");
+    println!(
+        "an administrator's API key for this demo (try: curl -H 'Authorization: Bearer …' {hub_url}/api/v1/audit):\n  {admin_key}"
+    );
     let server = tokio::spawn(async move {
         hub::serve(&hub_config, store, listener, hub::shutdown_signal()).await
     });
 
-    let submitted = submit_examples(&hub_url, &dir).await;
-    follow(&hub_url, &submitted).await;
+    let submitted = submit_examples(&hub_url, &dir, &platform_key).await;
+    follow(&hub_url, &submitted, &platform_key).await;
     server.await??;
     Ok(())
 }
 
 /// One application per example system, from the repository's examples, without their ids so
 /// the hub assigns fresh ones on every run.
-async fn submit_examples(hub_url: &str, dir: &std::path::Path) -> Vec<(String, String)> {
+async fn submit_examples(
+    hub_url: &str,
+    dir: &std::path::Path,
+    platform_key: &str,
+) -> Vec<(String, String)> {
     let files = [
         ("市场监管 (SOAP)", "examples/messages/application.json"),
         (
@@ -113,9 +155,18 @@ async fn submit_examples(hub_url: &str, dir: &std::path::Path) -> Vec<(String, S
         if let Some(obj) = body.as_object_mut() {
             obj.remove("id");
         }
+        // The applicant logged in at the unified identity system with real-name level 3.
+        let user_token = match demo_issuer::user_token(dir, &body, 3) {
+            Ok(token) => token,
+            Err(e) => {
+                println!("{label}: cannot make the applicant's token: {e}");
+                continue;
+            }
+        };
         let answer = client
             .post(format!("{hub_url}/api/v1/applications"))
-            .bearer_auth(PLATFORM_TOKEN)
+            .bearer_auth(platform_key)
+            .header("Tongban-User-Token", user_token)
             .json(&body)
             .send()
             .await;
@@ -141,13 +192,14 @@ async fn submit_examples(hub_url: &str, dir: &std::path::Path) -> Vec<(String, S
 }
 
 /// Prints each application's state as it changes, for a minute.
-async fn follow(hub_url: &str, submitted: &[(String, String)]) {
+async fn follow(hub_url: &str, submitted: &[(String, String)], platform_key: &str) {
     let client = reqwest::Client::new();
     let mut last: Vec<String> = vec![String::new(); submitted.len()];
     for _ in 0..120 {
         for (i, (label, id)) in submitted.iter().enumerate() {
             let Ok(r) = client
                 .get(format!("{hub_url}/api/v1/applications/{id}"))
+                .bearer_auth(platform_key)
                 .send()
                 .await
             else {
@@ -174,5 +226,7 @@ async fn follow(hub_url: &str, submitted: &[(String, String)]) {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    println!("see every attempt and event: curl {hub_url}/api/v1/applications/<id>");
+    println!(
+        "see every attempt and event: curl -H 'Authorization: Bearer <key>' {hub_url}/api/v1/applications/<id>"
+    );
 }

@@ -1,8 +1,9 @@
 //! The simulated 沈阳市食品经营许可审批系统 (`sy-scjg-food`): SOAP 1.1 on its adapter's address
-//! (127.0.0.1:9101), posting its case steps and licences to the hub's webhook.
+//! (127.0.0.1:9101), posting its case steps and licences to the hub's webhook with its key,
+//! and taking only deliveries that carry a valid identity assertion from the hub.
 //!
 //! ```sh
-//! cargo run --example scjg_food -- --hub http://127.0.0.1:8080 --mode ok --step-delay-ms 2000
+//! TONGBAN_SYSTEM_KEY=… cargo run --example scjg_food -- --hub-url http://127.0.0.1:8080 --mode ok --step-delay-ms 2000
 //! curl -X POST -H 'Content-Type: application/json' -d '{"mode":"fail500"}' http://127.0.0.1:9102/control/mode
 //! curl http://127.0.0.1:9102/control/stats
 //! ```
@@ -19,9 +20,31 @@ use systems::{Mode, scjg};
 #[derive(Parser)]
 #[command(about = "Simulated sy-scjg-food: SOAP 1.1 in, webhook events out")]
 struct Args {
-    /// The hub's base URL; events go to {hub}/api/v1/systems/sy-scjg-food/events and /results.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    /// The hub's base URL; events go to {hub}/api/v1/systems/sy-scjg-food/events and /results,
+    /// and the keys that check identity assertions come from {hub}/.well-known/jwks.json.
+    #[arg(
+        long = "hub-url",
+        visible_alias = "hub",
+        value_name = "URL",
+        env = "TONGBAN_HUB_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
     hub: String,
+    /// The system's credential at the hub, sent as `Authorization: Bearer` with each event.
+    #[arg(
+        long,
+        env = "TONGBAN_SYSTEM_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    hub_key: Option<String>,
+    /// Whether deliveries need a valid identity assertion (true or false); with false,
+    /// assertions that come are still checked and recorded.
+    #[arg(long, env = "TONGBAN_REQUIRE_ASSERTION", default_value_t = true, action = clap::ArgAction::Set)]
+    require_assertion: bool,
+    /// The issuer (`iss`) identity assertions must name.
+    #[arg(long, env = "TONGBAN_ASSERTION_ISSUER", default_value = systems::assertion::DEFAULT_ISSUER)]
+    assertion_issuer: String,
     /// ok, fail500, fail400, soap_server_fault, hang, garbage, down or slow:<ms>.
     #[arg(long, default_value = "ok")]
     mode: Mode,
@@ -62,6 +85,9 @@ async fn main() -> anyhow::Result<()> {
     control_listen.set_port(settings.listen.port().wrapping_add(1));
     settings.control_listen = Some(args.control_listen.unwrap_or(control_listen));
     settings.hub_url = Some(args.hub.clone());
+    settings.hub_key = args.hub_key.clone();
+    settings.require_assertion = Some(args.require_assertion);
+    settings.assertion_issuer = args.assertion_issuer.clone();
     settings.step_delay = Duration::from_millis(args.step_delay_ms);
     settings.late_by = Duration::from_millis(args.late_by_ms);
     settings.mode = args.mode;
@@ -81,6 +107,23 @@ async fn main() -> anyhow::Result<()> {
         "  reports to         {}/api/v1/systems/{}/events and /results",
         args.hub.trim_end_matches('/'),
         scjg::SYSTEM
+    );
+    println!(
+        "  hub key            {}",
+        if args.hub_key.is_some() {
+            "set (Authorization: Bearer)"
+        } else {
+            "none: a hub that wants one refuses the events"
+        }
+    );
+    println!(
+        "  identity assertion {}, keys from {}",
+        if args.require_assertion {
+            "required"
+        } else {
+            "checked, not required"
+        },
+        systems::assertion::jwks_url(&args.hub)
     );
     println!(
         "  mode               {}, a step every {} ms",

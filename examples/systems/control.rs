@@ -1,6 +1,7 @@
 //! Run-time control of a simulated system: how it answers ([`Mode`]), how it walks its cases
 //! ([`Flags`]), what it has seen ([`Stats`]), and the HTTP control API over all three.
 
+use super::assertion::{Identity, Refusal};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -8,7 +9,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -102,9 +103,19 @@ pub struct Stats {
     pub accepted: u64,
     /// Of those, repeats of an idempotency key (or application id) seen before.
     pub duplicates: u64,
-    /// Receptions refused as invalid (transport headers, unreadable document, foreign item,
-    /// idempotency key reused for another application).
+    /// Receptions refused as invalid (transport headers, identity assertion, unreadable
+    /// document, foreign item, idempotency key reused for another application).
     pub rejected: u64,
+    /// Of those, refused for their identity assertion: missing or not valid.
+    pub assertion_refusals: u64,
+    /// The same, by [`Refusal::code`] (`missing`, `expired`, `wrong_audience`, …).
+    pub assertion_refusal_reasons: BTreeMap<String, u64>,
+    /// Receptions handed back because the hub's keys could not be fetched to check their
+    /// assertion (the sender is asked to try again; not counted as rejected).
+    pub assertion_unverified: u64,
+    /// The identity the hub vouched for, per application id taken with a valid assertion (the
+    /// first one seen), with masked values only.
+    pub identities: BTreeMap<String, Identity>,
     /// Distinct application ids taken.
     pub distinct_applications: usize,
     /// Those ids, in the order they were first taken.
@@ -218,6 +229,38 @@ impl Control {
 
     pub fn record_rejected(&self) {
         self.with_book(|b| b.stats.rejected += 1);
+    }
+
+    /// Records a reception refused for its identity assertion (it counts as rejected too).
+    pub fn record_assertion_refused(&self, refusal: &Refusal) {
+        self.with_book(|b| {
+            b.stats.rejected += 1;
+            b.stats.assertion_refusals += 1;
+            *b.stats
+                .assertion_refusal_reasons
+                .entry(refusal.code().to_string())
+                .or_default() += 1;
+        });
+    }
+
+    /// Records a reception whose assertion could not be checked for want of the hub's keys.
+    pub fn record_assertion_unverified(&self) {
+        self.with_book(|b| b.stats.assertion_unverified += 1);
+    }
+
+    /// Records who the hub vouched for on an application taken; the case keeps the first.
+    pub fn record_identity(&self, application_id: &str, identity: Identity) {
+        self.with_book(|b| {
+            b.stats
+                .identities
+                .entry(application_id.to_string())
+                .or_insert(identity);
+        });
+    }
+
+    /// The identity recorded for `application_id`, if it came with a valid assertion.
+    pub fn identity(&self, application_id: &str) -> Option<Identity> {
+        self.with_book(|b| b.stats.identities.get(application_id).cloned())
     }
 
     /// Records an application taken under idempotency key `key` (the application id when the

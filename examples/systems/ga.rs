@@ -4,7 +4,11 @@
 //! (`<FlowNotice>`) persistently to the durable queue `dl.ga.hukou.events` through the default
 //! exchange, and its certificates (`<ElectronicCertificate>`) to `dl.ga.hukou.results` (or not
 //! at all, by setting).
+//!
+//! With the hub's URL it also checks the hub's identity assertion (the message header
+//! `tongban-assertion`) and rejects a message without a valid one, without requeueing it.
 
+use super::assertion::{self, Policy, Refusal};
 use super::control::{Admission, Control, Mode};
 use super::http;
 use super::walk::{self, Handler, Profile, Report, Sink, Timing, elicense_id, fresh_number};
@@ -17,7 +21,7 @@ use lapin::options::{
     BasicPublishOptions, BasicQosOptions, BasicRejectOptions, ConfirmSelectOptions,
     ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
@@ -59,6 +63,16 @@ pub struct GaSettings {
     pub results_queue: Option<String>,
     /// Serve the control API here.
     pub control_listen: Option<SocketAddr>,
+    /// The hub's base URL, for the keys that check identity assertions
+    /// (`{hub}/.well-known/jwks.json`). The system calls nothing else at the hub: it reports
+    /// on queues. Default: none, and assertions are not checked.
+    pub hub_url: Option<String>,
+    /// Whether a message needs a valid identity assertion. `None` (the default): required
+    /// when `hub_url` is set. `Some(false)` checks and records assertions that come, refusing
+    /// none.
+    pub require_assertion: Option<bool>,
+    /// The `iss` assertions must have. Default: `tongban`.
+    pub assertion_issuer: String,
     pub step_delay: Duration,
     pub late_by: Duration,
     pub mode: Mode,
@@ -93,6 +107,9 @@ impl GaSettings {
             config,
             amqp_url,
             control_listen: None,
+            hub_url: None,
+            require_assertion: None,
+            assertion_issuer: assertion::DEFAULT_ISSUER.to_string(),
             step_delay: Duration::from_secs(2),
             late_by: Duration::from_secs(30),
             mode: Mode::Ok,
@@ -137,6 +154,7 @@ pub use tongban::routing::consume::redact;
 struct Ga {
     config: Arc<Config>,
     application: Arc<Mapping>,
+    policy: Policy,
     control: Control,
     tasks: Tasks,
     timing: Timing,
@@ -148,6 +166,13 @@ struct Ga {
 /// Connects, declares the exchange and queues, and starts consuming. Fails with "no AMQP broker
 /// reachable at …" when there is none, so a caller can report the system as skipped.
 pub async fn start(settings: GaSettings) -> anyhow::Result<GaHandle> {
+    // A setting that cannot work is reported before the broker is tried.
+    let policy = Policy::new(
+        SYSTEM,
+        settings.hub_url.as_deref().map(|u| u.trim_end_matches('/')),
+        settings.require_assertion,
+        &settings.assertion_issuer,
+    )?;
     let where_ = redact(&settings.amqp_url);
     let properties =
         ConnectionProperties::default().with_connection_name("tongban-example/dl-ga-hukou".into());
@@ -235,6 +260,7 @@ pub async fn start(settings: GaSettings) -> anyhow::Result<GaHandle> {
     let state = Arc::new(Ga {
         config: settings.config.clone(),
         application: mapping(APPLICATION_MAPPING)?,
+        policy,
         control: control.clone(),
         tasks: tasks.clone(),
         timing: Timing {
@@ -244,6 +270,7 @@ pub async fn start(settings: GaSettings) -> anyhow::Result<GaHandle> {
         sink,
         hung: Mutex::new(Vec::new()),
     });
+    let assertion_required = state.policy.required();
     tasks.spawn(consume_loop(state, consume, settings.apply_queue.clone()));
     let control_addr = match settings.control_listen {
         Some(at) => Some(http::serve_control(at, &control, &tasks).await?),
@@ -251,6 +278,7 @@ pub async fn start(settings: GaSettings) -> anyhow::Result<GaHandle> {
     };
     tracing::info!(
         system = SYSTEM,
+        assertion_required,
         "consuming queue {} (exchange {}, routing key {}) at {where_}",
         settings.apply_queue,
         settings.exchange,
@@ -389,6 +417,15 @@ impl Ga {
                 "refused an application, dropping it: {reason}"
             );
         };
+        // Who sent it is settled before the document is read.
+        let verified = match self
+            .policy
+            .check(assertion_header(&delivery).as_deref())
+            .await
+        {
+            Ok(verified) => verified,
+            Err(refusal) => return self.refuse_assertion(delivery, refusal).await,
+        };
         let application = match self.application.to_canonical(&delivery.data) {
             Ok(application) => application,
             Err(errors) => {
@@ -406,6 +443,13 @@ impl Ga {
             let _ = delivery.reject(drop_message()).await;
             return;
         };
+        let identity = match self
+            .policy
+            .for_application(verified.as_ref(), &application_id)
+        {
+            Ok(identity) => identity,
+            Err(refusal) => return self.refuse_assertion(delivery, refusal).await,
+        };
         let item = walk::text_at(&application, "/item/code").unwrap_or_default();
         if !handles_item(&self.config, SYSTEM, item) {
             refuse("an item the system does not handle");
@@ -419,7 +463,14 @@ impl Ga {
             .map(|id| id.as_str().to_string())
             .filter(|id| !id.is_empty())
             .unwrap_or_else(|| application_id.clone());
-        match self.control.admit(&key, &application_id) {
+        let admission = self.control.admit(&key, &application_id);
+        let level = identity.as_ref().map(|i| i.real_name_level);
+        if admission != Admission::Conflict
+            && let Some(identity) = identity
+        {
+            self.control.record_identity(&application_id, identity);
+        }
+        match admission {
             Admission::Conflict => {
                 tracing::warn!(system = SYSTEM, "refused an application: message_id reused");
                 let _ = delivery.reject(drop_message()).await;
@@ -436,6 +487,7 @@ impl Ga {
                     application = %application_id,
                     item = walk::text_at(&application, "/item/name").unwrap_or(""),
                     applicant = %mask_id(walk::text_at(&application, "/applicant/id_number").unwrap_or("")),
+                    real_name_level = ?level,
                     "received a new application; walking its case"
                 );
                 self.tasks.spawn(walk::walk(
@@ -451,6 +503,48 @@ impl Ga {
             tracing::warn!(system = SYSTEM, "cannot ack: {e}");
         }
     }
+
+    /// Refuses a message for its identity assertion: rejected without requeue, so the broker
+    /// drops it (or dead-letters it, if the queue says so). When the hub's keys could not be
+    /// fetched it goes back to the queue after a pause instead. The log names the reason,
+    /// never the person.
+    async fn refuse_assertion(&self, delivery: Delivery, refusal: Refusal) {
+        if refusal.is_transient() {
+            self.control.record_assertion_unverified();
+            tracing::warn!(
+                system = SYSTEM,
+                "cannot check an identity assertion, handing the message back: {refusal}"
+            );
+            tokio::time::sleep(FAIL_PAUSE).await;
+            let _ = delivery.nack(requeue()).await;
+            return;
+        }
+        self.control.record_assertion_refused(&refusal);
+        tracing::warn!(
+            system = SYSTEM,
+            reason = refusal.code(),
+            "refused an application, dropping it: identity assertion {refusal}"
+        );
+        let _ = delivery.reject(drop_message()).await;
+    }
+}
+
+/// The `tongban-assertion` header of a message (any case), as text: a long string as the hub
+/// writes it, or a short one.
+fn assertion_header(delivery: &Delivery) -> Option<String> {
+    let headers = delivery.properties.headers().as_ref()?;
+    headers
+        .inner()
+        .iter()
+        .find(|(name, _)| name.as_str().eq_ignore_ascii_case(assertion::HEADER))
+        .and_then(|(_, value)| match value {
+            AMQPValue::LongString(s) => String::from_utf8(s.as_bytes().to_vec()).ok(),
+            AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+            AMQPValue::ByteArray(b) => String::from_utf8(b.as_slice().to_vec()).ok(),
+            _ => None,
+        })
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
 }
 
 /// Publishes reports in the system's format.

@@ -277,11 +277,13 @@ pub struct Retry {
     pub max_backoff: Duration,
 }
 
-/// POSTs `body` to `url`, retrying connection failures, timeouts, 5xx, 408 and 429 with
-/// exponential backoff; returns the status of the answer that took it.
+/// POSTs `body` to `url`, with `Authorization: Bearer <key>` when a key is given (the hub's
+/// `/api/v1` wants the system's credential), retrying connection failures, timeouts, 5xx, 408
+/// and 429 with exponential backoff; returns the status of the answer that took it.
 pub async fn post_with_retry(
     client: &reqwest::Client,
     url: &str,
+    bearer: Option<&str>,
     content_type: &str,
     body: Vec<u8>,
     retry: Retry,
@@ -294,13 +296,14 @@ pub async fn post_with_retry(
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(retry.max_backoff);
         }
-        match client
+        let mut request = client
             .post(url)
             .header(CONTENT_TYPE, content_type)
-            .body(body.clone())
-            .send()
-            .await
-        {
+            .body(body.clone());
+        if let Some(key) = bearer {
+            request = request.bearer_auth(key);
+        }
+        match request.send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
                 if response.status().is_success() {

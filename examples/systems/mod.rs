@@ -16,6 +16,11 @@
 //! - takes applications in its own legacy format, checks the transport the way the real system
 //!   would (content type, `SOAPAction`, `Idempotency-Key`, AMQP `message_id`), reads the
 //!   document, and refuses what it cannot read or an item it does not handle;
+//! - when it knows the hub's URL, checks the identity assertion the hub signs for every
+//!   delivery (see [`assertion`]) instead of asking for a login of its own: by default it then
+//!   refuses a delivery without a valid one (a `soap:Client` fault, a 401, a rejected message),
+//!   counts the refusal in its [`Stats`], and records the masked identity of each application
+//!   it takes;
 //! - remembers idempotency keys: a repeated delivery is answered as before and opens no second
 //!   case; every reception is counted, and every distinct application once;
 //! - walks each new case 受理 → 审查 → 决定 → 办结 after configurable delays, and reports each
@@ -31,6 +36,7 @@
 //! protocols, the idempotency and the case walk working end to end.
 #![allow(dead_code)]
 
+pub mod assertion;
 pub mod control;
 pub mod ga;
 pub mod http;

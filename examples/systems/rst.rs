@@ -4,7 +4,11 @@
 //! `GET /rst/card/events?after=N` and `GET /rst/card/results?after=N`, each a JSON array of
 //! `{"seq": n, "document": <the system's own JSON document>}` with `seq > N`, in order
 //! (`limit` caps the count, default 100).
+//!
+//! With the hub's URL it also checks the hub's identity assertion (the `Tongban-Assertion`
+//! header) and answers a delivery without a valid one with 401.
 
+use super::assertion::{self, Policy, Refusal};
 use super::control::{Admission, Control, Mode};
 use super::http::{self, garbage, header_text, media_type};
 use super::walk::{self, Handler, Profile, Report, Sink, Timing, elicense_id, fresh_number};
@@ -49,6 +53,16 @@ pub struct RstSettings {
     pub listen: SocketAddr,
     /// Also serve the control API alone here, so it stays reachable while `down`.
     pub control_listen: Option<SocketAddr>,
+    /// The hub's base URL, for the keys that check identity assertions
+    /// (`{hub}/.well-known/jwks.json`). The system calls nothing else at the hub: its events
+    /// are polled. Default: none, and assertions are not checked.
+    pub hub_url: Option<String>,
+    /// Whether a delivery needs a valid identity assertion. `None` (the default): required
+    /// when `hub_url` is set. `Some(false)` checks and records assertions that come, refusing
+    /// none.
+    pub require_assertion: Option<bool>,
+    /// The `iss` assertions must have. Default: `tongban`.
+    pub assertion_issuer: String,
     pub step_delay: Duration,
     pub late_by: Duration,
     pub mode: Mode,
@@ -61,6 +75,9 @@ impl RstSettings {
             listen: adapter_listen_addr(&config, SYSTEM)?,
             config,
             control_listen: None,
+            hub_url: None,
+            require_assertion: None,
+            assertion_issuer: assertion::DEFAULT_ISSUER.to_string(),
             step_delay: Duration::from_secs(2),
             late_by: Duration::from_secs(30),
             mode: Mode::Ok,
@@ -100,6 +117,7 @@ impl Feed {
 struct Rst {
     config: Arc<Config>,
     application: Arc<Mapping>,
+    policy: Policy,
     control: Control,
     tasks: Tasks,
     timing: Timing,
@@ -118,6 +136,12 @@ pub async fn start(settings: RstSettings) -> anyhow::Result<SystemHandle> {
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("no mapping `{name}` in the configuration"))
     };
+    let policy = Policy::new(
+        SYSTEM,
+        settings.hub_url.as_deref().map(|u| u.trim_end_matches('/')),
+        settings.require_assertion,
+        &settings.assertion_issuer,
+    )?;
     let control = Control::new(settings.mode);
     let tasks = Tasks::default();
     let events = Feed::default();
@@ -136,6 +160,7 @@ pub async fn start(settings: RstSettings) -> anyhow::Result<SystemHandle> {
     let state = Arc::new(Rst {
         config: settings.config.clone(),
         application: mapping(APPLICATION_MAPPING)?,
+        policy,
         control: control.clone(),
         tasks: tasks.clone(),
         timing: Timing {
@@ -146,6 +171,7 @@ pub async fn start(settings: RstSettings) -> anyhow::Result<SystemHandle> {
         events,
         results,
     });
+    let assertion_required = state.policy.required();
     let router = Router::new()
         .route(APPLY_PATH, post(apply))
         .route(EVENTS_PATH, get(events_feed))
@@ -161,6 +187,7 @@ pub async fn start(settings: RstSettings) -> anyhow::Result<SystemHandle> {
     .await?;
     tracing::info!(
         system = SYSTEM,
+        assertion_required,
         "listening on http://{local_addr}{APPLY_PATH}"
     );
     Ok(SystemHandle {
@@ -206,7 +233,7 @@ async fn apply(State(s): State<Arc<Rst>>, headers: HeaderMap, body: Bytes) -> Re
     if let Some(response) = misbehave(mode).await {
         return response;
     }
-    let response = s.take(&headers, &body);
+    let response = s.take(&headers, &body).await;
     if let Mode::Slow(delay) = mode {
         tokio::time::sleep(delay).await;
     }
@@ -214,7 +241,7 @@ async fn apply(State(s): State<Arc<Rst>>, headers: HeaderMap, body: Bytes) -> Re
 }
 
 impl Rst {
-    fn take(&self, headers: &HeaderMap, body: &[u8]) -> Response {
+    async fn take(&self, headers: &HeaderMap, body: &[u8]) -> Response {
         let refuse = |status: StatusCode, code: u32, msg: &str, errors: Option<Value>| {
             self.control.record_rejected();
             tracing::warn!(system = SYSTEM, "refused an application: {msg}");
@@ -240,6 +267,15 @@ impl Rst {
                 None,
             );
         };
+        // Who sent it is settled before the document is read.
+        let verified = match self
+            .policy
+            .check(header_text(headers, assertion::HEADER).as_deref())
+            .await
+        {
+            Ok(verified) => verified,
+            Err(refusal) => return self.refuse_assertion(refusal),
+        };
         let application = match self.application.to_canonical(body) {
             Ok(application) => application,
             Err(errors) => {
@@ -258,11 +294,25 @@ impl Rst {
         let Some(application_id) = walk::text_at(&application, "/id").map(str::to_string) else {
             return refuse(StatusCode::BAD_REQUEST, 1001, "缺少申请编号 SQBH", None);
         };
+        let identity = match self
+            .policy
+            .for_application(verified.as_ref(), &application_id)
+        {
+            Ok(identity) => identity,
+            Err(refusal) => return self.refuse_assertion(refusal),
+        };
         let item = walk::text_at(&application, "/item/code").unwrap_or_default();
         if !handles_item(&self.config, SYSTEM, item) {
             return refuse(StatusCode::BAD_REQUEST, 1002, "本系统不办理该事项", None);
         }
-        match self.control.admit(&key, &application_id) {
+        let admission = self.control.admit(&key, &application_id);
+        let level = identity.as_ref().map(|i| i.real_name_level);
+        if admission != Admission::Conflict
+            && let Some(identity) = identity
+        {
+            self.control.record_identity(&application_id, identity);
+        }
+        match admission {
             Admission::Conflict => {
                 tracing::warn!(
                     system = SYSTEM,
@@ -281,6 +331,7 @@ impl Rst {
                     application = %application_id,
                     item = walk::text_at(&application, "/item/name").unwrap_or(""),
                     applicant = %mask_id(walk::text_at(&application, "/applicant/id_number").unwrap_or("")),
+                    real_name_level = ?level,
                     "received a new application; walking its case"
                 );
                 self.tasks.spawn(walk::walk(
@@ -293,6 +344,49 @@ impl Rst {
             }
         }
         answer(StatusCode::OK, 0, "受理成功")
+    }
+
+    /// Refuses a delivery for its identity assertion: 401, which the hub takes as final, or,
+    /// when the hub's keys could not be fetched, 503, which it retries. The log names the
+    /// reason, never the person.
+    fn refuse_assertion(&self, refusal: Refusal) -> Response {
+        let (status, code, msg) = if refusal.is_transient() {
+            self.control.record_assertion_unverified();
+            tracing::warn!(
+                system = SYSTEM,
+                "cannot check an identity assertion, asking to try again: {refusal}"
+            );
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                503,
+                format!("身份断言暂无法核验: {refusal}"),
+            )
+        } else {
+            self.control.record_assertion_refused(&refusal);
+            tracing::warn!(
+                system = SYSTEM,
+                reason = refusal.code(),
+                "refused an application: identity assertion {refusal}"
+            );
+            (
+                StatusCode::UNAUTHORIZED,
+                401,
+                format!("身份断言无效: {refusal}"),
+            )
+        };
+        let mut response = (
+            status,
+            Json(json!({"code": code, "msg": msg, "reason": refusal.code()})),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            // A 401 names the scheme it wants (RFC 9110 §11.6.1).
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Tongban-Assertion"),
+            );
+        }
+        response
     }
 }
 

@@ -2,7 +2,12 @@
 //! `POST /spjy/ws/ApplyService` taking `<sp:提交申请>` in GB18030, answering
 //! `<sp:提交申请响应><sp:受理回执>…`, and posting its case steps (`<sp:办件环节>`) and licence
 //! (`<sp:证照>`) to the hub's webhook.
+//!
+//! With the hub's URL it also checks the hub's identity assertion, from the SOAP header entry
+//! `<IdentityAssertion xmlns="urn:tongban:hub:2026">` (or the `Tongban-Assertion` HTTP header),
+//! and answers a delivery without a valid one with a `soap:Client` fault.
 
+use super::assertion::{self, Policy, Refusal};
 use super::control::{Admission, Control, Mode};
 use super::http::{self, Retry, garbage, header_text, media_type};
 use super::walk::{self, Handler, Profile, Report, Sink, Timing, elicense_id, fresh_number};
@@ -22,7 +27,7 @@ use std::time::Duration;
 use tongban::config::{Config, Protocol};
 use tongban::ids::mask_id;
 use tongban::mapping::xml::{self, SOAP11_NS, XmlFormat};
-use tongban::mapping::{Format, MAX_INPUT_BYTES, Mapping};
+use tongban::mapping::{Format, MAX_INPUT_BYTES, Mapping, Node};
 
 pub const SYSTEM: &str = "sy-scjg-food";
 pub const APPLY_PATH: &str = "/spjy/ws/ApplyService";
@@ -47,9 +52,19 @@ pub struct ScjgSettings {
     /// Also serve the control API alone here, so it stays reachable while `down`.
     pub control_listen: Option<SocketAddr>,
     /// The hub's base URL (`http://127.0.0.1:8080`); events go to
-    /// `{hub}/api/v1/systems/sy-scjg-food/events` and `/results`. Without it they are only
-    /// logged.
+    /// `{hub}/api/v1/systems/sy-scjg-food/events` and `/results`, and the keys that check
+    /// identity assertions come from `{hub}/.well-known/jwks.json`. Without it events are only
+    /// logged and assertions are not checked.
     pub hub_url: Option<String>,
+    /// The system's credential at the hub, sent as `Authorization: Bearer <key>` with every
+    /// post to `/api/v1`. Default: none.
+    pub hub_key: Option<String>,
+    /// Whether a delivery needs a valid identity assertion. `None` (the default): required
+    /// when `hub_url` is set. `Some(false)` checks and records assertions that come, refusing
+    /// none.
+    pub require_assertion: Option<bool>,
+    /// The `iss` assertions must have. Default: `tongban`.
+    pub assertion_issuer: String,
     /// The `SOAPAction` required (quotes aside). Default: the adapter's `soap_action`; `None`
     /// takes any, but the header must be there.
     pub soap_action: Option<String>,
@@ -75,6 +90,9 @@ impl ScjgSettings {
             listen,
             control_listen: None,
             hub_url: None,
+            hub_key: None,
+            require_assertion: None,
+            assertion_issuer: assertion::DEFAULT_ISSUER.to_string(),
             soap_action,
             step_delay: Duration::from_secs(2),
             late_by: Duration::from_secs(30),
@@ -94,6 +112,7 @@ struct Scjg {
     application: Arc<Mapping>,
     xml: XmlFormat,
     soap_action: Option<String>,
+    policy: Policy,
     control: Control,
     tasks: Tasks,
     timing: Timing,
@@ -114,6 +133,16 @@ pub async fn start(settings: ScjgSettings) -> anyhow::Result<SystemHandle> {
     let Format::Xml(xml) = application.format.clone() else {
         anyhow::bail!("mapping `{APPLICATION_MAPPING}` is not XML");
     };
+    let hub_url = settings
+        .hub_url
+        .as_ref()
+        .map(|u| u.trim_end_matches('/').to_string());
+    let policy = Policy::new(
+        SYSTEM,
+        hub_url.as_deref(),
+        settings.require_assertion,
+        &settings.assertion_issuer,
+    )?;
     let control = Control::new(settings.mode);
     let tasks = Tasks::default();
     let reporter = Arc::new(Reporter {
@@ -121,10 +150,8 @@ pub async fn start(settings: ScjgSettings) -> anyhow::Result<SystemHandle> {
             .timeout(settings.post_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()?,
-        hub_url: settings
-            .hub_url
-            .as_ref()
-            .map(|u| u.trim_end_matches('/').to_string()),
+        hub_url,
+        hub_key: settings.hub_key.clone(),
         event: mapping(EVENT_MAPPING)?,
         result: mapping(RESULT_MAPPING)?,
         control: control.clone(),
@@ -139,6 +166,7 @@ pub async fn start(settings: ScjgSettings) -> anyhow::Result<SystemHandle> {
         application,
         xml,
         soap_action: settings.soap_action.clone(),
+        policy,
         control: control.clone(),
         tasks: tasks.clone(),
         timing: Timing {
@@ -147,6 +175,7 @@ pub async fn start(settings: ScjgSettings) -> anyhow::Result<SystemHandle> {
         },
         sink,
     });
+    let assertion_required = state.policy.required();
     let router = Router::new()
         .route(APPLY_PATH, post(apply))
         .with_state(state);
@@ -160,6 +189,7 @@ pub async fn start(settings: ScjgSettings) -> anyhow::Result<SystemHandle> {
     .await?;
     tracing::info!(
         system = SYSTEM,
+        assertion_required,
         "listening on http://{local_addr}{APPLY_PATH}"
     );
     Ok(SystemHandle {
@@ -173,9 +203,9 @@ pub async fn start(settings: ScjgSettings) -> anyhow::Result<SystemHandle> {
 async fn apply(State(s): State<Arc<Scjg>>, headers: HeaderMap, body: Bytes) -> Response {
     s.control.record_reception();
     match s.control.mode() {
-        Mode::Ok => s.take(&headers, &body),
+        Mode::Ok => s.take(&headers, &body).await,
         Mode::Slow(delay) => {
-            let answer = s.take(&headers, &body);
+            let answer = s.take(&headers, &body).await;
             tokio::time::sleep(delay).await;
             answer
         }
@@ -212,7 +242,7 @@ async fn apply(State(s): State<Arc<Scjg>>, headers: HeaderMap, body: Bytes) -> R
 impl Scjg {
     /// Checks and takes one application; a refusal is a SOAP fault (HTTP 500, as SOAP 1.1
     /// over HTTP has it), or 415 for a request that is not SOAP 1.1 at all.
-    fn take(&self, headers: &HeaderMap, body: &[u8]) -> Response {
+    async fn take(&self, headers: &HeaderMap, body: &[u8]) -> Response {
         let refuse = |status: StatusCode, reason: String| {
             self.control.record_rejected();
             tracing::warn!(system = SYSTEM, "refused an application: {reason}");
@@ -239,6 +269,28 @@ impl Scjg {
                 "不支持的 SOAPAction".into(),
             );
         }
+        // Who sent it is settled before the document is read.
+        let soap_header = self.soap_header(body);
+        let http_assertion = header_text(headers, assertion::HEADER);
+        let soap_assertion = soap_header
+            .as_ref()
+            .and_then(|h| self.header_entry(h, assertion::SOAP_ENTRY));
+        if let (Some(a), Some(b)) = (&http_assertion, &soap_assertion)
+            && a != b
+            && self.policy.required()
+        {
+            return self.refuse_assertion(Refusal::Malformed(
+                "Tongban-Assertion 请求头与 SOAP 头 IdentityAssertion 不一致".into(),
+            ));
+        }
+        let verified = match self
+            .policy
+            .check(soap_assertion.or(http_assertion).as_deref())
+            .await
+        {
+            Ok(verified) => verified,
+            Err(refusal) => return self.refuse_assertion(refusal),
+        };
         let application = match self.application.to_canonical(body) {
             Ok(application) => application,
             Err(errors) => {
@@ -255,6 +307,13 @@ impl Scjg {
         let Some(application_id) = walk::text_at(&application, "/id").map(str::to_string) else {
             return refuse(StatusCode::INTERNAL_SERVER_ERROR, "缺少申请编号".into());
         };
+        let identity = match self
+            .policy
+            .for_application(verified.as_ref(), &application_id)
+        {
+            Ok(identity) => identity,
+            Err(refusal) => return self.refuse_assertion(refusal),
+        };
         let item = walk::text_at(&application, "/item/code").unwrap_or_default();
         if !handles_item(&self.config, SYSTEM, item) {
             return refuse(
@@ -263,7 +322,9 @@ impl Scjg {
             );
         }
         let http_key = header_text(headers, "idempotency-key");
-        let soap_key = self.soap_idempotency_key(body);
+        let soap_key = soap_header
+            .as_ref()
+            .and_then(|h| self.header_entry(h, IDEMPOTENCY_ENTRY));
         if let (Some(a), Some(b)) = (&http_key, &soap_key)
             && a != b
         {
@@ -277,6 +338,12 @@ impl Scjg {
             .unwrap_or_else(|| application_id.clone());
         let admission = self.control.admit(&key, &application_id);
         let applicant = mask_id(walk::text_at(&application, "/applicant/id_number").unwrap_or(""));
+        let level = identity.as_ref().map(|i| i.real_name_level);
+        if admission != Admission::Conflict
+            && let Some(identity) = identity
+        {
+            self.control.record_identity(&application_id, identity);
+        }
         match admission {
             Admission::Conflict => {
                 tracing::warn!(
@@ -300,6 +367,7 @@ impl Scjg {
                     application = %application_id,
                     item = walk::text_at(&application, "/item/name").unwrap_or(""),
                     applicant = %applicant,
+                    real_name_level = ?level,
                     "received a new application; walking its case"
                 );
                 self.tasks.spawn(walk::walk(
@@ -315,17 +383,21 @@ impl Scjg {
         (StatusCode::OK, [(CONTENT_TYPE, CONTENT_TYPE_XML)], receipt).into_response()
     }
 
-    /// The `IdempotencyKey` entry of the SOAP Header, in the hub's namespace, if there is one.
-    fn soap_idempotency_key(&self, body: &[u8]) -> Option<String> {
-        let document = xml::parse(body, &self.xml, MAX_INPUT_BYTES).ok()?;
-        let header = document.header?;
+    /// The SOAP Header of the request, if it has one and can be read.
+    fn soap_header(&self, body: &[u8]) -> Option<Node> {
+        xml::parse(body, &self.xml, MAX_INPUT_BYTES).ok()?.header
+    }
+
+    /// The text of the header entry `entry` in the hub's namespace (`IdempotencyKey`,
+    /// `IdentityAssertion`), if there is one.
+    fn header_entry(&self, header: &Node, entry: &str) -> Option<String> {
         let names: Vec<String> = self
             .xml
             .namespaces
             .iter()
             .filter(|(_, uri)| uri == HUB_NS)
-            .map(|(prefix, _)| format!("{prefix}:{IDEMPOTENCY_ENTRY}"))
-            .chain([format!("{{{HUB_NS}}}{IDEMPOTENCY_ENTRY}")])
+            .map(|(prefix, _)| format!("{prefix}:{entry}"))
+            .chain([format!("{{{HUB_NS}}}{entry}")])
             .collect();
         header
             .children
@@ -334,6 +406,35 @@ impl Scjg {
             .and_then(|c| c.text())
             .map(|t| t.trim().to_string())
             .filter(|t| !t.is_empty())
+    }
+
+    /// Refuses a delivery for its identity assertion: a `soap:Client` fault the hub takes as
+    /// final, or, when the hub's keys could not be fetched, a `soap:Server` fault it retries.
+    /// The log names the reason, never the person.
+    fn refuse_assertion(&self, refusal: Refusal) -> Response {
+        if refusal.is_transient() {
+            self.control.record_assertion_unverified();
+            tracing::warn!(
+                system = SYSTEM,
+                "cannot check an identity assertion, asking to try again: {refusal}"
+            );
+            return fault(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "soap:Server",
+                &format!("身份断言暂无法核验: {refusal}"),
+            );
+        }
+        self.control.record_assertion_refused(&refusal);
+        tracing::warn!(
+            system = SYSTEM,
+            reason = refusal.code(),
+            "refused an application: identity assertion {refusal}"
+        );
+        fault(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "soap:Client",
+            &format!("身份断言无效: {refusal}"),
+        )
     }
 }
 
@@ -399,6 +500,7 @@ fn escape(text: &str) -> String {
 struct Reporter {
     client: reqwest::Client,
     hub_url: Option<String>,
+    hub_key: Option<String>,
     event: Arc<Mapping>,
     result: Arc<Mapping>,
     control: Control,
@@ -451,6 +553,7 @@ impl Reporter {
         match http::post_with_retry(
             &self.client,
             &url,
+            self.hub_key.as_deref(),
             &mapping.content_type(),
             body,
             self.retry,

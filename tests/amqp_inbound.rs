@@ -8,9 +8,14 @@
 //! application exchange of its own (in place of `dl.ga.hukou.events` and `dl.ga.hukou`) so that
 //! runs do not interfere with each other or with anything else on the broker. Without the variable the broker tests are skipped loudly, and fail
 //! when `CI` is set. Every wait is a poll with a deadline; no assertion is on timing.
+//!
+//! The platform submits with its API key and the applicant's token from a test identity issuer
+//! the configuration trusts; each delivered message carries the hub's identity assertion in
+//! its `tongban-assertion` header, checked with the hub's published keys.
 
 mod common;
 
+use common::Issuer;
 use lapin::options::{
     BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
     ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
@@ -22,13 +27,14 @@ use lapin::{
 use serde_json::Value;
 use std::future::Future;
 use std::path::Path;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tongban::auth::Role;
 use tongban::config::Config;
 use tongban::hub;
 
-const TOKEN: &str = "demo-platform-token";
 const SYSTEM: &str = "dl-ga-hukou";
 /// 居民身份证换领: dl-ga-hukou handles it in every region.
 const ITEM: &str = "11210200002412861B3000110202000";
@@ -131,10 +137,16 @@ impl Names {
     }
 }
 
+/// The identity system every configuration of these tests trusts; its keys are made once per
+/// test binary.
+static ISSUER: LazyLock<Issuer> = LazyLock::new(Issuer::new);
+
 /// The repository configuration in a temporary directory: the broker at `broker`, dl-ga-hukou
-/// delivering to `names.exchange` and consuming `names.queue`, a short shutdown grace.
+/// delivering to `names.exchange` and consuming `names.queue`, a short shutdown grace,
+/// [`ISSUER`] as the identity system.
 fn config_dir(broker: &str, names: &Names) -> tempfile::TempDir {
     let dir = common::config_copy();
+    ISSUER.install_in_dir(dir.path());
     edit(&dir.path().join("hub.toml"), |t| {
         let t = replace_once(
             t,
@@ -165,6 +177,8 @@ fn config_dir(broker: &str, names: &Names) -> tempfile::TempDir {
 /// The hub in this process, serving on a port of its own.
 struct Hub {
     base: String,
+    /// The platform's API key.
+    platform: String,
     /// The hub's store, to take it away from under the hub.
     store: tongban::store::Store,
     stop: Option<oneshot::Sender<()>>,
@@ -177,6 +191,8 @@ impl Hub {
             Config::load(dir).unwrap_or_else(|e| panic!("the test configuration compiles: {e}"));
         let store = hub::open_store(&config).await.unwrap();
         hub::seed_catalog(&store, &config).await.unwrap();
+        // A key of its own per start: the store (and every key in it) outlives a hub.
+        let platform = common::api_key(&store, Role::Platform, None).await;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
@@ -189,6 +205,7 @@ impl Hub {
         });
         Hub {
             base,
+            platform,
             store,
             stop: Some(tx),
             task,
@@ -250,13 +267,15 @@ fn idcard_application() -> Value {
     app
 }
 
-/// Submits the application with the platform's token; its id.
-async fn submit(client: &reqwest::Client, base: &str) -> String {
+/// Submits the application as the platform, with the applicant's token; its id.
+async fn submit(client: &reqwest::Client, hub: &Hub) -> String {
+    let application = idcard_application();
     let response = client
-        .post(format!("{base}/api/v1/applications"))
+        .post(format!("{}/api/v1/applications", hub.base))
         .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .body(idcard_application().to_string())
+        .bearer_auth(&hub.platform)
+        .header("tongban-user-token", ISSUER.token_for(&application, 3))
+        .body(application.to_string())
         .send()
         .await
         .unwrap();
@@ -267,9 +286,11 @@ async fn submit(client: &reqwest::Client, base: &str) -> String {
     answer["id"].as_str().unwrap().to_string()
 }
 
-async fn application(client: &reqwest::Client, base: &str, id: &str) -> Value {
+/// An application, as the platform that submitted it reads it.
+async fn application(client: &reqwest::Client, hub: &Hub, id: &str) -> Value {
     let response = client
-        .get(format!("{base}/api/v1/applications/{id}"))
+        .get(format!("{}/api/v1/applications/{id}", hub.base))
+        .bearer_auth(&hub.platform)
         .send()
         .await
         .unwrap();
@@ -459,29 +480,82 @@ async fn watch_applications(broker: &Broker, exchange: &str) -> String {
     queue
 }
 
+/// The identity assertion a delivered message carries in its `tongban-assertion` header,
+/// verified as dl-ga-hukou does: with the key its `kid` names among the keys the hub
+/// publishes, the hub as issuer, dl-ga-hukou as audience. Its claims.
+async fn verified_assertion(
+    client: &reqwest::Client,
+    hub: &Hub,
+    message: &lapin::message::Delivery,
+) -> Value {
+    let headers = message.properties.headers().as_ref().expect("headers");
+    let token = match headers.inner().get("tongban-assertion") {
+        Some(AMQPValue::LongString(s)) => s.to_string(),
+        other => panic!("no tongban-assertion header: {other:?}"),
+    };
+    let keys: jsonwebtoken::jwk::JwkSet = client
+        .get(format!("{}/.well-known/jwks.json", hub.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let header = jsonwebtoken::decode_header(&token).unwrap();
+    let kid = header.kid.expect("the assertion names its key");
+    let jwk = keys
+        .find(&kid)
+        .unwrap_or_else(|| panic!("the hub does not publish key {kid}"));
+    let mut validation = jsonwebtoken::Validation::new(header.alg);
+    validation.set_audience(&[SYSTEM]);
+    validation.set_issuer(&["tongban"]);
+    jsonwebtoken::decode::<Value>(
+        &token,
+        &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
+        &validation,
+    )
+    .unwrap_or_else(|e| panic!("{SYSTEM} refuses the assertion: {e}"))
+    .claims
+}
+
 /// Submits an application for dl-ga-hukou and waits until the hub delivered it to the
-/// exchange; its id.
+/// exchange, with an identity assertion about it; its id.
 async fn submit_and_see_it_delivered(
     broker: &Broker,
     watch: &str,
     client: &reqwest::Client,
-    base: &str,
+    hub: &Hub,
 ) -> String {
-    let id = submit(client, base).await;
-    eventually("the application on the dl.ga.hukou exchange", || async {
+    let id = submit(client, hub).await;
+    let message = eventually("the application on the dl.ga.hukou exchange", || async {
         // Other runs' applications may arrive here too: only ours counts.
         while let Some(message) = broker.take(watch).await {
             if message.properties.message_id().as_ref().map(|m| m.as_str()) == Some(id.as_str()) {
                 let xml = String::from_utf8_lossy(&message.data).to_string();
                 assert!(xml.contains(&id), "{xml}");
-                return Ok(());
+                return Ok(message);
             }
         }
         Err("not yet".to_string())
     })
     .await;
+    let claims = verified_assertion(client, hub, &message).await;
+    let applicant = &idcard_application()["applicant"];
+    let id_number = applicant["id_number"].as_str().unwrap();
+    assert_eq!(claims["application_id"], id.as_str(), "{claims:#}");
+    assert_eq!(claims["real_name_level"], 3, "{claims:#}");
+    assert_eq!(
+        claims["applicant"]["id_number"],
+        tongban::ids::mask_id(id_number).as_str(),
+        "{claims:#}"
+    );
+    assert_eq!(
+        claims["applicant"]["name"],
+        tongban::ids::mask_name(applicant["name"].as_str().unwrap()).as_str(),
+        "{claims:#}"
+    );
     eventually("the delivery to be recorded", || async {
-        let app = application(client, base, &id).await;
+        let app = application(client, hub, &id).await;
         if app["state"] == "delivered" {
             Ok(())
         } else {
@@ -587,8 +661,7 @@ async fn case_events_are_stored_once_and_refused_ones_are_dead_lettered_not_rede
     let dir = config_dir(&url, &names);
     let hub = Hub::start(dir.path()).await;
     let client = client();
-    let base = hub.base.as_str();
-    let id = submit_and_see_it_delivered(&broker, &watch, &client, base).await;
+    let id = submit_and_see_it_delivered(&broker, &watch, &client, &hub).await;
 
     // The system reports: a broken step and one for an application the hub never routed among
     // the good ones, and one good step twice.
@@ -610,7 +683,7 @@ async fn case_events_are_stored_once_and_refused_ones_are_dead_lettered_not_rede
 
     let expected: Vec<String> = WALK.iter().map(|name| serial_no(name)).collect();
     let app = eventually("every good case step to be stored", || async {
-        let app = application(&client, base, &id).await;
+        let app = application(&client, &hub, &id).await;
         let mut got = event_ids(&app);
         got.sort();
         let mut want = expected.clone();
@@ -689,7 +762,7 @@ async fn case_events_are_stored_once_and_refused_ones_are_dead_lettered_not_rede
         }
     })
     .await;
-    let app = application(&client, &hub.base, &id).await;
+    let app = application(&client, &hub, &id).await;
     assert_eq!(event_ids(&app).len(), WALK.len(), "{app:#}");
     hub.stop().await;
     assert_eq!(
@@ -718,8 +791,7 @@ async fn the_hub_declares_its_queue_and_a_refused_message_is_not_redelivered() {
     let hub = Hub::start(dir.path()).await;
     eventually("the hub to declare its queue", || broker.ready(&queue)).await;
     let client = client();
-    let base = hub.base.as_str();
-    let id = submit_and_see_it_delivered(&broker, &watch, &client, base).await;
+    let id = submit_and_see_it_delivered(&broker, &watch, &client, &hub).await;
 
     // Refused ones first: were they handed back, they would come round again and again ahead
     // of the good step (and be in the queue once the hub stops).
@@ -740,7 +812,7 @@ async fn the_hub_declares_its_queue_and_a_refused_message_is_not_redelivered() {
         .await;
 
     eventually("the good step to be stored", || async {
-        let app = application(&client, base, &id).await;
+        let app = application(&client, &hub, &id).await;
         let got = event_ids(&app);
         if got == [serial_no("accept")] && app["state"] == "in_progress" {
             Ok(())
@@ -768,7 +840,7 @@ async fn the_hub_declares_its_queue_and_a_refused_message_is_not_redelivered() {
         .publish(&queue, &event("decision", &id), "decision")
         .await;
     eventually("the step after the reconnection to be stored", || async {
-        let app = application(&client, base, &id).await;
+        let app = application(&client, &hub, &id).await;
         let got = event_ids(&app);
         if got == [serial_no("accept"), serial_no("decision")] {
             Ok(())
@@ -798,7 +870,7 @@ async fn an_event_the_store_cannot_take_goes_back_to_the_queue_and_is_stored_lat
     let dir = config_dir(&url, &names);
     let hub = Hub::start(dir.path()).await;
     let client = client();
-    let id = submit_and_see_it_delivered(&broker, &watch, &client, &hub.base).await;
+    let id = submit_and_see_it_delivered(&broker, &watch, &client, &hub).await;
 
     // The store goes away; the system reports a step.
     hub.store.close().await;
@@ -828,7 +900,7 @@ async fn an_event_the_store_cannot_take_goes_back_to_the_queue_and_is_stored_lat
     // With a store again, the step is taken and stored.
     let hub = Hub::start(dir.path()).await;
     eventually("the step to be stored", || async {
-        let app = application(&client, &hub.base, &id).await;
+        let app = application(&client, &hub, &id).await;
         let got = event_ids(&app);
         if got == [serial_no("accept")] {
             Ok(())
@@ -868,8 +940,8 @@ async fn a_broker_that_is_not_there_does_not_keep_the_hub_from_serving_or_stoppi
     );
     let hub = Hub::start(dir.path()).await;
     let client = client();
-    let id = submit(&client, &hub.base).await;
-    let app = application(&client, &hub.base, &id).await;
+    let id = submit(&client, &hub).await;
+    let app = application(&client, &hub, &id).await;
     assert_eq!(app["system"], SYSTEM, "{app:#}");
     let port_text = format!("127.0.0.1:{port}");
     eventually("a failed connection to be logged", || async {

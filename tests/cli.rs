@@ -1,5 +1,6 @@
-//! Tests of the `tongban` command line, run as a real process: `check`, `catalog import`, the
-//! help texts, exit codes, and what reaches stdout and stderr.
+//! Tests of the `tongban` command line, run as a real process: `check`, `catalog import`,
+//! `keys issue|list|revoke`, `audit verify` of an untouched log, the help texts, exit codes,
+//! and what reaches stdout and stderr.
 
 mod common;
 
@@ -147,7 +148,7 @@ fn top_level_help_names_the_hub_and_its_commands() {
     let text = help(&[]);
     assert!(text.contains("一网通办"), "{text}");
     assert!(text.contains("Usage: tongban"), "{text}");
-    for command in ["serve", "check", "catalog"] {
+    for command in ["serve", "check", "catalog", "keys", "audit"] {
         assert!(text.contains(&format!("  {command} ")), "{command}: {text}");
     }
     assert!(text.contains("TONGBAN_CONFIG"), "{text}");
@@ -424,4 +425,181 @@ fn an_unreachable_store_names_the_cause_once() {
     assert_eq!(out.code, Some(1), "{out}");
     let cause = "pool timed out while waiting for an open connection";
     assert_eq!(out.stderr.matches(cause).count(), 1, "{out}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// keys
+
+fn keys(config: &Path, args: &[&str], store: &str) -> Run {
+    run(tongban()
+        .arg("keys")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .arg("--store")
+        .arg(store))
+}
+
+#[test]
+fn keys_issue_help_says_the_key_is_shown_once() {
+    let text = help(&["keys", "issue"]);
+    assert!(text.contains("print it once"), "{text}");
+    assert!(text.contains("--role"), "{text}");
+    assert!(text.contains("--system"), "{text}");
+}
+
+#[tokio::test]
+async fn an_issued_key_is_printed_once_kept_as_a_hash_and_revocable_and_every_step_is_audited() {
+    let dir = valid_dir();
+    let store_url = sqlite_url(dir.path());
+
+    let out = keys(
+        dir.path(),
+        &[
+            "issue",
+            "--role",
+            "system",
+            "--system",
+            "sy-scjg-food",
+            "--label",
+            "市场监管",
+        ],
+        &store_url,
+    );
+    assert_eq!(out.code, Some(0), "{out}");
+    // stdout is the key alone, so that a script can take it; the notice goes to stderr.
+    let secret = out.stdout.trim_end().to_string();
+    assert_eq!(out.stdout, format!("{secret}\n"), "{out}");
+    let key_id = secret
+        .strip_prefix("tbk_")
+        .and_then(|rest| rest.split('_').next())
+        .unwrap_or_else(|| panic!("not an API key: {out}"))
+        .to_string();
+    assert!(out.stderr.contains(&key_id), "{out}");
+    assert!(out.stderr.contains("shown once"), "{out}");
+    assert!(!out.stderr.contains(&secret), "{out}");
+    assert!(
+        !dir.path().join("data/tongban.db").exists(),
+        "--store is used instead of hub.toml's store"
+    );
+
+    // The store has the key's hash, never the key itself.
+    let store = Store::open(&store_url, dir.path(), 1).await.unwrap();
+    let record = store
+        .api_key(&key_id)
+        .await
+        .unwrap()
+        .expect("the key is stored");
+    assert_eq!(record.role, "system");
+    assert_eq!(record.system_id.as_deref(), Some("sy-scjg-food"));
+    assert_eq!(record.label, "市场监管");
+    assert_eq!(
+        record.secret_sha256,
+        tongban::auth::sha256_hex(secret.as_bytes())
+    );
+    assert!(record.revoked_at.is_none());
+    store.close().await;
+    for file in ["t.db", "t.db-wal"] {
+        let bytes = fs::read(dir.path().join(file)).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        let secret_part = secret.rsplit('_').next().unwrap();
+        assert!(!text.contains(secret_part), "{file} holds the secret");
+    }
+
+    // Listed without its secret; the same store again from TONGBAN_STORE_URL.
+    let out = run(tongban()
+        .args(["keys", "list"])
+        .arg("--config")
+        .arg(dir.path())
+        .env("TONGBAN_STORE_URL", &store_url));
+    assert_eq!(out.code, Some(0), "{out}");
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains(&key_id))
+        .unwrap_or_else(|| panic!("the key is listed: {out}"));
+    assert!(
+        line.contains("system (sy-scjg-food)") && line.contains("\"市场监管\""),
+        "{out}"
+    );
+    assert!(!out.stdout.contains(&secret), "{out}");
+    assert!(!line.contains("REVOKED"), "{out}");
+
+    let out = keys(dir.path(), &["revoke", &key_id], &store_url);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(
+        out.stdout.contains(&format!("revoked API key {key_id}")),
+        "{out}"
+    );
+    let out = keys(dir.path(), &["list"], &store_url);
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.contains(&key_id) && l.contains("REVOKED")),
+        "{out}"
+    );
+    // Revoking it again is an error: there is no unrevoked key of that id.
+    let out = keys(dir.path(), &["revoke", &key_id], &store_url);
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stderr.contains(&key_id), "{out}");
+
+    // Issue and revoke are in the audit log, whose chain is intact.
+    let out = run(tongban()
+        .args(["audit", "verify"])
+        .arg("--config")
+        .arg(dir.path())
+        .arg("--store")
+        .arg(&store_url));
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(
+        out.stdout.contains("audit log: 2 record(s), head ") && out.stdout.contains("chain intact"),
+        "{out}"
+    );
+    let store = Store::open(&store_url, dir.path(), 1).await.unwrap();
+    let actions: Vec<String> = store
+        .audit_records()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| format!("{} {}", r.action, r.target))
+        .collect();
+    store.close().await;
+    assert_eq!(
+        actions,
+        [
+            format!("key issue /api/v1/keys/{key_id}"),
+            format!("key revoke /api/v1/keys/{key_id}"),
+        ]
+    );
+}
+
+#[test]
+fn a_key_for_an_unknown_role_or_system_is_refused_and_nothing_is_issued() {
+    let dir = valid_dir();
+    let store_url = sqlite_url(dir.path());
+    for (args, reason) in [
+        (&["--role", "root"][..], "unknown role `root`"),
+        (&["--role", "system"][..], "a system key needs --system"),
+        (
+            &["--role", "system", "--system", "sy-nowhere"][..],
+            "no system `sy-nowhere`",
+        ),
+        (
+            &["--role", "platform", "--system", "sy-scjg-food"][..],
+            "only system keys take --system",
+        ),
+    ] {
+        let mut all = vec!["issue", "--label", "x"];
+        all.extend_from_slice(args);
+        let out = keys(dir.path(), &all, &store_url);
+        assert_eq!(out.code, Some(1), "{args:?}: {out}");
+        assert!(out.stdout.is_empty(), "{args:?}: {out}");
+        assert!(out.stderr.contains(reason), "{args:?}: {out}");
+    }
+    let out = keys(dir.path(), &["list"], &store_url);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(
+        out.stdout.trim_end().ends_with("API keys:"),
+        "no key was issued: {out}"
+    );
 }

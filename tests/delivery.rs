@@ -2,6 +2,11 @@
 //! needed) in front of mock department systems on 127.0.0.1 whose behaviour each test switches
 //! (answering, refusing connections, hanging, failing, refusing for good, answering slowly).
 //!
+//! Every caller holds a real credential: the platform an API key, each submission its
+//! applicant's token from a test identity issuer the configuration trusts, each system a key
+//! of its own, the operator an administrator's key. What the systems receive carries the hub's
+//! identity assertion, which the tests verify as a department would.
+//!
 //! Every wait is a poll with a deadline and every assertion is on an outcome (states, what the
 //! mocks received), never on how long something took.
 
@@ -12,7 +17,10 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use common::Issuer;
 use futures_util::StreamExt;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{DecodingKey, Validation};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -21,14 +29,16 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tongban::auth::Role;
 use tongban::config::Config;
 use tongban::hub;
+use tongban::ids::{mask_id, mask_name};
+use tongban::store::Store;
 
-const TOKEN: &str = "demo-platform-token";
 const SCJG: &str = "sy-scjg-food";
 const RST: &str = "ln-rst-card";
 /// The application id the example messages carry.
@@ -296,9 +306,11 @@ const FAST: &[(&str, &str)] = &[
 ];
 
 /// The repository configuration in a temporary directory: the HTTP adapters pointed at the
-/// mocks, the AMQP adapter removed (no broker here), fast retries, a short shutdown grace.
+/// mocks, the AMQP adapter removed (no broker here), fast retries, a short shutdown grace,
+/// and [`ISSUER`] as the identity system.
 fn config_for(soap: &Mock, rest: &Mock) -> tempfile::TempDir {
     let dir = common::config_copy();
+    ISSUER.install_in_dir(dir.path());
     std::fs::remove_file(dir.path().join("adapters/dl-ga-hukou.toml")).unwrap();
     edit(&dir.path().join("hub.toml"), |t| {
         set_key(t, "shutdown_grace_seconds", "1")
@@ -356,6 +368,7 @@ fn set_key(text: &str, key: &str, value: &str) -> String {
 /// The hub in this process, serving on a port of its own.
 struct Hub {
     base: String,
+    callers: Arc<Callers>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), hub::HubError>>,
 }
@@ -366,6 +379,7 @@ impl Hub {
             Config::load(dir).unwrap_or_else(|e| panic!("the test configuration compiles: {e}"));
         let store = hub::open_store(&config).await.unwrap();
         hub::seed_catalog(&store, &config).await.unwrap();
+        let callers = Arc::new(Callers::in_store(&store).await);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
@@ -377,9 +391,15 @@ impl Hub {
         });
         Hub {
             base,
+            callers,
             stop: Some(tx),
             task,
         }
+    }
+
+    /// A client holding this hub's callers' credentials.
+    fn client(&self) -> Client {
+        Client::new(self.callers.clone())
     }
 
     /// Stops the hub and waits for it (its grace period is short in the test configuration).
@@ -509,12 +529,129 @@ async fn until(what: &str, condition: impl Fn() -> bool) {
     }
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
+// ---------------------------------------------------------------------------------------------
+// Who calls the hub
+
+/// The identity system every configuration of these tests trusts; its keys are made once per
+/// test binary.
+static ISSUER: LazyLock<Issuer> = LazyLock::new(Issuer::new);
+
+/// Everyone who calls the hub in these tests, each with a credential of their own: the
+/// platform (which submits, each application with its applicant's token from [`ISSUER`]), the
+/// two HTTP systems (which post their events and watch their own dead letters) and an
+/// administrator (who sees and replays every dead letter).
+struct Callers {
+    platform: String,
+    admin: String,
+    systems: BTreeMap<&'static str, String>,
 }
+
+impl Callers {
+    /// Keys put straight into the store the in-process hub is about to serve.
+    async fn in_store(store: &Store) -> Callers {
+        let mut systems = BTreeMap::new();
+        for system in [SCJG, RST] {
+            systems.insert(
+                system,
+                common::api_key(store, Role::System, Some(system)).await,
+            );
+        }
+        Callers {
+            platform: common::api_key(store, Role::Platform, None).await,
+            admin: common::api_key(store, Role::Admin, None).await,
+            systems,
+        }
+    }
+
+    /// Keys issued by `tongban keys issue` against the configuration in `dir`, as an operator
+    /// issues them before starting the binary: the command and `serve` must find the same
+    /// store.
+    fn from_cli(dir: &Path) -> Callers {
+        let mut systems = BTreeMap::new();
+        for system in [SCJG, RST] {
+            systems.insert(
+                system,
+                common::cli_api_key(dir, "system", Some(system), None),
+            );
+        }
+        Callers {
+            platform: common::cli_api_key(dir, "platform", None, None),
+            admin: common::cli_api_key(dir, "admin", None, None),
+            systems,
+        }
+    }
+}
+
+/// The opaque subject the identity system gives the applicant of `application`: derived from
+/// the ID number but not revealing it, so that a clear identifier in anything the hub sends
+/// on comes from the hub.
+fn subject_of(application: &Value) -> String {
+    let id = application["applicant"]["id_number"].as_str().unwrap();
+    format!("ids-{}", &tongban::auth::sha256_hex(id.as_bytes())[..16])
+}
+
+/// The applicant's token from the identity system: the applicant of `application`, real-name
+/// level 3.
+fn user_token(application: &Value) -> String {
+    let a = &application["applicant"];
+    let text = |k: &str| a[k].as_str().unwrap_or_default().to_string();
+    let mut claims = ISSUER.user_claims(
+        &text("kind"),
+        &text("id_type"),
+        &text("id_number"),
+        &text("name"),
+        3,
+    );
+    claims["sub"] = Value::String(subject_of(application));
+    ISSUER.sign("t-rsa", &claims)
+}
+
+/// An HTTP client calling the hub with the credentials of its [`Callers`].
+#[derive(Clone)]
+struct Client {
+    http: reqwest::Client,
+    callers: Arc<Callers>,
+}
+
+impl Client {
+    fn new(callers: Arc<Callers>) -> Client {
+        Client {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap(),
+            callers,
+        }
+    }
+
+    /// A GET with `secret` as the bearer credential.
+    fn get(&self, url: &str, secret: &str) -> reqwest::RequestBuilder {
+        self.http.get(url).bearer_auth(secret)
+    }
+
+    /// A POST with `secret` as the bearer credential.
+    fn post(&self, url: &str, secret: &str) -> reqwest::RequestBuilder {
+        self.http.post(url).bearer_auth(secret)
+    }
+
+    fn platform(&self) -> &str {
+        &self.callers.platform
+    }
+
+    fn admin(&self) -> &str {
+        &self.callers.admin
+    }
+
+    fn system(&self, id: &str) -> &str {
+        self.callers
+            .systems
+            .get(id)
+            .unwrap_or_else(|| panic!("no key for system {id}"))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Applications and what became of them
 
 fn read_json(relative: &str) -> Value {
     let text = std::fs::read_to_string(common::repo().join(relative)).unwrap();
@@ -535,20 +672,23 @@ fn rst_application() -> Value {
     app
 }
 
-/// POSTs an application with the platform's token: status, headers and body.
+/// POSTs an application with its applicant's token, as the caller `credential` says (none:
+/// no `Authorization` at all): status, headers and body.
 async fn post_application(
-    client: &reqwest::Client,
+    client: &Client,
     base: &str,
     body: &Value,
     key: Option<&str>,
-    token: Option<&str>,
+    credential: Option<&str>,
 ) -> (StatusCode, HeaderMap, Value) {
     let mut request = client
+        .http
         .post(format!("{base}/api/v1/applications"))
         .header("content-type", "application/json")
+        .header("tongban-user-token", user_token(body))
         .body(body.to_string());
-    if let Some(token) = token {
-        request = request.header("authorization", format!("Bearer {token}"));
+    if let Some(credential) = credential {
+        request = request.bearer_auth(credential);
     }
     if let Some(key) = key {
         request = request.header("idempotency-key", key);
@@ -560,29 +700,37 @@ async fn post_application(
     (status, headers, body)
 }
 
-/// Submits an application that must be accepted; its id.
-async fn submit(client: &reqwest::Client, base: &str, body: &Value, system: &str) -> String {
-    let (status, _, answer) = post_application(client, base, body, None, Some(TOKEN)).await;
+/// Submits an application as the platform; it must be accepted; its id.
+async fn submit(client: &Client, base: &str, body: &Value, system: &str) -> String {
+    let (status, _, answer) =
+        post_application(client, base, body, None, Some(client.platform())).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer:#}");
     assert_eq!(answer["system"], system, "{answer:#}");
     assert_eq!(answer["state"], "accepted", "{answer:#}");
     answer["id"].as_str().unwrap().to_string()
 }
 
-async fn get_json(client: &reqwest::Client, url: &str) -> (StatusCode, Value) {
-    let response = client.get(url).send().await.unwrap();
+/// GETs `url` as the caller `secret` says: status and body.
+async fn get_json(client: &Client, url: &str, secret: &str) -> (StatusCode, Value) {
+    let response = client.get(url, secret).send().await.unwrap();
     let status = response.status();
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-async fn application(client: &reqwest::Client, base: &str, id: &str) -> Value {
-    let (status, body) = get_json(client, &format!("{base}/api/v1/applications/{id}")).await;
+/// An application, as the platform that submitted it reads it.
+async fn application(client: &Client, base: &str, id: &str) -> Value {
+    let (status, body) = get_json(
+        client,
+        &format!("{base}/api/v1/applications/{id}"),
+        client.platform(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body:#}");
     body
 }
 
 /// The state of each application.
-async fn states(client: &reqwest::Client, base: &str, ids: &[String]) -> BTreeMap<String, String> {
+async fn states(client: &Client, base: &str, ids: &[String]) -> BTreeMap<String, String> {
     let mut states = BTreeMap::new();
     for id in ids {
         let app = application(client, base, id).await;
@@ -601,7 +749,7 @@ fn tally(states: &BTreeMap<String, String>) -> BTreeMap<&str, usize> {
 }
 
 /// Waits until every application is in `state`.
-async fn all_in_state(client: &reqwest::Client, base: &str, ids: &[String], state: &str) {
+async fn all_in_state(client: &Client, base: &str, ids: &[String], state: &str) {
     eventually(
         &format!("{} application(s) to be {state}", ids.len()),
         || async move {
@@ -624,7 +772,7 @@ async fn all_in_state(client: &reqwest::Client, base: &str, ids: &[String], stat
 }
 
 /// Every attempt logged for the applications.
-async fn attempt_logs(client: &reqwest::Client, base: &str, ids: &[String]) -> Vec<Value> {
+async fn attempt_logs(client: &Client, base: &str, ids: &[String]) -> Vec<Value> {
     let mut all = Vec::new();
     for id in ids {
         let app = application(client, base, id).await;
@@ -637,7 +785,7 @@ async fn attempt_logs(client: &reqwest::Client, base: &str, ids: &[String]) -> V
 
 /// Waits until some application has a retry attempt that `matches`.
 async fn a_retry_where(
-    client: &reqwest::Client,
+    client: &Client,
     base: &str,
     ids: &[String],
     what: &str,
@@ -738,6 +886,94 @@ fn assert_problem(headers: &HeaderMap, body: &Value, status: StatusCode) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The identity assertion, as a department system checks it
+
+/// The hub's public signing keys, from where departments fetch them (no credential needed).
+async fn hub_keys(client: &Client, base: &str) -> JwkSet {
+    let response = client
+        .http
+        .get(format!("{base}/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+/// Verifies an identity assertion as department `system` does: signed by the key its `kid`
+/// names among the hub's published keys, issued by the hub, meant for `system`, not expired.
+/// Its claims, or why it is refused.
+fn verify_assertion(keys: &JwkSet, token: &str, system: &str) -> Result<Value, String> {
+    let header = jsonwebtoken::decode_header(token).map_err(|e| e.to_string())?;
+    let kid = header.kid.ok_or("the assertion names no key")?;
+    let jwk = keys
+        .find(&kid)
+        .ok_or_else(|| format!("the hub does not publish key {kid}"))?;
+    let key = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
+    let mut validation = Validation::new(header.alg);
+    validation.set_audience(&[system]);
+    validation.set_issuer(&["tongban"]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    jsonwebtoken::decode::<Value>(token, &key, &validation)
+        .map(|data| data.claims)
+        .map_err(|e| format!("{:?}", e.kind()))
+}
+
+/// Checks what an assertion says about application `id` (submitted as `application`): the
+/// applicant's kind and ID type, the ID number and name masked, the token's subject and
+/// real-name level, a short life, and no clear identifier or name anywhere in it.
+fn assert_assertion_claims(claims: &Value, id: &str, application: &Value, system: &str) {
+    let applicant = &application["applicant"];
+    let text = |k: &str| applicant[k].as_str().unwrap();
+    assert_eq!(claims["application_id"], id, "{claims:#}");
+    assert_eq!(claims["aud"], system, "{claims:#}");
+    assert_eq!(claims["iss"], "tongban", "{claims:#}");
+    assert_eq!(claims["real_name_level"], 3, "{claims:#}");
+    assert_eq!(
+        claims["sub"],
+        subject_of(application).as_str(),
+        "{claims:#}"
+    );
+    let claimed = &claims["applicant"];
+    assert_eq!(claimed["kind"], text("kind"), "{claims:#}");
+    assert_eq!(claimed["id_type"], text("id_type"), "{claims:#}");
+    assert_eq!(
+        claimed["id_number"],
+        mask_id(text("id_number")).as_str(),
+        "{claims:#}"
+    );
+    assert_eq!(
+        claimed["name"],
+        mask_name(text("name")).as_str(),
+        "{claims:#}"
+    );
+    assert!(
+        claims["jti"].as_str().is_some_and(|j| !j.is_empty()),
+        "{claims:#}"
+    );
+    let (iat, exp) = (
+        claims["iat"].as_i64().unwrap(),
+        claims["exp"].as_i64().unwrap(),
+    );
+    assert!(
+        exp > iat && exp - iat <= 300,
+        "an assertion lives minutes at most: {claims:#}"
+    );
+    let whole = claims.to_string();
+    assert_eq!(
+        common::clear_citizen_ids(&whole),
+        Vec::<String>::new(),
+        "{claims:#}"
+    );
+    for clear in [text("id_number"), text("name")] {
+        assert!(!whole.contains(clear), "`{clear}` in clear: {claims:#}");
+    }
+    if let Some(representative) = applicant["legal_representative"]["id_number"].as_str() {
+        assert!(!whole.contains(representative), "{claims:#}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The tests
 // ---------------------------------------------------------------------------------------------
 
@@ -747,7 +983,7 @@ async fn an_application_for_each_http_system_is_delivered_in_its_format_and_its_
     let rest = Mock::start(false, Mode::Ok).await;
     let dir = config_for(&soap, &rest);
     let hub = Hub::start(dir.path()).await;
-    let client = client();
+    let client = hub.client();
     let base = hub.base.as_str();
 
     let scjg_id = submit(&client, base, &scjg_application(), SCJG).await;
@@ -809,6 +1045,31 @@ async fn an_application_for_each_http_system_is_delivered_in_its_format_and_its_
         [scjg_id.as_str()],
         "the idempotency key in the SOAP header: {xml}"
     );
+
+    // The identity assertion: in the HTTP header and, the same, in the SOAP header; verified
+    // with the hub's published keys, for this system only.
+    let keys = hub_keys(&client, base).await;
+    let assertion = header(r, "tongban-assertion");
+    let assertion_entry = [
+        envelope,
+        (SOAP11_ENVELOPE_NS, "Header"),
+        (HUB_NS, "IdentityAssertion"),
+    ];
+    assert_eq!(
+        text_at(&assertion_entry),
+        [assertion],
+        "the assertion in the SOAP header: {xml}"
+    );
+    let claims = verify_assertion(&keys, assertion, SCJG)
+        .unwrap_or_else(|e| panic!("{SCJG} refuses its assertion: {e}"));
+    assert_assertion_claims(&claims, &scjg_id, &scjg_application(), SCJG);
+    let elsewhere = verify_assertion(&keys, assertion, RST);
+    assert!(
+        elsewhere
+            .as_ref()
+            .is_err_and(|e| e.contains("InvalidAudience")),
+        "another system must not accept it: {elsewhere:?}"
+    );
     let payload = [
         envelope,
         (SOAP11_ENVELOPE_NS, "Body"),
@@ -841,13 +1102,21 @@ async fn an_application_for_each_http_system_is_delivered_in_its_format_and_its_
         header(r, "content-type")
     );
     assert_eq!(header(r, "x-caller"), "tongban");
+    let claims = verify_assertion(&keys, header(r, "tongban-assertion"), RST)
+        .unwrap_or_else(|e| panic!("{RST} refuses its assertion: {e}"));
+    assert_assertion_claims(&claims, &rst_id, &rst_application(), RST);
+    assert_ne!(
+        claims["jti"],
+        verify_assertion(&keys, assertion, SCJG).unwrap()["jti"],
+        "every attempt has an assertion of its own"
+    );
     let doc: Value = serde_json::from_slice(&r.body).unwrap();
     let data = doc["data"].as_object().unwrap_or_else(|| panic!("{doc:#}"));
     assert_eq!(data["SQBH"], rst_id.as_str(), "{doc:#}");
     assert_eq!(data["SXBM"], "11210000001756420G2000113031000", "{doc:#}");
 
-    // The 市场监管 system posts its case steps back in its own XML.
-    let post_event = |name: &'static str| {
+    // The 市场监管 system posts its case steps back in its own XML, with its own key.
+    let post_event_as = |name: &'static str, secret: String| {
         let client = client.clone();
         let scjg_id = scjg_id.clone();
         async move {
@@ -857,7 +1126,7 @@ async fn an_application_for_each_http_system_is_delivered_in_its_format_and_its_
             .unwrap();
             assert!(text.contains(EXAMPLE_ID));
             let response = client
-                .post(format!("{base}/api/v1/systems/{SCJG}/events"))
+                .post(&format!("{base}/api/v1/systems/{SCJG}/events"), &secret)
                 .header("content-type", "text/xml; charset=utf-8")
                 .body(text.replace(EXAMPLE_ID, &scjg_id))
                 .send()
@@ -867,6 +1136,15 @@ async fn an_application_for_each_http_system_is_delivered_in_its_format_and_its_
             (status, response.json::<Value>().await.unwrap())
         }
     };
+    let post_event = |name: &'static str| post_event_as(name, client.system(SCJG).to_string());
+    // Another system's key, and the platform's, do not post for 市场监管.
+    for (who, secret) in [
+        ("ln-rst-card", client.system(RST)),
+        ("the platform", client.platform()),
+    ] {
+        let (status, answer) = post_event_as("accept", secret.to_string()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{who}: {answer:#}");
+    }
     for name in ["accept", "decision", "complete"] {
         let (status, answer) = post_event(name).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{name}: {answer:#}");
@@ -903,8 +1181,10 @@ async fn crash_safety_every_accepted_application_is_delivered_once_per_idempoten
     let soap = Mock::start(true, Mode::Ok).await;
     let rest = Arc::new(Mock::start(false, Mode::Slow(5)).await);
     let dir = config_for(&soap, &rest);
-    let client = client();
     let body = rst_application();
+    // The binary serves the store hub.toml names; the keys go there first, by the command line.
+    let client = Client::new(Arc::new(Callers::from_cli(dir.path())));
+    let user = user_token(&body);
 
     let first = Process::start(dir.path()).await;
     let base = first.base.clone();
@@ -938,7 +1218,7 @@ async fn crash_safety_every_accepted_application_is_delivered_once_per_idempoten
     let mut accepted: BTreeMap<usize, String> = BTreeMap::new();
     let mut failed = 0;
     {
-        let (client, body, killed) = (&client, &body, &killed);
+        let (client, body, killed, user) = (&client, &body, &killed, &user);
         let mut answers = futures_util::stream::iter(0..TOTAL)
             .map(|i| {
                 let base = base.clone();
@@ -947,8 +1227,8 @@ async fn crash_safety_every_accepted_application_is_delivered_once_per_idempoten
                         return (i, None);
                     }
                     let response = client
-                        .post(format!("{base}/api/v1/applications"))
-                        .header("authorization", format!("Bearer {TOKEN}"))
+                        .post(&format!("{base}/api/v1/applications"), client.platform())
+                        .header("tongban-user-token", user)
                         .header("idempotency-key", format!("crash-{i}"))
                         .json(body)
                         .send()
@@ -960,6 +1240,14 @@ async fn crash_safety_every_accepted_application_is_delivered_once_per_idempoten
                             .ok()
                             .and_then(|v| v["id"].as_str().map(str::to_string))
                             .ok_or(()),
+                        // A refused credential is no crash: waiting for acceptances would
+                        // only time out.
+                        Ok(r) if matches!(r.status().as_u16(), 401 | 403) => {
+                            panic!(
+                                "submission {i} refused: {}",
+                                r.text().await.unwrap_or_default()
+                            )
+                        }
                         _ => Err(()),
                     };
                     (i, Some(answer))
@@ -995,7 +1283,7 @@ async fn crash_safety_every_accepted_application_is_delivered_once_per_idempoten
             &second.base,
             &body,
             Some(&format!("crash-{i}")),
-            Some(TOKEN),
+            Some(client.platform()),
         )
         .await;
         assert_eq!(status, StatusCode::ACCEPTED, "{answer:#}");
@@ -1078,7 +1366,7 @@ async fn a_system_that_is_down_then_hangs_then_fails_receives_everything_once_it
     let rest = Mock::start_refusing(false, Mode::Hang).await;
     let dir = config_for(&soap, &rest);
     let hub = Hub::start(dir.path()).await;
-    let client = client();
+    let client = hub.client();
     let base = hub.base.as_str();
 
     let mut ids = Vec::new();
@@ -1133,7 +1421,13 @@ async fn a_system_that_is_down_then_hangs_then_fails_receives_everything_once_it
         "one successful attempt each: {log:?}"
     );
     assert!(log.iter().all(|a| a["outcome"] != "dead"), "{log:?}");
-    let (_, letters) = get_json(&client, &format!("{base}/api/v1/dead-letters?system={RST}")).await;
+    let (status, letters) = get_json(
+        &client,
+        &format!("{base}/api/v1/dead-letters?system={RST}"),
+        client.system(RST),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{letters:#}");
     assert_eq!(letters["dead_letters"], json!([]), "{letters:#}");
 
     hub.stop().await;
@@ -1145,7 +1439,7 @@ async fn permanent_refusals_fill_dead_letters_and_replay_delivers_them() {
     let rest = Mock::start(false, Mode::Fail400).await;
     let dir = config_for(&soap, &rest);
     let hub = Hub::start(dir.path()).await;
-    let client = client();
+    let client = hub.client();
     let base = hub.base.as_str();
 
     let mut ids = Vec::new();
@@ -1154,12 +1448,14 @@ async fn permanent_refusals_fill_dead_letters_and_replay_delivers_them() {
     }
     let rst_id = submit(&client, base, &rst_application(), RST).await;
 
+    // Each system watches its own dead letters with its own key.
     let letters_of = |system: &'static str| {
         let client = client.clone();
         async move {
             let (status, body) = get_json(
                 &client,
                 &format!("{base}/api/v1/dead-letters?system={system}"),
+                client.system(system),
             )
             .await;
             assert_eq!(status, StatusCode::OK, "{body:#}");
@@ -1222,13 +1518,45 @@ async fn permanent_refusals_fill_dead_letters_and_replay_delivers_them() {
     }
     assert_eq!(soap.count(), 5, "nothing is sent again on its own");
 
-    // The system is fixed; an operator replays the dead letters.
+    // An administrator sees all six; a system neither reads nor replays another's.
+    let (status, all_letters) = get_json(
+        &client,
+        &format!("{base}/api/v1/dead-letters"),
+        client.admin(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{all_letters:#}");
+    assert_eq!(all_letters["dead_letters"].as_array().unwrap().len(), 6);
+    let (status, refused) = get_json(
+        &client,
+        &format!("{base}/api/v1/dead-letters?system={SCJG}"),
+        client.system(RST),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused:#}");
+    let scjg_letter = scjg_letters[0]["id"].as_str().unwrap();
+    let response = client
+        .post(
+            &format!("{base}/api/v1/dead-letters/{scjg_letter}/replay"),
+            client.system(RST),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+
+    // The systems are fixed; 市场监管 replays its own dead letters, an administrator the
+    // other one.
     soap.set_mode(Mode::Ok);
     rest.set_mode(Mode::Ok);
-    for letter in scjg_letters.iter().chain(&rst_letters) {
+    let replays = scjg_letters
+        .iter()
+        .map(|l| (l, client.system(SCJG)))
+        .chain(rst_letters.iter().map(|l| (l, client.admin())));
+    for (letter, secret) in replays {
         let id = letter["id"].as_str().unwrap();
         let response = client
-            .post(format!("{base}/api/v1/dead-letters/{id}/replay"))
+            .post(&format!("{base}/api/v1/dead-letters/{id}/replay"), secret)
             .send()
             .await
             .unwrap();
@@ -1266,7 +1594,10 @@ async fn permanent_refusals_fill_dead_letters_and_replay_delivers_them() {
         format!("{}~1", ids[0]),
     ] {
         let response = client
-            .post(format!("{base}/api/v1/dead-letters/{id}/replay"))
+            .post(
+                &format!("{base}/api/v1/dead-letters/{id}/replay"),
+                client.admin(),
+            )
             .send()
             .await
             .unwrap();
@@ -1293,7 +1624,7 @@ async fn a_slow_system_does_not_delay_another_systems_deliveries() {
     set_adapter_key(dir.path(), SCJG, "concurrency", "1");
     set_adapter_key(dir.path(), SCJG, "timeout_ms", "10000");
     let hub = Hub::start(dir.path()).await;
-    let client = client();
+    let client = hub.client();
     let base = hub.base.as_str();
 
     let mut scjg = Vec::new();
@@ -1339,7 +1670,7 @@ async fn an_application_that_fails_validation_lists_every_problem() {
     let rest = Mock::start(false, Mode::Ok).await;
     let dir = config_for(&soap, &rest);
     let hub = Hub::start(dir.path()).await;
-    let client = client();
+    let client = hub.client();
     let base = hub.base.as_str();
 
     // Four problems at once.
@@ -1351,7 +1682,8 @@ async fn an_application_that_fails_validation_lists_every_problem() {
         .unwrap()
         .retain(|m| m["id"] != "business_license");
     bad["applicant"]["legal_representative"]["id_number"] = json!("210102198503120034");
-    let (status, headers, problem) = post_application(&client, base, &bad, None, Some(TOKEN)).await;
+    let (status, headers, problem) =
+        post_application(&client, base, &bad, None, Some(client.platform())).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{problem:#}");
     assert_problem(&headers, &problem, StatusCode::BAD_REQUEST);
     let errors = problem["errors"].as_array().unwrap();
@@ -1373,15 +1705,45 @@ async fn an_application_that_fails_validation_lists_every_problem() {
         "{problem:#}"
     );
 
-    // Who may submit.
+    // Who may submit: the platform, with a key; no key or a made-up one is 401, another
+    // caller's valid key 403.
     let good = scjg_application();
-    let (status, headers, problem) = post_application(&client, base, &good, None, None).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem:#}");
-    assert_problem(&headers, &problem, StatusCode::UNAUTHORIZED);
-    let (status, headers, problem) =
-        post_application(&client, base, &good, None, Some("not-the-platform")).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem:#}");
-    assert_problem(&headers, &problem, StatusCode::UNAUTHORIZED);
+    for credential in [None, Some("not-the-platform"), Some("tbk_00000000_0000")] {
+        let (status, headers, problem) =
+            post_application(&client, base, &good, None, credential).await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{credential:?}: {problem:#}"
+        );
+        assert_problem(&headers, &problem, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            headers.get(header::WWW_AUTHENTICATE).unwrap(),
+            "Bearer",
+            "{credential:?}"
+        );
+    }
+    for credential in [client.system(SCJG), client.admin()] {
+        let (status, headers, problem) =
+            post_application(&client, base, &good, None, Some(credential)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{problem:#}");
+        assert_problem(&headers, &problem, StatusCode::FORBIDDEN);
+    }
+    // And the platform only with the applicant's token.
+    let response = client
+        .post(&format!("{base}/api/v1/applications"), client.platform())
+        .json(&good)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let problem: Value = response.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("Tongban-User-Token")),
+        "{problem:#}"
+    );
 
     // A valid application for an item no connected system handles.
     let config = Config::load(dir.path()).unwrap_or_else(|e| panic!("{e}"));
@@ -1421,7 +1783,7 @@ async fn an_application_that_fails_validation_lists_every_problem() {
             .collect(),
     );
     let (status, headers, problem) =
-        post_application(&client, base, &orphan, None, Some(TOKEN)).await;
+        post_application(&client, base, &orphan, None, Some(client.platform())).await;
     assert_eq!(
         status,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -1432,8 +1794,14 @@ async fn an_application_that_fails_validation_lists_every_problem() {
 
     // Idempotency: the same key with another body is refused, with the same body it is the
     // first answer again.
-    let (status, headers, first) =
-        post_application(&client, base, &good, Some("platform-req-0001"), Some(TOKEN)).await;
+    let (status, headers, first) = post_application(
+        &client,
+        base,
+        &good,
+        Some("platform-req-0001"),
+        Some(client.platform()),
+    )
+    .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{first:#}");
     let id = first["id"].as_str().unwrap().to_string();
     assert_eq!(
@@ -1447,13 +1815,19 @@ async fn an_application_that_fails_validation_lists_every_problem() {
         base,
         &other,
         Some("platform-req-0001"),
-        Some(TOKEN),
+        Some(client.platform()),
     )
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem:#}");
     assert_problem(&headers, &problem, StatusCode::UNPROCESSABLE_ENTITY);
-    let (status, _, again) =
-        post_application(&client, base, &good, Some("platform-req-0001"), Some(TOKEN)).await;
+    let (status, _, again) = post_application(
+        &client,
+        base,
+        &good,
+        Some("platform-req-0001"),
+        Some(client.platform()),
+    )
+    .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{again:#}");
     assert_eq!(again["id"], id.as_str(), "{again:#}");
 

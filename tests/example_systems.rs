@@ -2,26 +2,42 @@
 //! webhook) and rst (REST JSON, polled feeds) in-process on 127.0.0.1:0, ga (AMQP) against the
 //! RabbitMQ that `TONGBAN_TEST_AMQP_URL` names (skipped loudly without it locally, a failure
 //! without it in CI).
+//!
+//! The fake hub publishes the JWK Set of a signing key made for the test and signs identity
+//! assertions with it, as the hub's lanes do. A system given the fake hub's URL requires a
+//! valid assertion on every delivery, so those tests send one; the scjg tests of its SOAP
+//! transport, fault modes and control API run without a hub, and so without the check.
 
 #[path = "../examples/systems/mod.rs"]
 mod systems;
+
+mod common;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
+use axum::routing::{get, post};
+use lapin::options::{
+    BasicGetOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, ConnectionProperties};
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use systems::assertion::{HEADER, JWKS_PATH, SOAP_ENTRY};
 use systems::http::Retry;
-use systems::{Mode, SystemHandle, rst, scjg};
+use systems::{Mode, Stats, SystemHandle, ga, rst, scjg};
+use tongban::adapters::amqp::AmqpDriver;
 use tongban::adapters::rest::RestDriver;
 use tongban::adapters::soap::{SoapDriver, fault_in};
 use tongban::adapters::{Adapter, DeliveryError, Outgoing};
+use tongban::auth::assertion::{ApplicantClaim, AssertionClaims, Identity};
 use tongban::config::Config;
-use tongban::ids::check_elicense_id;
+use tongban::ids::{check_citizen_id, check_elicense_id, mask_id, mask_name};
 use tongban::mapping::{Node, SoapVersion};
 
 const SOAP_ACTION: &str = "http://spjy.scjg.shenyang.gov.cn/ws/2019/submitApply";
@@ -75,13 +91,16 @@ where
 }
 
 // ---------------------------------------------------------------------------------------------
-// A fake hub: records what the systems post to its webhook.
+// A fake hub: publishes its signing key, signs identity assertions with it, and records what
+// the systems post to its webhook.
 
 #[derive(Debug, Clone)]
 struct Posted {
     system: String,
     kind: String,
     content_type: String,
+    /// The `Authorization` header the post came with.
+    authorization: Option<String>,
     body: Vec<u8>,
     at: Instant,
 }
@@ -92,6 +111,13 @@ type PostLog = Arc<Mutex<Vec<Posted>>>;
 struct FakeHub {
     url: String,
     posted: PostLog,
+    /// The hub's signing keys, published at `/.well-known/jwks.json`.
+    keys: Arc<common::TestSigner>,
+    /// How often the JWK Set was fetched.
+    jwks_fetches: Arc<AtomicU32>,
+    /// The API key the hub issued the system that posts (scjg): what its webhook posts must
+    /// carry as `Authorization: Bearer`.
+    system_key: String,
 }
 
 impl FakeHub {
@@ -104,13 +130,74 @@ impl FakeHub {
             .cloned()
             .collect()
     }
+
+    /// An assertion for one delivery attempt (`jti`) of `application_id` to `system`, signed
+    /// as the hub's lanes sign them.
+    fn assertion(&self, system: &str, application_id: &str, jti: &str, who: &Identity) -> String {
+        self.keys
+            .signer
+            .assertion(system, application_id, jti, who)
+            .expect("the hub signs an assertion")
+    }
+
+    /// As [`FakeHub::assertion`], but signed three minutes ago with the usual two-minute
+    /// lifetime: expired a minute ago (well beyond the systems' 5 s leeway).
+    fn expired_assertion(&self, system: &str, application_id: &str, who: &Identity) -> String {
+        let now = tongban::clock::now_millis() / 1000;
+        let claims = AssertionClaims {
+            iss: systems::assertion::DEFAULT_ISSUER.into(),
+            aud: system.into(),
+            sub: who.sub.clone(),
+            iat: now - 180,
+            nbf: now - 180,
+            exp: now - 60,
+            jti: format!("{application_id}#expired"),
+            application_id: application_id.into(),
+            applicant: ApplicantClaim {
+                kind: who.kind.clone(),
+                id_type: who.id_type.clone(),
+                id_number: who.id_number.clone(),
+                name: who.name.clone(),
+            },
+            real_name_level: who.real_name_level,
+        };
+        tongban::auth::keys::KeyRing::load(self.keys.dir.path(), 120)
+            .expect("the hub's keys load")
+            .sign(&claims)
+            .expect("the hub signs")
+    }
+
+    /// The `kid` of the key that signs.
+    fn kid(&self) -> String {
+        let jwks = self.keys.signer.jwks();
+        assert_eq!(jwks.keys.len(), 1);
+        jwks.keys[0].common.key_id.clone().expect("a kid")
+    }
+
+    fn jwks_fetches(&self) -> u32 {
+        self.jwks_fetches.load(Ordering::SeqCst)
+    }
 }
 
-/// A hub answering 503 to its first `fail_first` posts and 202 to the others, which it keeps.
+/// A hub answering 503 to its first `fail_first` webhook posts and 202 to the others, which it
+/// keeps, and serving the JWK Set of its signing key.
 async fn fake_hub(fail_first: u32) -> FakeHub {
     let posted = Arc::new(Mutex::new(Vec::new()));
     let failures = Arc::new(AtomicU32::new(fail_first));
+    let keys = Arc::new(common::test_signer());
+    let jwks_fetches = Arc::new(AtomicU32::new(0));
+    let (signer, fetches) = (keys.signer.clone(), jwks_fetches.clone());
     let app = Router::new()
+        .route(
+            JWKS_PATH,
+            get(move || {
+                let (signer, fetches) = (signer.clone(), fetches.clone());
+                async move {
+                    fetches.fetch_add(1, Ordering::SeqCst);
+                    axum::Json(signer.jwks())
+                }
+            }),
+        )
         .route(
             "/api/v1/systems/{system}/{kind}",
             post(
@@ -124,14 +211,17 @@ async fn fake_hub(fail_first: u32) -> FakeHub {
                     {
                         return StatusCode::SERVICE_UNAVAILABLE;
                     }
+                    let header = |name: &str| {
+                        headers
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string)
+                    };
                     posted.lock().unwrap().push(Posted {
                         system,
                         kind,
-                        content_type: headers
-                            .get("content-type")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_string(),
+                        content_type: header("content-type").unwrap_or_default(),
+                        authorization: header("authorization"),
                         body: body.to_vec(),
                         at: Instant::now(),
                     });
@@ -143,17 +233,139 @@ async fn fake_hub(fail_first: u32) -> FakeHub {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    FakeHub { url, posted }
+    let system_key = tongban::auth::issue_key(
+        tongban::auth::Role::System,
+        Some(scjg::SYSTEM),
+        "test",
+        "test",
+        None,
+    )
+    .secret;
+    FakeHub {
+        url,
+        posted,
+        keys,
+        jwks_fetches,
+        system_key,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Identity: what the hub vouches for, the assertions each system must refuse, and what a
+// system must have recorded.
+
+/// The identity the hub keeps for `app`'s applicant, masked as `Identity::of` masks it, for
+/// the user `sub` of the identity system.
+fn hub_identity(app: &Value, sub: &str, real_name_level: u8) -> Identity {
+    let text = |k: &str| app["applicant"][k].as_str().unwrap().to_string();
+    Identity {
+        sub: sub.to_string(),
+        kind: text("kind"),
+        id_type: text("id_type"),
+        id_number: mask_id(&text("id_number")),
+        name: mask_name(&text("name")),
+        real_name_level,
+    }
+}
+
+/// Deliveries of `application_id` to `system` that must be refused, each with the reason the
+/// refusal must name: no assertion, an expired one, one for another system, one signed by a
+/// key the hub does not publish, and one about another application.
+fn bad_assertions(
+    hub: &FakeHub,
+    system: &str,
+    application_id: &str,
+    who: &Identity,
+) -> Vec<(&'static str, Option<String>)> {
+    let another_system = if system == scjg::SYSTEM {
+        rst::SYSTEM
+    } else {
+        scjg::SYSTEM
+    };
+    // A key of the same kind, made the same way, that the hub never published.
+    let stranger = common::test_signer();
+    vec![
+        ("missing", None),
+        (
+            "expired",
+            Some(hub.expired_assertion(system, application_id, who)),
+        ),
+        (
+            "wrong_audience",
+            Some(hub.assertion(another_system, application_id, "aud#1", who)),
+        ),
+        (
+            "unknown_key",
+            Some(
+                stranger
+                    .signer
+                    .assertion(system, application_id, "key#1", who)
+                    .unwrap(),
+            ),
+        ),
+        (
+            "application_mismatch",
+            Some(hub.assertion(system, "TB-210102-20261120-000999", "app#1", who)),
+        ),
+    ]
+}
+
+/// Checks that every refusal was counted under its reason and nothing was taken.
+fn assert_refused_only(stats: &Stats, reasons: &[&str]) {
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for reason in reasons {
+        *expected.entry(reason.to_string()).or_default() += 1;
+    }
+    assert_eq!(stats.assertion_refusal_reasons, expected);
+    assert_eq!(stats.assertion_refusals, reasons.len() as u64);
+    assert_eq!(stats.rejected, reasons.len() as u64);
+    assert_eq!(stats.receptions, reasons.len() as u64);
+    assert_eq!(stats.assertion_unverified, 0);
+    assert_eq!((stats.accepted, stats.distinct_applications), (0, 0));
+    assert!(stats.identities.is_empty(), "{:?}", stats.identities);
+    assert_eq!((stats.events_reported, stats.results_reported), (0, 0));
+}
+
+/// Checks what `system` recorded of the identity `sent` for `application`: masked values only,
+/// the real-name level, the attempt's `jti` and the hub key that signed it.
+fn assert_recorded(
+    control: &systems::Control,
+    application: &Value,
+    sent: &Identity,
+    jti: &str,
+    kid: &str,
+) {
+    let id = application["id"].as_str().unwrap();
+    let recorded = control
+        .identity(id)
+        .unwrap_or_else(|| panic!("an identity recorded for {id}"));
+    let clear_id = application["applicant"]["id_number"].as_str().unwrap();
+    let clear_name = application["applicant"]["name"].as_str().unwrap();
+    assert_eq!(recorded.real_name_level, sent.real_name_level);
+    assert_eq!(recorded.applicant_kind, sent.kind);
+    assert_eq!(recorded.applicant_id_type, sent.id_type);
+    assert_eq!(recorded.applicant_id_number, mask_id(clear_id));
+    assert_eq!(recorded.applicant_name, mask_name(clear_name));
+    // The subjects here are citizen ID numbers: kept masked too.
+    assert!(check_citizen_id(&sent.sub).is_ok(), "{}", sent.sub);
+    assert_eq!(recorded.sub, systems::assertion::subject_digest(&sent.sub));
+    assert_eq!((recorded.jti.as_str(), recorded.kid.as_str()), (jti, kid));
+    let stats = serde_json::to_string(&control.stats()).unwrap();
+    assert_eq!(common::clear_citizen_ids(&stats), Vec::<String>::new());
+    assert!(!stats.contains(clear_name), "{stats}");
 }
 
 // ---------------------------------------------------------------------------------------------
 // scjg: SOAP 1.1
 
-async fn start_scjg(config: &Arc<Config>, hub: Option<&FakeHub>) -> SystemHandle {
+/// How the tests run scjg: quick steps and retries and, with a hub, its URL (so assertions are
+/// required) and the API key it issued the system.
+fn scjg_settings(config: &Arc<Config>, hub: Option<&FakeHub>) -> scjg::ScjgSettings {
     let mut settings = scjg::ScjgSettings::new(config.clone()).unwrap();
     settings.listen = "127.0.0.1:0".parse().unwrap();
     settings.control_listen = Some("127.0.0.1:0".parse().unwrap());
     settings.hub_url = hub.map(|h| h.url.clone());
+    settings.hub_key = hub.map(|h| h.system_key.clone());
     settings.step_delay = STEP;
     settings.late_by = Duration::from_millis(200);
     settings.retry = Retry {
@@ -162,21 +374,50 @@ async fn start_scjg(config: &Arc<Config>, hub: Option<&FakeHub>) -> SystemHandle
         max_backoff: Duration::from_millis(100),
     };
     settings.post_timeout = Duration::from_secs(2);
-    scjg::start(settings).await.unwrap()
+    settings
+}
+
+async fn start_scjg(config: &Arc<Config>, hub: Option<&FakeHub>) -> SystemHandle {
+    scjg::start(scjg_settings(config, hub)).await.unwrap()
+}
+
+/// Who the hub vouches for on an scjg application: its legal representative, logged in with
+/// real-name level 3, the company as applicant.
+fn scjg_identity(app: &Value) -> Identity {
+    let sub = app["applicant"]["legal_representative"]["id_number"]
+        .as_str()
+        .unwrap();
+    hub_identity(app, sub, 3)
+}
+
+/// A SOAP header entry in the hub's namespace, as the hub's routing writes it
+/// (`<IdempotencyKey xmlns="urn:tongban:hub:2026">`).
+fn hub_entry(name: &str, value: &str) -> Node {
+    let mut entry = Node::named(name);
+    entry.attrs.push(("xmlns".into(), scjg::HUB_NS.into()));
+    entry.value = Some(json!(value));
+    entry
 }
 
 /// The SOAP envelope the hub sends: the application mapping's legacy document, with the
-/// idempotency key as a SOAP header entry if asked, written as the hub's routing writes it
-/// (`<IdempotencyKey xmlns="urn:tongban:hub:2026">`).
+/// idempotency key as a SOAP header entry if asked.
 fn soap_request(config: &Config, app: &Value, soap_key: Option<&str>) -> Vec<u8> {
-    let header = soap_key
-        .map(|key| {
-            let mut entry = Node::named(scjg::IDEMPOTENCY_ENTRY);
-            entry.attrs.push(("xmlns".into(), scjg::HUB_NS.into()));
-            entry.value = Some(json!(key));
-            vec![entry]
-        })
-        .unwrap_or_default();
+    soap_request_with(config, app, soap_key, None)
+}
+
+/// As [`soap_request`], with the identity assertion as the header entry
+/// `<IdentityAssertion xmlns="urn:tongban:hub:2026">` if given, after the key as the hub puts
+/// them.
+fn soap_request_with(
+    config: &Config,
+    app: &Value,
+    soap_key: Option<&str>,
+    assertion: Option<&str>,
+) -> Vec<u8> {
+    let header = [(scjg::IDEMPOTENCY_ENTRY, soap_key), (SOAP_ENTRY, assertion)]
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|v| hub_entry(name, v)))
+        .collect();
     config.mappings[scjg::APPLICATION_MAPPING]
         .to_legacy_with_header(app, header)
         .unwrap()
@@ -280,9 +521,21 @@ async fn scjg_takes_a_soap_application_once_and_posts_its_case_to_the_hub() {
     let system = start_scjg(&config, Some(&hub)).await;
     let app = application(None);
     let id = app["id"].as_str().unwrap().to_string();
+    let who = scjg_identity(&app);
+    // Each attempt carries its own assertion, `jti` = attempt, in the SOAP header.
+    let attempt = |n: u32| {
+        let jti = format!("{id}#{n}");
+        let body = soap_request_with(
+            &config,
+            &app,
+            None,
+            Some(&hub.assertion(scjg::SYSTEM, &id, &jti, &who)),
+        );
+        (jti, body)
+    };
 
-    let (status, content_type, text, bytes) =
-        post_soap(&system, soap_request(&config, &app, None), Some(&id)).await;
+    let (first_jti, body) = attempt(1);
+    let (status, content_type, text, bytes) = post_soap(&system, body, Some(&id)).await;
     assert_eq!(status, StatusCode::OK, "{text}");
     assert_eq!(content_type, "text/xml; charset=GB18030");
     assert!(
@@ -298,8 +551,8 @@ async fn scjg_takes_a_soap_application_once_and_posts_its_case_to_the_hub() {
     assert!(fault_in(&bytes, &Default::default()).is_none());
 
     // The hub delivers again (a retry after a lost answer): same key, one application.
-    let (status, _, text, _) =
-        post_soap(&system, soap_request(&config, &app, None), Some(&id)).await;
+    let (_, body) = attempt(2);
+    let (status, _, text, _) = post_soap(&system, body, Some(&id)).await;
     assert_eq!(status, StatusCode::OK, "{text}");
     assert!(text.contains("<sp:受理回执>"), "{text}");
     let stats = system.stats();
@@ -308,6 +561,10 @@ async fn scjg_takes_a_soap_application_once_and_posts_its_case_to_the_hub() {
     assert_eq!(stats.duplicates, 1);
     assert_eq!(stats.distinct_applications, 1);
     assert_eq!(stats.application_ids, vec![id.clone()]);
+    assert_eq!(stats.assertion_refusals, 0);
+    // The case keeps the identity of the attempt that opened it.
+    assert_recorded(&system.control, &app, &who, &first_jti, &hub.kid());
+    assert!(hub.jwks_fetches() >= 1, "the keys come from the hub");
 
     // The case: four steps in order, then the licence, each in the system's own XML.
     let results = eventually("the result", || {
@@ -317,8 +574,10 @@ async fn scjg_takes_a_soap_application_once_and_posts_its_case_to_the_hub() {
     .await;
     let events = hub.posted("events");
     assert_eq!(events.len(), 4);
+    let bearer = format!("Bearer {}", hub.system_key);
     for posted in events.iter().chain(&results) {
         assert_eq!(posted.system, scjg::SYSTEM);
+        assert_eq!(posted.authorization.as_deref(), Some(bearer.as_str()));
         assert_eq!(posted.content_type, "application/xml; charset=GB18030");
         assert!(
             posted
@@ -704,16 +963,27 @@ async fn scjg_retries_webhook_posts_the_hub_refuses_for_a_while() {
     let system = start_scjg(&config, Some(&hub)).await;
     let app = application(None);
     let id = app["id"].as_str().unwrap().to_string();
-    let (status, ..) = post_soap(&system, soap_request(&config, &app, None), Some(&id)).await;
-    assert_eq!(status, StatusCode::OK);
+    // Both header entries, as the hub's routing writes them.
+    let assertion = hub.assertion(scjg::SYSTEM, &id, &format!("{id}#1"), &scjg_identity(&app));
+    let body = soap_request_with(&config, &app, Some(&id), Some(&assertion));
+    let (status, _, text, _) = post_soap(&system, body, Some(&id)).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
     eventually("the result", || {
         (!hub.posted("results").is_empty()).then_some(())
     })
     .await;
-    let bodies: Vec<Vec<u8>> = hub.posted("events").into_iter().map(|p| p.body).collect();
+    let events = hub.posted("events");
+    let bodies: Vec<Vec<u8>> = events.iter().map(|p| p.body.clone()).collect();
     assert_eq!(
         steps(&canonical_of(&config, scjg::EVENT_MAPPING, &bodies)),
         walk_of(&id)
+    );
+    let bearer = format!("Bearer {}", hub.system_key);
+    assert!(
+        events
+            .iter()
+            .all(|p| p.authorization.as_deref() == Some(bearer.as_str())),
+        "every post, retried or not, carries the system's key"
     );
     assert_eq!(system.stats().report_failures, 0);
 }
@@ -722,14 +992,19 @@ async fn scjg_retries_webhook_posts_the_hub_refuses_for_a_while() {
 async fn scjg_flags_skip_the_review_and_report_late() {
     let config = config();
     let hub = fake_hub(0).await;
-    let system = start_scjg(&config, Some(&hub)).await;
+    // No API key set: the posts go without `Authorization`.
+    let mut settings = scjg_settings(&config, Some(&hub));
+    settings.hub_key = None;
+    let system = scjg::start(settings).await.unwrap();
     system.control.set_skip_steps(true);
     system.control.set_report_late(true);
     let app = application(None);
     let id = app["id"].as_str().unwrap().to_string();
+    let assertion = hub.assertion(scjg::SYSTEM, &id, &format!("{id}#1"), &scjg_identity(&app));
+    let body = soap_request_with(&config, &app, None, Some(&assertion));
     let sent = Instant::now();
-    let (status, ..) = post_soap(&system, soap_request(&config, &app, None), Some(&id)).await;
-    assert_eq!(status, StatusCode::OK);
+    let (status, _, text, _) = post_soap(&system, body, Some(&id)).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
     eventually("the result", || {
         (!hub.posted("results").is_empty()).then_some(())
     })
@@ -745,15 +1020,133 @@ async fn scjg_flags_skip_the_review_and_report_late() {
     // Each step is reported late_by (200 ms) after it happened.
     assert!(events[0].at - sent >= STEP + Duration::from_millis(200));
     assert!(events[2].at - sent >= (STEP + Duration::from_millis(200)) * 3);
+    assert!(events.iter().all(|p| p.authorization.is_none()));
+}
+
+#[tokio::test]
+async fn scjg_refuses_deliveries_without_a_valid_identity_assertion() {
+    let config = config();
+    let hub = fake_hub(0).await;
+    let system = start_scjg(&config, Some(&hub)).await;
+    let app = application(None);
+    let id = app["id"].as_str().unwrap().to_string();
+    let who = scjg_identity(&app);
+
+    // Each bad assertion in the SOAP header entry: a soap:Client fault naming the reason.
+    let mut reasons = Vec::new();
+    for (reason, assertion) in bad_assertions(&hub, scjg::SYSTEM, &id, &who) {
+        let body = soap_request_with(&config, &app, Some(&id), assertion.as_deref());
+        let (status, _, text, bytes) = post_soap(&system, body, Some(&id)).await;
+        assert_eq!(
+            status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{reason}: {text}"
+        );
+        let fault = fault_in(&bytes, &Default::default()).expect("a SOAP fault");
+        assert_eq!(fault.code, "soap:Client", "{reason}: {text}");
+        assert!(
+            fault.reason.contains("身份断言无效") && fault.reason.contains(&format!("({reason})")),
+            "{reason}: {}",
+            fault.reason
+        );
+        reasons.push(reason);
+    }
+
+    // The hub's SOAP driver, sending the assertion as the `Tongban-Assertion` header: the
+    // refusal is final, not worth another attempt.
+    let driver = soap_driver(&system, Duration::from_secs(2));
+    let content_type = config.mappings[scjg::APPLICATION_MAPPING].content_type();
+    let plain = soap_request(&config, &app, Some(&id));
+    let elsewhere = hub.assertion(rst::SYSTEM, &id, &format!("{id}#9"), &who);
+    let err = driver
+        .deliver(&Outgoing {
+            application_id: &id,
+            body: &plain,
+            content_type: &content_type,
+            assertion: Some(&elsewhere),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, DeliveryError::Permanent { reason, .. } if reason.contains("(wrong_audience)")),
+        "{err:?}"
+    );
+    reasons.push("wrong_audience");
+    // Two valid assertions, but the header and the SOAP entry disagree.
+    let header = hub.assertion(scjg::SYSTEM, &id, &format!("{id}#10"), &who);
+    let entry = hub.assertion(scjg::SYSTEM, &id, &format!("{id}#11"), &who);
+    let body = soap_request_with(&config, &app, Some(&id), Some(&entry));
+    let err = driver
+        .deliver(&Outgoing {
+            application_id: &id,
+            body: &body,
+            content_type: &content_type,
+            assertion: Some(&header),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, DeliveryError::Permanent { reason, .. } if reason.contains("(malformed)")),
+        "{err:?}"
+    );
+    reasons.push("malformed");
+
+    // Nothing was taken: no case, nothing posted to the hub.
+    tokio::time::sleep(STEP * 6).await;
+    assert_refused_only(&system.stats(), &reasons);
+    assert!(hub.posted("events").is_empty() && hub.posted("results").is_empty());
+
+    // A valid one, as the hub sends it (the same assertion as header and header entry), is
+    // taken; a retry with the assertion only as the HTTP header too.
+    let jti = format!("{id}#12");
+    let assertion = hub.assertion(scjg::SYSTEM, &id, &jti, &who);
+    let body = soap_request_with(&config, &app, Some(&id), Some(&assertion));
+    let delivered = driver
+        .deliver(&Outgoing {
+            application_id: &id,
+            body: &body,
+            content_type: &content_type,
+            assertion: Some(&assertion),
+        })
+        .await
+        .unwrap();
+    assert_eq!(delivered.status, Some(200));
+    let again = hub.assertion(scjg::SYSTEM, &id, &format!("{id}#13"), &who);
+    driver
+        .deliver(&Outgoing {
+            application_id: &id,
+            body: &plain,
+            content_type: &content_type,
+            assertion: Some(&again),
+        })
+        .await
+        .unwrap();
+    let stats = system.stats();
+    assert_eq!(
+        (stats.accepted, stats.duplicates, stats.application_ids),
+        (2, 1, vec![id.clone()])
+    );
+    assert_eq!(stats.assertion_refusals, reasons.len() as u64);
+    assert_recorded(&system.control, &app, &who, &jti, &hub.kid());
+    assert!(hub.jwks_fetches() >= 1);
+
+    // One case, reported to the hub.
+    eventually("the result", || {
+        (!hub.posted("results").is_empty()).then_some(())
+    })
+    .await;
+    assert_eq!(hub.posted("events").len(), 4);
 }
 
 // ---------------------------------------------------------------------------------------------
 // rst: REST JSON, polled
 
-async fn start_rst(config: &Arc<Config>) -> SystemHandle {
+/// rst with quick steps, checking assertions against `hub`'s keys.
+async fn start_rst(config: &Arc<Config>, hub: &FakeHub) -> SystemHandle {
     let mut settings = rst::RstSettings::new(config.clone()).unwrap();
     settings.listen = "127.0.0.1:0".parse().unwrap();
     settings.control_listen = Some("127.0.0.1:0".parse().unwrap());
+    settings.hub_url = Some(hub.url.clone());
     settings.step_delay = STEP;
     rst::start(settings).await.unwrap()
 }
@@ -762,18 +1155,26 @@ fn rst_application() -> Value {
     read_json("mappings/tests/rst-card-application/card-online.canonical.json")
 }
 
+/// Who the hub vouches for on an rst application: the applicant, real-name level 2.
+fn rst_identity(app: &Value) -> Identity {
+    hub_identity(app, app["applicant"]["id_number"].as_str().unwrap(), 2)
+}
+
 fn rst_request(config: &Config, app: &Value) -> Vec<u8> {
     config.mappings[rst::APPLICATION_MAPPING]
         .to_legacy(app)
         .unwrap()
 }
 
-async fn post_json(
+/// POSTs to rst's apply endpoint with the idempotency key and the `Tongban-Assertion` header
+/// if given.
+async fn post_rst(
     system: &SystemHandle,
     body: Vec<u8>,
     content_type: &str,
     key: Option<&str>,
-) -> (u16, Value) {
+    assertion: Option<&str>,
+) -> reqwest::Response {
     let mut request = reqwest::Client::new()
         .post(system.url(rst::APPLY_PATH))
         .header("Content-Type", content_type)
@@ -781,7 +1182,21 @@ async fn post_json(
     if let Some(key) = key {
         request = request.header("Idempotency-Key", key);
     }
-    let response = request.send().await.unwrap();
+    if let Some(assertion) = assertion {
+        request = request.header(HEADER, assertion);
+    }
+    request.send().await.unwrap()
+}
+
+/// [`post_rst`], answering the status and the JSON body.
+async fn post_json(
+    system: &SystemHandle,
+    body: Vec<u8>,
+    content_type: &str,
+    key: Option<&str>,
+    assertion: Option<&str>,
+) -> (u16, Value) {
+    let response = post_rst(system, body, content_type, key, assertion).await;
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }
@@ -818,31 +1233,57 @@ async fn feed_of(system: &SystemHandle, path: &str, n: usize) -> Vec<Value> {
 #[tokio::test]
 async fn rst_takes_json_once_and_serves_its_events_in_order() {
     let config = config();
-    let system = start_rst(&config).await;
+    let hub = fake_hub(0).await;
+    let system = start_rst(&config, &hub).await;
     let app = rst_application();
     let id = app["id"].as_str().unwrap().to_string();
     let body = rst_request(&config, &app);
+    let who = rst_identity(&app);
+    let assertion = |n: u32| hub.assertion(rst::SYSTEM, &id, &format!("{id}#{n}"), &who);
 
-    for _ in 0..2 {
-        let (status, answer) =
-            post_json(&system, body.clone(), "application/json", Some(&id)).await;
+    for n in 1..=2 {
+        let (status, answer) = post_json(
+            &system,
+            body.clone(),
+            "application/json",
+            Some(&id),
+            Some(&assertion(n)),
+        )
+        .await;
         assert_eq!(status, 200);
         assert_eq!(answer, json!({"code": 0, "msg": "受理成功"}));
     }
-    let (status, _) = post_json(&system, body.clone(), "application/json", None).await;
+    let (status, _) = post_json(
+        &system,
+        body.clone(),
+        "application/json",
+        None,
+        Some(&assertion(3)),
+    )
+    .await;
     assert_eq!(status, 400, "no Idempotency-Key");
-    let (status, _) = post_json(&system, body.clone(), "text/plain", Some(&id)).await;
+    let (status, _) = post_json(
+        &system,
+        body.clone(),
+        "text/plain",
+        Some(&id),
+        Some(&assertion(4)),
+    )
+    .await;
     assert_eq!(status, 415);
     let (status, answer) = post_json(
         &system,
         b"{\"data\": {}}".to_vec(),
         "application/json",
         Some("k"),
+        Some(&assertion(5)),
     )
     .await;
     assert_eq!(status, 400);
     assert!(!answer["errors"].as_array().unwrap().is_empty());
+    assert_recorded(&system.control, &app, &who, &format!("{id}#1"), &hub.kid());
     let stats = system.stats();
+    assert_eq!(stats.assertion_refusals, 0);
     assert_eq!(
         (
             stats.receptions,
@@ -887,28 +1328,44 @@ async fn rst_takes_json_once_and_serves_its_events_in_order() {
 #[tokio::test]
 async fn rst_fault_modes_behave_as_documented() {
     let config = config();
-    let system = start_rst(&config).await;
+    let hub = fake_hub(0).await;
+    let system = start_rst(&config, &hub).await;
     let app = rst_application();
     let id = app["id"].as_str().unwrap().to_string();
     let body = rst_request(&config, &app);
+    let assertion = hub.assertion(rst::SYSTEM, &id, &format!("{id}#1"), &rst_identity(&app));
     let msg = Outgoing {
         application_id: &id,
         body: &body,
         content_type: "application/json",
-        assertion: None,
+        assertion: Some(&assertion),
     };
     let driver =
         RestDriver::new(system.url(rst::APPLY_PATH), vec![], Duration::from_secs(2)).unwrap();
 
     system.control.set_mode(Mode::Fail500);
-    let (status, answer) = post_json(&system, body.clone(), "application/json", Some(&id)).await;
+    let (status, answer) = post_json(
+        &system,
+        body.clone(),
+        "application/json",
+        Some(&id),
+        Some(&assertion),
+    )
+    .await;
     assert_eq!((status, answer["code"].clone()), (500, json!(500)));
     assert!(driver.deliver(&msg).await.unwrap_err().is_retryable());
     let (status, _) = get_feed(&system, rst::EVENTS_PATH, "0").await;
     assert_eq!(status, 500, "the mode applies to the feeds too");
 
     system.control.set_mode(Mode::Fail400);
-    let (status, _) = post_json(&system, body.clone(), "application/json", Some(&id)).await;
+    let (status, _) = post_json(
+        &system,
+        body.clone(),
+        "application/json",
+        Some(&id),
+        Some(&assertion),
+    )
+    .await;
     assert_eq!(status, 400);
     assert!(!driver.deliver(&msg).await.unwrap_err().is_retryable());
 
@@ -973,6 +1430,97 @@ async fn rst_fault_modes_behave_as_documented() {
     assert_eq!(stats.application_ids, vec![id]);
 }
 
+#[tokio::test]
+async fn rst_refuses_deliveries_without_a_valid_identity_assertion() {
+    let config = config();
+    let hub = fake_hub(0).await;
+    let system = start_rst(&config, &hub).await;
+    let app = rst_application();
+    let id = app["id"].as_str().unwrap().to_string();
+    let body = rst_request(&config, &app);
+    let who = rst_identity(&app);
+
+    // Each bad assertion: 401 naming the reason and the scheme wanted.
+    let mut reasons = Vec::new();
+    for (reason, assertion) in bad_assertions(&hub, rst::SYSTEM, &id, &who) {
+        let response = post_rst(
+            &system,
+            body.clone(),
+            "application/json",
+            Some(&id),
+            assertion.as_deref(),
+        )
+        .await;
+        assert_eq!(response.status().as_u16(), 401, "{reason}");
+        assert_eq!(
+            response
+                .headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok()),
+            Some("Tongban-Assertion"),
+            "{reason}"
+        );
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["code"], json!(401), "{reason}: {answer}");
+        assert_eq!(answer["reason"], json!(reason), "{answer}");
+        reasons.push(reason);
+    }
+    // The hub's REST driver takes a 401 as final.
+    let driver =
+        RestDriver::new(system.url(rst::APPLY_PATH), vec![], Duration::from_secs(2)).unwrap();
+    let expired = hub.expired_assertion(rst::SYSTEM, &id, &who);
+    let err = driver
+        .deliver(&Outgoing {
+            application_id: &id,
+            body: &body,
+            content_type: "application/json",
+            assertion: Some(&expired),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            DeliveryError::Permanent {
+                status: Some(401),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    reasons.push("expired");
+
+    // Nothing was taken: the feeds stay empty.
+    tokio::time::sleep(STEP * 6).await;
+    assert_refused_only(&system.stats(), &reasons);
+    for path in [rst::EVENTS_PATH, rst::RESULTS_PATH] {
+        assert_eq!(get_feed(&system, path, "0").await, (200, json!([])));
+    }
+
+    // A valid one, as the hub's driver sends it (`Tongban-Assertion`), is taken.
+    let jti = format!("{id}#7");
+    let assertion = hub.assertion(rst::SYSTEM, &id, &jti, &who);
+    let delivered = driver
+        .deliver(&Outgoing {
+            application_id: &id,
+            body: &body,
+            content_type: "application/json",
+            assertion: Some(&assertion),
+        })
+        .await
+        .unwrap();
+    assert_eq!(delivered.status, Some(200));
+    let stats = system.stats();
+    assert_eq!(
+        (stats.accepted, stats.application_ids),
+        (1, vec![id.clone()])
+    );
+    assert_recorded(&system.control, &app, &who, &jti, &hub.kid());
+    assert!(hub.jwks_fetches() >= 1);
+    let entries = feed_of(&system, rst::EVENTS_PATH, 4).await;
+    assert_eq!(entries[0]["document"]["data"]["HJDM"], json!("SL"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // ga: AMQP
 
@@ -1001,98 +1549,161 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
-#[tokio::test]
-async fn ga_takes_applications_from_the_exchange_and_publishes_its_case() {
-    use lapin::options::{
-        BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions,
-        QueueDeleteOptions,
-    };
-    use lapin::{BasicProperties, Connection, ConnectionProperties};
-    use systems::ga;
+/// A ga system on an exchange and queues of its own (unique names), checking assertions against
+/// the fake hub's keys; the hub's AMQP driver to send it applications, and a channel to look
+/// at its queues.
+struct GaRig {
+    system: ga::GaHandle,
+    driver: AmqpDriver,
+    connection: Connection,
+    channel: Channel,
+    exchange: String,
+    content_type: String,
+}
 
-    let Some(url) = amqp_url() else { return };
-    let config = config();
-    let mut settings = ga::GaSettings::new(config.clone(), url.clone()).unwrap();
-    settings.exchange = unique("tongban.test.ga");
-    settings.apply_queue = unique("tongban.test.ga.apply");
-    settings.events_queue = unique("tongban.test.ga.events");
-    settings.results_queue = Some(unique("tongban.test.ga.results"));
-    settings.step_delay = STEP;
-    let exchange = settings.exchange.clone();
-    let routing_key = settings.routing_key.clone();
-    let system = ga::start(settings).await.unwrap();
-
-    let connection = Connection::connect(&url, ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    let publish = |app: &Value| {
-        let body = config.mappings[ga::APPLICATION_MAPPING]
-            .to_legacy(app)
+impl GaRig {
+    async fn start(config: &Arc<Config>, url: &str, hub: &FakeHub) -> GaRig {
+        let mut settings = ga::GaSettings::new(config.clone(), url.to_string()).unwrap();
+        settings.exchange = unique("tongban.test.ga");
+        settings.apply_queue = unique("tongban.test.ga.apply");
+        settings.events_queue = unique("tongban.test.ga.events");
+        settings.results_queue = Some(unique("tongban.test.ga.results"));
+        settings.hub_url = Some(hub.url.clone());
+        settings.step_delay = STEP;
+        let exchange = settings.exchange.clone();
+        let driver = AmqpDriver::new(
+            url.to_string(),
+            exchange.clone(),
+            settings.routing_key.clone(),
+            Duration::from_secs(5),
+        );
+        let system = ga::start(settings).await.unwrap();
+        let connection = Connection::connect(url, ConnectionProperties::default())
+            .await
             .unwrap();
-        let id = app["id"].as_str().unwrap().to_string();
-        let channel = channel.clone();
-        let exchange = exchange.clone();
-        let routing_key = routing_key.clone();
-        async move {
-            channel
-                .basic_publish(
-                    exchange.as_str().into(),
-                    routing_key.as_str().into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..BasicPublishOptions::default()
-                    },
-                    &body,
-                    BasicProperties::default()
-                        .with_delivery_mode(2)
-                        .with_message_id(id.as_str().into())
-                        .with_content_type("application/xml; charset=UTF-8".into()),
-                )
+        let channel = connection.create_channel().await.unwrap();
+        GaRig {
+            system,
+            driver,
+            connection,
+            channel,
+            exchange,
+            content_type: config.mappings[ga::APPLICATION_MAPPING].content_type(),
+        }
+    }
+
+    /// Publishes `body` as the hub's driver does: `message_id` = the application id, and the
+    /// `tongban-assertion` header when an assertion is given; the broker confirms it.
+    async fn deliver(&self, application_id: &str, body: &[u8], assertion: Option<&str>) {
+        self.driver
+            .deliver(&Outgoing {
+                application_id,
+                body,
+                content_type: &self.content_type,
+                assertion,
+            })
+            .await
+            .unwrap();
+    }
+
+    /// The next `n` messages on `queue`, waiting for them up to [`WAIT`].
+    async fn get_all(&self, queue: &str, n: usize) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        let started = Instant::now();
+        while got.len() < n {
+            assert!(
+                started.elapsed() < WAIT,
+                "{} of {n} messages on {queue}",
+                got.len()
+            );
+            match self
+                .channel
+                .basic_get(queue.into(), BasicGetOptions { no_ack: true })
                 .await
                 .unwrap()
+            {
+                Some(message) => got.push(message.delivery.data.clone()),
+                None => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        got
+    }
+
+    /// How many messages wait in `queue`, not yet delivered to a consumer.
+    async fn ready(&self, queue: &str) -> u32 {
+        self.channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap()
+            .message_count()
+    }
+
+    /// Stops the system and deletes its queues and exchange.
+    async fn stop(self) {
+        let mut queues = vec![
+            self.system.apply_queue.clone(),
+            self.system.events_queue.clone(),
+        ];
+        queues.extend(self.system.results_queue.clone());
+        self.system.shutdown().await;
+        drop(self.driver);
+        for queue in queues {
+            self.channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
                 .await
                 .unwrap();
         }
-    };
-    let get_all = |queue: String, n: usize| {
-        let channel = channel.clone();
-        async move {
-            let mut got = Vec::new();
-            let started = Instant::now();
-            while got.len() < n {
-                assert!(
-                    started.elapsed() < WAIT,
-                    "{} of {n} messages on {queue}",
-                    got.len()
-                );
-                match channel
-                    .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
-                    .await
-                    .unwrap()
-                {
-                    Some(message) => got.push(message.delivery.data.clone()),
-                    None => tokio::time::sleep(Duration::from_millis(20)).await,
-                }
-            }
-            got
-        }
-    };
+        self.channel
+            .exchange_delete(
+                self.exchange.as_str().into(),
+                ExchangeDeleteOptions::default(),
+            )
+            .await
+            .unwrap();
+        self.connection.close(200, "OK".into()).await.unwrap();
+    }
+}
+
+fn ga_request(config: &Config, app: &Value) -> Vec<u8> {
+    config.mappings[ga::APPLICATION_MAPPING]
+        .to_legacy(app)
+        .unwrap()
+}
+
+/// Who the hub vouches for on a ga application: the applicant, real-name level 3.
+fn ga_identity(app: &Value) -> Identity {
+    hub_identity(app, app["applicant"]["id_number"].as_str().unwrap(), 3)
+}
+
+#[tokio::test]
+async fn ga_takes_applications_from_the_exchange_and_publishes_its_case() {
+    let Some(url) = amqp_url() else { return };
+    let config = config();
+    let hub = fake_hub(0).await;
+    let rig = GaRig::start(&config, &url, &hub).await;
+    let system = &rig.system;
 
     let app = read_json("mappings/tests/ga-hukou-application/migration.canonical.json");
     let id = app["id"].as_str().unwrap().to_string();
-    publish(&app).await;
-    publish(&app).await;
-    let events = get_all(system.events_queue.clone(), 4).await;
+    let who = ga_identity(&app);
+    let body = ga_request(&config, &app);
+    for n in 1..=2 {
+        let assertion = hub.assertion(ga::SYSTEM, &id, &format!("{id}#{n}"), &who);
+        rig.deliver(&id, &body, Some(&assertion)).await;
+    }
+    let events = rig.get_all(&system.events_queue, 4).await;
     assert_eq!(
         steps(&canonical_of(&config, ga::EVENT_MAPPING, &events)),
         walk_of(&id)
     );
-    let results = get_all(system.results_queue.clone().unwrap(), 1).await;
+    let results = rig.get_all(system.results_queue.as_ref().unwrap(), 1).await;
     let result = &canonical_of(&config, ga::RESULT_MAPPING, &results)[0];
     assert_eq!(result["license"]["name"], json!("准予迁入证明"));
     check_elicense_id(result["license"]["id"].as_str().unwrap()).unwrap();
@@ -1105,13 +1716,18 @@ async fn ga_takes_applications_from_the_exchange_and_publishes_its_case() {
         ),
         (2, 1, 1)
     );
+    assert_eq!(stats.assertion_refusals, 0);
+    assert_recorded(&system.control, &app, &who, &format!("{id}#1"), &hub.kid());
 
     // Down: the consumer stops and the message waits in the queue; ok takes it.
     system.control.set_mode(Mode::Down);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut second = app.clone();
-    second["id"] = json!("TB-210202-20261121-000458");
-    publish(&second).await;
+    let second_id = "TB-210202-20261121-000458";
+    second["id"] = json!(second_id);
+    let assertion = hub.assertion(ga::SYSTEM, second_id, &format!("{second_id}#1"), &who);
+    rig.deliver(second_id, &ga_request(&config, &second), Some(&assertion))
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(system.stats().receptions, 2);
     system.control.set_mode(Mode::Ok);
@@ -1119,29 +1735,63 @@ async fn ga_takes_applications_from_the_exchange_and_publishes_its_case() {
         (system.stats().distinct_applications == 2).then_some(())
     })
     .await;
+    assert!(system.control.identity(second_id).is_some());
 
-    let queues = [
-        system.apply_queue.clone(),
-        system.events_queue.clone(),
-        system.results_queue.clone().unwrap(),
-    ];
-    system.shutdown().await;
-    for queue in queues {
-        channel
-            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-            .await
-            .unwrap();
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn ga_refuses_messages_without_a_valid_identity_assertion() {
+    let Some(url) = amqp_url() else { return };
+    let config = config();
+    let hub = fake_hub(0).await;
+    let rig = GaRig::start(&config, &url, &hub).await;
+    let system = &rig.system;
+    let app = read_json("mappings/tests/ga-hukou-application/migration.canonical.json");
+    let id = app["id"].as_str().unwrap().to_string();
+    let who = ga_identity(&app);
+    let body = ga_request(&config, &app);
+
+    let mut reasons = Vec::new();
+    for (reason, assertion) in bad_assertions(&hub, ga::SYSTEM, &id, &who) {
+        rig.deliver(&id, &body, assertion.as_deref()).await;
+        reasons.push(reason);
+        eventually(&format!("the refusal for {reason}"), || {
+            (system.stats().assertion_refusals == reasons.len() as u64).then_some(())
+        })
+        .await;
     }
-    channel
-        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-        .await
-        .unwrap();
-    connection.close(200, "OK".into()).await.unwrap();
+
+    // Rejected without requeue: each was received once, the queue is empty, no case was
+    // opened and nothing was published.
+    tokio::time::sleep(STEP * 10).await;
+    assert_refused_only(&system.stats(), &reasons);
+    assert_eq!(rig.ready(&system.apply_queue).await, 0);
+    assert_eq!(rig.ready(&system.events_queue).await, 0);
+    assert_eq!(rig.ready(system.results_queue.as_ref().unwrap()).await, 0);
+
+    // A valid one is taken and its case walked.
+    let jti = format!("{id}#6");
+    let assertion = hub.assertion(ga::SYSTEM, &id, &jti, &who);
+    rig.deliver(&id, &body, Some(&assertion)).await;
+    let events = rig.get_all(&system.events_queue, 4).await;
+    assert_eq!(
+        steps(&canonical_of(&config, ga::EVENT_MAPPING, &events)),
+        walk_of(&id)
+    );
+    let stats = system.stats();
+    assert_eq!(
+        (stats.receptions, stats.accepted, stats.application_ids),
+        (reasons.len() as u64 + 1, 1, vec![id.clone()])
+    );
+    assert_recorded(&system.control, &app, &who, &jti, &hub.kid());
+    assert!(hub.jwks_fetches() >= 1);
+
+    rig.stop().await;
 }
 
 #[tokio::test]
 async fn ga_without_a_broker_says_so() {
-    use systems::ga;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

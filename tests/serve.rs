@@ -1,29 +1,45 @@
 //! `tongban serve` as a newcomer runs it: a fresh directory, SQLite created on start, the example
-//! catalog imported, items served over HTTP, JSON logs without personal data, and a graceful
-//! stop on SIGTERM.
+//! catalog imported, a signing key made, an API key issued with `tongban keys issue` against the
+//! same directory while the hub runs, items served over HTTP to that key only, JSON logs without
+//! personal data, and a graceful stop on SIGTERM.
 
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+/// The hub process, killed if the test ends before it stops (a panic must not leave it
+/// serving).
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
 
 #[tokio::test]
 async fn a_fresh_hub_serves_the_example_catalog_and_stops_gracefully() {
     let dir = common::config_copy();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tongban"))
-        .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
-        .arg("--config")
-        .arg(dir.path())
-        .env_remove("TONGBAN_STORE_URL")
-        .env_remove("TONGBAN_LISTEN")
-        .env_remove("TONGBAN_CONFIG")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
+    let mut hub = Running(
+        Command::new(env!("CARGO_BIN_EXE_tongban"))
+            .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
+            .arg("--config")
+            .arg(dir.path())
+            .env_remove("TONGBAN_STORE_URL")
+            .env_remove("TONGBAN_LISTEN")
+            .env_remove("TONGBAN_CONFIG")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = hub.0.stderr.take().unwrap();
     let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -48,12 +64,20 @@ async fn a_fresh_hub_serves_the_example_catalog_and_stops_gracefully() {
         dir.path().join("data/tongban.db").exists(),
         "SQLite created on first start"
     );
-
     let client = reqwest::Client::new();
+    let items_url = format!("http://{addr}/api/v1/catalog/items?department=民政");
+
+    // Without a key the catalog is closed.
+    let refused = client.get(&items_url).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    assert_eq!(refused.headers()["www-authenticate"], "Bearer");
+
+    // The operator issues the platform a key against the same directory while the hub runs:
+    // both use the store hub.toml names, so the running hub knows the key at once.
+    let key = common::cli_api_key(dir.path(), "platform", None, None);
     let items: serde_json::Value = client
-        .get(format!(
-            "http://{addr}/api/v1/catalog/items?department=民政"
-        ))
+        .get(&items_url)
+        .bearer_auth(&key)
         .send()
         .await
         .unwrap()
@@ -68,20 +92,50 @@ async fn a_fresh_hub_serves_the_example_catalog_and_stops_gracefully() {
             .iter()
             .all(|i| i["department"]["name"].as_str().unwrap().contains("民政"))
     );
+
+    // Probes and the hub's public keys need no credential.
     let ready = client
         .get(format!("http://{addr}/readyz"))
         .send()
         .await
         .unwrap();
     assert_eq!(ready.status(), 200);
+    let keys: serde_json::Value = client
+        .get(format!("http://{addr}/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let keys = keys["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(keys[0]["kid"].is_string(), "{keys:?}");
+    assert!(
+        keys[0].get("d").is_none(),
+        "only the public half is published: {keys:?}"
+    );
+    assert!(
+        dir.path().join("data/keys").is_dir(),
+        "the signing key lives where hub.toml says"
+    );
 
     let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &hub.0.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let exit = child.wait().unwrap();
+    let exit = hub.0.wait().unwrap();
     assert!(exit.success(), "SIGTERM is a clean stop: {exit:?}");
     log.extend(lines_rx.try_iter());
     assert!(log.iter().any(|l| l.contains("\"stopped\"")), "{log:?}");
+    assert!(
+        log.iter()
+            .any(|l| l.contains("generated the hub's first signing key")),
+        "{log:?}"
+    );
+    assert!(
+        log.iter().all(|l| !l.contains(&key)),
+        "the key is never logged"
+    );
 }

@@ -17,6 +17,8 @@
 //!   that returns every violation with a JSON pointer.
 //! - [`catalog`]: the item catalog's types and pure rules: cross-field checks, changed fields,
 //!   drift between an item reference and the catalog, import parsing.
+//! - [`supervision`]: e-supervision's pure parts: the working-day calendar and case clocks, the
+//!   case model with its allowed steps, and the rules that raise alerts.
 //! - [`store`]: the only SQL. SQLite by default, PostgreSQL by URL; migrations; catalog
 //!   versions and the change feed.
 //! - [`api`]: the HTTP API (axum). The only place that knows wire types; problem+json errors;
@@ -45,3 +47,4 @@ pub mod mapping;
 pub mod routing;
 pub mod schema;
 pub mod store;
+pub mod supervision;

@@ -144,6 +144,15 @@ async fn list_audit_filters(store: &Store) {
         .await,
         [1, 5]
     );
+    // An outcome filter matches its start.
+    assert_eq!(
+        list(AuditQuery {
+            outcome: Some("ok".into()),
+            ..q.clone()
+        })
+        .await,
+        [1, 2, 4, 5]
+    );
     assert_eq!(
         list(AuditQuery {
             actor: Some("staff:a".into()),

@@ -44,6 +44,8 @@ impl Store {
             Text(&'q str),
             Int(i64),
         }
+        // An outcome filter matches its start: `refused` finds `refused 401` and `refused 403`.
+        let outcome_pattern = q.outcome.as_ref().map(|o| format!("{o}%"));
         let mut conditions: Vec<String> = Vec::new();
         let mut params: Vec<Param> = Vec::new();
         let mut add = |condition: &str, param| {
@@ -56,8 +58,8 @@ impl Store {
         if let Some(action) = &q.action {
             add("action =", Param::Text(action));
         }
-        if let Some(outcome) = &q.outcome {
-            add("outcome =", Param::Text(outcome));
+        if let Some(outcome) = &outcome_pattern {
+            add("outcome LIKE", Param::Text(outcome));
         }
         if let Some(since) = q.since {
             add("at >=", Param::Int(since));

@@ -5,7 +5,7 @@
 //! access test walks every route with every role against the README's table.
 //!
 //! Access is decided in two steps. The route's [`Access`] names the roles that may call it at
-//! all; [`guard`] authenticates the caller, refuses other roles (401 without a valid credential,
+//! all; the guard (`guard.rs`) authenticates the caller, refuses other roles (401 without a valid credential,
 //! 403 with one), audits state-changing calls, and hands the [`Principal`] to the handler. The
 //! handler then checks scope that depends on the request, such as a system posting only for its
 //! own system id.
@@ -39,7 +39,7 @@ use axum::http::Method;
 use axum::routing::{MethodFilter, MethodRouter, on};
 use std::sync::Arc;
 
-/// The caller, as [`guard`] proved it; handlers of non-public routes extract it.
+/// The caller, as the guard proved it; handlers of non-public routes extract it.
 pub type Caller = axum::Extension<Principal>;
 
 /// What handlers share.

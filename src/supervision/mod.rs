@@ -3,3 +3,5 @@
 //!
 //! The parts here are pure: given events, items and a calendar they compute a case's state, its
 //! deadlines and the alerts it deserves. Storing, timers and the feed build on them.
+
+pub mod calendar;

@@ -5,3 +5,5 @@
 //! deadlines and the alerts it deserves. Storing, timers and the feed build on them.
 
 pub mod calendar;
+pub mod case;
+pub mod rules;

@@ -1,5 +1,9 @@
 //! The catalog API through the router, without a socket: versions, validation that lists every
-//! problem, size and media-type limits, filters, the change feed, and operations endpoints.
+//! problem, size and media-type limits, filters, the change feed, who may read and write the
+//! catalog, and operations endpoints.
+//!
+//! Requests carry the platform's API key unless a test says otherwise, since every `/api/v1`
+//! route needs a credential and the platform is the one role that may both read and write.
 
 mod common;
 
@@ -10,23 +14,40 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use tongban::api::{self, AppState};
+use tongban::auth::Role;
 use tower::ServiceExt;
 
 struct Api {
     router: Router,
     state: AppState,
+    /// The platform's API key: reads and writes the catalog.
+    platform: String,
+    /// A department system's API key: reads the catalog only.
+    system: String,
+    /// A trusted identity issuer, for staff tokens.
+    issuer: common::Issuer,
     _store: common::TestStore,
+    _signer: common::TestSigner,
 }
 
 async fn api() -> Api {
     let t = common::sqlite_store().await;
-    let config = common::config();
-    let mut state = AppState::new(Arc::new(config), t.store.clone());
+    let issuer = common::Issuer::new();
+    let mut config = common::config();
+    issuer.install(&mut config);
+    let signer = common::test_signer();
+    let mut state = AppState::new(Arc::new(config), t.store.clone(), signer.signer.clone());
     state.body_limit = 64 * 1024;
+    let platform = common::api_key(&t.store, Role::Platform, None).await;
+    let system = common::api_key(&t.store, Role::System, Some("sy-scjg-food")).await;
     Api {
         router: api::router(state.clone()),
         state,
+        platform,
+        system,
+        issuer,
         _store: t,
+        _signer: signer,
     }
 }
 
@@ -38,7 +59,19 @@ struct Reply {
 }
 
 impl Api {
-    async fn call(&self, request: Request<Body>) -> Reply {
+    /// Sends `request` with the platform's key, unless it carries an `Authorization` already.
+    async fn call(&self, mut request: Request<Body>) -> Reply {
+        if !request.headers().contains_key(header::AUTHORIZATION) {
+            request.headers_mut().insert(
+                header::AUTHORIZATION,
+                common::bearer(&self.platform).parse().unwrap(),
+            );
+        }
+        self.send(request).await
+    }
+
+    /// Sends `request` as it is: without a credential unless it has one.
+    async fn send(&self, request: Request<Body>) -> Reply {
         let response = self.router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
@@ -55,6 +88,25 @@ impl Api {
 
     async fn get(&self, uri: &str) -> Reply {
         self.call(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+    }
+
+    /// A GET with `authorization` as the whole header value, or none.
+    async fn get_with(&self, uri: &str, authorization: Option<&str>) -> Reply {
+        let mut request = Request::get(uri);
+        if let Some(value) = authorization {
+            request = request.header(header::AUTHORIZATION, value);
+        }
+        self.send(request.body(Body::empty()).unwrap()).await
+    }
+
+    /// A PUT of JSON with `authorization` as the whole header value, or none.
+    async fn put_json_with(&self, uri: &str, body: &Value, authorization: Option<&str>) -> Reply {
+        let mut request = Request::put(uri).header(header::CONTENT_TYPE, "application/json");
+        if let Some(value) = authorization {
+            request = request.header(header::AUTHORIZATION, value);
+        }
+        self.send(request.body(Body::from(body.to_string())).unwrap())
             .await
     }
 
@@ -381,11 +433,12 @@ async fn unknown_routes_and_methods_are_problems_too() {
 #[tokio::test]
 async fn health_readiness_and_metrics() {
     let api = api().await;
-    assert_eq!(api.get("/healthz").await.status, StatusCode::OK);
-    assert_eq!(api.get("/readyz").await.body["status"], "ready");
+    // Probes and metrics need no credential: orchestrators and Prometheus have none.
+    assert_eq!(api.get_with("/healthz", None).await.status, StatusCode::OK);
+    assert_eq!(api.get_with("/readyz", None).await.body["status"], "ready");
     api.get("/api/v1/catalog/items").await;
     api.get("/api/v1/catalog/items?limit=0").await;
-    let metrics = api.get("/metrics").await;
+    let metrics = api.get_with("/metrics", None).await;
     assert_eq!(metrics.status, StatusCode::OK);
     assert!(metrics.text.contains(
         "tongban_http_requests_total{method=\"GET\",route=\"/api/v1/catalog/items\",status=\"200\"} 1"
@@ -410,5 +463,289 @@ async fn a_store_failure_is_a_problem_that_leaks_no_internals() {
     for leak in ["SELECT", "sqlx", "catalog_items", "/tmp", ".db"] {
         assert!(!list.text.contains(leak), "{leak} leaked: {}", list.text);
         assert!(!ready.text.contains(leak), "{leak} leaked: {}", ready.text);
+    }
+}
+
+/// `Authorization: Bearer <secret>`.
+fn auth(secret: &str) -> String {
+    common::bearer(secret)
+}
+
+fn assert_unauthenticated(reply: &Reply, reason: &str) {
+    assert_problem(reply, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        reply.headers[header::WWW_AUTHENTICATE],
+        "Bearer",
+        "a 401 says how to authenticate"
+    );
+    let detail = reply.body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains(reason),
+        "the reason should mention `{reason}`: {detail}"
+    );
+}
+
+fn assert_forbidden(reply: &Reply, reason: &str) {
+    assert_problem(reply, StatusCode::FORBIDDEN);
+    assert!(
+        !reply.headers.contains_key(header::WWW_AUTHENTICATE),
+        "a 403 is not a challenge: the credential was valid"
+    );
+    let detail = reply.body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains(reason),
+        "the reason should mention `{reason}`: {detail}"
+    );
+}
+
+#[tokio::test]
+async fn anonymous_callers_get_401_with_a_challenge_on_reads_and_writes() {
+    let api = api().await;
+    let item = common::sample_item();
+    let uri = item_uri(&item);
+    for path in [
+        "/api/v1/catalog/items",
+        uri.as_str(),
+        "/api/v1/catalog/changes",
+        "/api/v1/openapi.json",
+    ] {
+        assert_unauthenticated(&api.get_with(path, None).await, "Authorization");
+    }
+    assert_unauthenticated(&api.put_json_with(&uri, &item, None).await, "Authorization");
+    assert_eq!(
+        api.get(&uri).await.status,
+        StatusCode::NOT_FOUND,
+        "the anonymous PUT stored nothing"
+    );
+}
+
+#[tokio::test]
+async fn credentials_that_prove_nothing_get_401_with_the_reason() {
+    let api = api().await;
+    let uri = "/api/v1/catalog/items";
+
+    // One character of the platform's secret changed.
+    let mut altered = api.platform.clone();
+    let last = altered.pop().unwrap();
+    altered.push(if last == '0' { '1' } else { '0' });
+    // A revoked key and an expired one, straight from the store.
+    let revoked = tongban::auth::issue_key(Role::System, Some("sy-scjg-food"), "old", "test", None);
+    api.state
+        .store
+        .insert_api_key(&revoked.record)
+        .await
+        .unwrap();
+    assert!(
+        api.state
+            .store
+            .revoke_api_key(&revoked.record.key_id, tongban::clock::now_millis())
+            .await
+            .unwrap()
+    );
+    let expired = tongban::auth::issue_key(
+        Role::Platform,
+        None,
+        "short-lived",
+        "test",
+        Some(tongban::clock::now_millis() - 1_000),
+    );
+    api.state
+        .store
+        .insert_api_key(&expired.record)
+        .await
+        .unwrap();
+    // An applicant's token is for the user audience: it never passes as a staff token.
+    let user_token = api.issuer.sign(
+        "t-rsa",
+        &api.issuer
+            .user_claims("1", "111", "11010519491231002X", "李四", 3),
+    );
+    // A staff token from an issuer the hub does not trust.
+    let stranger = common::Issuer::new().staff_token("mallory", &["admin"]);
+
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "Basic scheme",
+            "Basic dXNlcjpwYXNz".into(),
+            "Bearer <credential>",
+        ),
+        ("empty bearer", "Bearer ".into(), "Bearer <credential>"),
+        (
+            "unknown key id",
+            auth("tbk_0000000000000000_00"),
+            "not valid",
+        ),
+        ("altered secret", auth(&altered), "not valid"),
+        ("revoked key", auth(&revoked.secret), "revoked"),
+        ("expired key", auth(&expired.secret), "expired"),
+        ("not a JWT", auth("garbage"), "not a JWT"),
+        ("a user's token", auth(&user_token), "audience"),
+        ("untrusted issuer", auth(&stranger), "signature"),
+    ];
+    for (what, value, reason) in &cases {
+        let reply = api.get_with(uri, Some(value)).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNAUTHORIZED,
+            "{what}: {}",
+            reply.text
+        );
+        assert_unauthenticated(&reply, reason);
+        // The refusal does not echo the credential.
+        let secret = value
+            .trim_start_matches("Bearer ")
+            .trim_start_matches("Basic ");
+        assert!(
+            secret.len() < 8 || !reply.text.contains(secret),
+            "{what}: {}",
+            reply.text
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_role_reads_the_catalog_and_only_the_platform_writes_it() {
+    let api = api().await;
+    let item = common::sample_item();
+    let uri = item_uri(&item);
+    let admin = api.issuer.staff_token("admin-1", &["admin"]);
+    let supervisor = api.issuer.staff_token("sup-1", &["supervisor"]);
+
+    // A department system and staff may not write the catalog.
+    for (who, credential) in [
+        ("system key", auth(&api.system)),
+        ("admin token", auth(&admin)),
+        ("supervisor token", auth(&supervisor)),
+    ] {
+        let reply = api.put_json_with(&uri, &item, Some(&credential)).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{who}: {}", reply.text);
+        assert_forbidden(&reply, "platform");
+    }
+    assert_eq!(
+        api.get(&uri).await.status,
+        StatusCode::NOT_FOUND,
+        "refused writes stored nothing"
+    );
+
+    let created = api
+        .put_json_with(&uri, &item, Some(&auth(&api.platform)))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+
+    // Every role reads it: a system key, staff tokens, the platform.
+    for (who, credential) in [
+        ("system key", auth(&api.system)),
+        ("admin token", auth(&admin)),
+        ("supervisor token", auth(&supervisor)),
+        ("platform key", auth(&api.platform)),
+    ] {
+        for path in [
+            uri.as_str(),
+            "/api/v1/catalog/items",
+            "/api/v1/catalog/changes",
+        ] {
+            let reply = api.get_with(path, Some(&credential)).await;
+            assert_eq!(reply.status, StatusCode::OK, "{who} {path}: {}", reply.text);
+        }
+    }
+    assert_eq!(
+        api.get_with(&uri, Some(&auth(&api.system))).await.body["version"],
+        1
+    );
+
+    // A valid staff token that grants no role reads nothing: 403, not 401.
+    let nobody = api.issuer.staff_token("intern", &[]);
+    assert_forbidden(
+        &api.get_with(&uri, Some(&auth(&nobody))).await,
+        "without a role",
+    );
+    // Roles a token claims that staff cannot have are ignored, not granted.
+    let pretender = api.issuer.staff_token("pretender", &["platform", "system"]);
+    assert_forbidden(
+        &api.put_json_with(&uri, &item, Some(&auth(&pretender)))
+            .await,
+        "without a role",
+    );
+}
+
+#[tokio::test]
+async fn refused_catalog_writes_are_audited_with_who_and_why() {
+    let api = api().await;
+    let item = common::sample_item();
+    let uri = item_uri(&item);
+    api.put_json_with(&uri, &item, None).await;
+    api.put_json_with(&uri, &item, Some(&auth(&api.system)))
+        .await;
+    api.put_json(&uri, &item).await;
+    // Reads are not audited: the catalog is not personal data.
+    api.get(&uri).await;
+
+    let records = api
+        .state
+        .store
+        .list_audit(&tongban::store::AuditQuery {
+            action: Some("PUT /api/v1/catalog/items/{code}".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let seen: Vec<(&str, &str)> = records
+        .iter()
+        .map(|r| (r.outcome.as_str(), r.target.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("refused 401", uri.as_str()),
+            ("refused 403", uri.as_str()),
+            ("ok 201", uri.as_str()),
+        ],
+        "{records:#?}"
+    );
+    assert_eq!(records[0].actor, "anonymous");
+    let system_key_id = api.system.split('_').nth(1).unwrap();
+    assert_eq!(records[1].actor, format!("key:{system_key_id}"));
+    assert!(records[1].detail.contains("platform"), "{records:#?}");
+    let platform_key_id = api.platform.split('_').nth(1).unwrap();
+    assert_eq!(records[2].actor, format!("key:{platform_key_id}"));
+    let all = api
+        .state
+        .store
+        .list_audit(&tongban::store::AuditQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 3, "the GET left no record: {all:#?}");
+}
+
+#[tokio::test]
+async fn the_hubs_public_keys_are_published_without_a_credential() {
+    let api = api().await;
+    let reply = api.get_with("/.well-known/jwks.json", None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert!(
+        reply.headers[header::CACHE_CONTROL]
+            .to_str()
+            .unwrap()
+            .contains("max-age"),
+        "departments may cache the keys"
+    );
+    let keys = reply.body["keys"].as_array().unwrap();
+    let published: Vec<&str> = keys.iter().filter_map(|k| k["kid"].as_str()).collect();
+    let expected: Vec<String> = api
+        .state
+        .signer
+        .jwks()
+        .keys
+        .into_iter()
+        .filter_map(|k| k.common.key_id)
+        .collect();
+    assert_eq!(published, expected);
+    for key in keys {
+        // Public halves only: no private exponent or scalar (`d`), no symmetric secret (`k`).
+        assert!(key.get("d").is_none() && key.get("k").is_none(), "{key}");
     }
 }

@@ -1,6 +1,7 @@
 //! The benchmark harness cannot rot: `tongban-bench --quick` (a few seconds: mocks, the hub on
 //! SQLite, the bare relay, every kind of phase) must finish and print figures for both the hub
-//! and the relay. Nothing here looks at how fast anything was.
+//! and the relay, with identity in the workload (every delivery carried a verifiable assertion)
+//! and the in-process identity timings. Nothing here looks at how fast anything was.
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -109,6 +110,22 @@ fn quick_run_completes_with_figures_for_hub_and_relay() {
     figure(&hub, "delivery_p99_ms");
     assert!(stdout.contains("hub/relay"), "no ratio in:\n{stdout}");
 
+    // The hub's deliveries carried assertions the mocks could verify with the hub's keys.
+    assert!(
+        stdout.contains("assertions: every delivery carried one"),
+        "{stdout}"
+    );
+    let identity = result(&stdout, "identity", "in-process");
+    for key in [
+        "verify_rs256_us",
+        "verify_es256_us",
+        "verify_eddsa_us",
+        "sign_eddsa_us",
+        "api_key_hash_us",
+    ] {
+        assert!(figure(&identity, key) > 0.0, "{key}: {identity:?}");
+    }
+
     let json: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
     let targets: Vec<&str> = json["targets"]
         .as_array()
@@ -117,4 +134,9 @@ fn quick_run_completes_with_figures_for_hub_and_relay() {
         .map(|t| t["target"].as_str().unwrap())
         .collect();
     assert_eq!(targets, ["relay", "hub"]);
+    assert!(
+        json["identity"]["verify_user_token_us"]["RS256"].is_number(),
+        "{:#}",
+        json["identity"]
+    );
 }

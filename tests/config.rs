@@ -11,7 +11,9 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 use tempfile::TempDir;
-use tongban::config::{BusConfig, Config, ConfigError, InboundMode, Protocol, RawConfig, compile};
+use tongban::config::{
+    BusConfig, Config, ConfigError, InboundMode, JwksSource, Protocol, RawConfig, compile,
+};
 use tongban::mapping::{Format, SoapVersion};
 
 /// A USCC whose check character is right (the repository's adapter uses it).
@@ -33,6 +35,18 @@ listn = "127.0.0.1:8081"
 [store]
 url = "sqlite://data/tongban.db"
 "#;
+
+/// The `[identity]` table every `hub.toml` needs: the demo issuer whose JWK Set the copy has.
+const IDENTITY: &str = r#"
+[identity]
+issuer = "https://ids.ln.gov.cn/demo"
+user_audience = "tongban"
+staff_audience = "tongban-staff"
+jwks_file = "examples/identity/jwks.json"
+"#;
+
+/// The demo issuer's JWK Set, as the copy has it.
+const JWKS_FILE: &str = "examples/identity/jwks.json";
 
 /// A schema file that is not JSON: a comma is missing at the end of line 3, so line 4 is where
 /// the parser stops.
@@ -203,7 +217,6 @@ fn the_repository_configuration_compiles_from_a_copy() {
     assert_eq!(adapter.id, "sy-scjg-food");
     assert_eq!(adapter.department_uscc, GOOD_USCC);
     assert_eq!(adapter.department_name, "沈阳市市场监督管理局");
-    assert_eq!(adapter.credentials.as_deref(), Some("sy-scjg-food"));
     assert_eq!(adapter.items.len(), 3);
     assert_eq!(adapter.items[0].code, GOOD_ITEM);
     assert!(adapter.items.iter().all(|i| i.regions.is_empty()));
@@ -258,6 +271,37 @@ fn the_repository_configuration_compiles_from_a_copy() {
             .collect::<Vec<_>>()
     );
     assert!(schemas.contains(&"item"), "{schemas:?}");
+
+    // The unified identity issuer, its keys from the JWK Set file, and the hub's own keys.
+    let identity = &config.hub.identity;
+    assert_eq!(identity.issuer, "https://ids.ln.gov.cn/demo");
+    assert_eq!(identity.user_audience, "tongban");
+    assert_eq!(identity.staff_audience, "tongban-staff");
+    assert_eq!(
+        identity.algorithms,
+        [
+            jsonwebtoken::Algorithm::RS256,
+            jsonwebtoken::Algorithm::ES256,
+            jsonwebtoken::Algorithm::EdDSA
+        ]
+    );
+    assert_eq!(identity.clock_skew_seconds, 60);
+    match &identity.jwks {
+        JwksSource::File { path, keys } => {
+            assert_eq!(path, Path::new(JWKS_FILE));
+            assert!(!keys.keys.is_empty());
+            assert!(keys.keys.iter().all(|k| k.common.key_id.is_some()));
+        }
+        other => panic!("expected a JWK Set file, got {other:?}"),
+    }
+    assert_eq!(identity.claims.id_number, "id_number");
+    assert_eq!(identity.claims.real_name_level, "real_name_level");
+    assert_eq!(identity.claims.roles, "roles");
+    let signing = &config.hub.signing;
+    assert_eq!(signing.keys_dir, Path::new("data/keys"));
+    assert_eq!(signing.issuer, "tongban");
+    assert_eq!(signing.assertion_ttl_seconds, 120);
+    assert!(signing.generate_if_missing);
 }
 
 #[test]
@@ -325,7 +369,9 @@ fn a_bad_listen_value_an_unknown_adapter_key_and_a_broken_schema_are_all_reporte
     write(
         dir.path(),
         "hub.toml",
-        "[server]\nlisten = \"localhost\"\n\n[store]\nurl = \"sqlite://data/t.db\"\n",
+        format!(
+            "[server]\nlisten = \"localhost\"\n\n[store]\nurl = \"sqlite://data/t.db\"\n{IDENTITY}"
+        ),
     );
     // A misspelt key in [outbound].
     let adapter_text = replace_once(
@@ -374,28 +420,249 @@ max_connections = 0
 
 [bus]
 kind = "kafka"
+
+[identity]
+issuer = "https://ids.ln.gov.cn/demo"
+user_audience = "tongban"
+staff_audience = "tongban"
+jwks_file = "examples/identity/jwks.json"
+jwks_url = "https://ids.ln.gov.cn/demo/jwks"
+algorithms = ["RS256", "HS256", "none"]
+clock_skew_seconds = 3600
+
+[signing]
+issuer = ""
+assertion_ttl_seconds = 5
 "#,
     );
 
     let errors = errors(dir.path());
-    let found: Vec<(Option<&str>, Option<usize>)> = errors
-        .iter()
-        .map(|e| {
-            assert_eq!(e.file, Path::new("hub.toml"), "{e}");
-            (e.key.as_deref(), e.line)
-        })
-        .collect();
+    for e in &errors {
+        assert_eq!(e.file, Path::new("hub.toml"), "{e}");
+    }
+    let keys: Vec<&str> = errors.iter().filter_map(|e| e.key.as_deref()).collect();
     assert_eq!(
-        found,
+        keys,
         [
-            (Some("server.listen"), Some(2)),
-            (Some("server.body_limit_bytes"), Some(3)),
-            (Some("store.url"), Some(6)),
-            (Some("store.max_connections"), Some(7)),
-            (Some("bus.kind"), Some(10)),
+            "server.listen",
+            "server.body_limit_bytes",
+            "store.url",
+            "store.max_connections",
+            "bus.kind",
+            "identity.staff_audience",
+            "identity.algorithms",
+            "identity.algorithms",
+            "identity.clock_skew_seconds",
+            "identity",
+            "signing.assertion_ttl_seconds",
+            "signing.issuer",
         ],
         "{errors:#?}"
     );
+    // Each value's line; `identity` is about two lines together (jwks_file and jwks_url).
+    let lines: Vec<Option<usize>> = errors.iter().map(|e| e.line).collect();
+    let expected = [
+        Some(2),
+        Some(3),
+        Some(6),
+        Some(7),
+        Some(10),
+        Some(15),
+        Some(18),
+        Some(18),
+        Some(19),
+        lines[9],
+        Some(23),
+        Some(22),
+    ];
+    assert_eq!(lines, expected, "{errors:#?}");
+
+    let message = |i: usize| errors[i].message.as_str();
+    assert!(
+        message(5).contains("must differ from user_audience"),
+        "{}",
+        errors[5]
+    );
+    // Symmetric and unsigned tokens are refused however hub.toml asks for them.
+    assert!(
+        message(6).contains("`HS256` is not accepted") && message(6).contains("asymmetric"),
+        "{}",
+        errors[6]
+    );
+    assert!(
+        message(7).contains("`none` is not accepted"),
+        "{}",
+        errors[7]
+    );
+    assert!(
+        message(9).contains("exactly one of jwks_file and jwks_url"),
+        "{}",
+        errors[9]
+    );
+    assert!(
+        message(10).contains("between 10 and 3600"),
+        "{}",
+        errors[10]
+    );
+}
+
+#[test]
+fn a_jwks_file_with_a_symmetric_key_and_a_key_without_kid_is_reported_with_hub_toml_errors() {
+    let dir = valid_dir();
+    let good = read(dir.path(), JWKS_FILE);
+    let set: serde_json::Value = serde_json::from_str(&good).unwrap();
+    let mut unnamed = set["keys"][0].clone();
+    unnamed.as_object_mut().unwrap().remove("kid");
+    let bad = serde_json::json!({
+        "keys": [
+            // A shared secret would let anyone who can read the set sign tokens.
+            { "kty": "oct", "kid": "shared", "alg": "HS256", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQ" },
+            unnamed,
+        ]
+    });
+    write(
+        dir.path(),
+        "examples/identity/bad-jwks.json",
+        serde_json::to_string_pretty(&bad).unwrap(),
+    );
+    let hub = replace_once(
+        &read(dir.path(), "hub.toml"),
+        &format!("jwks_file = \"{JWKS_FILE}\""),
+        "jwks_file = \"examples/identity/bad-jwks.json\"",
+    );
+    let hub = replace_once(
+        &hub,
+        "assertion_ttl_seconds = 120",
+        "assertion_ttl_seconds = 7200",
+    );
+    write(dir.path(), "hub.toml", &hub);
+
+    let errors = errors(dir.path());
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    let ttl = only_error_in(&errors, "hub.toml");
+    assert_eq!(ttl.key.as_deref(), Some("signing.assertion_ttl_seconds"));
+    assert_eq!(
+        ttl.line,
+        Some(line_of(&hub, "assertion_ttl_seconds = ")),
+        "{ttl}"
+    );
+    let jwks = only_error_in(&errors, "examples/identity/bad-jwks.json");
+    assert!(
+        jwks.message.contains("key 0 is a symmetric (oct) key"),
+        "{jwks}"
+    );
+    assert!(jwks.message.contains("key 1 has no `kid`"), "{jwks}");
+}
+
+#[test]
+fn a_jwks_file_that_is_missing_or_not_a_jwk_set_is_reported() {
+    let dir = valid_dir();
+    write(dir.path(), JWKS_FILE, "{\"keys\": 3}");
+    let e = the_error(dir.path(), JWKS_FILE);
+    assert!(e.message.starts_with("not a JWK Set"), "{e}");
+
+    fs::remove_file(dir.path().join(JWKS_FILE)).unwrap();
+    let e = the_error(dir.path(), JWKS_FILE);
+    assert!(e.message.starts_with("missing"), "{e}");
+}
+
+#[test]
+fn a_hub_toml_without_identity_is_reported() {
+    let dir = valid_dir();
+    write(
+        dir.path(),
+        "hub.toml",
+        "[server]\nlisten = \"127.0.0.1:8080\"\n\n[store]\nurl = \"sqlite://data/t.db\"\n",
+    );
+    let e = the_error(dir.path(), "hub.toml");
+    assert_eq!(e.key.as_deref(), Some("identity"));
+    assert!(e.message.starts_with("missing"), "{e}");
+    assert!(e.message.contains("jwks_file or jwks_url"), "{e}");
+}
+
+#[test]
+fn the_old_platform_credential_is_refused_where_it_stands() {
+    let dir = valid_dir();
+    // hub.toml as it was before identity: `[platform]` held the SHA-256 of one bearer token.
+    let hub = replace_once(
+        &read(dir.path(), "hub.toml"),
+        "[identity]\n",
+        "[platform]\ncredential_sha256 = \"954bc6d5599fe763dd7268f15d4bc812ff1af85d633e47edc0668549356ac1d1\"\n\n[identity]\n",
+    );
+    write(dir.path(), "hub.toml", &hub);
+    let e = the_error(dir.path(), "hub.toml");
+    assert_eq!(e.line, Some(line_of(&hub, "[platform]")), "{e}");
+    assert!(e.message.contains("platform"), "{e}");
+}
+
+#[test]
+fn a_jwks_url_compiles_and_its_values_are_checked() {
+    let dir = valid_dir();
+    let original = read(dir.path(), "hub.toml");
+    let hub = replace_once(
+        &original,
+        &format!("jwks_file = \"{JWKS_FILE}\""),
+        "jwks_url = \"https://ids.ln.gov.cn/demo/jwks\"\njwks_refresh_seconds = 600",
+    );
+    write(dir.path(), "hub.toml", &hub);
+    let config = load(dir.path()).unwrap_or_else(|e| panic!("{e:#?}"));
+    assert_eq!(
+        config.hub.identity.jwks,
+        JwksSource::Url {
+            url: "https://ids.ln.gov.cn/demo/jwks".into(),
+            refresh_seconds: 600
+        }
+    );
+
+    let hub = replace_once(
+        &original,
+        &format!("jwks_file = \"{JWKS_FILE}\""),
+        "jwks_url = \"ftp://ids.ln.gov.cn/jwks\"\njwks_refresh_seconds = 1",
+    );
+    write(dir.path(), "hub.toml", &hub);
+    let errors = errors(dir.path());
+    let found: Vec<(Option<&str>, Option<usize>)> =
+        errors.iter().map(|e| (e.key.as_deref(), e.line)).collect();
+    assert_eq!(
+        found,
+        [
+            (
+                Some("identity.jwks_url"),
+                Some(line_of(&hub, "jwks_url = "))
+            ),
+            (
+                Some("identity.jwks_refresh_seconds"),
+                Some(line_of(&hub, "jwks_refresh_seconds = "))
+            ),
+        ],
+        "{errors:#?}"
+    );
+    assert_eq!(errors[0].column, Some(12), "{}", errors[0]);
+}
+
+#[test]
+fn claim_names_can_be_the_issuers_own() {
+    let dir = valid_dir();
+    let hub = replace_once(
+        &read(dir.path(), "hub.toml"),
+        "clock_skew_seconds = 60\n",
+        "clock_skew_seconds = 60\n\n[identity.claims]\nid_number = \"idcard\"\nreal_name_level = \"auth_level\"\n",
+    );
+    write(dir.path(), "hub.toml", &hub);
+    let config = load(dir.path()).unwrap_or_else(|e| panic!("{e:#?}"));
+    let claims = &config.hub.identity.claims;
+    assert_eq!(claims.id_number, "idcard");
+    assert_eq!(claims.real_name_level, "auth_level");
+    // The others keep their default names.
+    assert_eq!(claims.name, "name");
+    assert_eq!(claims.roles, "roles");
+
+    // A misspelt claim key is an error at its line, not a silently ignored setting.
+    let typo = replace_once(&hub, "idcard\"\n", "idcard\"\nrole = \"groups\"\n");
+    write(dir.path(), "hub.toml", &typo);
+    let e = the_error(dir.path(), "hub.toml");
+    assert_eq!(e.line, Some(line_of(&typo, "role = ")), "{e}");
+    assert!(e.message.contains("role"), "{e}");
 }
 
 #[test]
@@ -413,7 +680,8 @@ url = "sqlite://data/tongban.db"
 [bus]
 kind = "memory"
 url = "amqp://localhost"
-"#,
+{IDENTITY}"#
+            .replace("{IDENTITY}", IDENTITY),
     );
 
     let errors = errors(dir.path());

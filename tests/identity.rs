@@ -353,9 +353,8 @@ async fn keys_from_a_url_are_fetched_and_refetched_when_the_issuer_rotates() {
     };
     let verifier = Verifier::new(&config.hub.identity);
     let app = card_application();
-    let sign = |issuer: &Issuer, kid: &str| {
-        issuer.sign_as("t-ec", kid, &user_claims(issuer, &app, 3))
-    };
+    let sign =
+        |issuer: &Issuer, kid: &str| issuer.sign_as("t-ec", kid, &user_claims(issuer, &app, 3));
 
     // Before the first fetch nothing is known; the unknown kid makes the verifier fetch.
     let user = verifier.user(&sign(&old, &first_kid)).await.unwrap();

@@ -1,44 +1,87 @@
-//! The OpenAPI description is complete: every route the router serves is described, every
-//! described operation is served, and every operation documents its problem+json errors.
+//! The OpenAPI description is complete and honest: every route the router serves is described,
+//! every described operation is served, every operation documents its problem+json errors, and
+//! each operation's security and `x-roles` say exactly who the route admits.
 
 mod common;
 
 use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use tongban::api::{self, AppState};
+use tongban::api::{self, Access, AppState};
+use tongban::auth::Role;
 use tower::ServiceExt;
 
-async fn served_document() -> Value {
-    let t = common::sqlite_store().await;
-    let config = common::config();
-    let router = api::router(AppState::new(Arc::new(config), t.store.clone()));
-    let response = router
-        .oneshot(
-            Request::get("/api/v1/openapi.json")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    serde_json::from_slice(&bytes).unwrap()
+struct Served {
+    router: axum::Router,
+    system: String,
+    _store: common::TestStore,
+    _signer: common::TestSigner,
 }
 
-fn described(doc: &Value) -> BTreeSet<(String, String)> {
-    let mut ops = BTreeSet::new();
+async fn served() -> Served {
+    let t = common::sqlite_store().await;
+    let signer = common::test_signer();
+    let state = AppState::new(
+        Arc::new(common::config()),
+        t.store.clone(),
+        signer.signer.clone(),
+    );
+    // The least privileged kind of caller: the description is for every authenticated one.
+    let system = common::api_key(&t.store, Role::System, Some("sy-scjg-food")).await;
+    Served {
+        router: api::router(state),
+        system,
+        _store: t,
+        _signer: signer,
+    }
+}
+
+async fn fetch(router: &axum::Router, authorization: Option<&str>) -> (StatusCode, Value) {
+    let mut request = Request::get("/api/v1/openapi.json");
+    if let Some(value) = authorization {
+        request = request.header(header::AUTHORIZATION, value);
+    }
+    let response = router
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+async fn served_document() -> Value {
+    let s = served().await;
+    let (status, doc) = fetch(&s.router, Some(&common::bearer(&s.system))).await;
+    assert_eq!(status, StatusCode::OK, "{doc:#}");
+    doc
+}
+
+/// Every operation: (METHOD, path template, operation object).
+fn operations(doc: &Value) -> Vec<(String, String, &Value)> {
+    let mut ops = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
-        for (method, _) in item.as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
             if method != "parameters" {
-                ops.insert((method.to_uppercase(), path.clone()));
+                ops.push((method.to_uppercase(), path.clone(), op));
             }
         }
     }
     ops
+}
+
+fn described(doc: &Value) -> BTreeSet<(String, String)> {
+    operations(doc)
+        .into_iter()
+        .map(|(method, path, _)| (method, path))
+        .collect()
 }
 
 #[tokio::test]
@@ -60,6 +103,14 @@ async fn every_route_is_described_and_every_description_is_served() {
 }
 
 #[tokio::test]
+async fn the_description_is_for_authenticated_callers_only() {
+    let s = served().await;
+    let (status, body) = fetch(&s.router, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body:#}");
+    assert_eq!(body["status"], 401);
+}
+
+#[tokio::test]
 async fn every_reference_resolves_and_errors_are_problem_json() {
     let doc = served_document().await;
     assert!(
@@ -73,36 +124,132 @@ async fn every_reference_resolves_and_errors_are_problem_json() {
         let target = &rest[1..rest.find('"').unwrap()];
         assert!(doc.pointer(target).is_some(), "dangling reference {target}");
     }
-    for (path, item) in doc["paths"].as_object().unwrap() {
-        for (method, op) in item.as_object().unwrap() {
-            if method == "parameters" {
-                continue;
-            }
-            let responses = op["responses"]
-                .as_object()
-                .unwrap_or_else(|| panic!("{method} {path} has responses"));
+    for (method, path, op) in operations(&doc) {
+        let responses = op["responses"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{method} {path} has responses"));
+        assert!(
+            responses.keys().any(|k| k.starts_with('2')),
+            "{method} {path} documents success"
+        );
+        if path.starts_with("/api/v1/catalog") {
             assert!(
-                responses.keys().any(|k| k.starts_with('2')),
-                "{method} {path} documents success"
+                responses.contains_key("400"),
+                "{method} {path} documents 400"
             );
-            if path.starts_with("/api/v1/catalog") {
+            assert!(
+                responses.contains_key("500"),
+                "{method} {path} documents 500"
+            );
+        }
+        if method == "PUT" || method == "POST" {
+            for status in ["413", "415"] {
                 assert!(
-                    responses.contains_key("400"),
-                    "{method} {path} documents 400"
-                );
-                assert!(
-                    responses.contains_key("500"),
-                    "{method} {path} documents 500"
+                    responses.contains_key(status),
+                    "{method} {path} documents {status}"
                 );
             }
-            if method == "put" || method == "post" {
-                for status in ["413", "415"] {
+        }
+    }
+}
+
+/// The security requirements that apply to an operation: its own, or the document's.
+fn requirements<'a>(doc: &'a Value, op: &'a Value) -> &'a Vec<Value> {
+    op.get("security")
+        .unwrap_or(&doc["security"])
+        .as_array()
+        .expect("security is an array")
+}
+
+#[tokio::test]
+async fn security_and_roles_match_each_routes_access_rule() {
+    let doc = served_document().await;
+    let schemes = doc["components"]["securitySchemes"].as_object().unwrap();
+    assert_eq!(
+        schemes.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["apiKey", "staffToken"]
+    );
+    for scheme in schemes.values() {
+        assert_eq!(scheme["type"], "http");
+        assert_eq!(scheme["scheme"], "bearer");
+    }
+    let text = doc.to_string();
+    assert!(
+        !text.contains("SHA-256 hub.toml") && !text.contains("\"platform\":[]"),
+        "the old platform credential is gone from the description"
+    );
+
+    let routes = api::routes();
+    for (method, path, op) in operations(&doc) {
+        let route = routes
+            .iter()
+            .find(|r| r.method.as_str() == method && r.path == path)
+            .unwrap_or_else(|| panic!("{method} {path} is not served"));
+        let required = requirements(&doc, op);
+        let responses = op["responses"].as_object().unwrap();
+        match route.access {
+            Access::Public => {
+                assert!(
+                    required.is_empty(),
+                    "{method} {path} is public: `security: []`"
+                );
+                assert!(op.get("x-roles").is_none(), "{method} {path} is public");
+                assert!(
+                    !responses.contains_key("401"),
+                    "{method} {path} is public: no 401"
+                );
+            }
+            Access::Roles(allowed) => {
+                let roles: Vec<&str> = op["x-roles"]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("{method} {path} lists its x-roles"))
+                    .iter()
+                    .map(|r| r.as_str().unwrap())
+                    .collect();
+                let expected: Vec<&str> = allowed.iter().map(|r| r.as_str()).collect();
+                assert_eq!(roles, expected, "{method} {path}: x-roles");
+                for status in ["401", "403"] {
                     assert!(
                         responses.contains_key(status),
                         "{method} {path} documents {status}"
                     );
                 }
+                // Each alternative names only known schemes, and staff tokens are offered
+                // exactly when a staff role may call: tokens never grant platform or system.
+                let offered: BTreeSet<&str> = required
+                    .iter()
+                    .flat_map(|alt| alt.as_object().unwrap().keys())
+                    .map(String::as_str)
+                    .collect();
+                assert!(
+                    offered.iter().all(|s| schemes.contains_key(*s)),
+                    "{method} {path}: {offered:?}"
+                );
+                assert!(offered.contains("apiKey"), "{method} {path}: {offered:?}");
+                assert_eq!(
+                    offered.contains("staffToken"),
+                    allowed.iter().any(|r| r.is_staff()),
+                    "{method} {path}: {offered:?}"
+                );
             }
         }
     }
+}
+
+#[tokio::test]
+async fn submitting_documents_the_users_token_and_why_it_may_be_refused() {
+    let doc = served_document().await;
+    let submit = &doc["paths"]["/api/v1/applications"]["post"];
+    let token = submit["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "Tongban-User-Token")
+        .expect("the user token header is described");
+    assert_eq!(token["in"], "header");
+    assert_eq!(token["required"], true);
+    let forbidden = submit["responses"]["403"]["description"].as_str().unwrap();
+    assert!(forbidden.contains("real-name level"), "{forbidden}");
+    let challenge = &doc["components"]["responses"]["Unauthorized"]["headers"];
+    assert!(challenge["WWW-Authenticate"].is_object(), "{challenge:#}");
 }

@@ -5,25 +5,30 @@
 //!   `ln-rst-card`) that answer 200 at once, count deliveries and note when each application
 //!   arrived (and, by default, post one case step back to the hub's webhook per application);
 //! - the hub (`tongban::hub::serve`) with a temporary copy of the repository's configuration,
-//!   its HTTP adapters pointed at the mocks, on SQLite in a temporary directory with durable
-//!   commits (WAL, `synchronous = FULL`, as the hub always opens SQLite) or on `--store URL`;
-//! - a bare relay (axum handler → reqwest → the same mock; no validation, mapping,
-//!   persistence).
+//!   its HTTP adapters pointed at the mocks and its identity issuer replaced by one made for
+//!   the run, on SQLite in a temporary directory with durable commits (WAL,
+//!   `synchronous = FULL`, as the hub always opens SQLite) or on `--store URL`;
+//! - a bare relay (axum handler → reqwest → the same mock; no authentication, validation,
+//!   mapping, persistence).
 //!
 //! Each target gets the same workload (the ~2 KB application of examples/messages, with the
-//! platform's bearer token and a new id each time): a warm-up, a closed-loop saturation run,
-//! then open-loop runs at fixed rates with latency from the intended send time. It prints a
-//! table with the hub/relay ratios and `RESULT` lines. See BENCHMARKS.md.
+//! platform's API key, the applicant's user token and a new id each time): a warm-up, a
+//! closed-loop saturation run, then open-loop runs at fixed rates with latency from the
+//! intended send time. On the hub that includes identity: the API key is checked, the user
+//! token verified (RS256 by default), and every delivery carries an assertion the hub signs,
+//! which the mocks require. Before the load, the bench times each identity step in-process.
+//! It prints a table with the hub/relay ratios and `RESULT` lines. See BENCHMARKS.md.
 //!
-//! Not measured yet, because they have not landed: user-token verification and assertion
-//! signing (identity) — the token goes on in `load::Workload::request` — and supervision
-//! latency (SSE) — a subscriber would go beside the mocks, with its own histogram per phase.
+//! Not measured yet, because it has not landed: supervision latency (SSE) — a subscriber would
+//! go beside the mocks, with its own histogram per phase.
 //!
 //! Each server has its own tokio runtime with named threads (`hub-rt`, `relay-rt`, `mock-rt`,
 //! `load-rt`), so CPU time can be told apart per thread group; they all share the machine.
 
 #[path = "tongban_bench/hubrun.rs"]
 mod hubrun;
+#[path = "tongban_bench/identity.rs"]
+mod identity;
 #[path = "tongban_bench/load.rs"]
 mod load;
 #[path = "tongban_bench/mock.rs"]
@@ -36,7 +41,8 @@ mod relay;
 mod report;
 
 use clap::{Parser, ValueEnum};
-use load::{Kind, Mix, Target, Workload};
+use identity::UserAlg;
+use load::{Kind, Mix, System, Target, Workload};
 use mock::{EventsBack, Mock};
 use procstat::CpuReading;
 use report::{Phase, PhaseKind, TargetResult};
@@ -46,8 +52,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The unified platform's demo token (hub.toml holds its SHA-256).
-const PLATFORM_TOKEN: &str = "demo-platform-token";
+/// User tokens signed per applicant before the load, used in turn.
+const TOKENS_PER_APPLICANT: usize = 16;
 
 /// Benchmark the hub end to end against a bare relay, in one run, on loopback.
 #[derive(Parser, Debug)]
@@ -91,6 +97,9 @@ struct Args {
     /// Send an Idempotency-Key (the application id) with every request.
     #[arg(long)]
     idempotency_key: bool,
+    /// The algorithm the users' tokens are signed with.
+    #[arg(long, value_enum, default_value_t = UserAlg::Rs256)]
+    user_token_alg: UserAlg,
     /// Seconds of closed-loop warm-up per target [2; quick: 0.3].
     #[arg(long)]
     warmup_secs: Option<f64>,
@@ -463,6 +472,47 @@ impl Bench<'_> {
     }
 }
 
+/// Whether every delivery the mocks were sent carried an assertion, and whether the one each
+/// mock kept verifies against the hub's published keys; a line for the report, or what failed.
+async fn check_assertions(
+    hub_base: &str,
+    signing_issuer: &str,
+    soap: &Mock,
+    rest: &Mock,
+) -> Result<String, String> {
+    let mut verified = Vec::new();
+    for (system, mock) in [(hubrun::SOAP_SYSTEM, soap), (hubrun::REST_SYSTEM, rest)] {
+        let missing = mock
+            .seen
+            .without_assertion
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if missing > 0 {
+            return Err(format!(
+                "{missing} deliveries to {system} came without an identity assertion"
+            ));
+        }
+        if let Some((assertion, application_id)) = mock.seen.sample() {
+            let alg = identity::check_assertion(
+                hub_base,
+                signing_issuer,
+                system,
+                &assertion,
+                &application_id,
+            )
+            .await
+            .map_err(|e| format!("{system}: {e}"))?;
+            verified.push(format!("{system} ({alg})"));
+        }
+    }
+    if verified.is_empty() {
+        return Err("no delivery reached a mock, so no assertion could be checked".into());
+    }
+    Ok(format!(
+        "assertions: every delivery carried one; the first each mock got verifies against /.well-known/jwks.json (signature, issuer, audience, application): {}",
+        verified.join(", ")
+    ))
+}
+
 fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -490,10 +540,27 @@ fn machine() -> String {
 
 async fn run(s: &Settings, rt: &Runtimes) -> Result<(), String> {
     let rss_start_kib = procstat::rss_kib();
+    // The platform's key, and the SOAP system's for the case steps it posts back; recorded in
+    // the hub's store when it starts.
+    let platform_key = tongban::auth::issue_key(
+        tongban::auth::Role::Platform,
+        None,
+        "tongban-bench platform",
+        "tongban-bench",
+        None,
+    );
+    let soap_key = tongban::auth::issue_key(
+        tongban::auth::Role::System,
+        Some(hubrun::SOAP_SYSTEM),
+        "tongban-bench case steps",
+        "tongban-bench",
+        None,
+    );
     let events = if s.args.case_events > 0 && s.args.targets != Targets::Relay {
         Some(Arc::new(EventsBack::load(
             &s.config_dir,
             usize::from(s.args.case_events),
+            &soap_key.secret,
         )?))
     } else {
         None
@@ -510,12 +577,57 @@ async fn run(s: &Settings, rt: &Runtimes) -> Result<(), String> {
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("cannot start the mocks: {e}"))?
     };
+    // The hub's configuration, made before either target runs: the users' tokens need its
+    // issuer, audience and claim names, and the relay gets the same tokens.
+    let issuer = identity::Issuer::generate()?;
+    let copy = hubrun::config_copy(
+        &s.config_dir,
+        &hubrun::Rewrite {
+            soap_base: soap.base(),
+            rest_base: rest.base(),
+            keep_rate_limits: s.args.keep_rate_limits,
+            lane_concurrency: s.args.lane_concurrency,
+            store_connections: s.args.store_connections,
+            issuer_jwks: issuer.jwks_json(),
+        },
+    )?;
+    let hub_config = tongban::config::Config::load(&copy.0)
+        .map_err(|e| format!("the copied configuration: {e}"))?;
+    let identity_config = &hub_config.hub.identity;
     let workload = Arc::new(Workload::load(
         &s.config_dir,
         s.args.workload,
-        PLATFORM_TOKEN,
+        &platform_key.secret,
         s.args.idempotency_key,
+        |applicant, system| {
+            let subject = match system {
+                System::Soap => "bench-user-soap",
+                System::Rest => "bench-user-rest",
+            };
+            identity::user_tokens(
+                &issuer,
+                identity_config,
+                s.args.user_token_alg,
+                applicant,
+                subject,
+                TOKENS_PER_APPLICANT,
+            )
+        },
     )?);
+    let (max_calls, budget) = if s.args.quick {
+        (200, Duration::from_millis(200))
+    } else {
+        (2_000, Duration::from_secs(1))
+    };
+    eprintln!("[identity] timing token verification and assertion signing in-process");
+    let costs = identity::measure(
+        identity_config,
+        &issuer,
+        workload.applicant(System::Soap),
+        max_calls,
+        budget,
+    )
+    .await?;
 
     let build = if cfg!(debug_assertions) {
         "debug build (numbers are not representative: use --release)"
@@ -525,7 +637,7 @@ async fn run(s: &Settings, rt: &Runtimes) -> Result<(), String> {
     let mut header = vec![
         format!("tongban-bench: {build}; {}", machine()),
         format!(
-            "workload: POST of a {} application (Bearer platform token, a new id each), {}; {}",
+            "workload: POST of a {} application (platform API key, user token, a new id each), {}; {}",
             match s.args.workload {
                 Mix::Soap => format!("{} B 食品经营许可", workload.soap_bytes),
                 Mix::Rest => format!("{} B 社会保障卡申领", workload.rest_bytes),
@@ -541,12 +653,21 @@ async fn run(s: &Settings, rt: &Runtimes) -> Result<(), String> {
             },
             match (&events, s.args.workload) {
                 (Some(e), Mix::Soap | Mix::Mixed) => {
-                    format!("{} case step(s) posted back per SOAP application", e.steps())
+                    format!(
+                        "{} case step(s) posted back per SOAP application",
+                        e.steps()
+                    )
                 }
                 _ => "no case steps posted back".to_string(),
             }
         ),
-        "not in the workload yet (not landed): user-token verification, assertion signing, supervision (SSE) latency".to_string(),
+        format!(
+            "identity in the workload: the platform's API key (SHA-256, cached lookup) and a {} B {} user token per request ({TOKENS_PER_APPLICANT} per applicant, used in turn; the hub verifies each in full); every delivery carries an assertion the hub signs, and the mocks refuse one without",
+            workload.token_bytes(),
+            s.args.user_token_alg.name(),
+        ),
+        costs.line(),
+        "not in the workload yet (not landed): supervision (SSE) latency".to_string(),
     ];
 
     let mut bench = Bench {
@@ -571,7 +692,7 @@ async fn run(s: &Settings, rt: &Runtimes) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())??;
         header.push(format!(
-            "relay: axum on {} → reqwest → the same mocks; no validation, mapping or persistence",
+            "relay: axum on {} → reqwest → the same mocks; no authentication, validation, mapping or persistence (it passes the user token on, unchecked, as the mocks' assertion)",
             relay.base()
         ));
         let target = Arc::new(Target::new(Kind::Relay, relay.base(), s.request_timeout)?);
@@ -580,21 +701,15 @@ async fn run(s: &Settings, rt: &Runtimes) -> Result<(), String> {
     }
 
     if s.args.targets != Targets::Relay {
-        let copy = hubrun::config_copy(
-            &s.config_dir,
-            &hubrun::Rewrite {
-                soap_base: soap.base(),
-                rest_base: rest.base(),
-                keep_rate_limits: s.args.keep_rate_limits,
-                lane_concurrency: s.args.lane_concurrency,
-                store_connections: s.args.store_connections,
-            },
-        )?;
+        for mock in [&soap, &rest] {
+            mock.seen.forget_assertions();
+        }
         let dir = copy.0.clone();
         let store = s.args.store.clone();
+        let keys = vec![platform_key.record.clone(), soap_key.record.clone()];
         let hub = rt
             .hub
-            .spawn(async move { hubrun::start(&dir, store.as_deref()).await })
+            .spawn(async move { hubrun::start(&dir, store.as_deref(), &keys).await })
             .await
             .map_err(|e| e.to_string())??;
         let store_text = if s.args.store.is_none() {
@@ -628,6 +743,13 @@ async fn run(s: &Settings, rt: &Runtimes) -> Result<(), String> {
             Ok(target) => results.push(bench.run_target(Arc::new(target), store_text).await),
             Err(e) => failure = Some(e),
         }
+        match check_assertions(&hub.base, &hub_config.hub.signing.issuer, &soap, &rest).await {
+            Ok(line) => header.push(line),
+            Err(e) => {
+                header.push(format!("assertions: {e}"));
+                failure.get_or_insert(e);
+            }
+        }
         if let Err(e) = hub.stop(Duration::from_secs(15)).await {
             failure.get_or_insert(e);
         }
@@ -644,8 +766,8 @@ async fn run(s: &Settings, rt: &Runtimes) -> Result<(), String> {
         {
             header.push(format!("case steps: first failure: {why}"));
         }
-        drop(copy);
     }
+    drop(copy);
 
     soap.stop(Duration::from_secs(3)).await;
     rest.stop(Duration::from_secs(3)).await;
@@ -665,8 +787,10 @@ async fn run(s: &Settings, rt: &Runtimes) -> Result<(), String> {
         s.drain.as_secs_f64()
     ));
     print!("{}", report::render(&header, &results, rss_start_kib));
+    println!("{}", costs.result_line());
     if let Some(path) = &s.args.json {
-        let json = report::to_json(&header, &results, rss_start_kib);
+        let mut json = report::to_json(&header, &results, rss_start_kib);
+        json["identity"] = costs.to_json();
         std::fs::write(
             path,
             serde_json::to_string_pretty(&json).unwrap_or_default() + "\n",

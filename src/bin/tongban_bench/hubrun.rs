@@ -1,18 +1,23 @@
 //! The hub under test: a temporary copy of the repository's configuration with its HTTP
-//! adapters pointed at the mocks, and the real hub (`tongban::hub`: store, catalog seed, API,
-//! lanes, pollers) serving it on 127.0.0.1 in this process.
+//! adapters pointed at the mocks and its identity issuer replaced by the bench's, and the real
+//! hub (`tongban::hub`: store, catalog seed, API keys, signing key, API, lanes, pollers)
+//! serving it on 127.0.0.1 in this process.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tongban::auth::keys::{self, KeyAlg};
 use tongban::config::Config;
 use tongban::hub;
+use tongban::store::NewApiKey;
 
 /// The systems the workload sends to; every other adapter is left out of the copy (the AMQP
 /// one needs a broker, and none would get an application).
 pub const SOAP_SYSTEM: &str = "sy-scjg-food";
 pub const REST_SYSTEM: &str = "ln-rst-card";
+/// The bench issuer's JWK Set in the copy, which its `[identity]` names instead of the demo's.
+const ISSUER_JWKS: &str = "bench-issuer-jwks.json";
 /// Where the repository's adapters point (replaced by the mocks' addresses).
 const SOAP_EXAMPLE_BASE: &str = "http://127.0.0.1:9101";
 const REST_EXAMPLE_BASE: &str = "http://127.0.0.1:9201";
@@ -27,6 +32,8 @@ pub struct Rewrite {
     pub lane_concurrency: Option<u32>,
     /// The store's connection pool size, instead of hub.toml's.
     pub store_connections: Option<u32>,
+    /// The JWK Set of the identity issuer whose user tokens the load sends.
+    pub issuer_jwks: String,
 }
 
 /// A temporary directory, removed when dropped.
@@ -63,8 +70,11 @@ pub fn config_copy(repo: &Path, rewrite: &Rewrite) -> Result<TempDir, String> {
         copy(&repo.join(folder), &dir.0.join(folder))?;
     }
     std::fs::create_dir_all(dir.0.join("adapters")).map_err(|e| e.to_string())?;
+    std::fs::write(dir.0.join(ISSUER_JWKS), &rewrite.issuer_jwks)
+        .map_err(|e| format!("cannot write {ISSUER_JWKS}: {e}"))?;
     edit(&dir.0.join("hub.toml"), |t| {
-        let t = set_key(t, "shutdown_grace_seconds", "2")?;
+        let t = trust_issuer(t, ISSUER_JWKS)?;
+        let t = set_key(&t, "shutdown_grace_seconds", "2")?;
         match rewrite.store_connections {
             Some(n) => set_key(&t, "max_connections", &n.to_string()),
             None => Ok(t),
@@ -136,6 +146,48 @@ fn set_key(text: &str, key: &str, value: &str) -> Result<String, String> {
     }
 }
 
+/// Keys of `[identity]` that say where the issuer's keys come from and how they sign.
+const ISSUER_KEYS: [&str; 4] = [
+    "jwks_file",
+    "jwks_url",
+    "jwks_refresh_seconds",
+    "algorithms",
+];
+
+/// `text` (a hub.toml) with its `[identity]` trusting the keys in `jwks_file`, signed with any of
+/// the bench issuer's algorithms; issuer, audiences and claim names stay as configured.
+fn trust_issuer(text: &str, jwks_file: &str) -> Result<String, String> {
+    let mut in_identity = false;
+    let mut found = false;
+    let mut lines = Vec::new();
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('[') {
+            in_identity = trimmed.starts_with("[identity]");
+            lines.push(line.to_string());
+            if in_identity {
+                found = true;
+                lines.push(format!("jwks_file = \"{jwks_file}\""));
+                lines.push("algorithms = [\"RS256\", \"ES256\", \"EdDSA\"]".to_string());
+            }
+            continue;
+        }
+        let replaced = ISSUER_KEYS.iter().any(|key| {
+            trimmed
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        });
+        if !(in_identity && replaced) {
+            lines.push(line.to_string());
+        }
+    }
+    if found {
+        Ok(lines.join("\n") + "\n")
+    } else {
+        Err("hub.toml has no [identity] table to point at the bench's issuer".into())
+    }
+}
+
 /// The hub serving in this process.
 pub struct RunningHub {
     pub base: String,
@@ -146,9 +198,15 @@ pub struct RunningHub {
 }
 
 /// Loads the configuration in `dir`, opens (and migrates) the store (`store` instead of
-/// hub.toml's when given), seeds the catalog and serves on 127.0.0.1 on a free port. Call on
+/// hub.toml's when given), records `api_keys` in it, seeds the catalog, makes the hub a signing
+/// key when its key directory has none (whatever `signing.generate_if_missing` says, so a
+/// `--config` made for production runs too) and serves on 127.0.0.1 on a free port. Call on
 /// the hub's runtime: everything the hub spawns runs there.
-pub async fn start(dir: &Path, store: Option<&str>) -> Result<RunningHub, String> {
+pub async fn start(
+    dir: &Path,
+    store: Option<&str>,
+    api_keys: &[NewApiKey],
+) -> Result<RunningHub, String> {
     let mut config = Config::load(dir).map_err(|e| format!("the copied configuration: {e}"))?;
     if let Some(url) = store {
         config.hub.store.url = url.to_string();
@@ -157,9 +215,20 @@ pub async fn start(dir: &Path, store: Option<&str>) -> Result<RunningHub, String
     let opened = hub::open_store(&config)
         .await
         .map_err(|e| format!("cannot open the store {store_url}: {}", chain(&e)))?;
+    for key in api_keys {
+        opened
+            .insert_api_key(key)
+            .await
+            .map_err(|e| format!("cannot record the bench's API keys: {}", chain(&e)))?;
+    }
     hub::seed_catalog(&opened, &config)
         .await
         .map_err(|e| format!("cannot seed the catalog: {}", chain(&e)))?;
+    let keys_dir = hub::keys_dir(&config);
+    if !keys::has_active(&keys_dir).map_err(|e| chain(&e))? {
+        keys::generate(&keys_dir, KeyAlg::EdDSA)
+            .map_err(|e| format!("cannot make the hub's signing key: {}", chain(&e)))?;
+    }
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| format!("the hub cannot listen: {e}"))?;
@@ -215,6 +284,17 @@ pub fn chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trust_issuer_rewrites_only_the_identity_table() {
+        let t = "[identity]\nissuer = \"x\"\njwks_url = \"https://x/jwks\"\njwks_refresh_seconds = 60\n\n[identity.claims]\nalgorithms = \"kept\"\n[signing]\nissuer = \"tongban\"\n";
+        let out = trust_issuer(t, "k.json").unwrap();
+        assert_eq!(
+            out,
+            "[identity]\njwks_file = \"k.json\"\nalgorithms = [\"RS256\", \"ES256\", \"EdDSA\"]\nissuer = \"x\"\n\n[identity.claims]\nalgorithms = \"kept\"\n[signing]\nissuer = \"tongban\"\n"
+        );
+        assert!(trust_issuer("[server]\n", "k.json").is_err());
+    }
 
     #[test]
     fn set_key_replaces_the_line() {

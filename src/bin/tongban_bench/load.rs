@@ -91,6 +91,8 @@ impl Target {
 struct Template {
     before: String,
     after: String,
+    /// The body's `applicant`, whom the user tokens must identify.
+    applicant: Value,
 }
 
 const ID_MARK: &str = "__TONGBAN_BENCH_ID__";
@@ -104,6 +106,7 @@ impl Template {
         let Value::Object(fields) = value else {
             return Err(format!("{} is not a JSON object", path.display()));
         };
+        let applicant = fields.get("applicant").cloned().unwrap_or(Value::Null);
         // The id first, then the rest as in the file; pretty-printed as the example file is,
         // so the body on the wire is the ~2 KB of the example.
         let mut with_id = serde_json::Map::new();
@@ -121,6 +124,7 @@ impl Template {
         Ok(Template {
             before: before.to_string(),
             after: after.to_string(),
+            applicant,
         })
     }
 
@@ -133,15 +137,19 @@ impl Template {
     }
 }
 
-/// The workload: `POST` of an application with the platform's bearer token and a new id each
-/// time, to the hub (`/api/v1/applications`) or to the relay (`/relay/soap`, `/relay/rest`).
-///
-/// When identity lands, the user token goes on the request here ([`Workload::request`]).
+/// The workload: `POST` of an application with the platform's API key, the applicant's user
+/// token and a new id each time, to the hub (`/api/v1/applications`) or to the relay
+/// (`/relay/soap`, `/relay/rest`, which ignores both headers: the bytes on the wire are the
+/// same for both targets).
 pub struct Workload {
     soap: Template,
     rest: Template,
     pub mix: Mix,
-    token: String,
+    /// `Bearer <the platform's API key>`.
+    authorization: String,
+    /// Tokens of each template's applicant, used in turn.
+    soap_tokens: Vec<String>,
+    rest_tokens: Vec<String>,
     idempotency_key: bool,
     /// Makes ids unique across runs (a PostgreSQL store keeps earlier runs' applications).
     tag: String,
@@ -150,11 +158,14 @@ pub struct Workload {
 }
 
 impl Workload {
+    /// The example applications of `config_dir`, with the platform's key and tokens that
+    /// `tokens_for` signs for each template's applicant.
     pub fn load(
         config_dir: &Path,
         mix: Mix,
-        token: &str,
+        platform_key: &str,
         idempotency_key: bool,
+        tokens_for: impl Fn(&Value, System) -> Result<Vec<String>, String>,
     ) -> Result<Workload, String> {
         let soap = Template::read(&config_dir.join("examples/messages/application.json"))?;
         let rest = Template::read(
@@ -169,16 +180,36 @@ impl Workload {
         );
         let soap_bytes = soap.with_id(&format!("TB-B{tag}-x00000000")).len();
         let rest_bytes = rest.with_id(&format!("TB-B{tag}-x00000000")).len();
+        let soap_tokens = tokens_for(&soap.applicant, System::Soap)?;
+        let rest_tokens = tokens_for(&rest.applicant, System::Rest)?;
+        if soap_tokens.is_empty() || rest_tokens.is_empty() {
+            return Err("no user tokens for the workload".into());
+        }
         Ok(Workload {
             soap,
             rest,
             mix,
-            token: token.to_string(),
+            authorization: format!("Bearer {platform_key}"),
+            soap_tokens,
+            rest_tokens,
             idempotency_key,
             tag,
             soap_bytes,
             rest_bytes,
         })
+    }
+
+    /// The bytes of a user token as sent.
+    pub fn token_bytes(&self) -> usize {
+        self.soap_tokens[0].len()
+    }
+
+    /// The applicant of the application sent to `system`.
+    pub fn applicant(&self, system: System) -> &Value {
+        match system {
+            System::Soap => &self.soap.applicant,
+            System::Rest => &self.rest.applicant,
+        }
     }
 
     fn system(&self, n: u64) -> System {
@@ -194,9 +225,9 @@ impl Workload {
     fn request(&self, target: &Target, phase: &str, n: u64) -> (String, reqwest::RequestBuilder) {
         let id = format!("TB-B{}-{phase}{n:08}", self.tag);
         let system = self.system(n);
-        let body = match system {
-            System::Soap => self.soap.with_id(&id),
-            System::Rest => self.rest.with_id(&id),
+        let (body, tokens) = match system {
+            System::Soap => (self.soap.with_id(&id), &self.soap_tokens),
+            System::Rest => (self.rest.with_id(&id), &self.rest_tokens),
         };
         let url = match (target.kind, system) {
             (Kind::Hub, _) => format!("{}/api/v1/applications", target.base),
@@ -207,7 +238,11 @@ impl Workload {
             .client
             .post(url)
             .header(CONTENT_TYPE, "application/json")
-            .header(AUTHORIZATION, format!("Bearer {}", self.token))
+            .header(AUTHORIZATION, &self.authorization)
+            .header(
+                "tongban-user-token",
+                &tokens[(n % tokens.len() as u64) as usize],
+            )
             .body(body);
         if self.idempotency_key {
             request = request.header("idempotency-key", &id);

@@ -4,9 +4,16 @@
 //! `Idempotency-Key` the hub sends), so delivery latency can be measured. GETs (the hub's
 //! pollers asking for events) get an empty list.
 //!
+//! Like a department that accepts the unified login, each requires the identity assertion the
+//! hub signs (`Tongban-Assertion`): a delivery without one is refused with 401 and not counted.
+//! Verifying every signature would put a department's CPU into the hub's figures, so only one
+//! assertion per mock is kept, and the harness verifies it against the hub's published keys
+//! after the load (`identity::check_assertion`).
+//!
 //! The SOAP system can also report case steps back to the hub's webhook, as the real system
 //! does: after receiving an application it posts up to four steps (受理, 审查, 决定, 办结), in
-//! order, in its own XML. That is the "case events coming back" part of the workload.
+//! order, in its own XML, with its system API key. That is the "case events coming back" part
+//! of the workload.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -37,6 +44,8 @@ const EVENT_CONCURRENCY: usize = 64;
 pub struct EventsBack {
     /// The hub's base URL; set once the hub listens. No events are posted before.
     pub hub: OnceLock<String>,
+    /// `Bearer <the SOAP system's API key>`: the hub takes events for a system from it only.
+    authorization: String,
     /// The step documents, with `{EVENT_ID}` and `{APPLICATION_ID}` to fill in.
     templates: Vec<String>,
     client: reqwest::Client,
@@ -53,8 +62,9 @@ pub struct EventsBack {
 }
 
 impl EventsBack {
-    /// The first `steps` case steps (0 to 4) from the repository's mapping tests.
-    pub fn load(config_dir: &Path, steps: usize) -> Result<EventsBack, String> {
+    /// The first `steps` case steps (0 to 4) from the repository's mapping tests, to be posted
+    /// with the system's API key `system_key`.
+    pub fn load(config_dir: &Path, steps: usize, system_key: &str) -> Result<EventsBack, String> {
         let mut templates = Vec::new();
         for name in EVENT_FILES.iter().take(steps) {
             let path = config_dir
@@ -71,6 +81,7 @@ impl EventsBack {
         }
         Ok(EventsBack {
             hub: OnceLock::new(),
+            authorization: format!("Bearer {system_key}"),
             templates,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
@@ -132,6 +143,7 @@ impl EventsBack {
                     .client
                     .post(&url)
                     .header(header::CONTENT_TYPE, "application/xml; charset=utf-8")
+                    .header(header::AUTHORIZATION, &me.authorization)
                     .body(body)
                     .send()
                     .await;
@@ -174,11 +186,18 @@ fn between<'a>(text: &'a str, open: &str, close: &str) -> Option<&'a str> {
     Some(&text[start..end])
 }
 
+/// The header carrying the hub's identity assertion.
+const ASSERTION_HEADER: &str = "tongban-assertion";
+
 /// What one mock has seen.
 pub struct Seen {
     soap: bool,
-    /// Every POST, duplicates included.
+    /// Every POST taken, duplicates included.
     pub posts: AtomicU64,
+    /// POSTs refused because they carried no identity assertion.
+    pub without_assertion: AtomicU64,
+    /// The first assertion taken, and the application id (`Idempotency-Key`) it came with.
+    sample: Mutex<Option<(String, String)>>,
     /// When each application id (its `Idempotency-Key`) was first received.
     received: Mutex<HashMap<String, Instant>>,
     events: Option<Arc<EventsBack>>,
@@ -191,6 +210,19 @@ impl Seen {
             .lock()
             .map(|mut m| std::mem::take(&mut *m))
             .unwrap_or_default()
+    }
+
+    /// The first assertion taken and the application id it came with, if any came.
+    pub fn sample(&self) -> Option<(String, String)> {
+        self.sample.lock().ok().and_then(|s| s.clone())
+    }
+
+    /// Forgets the assertions seen so far (the relay's stand-ins), before the hub's run.
+    pub fn forget_assertions(&self) {
+        self.without_assertion.store(0, Ordering::Relaxed);
+        if let Ok(mut sample) = self.sample.lock() {
+            *sample = None;
+        }
     }
 }
 
@@ -210,6 +242,8 @@ impl Mock {
         let seen = Arc::new(Seen {
             soap,
             posts: AtomicU64::new(0),
+            without_assertion: AtomicU64::new(0),
+            sample: Mutex::new(None),
             received: Mutex::new(HashMap::new()),
             events,
         });
@@ -260,8 +294,22 @@ async fn answer(
         return ([(header::CONTENT_TYPE, "application/json")], "[]").into_response();
     }
     let now = Instant::now();
+    let Some(assertion) = headers
+        .get(ASSERTION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|a| !a.is_empty())
+    else {
+        seen.without_assertion.fetch_add(1, Ordering::Relaxed);
+        return (StatusCode::UNAUTHORIZED, "no identity assertion").into_response();
+    };
     seen.posts.fetch_add(1, Ordering::Relaxed);
-    if let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
+    if let (Some(key), Ok(mut sample)) = (key, seen.sample.lock())
+        && sample.is_none()
+    {
+        *sample = Some((assertion.to_string(), key.to_string()));
+    }
+    if let Some(key) = key {
         let first = seen
             .received
             .lock()

@@ -6,6 +6,7 @@ use super::guard::AuditNote;
 use super::input::{JsonBody, QueryParams, RawBody};
 use super::problem::{ApiError, ProblemEntry};
 use super::{Access, AppState, Caller, Route};
+use crate::audit::AuditEntry;
 use crate::auth::assertion::Identity;
 use crate::auth::tokens::UserIdentity;
 use crate::auth::{Role, USER_TOKEN_HEADER, sha256_hex};
@@ -121,6 +122,7 @@ fn new_application_id() -> String {
 
 async fn submit(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     JsonBody(mut body): JsonBody,
 ) -> Result<Response, ApiError> {
@@ -236,19 +238,39 @@ async fn submit(
         .pointer("/item/version")
         .and_then(Value::as_i64)
         .unwrap_or(0);
+    let detail = |what: &str| {
+        format!(
+            "{what} for {}, item {item_code}, applicant {}, subject sha256:{}",
+            adapter.id,
+            mask_id(&user.id_number),
+            // A subject may embed an identifier; its digest still links one user's records.
+            &sha256_hex(user.subject.as_bytes())[..16]
+        )
+    };
+    // Recorded in the application's own transaction: one commit, and never one without the other.
+    let audit = AuditEntry {
+        actor: caller.actor.clone(),
+        action: "POST /api/v1/applications".into(),
+        target: format!("/api/v1/applications/{id}"),
+        outcome: "ok 202".into(),
+        detail: detail("accepted"),
+    };
     let accepted = state
         .store
-        .accept_application(&NewApplication {
-            id: &id,
-            item_code: &item_code,
-            item_version,
-            system_id: &adapter.id,
-            body: &stored,
-            identity: Some(identity),
-            idempotency: idempotency_key
-                .as_deref()
-                .map(|k| (k, request_hash.as_str())),
-        })
+        .accept_application_audited(
+            &NewApplication {
+                id: &id,
+                item_code: &item_code,
+                item_version,
+                system_id: &adapter.id,
+                body: &stored,
+                identity: Some(identity),
+                idempotency: idempotency_key
+                    .as_deref()
+                    .map(|k| (k, request_hash.as_str())),
+            },
+            Some(&audit),
+        )
         .await?;
     let (application_id, system_id, accepted_at, replayed) = match accepted {
         Accepted::New { accepted_at } => {
@@ -294,21 +316,14 @@ async fn submit(
     if let Ok(v) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, v);
     }
-    response.extensions_mut().insert(
-        AuditNote::new(format!(
-            "{} for {system_id}, item {item_code}, applicant {}, subject sha256:{}",
-            if replayed {
-                "answered again (Idempotency-Key)"
-            } else {
-                "accepted"
-            },
-            mask_id(&user.id_number),
-            // A subject may embed an identifier; its digest still links the records of one user.
-            &sha256_hex(user.subject.as_bytes())[..16]
-        ))
-        .on(location.clone())
-        .discloses(),
-    );
+    let note = if replayed {
+        AuditNote::new(detail("answered again (Idempotency-Key)"))
+    } else {
+        AuditNote::new(audit.detail).recorded()
+    };
+    response
+        .extensions_mut()
+        .insert(note.on(location.clone()).discloses());
     Ok(response)
 }
 

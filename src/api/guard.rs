@@ -24,6 +24,8 @@ pub struct AuditNote {
     pub detail: String,
     /// The response disclosed personal data (masked or not): audited even for a GET.
     pub discloses_personal_data: bool,
+    /// The handler already appended the record, in the transaction of the change itself.
+    pub recorded: bool,
 }
 
 impl AuditNote {
@@ -32,7 +34,13 @@ impl AuditNote {
             target: None,
             detail: detail.into(),
             discloses_personal_data: false,
+            recorded: false,
         }
+    }
+
+    pub fn recorded(mut self) -> AuditNote {
+        self.recorded = true;
+        self
     }
 
     pub fn discloses(mut self) -> AuditNote {
@@ -112,6 +120,9 @@ pub async fn guard(State(g): State<Guard>, mut req: Request, next: Next) -> Resp
     req.extensions_mut().insert(principal);
     let response = next.run(req).await;
     let note = response.extensions().get::<AuditNote>().cloned();
+    if note.as_ref().is_some_and(|n| n.recorded) {
+        return response;
+    }
     if audited || note.as_ref().is_some_and(|n| n.discloses_personal_data) {
         let note = note.unwrap_or_default();
         let target = note.target.as_deref().unwrap_or(&target);

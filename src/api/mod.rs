@@ -83,7 +83,7 @@ pub const ANYONE: Access = Access::Roles(&Role::ALL);
 /// Who may call a route at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// Anyone: probes, metrics, the OpenAPI description, the hub's public keys.
+    /// Anyone: probes, metrics, the hub's public keys.
     Public,
     /// Callers holding one of these roles.
     Roles(&'static [Role]),

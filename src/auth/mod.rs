@@ -232,10 +232,11 @@ impl Authenticator {
         authorization: Option<&str>,
     ) -> Result<Principal, AuthenticateError> {
         let value = authorization.ok_or(Unauthenticated::Missing)?;
+        // The scheme name is case-insensitive (RFC 7235).
         let credential = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .map(str::trim)
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, c)| c.trim())
             .filter(|c| !c.is_empty())
             .ok_or(Unauthenticated::Malformed)?;
         if let Some(rest) = credential.strip_prefix("tbk_") {

@@ -140,6 +140,17 @@ impl Store {
         &self,
         app: &NewApplication<'_>,
     ) -> Result<Accepted, StoreError> {
+        self.accept_application_audited(app, None).await
+    }
+
+    /// [`accept_application`](Store::accept_application), appending `audit` to the audit log in
+    /// the same transaction when the application is new: one commit instead of two, and no
+    /// accepted application without its record.
+    pub async fn accept_application_audited(
+        &self,
+        app: &NewApplication<'_>,
+        audit: Option<&crate::audit::AuditEntry>,
+    ) -> Result<Accepted, StoreError> {
         let mut tx = self.pool.begin().await?;
         let now = clock::now_millis();
         if let Some((key, hash)) = app.idempotency {
@@ -203,6 +214,9 @@ impl Store {
         .bind(app.identity.as_deref())
         .execute(&mut *tx)
         .await?;
+        if let Some(entry) = audit {
+            super::audit::append_audit_in_tx(&mut tx, entry).await?;
+        }
         tx.commit().await?;
         Ok(Accepted::New { accepted_at: now })
     }

@@ -166,9 +166,9 @@ pub async fn bind(config: &Config) -> Result<TcpListener, HubError> {
         })
 }
 
-/// Serves the API on `listener` and runs the outbox workers, the inbound pollers and the AMQP
-/// inbound consumers until `shutdown` completes, then gives in-flight requests and deliveries
-/// the configured grace period to finish.
+/// Serves the API on `listener` and runs the outbox workers, the inbound pollers, the AMQP
+/// inbound consumers and the supervision engine until `shutdown` completes, then gives in-flight
+/// requests and deliveries the configured grace period to finish.
 pub async fn serve(
     config: &Config,
     store: Store,
@@ -196,6 +196,22 @@ pub async fn serve(
         config.clone(),
         store.clone(),
         workers_stopped,
+    ));
+
+    let supervision = tokio::spawn(
+        crate::supervision::engine::Engine::new(
+            store.clone(),
+            config.hub.supervision.calendar.clone(),
+            config.hub.supervision.thresholds.clone(),
+        )
+        .run(stop_workers.subscribe()),
+    );
+    // With an AMQP bus, every feed entry also goes to the `tongban.supervision` topic exchange,
+    // from the store after commit, so a broker outage delays the feed and loses nothing.
+    let publisher = tokio::spawn(crate::supervision::publish::run_publisher(
+        config.clone(),
+        store.clone(),
+        stop_workers.subscribe(),
     ));
 
     let mut state = AppState::new(config.clone(), store.clone(), signer.clone());
@@ -232,6 +248,16 @@ pub async fn serve(
     if tokio::time::timeout(grace, consumers).await.is_err() {
         tracing::warn!(
             "a queue consumer was still stopping at exit; its unacknowledged messages go back to the queue"
+        );
+    }
+    if tokio::time::timeout(grace, supervision).await.is_err() {
+        tracing::warn!(
+            "the supervision engine was still writing at exit; it resumes from its cursor"
+        );
+    }
+    if tokio::time::timeout(grace, publisher).await.is_err() {
+        tracing::warn!(
+            "the supervision publisher was still waiting for the broker at exit; it resumes from its cursor"
         );
     }
     if tokio::time::timeout(grace, workers).await.is_err() {

@@ -187,6 +187,10 @@ impl World {
             // Naming the system makes the scope visible: another system asking for it is refused.
             path = format!("{path}?system={OWN_SYSTEM}");
         }
+        if template == "/api/v1/supervision/stream" {
+            // A stream that ends after the backlog, so that the call returns.
+            path = format!("{path}?follow=false");
+        }
         if template.starts_with("/api/v1/dead-letters/") {
             path = path.replace("{id}", &format!("{}~1", self.application_id));
         }

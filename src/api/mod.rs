@@ -21,6 +21,7 @@ mod metrics;
 mod openapi;
 mod ops;
 pub mod problem;
+mod supervision;
 
 pub use guard::AuditNote;
 pub use metrics::Metrics;
@@ -132,6 +133,7 @@ pub fn routes() -> Vec<Route> {
     routes.extend(keys::routes());
     routes.extend(audit::routes());
     routes.extend(openapi::routes());
+    routes.extend(supervision::routes());
     routes
 }
 

@@ -25,6 +25,8 @@ pub struct RawConfig {
     pub seed: Option<SourceFile>,
     /// The identity issuer's JWK Set, when `hub.toml` names a file (`identity.jwks_file`).
     pub jwks: Option<SourceFile>,
+    /// The holiday files `[supervision] calendars` names, in the order given.
+    pub calendars: Vec<SourceFile>,
     pub errors: Vec<ConfigError>,
 }
 
@@ -58,6 +60,24 @@ impl RawConfig {
         });
         if let Some(jwks) = jwks {
             raw.jwks = raw.read_file(&jwks);
+        }
+        let calendars: Vec<PathBuf> = raw
+            .hub
+            .as_ref()
+            .and_then(|hub| {
+                let table: toml::Table = toml::from_str(&hub.text).ok()?;
+                let list = table.get("supervision")?.get("calendars")?.as_array()?;
+                Some(
+                    list.iter()
+                        .filter_map(|v| v.as_str().map(PathBuf::from))
+                        .collect(),
+                )
+            })
+            .unwrap_or_default();
+        for calendar in calendars {
+            if let Some(file) = raw.read_file(&calendar) {
+                raw.calendars.push(file);
+            }
         }
         for (folder, suffix) in [
             ("adapters", ".toml"),

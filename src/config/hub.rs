@@ -1,6 +1,8 @@
 //! `hub.toml`: where the hub listens, which store and bus it uses, and what it seeds.
 
 use super::{ConfigError, SourceFile};
+use crate::supervision::calendar::Calendar;
+use crate::supervision::rules::Thresholds;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,6 +20,19 @@ pub struct HubConfig {
     pub identity: IdentityConfig,
     /// The hub's own signing keys, for identity assertions to departments.
     pub signing: SigningConfig,
+    /// Real-time e-supervision: the working-day calendar and the rules' thresholds.
+    pub supervision: SupervisionConfig,
+}
+
+/// `[supervision]`: optional; without it the calendar is the weekend rule alone and the
+/// thresholds are their defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SupervisionConfig {
+    /// The holiday files, relative to the configuration directory, as listed.
+    pub calendars: Vec<PathBuf>,
+    /// Compiled from those files.
+    pub calendar: Calendar,
+    pub thresholds: Thresholds,
 }
 
 /// The unified identity issuer (`[identity]`).
@@ -118,6 +133,9 @@ struct HubFile {
     identity: Option<IdentityFile>,
     #[serde(default)]
     signing: SigningFile,
+    /// Read as a table: `calendars` is taken out here and the rest is `Thresholds`, which
+    /// checks its own keys.
+    supervision: Option<toml::Table>,
 }
 
 #[derive(Deserialize)]
@@ -249,6 +267,7 @@ struct CatalogFile {
 pub(super) fn compile(
     file: &SourceFile,
     jwks: Option<&SourceFile>,
+    calendars: &[SourceFile],
     errors: &mut Vec<ConfigError>,
 ) -> Option<HubConfig> {
     let parsed: HubFile = match toml::from_str(&file.text) {
@@ -354,6 +373,8 @@ pub(super) fn compile(
         errors.push(file.error_at_key("signing.issuer", "must not be empty"));
     }
 
+    let supervision = compile_supervision(file, parsed.supervision, calendars, errors);
+
     if errors.len() != before {
         return None;
     }
@@ -379,6 +400,78 @@ pub(super) fn compile(
             assertion_ttl_seconds: parsed.signing.assertion_ttl_seconds,
             generate_if_missing: parsed.signing.generate_if_missing,
         },
+        supervision: supervision?,
+    })
+}
+
+/// `[supervision]`: the holiday files (already read, see `RawConfig::read`) compiled into one
+/// calendar, and the thresholds, with every problem reported.
+fn compile_supervision(
+    file: &SourceFile,
+    table: Option<toml::Table>,
+    calendars: &[SourceFile],
+    errors: &mut Vec<ConfigError>,
+) -> Option<SupervisionConfig> {
+    let before = errors.len();
+    let mut table = table.unwrap_or_default();
+    let mut paths = Vec::new();
+    match table.remove("calendars") {
+        None => {}
+        Some(toml::Value::Array(list)) => {
+            for entry in list {
+                match entry {
+                    toml::Value::String(path) => paths.push(PathBuf::from(path)),
+                    _ => errors.push(file.error_at_key(
+                        "supervision.calendars",
+                        "must be a list of holiday file paths",
+                    )),
+                }
+            }
+        }
+        Some(_) => errors.push(file.error_at_key(
+            "supervision.calendars",
+            "must be a list of holiday file paths",
+        )),
+    }
+    // Files that could not be read are reported by `RawConfig::read` already.
+    let files: Vec<(&std::path::Path, &str)> = calendars
+        .iter()
+        .filter(|f| paths.contains(&f.path))
+        .map(|f| (f.path.as_path(), f.text.as_str()))
+        .collect();
+    let calendar = match Calendar::from_files(&files) {
+        Ok(calendar) => Some(calendar),
+        Err(problems) => {
+            errors.extend(problems.into_iter().map(|e| ConfigError {
+                file: e.file,
+                line: e.line,
+                column: e.column,
+                key: e.key,
+                message: e.message,
+            }));
+            None
+        }
+    };
+    let thresholds = match Thresholds::deserialize(toml::Value::Table(table)) {
+        Ok(t) => {
+            for problem in t.check() {
+                let (key, message) = problem.split_once(": ").unwrap_or(("", &problem));
+                errors.push(file.error_at_key(&format!("supervision.{key}"), message));
+            }
+            Some(t)
+        }
+        Err(e) => {
+            errors.push(file.error_at_key("supervision", e.message().trim()));
+            None
+        }
+    };
+    if errors.len() != before {
+        return None;
+    }
+    Some(SupervisionConfig {
+        calendars: paths,
+        calendar: calendar?,
+        thresholds: thresholds?,
     })
 }
 

@@ -16,7 +16,7 @@ pub use adapter::{
 pub use files::{RawConfig, SourceFile};
 pub use hub::{
     BusConfig, CatalogConfig, ClaimNames, HubConfig, IdentityConfig, JwksSource, ServerConfig,
-    SigningConfig, StoreConfig, parse_jwks,
+    SigningConfig, StoreConfig, SupervisionConfig, parse_jwks,
 };
 
 use crate::mapping::{self, Mapping};
@@ -82,7 +82,7 @@ pub fn compile(raw: &RawConfig) -> Result<Config, ConfigErrors> {
     let mut errors = raw.errors.clone();
 
     let hub = match &raw.hub {
-        Some(file) => hub::compile(file, raw.jwks.as_ref(), &mut errors),
+        Some(file) => hub::compile(file, raw.jwks.as_ref(), &raw.calendars, &mut errors),
         None => None,
     };
 

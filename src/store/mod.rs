@@ -11,12 +11,16 @@ mod audit;
 mod catalog;
 mod keys;
 mod routing;
+mod supervision;
 
 pub use audit::AuditQuery;
 pub use keys::{ApiKeyRecord, NewApiKey};
 pub use routing::{
     Accepted, ApplicationRecord, AttemptOutcome, AttemptRecord, ClaimedDelivery, DeliveryRecord,
     EventRecord, NewApplication, NewEvent,
+};
+pub use supervision::{
+    AlertAction, AlertQuery, AlertRecord, AlertWrite, FeedEntry, FeedQuery, NewFeedEntry,
 };
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};

@@ -140,6 +140,7 @@ pub fn config_copy() -> tempfile::TempDir {
         "schemas",
         "examples/province",
         "examples/identity",
+        "examples/calendar",
     ] {
         copy_tree(&root.join(folder), &dir.path().join(folder));
     }

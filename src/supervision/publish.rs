@@ -1,0 +1,299 @@
+//! Publishing the supervision feed to RabbitMQ: when hub.toml's bus is `amqp`, every feed entry
+//! goes to the durable topic exchange `tongban.supervision`, in sequence order, with the entry's
+//! routing key (`event.<system>.<node>`, `alert.<level>.<rule>`), persistent, and with its
+//! sequence number as `message_id`.
+//!
+//! The store is the outbox: entries are read after the cursor `amqp_published`, and the cursor
+//! moves only past entries the broker has confirmed, all earlier ones confirmed too. With the
+//! broker down the publisher waits (backing off) and then catches up from the cursor, so nothing
+//! committed is lost. A confirm lost with a connection means the entry is published again:
+//! delivery is at least once, and consumers drop repeats by `message_id`.
+
+use crate::adapters::amqp::backoff;
+use crate::config::{BusConfig, Config};
+use crate::store::{FeedEntry, FeedQuery, Store, StoreError};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The exchange supervisors' systems bind their queues to.
+pub const EXCHANGE: &str = "tongban.supervision";
+/// The store cursor: the last sequence number the broker confirmed.
+pub const CURSOR: &str = "amqp_published";
+/// Entries published before their confirms are awaited together.
+pub const BATCH: u32 = 100;
+/// How often an idle publisher looks for new entries.
+const IDLE: Duration = Duration::from_millis(250);
+/// The longest wait between attempts while the broker or the store is down: short, so that the
+/// feed catches up soon after the broker is back.
+const MAX_WAIT: Duration = Duration::from_secs(5);
+/// Bounds connecting, and each publish and its confirm.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Broker(String),
+}
+
+/// Publishes feed entries over one connection, opened when needed and dropped on any error.
+pub struct Publisher {
+    url: String,
+    exchange: String,
+    timeout: Duration,
+    link: Option<(Connection, Channel)>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold the broker's password.
+        f.debug_struct("Publisher")
+            .field("exchange", &self.exchange)
+            .field("connected", &self.link.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    /// A publisher to `exchange` on the broker at `url`; nothing is connected until the first
+    /// step with something to publish.
+    pub fn new(url: impl Into<String>, exchange: impl Into<String>) -> Publisher {
+        Publisher {
+            url: url.into(),
+            exchange: exchange.into(),
+            timeout: TIMEOUT,
+            link: None,
+        }
+    }
+
+    /// One step: publishes up to `batch` entries after the cursor, awaits their confirms in
+    /// order, and advances the cursor to the last entry confirmed with all before it. Returns
+    /// how many were confirmed; on a broker failure the link is dropped and the error returned,
+    /// after the cursor has moved past whatever was confirmed before it.
+    pub async fn step(&mut self, store: &Store, batch: u32) -> Result<usize, PublishError> {
+        let cursor = store.cursor(CURSOR).await?;
+        let entries = store
+            .feed_after(&FeedQuery {
+                after: cursor,
+                limit: batch,
+                ..FeedQuery::default()
+            })
+            .await?;
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let channel = self.channel().await?;
+        let (confirmed, failure) = self.publish(&channel, &entries).await;
+        if let Some(seq) = confirmed.checked_sub(1).map(|i| entries[i].seq) {
+            store.set_cursor(CURSOR, seq).await?;
+        }
+        match failure {
+            None => Ok(confirmed),
+            Some(reason) => {
+                self.link = None;
+                Err(PublishError::Broker(reason))
+            }
+        }
+    }
+
+    /// Publishes `entries` and awaits their confirms in order: how many from the start were
+    /// confirmed, and why it stopped, if it did.
+    async fn publish(&self, channel: &Channel, entries: &[FeedEntry]) -> (usize, Option<String>) {
+        let mut pending = Vec::with_capacity(entries.len());
+        let mut failure = None;
+        for entry in entries {
+            let properties = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_message_id(entry.seq.to_string().into())
+                .with_content_type("application/json".into())
+                .with_type(entry.kind.as_str().into())
+                .with_timestamp(u64::try_from(entry.at / 1000).unwrap_or(0));
+            let publish = channel.basic_publish(
+                self.exchange.as_str().into(),
+                entry.routing_key.as_str().into(),
+                BasicPublishOptions::default(),
+                entry.body.as_bytes(),
+                properties,
+            );
+            match tokio::time::timeout(self.timeout, publish).await {
+                Ok(Ok(confirm)) => pending.push(confirm),
+                Ok(Err(e)) => {
+                    failure = Some(format!("publishing to the AMQP broker failed: {e}"));
+                    break;
+                }
+                Err(_) => {
+                    failure = Some("the AMQP broker did not take a message in time".into());
+                    break;
+                }
+            }
+        }
+        let mut confirmed = 0;
+        for confirm in pending {
+            match tokio::time::timeout(self.timeout, confirm).await {
+                // Not published `mandatory`: an exchange nobody has bound a queue to yet is
+                // normal for a broadcast, and the broker's ack is all that counts.
+                Ok(Ok(Confirmation::Ack(_))) => confirmed += 1,
+                Ok(Ok(Confirmation::Nack(_))) => {
+                    return (
+                        confirmed,
+                        Some("the AMQP broker did not accept a message (nack)".into()),
+                    );
+                }
+                Ok(Ok(Confirmation::NotRequested)) => {
+                    return (
+                        confirmed,
+                        Some("the AMQP channel lost publisher confirms".into()),
+                    );
+                }
+                Ok(Err(e)) => {
+                    return (
+                        confirmed,
+                        Some(format!("the AMQP broker's confirm was lost: {e}")),
+                    );
+                }
+                Err(_) => {
+                    return (
+                        confirmed,
+                        Some(format!(
+                            "the AMQP broker did not confirm a message within {} ms",
+                            self.timeout.as_millis()
+                        )),
+                    );
+                }
+            }
+        }
+        (confirmed, failure)
+    }
+
+    /// The channel to publish on, connecting first when there is none or it broke.
+    async fn channel(&mut self) -> Result<Channel, PublishError> {
+        if let Some((connection, channel)) = &self.link {
+            if connection.status().connected() && channel.status().connected() {
+                return Ok(channel.clone());
+            }
+            self.link = None;
+        }
+        let (connection, channel) = tokio::time::timeout(self.timeout, self.connect())
+            .await
+            .map_err(|_| {
+                PublishError::Broker(format!(
+                    "no connection to the AMQP broker within {} ms",
+                    self.timeout.as_millis()
+                ))
+            })?
+            .map_err(PublishError::Broker)?;
+        self.link = Some((connection, channel.clone()));
+        Ok(channel)
+    }
+
+    async fn connect(&self) -> Result<(Connection, Channel), String> {
+        if self
+            .url
+            .get(..6)
+            .is_some_and(|s| s.eq_ignore_ascii_case("amqps:"))
+        {
+            return Err(
+                "amqps:// is not supported by this build (lapin without TLS): use amqp://".into(),
+            );
+        }
+        let properties = ConnectionProperties::default().with_connection_name(
+            concat!("tongban/", env!("CARGO_PKG_VERSION"), " supervision").into(),
+        );
+        let connection = Connection::connect(&self.url, properties)
+            .await
+            .map_err(|e| format!("cannot connect to the AMQP broker: {e}"))?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| format!("cannot open an AMQP channel: {e}"))?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| format!("the AMQP broker refused publisher confirms: {e}"))?;
+        channel
+            .exchange_declare(
+                self.exchange.as_str().into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot declare exchange `{}` as a durable topic exchange: {e}",
+                    self.exchange
+                )
+            })?;
+        Ok((connection, channel))
+    }
+
+    /// Closes the connection, if there is one, so the broker sees a clean goodbye.
+    pub async fn close(&mut self) {
+        if let Some((connection, _)) = self.link.take() {
+            let _ = connection.close(200, "tongban stops".into()).await;
+        }
+    }
+}
+
+/// Publishes the feed to [`EXCHANGE`] while hub.toml's bus is `amqp`, until `shutdown` turns
+/// true; returns at once for the in-process bus.
+pub async fn run_publisher(config: Arc<Config>, store: Store, mut shutdown: watch::Receiver<bool>) {
+    let BusConfig::Amqp { url } = &config.hub.bus else {
+        return;
+    };
+    let mut publisher = Publisher::new(url.clone(), EXCHANGE);
+    let mut failures = 0u32;
+    while !*shutdown.borrow() {
+        let wait = match publisher.step(&store, BATCH).await {
+            Ok(n) => {
+                if failures > 0 {
+                    tracing::info!(exchange = EXCHANGE, "publishing the supervision feed again");
+                }
+                failures = 0;
+                if n as u32 >= BATCH {
+                    // More is waiting: no pause while catching up.
+                    continue;
+                }
+                IDLE
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                // Loud once, then now and then: the broker may be down for a long while.
+                if failures == 1 || failures.is_multiple_of(50) {
+                    tracing::warn!(exchange = EXCHANGE, failures, cause = %e, "cannot publish the supervision feed; it waits in the store");
+                }
+                backoff(failures).min(MAX_WAIT)
+            }
+        };
+        tokio::select! {
+            changed = shutdown.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+    publisher.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_does_not_show_the_url() {
+        let p = Publisher::new("amqp://user:secret@127.0.0.1:1/%2f", EXCHANGE);
+        assert!(!format!("{p:?}").contains("secret"));
+    }
+}

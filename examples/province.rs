@@ -72,7 +72,7 @@ async fn main() -> anyhow::Result<()> {
     let mut scjg_settings = scjg::ScjgSettings::new(config.clone())?;
     scjg_settings.hub_url = Some(hub_url.clone());
     scjg_settings.hub_key = Some(scjg_key);
-    let _scjg = scjg::start(scjg_settings)
+    let scjg = scjg::start(scjg_settings)
         .await
         .context("starting the 市场监管 system")?;
     let mut rst_settings = rst::RstSettings::new(config.clone())?;
@@ -118,33 +118,47 @@ async fn main() -> anyhow::Result<()> {
         hub::serve(&hub_config, store, listener, hub::shutdown_signal()).await
     });
 
-    let submitted = submit_examples(&hub_url, &dir, &platform_key).await;
+    let mut submitted = submit_examples(&hub_url, &dir, &platform_key, &EXAMPLES).await;
+    // 市场监管 now skips 审查 and goes straight to 决定 (its cases still walking do too), and gets
+    // one more application: the supervision rules flag such cases (out of order), and the alerts
+    // show in the feed and below.
+    scjg.control.set_skip_steps(true);
+    submitted.extend(submit_examples(&hub_url, &dir, &platform_key, &SKIPPING).await);
     follow(&hub_url, &submitted, &platform_key).await;
+    show_alerts(&hub_url, &admin_key).await;
     server.await??;
     Ok(())
 }
 
 /// One application per example system, from the repository's examples, without their ids so
 /// the hub assigns fresh ones on every run.
+/// One application per example system.
+const EXAMPLES: [(&str, &str); 3] = [
+    ("市场监管 (SOAP)", "examples/messages/application.json"),
+    (
+        "人社 (REST JSON)",
+        "mappings/tests/rst-card-application/card-online.canonical.json",
+    ),
+    (
+        "公安 (AMQP)",
+        "mappings/tests/ga-hukou-application/idcard-renewal.canonical.json",
+    ),
+];
+
+const SKIPPING: [(&str, &str); 1] = [(
+    "市场监管 (SOAP, 审查 skipped)",
+    "examples/messages/application.json",
+)];
+
 async fn submit_examples(
     hub_url: &str,
     dir: &std::path::Path,
     platform_key: &str,
+    files: &[(&str, &str)],
 ) -> Vec<(String, String)> {
-    let files = [
-        ("市场监管 (SOAP)", "examples/messages/application.json"),
-        (
-            "人社 (REST JSON)",
-            "mappings/tests/rst-card-application/card-online.canonical.json",
-        ),
-        (
-            "公安 (AMQP)",
-            "mappings/tests/ga-hukou-application/idcard-renewal.canonical.json",
-        ),
-    ];
     let client = reqwest::Client::new();
     let mut submitted = Vec::new();
-    for (label, file) in files {
+    for &(label, file) in files {
         let Ok(text) = std::fs::read_to_string(dir.join(file)) else {
             println!("{label}: no example application at {file}");
             continue;
@@ -228,5 +242,36 @@ async fn follow(hub_url: &str, submitted: &[(String, String)], platform_key: &st
     }
     println!(
         "see every attempt and event: curl -H 'Authorization: Bearer <key>' {hub_url}/api/v1/applications/<id>"
+    );
+}
+
+/// Prints the supervision alerts the run raised, as a supervisor would see them.
+async fn show_alerts(hub_url: &str, admin_key: &str) {
+    let answer = reqwest::Client::new()
+        .get(format!("{hub_url}/api/v1/supervision/alerts?limit=20"))
+        .bearer_auth(admin_key)
+        .send()
+        .await;
+    let Ok(answer) = answer else {
+        return;
+    };
+    let v: Value = answer.json().await.unwrap_or(Value::Null);
+    let alerts = v["alerts"].as_array().cloned().unwrap_or_default();
+    println!("supervision alerts: {}", alerts.len());
+    for a in alerts {
+        println!(
+            "  {} {} {} {}: {}",
+            a["level"].as_str().unwrap_or("?"),
+            a["rule"].as_str().unwrap_or("?"),
+            a["system"]
+                .as_str()
+                .or(a["system_id"].as_str())
+                .unwrap_or("?"),
+            a["application_id"].as_str().unwrap_or(""),
+            a["evidence"].as_str().unwrap_or("")
+        );
+    }
+    println!(
+        "follow the live feed: curl -N -H 'Authorization: Bearer <admin key>' {hub_url}/api/v1/supervision/stream"
     );
 }

@@ -66,7 +66,12 @@ pub fn config_copy(repo: &Path, rewrite: &Rewrite) -> Result<TempDir, String> {
     };
     std::fs::copy(repo.join("hub.toml"), dir.0.join("hub.toml"))
         .map_err(|e| format!("cannot copy hub.toml: {e}"))?;
-    for folder in ["mappings", "schemas", "examples/province", "examples/calendar"] {
+    for folder in [
+        "mappings",
+        "schemas",
+        "examples/province",
+        "examples/calendar",
+    ] {
         copy(&repo.join(folder), &dir.0.join(folder))?;
     }
     std::fs::create_dir_all(dir.0.join("adapters")).map_err(|e| e.to_string())?;

@@ -8,13 +8,11 @@ mod common;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use common::Issuer;
-use http_body_util::BodyExt;
+use common::api::TestApi;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use tongban::api::{self, AppState};
+use tongban::api;
 use tongban::auth::Role;
-use tower::ServiceExt;
 
 const OWN_SYSTEM: &str = "sy-scjg-food";
 const OTHER_SYSTEM: &str = "ln-rst-card";
@@ -109,7 +107,7 @@ fn the_readme_table_and_the_routes_declared_access_agree() {
 }
 
 struct World {
-    router: axum::Router,
+    served: TestApi,
     issuer: Issuer,
     /// A credential per role (the system one belongs to OWN_SYSTEM).
     credentials: BTreeMap<Role, String>,
@@ -118,25 +116,16 @@ struct World {
     application: Value,
     /// An application delivered to OWN_SYSTEM.
     application_id: String,
-    store: tongban::store::Store,
-    _store: common::TestStore,
-    _signer: common::TestSigner,
 }
 
 async fn world() -> World {
-    let t = common::sqlite_store().await;
     let issuer = Issuer::new();
-    let mut config = common::config();
-    issuer.install(&mut config);
-    let signer = common::test_signer();
-    let state = AppState::new(Arc::new(config), t.store.clone(), signer.signer.clone());
-    tongban::hub::seed_catalog(&t.store, &state.config)
-        .await
-        .unwrap();
+    let served = TestApi::new(&issuer).await;
+    let store = &served.store;
     let mut credentials = BTreeMap::new();
     for role in [Role::Platform, Role::System, Role::Admin] {
         let system = (role == Role::System).then_some(OWN_SYSTEM);
-        credentials.insert(role, common::api_key(&t.store, role, system).await);
+        credentials.insert(role, common::api_key(store, role, system).await);
     }
     // Staff roles by staff token, as the identity system issues them.
     for role in [Role::Reviewer, Role::Finance, Role::Supervisor] {
@@ -145,23 +134,14 @@ async fn world() -> World {
             issuer.staff_token(&format!("staff-{}", role.as_str()), &[role.as_str()]),
         );
     }
-    let other_system = common::api_key(&t.store, Role::System, Some(OTHER_SYSTEM)).await;
-    let mut application: Value = serde_json::from_str(
-        &std::fs::read_to_string(common::repo().join("examples/messages/application.json"))
-            .unwrap(),
-    )
-    .unwrap();
-    application.as_object_mut().unwrap().remove("id");
+    let other_system = common::api_key(store, Role::System, Some(OTHER_SYSTEM)).await;
     let mut w = World {
-        router: api::router(state),
+        served,
         issuer,
         credentials,
         other_system,
-        application,
+        application: common::scjg_application(),
         application_id: String::new(),
-        store: t.store.clone(),
-        _store: t,
-        _signer: signer,
     };
     let platform = w.credentials[&Role::Platform].clone();
     let (status, body) = w
@@ -197,7 +177,11 @@ impl World {
         if template.starts_with("/api/v1/keys/") {
             // Each call revokes a key made for it.
             let issued = tongban::auth::issue_key(Role::Finance, None, "to revoke", "test", None);
-            self.store.insert_api_key(&issued.record).await.unwrap();
+            self.served
+                .store
+                .insert_api_key(&issued.record)
+                .await
+                .unwrap();
             path = path.replace("{id}", &issued.record.key_id);
         }
         path
@@ -240,18 +224,7 @@ impl World {
             }
             None => Body::empty(),
         };
-        let response = self
-            .router
-            .clone()
-            .oneshot(request.body(body).unwrap())
-            .await
-            .unwrap();
-        let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        self.served.send(request.body(body).unwrap()).await
     }
 }
 
@@ -350,7 +323,11 @@ async fn bad_credentials_get_401_and_revoked_or_expired_keys_stop_working() {
     // Expired.
     let mut expired = tongban::auth::issue_key(Role::Platform, None, "old", "test", None);
     expired.record.expires_at = Some(tongban::clock::now_millis() - 1);
-    w.store.insert_api_key(&expired.record).await.unwrap();
+    w.served
+        .store
+        .insert_api_key(&expired.record)
+        .await
+        .unwrap();
     let (status, body) = w.call(Method::GET, path, Some(&expired.secret)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert!(body["detail"].as_str().unwrap().contains("expired"));
@@ -410,7 +387,7 @@ async fn refusals_and_state_changes_are_audited_with_who_and_outcome() {
         );
     }
     // And the chain holds.
-    let verification = tongban::audit::verify(&w.store.audit_records().await.unwrap());
+    let verification = tongban::audit::verify(&w.served.store.audit_records().await.unwrap());
     assert!(
         verification.findings.is_empty(),
         "{:?}",

@@ -15,7 +15,9 @@
 
 mod common;
 
-use common::Issuer;
+use common::edit::edit;
+use common::wait::{PATIENCE, eventually};
+use common::{Issuer, read_text};
 use lapin::options::{
     BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
     ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
@@ -25,15 +27,10 @@ use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
 use serde_json::Value;
-use std::future::Future;
 use std::path::Path;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tongban::auth::Role;
-use tongban::config::Config;
-use tongban::hub;
 
 const SYSTEM: &str = "dl-ga-hukou";
 /// 居民身份证换领: dl-ga-hukou handles it in every region.
@@ -50,8 +47,6 @@ const REPO_QUEUE: &str = "dl.ga.hukou.events";
 const REPO_BROKER: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// The good case steps of one application, in the order the system takes them.
 const WALK: [&str; 5] = ["supplement", "accept", "verification", "decision", "issued"];
-/// How long a test waits for something that should happen.
-const PATIENCE: Duration = Duration::from_secs(60);
 
 fn amqp_url() -> Option<String> {
     match std::env::var("TONGBAN_TEST_AMQP_URL") {
@@ -108,11 +103,6 @@ fn unique(prefix: &str) -> String {
 
 // ---------------------------------------------------------------------------------------------
 // Configuration and the hub
-
-fn edit(path: &Path, change: impl FnOnce(&str) -> String) {
-    let text = std::fs::read_to_string(path).unwrap();
-    std::fs::write(path, change(&text)).unwrap();
-}
 
 /// `text` with `from` replaced by `to`; `from` must be there.
 fn replace_once(text: &str, from: &str, to: &str) -> String {
@@ -174,76 +164,25 @@ fn config_dir(broker: &str, names: &Names) -> tempfile::TempDir {
     dir
 }
 
-/// The hub in this process, serving on a port of its own.
-struct Hub {
-    base: String,
+/// The hub in this process, serving on a port of its own; its caller is the platform, with a
+/// key of its own per start (the store, and every key in it, outlives a hub).
+type Hub = common::hub::InProcessHub<Callers>;
+
+struct Callers {
     /// The platform's API key.
     platform: String,
-    /// The hub's store, to take it away from under the hub.
-    store: tongban::store::Store,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), hub::HubError>>,
 }
 
-impl Hub {
-    async fn start(dir: &Path) -> Hub {
-        let config =
-            Config::load(dir).unwrap_or_else(|e| panic!("the test configuration compiles: {e}"));
-        let store = hub::open_store(&config).await.unwrap();
-        hub::seed_catalog(&store, &config).await.unwrap();
-        // A key of its own per start: the store (and every key in it) outlives a hub.
-        let platform = common::api_key(&store, Role::Platform, None).await;
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = oneshot::channel::<()>();
-        let hub_store = store.clone();
-        let task = tokio::spawn(async move {
-            hub::serve(&config, hub_store, listener, async {
-                let _ = rx.await;
-            })
-            .await
-        });
-        Hub {
-            base,
-            platform,
-            store,
-            stop: Some(tx),
-            task,
-        }
-    }
-
-    /// Stops the hub and waits for it: its consumers must let go.
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        match tokio::time::timeout(Duration::from_secs(30), &mut self.task).await {
-            Ok(Ok(result)) => result.expect("the hub stops cleanly"),
-            Ok(Err(e)) => panic!("the hub task failed: {e}"),
-            Err(_) => panic!("the hub did not stop"),
-        }
-    }
+/// Starts the hub in this process with the configuration in `dir`.
+async fn start_hub(dir: &Path) -> Hub {
+    Hub::start(dir, async |store: &tongban::store::Store| Callers {
+        platform: common::api_key(store, Role::Platform, None).await,
+    })
+    .await
 }
 
-/// Polls `probe` until it gives `Ok`, at most [`PATIENCE`]; `Err` says what it saw instead.
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let start = Instant::now();
-    loop {
-        match probe().await {
-            Ok(v) => return v,
-            Err(last) => {
-                if start.elapsed() > PATIENCE {
-                    panic!("waited {PATIENCE:?} for {what}; last seen: {last}");
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+/// How long the hub may take to stop: its consumers must let go.
+const STOP_PATIENCE: Duration = Duration::from_secs(30);
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -252,13 +191,9 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
-fn read(relative: &str) -> String {
-    std::fs::read_to_string(common::repo().join(relative)).unwrap()
-}
-
 /// A valid 居民身份证换领 application, without an id.
 fn idcard_application() -> Value {
-    let mut app: Value = serde_json::from_str(&read(
+    let mut app: Value = serde_json::from_str(&read_text(
         "mappings/tests/ga-hukou-application/idcard-renewal.canonical.json",
     ))
     .unwrap();
@@ -273,7 +208,7 @@ async fn submit(client: &reqwest::Client, hub: &Hub) -> String {
     let response = client
         .post(format!("{}/api/v1/applications", hub.base))
         .header("content-type", "application/json")
-        .bearer_auth(&hub.platform)
+        .bearer_auth(&hub.callers.platform)
         .header("tongban-user-token", ISSUER.token_for(&application, 3))
         .body(application.to_string())
         .send()
@@ -290,7 +225,7 @@ async fn submit(client: &reqwest::Client, hub: &Hub) -> String {
 async fn application(client: &reqwest::Client, hub: &Hub, id: &str) -> Value {
     let response = client
         .get(format!("{}/api/v1/applications/{id}", hub.base))
-        .bearer_auth(&hub.platform)
+        .bearer_auth(&hub.callers.platform)
         .send()
         .await
         .unwrap();
@@ -312,14 +247,14 @@ fn event_ids(app: &Value) -> Vec<String> {
 
 /// A ga-hukou event test file, about application `id` instead of the example's.
 fn event(name: &str, id: &str) -> Vec<u8> {
-    let text = read(&format!("mappings/tests/ga-hukou-event/{name}.legacy.xml"));
+    let text = read_text(&format!("mappings/tests/ga-hukou-event/{name}.legacy.xml"));
     assert!(text.contains(EXAMPLE_ID), "{name}");
     text.replace(EXAMPLE_ID, id).into_bytes()
 }
 
 /// The event id (SerialNo) an event test file carries.
 fn serial_no(name: &str) -> String {
-    let text = read(&format!("mappings/tests/ga-hukou-event/{name}.legacy.xml"));
+    let text = read_text(&format!("mappings/tests/ga-hukou-event/{name}.legacy.xml"));
     let start = text.find("<SerialNo>").unwrap() + "<SerialNo>".len();
     let end = text.find("</SerialNo>").unwrap();
     text[start..end].to_string()
@@ -659,7 +594,7 @@ async fn case_events_are_stored_once_and_refused_ones_are_dead_lettered_not_rede
     let watch = watch_applications(&broker, &names.exchange).await;
 
     let dir = config_dir(&url, &names);
-    let hub = Hub::start(dir.path()).await;
+    let hub = start_hub(dir.path()).await;
     let client = client();
     let id = submit_and_see_it_delivered(&broker, &watch, &client, &hub).await;
 
@@ -743,7 +678,7 @@ async fn case_events_are_stored_once_and_refused_ones_are_dead_lettered_not_rede
     .await;
 
     // Stopping the hub hands back nothing: every message was settled once.
-    hub.stop().await;
+    hub.stop(STOP_PATIENCE).await;
     assert_eq!(broker.ready(&queue).await, Ok(0));
     assert!(
         broker.take(&dead).await.is_none(),
@@ -751,7 +686,7 @@ async fn case_events_are_stored_once_and_refused_ones_are_dead_lettered_not_rede
     );
 
     // Started again, the hub takes a repeated step from the queue and stores nothing new.
-    let hub = Hub::start(dir.path()).await;
+    let hub = start_hub(dir.path()).await;
     broker
         .publish(&queue, &event("issued", &id), "issued")
         .await;
@@ -764,7 +699,7 @@ async fn case_events_are_stored_once_and_refused_ones_are_dead_lettered_not_rede
     .await;
     let app = application(&client, &hub, &id).await;
     assert_eq!(event_ids(&app).len(), WALK.len(), "{app:#}");
-    hub.stop().await;
+    hub.stop(STOP_PATIENCE).await;
     assert_eq!(
         broker.ready(&queue).await,
         Ok(0),
@@ -788,7 +723,7 @@ async fn the_hub_declares_its_queue_and_a_refused_message_is_not_redelivered() {
     let watch = watch_applications(&broker, &names.exchange).await;
 
     let dir = config_dir(&url, &names);
-    let hub = Hub::start(dir.path()).await;
+    let hub = start_hub(dir.path()).await;
     eventually("the hub to declare its queue", || broker.ready(&queue)).await;
     let client = client();
     let id = submit_and_see_it_delivered(&broker, &watch, &client, &hub).await;
@@ -849,7 +784,7 @@ async fn the_hub_declares_its_queue_and_a_refused_message_is_not_redelivered() {
         }
     })
     .await;
-    hub.stop().await;
+    hub.stop(STOP_PATIENCE).await;
     // Unacknowledged messages go back to the queue when the consumer's connection closes:
     // none did, so none was left in limbo.
     assert_eq!(broker.ready(&queue).await, Ok(0));
@@ -868,7 +803,7 @@ async fn an_event_the_store_cannot_take_goes_back_to_the_queue_and_is_stored_lat
     let broker = Broker::connect(&url).await;
     let watch = watch_applications(&broker, &names.exchange).await;
     let dir = config_dir(&url, &names);
-    let hub = Hub::start(dir.path()).await;
+    let hub = start_hub(dir.path()).await;
     let client = client();
     let id = submit_and_see_it_delivered(&broker, &watch, &client, &hub).await;
 
@@ -890,7 +825,7 @@ async fn an_event_the_store_cannot_take_goes_back_to_the_queue_and_is_stored_lat
         }
     })
     .await;
-    hub.stop().await;
+    hub.stop(STOP_PATIENCE).await;
     assert_eq!(
         broker.ready(&queue).await,
         Ok(1),
@@ -898,7 +833,7 @@ async fn an_event_the_store_cannot_take_goes_back_to_the_queue_and_is_stored_lat
     );
 
     // With a store again, the step is taken and stored.
-    let hub = Hub::start(dir.path()).await;
+    let hub = start_hub(dir.path()).await;
     eventually("the step to be stored", || async {
         let app = application(&client, &hub, &id).await;
         let got = event_ids(&app);
@@ -916,7 +851,7 @@ async fn an_event_the_store_cannot_take_goes_back_to_the_queue_and_is_stored_lat
         }
     })
     .await;
-    hub.stop().await;
+    hub.stop(STOP_PATIENCE).await;
     assert_eq!(broker.ready(&queue).await, Ok(0));
 
     broker.delete_queue(&queue).await;
@@ -938,7 +873,7 @@ async fn a_broker_that_is_not_there_does_not_keep_the_hub_from_serving_or_stoppi
         &format!("amqp://guest:secret@127.0.0.1:{port}/%2f"),
         &Names::new(),
     );
-    let hub = Hub::start(dir.path()).await;
+    let hub = start_hub(dir.path()).await;
     let client = client();
     let id = submit(&client, &hub).await;
     let app = application(&client, &hub, &id).await;
@@ -956,7 +891,7 @@ async fn a_broker_that_is_not_there_does_not_keep_the_hub_from_serving_or_stoppi
         }
     })
     .await;
-    hub.stop().await;
+    hub.stop(STOP_PATIENCE).await;
     assert!(
         !logged().contains("secret"),
         "the broker's password is never logged"

@@ -9,7 +9,6 @@ use sqlx::Connection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 use tongban::audit::{AuditEntry, AuditRecord, Finding, record_hash};
 use tongban::config::Config;
 use tongban::hub;
@@ -122,20 +121,8 @@ async fn logged_dir() -> tempfile::TempDir {
 /// A fresh copy of `from` (configuration and store), so that each tampering starts from the
 /// untouched log.
 fn copy_of(from: &Path) -> tempfile::TempDir {
-    fn copy(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).unwrap();
-        for entry in std::fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            let target = to.join(entry.file_name());
-            if entry.file_type().unwrap().is_dir() {
-                copy(&entry.path(), &target);
-            } else {
-                std::fs::copy(entry.path(), target).unwrap();
-            }
-        }
-    }
     let dir = tempfile::tempdir().unwrap();
-    copy(from, dir.path());
+    common::copy_tree(from, dir.path());
     dir
 }
 
@@ -195,10 +182,7 @@ async fn record(conn: &mut SqliteConnection, seq: i64) -> AuditRecord {
 
 /// `tongban audit verify --config <dir>`: its exit code and what it printed.
 fn verify(dir: &Path) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tongban"))
-        .env_remove("TONGBAN_CONFIG")
-        .env_remove("TONGBAN_STORE_URL")
-        .env_remove("RUST_LOG")
+    let out = common::process::tongban()
         .args(["audit", "verify", "--config"])
         .arg(dir)
         .output()

@@ -4,30 +4,13 @@
 
 mod common;
 
+use common::process::tongban;
 use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use tempfile::TempDir;
 use tongban::store::Store;
-
-fn manifest_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The binary, with none of the host's `TONGBAN_*` or `RUST_LOG` settings.
-fn tongban() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tongban"));
-    for var in [
-        "TONGBAN_CONFIG",
-        "TONGBAN_STORE_URL",
-        "TONGBAN_LISTEN",
-        "RUST_LOG",
-    ] {
-        command.env_remove(var);
-    }
-    command
-}
 
 struct Run {
     code: Option<i32>,
@@ -123,8 +106,7 @@ fn count_files(dir: &Path, folder: &str, suffix: &str) -> usize {
 
 /// The items of the repository's example catalog.
 fn example_items() -> Vec<Value> {
-    let text = fs::read_to_string(manifest_dir().join("examples/province/catalog.json")).unwrap();
-    let items: Vec<Value> = serde_json::from_str(&text).unwrap();
+    let items = common::example_items();
     assert!(items.len() >= 6, "the example catalog has at least 6 items");
     items
 }

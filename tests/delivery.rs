@@ -12,283 +12,36 @@
 
 mod common;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode, header};
 use common::Issuer;
+use common::edit::{RST, SCJG, set_adapter_key};
+use common::mock::{FAULT_REASON, Mock, Mode, Reception, SOAP11_ENVELOPE_NS};
+use common::process::{LogFormat, Process};
+use common::wait::{eventually, until};
+use common::{rst_application, scjg_application};
 use futures_util::StreamExt;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{DecodingKey, Validation};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
-use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 use tongban::auth::Role;
 use tongban::config::Config;
-use tongban::hub;
 use tongban::ids::{mask_id, mask_name};
 use tongban::store::Store;
 
-const SCJG: &str = "sy-scjg-food";
-const RST: &str = "ln-rst-card";
 /// The application id the example messages carry.
 const EXAMPLE_ID: &str = "TB-210102-20261120-000123";
-const SOAP11_ENVELOPE_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
 const SCJG_NS: &str = "http://spjy.scjg.shenyang.gov.cn/ws/2019";
 /// The namespace of the hub's own SOAP header entries.
 const HUB_NS: &str = "urn:tongban:hub:2026";
 const SCJG_ACTION: &str = "http://spjy.scjg.shenyang.gov.cn/ws/2019/submitApply";
-const FAULT_REASON: &str = "营业执照编号与经营者名称不符";
-/// How long a test waits for something that should happen.
-const PATIENCE: Duration = Duration::from_secs(60);
-
-// ---------------------------------------------------------------------------------------------
-// Mock department systems
-// ---------------------------------------------------------------------------------------------
-
-/// How a mock system answers a POST.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Ok,
-    /// Takes the request and answers only long after the hub has given up.
-    Hang,
-    Fail500,
-    Fail400,
-    /// HTTP 500 with a SOAP 1.1 `soap:Client` fault: the message will never be accepted.
-    SoapClientFault,
-    /// Answers 200 after this many milliseconds.
-    Slow(u64),
-}
-
-/// One POST a mock received.
-#[derive(Debug, Clone)]
-struct Reception {
-    mode: Mode,
-    key: Option<String>,
-    headers: HeaderMap,
-    body: Vec<u8>,
-}
-
-struct Shared {
-    soap: bool,
-    mode: Mutex<Mode>,
-    seen: Mutex<Vec<Reception>>,
-    inflight: AtomicUsize,
-    max_inflight: AtomicUsize,
-}
-
-/// A department system on 127.0.0.1: answers POSTs as its mode says and keeps what it got;
-/// answers GETs (the hub's pollers) with an empty list.
-struct Mock {
-    addr: SocketAddr,
-    shared: Arc<Shared>,
-    stop: Mutex<Option<oneshot::Sender<()>>>,
-}
-
-impl Mock {
-    async fn start(soap: bool, mode: Mode) -> Mock {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mock = Mock::new(listener.local_addr().unwrap(), soap, mode);
-        mock.serve(listener);
-        mock
-    }
-
-    /// A mock whose port nothing listens on (connections are refused) until `come_back`.
-    async fn start_refusing(soap: bool, mode: Mode) -> Mock {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        drop(listener);
-        Mock::new(addr, soap, mode)
-    }
-
-    fn new(addr: SocketAddr, soap: bool, mode: Mode) -> Mock {
-        Mock {
-            addr,
-            shared: Arc::new(Shared {
-                soap,
-                mode: Mutex::new(mode),
-                seen: Mutex::new(Vec::new()),
-                inflight: AtomicUsize::new(0),
-                max_inflight: AtomicUsize::new(0),
-            }),
-            stop: Mutex::new(None),
-        }
-    }
-
-    fn serve(&self, listener: TcpListener) {
-        let (tx, rx) = oneshot::channel::<()>();
-        let app = Router::new()
-            .fallback(mock_answer)
-            .with_state(self.shared.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
-        *self.stop.lock().unwrap() = Some(tx);
-    }
-
-    /// Listens again on the same port.
-    async fn come_back(&self) {
-        let addr = self.addr;
-        let listener = eventually("the mock's port to be free again", || async move {
-            TcpListener::bind(addr).await.map_err(|e| e.to_string())
-        })
-        .await;
-        self.serve(listener);
-    }
-
-    fn base(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn set_mode(&self, mode: Mode) {
-        *self.shared.mode.lock().unwrap() = mode;
-    }
-
-    fn receptions(&self) -> Vec<Reception> {
-        self.shared.seen.lock().unwrap().clone()
-    }
-
-    fn count(&self) -> usize {
-        self.shared.seen.lock().unwrap().len()
-    }
-
-    fn count_in(&self, mode: Mode) -> usize {
-        self.shared
-            .seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|r| r.mode == mode)
-            .count()
-    }
-
-    /// The keys of the requests it answered with success.
-    fn acknowledged_keys(&self) -> BTreeSet<String> {
-        self.shared
-            .seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|r| matches!(r.mode, Mode::Ok | Mode::Slow(_)))
-            .filter_map(|r| r.key.clone())
-            .collect()
-    }
-
-    fn distinct_keys(&self) -> BTreeSet<String> {
-        self.shared
-            .seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|r| r.key.clone())
-            .collect()
-    }
-
-    fn max_inflight(&self) -> usize {
-        self.shared.max_inflight.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Mock {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.lock().unwrap().take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-/// Counts a request in flight until dropped (also when the hub gives up and hangs up).
-struct InFlight(Arc<Shared>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.inflight.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-async fn mock_answer(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if method != Method::POST {
-        // A poller asking for case events or results: there are none.
-        return ([(header::CONTENT_TYPE, "application/json")], "[]").into_response();
-    }
-    let mode = *shared.mode.lock().unwrap();
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    shared.seen.lock().unwrap().push(Reception {
-        mode,
-        key,
-        headers,
-        body: body.to_vec(),
-    });
-    let now = shared.inflight.fetch_add(1, Ordering::SeqCst) + 1;
-    shared.max_inflight.fetch_max(now, Ordering::SeqCst);
-    let _guard = InFlight(shared.clone());
-    match mode {
-        Mode::Ok => ok_answer(shared.soap),
-        Mode::Hang => {
-            tokio::time::sleep(Duration::from_secs(20)).await;
-            ok_answer(shared.soap)
-        }
-        Mode::Slow(ms) => {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            ok_answer(shared.soap)
-        }
-        Mode::Fail500 => (StatusCode::INTERNAL_SERVER_ERROR, "database is down").into_response(),
-        Mode::Fail400 => (
-            StatusCode::BAD_REQUEST,
-            [(header::CONTENT_TYPE, "application/json")],
-            r#"{"CODE":"E400","MSG":"SFZHM 校验失败"}"#,
-        )
-            .into_response(),
-        Mode::SoapClientFault => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
-            format!(
-                r#"<?xml version="1.0" encoding="UTF-8"?><soap:Envelope xmlns:soap="{SOAP11_ENVELOPE_NS}"><soap:Body><soap:Fault><faultcode>soap:Client</faultcode><faultstring>{FAULT_REASON}</faultstring></soap:Fault></soap:Body></soap:Envelope>"#
-            ),
-        )
-            .into_response(),
-    }
-}
-
-fn ok_answer(soap: bool) -> Response {
-    if soap {
-        (
-            [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
-            format!(
-                r#"<?xml version="1.0" encoding="UTF-8"?><soap:Envelope xmlns:soap="{SOAP11_ENVELOPE_NS}"><soap:Body><submitApplyResponse><code>0</code></submitApplyResponse></soap:Body></soap:Envelope>"#
-            ),
-        )
-            .into_response()
-    } else {
-        (
-            [(header::CONTENT_TYPE, "application/json")],
-            r#"{"CODE":"0","MSG":"成功"}"#,
-        )
-            .into_response()
-    }
-}
+/// How long the in-process hub may take to stop (its grace period is short in the test
+/// configuration).
+const STOP_PATIENCE: Duration = Duration::from_secs(20);
 
 // ---------------------------------------------------------------------------------------------
 // Configuration, the hub, the API
@@ -309,223 +62,25 @@ const FAST: &[(&str, &str)] = &[
 /// mocks, the AMQP adapter removed (no broker here), fast retries, a short shutdown grace,
 /// and [`ISSUER`] as the identity system.
 fn config_for(soap: &Mock, rest: &Mock) -> tempfile::TempDir {
-    let dir = common::config_copy();
-    ISSUER.install_in_dir(dir.path());
-    std::fs::remove_file(dir.path().join("adapters/dl-ga-hukou.toml")).unwrap();
-    edit(&dir.path().join("hub.toml"), |t| {
-        set_key(t, "shutdown_grace_seconds", "1")
-    });
-    for system in [SCJG, RST] {
-        edit(&adapter_file(dir.path(), system), |t| {
-            let mut t = t
-                .replace("http://127.0.0.1:9101", &soap.base())
-                .replace("http://127.0.0.1:9201", &rest.base());
-            for (key, value) in FAST {
-                t = set_key(&t, key, value);
-            }
-            t
-        });
-    }
-    dir
-}
-
-fn adapter_file(dir: &Path, system: &str) -> std::path::PathBuf {
-    dir.join("adapters").join(format!("{system}.toml"))
-}
-
-/// Changes `key = …` in an adapter's file.
-fn set_adapter_key(dir: &Path, system: &str, key: &str, value: &str) {
-    edit(&adapter_file(dir, system), |t| set_key(t, key, value));
-}
-
-fn edit(path: &Path, change: impl FnOnce(&str) -> String) {
-    let text = std::fs::read_to_string(path).unwrap();
-    std::fs::write(path, change(&text)).unwrap();
-}
-
-/// `text` with every `key = …` line replaced by `key = value`; there must be one.
-fn set_key(text: &str, key: &str, value: &str) -> String {
-    let mut found = false;
-    let lines: Vec<String> = text
-        .lines()
-        .map(|line| {
-            let is_key = line
-                .trim_start()
-                .strip_prefix(key)
-                .is_some_and(|rest| rest.trim_start().starts_with('='));
-            if is_key {
-                found = true;
-                format!("{key} = {value}")
-            } else {
-                line.to_string()
-            }
-        })
-        .collect();
-    assert!(found, "no `{key} =` line in\n{text}");
-    lines.join("\n") + "\n"
+    common::edit::http_systems_config(&ISSUER, &soap.base(), &rest.base(), FAST)
 }
 
 /// The hub in this process, serving on a port of its own.
-struct Hub {
-    base: String,
-    callers: Arc<Callers>,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), hub::HubError>>,
+type Hub = common::hub::InProcessHub<Arc<Callers>>;
+
+/// Starts the hub in this process with the configuration in `dir`, its callers' keys put
+/// straight into its store.
+async fn start_hub(dir: &Path) -> Hub {
+    Hub::start(dir, async |store: &Store| {
+        Arc::new(Callers::in_store(store).await)
+    })
+    .await
 }
 
 impl Hub {
-    async fn start(dir: &Path) -> Hub {
-        let config =
-            Config::load(dir).unwrap_or_else(|e| panic!("the test configuration compiles: {e}"));
-        let store = hub::open_store(&config).await.unwrap();
-        hub::seed_catalog(&store, &config).await.unwrap();
-        let callers = Arc::new(Callers::in_store(&store).await);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            hub::serve(&config, store, listener, async {
-                let _ = rx.await;
-            })
-            .await
-        });
-        Hub {
-            base,
-            callers,
-            stop: Some(tx),
-            task,
-        }
-    }
-
     /// A client holding this hub's callers' credentials.
     fn client(&self) -> Client {
         Client::new(self.callers.clone())
-    }
-
-    /// Stops the hub and waits for it (its grace period is short in the test configuration).
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        match tokio::time::timeout(Duration::from_secs(20), &mut self.task).await {
-            Ok(Ok(result)) => result.expect("the hub stops cleanly"),
-            Ok(Err(e)) => panic!("the hub task failed: {e}"),
-            Err(_) => panic!("the hub did not stop"),
-        }
-    }
-}
-
-/// The real binary, killed when dropped.
-struct Process {
-    child: Child,
-    base: String,
-    log: std::sync::mpsc::Receiver<String>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Process {
-    /// Starts `tongban serve` on a free port with the configuration in `dir` and waits until it
-    /// says where it serves.
-    async fn start(dir: &Path) -> Process {
-        let dir = dir.to_path_buf();
-        tokio::task::spawn_blocking(move || {
-            let mut child = Command::new(env!("CARGO_BIN_EXE_tongban"))
-                .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-                .arg("--config")
-                .arg(&dir)
-                .env_remove("TONGBAN_STORE_URL")
-                .env_remove("TONGBAN_LISTEN")
-                .env_remove("TONGBAN_CONFIG")
-                .env("RUST_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let stderr = child.stderr.take().unwrap();
-            let (tx, log) = std::sync::mpsc::channel::<String>();
-            // Read the log to its end, so the hub never blocks on a full pipe.
-            let reader = std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-            let mut seen = Vec::new();
-            let addr = loop {
-                let Ok(line) = log.recv_timeout(PATIENCE) else {
-                    let _ = child.kill();
-                    panic!("the hub did not start: {seen:#?}");
-                };
-                if let Ok(record) = serde_json::from_str::<Value>(&line)
-                    && record["fields"]["message"] == "tongban serving"
-                {
-                    break record["fields"]["addr"].as_str().unwrap().to_string();
-                }
-                seen.push(line);
-            };
-            Process {
-                child,
-                base: format!("http://{addr}"),
-                log,
-                reader: Some(reader),
-            }
-        })
-        .await
-        .unwrap()
-    }
-
-    /// SIGKILL: no shutdown, no grace, nothing flushed.
-    fn kill(&mut self) {
-        self.child.kill().expect("SIGKILL the hub");
-        self.child.wait().unwrap();
-        // The pipe is closed: the reader has everything once it ends.
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
-    }
-
-    /// The log lines read so far that mention `text`.
-    fn log_lines_with(&self, text: &str) -> Vec<String> {
-        self.log.try_iter().filter(|l| l.contains(text)).collect()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Polls `probe` until it gives `Ok`, at most [`PATIENCE`]; `Err` says what it saw instead.
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let start = Instant::now();
-    loop {
-        match probe().await {
-            Ok(v) => return v,
-            Err(last) => {
-                if start.elapsed() > PATIENCE {
-                    panic!("waited {PATIENCE:?} for {what}; last seen: {last}");
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Waits until `condition` holds, looking often, at most [`PATIENCE`].
-async fn until(what: &str, condition: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !condition() {
-        assert!(start.elapsed() < PATIENCE, "waited {PATIENCE:?} for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -652,25 +207,6 @@ impl Client {
 
 // ---------------------------------------------------------------------------------------------
 // Applications and what became of them
-
-fn read_json(relative: &str) -> Value {
-    let text = std::fs::read_to_string(common::repo().join(relative)).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-/// A valid application for 食品经营许可 (sy-scjg-food), without an id.
-fn scjg_application() -> Value {
-    let mut app = read_json("examples/messages/application.json");
-    app.as_object_mut().unwrap().remove("id");
-    app
-}
-
-/// A valid application for 社会保障卡申领 (ln-rst-card), without an id.
-fn rst_application() -> Value {
-    let mut app = read_json("mappings/tests/rst-card-application/card-online.canonical.json");
-    app.as_object_mut().unwrap().remove("id");
-    app
-}
 
 /// POSTs an application with its applicant's token, as the caller `credential` says (none:
 /// no `Authorization` at all): status, headers and body.
@@ -982,7 +518,7 @@ async fn an_application_for_each_http_system_is_delivered_in_its_format_and_its_
     let soap = Mock::start(true, Mode::Ok).await;
     let rest = Mock::start(false, Mode::Ok).await;
     let dir = config_for(&soap, &rest);
-    let hub = Hub::start(dir.path()).await;
+    let hub = start_hub(dir.path()).await;
     let client = hub.client();
     let base = hub.base.as_str();
 
@@ -1171,7 +707,7 @@ async fn an_application_for_each_http_system_is_delivered_in_its_format_and_its_
     assert_eq!(app["events"].as_array().unwrap().len(), 3, "{app:#}");
     assert_eq!(app["state"], "completed", "{app:#}");
 
-    hub.stop().await;
+    hub.stop(STOP_PATIENCE).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1186,7 +722,7 @@ async fn crash_safety_every_accepted_application_is_delivered_once_per_idempoten
     let client = Client::new(Arc::new(Callers::from_cli(dir.path())));
     let user = user_token(&body);
 
-    let first = Process::start(dir.path()).await;
+    let first = Process::start(dir.path(), LogFormat::Json, "info").await;
     let base = first.base.clone();
     let killed = Arc::new(AtomicBool::new(false));
     let accepted_count = Arc::new(AtomicUsize::new(0));
@@ -1274,7 +810,7 @@ async fn crash_safety_every_accepted_application_is_delivered_once_per_idempoten
     // The same store and configuration again; the platform retries what it got no 202 for,
     // with the same Idempotency-Key.
     let restarted_at = tongban::clock::now_millis();
-    let second = Process::start(dir.path()).await;
+    let second = Process::start(dir.path(), LogFormat::Json, "info").await;
     let mut replayed = 0;
     let unanswered: Vec<usize> = (0..TOTAL).filter(|i| !accepted.contains_key(i)).collect();
     for i in unanswered {
@@ -1365,7 +901,7 @@ async fn a_system_that_is_down_then_hangs_then_fails_receives_everything_once_it
     let soap = Mock::start(true, Mode::Ok).await;
     let rest = Mock::start_refusing(false, Mode::Hang).await;
     let dir = config_for(&soap, &rest);
-    let hub = Hub::start(dir.path()).await;
+    let hub = start_hub(dir.path()).await;
     let client = hub.client();
     let base = hub.base.as_str();
 
@@ -1430,7 +966,7 @@ async fn a_system_that_is_down_then_hangs_then_fails_receives_everything_once_it
     assert_eq!(status, StatusCode::OK, "{letters:#}");
     assert_eq!(letters["dead_letters"], json!([]), "{letters:#}");
 
-    hub.stop().await;
+    hub.stop(STOP_PATIENCE).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1438,7 +974,7 @@ async fn permanent_refusals_fill_dead_letters_and_replay_delivers_them() {
     let soap = Mock::start(true, Mode::SoapClientFault).await;
     let rest = Mock::start(false, Mode::Fail400).await;
     let dir = config_for(&soap, &rest);
-    let hub = Hub::start(dir.path()).await;
+    let hub = start_hub(dir.path()).await;
     let client = hub.client();
     let base = hub.base.as_str();
 
@@ -1613,7 +1149,7 @@ async fn permanent_refusals_fill_dead_letters_and_replay_delivers_them() {
         "a replay of a delivered message sends nothing"
     );
 
-    hub.stop().await;
+    hub.stop(STOP_PATIENCE).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1623,7 +1159,7 @@ async fn a_slow_system_does_not_delay_another_systems_deliveries() {
     let dir = config_for(&soap, &rest);
     set_adapter_key(dir.path(), SCJG, "concurrency", "1");
     set_adapter_key(dir.path(), SCJG, "timeout_ms", "10000");
-    let hub = Hub::start(dir.path()).await;
+    let hub = start_hub(dir.path()).await;
     let client = hub.client();
     let base = hub.base.as_str();
 
@@ -1661,7 +1197,7 @@ async fn a_slow_system_does_not_delay_another_systems_deliveries() {
     assert_eq!(soap.max_inflight(), 1, "concurrency = 1");
     assert_eq!(rest.distinct_keys().len(), 10);
 
-    hub.stop().await;
+    hub.stop(STOP_PATIENCE).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1669,7 +1205,7 @@ async fn an_application_that_fails_validation_lists_every_problem() {
     let soap = Mock::start(true, Mode::Ok).await;
     let rest = Mock::start(false, Mode::Ok).await;
     let dir = config_for(&soap, &rest);
-    let hub = Hub::start(dir.path()).await;
+    let hub = start_hub(dir.path()).await;
     let client = hub.client();
     let base = hub.base.as_str();
 
@@ -1837,5 +1373,5 @@ async fn an_application_that_fails_validation_lists_every_problem() {
     assert_eq!(soap.count(), 1);
     assert_eq!(rest.count(), 0);
 
-    hub.stop().await;
+    hub.stop(STOP_PATIENCE).await;
 }

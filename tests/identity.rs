@@ -8,38 +8,26 @@ mod common;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use common::Issuer;
-use http_body_util::BodyExt;
+use common::api::TestApi;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use tongban::api::{self, AppState};
 use tongban::auth::Role;
 use tower::ServiceExt;
 
 struct Api {
-    router: axum::Router,
+    served: TestApi,
     issuer: Issuer,
     platform: String,
-    _store: common::TestStore,
-    _signer: common::TestSigner,
 }
 
 async fn api() -> Api {
-    let t = common::sqlite_store().await;
     let issuer = Issuer::new();
-    let mut config = common::config();
-    issuer.install(&mut config);
-    let signer = common::test_signer();
-    let state = AppState::new(Arc::new(config), t.store.clone(), signer.signer.clone());
-    let platform = common::api_key(&t.store, Role::Platform, None).await;
-    tongban::hub::seed_catalog(&t.store, &state.config)
-        .await
-        .expect("catalog seeds");
+    let served = TestApi::new(&issuer).await;
+    let platform = common::api_key(&served.store, Role::Platform, None).await;
     Api {
-        router: api::router(state),
+        served,
         issuer,
         platform,
-        _store: t,
-        _signer: signer,
     }
 }
 
@@ -51,31 +39,15 @@ impl Api {
         if let Some(token) = user_token {
             request = request.header("tongban-user-token", token);
         }
-        let response = self
-            .router
-            .clone()
-            .oneshot(request.body(Body::from(body.to_string())).unwrap())
+        self.served
+            .send(request.body(Body::from(body.to_string())).unwrap())
             .await
-            .unwrap();
-        let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
     }
-}
-
-fn read_json(relative: &str) -> Value {
-    let text = std::fs::read_to_string(common::repo().join(relative)).unwrap();
-    serde_json::from_str(&text).unwrap()
 }
 
 /// 社会保障卡申领 (ln-rst-card): the catalog asks for real-name level 3.
 fn card_application() -> Value {
-    let mut app = read_json("mappings/tests/rst-card-application/card-online.canonical.json");
-    app.as_object_mut().unwrap().remove("id");
-    app
+    common::rst_application()
 }
 
 fn user_claims(issuer: &Issuer, app: &Value, level: u8) -> Value {
@@ -284,6 +256,7 @@ async fn the_platform_key_is_needed_besides_the_users_token() {
     let app = card_application();
     let token = api.issuer.token_for(&app, 3);
     let response = api
+        .served
         .router
         .clone()
         .oneshot(

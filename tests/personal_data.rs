@@ -17,31 +17,21 @@
 
 mod common;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{Method, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use common::edit::{RST, SCJG, set_adapter_key};
+use common::mock::{Mock, Mode};
+use common::process::{LogFormat, Process, strip_ansi};
+use common::wait::eventually;
+use common::{read_text, rst_application, scjg_application};
 use serde_json::{Value, json};
-use std::future::Future;
-use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
+use std::time::Duration;
 use tongban::config::Config;
 
-const SCJG: &str = "sy-scjg-food";
-const RST: &str = "ln-rst-card";
 /// The application id the example messages carry.
 const SCJG_EXAMPLE_ID: &str = "TB-210102-20261120-000123";
 const RST_EXAMPLE_ID: &str = "TB-210102-20261121-000201";
 const RST_EVENT_EXAMPLE_ID: &str = "TB-210202-20261125-000017";
-const SOAP11_ENVELOPE_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
-/// How long the test waits for something that should happen.
-const PATIENCE: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------------------------------------
 // The test data's personal data
@@ -103,19 +93,9 @@ fn personal_data_in(text: &str) -> Vec<String> {
 // ---------------------------------------------------------------------------------------------
 // Applications
 
-fn read_json(relative: &str) -> Value {
-    let text = std::fs::read_to_string(common::repo().join(relative)).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-fn read_text(relative: &str) -> String {
-    std::fs::read_to_string(common::repo().join(relative)).unwrap()
-}
-
 /// 食品经营许可 for the company, 张三 its legal representative and contact.
 fn company_application() -> Value {
-    let mut app = read_json("examples/messages/application.json");
-    app.as_object_mut().unwrap().remove("id");
+    let app = scjg_application();
     assert_eq!(
         app["applicant"]["legal_representative"]["id_number"],
         ZHANG_REPRESENTATIVE_ID
@@ -125,8 +105,7 @@ fn company_application() -> Value {
 
 /// 社会保障卡申领 for 张三.
 fn zhang_application() -> Value {
-    let mut app = read_json("mappings/tests/rst-card-application/card-online.canonical.json");
-    app.as_object_mut().unwrap().remove("id");
+    let app = rst_application();
     assert_eq!(app["applicant"]["id_number"], ZHANG_ID);
     app
 }
@@ -147,365 +126,30 @@ fn wang_application() -> Value {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Mock department systems
-
-/// A department system on 127.0.0.1. POSTs are applications: taken; or, once `busy_once` is
-/// set, the next one answered with a passing failure (SOAP: a `soap:Server` fault, REST: 503)
-/// that quotes the applicant; or, REST ones while `refuse` is set, answered 400 with the
-/// applicant's data echoed back. GETs are the hub polling its feeds of case events and
-/// results.
-struct Mock {
-    base: String,
-    state: Arc<MockState>,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-#[derive(Default)]
-struct MockState {
-    soap: bool,
-    busy_once: AtomicBool,
-    refuse: AtomicBool,
-    received: Mutex<Vec<Vec<u8>>>,
-    events: Mutex<Vec<Value>>,
-    results: Mutex<Vec<Value>>,
-    /// The highest `after` the hub asked the results feed for: what it has taken.
-    results_taken: AtomicI64,
-}
-
-impl Mock {
-    async fn start(soap: bool) -> Mock {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let state = Arc::new(MockState {
-            soap,
-            ..MockState::default()
-        });
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let app = Router::new().fallback(answer).with_state(state.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
-        Mock {
-            base,
-            state,
-            _stop: stop,
-        }
-    }
-
-    fn received(&self) -> usize {
-        self.state.received.lock().unwrap().len()
-    }
-}
-
-async fn answer(
-    State(state): State<Arc<MockState>>,
-    method: Method,
-    uri: Uri,
-    body: Bytes,
-) -> Response {
-    if method == Method::GET {
-        let after: i64 = uri
-            .query()
-            .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("after=")))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let feed = if uri.path().ends_with("/results") {
-            state.results_taken.fetch_max(after, Ordering::SeqCst);
-            &state.results
-        } else {
-            &state.events
-        };
-        let entries: Vec<Value> = feed
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|e| e["seq"].as_i64().unwrap_or(0) > after)
-            .cloned()
-            .collect();
-        return axum::Json(entries).into_response();
-    }
-    state.received.lock().unwrap().push(body.to_vec());
-    if state.busy_once.swap(false, Ordering::SeqCst) {
-        if state.soap {
-            // The company named by its USCC and name, as such faults do.
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
-                format!(
-                    r#"<?xml version="1.0" encoding="UTF-8"?><soap:Envelope xmlns:soap="{SOAP11_ENVELOPE_NS}"><soap:Body><soap:Fault><faultcode>soap:Server</faultcode><faultstring>核验服务繁忙：{COMPANY_USCC} 沈阳示例餐饮管理有限公司 法定代表人 张三 {ZHANG_REPRESENTATIVE_ID}</faultstring></soap:Fault></soap:Body></soap:Envelope>"#
-                ),
-            )
-                .into_response();
-        }
-        let sent: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::CONTENT_TYPE, "application/json")],
-            json!({"CODE": "E503", "MSG": "系统繁忙", "ZJHM": sent["data"]["ZJHM"], "SQRXM": sent["data"]["SQRXM"]})
-                .to_string(),
-        )
-            .into_response();
-    }
-    if state.soap {
-        return (
-            [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
-            format!(
-                r#"<?xml version="1.0" encoding="UTF-8"?><soap:Envelope xmlns:soap="{SOAP11_ENVELOPE_NS}"><soap:Body><submitApplyResponse><code>0</code></submitApplyResponse></soap:Body></soap:Envelope>"#
-            ),
-        )
-            .into_response();
-    }
-    if state.refuse.load(Ordering::SeqCst) {
-        // As legacy systems do: the fields it complains about first, then the whole request.
-        let sent: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let data = &sent["data"];
-        let echo = json!({
-            "CODE": "E400",
-            "MSG": "证件号码与姓名不匹配",
-            "ZJHM": data["ZJHM"],
-            "SQRXM": data["SQRXM"],
-            "LXDH": data["LXDH"],
-            "DATA": sent,
-        });
-        return (
-            StatusCode::BAD_REQUEST,
-            [(header::CONTENT_TYPE, "application/json")],
-            echo.to_string(),
-        )
-            .into_response();
-    }
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        r#"{"CODE":"0","MSG":"成功"}"#,
-    )
-        .into_response()
-}
-
-// ---------------------------------------------------------------------------------------------
 // Configuration and the hub process
-
-fn edit(path: &Path, change: impl FnOnce(&str) -> String) {
-    let text = std::fs::read_to_string(path).unwrap();
-    std::fs::write(path, change(&text)).unwrap();
-}
-
-/// `text` with every `key = …` line replaced by `key = value`; there must be one.
-fn set_key(text: &str, key: &str, value: &str) -> String {
-    let mut found = false;
-    let lines: Vec<String> = text
-        .lines()
-        .map(|line| {
-            let is_key = line
-                .trim_start()
-                .strip_prefix(key)
-                .is_some_and(|rest| rest.trim_start().starts_with('='));
-            if is_key {
-                found = true;
-                format!("{key} = {value}")
-            } else {
-                line.to_string()
-            }
-        })
-        .collect();
-    assert!(found, "no `{key} =` line in\n{text}");
-    lines.join("\n") + "\n"
-}
 
 /// The repository configuration in a temporary directory: the HTTP systems at the mocks, the
 /// AMQP one removed (no broker needed), fast retries and polls, `issuer` as the identity
 /// system.
 fn config_for(soap: &Mock, rest: &Mock, issuer: &common::Issuer) -> tempfile::TempDir {
-    let dir = common::config_copy();
-    issuer.install_in_dir(dir.path());
-    std::fs::remove_file(dir.path().join("adapters/dl-ga-hukou.toml")).unwrap();
-    edit(&dir.path().join("hub.toml"), |t| {
-        set_key(t, "shutdown_grace_seconds", "1")
-    });
-    for system in [SCJG, RST] {
-        edit(
-            &dir.path().join("adapters").join(format!("{system}.toml")),
-            |t| {
-                let mut t = t
-                    .replace("http://127.0.0.1:9101", &soap.base)
-                    .replace("http://127.0.0.1:9201", &rest.base);
-                t = set_key(&t, "timeout_ms", "2000");
-                t = set_key(
-                    &t,
-                    "retry",
-                    "{ attempts = 30, initial_backoff_ms = 50, max_backoff_ms = 400, max_age_seconds = 600 }",
-                );
-                if system == RST {
-                    t = set_key(&t, "interval_seconds", "1");
-                }
-                t
-            },
-        );
-    }
+    let dir = common::edit::http_systems_config(
+        issuer,
+        &soap.base(),
+        &rest.base(),
+        &[
+            ("timeout_ms", "2000"),
+            (
+                "retry",
+                "{ attempts = 30, initial_backoff_ms = 50, max_backoff_ms = 400, max_age_seconds = 600 }",
+            ),
+        ],
+    );
+    set_adapter_key(dir.path(), RST, "interval_seconds", "1");
     dir
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
-/// `tongban serve`, everything it writes kept; killed if the test ends before it stops.
-struct Hub {
-    child: Child,
-    base: String,
-    output: Arc<Mutex<Vec<String>>>,
-    readers: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// `text` without ANSI escape sequences (colours, which the text format may use).
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' && chars.peek() == Some(&'[') {
-            chars.next();
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Where the hub says it serves, if `line` is that line.
-fn serving_addr(line: &str, format: LogFormat) -> Option<String> {
-    match format {
-        LogFormat::Json => {
-            let record: Value = serde_json::from_str(line).ok()?;
-            (record["fields"]["message"] == "tongban serving")
-                .then(|| record["fields"]["addr"].as_str().map(str::to_string))
-                .flatten()
-        }
-        LogFormat::Text => {
-            let line = strip_ansi(line);
-            if !line.contains("tongban serving") {
-                return None;
-            }
-            let rest = &line[line.find("addr=")? + "addr=".len()..];
-            Some(rest.split_whitespace().next()?.to_string())
-        }
-    }
-}
-
-impl Hub {
-    async fn start(dir: &Path, format: LogFormat) -> Hub {
-        let dir = dir.to_path_buf();
-        tokio::task::spawn_blocking(move || {
-            let mut child = Command::new(env!("CARGO_BIN_EXE_tongban"))
-                .arg("--log-format")
-                .arg(match format {
-                    LogFormat::Text => "text",
-                    LogFormat::Json => "json",
-                })
-                .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-                .arg(&dir)
-                .env_remove("TONGBAN_STORE_URL")
-                .env_remove("TONGBAN_LISTEN")
-                .env_remove("TONGBAN_CONFIG")
-                .env("RUST_LOG", "debug")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let output = Arc::new(Mutex::new(Vec::new()));
-            let (tx, lines) = std::sync::mpsc::channel::<String>();
-            // Both streams read to their end, so the hub never blocks on a full pipe.
-            let read = |stream: Box<dyn Read + Send>, tx: std::sync::mpsc::Sender<String>| {
-                let output = output.clone();
-                std::thread::spawn(move || {
-                    for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                        output.lock().unwrap().push(line.clone());
-                        let _ = tx.send(line);
-                    }
-                })
-            };
-            let readers = vec![
-                read(Box::new(child.stdout.take().unwrap()), tx.clone()),
-                read(Box::new(child.stderr.take().unwrap()), tx),
-            ];
-            let mut hub = Hub {
-                child,
-                base: String::new(),
-                output,
-                readers,
-            };
-            let start = Instant::now();
-            hub.base = loop {
-                let line = lines.recv_timeout(PATIENCE).unwrap_or_else(|_| {
-                    panic!("the hub did not start: {:#?}", hub.output.lock().unwrap())
-                });
-                if let Some(addr) = serving_addr(&line, format) {
-                    break format!("http://{addr}");
-                }
-                assert!(start.elapsed() < PATIENCE, "the hub did not start");
-            };
-            hub
-        })
-        .await
-        .unwrap()
-    }
-
-    /// SIGTERM, then everything it wrote.
-    fn stop(mut self) -> Vec<String> {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let exit = self.child.wait().unwrap();
-        assert!(exit.success(), "SIGTERM is a clean stop: {exit:?}");
-        for reader in self.readers.drain(..) {
-            let _ = reader.join();
-        }
-        self.output.lock().unwrap().clone()
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Calling the hub
-
-/// Polls `probe` until it gives `Ok`, at most [`PATIENCE`]; `Err` says what it saw instead.
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let start = Instant::now();
-    loop {
-        match probe().await {
-            Ok(v) => return v,
-            Err(last) => {
-                if start.elapsed() > PATIENCE {
-                    panic!("waited {PATIENCE:?} for {what}; last seen: {last}");
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// The credentials of the day, issued by `tongban keys issue` before the hub starts.
 struct Keys {
@@ -615,11 +259,12 @@ fn accepted(what: &str, (status, body): (StatusCode, Value)) -> String {
 /// Drives the day against the binary logging in `format`; returns every finding.
 async fn a_working_day(format: LogFormat) -> Vec<String> {
     let issuer = common::Issuer::new();
-    let soap = Mock::start(true).await;
-    let rest = Mock::start(false).await;
+    let soap = Mock::start(true, Mode::Ok).await;
+    let rest = Mock::start(false, Mode::Ok).await;
     let dir = config_for(&soap, &rest, &issuer);
     let keys = Keys::issue(dir.path());
-    let hub = Hub::start(dir.path(), format).await;
+    // Logging everything, so that nothing escapes the scan.
+    let hub = Process::start(dir.path(), format, "debug").await;
     let api = Api {
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
@@ -635,8 +280,11 @@ async fn a_working_day(format: LogFormat) -> Vec<String> {
 
     // Accepted and delivered, each after one passing failure that quotes its applicant: the
     // company's licence (SOAP) and 张三's card (REST).
-    soap.state.busy_once.store(true, Ordering::SeqCst);
-    rest.state.busy_once.store(true, Ordering::SeqCst);
+    // The company named by its USCC and name, as such faults do.
+    soap.busy_once(&format!(
+        "核验服务繁忙：{COMPANY_USCC} 沈阳示例餐饮管理有限公司 法定代表人 张三 {ZHANG_REPRESENTATIVE_ID}"
+    ));
+    rest.busy_once("系统繁忙");
     let company = company_application();
     let company_id = accepted(
         "the company's application",
@@ -659,7 +307,7 @@ async fn a_working_day(format: LogFormat) -> Vec<String> {
         .await;
 
     // Refused by its system, which echoes the data back: a dead letter.
-    rest.state.refuse.store(true, Ordering::SeqCst);
+    rest.set_mode(Mode::Fail400Echo);
     let wang = wang_application();
     let wang_app_id = accepted(
         "王小明's application",
@@ -668,8 +316,8 @@ async fn a_working_day(format: LogFormat) -> Vec<String> {
     );
     api.wait_for_state(&wang_app_id, "undeliverable", &keys.platform)
         .await;
-    assert_eq!(soap.received(), 2);
-    assert_eq!(rest.received(), 3);
+    assert_eq!(soap.count(), 2);
+    assert_eq!(rest.count(), 3);
 
     // A validation failure: ID numbers, names and phone numbers where they do not belong.
     let mut bad = wang_application();
@@ -759,7 +407,7 @@ async fn a_working_day(format: LogFormat) -> Vec<String> {
     // (holder's name and ID number).
     let step = read_text("mappings/tests/rst-card-event/accept.legacy.json")
         .replace(RST_EVENT_EXAMPLE_ID, &zhang_id);
-    rest.state.events.lock().unwrap().push(json!({
+    rest.push_event(json!({
         "seq": 1,
         "document": serde_json::from_str::<Value>(&step).unwrap(),
     }));
@@ -768,13 +416,13 @@ async fn a_working_day(format: LogFormat) -> Vec<String> {
             "mappings/tests/rst-card-result/{name}.legacy.json"
         ))
         .replace(RST_EXAMPLE_ID, &zhang_id);
-        rest.state.results.lock().unwrap().push(json!({
+        rest.push_result(json!({
             "seq": seq,
             "document": serde_json::from_str::<Value>(&text).unwrap(),
         }));
     }
     eventually("the hub to take both results", || async {
-        match rest.state.results_taken.load(Ordering::SeqCst) {
+        match rest.results_taken() {
             n if n >= 2 => Ok(()),
             n => Err(format!("taken up to {n}")),
         }

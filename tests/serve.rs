@@ -5,67 +5,23 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
-/// The hub process, killed if the test ends before it stops (a panic must not leave it
-/// serving).
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
+use common::process::{LogFormat, Process};
 
 #[tokio::test]
 async fn a_fresh_hub_serves_the_example_catalog_and_stops_gracefully() {
     let dir = common::config_copy();
-    let mut hub = Running(
-        Command::new(env!("CARGO_BIN_EXE_tongban"))
-            .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
-            .arg("--config")
-            .arg(dir.path())
-            .env_remove("TONGBAN_STORE_URL")
-            .env_remove("TONGBAN_LISTEN")
-            .env_remove("TONGBAN_CONFIG")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let stderr = hub.0.stderr.take().unwrap();
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut log = Vec::new();
-    let addr = loop {
-        let line = lines_rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("the hub did not start: {log:?}"));
-        let record: serde_json::Value =
+    let hub = Process::start(dir.path(), LogFormat::Json, "info").await;
+    for line in hub.output() {
+        let _: serde_json::Value =
             serde_json::from_str(&line).unwrap_or_else(|_| panic!("log lines are JSON: {line}"));
-        log.push(line);
-        if record["fields"]["message"] == "tongban serving" {
-            break record["fields"]["addr"].as_str().unwrap().to_string();
-        }
-    };
+    }
+    let base = hub.base.clone();
     assert!(
         dir.path().join("data/tongban.db").exists(),
         "SQLite created on first start"
     );
     let client = reqwest::Client::new();
-    let items_url = format!("http://{addr}/api/v1/catalog/items?department=民政");
+    let items_url = format!("{base}/api/v1/catalog/items?department=民政");
 
     // Without a key the catalog is closed.
     let refused = client.get(&items_url).send().await.unwrap();
@@ -94,14 +50,10 @@ async fn a_fresh_hub_serves_the_example_catalog_and_stops_gracefully() {
     );
 
     // Probes and the hub's public keys need no credential.
-    let ready = client
-        .get(format!("http://{addr}/readyz"))
-        .send()
-        .await
-        .unwrap();
+    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
     let keys: serde_json::Value = client
-        .get(format!("http://{addr}/.well-known/jwks.json"))
+        .get(format!("{base}/.well-known/jwks.json"))
         .send()
         .await
         .unwrap()
@@ -120,14 +72,7 @@ async fn a_fresh_hub_serves_the_example_catalog_and_stops_gracefully() {
         "the signing key lives where hub.toml says"
     );
 
-    let status = Command::new("kill")
-        .args(["-TERM", &hub.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = hub.0.wait().unwrap();
-    assert!(exit.success(), "SIGTERM is a clean stop: {exit:?}");
-    log.extend(lines_rx.try_iter());
+    let log = hub.stop();
     assert!(log.iter().any(|l| l.contains("\"stopped\"")), "{log:?}");
     assert!(
         log.iter()

@@ -1,6 +1,13 @@
 //! Shared test fixtures: the repository's configuration, stores on SQLite and PostgreSQL, and
-//! sample items.
+//! sample items and applications; the submodules hold what end-to-end tests share.
 #![allow(dead_code)]
+
+pub mod api;
+pub mod edit;
+pub mod hub;
+pub mod mock;
+pub mod process;
+pub mod wait;
 
 use serde_json::Value;
 use sqlx::Executor;
@@ -101,6 +108,30 @@ pub fn sample_item() -> Value {
     example_items().remove(0)
 }
 
+/// The text of a file in the repository.
+pub fn read_text(relative: &str) -> String {
+    std::fs::read_to_string(repo().join(relative)).unwrap()
+}
+
+/// A JSON file in the repository.
+pub fn read_json(relative: &str) -> Value {
+    serde_json::from_str(&read_text(relative)).unwrap()
+}
+
+/// A valid application for 食品经营许可 (sy-scjg-food), without an id.
+pub fn scjg_application() -> Value {
+    let mut app = read_json("examples/messages/application.json");
+    app.as_object_mut().unwrap().remove("id");
+    app
+}
+
+/// A valid application for 社会保障卡申领 (ln-rst-card), without an id.
+pub fn rst_application() -> Value {
+    let mut app = read_json("mappings/tests/rst-card-application/card-online.canonical.json");
+    app.as_object_mut().unwrap().remove("id");
+    app
+}
+
 /// Runs an async store test on SQLite and, when available, PostgreSQL.
 #[macro_export]
 macro_rules! on_both_backends {
@@ -147,7 +178,8 @@ pub fn config_copy() -> tempfile::TempDir {
     dir
 }
 
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+/// Copies the directory `from`, with everything below it, to `to`.
+pub fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).expect("create directory");
     for entry in std::fs::read_dir(from).expect("read directory") {
         let entry = entry.expect("directory entry");
@@ -360,15 +392,7 @@ pub fn cli_api_key(
     system: Option<&str>,
     store: Option<&str>,
 ) -> String {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tongban"));
-    for var in [
-        "TONGBAN_CONFIG",
-        "TONGBAN_STORE_URL",
-        "TONGBAN_LISTEN",
-        "RUST_LOG",
-    ] {
-        command.env_remove(var);
-    }
+    let mut command = process::tongban();
     command
         .args(["keys", "issue", "--role", role, "--label", "test"])
         .arg("--config")

@@ -1,0 +1,52 @@
+//! The hub's API in this process without a socket: requests go straight to the router.
+
+use super::{Issuer, TestSigner, TestStore};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use std::sync::Arc;
+use tongban::api::{self, AppState};
+use tongban::store::Store;
+use tower::ServiceExt;
+
+/// The API router over a fresh SQLite store with the example catalog seeded, and whatever must
+/// live as long as it.
+pub struct TestApi {
+    pub router: axum::Router,
+    pub store: Store,
+    _store: TestStore,
+    _signer: TestSigner,
+}
+
+impl TestApi {
+    /// The repository's configuration trusting `issuer` as the identity system, a fresh SQLite
+    /// store with the catalog seeded and signing keys of its own.
+    pub async fn new(issuer: &Issuer) -> TestApi {
+        let t = super::sqlite_store().await;
+        let mut config = super::config();
+        issuer.install(&mut config);
+        let signer = super::test_signer();
+        let state = AppState::new(Arc::new(config), t.store.clone(), signer.signer.clone());
+        tongban::hub::seed_catalog(&t.store, &state.config)
+            .await
+            .expect("catalog seeds");
+        TestApi {
+            router: api::router(state),
+            store: t.store.clone(),
+            _store: t,
+            _signer: signer,
+        }
+    }
+
+    /// Sends `request` to the router: the status and the JSON body (null when there is none).
+    pub async fn send(&self, request: Request<Body>) -> (StatusCode, Value) {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+}

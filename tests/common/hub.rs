@@ -1,0 +1,62 @@
+//! The hub in this test process: the real start-up (configuration, store, catalog) serving on
+//! a port of its own, with keys for its callers put straight into its store.
+
+use std::path::Path;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tongban::config::Config;
+use tongban::hub;
+use tongban::store::Store;
+
+/// The hub in this process, serving on a port of its own; `callers` are the credentials made
+/// for it.
+pub struct InProcessHub<C> {
+    pub base: String,
+    pub callers: C,
+    /// The hub's store, to read it or to take it away from under the hub.
+    pub store: Store,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), hub::HubError>>,
+}
+
+impl<C> InProcessHub<C> {
+    /// Compiles the configuration in `dir`, opens its store, seeds the catalog, makes the
+    /// callers' credentials with `callers` and serves.
+    pub async fn start(dir: &Path, callers: impl AsyncFnOnce(&Store) -> C) -> InProcessHub<C> {
+        let config =
+            Config::load(dir).unwrap_or_else(|e| panic!("the test configuration compiles: {e}"));
+        let store = hub::open_store(&config).await.unwrap();
+        hub::seed_catalog(&store, &config).await.unwrap();
+        let callers = callers(&store).await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let hub_store = store.clone();
+        let task = tokio::spawn(async move {
+            hub::serve(&config, hub_store, listener, async {
+                let _ = rx.await;
+            })
+            .await
+        });
+        InProcessHub {
+            base,
+            callers,
+            store,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    /// Stops the hub and waits for it, at most `patience`: it must stop cleanly.
+    pub async fn stop(mut self, patience: Duration) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match tokio::time::timeout(patience, &mut self.task).await {
+            Ok(Ok(result)) => result.expect("the hub stops cleanly"),
+            Ok(Err(e)) => panic!("the hub task failed: {e}"),
+            Err(_) => panic!("the hub did not stop"),
+        }
+    }
+}

@@ -1,16 +1,22 @@
 //! The supervision engine against a real store (SQLite, and PostgreSQL when configured): case
 //! events land in the feed with their events, masked; a case's clock raises, escalates and
 //! resolves its alert as the engine is stepped through time; an out-of-order event is flagged;
-//! and a restarted engine resumes from its cursor without repeating anything.
+//! a restarted engine resumes from its cursor without repeating anything; each evaluated case
+//! is kept with its dues, so open cases list most urgent first and completions count on time or
+//! late, with nearest-rank p95s; and of two engines on one store only the lease holder works,
+//! the other taking over when the lease lapses, with no alert twice.
 
 mod common;
 
 use serde_json::{Value, json};
 use tongban::catalog::Item;
 use tongban::clock::format_millis;
-use tongban::store::{AlertQuery, FeedEntry, FeedQuery, NewApplication, NewEvent, Store};
+use tongban::store::{
+    AlertQuery, CaseQuery, CaseStates, CaseSummary, EngineRound, FeedEntry, FeedQuery, LeaseHold,
+    NewApplication, NewEvent, ReportingLag, Store,
+};
 use tongban::supervision::calendar::Calendar;
-use tongban::supervision::engine::{CURSOR, Engine};
+use tongban::supervision::engine::{CURSOR, Engine, LEASE, LEASE_MS};
 use tongban::supervision::rules::Thresholds;
 
 const SYSTEM: &str = "sy-scjg-food";
@@ -305,17 +311,22 @@ async fn a_restarted_engine_resumes_without_duplicates(store: &Store) {
     assert_eq!(first.step(t0 + 1000).await.unwrap().entries.len(), 1);
     let head = store.feed_head().await.unwrap();
 
-    // A restart, then: the same moment brings nothing new.
+    // A clean restart hands the lease over; the same moment brings nothing new.
+    first.release().await.unwrap();
     let mut second = engine(store);
     let report = second.step(t0 + 1000).await.unwrap();
+    assert!(report.leading);
     assert_eq!(report.events, 0);
     assert!(report.entries.is_empty(), "{:?}", report.entries);
     assert_eq!(store.feed_head().await.unwrap(), head);
 
-    // Only events after the cursor are read; the watched case is still known.
+    // Then a crash: the next engine waits for the lease to lapse. Only events after the cursor
+    // are read; the watched case is still known.
     record(store, "d2", "R-2", DECIDE, t0 + 2000).await;
     let mut third = engine(store);
-    let report = third.step(t0 + 3000).await.unwrap();
+    assert!(!third.step(t0 + 3000).await.unwrap().leading);
+    let report = third.step(t0 + 1000 + LEASE_MS).await.unwrap();
+    assert!(report.leading);
     assert_eq!(report.events, 1);
     assert_eq!(
         changes(&report.entries),
@@ -363,7 +374,365 @@ async fn cursors_and_feed_appends(store: &Store) {
     assert!(store.feed_after(&q("bogus")).await.unwrap().is_empty());
 }
 
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 24 * HOUR;
+
+fn open_cases(system: &str) -> CaseQuery {
+    CaseQuery {
+        system: Some(system.into()),
+        limit: 100,
+        ..CaseQuery::default()
+    }
+}
+
+async fn open_cases_come_most_urgent_first_and_completions_count_on_time_or_late(store: &Store) {
+    let ids = [
+        "K-soon",
+        "K-later",
+        "K-overdue",
+        "K-none",
+        "K-ontime",
+        "K-late",
+    ];
+    let item = setup(store, &ids).await;
+    let t0 = now();
+    let cal = Calendar::default();
+    let promised = |accepted: i64| cal.deadline(accepted, &item.promised_limit, &[]).unwrap();
+    let statutory = |accepted: i64| cal.deadline(accepted, &item.statutory_limit, &[]).unwrap();
+    // (application, acceptance, completion): promised 2 natural days, statutory 4.
+    let cases: [(&str, Option<i64>, Option<i64>); 5] = [
+        ("K-soon", Some(t0 - DAY - HOUR), None),
+        ("K-later", Some(t0 - HOUR), None),
+        ("K-overdue", Some(t0 - 3 * DAY), None),
+        ("K-ontime", Some(t0 - 2 * HOUR), Some(t0 - HOUR)),
+        ("K-late", Some(t0 - 5 * DAY), Some(t0 - HOUR)),
+    ];
+    for (app, accepted, completed) in cases {
+        let accepted = accepted.unwrap();
+        record(store, &format!("{app}-a"), app, ACCEPT, accepted).await;
+        if let Some(done) = completed {
+            record(store, &format!("{app}-r"), app, REVIEW, accepted + 1000).await;
+            record(store, &format!("{app}-c"), app, COMPLETE, done).await;
+        }
+    }
+    // Reported without its acceptance: open, with no due.
+    record(store, "K-none-d", "K-none", DECIDE, t0 - HOUR).await;
+    assert!(engine(store).step(t0).await.unwrap().leading);
+
+    let open = store.cases(&open_cases(SYSTEM)).await.unwrap();
+    let order: Vec<&str> = open.iter().map(|c| c.application_id.as_str()).collect();
+    assert_eq!(order, ["K-overdue", "K-soon", "K-later", "K-none"]);
+    let overdue = &open[0];
+    assert_eq!(overdue.state, "accepted");
+    assert_eq!(overdue.accepted_at, Some(t0 - 3 * DAY));
+    assert_eq!(overdue.promised_due, Some(promised(t0 - 3 * DAY)));
+    assert_eq!(overdue.statutory_due, Some(statutory(t0 - 3 * DAY)));
+    assert_eq!(overdue.department, item.department.uscc);
+    assert_eq!((overdue.completed_at, overdue.on_time), (None, None));
+    assert!(cal.remaining(t0, overdue.promised_due.unwrap()).ms < 0);
+    assert!(cal.remaining(t0, open[1].promised_due.unwrap()).ms > 0);
+    assert_eq!(open[3].promised_due, None);
+    assert!(
+        store
+            .cases(&open_cases("sy-other"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let done = store
+        .cases(&CaseQuery {
+            states: CaseStates::Completed,
+            ..open_cases(SYSTEM)
+        })
+        .await
+        .unwrap();
+    let by_id = |id: &str| done.iter().find(|c| c.application_id == id).unwrap();
+    assert_eq!(done.len(), 2);
+    assert_eq!(by_id("K-ontime").on_time, Some(true));
+    assert_eq!(by_id("K-ontime").handling_ms, Some(HOUR));
+    assert_eq!(by_id("K-late").on_time, Some(false));
+    assert_eq!(by_id("K-late").handling_ms, Some(5 * DAY - HOUR));
+    assert_eq!(by_id("K-late").state, "completed");
+
+    let stats = store.supervision_stats(Some(SYSTEM), None).await.unwrap();
+    assert_eq!(stats.systems.len(), 1);
+    let s = &stats.systems[0];
+    assert_eq!(s.key, SYSTEM);
+    assert_eq!((s.open, s.completed, s.on_time, s.late), (4, 2, 1, 1));
+    assert_eq!(s.handling.count, 2);
+    assert_eq!(s.handling.average(), Some((HOUR + 5 * DAY - HOUR) / 2));
+    assert_eq!(s.handling.p95, Some(5 * DAY - HOUR));
+    assert_eq!(stats.items.len(), 1);
+    assert_eq!(stats.items[0].key, item.code);
+    assert_eq!(stats.items[0].completed, 2);
+    // Every event's lag, from when it arrived.
+    let mut lags = Vec::new();
+    for id in ids {
+        for e in store.events_of(id).await.unwrap() {
+            let body: Value = serde_json::from_str(&e.body).unwrap();
+            let at = chrono::DateTime::parse_from_rfc3339(body["occurred_at"].as_str().unwrap())
+                .unwrap()
+                .timestamp_millis();
+            lags.push(e.received_at - at);
+        }
+    }
+    lags.sort_unstable();
+    assert_eq!(s.reporting_lag.count, 10);
+    assert_eq!(s.reporting_lag.total, lags.iter().sum::<i64>());
+    assert_eq!(s.reporting_lag.p95, Some(lags[9]), "rank ⌈9.5⌉ of 10");
+
+    // A later evaluation updates the row: K-soon completes.
+    record(store, "K-soon-c", "K-soon", COMPLETE, t0 + 1000).await;
+    engine(store).step(t0 + LEASE_MS + 2000).await.unwrap();
+    let soon = store.case_summary("K-soon").await.unwrap().unwrap();
+    assert_eq!(soon.state, "completed");
+    assert_eq!(soon.on_time, Some(true));
+    assert_eq!(soon.updated_at, t0 + LEASE_MS + 2000);
+}
+
+/// Completed cases written as the engine writes them.
+fn completed(id: usize, system: &str, item: &str, handling: i64, on_time: bool) -> CaseSummary {
+    let accepted = 1_000_000;
+    CaseSummary {
+        application_id: format!("P-{system}-{id}"),
+        system_id: system.into(),
+        item_code: item.into(),
+        department: String::new(),
+        state: "completed".into(),
+        submitted_at: accepted,
+        accepted_at: Some(accepted),
+        promised_due: Some(accepted + 10),
+        statutory_due: Some(accepted + 20),
+        completed_at: Some(accepted + handling),
+        on_time: Some(on_time),
+        handling_ms: Some(handling),
+        updated_at: accepted,
+    }
+}
+
+async fn statistics_take_the_nearest_rank_p95_per_system_and_item(store: &Store) {
+    // Twenty cases of one system, handled in 1..=20 s (odd ones on time), one lag each of
+    // 10..=200 ms; three of another system and item.
+    let mut cases: Vec<CaseSummary> = (1..=20)
+        .map(|i| completed(i, "sys-a", "item-a", i as i64 * 1000, i % 2 == 1))
+        .collect();
+    cases.extend((5..=7).map(|i| completed(i, "sys-b", "item-b", i as i64 * 1000, true)));
+    let lags: Vec<ReportingLag> = cases
+        .iter()
+        .enumerate()
+        .map(|(n, c)| ReportingLag {
+            feed_seq: n as i64 + 1,
+            system_id: c.system_id.clone(),
+            item_code: c.item_code.clone(),
+            application_id: c.application_id.clone(),
+            received_at: 0,
+            lag_ms: (n as i64 + 1) * 10,
+        })
+        .collect();
+    let round = EngineRound {
+        cases: &cases,
+        lags: &lags,
+        ..EngineRound::default()
+    };
+    assert_eq!(
+        store.apply_engine_round(&round).await.unwrap(),
+        Some(vec![])
+    );
+    // Written again (a replay), nothing counts twice.
+    store.apply_engine_round(&round).await.unwrap();
+
+    let stats = store.supervision_stats(None, None).await.unwrap();
+    let keys =
+        |list: &[tongban::store::CaseStats]| list.iter().map(|s| s.key.clone()).collect::<Vec<_>>();
+    assert_eq!(keys(&stats.systems), ["sys-a", "sys-b"]);
+    assert_eq!(keys(&stats.items), ["item-a", "item-b"]);
+    let a = &stats.systems[0];
+    assert_eq!((a.open, a.completed, a.on_time, a.late), (0, 20, 10, 10));
+    assert_eq!(a.handling.count, 20);
+    assert_eq!(a.handling.average(), Some(10_500));
+    assert_eq!(a.handling.p95, Some(19_000), "rank ⌈0.95 × 20⌉ = 19");
+    assert_eq!(a.reporting_lag.count, 20);
+    assert_eq!(a.reporting_lag.p95, Some(190));
+    let b = &stats.systems[1];
+    assert_eq!(b.handling.p95, Some(7_000), "rank ⌈0.95 × 3⌉ = 3");
+    assert_eq!(b.handling.average(), Some(6_000));
+    assert_eq!(b.reporting_lag.p95, Some(230));
+    assert_eq!(stats.items[0].handling, a.handling);
+
+    // Narrowed to one system: both lists shrink.
+    let only_b = store.supervision_stats(Some("sys-b"), None).await.unwrap();
+    assert_eq!(keys(&only_b.systems), ["sys-b"]);
+    assert_eq!(keys(&only_b.items), ["item-b"]);
+    let none = store
+        .supervision_stats(None, Some("nothing"))
+        .await
+        .unwrap();
+    assert!(none.systems.is_empty() && none.items.is_empty());
+}
+
+async fn one_engine_runs_per_store_and_another_takes_over_when_its_lease_lapses(store: &Store) {
+    setup(store, &["L-1", "L-2", "L-3"]).await;
+    let t0 = now();
+    let mut a = engine(store);
+    let mut b = engine(store);
+    assert_ne!(a.holder(), b.holder());
+
+    // Stepping alternately: only the holder reads and writes.
+    record(store, "d1", "L-1", DECIDE, t0).await;
+    let first = a.step(t0 + 1000).await.unwrap();
+    assert!(first.leading);
+    assert_eq!(changes(&first.entries).len(), 1);
+    let standby = b.step(t0 + 1500).await.unwrap();
+    assert!(!standby.leading);
+    assert_eq!((standby.events, standby.entries.len()), (0, 0));
+    record(store, "d2", "L-2", DECIDE, t0 + 2000).await;
+    assert!(!b.step(t0 + 2500).await.unwrap().leading);
+    let second = a.step(t0 + 3000).await.unwrap();
+    assert!(second.leading);
+    assert_eq!(second.entries[0].application_id, "L-2");
+    assert_eq!(
+        store.lease(LEASE).await.unwrap().unwrap().holder,
+        a.holder()
+    );
+
+    // `a` stops without handing the lease back. Until its lease lapses `b` waits; then it takes
+    // over from the store's cursor and raises nothing again.
+    assert!(!b.step(t0 + 3000 + LEASE_MS - 1).await.unwrap().leading);
+    let takeover = b.step(t0 + 3000 + LEASE_MS).await.unwrap();
+    assert!(takeover.leading);
+    assert_eq!(takeover.events, 0);
+    assert!(takeover.entries.is_empty(), "{:?}", takeover.entries);
+    record(store, "d3", "L-3", DECIDE, t0 + 4000).await;
+    let third = b.step(t0 + 3000 + LEASE_MS + 1000).await.unwrap();
+    assert_eq!(third.entries.len(), 1);
+    assert_eq!(third.entries[0].application_id, "L-3");
+
+    // `a` comes back: it may not step while `b` holds the lease.
+    let back = a.step(t0 + 3000 + LEASE_MS + 2000).await.unwrap();
+    assert!(!back.leading);
+    assert!(back.entries.is_empty());
+
+    let alerts = store
+        .alerts(&AlertQuery {
+            limit: 100,
+            ..AlertQuery::default()
+        })
+        .await
+        .unwrap();
+    let mut apps: Vec<_> = alerts
+        .iter()
+        .map(|a| a.application_id.clone().unwrap())
+        .collect();
+    apps.sort();
+    assert_eq!(apps, ["L-1", "L-2", "L-3"], "one alert each, none twice");
+    assert_eq!(feed(store, "alert").await.len(), 3);
+    assert_eq!(
+        store.cursor(CURSOR).await.unwrap(),
+        feed(store, "event").await.last().unwrap().seq
+    );
+}
+
+async fn a_round_written_after_the_lease_went_elsewhere_is_dropped(store: &Store) {
+    let epoch = store.take_lease(LEASE, "a", 0, 100).await.unwrap().unwrap();
+    assert_eq!(store.take_lease(LEASE, "b", 99, 199).await.unwrap(), None);
+    // Renewing keeps the epoch; a new holder bumps it.
+    assert_eq!(
+        store.take_lease(LEASE, "a", 50, 150).await.unwrap(),
+        Some(epoch)
+    );
+    assert_eq!(
+        store.take_lease(LEASE, "b", 150, 250).await.unwrap(),
+        Some(epoch + 1)
+    );
+    let cases = [completed(1, "sys-a", "item-a", 1000, true)];
+    let alert = tongban::store::AlertWrite {
+        action: tongban::store::AlertAction::Raise,
+        id: None,
+        rule: "time_limit",
+        system_id: "sys-a",
+        application_id: Some("P-sys-a-1"),
+        item_code: Some("item-a"),
+        department: "",
+        level: "warning",
+        from_level: None,
+        evidence: "{}",
+        at: 0,
+    };
+    let alerts = [alert];
+    let stale = EngineRound {
+        alerts: &alerts,
+        cases: &cases,
+        cursor: Some((CURSOR, 7)),
+        lease: Some(LeaseHold {
+            name: LEASE,
+            holder: "a",
+            until: 300,
+        }),
+        ..EngineRound::default()
+    };
+    assert_eq!(store.apply_engine_round(&stale).await.unwrap(), None);
+    assert_eq!(store.feed_head().await.unwrap(), 0);
+    assert!(store.open_alerts().await.unwrap().is_empty());
+    assert_eq!(store.case_summary("P-sys-a-1").await.unwrap(), None);
+    assert_eq!(store.cursor(CURSOR).await.unwrap(), 0);
+    let lease = store.lease(LEASE).await.unwrap().unwrap();
+    assert_eq!((lease.holder.as_str(), lease.until), ("b", 250));
+
+    // The holder's round goes through and renews the lease.
+    let current = EngineRound {
+        lease: Some(LeaseHold {
+            name: LEASE,
+            holder: "b",
+            until: 400,
+        }),
+        ..stale
+    };
+    let entries = store.apply_engine_round(&current).await.unwrap().unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(store.lease(LEASE).await.unwrap().unwrap().until, 400);
+    assert_eq!(store.cursor(CURSOR).await.unwrap(), 7);
+    // Racing takers of a lapsed lease, and of one never taken: exactly one wins each.
+    for (name, now) in [(LEASE, 1000), ("another_job", 0)] {
+        let takers: Vec<_> = (0..8)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let holder = format!("racer-{i}");
+                    store
+                        .take_lease(name, &holder, now, now + 100)
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut won = 0;
+        for taker in takers {
+            won += usize::from(taker.await.unwrap().is_some());
+        }
+        assert_eq!(won, 1, "{name}");
+    }
+    store
+        .release_lease(LEASE, &store.lease(LEASE).await.unwrap().unwrap().holder)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.take_lease(LEASE, "b", 1001, 1100).await.unwrap(),
+        Some(epoch + 3)
+    );
+    // Handed back, it is free at once.
+    store.release_lease(LEASE, "b").await.unwrap();
+    assert_eq!(
+        store.take_lease(LEASE, "a", 1002, 1102).await.unwrap(),
+        Some(epoch + 4)
+    );
+}
+
 on_both_backends!(
+    open_cases_come_most_urgent_first_and_completions_count_on_time_or_late,
+    statistics_take_the_nearest_rank_p95_per_system_and_item,
+    one_engine_runs_per_store_and_another_takes_over_when_its_lease_lapses,
+    a_round_written_after_the_lease_went_elsewhere_is_dropped,
     each_event_has_one_masked_feed_entry_in_order,
     the_clock_raises_escalates_and_resolves_one_alert,
     an_out_of_order_event_raises_its_alert,

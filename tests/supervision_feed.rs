@@ -1,7 +1,8 @@
 //! The supervision feed leaves the hub whole: the SSE stream, served for real, resumes with
 //! `Last-Event-ID` with nothing missed and nothing twice (entries appended while the client was
-//! away included), filters by system, kind and level, and admits supervisors only; the handling
-//! statistics count completed cases, handling times and reporting lag; and, against the RabbitMQ
+//! away included), filters by system, kind and level, and admits supervisors only; open cases
+//! come most urgent first with their time left; the handling statistics count completed cases,
+//! those on time, handling times and reporting lag; and, against the RabbitMQ
 //! that `TONGBAN_TEST_AMQP_URL` names, an independent consumer bound to `tongban.supervision`
 //! receives every entry in order, including those appended while the broker was stopped.
 //!
@@ -335,80 +336,210 @@ async fn only_supervisors_and_administrators_may_watch_and_bad_input_is_refused(
     );
 }
 
-/// A masked canonical case event, as the store puts it in the feed.
-fn case_event(application: &str, node: &str, result: &str, occurred_at: &str) -> Value {
-    json!({
-        "event_id": format!("{application}-{node}"),
-        "application_id": application,
-        "system": "sy-scjg-food",
-        "node": {"name": node, "type": "2", "result": result},
-        "handler": {"name": "张*"},
-        "occurred_at": occurred_at,
-    })
-}
+const SYSTEM: &str = "sy-scjg-food";
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 24 * HOUR;
 
-#[tokio::test]
-async fn statistics_count_completed_cases_handling_time_and_reporting_lag() {
-    let h = hub().await;
-    let store = &h.store;
-    // Two cases accepted and completed one and three hours later; one still open.
-    for (app, accepted, completed) in [
-        (
-            "TB-a",
-            "2026-11-20T09:00:00+08:00",
-            Some("2026-11-20T10:00:00+08:00"),
-        ),
-        (
-            "TB-b",
-            "2026-11-20T09:00:00+08:00",
-            Some("2026-11-20T12:00:00+08:00"),
-        ),
-        ("TB-c", "2026-11-20T09:00:00+08:00", None),
-    ] {
-        let mut steps = vec![case_event(app, "受理", "4", accepted)];
+/// Accepted applications of the first example item (promised 2 natural days, statutory 4, so
+/// that nothing depends on the weekday the test runs on) with their case events as a system
+/// reports them, stepped through the engine at `now`: what the cases and statistics read.
+async fn supervised(store: &Store, cases: &[(&str, i64, Option<i64>)], now: i64) {
+    use tongban::clock::format_millis;
+    use tongban::store::{NewApplication, NewEvent};
+    let mut item = common::sample_item();
+    item["promised_limit"] = json!({ "value": 2, "unit": "2" });
+    item["statutory_limit"] = json!({ "value": 4, "unit": "2" });
+    let item: tongban::catalog::Item = serde_json::from_value(item).unwrap();
+    store.put_item(&item, None).await.unwrap();
+    for &(app, accepted, completed) in cases {
+        store
+            .accept_application(&NewApplication {
+                id: app,
+                item_code: &item.code,
+                item_version: 1,
+                system_id: SYSTEM,
+                body: "{}",
+                idempotency: None,
+                identity: None,
+            })
+            .await
+            .unwrap();
+        let mut steps = vec![("a", ["受理", "1", "4"], accepted)];
         if let Some(done) = completed {
-            steps.push(case_event(app, "办结", "1", done));
+            steps.push(("r", ["审查", "2", "1"], accepted + 1000));
+            steps.push(("c", ["办结", "3", "1"], done));
         }
-        for step in steps {
+        for (suffix, node, at) in steps {
+            let event_id = format!("{app}-{suffix}");
+            let mut body = json!({
+                "event_id": event_id,
+                "application_id": app,
+                "system": SYSTEM,
+                "node": { "name": node[0], "type": node[1], "result": node[2] },
+                "handler": { "name": "张三" },
+                "occurred_at": format_millis(at),
+            });
+            if node[0] == "办结" {
+                body["completion"] = json!({ "result": "0" });
+            }
             store
-                .append_feed(&NewFeedEntry {
-                    kind: "event",
-                    system_id: "sy-scjg-food",
-                    department: "",
-                    item_code: "ITEM-1",
+                .record_event(&NewEvent {
+                    system_id: SYSTEM,
+                    event_id: &event_id,
                     application_id: app,
-                    level: None,
-                    routing_key: "event.sy-scjg-food.accept",
-                    body: &step.to_string(),
+                    node_name: node[0],
+                    occurred_at: &format_millis(at),
+                    body: &body.to_string(),
+                    state: if node[0] == "办结" {
+                        "completed"
+                    } else {
+                        "in_progress"
+                    },
                 })
                 .await
                 .unwrap();
         }
     }
-    let stats: Value = reqwest::Client::new()
-        .get(format!(
-            "{}/api/v1/supervision/stats?system=sy-scjg-food",
-            h.base
-        ))
-        .bearer_auth(&h.finance)
+    let mut engine = tongban::supervision::engine::Engine::new(
+        store.clone(),
+        tongban::supervision::calendar::Calendar::default(),
+        tongban::supervision::rules::Thresholds::default(),
+    );
+    assert!(engine.step(now).await.unwrap().leading);
+}
+
+async fn get_json(url: &str, credential: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(credential)
         .send()
         .await
-        .unwrap()
-        .json()
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn open_cases_are_listed_most_urgent_first_with_their_time_left() {
+    let h = hub().await;
+    let now = tongban::clock::now_millis();
+    supervised(
+        &h.store,
+        &[
+            ("TB-fresh", now - HOUR, None),
+            ("TB-overdue", now - 3 * DAY, None),
+            ("TB-done", now - 2 * HOUR, Some(now - HOUR)),
+        ],
+        now,
+    )
+    .await;
+    let url = format!("{}/api/v1/supervision/cases", h.base);
+    let (status, body) = get_json(&url, &h.supervisor).await;
+    assert_eq!(status, 200, "{body:#}");
+    let cases = body["cases"].as_array().unwrap();
+    let ids: Vec<&str> = cases
+        .iter()
+        .map(|c| c["application_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["TB-overdue", "TB-fresh"],
+        "open only, most urgent first"
+    );
+    let overdue = &cases[0];
+    assert_eq!(overdue["state"], "accepted");
+    assert_eq!(overdue["system"], SYSTEM);
+    assert!(
+        overdue["promised_due"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("+08:00")),
+        "{overdue:#}"
+    );
+    let left = &overdue["time_left"];
+    assert!(left["promised"]["ms"].as_i64().unwrap() < 0, "{left:#}");
+    assert!(
+        left["promised"]["working_days"].as_i64().unwrap() <= 0,
+        "{left:#}"
+    );
+    assert!(left["statutory"]["ms"].as_i64().unwrap() > 0, "{left:#}");
+    let fresh = &cases[1]["time_left"]["promised"];
+    assert!(fresh["ms"].as_i64().unwrap() > DAY, "{fresh:#}");
+    assert!(fresh["working_days"].is_i64(), "{fresh:#}");
+
+    let (status, body) =
+        get_json(&format!("{url}?state=completed&system={SYSTEM}"), &h.admin).await;
+    assert_eq!(status, 200, "{body:#}");
+    let done = &body["cases"][0];
+    assert_eq!(done["application_id"], "TB-done", "{body:#}");
+    assert_eq!(done["on_time"], true);
+    assert_eq!(done["handling_ms"], HOUR);
+    assert_eq!(done["time_left"], Value::Null);
+    let (_, body) = get_json(&format!("{url}?system=sy-other&limit=1"), &h.admin).await;
+    assert_eq!(body["cases"], json!([]));
+
+    // Watchers only; unknown states and limits are refused.
+    let (status, _) = get_json(&url, &h.finance).await;
+    assert_eq!(status, 403);
+    for query in ["?state=closed", "?limit=0", "?limit=1001", "?colour=red"] {
+        let (status, body) = get_json(&format!("{url}{query}"), &h.supervisor).await;
+        assert_eq!(status, 400, "{query}: {body:#}");
+    }
+}
+
+#[tokio::test]
+async fn statistics_count_completions_on_time_handling_time_and_reporting_lag() {
+    let h = hub().await;
+    let now = tongban::clock::now_millis();
+    // Two cases completed one hour and three days after acceptance: the first on time, the
+    // second past its promised two days. One still open.
+    supervised(
+        &h.store,
+        &[
+            ("TB-a", now - 2 * HOUR, Some(now - HOUR)),
+            ("TB-b", now - 4 * DAY, Some(now - DAY)),
+            ("TB-c", now - HOUR, None),
+        ],
+        now,
+    )
+    .await;
+    let (status, stats) = get_json(
+        &format!("{}/api/v1/supervision/stats?system={SYSTEM}", h.base),
+        &h.finance,
+    )
+    .await;
+    assert_eq!(status, 200, "{stats:#}");
+    let system = &stats["systems"][0];
+    assert_eq!(system["system"], SYSTEM, "{stats:#}");
+    assert_eq!(system["cases_open"], 1);
+    assert_eq!(system["cases_completed"], 2);
+    assert_eq!(system["completed_on_time"], 1);
+    assert_eq!(system["completed_late"], 1);
+    assert_eq!(system["handling_ms"]["count"], 2);
+    assert_eq!(system["handling_ms"]["average"], (HOUR + 3 * DAY) / 2);
+    assert_eq!(system["handling_ms"]["p95"], 3 * DAY);
+    // Each event's lag (arrival minus event time) is counted: the oldest event is the latest.
+    assert_eq!(system["reporting_lag_ms"]["count"], 7);
+    assert!(system["reporting_lag_ms"]["p95"].as_i64().unwrap() >= 4 * DAY - 1000);
+    assert_eq!(
+        stats["items"][0]["item"],
+        common::sample_item()["code"],
+        "{stats:#}"
+    );
+    assert_eq!(stats["items"][0]["cases_completed"], 2);
+    assert_eq!(stats["items"][0]["completed_on_time"], 1);
+    // The figures run to the engine's position in the feed.
+    let cursor = h
+        .store
+        .cursor(tongban::supervision::engine::CURSOR)
         .await
         .unwrap();
-    let system = &stats["systems"][0];
-    assert_eq!(system["system"], "sy-scjg-food", "{stats:#}");
-    assert_eq!(system["cases_completed"], 2);
-    assert_eq!(system["handling_ms"]["count"], 2);
-    assert_eq!(system["handling_ms"]["average"], 2 * 3_600_000);
-    assert_eq!(system["handling_ms"]["p95"], 3 * 3_600_000);
-    // Each event's lag (arrival minus event time) is counted.
-    assert_eq!(system["reporting_lag_ms"]["count"], 5);
-    assert_eq!(stats["items"][0]["item"], "ITEM-1");
-    assert_eq!(stats["items"][0]["cases_completed"], 2);
-    assert_eq!(stats["complete"], true);
-    assert_eq!(stats["events_read"], 5);
+    assert!(cursor > 0);
+    assert_eq!(stats["up_to_seq"], cursor);
+    let (_, none) = get_json(
+        &format!("{}/api/v1/supervision/stats?item=nothing", h.base),
+        &h.supervisor,
+    )
+    .await;
+    assert_eq!(none["systems"], json!([]));
 }
 
 // ---- AMQP: the publisher, an independent consumer, and the broker stopped and restarted ----

@@ -1,12 +1,16 @@
 //! `/api/v1/supervision/…`: the live feed of case events and alerts as server-sent events, the
-//! alerts, and handling statistics per system and per item, for supervisors (and, for the
-//! statistics, finance).
+//! alerts, cases with their time left, and handling statistics per system and per item, for
+//! supervisors (and, for the statistics, finance).
 //!
 //! The stream is the store's feed (`Store::feed_after`), followed by sequence number: each SSE
 //! event's `id` is the entry's `seq`, so a client that reconnects with `Last-Event-ID` (or
 //! `?after=`) gets exactly the entries after the last one it saw, whatever it missed while away,
 //! and none twice. The backlog is read in pages and the live tail by polling the store, through
 //! a small bounded channel: a slow client holds back its own pump, not the hub's memory.
+//!
+//! Cases and statistics read what the engine keeps (`Store::cases`,
+//! `Store::supervision_stats`): each case as last evaluated, with its dues on the calendar, and
+//! each event's reporting lag. They run up to the engine's cursor in the feed.
 
 use super::guard::AuditNote;
 use super::input::QueryParams;
@@ -14,8 +18,10 @@ use super::problem::{ApiError, ProblemEntry};
 use super::{Access, AppState, Route};
 use crate::auth::Role;
 use crate::clock;
-use crate::store::{AlertQuery, FeedEntry, FeedQuery, Store};
-use crate::supervision::case::parse_time;
+use crate::store::{
+    AlertQuery, CaseQuery, CaseStates, CaseStats, Durations, FeedEntry, FeedQuery, Store,
+};
+use crate::supervision::calendar::Calendar;
 use axum::Json;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{RawQuery, State};
@@ -23,7 +29,6 @@ use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::Full;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -35,6 +40,7 @@ pub fn routes() -> Vec<Route> {
     vec![
         Route::new(Method::GET, "/api/v1/supervision/stream", WATCHERS, stream),
         Route::new(Method::GET, "/api/v1/supervision/alerts", WATCHERS, alerts),
+        Route::new(Method::GET, "/api/v1/supervision/cases", WATCHERS, cases),
         Route::new(
             Method::GET,
             "/api/v1/supervision/stats",
@@ -294,53 +300,110 @@ async fn alerts(
     Ok(Json(json!({ "alerts": alerts })).into_response())
 }
 
+// ---- cases ----
+
+const MAX_CASES: i64 = 1000;
+
+/// Time left until `due` at `now`, on the calendar; negative once past it.
+fn time_left(calendar: &Calendar, now: i64, due: Option<i64>) -> Value {
+    match due {
+        Some(due) => {
+            let left = calendar.remaining(now, due);
+            json!({ "ms": left.ms, "working_days": left.working_days })
+        }
+        None => Value::Null,
+    }
+}
+
+/// Cases as the engine last evaluated them: `system`, `item`, `state` (`open`, the default,
+/// most urgent first; `completed` or `refused`, latest first) and `limit`. Open cases carry
+/// their time left to the promised and statutory dues, as of now.
+async fn cases(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let mut q = QueryParams::parse(raw.as_deref());
+    let query = CaseQuery {
+        system: q.text("system"),
+        item: q.text("item"),
+        states: match q
+            .one_of("state", &["open", "completed", "refused"])
+            .as_deref()
+        {
+            Some("completed") => CaseStates::Completed,
+            Some("refused") => CaseStates::Refused,
+            _ => CaseStates::Open,
+        },
+        limit: q.integer("limit", 1..=MAX_CASES).unwrap_or(100) as u32,
+    };
+    q.finish()?;
+    let records = state.store.cases(&query).await?;
+    let calendar = &state.config.hub.supervision.calendar;
+    let now = clock::now_millis();
+    let cases: Vec<Value> = records
+        .into_iter()
+        .map(|c| {
+            let left = c.is_open().then(|| {
+                json!({
+                    "promised": time_left(calendar, now, c.promised_due),
+                    "statutory": time_left(calendar, now, c.statutory_due),
+                })
+            });
+            json!({
+                "application_id": c.application_id,
+                "system": c.system_id,
+                "item": c.item_code,
+                "department": c.department,
+                "state": c.state,
+                "submitted_at": clock::format_millis(c.submitted_at),
+                "accepted_at": c.accepted_at.map(clock::format_millis),
+                "promised_due": c.promised_due.map(clock::format_millis),
+                "statutory_due": c.statutory_due.map(clock::format_millis),
+                "time_left": left,
+                "completed_at": c.completed_at.map(clock::format_millis),
+                "on_time": c.on_time,
+                "handling_ms": c.handling_ms,
+                "evaluated_at": clock::format_millis(c.updated_at),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "cases": cases,
+        "computed_at": clock::format_millis(now),
+    }))
+    .into_response())
+}
+
 // ---- statistics ----
 
-/// At most this many feed events are read for one answer; a larger feed is reported as partial.
-const STATS_SCAN_LIMIT: usize = 200_000;
-const STATS_PAGE: u32 = 1000;
-
-/// Per system or per item: cases completed, handling time and reporting lag.
-#[derive(Default)]
-struct Tally {
-    completed: u64,
-    handling_ms: Vec<i64>,
-    lag_ms: Vec<i64>,
-}
-
-impl Tally {
-    fn to_json(&self) -> Value {
-        json!({
-            "cases_completed": self.completed,
-            "handling_ms": summary(&self.handling_ms),
-            "reporting_lag_ms": summary(&self.lag_ms),
-        })
-    }
-}
-
 /// Count, average and p95 (nearest rank) of durations in milliseconds.
-fn summary(values: &[i64]) -> Value {
-    if values.is_empty() {
-        return json!({ "count": 0, "average": null, "p95": null });
-    }
-    let mut sorted = values.to_vec();
-    sorted.sort_unstable();
-    let n = sorted.len();
-    let rank = (n * 95).div_ceil(100).max(1);
-    let sum: i128 = sorted.iter().map(|v| i128::from(*v)).sum();
+fn summary(d: &Durations) -> Value {
     json!({
-        "count": n,
-        "average": (sum / n as i128) as i64,
-        "p95": sorted[rank - 1],
+        "count": d.count,
+        "average": d.average(),
+        "p95": d.p95,
     })
 }
 
-/// Handling statistics, computed from the feed's case events: the store has no aggregate query
-/// for them yet, so this reads the events (bounded by [`STATS_SCAN_LIMIT`]) and counts here.
+fn stats_row(s: &CaseStats, key: &str) -> Value {
+    json!({
+        key: s.key,
+        "cases_open": s.open,
+        "cases_completed": s.completed,
+        "completed_on_time": s.on_time,
+        "completed_late": s.late,
+        "handling_ms": summary(&s.handling),
+        "reporting_lag_ms": summary(&s.reporting_lag),
+    })
+}
+
+/// Handling statistics per system and per item, from the cases and reporting lags the engine
+/// keeps: `system` and `item` narrow both lists.
 ///
-/// A case is completed by a 办结 step; its handling time runs from its acceptance (a 受理 step
-/// accepting it) to that step, both as the system reports them (event time). The reporting lag
-/// of an event is the time it reached the hub minus its event time.
+/// A case is completed by its 办结 step; on time when that came by its promised due. Its
+/// handling time runs from its acceptance (受理) to that step, both as the system reports them
+/// (event time). The reporting lag of an event is the time it reached the hub minus its event
+/// time.
 async fn stats(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
@@ -349,101 +412,25 @@ async fn stats(
     let system = q.text("system");
     let item = q.text("item");
     q.finish()?;
-    let mut query = FeedQuery {
-        after: 0,
-        system,
-        item,
-        kind: Some("event".to_string()),
-        limit: STATS_PAGE,
-        ..FeedQuery::default()
-    };
-    let mut by_system: BTreeMap<String, Tally> = BTreeMap::new();
-    let mut by_item: BTreeMap<String, Tally> = BTreeMap::new();
-    // Open cases' acceptance times, by application id.
-    let mut accepted: HashMap<String, i64> = HashMap::new();
-    let mut scanned = 0usize;
-    let mut complete = true;
-    loop {
-        let entries = state.store.feed_after(&query).await?;
-        let last_page = (entries.len() as u32) < query.limit;
-        for entry in &entries {
-            query.after = entry.seq;
-            scanned += 1;
-            let Some(step) = Step::read(entry) else {
-                continue;
-            };
-            let system = by_system.entry(entry.system_id.clone()).or_default();
-            let item = by_item.entry(entry.item_code.clone()).or_default();
-            if let Some(occurred) = step.occurred_at {
-                system.lag_ms.push(entry.at - occurred);
-                item.lag_ms.push(entry.at - occurred);
-            }
-            match (step.node.as_str(), step.result.as_str()) {
-                ("受理", "4" | "1") => {
-                    if let Some(t) = step.occurred_at {
-                        accepted.entry(entry.application_id.clone()).or_insert(t);
-                    }
-                }
-                ("办结", _) => {
-                    system.completed += 1;
-                    item.completed += 1;
-                    let since = accepted.remove(&entry.application_id);
-                    if let (Some(from), Some(to)) = (since, step.occurred_at) {
-                        system.handling_ms.push(to - from);
-                        item.handling_ms.push(to - from);
-                    }
-                }
-                _ => {}
-            }
-        }
-        if last_page {
-            break;
-        }
-        if scanned >= STATS_SCAN_LIMIT {
-            complete = false;
-            break;
-        }
-    }
-    let rows = |tallies: BTreeMap<String, Tally>, key: &str| -> Vec<Value> {
-        tallies
-            .into_iter()
-            .map(|(name, tally)| {
-                let mut row = tally.to_json();
-                row[key] = Value::String(name);
-                row
-            })
-            .collect()
+    // Read first: the figures include at least what the engine had handled by then.
+    let up_to = state
+        .store
+        .cursor(crate::supervision::engine::CURSOR)
+        .await?;
+    let stats = state
+        .store
+        .supervision_stats(system.as_deref(), item.as_deref())
+        .await?;
+    let rows = |list: &[CaseStats], key: &str| -> Vec<Value> {
+        list.iter().map(|s| stats_row(s, key)).collect()
     };
     Ok(Json(json!({
-        "systems": rows(by_system, "system"),
-        "items": rows(by_item, "item"),
-        "events_read": scanned,
-        "complete": complete,
-        "up_to_seq": query.after,
+        "systems": rows(&stats.systems, "system"),
+        "items": rows(&stats.items, "item"),
+        "up_to_seq": up_to,
         "computed_at": clock::format_millis(clock::now_millis()),
     }))
     .into_response())
-}
-
-/// What the statistics need of a feed event's body (the masked canonical case event).
-struct Step {
-    node: String,
-    result: String,
-    occurred_at: Option<i64>,
-}
-
-impl Step {
-    fn read(entry: &FeedEntry) -> Option<Step> {
-        let body: Value = serde_json::from_str(&entry.body).ok()?;
-        // The body may be the event itself or carry it under `event`.
-        let event = body.get("event").filter(|e| e.is_object()).unwrap_or(&body);
-        let text = |pointer: &str| event.pointer(pointer).and_then(Value::as_str);
-        Some(Step {
-            node: text("/node/name")?.to_string(),
-            result: text("/node/result").unwrap_or_default().to_string(),
-            occurred_at: text("/occurred_at").and_then(parse_time),
-        })
-    }
 }
 
 #[cfg(test)]
@@ -451,12 +438,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn p95_is_the_nearest_rank() {
-        let values: Vec<i64> = (1..=100).collect();
-        assert_eq!(summary(&values)["p95"], 95);
-        assert_eq!(summary(&values)["average"], 50);
-        assert_eq!(summary(&[7])["p95"], 7);
-        assert_eq!(summary(&[])["count"], 0);
+    fn durations_without_values_have_no_average() {
+        let none = summary(&Durations::default());
+        assert_eq!(none, json!({"count": 0, "average": null, "p95": null}));
+        let some = summary(&Durations {
+            count: 4,
+            total: 10,
+            p95: Some(4),
+        });
+        assert_eq!(some, json!({"count": 4, "average": 2, "p95": 4}));
     }
 
     #[test]

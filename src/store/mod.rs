@@ -20,7 +20,9 @@ pub use routing::{
     EventRecord, NewApplication, NewEvent,
 };
 pub use supervision::{
-    AlertAction, AlertQuery, AlertRecord, AlertWrite, FeedEntry, FeedQuery, NewFeedEntry,
+    AlertAction, AlertQuery, AlertRecord, AlertWrite, CaseQuery, CaseStates, CaseStats,
+    CaseSummary, Durations, EngineRound, FeedEntry, FeedQuery, LeaseHold, LeaseRecord,
+    NewFeedEntry, ReportingLag, SupervisionStats,
 };
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};

@@ -1,17 +1,20 @@
-//! Supervision tables: the feed of case events and alert changes, the alerts themselves, and
-//! readers' cursors in the feed.
+//! Supervision tables: the feed of case events and alert changes, the alerts themselves,
+//! readers' cursors in the feed, each case's summary and each event's reporting lag (what the
+//! queries and statistics read), and the lease that keeps one engine at a time at work.
 //!
 //! The feed is append-only and numbered from the `supervision_feed` row of `counters`, taken
 //! under its row lock inside the writing transaction (as the catalog feed and the audit log do),
 //! so sequence numbers are gapless and follow commit order: a reader following `seq > after`
 //! never misses an entry that commits later with a smaller number. Case events are appended by
 //! [`Store::record_event`] in the event's own transaction; alert changes by
-//! [`Store::apply_alert_changes`] together with the alerts and the engine's cursor.
+//! [`Store::apply_engine_round`] together with the alerts, the case summaries, the lags, the
+//! engine's cursor and the renewal of its lease.
 
 use super::{Store, StoreError};
 use crate::clock;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
+use std::collections::BTreeMap;
 
 /// The levels, lowest first, as the store and the feed spell them.
 const LEVELS: [&str; 3] = ["warning", "yellow", "red"];
@@ -142,6 +145,142 @@ pub struct AlertWrite<'a> {
     /// On `Raise` and `Escalate`, the condition's evidence; on `Resolve`, the alert's last.
     pub evidence: &'a str,
     pub at: i64,
+}
+
+/// A case as the engine last evaluated it: a row of `cases`. Times are epoch milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CaseSummary {
+    pub application_id: String,
+    pub system_id: String,
+    pub item_code: String,
+    /// The item's department USCC, `""` if unknown.
+    pub department: String,
+    /// The case state as `supervision::case::State` spells it.
+    pub state: String,
+    /// When the hub accepted the application.
+    pub submitted_at: i64,
+    /// The department's acceptance (受理), from which the dues run.
+    pub accepted_at: Option<i64>,
+    pub promised_due: Option<i64>,
+    pub statutory_due: Option<i64>,
+    pub completed_at: Option<i64>,
+    /// Completed by the promised due (at or before it); `None` without both.
+    pub on_time: Option<bool>,
+    /// Acceptance to completion, by event time.
+    pub handling_ms: Option<i64>,
+    /// When the engine last evaluated it.
+    pub updated_at: i64,
+}
+
+/// The states in which nothing runs on a case any more.
+const CLOSED_STATES: &str = "('completed', 'refused')";
+
+impl CaseSummary {
+    pub fn is_open(&self) -> bool {
+        self.state != "completed" && self.state != "refused"
+    }
+}
+
+/// One case event's reporting lag: when it reached the hub minus its own time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportingLag {
+    /// The event's entry in the feed: one lag per event, however often it is written.
+    pub feed_seq: i64,
+    pub system_id: String,
+    pub item_code: String,
+    pub application_id: String,
+    pub received_at: i64,
+    pub lag_ms: i64,
+}
+
+/// The lease an engine round must still hold for its writes to count.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseHold<'a> {
+    pub name: &'a str,
+    pub holder: &'a str,
+    /// Renewed to this moment with the round.
+    pub until: i64,
+}
+
+/// What one round of the supervision engine writes, together (see
+/// [`Store::apply_engine_round`]).
+#[derive(Debug, Clone, Default)]
+pub struct EngineRound<'a> {
+    pub alerts: &'a [AlertWrite<'a>],
+    pub cases: &'a [CaseSummary],
+    pub lags: &'a [ReportingLag],
+    pub cursor: Option<(&'a str, i64)>,
+    pub lease: Option<LeaseHold<'a>>,
+}
+
+/// A lease as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRecord {
+    pub holder: String,
+    pub until: i64,
+    /// Grows whenever the holder changes.
+    pub epoch: i64,
+}
+
+/// Which cases to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CaseStates {
+    /// Neither completed nor refused: the most urgent first (earliest promised due; those
+    /// without a due last).
+    #[default]
+    Open,
+    /// Completed, latest completion first.
+    Completed,
+    /// Refused, latest first.
+    Refused,
+}
+
+/// A filtered list of cases. Every filter that is set must hold.
+#[derive(Debug, Clone, Default)]
+pub struct CaseQuery {
+    pub system: Option<String>,
+    pub item: Option<String>,
+    pub states: CaseStates,
+    /// At most this many cases (at least one is always asked for).
+    pub limit: u32,
+}
+
+/// Count, sum and p95 (nearest rank) of durations in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Durations {
+    pub count: i64,
+    pub total: i64,
+    pub p95: Option<i64>,
+}
+
+impl Durations {
+    pub fn average(&self) -> Option<i64> {
+        (self.count > 0).then(|| self.total / self.count)
+    }
+}
+
+/// Handling figures of one system or one item.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CaseStats {
+    /// The system id or the item code.
+    pub key: String,
+    pub open: i64,
+    pub completed: i64,
+    /// Completed by the promised due.
+    pub on_time: i64,
+    /// Completed after the promised due.
+    pub late: i64,
+    /// Acceptance to completion of completed cases that reported their acceptance.
+    pub handling: Durations,
+    /// Arrival minus event time, over case events.
+    pub reporting_lag: Durations,
+}
+
+/// [`CaseStats`] per system and per item, each list ordered by key.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SupervisionStats {
+    pub systems: Vec<CaseStats>,
+    pub items: Vec<CaseStats>,
 }
 
 fn levels_at_or_above(min: &str) -> Vec<&'static str> {
@@ -339,7 +478,42 @@ impl Store {
         writes: &[AlertWrite<'_>],
         cursor: Option<(&str, i64)>,
     ) -> Result<Vec<FeedEntry>, StoreError> {
+        let round = EngineRound {
+            alerts: writes,
+            cursor,
+            ..EngineRound::default()
+        };
+        // Without a lease to check, the round always writes.
+        Ok(self.apply_engine_round(&round).await?.unwrap_or_default())
+    }
+
+    /// One round of the supervision engine in one transaction: when `round.lease` is given, the
+    /// lease is renewed first and, if its holder is no longer the caller, nothing is written and
+    /// the answer is `None` (a stale engine must not write after another took over; the row lock
+    /// taken here also keeps a taker waiting until this round commits). Then the alert changes
+    /// as [`Store::apply_alert_changes`] describes, the case summaries (upserted), the reporting
+    /// lags (kept once per feed entry) and the cursor. Returns the feed entries appended.
+    pub async fn apply_engine_round(
+        &self,
+        round: &EngineRound<'_>,
+    ) -> Result<Option<Vec<FeedEntry>>, StoreError> {
         let mut tx = self.pool.begin().await?;
+        if let Some(lease) = &round.lease {
+            let renewed =
+                sqlx::query("UPDATE leases SET until = $3 WHERE name = $1 AND holder = $2")
+                    .bind(lease.name)
+                    .bind(lease.holder)
+                    .bind(lease.until)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            if renewed == 0 {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+        }
+        let writes = round.alerts;
+        let cursor = round.cursor;
         let mut entries = Vec::with_capacity(writes.len());
         for w in writes {
             let (seq, id) = match (w.action, w.id) {
@@ -420,11 +594,28 @@ impl Store {
             };
             entries.push(insert_feed(&mut tx, seq, &entry, w.at).await?);
         }
+        for c in round.cases {
+            upsert_case(&mut tx, c).await?;
+        }
+        for l in round.lags {
+            sqlx::query(
+                "INSERT INTO reporting_lags (feed_seq, system_id, item_code, application_id, received_at, lag_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (feed_seq) DO NOTHING",
+            )
+            .bind(l.feed_seq)
+            .bind(&l.system_id)
+            .bind(&l.item_code)
+            .bind(&l.application_id)
+            .bind(l.received_at)
+            .bind(l.lag_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
         if let Some((name, seq)) = cursor {
             set_cursor_in_tx(&mut tx, name, seq).await?;
         }
         tx.commit().await?;
-        Ok(entries)
+        Ok(Some(entries))
     }
 
     /// The applications the supervision engine watches after a restart: those with case events
@@ -455,6 +646,285 @@ impl Store {
             .map(|r| Ok((r.try_get("system_id")?, r.try_get("last")?)))
             .collect()
     }
+}
+
+const CASE_COLUMNS: &str = "application_id, system_id, item_code, department, state, submitted_at, accepted_at, \
+     promised_due, statutory_due, completed_at, on_time, handling_ms, updated_at";
+
+/// The columns the statistics group by, in the order of [`SupervisionStats`]' lists.
+const STATS_GROUPS: [&str; 2] = ["system_id", "item_code"];
+
+impl Store {
+    /// Cases as the engine last evaluated them, filtered and ordered as [`CaseStates`] says.
+    pub async fn cases(&self, q: &CaseQuery) -> Result<Vec<CaseSummary>, StoreError> {
+        let mut filter = Filter::default();
+        if let Some(system) = &q.system {
+            filter.add("system_id =", Param::Text(system));
+        }
+        if let Some(item) = &q.item {
+            filter.add("item_code =", Param::Text(item));
+        }
+        // NULLs sort first on SQLite and last on PostgreSQL: the CASE makes them last on both.
+        let order = match q.states {
+            CaseStates::Open => {
+                filter.raw(&format!("state NOT IN {CLOSED_STATES}"));
+                "CASE WHEN promised_due IS NULL THEN 1 ELSE 0 END, promised_due, application_id"
+            }
+            CaseStates::Completed => {
+                filter.raw("state = 'completed'");
+                "completed_at DESC, application_id"
+            }
+            CaseStates::Refused => {
+                filter.raw("state = 'refused'");
+                "updated_at DESC, application_id"
+            }
+        };
+        let sql = format!(
+            "SELECT {CASE_COLUMNS} FROM cases {} ORDER BY {order} LIMIT ${}",
+            filter.where_clause(),
+            filter.next()
+        );
+        let rows = filter
+            .bind(sqlx::query(&sql))
+            .bind(i64::from(q.limit.max(1)))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(case_from_row).collect()
+    }
+
+    /// One case's summary, if the engine has evaluated it.
+    pub async fn case_summary(
+        &self,
+        application_id: &str,
+    ) -> Result<Option<CaseSummary>, StoreError> {
+        let sql = format!("SELECT {CASE_COLUMNS} FROM cases WHERE application_id = $1");
+        let row = sqlx::query(&sql)
+            .bind(application_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(case_from_row).transpose()
+    }
+
+    /// Per system and per item: open and completed cases, completions on time and late,
+    /// handling time and reporting lag (count, total, p95), from `cases` and `reporting_lags`,
+    /// narrowed to one system and/or item when given. Percentiles come from window functions,
+    /// which SQLite and PostgreSQL share.
+    pub async fn supervision_stats(
+        &self,
+        system: Option<&str>,
+        item: Option<&str>,
+    ) -> Result<SupervisionStats, StoreError> {
+        let mut lists = Vec::with_capacity(STATS_GROUPS.len());
+        for group in STATS_GROUPS {
+            let mut by_key: BTreeMap<String, CaseStats> = BTreeMap::new();
+            let filter = stats_filter(system, item);
+            let sql = format!(
+                "SELECT {group} AS grp, \
+                 COALESCE(CAST(SUM(CASE WHEN state NOT IN {CLOSED_STATES} THEN 1 ELSE 0 END) AS BIGINT), 0) AS open_cases, \
+                 COALESCE(CAST(SUM(CASE WHEN state = 'completed' THEN 1 ELSE 0 END) AS BIGINT), 0) AS completed, \
+                 COALESCE(CAST(SUM(CASE WHEN state = 'completed' AND on_time = 1 THEN 1 ELSE 0 END) AS BIGINT), 0) AS on_time, \
+                 COALESCE(CAST(SUM(CASE WHEN state = 'completed' AND on_time = 0 THEN 1 ELSE 0 END) AS BIGINT), 0) AS late, \
+                 COUNT(handling_ms) AS handled, \
+                 COALESCE(CAST(SUM(handling_ms) AS BIGINT), 0) AS handling_total \
+                 FROM cases {} GROUP BY {group}",
+                filter.where_clause()
+            );
+            for r in filter.bind(sqlx::query(&sql)).fetch_all(&self.pool).await? {
+                let stats = stats_entry(&mut by_key, r.try_get("grp")?);
+                stats.open = r.try_get("open_cases")?;
+                stats.completed = r.try_get("completed")?;
+                stats.on_time = r.try_get("on_time")?;
+                stats.late = r.try_get("late")?;
+                stats.handling.count = r.try_get("handled")?;
+                stats.handling.total = r.try_get("handling_total")?;
+            }
+            for (key, p95) in self
+                .p95("cases", group, "handling_ms", system, item)
+                .await?
+            {
+                stats_entry(&mut by_key, key).handling.p95 = Some(p95);
+            }
+            let sql = format!(
+                "SELECT {group} AS grp, COUNT(*) AS n, COALESCE(CAST(SUM(lag_ms) AS BIGINT), 0) AS total \
+                 FROM reporting_lags {} GROUP BY {group}",
+                filter.where_clause()
+            );
+            for r in filter.bind(sqlx::query(&sql)).fetch_all(&self.pool).await? {
+                let lag = &mut stats_entry(&mut by_key, r.try_get("grp")?).reporting_lag;
+                lag.count = r.try_get("n")?;
+                lag.total = r.try_get("total")?;
+            }
+            for (key, p95) in self
+                .p95("reporting_lags", group, "lag_ms", system, item)
+                .await?
+            {
+                stats_entry(&mut by_key, key).reporting_lag.p95 = Some(p95);
+            }
+            lists.push(by_key.into_values().collect());
+        }
+        let items = lists.pop().unwrap_or_default();
+        let systems = lists.pop().unwrap_or_default();
+        Ok(SupervisionStats { systems, items })
+    }
+
+    /// The nearest-rank 95th percentile of `value` in `table` per `group`, over non-NULL values:
+    /// the value ranked ⌈0.95·n⌉ of n.
+    async fn p95(
+        &self,
+        table: &str,
+        group: &str,
+        value: &str,
+        system: Option<&str>,
+        item: Option<&str>,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut filter = stats_filter(system, item);
+        filter.raw(&format!("{value} IS NOT NULL"));
+        let sql = format!(
+            "SELECT grp, v FROM (SELECT {group} AS grp, {value} AS v, \
+             ROW_NUMBER() OVER (PARTITION BY {group} ORDER BY {value}) AS rn, \
+             COUNT(*) OVER (PARTITION BY {group}) AS n FROM {table} {}) ranked \
+             WHERE rn = (n * 95 + 99) / 100",
+            filter.where_clause()
+        );
+        let rows = filter.bind(sqlx::query(&sql)).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("grp")?, r.try_get("v")?)))
+            .collect()
+    }
+
+    /// Takes the lease `name` for `holder` until `until`, or renews it: it is free when its
+    /// holder's time has run out (`until <= now`) or when `holder` holds it already. One
+    /// conditional UPDATE decides, so of several takers exactly one gets it (on PostgreSQL a
+    /// second taker waits for the first's row lock and then sees the new holder). Returns the
+    /// lease's epoch when `holder` holds it, `None` when another does.
+    pub async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE leases SET until = $3, \
+             epoch = CASE WHEN holder = $2 THEN epoch ELSE epoch + 1 END, holder = $2 \
+             WHERE name = $1 AND (holder = $2 OR until <= $4) RETURNING epoch",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(until)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = row {
+            return Ok(Some(row.try_get("epoch")?));
+        }
+        // A lease nobody has taken yet: the first insert wins.
+        let inserted = sqlx::query(
+            "INSERT INTO leases (name, holder, until, epoch) VALUES ($1, $2, $3, 1) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(until)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok((inserted == 1).then_some(1))
+    }
+
+    /// Gives the lease up if `holder` holds it, so that another may take it at once.
+    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE leases SET until = 0 WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn lease(&self, name: &str) -> Result<Option<LeaseRecord>, StoreError> {
+        let row = sqlx::query("SELECT holder, until, epoch FROM leases WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(LeaseRecord {
+                holder: r.try_get("holder")?,
+                until: r.try_get("until")?,
+                epoch: r.try_get("epoch")?,
+            })
+        })
+        .transpose()
+    }
+}
+
+fn stats_filter<'q>(system: Option<&'q str>, item: Option<&'q str>) -> Filter<'q> {
+    let mut filter = Filter::default();
+    if let Some(system) = system {
+        filter.add("system_id =", Param::Text(system));
+    }
+    if let Some(item) = item {
+        filter.add("item_code =", Param::Text(item));
+    }
+    filter
+}
+
+fn stats_entry(by_key: &mut BTreeMap<String, CaseStats>, key: String) -> &mut CaseStats {
+    by_key.entry(key.clone()).or_insert_with(|| CaseStats {
+        key,
+        ..CaseStats::default()
+    })
+}
+
+async fn upsert_case(
+    tx: &mut Transaction<'static, Any>,
+    c: &CaseSummary,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO cases (application_id, system_id, item_code, department, state, submitted_at, accepted_at, \
+         promised_due, statutory_due, completed_at, on_time, handling_ms, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+         ON CONFLICT (application_id) DO UPDATE SET system_id = excluded.system_id, \
+         item_code = excluded.item_code, department = excluded.department, state = excluded.state, \
+         submitted_at = excluded.submitted_at, accepted_at = excluded.accepted_at, \
+         promised_due = excluded.promised_due, statutory_due = excluded.statutory_due, \
+         completed_at = excluded.completed_at, on_time = excluded.on_time, \
+         handling_ms = excluded.handling_ms, updated_at = excluded.updated_at",
+    )
+    .bind(&c.application_id)
+    .bind(&c.system_id)
+    .bind(&c.item_code)
+    .bind(&c.department)
+    .bind(&c.state)
+    .bind(c.submitted_at)
+    .bind(c.accepted_at)
+    .bind(c.promised_due)
+    .bind(c.statutory_due)
+    .bind(c.completed_at)
+    .bind(c.on_time.map(i64::from))
+    .bind(c.handling_ms)
+    .bind(c.updated_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn case_from_row(r: &AnyRow) -> Result<CaseSummary, StoreError> {
+    Ok(CaseSummary {
+        application_id: r.try_get("application_id")?,
+        system_id: r.try_get("system_id")?,
+        item_code: r.try_get("item_code")?,
+        department: r.try_get("department")?,
+        state: r.try_get("state")?,
+        submitted_at: r.try_get("submitted_at")?,
+        accepted_at: r.try_get("accepted_at")?,
+        promised_due: r.try_get("promised_due")?,
+        statutory_due: r.try_get("statutory_due")?,
+        completed_at: r.try_get("completed_at")?,
+        on_time: r.try_get::<Option<i64>, _>("on_time")?.map(|v| v != 0),
+        handling_ms: r.try_get("handling_ms")?,
+        updated_at: r.try_get("updated_at")?,
+    })
 }
 
 /// Takes the next feed number under the `supervision_feed` row lock, held until `tx` ends.

@@ -15,20 +15,47 @@
 //!
 //! After a restart it watches the applications with events that are not completed, and those
 //! with open alerts, and evaluates each once.
+//!
+//! Each evaluation also upserts the case's summary (state, dues, completion on time, handling
+//! time) and each new event's reporting lag, in the same transaction as the alert changes: the
+//! open-cases query and the statistics read those rows instead of the feed.
+//!
+//! One engine per store: several hubs may share a PostgreSQL database, and each runs an engine,
+//! but only the holder of the `supervision_engine` lease ([`LEASE_MS`] long) steps. Every step
+//! first takes or renews the lease with a conditional UPDATE, and every write renews it again
+//! inside its transaction and is dropped when another engine holds it by then, so an engine that
+//! stalled past its lease cannot write behind its successor. The others try each second and one
+//! takes over when the holder's lease runs out; a hub that stops hands the lease back. An engine
+//! that gets the lease after someone else held it forgets what it knew and starts from the
+//! store, as after a restart.
 
 use super::calendar::Calendar;
-use super::case::{Case, CaseEvent};
+use super::case::{Case, CaseEvent, parse_time};
 use super::rules::{
     self, Alert, AlertChange, AlertKey, Deadlines, Level, Rule, StepDue, Thresholds,
 };
 use crate::catalog::Item;
 use crate::clock;
-use crate::store::{AlertAction, AlertRecord, AlertWrite, FeedEntry, FeedQuery, Store, StoreError};
+use crate::store::{
+    AlertAction, AlertRecord, AlertWrite, CaseSummary, EngineRound, FeedEntry, FeedQuery,
+    LeaseHold, ReportingLag, Store, StoreError,
+};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The engine's position in the feed, in `cursors`.
 pub const CURSOR: &str = "supervision_engine";
+
+/// The lease that lets one engine per store step, in `leases`.
+pub const LEASE: &str = "supervision_engine";
+
+/// How long a lease lasts unless renewed: the longest the alerts stand still when a hub dies.
+pub const LEASE_MS: i64 = 15_000;
+
+/// A running engine renews its lease when less than this is left, so a few missed renewals in a
+/// row do not cost it the lease.
+const RENEW_LEFT_MS: i64 = LEASE_MS * 2 / 3;
 
 /// Case events read per transaction.
 const PAGE: u32 = 500;
@@ -56,6 +83,24 @@ pub struct StepReport {
     pub cases: usize,
     /// The alert entries appended to the feed, in order.
     pub entries: Vec<FeedEntry>,
+    /// Whether this engine held the lease through the round; when not, it did nothing (or
+    /// stopped at the write that found the lease gone).
+    pub leading: bool,
+}
+
+/// A case's evaluation: what its alerts need and its summary.
+struct Evaluation {
+    pending: Vec<Pending>,
+    summary: Option<CaseSummary>,
+}
+
+impl Evaluation {
+    fn none() -> Evaluation {
+        Evaluation {
+            pending: Vec::new(),
+            summary: None,
+        }
+    }
 }
 
 /// An alert change before it is written.
@@ -85,6 +130,26 @@ pub struct Engine {
     last_seen: BTreeMap<String, i64>,
     /// The `now` of the latest step: wake times at or before it are spent.
     last_step: i64,
+    /// Who this engine is in `leases`: unique per engine.
+    holder: String,
+    /// The lease's epoch when this engine took it; `None` while it does not hold it.
+    lease_epoch: Option<i64>,
+    /// Until when the lease is held, as last renewed.
+    lease_until: Option<i64>,
+}
+
+/// Makes holder names unique among the engines of one process (tests run several).
+static ENGINES: AtomicU64 = AtomicU64::new(0);
+
+/// A name no other engine uses: host, process, start time and a counter.
+fn holder_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "hub".to_owned());
+    format!(
+        "{host}/{}/{}/{}",
+        std::process::id(),
+        clock::now_millis(),
+        ENGINES.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 impl Engine {
@@ -98,7 +163,57 @@ impl Engine {
             cases: BTreeMap::new(),
             last_seen: BTreeMap::new(),
             last_step: i64::MIN,
+            holder: holder_name(),
+            lease_epoch: None,
+            lease_until: None,
         }
+    }
+
+    /// This engine's name in the lease.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// Hands the lease back, if held, so that another hub's engine takes over at once.
+    pub async fn release(&mut self) -> Result<(), StoreError> {
+        if self.lease_epoch.is_some() {
+            self.store.release_lease(LEASE, &self.holder).await?;
+        }
+        self.forget();
+        Ok(())
+    }
+
+    /// Drops what this engine knows of the cases: another engine may have moved on since.
+    fn forget(&mut self) {
+        self.started = false;
+        self.cases.clear();
+        self.last_seen.clear();
+        self.lease_epoch = None;
+        self.lease_until = None;
+    }
+
+    /// Takes or renews the lease at `now_ms`; whether this engine holds it.
+    async fn hold(&mut self, now_ms: i64) -> Result<bool, StoreError> {
+        let until = now_ms.saturating_add(LEASE_MS);
+        let taken = self
+            .store
+            .take_lease(LEASE, &self.holder, now_ms, until)
+            .await?;
+        let Some(epoch) = taken else {
+            if self.lease_epoch.is_some() {
+                tracing::warn!(holder = %self.holder, "the supervision lease went to another hub; standing by");
+            }
+            self.forget();
+            return Ok(false);
+        };
+        if self.lease_epoch != Some(epoch) {
+            // New, or back after another holder: what this engine remembers may be stale.
+            self.forget();
+            self.lease_epoch = Some(epoch);
+            tracing::info!(holder = %self.holder, epoch, "this hub runs the supervision engine");
+        }
+        self.lease_until = Some(until);
+        Ok(true)
     }
 
     /// The feed position up to which case events have been handled.
@@ -122,6 +237,10 @@ impl Engine {
     /// systems' silence.
     pub async fn step(&mut self, now_ms: i64) -> Result<StepReport, StoreError> {
         let mut report = StepReport::default();
+        if !self.hold(now_ms).await? {
+            return Ok(report);
+        }
+        report.leading = true;
         if !self.started {
             self.cursor = self.store.cursor(CURSOR).await?;
             self.last_seen = self.store.systems_last_event().await?.into_iter().collect();
@@ -153,19 +272,29 @@ impl Engine {
                 break;
             };
             let mut touched = BTreeSet::new();
+            let mut lags = Vec::new();
             for e in &page {
                 touched.insert(e.application_id.clone());
                 let seen = self.last_seen.entry(e.system_id.clone()).or_insert(e.at);
                 *seen = (*seen).max(e.at);
+                lags.extend(reporting_lag(e));
             }
             let open = self.store.open_alerts().await?;
             let mut pending = Vec::new();
+            let mut summaries = Vec::new();
             for id in &touched {
-                pending.extend(self.evaluate_case(id, &open, now_ms).await?);
+                let evaluation = self.evaluate_case(id, &open, now_ms).await?;
+                pending.extend(evaluation.pending);
+                summaries.extend(evaluation.summary);
             }
-            report
-                .entries
-                .extend(self.write(&pending, Some((CURSOR, last))).await?);
+            let written = self
+                .write(&pending, &summaries, &lags, Some((CURSOR, last)), now_ms)
+                .await?;
+            let Some(entries) = written else {
+                report.leading = false;
+                return Ok(report);
+            };
+            report.entries.extend(entries);
             self.cursor = last;
             report.events += page.len();
             report.cases += touched.len();
@@ -183,40 +312,57 @@ impl Engine {
             .collect();
         let open = self.store.open_alerts().await?;
         let mut pending = Vec::new();
+        let mut summaries = Vec::new();
         for id in &due {
-            pending.extend(self.evaluate_case(id, &open, now_ms).await?);
+            let evaluation = self.evaluate_case(id, &open, now_ms).await?;
+            pending.extend(evaluation.pending);
+            summaries.extend(evaluation.summary);
         }
         report.cases += due.len();
         pending.extend(self.evaluate_systems(&open, now_ms));
-        if !pending.is_empty() {
-            report.entries.extend(self.write(&pending, None).await?);
+        if !pending.is_empty() || !summaries.is_empty() {
+            match self.write(&pending, &summaries, &[], None, now_ms).await? {
+                Some(entries) => report.entries.extend(entries),
+                None => {
+                    report.leading = false;
+                    return Ok(report);
+                }
+            }
         }
         self.last_step = now_ms;
         Ok(report)
     }
 
-    /// Steps whenever the feed's head moves or a wake time comes, until `shutdown` turns true.
+    /// Steps whenever the feed's head moves, a wake time comes or the lease needs renewing, until
+    /// `shutdown` turns true; then hands the lease back. Without the lease it tries to take it
+    /// once a second.
     pub async fn run(mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut head_seen: Option<i64> = None;
         loop {
             if *shutdown.borrow() {
-                return;
+                break;
             }
             let now = clock::now_millis();
             let mut sleep_ms = POLL_MS;
+            let renew = self
+                .lease_until
+                .is_none_or(|until| until - now <= RENEW_LEFT_MS);
             match self.store.feed_head().await {
                 Ok(head) => {
                     let due = self.next_wake().is_some_and(|t| t <= now);
-                    if head_seen != Some(head) || due {
+                    if renew || head_seen != Some(head) || due {
                         match self.step(now).await {
                             // The head read before the step: everything up to it was handled.
-                            Ok(_) => head_seen = Some(head),
+                            Ok(report) if report.leading => head_seen = Some(head),
+                            Ok(_) => head_seen = None,
                             Err(e) => {
                                 tracing::warn!(cause = %e, "supervision round failed; retrying")
                             }
                         }
                     }
-                    if let Some(wake) = self.next_wake() {
+                    if self.lease_epoch.is_some()
+                        && let Some(wake) = self.next_wake()
+                    {
                         sleep_ms = (wake - clock::now_millis()).clamp(0, POLL_MS);
                     }
                 }
@@ -224,8 +370,11 @@ impl Engine {
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(sleep_ms as u64)) => {}
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => break,
             }
+        }
+        if let Err(e) = self.release().await {
+            tracing::warn!(cause = %e, "could not hand the supervision lease back; it lapses by itself");
         }
     }
 
@@ -235,10 +384,10 @@ impl Engine {
         id: &str,
         open: &[AlertRecord],
         now_ms: i64,
-    ) -> Result<Vec<Pending>, StoreError> {
+    ) -> Result<Evaluation, StoreError> {
         let Some(app) = self.store.application(id).await? else {
             self.cases.remove(id);
-            return Ok(Vec::new());
+            return Ok(Evaluation::none());
         };
         let item = match self
             .store
@@ -251,7 +400,7 @@ impl Engine {
                 None => {
                     tracing::warn!(application = id, item = %app.item_code, "case not supervised: its item is not in the catalog");
                     self.cases.remove(id);
-                    return Ok(Vec::new());
+                    return Ok(Evaluation::none());
                 }
             },
         };
@@ -297,7 +446,41 @@ impl Engine {
         } else {
             self.cases.remove(id);
         }
-        Ok(pending)
+        let summary = self.summary(&case, &item, now_ms);
+        Ok(Evaluation {
+            pending,
+            summary: Some(summary),
+        })
+    }
+
+    /// The case's row in `cases`. A closed case's dues count its suspensions up to its closure,
+    /// so they stay put once it is closed; an open one's up to `now_ms` (a suspended case's dues
+    /// move later until it resumes).
+    fn summary(&self, case: &Case, item: &Item, now_ms: i64) -> CaseSummary {
+        let until = case.closed_at().map_or(now_ms, |closed| closed.min(now_ms));
+        let due = self.deadlines(case, item, until);
+        let completed_at = case.completed_at();
+        let accepted_at = case.accepted_at();
+        CaseSummary {
+            application_id: case.application_id().to_owned(),
+            system_id: case.system().to_owned(),
+            item_code: case.item_code().to_owned(),
+            department: item.department.uscc.clone(),
+            state: case.state().as_str().to_owned(),
+            submitted_at: case.submitted_at(),
+            accepted_at,
+            promised_due: due.promised,
+            statutory_due: due.statutory,
+            completed_at,
+            // The rules call a case late once past its due, so completing at the due is on time.
+            on_time: completed_at
+                .zip(due.promised)
+                .map(|(done, promised)| done <= promised),
+            handling_ms: completed_at
+                .zip(accepted_at)
+                .map(|(done, accepted)| done - accepted),
+            updated_at: now_ms,
+        }
     }
 
     /// The case's deadlines on the calendar, its suspensions counted up to `now_ms`.
@@ -449,11 +632,16 @@ impl Engine {
             .collect()
     }
 
+    /// Writes a round under the lease; `None` when the lease had gone to another engine, in
+    /// which case nothing was written and this engine forgets what it knew.
     async fn write(
-        &self,
+        &mut self,
         pending: &[Pending],
+        cases: &[CaseSummary],
+        lags: &[ReportingLag],
         cursor: Option<(&str, i64)>,
-    ) -> Result<Vec<FeedEntry>, StoreError> {
+        now_ms: i64,
+    ) -> Result<Option<Vec<FeedEntry>>, StoreError> {
         let writes: Vec<AlertWrite> = pending
             .iter()
             .map(|p| AlertWrite {
@@ -470,15 +658,50 @@ impl Engine {
                 at: p.at,
             })
             .collect();
-        if writes.is_empty() && cursor.is_none() {
-            return Ok(Vec::new());
+        if writes.is_empty() && cases.is_empty() && lags.is_empty() && cursor.is_none() {
+            return Ok(Some(Vec::new()));
         }
-        let entries = self.store.apply_alert_changes(&writes, cursor).await?;
+        let until = now_ms.saturating_add(LEASE_MS);
+        let round = EngineRound {
+            alerts: &writes,
+            cases,
+            lags,
+            cursor,
+            lease: Some(LeaseHold {
+                name: LEASE,
+                holder: &self.holder,
+                until,
+            }),
+        };
+        let Some(entries) = self.store.apply_engine_round(&round).await? else {
+            tracing::warn!(holder = %self.holder, "the supervision lease went to another hub before this round was written; dropped");
+            self.forget();
+            return Ok(None);
+        };
+        self.lease_until = Some(until);
         for e in &entries {
             tracing::info!(routing_key = %e.routing_key, application = %e.application_id, "supervision alert");
         }
-        Ok(entries)
+        Ok(Some(entries))
     }
+}
+
+/// A case event's reporting lag from its feed entry: the entry's time is the event's arrival.
+/// `None` when the body has no readable `occurred_at`.
+fn reporting_lag(entry: &FeedEntry) -> Option<ReportingLag> {
+    let body: serde_json::Value = serde_json::from_str(&entry.body).ok()?;
+    let occurred = body
+        .get("occurred_at")
+        .and_then(serde_json::Value::as_str)
+        .and_then(parse_time)?;
+    Some(ReportingLag {
+        feed_seq: entry.seq,
+        system_id: entry.system_id.clone(),
+        item_code: entry.item_code.clone(),
+        application_id: entry.application_id.clone(),
+        received_at: entry.at,
+        lag_ms: entry.at - occurred,
+    })
 }
 
 fn parse_rule(id: &str) -> Option<Rule> {

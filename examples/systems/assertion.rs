@@ -176,16 +176,8 @@ impl Verified {
     }
 }
 
-/// `sha256:` and the first 16 hex digits of the subject's SHA-256.
-pub fn subject_digest(sub: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let hex: String = Sha256::digest(sub.as_bytes())
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha256:{hex}")
-}
+/// What a system keeps of the subject: the hub's digest of it.
+pub use tongban::auth::subject_digest;
 
 /// The identity a system recorded for an application it took.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -9,7 +9,7 @@ use super::{Access, AppState, Caller, Route};
 use crate::audit::AuditEntry;
 use crate::auth::assertion::Identity;
 use crate::auth::tokens::UserIdentity;
-use crate::auth::{Role, USER_TOKEN_HEADER, sha256_hex};
+use crate::auth::{Role, USER_TOKEN_HEADER, sha256_hex, subject_digest};
 use crate::catalog::{self, ItemRef};
 use crate::clock;
 use crate::ids::{mask_id, mask_name};
@@ -240,11 +240,10 @@ async fn submit(
         .unwrap_or(0);
     let detail = |what: &str| {
         format!(
-            "{what} for {}, item {item_code}, applicant {}, subject sha256:{}",
+            "{what} for {}, item {item_code}, applicant {}, subject {}",
             adapter.id,
             mask_id(&user.id_number),
-            // A subject may embed an identifier; its digest still links one user's records.
-            &sha256_hex(user.subject.as_bytes())[..16]
+            subject_digest(&user.subject)
         )
     };
     // Recorded in the application's own transaction: one commit, and never one without the other.

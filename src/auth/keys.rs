@@ -240,16 +240,10 @@ fn key_path(dir: &Path, kid: &str) -> PathBuf {
 
 /// A key id that sorts by creation and does not collide: the date and 48 random bits.
 fn new_kid(now: i64) -> String {
-    use aws_lc_rs::rand::SecureRandom;
-    let mut bytes = [0u8; 6];
-    // The system generator does not fail on supported platforms; a zero suffix would still be
-    // unique by the timestamp's millisecond part.
-    let _ = aws_lc_rs::rand::SystemRandom::new().fill(&mut bytes);
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let date = chrono::DateTime::from_timestamp_millis(now)
         .map(|t| t.format("%Y%m%d").to_string())
         .unwrap_or_default();
-    format!("tb-{date}-{hex}")
+    format!("tb-{date}-{}", super::random_text(6))
 }
 
 fn private_pkcs8(alg: KeyAlg) -> Result<Vec<u8>, AuthError> {

@@ -181,13 +181,19 @@ pub fn issue_key(
 }
 
 /// Lower-case hex of `n` random bytes.
-fn random_text(n: usize) -> String {
+pub(crate) fn random_text(n: usize) -> String {
     use aws_lc_rs::rand::SecureRandom;
     let mut bytes = vec![0u8; n];
     aws_lc_rs::rand::SystemRandom::new()
         .fill(&mut bytes)
         .expect("the system random generator is available");
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `sha256:` and the first 16 hex digits of a subject's SHA-256: links one user's records
+/// without naming them, since some identity providers embed the citizen ID in the subject.
+pub fn subject_digest(subject: &str) -> String {
+    format!("sha256:{}", &sha256_hex(subject.as_bytes())[..16])
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -63,6 +63,9 @@ struct Args {
     /// Where the control API is served.
     #[arg(long, default_value = "127.0.0.1:9301")]
     control_listen: SocketAddr,
+    /// Seconds between heartbeats to the hub (its silence rule counts them); 0 sends none.
+    #[arg(long, default_value_t = 20)]
+    heartbeat_secs: u64,
     /// The hub's configuration directory, for the mappings and the adapter.
     #[arg(long, default_value_os_t = systems::repo_dir())]
     config: PathBuf,
@@ -87,6 +90,8 @@ async fn main() -> anyhow::Result<()> {
     settings.step_delay = Duration::from_millis(args.step_delay_ms);
     settings.late_by = Duration::from_millis(args.late_by_ms);
     settings.mode = args.mode;
+    settings.heartbeat_every =
+        (args.heartbeat_secs > 0).then(|| Duration::from_secs(args.heartbeat_secs));
     let exchange = settings.exchange.clone();
     let routing_key = settings.routing_key.clone();
     let system = match ga::start(settings).await {

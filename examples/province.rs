@@ -72,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
     let mut scjg_settings = scjg::ScjgSettings::new(config.clone())?;
     scjg_settings.hub_url = Some(hub_url.clone());
     scjg_settings.hub_key = Some(scjg_key);
+    scjg_settings.heartbeat_every = Some(HEARTBEAT_EVERY);
     let scjg = scjg::start(scjg_settings)
         .await
         .context("starting the 市场监管 system")?;
@@ -84,6 +85,7 @@ async fn main() -> anyhow::Result<()> {
         Some(url) => {
             let mut settings = ga::GaSettings::new(config.clone(), url.clone())?;
             settings.hub_url = Some(hub_url.clone());
+            settings.heartbeat_every = Some(HEARTBEAT_EVERY);
             // The hub does not consume AMQP results yet; the certificates stay with the system.
             settings.results_queue = None;
             match ga::start(settings).await {
@@ -133,6 +135,9 @@ async fn main() -> anyhow::Result<()> {
 /// One application per example system, from the repository's examples, without their ids so
 /// the hub assigns fresh ones on every run.
 /// One application per example system.
+/// How often the 市场监管 and 公安 systems tell the hub they are up (人社 is polled, which counts).
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(20);
+
 const EXAMPLES: [(&str, &str); 3] = [
     ("市场监管 (SOAP)", "examples/messages/application.json"),
     (

@@ -67,6 +67,9 @@ struct Args {
     /// listen port + 1.
     #[arg(long)]
     control_listen: Option<SocketAddr>,
+    /// Seconds between heartbeats to the hub (its silence rule counts them); 0 sends none.
+    #[arg(long, default_value_t = 20)]
+    heartbeat_secs: u64,
     /// The hub's configuration directory, for the mappings and the adapter.
     #[arg(long, default_value_os_t = systems::repo_dir())]
     config: PathBuf,
@@ -91,6 +94,8 @@ async fn main() -> anyhow::Result<()> {
     settings.step_delay = Duration::from_millis(args.step_delay_ms);
     settings.late_by = Duration::from_millis(args.late_by_ms);
     settings.mode = args.mode;
+    settings.heartbeat_every =
+        (args.heartbeat_secs > 0).then(|| Duration::from_secs(args.heartbeat_secs));
     let system = scjg::start(settings).await?;
     system.control.set_report_late(args.report_late);
     system.control.set_skip_steps(args.skip_steps);

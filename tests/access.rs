@@ -394,3 +394,54 @@ async fn refusals_and_state_changes_are_audited_with_who_and_outcome() {
         verification.findings
     );
 }
+
+#[tokio::test]
+async fn a_heartbeat_counts_for_its_own_system_only_and_is_audited_only_when_refused() {
+    let w = world().await;
+    let path = format!("/api/v1/systems/{OWN_SYSTEM}/heartbeat");
+    let own = w.credentials[&Role::System].clone();
+    let before = tongban::clock::now_millis();
+    let (status, body) = w.call(Method::POST, &path, Some(&own)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["system"], OWN_SYSTEM);
+    let beats = w.served.store.systems_last_heartbeat().await.unwrap();
+    assert_eq!(beats.len(), 1, "{beats:?}");
+    assert_eq!(beats[0].0, OWN_SYSTEM);
+    assert!(beats[0].1 >= before);
+    assert_eq!(
+        body["seen_at"],
+        tongban::clock::format_millis(beats[0].1),
+        "the answer says when"
+    );
+
+    // Another system cannot speak for it; a system the hub does not connect is not found.
+    let (status, _) = w.call(Method::POST, &path, Some(&w.other_system)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let stranger = common::api_key(&w.served.store, Role::System, Some("sy-nowhere")).await;
+    let (status, body) = w
+        .call(
+            Method::POST,
+            "/api/v1/systems/sy-nowhere/heartbeat",
+            Some(&stranger),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(
+        w.served.store.systems_last_heartbeat().await.unwrap(),
+        beats
+    );
+
+    let heartbeats: Vec<String> = w
+        .served
+        .store
+        .audit_records()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.action == "POST /api/v1/systems/{id}/heartbeat")
+        .map(|r| r.outcome)
+        .collect();
+    assert_eq!(heartbeats.len(), 2, "{heartbeats:?}");
+    assert!(heartbeats[0].starts_with("refused 403"), "{heartbeats:?}");
+    assert!(heartbeats[1].contains("404"), "{heartbeats:?}");
+}

@@ -2,7 +2,8 @@
 //! application routed to 大连市公安局户政管理系统 (`dl-ga-hukou`, delivered over AMQP to the
 //! adapter's exchange), and the system's `<FlowNotice>` case events published to the hub's
 //! queue: stored once each, refused ones rejected without requeue (dead-lettered where the queue
-//! has a dead-letter exchange), the queue drained; the store down means requeued, not lost.
+//! has a dead-letter exchange), the queue drained; the store down means requeued, not lost; a
+//! heartbeat message is recorded for the silence rule and not taken for an event.
 //!
 //! Against the RabbitMQ that `TONGBAN_TEST_AMQP_URL` names; each test uses a queue and an
 //! application exchange of its own (in place of `dl.ga.hukou.events` and `dl.ga.hukou`) so that
@@ -317,6 +318,26 @@ impl Broker {
             matches!(confirmation, Confirmation::Ack(None)),
             "queue {queue} took the message: {confirmation:?}"
         );
+    }
+
+    /// A heartbeat, as the system sends it: AMQP `type` `heartbeat`, and a body to ignore.
+    async fn heartbeat(&self, queue: &str) {
+        let confirmation = self
+            .channel
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                b"<not-an-event/>",
+                BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_type(tongban::routing::consume::HEARTBEAT_TYPE.into()),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(matches!(confirmation, Confirmation::Ack(None)));
     }
 
     /// Messages ready in `queue` (not counting those a consumer holds), or why not known.
@@ -739,6 +760,9 @@ async fn the_hub_declares_its_queue_and_a_refused_message_is_not_redelivered() {
     broker
         .publish(&queue, &event_for_unknown_application(), "unknown")
         .await;
+    // A heartbeat: its body is not an event, and is not read.
+    let before_heartbeat = tongban::clock::now_millis();
+    broker.heartbeat(&queue).await;
     broker
         .publish(&queue, &event("accept", &id), "accept")
         .await;
@@ -763,6 +787,10 @@ async fn the_hub_declares_its_queue_and_a_refused_message_is_not_redelivered() {
         }
     })
     .await;
+    let beats = hub.store.systems_last_heartbeat().await.unwrap();
+    assert_eq!(beats.len(), 1, "{beats:?}");
+    assert_eq!(beats[0].0, SYSTEM);
+    assert!(beats[0].1 >= before_heartbeat, "{beats:?}");
 
     // The queue is deleted under the consumer: the broker cancels it; the hub connects again,
     // declares the queue again and goes on consuming.

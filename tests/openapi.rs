@@ -142,7 +142,8 @@ async fn every_reference_resolves_and_errors_are_problem_json() {
                 "{method} {path} documents 500"
             );
         }
-        if method == "PUT" || method == "POST" {
+        // Operations that read a body; a heartbeat's is ignored, so it is never too large.
+        if (method == "PUT" || method == "POST") && op.get("requestBody").is_some() {
             for status in ["413", "415"] {
                 assert!(
                     responses.contains_key(status),

@@ -472,13 +472,19 @@ async fn a_working_day(format: LogFormat) -> Vec<String> {
     );
 
     let log = hub.stop();
-    let stored = {
+    let (stored, heartbeats) = {
         let config = Config::load(dir.path()).unwrap_or_else(|e| panic!("{e}"));
         let store = tongban::hub::open_store(&config).await.unwrap();
         let records = store.audit_records().await.unwrap();
+        let heartbeats = store.systems_last_heartbeat().await.unwrap();
         store.close().await;
-        records
+        (records, heartbeats)
     };
+    // The polled system answered, which counts as a heartbeat for the silence rule.
+    assert!(
+        heartbeats.iter().any(|(system, _)| system == "ln-rst-card"),
+        "{heartbeats:?}"
+    );
 
     // The run happened as described, logged in full.
     let whole = log.join("\n");

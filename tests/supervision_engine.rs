@@ -4,7 +4,8 @@
 //! a restarted engine resumes from its cursor without repeating anything; each evaluated case
 //! is kept with its dues, so open cases list most urgent first and completions count on time or
 //! late, with nearest-rank p95s; and of two engines on one store only the lease holder works,
-//! the other taking over when the lease lapses, with no alert twice.
+//! the other taking over when the lease lapses, with no alert twice; and a system with open
+//! cases that stays silent past its threshold is flagged until an event or a heartbeat comes.
 
 mod common;
 
@@ -728,7 +729,90 @@ async fn a_round_written_after_the_lease_went_elsewhere_is_dropped(store: &Store
     );
 }
 
+async fn a_silent_system_is_flagged_and_a_heartbeat_ends_it(store: &Store) {
+    const MINUTE: i64 = 60_000;
+    setup(store, &["S-1"]).await;
+    let t0 = now();
+    record(store, "a", "S-1", ACCEPT, t0).await;
+    // Silence counts from arrival, which is the store's clock, not the event's own time.
+    let arrived = store.systems_last_event().await.unwrap()[0].1;
+    assert_eq!(store.heartbeats_head().await.unwrap(), 0, "none yet");
+    let mut engine = Engine::new(
+        store.clone(),
+        Calendar::default(),
+        Thresholds {
+            silence_minutes: 60,
+            ..Thresholds::default()
+        },
+    );
+    assert!(
+        engine
+            .step(arrived + 1000)
+            .await
+            .unwrap()
+            .entries
+            .is_empty()
+    );
+    let silent_at = arrived + 60 * MINUTE + 1;
+    assert_eq!(
+        engine.next_wake(),
+        Some(silent_at),
+        "the case's clock is days away"
+    );
+    assert!(engine.step(silent_at - 1).await.unwrap().entries.is_empty());
+    let raised = engine.step(silent_at).await.unwrap().entries;
+    assert_eq!(
+        changes(&raised),
+        vec![("alert.warning.system_silent".into(), "raised".into())]
+    );
+    assert_eq!(raised[0].system_id, SYSTEM);
+    assert!(
+        body(&raised[0])["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("no event or heartbeat since"),
+        "{}",
+        raised[0].body
+    );
+
+    // A heartbeat (and a stale one after it, which must not move it back) ends the silence.
+    let beat = silent_at + MINUTE;
+    store.record_heartbeat(SYSTEM, beat).await.unwrap();
+    store
+        .record_heartbeat(SYSTEM, beat - 5 * MINUTE)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.systems_last_heartbeat().await.unwrap(),
+        vec![(SYSTEM.to_owned(), beat)]
+    );
+    assert_eq!(store.heartbeats_head().await.unwrap(), beat);
+    let resolved = engine.step(beat + 1).await.unwrap().entries;
+    assert_eq!(
+        changes(&resolved),
+        vec![("alert.warning.system_silent".into(), "resolved".into())]
+    );
+    assert!(store.open_alerts().await.unwrap().is_empty());
+    // The next silence counts from the heartbeat, and is a new alert.
+    assert_eq!(engine.next_wake(), Some(beat + 60 * MINUTE + 1));
+    assert!(
+        engine
+            .step(beat + 60 * MINUTE)
+            .await
+            .unwrap()
+            .entries
+            .is_empty()
+    );
+    let again = engine.step(beat + 60 * MINUTE + 1).await.unwrap().entries;
+    assert_eq!(
+        changes(&again),
+        vec![("alert.warning.system_silent".into(), "raised".into())]
+    );
+    assert_ne!(body(&again[0])["id"], body(&raised[0])["id"]);
+}
+
 on_both_backends!(
+    a_silent_system_is_flagged_and_a_heartbeat_ends_it,
     open_cases_come_most_urgent_first_and_completions_count_on_time_or_late,
     statistics_take_the_nearest_rank_p95_per_system_and_item,
     one_engine_runs_per_store_and_another_takes_over_when_its_lease_lapses,

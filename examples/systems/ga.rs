@@ -32,6 +32,7 @@ use std::time::Duration;
 use tongban::config::{Config, InboundMode, Protocol};
 use tongban::ids::mask_id;
 use tongban::mapping::Mapping;
+use tongban::routing::consume::HEARTBEAT_TYPE;
 
 pub const SYSTEM: &str = "dl-ga-hukou";
 pub const APPLICATION_MAPPING: &str = "ga-hukou-application";
@@ -79,6 +80,9 @@ pub struct GaSettings {
     pub connect_timeout: Duration,
     /// Unacked messages the broker lets the system hold.
     pub prefetch: u16,
+    /// How often to publish a heartbeat (AMQP `type` = `heartbeat`) to the events queue, which
+    /// the hub counts for its silence rule. Default: never.
+    pub heartbeat_every: Option<Duration>,
 }
 
 impl GaSettings {
@@ -115,6 +119,7 @@ impl GaSettings {
             mode: Mode::Ok,
             connect_timeout: Duration::from_secs(5),
             prefetch: 4,
+            heartbeat_every: None,
         })
     }
 }
@@ -253,6 +258,9 @@ pub async fn start(settings: GaSettings) -> anyhow::Result<GaHandle> {
         result: mapping(RESULT_MAPPING)?,
         control: control.clone(),
     });
+    if let Some(every) = settings.heartbeat_every {
+        tasks.spawn(heartbeats(publisher.clone(), every));
+    }
     let sink: Sink = Arc::new(move |report| {
         let publisher = publisher.clone();
         Box::pin(async move { publisher.report(report).await })
@@ -293,6 +301,22 @@ pub async fn start(settings: GaSettings) -> anyhow::Result<GaHandle> {
         connection,
         tasks,
     })
+}
+
+/// Every `every`, publishes a heartbeat to the events queue unless the system is `down`.
+async fn heartbeats(publisher: Arc<Publisher>, every: Duration) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if publisher.control.mode() == Mode::Down {
+            continue;
+        }
+        match publisher.heartbeat().await {
+            Ok(()) => tracing::debug!(system = SYSTEM, "heartbeat published"),
+            Err(e) => tracing::warn!(system = SYSTEM, "heartbeat not published: {e}"),
+        }
+    }
 }
 
 /// Consumes while the system is not `down`; a change to `down` cancels the consumer and hands
@@ -632,6 +656,14 @@ impl Publisher {
         self.control.record_report_failure();
     }
 
+    /// An empty persistent message of AMQP `type` `heartbeat` on the events queue.
+    async fn heartbeat(&self) -> Result<(), String> {
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_type(HEARTBEAT_TYPE.into());
+        self.confirmed(&self.events_queue, b"", properties).await
+    }
+
     async fn publish(
         &self,
         queue: &str,
@@ -643,6 +675,16 @@ impl Publisher {
             .with_delivery_mode(2)
             .with_content_type(content_type.into())
             .with_message_id(message_id.into());
+        self.confirmed(queue, body, properties).await
+    }
+
+    /// Publishes to `queue` through the default exchange and waits for the broker's confirm.
+    async fn confirmed(
+        &self,
+        queue: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), String> {
         let confirm = self
             .channel
             .basic_publish(

@@ -1,6 +1,6 @@
 //! HTTP plumbing the simulated systems share: a listener that really goes away in mode `down`
-//! and comes back on the same port, the control server, request helpers, random garbage, and
-//! posting to the hub with retries.
+//! and comes back on the same port, the control server, request helpers, random garbage,
+//! posting to the hub with retries, and heartbeats.
 
 use super::Tasks;
 use super::control::{Control, Mode};
@@ -329,4 +329,33 @@ pub async fn post_with_retry(
         tracing::warn!(url, attempt, "post to the hub failed: {last}");
     }
     Err(PostError::GaveUp { attempts, last })
+}
+
+/// Every `every`, tells the hub at `url` (`…/api/v1/systems/{id}/heartbeat`) that the system is
+/// up, unless it is `down`: a system that is down is silent, which is what the hub's silence
+/// rule is for. A failed heartbeat is only logged; the next one comes on time.
+pub async fn heartbeats(
+    client: reqwest::Client,
+    url: String,
+    key: Option<String>,
+    every: Duration,
+    control: Control,
+) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if control.mode() == Mode::Down {
+            continue;
+        }
+        let mut request = client.post(&url);
+        if let Some(key) = &key {
+            request = request.bearer_auth(key);
+        }
+        match request.send().await {
+            Ok(r) if r.status().is_success() => tracing::debug!(url, "heartbeat sent"),
+            Ok(r) => tracing::warn!(url, status = r.status().as_u16(), "heartbeat refused"),
+            Err(e) => tracing::warn!(url, "heartbeat failed: {e}"),
+        }
+    }
 }

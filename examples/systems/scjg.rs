@@ -75,6 +75,8 @@ pub struct ScjgSettings {
     pub retry: Retry,
     /// Per webhook post attempt.
     pub post_timeout: Duration,
+    /// How often to send the hub a heartbeat (with `hub_url`). Default: never.
+    pub heartbeat_every: Option<Duration>,
 }
 
 impl ScjgSettings {
@@ -103,6 +105,7 @@ impl ScjgSettings {
                 max_backoff: Duration::from_secs(5),
             },
             post_timeout: Duration::from_secs(5),
+            heartbeat_every: None,
         })
     }
 }
@@ -157,6 +160,15 @@ pub async fn start(settings: ScjgSettings) -> anyhow::Result<SystemHandle> {
         control: control.clone(),
         retry: settings.retry,
     });
+    if let (Some(every), Some(hub)) = (settings.heartbeat_every, &reporter.hub_url) {
+        tasks.spawn(http::heartbeats(
+            reporter.client.clone(),
+            format!("{hub}/api/v1/systems/{SYSTEM}/heartbeat"),
+            settings.hub_key.clone(),
+            every,
+            control.clone(),
+        ));
+    }
     let sink: Sink = Arc::new(move |report| {
         let reporter = reporter.clone();
         Box::pin(async move { reporter.report(report).await })

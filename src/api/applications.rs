@@ -1,6 +1,6 @@
 //! `/api/v1/applications`, `/api/v1/dead-letters` and `/api/v1/systems/{id}/…`: applications in
 //! from the platform, their deliveries and case events, dead letters and their replay, and the
-//! webhooks department systems post their events and results to.
+//! webhooks department systems post their events, results and heartbeats to.
 
 use super::guard::AuditNote;
 use super::input::{JsonBody, QueryParams, RawBody};
@@ -45,6 +45,12 @@ pub fn routes() -> Vec<Route> {
             "/api/v1/systems/{id}/results",
             SYSTEM,
             post_result,
+        ),
+        Route::new(
+            Method::POST,
+            "/api/v1/systems/{id}/heartbeat",
+            SYSTEM,
+            heartbeat,
         ),
     ]
 }
@@ -499,6 +505,36 @@ async fn post_result(
     body: RawBody,
 ) -> Result<Response, ApiError> {
     receive(state, caller, id, body, Kind::Result).await
+}
+
+/// A system says it is up. The silence rule counts it like a case event; the body, if any, is
+/// ignored, so that the simplest HTTP client in a legacy system can send it.
+async fn heartbeat(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(system): Path<String>,
+) -> Result<Response, ApiError> {
+    if !caller.is_system(&system) {
+        return Err(ApiError::Forbidden(format!(
+            "only system {system} sends heartbeats for system {system}"
+        )));
+    }
+    if !state.config.adapters.contains_key(&system) {
+        return Err(ApiError::NotFound(format!(
+            "no connected system `{system}`"
+        )));
+    }
+    let now = clock::now_millis();
+    state.store.record_heartbeat(&system, now).await?;
+    let mut response = Json(json!({
+        "system": system,
+        "seen_at": clock::format_millis(now),
+    }))
+    .into_response();
+    response
+        .extensions_mut()
+        .insert(AuditNote::new("heartbeat").routine());
+    Ok(response)
 }
 
 async fn receive(

@@ -1,9 +1,9 @@
 //! The guard in front of every route: authenticate the caller, refuse roles the route does not
 //! admit, and append what happened to the audit log.
 //!
-//! Audited: every call that is not a GET (whatever its outcome, refusals included), and every
-//! GET whose handler marks the response with an [`AuditNote`] because it disclosed personal
-//! data. The audit record names the route template as the action and the concrete path (or the
+//! Audited: every call that is not a GET (whatever its outcome, refusals included) but a
+//! successful heartbeat, and every GET whose handler marks the response with an [`AuditNote`]
+//! because it disclosed personal data. The audit record names the route template as the action and the concrete path (or the
 //! handler's target, e.g. a new application id) as the target; neither holds personal data.
 
 use super::problem::ApiError;
@@ -26,6 +26,9 @@ pub struct AuditNote {
     pub discloses_personal_data: bool,
     /// The handler already appended the record, in the transaction of the change itself.
     pub recorded: bool,
+    /// A routine call that changes nothing but a liveness time (a heartbeat): not audited when
+    /// it succeeds, since a record per system per minute would bury the log. Refusals are.
+    pub routine: bool,
 }
 
 impl AuditNote {
@@ -35,7 +38,13 @@ impl AuditNote {
             detail: detail.into(),
             discloses_personal_data: false,
             recorded: false,
+            routine: false,
         }
+    }
+
+    pub fn routine(mut self) -> AuditNote {
+        self.routine = true;
+        self
     }
 
     pub fn recorded(mut self) -> AuditNote {
@@ -120,7 +129,7 @@ pub async fn guard(State(g): State<Guard>, mut req: Request, next: Next) -> Resp
     req.extensions_mut().insert(principal);
     let response = next.run(req).await;
     let note = response.extensions().get::<AuditNote>().cloned();
-    if note.as_ref().is_some_and(|n| n.recorded) {
+    if note.as_ref().is_some_and(|n| n.recorded || n.routine) {
         return response;
     }
     if audited || note.as_ref().is_some_and(|n| n.discloses_personal_data) {

@@ -23,6 +23,9 @@
 //! - the store is unavailable: **nack with requeue**, then a short pause (250 ms doubling up to
 //!   [`STORE_BACKOFF_MAX`]) before the next message, so the queue keeps it meanwhile.
 //!
+//! A message whose AMQP `type` property is [`HEARTBEAT_TYPE`] is the system saying it is up:
+//! its body is ignored, the heartbeat is recorded for the silence rule, and it is acked.
+//!
 //! Without `[broker]` nothing is consumed: one line says so per system, and the messages wait
 //! in the queue. On shutdown the task cancels its consumer, finishes the message in hand,
 //! hands back (requeues) the ones prefetched but not started, and closes the connection.
@@ -47,6 +50,9 @@ use lapin::{Channel, Connection, ConnectionProperties, Consumer};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
+
+/// The AMQP `type` property of a heartbeat message.
+pub const HEARTBEAT_TYPE: &str = "heartbeat";
 
 /// Unacknowledged messages the broker lets one consumer hold.
 pub const PREFETCH: u16 = 32;
@@ -366,15 +372,33 @@ impl QueueTask {
             .as_ref()
             .map(|id| id.to_string())
             .unwrap_or_default();
-        let received = inbound::receive(
-            &self.config,
-            &self.store,
-            &self.system,
-            Kind::CaseEvent,
-            &delivery.data,
-        )
-        .await;
+        let heartbeat = delivery
+            .properties
+            .kind()
+            .as_ref()
+            .is_some_and(|t| t.as_str() == HEARTBEAT_TYPE);
+        let received = if heartbeat {
+            self.store
+                .record_heartbeat(&self.system, crate::clock::now_millis())
+                .await
+                .map(|()| Received::Duplicate)
+                .map_err(InboundError::Store)
+        } else {
+            inbound::receive(
+                &self.config,
+                &self.store,
+                &self.system,
+                Kind::CaseEvent,
+                &delivery.data,
+            )
+            .await
+        };
         let (settled, pause) = match received {
+            Ok(_) if heartbeat => {
+                *store_failures = 0;
+                tracing::debug!(system = %self.system, "heartbeat received over AMQP");
+                (delivery.ack(BasicAckOptions::default()).await, None)
+            }
             Ok(received) => {
                 *store_failures = 0;
                 match received {

@@ -65,6 +65,9 @@ pub async fn run_pollers(config: Arc<Config>, store: Store, shutdown: watch::Rec
     }
 }
 
+/// How often a polling system's answers count as a heartbeat.
+const HEARTBEAT_EVERY_MS: i64 = 30_000;
+
 #[allow(clippy::too_many_arguments)]
 async fn poll(
     config: Arc<Config>,
@@ -77,12 +80,24 @@ async fn poll(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut after = 0i64;
+    let mut heartbeat_at: Option<i64> = None;
     loop {
         if *shutdown.borrow() {
             return;
         }
         match fetch(&client, &url, after).await {
             Ok(entries) => {
+                // The system answered: that is a heartbeat for the silence rule, recorded at
+                // most every HEARTBEAT_EVERY_MS so that a fast poll does not write each time.
+                let now = crate::clock::now_millis();
+                if heartbeat_at.is_none_or(|at| now - at >= HEARTBEAT_EVERY_MS) {
+                    match store.record_heartbeat(&system, now).await {
+                        Ok(()) => heartbeat_at = Some(now),
+                        Err(e) => {
+                            tracing::warn!(system = %system, cause = %e, "cannot record the poll as a heartbeat")
+                        }
+                    }
+                }
                 for entry in entries {
                     after = after.max(entry.seq);
                     let bytes = match &entry.document {

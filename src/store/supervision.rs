@@ -646,6 +646,41 @@ impl Store {
             .map(|r| Ok((r.try_get("system_id")?, r.try_get("last")?)))
             .collect()
     }
+
+    /// Records that `system` was heard from at `at` (ms); an earlier time than the one stored
+    /// changes nothing, so heartbeats racing each other cannot move it back.
+    pub async fn record_heartbeat(&self, system: &str, at: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO system_heartbeats (system_id, seen_at) VALUES ($1, $2) \
+             ON CONFLICT (system_id) DO UPDATE SET seen_at = excluded.seen_at \
+             WHERE excluded.seen_at > system_heartbeats.seen_at",
+        )
+        .bind(system)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// When each system's latest heartbeat arrived, by system id.
+    pub async fn systems_last_heartbeat(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT system_id, seen_at FROM system_heartbeats ORDER BY system_id")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("system_id")?, r.try_get("seen_at")?)))
+            .collect()
+    }
+
+    /// The latest heartbeat of any system, 0 before the first: a cheap way to see whether any
+    /// heartbeat arrived since the last look.
+    pub async fn heartbeats_head(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(seen_at), 0) AS head FROM system_heartbeats")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("head")?)
+    }
 }
 
 const CASE_COLUMNS: &str = "application_id, system_id, item_code, department, state, submitted_at, accepted_at, \

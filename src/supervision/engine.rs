@@ -126,7 +126,7 @@ pub struct Engine {
     cursor: i64,
     /// By application id.
     cases: BTreeMap<String, Watched>,
-    /// When each system's latest case event arrived.
+    /// When each system was last heard from: its latest case event's arrival or heartbeat.
     last_seen: BTreeMap<String, i64>,
     /// The `now` of the latest step: wake times at or before it are spent.
     last_step: i64,
@@ -319,6 +319,10 @@ impl Engine {
             summaries.extend(evaluation.summary);
         }
         report.cases += due.len();
+        for (system, at) in self.store.systems_last_heartbeat().await? {
+            let seen = self.last_seen.entry(system).or_insert(at);
+            *seen = (*seen).max(at);
+        }
         pending.extend(self.evaluate_systems(&open, now_ms));
         if !pending.is_empty() || !summaries.is_empty() {
             match self.write(&pending, &summaries, &[], None, now_ms).await? {
@@ -333,11 +337,20 @@ impl Engine {
         Ok(report)
     }
 
-    /// Steps whenever the feed's head moves, a wake time comes or the lease needs renewing, until
+    /// The feed's head and the latest heartbeat: a round is due when either moves.
+    async fn heads(&self) -> Result<(i64, i64), StoreError> {
+        Ok((
+            self.store.feed_head().await?,
+            self.store.heartbeats_head().await?,
+        ))
+    }
+
+    /// Steps whenever the feed's head or a heartbeat moves, a wake time comes or the lease needs renewing, until
     /// `shutdown` turns true; then hands the lease back. Without the lease it tries to take it
     /// once a second.
     pub async fn run(mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        let mut head_seen: Option<i64> = None;
+        // The feed's head and the latest heartbeat, as of the last round this engine led.
+        let mut head_seen: Option<(i64, i64)> = None;
         loop {
             if *shutdown.borrow() {
                 break;
@@ -347,7 +360,7 @@ impl Engine {
             let renew = self
                 .lease_until
                 .is_none_or(|until| until - now <= RENEW_LEFT_MS);
-            match self.store.feed_head().await {
+            match self.heads().await {
                 Ok(head) => {
                     let due = self.next_wake().is_some_and(|t| t <= now);
                     if renew || head_seen != Some(head) || due {

@@ -1,0 +1,7 @@
+-- Heartbeats: when each connected system was last heard from other than by a case event (its
+-- heartbeat call or AMQP message, or a successful poll of it). The silence rule takes the later of
+-- this and the system's latest case event. One row per system, moved forward only.
+CREATE TABLE system_heartbeats (
+    system_id TEXT PRIMARY KEY,
+    seen_at BIGINT NOT NULL
+);

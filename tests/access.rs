@@ -445,3 +445,43 @@ async fn a_heartbeat_counts_for_its_own_system_only_and_is_audited_only_when_ref
     assert!(heartbeats[0].starts_with("refused 403"), "{heartbeats:?}");
     assert!(heartbeats[1].contains("404"), "{heartbeats:?}");
 }
+
+#[tokio::test]
+async fn concurrent_refusals_share_commits_and_each_is_audited_in_one_chain() {
+    let w = world().await;
+    let (commits_before, records_before) = w.served.audit.written();
+    const CALLS: u64 = 64;
+    // All queued before the writer runs (one thread): they must go out in one or two commits,
+    // where one commit each would let an anonymous flood make the hub fsync per request.
+    let answers = futures_util::future::join_all(
+        (0..CALLS).map(|_| w.call(Method::POST, "/api/v1/keys", None)),
+    )
+    .await;
+    assert!(
+        answers.iter().all(|(s, _)| *s == StatusCode::UNAUTHORIZED),
+        "{answers:?}"
+    );
+    let (commits, records) = w.served.audit.written();
+    assert_eq!(records - records_before, CALLS, "every refusal is recorded");
+    assert!(
+        commits - commits_before <= 2,
+        "{} commits for {CALLS} records",
+        commits - commits_before
+    );
+    let stored = w.served.store.audit_records().await.unwrap();
+    let refused = stored
+        .iter()
+        .filter(|r| r.action == "POST /api/v1/keys" && r.outcome == "refused 401")
+        .count();
+    assert_eq!(refused as u64, CALLS);
+    let verification = tongban::audit::verify(&stored);
+    assert!(
+        verification.findings.is_empty(),
+        "{:?}",
+        verification.findings
+    );
+    assert!(
+        stored.windows(2).all(|p| p[1].seq == p[0].seq + 1),
+        "gapless"
+    );
+}

@@ -94,6 +94,31 @@ async fn concurrent_appends_are_gapless(store: &Store) {
     assert_eq!(v.head, stored.last().unwrap().hash);
 }
 
+async fn a_batch_appends_in_order_in_one_chain_with_single_appends(store: &Store) {
+    append_n(store, 2).await;
+    let batch: Vec<AuditEntry> = (0..5)
+        .map(|i| entry("anonymous", "POST /api/v1/keys", "refused 401", i))
+        .collect();
+    let appended = store.append_audit_batch(&batch).await.unwrap();
+    assert_eq!(
+        appended.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [3, 4, 5, 6, 7]
+    );
+    assert_eq!(
+        appended.iter().map(|r| r.target.as_str()).collect::<Vec<_>>(),
+        ["item:0", "item:1", "item:2", "item:3", "item:4"],
+        "in the order given"
+    );
+    assert!(store.append_audit_batch(&[]).await.unwrap().is_empty());
+    append_n(store, 1).await;
+    let stored = store.audit_records().await.unwrap();
+    assert_eq!(stored.len(), 8);
+    assert_eq!(stored[2].prev_hash, stored[1].hash);
+    assert_eq!(stored[7].prev_hash, stored[6].hash);
+    let v = audit::verify(&stored);
+    assert!(v.is_intact(), "{:?}", v.findings);
+}
+
 async fn list_audit_filters(store: &Store) {
     let plan = [
         ("staff:a", "keys.issue", "ok 201"),
@@ -310,6 +335,7 @@ async fn deliveries_carry_the_identity(store: &Store) {
 
 on_both_backends!(
     appends_form_a_chain,
+    a_batch_appends_in_order_in_one_chain_with_single_appends,
     concurrent_appends_are_gapless,
     list_audit_filters,
     api_keys_insert_get_list_revoke,

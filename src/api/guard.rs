@@ -5,6 +5,8 @@
 //! successful heartbeat, and every GET whose handler marks the response with an [`AuditNote`]
 //! because it disclosed personal data. The audit record names the route template as the action and the concrete path (or the
 //! handler's target, e.g. a new application id) as the target; neither holds personal data.
+//! Records go through the [`AuditWriter`](super::audit_writer::AuditWriter), which commits
+//! concurrent calls' records together; a call is answered after its record is committed.
 
 use super::problem::ApiError;
 use super::{Access, AppState};
@@ -175,7 +177,7 @@ async fn append(
         outcome: outcome.to_string(),
         detail: detail.to_string(),
     };
-    if let Err(e) = state.store.append_audit(&entry).await {
+    if let Err(e) = state.audit.append(entry).await {
         // The call itself has happened (or been refused); the gap is loud in the log and in
         // `tongban audit verify`'s count against the request metrics.
         tracing::error!(action = %action, cause = %e, "cannot append to the audit log");

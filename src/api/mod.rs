@@ -12,6 +12,7 @@
 
 mod applications;
 mod audit;
+pub mod audit_writer;
 mod guard;
 mod keys;
 
@@ -34,6 +35,7 @@ use crate::config::Config;
 use crate::routing::Dispatcher;
 use crate::schema::Schemas;
 use crate::store::Store;
+use audit_writer::AuditWriter;
 use axum::Router;
 use axum::handler::Handler;
 use axum::http::Method;
@@ -59,14 +61,18 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// The hub's signing keys, published at `/.well-known/jwks.json`.
     pub signer: Arc<Signer>,
+    /// Where the guard's audit records go: committed in groups.
+    pub audit: AuditWriter,
 }
 
 impl AppState {
     /// The state for a configuration, an open store and the hub's keys, without outbox workers.
+    /// Starts the audit writer, so it must be called on a tokio runtime.
     pub fn new(config: Arc<Config>, store: Store, signer: Arc<Signer>) -> AppState {
         let verifier = Arc::new(Verifier::new(&config.hub.identity));
         AppState {
             auth: Arc::new(Authenticator::new(store.clone(), verifier)),
+            audit: AuditWriter::spawn(store.clone()),
             store,
             schemas: config.schemas.clone(),
             metrics: Arc::new(Metrics::default()),

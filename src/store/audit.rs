@@ -38,6 +38,20 @@ impl Store {
         Ok(record)
     }
 
+    /// Appends `entries` in order, chained, in one transaction: many records, one commit.
+    pub async fn append_audit_batch(
+        &self,
+        entries: &[AuditEntry],
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut records = Vec::with_capacity(entries.len());
+        for entry in entries {
+            records.push(append_audit_in_tx(&mut tx, entry).await?);
+        }
+        tx.commit().await?;
+        Ok(records)
+    }
+
     /// Filtered listing for the admin API, newest last, paged by seq.
     pub async fn list_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
         enum Param<'q> {

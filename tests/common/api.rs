@@ -6,6 +6,7 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use std::sync::Arc;
+use tongban::api::audit_writer::AuditWriter;
 use tongban::api::{self, AppState};
 use tongban::store::Store;
 use tower::ServiceExt;
@@ -15,6 +16,8 @@ use tower::ServiceExt;
 pub struct TestApi {
     pub router: axum::Router,
     pub store: Store,
+    /// The guard's audit writer, to see how records share commits.
+    pub audit: AuditWriter,
     _store: TestStore,
     _signer: TestSigner,
 }
@@ -32,6 +35,7 @@ impl TestApi {
             .await
             .expect("catalog seeds");
         TestApi {
+            audit: state.audit.clone(),
             router: api::router(state),
             store: t.store.clone(),
             _store: t,

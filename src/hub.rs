@@ -198,21 +198,41 @@ pub async fn serve(
         workers_stopped,
     ));
 
-    let supervision = tokio::spawn(
-        crate::supervision::engine::Engine::new(
+    let supervision = {
+        let (store, supervision, stop) = (
             store.clone(),
-            config.hub.supervision.calendar.clone(),
-            config.hub.supervision.thresholds.clone(),
-        )
-        .run(stop_workers.subscribe()),
-    );
+            config.hub.supervision.clone(),
+            stop_workers.subscribe(),
+        );
+        tokio::spawn(crate::tasks::restarting(
+            "supervision engine".into(),
+            stop_workers.subscribe(),
+            move || {
+                crate::supervision::engine::Engine::new(
+                    store.clone(),
+                    supervision.calendar.clone(),
+                    supervision.thresholds.clone(),
+                )
+                .run(stop.clone())
+            },
+        ))
+    };
     // With an AMQP bus, every feed entry also goes to the `tongban.supervision` topic exchange,
     // from the store after commit, so a broker outage delays the feed and loses nothing.
-    let publisher = tokio::spawn(crate::supervision::publish::run_publisher(
-        config.clone(),
-        store.clone(),
-        stop_workers.subscribe(),
-    ));
+    let publisher = {
+        let (config, store, stop) = (config.clone(), store.clone(), stop_workers.subscribe());
+        tokio::spawn(crate::tasks::restarting(
+            "supervision publisher".into(),
+            stop_workers.subscribe(),
+            move || {
+                crate::supervision::publish::run_publisher(
+                    config.clone(),
+                    store.clone(),
+                    stop.clone(),
+                )
+            },
+        ))
+    };
 
     let mut state = AppState::new(config.clone(), store.clone(), signer.clone());
     state.dispatcher = Some(dispatcher);

@@ -29,6 +29,7 @@
 //! - [`audit`]: the audit log's hash chain: record hashes, and verification that names each
 //!   changed, deleted, inserted or reordered record.
 //! - [`clock`]: how times are stored (epoch milliseconds) and shown (RFC 3339, +08:00).
+//! - [`tasks`]: background tasks that are started again after a panic instead of vanishing.
 //! - [`hub`]: putting the parts together for `tongban serve`: open the store, seed the
 //!   catalog, serve until a shutdown signal.
 //!
@@ -48,3 +49,4 @@ pub mod routing;
 pub mod schema;
 pub mod store;
 pub mod supervision;
+pub mod tasks;

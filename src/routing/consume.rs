@@ -91,7 +91,12 @@ pub async fn run_consumers(config: Arc<Config>, store: Store, shutdown: watch::R
             queue: queue.clone(),
             url,
         };
-        tasks.push(tokio::spawn(task.run(shutdown.clone())));
+        let stop = shutdown.clone();
+        tasks.push(tokio::spawn(crate::tasks::restarting(
+            format!("consumer {} {}", task.system, task.queue),
+            shutdown.clone(),
+            move || task.clone().run(stop.clone()),
+        )));
     }
     for t in tasks {
         let _ = t.await;
@@ -117,6 +122,7 @@ async fn stopping(shutdown: &mut watch::Receiver<bool>) {
 }
 
 /// One adapter's queue.
+#[derive(Clone)]
 struct QueueTask {
     config: Arc<Config>,
     store: Store,

@@ -48,15 +48,23 @@ pub async fn run_pollers(config: Arc<Config>, store: Store, shutdown: watch::Rec
             feeds.push((r.clone(), Kind::Result));
         }
         for (url, kind) in feeds {
-            tasks.push(tokio::spawn(poll(
-                config.clone(),
-                store.clone(),
-                client.clone(),
-                adapter.id.clone(),
-                url,
-                kind,
-                *interval,
+            let (config, store, client) = (config.clone(), store.clone(), client.clone());
+            let (system, interval, stop) = (adapter.id.clone(), *interval, shutdown.clone());
+            tasks.push(tokio::spawn(crate::tasks::restarting(
+                format!("poller {system} {kind:?}"),
                 shutdown.clone(),
+                move || {
+                    poll(
+                        config.clone(),
+                        store.clone(),
+                        client.clone(),
+                        system.clone(),
+                        url.clone(),
+                        kind,
+                        interval,
+                        stop.clone(),
+                    )
+                },
             )));
         }
     }

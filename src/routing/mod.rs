@@ -145,10 +145,11 @@ impl Dispatcher {
     pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
         let mut tasks = Vec::new();
         for lane in self.lanes.values() {
-            tasks.push(tokio::spawn(run_lane(
-                self.store.clone(),
-                lane.clone(),
+            let (store, lane, stop) = (self.store.clone(), lane.clone(), shutdown.clone());
+            tasks.push(tokio::spawn(crate::tasks::restarting(
+                format!("lane {}", lane.adapter.id),
                 shutdown.clone(),
+                move || run_lane(store.clone(), lane.clone(), stop.clone()),
             )));
         }
         for t in tasks {

@@ -1,0 +1,111 @@
+//! Background tasks that come back after a panic: a lane, a poller, a queue consumer or the
+//! supervision engine that panicked would otherwise be gone without a word while the hub goes
+//! on answering, and its system would get no deliveries or no events until a restart.
+//!
+//! [`restarting`] runs the task made by its factory; when it panics, says so (with the task's
+//! name) and makes a fresh one after a pause that doubles up to a minute. A task that returns
+//! is done; shutdown ends the pause.
+
+use std::future::Future;
+use std::time::Duration;
+use tokio::sync::watch;
+
+const FIRST_PAUSE: Duration = Duration::from_secs(1);
+const LONGEST_PAUSE: Duration = Duration::from_secs(60);
+
+/// Runs `make()` until it returns, starting a new one each time one panics, until `shutdown`
+/// turns true. Returns how many times it panicked.
+pub async fn restarting<F, Fut>(name: String, shutdown: watch::Receiver<bool>, make: F) -> u32
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    restarting_after(FIRST_PAUSE, name, shutdown, make).await
+}
+
+async fn restarting_after<F, Fut>(
+    first_pause: Duration,
+    name: String,
+    mut shutdown: watch::Receiver<bool>,
+    mut make: F,
+) -> u32
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut pause = first_pause;
+    let mut panics = 0;
+    loop {
+        match tokio::spawn(make()).await {
+            Ok(()) => return panics,
+            Err(e) if e.is_panic() => {
+                panics += 1;
+                tracing::error!(
+                    task = %name,
+                    panics,
+                    restart_in_ms = pause.as_millis() as u64,
+                    "a background task panicked; starting it again"
+                );
+            }
+            // Cancelled: the runtime is going away.
+            Err(_) => return panics,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return panics,
+        }
+        pause = (pause * 2).min(LONGEST_PAUSE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test]
+    async fn a_task_that_panics_is_started_again_until_it_returns() {
+        let (_stop, shutdown) = watch::channel(false);
+        let runs = Arc::new(AtomicU32::new(0));
+        let counted = runs.clone();
+        let panics = restarting_after(
+            Duration::from_millis(1),
+            "flaky".into(),
+            shutdown,
+            move || {
+                let run = counted.fetch_add(1, Ordering::SeqCst) + 1;
+                async move {
+                    assert!(run > 2, "run {run} fails");
+                }
+            },
+        )
+        .await;
+        assert_eq!((panics, runs.load(Ordering::SeqCst)), (2, 3));
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_the_pause_before_a_restart() {
+        let (stop, shutdown) = watch::channel(false);
+        let runs = Arc::new(AtomicU32::new(0));
+        let counted = runs.clone();
+        let task = tokio::spawn(restarting_after(
+            Duration::from_secs(3600),
+            "always panics".into(),
+            shutdown,
+            move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async { panic!("broken") }
+            },
+        ));
+        while runs.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        stop.send(true).unwrap();
+        let panics = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("it stops without waiting out the pause")
+            .unwrap();
+        assert_eq!((panics, runs.load(Ordering::SeqCst)), (1, 1));
+    }
+}

@@ -105,7 +105,10 @@ async fn a_batch_appends_in_order_in_one_chain_with_single_appends(store: &Store
         [3, 4, 5, 6, 7]
     );
     assert_eq!(
-        appended.iter().map(|r| r.target.as_str()).collect::<Vec<_>>(),
+        appended
+            .iter()
+            .map(|r| r.target.as_str())
+            .collect::<Vec<_>>(),
         ["item:0", "item:1", "item:2", "item:3", "item:4"],
         "in the order given"
     );

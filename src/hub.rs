@@ -236,6 +236,8 @@ pub async fn serve(
 
     let mut state = AppState::new(config.clone(), store.clone(), signer.clone());
     state.dispatcher = Some(dispatcher);
+    let (stop_streams, streams_stopping) = tokio::sync::watch::channel(false);
+    state.stopping = streams_stopping;
     let key_upkeep = tokio::spawn(key_upkeep(
         state.auth.verifier().clone(),
         signer,
@@ -247,6 +249,7 @@ pub async fn serve(
     let server = axum::serve(listener, router).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutdown requested; finishing in-flight requests and deliveries");
+        let _ = stop_streams.send(true);
         let _ = signalled_tx.send(());
     });
     let mut server = Box::pin(server.into_future());

@@ -1,6 +1,7 @@
 //! The supervision feed leaves the hub whole: the SSE stream, served for real, resumes with
 //! `Last-Event-ID` with nothing missed and nothing twice (entries appended while the client was
-//! away included), filters by system, kind and level, and admits supervisors only; open cases
+//! away included), ends cleanly when the hub stops, filters by system, kind and level, and
+//! admits supervisors only; open cases
 //! come most urgent first with their time left; the handling statistics count completed cases,
 //! those on time, handling times and reporting lag; and, against the RabbitMQ
 //! that `TONGBAN_TEST_AMQP_URL` names, an independent consumer bound to `tongban.supervision`
@@ -225,6 +226,31 @@ async fn a_client_that_disconnects_and_resumes_misses_nothing_and_sees_nothing_t
         ids.len(),
         "no duplicate"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_following_stream_ends_cleanly_when_the_hub_stops() {
+    let issuer = Issuer::new();
+    let dir = common::config_copy();
+    issuer.install_in_dir(dir.path());
+    std::fs::remove_file(dir.path().join("adapters/dl-ga-hukou.toml")).unwrap();
+    // A long grace: a stream that held the stop would hold it past the test's patience, and
+    // then be cut off rather than ended.
+    common::edit::edit(&dir.path().join("hub.toml"), |t| {
+        common::edit::set_key(t, "shutdown_grace_seconds", "120")
+    });
+    let hub = common::hub::InProcessHub::start(dir.path(), async |store: &Store| {
+        common::api_key(store, Role::Supervisor, None).await
+    })
+    .await;
+    let seq = append(&hub.store, "event", "sy-scjg-food", None, &json!({"n": 1})).await;
+    let url = format!("{}/api/v1/supervision/stream", hub.base);
+    let mut sse = Sse::open(&url, &hub.callers, None).await;
+    assert_eq!(sse.take(1).await[0].id, seq);
+    let stopped = tokio::spawn(hub.stop(PATIENCE));
+    // `next` panics on a connection cut mid-stream; a clean end is `None`.
+    assert_eq!(sse.next().await, None, "the stream ends with the hub");
+    stopped.await.expect("the hub stops well within its grace");
 }
 
 #[tokio::test]

@@ -41,6 +41,7 @@ use axum::handler::Handler;
 use axum::http::Method;
 use axum::routing::{MethodFilter, MethodRouter, on};
 use std::sync::Arc;
+use tokio::sync::watch;
 
 /// The caller, as the guard proved it; handlers of non-public routes extract it.
 pub type Caller = axum::Extension<Principal>;
@@ -63,6 +64,9 @@ pub struct AppState {
     pub signer: Arc<Signer>,
     /// Where the guard's audit records go: committed in groups.
     pub audit: AuditWriter,
+    /// Turns true when the hub is shutting down: long-lived responses (the supervision stream)
+    /// end then, so that they do not hold the graceful stop until its grace runs out.
+    pub stopping: watch::Receiver<bool>,
 }
 
 impl AppState {
@@ -73,6 +77,8 @@ impl AppState {
         AppState {
             auth: Arc::new(Authenticator::new(store.clone(), verifier)),
             audit: AuditWriter::spawn(store.clone()),
+            // Never stopping, unless the server sets one of its own.
+            stopping: watch::channel(false).1,
             store,
             schemas: config.schemas.clone(),
             metrics: Arc::new(Metrics::default()),

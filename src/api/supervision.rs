@@ -34,7 +34,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 pub fn routes() -> Vec<Route> {
     vec![
@@ -137,7 +137,13 @@ async fn stream(
     state.store.feed_head().await?;
     let after = query.after;
     let (tx, rx) = mpsc::channel(BUFFERED_FRAMES);
-    tokio::spawn(pump(state.store.clone(), query, follow, tx));
+    tokio::spawn(pump(
+        state.store.clone(),
+        query,
+        follow,
+        tx,
+        state.stopping.clone(),
+    ));
     let mut response = Response::new(Body::new(EventStream { rx }));
     let h = response.headers_mut();
     h.insert(
@@ -156,8 +162,15 @@ async fn stream(
 
 /// Feeds one client: the entries after its starting point, page by page, then (when following)
 /// the new ones as they are committed, with keep-alive comments while there are none. Ends when
-/// the client goes (the channel closes) or, when not following, at the end of the backlog.
-async fn pump(store: Store, mut query: FeedQuery, follow: bool, tx: mpsc::Sender<Bytes>) {
+/// the client goes (the channel closes), when not following at the end of the backlog, or when
+/// the hub shuts down (the client resumes elsewhere or later with `Last-Event-ID`).
+async fn pump(
+    store: Store,
+    mut query: FeedQuery,
+    follow: bool,
+    tx: mpsc::Sender<Bytes>,
+    mut stopping: watch::Receiver<bool>,
+) {
     if tx
         .send(Bytes::from(format!("retry: {RETRY_MS}\n\n")))
         .await
@@ -207,7 +220,14 @@ async fn pump(store: Store, mut query: FeedQuery, follow: bool, tx: mpsc::Sender
             }
             last_sent = Instant::now();
         }
-        tokio::time::sleep(POLL).await;
+        if *stopping.borrow() {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(POLL) => {}
+            // Err when nobody can stop it (no server behind the state): the sleep decides.
+            Ok(_) = stopping.wait_for(|stop| *stop) => return,
+        }
     }
 }
 

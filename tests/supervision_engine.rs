@@ -394,6 +394,7 @@ async fn open_cases_come_most_urgent_first_and_completions_count_on_time_or_late
         "K-none",
         "K-ontime",
         "K-late",
+        "K-waiting",
     ];
     let item = setup(store, &ids).await;
     let t0 = now();
@@ -422,7 +423,17 @@ async fn open_cases_come_most_urgent_first_and_completions_count_on_time_or_late
 
     let open = store.cases(&open_cases(SYSTEM)).await.unwrap();
     let order: Vec<&str> = open.iter().map(|c| c.application_id.as_str()).collect();
-    assert_eq!(order, ["K-overdue", "K-soon", "K-later", "K-none"]);
+    assert_eq!(order, ["K-overdue", "K-soon", "K-later", "K-none", "K-waiting"]);
+    // Accepted by the hub, nothing reported yet: open, submitted, no clock.
+    let waiting = &open[4];
+    assert_eq!(waiting.state, "submitted");
+    assert_eq!(waiting.department, item.department.uscc);
+    assert_eq!(
+        (waiting.accepted_at, waiting.promised_due),
+        (None, None),
+        "{waiting:?}"
+    );
+    assert!(waiting.submitted_at > 0);
     let overdue = &open[0];
     assert_eq!(overdue.state, "accepted");
     assert_eq!(overdue.accepted_at, Some(t0 - 3 * DAY));
@@ -460,7 +471,7 @@ async fn open_cases_come_most_urgent_first_and_completions_count_on_time_or_late
     assert_eq!(stats.systems.len(), 1);
     let s = &stats.systems[0];
     assert_eq!(s.key, SYSTEM);
-    assert_eq!((s.open, s.completed, s.on_time, s.late), (4, 2, 1, 1));
+    assert_eq!((s.open, s.completed, s.on_time, s.late), (5, 2, 1, 1));
     assert_eq!(s.handling.count, 2);
     assert_eq!(s.handling.average(), Some((HOUR + 5 * DAY - HOUR) / 2));
     assert_eq!(s.handling.p95, Some(5 * DAY - HOUR));

@@ -172,6 +172,21 @@ pub struct CaseSummary {
     pub updated_at: i64,
 }
 
+/// Every supervised case, as a subquery named `all_cases` with [`CASE_COLUMNS`]: those the
+/// engine has evaluated (`cases`), and the applications the hub accepted whose system has
+/// reported nothing yet, as state `submitted` without dues. A case starts when the hub accepts
+/// the application, not when the department first speaks; an undeliverable one is a dead
+/// letter, not a case.
+const ALL_CASES: &str = "(SELECT application_id, system_id, item_code, department, state, \
+     submitted_at, accepted_at, promised_due, statutory_due, completed_at, on_time, handling_ms, \
+     updated_at FROM cases \
+     UNION ALL SELECT a.id, a.system_id, a.item_code, COALESCE(ci.department_uscc, ''), \
+     'submitted', a.accepted_at, NULL, NULL, NULL, NULL, NULL, NULL, a.updated_at \
+     FROM applications a LEFT JOIN catalog_items ci \
+     ON ci.code = a.item_code AND ci.version = a.item_version \
+     WHERE a.state IN ('accepted', 'delivered') \
+     AND NOT EXISTS (SELECT 1 FROM cases c WHERE c.application_id = a.id)) all_cases";
+
 /// The states in which nothing runs on a case any more.
 const CLOSED_STATES: &str = "('completed', 'refused')";
 
@@ -715,7 +730,7 @@ impl Store {
             }
         };
         let sql = format!(
-            "SELECT {CASE_COLUMNS} FROM cases {} ORDER BY {order} LIMIT ${}",
+            "SELECT {CASE_COLUMNS} FROM {ALL_CASES} {} ORDER BY {order} LIMIT ${}",
             filter.where_clause(),
             filter.next()
         );
@@ -761,7 +776,7 @@ impl Store {
                  COALESCE(CAST(SUM(CASE WHEN state = 'completed' AND on_time = 0 THEN 1 ELSE 0 END) AS BIGINT), 0) AS late, \
                  COUNT(handling_ms) AS handled, \
                  COALESCE(CAST(SUM(handling_ms) AS BIGINT), 0) AS handling_total \
-                 FROM cases {} GROUP BY {group}",
+                 FROM {ALL_CASES} {} GROUP BY {group}",
                 filter.where_clause()
             );
             for r in filter.bind(sqlx::query(&sql)).fetch_all(&self.pool).await? {

@@ -423,7 +423,10 @@ async fn open_cases_come_most_urgent_first_and_completions_count_on_time_or_late
 
     let open = store.cases(&open_cases(SYSTEM)).await.unwrap();
     let order: Vec<&str> = open.iter().map(|c| c.application_id.as_str()).collect();
-    assert_eq!(order, ["K-overdue", "K-soon", "K-later", "K-none", "K-waiting"]);
+    assert_eq!(
+        order,
+        ["K-overdue", "K-soon", "K-later", "K-none", "K-waiting"]
+    );
     // Accepted by the hub, nothing reported yet: open, submitted, no clock.
     let waiting = &open[4];
     assert_eq!(waiting.state, "submitted");
@@ -822,8 +825,59 @@ async fn a_silent_system_is_flagged_and_a_heartbeat_ends_it(store: &Store) {
     assert_ne!(body(&again[0])["id"], body(&raised[0])["id"]);
 }
 
+async fn a_system_that_never_reports_is_silent_counted_from_its_first_open_application(
+    store: &Store,
+) {
+    const MINUTE: i64 = 60_000;
+    setup(store, &["Q-1"]).await;
+    let submitted = store.application("Q-1").await.unwrap().unwrap().accepted_at;
+    let mut engine = Engine::new(
+        store.clone(),
+        Calendar::default(),
+        Thresholds {
+            silence_minutes: 60,
+            ..Thresholds::default()
+        },
+    );
+    assert!(
+        engine
+            .step(submitted + 1000)
+            .await
+            .unwrap()
+            .entries
+            .is_empty()
+    );
+    let silent_at = submitted + 60 * MINUTE + 1;
+    assert_eq!(engine.next_wake(), Some(silent_at));
+    let raised = engine.step(silent_at).await.unwrap().entries;
+    assert_eq!(
+        changes(&raised),
+        vec![("alert.warning.system_silent".into(), "raised".into())]
+    );
+    assert!(
+        body(&raised[0])["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("1 open case"),
+        "{}",
+        raised[0].body
+    );
+    // The case is accepted and completed (both arriving before the simulated now): with no
+    // open case left, the silence is over.
+    let t0 = now();
+    record(store, "q-a", "Q-1", ACCEPT, t0).await;
+    record(store, "q-c", "Q-1", COMPLETE, t0 + 1000).await;
+    let resolved = engine.step(silent_at + MINUTE).await.unwrap().entries;
+    assert_eq!(
+        changes(&resolved),
+        vec![("alert.warning.system_silent".into(), "resolved".into())]
+    );
+    assert_eq!(engine.next_wake(), None);
+}
+
 on_both_backends!(
     a_silent_system_is_flagged_and_a_heartbeat_ends_it,
+    a_system_that_never_reports_is_silent_counted_from_its_first_open_application,
     open_cases_come_most_urgent_first_and_completions_count_on_time_or_late,
     statistics_take_the_nearest_rank_p95_per_system_and_item,
     one_engine_runs_per_store_and_another_takes_over_when_its_lease_lapses,

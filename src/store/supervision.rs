@@ -662,6 +662,25 @@ impl Store {
             .collect()
     }
 
+    /// Per system, the applications the hub accepted that the system has not reported on yet
+    /// (no case summary): how many, and the earliest acceptance by the hub.
+    pub async fn awaiting_by_system(&self) -> Result<Vec<(String, usize, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT a.system_id, COUNT(*) AS n, MIN(a.accepted_at) AS oldest FROM applications a \
+             WHERE a.state IN ('accepted', 'delivered') \
+             AND NOT EXISTS (SELECT 1 FROM cases c WHERE c.application_id = a.id) \
+             GROUP BY a.system_id ORDER BY a.system_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let n: i64 = r.try_get("n")?;
+                Ok((r.try_get("system_id")?, n as usize, r.try_get("oldest")?))
+            })
+            .collect()
+    }
+
     /// Records that `system` was heard from at `at` (ms); an earlier time than the one stored
     /// changes nothing, so heartbeats racing each other cannot move it back.
     pub async fn record_heartbeat(&self, system: &str, at: i64) -> Result<(), StoreError> {

@@ -70,8 +70,33 @@ const MINUTE: i64 = 60_000;
 struct Watched {
     system: String,
     open: bool,
+    /// When the hub accepted the application: the case has been open since.
+    since: i64,
     /// When time alone next changes its alerts; `None` when only an event can.
     next: Option<i64>,
+}
+
+/// A system's open cases: how many, and since when the oldest has been open.
+#[derive(Debug, Clone, Copy)]
+struct OpenCases {
+    count: usize,
+    since: i64,
+}
+
+impl Default for OpenCases {
+    fn default() -> OpenCases {
+        OpenCases {
+            count: 0,
+            since: i64::MAX,
+        }
+    }
+}
+
+impl OpenCases {
+    fn add(&mut self, count: usize, since: i64) {
+        self.count += count;
+        self.since = self.since.min(since);
+    }
 }
 
 /// What one [`Engine::step`] did.
@@ -128,6 +153,8 @@ pub struct Engine {
     cases: BTreeMap<String, Watched>,
     /// When each system was last heard from: its latest case event's arrival or heartbeat.
     last_seen: BTreeMap<String, i64>,
+    /// Per system, the applications it has not reported on yet: how many, and since when.
+    awaiting: BTreeMap<String, (usize, i64)>,
     /// The `now` of the latest step: wake times at or before it are spent.
     last_step: i64,
     /// Who this engine is in `leases`: unique per engine.
@@ -162,6 +189,7 @@ impl Engine {
             cursor: 0,
             cases: BTreeMap::new(),
             last_seen: BTreeMap::new(),
+            awaiting: BTreeMap::new(),
             last_step: i64::MIN,
             holder: holder_name(),
             lease_epoch: None,
@@ -188,6 +216,7 @@ impl Engine {
         self.started = false;
         self.cases.clear();
         self.last_seen.clear();
+        self.awaiting.clear();
         self.lease_epoch = None;
         self.lease_until = None;
     }
@@ -225,11 +254,14 @@ impl Engine {
     /// silence threshold. `None` when only new events can.
     pub fn next_wake(&self) -> Option<i64> {
         let cases = self.cases.values().filter_map(|w| w.next);
-        let silences = self.open_systems().into_keys().filter_map(|system| {
-            let minutes = self.thresholds.silence_minutes_for(&system);
-            let seen = self.last_seen.get(&system)?;
-            (minutes > 0).then(|| seen + i64::from(minutes) * MINUTE + 1)
-        });
+        let silences = self
+            .open_systems()
+            .into_iter()
+            .filter_map(|(system, open)| {
+                let minutes = self.thresholds.silence_minutes_for(&system);
+                let quiet = self.quiet_since(&system, &open);
+                (minutes > 0).then(|| quiet + i64::from(minutes) * MINUTE + 1)
+            });
         cases.chain(silences).filter(|&t| t > self.last_step).min()
     }
 
@@ -251,6 +283,7 @@ impl Engine {
                     Watched {
                         system: String::new(),
                         open: true,
+                        since: i64::MAX,
                         next: Some(i64::MIN),
                     },
                 );
@@ -323,6 +356,13 @@ impl Engine {
             let seen = self.last_seen.entry(system).or_insert(at);
             *seen = (*seen).max(at);
         }
+        self.awaiting = self
+            .store
+            .awaiting_by_system()
+            .await?
+            .into_iter()
+            .map(|(system, count, oldest)| (system, (count, oldest)))
+            .collect();
         pending.extend(self.evaluate_systems(&open, now_ms));
         if !pending.is_empty() || !summaries.is_empty() {
             match self.write(&pending, &summaries, &[], None, now_ms).await? {
@@ -453,6 +493,7 @@ impl Engine {
                 Watched {
                     system: app.system_id.clone(),
                     open: case.is_open(),
+                    since: app.accepted_at,
                     next,
                 },
             );
@@ -527,17 +568,31 @@ impl Engine {
         due
     }
 
-    /// Systems with open cases, and how many each has.
-    fn open_systems(&self) -> BTreeMap<String, usize> {
-        let mut systems = BTreeMap::new();
+    /// Systems with open cases (reported on, or not yet), each with how many and since when the
+    /// oldest has been open.
+    fn open_systems(&self) -> BTreeMap<String, OpenCases> {
+        let mut systems: BTreeMap<String, OpenCases> = BTreeMap::new();
         for w in self
             .cases
             .values()
             .filter(|w| w.open && !w.system.is_empty())
         {
-            *systems.entry(w.system.clone()).or_insert(0) += 1;
+            systems.entry(w.system.clone()).or_default().add(1, w.since);
+        }
+        for (system, &(count, oldest)) in &self.awaiting {
+            systems
+                .entry(system.clone())
+                .or_default()
+                .add(count, oldest);
         }
         systems
+    }
+
+    /// Since when `system`, with `open` cases, has said nothing: its last event or heartbeat,
+    /// but not before it had an open case (a system with nothing to report is not silent).
+    fn quiet_since(&self, system: &str, open: &OpenCases) -> i64 {
+        let seen = self.last_seen.get(system).copied().unwrap_or(i64::MIN);
+        seen.max(open.since)
     }
 
     /// `system_silent` for the systems with open cases or an open silence alert.
@@ -549,10 +604,13 @@ impl Engine {
         systems.extend(open.iter().filter(silent).map(|a| a.system_id.clone()));
         let mut pending = Vec::new();
         for system in systems {
-            let cases = counts.get(&system).copied().unwrap_or(0);
-            let seen = self.last_seen.get(&system).copied().unwrap_or(now_ms);
+            // Without open cases the rule does not hold, and an open alert resolves.
+            let (cases, quiet) = match counts.get(&system) {
+                Some(open) => (open.count, self.quiet_since(&system, open)),
+                None => (0, now_ms),
+            };
             let current: Vec<_> =
-                rules::system_silence(&system, seen, cases, now_ms, &self.thresholds)
+                rules::system_silence(&system, quiet, cases, now_ms, &self.thresholds)
                     .into_iter()
                     .collect();
             let mine: Vec<&AlertRecord> = open

@@ -17,7 +17,7 @@
 //! | `completion_without_reason` | yellow | the case completed with a result 1–5 and no reason |
 //! | `repeated_supplement` | yellow | more than one supplement request (第十四条: everything at once) |
 //! | `shareable_material_requested` | yellow | a supplement request asked for a material the catalog marks obtainable by sharing (第十三条) |
-//! | `system_silent` | warning | a system with open cases has sent no event or heartbeat for longer than its threshold |
+//! | `system_silent` | warning | a system with open cases (applications it has not reported on yet included) has sent no event or heartbeat for longer than its threshold, counted from when it last did or from its oldest open case, whichever is later |
 //!
 //! The clock rules (`time_limit`, `step_overdue`) end when the case closes or the step is done.
 //! The record rules (the other case rules) are facts about the case's history, so they end

@@ -459,7 +459,8 @@ assertion_ttl_seconds = 5
         ],
         "{errors:#?}"
     );
-    // Each value's line; `identity` is about two lines together (jwks_file and jwks_url).
+    // Each value's line; `identity` is about two lines together (jwks_file and jwks_url), so
+    // it is at the table's header.
     let lines: Vec<Option<usize>> = errors.iter().map(|e| e.line).collect();
     let expected = [
         Some(2),
@@ -471,7 +472,7 @@ assertion_ttl_seconds = 5
         Some(18),
         Some(18),
         Some(19),
-        lines[9],
+        Some(12),
         Some(23),
         Some(22),
     ];

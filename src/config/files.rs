@@ -215,6 +215,15 @@ impl SourceFile {
                 && l.strip_prefix(last)
                     .is_some_and(|rest| rest.trim_start().starts_with('='))
         });
+        // A key that names a whole table (`identity`) is at its `[identity]` header.
+        let line = line.or_else(|| {
+            self.text.lines().position(|l| {
+                l.trim_start()
+                    .strip_prefix('[')
+                    .and_then(|h| h.split(']').next())
+                    .is_some_and(|name| name.trim() == key)
+            })
+        });
         ConfigError {
             file: self.path.clone(),
             line: line.map(|l| l + 1),

@@ -1,7 +1,8 @@
 //! The benchmark harness cannot rot: `tongban-bench --quick` (a few seconds: mocks, the hub on
 //! SQLite, the bare relay, every kind of phase) must finish and print figures for both the hub
-//! and the relay, with identity in the workload (every delivery carried a verifiable assertion)
-//! and the in-process identity timings. Nothing here looks at how fast anything was.
+//! and the relay, with identity in the workload (every delivery carried a verifiable assertion),
+//! the in-process identity timings, and the supervision latency (case steps seen by the SSE
+//! subscriber of the hub's feed). Nothing here looks at how fast anything was.
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -109,6 +110,33 @@ fn quick_run_completes_with_figures_for_hub_and_relay() {
     figure(&hub, "delivery_p50_ms");
     figure(&hub, "delivery_p99_ms");
     assert!(stdout.contains("hub/relay"), "no ratio in:\n{stdout}");
+
+    // The supervision latency: printed, and measured on case steps that did reach the feed's
+    // subscriber (how long they took is not checked). The relay has no feed.
+    assert!(
+        stdout.contains("\nsupervision latency: case step posted"),
+        "no supervision latency in:\n{stdout}"
+    );
+    let mut seen = 0.0;
+    for phase in ["rate-100", "rate-400", "saturation"] {
+        let fields = result(&stdout, "hub", phase);
+        let n = figure(&fields, "supervision_seen");
+        figure(&fields, "supervision_never_seen");
+        if n > 0.0 {
+            figure(&fields, "supervision_p50_ms");
+            figure(&fields, "supervision_p99_ms");
+            figure(&fields, "supervision_max_ms");
+            figure(&fields, "supervision_answered_p50_ms");
+        }
+        seen += n;
+        assert_eq!(
+            result(&stdout, "relay", phase)
+                .get("supervision")
+                .map(String::as_str),
+            Some("n/a")
+        );
+    }
+    assert!(seen > 0.0, "no case step was seen on the feed:\n{stdout}");
 
     // The hub's deliveries carried assertions the mocks could verify with the hub's keys.
     assert!(

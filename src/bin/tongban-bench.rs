@@ -19,12 +19,15 @@
 //! which the mocks require. Before the load, the bench times each identity step in-process.
 //! It prints a table with the hub/relay ratios and `RESULT` lines. See BENCHMARKS.md.
 //!
-//! Not measured yet, because it has not landed: supervision latency (SSE) — a subscriber would
-//! go beside the mocks, with its own histogram per phase.
+//! On the hub it also measures supervision latency: one SSE subscriber to the supervision feed,
+//! with a supervisor's API key, runs beside the mocks from when the hub starts, and each case
+//! step the SOAP mock posts is timed from its post to the arrival of its feed entry, per phase.
 //!
 //! Each server has its own tokio runtime with named threads (`hub-rt`, `relay-rt`, `mock-rt`,
 //! `load-rt`), so CPU time can be told apart per thread group; they all share the machine.
 
+#[path = "tongban_bench/feed.rs"]
+mod feed;
 #[path = "tongban_bench/hubrun.rs"]
 mod hubrun;
 #[path = "tongban_bench/identity.rs"]
@@ -41,12 +44,15 @@ mod relay;
 mod report;
 
 use clap::{Parser, ValueEnum};
+use feed::FeedWatch;
+use hdrhistogram::Histogram;
 use identity::UserAlg;
 use load::{Kind, Mix, System, Target, Workload};
 use mock::{EventsBack, Mock};
 use procstat::CpuReading;
-use report::{Phase, PhaseKind, TargetResult};
+use report::{Phase, PhaseKind, Supervision, TargetResult};
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -251,6 +257,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// The case steps the hub took in one phase, as the mock posted them.
+struct PostedSteps {
+    /// Event id and when its POST started.
+    ids: Vec<(String, Instant)>,
+    /// POST → the hub's answer, µs.
+    answered: Histogram<u64>,
+}
+
+/// Records `at` → `seen` in µs (at least 1, at most the histogram's 10 minutes).
+fn record_since(h: &mut Histogram<u64>, at: Instant, seen: Instant) {
+    let _ = h.record((seen.saturating_duration_since(at).as_micros() as u64).clamp(1, 600_000_000));
+}
+
 /// What the phases of one target share.
 struct Bench<'a> {
     settings: &'a Settings,
@@ -260,6 +279,13 @@ struct Bench<'a> {
     events: Option<Arc<EventsBack>>,
     /// When each application id first reached a mock, gathered over the run.
     received: HashMap<String, Instant>,
+    /// The supervisor's view of the feed, while the hub runs with case steps posted back.
+    feed: Option<Arc<FeedWatch>>,
+    /// Case steps the hub took whose feed entry had not arrived when their phase was matched:
+    /// the phase they belong to (`None`: the warm-up) and when they were posted.
+    feed_pending: HashMap<String, (Option<usize>, Instant)>,
+    /// Warm-up steps whose entry never arrived: not part of any phase, but not to be hidden.
+    warmup_never_seen: u64,
 }
 
 impl Bench<'_> {
@@ -297,6 +323,90 @@ impl Bench<'_> {
         }
     }
 
+    /// Waits until the subscriber has received the entries of all `ids`, at most the drain
+    /// time.
+    async fn wait_seen<'a>(
+        &self,
+        watch: &FeedWatch,
+        ids: impl Iterator<Item = &'a String> + Clone,
+    ) {
+        let limit = Instant::now() + self.settings.drain;
+        while !watch.has_all(ids.clone()) && Instant::now() < limit {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// The case-step counters (posted, failed) and, when the feed is watched, the steps the hub
+    /// took since the last call with their POST → answer latencies: read together, so a
+    /// phase's steps on the feed are the steps it counts.
+    fn events_boundary(&self) -> ((u64, u64), Option<PostedSteps>) {
+        let counts = self.events_counts();
+        let posted = match (&self.events, &self.feed) {
+            (Some(events), Some(_)) => Some(PostedSteps {
+                ids: events.take_posted().into_iter().collect(),
+                answered: events.take_latency(),
+            }),
+            _ => None,
+        };
+        (counts, posted)
+    }
+
+    /// Matches `posted` with their feed entries, once the subscriber has received them all or
+    /// the drain time ran out: post → received, µs. Steps not seen yet are kept for `phase` and
+    /// looked for again at the end of the target.
+    async fn match_feed(&mut self, posted: PostedSteps, phase: Option<usize>) -> Supervision {
+        let PostedSteps { ids, answered } = posted;
+        let mut latency = load::histogram();
+        let Some(watch) = self.feed.clone() else {
+            return Supervision {
+                latency,
+                answered,
+                never_seen: ids.len() as u64,
+            };
+        };
+        self.wait_seen(&watch, ids.iter().map(|(id, _)| id)).await;
+        let arrived = watch.take(ids.iter().map(|(id, _)| id));
+        for ((id, at), seen) in ids.into_iter().zip(arrived) {
+            match seen {
+                Some(seen) => record_since(&mut latency, at, seen),
+                None => {
+                    self.feed_pending.insert(id, (phase, at));
+                }
+            }
+        }
+        Supervision {
+            latency,
+            answered,
+            never_seen: 0,
+        }
+    }
+
+    /// Looks once more, after a last wait, for the steps whose entries had not arrived when
+    /// their phase was matched: late ones join their phase's latencies, the rest are counted
+    /// as never seen.
+    async fn settle_feed(&mut self, phases: &mut [Phase]) {
+        let Some(watch) = self.feed.clone() else {
+            return;
+        };
+        let pending: Vec<(String, (Option<usize>, Instant))> =
+            std::mem::take(&mut self.feed_pending).into_iter().collect();
+        if pending.is_empty() {
+            return;
+        }
+        self.wait_seen(&watch, pending.iter().map(|(id, _)| id))
+            .await;
+        let arrived = watch.take(pending.iter().map(|(id, _)| id));
+        for ((_, (phase, at)), seen) in pending.into_iter().zip(arrived) {
+            let supervision = phase.and_then(|i| phases.get_mut(i)?.supervision.as_mut());
+            match (supervision, seen) {
+                (Some(s), Some(seen)) => record_since(&mut s.latency, at, seen),
+                (Some(s), None) => s.never_seen += 1,
+                (None, Some(_)) => {}
+                (None, None) => self.warmup_never_seen += 1,
+            }
+        }
+    }
+
     /// Runs one target's phases: warm-up, saturation, each rate.
     async fn run_target(&mut self, target: Arc<Target>, description: String) -> TargetResult {
         let s = self.settings;
@@ -305,6 +415,8 @@ impl Bench<'_> {
         let is_hub = target.kind == Kind::Hub;
         // Deliveries the mocks should have had once the outbox is empty.
         let mut expected_posts = self.mock_posts();
+        // Case steps counted up to the last phase boundary.
+        let mut events_at_boundary = self.events_counts();
 
         eprintln!(
             "[{}] warm-up {:.1} s",
@@ -324,6 +436,12 @@ impl Bench<'_> {
             expected_posts += warm.recorded.ok();
             self.drain(expected_posts).await;
             self.gather_received();
+            // The warm-up's steps are matched only to be out of the first phase's way.
+            let (counts, posted) = self.events_boundary();
+            events_at_boundary = counts;
+            if let Some(posted) = posted {
+                self.match_feed(posted, None).await;
+            }
         }
 
         let mut phases = Vec::new();
@@ -350,7 +468,9 @@ impl Bench<'_> {
             } else {
                 0
             };
-            let events_before = self.events_counts();
+            // From the last boundary, not from now: steps posted between phases (while the
+            // previous one waited for the feed) count in this one, as they do on the feed.
+            let events_before = events_at_boundary;
             let (planned, loaded) = match kind {
                 PhaseKind::Saturation { connections } => {
                     eprintln!(
@@ -419,7 +539,8 @@ impl Bench<'_> {
             let cpu = cpu_before.until(&CpuReading::now());
             let peak_rss_kib = procstat::peak_rss_kib();
             peak_so_far = peak_so_far.max(peak_rss_kib);
-            let events_after = self.events_counts();
+            let (events_after, posted) = self.events_boundary();
+            events_at_boundary = events_after;
             let (latency, service) = (
                 recorded
                     .latency
@@ -436,6 +557,12 @@ impl Bench<'_> {
                 latency.clone()
             } else {
                 service
+            };
+            // After the CPU and memory readings, so the wait for the feed does not count in
+            // the phase's cost.
+            let supervision = match posted {
+                Some(posted) if is_hub => Some(self.match_feed(posted, Some(i)).await),
+                _ => None,
             };
             phases.push(Phase {
                 kind,
@@ -459,7 +586,11 @@ impl Bench<'_> {
                 cpu,
                 events_posted: events_after.0 - events_before.0,
                 events_failed: events_after.1 - events_before.1,
+                supervision,
             });
+        }
+        if is_hub {
+            self.settle_feed(&mut phases).await;
         }
         TargetResult {
             kind: target.kind,
@@ -553,6 +684,14 @@ async fn run(s: &Settings, rt: &Runtimes) -> Result<(), String> {
         tongban::auth::Role::System,
         Some(hubrun::SOAP_SYSTEM),
         "tongban-bench case steps",
+        "tongban-bench",
+        None,
+    );
+    // A supervisor's, for the subscriber to the supervision feed.
+    let supervisor_key = tongban::auth::issue_key(
+        tongban::auth::Role::Supervisor,
+        None,
+        "tongban-bench supervision feed",
         "tongban-bench",
         None,
     );
@@ -667,7 +806,6 @@ async fn run(s: &Settings, rt: &Runtimes) -> Result<(), String> {
             s.args.user_token_alg.name(),
         ),
         costs.line(),
-        "not in the workload yet (not landed): supervision (SSE) latency".to_string(),
     ];
 
     let mut bench = Bench {
@@ -677,6 +815,9 @@ async fn run(s: &Settings, rt: &Runtimes) -> Result<(), String> {
         rest: &rest,
         events: events.clone(),
         received: HashMap::new(),
+        feed: None,
+        feed_pending: HashMap::new(),
+        warmup_never_seen: 0,
     };
     let mut results = Vec::new();
     let mut failure = None;
@@ -706,7 +847,11 @@ async fn run(s: &Settings, rt: &Runtimes) -> Result<(), String> {
         }
         let dir = copy.0.clone();
         let store = s.args.store.clone();
-        let keys = vec![platform_key.record.clone(), soap_key.record.clone()];
+        let keys = vec![
+            platform_key.record.clone(),
+            soap_key.record.clone(),
+            supervisor_key.record.clone(),
+        ];
         let hub = rt
             .hub
             .spawn(async move { hubrun::start(&dir, store.as_deref(), &keys).await })
@@ -739,9 +884,61 @@ async fn run(s: &Settings, rt: &Runtimes) -> Result<(), String> {
         if let Some(e) = &events {
             let _ = e.hub.set(hub.base.clone());
         }
-        match Target::new(Kind::Hub, hub.base.clone(), s.request_timeout) {
-            Ok(target) => results.push(bench.run_target(Arc::new(target), store_text).await),
-            Err(e) => failure = Some(e),
+        // The supervisor subscribes before any load, on the mocks' runtime: its CPU is not
+        // the hub's.
+        let subscriber = match &events {
+            Some(_) => {
+                let (base, secret, after) = (
+                    hub.base.clone(),
+                    supervisor_key.secret.clone(),
+                    hub.feed_head,
+                );
+                rt.mocks
+                    .spawn(async move {
+                        feed::Subscriber::start(&base, hubrun::SOAP_SYSTEM, &secret, after).await
+                    })
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|started| started)
+                    .map(Some)
+            }
+            None => Ok(None),
+        };
+        let subscriber = match subscriber {
+            Ok(subscriber) => subscriber,
+            Err(e) => {
+                failure = Some(format!("the supervision feed: {e}"));
+                None
+            }
+        };
+        if let Some(sub) = &subscriber {
+            header.push(format!(
+                "supervision: one SSE subscriber (a supervisor's API key, on the mocks' runtime) to {}, from when the hub starts; latency from the start of a case step's POST to the arrival of the chunk with its entry",
+                sub.url
+            ));
+            bench.feed = Some(sub.watch.clone());
+        }
+        if failure.is_none() {
+            match Target::new(Kind::Hub, hub.base.clone(), s.request_timeout) {
+                Ok(target) => results.push(bench.run_target(Arc::new(target), store_text).await),
+                Err(e) => failure = Some(e),
+            }
+        }
+        // Closed before the hub stops, so the stream's end at shutdown is not taken for a
+        // failure of the feed.
+        if let Some(sub) = subscriber {
+            let watch = sub.watch.clone();
+            sub.stop(Duration::from_secs(3)).await;
+            let mut line = format!(
+                "supervision feed: {} event entries received, {} reconnects, {} warm-up steps never seen",
+                watch.entries.load(std::sync::atomic::Ordering::Relaxed),
+                watch.reconnects.load(std::sync::atomic::Ordering::Relaxed),
+                bench.warmup_never_seen
+            );
+            if let Some(why) = watch.first_error.lock().ok().and_then(|w| w.clone()) {
+                let _ = write!(line, "; first stream failure: {why}");
+            }
+            header.push(line);
         }
         match check_assertions(&hub.base, &hub_config.hub.signing.issuer, &soap, &rest).await {
             Ok(line) => header.push(line),

@@ -198,6 +198,9 @@ pub struct RunningHub {
     pub base: String,
     /// The store, as the hub opened it (password redacted).
     pub store: String,
+    /// The supervision feed's last sequence number before the hub served: a subscriber starts
+    /// after it, so a store of an earlier run does not send it that run's entries.
+    pub feed_head: i64,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), hub::HubError>>,
 }
@@ -226,6 +229,10 @@ pub async fn start(
             .await
             .map_err(|e| format!("cannot record the bench's API keys: {}", chain(&e)))?;
     }
+    let feed_head = opened
+        .feed_head()
+        .await
+        .map_err(|e| format!("cannot read the supervision feed's head: {}", chain(&e)))?;
     hub::seed_catalog(&opened, &config)
         .await
         .map_err(|e| format!("cannot seed the catalog: {}", chain(&e)))?;
@@ -251,6 +258,7 @@ pub async fn start(
     Ok(RunningHub {
         base,
         store: store_url,
+        feed_head,
         stop: Some(tx),
         task,
     })

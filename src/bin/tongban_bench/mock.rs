@@ -13,7 +13,8 @@
 //! The SOAP system can also report case steps back to the hub's webhook, as the real system
 //! does: after receiving an application it posts up to four steps (受理, 审查, 决定, 办结), in
 //! order, in its own XML, with its system API key. That is the "case events coming back" part
-//! of the workload.
+//! of the workload. When each step the hub took was posted is kept, so the harness can time its
+//! way to the supervision feed.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -59,6 +60,9 @@ pub struct EventsBack {
     pub first_error: Mutex<Option<String>>,
     /// Microseconds from posting a step to the hub's answer.
     pub latency: Mutex<Histogram<u64>>,
+    /// When the post of each step the hub took (by event id) started, until the harness takes
+    /// them to match with the supervision feed.
+    posted_at: Mutex<HashMap<String, Instant>>,
 }
 
 impl EventsBack {
@@ -94,6 +98,7 @@ impl EventsBack {
             failed: AtomicU64::new(0),
             first_error: Mutex::new(None),
             latency: Mutex::new(super::load::histogram()),
+            posted_at: Mutex::new(HashMap::new()),
         })
     }
 
@@ -107,6 +112,22 @@ impl EventsBack {
             self.posted.load(Ordering::Relaxed),
             self.failed.load(Ordering::Relaxed),
         )
+    }
+
+    /// The steps the hub took since the last call, by event id, with when each post started.
+    pub fn take_posted(&self) -> HashMap<String, Instant> {
+        self.posted_at
+            .lock()
+            .map(|mut m| std::mem::take(&mut *m))
+            .unwrap_or_default()
+    }
+
+    /// POST → the hub's answer of the steps it took since the last call, µs, leaving none.
+    pub fn take_latency(&self) -> Histogram<u64> {
+        self.latency
+            .lock()
+            .map(|mut h| std::mem::replace(&mut *h, super::load::histogram()))
+            .unwrap_or_else(|_| super::load::histogram())
     }
 
     /// Whether every step counted so far was posted or given up.
@@ -135,8 +156,9 @@ impl EventsBack {
                 return;
             };
             for (n, template) in me.templates.iter().enumerate() {
+                let event_id = format!("{application_id}-E{n}");
                 let body = template
-                    .replace("{EVENT_ID}", &format!("{application_id}-E{n}"))
+                    .replace("{EVENT_ID}", &event_id)
                     .replace("{APPLICATION_ID}", &application_id);
                 let started = Instant::now();
                 let sent = me
@@ -170,6 +192,10 @@ impl EventsBack {
                         .fetch_add((me.templates.len() - n) as u64, Ordering::Relaxed);
                     break;
                 } else {
+                    // Noted before it is counted, so a step counted as posted can be matched.
+                    if let Ok(mut posted_at) = me.posted_at.lock() {
+                        posted_at.insert(event_id, started);
+                    }
                     me.posted.fetch_add(1, Ordering::Relaxed);
                     if let Ok(mut h) = me.latency.lock() {
                         let _ = h.record(started.elapsed().as_micros().max(1) as u64);

@@ -18,6 +18,18 @@ pub enum PhaseKind {
     Rate { offered: f64 },
 }
 
+/// How a phase's case steps reached a supervisor (hub, when steps are posted back).
+pub struct Supervision {
+    /// Step posted by the mock → its `event` entry received by the SSE subscriber, µs.
+    pub latency: Histogram<u64>,
+    /// Step posted → the hub's answer (stored, its feed entry committed), µs: the part of the
+    /// latency before the feed can show it.
+    pub answered: Histogram<u64>,
+    /// Steps of this phase the hub took (2xx) whose entry the subscriber had not received by
+    /// the end of the target's run.
+    pub never_seen: u64,
+}
+
 /// One phase of load against one target, measured.
 pub struct Phase {
     pub kind: PhaseKind,
@@ -51,6 +63,9 @@ pub struct Phase {
     /// Case events the mock posted back, and how many the hub refused or that failed.
     pub events_posted: u64,
     pub events_failed: u64,
+    /// The way of this phase's case steps to the supervision feed (`None` for the relay, which
+    /// has no feed, and without case steps).
+    pub supervision: Option<Supervision>,
 }
 
 impl Phase {
@@ -273,6 +288,24 @@ pub fn render(header: &[String], targets: &[TargetResult], rss_start_kib: Option
             });
             row(&mut out, name, h, f64::NAN, 2, false);
         }
+        for (name, q) in [
+            ("supervision latency p50 (ms, step → SSE)", 0.5),
+            ("supervision latency p99 (ms)", 0.99),
+        ] {
+            let h = col(hub, &|t| {
+                sat(t)
+                    .and_then(|p| p.supervision.as_ref())
+                    .map_or(f64::NAN, |s| ms(&s.latency, q))
+            });
+            // The relay has no feed: "n/a" rather than a dash that reads as "nothing came".
+            let _ = writeln!(
+                out,
+                "  {:<44}{}{:>12}",
+                name,
+                num(h, 12, 2),
+                if relay.is_some() { "n/a" } else { "" }
+            );
+        }
         let drained = col(hub, &|t| {
             sat(t)
                 .and_then(|p| p.drained_after)
@@ -419,6 +452,59 @@ pub fn render(header: &[String], targets: &[TargetResult], rss_start_kib: Option
         }
     }
 
+    // Supervision latency.
+    if let Some(h) = hub {
+        if h.phases.iter().any(|p| p.supervision.is_some()) {
+            let _ = writeln!(
+                out,
+                "\nsupervision latency: case step posted by the SOAP mock → its entry received by an SSE subscriber of /api/v1/supervision/stream, ms"
+            );
+            let _ = writeln!(
+                out,
+                "  {:<12}{:<7}{:>8}{:>12}{:>10}{:>10}{:>10}{:>10} |{:>9}{:>9}",
+                "phase",
+                "target",
+                "seen",
+                "never seen",
+                "p50",
+                "p99",
+                "p99.9",
+                "max",
+                "ans p50",
+                "ans p99"
+            );
+            for p in &h.phases {
+                let Some(s) = &p.supervision else { continue };
+                let _ = writeln!(
+                    out,
+                    "  {:<12}{:<7}{:>8}{:>12}{}{}{}{} |{}{}",
+                    p.label(),
+                    "hub",
+                    s.latency.len(),
+                    s.never_seen,
+                    num(ms(&s.latency, 0.5), 10, 2),
+                    num(ms(&s.latency, 0.99), 10, 2),
+                    num(ms(&s.latency, 0.999), 10, 2),
+                    num(max_ms(&s.latency), 10, 1),
+                    num(ms(&s.answered, 0.5), 9, 2),
+                    num(ms(&s.answered, 0.99), 9, 2),
+                );
+            }
+            if relay.is_some() {
+                let _ = writeln!(out, "  {:<12}{:<7}{:>8}", "all phases", "relay", "n/a");
+            }
+            let _ = writeln!(
+                out,
+                "  (seen = steps whose entry arrived; never seen = steps the hub took (2xx) whose entry had not arrived by the end of the hub's run;\n   ans = step posted → the hub's answer, the part before the feed can show it)"
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "\nsupervision latency: not measured (no case steps posted back)"
+            );
+        }
+    }
+
     // Memory.
     let _ = writeln!(
         out,
@@ -506,6 +592,24 @@ fn result_line(t: &TargetResult, p: &Phase) -> String {
             ms(d, 0.99)
         );
     }
+    match (&p.supervision, t.kind) {
+        (Some(s), _) => {
+            let _ = write!(
+                line,
+                " supervision_seen={} supervision_never_seen={} supervision_p50_ms={:.3} supervision_p99_ms={:.3} supervision_p999_ms={:.3} supervision_max_ms={:.3} supervision_answered_p50_ms={:.3} supervision_answered_p99_ms={:.3}",
+                s.latency.len(),
+                s.never_seen,
+                ms(&s.latency, 0.5),
+                ms(&s.latency, 0.99),
+                ms(&s.latency, 0.999),
+                max_ms(&s.latency),
+                ms(&s.answered, 0.5),
+                ms(&s.answered, 0.99)
+            );
+        }
+        (None, Kind::Relay) => line.push_str(" supervision=n/a"),
+        (None, Kind::Hub) => {}
+    }
     line
 }
 
@@ -557,6 +661,12 @@ pub fn to_json(header: &[String], targets: &[TargetResult], rss_start_kib: Optio
                     "own_cpu_s_per_10k": own,
                     "events_posted": p.events_posted,
                     "events_failed": p.events_failed,
+                    "supervision": p.supervision.as_ref().map(|s| {
+                        let mut v = hist_json(&s.latency);
+                        v["never_seen"] = json!(s.never_seen);
+                        v["answered"] = hist_json(&s.answered);
+                        v
+                    }),
                     "first_error": p.first_error,
                 })
             }).collect::<Vec<_>>(),

@@ -140,8 +140,15 @@ fn now() -> i64 {
 async fn each_event_has_one_masked_feed_entry_in_order(store: &Store) {
     let item = setup(store, &["E-1"]).await;
     let t0 = now();
+    let mut moved = store.feed_moved();
     assert!(record(store, "e1", "E-1", ACCEPT, t0).await);
+    assert!(
+        moved.has_changed().unwrap(),
+        "a new entry wakes the feed's readers"
+    );
+    moved.mark_unchanged();
     assert!(!record(store, "e1", "E-1", ACCEPT, t0).await, "a duplicate");
+    assert!(!moved.has_changed().unwrap(), "a duplicate wakes nobody");
     assert!(record(store, "e2", "E-1", REVIEW, t0 + 1000).await);
     assert!(record(store, "e3", "E-1", COMPLETE, t0 + 2000).await);
     let entries = feed(store, "event").await;

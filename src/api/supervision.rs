@@ -59,6 +59,9 @@ const STATS_READERS: Access = Access::Roles(&[Role::Finance, Role::Supervisor, R
 const PAGE: u32 = 200;
 /// How often the live tail asks the store for new entries.
 const POLL: Duration = Duration::from_millis(300);
+/// How long a stream woken by a commit in this process waits before reading, so that entries
+/// committed close together go out in one read rather than one read each.
+const COALESCE: Duration = Duration::from_millis(10);
 /// A comment line at least this often keeps proxies and clients from timing an idle stream out,
 /// and shows the pump that a client has gone.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -137,7 +140,9 @@ async fn stream(
     state.store.feed_head().await?;
     let after = query.after;
     let (tx, rx) = mpsc::channel(BUFFERED_FRAMES);
+    let moved = state.store.feed_moved();
     tokio::spawn(pump(
+        moved,
         state.store.clone(),
         query,
         follow,
@@ -165,6 +170,7 @@ async fn stream(
 /// the client goes (the channel closes), when not following at the end of the backlog, or when
 /// the hub shuts down (the client resumes elsewhere or later with `Last-Event-ID`).
 async fn pump(
+    mut moved: watch::Receiver<u64>,
     store: Store,
     mut query: FeedQuery,
     follow: bool,
@@ -223,10 +229,17 @@ async fn pump(
         if *stopping.borrow() {
             return;
         }
-        tokio::select! {
-            _ = tokio::time::sleep(POLL) => {}
+        let woken = tokio::select! {
+            _ = tokio::time::sleep(POLL) => false,
+            // A commit in this process appended to the feed: read it now. (Writers in other
+            // processes are seen at the next poll.)
+            Ok(()) = moved.changed() => true,
             // Err when nobody can stop it (no server behind the state): the sleep decides.
             Ok(_) = stopping.wait_for(|stop| *stop) => return,
+        };
+        if woken {
+            // A short wait first lets commits that come together be read together.
+            tokio::time::sleep(COALESCE).await;
         }
     }
 }

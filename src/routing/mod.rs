@@ -18,7 +18,8 @@ use crate::auth::assertion::{Identity, Signer};
 use crate::clock;
 use crate::config::{AdapterConfig, Config, Protocol};
 use crate::mapping::{Mapping, Node};
-use crate::store::{AttemptOutcome, ClaimedDelivery, Store, StoreError};
+use crate::store::group::GroupCommit;
+use crate::store::{AttemptOutcome, ClaimedDelivery, FinishedAttempt, Store, StoreError};
 use breaker::Breaker;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::collections::BTreeMap;
@@ -143,13 +144,15 @@ impl Dispatcher {
 
     /// Runs every lane until `shutdown` turns true. In-flight attempts finish and are recorded.
     pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
+        let recorder = attempt_recorder(self.store.clone());
         let mut tasks = Vec::new();
         for lane in self.lanes.values() {
             let (store, lane, stop) = (self.store.clone(), lane.clone(), shutdown.clone());
+            let recorder = recorder.clone();
             tasks.push(tokio::spawn(crate::tasks::restarting(
                 format!("lane {}", lane.adapter.id),
                 shutdown.clone(),
-                move || run_lane(store.clone(), lane.clone(), stop.clone()),
+                move || run_lane(store.clone(), lane.clone(), recorder.clone(), stop.clone()),
             )));
         }
         for t in tasks {
@@ -158,7 +161,33 @@ impl Dispatcher {
     }
 }
 
-async fn run_lane(store: Store, lane: Arc<Lane>, mut shutdown: watch::Receiver<bool>) {
+/// Attempts recorded together at most.
+const ATTEMPT_BATCH: usize = 256;
+
+/// Every lane's finished attempts go through one writer, so that attempts finishing together
+/// share a commit (see [`crate::store::group`]); each attempt still waits until it is recorded
+/// before its slot is free again.
+fn attempt_recorder(store: Store) -> GroupCommit<FinishedAttempt> {
+    GroupCommit::spawn(
+        "delivery attempt",
+        ATTEMPT_BATCH,
+        ATTEMPT_BATCH * 4,
+        move |attempts| {
+            let store = store.clone();
+            async move {
+                let result = store.record_attempts(&attempts).await;
+                (attempts, result)
+            }
+        },
+    )
+}
+
+async fn run_lane(
+    store: Store,
+    lane: Arc<Lane>,
+    recorder: GroupCommit<FinishedAttempt>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let system = lane.adapter.id.clone();
     let batch = (lane.adapter.outbound.concurrency * 2).max(1);
     let mut inflight = tokio::task::JoinSet::new();
@@ -197,8 +226,9 @@ async fn run_lane(store: Store, lane: Arc<Lane>, mut shutdown: watch::Receiver<b
             };
             let store = store.clone();
             let lane = lane.clone();
+            let recorder = recorder.clone();
             inflight.spawn(async move {
-                attempt(&store, &lane, delivery).await;
+                attempt(&store, &lane, &recorder, delivery).await;
                 drop(permit);
             });
         }
@@ -207,7 +237,12 @@ async fn run_lane(store: Store, lane: Arc<Lane>, mut shutdown: watch::Receiver<b
 }
 
 /// One delivery attempt, start to recorded outcome.
-async fn attempt(store: &Store, lane: &Lane, delivery: ClaimedDelivery) {
+async fn attempt(
+    store: &Store,
+    lane: &Lane,
+    recorder: &GroupCommit<FinishedAttempt>,
+    delivery: ClaimedDelivery,
+) {
     let system = &lane.adapter.id;
     let now = clock::now_millis();
     let admitted = lane
@@ -277,10 +312,8 @@ async fn attempt(store: &Store, lane: &Lane, delivery: ClaimedDelivery) {
             (started, finished, outcome)
         }
     };
-    if let Err(e) = store
-        .record_attempt(&delivery, started, finished - started, &outcome)
-        .await
-    {
+    let record = FinishedAttempt::new(&delivery, started, finished - started, outcome.clone());
+    if let Err(e) = recorder.write(record).await {
         tracing::error!(system = %system, cause = %e, "cannot record a delivery attempt; its lease will lapse and it will be tried again");
     }
     log_outcome(system, &delivery, &outcome);

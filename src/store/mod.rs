@@ -9,6 +9,7 @@
 
 mod audit;
 mod catalog;
+pub mod group;
 mod keys;
 mod routing;
 mod supervision;
@@ -17,7 +18,7 @@ pub use audit::AuditQuery;
 pub use keys::{ApiKeyRecord, NewApiKey};
 pub use routing::{
     Accepted, ApplicationRecord, AttemptOutcome, AttemptRecord, ClaimedDelivery, DeliveryRecord,
-    EventRecord, NewApplication, NewEvent,
+    EventRecord, FinishedAttempt, NewApplication, NewEvent,
 };
 pub use supervision::{
     AlertAction, AlertQuery, AlertRecord, AlertWrite, CaseQuery, CaseStates, CaseStats,
@@ -28,7 +29,9 @@ pub use supervision::{
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// The database behind the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +61,10 @@ pub enum StoreError {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Bumped after every commit that appended to the supervision feed, so that readers in
+    /// this process (SSE streams) wake at once instead of at their next poll. Writers in other
+    /// processes do not bump it: readers still poll.
+    feed_moved: Arc<watch::Sender<u64>>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations");
@@ -97,7 +104,21 @@ impl Store {
                 source,
             })?;
         MIGRATOR.run(&pool).await?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            feed_moved: Arc::new(watch::channel(0).0),
+        })
+    }
+
+    /// Changes after each commit in this process that appended to the supervision feed.
+    pub fn feed_moved(&self) -> watch::Receiver<u64> {
+        self.feed_moved.subscribe()
+    }
+
+    /// Says that the feed has new entries (after their commit).
+    fn signal_feed_moved(&self) {
+        self.feed_moved.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     pub fn backend(&self) -> Backend {

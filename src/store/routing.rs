@@ -3,8 +3,8 @@
 
 use super::{Backend, Store, StoreError};
 use crate::clock;
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
 
 /// An application to record, with its first delivery.
 #[derive(Debug, Clone)]
@@ -88,6 +88,36 @@ pub struct AttemptRecord {
     pub outcome: String,
     pub status_code: Option<i64>,
     pub detail: Option<String>,
+}
+
+/// One finished attempt, as the lanes hand it to the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishedAttempt {
+    pub delivery_id: String,
+    pub application_id: String,
+    /// Its number: the delivery's attempts before it, plus one.
+    pub attempt: i64,
+    pub started_at: i64,
+    pub duration_ms: i64,
+    pub outcome: AttemptOutcome,
+}
+
+impl FinishedAttempt {
+    pub fn new(
+        delivery: &ClaimedDelivery,
+        started_at: i64,
+        duration_ms: i64,
+        outcome: AttemptOutcome,
+    ) -> FinishedAttempt {
+        FinishedAttempt {
+            delivery_id: delivery.id.clone(),
+            application_id: delivery.application_id.clone(),
+            attempt: delivery.attempts + 1,
+            started_at,
+            duration_ms,
+            outcome,
+        }
+    }
 }
 
 /// How an attempt ended, for the store.
@@ -319,78 +349,20 @@ impl Store {
         duration_ms: i64,
         outcome: &AttemptOutcome,
     ) -> Result<(), StoreError> {
+        self.record_attempts(&[FinishedAttempt::new(
+            delivery,
+            started_at,
+            duration_ms,
+            outcome.clone(),
+        )])
+        .await
+    }
+
+    /// Records attempts and their outcomes in one transaction: the outbox lanes' group commit.
+    pub async fn record_attempts(&self, attempts: &[FinishedAttempt]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let attempt = delivery.attempts + 1;
-        let now = clock::now_millis();
-        let (name, status, detail) = match outcome {
-            AttemptOutcome::Delivered { status } => ("delivered", *status, None),
-            AttemptOutcome::Retry { status, reason, .. } => {
-                ("retry", *status, Some(reason.as_str()))
-            }
-            AttemptOutcome::Dead { status, reason } => ("dead", *status, Some(reason.as_str())),
-        };
-        sqlx::query(
-            "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, outcome, status_code, detail) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&delivery.id)
-        .bind(attempt)
-        .bind(started_at)
-        .bind(duration_ms)
-        .bind(name)
-        .bind(status.map(i64::from))
-        .bind(detail)
-        .execute(&mut *tx)
-        .await?;
-        match outcome {
-            AttemptOutcome::Delivered { .. } => {
-                sqlx::query(
-                    "UPDATE deliveries SET status = 'delivered', attempts = $2, claimed_until = 0, last_error = NULL, \
-                     finished_at = $3 WHERE id = $1",
-                )
-                .bind(&delivery.id)
-                .bind(attempt)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query("UPDATE applications SET state = 'delivered', updated_at = $2 WHERE id = $1 AND state = 'accepted'")
-                    .bind(&delivery.application_id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            AttemptOutcome::Retry {
-                next_attempt_at,
-                reason,
-                ..
-            } => {
-                sqlx::query(
-                    "UPDATE deliveries SET attempts = $2, claimed_until = 0, last_error = $3, next_attempt_at = $4 WHERE id = $1",
-                )
-                .bind(&delivery.id)
-                .bind(attempt)
-                .bind(reason)
-                .bind(next_attempt_at)
-                .execute(&mut *tx)
-                .await?;
-            }
-            AttemptOutcome::Dead { reason, .. } => {
-                sqlx::query(
-                    "UPDATE deliveries SET status = 'dead', attempts = $2, claimed_until = 0, last_error = $3, \
-                     finished_at = $4 WHERE id = $1",
-                )
-                .bind(&delivery.id)
-                .bind(attempt)
-                .bind(reason)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query("UPDATE applications SET state = 'undeliverable', updated_at = $2 WHERE id = $1")
-                    .bind(&delivery.application_id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+        for a in attempts {
+            record_attempt_in_tx(&mut tx, a).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -547,6 +519,9 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
+        if inserted == 1 {
+            self.signal_feed_moved();
+        }
         Ok(inserted == 1)
     }
 
@@ -661,4 +636,82 @@ fn delivery_from_row(r: &AnyRow) -> Result<DeliveryRecord, StoreError> {
         created_at: r.try_get("created_at")?,
         finished_at: r.try_get("finished_at")?,
     })
+}
+
+async fn record_attempt_in_tx(
+    tx: &mut Transaction<'static, Any>,
+    a: &FinishedAttempt,
+) -> Result<(), StoreError> {
+    let now = clock::now_millis();
+    let (name, status, detail) = match &a.outcome {
+        AttemptOutcome::Delivered { status } => ("delivered", *status, None),
+        AttemptOutcome::Retry { status, reason, .. } => ("retry", *status, Some(reason.as_str())),
+        AttemptOutcome::Dead { status, reason } => ("dead", *status, Some(reason.as_str())),
+    };
+    sqlx::query(
+            "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, outcome, status_code, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&a.delivery_id)
+        .bind(a.attempt)
+        .bind(a.started_at)
+        .bind(a.duration_ms)
+        .bind(name)
+        .bind(status.map(i64::from))
+        .bind(detail)
+        .execute(&mut **tx)
+        .await?;
+    match &a.outcome {
+        AttemptOutcome::Delivered { .. } => {
+            sqlx::query(
+                    "UPDATE deliveries SET status = 'delivered', attempts = $2, claimed_until = 0, last_error = NULL, \
+                     finished_at = $3 WHERE id = $1",
+                )
+                .bind(&a.delivery_id)
+                .bind(a.attempt)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+            sqlx::query("UPDATE applications SET state = 'delivered', updated_at = $2 WHERE id = $1 AND state = 'accepted'")
+                    .bind(&a.application_id)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
+        }
+        AttemptOutcome::Retry {
+            next_attempt_at,
+            reason,
+            ..
+        } => {
+            sqlx::query(
+                    "UPDATE deliveries SET attempts = $2, claimed_until = 0, last_error = $3, next_attempt_at = $4 WHERE id = $1",
+                )
+                .bind(&a.delivery_id)
+                .bind(a.attempt)
+                .bind(reason)
+                .bind(next_attempt_at)
+                .execute(&mut **tx)
+                .await?;
+        }
+        AttemptOutcome::Dead { reason, .. } => {
+            sqlx::query(
+                    "UPDATE deliveries SET status = 'dead', attempts = $2, claimed_until = 0, last_error = $3, \
+                     finished_at = $4 WHERE id = $1",
+                )
+                .bind(&a.delivery_id)
+                .bind(a.attempt)
+                .bind(reason)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+            sqlx::query(
+                "UPDATE applications SET state = 'undeliverable', updated_at = $2 WHERE id = $1",
+            )
+            .bind(&a.application_id)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(())
 }

@@ -375,6 +375,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let entry = append_feed_in_tx(&mut tx, e, clock::now_millis()).await?;
         tx.commit().await?;
+        self.signal_feed_moved();
         Ok(entry)
     }
 
@@ -630,6 +631,9 @@ impl Store {
             set_cursor_in_tx(&mut tx, name, seq).await?;
         }
         tx.commit().await?;
+        if !entries.is_empty() {
+            self.signal_feed_moved();
+        }
         Ok(Some(entries))
     }
 

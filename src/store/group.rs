@@ -1,0 +1,223 @@
+//! Group commit: callers hand in one write each and wait; one task commits whatever has queued
+//! up in a single transaction and answers them all.
+//!
+//! On SQLite every commit is an fsync and there is one writer, so one transaction per call caps
+//! the hub at a few hundred writes a second and makes callers queue for the write lock. Here
+//! the calls that arrive while a commit is in flight share the next one: under load a commit
+//! carries many writes, at rest each write still commits at once. A caller is answered only
+//! after its write is durable. The queue is bounded, so a flood waits for the disk instead of
+//! growing memory.
+//!
+//! A batch that fails is committed again one write at a time, so that one bad write fails
+//! alone rather than taking its neighbours with it.
+
+use super::StoreError;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::{mpsc, oneshot};
+
+/// Why a write did not commit.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GroupError {
+    #[error("the {0} writer has stopped")]
+    Stopped(&'static str),
+    #[error("{0}")]
+    Store(String),
+}
+
+struct Pending<T> {
+    item: T,
+    done: oneshot::Sender<Result<(), GroupError>>,
+}
+
+/// The queue to one writer task. Clones share the task, which ends when the last clone is
+/// dropped, after committing what was queued.
+pub struct GroupCommit<T> {
+    name: &'static str,
+    queue: mpsc::Sender<Pending<T>>,
+    counts: Arc<Counts>,
+}
+
+impl<T> Clone for GroupCommit<T> {
+    fn clone(&self) -> Self {
+        GroupCommit {
+            name: self.name,
+            queue: self.queue.clone(),
+            counts: self.counts.clone(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    commits: AtomicU64,
+    items: AtomicU64,
+}
+
+impl<T: Send + 'static> GroupCommit<T> {
+    /// Starts the writer task on the current tokio runtime. `commit` writes a batch in one
+    /// transaction and hands the batch back with the outcome; a batch holds at most `batch`
+    /// writes, and at most `queue` wait.
+    pub fn spawn<F, Fut>(name: &'static str, batch: usize, queue: usize, commit: F) -> Self
+    where
+        F: FnMut(Vec<T>) -> Fut + Send + 'static,
+        Fut: Future<Output = (Vec<T>, Result<(), StoreError>)> + Send + 'static,
+    {
+        let (sender, receiver) = mpsc::channel(queue.max(1));
+        let counts = Arc::new(Counts::default());
+        tokio::spawn(write(receiver, batch.max(1), commit, counts.clone()));
+        GroupCommit {
+            name,
+            queue: sender,
+            counts,
+        }
+    }
+
+    /// Queues `item` and returns once it is committed.
+    pub async fn write(&self, item: T) -> Result<(), GroupError> {
+        let (done, committed) = oneshot::channel();
+        self.queue
+            .send(Pending { item, done })
+            .await
+            .map_err(|_| GroupError::Stopped(self.name))?;
+        committed
+            .await
+            .map_err(|_| GroupError::Stopped(self.name))?
+    }
+
+    /// (commits, writes) so far: how well writes share commits.
+    pub fn written(&self) -> (u64, u64) {
+        (
+            self.counts.commits.load(Ordering::Relaxed),
+            self.counts.items.load(Ordering::Relaxed),
+        )
+    }
+}
+
+async fn write<T, F, Fut>(
+    mut receiver: mpsc::Receiver<Pending<T>>,
+    batch: usize,
+    mut commit: F,
+    counts: Arc<Counts>,
+) where
+    F: FnMut(Vec<T>) -> Fut,
+    Fut: Future<Output = (Vec<T>, Result<(), StoreError>)>,
+{
+    let mut pending = Vec::with_capacity(batch);
+    while receiver.recv_many(&mut pending, batch).await > 0 {
+        let (items, waiting): (Vec<T>, Vec<_>) =
+            pending.drain(..).map(|p| (p.item, p.done)).unzip();
+        let several = items.len() > 1;
+        let (items, result) = commit(items).await;
+        match result {
+            Ok(()) => {
+                counts.commits.fetch_add(1, Ordering::Relaxed);
+                counts
+                    .items
+                    .fetch_add(items.len() as u64, Ordering::Relaxed);
+                for done in waiting {
+                    // A caller that went away (its request was cancelled) needs no answer.
+                    let _ = done.send(Ok(()));
+                }
+            }
+            Err(e) if !several => {
+                let _ = waiting
+                    .into_iter()
+                    .next()
+                    .map(|done| done.send(Err(GroupError::Store(chain(&e)))));
+            }
+            Err(_) => {
+                // One at a time: only the writes that fail on their own are refused.
+                for (item, done) in items.into_iter().zip(waiting) {
+                    let (_, result) = commit(vec![item]).await;
+                    if result.is_ok() {
+                        counts.commits.fetch_add(1, Ordering::Relaxed);
+                        counts.items.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let _ = done.send(result.map_err(|e| GroupError::Store(chain(&e))));
+                }
+            }
+        }
+    }
+}
+
+/// The error with its causes: "store query failed: database is locked".
+fn chain(e: &StoreError) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// The batches a test writer committed.
+    type Batches = Arc<Mutex<Vec<Vec<i64>>>>;
+
+    /// A writer whose "transaction" records each batch, and fails any batch holding a
+    /// negative number.
+    fn recording() -> (GroupCommit<i64>, Batches) {
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let seen = batches.clone();
+        let writer = GroupCommit::spawn("test", 64, 256, move |items: Vec<i64>| {
+            let seen = seen.clone();
+            async move {
+                let result = if items.iter().any(|&i| i < 0) {
+                    Err(StoreError::Corrupt(format!("{items:?} holds a negative")))
+                } else {
+                    seen.lock().unwrap().push(items.clone());
+                    Ok(())
+                };
+                (items, result)
+            }
+        });
+        (writer, batches)
+    }
+
+    #[tokio::test]
+    async fn writes_queued_together_share_a_commit_in_order() {
+        let (writer, batches) = recording();
+        // One thread: all 40 are queued before the writer task runs.
+        let results = futures_util::future::join_all((0..40).map(|i| writer.write(i))).await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(*batches.lock().unwrap(), vec![(0..40).collect::<Vec<_>>()]);
+        assert_eq!(writer.written(), (1, 40));
+        // At rest, a write commits on its own.
+        writer.write(40).await.unwrap();
+        assert_eq!(writer.written(), (2, 41));
+    }
+
+    #[tokio::test]
+    async fn a_write_that_fails_fails_alone() {
+        let (writer, batches) = recording();
+        let results =
+            futures_util::future::join_all([1, 2, -3, 4].into_iter().map(|i| writer.write(i)))
+                .await;
+        let failed: Vec<usize> = results
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.is_err())
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(failed, [2], "{results:?}");
+        assert!(
+            results[2]
+                .as_ref()
+                .unwrap_err()
+                .to_string()
+                .contains("holds a negative"),
+            "{results:?}"
+        );
+        // The batch failed, then each good write committed by itself.
+        assert_eq!(*batches.lock().unwrap(), vec![vec![1], vec![2], vec![4]]);
+        assert_eq!(writer.written(), (3, 3));
+    }
+}

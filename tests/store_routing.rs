@@ -1,11 +1,15 @@
-//! The routing tables on SQLite and PostgreSQL: accepting with idempotency keys, claiming with
+//! The routing tables on SQLite and PostgreSQL: accepting with idempotency keys (alone and
+//! in a batch), claiming with
 //! leases (never the same delivery twice at once), recording attempts, dead letters and replay,
 //! and deduplicated case events.
 
 mod common;
 
 use std::collections::HashSet;
-use tongban::store::{Accepted, AttemptOutcome, NewApplication, NewEvent, Store};
+use tongban::audit::AuditEntry;
+use tongban::store::{
+    Accepted, ApplicationToAccept, AttemptOutcome, EventToRecord, NewApplication, NewEvent, Store,
+};
 
 fn app<'a>(id: &'a str, key: Option<(&'a str, &'a str)>) -> NewApplication<'a> {
     NewApplication {
@@ -52,6 +56,115 @@ async fn idempotency_keys_return_the_first_application(store: &Store) {
         "a replay stores nothing"
     );
     assert_eq!(store.deliveries_of("A-1").await.unwrap().len(), 1);
+}
+
+fn to_accept(id: &str, key: Option<(&str, &str)>) -> ApplicationToAccept {
+    let a = app(id, key);
+    ApplicationToAccept {
+        id: id.into(),
+        item_code: a.item_code.into(),
+        item_version: a.item_version,
+        system_id: a.system_id.into(),
+        body: a.body.into(),
+        idempotency: key.map(|(k, h)| (k.into(), h.into())),
+        identity: None,
+        audit: Some(AuditEntry {
+            actor: "key:platform".into(),
+            action: "POST /api/v1/applications".into(),
+            target: format!("/api/v1/applications/{id}"),
+            outcome: "ok 202".into(),
+            detail: "accepted".into(),
+        }),
+    }
+}
+
+async fn a_batch_accepts_each_application_as_alone_in_one_transaction(store: &Store) {
+    store
+        .accept_application(&app("B-0", Some(("k0", "h0"))))
+        .await
+        .unwrap();
+    let batch = [
+        to_accept("B-1", None),
+        to_accept("B-0", None),               // an id taken before the batch
+        to_accept("B-2", Some(("k", "h1"))),  // a new key
+        to_accept("B-3", Some(("k", "h1"))),  // the same request again, in the same batch
+        to_accept("B-4", Some(("k", "h2"))),  // the key for another request
+        to_accept("B-1", Some(("k9", "h9"))), // an id taken earlier in the batch, with a key
+        to_accept("B-5", Some(("k0", "h0"))), // a replay of a request from before the batch
+    ];
+    let results = store.accept_applications(&batch).await.unwrap();
+    let replayed = |id: &str| Accepted::Replayed {
+        application_id: id.into(),
+    };
+    assert!(matches!(results[0], Accepted::New { .. }), "{results:?}");
+    assert_eq!(results[1], Accepted::DuplicateId);
+    assert!(matches!(results[2], Accepted::New { .. }), "{results:?}");
+    assert_eq!(results[3], replayed("B-2"));
+    assert_eq!(results[4], Accepted::KeyReused);
+    assert_eq!(results[5], Accepted::DuplicateId);
+    assert_eq!(results[6], replayed("B-0"));
+    // Only the new ones left a trace: their rows, deliveries and audit records.
+    for id in ["B-1", "B-2"] {
+        assert_eq!(store.deliveries_of(id).await.unwrap().len(), 1, "{id}");
+    }
+    for id in ["B-3", "B-4", "B-5"] {
+        assert!(store.application(id).await.unwrap().is_none(), "{id}");
+    }
+    // The key of the refused duplicate was not kept: it is free for its own request.
+    assert!(matches!(
+        store
+            .accept_application(&app("B-9", Some(("k9", "h9"))))
+            .await
+            .unwrap(),
+        Accepted::New { .. }
+    ));
+    let audit = store.audit_records().await.unwrap();
+    let targets: Vec<&str> = audit.iter().map(|r| r.target.as_str()).collect();
+    assert_eq!(
+        targets,
+        ["/api/v1/applications/B-1", "/api/v1/applications/B-2"]
+    );
+    assert!(tongban::audit::verify(&audit).is_intact());
+}
+
+async fn a_batch_of_events_is_deduplicated_within_itself_and_against_the_store(store: &Store) {
+    store.accept_application(&app("E-1", None)).await.unwrap();
+    let event = |id: &str, node: &str, state: &str| EventToRecord {
+        system_id: "sy-scjg-food".into(),
+        event_id: id.into(),
+        application_id: "E-1".into(),
+        node_name: node.into(),
+        occurred_at: "2026-11-20T09:30:00+08:00".into(),
+        body: "{}".into(),
+        state: state.into(),
+    };
+    let mut moved = store.feed_moved();
+    let first = [
+        event("e1", "受理", "in_progress"),
+        event("e1", "受理", "in_progress"),
+    ];
+    assert_eq!(store.record_events(&first).await.unwrap(), [true, false]);
+    assert!(moved.has_changed().unwrap());
+    moved.mark_unchanged();
+    let second = [
+        event("e1", "受理", "in_progress"),
+        event("e2", "办结", "completed"),
+    ];
+    assert_eq!(store.record_events(&second).await.unwrap(), [false, true]);
+    assert_eq!(store.events_of("E-1").await.unwrap().len(), 2);
+    assert_eq!(
+        store.application("E-1").await.unwrap().unwrap().state,
+        "completed"
+    );
+    assert_eq!(
+        store.feed_head().await.unwrap(),
+        2,
+        "one feed entry per new event"
+    );
+    assert!(moved.has_changed().unwrap());
+    moved.mark_unchanged();
+    assert_eq!(store.record_events(&second).await.unwrap(), [false, false]);
+    assert!(!moved.has_changed().unwrap(), "nothing new, nobody woken");
 }
 
 async fn a_claimed_delivery_is_not_claimed_again_until_its_lease_lapses(store: &Store) {
@@ -273,6 +386,8 @@ async fn events_are_deduplicated_and_move_the_state(store: &Store) {
 
 on_both_backends!(
     idempotency_keys_return_the_first_application,
+    a_batch_accepts_each_application_as_alone_in_one_transaction,
+    a_batch_of_events_is_deduplicated_within_itself_and_against_the_store,
     a_claimed_delivery_is_not_claimed_again_until_its_lease_lapses,
     attempts_dead_letters_and_replay,
     events_are_deduplicated_and_move_the_state,

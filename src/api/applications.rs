@@ -15,7 +15,8 @@ use crate::clock;
 use crate::ids::{mask_id, mask_name};
 use crate::routing::inbound::{self, InboundError, Kind, Received};
 use crate::schema::Violation;
-use crate::store::{Accepted, DeliveryRecord, NewApplication};
+use crate::store::group::GroupCommit;
+use crate::store::{Accepted, ApplicationToAccept, DeliveryRecord, Store};
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -62,6 +63,23 @@ const CASE_READERS: Access = Access::Roles(&[Role::Platform, Role::System, Role:
 /// Who watches and replays dead letters: a system its own, administrators all.
 const OPERATORS: Access = Access::Roles(&[Role::System, Role::Admin]);
 const SYSTEM: Access = Access::Roles(&[Role::System]);
+
+/// Applications accepted together at most, in one transaction.
+const ACCEPT_BATCH: usize = 128;
+
+/// The group commit new applications go through: submissions that arrive while a commit is in
+/// flight share the next one (see [`crate::store::group`]), so a busy API does not pay an fsync
+/// per application nor leave the outbox lanes waiting behind a queue of single commits. Each
+/// caller is answered once its application, its delivery and its audit record are durable.
+pub(super) fn acceptor(store: Store) -> GroupCommit<ApplicationToAccept, Accepted> {
+    GroupCommit::spawn("application", ACCEPT_BATCH, ACCEPT_BATCH * 8, move |apps| {
+        let store = store.clone();
+        async move {
+            let result = store.accept_applications(&apps).await;
+            (apps, result)
+        }
+    })
+}
 
 /// The user behind an application, proven by their token from the unified identity system.
 async fn applicant_identity(
@@ -261,21 +279,17 @@ async fn submit(
         detail: detail("accepted"),
     };
     let accepted = state
-        .store
-        .accept_application_audited(
-            &NewApplication {
-                id: &id,
-                item_code: &item_code,
-                item_version,
-                system_id: &adapter.id,
-                body: &stored,
-                identity: Some(identity),
-                idempotency: idempotency_key
-                    .as_deref()
-                    .map(|k| (k, request_hash.as_str())),
-            },
-            Some(&audit),
-        )
+        .acceptor
+        .write(ApplicationToAccept {
+            id: id.clone(),
+            item_code: item_code.clone(),
+            item_version,
+            system_id: adapter.id.clone(),
+            body: stored,
+            identity: Some(identity),
+            idempotency: idempotency_key.map(|k| (k, request_hash)),
+            audit: Some(audit.clone()),
+        })
         .await?;
     let (application_id, system_id, accepted_at, replayed) = match accepted {
         Accepted::New { accepted_at } => {
@@ -549,7 +563,16 @@ async fn receive(
             "only system {system} posts for system {system}"
         )));
     }
-    match inbound::receive(&state.config, &state.store, &system, kind, &body).await {
+    let received = inbound::receive(
+        &state.config,
+        &state.store,
+        &state.events,
+        &system,
+        kind,
+        &body,
+    )
+    .await;
+    match received {
         Ok(Received::New) => {
             Ok((StatusCode::ACCEPTED, Json(json!({ "received": "new" }))).into_response())
         }
@@ -568,5 +591,6 @@ async fn receive(
             })
         }
         Err(InboundError::Store(e)) => Err(e.into()),
+        Err(InboundError::Unrecorded(e)) => Err(e.into()),
     }
 }

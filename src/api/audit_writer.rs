@@ -24,7 +24,10 @@ impl AuditWriter {
         AuditWriter(GroupCommit::spawn("audit", BATCH, QUEUE, move |entries| {
             let store = store.clone();
             async move {
-                let result = store.append_audit_batch(&entries).await.map(|_| ());
+                let result = store
+                    .append_audit_batch(&entries)
+                    .await
+                    .map(|records| vec![(); records.len()]);
                 (entries, result)
             }
         }))

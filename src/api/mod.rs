@@ -33,8 +33,10 @@ use crate::auth::tokens::Verifier;
 use crate::auth::{Authenticator, Principal, Role};
 use crate::config::Config;
 use crate::routing::Dispatcher;
+use crate::routing::inbound::EventRecorder;
 use crate::schema::Schemas;
-use crate::store::Store;
+use crate::store::group::GroupCommit;
+use crate::store::{Accepted, ApplicationToAccept, Store};
 use audit_writer::AuditWriter;
 use axum::Router;
 use axum::handler::Handler;
@@ -64,6 +66,10 @@ pub struct AppState {
     pub signer: Arc<Signer>,
     /// Where the guard's audit records go: committed in groups.
     pub audit: AuditWriter,
+    /// Where new applications go: accepted in groups, each with its audit record.
+    pub acceptor: GroupCommit<ApplicationToAccept, Accepted>,
+    /// Where case events posted to the webhooks go: recorded in groups.
+    pub events: EventRecorder,
     /// Turns true when the hub is shutting down: long-lived responses (the supervision stream)
     /// end then, so that they do not hold the graceful stop until its grace runs out.
     pub stopping: watch::Receiver<bool>,
@@ -77,6 +83,8 @@ impl AppState {
         AppState {
             auth: Arc::new(Authenticator::new(store.clone(), verifier)),
             audit: AuditWriter::spawn(store.clone()),
+            acceptor: applications::acceptor(store.clone()),
+            events: crate::routing::inbound::event_recorder(store.clone()),
             // Never stopping, unless the server sets one of its own.
             stopping: watch::channel(false).1,
             store,

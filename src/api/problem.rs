@@ -3,6 +3,7 @@
 
 use crate::schema::Violation;
 use crate::store::StoreError;
+use crate::store::group::GroupError;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -132,6 +133,13 @@ impl From<StoreError> for ApiError {
             ) => ApiError::Unavailable(error_chain(&e)),
             other => ApiError::Internal(error_chain(&other)),
         }
+    }
+}
+
+impl From<GroupError> for ApiError {
+    fn from(e: GroupError) -> ApiError {
+        // Either way the write did not commit; what the store said is logged, not sent.
+        ApiError::Unavailable(e.to_string())
     }
 }
 

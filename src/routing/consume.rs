@@ -65,6 +65,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs a consumer for every adapter that reports over AMQP until `shutdown` turns true.
 pub async fn run_consumers(config: Arc<Config>, store: Store, shutdown: watch::Receiver<bool>) {
+    let events = inbound::event_recorder(store.clone());
     let mut tasks = Vec::new();
     for adapter in config.adapters.values() {
         let InboundMode::Amqp { queue } = &adapter.inbound.mode else {
@@ -87,6 +88,7 @@ pub async fn run_consumers(config: Arc<Config>, store: Store, shutdown: watch::R
         let task = QueueTask {
             config: config.clone(),
             store: store.clone(),
+            events: events.clone(),
             system: adapter.id.clone(),
             queue: queue.clone(),
             url,
@@ -126,6 +128,7 @@ async fn stopping(shutdown: &mut watch::Receiver<bool>) {
 struct QueueTask {
     config: Arc<Config>,
     store: Store,
+    events: inbound::EventRecorder,
     system: String,
     queue: String,
     url: String,
@@ -393,6 +396,7 @@ impl QueueTask {
             inbound::receive(
                 &self.config,
                 &self.store,
+                &self.events,
                 &self.system,
                 Kind::CaseEvent,
                 &delivery.data,
@@ -422,7 +426,7 @@ impl QueueTask {
                 }
                 (delivery.ack(BasicAckOptions::default()).await, None)
             }
-            Err(InboundError::Store(e)) => {
+            Err(e @ (InboundError::Store(_) | InboundError::Unrecorded(_))) => {
                 *store_failures = store_failures.saturating_add(1);
                 let pause = backoff(*store_failures).min(STORE_BACKOFF_MAX);
                 tracing::warn!(

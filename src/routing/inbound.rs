@@ -4,7 +4,8 @@
 
 use crate::config::Config;
 use crate::mapping::MapError;
-use crate::store::{NewEvent, Store, StoreError};
+use crate::store::group::{GroupCommit, GroupError};
+use crate::store::{EventToRecord, Store, StoreError};
 use serde_json::Value;
 
 /// Whether a message was new.
@@ -28,6 +29,27 @@ pub enum InboundError {
     Refused(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The event could not be committed; like [`InboundError::Store`], worth trying again.
+    #[error(transparent)]
+    Unrecorded(#[from] GroupError),
+}
+
+/// Case events recorded together: events arriving while a commit is in flight share the next
+/// one (see [`crate::store::group`]), each caller answered once its event is durable.
+pub type EventRecorder = GroupCommit<EventToRecord, bool>;
+
+/// Events recorded together at most.
+const EVENT_BATCH: usize = 128;
+
+/// Starts a recorder for case events on the current tokio runtime.
+pub fn event_recorder(store: Store) -> EventRecorder {
+    GroupCommit::spawn("case event", EVENT_BATCH, EVENT_BATCH * 8, move |events| {
+        let store = store.clone();
+        async move {
+            let result = store.record_events(&events).await;
+            (events, result)
+        }
+    })
 }
 
 /// Which kind of message a system sent.
@@ -41,6 +63,7 @@ pub enum Kind {
 pub async fn receive(
     config: &Config,
     store: &Store,
+    events: &EventRecorder,
     system: &str,
     kind: Kind,
     body: &[u8],
@@ -97,19 +120,20 @@ pub async fn receive(
     let new = match kind {
         Kind::CaseEvent => {
             let node = text("/node/name");
-            store
-                .record_event(&NewEvent {
-                    system_id: system,
-                    event_id: text("/event_id"),
-                    application_id,
-                    node_name: node,
-                    occurred_at: text("/occurred_at"),
-                    body: &body,
+            events
+                .write(EventToRecord {
+                    system_id: system.to_owned(),
+                    event_id: text("/event_id").to_owned(),
+                    application_id: application_id.to_owned(),
+                    node_name: node.to_owned(),
+                    occurred_at: text("/occurred_at").to_owned(),
+                    body,
                     state: if node == "办结" {
                         "completed"
                     } else {
                         "in_progress"
-                    },
+                    }
+                    .to_owned(),
                 })
                 .await?
         }

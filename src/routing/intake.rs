@@ -33,6 +33,7 @@ pub async fn run_pollers(config: Arc<Config>, store: Store, shutdown: watch::Rec
             return;
         }
     };
+    let events = inbound::event_recorder(store.clone());
     let mut tasks = Vec::new();
     for adapter in config.adapters.values() {
         let InboundMode::Poll {
@@ -49,6 +50,7 @@ pub async fn run_pollers(config: Arc<Config>, store: Store, shutdown: watch::Rec
         }
         for (url, kind) in feeds {
             let (config, store, client) = (config.clone(), store.clone(), client.clone());
+            let events = events.clone();
             let (system, interval, stop) = (adapter.id.clone(), *interval, shutdown.clone());
             tasks.push(tokio::spawn(crate::tasks::restarting(
                 format!("poller {system} {kind:?}"),
@@ -57,6 +59,7 @@ pub async fn run_pollers(config: Arc<Config>, store: Store, shutdown: watch::Rec
                     poll(
                         config.clone(),
                         store.clone(),
+                        events.clone(),
                         client.clone(),
                         system.clone(),
                         url.clone(),
@@ -80,6 +83,7 @@ const HEARTBEAT_EVERY_MS: i64 = 30_000;
 async fn poll(
     config: Arc<Config>,
     store: Store,
+    events: inbound::EventRecorder,
     client: reqwest::Client,
     system: String,
     url: String,
@@ -107,13 +111,12 @@ async fn poll(
                     }
                 }
                 for entry in entries {
-                    after = after.max(entry.seq);
                     let bytes = match &entry.document {
                         // A JSON system's message is the JSON itself; an XML system's is a string.
                         serde_json::Value::String(text) => text.clone().into_bytes(),
                         other => other.to_string().into_bytes(),
                     };
-                    match inbound::receive(&config, &store, &system, kind, &bytes).await {
+                    match inbound::receive(&config, &store, &events, &system, kind, &bytes).await {
                         Ok(Received::New) => {
                             tracing::info!(system = %system, seq = entry.seq, "polled message received")
                         }
@@ -124,10 +127,16 @@ async fn poll(
                             errors = %errors.iter().map(|e| format!("{} at {}: {}", e.field, e.path, e.message)).collect::<Vec<_>>().join("; "),
                             "polled message does not map; skipped"
                         ),
+                        Err(e @ (InboundError::Store(_) | InboundError::Unrecorded(_))) => {
+                            // Not taken: ask again from here at the next poll.
+                            tracing::warn!(system = %system, seq = entry.seq, cause = %e, "cannot store a polled message; will ask for it again");
+                            break;
+                        }
                         Err(e) => {
                             tracing::warn!(system = %system, seq = entry.seq, reason = %e, "polled message refused")
                         }
                     }
+                    after = after.max(entry.seq);
                 }
             }
             Err(reason) => {

@@ -26,20 +26,20 @@ pub enum GroupError {
     Store(String),
 }
 
-struct Pending<T> {
+struct Pending<T, R> {
     item: T,
-    done: oneshot::Sender<Result<(), GroupError>>,
+    done: oneshot::Sender<Result<R, GroupError>>,
 }
 
-/// The queue to one writer task. Clones share the task, which ends when the last clone is
-/// dropped, after committing what was queued.
-pub struct GroupCommit<T> {
+/// The queue to one writer task: writes of `T`, each answered with its own `R`. Clones share
+/// the task, which ends when the last clone is dropped, after committing what was queued.
+pub struct GroupCommit<T, R = ()> {
     name: &'static str,
-    queue: mpsc::Sender<Pending<T>>,
+    queue: mpsc::Sender<Pending<T, R>>,
     counts: Arc<Counts>,
 }
 
-impl<T> Clone for GroupCommit<T> {
+impl<T, R> Clone for GroupCommit<T, R> {
     fn clone(&self) -> Self {
         GroupCommit {
             name: self.name,
@@ -55,14 +55,17 @@ struct Counts {
     items: AtomicU64,
 }
 
-impl<T: Send + 'static> GroupCommit<T> {
+/// What a commit hands back: the batch, and each write's own result in its order.
+pub type Committed<T, R> = (Vec<T>, Result<Vec<R>, StoreError>);
+
+impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
     /// Starts the writer task on the current tokio runtime. `commit` writes a batch in one
-    /// transaction and hands the batch back with the outcome; a batch holds at most `batch`
-    /// writes, and at most `queue` wait.
+    /// transaction and hands the batch back with one result per write; a batch holds at most
+    /// `batch` writes, and at most `queue` wait.
     pub fn spawn<F, Fut>(name: &'static str, batch: usize, queue: usize, commit: F) -> Self
     where
         F: FnMut(Vec<T>) -> Fut + Send + 'static,
-        Fut: Future<Output = (Vec<T>, Result<(), StoreError>)> + Send + 'static,
+        Fut: Future<Output = Committed<T, R>> + Send + 'static,
     {
         let (sender, receiver) = mpsc::channel(queue.max(1));
         let counts = Arc::new(Counts::default());
@@ -74,8 +77,8 @@ impl<T: Send + 'static> GroupCommit<T> {
         }
     }
 
-    /// Queues `item` and returns once it is committed.
-    pub async fn write(&self, item: T) -> Result<(), GroupError> {
+    /// Queues `item` and returns its result once it is committed.
+    pub async fn write(&self, item: T) -> Result<R, GroupError> {
         let (done, committed) = oneshot::channel();
         self.queue
             .send(Pending { item, done })
@@ -95,14 +98,14 @@ impl<T: Send + 'static> GroupCommit<T> {
     }
 }
 
-async fn write<T, F, Fut>(
-    mut receiver: mpsc::Receiver<Pending<T>>,
+async fn write<T, R, F, Fut>(
+    mut receiver: mpsc::Receiver<Pending<T, R>>,
     batch: usize,
     mut commit: F,
     counts: Arc<Counts>,
 ) where
     F: FnMut(Vec<T>) -> Fut,
-    Fut: Future<Output = (Vec<T>, Result<(), StoreError>)>,
+    Fut: Future<Output = Committed<T, R>>,
 {
     let mut pending = Vec::with_capacity(batch);
     while receiver.recv_many(&mut pending, batch).await > 0 {
@@ -111,14 +114,17 @@ async fn write<T, F, Fut>(
         let several = items.len() > 1;
         let (items, result) = commit(items).await;
         match result {
-            Ok(()) => {
+            Ok(results) => {
                 counts.commits.fetch_add(1, Ordering::Relaxed);
                 counts
                     .items
                     .fetch_add(items.len() as u64, Ordering::Relaxed);
+                let mut results = results.into_iter();
                 for done in waiting {
                     // A caller that went away (its request was cancelled) needs no answer.
-                    let _ = done.send(Ok(()));
+                    let _ = done.send(results.next().ok_or(GroupError::Store(
+                        "the commit gave fewer results than it was given writes".into(),
+                    )));
                 }
             }
             Err(e) if !several => {
@@ -135,7 +141,14 @@ async fn write<T, F, Fut>(
                         counts.commits.fetch_add(1, Ordering::Relaxed);
                         counts.items.fetch_add(1, Ordering::Relaxed);
                     }
-                    let _ = done.send(result.map_err(|e| GroupError::Store(chain(&e))));
+                    let one = match result {
+                        Ok(results) => results
+                            .into_iter()
+                            .next()
+                            .ok_or(GroupError::Store("the commit gave no result".into())),
+                        Err(e) => Err(GroupError::Store(chain(&e))),
+                    };
+                    let _ = done.send(one);
                 }
             }
         }
@@ -174,7 +187,7 @@ mod tests {
                     Err(StoreError::Corrupt(format!("{items:?} holds a negative")))
                 } else {
                     seen.lock().unwrap().push(items.clone());
-                    Ok(())
+                    Ok(vec![(); items.len()])
                 };
                 (items, result)
             }

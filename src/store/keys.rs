@@ -42,6 +42,7 @@ pub struct ApiKeyRecord {
 impl Store {
     /// Records a new key. A `key_id` already in use is an error.
     pub async fn insert_api_key(&self, key: &NewApiKey) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO api_keys (key_id, secret_sha256, role, system_id, label, created_at, created_by, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -79,6 +80,7 @@ impl Store {
     /// Sets revoked_at; false when there is no such key or it was already revoked (the first
     /// revocation's time stands).
     pub async fn revoke_api_key(&self, key_id: &str, at: i64) -> Result<bool, StoreError> {
+        let _turn = self.write_turn().await;
         let updated = sqlx::query(
             "UPDATE api_keys SET revoked_at = $2 WHERE key_id = $1 AND revoked_at IS NULL",
         )

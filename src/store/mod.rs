@@ -17,8 +17,9 @@ mod supervision;
 pub use audit::AuditQuery;
 pub use keys::{ApiKeyRecord, NewApiKey};
 pub use routing::{
-    Accepted, ApplicationRecord, AttemptOutcome, AttemptRecord, ClaimedDelivery, DeliveryRecord,
-    EventRecord, FinishedAttempt, NewApplication, NewEvent,
+    Accepted, ApplicationRecord, ApplicationToAccept, AttemptOutcome, AttemptRecord,
+    ClaimedDelivery, DeliveryRecord, EventRecord, EventToRecord, FinishedAttempt, NewApplication,
+    NewEvent,
 };
 pub use supervision::{
     AlertAction, AlertQuery, AlertRecord, AlertWrite, CaseQuery, CaseStates, CaseStats,
@@ -31,7 +32,7 @@ use sqlx::{AnyPool, Executor};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, SemaphorePermit, watch};
 
 /// The database behind the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,11 +61,19 @@ pub enum StoreError {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// For writes that need not survive a crash (delivery claims, heartbeats): on SQLite one
+    /// connection that commits without its own fsync; on PostgreSQL the same pool.
+    leases: AnyPool,
     backend: Backend,
     /// Bumped after every commit that appended to the supervision feed, so that readers in
     /// this process (SSE streams) wake at once instead of at their next poll. Writers in other
     /// processes do not bump it: readers still poll.
     feed_moved: Arc<watch::Sender<u64>>,
+    /// SQLite has one writer: writers in this process take turns here, first come first
+    /// served, instead of finding the file locked and sleeping in SQLite's busy handler (1, 2,
+    /// 5 … 100 ms), which starved the outbox lanes behind the API under load. `None` on
+    /// PostgreSQL, which takes concurrent writers itself.
+    writer: Option<Arc<Semaphore>>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations");
@@ -104,11 +113,49 @@ impl Store {
                 source,
             })?;
         MIGRATOR.run(&pool).await?;
+        let leases = match backend {
+            Backend::Sqlite => AnyPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(5))
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        // NORMAL: a commit here is not fsynced by itself, only by the next
+                        // FULL commit on the same WAL. What goes through this pool (delivery
+                        // claims and their release, heartbeats) may be lost in a crash, and
+                        // claims are released at start anyway.
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                        )
+                        .await?;
+                        Ok(())
+                    })
+                })
+                .connect(&url)
+                .await
+                .map_err(|source| StoreError::Connect {
+                    url: redact(&url),
+                    source,
+                })?,
+            Backend::Postgres => pool.clone(),
+        };
         Ok(Store {
             pool,
+            leases,
             backend,
             feed_moved: Arc::new(watch::channel(0).0),
+            writer: (backend == Backend::Sqlite).then(|| Arc::new(Semaphore::new(1))),
         })
+    }
+
+    /// This process's turn to write (SQLite), held until the write has committed or rolled
+    /// back. Never taken twice by one task: a write holding it calls only `*_in_tx` helpers.
+    async fn write_turn(&self) -> Option<SemaphorePermit<'_>> {
+        match &self.writer {
+            // The semaphore is never closed.
+            Some(turns) => turns.acquire().await.ok(),
+            None => None,
+        }
     }
 
     /// Changes after each commit in this process that appended to the supervision feed.
@@ -133,6 +180,7 @@ impl Store {
 
     /// Closes every connection, after in-flight queries finish.
     pub async fn close(&self) {
+        self.leases.close().await;
         self.pool.close().await;
     }
 }

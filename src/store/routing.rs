@@ -22,6 +22,21 @@ pub struct NewApplication<'a> {
     pub identity: Option<String>,
 }
 
+/// An application to accept together with others ([`Store::accept_applications`]): an owned
+/// [`NewApplication`] with the audit record of its acceptance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApplicationToAccept {
+    pub id: String,
+    pub item_code: String,
+    pub item_version: i64,
+    pub system_id: String,
+    pub body: String,
+    /// The caller's `Idempotency-Key` and a hash of its request.
+    pub idempotency: Option<(String, String)>,
+    pub identity: Option<String>,
+    pub audit: Option<crate::audit::AuditEntry>,
+}
+
 /// What recording an application came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Accepted {
@@ -152,6 +167,18 @@ pub struct NewEvent<'a> {
     pub state: &'a str,
 }
 
+/// An owned [`NewEvent`], to record together with others ([`Store::record_events`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventToRecord {
+    pub system_id: String,
+    pub event_id: String,
+    pub application_id: String,
+    pub node_name: String,
+    pub occurred_at: String,
+    pub body: String,
+    pub state: String,
+}
+
 /// A stored case event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventRecord {
@@ -181,74 +208,41 @@ impl Store {
         app: &NewApplication<'_>,
         audit: Option<&crate::audit::AuditEntry>,
     ) -> Result<Accepted, StoreError> {
+        let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
-        let now = clock::now_millis();
-        if let Some((key, hash)) = app.idempotency {
-            let inserted = sqlx::query(
-                "INSERT INTO idempotency_keys (idem_key, request_hash, application_id, created_at) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (idem_key) DO NOTHING",
-            )
-            .bind(key)
-            .bind(hash)
-            .bind(app.id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 0 {
-                let row = sqlx::query(
-                    "SELECT request_hash, application_id FROM idempotency_keys WHERE idem_key = $1",
-                )
-                .bind(key)
-                .fetch_one(&mut *tx)
-                .await?;
-                let stored_hash: String = row.try_get("request_hash")?;
-                tx.rollback().await?;
-                return Ok(if stored_hash == hash {
-                    Accepted::Replayed {
-                        application_id: row.try_get("application_id")?,
-                    }
-                } else {
-                    Accepted::KeyReused
-                });
-            }
-        }
-        let inserted = sqlx::query(
-            "INSERT INTO applications (id, item_code, item_version, system_id, state, body, accepted_at, updated_at) \
-             VALUES ($1, $2, $3, $4, 'accepted', $5, $6, $6) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(app.id)
-        .bind(app.item_code)
-        .bind(app.item_version)
-        .bind(app.system_id)
-        .bind(app.body)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            tx.rollback().await?;
-            return Ok(Accepted::DuplicateId);
-        }
-        sqlx::query(
-            "INSERT INTO deliveries (id, application_id, seq, system_id, status, payload, attempts, attempts_base, \
-             window_start, next_attempt_at, claimed_until, created_at, identity) \
-             VALUES ($1, $2, 1, $3, 'pending', $4, 0, 0, $5, $5, 0, $5, $6)",
-        )
-        // `~` cannot occur in an application id, and needs no escaping in a URL.
-        .bind(format!("{}~1", app.id))
-        .bind(app.id)
-        .bind(app.system_id)
-        .bind(app.body)
-        .bind(now)
-        .bind(app.identity.as_deref())
-        .execute(&mut *tx)
-        .await?;
-        if let Some(entry) = audit {
-            super::audit::append_audit_in_tx(&mut tx, entry).await?;
+        let accepted = accept_in_tx(&mut tx, app, audit, clock::now_millis()).await?;
+        tx.commit().await?;
+        Ok(accepted)
+    }
+
+    /// Accepts several applications in one transaction, each as
+    /// [`accept_application_audited`](Store::accept_application_audited) would: the API's group
+    /// commit. One result per application, in order; an application that is not new leaves
+    /// no trace and does not hold the others back.
+    pub async fn accept_applications(
+        &self,
+        apps: &[ApplicationToAccept],
+    ) -> Result<Vec<Accepted>, StoreError> {
+        let _turn = self.write_turn().await;
+        let mut tx = self.pool.begin().await?;
+        let mut results = Vec::with_capacity(apps.len());
+        for a in apps {
+            let app = NewApplication {
+                id: &a.id,
+                item_code: &a.item_code,
+                item_version: a.item_version,
+                system_id: &a.system_id,
+                body: &a.body,
+                idempotency: a
+                    .idempotency
+                    .as_ref()
+                    .map(|(key, hash)| (key.as_str(), hash.as_str())),
+                identity: a.identity.clone(),
+            };
+            results.push(accept_in_tx(&mut tx, &app, a.audit.as_ref(), clock::now_millis()).await?);
         }
         tx.commit().await?;
-        Ok(Accepted::New { accepted_at: now })
+        Ok(results)
     }
 
     pub async fn application(&self, id: &str) -> Result<Option<ApplicationRecord>, StoreError> {
@@ -283,6 +277,7 @@ impl Store {
         limit: u32,
         lease_ms: i64,
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let _turn = self.write_turn().await;
         let now = clock::now_millis();
         let lock = match self.backend {
             Backend::Postgres => "FOR UPDATE SKIP LOCKED",
@@ -302,7 +297,7 @@ impl Store {
             .bind(system)
             .bind(now)
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.leases)
             .await?;
         rows.iter()
             .map(|r| {
@@ -323,9 +318,10 @@ impl Store {
 
     /// Gives up every claim, e.g. at start when this process is the store's only user.
     pub async fn release_all_claims(&self) -> Result<u64, StoreError> {
+        let _turn = self.write_turn().await;
         Ok(
             sqlx::query("UPDATE deliveries SET claimed_until = 0 WHERE claimed_until <> 0")
-                .execute(&self.pool)
+                .execute(&self.leases)
                 .await?
                 .rows_affected(),
         )
@@ -333,10 +329,11 @@ impl Store {
 
     /// Hands a claimed delivery back untried, due again at `next_attempt_at`.
     pub async fn release_delivery(&self, id: &str, next_attempt_at: i64) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         sqlx::query("UPDATE deliveries SET claimed_until = 0, next_attempt_at = $2 WHERE id = $1")
             .bind(id)
             .bind(next_attempt_at)
-            .execute(&self.pool)
+            .execute(&self.leases)
             .await?;
         Ok(())
     }
@@ -360,6 +357,7 @@ impl Store {
 
     /// Records attempts and their outcomes in one transaction: the outbox lanes' group commit.
     pub async fn record_attempts(&self, attempts: &[FinishedAttempt]) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
         for a in attempts {
             record_attempt_in_tx(&mut tx, a).await?;
@@ -429,6 +427,7 @@ impl Store {
     /// or `None` when there is no dead letter with that id.
     pub async fn replay_dead_letter(&self, id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
         let now = clock::now_millis();
+        let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
         let updated = sqlx::query(
             "UPDATE deliveries SET status = 'pending', attempts_base = attempts, window_start = $2, \
@@ -460,69 +459,39 @@ impl Store {
 
     /// Stores a case event unless the system sent it before. Returns whether it was new.
     pub async fn record_event(&self, event: &NewEvent<'_>) -> Result<bool, StoreError> {
-        let now = clock::now_millis();
+        let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO case_events (system_id, event_id, application_id, node_name, occurred_at, received_at, body) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (system_id, event_id) DO NOTHING",
-        )
-        .bind(event.system_id)
-        .bind(event.event_id)
-        .bind(event.application_id)
-        .bind(event.node_name)
-        .bind(event.occurred_at)
-        .bind(now)
-        .bind(event.body)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 1 {
-            sqlx::query("UPDATE applications SET state = $2, updated_at = $3 WHERE id = $1 AND state <> 'completed'")
-                .bind(event.application_id)
-                .bind(event.state)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            // The feed entry commits with the event, so the feed has every stored event.
-            let row = sqlx::query(
-                "SELECT a.item_code, COALESCE(c.department_uscc, '') AS department FROM applications a \
-                 LEFT JOIN catalog_items c ON c.code = a.item_code AND c.version = a.item_version \
-                 WHERE a.id = $1",
-            )
-            .bind(event.application_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let (item_code, department): (String, String) = match row {
-                Some(r) => (r.try_get("item_code")?, r.try_get("department")?),
-                None => (String::new(), String::new()),
-            };
-            let routing_key = format!(
-                "event.{}.{}",
-                event.system_id,
-                node_routing_name(event.node_name)
-            );
-            let body = masked_event(event.body);
-            super::supervision::append_feed_in_tx(
-                &mut tx,
-                &super::NewFeedEntry {
-                    kind: "event",
-                    system_id: event.system_id,
-                    department: &department,
-                    item_code: &item_code,
-                    application_id: event.application_id,
-                    level: None,
-                    routing_key: &routing_key,
-                    body: &body,
-                },
-                now,
-            )
-            .await?;
-        }
+        let new = record_event_in_tx(&mut tx, event, clock::now_millis()).await?;
         tx.commit().await?;
-        if inserted == 1 {
+        if new {
             self.signal_feed_moved();
         }
-        Ok(inserted == 1)
+        Ok(new)
+    }
+
+    /// Stores several case events in one transaction, each as [`record_event`](Store::record_event)
+    /// would: the inbound side's group commit. Whether each was new, in order.
+    pub async fn record_events(&self, events: &[EventToRecord]) -> Result<Vec<bool>, StoreError> {
+        let _turn = self.write_turn().await;
+        let mut tx = self.pool.begin().await?;
+        let mut new = Vec::with_capacity(events.len());
+        for e in events {
+            let event = NewEvent {
+                system_id: &e.system_id,
+                event_id: &e.event_id,
+                application_id: &e.application_id,
+                node_name: &e.node_name,
+                occurred_at: &e.occurred_at,
+                body: &e.body,
+                state: &e.state,
+            };
+            new.push(record_event_in_tx(&mut tx, &event, clock::now_millis()).await?);
+        }
+        tx.commit().await?;
+        if new.contains(&true) {
+            self.signal_feed_moved();
+        }
+        Ok(new)
     }
 
     pub async fn events_of(&self, application_id: &str) -> Result<Vec<EventRecord>, StoreError> {
@@ -553,6 +522,7 @@ impl Store {
         application_id: &str,
         body: &str,
     ) -> Result<bool, StoreError> {
+        let _turn = self.write_turn().await;
         let inserted = sqlx::query(
             "INSERT INTO results (system_id, license_id, application_id, received_at, body) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (system_id, license_id) DO NOTHING",
@@ -714,4 +684,151 @@ async fn record_attempt_in_tx(
         }
     }
     Ok(())
+}
+
+/// Accepts one application inside `tx`. Leaves nothing behind when it is not new (a replayed
+/// or reused idempotency key, an id taken), so that others in the same transaction go on.
+async fn accept_in_tx(
+    tx: &mut Transaction<'static, Any>,
+    app: &NewApplication<'_>,
+    audit: Option<&crate::audit::AuditEntry>,
+    now: i64,
+) -> Result<Accepted, StoreError> {
+    if let Some((key, hash)) = app.idempotency {
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency_keys (idem_key, request_hash, application_id, created_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (idem_key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(hash)
+        .bind(app.id)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            let row = sqlx::query(
+                "SELECT request_hash, application_id FROM idempotency_keys WHERE idem_key = $1",
+            )
+            .bind(key)
+            .fetch_one(&mut **tx)
+            .await?;
+            let stored_hash: String = row.try_get("request_hash")?;
+            return Ok(if stored_hash == hash {
+                Accepted::Replayed {
+                    application_id: row.try_get("application_id")?,
+                }
+            } else {
+                Accepted::KeyReused
+            });
+        }
+    }
+    let inserted = sqlx::query(
+        "INSERT INTO applications (id, item_code, item_version, system_id, state, body, accepted_at, updated_at) \
+         VALUES ($1, $2, $3, $4, 'accepted', $5, $6, $6) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(app.id)
+    .bind(app.item_code)
+    .bind(app.item_version)
+    .bind(app.system_id)
+    .bind(app.body)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        // The key just recorded must not point at someone else's application.
+        if let Some((key, _)) = app.idempotency {
+            sqlx::query("DELETE FROM idempotency_keys WHERE idem_key = $1 AND application_id = $2")
+                .bind(key)
+                .bind(app.id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        return Ok(Accepted::DuplicateId);
+    }
+    sqlx::query(
+        "INSERT INTO deliveries (id, application_id, seq, system_id, status, payload, attempts, attempts_base, \
+         window_start, next_attempt_at, claimed_until, created_at, identity) \
+         VALUES ($1, $2, 1, $3, 'pending', $4, 0, 0, $5, $5, 0, $5, $6)",
+    )
+    // `~` cannot occur in an application id, and needs no escaping in a URL.
+    .bind(format!("{}~1", app.id))
+    .bind(app.id)
+    .bind(app.system_id)
+    .bind(app.body)
+    .bind(now)
+    .bind(app.identity.as_deref())
+    .execute(&mut **tx)
+    .await?;
+    if let Some(entry) = audit {
+        super::audit::append_audit_in_tx(tx, entry).await?;
+    }
+    Ok(Accepted::New { accepted_at: now })
+}
+
+/// Stores one case event inside `tx`, with its application's state and its feed entry;
+/// whether it was new.
+async fn record_event_in_tx(
+    tx: &mut Transaction<'static, Any>,
+    event: &NewEvent<'_>,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let inserted = sqlx::query(
+            "INSERT INTO case_events (system_id, event_id, application_id, node_name, occurred_at, received_at, body) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (system_id, event_id) DO NOTHING",
+        )
+        .bind(event.system_id)
+        .bind(event.event_id)
+        .bind(event.application_id)
+        .bind(event.node_name)
+        .bind(event.occurred_at)
+        .bind(now)
+        .bind(event.body)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    if inserted == 1 {
+        sqlx::query("UPDATE applications SET state = $2, updated_at = $3 WHERE id = $1 AND state <> 'completed'")
+                .bind(event.application_id)
+                .bind(event.state)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+        // The feed entry commits with the event, so the feed has every stored event.
+        let row = sqlx::query(
+            "SELECT a.item_code, COALESCE(c.department_uscc, '') AS department FROM applications a \
+                 LEFT JOIN catalog_items c ON c.code = a.item_code AND c.version = a.item_version \
+                 WHERE a.id = $1",
+        )
+        .bind(event.application_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let (item_code, department): (String, String) = match row {
+            Some(r) => (r.try_get("item_code")?, r.try_get("department")?),
+            None => (String::new(), String::new()),
+        };
+        let routing_key = format!(
+            "event.{}.{}",
+            event.system_id,
+            node_routing_name(event.node_name)
+        );
+        let body = masked_event(event.body);
+        super::supervision::append_feed_in_tx(
+            tx,
+            &super::NewFeedEntry {
+                kind: "event",
+                system_id: event.system_id,
+                department: &department,
+                item_code: &item_code,
+                application_id: event.application_id,
+                level: None,
+                routing_key: &routing_key,
+                body: &body,
+            },
+            now,
+        )
+        .await?;
+    }
+    Ok(inserted == 1)
 }

@@ -372,6 +372,7 @@ impl<'q> Filter<'q> {
 impl Store {
     /// Appends one entry in its own transaction, at the current time.
     pub async fn append_feed(&self, e: &NewFeedEntry<'_>) -> Result<FeedEntry, StoreError> {
+        let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
         let entry = append_feed_in_tx(&mut tx, e, clock::now_millis()).await?;
         tx.commit().await?;
@@ -435,6 +436,7 @@ impl Store {
     }
 
     pub async fn set_cursor(&self, name: &str, seq: i64) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
         set_cursor_in_tx(&mut tx, name, seq).await?;
         tx.commit().await?;
@@ -513,6 +515,7 @@ impl Store {
         &self,
         round: &EngineRound<'_>,
     ) -> Result<Option<Vec<FeedEntry>>, StoreError> {
+        let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
         if let Some(lease) = &round.lease {
             let renewed =
@@ -688,6 +691,7 @@ impl Store {
     /// Records that `system` was heard from at `at` (ms); an earlier time than the one stored
     /// changes nothing, so heartbeats racing each other cannot move it back.
     pub async fn record_heartbeat(&self, system: &str, at: i64) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO system_heartbeats (system_id, seen_at) VALUES ($1, $2) \
              ON CONFLICT (system_id) DO UPDATE SET seen_at = excluded.seen_at \
@@ -695,7 +699,7 @@ impl Store {
         )
         .bind(system)
         .bind(at)
-        .execute(&self.pool)
+        .execute(&self.leases)
         .await?;
         Ok(())
     }
@@ -877,6 +881,7 @@ impl Store {
         now: i64,
         until: i64,
     ) -> Result<Option<i64>, StoreError> {
+        let _turn = self.write_turn().await;
         let row = sqlx::query(
             "UPDATE leases SET until = $3, \
              epoch = CASE WHEN holder = $2 THEN epoch ELSE epoch + 1 END, holder = $2 \
@@ -907,6 +912,7 @@ impl Store {
 
     /// Gives the lease up if `holder` holds it, so that another may take it at once.
     pub async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         sqlx::query("UPDATE leases SET until = 0 WHERE name = $1 AND holder = $2")
             .bind(name)
             .bind(holder)

@@ -231,8 +231,7 @@ async fn run_lane(
             let lane = lane.clone();
             let recorder = recorder.clone();
             inflight.spawn(async move {
-                attempt(&store, &lane, &recorder, delivery).await;
-                drop(permit);
+                attempt(&store, &lane, &recorder, delivery, permit).await;
             });
         }
     }
@@ -240,11 +239,15 @@ async fn run_lane(
 }
 
 /// One delivery attempt, start to recorded outcome.
+/// `slot` is one of the lane's `concurrency` places at the department: it is given back as
+/// soon as the department has answered, so that recording the outcome (which waits for a
+/// commit) does not hold the department's next request back.
 async fn attempt(
     store: &Store,
     lane: &Lane,
     recorder: &GroupCommit<FinishedAttempt>,
     delivery: ClaimedDelivery,
+    slot: tokio::sync::OwnedSemaphorePermit,
 ) {
     let system = &lane.adapter.id;
     let now = clock::now_millis();
@@ -304,6 +307,7 @@ async fn attempt(
                 })
                 .await;
             let finished = clock::now_millis();
+            drop(slot);
             let outcome = masked(classify(lane, &delivery, sent, finished), &delivery);
             if let Ok(mut b) = lane.breaker.lock() {
                 match &outcome {

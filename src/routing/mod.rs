@@ -308,6 +308,8 @@ async fn attempt(
                 .await;
             let finished = clock::now_millis();
             drop(slot);
+            // The lane may claim the next delivery for this place now.
+            lane.wake.notify_one();
             let outcome = masked(classify(lane, &delivery, sent, finished), &delivery);
             if let Ok(mut b) = lane.breaker.lock() {
                 match &outcome {

@@ -104,6 +104,15 @@ fn engine(store: &Store) -> Engine {
     Engine::new(store.clone(), Calendar::default(), thresholds)
 }
 
+/// An engine with the silence rule on at `minutes`.
+fn engine_with_silence(store: &Store, minutes: u32) -> Engine {
+    let thresholds = Thresholds {
+        silence_minutes: minutes,
+        ..Thresholds::default()
+    };
+    Engine::new(store.clone(), Calendar::default(), thresholds)
+}
+
 async fn feed(store: &Store, kind: &str) -> Vec<FeedEntry> {
     store
         .feed_after(&FeedQuery {
@@ -758,14 +767,7 @@ async fn a_silent_system_is_flagged_and_a_heartbeat_ends_it(store: &Store) {
     // Silence counts from arrival, which is the store's clock, not the event's own time.
     let arrived = store.systems_last_event().await.unwrap()[0].1;
     assert_eq!(store.heartbeats_head().await.unwrap(), 0, "none yet");
-    let mut engine = Engine::new(
-        store.clone(),
-        Calendar::default(),
-        Thresholds {
-            silence_minutes: 60,
-            ..Thresholds::default()
-        },
-    );
+    let mut engine = engine_with_silence(store, 60);
     assert!(
         engine
             .step(arrived + 1000)
@@ -838,14 +840,7 @@ async fn a_system_that_never_reports_is_silent_counted_from_its_first_open_appli
     const MINUTE: i64 = 60_000;
     setup(store, &["Q-1"]).await;
     let submitted = store.application("Q-1").await.unwrap().unwrap().accepted_at;
-    let mut engine = Engine::new(
-        store.clone(),
-        Calendar::default(),
-        Thresholds {
-            silence_minutes: 60,
-            ..Thresholds::default()
-        },
-    );
+    let mut engine = engine_with_silence(store, 60);
     assert!(
         engine
             .step(submitted + 1000)

@@ -88,55 +88,15 @@ impl Store {
     ) -> Result<Store, StoreError> {
         install_default_drivers();
         let (url, backend) = resolve(url, base_dir)?;
-        let mut options = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(5));
-        if backend == Backend::Sqlite {
-            options = options.after_connect(|conn, _| {
-                Box::pin(async move {
-                    // WAL lets readers go on while one writer commits; FULL makes every commit
-                    // durable before the hub answers that it accepted something.
-                    conn.execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                         PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
-                    )
-                    .await?;
-                    Ok(())
-                })
-            });
-        }
-        let pool = options
-            .connect(&url)
-            .await
-            .map_err(|source| StoreError::Connect {
-                url: redact(&url),
-                source,
-            })?;
+        // WAL lets readers go on while one writer commits; FULL makes every commit durable
+        // before the hub answers that it accepted something.
+        let pool = connect(&url, backend, max_connections, "FULL").await?;
         MIGRATOR.run(&pool).await?;
         let leases = match backend {
-            Backend::Sqlite => AnyPoolOptions::new()
-                .max_connections(1)
-                .acquire_timeout(Duration::from_secs(5))
-                .after_connect(|conn, _| {
-                    Box::pin(async move {
-                        // NORMAL: a commit here is not fsynced by itself, only by the next
-                        // FULL commit on the same WAL. What goes through this pool (delivery
-                        // claims and their release, heartbeats) may be lost in a crash, and
-                        // claims are released at start anyway.
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
-                        )
-                        .await?;
-                        Ok(())
-                    })
-                })
-                .connect(&url)
-                .await
-                .map_err(|source| StoreError::Connect {
-                    url: redact(&url),
-                    source,
-                })?,
+            // NORMAL: a commit here is not fsynced by itself, only by the next FULL commit on
+            // the same WAL. What goes through this pool (delivery claims and their release,
+            // heartbeats) may be lost in a crash, and claims are released at start anyway.
+            Backend::Sqlite => connect(&url, backend, 1, "NORMAL").await?,
             Backend::Postgres => pool.clone(),
         };
         Ok(Store {
@@ -215,6 +175,40 @@ fn resolve(url: &str, base_dir: &Path) -> Result<(String, Backend), StoreError> 
         format!("sqlite://{}?{query}", path.display()),
         Backend::Sqlite,
     ))
+}
+
+/// A pool to `url`; on SQLite each connection in WAL mode with the given `synchronous` level.
+async fn connect(
+    url: &str,
+    backend: Backend,
+    max_connections: u32,
+    synchronous: &'static str,
+) -> Result<AnyPool, StoreError> {
+    let mut options = AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5));
+    if backend == Backend::Sqlite {
+        options = options.after_connect(move |conn, _| {
+            Box::pin(async move {
+                conn.execute(
+                    format!(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
+                         PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;"
+                    )
+                    .as_str(),
+                )
+                .await?;
+                Ok(())
+            })
+        });
+    }
+    options
+        .connect(url)
+        .await
+        .map_err(|source| StoreError::Connect {
+            url: redact(url),
+            source,
+        })
 }
 
 /// A URL with any password replaced, fit for messages and logs.

@@ -36,6 +36,7 @@ where
     let mut pause = first_pause;
     let mut panics = 0;
     loop {
+        let started = tokio::time::Instant::now();
         match tokio::spawn(make()).await {
             Ok(()) => return panics,
             Err(e) if e.is_panic() => {
@@ -49,6 +50,10 @@ where
             }
             // Cancelled: the runtime is going away.
             Err(_) => return panics,
+        }
+        // A task that ran a good while before it failed starts over with a short pause.
+        if started.elapsed() > LONGEST_PAUSE {
+            pause = first_pause;
         }
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}

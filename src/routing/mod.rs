@@ -307,9 +307,6 @@ async fn attempt(
                 })
                 .await;
             let finished = clock::now_millis();
-            drop(slot);
-            // The lane may claim the next delivery for this place now.
-            lane.wake.notify_one();
             let outcome = masked(classify(lane, &delivery, sent, finished), &delivery);
             if let Ok(mut b) = lane.breaker.lock() {
                 match &outcome {
@@ -318,6 +315,10 @@ async fn attempt(
                     AttemptOutcome::Delivered { .. } | AttemptOutcome::Dead { .. } => b.success(),
                 }
             }
+            // After the breaker has heard of this attempt, the lane may claim the next
+            // delivery for this place.
+            drop(slot);
+            lane.wake.notify_one();
             (started, finished, outcome)
         }
     };

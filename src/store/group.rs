@@ -127,11 +127,14 @@ async fn write<T, R, F, Fut>(
                     )));
                 }
             }
-            Err(e) if !several => {
-                let _ = waiting
-                    .into_iter()
-                    .next()
-                    .map(|done| done.send(Err(GroupError::Store(chain(&e)))));
+            Err(e) if !several || !caused_by_a_write(&e) => {
+                // The store itself failed (unreachable, locked, a deadlock): every write in the
+                // batch gets that answer now; retrying them one by one would wait out the same
+                // timeout once per write.
+                let error = GroupError::Store(chain(&e));
+                for done in waiting {
+                    let _ = done.send(Err(error.clone()));
+                }
             }
             Err(_) => {
                 // One at a time: only the writes that fail on their own are refused.
@@ -153,6 +156,26 @@ async fn write<T, R, F, Fut>(
             }
         }
     }
+}
+
+/// Whether the database refused something one of the writes asked for (a constraint, a bad
+/// value), rather than failing as a whole: only then is a write-by-write retry worth it.
+fn caused_by_a_write(e: &StoreError) -> bool {
+    let db = match e {
+        StoreError::Query(sqlx::Error::Database(db)) => db,
+        // A value the store could not read back belongs to one write too.
+        StoreError::Corrupt(_) => return true,
+        _ => return false,
+    };
+    // SQLite busy/locked (5, 6 and their extended codes); PostgreSQL serialization failure and
+    // deadlock: the whole transaction's lot, not one write's.
+    let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+    let whole = matches!(code.as_str(), "5" | "6" | "40001" | "40P01")
+        || code
+            .parse::<i64>()
+            .is_ok_and(|c| c & 0xff == 5 || c & 0xff == 6)
+        || db.message().contains("locked");
+    !whole
 }
 
 /// The error with its causes: "store query failed: database is locked".
@@ -206,6 +229,26 @@ mod tests {
         // At rest, a write commits on its own.
         writer.write(40).await.unwrap();
         assert_eq!(writer.written(), (2, 41));
+    }
+
+    #[tokio::test]
+    async fn a_store_that_fails_fails_the_batch_at_once_without_retrying_each_write() {
+        let calls = Arc::new(Mutex::new(0));
+        let counted = calls.clone();
+        let writer: GroupCommit<i64> = GroupCommit::spawn("test", 64, 256, move |items| {
+            *counted.lock().unwrap() += 1;
+            async move {
+                let down = StoreError::Query(sqlx::Error::PoolTimedOut);
+                (items, Err(down))
+            }
+        });
+        let results = futures_util::future::join_all((0..10).map(|i| writer.write(i))).await;
+        assert!(results.iter().all(Result::is_err), "{results:?}");
+        assert_eq!(
+            *calls.lock().unwrap(),
+            1,
+            "one try for the batch, not one per write"
+        );
     }
 
     #[tokio::test]

@@ -92,7 +92,10 @@ impl Store {
         // before the hub answers that it accepted something.
         let pool = connect(&url, backend, max_connections, "FULL").await?;
         MIGRATOR.run(&pool).await?;
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let leases = match backend {
+            // Another connection would open another, empty, database.
+            Backend::Sqlite if in_memory => pool.clone(),
             // NORMAL: a commit here is not fsynced by itself, only by the next FULL commit on
             // the same WAL. What goes through this pool (delivery claims and their release,
             // heartbeats) may be lost in a crash, and claims are released at start anyway.

@@ -359,7 +359,10 @@ impl Store {
     pub async fn record_attempts(&self, attempts: &[FinishedAttempt]) -> Result<(), StoreError> {
         let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
-        for a in attempts {
+        // In application order, like `record_events`, so that batches cannot deadlock.
+        let mut sorted: Vec<&FinishedAttempt> = attempts.iter().collect();
+        sorted.sort_by(|a, b| a.application_id.cmp(&b.application_id));
+        for a in sorted {
             record_attempt_in_tx(&mut tx, a).await?;
         }
         tx.commit().await?;
@@ -474,8 +477,14 @@ impl Store {
     pub async fn record_events(&self, events: &[EventToRecord]) -> Result<Vec<bool>, StoreError> {
         let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
-        let mut new = Vec::with_capacity(events.len());
-        for e in events {
+        // Application rows are locked in one order by every batch (events here, attempts in
+        // `record_attempts`), so that two batches on PostgreSQL cannot deadlock; a stable sort
+        // keeps one application's events in the order they came.
+        let mut order: Vec<usize> = (0..events.len()).collect();
+        order.sort_by(|&a, &b| events[a].application_id.cmp(&events[b].application_id));
+        let mut new = vec![false; events.len()];
+        for i in order {
+            let e = &events[i];
             let event = NewEvent {
                 system_id: &e.system_id,
                 event_id: &e.event_id,
@@ -485,7 +494,7 @@ impl Store {
                 body: &e.body,
                 state: &e.state,
             };
-            new.push(record_event_in_tx(&mut tx, &event, clock::now_millis()).await?);
+            new[i] = record_event_in_tx(&mut tx, &event, clock::now_millis()).await?;
         }
         tx.commit().await?;
         if new.contains(&true) {
@@ -774,6 +783,11 @@ async fn record_event_in_tx(
     event: &NewEvent<'_>,
     now: i64,
 ) -> Result<bool, StoreError> {
+    // The feed's counter row before any application row, in every transaction that takes
+    // both: the same order everywhere, so no deadlock on PostgreSQL.
+    sqlx::query("UPDATE counters SET value = value WHERE name = 'supervision_feed'")
+        .execute(&mut **tx)
+        .await?;
     let inserted = sqlx::query(
             "INSERT INTO case_events (system_id, event_id, application_id, node_name, occurred_at, received_at, body) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (system_id, event_id) DO NOTHING",

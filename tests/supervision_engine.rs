@@ -857,10 +857,9 @@ async fn a_system_that_never_reports_is_silent_counted_from_its_first_open_appli
         vec![("alert.warning.system_silent".into(), "raised".into())]
     );
     assert!(
-        body(&raised[0])["evidence"]
-            .as_str()
-            .unwrap()
-            .contains("1 open case"),
+        body(&raised[0])["evidence"].as_str().unwrap().contains(
+            "when its oldest open case began (60 minutes; threshold 60) with 1 open case"
+        ),
         "{}",
         raised[0].body
     );

@@ -194,12 +194,17 @@ async fn run_lane(
     let system = lane.adapter.id.clone();
     let batch = (lane.adapter.outbound.concurrency * 2).max(1);
     let mut inflight = tokio::task::JoinSet::new();
+    let unfinished_limit = (lane.adapter.outbound.concurrency as usize * 2).max(1);
     loop {
         if *shutdown.borrow() {
             break;
         }
         while inflight.try_join_next().is_some() {}
-        let free = lane.slots.available_permits() as u32;
+        // Places free at the department, but no more attempts unfinished (answered and not
+        // yet recorded included) than twice the concurrency: a claim must not lapse while its
+        // outcome waits to be recorded, or the delivery would be sent again.
+        let unfinished_room = unfinished_limit.saturating_sub(inflight.len());
+        let free = (lane.slots.available_permits()).min(unfinished_room) as u32;
         let claimed = if free == 0 {
             Vec::new()
         } else {

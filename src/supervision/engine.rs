@@ -32,7 +32,7 @@
 use super::calendar::Calendar;
 use super::case::{Case, CaseEvent, parse_time};
 use super::rules::{
-    self, Alert, AlertChange, AlertKey, Deadlines, Level, Rule, StepDue, Thresholds,
+    self, Alert, AlertChange, AlertKey, Deadlines, Level, Quiet, Rule, StepDue, Thresholds,
 };
 use crate::catalog::Item;
 use crate::clock;
@@ -259,7 +259,7 @@ impl Engine {
             .into_iter()
             .filter_map(|(system, open)| {
                 let minutes = self.thresholds.silence_minutes_for(&system);
-                let quiet = self.quiet_since(&system, &open);
+                let quiet = self.quiet_since(&system, &open).at();
                 (minutes > 0).then(|| quiet + i64::from(minutes) * MINUTE + 1)
             });
         cases.chain(silences).filter(|&t| t > self.last_step).min()
@@ -590,9 +590,11 @@ impl Engine {
 
     /// Since when `system`, with `open` cases, has said nothing: its last event or heartbeat,
     /// but not before it had an open case (a system with nothing to report is not silent).
-    fn quiet_since(&self, system: &str, open: &OpenCases) -> i64 {
-        let seen = self.last_seen.get(system).copied().unwrap_or(i64::MIN);
-        seen.max(open.since)
+    fn quiet_since(&self, system: &str, open: &OpenCases) -> Quiet {
+        match self.last_seen.get(system) {
+            Some(&seen) if seen >= open.since => Quiet::SinceHeard(seen),
+            _ => Quiet::SinceOpenCase(open.since),
+        }
     }
 
     /// `system_silent` for the systems with open cases or an open silence alert.
@@ -607,7 +609,7 @@ impl Engine {
             // Without open cases the rule does not hold, and an open alert resolves.
             let (cases, quiet) = match counts.get(&system) {
                 Some(open) => (open.count, self.quiet_since(&system, open)),
-                None => (0, now_ms),
+                None => (0, Quiet::SinceHeard(now_ms)),
             };
             let current: Vec<_> =
                 rules::system_silence(&system, quiet, cases, now_ms, &self.thresholds)

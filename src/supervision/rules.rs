@@ -343,17 +343,33 @@ pub fn evaluate(
     out
 }
 
-/// The `system_silent` condition: `system` has `open_cases` and has not been heard from (an
-/// event or a heartbeat) since `last_seen_ms` for longer than its threshold.
+/// Since when a system has been quiet: its last event or heartbeat, or, when it has said
+/// nothing since its oldest open case began, that case's start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quiet {
+    SinceHeard(i64),
+    SinceOpenCase(i64),
+}
+
+impl Quiet {
+    pub fn at(self) -> i64 {
+        match self {
+            Quiet::SinceHeard(at) | Quiet::SinceOpenCase(at) => at,
+        }
+    }
+}
+
+/// The `system_silent` condition: `system` has `open_cases` and has been `quiet` for longer
+/// than its threshold.
 pub fn system_silence(
     system: &str,
-    last_seen_ms: i64,
+    quiet: Quiet,
     open_cases: usize,
     now_ms: i64,
     thresholds: &Thresholds,
 ) -> Option<Condition> {
     let minutes = thresholds.silence_minutes_for(system);
-    let silent = now_ms - last_seen_ms;
+    let silent = now_ms - quiet.at();
     if minutes == 0 || open_cases == 0 || silent <= i64::from(minutes) * MINUTE {
         return None;
     }
@@ -364,8 +380,12 @@ pub fn system_silence(
         case: None,
         item: None,
         evidence: format!(
-            "no event or heartbeat since {} ({} minutes; threshold {minutes}) with {open_cases} open case{}",
-            format_millis(last_seen_ms),
+            "no event or heartbeat since {}{} ({} minutes; threshold {minutes}) with {open_cases} open case{}",
+            format_millis(quiet.at()),
+            match quiet {
+                Quiet::SinceHeard(_) => "",
+                Quiet::SinceOpenCase(_) => ", when its oldest open case began",
+            },
             silent / MINUTE,
             if open_cases == 1 { "" } else { "s" },
         ),
@@ -1223,9 +1243,10 @@ mod tests {
             if minute == 290 {
                 open = 0;
             }
-            let current: Vec<Condition> = system_silence("sy-scjg-food", last_seen, open, now, &t)
-                .into_iter()
-                .collect();
+            let current: Vec<Condition> =
+                system_silence("sy-scjg-food", Quiet::SinceHeard(last_seen), open, now, &t)
+                    .into_iter()
+                    .collect();
             board.take(&current, now);
         }
         assert_eq!(
@@ -1237,19 +1258,53 @@ mod tests {
                 ("resolve", Level::Warning, seen + 290 * 60_000),
             ]
         );
-        let c = system_silence("sy-scjg-food", seen, 1, seen + 61 * 60_000, &t).unwrap();
+        let c = system_silence(
+            "sy-scjg-food",
+            Quiet::SinceHeard(seen),
+            1,
+            seen + 61 * 60_000,
+            &t,
+        )
+        .unwrap();
         assert_eq!(c.case, None);
         assert_eq!(
             c.evidence,
             "no event or heartbeat since 2026-11-20T09:00:00.000+08:00 (61 minutes; threshold 60) with 1 open case"
         );
-        assert!(system_silence("sy-slow", seen, 1, seen + 239 * 60_000, &t).is_none());
-        assert!(system_silence("sy-slow", seen, 1, seen + 241 * 60_000, &t).is_some());
+        assert!(
+            system_silence(
+                "sy-slow",
+                Quiet::SinceHeard(seen),
+                1,
+                seen + 239 * 60_000,
+                &t
+            )
+            .is_none()
+        );
+        assert!(
+            system_silence(
+                "sy-slow",
+                Quiet::SinceHeard(seen),
+                1,
+                seen + 241 * 60_000,
+                &t
+            )
+            .is_some()
+        );
         let off = Thresholds {
             silence_minutes: 0,
             ..Thresholds::default()
         };
-        assert!(system_silence("sy-scjg-food", seen, 1, seen + 100 * DAY, &off).is_none());
+        assert!(
+            system_silence(
+                "sy-scjg-food",
+                Quiet::SinceHeard(seen),
+                1,
+                seen + 100 * DAY,
+                &off
+            )
+            .is_none()
+        );
     }
 
     #[test]
@@ -1569,7 +1624,7 @@ mod tests {
         assert_eq!(all.len(), 4, "{all:?}");
         all.extend(system_silence(
             "s",
-            t0(),
+            Quiet::SinceHeard(t0()),
             1,
             t0() + DAY,
             &Thresholds::default(),

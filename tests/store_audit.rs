@@ -5,7 +5,6 @@
 mod common;
 
 use sqlx::Executor;
-use std::sync::atomic::{AtomicU32, Ordering};
 use tongban::audit::{self, AuditEntry, AuditRecord, Finding, GENESIS};
 use tongban::store::{AuditQuery, NewApiKey, NewApplication, Store};
 
@@ -354,8 +353,6 @@ struct Raw {
     _dir: Option<tempfile::TempDir>,
 }
 
-static DATABASES: AtomicU32 = AtomicU32::new(0);
-
 async fn raw_sqlite() -> Raw {
     let dir = tempfile::tempdir().expect("temporary directory");
     let store = Store::open("sqlite://data/audit.db", dir.path(), 4)
@@ -373,26 +370,7 @@ async fn raw_sqlite() -> Raw {
 }
 
 async fn raw_postgres() -> Option<Raw> {
-    let admin = common::postgres_admin_url()?;
-    sqlx::any::install_default_drivers();
-    let name = format!(
-        "tongban_audit_{}_{}_{}",
-        std::process::id(),
-        DATABASES.fetch_add(1, Ordering::Relaxed),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0)
-    );
-    let pool = sqlx::AnyPool::connect(&admin)
-        .await
-        .expect("the test PostgreSQL server answers");
-    pool.execute(format!("CREATE DATABASE {name}").as_str())
-        .await
-        .expect("create a test database");
-    pool.close().await;
-    let (base, _) = admin.rsplit_once('/').expect("URL has a database path");
-    let url = format!("{base}/{name}");
+    let url = common::postgres_database().await?;
     let store = Store::open(&url, &common::repo(), 4)
         .await
         .expect("PostgreSQL store opens");

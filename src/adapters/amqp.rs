@@ -147,48 +147,7 @@ impl AmqpDriver {
     }
 
     async fn connect(&self) -> Result<(Connection, Channel), String> {
-        if self
-            .url
-            .get(..6)
-            .is_some_and(|s| s.eq_ignore_ascii_case("amqps:"))
-        {
-            return Err(
-                "amqps:// is not supported by this build (lapin without TLS): use amqp://".into(),
-            );
-        }
-        let properties = ConnectionProperties::default()
-            .with_connection_name(concat!("tongban/", env!("CARGO_PKG_VERSION")).into());
-        let connection = Connection::connect(&self.url, properties)
-            .await
-            .map_err(|e| format!("cannot connect to the AMQP broker: {e}"))?;
-        let channel = connection
-            .create_channel()
-            .await
-            .map_err(|e| format!("cannot open an AMQP channel: {e}"))?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(|e| format!("the AMQP broker refused publisher confirms: {e}"))?;
-        if !(self.exchange.is_empty() || self.exchange.starts_with("amq.")) {
-            channel
-                .exchange_declare(
-                    self.exchange.as_str().into(),
-                    ExchangeKind::Topic,
-                    ExchangeDeclareOptions {
-                        durable: true,
-                        ..ExchangeDeclareOptions::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(|e| {
-                    format!(
-                        "cannot declare exchange `{}` as a durable topic exchange: {e}",
-                        self.exchange
-                    )
-                })?;
-        }
-        Ok((connection, channel))
+        connect_confirmed(&self.url, "", &self.exchange).await
     }
 
     /// Drops the link a publish failed on, unless a newer one replaced it meanwhile, and backs
@@ -292,6 +251,54 @@ impl Adapter for AmqpDriver {
 pub fn backoff(failures: u32) -> Duration {
     let doublings = failures.saturating_sub(1).min(16);
     (INITIAL_BACKOFF * 2u32.pow(doublings)).min(MAX_BACKOFF)
+}
+
+/// A connection to `url` (named `tongban/<version><role>` at the broker) and a channel with
+/// publisher confirms, on which `exchange` is declared a durable topic exchange (the default
+/// exchange and `amq.*` ones exist already and are left alone).
+pub(crate) async fn connect_confirmed(
+    url: &str,
+    role: &str,
+    exchange: &str,
+) -> Result<(Connection, Channel), String> {
+    if url
+        .get(..6)
+        .is_some_and(|s| s.eq_ignore_ascii_case("amqps:"))
+    {
+        return Err(
+            "amqps:// is not supported by this build (lapin without TLS): use amqp://".into(),
+        );
+    }
+    let name = format!("tongban/{}{role}", env!("CARGO_PKG_VERSION"));
+    let properties = ConnectionProperties::default().with_connection_name(name.into());
+    let connection = Connection::connect(url, properties)
+        .await
+        .map_err(|e| format!("cannot connect to the AMQP broker: {e}"))?;
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|e| format!("cannot open an AMQP channel: {e}"))?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(|e| format!("the AMQP broker refused publisher confirms: {e}"))?;
+    if !(exchange.is_empty() || exchange.starts_with("amq.")) {
+        channel
+            .exchange_declare(
+                exchange.into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| {
+                format!("cannot declare exchange `{exchange}` as a durable topic exchange: {e}")
+            })?;
+    }
+    Ok((connection, channel))
 }
 
 #[cfg(test)]

@@ -32,8 +32,7 @@ impl Store {
     /// `counters` row `audit` (the same row lock as the catalog feed) so seq and the chain
     /// follow commit order with concurrent writers.
     pub async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord, StoreError> {
-        let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let record = append_audit_in_tx(&mut tx, entry).await?;
         tx.commit().await?;
         Ok(record)
@@ -44,8 +43,7 @@ impl Store {
         &self,
         entries: &[AuditEntry],
     ) -> Result<Vec<AuditRecord>, StoreError> {
-        let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let mut records = Vec::with_capacity(entries.len());
         for entry in entries {
             records.push(append_audit_in_tx(&mut tx, entry).await?);

@@ -15,8 +15,7 @@ impl Store {
     /// version. With `base`, the change applies only if the current version is `base` (0 for
     /// "does not exist yet").
     pub async fn put_item(&self, item: &Item, base: Option<i64>) -> Result<PutOutcome, StoreError> {
-        let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         lock_catalog(&mut tx).await?;
         let outcome = put_in_tx(&mut tx, item, base).await?;
         match outcome {
@@ -28,8 +27,7 @@ impl Store {
 
     /// Records every item in one transaction: all of them or none.
     pub async fn import_items(&self, items: &[Item]) -> Result<Vec<PutOutcome>, StoreError> {
-        let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         lock_catalog(&mut tx).await?;
         let mut outcomes = Vec::with_capacity(items.len());
         for item in items {

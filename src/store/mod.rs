@@ -28,7 +28,7 @@ pub use supervision::{
 };
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{AnyPool, Executor};
+use sqlx::{Any, AnyPool, Executor, Transaction};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,6 +119,15 @@ impl Store {
             Some(turns) => turns.acquire().await.ok(),
             None => None,
         }
+    }
+
+    /// A write transaction on the durable pool, after this process's turn to write: the turn
+    /// first, then the connection, everywhere, so the two cannot deadlock.
+    async fn begin_write(
+        &self,
+    ) -> Result<(Option<SemaphorePermit<'_>>, Transaction<'static, Any>), StoreError> {
+        let turn = self.write_turn().await;
+        Ok((turn, self.pool.begin().await?))
     }
 
     /// Changes after each commit in this process that appended to the supervision feed.

@@ -192,39 +192,28 @@ const DELIVERY_COLUMNS: &str = "id, application_id, system_id, status, attempts,
 
 impl Store {
     /// Records an application and its first delivery in one transaction, honouring the
-    /// idempotency key. Only after this returns `New` may the caller answer 202.
+    /// idempotency key. Only after this returns `New` may the caller answer 202. (The API goes
+    /// through [`accept_applications`](Store::accept_applications), with the audit record.)
     pub async fn accept_application(
         &self,
         app: &NewApplication<'_>,
     ) -> Result<Accepted, StoreError> {
-        self.accept_application_audited(app, None).await
-    }
-
-    /// [`accept_application`](Store::accept_application), appending `audit` to the audit log in
-    /// the same transaction when the application is new: one commit instead of two, and no
-    /// accepted application without its record.
-    pub async fn accept_application_audited(
-        &self,
-        app: &NewApplication<'_>,
-        audit: Option<&crate::audit::AuditEntry>,
-    ) -> Result<Accepted, StoreError> {
-        let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await?;
-        let accepted = accept_in_tx(&mut tx, app, audit, clock::now_millis()).await?;
+        let (_turn, mut tx) = self.begin_write().await?;
+        let accepted = accept_in_tx(&mut tx, app, None, clock::now_millis()).await?;
         tx.commit().await?;
         Ok(accepted)
     }
 
     /// Accepts several applications in one transaction, each as
-    /// [`accept_application_audited`](Store::accept_application_audited) would: the API's group
-    /// commit. One result per application, in order; an application that is not new leaves
-    /// no trace and does not hold the others back.
+    /// [`accept_application`](Store::accept_application) would and with its audit record when
+    /// new (no accepted application without its record): the API's group commit. One result
+    /// per application, in order; an application that is not new leaves no trace and does not
+    /// hold the others back.
     pub async fn accept_applications(
         &self,
         apps: &[ApplicationToAccept],
     ) -> Result<Vec<Accepted>, StoreError> {
-        let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let mut results = Vec::with_capacity(apps.len());
         for a in apps {
             let app = NewApplication {
@@ -357,8 +346,7 @@ impl Store {
 
     /// Records attempts and their outcomes in one transaction: the outbox lanes' group commit.
     pub async fn record_attempts(&self, attempts: &[FinishedAttempt]) -> Result<(), StoreError> {
-        let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         // In application order, like `record_events`, so that batches cannot deadlock.
         let mut sorted: Vec<&FinishedAttempt> = attempts.iter().collect();
         sorted.sort_by(|a, b| a.application_id.cmp(&b.application_id));
@@ -430,8 +418,7 @@ impl Store {
     /// or `None` when there is no dead letter with that id.
     pub async fn replay_dead_letter(&self, id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
         let now = clock::now_millis();
-        let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE deliveries SET status = 'pending', attempts_base = attempts, window_start = $2, \
              next_attempt_at = $2, claimed_until = 0, finished_at = NULL WHERE id = $1 AND status = 'dead'",
@@ -462,8 +449,7 @@ impl Store {
 
     /// Stores a case event unless the system sent it before. Returns whether it was new.
     pub async fn record_event(&self, event: &NewEvent<'_>) -> Result<bool, StoreError> {
-        let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let new = record_event_in_tx(&mut tx, event, clock::now_millis()).await?;
         tx.commit().await?;
         if new {
@@ -475,8 +461,7 @@ impl Store {
     /// Stores several case events in one transaction, each as [`record_event`](Store::record_event)
     /// would: the inbound side's group commit. Whether each was new, in order.
     pub async fn record_events(&self, events: &[EventToRecord]) -> Result<Vec<bool>, StoreError> {
-        let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         // Application rows are locked in one order by every batch (events here, attempts in
         // `record_attempts`), so that two batches on PostgreSQL cannot deadlock; a stable sort
         // keeps one application's events in the order they came.

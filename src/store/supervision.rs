@@ -372,8 +372,7 @@ impl<'q> Filter<'q> {
 impl Store {
     /// Appends one entry in its own transaction, at the current time.
     pub async fn append_feed(&self, e: &NewFeedEntry<'_>) -> Result<FeedEntry, StoreError> {
-        let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let entry = append_feed_in_tx(&mut tx, e, clock::now_millis()).await?;
         tx.commit().await?;
         self.signal_feed_moved();
@@ -436,8 +435,7 @@ impl Store {
     }
 
     pub async fn set_cursor(&self, name: &str, seq: i64) -> Result<(), StoreError> {
-        let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         set_cursor_in_tx(&mut tx, name, seq).await?;
         tx.commit().await?;
         Ok(())
@@ -515,8 +513,7 @@ impl Store {
         &self,
         round: &EngineRound<'_>,
     ) -> Result<Option<Vec<FeedEntry>>, StoreError> {
-        let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         if let Some(lease) = &round.lease {
             let renewed =
                 sqlx::query("UPDATE leases SET until = $3 WHERE name = $1 AND holder = $2")

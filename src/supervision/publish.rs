@@ -9,14 +9,11 @@
 //! committed is lost. A confirm lost with a connection means the entry is published again:
 //! delivery is at least once, and consumers drop repeats by `message_id`.
 
-use crate::adapters::amqp::backoff;
+use crate::adapters::amqp::{backoff, connect_confirmed};
 use crate::config::{BusConfig, Config};
 use crate::store::{FeedEntry, FeedQuery, Store, StoreError};
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
-use lapin::types::FieldTable;
-use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
-};
+use lapin::options::BasicPublishOptions;
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -194,47 +191,7 @@ impl Publisher {
     }
 
     async fn connect(&self) -> Result<(Connection, Channel), String> {
-        if self
-            .url
-            .get(..6)
-            .is_some_and(|s| s.eq_ignore_ascii_case("amqps:"))
-        {
-            return Err(
-                "amqps:// is not supported by this build (lapin without TLS): use amqp://".into(),
-            );
-        }
-        let properties = ConnectionProperties::default().with_connection_name(
-            concat!("tongban/", env!("CARGO_PKG_VERSION"), " supervision").into(),
-        );
-        let connection = Connection::connect(&self.url, properties)
-            .await
-            .map_err(|e| format!("cannot connect to the AMQP broker: {e}"))?;
-        let channel = connection
-            .create_channel()
-            .await
-            .map_err(|e| format!("cannot open an AMQP channel: {e}"))?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(|e| format!("the AMQP broker refused publisher confirms: {e}"))?;
-        channel
-            .exchange_declare(
-                self.exchange.as_str().into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..ExchangeDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| {
-                format!(
-                    "cannot declare exchange `{}` as a durable topic exchange: {e}",
-                    self.exchange
-                )
-            })?;
-        Ok((connection, channel))
+        connect_confirmed(&self.url, " supervision", &self.exchange).await
     }
 
     /// Closes the connection, if there is one, so the broker sees a clean goodbye.

@@ -67,9 +67,9 @@ pub fn postgres_admin_url() -> Option<String> {
 
 static DATABASES: AtomicU32 = AtomicU32::new(0);
 
-/// A fresh, migrated store in a database of its own on the test PostgreSQL server, or `None`
-/// when there is none (see [`postgres_admin_url`]).
-pub async fn postgres_store() -> Option<TestStore> {
+/// The URL of a new, empty database on the test PostgreSQL server, or `None` when there is
+/// none (see [`postgres_admin_url`]).
+pub async fn postgres_database() -> Option<String> {
     let admin = postgres_admin_url()?;
     sqlx::any::install_default_drivers();
     let name = format!(
@@ -89,7 +89,13 @@ pub async fn postgres_store() -> Option<TestStore> {
         .expect("create a test database");
     pool.close().await;
     let (base, _) = admin.rsplit_once('/').expect("URL has a database path");
-    let url = format!("{base}/{name}");
+    Some(format!("{base}/{name}"))
+}
+
+/// A fresh, migrated store in a database of its own on the test PostgreSQL server, or `None`
+/// when there is none (see [`postgres_admin_url`]).
+pub async fn postgres_store() -> Option<TestStore> {
+    let url = postgres_database().await?;
     let store = Store::open(&url, &repo(), 4)
         .await
         .expect("PostgreSQL store opens");

@@ -357,3 +357,64 @@ async fn keys_from_a_url_are_fetched_and_refetched_when_the_issuer_rotates() {
     let err = verifier.user(&sign(&old, &first_kid)).await.unwrap_err();
     assert!(matches!(err, TokenError::UnknownKey(_)), "{err}");
 }
+
+/// A reference to the catalog item that the hub cannot read as the catalog writes it (a
+/// version of `1.0`, or beyond any integer) is refused with what is wrong, never taken past the
+/// comparison with the catalog: with the check skipped, a made-up name and type would reach the
+/// department as if the catalog had them. (社会保障卡申领 is of type 20 公共服务; 01 is 行政许可.)
+#[tokio::test]
+async fn an_item_reference_that_cannot_be_read_is_refused_never_waved_past_the_catalog() {
+    let api = api().await;
+    let app = card_application();
+    let token = api.issuer.token_for(&app, 3);
+    for version in [
+        json!(1.0),
+        json!(2.0),
+        json!(9223372036854775808u64),
+        json!(0),
+    ] {
+        let mut forged = app.clone();
+        forged["item"]["version"] = version.clone();
+        forged["item"]["name"] = json!("任意名称");
+        forged["item"]["type"] = json!("01");
+        let (status, body) = api.submit(&forged, Some(&token)).await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "version {version}: {body:#}"
+        );
+        let pointers: Vec<&str> = body["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["pointer"].as_str())
+            .collect();
+        assert!(
+            pointers.contains(&"/item/version"),
+            "version {version}: {body:#}"
+        );
+    }
+    // A readable reference with the same made-up name and type: both differences listed.
+    let mut forged = app.clone();
+    forged["item"]["name"] = json!("任意名称");
+    forged["item"]["type"] = json!("01");
+    let (status, body) = api.submit(&forged, Some(&token)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body:#}");
+    let pointers: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["pointer"].as_str())
+        .collect();
+    assert_eq!(pointers, ["/item/name", "/item/type"], "{body:#}");
+    let queued = api
+        .served
+        .store
+        .delivery_counts("ln-rst-card")
+        .await
+        .unwrap();
+    assert!(queued.is_empty(), "nothing was accepted: {queued:?}");
+    // And the reference as the catalog has it is taken.
+    let (status, body) = api.submit(&app, Some(&token)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body:#}");
+}

@@ -176,11 +176,22 @@ async fn submit(
     } else {
         state.store.current_item(&item_code).await?
     };
-    if let (Some(reference), true) = (
-        serde_json::from_value::<ItemRef>(body.get("item").cloned().unwrap_or(Value::Null)).ok(),
-        !item_code.is_empty(),
-    ) {
-        for d in catalog::drift(&reference, current.as_ref()) {
+    // A reference that cannot be read is refused with what is wrong with it: never a skipped
+    // comparison with the catalog. The schema may have said the same about a member already.
+    let reference = match ItemRef::read(body.get("item")) {
+        Ok(reference) => Some(reference),
+        Err(problems) => {
+            for (pointer, message) in problems {
+                let pointer = format!("/item{pointer}");
+                if !violations.iter().any(|v| v.pointer == pointer) {
+                    violations.push(Violation::new(pointer, message));
+                }
+            }
+            None
+        }
+    };
+    if let Some(reference) = &reference {
+        for d in catalog::drift(reference, current.as_ref()) {
             violations.push(Violation::new(format!("/item{}", d.pointer()), d.message()));
         }
     }
@@ -211,9 +222,10 @@ async fn submit(
             }
         }
     }
-    if !violations.is_empty() {
-        return Err(violations.into());
-    }
+    let reference = match reference {
+        Some(reference) if violations.is_empty() => reference,
+        _ => return Err(violations.into()),
+    };
     let differ = applicant_mismatches(&body, &user);
     if !differ.is_empty() {
         return Err(ApiError::Forbidden(format!(
@@ -258,10 +270,7 @@ async fn submit(
     let stored = body.to_string();
     let identity = serde_json::to_string(&Identity::of(&user))
         .map_err(|e| ApiError::Internal(format!("cannot keep the applicant's identity: {e}")))?;
-    let item_version = body
-        .pointer("/item/version")
-        .and_then(Value::as_i64)
-        .unwrap_or(0);
+    let item_version = reference.version;
     let detail = |what: &str| {
         format!(
             "{what} for {}, item {item_code}, applicant {}, subject {}",

@@ -228,12 +228,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Map { mapping, input, to } => {
-            let config = load(&cli.config)?;
-            let Some(m) = config.mappings.get(&mapping) else {
+            let Some(compiled) = load_mappings(&cli.config) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            let Some(m) = compiled.mappings.get(&mapping) else {
                 anyhow::bail!(
                     "no mapping `{mapping}` in {} (known: {})",
                     cli.config.join("mappings").display(),
-                    config
+                    compiled
                         .mappings
                         .keys()
                         .cloned()
@@ -270,8 +272,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Test => {
-            let config = load(&cli.config)?;
-            let reports = tongban::mapping::cases::run_all(&config.dir, &config.mappings);
+            let Some(compiled) = load_mappings(&cli.config) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            let reports = tongban::mapping::cases::run_all(&cli.config, &compiled.mappings);
             let failed = reports.iter().filter(|r| !r.passed()).count();
             for r in &reports {
                 if r.passed() {
@@ -543,6 +547,27 @@ async fn keys_command(
 
 fn load(dir: &std::path::Path) -> anyhow::Result<Config> {
     Config::load(dir).map_err(|errors| anyhow::anyhow!("{errors}"))
+}
+
+/// The schemas and mappings alone, for `map` and `test`, which need nothing else: errors in
+/// them are printed and give `None`; errors elsewhere (`hub.toml`, adapters) are mentioned and
+/// left to `tongban check`, so a department team can work on its mappings whatever the rest
+/// of the directory holds.
+fn load_mappings(dir: &std::path::Path) -> Option<tongban::config::Mappings> {
+    let raw = tongban::config::RawConfig::read(dir);
+    let compiled = tongban::config::compile_mappings(&raw);
+    if !compiled.errors.is_empty() {
+        eprintln!("{}", tongban::config::ConfigErrors(compiled.errors));
+        return None;
+    }
+    if let Err(errors) = tongban::config::compile(&raw) {
+        eprintln!(
+            "note: the rest of the configuration has {} error(s), which `tongban check` lists; \
+             the schemas and mappings compile, which is all this command needs",
+            errors.0.len()
+        );
+    }
+    Some(compiled)
 }
 
 fn init_logging(format: LogFormat) {

@@ -222,6 +222,58 @@ fn check_of_three_mistakes_lists_all_three_with_files_and_lines() {
     );
 }
 
+/// `map` and `test` need only the schemas and mappings: a department team working on its mapping
+/// files maps samples and runs its mapping tests whatever `hub.toml` holds (or without one),
+/// and an error in a mapping is listed beside one in `hub.toml` by every command.
+#[test]
+fn mapping_commands_work_on_the_mappings_alone_and_every_command_lists_mapping_errors() {
+    let dir = valid_dir();
+    write(dir.path(), "hub.toml", "[server]\nlistn = 1\n");
+    let tested = run(tongban().arg("test").arg("--config").arg(dir.path()));
+    assert_eq!(tested.code, Some(0), "{tested}");
+    assert!(
+        tested.stdout.contains("ok   rst-card-event/accept"),
+        "{tested}"
+    );
+    assert!(tested.stdout.contains(" passed, 0 failed"), "{tested}");
+    assert!(tested.stderr.contains("`tongban check` lists"), "{tested}");
+    let mapped = run(tongban().arg("map").arg("--config").arg(dir.path()).args([
+        "--mapping",
+        "rst-card-event",
+        "--input",
+        &dir.path()
+            .join("mappings/tests/rst-card-event/accept.legacy.json")
+            .display()
+            .to_string(),
+    ]));
+    assert_eq!(mapped.code, Some(0), "{mapped}");
+    let event: Value = serde_json::from_str(&mapped.stdout).expect("the mapped event is JSON");
+    assert_eq!(event["system"], "ln-rst-card", "{mapped}");
+
+    // A mapping error, besides the one in hub.toml: every command names it.
+    let mapping = dir.path().join("mappings/rst-card-event.toml");
+    let text = fs::read_to_string(&mapping).unwrap();
+    fs::write(
+        &mapping,
+        text.replacen("canonical = \"/event_id\"", "canonical = \"/event_idx\"", 1),
+    )
+    .unwrap();
+    for command in ["check", "test"] {
+        let out = run(tongban().arg(command).arg("--config").arg(dir.path()));
+        assert_eq!(out.code, Some(1), "{command}: {out}");
+        assert!(
+            out.stderr.contains("mappings/rst-card-event.toml:")
+                && out.stderr.contains("/event_idx"),
+            "{command}: {out}"
+        );
+        assert_eq!(
+            out.stderr.contains("hub.toml:2:1: "),
+            command == "check",
+            "{command}: {out}"
+        );
+    }
+}
+
 #[test]
 fn import_refuses_a_configuration_with_errors() {
     let (dir, _) = three_mistakes_dir();

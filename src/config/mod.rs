@@ -79,37 +79,25 @@ impl Config {
 
 /// Compiles raw files into a [`Config`], or every error found.
 pub fn compile(raw: &RawConfig) -> Result<Config, ConfigErrors> {
-    let mut errors = raw.errors.clone();
+    // Read errors of schemas and mappings come back from `compile_mappings`.
+    let mut errors: Vec<ConfigError> = raw
+        .errors
+        .iter()
+        .filter(|e| !about_mappings(e))
+        .cloned()
+        .collect();
 
     let hub = match &raw.hub {
         Some(file) => hub::compile(file, raw.jwks.as_ref(), &raw.calendars, &mut errors),
         None => None,
     };
 
-    let schemas = match Schemas::compile(
-        raw.schemas
-            .iter()
-            .map(|f| (f.path.as_path(), f.text.as_str())),
-    ) {
-        Ok(schemas) => Some(schemas),
-        Err(schema_errors) => {
-            errors.extend(schema_errors.into_iter().map(schema_config_error));
-            None
-        }
-    };
-
-    // Mappings are checked against the canonical schemas, so they need those first.
-    let mut mappings = BTreeMap::new();
-    if let Some(schemas) = &schemas {
-        for file in &raw.mappings {
-            match mapping::compile(file, schemas) {
-                Ok(m) => {
-                    mappings.insert(m.name.clone(), Arc::new(m));
-                }
-                Err(mapping_errors) => errors.extend(mapping_errors),
-            }
-        }
-    }
+    let Mappings {
+        schemas,
+        mappings,
+        errors: mapping_errors,
+    } = compile_mappings(raw);
+    errors.extend(mapping_errors);
 
     let broken_mappings: BTreeSet<String> = raw
         .mappings
@@ -214,6 +202,60 @@ pub fn compile(raw: &RawConfig) -> Result<Config, ConfigErrors> {
         }),
         _ => Err(ConfigErrors(errors)),
     }
+}
+
+/// The canonical schemas and the mappings, compiled on their own: what `tongban map` and
+/// `tongban test` need. A department team with only its mapping files, or a `hub.toml` with
+/// errors, can still map a sample and run its mapping tests.
+pub struct Mappings {
+    /// `None` when a schema does not compile; then no mapping can be checked either.
+    pub schemas: Option<Schemas>,
+    /// Every mapping that compiled.
+    pub mappings: BTreeMap<String, Arc<Mapping>>,
+    /// The errors in `schemas/` and `mappings/`, and nothing else.
+    pub errors: Vec<ConfigError>,
+}
+
+/// Compiles `raw`'s schemas and mappings alone (see [`Mappings`]).
+pub fn compile_mappings(raw: &RawConfig) -> Mappings {
+    let mut errors: Vec<ConfigError> = raw
+        .errors
+        .iter()
+        .filter(|e| about_mappings(e))
+        .cloned()
+        .collect();
+    let schemas = match Schemas::compile(
+        raw.schemas
+            .iter()
+            .map(|f| (f.path.as_path(), f.text.as_str())),
+    ) {
+        Ok(schemas) => Some(schemas),
+        Err(schema_errors) => {
+            errors.extend(schema_errors.into_iter().map(schema_config_error));
+            None
+        }
+    };
+    // Mappings are checked against the canonical schemas, so they need those first.
+    let mut mappings = BTreeMap::new();
+    if let Some(schemas) = &schemas {
+        for file in &raw.mappings {
+            match mapping::compile(file, schemas) {
+                Ok(m) => {
+                    mappings.insert(m.name.clone(), Arc::new(m));
+                }
+                Err(mapping_errors) => errors.extend(mapping_errors),
+            }
+        }
+    }
+    Mappings {
+        schemas,
+        mappings,
+        errors,
+    }
+}
+
+fn about_mappings(e: &ConfigError) -> bool {
+    e.file.starts_with("schemas") || e.file.starts_with("mappings")
 }
 
 /// The item codes of the catalog seed file (JSON array or NDJSON). Records that do not parse

@@ -121,9 +121,21 @@ async fn main() -> anyhow::Result<()> {
     });
 
     let mut submitted = submit_examples(&hub_url, &dir, &platform_key, &EXAMPLES).await;
-    // 市场监管 now skips 审查 and goes straight to 决定 (its cases still walking do too), and gets
-    // one more application: the supervision rules flag such cases (out of order), and the alerts
-    // show in the feed and below.
+    // Once its first application has arrived, 市场监管 skips 审查 in the cases that arrive from
+    // then on and gets one more application: the first case walks in full and raises nothing,
+    // the second goes straight to 决定, which the supervision rules flag (out of order); the
+    // alerts show in the feed and below.
+    let arrived = tokio::time::timeout(Duration::from_secs(30), async {
+        while scjg.control.stats().accepted == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    if arrived.is_err() {
+        println!(
+            "市场监管: its first application has not arrived after 30 s; it may skip 审查 too"
+        );
+    }
     scjg.control.set_skip_steps(true);
     submitted.extend(submit_examples(&hub_url, &dir, &platform_key, &SKIPPING).await);
     follow(&hub_url, &submitted, &platform_key).await;

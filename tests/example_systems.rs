@@ -1023,6 +1023,53 @@ async fn scjg_flags_skip_the_review_and_report_late() {
     assert!(events.iter().all(|p| p.authorization.is_none()));
 }
 
+/// `skip_steps` belongs to the cases that arrive while it is on: a case already walking when it
+/// is set keeps its 审查, so the province demo shows one clean case and one flagged one.
+#[tokio::test]
+async fn skip_steps_applies_to_the_cases_that_arrive_while_it_is_on() {
+    let config = config();
+    let hub = fake_hub(0).await;
+    let mut settings = scjg_settings(&config, Some(&hub));
+    settings.hub_key = None;
+    let system = scjg::start(settings).await.unwrap();
+    let mut ids = Vec::new();
+    for (n, skip) in [(1, false), (2, true)] {
+        system.control.set_skip_steps(skip);
+        let app = application(Some(&format!("TB-SKIP-{}-{n}", std::process::id())));
+        let id = app["id"].as_str().unwrap().to_string();
+        let assertion = hub.assertion(scjg::SYSTEM, &id, &format!("{id}#1"), &scjg_identity(&app));
+        let body = soap_request_with(&config, &app, None, Some(&assertion));
+        let (status, _, text, _) = post_soap(&system, body, Some(&id)).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        ids.push(id);
+    }
+    eventually("both results", || {
+        (hub.posted("results").len() == 2).then_some(())
+    })
+    .await;
+    let bodies: Vec<Vec<u8>> = hub
+        .posted("events")
+        .iter()
+        .map(|p| p.body.clone())
+        .collect();
+    let events = steps(&canonical_of(&config, scjg::EVENT_MAPPING, &bodies));
+    let of = |id: &str| -> Vec<_> {
+        events
+            .iter()
+            .filter(|e| e.0.starts_with(&format!("{id}-")))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        of(&ids[0]),
+        walk_of(&ids[0]),
+        "the first case walks in full"
+    );
+    let mut skipped = walk_of(&ids[1]);
+    skipped.remove(1);
+    assert_eq!(of(&ids[1]), skipped, "the second skips 审查");
+}
+
 #[tokio::test]
 async fn scjg_refuses_deliveries_without_a_valid_identity_assertion() {
     let config = config();

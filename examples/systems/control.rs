@@ -83,13 +83,15 @@ impl fmt::Display for Mode {
     }
 }
 
-/// How a system walks its cases; read at every step, so a change applies to walks under way.
+/// How a system walks its cases. `report_late` is read at every step, so a change applies to
+/// walks under way; `skip_steps` is read when a case arrives, so it applies to the cases that
+/// arrive while it is on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Flags {
     /// Report each step `late_by` (a setting) after it happened, instead of at once: the event
     /// arrives later than the schedule promised and its `occurred_at` shows by how much.
     pub report_late: bool,
-    /// Skip the 审查 step: the case goes 受理 → 决定 → 办结.
+    /// Skip the 审查 step in the cases that arrive from now on: they go 受理 → 决定 → 办结.
     pub skip_steps: bool,
 }
 

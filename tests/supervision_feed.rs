@@ -570,57 +570,6 @@ async fn statistics_count_completions_on_time_handling_time_and_reporting_lag() 
 
 // ---- AMQP: the publisher, an independent consumer, and the broker stopped and restarted ----
 
-fn amqp_url() -> Option<String> {
-    match std::env::var("TONGBAN_TEST_AMQP_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!(
-                "CI is set but TONGBAN_TEST_AMQP_URL is not: .ci/run must start RabbitMQ and export it"
-            )
-        }
-        _ => {
-            eprintln!(
-                "\n!!! SKIPPED: supervision feed over AMQP, TONGBAN_TEST_AMQP_URL is not set (CI runs it against a real broker) !!!\n"
-            );
-            None
-        }
-    }
-}
-
-/// Runs `rabbitmqctl` with `args`; `None` when it is not installed (a failure under CI).
-fn rabbitmqctl(args: &[&str]) -> Option<()> {
-    match std::process::Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-    {
-        Ok(out) => {
-            assert!(
-                out.status.success(),
-                "rabbitmqctl {args:?}: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            Some(())
-        }
-        Err(e) if std::env::var_os("CI").is_some() => {
-            panic!("CI is set but rabbitmqctl cannot run ({e}): the broker restart test needs it")
-        }
-        Err(_) => None,
-    }
-}
-
-/// Starts the broker's application again even when the test fails half-way, so that a failure
-/// does not leave the broker stopped for whatever runs next.
-struct RestartOnDrop;
-
-impl Drop for RestartOnDrop {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("rabbitmqctl")
-            .arg("start_app")
-            .output();
-    }
-}
-
 /// A consumer of its own durable queue bound to the exchange with `#`: it survives the broker's
 /// restart, so what was published before and after is all there.
 struct Consumer {
@@ -735,15 +684,11 @@ impl Consumer {
 
 #[tokio::test]
 async fn an_amqp_consumer_gets_every_entry_in_order_across_a_broker_restart() {
-    let Some(url) = amqp_url() else {
+    // A broker of the test's own: stopping the shared one would break whatever else runs.
+    let Some(broker) = common::broker::PrivateBroker::start() else {
         return;
     };
-    if rabbitmqctl(&["status"]).is_none() {
-        eprintln!(
-            "\n!!! SKIPPED: supervision feed across a broker restart, rabbitmqctl is not installed !!!\n"
-        );
-        return;
-    }
+    let url = broker.url();
     let t = common::sqlite_store().await;
     let store = t.store.clone();
     let mut config = common::config();
@@ -774,8 +719,7 @@ async fn an_amqp_consumer_gets_every_entry_in_order_across_a_broker_restart() {
     consumer.until(&unique, 5).await;
 
     // The broker goes away; entries keep coming and wait in the store.
-    let _restart = RestartOnDrop;
-    rabbitmqctl(&["stop_app"]).unwrap();
+    broker.stop_app();
     consumer.link = None;
     for i in 5..10 {
         appended.push(append(&store, "event", &unique, None, &json!({"n": i})).await);
@@ -789,8 +733,7 @@ async fn an_amqp_consumer_gets_every_entry_in_order_across_a_broker_restart() {
         cursor <= appended[4],
         "nothing is counted as published while the broker is down: {cursor}"
     );
-    rabbitmqctl(&["start_app"]).unwrap();
-    rabbitmqctl(&["await_startup"]).unwrap();
+    broker.start_app();
     for i in 10..12 {
         appended.push(append(&store, "alert", &unique, Some("red"), &json!({"n": i})).await);
     }

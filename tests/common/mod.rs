@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod broker;
 pub mod edit;
 pub mod hub;
 pub mod mock;

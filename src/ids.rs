@@ -4,7 +4,7 @@
 //! answers with the parsed parts or one [`IdError`] saying what is wrong. Messages never repeat
 //! the value itself, because some of these values (citizen ID numbers) are personal data.
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use std::fmt;
 
 /// What is wrong with an identifier. The message names the position, never the value.
@@ -187,6 +187,26 @@ pub fn check_citizen_id(s: &str) -> Result<CitizenId, IdError> {
     })
 }
 
+/// Whether `s` is laid out like someone's citizen ID number, whatever its check character: 17
+/// digits and a digit or `X` (either case), or the 15 digits of a first-generation card (a
+/// two-digit year of the 1900s, no check character); either way with a province's region code
+/// and a real birth date not in the future. A number with a mistyped check character is still
+/// that person's, so whatever masks personal data asks this rather than [`check_citizen_id`].
+pub fn has_citizen_id_layout(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits = |range: std::ops::Range<usize>| b[range].iter().all(u8::is_ascii_digit);
+    let birth_date = match b.len() {
+        18 if digits(0..17) && matches!(b[17], b'0'..=b'9' | b'X' | b'x') => s[6..14].to_string(),
+        15 if digits(0..15) => format!("19{}", &s[6..12]),
+        _ => return false,
+    };
+    let number = |range: std::ops::Range<usize>| -> u32 { birth_date[range].parse().unwrap_or(0) };
+    let today = (chrono::Utc::now() + chrono::Duration::hours(8)).date_naive();
+    PROVINCES.contains(&&s[..2])
+        && NaiveDate::from_ymd_opt(number(0..4) as i32, number(4..6), number(6..8))
+            .is_some_and(|d| d.year() >= 1850 && d <= today)
+}
+
 /// Masks a citizen ID number (or any identifier) for logs, feeds and reports: the first four and
 /// last four characters stay, everything between becomes `*`, so `2101**********123X`. Values
 /// too short to mask safely become all stars.
@@ -215,77 +235,6 @@ pub fn mask_name(name: &str) -> String {
         Some(first) => std::iter::once(first).chain(chars.map(|_| '*')).collect(),
         None => String::new(),
     }
-}
-
-/// Masks what looks like personal data in free text a hub did not write (a system's error
-/// answer, a fault string): every 18-character run that is a valid citizen ID number or unified
-/// social credit code, and every 11-digit mainland mobile number, wherever they stand. Text the
-/// hub knows more about should also go through [`mask_values`].
-///
-/// ```
-/// let said = "SFZHM 13043419840726291X 与 13800138000 不符";
-/// assert_eq!(
-///     tongban::ids::scrub(said),
-///     "SFZHM 1304**********291X 与 138****8000 不符"
-/// );
-/// ```
-pub fn scrub(text: &str) -> String {
-    let chars: Vec<char> = text.chars().collect();
-    let mut out = String::with_capacity(text.len());
-    let mut i = 0;
-    let alnum = |c: &char| c.is_ascii_alphanumeric();
-    while i < chars.len() {
-        let starts_word = i == 0 || !alnum(&chars[i - 1]);
-        if starts_word && chars[i].is_ascii_alphanumeric() {
-            let end = (i..chars.len())
-                .find(|&j| !alnum(&chars[j]))
-                .unwrap_or(chars.len());
-            let word: String = chars[i..end].iter().collect();
-            let upper = word.to_ascii_uppercase();
-            let is_mobile = word.len() == 11
-                && word.starts_with('1')
-                && word.chars().all(|c| c.is_ascii_digit())
-                && matches!(word.as_bytes()[1], b'3'..=b'9');
-            if word.len() == 18 && (check_citizen_id(&upper).is_ok() || check_uscc(&upper).is_ok())
-            {
-                out.push_str(&mask_id(&word));
-            } else if is_mobile {
-                out.push_str(&word[..3]);
-                out.push_str("****");
-                out.push_str(&word[7..]);
-            } else {
-                out.push_str(&word);
-            }
-            i = end;
-        } else {
-            out.push(chars[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
-/// Replaces each of `values` (names, numbers, addresses the hub knows belong to a person) found
-/// in `text` by its masked form, longest first so a name inside an address goes with it.
-pub fn mask_values(text: &str, values: &[&str]) -> String {
-    let mut values: Vec<&str> = values
-        .iter()
-        .copied()
-        .filter(|v| v.chars().count() >= 2)
-        .collect();
-    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
-    let mut text = text.to_string();
-    for v in values {
-        if text.contains(v) {
-            let masked = if v.chars().count() >= 10 {
-                mask_id(v)
-            } else {
-                mask_name(v)
-            };
-            text = text.replace(v, &masked);
-        }
-    }
-    text
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -590,6 +539,30 @@ mod tests {
             check_citizen_id(std::str::from_utf8(&region).unwrap()),
             Err(IdError::Region)
         );
+    }
+
+    #[test]
+    fn citizen_id_layout_ignores_the_check_character() {
+        for laid_out in [
+            "13043419840726291X",
+            "13043419840726291x",
+            "130434198407262910",
+            "130434840726291",
+        ] {
+            assert!(has_citizen_id_layout(laid_out), "{laid_out}");
+        }
+        for not in [
+            "99043419840726291X",
+            "13043419840231291X",
+            "13043430990101291X",
+            "1304341984072629XX",
+            "13043419840726291",
+            "130434841332291",
+            "１30434198407262910",
+            "",
+        ] {
+            assert!(!has_citizen_id_layout(not), "{not}");
+        }
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //!   `schemas/`) and compiles it in one pure step that reports every error with file and line.
 //! - [`ids`]: the national identifiers (USCC, citizen ID, item code, item type, e-license id),
 //!   validated with their check characters; [`ids::mask_id`] for anything that is logged.
+//! - [`personal`]: personal data in text the hub passes on but did not write (systems' errors,
+//!   handlers' opinions): decoded, then masked by what the application says and by shape.
 //! - [`mapping`]: declarative mappings canonical JSON ⇄ legacy XML/JSON (quick-xml, SOAP,
 //!   GBK/GB18030), compiled once from `mappings/`, evaluated as pure functions.
 //! - [`routing`]: item → system; the outbox workers (rate limit, concurrency, breaker, retry,
@@ -45,6 +47,7 @@ pub mod config;
 pub mod hub;
 pub mod ids;
 pub mod mapping;
+pub mod personal;
 pub mod routing;
 pub mod schema;
 pub mod store;

@@ -4,16 +4,19 @@
 //! no applicant's USCC, name, phone number, e-mail or address of the test data.
 //!
 //! The day: applications accepted and delivered; one refused by its system with a 400 that
-//! echoes the applicant's data back; a validation failure whose body carries ID numbers, names
+//! echoes the applicant's data back in ASCII-only JSON (`\u` escapes); a validation failure whose body carries ID numbers, names
 //! and phone numbers in the wrong places; refused user tokens (forged, expired, a bad ID
 //! number); an applicant who is not the token's user; a real-name level too low; case events
-//! and results posted by a system and polled from another (one of each broken); reads of
-//! applications by the platform, a supervisor and a system; refused credentials; the audit
-//! log listed by an administrator.
+//! and results posted by a system and polled from another (one of each broken), a handler's
+//! opinion naming the company, its representative and his mobile; reads of applications by
+//! the platform, a supervisor and a system, of dead letters by an administrator and of the
+//! supervision feed by a supervisor, all scanned too; refused credentials; the audit log listed
+//! by an administrator.
 //!
 //! A clear citizen ID number is any 18 characters that pass GB 11643 (`ids::check_citizen_id`),
 //! wherever they stand; the user tokens' subjects embed the ID number too, so a logged subject
-//! is caught. The test fails with every finding, its source and its context.
+//! is caught. Names and addresses count in clear as `\u` escapes too. The test fails with every
+//! finding, its source and its context.
 
 mod common;
 
@@ -50,6 +53,9 @@ const WANG_PHONE: &str = "13912345678";
 const WANG_EMAIL: &str = "wangxm@example.com";
 const WANG_ADDRESS: &str = "辽宁省沈阳市沈河区测试街 6 号 3-2-1";
 
+/// What the 市场监管 handler writes on accepting the company's application.
+const OPINION: &str = "沈阳示例餐饮管理有限公司法定代表人张三（手机 138-0000-0000）提交的材料齐全";
+
 /// 王小明's citizen ID number, valid (check character by GB 11643).
 fn wang_id() -> String {
     let first17 = "21010419880615123";
@@ -64,7 +70,7 @@ fn personal_values() -> Vec<(&'static str, String)> {
     for name in ["张三", "李四", WANG_NAME, "沈阳示例餐饮管理有限公司"] {
         values.push(("name", name.to_string()));
     }
-    for phone in ["13800000000", WANG_PHONE] {
+    for phone in ["13800000000", "138-0000-0000", WANG_PHONE] {
         values.push(("phone", phone.to_string()));
     }
     for email in ["zhangsan@example.com", "contact@example.com", WANG_EMAIL] {
@@ -76,15 +82,35 @@ fn personal_values() -> Vec<(&'static str, String)> {
     values
 }
 
+/// `value` as JSON `\u` escapes of its non-ASCII characters (lower-case hex), as a system
+/// writing ASCII-only JSON sends it.
+fn json_escaped(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| {
+            if c.is_ascii() {
+                c.to_string()
+            } else {
+                format!("\\u{:04x}", c as u32)
+            }
+        })
+        .collect()
+}
+
 /// Every piece of personal data in `text`.
 fn personal_data_in(text: &str) -> Vec<String> {
     let mut found: Vec<String> = common::clear_citizen_ids(text)
         .into_iter()
         .map(|id| format!("citizen ID {id}"))
         .collect();
+    // A JSON log line or body writes a backslash twice.
+    let unescaped = text.to_lowercase().replace("\\\\", "\\");
     for (kind, value) in personal_values() {
+        let escaped = json_escaped(&value);
         if text.contains(&value) {
             found.push(format!("{kind} {value}"));
+        } else if escaped != value && unescaped.contains(&escaped) {
+            found.push(format!("{kind} {value} as {escaped}"));
         }
     }
     found
@@ -210,6 +236,19 @@ impl Api {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// GETs `path` as `credential`: its text, which must come with 200.
+    async fn get_text(&self, path: &str, credential: &str) -> String {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(credential)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        response.text().await.unwrap()
+    }
+
     async fn post_raw(
         &self,
         path: &str,
@@ -307,7 +346,7 @@ async fn a_working_day(format: LogFormat) -> Vec<String> {
         .await;
 
     // Refused by its system, which echoes the data back: a dead letter.
-    rest.set_mode(Mode::Fail400Echo);
+    rest.set_mode(Mode::Fail400EscapedEcho);
     let wang = wang_application();
     let wang_app_id = accepted(
         "王小明's application",
@@ -376,11 +415,14 @@ async fn a_working_day(format: LogFormat) -> Vec<String> {
 
     // 市场监管 posts its case steps and the licence (holder, USCC, legal representative) back,
     // one broken step among them; another system's key is refused.
+    // The acceptance's opinion names the company, its representative and his mobile.
     let events = format!("/api/v1/systems/{SCJG}/events");
     let xml = "text/xml; charset=utf-8";
     for name in ["accept", "decision", "complete"] {
         let text = read_text(&format!("mappings/tests/scjg-food-event/{name}.legacy.xml"))
-            .replace(SCJG_EXAMPLE_ID, &company_id);
+            .replace(SCJG_EXAMPLE_ID, &company_id)
+            .replace("补正材料齐全", OPINION);
+        assert_eq!(text.contains(OPINION), name == "accept", "{name}");
         let status = api.post_raw(&events, &keys.scjg, xml, text).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{name}");
     }
@@ -440,7 +482,8 @@ async fn a_working_day(format: LogFormat) -> Vec<String> {
     .await;
 
     // Reads: by the platform, a supervisor, the system handling it; dead letters by an
-    // administrator.
+    // administrator; the supervision feed by a supervisor. What they answer is scanned too.
+    let mut answers = Vec::new();
     for (path, credential) in [
         (format!("/api/v1/applications/{company_id}"), &keys.platform),
         (
@@ -453,7 +496,13 @@ async fn a_working_day(format: LogFormat) -> Vec<String> {
     ] {
         let (status, body) = api.get(&path, credential).await;
         assert_eq!(status, StatusCode::OK, "{path}: {body:#}");
+        answers.push((path, body.to_string()));
     }
+    let feed = api
+        .get_text("/api/v1/supervision/stream?follow=false", &keys.supervisor)
+        .await;
+    assert!(feed.contains(&company_id), "{feed}");
+    answers.push(("/api/v1/supervision/stream".to_string(), feed));
     let (status, body) = api
         .get(&format!("/api/v1/applications/{zhang_id}"), &keys.scjg)
         .await;
@@ -510,6 +559,11 @@ async fn a_working_day(format: LogFormat) -> Vec<String> {
                 i + 1,
                 line.chars().take(400).collect::<String>()
             ));
+        }
+    }
+    for (path, answer) in &answers {
+        for found in personal_data_in(answer) {
+            findings.push(format!("GET {path}: {found}\n    {answer}"));
         }
     }
     for record in &listed {

@@ -18,6 +18,7 @@ use crate::auth::assertion::{Identity, Signer};
 use crate::clock;
 use crate::config::{AdapterConfig, Config, Protocol};
 use crate::mapping::{Mapping, Node};
+use crate::personal::PersonalValues;
 use crate::store::group::GroupCommit;
 use crate::store::{AttemptOutcome, ClaimedDelivery, FinishedAttempt, Store, StoreError};
 use breaker::Breaker;
@@ -411,18 +412,12 @@ fn legacy_message(
 }
 
 /// The outcome with personal data masked in its reason. A system's error answer often echoes
-/// what it was sent (a name, an ID number, a phone); the reason is logged, stored and shown on
-/// the application, so it must not carry them in clear.
+/// what it was sent (a name, an ID number, a phone), escaped or not; the reason is logged,
+/// stored and shown on the application, so it is decoded and masked with what the application
+/// says about its people.
 fn masked(outcome: AttemptOutcome, delivery: &ClaimedDelivery) -> AttemptOutcome {
-    let mask = |reason: String| {
-        let canonical: serde_json::Value =
-            serde_json::from_str(&delivery.payload).unwrap_or_default();
-        let known: Vec<&str> = PERSONAL_POINTERS
-            .iter()
-            .filter_map(|p| canonical.pointer(p).and_then(serde_json::Value::as_str))
-            .collect();
-        crate::ids::scrub(&crate::ids::mask_values(&reason, &known))
-    };
+    let mask =
+        |reason: String| PersonalValues::of_application_text(&delivery.payload).mask_text(&reason);
     match outcome {
         AttemptOutcome::Retry {
             next_attempt_at,
@@ -440,18 +435,6 @@ fn masked(outcome: AttemptOutcome, delivery: &ClaimedDelivery) -> AttemptOutcome
         delivered => delivered,
     }
 }
-
-/// Where an application holds personal data, for masking what systems echo back.
-const PERSONAL_POINTERS: &[&str] = &[
-    "/applicant/name",
-    "/applicant/id_number",
-    "/applicant/legal_representative/name",
-    "/applicant/legal_representative/id_number",
-    "/contact/name",
-    "/contact/phone",
-    "/contact/address",
-    "/contact/email",
-];
 
 /// What an attempt's result means for the delivery: done, again later, or never.
 fn classify(

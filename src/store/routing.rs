@@ -3,6 +3,7 @@
 
 use super::{Backend, Store, StoreError};
 use crate::clock;
+use crate::personal::PersonalValues;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
@@ -559,35 +560,6 @@ fn node_routing_name(node: &str) -> &str {
     }
 }
 
-/// The canonical event as the supervision feed shows it: the handler's name masked, their id
-/// and the free texts (opinion, reasons) scrubbed of ID and phone numbers. A body that is not a
-/// JSON object is replaced by `{}` rather than passed on unread.
-fn masked_event(body: &str) -> String {
-    use crate::ids::{mask_name, scrub};
-    use serde_json::Value;
-    let Ok(Value::Object(mut event)) = serde_json::from_str::<Value>(body) else {
-        return "{}".to_owned();
-    };
-    let scrub_at = |v: Option<&mut Value>| {
-        if let Some(Value::String(text)) = v {
-            *text = scrub(text);
-        }
-    };
-    if let Some(Value::Object(handler)) = event.get_mut("handler") {
-        if let Some(Value::String(name)) = handler.get_mut("name") {
-            *name = mask_name(name);
-        }
-        scrub_at(handler.get_mut("id"));
-    }
-    scrub_at(event.get_mut("opinion"));
-    for part in ["supplement", "special_procedure", "completion"] {
-        if let Some(Value::Object(detail)) = event.get_mut(part) {
-            scrub_at(detail.get_mut("reason"));
-        }
-    }
-    Value::Object(event).to_string()
-}
-
 fn delivery_from_row(r: &AnyRow) -> Result<DeliveryRecord, StoreError> {
     Ok(DeliveryRecord {
         id: r.try_get("id")?,
@@ -796,23 +768,31 @@ async fn record_event_in_tx(
                 .await?;
         // The feed entry commits with the event, so the feed has every stored event.
         let row = sqlx::query(
-            "SELECT a.item_code, COALESCE(c.department_uscc, '') AS department FROM applications a \
+            "SELECT a.item_code, a.body, COALESCE(c.department_uscc, '') AS department FROM applications a \
                  LEFT JOIN catalog_items c ON c.code = a.item_code AND c.version = a.item_version \
                  WHERE a.id = $1",
         )
         .bind(event.application_id)
         .fetch_optional(&mut **tx)
         .await?;
-        let (item_code, department): (String, String) = match row {
-            Some(r) => (r.try_get("item_code")?, r.try_get("department")?),
-            None => (String::new(), String::new()),
+        let (item_code, application, department): (String, String, String) = match row {
+            Some(r) => (
+                r.try_get("item_code")?,
+                r.try_get("body")?,
+                r.try_get("department")?,
+            ),
+            None => (String::new(), String::new(), String::new()),
         };
         let routing_key = format!(
             "event.{}.{}",
             event.system_id,
             node_routing_name(event.node_name)
         );
-        let body = masked_event(event.body);
+        // The feed is read beyond the department: the event as `personal` masks it, with what
+        // the application says about its people.
+        let body = PersonalValues::of_application_text(&application)
+            .masked_event(event.body)
+            .to_string();
         super::supervision::append_feed_in_tx(
             tx,
             &super::NewFeedEntry {

@@ -33,6 +33,9 @@ pub enum Mode {
     /// HTTP 400 quoting the request back, as legacy systems do: the fields it complains about
     /// first (ID number, name, phone), then the whole request.
     Fail400Echo,
+    /// Like [`Mode::Fail400Echo`], in ASCII-only JSON as many legacy systems write it: every
+    /// other character a `\u` escape.
+    Fail400EscapedEcho,
     /// HTTP 500 with a SOAP 1.1 `soap:Client` fault: the message will never be accepted.
     SoapClientFault,
     /// Answers 200 after this many milliseconds.
@@ -269,7 +272,7 @@ async fn mock_answer(
             r#"{"CODE":"E400","MSG":"SFZHM 校验失败"}"#,
         )
             .into_response(),
-        Mode::Fail400Echo => {
+        Mode::Fail400Echo | Mode::Fail400EscapedEcho => {
             let sent: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             let data = &sent["data"];
             let echo = json!({
@@ -279,11 +282,17 @@ async fn mock_answer(
                 "SQRXM": data["SQRXM"],
                 "LXDH": data["LXDH"],
                 "DATA": sent,
-            });
+            })
+            .to_string();
+            let echo = if mode == Mode::Fail400EscapedEcho {
+                ascii_escaped(&echo)
+            } else {
+                echo
+            };
             (
                 StatusCode::BAD_REQUEST,
                 [(header::CONTENT_TYPE, "application/json")],
-                echo.to_string(),
+                echo,
             )
                 .into_response()
         }
@@ -319,6 +328,22 @@ fn feed(shared: &Shared, uri: &Uri) -> Response {
         .cloned()
         .collect();
     axum::Json(entries).into_response()
+}
+
+/// JSON text with every non-ASCII character written as `\u` escapes (UTF-16 units).
+pub fn ascii_escaped(json: &str) -> String {
+    let mut out = String::with_capacity(json.len() * 2);
+    for c in json.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
 }
 
 fn busy_answer(soap: bool, message: &str, body: &[u8]) -> Response {

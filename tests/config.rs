@@ -192,6 +192,10 @@ fn the_repository_configuration_compiles_from_a_copy() {
     assert_eq!(config.hub.server.listen, "127.0.0.1:8080".parse().unwrap());
     assert_eq!(config.hub.server.body_limit_bytes, 1_048_576);
     assert_eq!(config.hub.server.shutdown_grace_seconds, 30);
+    assert_eq!(config.hub.server.header_read_timeout_seconds, 30);
+    assert_eq!(config.hub.server.body_read_timeout_seconds, 60);
+    assert_eq!(config.hub.server.max_uri_bytes, 8192);
+    assert_eq!(config.hub.server.max_header_bytes, 65536);
     assert_eq!(config.hub.store.url, "sqlite://data/tongban.db");
     assert_eq!(config.hub.store.max_connections, 8);
     assert_eq!(config.hub.bus, BusConfig::Memory);
@@ -413,6 +417,8 @@ fn every_bad_value_in_hub_toml_is_reported_at_once() {
         r#"[server]
 listen = "127.0.0.1:99999"
 body_limit_bytes = 10
+header_read_timeout_seconds = 0
+max_uri_bytes = 70000
 
 [store]
 url = "mysql://hub@localhost/tongban"
@@ -446,6 +452,8 @@ assertion_ttl_seconds = 5
         [
             "server.listen",
             "server.body_limit_bytes",
+            "server.header_read_timeout_seconds",
+            "server.max_uri_bytes",
             "store.url",
             "store.max_connections",
             "bus.kind",

@@ -119,8 +119,12 @@ impl Api {
     }
 
     async fn submit(&self, app: &Value) -> Reply {
-        self.call(self.submission(app).body(Body::from(app.to_string())).unwrap())
-            .await
+        self.call(
+            self.submission(app)
+                .body(Body::from(app.to_string()))
+                .unwrap(),
+        )
+        .await
     }
 }
 
@@ -146,14 +150,24 @@ async fn a_nul_anywhere_is_refused_with_400_and_reaches_no_store(store: &Store) 
 
     // Path parameters and query values, on every kind of route.
     let queries: Vec<(Method, String, &str, &str)> = vec![
-        (Method::GET, "/api/v1/catalog/items?q=%00".into(), &api.platform, "q"),
+        (
+            Method::GET,
+            "/api/v1/catalog/items?q=%00".into(),
+            &api.platform,
+            "q",
+        ),
         (
             Method::GET,
             "/api/v1/catalog/items?q=food&department=a%00b".into(),
             &api.platform,
             "department",
         ),
-        (Method::GET, "/api/v1/catalog/items/%00".into(), &api.platform, "code"),
+        (
+            Method::GET,
+            "/api/v1/catalog/items/%00".into(),
+            &api.platform,
+            "code",
+        ),
         (
             Method::GET,
             format!("/api/v1/applications/{id}%00"),
@@ -184,7 +198,12 @@ async fn a_nul_anywhere_is_refused_with_400_and_reaches_no_store(store: &Store) 
             &api.supervisor,
             "system",
         ),
-        (Method::GET, "/api/v1/audit?actor=%00".into(), &api.admin, "actor"),
+        (
+            Method::GET,
+            "/api/v1/audit?actor=%00".into(),
+            &api.admin,
+            "actor",
+        ),
         (
             Method::POST,
             format!("/api/v1/systems/{RST}%00/heartbeat"),
@@ -257,11 +276,10 @@ async fn a_nul_anywhere_is_refused_with_400_and_reaches_no_store(store: &Store) 
         .await;
     let errors = reply.problem(StatusCode::BAD_REQUEST);
     assert!(
-        errors.iter().any(|e| e["path"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("HJLSH")
-            && e["message"].as_str().unwrap().contains("NUL")),
+        errors
+            .iter()
+            .any(|e| e["path"].as_str().unwrap_or_default().contains("HJLSH")
+                && e["message"].as_str().unwrap().contains("NUL")),
         "{errors:#?}"
     );
     // Queue consumers and pollers get the same answer from the inbound path they share: a
@@ -375,7 +393,10 @@ async fn an_idempotency_key_is_visible_ascii_only() {
             )
             .await;
         let errors = reply.problem(StatusCode::BAD_REQUEST);
-        assert_eq!(errors[0]["header"], "Idempotency-Key", "{key:?}: {errors:#?}");
+        assert_eq!(
+            errors[0]["header"], "Idempotency-Key",
+            "{key:?}: {errors:#?}"
+        );
     }
     let reply = api
         .call(
@@ -408,7 +429,10 @@ async fn a_query_that_does_not_percent_decode_is_refused_naming_each_parameter()
     }
     // Every bad parameter at once.
     let reply = api
-        .get("/api/v1/catalog/items?q=%ZZ&type=%00&limit=5", &api.platform)
+        .get(
+            "/api/v1/catalog/items?q=%ZZ&type=%00&limit=5",
+            &api.platform,
+        )
         .await;
     let parameters: Vec<Value> = reply
         .problem(StatusCode::BAD_REQUEST)
@@ -418,7 +442,10 @@ async fn a_query_that_does_not_percent_decode_is_refused_naming_each_parameter()
     assert_eq!(parameters, [json!("q"), json!("type")]);
     // Well-formed escapes, `+` and UTF-8 are read as ever.
     let reply = api
-        .get("/api/v1/catalog/items?q=%E9%A3%9F%E5%93%81+%E7%BB%8F%E8%90%A5", &api.platform)
+        .get(
+            "/api/v1/catalog/items?q=%E9%A3%9F%E5%93%81+%E7%BB%8F%E8%90%A5",
+            &api.platform,
+        )
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{:#}", reply.body);
 }
@@ -426,26 +453,37 @@ async fn a_query_that_does_not_percent_decode_is_refused_naming_each_parameter()
 #[tokio::test]
 async fn an_inbound_body_is_declared_as_what_its_mapping_reads() {
     let (api, _t) = api().await;
-    let xml = std::fs::read(common::repo().join("mappings/tests/scjg-food-event/accept.legacy.xml"))
-        .unwrap();
+    let xml =
+        std::fs::read(common::repo().join("mappings/tests/scjg-food-event/accept.legacy.xml"))
+            .unwrap();
     let json = rst_event("TB-nowhere", "LNRS-1").to_string().into_bytes();
     let events = |system: &str| format!("/api/v1/systems/{system}/events");
-    let post = |system: &'static str, key: &str, content_type: Option<&'static str>, body: &[u8]| {
-        let (uri, key, body) = (events(system), key.to_string(), body.to_vec());
-        let api = &api;
-        async move {
-            api.send(Method::POST, &uri, &key, content_type, body)
-                .await
-        }
-    };
+    let post =
+        |system: &'static str, key: &str, content_type: Option<&'static str>, body: &[u8]| {
+            let (uri, key, body) = (events(system), key.to_string(), body.to_vec());
+            let api = &api;
+            async move { api.send(Method::POST, &uri, &key, content_type, body).await }
+        };
 
     for (system, key, content_type, body, says) in [
         (SCJG, &api.scjg, "application/json", &xml, "XML"),
         (SCJG, &api.scjg, "text/plain", &xml, "XML"),
         (RST, &api.rst, "application/xml", &json, "JSON"),
-        (RST, &api.rst, "application/json; charset=GBK", &json, "UTF-8"),
+        (
+            RST,
+            &api.rst,
+            "application/json; charset=GBK",
+            &json,
+            "UTF-8",
+        ),
         (SCJG, &api.scjg, "text/xml; charset=GBK", &xml, "UTF-8"),
-        (SCJG, &api.scjg, "application/xml; charset=x-nonsense", &xml, "x-nonsense"),
+        (
+            SCJG,
+            &api.scjg,
+            "application/xml; charset=x-nonsense",
+            &xml,
+            "x-nonsense",
+        ),
     ] {
         let reply = post(system, key, Some(content_type), body).await;
         reply.problem(StatusCode::UNSUPPORTED_MEDIA_TYPE);
@@ -460,9 +498,24 @@ async fn an_inbound_body_is_declared_as_what_its_mapping_reads() {
     for (system, key, content_type, body) in [
         (SCJG, &api.scjg, None, &xml),
         (SCJG, &api.scjg, Some("text/xml"), &xml),
-        (SCJG, &api.scjg, Some("application/soap+xml; charset=\"utf-8\""), &xml),
-        (SCJG, &api.scjg, Some("application/xml; charset=UTF-8"), &xml),
-        (RST, &api.rst, Some("application/json; charset=utf-8"), &json),
+        (
+            SCJG,
+            &api.scjg,
+            Some("application/soap+xml; charset=\"utf-8\""),
+            &xml,
+        ),
+        (
+            SCJG,
+            &api.scjg,
+            Some("application/xml; charset=UTF-8"),
+            &xml,
+        ),
+        (
+            RST,
+            &api.rst,
+            Some("application/json; charset=utf-8"),
+            &json,
+        ),
         (RST, &api.rst, None, &json),
     ] {
         let reply = post(system, key, content_type, body).await;
@@ -529,11 +582,19 @@ fn response(bytes: &[u8]) -> (u16, String, Value) {
         .unwrap_or(0);
     let content_type = head
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-type: ").map(str::to_string))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type: ")
+                .map(str::to_string)
+        })
         .unwrap_or_default();
     let length = head
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(str::to_string))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(str::to_string)
+        })
         .and_then(|n| n.trim().parse::<usize>().ok())
         .unwrap_or(body.len());
     let body = serde_json::from_str(&body[..length.min(body.len())]).unwrap_or(Value::Null);

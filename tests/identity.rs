@@ -369,10 +369,7 @@ async fn a_token_header_value_of_any_size_or_content_is_bounded_and_escaped_ever
     let app = card_application();
     // A key id of 20 000 characters opening with a newline, a carriage return and ANSI escapes
     // that would recolour a terminal, then an algorithm name of the same kind.
-    let kid = format!(
-        "\n\r\u{1b}[31mforged\u{1b}[0m`\\{}",
-        "k".repeat(20_000)
-    );
+    let kid = format!("\n\r\u{1b}[31mforged\u{1b}[0m`\\{}", "k".repeat(20_000));
     let alg = format!("\u{1b}[2J{}", "A".repeat(20_000));
     let token_with = |header: Value| {
         let claims = user_claims(&api.issuer, &app, 3);
@@ -401,16 +398,25 @@ async fn a_token_header_value_of_any_size_or_content_is_bounded_and_escaped_ever
     for (status, body) in &answers {
         assert_eq!(*status, StatusCode::UNAUTHORIZED, "{body:#}");
         let detail = body["detail"].as_str().unwrap();
-        assert!(body.to_string().len() < 1024, "{body}");
+        let size = body.to_string().len();
+        assert!(size < 1024, "an answer of {size} bytes");
         assert!(inert(detail), "{detail:?}");
-        assert!(detail.contains("bytes in all"), "the length is told: {detail}");
+        assert!(
+            detail.contains("bytes in all"),
+            "the length is told: {detail}"
+        );
     }
     let kid_detail = answers[0].1["detail"].as_str().unwrap();
     assert!(
         kid_detail.contains(r"\n\r\u{1b}[31mforged\u{1b}[0m\`\\kkk"),
         "the key id's start is shown escaped: {kid_detail}"
     );
-    assert!(answers[2].1["detail"].as_str().unwrap().contains(r"\u{1b}[2JAAA"));
+    assert!(
+        answers[2].1["detail"]
+            .as_str()
+            .unwrap()
+            .contains(r"\u{1b}[2JAAA")
+    );
 
     let records = api.served.store.audit_records().await.unwrap();
     let refused: Vec<_> = records
@@ -419,7 +425,7 @@ async fn a_token_header_value_of_any_size_or_content_is_bounded_and_escaped_ever
         .collect();
     assert_eq!(refused.len(), 4, "{records:#?}");
     for r in refused {
-        assert!(r.detail.len() < 512, "{}", r.detail);
+        assert!(r.detail.len() < 512, "a detail of {} bytes", r.detail.len());
         assert!(inert(&r.detail), "{:?}", r.detail);
     }
 }
@@ -499,7 +505,10 @@ async fn with_the_issuers_keys_unreachable_tokens_get_503_and_readyz_says_so() {
         let (status, body) = served.send(request).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body:#}");
         assert_eq!(body["detail"], expected, "{body:#}");
-        assert!(!body.to_string().contains("127.0.0.1"), "no internals: {body}");
+        assert!(
+            !body.to_string().contains("127.0.0.1"),
+            "no internals: {body}"
+        );
     }
     // The refused write is recorded as the hub's failure, not the caller's.
     let records = served.store.audit_records().await.unwrap();

@@ -137,7 +137,9 @@ fn decode(raw: &str, plus_is_space: bool) -> Result<String, &'static str> {
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
-                let digits = bytes.get(i + 1..i + 3).filter(|d| d.iter().all(u8::is_ascii_hexdigit));
+                let digits = bytes
+                    .get(i + 1..i + 3)
+                    .filter(|d| d.iter().all(u8::is_ascii_hexdigit));
                 let Some(digits) = digits else {
                     return Err("has a `%` not followed by two hexadecimal digits");
                 };
@@ -188,6 +190,12 @@ mod tests {
         let problems = path_problems("/api/v1/systems/{id}/events", "/api/v1/systems/a%00/events");
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].parameter.as_deref(), Some("id"));
-        assert!(path_problems("/api/v1/systems/{id}/events", "/api/v1/systems/a%20b/events").is_empty());
+        assert!(
+            path_problems(
+                "/api/v1/systems/{id}/events",
+                "/api/v1/systems/a%20b/events"
+            )
+            .is_empty()
+        );
     }
 }

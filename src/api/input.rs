@@ -289,7 +289,9 @@ impl FromRequest<AppState> for RawBody {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let media = MediaType::of(req.headers())?;
-        read_body(req, state).await.map(|bytes| RawBody(bytes, media))
+        read_body(req, state)
+            .await
+            .map(|bytes| RawBody(bytes, media))
     }
 }
 

@@ -27,9 +27,9 @@ pub mod server;
 mod supervision;
 
 pub use guard::AuditNote;
-pub use server::serve;
 pub use metrics::Metrics;
 pub use problem::{ApiError, Problem, ProblemEntry};
+pub use server::serve;
 
 use crate::auth::assertion::Signer;
 use crate::auth::tokens::Verifier;

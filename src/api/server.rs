@@ -21,7 +21,7 @@
 //! served: the province's gateway speaks HTTP/1.1 to the hub.
 
 use super::edge::MAX_HEADER_FIELDS;
-use crate::config::ServerConfig;
+use crate::config::Config;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -42,8 +42,9 @@ pub struct Server {
     max_buf_size: usize,
 }
 
-/// Serves `router` on `listener` with the limits and timeouts of `config`.
-pub fn serve(listener: TcpListener, router: Router, config: &ServerConfig) -> Server {
+/// Serves `router` on `listener` with the limits and timeouts of `[server]` in `config`.
+pub fn serve(listener: TcpListener, router: Router, config: &Config) -> Server {
+    let config = &config.hub.server;
     Server {
         listener,
         router,

@@ -249,14 +249,10 @@ impl Authenticator {
             let key_id = rest.split('_').next().unwrap_or_default();
             return self.api_key(key_id, credential).await;
         }
-        let staff = self
-            .verifier
-            .staff(credential)
-            .await
-            .map_err(|e| match e {
-                TokenError::KeysUnavailable => AuthenticateError::IdentityUnavailable,
-                other => Unauthenticated::Token(other).into(),
-            })?;
+        let staff = self.verifier.staff(credential).await.map_err(|e| match e {
+            TokenError::KeysUnavailable => AuthenticateError::IdentityUnavailable,
+            other => Unauthenticated::Token(other).into(),
+        })?;
         Ok(Principal {
             actor: format!("staff:{}", staff.subject),
             roles: staff.roles,

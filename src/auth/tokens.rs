@@ -33,23 +33,21 @@ pub const REFETCH_GAP: Duration = Duration::from_secs(10);
 pub const SHOWN_BYTES: usize = 64;
 
 /// A value from a token's header, fit to repeat: printable ASCII as it is, anything else
-/// escaped (`\n`, `\u{1b}`, `\u{4e2d}`, and the backtick and backslash too), cut after
-/// [`SHOWN_BYTES`] with the length of the whole.
+/// escaped (`\n`, `\u{1b}`, `\u{4e2d}`, and the backtick and backslash too), at most
+/// [`SHOWN_BYTES`] of that, followed by the length of the whole when it was cut.
 pub fn shown(value: &str) -> String {
     let mut out = String::new();
     for c in value.chars() {
-        if out.len() >= SHOWN_BYTES {
+        let piece = match c {
+            '\\' | '`' => format!("\\{c}"),
+            ' '..='~' => c.to_string(),
+            other => other.escape_default().to_string(),
+        };
+        if out.len() + piece.len() > SHOWN_BYTES {
             out.push_str(&format!("… ({} bytes in all)", value.len()));
             break;
         }
-        match c {
-            '\\' | '`' => {
-                out.push('\\');
-                out.push(c);
-            }
-            ' '..='~' => out.push(c),
-            other => out.extend(other.escape_default()),
-        }
+        out.push_str(&piece);
     }
     out
 }
@@ -321,9 +319,7 @@ impl Verifier {
                     },
                     // The library's own text names its internals; the caller gets a reason.
                     K::Base64(_) => TokenError::Malformed("a part is not base64url".into()),
-                    K::Json(_) => {
-                        TokenError::Malformed("the claims are not a JSON object".into())
-                    }
+                    K::Json(_) => TokenError::Malformed("the claims are not a JSON object".into()),
                     K::Utf8(_) => TokenError::Malformed("the claims are not UTF-8".into()),
                     K::InvalidClaimFormat(claim) => TokenError::BadClaim {
                         claim: shown(claim),
@@ -489,4 +485,20 @@ fn user_identity(
         real_name_level,
         applicant_kind: kind,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_are_shown_escaped_and_cut() {
+        assert_eq!(shown("key-2026"), "key-2026");
+        assert_eq!(shown("a\n\u{1b}[0m`\\"), r"a\n\u{1b}[0m\`\\");
+        assert_eq!(shown("中"), r"\u{4e2d}");
+        let long = shown(&"\u{7}".repeat(1000));
+        assert!(long.len() < SHOWN_BYTES + 32, "{long}");
+        assert!(long.ends_with("… (1000 bytes in all)"), "{long}");
+        assert!(!long.chars().any(char::is_control));
+    }
 }

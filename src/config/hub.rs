@@ -345,7 +345,11 @@ pub(super) fn compile(
             1..=3600,
         ),
         // hyper itself answers 414 beyond 65534 bytes.
-        ("server.max_uri_bytes", &parsed.server.max_uri_bytes, 256..=65534),
+        (
+            "server.max_uri_bytes",
+            &parsed.server.max_uri_bytes,
+            256..=65534,
+        ),
         (
             "server.max_header_bytes",
             &parsed.server.max_header_bytes,

@@ -99,9 +99,8 @@ impl Server {
                             }
                             break;
                         }
-                        changed = stopping.changed(), if !stopping_seen => {
-                            // Sent or dropped: either way the server is stopping.
-                            let _ = changed;
+                        // Its sender dropped: the server is stopping.
+                        _ = stopping.changed(), if !stopping_seen => {
                             stopping_seen = true;
                             connection.as_mut().graceful_shutdown();
                         }

@@ -246,7 +246,7 @@ pub async fn serve(
     let router = api::router(state);
     let grace = Duration::from_secs(config.hub.server.shutdown_grace_seconds);
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+    let server = api::serve(listener, router, &config).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutdown requested; finishing in-flight requests and deliveries");
         let _ = stop_streams.send(true);

@@ -177,3 +177,37 @@ impl Schemas {
             .map(|(name, (_, doc))| (name.as_str(), doc))
     }
 }
+
+/// Where `value` holds a NUL character: JSON pointers to every such string, each with whether
+/// it is the member name at that pointer (`true`) or the value there.
+pub fn nul_pointers(value: &Value) -> Vec<(String, bool)> {
+    fn walk(value: &Value, at: &mut String, found: &mut Vec<(String, bool)>) {
+        match value {
+            Value::String(s) if s.contains('\0') => found.push((at.clone(), false)),
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let len = at.len();
+                    at.push_str(&format!("/{i}"));
+                    walk(item, at, found);
+                    at.truncate(len);
+                }
+            }
+            Value::Object(members) => {
+                for (name, member) in members {
+                    let len = at.len();
+                    at.push('/');
+                    at.push_str(&name.replace('~', "~0").replace('/', "~1"));
+                    if name.contains('\0') {
+                        found.push((at.clone(), true));
+                    }
+                    walk(member, at, found);
+                    at.truncate(len);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    walk(value, &mut String::new(), &mut found);
+    found
+}

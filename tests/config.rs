@@ -192,6 +192,10 @@ fn the_repository_configuration_compiles_from_a_copy() {
     assert_eq!(config.hub.server.listen, "127.0.0.1:8080".parse().unwrap());
     assert_eq!(config.hub.server.body_limit_bytes, 1_048_576);
     assert_eq!(config.hub.server.shutdown_grace_seconds, 30);
+    assert_eq!(config.hub.server.header_read_timeout_seconds, 30);
+    assert_eq!(config.hub.server.body_read_timeout_seconds, 60);
+    assert_eq!(config.hub.server.max_uri_bytes, 8192);
+    assert_eq!(config.hub.server.max_header_bytes, 65536);
     assert_eq!(config.hub.store.url, "sqlite://data/tongban.db");
     assert_eq!(config.hub.store.max_connections, 8);
     assert_eq!(config.hub.bus, BusConfig::Memory);
@@ -402,6 +406,38 @@ fn a_bad_listen_value_an_unknown_adapter_key_and_a_broken_schema_are_all_reporte
 
     let schema = only_error_in(&errors, "schemas/application.schema.json");
     assert_eq!(schema.line, Some(4), "{schema}");
+}
+
+#[test]
+fn server_timeouts_and_limits_out_of_range_are_each_reported() {
+    let dir = valid_dir();
+    let mut text = read(dir.path(), "hub.toml");
+    for (key, value) in [
+        ("header_read_timeout_seconds", "0"),
+        ("body_read_timeout_seconds", "86400"),
+        ("max_uri_bytes", "70000"),
+        ("max_header_bytes", "10"),
+    ] {
+        text = common::edit::set_key(&text, key, value);
+    }
+    write(dir.path(), "hub.toml", text);
+    let errors = errors(dir.path());
+    let keys: Vec<&str> = errors.iter().filter_map(|e| e.key.as_deref()).collect();
+    assert_eq!(
+        keys,
+        [
+            "server.header_read_timeout_seconds",
+            "server.body_read_timeout_seconds",
+            "server.max_uri_bytes",
+            "server.max_header_bytes",
+        ],
+        "{errors:#?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.line.is_some() && e.message.starts_with("must be between"))
+    );
 }
 
 #[test]

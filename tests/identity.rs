@@ -418,3 +418,197 @@ async fn an_item_reference_that_cannot_be_read_is_refused_never_waved_past_the_c
     let (status, body) = api.submit(&app, Some(&token)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body:#}");
 }
+
+/// `text` has nothing a terminal or a log reader would act on: no control character at all.
+fn inert(text: &str) -> bool {
+    !text.chars().any(char::is_control)
+}
+
+#[tokio::test]
+async fn a_token_header_value_of_any_size_or_content_is_bounded_and_escaped_everywhere() {
+    let api = api().await;
+    let app = card_application();
+    // A key id of 20 000 characters opening with a newline, a carriage return and ANSI escapes
+    // that would recolour a terminal, then an algorithm name of the same kind.
+    let kid = format!("\n\r\u{1b}[31mforged\u{1b}[0m`\\{}", "k".repeat(20_000));
+    let alg = format!("\u{1b}[2J{}", "A".repeat(20_000));
+    let token_with = |header: Value| {
+        let claims = user_claims(&api.issuer, &app, 3);
+        format!(
+            "{}.{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes()),
+            b64(b"signature")
+        )
+    };
+    let long_kid = token_with(json!({"alg": "ES256", "kid": kid}));
+    let long_alg = token_with(json!({"alg": alg, "kid": "t-ec"}));
+
+    let mut answers = Vec::new();
+    for token in [&long_kid, &long_alg] {
+        // As a staff token, anonymous to the guard, on a write (so it is audited) …
+        let request = Request::put("/api/v1/catalog/items/x")
+            .header("authorization", common::bearer(token))
+            .header("content-type", "application/json")
+            .body(Body::from("{}"))
+            .unwrap();
+        answers.push(api.served.send(request).await);
+        // … and as an applicant's token, under the platform's key.
+        answers.push(api.submit(&app, Some(token)).await);
+    }
+    for (status, body) in &answers {
+        assert_eq!(*status, StatusCode::UNAUTHORIZED, "{body:#}");
+        let detail = body["detail"].as_str().unwrap();
+        let size = body.to_string().len();
+        assert!(size < 1024, "an answer of {size} bytes");
+        assert!(inert(detail), "{detail:?}");
+        assert!(
+            detail.contains("bytes in all"),
+            "the length is told: {detail}"
+        );
+    }
+    let kid_detail = answers[0].1["detail"].as_str().unwrap();
+    assert!(
+        kid_detail.contains(r"\n\r\u{1b}[31mforged\u{1b}[0m\`\\kkk"),
+        "the key id's start is shown escaped: {kid_detail}"
+    );
+    assert!(
+        answers[2].1["detail"]
+            .as_str()
+            .unwrap()
+            .contains(r"\u{1b}[2JAAA")
+    );
+
+    let records = api.served.store.audit_records().await.unwrap();
+    let refused: Vec<_> = records
+        .iter()
+        .filter(|r| r.outcome.starts_with("refused 401"))
+        .collect();
+    assert_eq!(refused.len(), 4, "{records:#?}");
+    for r in refused {
+        assert!(r.detail.len() < 512, "a detail of {} bytes", r.detail.len());
+        assert!(inert(&r.detail), "{:?}", r.detail);
+    }
+}
+
+#[tokio::test]
+async fn refusals_name_the_fault_and_never_the_token_librarys_own_text() {
+    let api = api().await;
+    let app = card_application();
+    let claims = user_claims(&api.issuer, &app, 3);
+    let good = api.issuer.sign("t-ec", &claims);
+    let parts: Vec<&str> = good.split('.').collect();
+    // Keys named by the token itself.
+    let own_key = format!(
+        "{}.{}.{}",
+        b64(br#"{"alg":"ES256","kid":"t-ec","jku":"https://attacker.example/jwks.json"}"#),
+        parts[1],
+        parts[2]
+    );
+    // A signature that is not base64url at all.
+    let not_base64 = format!("{}.{}.!!!{}", parts[0], parts[1], parts[2]);
+    for (token, reason) in [
+        (own_key, "names a key of its own"),
+        (not_base64, "a part is not base64url"),
+    ] {
+        let (status, body) = api.submit(&app, Some(&token)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body:#}");
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.contains(reason), "`{reason}` in: {detail}");
+        for library in ["Base64", "InvalidByte", "Json(", "Error(", "line 1"] {
+            assert!(!detail.contains(library), "{detail}");
+        }
+        if reason.contains("own") {
+            assert!(!detail.contains("not a JWT"), "{detail}");
+        }
+    }
+}
+
+/// The repository's configuration with the identity issuer's keys at `url`.
+fn keys_at(url: &str) -> tongban::config::Config {
+    let mut config = common::config();
+    config.hub.identity.jwks = tongban::config::JwksSource::Url {
+        url: url.to_string(),
+        refresh_seconds: 3600,
+    };
+    config
+}
+
+#[tokio::test]
+async fn with_the_issuers_keys_unreachable_tokens_get_503_and_readyz_says_so() {
+    let issuer = Issuer::new();
+    // A port nobody listens on: the identity system is down.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks.json", closed.local_addr().unwrap());
+    drop(closed);
+    let t = common::sqlite_store().await;
+    let served = TestApi::over(keys_at(&url), &t.store).await;
+    let platform = common::api_key(&served.store, Role::Platform, None).await;
+    let app = card_application();
+    let expected = "the identity system's keys are not available";
+
+    let staff = Request::put("/api/v1/catalog/items/x")
+        .header(
+            "authorization",
+            common::bearer(&issuer.staff_token("s-1", &["admin"])),
+        )
+        .header("content-type", "application/json")
+        .body(Body::from("{}"))
+        .unwrap();
+    let applicant = Request::post("/api/v1/applications")
+        .header("authorization", common::bearer(&platform))
+        .header("tongban-user-token", issuer.token_for(&app, 3))
+        .header("content-type", "application/json")
+        .body(Body::from(app.to_string()))
+        .unwrap();
+    let ready = Request::get("/readyz").body(Body::empty()).unwrap();
+    for request in [staff, applicant, ready] {
+        let (status, body) = served.send(request).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body:#}");
+        assert_eq!(body["detail"], expected, "{body:#}");
+        assert!(
+            !body.to_string().contains("127.0.0.1"),
+            "no internals: {body}"
+        );
+    }
+    // The refused write is recorded as the hub's failure, not the caller's.
+    let records = served.store.audit_records().await.unwrap();
+    assert!(
+        records
+            .iter()
+            .any(|r| r.outcome == "failed 503" && r.detail.contains(expected)),
+        "{records:#?}"
+    );
+    assert!(!records.iter().any(|r| r.outcome.starts_with("refused 401")));
+}
+
+#[tokio::test]
+async fn a_key_id_not_yet_known_while_the_issuer_cannot_be_asked_is_an_outage() {
+    use tongban::auth::tokens::{TokenError, Verifier};
+    let issuer = Issuer::new();
+    let server = jwks_server(serde_json::to_value(issuer.jwks()).unwrap()).await;
+    let verifier = Verifier::new(&keys_at(&server.url).hub.identity);
+    let app = card_application();
+    let claims = user_claims(&issuer, &app, 3);
+    let known = issuer.sign("t-ec", &claims);
+    let rotated = issuer.sign_as("t-ec", "t-ec-next", &claims);
+
+    verifier.refresh().await.unwrap();
+    verifier.readiness().unwrap();
+    // The issuer's answers stop making sense (an outage behind its gateway).
+    *server.set.lock().unwrap() = json!("<html>502 Bad Gateway</html>");
+    verifier.refresh().await.unwrap_err();
+
+    // Keys fetched before still check their tokens, and the hub stays ready …
+    verifier.user(&known).await.unwrap();
+    verifier.readiness().unwrap();
+    // … but a key it has not seen may be the issuer's newest: not the caller's fault.
+    let err = verifier.user(&rotated).await.unwrap_err();
+    assert_eq!(err, TokenError::KeysUnavailable, "{err}");
+
+    // Once the issuer answers again, a key it does not publish is the caller's fault.
+    *server.set.lock().unwrap() = serde_json::to_value(issuer.jwks()).unwrap();
+    verifier.refresh().await.unwrap();
+    let err = verifier.user(&rotated).await.unwrap_err();
+    assert!(matches!(err, TokenError::UnknownKey(_)), "{err}");
+}

@@ -8,8 +8,8 @@ use super::problem::{ApiError, ProblemEntry};
 use super::{Access, AppState, Caller, Route};
 use crate::audit::AuditEntry;
 use crate::auth::assertion::Identity;
-use crate::auth::tokens::UserIdentity;
-use crate::auth::{Role, USER_TOKEN_HEADER, sha256_hex, subject_digest};
+use crate::auth::tokens::{TokenError, UserIdentity};
+use crate::auth::{Role, sha256_hex, subject_digest};
 use crate::catalog::{self, ItemRef};
 use crate::clock;
 use crate::ids::{mask_id, mask_name};
@@ -87,9 +87,7 @@ async fn applicant_identity(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<UserIdentity, ApiError> {
-    let token = headers
-        .get(USER_TOKEN_HEADER)
-        .and_then(|v| v.to_str().ok())
+    let token = super::guard::single_header(headers, "Tongban-User-Token")?
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| {
@@ -104,7 +102,13 @@ async fn applicant_identity(
         .verifier()
         .user(token)
         .await
-        .map_err(|e| ApiError::Unauthorized(format!("the applicant's token is refused: {e}")))
+        .map_err(|e| match e {
+            TokenError::KeysUnavailable => ApiError::IdentityUnavailable(
+                "the applicant's token cannot be checked: the identity system's keys are not available"
+                    .into(),
+            ),
+            e => ApiError::Unauthorized(format!("the applicant's token is refused: {e}")),
+        })
 }
 
 /// Which members of the body's applicant differ from the identity the token proves (names of
@@ -155,7 +159,9 @@ async fn submit(
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => match v.to_str() {
-            Ok(k) if !k.is_empty() && k.len() <= 200 => Some(k.to_string()),
+            Ok(k) if (1..=200).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()) => {
+                Some(k.to_string())
+            }
             _ => {
                 return Err(ApiError::Invalid(vec![ProblemEntry::header(
                     "Idempotency-Key",
@@ -567,7 +573,7 @@ async fn receive(
     State(state): State<AppState>,
     caller: Caller,
     Path(system): Path<String>,
-    RawBody(body): RawBody,
+    body: RawBody,
     kind: Kind,
 ) -> Result<Response, ApiError> {
     if !caller.is_system(&system) {
@@ -575,6 +581,17 @@ async fn receive(
             "only system {system} posts for system {system}"
         )));
     }
+    let mapping = state.config.adapters.get(&system).and_then(|a| {
+        let name = match kind {
+            Kind::CaseEvent => Some(&a.inbound.case_event_mapping),
+            Kind::Result => a.inbound.result_mapping.as_ref(),
+        };
+        name.and_then(|n| state.config.mappings.get(n))
+    });
+    if let Some(mapping) = mapping {
+        body.suits(mapping)?;
+    }
+    let RawBody(body, _) = body;
     let received = inbound::receive(
         &state.config,
         &state.store,

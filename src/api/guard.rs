@@ -8,12 +8,12 @@
 //! Records go through the [`AuditWriter`](super::audit_writer::AuditWriter), which commits
 //! concurrent calls' records together; a call is answered after its record is committed.
 
-use super::problem::ApiError;
+use super::problem::{ApiError, ProblemEntry};
 use super::{Access, AppState};
 use crate::audit::AuditEntry;
 use crate::auth::{AuthenticateError, Role};
 use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -81,12 +81,45 @@ pub async fn guard(State(g): State<Guard>, mut req: Request, next: Next) -> Resp
     let audited = g.method != Method::GET;
     let action = format!("{} {}", g.method, g.path);
     let target = req.uri().path().to_string();
-    let authorization = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
+    let authorization = match single_header(req.headers(), "Authorization") {
+        Ok(value) => value,
+        Err(problem) => {
+            if audited {
+                let detail = "Authorization is given more than once";
+                append(
+                    &g.state,
+                    "anonymous",
+                    &action,
+                    &target,
+                    "rejected 400",
+                    detail,
+                )
+                .await;
+            }
+            return problem.into_response();
+        }
+    };
     let principal = match g.state.auth.authenticate(authorization).await {
         Ok(p) => p,
+        Err(AuthenticateError::IdentityUnavailable) => {
+            let problem = ApiError::IdentityUnavailable(
+                "a staff token cannot be checked: the identity system's keys are not available"
+                    .into(),
+            );
+            if audited {
+                let detail = problem.to_string();
+                append(
+                    &g.state,
+                    "anonymous",
+                    &action,
+                    &target,
+                    "failed 503",
+                    &detail,
+                )
+                .await;
+            }
+            return problem.into_response();
+        }
         Err(AuthenticateError::Unauthenticated(why)) => {
             let reason = why.to_string();
             if audited {
@@ -141,6 +174,24 @@ pub async fn guard(State(g): State<Guard>, mut req: Request, next: Next) -> Resp
         append(&g.state, &actor, &action, target, &outcome, &note.detail).await;
     }
     response
+}
+
+/// The one value of header `name`, if given. Given twice it is ambiguous (which one holds?),
+/// so 400 rather than the first winning. A value that is not ASCII becomes `""`, which no
+/// credential is.
+pub(super) fn single_header<'a>(
+    headers: &'a HeaderMap,
+    name: &'static str,
+) -> Result<Option<&'a str>, ApiError> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ApiError::Invalid(vec![ProblemEntry::header(
+            name,
+            "is given more than once; send it once",
+        )]));
+    }
+    Ok(first.map(|v| v.to_str().unwrap_or_default()))
 }
 
 fn names(roles: &[Role]) -> String {

@@ -1,39 +1,118 @@
-//! Reading request input defensively: JSON bodies (content type, size limit, syntax), raw bodies
-//! in a system's own format (size limit), and query strings (unknown or malformed parameters),
-//! each turned into problem+json on failure.
+//! Reading request input defensively: JSON bodies (content type, size limit, time limit,
+//! syntax, no NUL in any string), raw bodies in a system's own format (size and time limits, a
+//! declared media type and charset that fit the mapping that reads them), and query strings
+//! (unknown or malformed parameters), each turned into problem+json on failure.
 
 use super::AppState;
 use super::problem::{ApiError, ProblemEntry};
+use crate::mapping::{Format, Mapping, xml};
 use axum::extract::{FromRequest, Request};
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use serde_json::Value;
+use std::time::Duration;
 
-/// A request body that is JSON, within the configured size limit.
+/// Problems listed at most for NUL characters in one body; a body of nothing else would
+/// otherwise get an answer larger than itself.
+const NUL_PROBLEMS_LISTED: usize = 100;
+
+/// A request body that is JSON, within the configured size and time limits, with no NUL
+/// character in any string or member name.
 pub struct JsonBody(pub Value);
 
 impl FromRequest<AppState> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|mime| {
-                let mime = mime.trim().to_ascii_lowercase();
-                mime == "application/json"
-                    || (mime.starts_with("application/") && mime.ends_with("+json"))
-            })
-            .unwrap_or(false);
-        if !is_json {
-            return Err(ApiError::UnsupportedMediaType);
+        match MediaType::of(req.headers())? {
+            Some(media) if media.is_json() => media.utf8_json()?,
+            _ => {
+                return Err(ApiError::UnsupportedMediaType(
+                    "the body must be JSON (Content-Type: application/json)".into(),
+                ));
+            }
         }
-        let bytes = read_body(req, state.body_limit).await?;
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|e| ApiError::MalformedJson(Box::new(body_problem(e.to_string()))))
+        let bytes = read_body(req, state).await?;
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::MalformedJson(Box::new(body_problem(e.to_string()))))?;
+        let found = crate::schema::nul_pointers(&value);
+        if !found.is_empty() {
+            let mut problems: Vec<ProblemEntry> = found
+                .iter()
+                .take(NUL_PROBLEMS_LISTED)
+                .map(|(pointer, name)| {
+                    ProblemEntry::pointer(
+                        pointer.clone(),
+                        if *name {
+                            "the member name holds a NUL character (U+0000), which the hub does not accept"
+                        } else {
+                            "holds a NUL character (U+0000), which the hub does not accept"
+                        },
+                    )
+                })
+                .collect();
+            if found.len() > NUL_PROBLEMS_LISTED {
+                problems.push(body_problem(format!(
+                    "{} more strings hold a NUL character",
+                    found.len() - NUL_PROBLEMS_LISTED
+                )));
+            }
+            return Err(ApiError::Invalid(problems));
+        }
+        Ok(JsonBody(value))
     }
+}
+
+/// A request's declared media type: its essence (`application/json`) and charset, lower case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaType {
+    pub essence: String,
+    pub charset: Option<String>,
+}
+
+impl MediaType {
+    /// The `Content-Type` of a request, if it has one; one that is not text is refused.
+    pub fn of(headers: &HeaderMap) -> Result<Option<MediaType>, ApiError> {
+        let Some(value) = headers.get(header::CONTENT_TYPE) else {
+            return Ok(None);
+        };
+        let text = value.to_str().map_err(|_| {
+            ApiError::UnsupportedMediaType("the Content-Type is not ASCII text".into())
+        })?;
+        let mut parts = text.split(';');
+        let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        let charset = parts
+            .filter_map(|p| p.split_once('='))
+            .find(|(name, _)| name.trim().eq_ignore_ascii_case("charset"))
+            .map(|(_, v)| v.trim().trim_matches('"').to_ascii_lowercase());
+        Ok(Some(MediaType { essence, charset }))
+    }
+
+    fn is_json(&self) -> bool {
+        self.essence == "application/json"
+            || (self.essence.starts_with("application/") && self.essence.ends_with("+json"))
+    }
+
+    fn is_xml(&self) -> bool {
+        matches!(self.essence.as_str(), "application/xml" | "text/xml")
+            || ((self.essence.starts_with("application/") || self.essence.starts_with("text/"))
+                && self.essence.ends_with("+xml"))
+    }
+
+    /// JSON is UTF-8 (RFC 8259 §8.1): a charset, if given, must say so.
+    fn utf8_json(&self) -> Result<(), ApiError> {
+        match self.charset.as_deref() {
+            None | Some("utf-8" | "utf8") => Ok(()),
+            Some(other) => Err(ApiError::UnsupportedMediaType(format!(
+                "JSON is read as UTF-8 (RFC 8259); the Content-Type says charset={}",
+                shown(other)
+            ))),
+        }
+    }
+}
+
+/// A header parameter as it may be repeated in an answer: at most 40 characters.
+fn shown(text: &str) -> String {
+    text.chars().take(40).collect()
 }
 
 fn body_problem(message: String) -> ProblemEntry {
@@ -47,9 +126,11 @@ fn body_problem(message: String) -> ProblemEntry {
     }
 }
 
-/// The whole body, refused with 413 as soon as it is known to exceed `limit`: by its declared
-/// length, or while reading one that declares none.
-async fn read_body(req: Request, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+/// The whole body, refused with 413 as soon as it is known to exceed the configured limit (by
+/// its declared length, or while reading one that declares none), and with 408 when it has not
+/// arrived completely within the configured time.
+async fn read_body(req: Request, state: &AppState) -> Result<axum::body::Bytes, ApiError> {
+    let limit = state.body_limit;
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -58,17 +139,18 @@ async fn read_body(req: Request, limit: usize) -> Result<axum::body::Bytes, ApiE
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    axum::body::to_bytes(req.into_body(), limit)
-        .await
-        .map_err(|e| {
-            if is_length_limit(&e) {
-                ApiError::PayloadTooLarge { limit }
-            } else {
-                ApiError::Invalid(vec![body_problem(
-                    "the body could not be read completely".into(),
-                )])
-            }
-        })
+    let seconds = state.config.hub.server.body_read_timeout_seconds;
+    let read = axum::body::to_bytes(req.into_body(), limit);
+    match tokio::time::timeout(Duration::from_secs(seconds), read).await {
+        Err(_) => Err(ApiError::RequestTimeout(format!(
+            "the body did not arrive completely within {seconds} s"
+        ))),
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) if is_length_limit(&e) => Err(ApiError::PayloadTooLarge { limit }),
+        Ok(Err(_)) => Err(ApiError::Invalid(vec![body_problem(
+            "the body could not be read completely".into(),
+        )])),
+    }
 }
 
 fn is_length_limit(e: &axum::Error) -> bool {
@@ -198,13 +280,79 @@ impl QueryParams {
 }
 
 /// A request body in whatever format its sender uses (a system's own XML or JSON), within the
-/// configured size limit.
-pub struct RawBody(pub axum::body::Bytes);
+/// configured size and time limits, with the media type it was declared as. Which format is
+/// right depends on the mapping that reads it: [`RawBody::suits`].
+pub struct RawBody(pub axum::body::Bytes, pub Option<MediaType>);
 
 impl FromRequest<AppState> for RawBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        read_body(req, state.body_limit).await.map(RawBody)
+        let media = MediaType::of(req.headers())?;
+        read_body(req, state)
+            .await
+            .map(|bytes| RawBody(bytes, media))
+    }
+}
+
+impl RawBody {
+    /// Whether the declared media type and charset are what `mapping` reads, 415 saying why not.
+    ///
+    /// No `Content-Type` at all is taken as the mapping's own format (legacy clients often send
+    /// none). A JSON mapping reads UTF-8 only. An XML document is decoded in the encoding its
+    /// byte order mark or XML declaration names (UTF-8 without either); a charset that names
+    /// another one is refused rather than one of the two silently ignored.
+    pub fn suits(&self, mapping: &Mapping) -> Result<(), ApiError> {
+        let Some(media) = &self.1 else {
+            return Ok(());
+        };
+        let refuse = |why: String| Err(ApiError::UnsupportedMediaType(why));
+        match &mapping.format {
+            Format::Json { .. } => {
+                if !media.is_json() {
+                    return refuse(format!(
+                        "this system's messages are JSON (mapping {}); the body is declared as {}",
+                        mapping.name,
+                        shown(&media.essence)
+                    ));
+                }
+                media.utf8_json()
+            }
+            Format::Xml(_) => {
+                if !media.is_xml() {
+                    return refuse(format!(
+                        "this system's messages are XML (mapping {}); the body is declared as {}",
+                        mapping.name,
+                        shown(&media.essence)
+                    ));
+                }
+                let Some(charset) = &media.charset else {
+                    return Ok(());
+                };
+                let Some(said) = encoding_rs::Encoding::for_label(charset.as_bytes()) else {
+                    return refuse(format!(
+                        "charset={} is not an encoding the hub knows",
+                        shown(charset)
+                    ));
+                };
+                match xml::encoding_of(&self.0) {
+                    // An unknown declared encoding is the mapping's to report, with the rest.
+                    None => Ok(()),
+                    Some((read, _)) if read == said => Ok(()),
+                    Some((read, from)) => refuse(format!(
+                        "the Content-Type says charset={} but the document is {} ({})",
+                        shown(charset),
+                        read.name(),
+                        match from {
+                            xml::EncodingFrom::ByteOrderMark => "by its byte order mark",
+                            xml::EncodingFrom::Declaration => "as its XML declaration says",
+                            xml::EncodingFrom::Default => {
+                                "it has no XML declaration naming an encoding, so UTF-8"
+                            }
+                        }
+                    )),
+                }
+            }
+        }
     }
 }

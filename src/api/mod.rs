@@ -17,16 +17,19 @@ mod guard;
 mod keys;
 
 mod catalog;
+mod edge;
 mod input;
 mod metrics;
 mod openapi;
 mod ops;
 pub mod problem;
+pub mod server;
 mod supervision;
 
 pub use guard::AuditNote;
 pub use metrics::Metrics;
 pub use problem::{ApiError, Problem, ProblemEntry};
+pub use server::serve;
 
 use crate::auth::assertion::Signer;
 use crate::auth::tokens::Verifier;
@@ -164,6 +167,10 @@ pub fn router(state: AppState) -> Router {
         let guarded = route
             .handler
             .route_layer(axum::middleware::from_fn_with_state(
+                route.path,
+                edge::parameters,
+            ))
+            .route_layer(axum::middleware::from_fn_with_state(
                 guard::Guard {
                     state: state.clone(),
                     method: route.method,
@@ -181,6 +188,13 @@ pub fn router(state: AppState) -> Router {
         ))
         .fallback(|| async { ApiError::NotFound("no such resource".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn_with_state(
+            edge::Limits {
+                max_uri_bytes: state.config.hub.server.max_uri_bytes,
+                max_header_bytes: state.config.hub.server.max_header_bytes,
+            },
+            edge::limits,
+        ))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {
                 use axum::response::IntoResponse;

@@ -1,5 +1,5 @@
-//! Operations endpoints: liveness, readiness (the store answers), Prometheus metrics, and the
-//! hub's public keys (`/.well-known/jwks.json`).
+//! Operations endpoints: liveness, readiness (the store answers, the identity system's keys
+//! are at hand), Prometheus metrics, and the hub's public keys (`/.well-known/jwks.json`).
 
 use super::problem::ApiError;
 use super::{Access, AppState, Route};
@@ -36,7 +36,19 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
         .ping()
         .await
         .map_err(|e| ApiError::Unavailable(super::problem::error_chain(&e)))?;
+    identity_ready(&state)?;
     Ok(Json(json!({ "status": "ready" })))
+}
+
+/// Tokens can be checked: the identity issuer's keys are loaded (from a file, or fetched from
+/// its URL at least once). Keys fetched before an outage still check the tokens they signed,
+/// so a failed refresh alone does not make the hub unready.
+fn identity_ready(state: &AppState) -> Result<(), ApiError> {
+    state
+        .auth
+        .verifier()
+        .readiness()
+        .map_err(ApiError::IdentityUnavailable)
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

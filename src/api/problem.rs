@@ -94,8 +94,9 @@ pub enum ApiError {
     Invalid(Vec<ProblemEntry>),
     #[error("the body is not valid JSON")]
     MalformedJson(Box<ProblemEntry>),
-    #[error("the body must be JSON (Content-Type: application/json)")]
-    UnsupportedMediaType,
+    /// The body's declared media type (or charset) is not one the endpoint reads; says which.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     #[error("the body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
@@ -116,9 +117,22 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{detail}")]
     PreconditionFailed { detail: String },
+    /// The request did not arrive completely in time (408); the connection is closed.
+    #[error("{0}")]
+    RequestTimeout(String),
+    /// The request target is longer than the hub reads (414).
+    #[error("the request target is {length} bytes long; the limit is {limit}")]
+    UriTooLong { length: usize, limit: usize },
+    /// The request's header fields are more than the hub reads (431); says which limit.
+    #[error("{0}")]
+    HeadersTooLarge(String),
     /// The cause is logged, not sent.
     #[error("the store is unavailable")]
     Unavailable(String),
+    /// Tokens cannot be checked now: an outage of the identity system, not the caller's
+    /// fault (503). The cause is logged, not sent.
+    #[error("the identity system's keys are not available")]
+    IdentityUnavailable(String),
     /// The cause is logged, not sent.
     #[error("internal error")]
     Internal(String),
@@ -180,7 +194,7 @@ impl ApiError {
             ApiError::MalformedJson(_) => {
                 (StatusCode::BAD_REQUEST, "malformed-json", "Malformed JSON")
             }
-            ApiError::UnsupportedMediaType => (
+            ApiError::UnsupportedMediaType(_) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",
                 "Unsupported media type",
@@ -209,10 +223,28 @@ impl ApiError {
                 "precondition-failed",
                 "Precondition failed",
             ),
+            ApiError::RequestTimeout(_) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request-timeout",
+                "Request timeout",
+            ),
+            ApiError::UriTooLong { .. } => {
+                (StatusCode::URI_TOO_LONG, "uri-too-long", "URI too long")
+            }
+            ApiError::HeadersTooLarge(_) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "header-fields-too-large",
+                "Request header fields too large",
+            ),
             ApiError::Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "Service unavailable",
+            ),
+            ApiError::IdentityUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "identity-unavailable",
+                "Identity system unavailable",
             ),
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -241,7 +273,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::Unavailable(source) | ApiError::Internal(source) = &self {
+        if let ApiError::Unavailable(source)
+        | ApiError::IdentityUnavailable(source)
+        | ApiError::Internal(source) = &self
+        {
             tracing::error!(cause = %source, "request failed");
         }
         let problem = self.problem();
@@ -257,6 +292,12 @@ impl IntoResponse for ApiError {
         response
             .extensions_mut()
             .insert(super::guard::AuditNote::new(problem.detail.clone()));
+        if status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body may still come; the connection is not read any further.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

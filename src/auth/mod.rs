@@ -249,11 +249,10 @@ impl Authenticator {
             let key_id = rest.split('_').next().unwrap_or_default();
             return self.api_key(key_id, credential).await;
         }
-        let staff = self
-            .verifier
-            .staff(credential)
-            .await
-            .map_err(Unauthenticated::Token)?;
+        let staff = self.verifier.staff(credential).await.map_err(|e| match e {
+            TokenError::KeysUnavailable => AuthenticateError::IdentityUnavailable,
+            other => Unauthenticated::Token(other).into(),
+        })?;
         Ok(Principal {
             actor: format!("staff:{}", staff.subject),
             roles: staff.roles,
@@ -311,11 +310,15 @@ impl Authenticator {
     }
 }
 
-/// Authentication failed: the caller is not proven (401), or the store could not answer.
+/// Authentication failed: the caller is not proven (401), or the store or the identity
+/// system could not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthenticateError {
     #[error(transparent)]
     Unauthenticated(#[from] Unauthenticated),
+    /// A staff token cannot be checked: the identity system's keys are not available (503).
+    #[error("{}", TokenError::KeysUnavailable)]
+    IdentityUnavailable,
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -7,7 +7,12 @@
 //! header's algorithm family. Issuer, audience, expiry and not-before are checked with the
 //! configured leeway. With a JWKS URL, keys are fetched at start, refreshed on a schedule, and
 //! refetched (at most every [`REFETCH_GAP`]) when a token names a `kid` not yet known, which is
-//! how an issuer's key rotation reaches the hub.
+//! how an issuer's key rotation reaches the hub. When the keys cannot be had (never fetched, or
+//! the issuer unreachable when a token names a key not yet known), the token is not refused:
+//! [`TokenError::KeysUnavailable`] says the identity system is out, not the caller wrong.
+//!
+//! Whatever a token's header says is the caller's choice, of any length and with any
+//! characters: it reaches an answer, a log line or an audit record only through [`shown`].
 
 use super::Role;
 use crate::config::{ClaimNames, IdentityConfig, JwksSource};
@@ -24,11 +29,40 @@ use std::time::{Duration, Instant};
 /// cannot turn the hub against the issuer.
 pub const REFETCH_GAP: Duration = Duration::from_secs(10);
 
-/// Why a token is refused. The text is the reason given to the caller (401).
+/// The most of a token's header value an answer, a log line or an audit record repeats.
+pub const SHOWN_BYTES: usize = 64;
+
+/// A value from a token's header, fit to repeat: printable ASCII as it is, anything else
+/// escaped (`\n`, `\u{1b}`, `\u{4e2d}`, and the backtick and backslash too), at most
+/// [`SHOWN_BYTES`] of that, followed by the length of the whole when it was cut.
+pub fn shown(value: &str) -> String {
+    let mut out = String::new();
+    for c in value.chars() {
+        let piece = match c {
+            '\\' | '`' => format!("\\{c}"),
+            ' '..='~' => c.to_string(),
+            other => other.escape_default().to_string(),
+        };
+        if out.len() + piece.len() > SHOWN_BYTES {
+            out.push_str(&format!("… ({} bytes in all)", value.len()));
+            break;
+        }
+        out.push_str(&piece);
+    }
+    out
+}
+
+/// Why a token is refused. The text is the reason given to the caller (401, or 503 for
+/// [`TokenError::KeysUnavailable`]); values from the token's header in it went through
+/// [`shown`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     #[error("the token is not a JWT: {0}")]
     Malformed(String),
+    #[error(
+        "the token's header names a key of its own (`jku`, `x5u` or `jwk`); keys come from the identity issuer only"
+    )]
+    OwnKey,
     #[error("the token is unsigned (`alg: none`)")]
     Unsigned,
     #[error(
@@ -57,7 +91,9 @@ pub enum TokenError {
     MissingClaim(String),
     #[error("the token's claim `{claim}` {reason}")]
     BadClaim { claim: String, reason: String },
-    #[error("the identity issuer's keys are not available yet")]
+    /// The issuer's keys cannot be had: an outage of the identity system (503), not the
+    /// caller's fault.
+    #[error("the identity system's keys are not available")]
     KeysUnavailable,
 }
 
@@ -112,6 +148,8 @@ pub struct Verifier {
     config: IdentityConfig,
     known: RwLock<Option<KnownKeys>>,
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    /// Why the last fetch failed; `None` after a fetch that worked (or before any).
+    fetch_failure: RwLock<Option<String>>,
     http: reqwest::Client,
 }
 
@@ -128,6 +166,7 @@ impl Verifier {
             config: config.clone(),
             known: RwLock::new(known),
             last_fetch: tokio::sync::Mutex::new(None),
+            fetch_failure: RwLock::new(None),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -152,6 +191,29 @@ impl Verifier {
             return Ok(self.known_count());
         };
         *self.last_fetch.lock().await = Some(Instant::now());
+        let fetched = self.fetch(url).await;
+        if let Ok(mut failure) = self.fetch_failure.write() {
+            *failure = fetched.as_ref().err().cloned();
+        }
+        fetched
+    }
+
+    /// Whether tokens can be verified at all: keys from a file always; from a URL once a fetch
+    /// has worked. `Err` holds why not, for the log.
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.known.read().is_ok_and(|k| k.is_some()) {
+            return Ok(());
+        }
+        let failure = self.fetch_failure.read().ok().and_then(|f| f.clone());
+        Err(failure.unwrap_or_else(|| "the issuer's JWK Set has not been fetched yet".into()))
+    }
+
+    /// The last fetch failed: an unknown key id may be a key the issuer publishes.
+    fn issuer_unreachable(&self) -> bool {
+        self.fetch_failure.read().is_ok_and(|f| f.is_some())
+    }
+
+    async fn fetch(&self, url: &str) -> Result<usize, String> {
         let response = self
             .http
             .get(url)
@@ -220,9 +282,17 @@ impl Verifier {
         let (alg, kid) = self.header(token)?;
         let key = match self.key(&alg, kid.as_deref()) {
             Ok(key) => key,
-            Err(TokenError::UnknownKey(kid)) if self.refresh_period().is_some() => {
+            Err(TokenError::UnknownKey(_) | TokenError::KeysUnavailable)
+                if self.refresh_period().is_some() =>
+            {
                 self.refetch_for_unknown_kid().await;
-                self.key(&alg, Some(&kid))?
+                match self.key(&alg, kid.as_deref()) {
+                    // The issuer could not be asked: the key may well be one it publishes.
+                    Err(TokenError::UnknownKey(_)) if self.issuer_unreachable() => {
+                        return Err(TokenError::KeysUnavailable);
+                    }
+                    other => other?,
+                }
             }
             Err(e) => return Err(e),
         };
@@ -245,9 +315,20 @@ impl Verifier {
                     K::MissingRequiredClaim(c) => TokenError::MissingClaim(c.clone()),
                     K::InvalidAlgorithm | K::InvalidKeyFormat => TokenError::KeyMismatch {
                         alg: format!("{alg:?}"),
-                        kid: kid.clone().unwrap_or_default(),
+                        kid: shown(kid.as_deref().unwrap_or_default()),
                     },
-                    other => TokenError::Malformed(format!("{other:?}")),
+                    // The library's own text names its internals; the caller gets a reason.
+                    K::Base64(_) => TokenError::Malformed("a part is not base64url".into()),
+                    K::Json(_) => TokenError::Malformed("the claims are not a JSON object".into()),
+                    K::Utf8(_) => TokenError::Malformed("the claims are not UTF-8".into()),
+                    K::InvalidClaimFormat(claim) => TokenError::BadClaim {
+                        claim: shown(claim),
+                        reason: "has the wrong type".into(),
+                    },
+                    K::InvalidToken => {
+                        TokenError::Malformed("a JWT has three dot-separated parts".into())
+                    }
+                    _ => TokenError::Malformed("it cannot be decoded".into()),
                 }
             })
     }
@@ -276,7 +357,7 @@ impl Verifier {
             return Err(TokenError::Unsigned);
         }
         if alg.to_ascii_uppercase().starts_with("HS") {
-            return Err(TokenError::Hmac(alg.to_string()));
+            return Err(TokenError::Hmac(shown(alg)));
         }
         let accepted = self
             .config
@@ -284,12 +365,10 @@ impl Verifier {
             .iter()
             .find(|a| format!("{a:?}") == alg)
             .copied()
-            .ok_or_else(|| TokenError::AlgorithmNotAccepted(alg.to_string()))?;
+            .ok_or_else(|| TokenError::AlgorithmNotAccepted(shown(alg)))?;
         if header.contains_key("jku") || header.contains_key("x5u") || header.contains_key("jwk") {
             // Keys come from the configured issuer only, never from the token itself.
-            return Err(TokenError::Malformed(
-                "the header names its own key (jku, x5u or jwk), which is not accepted".into(),
-            ));
+            return Err(TokenError::OwnKey);
         }
         let kid = header
             .get("kid")
@@ -301,10 +380,7 @@ impl Verifier {
     fn key(&self, alg: &Algorithm, kid: Option<&str>) -> Result<DecodingKey, TokenError> {
         let guard = self.known.read().map_err(|_| TokenError::KeysUnavailable)?;
         let Some(known) = guard.as_ref() else {
-            return Err(match kid {
-                Some(kid) => TokenError::UnknownKey(kid.to_string()),
-                None => TokenError::KeysUnavailable,
-            });
+            return Err(TokenError::KeysUnavailable);
         };
         let kid = match kid {
             Some(kid) => kid.to_string(),
@@ -313,7 +389,7 @@ impl Verifier {
         let (jwk, key) = known
             .keys
             .get(&kid)
-            .ok_or_else(|| TokenError::UnknownKey(kid.clone()))?;
+            .ok_or_else(|| TokenError::UnknownKey(shown(&kid)))?;
         let fits = matches!(
             (&jwk.algorithm, alg),
             (
@@ -336,7 +412,7 @@ impl Verifier {
         if !(fits && named) {
             return Err(TokenError::KeyMismatch {
                 alg: format!("{alg:?}"),
-                kid,
+                kid: shown(&kid),
             });
         }
         Ok(key.clone())
@@ -409,4 +485,20 @@ fn user_identity(
         real_name_level,
         applicant_kind: kind,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_are_shown_escaped_and_cut() {
+        assert_eq!(shown("key-2026"), "key-2026");
+        assert_eq!(shown("a\n\u{1b}[0m`\\"), r"a\n\u{1b}[0m\`\\");
+        assert_eq!(shown("中"), r"\u{4e2d}");
+        let long = shown(&"\u{7}".repeat(1000));
+        assert!(long.len() < SHOWN_BYTES + 32, "{long}");
+        assert!(long.ends_with("… (1000 bytes in all)"), "{long}");
+        assert!(!long.chars().any(char::is_control));
+    }
 }

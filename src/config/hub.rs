@@ -97,6 +97,17 @@ pub struct ServerConfig {
     pub body_limit_bytes: usize,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_grace_seconds: u64,
+    /// How long a connection may take, from when the hub waits for a request on it (just
+    /// connected, or kept alive after an answer), to send that request's whole head; then it
+    /// is closed. This is also how long an idle connection stays open.
+    pub header_read_timeout_seconds: u64,
+    /// How long a request's body may take to arrive once its head has; then 408.
+    pub body_read_timeout_seconds: u64,
+    /// The longest request target (path and query) read; longer gets 414.
+    pub max_uri_bytes: usize,
+    /// The most bytes of header fields (names, values and their separators) read; more, or
+    /// more than 100 fields, gets 431.
+    pub max_header_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,6 +237,30 @@ struct ServerFile {
     body_limit_bytes: toml::Spanned<u64>,
     #[serde(default = "default_grace")]
     shutdown_grace_seconds: u64,
+    #[serde(default = "default_header_read_timeout")]
+    header_read_timeout_seconds: toml::Spanned<u64>,
+    #[serde(default = "default_body_read_timeout")]
+    body_read_timeout_seconds: toml::Spanned<u64>,
+    #[serde(default = "default_max_uri")]
+    max_uri_bytes: toml::Spanned<u64>,
+    #[serde(default = "default_max_header")]
+    max_header_bytes: toml::Spanned<u64>,
+}
+
+fn default_header_read_timeout() -> toml::Spanned<u64> {
+    toml::Spanned::new(0..0, 30)
+}
+
+fn default_body_read_timeout() -> toml::Spanned<u64> {
+    toml::Spanned::new(0..0, 60)
+}
+
+fn default_max_uri() -> toml::Spanned<u64> {
+    toml::Spanned::new(0..0, 8 * 1024)
+}
+
+fn default_max_header() -> toml::Spanned<u64> {
+    toml::Spanned::new(0..0, 64 * 1024)
 }
 
 fn default_body_limit() -> toml::Spanned<u64> {
@@ -297,6 +332,37 @@ pub(super) fn compile(
             parsed.server.body_limit_bytes.span(),
             "must be between 1024 and 268435456",
         ));
+    }
+    for (key, value, range) in [
+        (
+            "server.header_read_timeout_seconds",
+            &parsed.server.header_read_timeout_seconds,
+            1..=3600,
+        ),
+        (
+            "server.body_read_timeout_seconds",
+            &parsed.server.body_read_timeout_seconds,
+            1..=3600,
+        ),
+        // hyper itself answers 414 beyond 65534 bytes.
+        (
+            "server.max_uri_bytes",
+            &parsed.server.max_uri_bytes,
+            256..=65534,
+        ),
+        (
+            "server.max_header_bytes",
+            &parsed.server.max_header_bytes,
+            1024..=1024 * 1024,
+        ),
+    ] {
+        if !range.contains(value.get_ref()) {
+            errors.push(file.error_at_span(
+                key,
+                value.span(),
+                format!("must be between {} and {}", range.start(), range.end()),
+            ));
+        }
     }
 
     let url = parsed.store.url.get_ref();
@@ -383,6 +449,10 @@ pub(super) fn compile(
             listen: listen?,
             body_limit_bytes: body_limit as usize,
             shutdown_grace_seconds: parsed.server.shutdown_grace_seconds,
+            header_read_timeout_seconds: parsed.server.header_read_timeout_seconds.into_inner(),
+            body_read_timeout_seconds: parsed.server.body_read_timeout_seconds.into_inner(),
+            max_uri_bytes: parsed.server.max_uri_bytes.into_inner() as usize,
+            max_header_bytes: parsed.server.max_header_bytes.into_inner() as usize,
         },
         store: StoreConfig {
             url: parsed.store.url.into_inner(),

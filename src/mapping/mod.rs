@@ -866,6 +866,22 @@ impl Mapping {
                 ),
             ));
         }
+        // No store keeps a NUL in text (PostgreSQL refuses it), and no legacy system means one:
+        // a message carrying one is refused as it stands, never half-stored or retried.
+        for (pointer, _) in crate::schema::nul_pointers(&out) {
+            let segs: Vec<String> = pointer.split('/').skip(1).map(unescape_token).collect();
+            let (field, path) = locate(&self.fields, &segs, &root)
+                .unwrap_or_else(|| ("(document)".to_string(), pointer.clone()));
+            errors.push(self.error(
+                &field,
+                path,
+                format!(
+                    "holds a NUL character (U+0000), which the hub does not accept ({} at {})",
+                    self.canonical,
+                    display_pointer(&pointer).replace('\0', "\\u0000")
+                ),
+            ));
+        }
         if errors.is_empty() {
             Ok(out)
         } else {
@@ -1231,6 +1247,10 @@ fn join_path(ctx: &str, path: &str) -> String {
         (false, ".") => ctx.to_string(),
         (false, _) => format!("{ctx}/{path}"),
     }
+}
+
+fn unescape_token(token: &str) -> String {
+    token.replace("~1", "/").replace("~0", "~")
 }
 
 fn display_pointer(pointer: &str) -> String {

@@ -115,6 +115,29 @@ pub fn decode(bytes: &[u8]) -> Result<String, XmlError> {
         })
 }
 
+/// What says which encoding a document is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncodingFrom {
+    ByteOrderMark,
+    Declaration,
+    /// Neither: XML's default, UTF-8.
+    Default,
+}
+
+/// The encoding [`decode`] reads `bytes` in, and what says so; `None` when the declaration
+/// names an encoding nobody knows (which [`decode`] reports).
+pub fn encoding_of(bytes: &[u8]) -> Option<(&'static Encoding, EncodingFrom)> {
+    if let Some((encoding, _)) = Encoding::for_bom(bytes) {
+        return Some((encoding, EncodingFrom::ByteOrderMark));
+    }
+    match declared_encoding(bytes) {
+        None => Some((encoding_rs::UTF_8, EncodingFrom::Default)),
+        Some(label) => {
+            Encoding::for_label(label.as_bytes()).map(|e| (e, EncodingFrom::Declaration))
+        }
+    }
+}
+
 /// The `encoding` of an `<?xml …?>` declaration, read from ASCII-compatible bytes.
 fn declared_encoding(bytes: &[u8]) -> Option<String> {
     let head = bytes.get(..bytes.len().min(200))?;

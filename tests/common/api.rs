@@ -8,6 +8,7 @@ use serde_json::Value;
 use std::sync::Arc;
 use tongban::api::audit_writer::AuditWriter;
 use tongban::api::{self, AppState};
+use tongban::config::Config;
 use tongban::store::Store;
 use tower::ServiceExt;
 
@@ -18,7 +19,7 @@ pub struct TestApi {
     pub store: Store,
     /// The guard's audit writer, to see how records share commits.
     pub audit: AuditWriter,
-    _store: TestStore,
+    _store: Option<TestStore>,
     _signer: TestSigner,
 }
 
@@ -29,16 +30,27 @@ impl TestApi {
         let t = super::sqlite_store().await;
         let mut config = super::config();
         issuer.install(&mut config);
+        let store = t.store.clone();
+        TestApi::build(config, store, Some(t)).await
+    }
+
+    /// The API with `config` over `store` (whose owner keeps it alive), the catalog seeded,
+    /// signing keys of its own.
+    pub async fn over(config: Config, store: &Store) -> TestApi {
+        TestApi::build(config, store.clone(), None).await
+    }
+
+    async fn build(config: Config, store: Store, keep: Option<TestStore>) -> TestApi {
         let signer = super::test_signer();
-        let state = AppState::new(Arc::new(config), t.store.clone(), signer.signer.clone());
-        tongban::hub::seed_catalog(&t.store, &state.config)
+        let state = AppState::new(Arc::new(config), store.clone(), signer.signer.clone());
+        tongban::hub::seed_catalog(&store, &state.config)
             .await
             .expect("catalog seeds");
         TestApi {
             audit: state.audit.clone(),
             router: api::router(state),
-            store: t.store.clone(),
-            _store: t,
+            store,
+            _store: keep,
             _signer: signer,
         }
     }

@@ -165,6 +165,38 @@ impl Store {
         Ok(())
     }
 
+    /// Whether the store can commit now, found out by committing: a row of a few pages is
+    /// written and removed in one transaction that goes the way every write goes (on SQLite
+    /// this process's writers' turn first, then a durable commit). A store that is locked,
+    /// read-only, unreachable, or has no room for new pages fails here; the caller bounds the
+    /// wait (on PostgreSQL the statements also give up after [`PROBE_TIMEOUT_MS`]).
+    pub async fn check_writable(&self) -> Result<(), StoreError> {
+        static PROBES: AtomicU64 = AtomicU64::new(0);
+        let id = format!(
+            "{}-{}",
+            std::process::id(),
+            PROBES.fetch_add(1, Ordering::Relaxed)
+        );
+        let (_turn, mut tx) = self.begin_write().await?;
+        if self.backend == Backend::Postgres {
+            // So that a blocked probe does not keep its connection after the caller gave up.
+            sqlx::query(&format!("SET LOCAL statement_timeout = {PROBE_TIMEOUT_MS}"))
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("INSERT INTO store_probe (id, filler) VALUES ($1, $2)")
+            .bind(&id)
+            .bind("0".repeat(PROBE_BYTES))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM store_probe WHERE id = $1")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Closes every connection, after in-flight queries finish.
     pub async fn close(&self) {
         self.leases.close().await;
@@ -203,6 +235,12 @@ fn resolve(url: &str, base_dir: &Path) -> Result<(String, Backend), StoreError> 
         Backend::Sqlite,
     ))
 }
+
+/// The size of [`Store::check_writable`]'s row: more than a SQLite page (4 KiB), so that it
+/// needs free pages or a file that can grow, as new applications do.
+const PROBE_BYTES: usize = 16 * 1024;
+/// How long [`Store::check_writable`]'s statements may take on PostgreSQL.
+pub const PROBE_TIMEOUT_MS: u64 = 2_000;
 
 /// `page_cap` when [`Store::cap_pages`] was never called: connections are left alone.
 const PAGES_UNTOUCHED: u64 = 0;

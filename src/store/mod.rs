@@ -244,7 +244,8 @@ pub const PROBE_TIMEOUT_MS: u64 = 2_000;
 
 /// `page_cap` when [`Store::cap_pages`] was never called: connections are left alone.
 const PAGES_UNTOUCHED: u64 = 0;
-/// `page_cap` after the cap was lifted: SQLite's default `max_page_count`.
+/// `page_cap` after the cap was lifted: far above any real database (SQLite's default
+/// `max_page_count` before 3.45).
 const PAGES_UNCAPPED: u64 = 1_073_741_823;
 
 /// Sets SQLite's `max_page_count` on `conn` when [`Store::cap_pages`] asked for it.

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
@@ -168,7 +169,7 @@ pub async fn bind(config: &Config) -> Result<TcpListener, HubError> {
 
 /// Serves the API on `listener` and runs the outbox workers, the inbound pollers, the AMQP
 /// inbound consumers and the supervision engine until `shutdown` completes, then gives in-flight
-/// requests and deliveries the configured grace period to finish.
+/// requests, deliveries and the other tasks the configured grace period, in all, to finish.
 pub async fn serve(
     config: &Config,
     store: Store,
@@ -245,51 +246,88 @@ pub async fn serve(
     ));
     let router = api::router(state);
     let grace = Duration::from_secs(config.hub.server.shutdown_grace_seconds);
-    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    // One deadline for the whole stop, set when the signal comes: in-flight requests, then
+    // every background task, then the store share it, instead of each waiting a grace of
+    // its own in turn.
+    let (deadline_tx, mut deadline_rx) = tokio::sync::watch::channel(None::<Instant>);
     let server = api::serve(listener, router, &config).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutdown requested; finishing in-flight requests and deliveries");
+        let _ = deadline_tx.send(Some(Instant::now() + grace));
         let _ = stop_streams.send(true);
-        let _ = signalled_tx.send(());
     });
     let mut server = Box::pin(server.into_future());
     let result = tokio::select! {
         result = &mut server => result,
         _ = async {
-            let _ = signalled_rx.await;
-            tokio::time::sleep(grace).await;
+            let at = deadline_rx
+                .wait_for(Option::is_some)
+                .await
+                .ok()
+                .map(|deadline| (*deadline).unwrap_or_else(Instant::now));
+            match at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                // The server ended without a signal: the other branch has it.
+                None => std::future::pending().await,
+            }
         } => {
             tracing::warn!(seconds = grace.as_secs(), "grace period over; stopping with requests still in flight");
             Ok(())
         }
     };
+    // The server may also have ended by itself, before any signal.
+    let deadline = (*deadline_rx.borrow()).unwrap_or_else(|| Instant::now() + grace);
     let _ = stop_workers.send(true);
-    let _ = key_upkeep.await;
-    if tokio::time::timeout(grace, pollers).await.is_err() {
-        tracing::warn!("a poll was still running at exit");
-    }
-    if tokio::time::timeout(grace, consumers).await.is_err() {
+    // They all stop at once: waiting for them in turn takes no longer than the slowest.
+    stop_by(
+        deadline,
+        key_upkeep,
+        "the key upkeep was still fetching the issuer's keys at exit",
+    )
+    .await;
+    stop_by(deadline, pollers, "a poll was still running at exit").await;
+    stop_by(
+        deadline,
+        consumers,
+        "a queue consumer was still stopping at exit; its unacknowledged messages go back to the queue",
+    )
+    .await;
+    stop_by(
+        deadline,
+        supervision,
+        "the supervision engine was still writing at exit; it resumes from its cursor",
+    )
+    .await;
+    stop_by(
+        deadline,
+        publisher,
+        "the supervision publisher was still waiting for the broker at exit; it resumes from its cursor",
+    )
+    .await;
+    stop_by(
+        deadline,
+        workers,
+        "deliveries still in flight at exit; their leases will lapse and they will be tried again",
+    )
+    .await;
+    if tokio::time::timeout_at(deadline, store.close())
+        .await
+        .is_err()
+    {
         tracing::warn!(
-            "a queue consumer was still stopping at exit; its unacknowledged messages go back to the queue"
+            "the store was still busy at exit; what it committed is durable, the rest was not answered"
         );
     }
-    if tokio::time::timeout(grace, supervision).await.is_err() {
-        tracing::warn!(
-            "the supervision engine was still writing at exit; it resumes from its cursor"
-        );
-    }
-    if tokio::time::timeout(grace, publisher).await.is_err() {
-        tracing::warn!(
-            "the supervision publisher was still waiting for the broker at exit; it resumes from its cursor"
-        );
-    }
-    if tokio::time::timeout(grace, workers).await.is_err() {
-        tracing::warn!(
-            "deliveries still in flight at exit; their leases will lapse and they will be tried again"
-        );
-    }
-    store.close().await;
     result.map_err(HubError::Serve)
+}
+
+/// Waits for `task` until `deadline`; one still running then is logged with `unfinished` and
+/// aborted, so that it lets go of what it holds (store connections) before the store closes.
+async fn stop_by<T>(deadline: Instant, mut task: tokio::task::JoinHandle<T>, unfinished: &str) {
+    if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+        tracing::warn!("{unfinished}");
+        task.abort();
+    }
 }
 
 /// Keeps keys current: fetches the identity issuer's JWK Set on its schedule (when it comes from

@@ -12,7 +12,8 @@ use std::path::Path;
 use std::time::Duration;
 use tempfile::TempDir;
 use tongban::config::{
-    BusConfig, Config, ConfigError, InboundMode, JwksSource, Protocol, RawConfig, compile,
+    BusConfig, Config, ConfigError, InboundMode, JwksSource, Protocol, RawConfig, RetryPolicy,
+    compile,
 };
 use tongban::mapping::{Format, SoapVersion};
 
@@ -306,6 +307,46 @@ fn the_repository_configuration_compiles_from_a_copy() {
     assert_eq!(signing.issuer, "tongban");
     assert_eq!(signing.assertion_ttl_seconds, 120);
     assert!(signing.generate_if_missing);
+}
+
+/// An adapter whose `retry = …` line is `retry`.
+fn with_retry(dir: &Path, retry: &str) {
+    let text = read(dir, ADAPTER);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("retry = "))
+        .expect("the adapter has a retry line")
+        .to_string();
+    write(dir, ADAPTER, replace_once(&text, &line, retry));
+}
+
+#[test]
+fn retries_go_on_until_max_age_unless_the_adapter_counts_attempts() {
+    let dir = valid_dir();
+    let retry = |dir: &Path| {
+        load(dir).unwrap_or_else(|e| panic!("{e:#?}")).adapters["sy-scjg-food"]
+            .outbound
+            .retry
+    };
+    // The shipped adapters set no count.
+    assert_eq!(retry(dir.path()).attempts, None);
+    // Keys left out take the defaults; no count is one of them.
+    with_retry(dir.path(), "retry = { max_age_seconds = 3600 }");
+    assert_eq!(
+        retry(dir.path()),
+        RetryPolicy {
+            attempts: None,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(60),
+            max_age: Duration::from_secs(3600),
+        }
+    );
+    with_retry(dir.path(), "retry = { attempts = 5 }");
+    assert_eq!(retry(dir.path()).attempts, Some(5));
+    assert_eq!(retry(dir.path()).max_age, Duration::from_secs(86_400));
+    with_retry(dir.path(), "retry = { attempts = 0 }");
+    let error = the_error(dir.path(), ADAPTER);
+    assert!(error.message.contains("attempts"), "{error}");
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Operations endpoints: liveness, readiness (the store answers, the identity system's keys
+//! Operations endpoints: liveness, readiness (the store commits, the identity system's keys
 //! are at hand), Prometheus metrics, and the hub's public keys (`/.well-known/jwks.json`).
 
 use super::problem::ApiError;
@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::{Method, header};
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
+use std::time::Duration;
 
 pub fn routes() -> Vec<Route> {
     vec![
@@ -30,12 +31,28 @@ async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// How long readiness waits for the store's probe write to commit.
+const READY_WITHIN: Duration = Duration::from_millis(crate::store::PROBE_TIMEOUT_MS);
+
+/// Ready when the store commits a small write within [`READY_WITHIN`]: a store that only
+/// answers reads (locked, full, read-only) takes no submissions, so it is not ready; and when
+/// the identity system's keys are at hand ([`identity_ready`]).
 async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    state
-        .store
-        .ping()
-        .await
-        .map_err(|e| ApiError::Unavailable(super::problem::error_chain(&e)))?;
+    match tokio::time::timeout(READY_WITHIN, state.store.check_writable()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            return Err(ApiError::Unavailable(format!(
+                "the store cannot commit: {}",
+                super::problem::error_chain(&e)
+            )));
+        }
+        Err(_) => {
+            return Err(ApiError::Unavailable(format!(
+                "the store did not commit within {} ms",
+                READY_WITHIN.as_millis()
+            )));
+        }
+    }
     identity_ready(&state)?;
     Ok(Json(json!({ "status": "ready" })))
 }

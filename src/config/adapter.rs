@@ -73,14 +73,30 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
+/// How a lane retries a delivery that failed in passing. By default it retries until
+/// `max_age` has passed since acceptance (or since a replay), with waits that double up to
+/// `max_backoff`; only an adapter that sets `attempts` also gives up after that many tries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// Deliveries tried at most this often in all.
-    pub attempts: u32,
+    /// Tries in all, when the adapter sets a count; `None`: as many as fit in `max_age`.
+    pub attempts: Option<u32>,
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
     /// After this long since acceptance, no more tries.
     pub max_age: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// A day of tries, the waits doubling from half a second to a minute: a system down for a
+    /// maintenance window gets what was sent meanwhile once it is back, with no replay.
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: None,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(60),
+            max_age: Duration::from_secs(24 * 3600),
+        }
+    }
 }
 
 /// How case events and results come back.
@@ -180,10 +196,11 @@ impl Default for RateLimitFile {
     }
 }
 
+/// `retry = { … }`: each key may be left out for [`RetryPolicy::default`]'s value.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 struct RetryFile {
-    attempts: u32,
+    attempts: Option<u32>,
     initial_backoff_ms: u64,
     max_backoff_ms: u64,
     max_age_seconds: u64,
@@ -191,11 +208,12 @@ struct RetryFile {
 
 impl Default for RetryFile {
     fn default() -> Self {
+        let policy = RetryPolicy::default();
         RetryFile {
-            attempts: 10,
-            initial_backoff_ms: 500,
-            max_backoff_ms: 60_000,
-            max_age_seconds: 24 * 3600,
+            attempts: policy.attempts,
+            initial_backoff_ms: policy.initial_backoff.as_millis() as u64,
+            max_backoff_ms: policy.max_backoff.as_millis() as u64,
+            max_age_seconds: policy.max_age.as_secs(),
         }
     }
 }
@@ -397,9 +415,9 @@ pub(super) fn compile(
         "burst must be at least 1",
     );
     check(
-        o.retry.attempts >= 1,
+        o.retry.attempts.is_none_or(|a| a >= 1),
         "outbound.retry",
-        "attempts must be at least 1",
+        "attempts, when given, must be at least 1",
     );
     check(
         o.retry.initial_backoff_ms >= 1 && o.retry.initial_backoff_ms <= o.retry.max_backoff_ms,

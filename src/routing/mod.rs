@@ -454,22 +454,37 @@ fn classify(
         }) => {
             let tries = delivery.attempts_in_window + 1;
             let wait = backoff(&retry, tries, retry_after, &delivery.id);
-            let next = now + wait.as_millis() as i64;
-            let age_limit = delivery.window_start + retry.max_age.as_millis() as i64;
-            if tries >= i64::from(retry.attempts) || next > age_limit {
-                AttemptOutcome::Dead {
-                    status,
-                    reason: format!("gave up after {tries} attempt(s); last: {reason}"),
-                }
-            } else {
-                AttemptOutcome::Retry {
+            match next_try(&retry, tries, delivery.window_start, now, wait) {
+                Some(next) => AttemptOutcome::Retry {
                     next_attempt_at: next,
                     status,
                     reason,
-                }
+                },
+                None => AttemptOutcome::Dead {
+                    status,
+                    reason: format!("gave up after {tries} attempt(s); last: {reason}"),
+                },
             }
         }
     }
+}
+
+/// When a delivery that just failed in passing for the `tries`-th time since `window_start`
+/// (its acceptance or replay) is tried again: `wait` from `now`. `None` when the policy gives
+/// up: that try would fall after `max_age`, or the adapter set `attempts` and they are used
+/// up. Without `attempts` a delivery is retried for as long as `max_age` allows, so a system
+/// down for a while gets what was sent meanwhile once it is back.
+pub fn next_try(
+    retry: &crate::config::RetryPolicy,
+    tries: i64,
+    window_start: i64,
+    now: i64,
+    wait: Duration,
+) -> Option<i64> {
+    let next = now + wait.as_millis() as i64;
+    let age_limit = window_start + retry.max_age.as_millis() as i64;
+    let used_up = retry.attempts.is_some_and(|a| tries >= i64::from(a));
+    (!used_up && next <= age_limit).then_some(next)
 }
 
 /// Exponential backoff with jitter: the `tries`-th wait is drawn from the upper half of
@@ -513,7 +528,7 @@ mod tests {
     #[test]
     fn backoff_grows_caps_and_honours_retry_after() {
         let policy = RetryPolicy {
-            attempts: 10,
+            attempts: Some(10),
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_millis(1000),
             max_age: Duration::from_secs(60),
@@ -530,5 +545,94 @@ mod tests {
             backoff(&policy, 1, Some(Duration::from_secs(7)), "a"),
             Duration::from_secs(7)
         );
+    }
+
+    const MINUTE: i64 = 60_000;
+    const ACCEPTED: i64 = 1_790_000_000_000;
+
+    /// The times a delivery accepted at [`ACCEPTED`] to a system down until `down_until` is
+    /// tried under `policy`, and whether it was still to be retried after the last of them.
+    fn tries_while_down(policy: &RetryPolicy, down_until: i64) -> (Vec<i64>, bool) {
+        let mut at = ACCEPTED;
+        let mut tries = Vec::new();
+        loop {
+            tries.push(at);
+            let wait = backoff(policy, tries.len() as i64, None, "TB-1~1");
+            match next_try(policy, tries.len() as i64, ACCEPTED, at, wait) {
+                Some(next) if at < down_until => at = next,
+                Some(_) => return (tries, true),
+                None => return (tries, false),
+            }
+        }
+    }
+
+    #[test]
+    fn by_default_a_delivery_is_retried_until_max_age_however_many_tries_that_takes() {
+        let policy = RetryPolicy::default();
+        assert_eq!(policy.attempts, None);
+        // The 20th failure, half an hour in: tried again, within the capped wait.
+        let wait = backoff(&policy, 20, None, "TB-1~1");
+        assert!(wait <= policy.max_backoff, "{wait:?}");
+        let now = ACCEPTED + 30 * MINUTE;
+        assert_eq!(
+            next_try(&policy, 20, ACCEPTED, now, wait),
+            Some(now + wait.as_millis() as i64)
+        );
+        // So is the 1000th, an hour before the day is out.
+        let late = ACCEPTED + 23 * 60 * MINUTE;
+        assert!(next_try(&policy, 1000, ACCEPTED, late, policy.max_backoff).is_some());
+        // A try that would fall after max_age is not made: dead.
+        let day = policy.max_age.as_millis() as i64;
+        let last = ACCEPTED + day - 1_000;
+        assert_eq!(
+            next_try(&policy, 1001, ACCEPTED, last, policy.max_backoff),
+            None
+        );
+        assert_eq!(
+            next_try(&policy, 1, ACCEPTED, ACCEPTED + day + 1, Duration::ZERO),
+            None
+        );
+        // A replay starts a new window: tried again.
+        assert!(next_try(&policy, 1, last, last, policy.max_backoff).is_some());
+    }
+
+    #[test]
+    fn an_adapter_that_sets_attempts_gives_up_after_them() {
+        let policy = RetryPolicy {
+            attempts: Some(8),
+            ..RetryPolicy::default()
+        };
+        assert!(next_try(&policy, 7, ACCEPTED, ACCEPTED, Duration::ZERO).is_some());
+        assert_eq!(
+            next_try(&policy, 8, ACCEPTED, ACCEPTED, Duration::ZERO),
+            None
+        );
+    }
+
+    #[test]
+    fn the_shipped_adapters_wait_out_an_hour_of_maintenance() {
+        let config = Config::load(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))
+            .expect("the repository configuration compiles");
+        let hour = ACCEPTED + 60 * MINUTE;
+        for adapter in config.adapters.values() {
+            let policy = &adapter.outbound.retry;
+            let (tries, still_retrying) = tries_while_down(policy, hour);
+            assert!(
+                still_retrying,
+                "{}: gave up {} min in, after {} tries",
+                adapter.id,
+                (tries.last().unwrap() - ACCEPTED) / MINUTE,
+                tries.len()
+            );
+            // Capped: while it is down, the system is asked at least every max_backoff.
+            let longest = tries.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+            assert!(
+                longest <= policy.max_backoff.as_millis() as i64,
+                "{}",
+                adapter.id
+            );
+        }
+        // The default, too.
+        assert!(tries_while_down(&RetryPolicy::default(), hour).1);
     }
 }

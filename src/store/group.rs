@@ -8,8 +8,11 @@
 //! after its write is durable. The queue is bounded, so a flood waits for the disk instead of
 //! growing memory.
 //!
-//! A batch that fails is committed again one write at a time, so that one bad write fails
-//! alone rather than taking its neighbours with it.
+//! A batch that fails because of one of its writes (a constraint, a bad value) is committed
+//! again one write at a time, so that one bad write fails alone rather than taking its
+//! neighbours with it. A batch that fails because the store failed (locked, out of space,
+//! unreachable) fails as a whole at once. Either way a write is reported done only after a
+//! commit that held it succeeded.
 
 use super::StoreError;
 use std::future::Future;
@@ -167,15 +170,28 @@ fn caused_by_a_write(e: &StoreError) -> bool {
         StoreError::Corrupt(_) => return true,
         _ => return false,
     };
-    // SQLite busy/locked (5, 6 and their extended codes); PostgreSQL serialization failure and
-    // deadlock: the whole transaction's lot, not one write's.
     let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-    let whole = matches!(code.as_str(), "5" | "6" | "40001" | "40P01")
-        || code
-            .parse::<i64>()
-            .is_ok_and(|c| c & 0xff == 5 || c & 0xff == 6)
-        || db.message().contains("locked");
-    !whole
+    !(the_store_failed(&code) || db.message().contains("locked"))
+}
+
+/// Whether a database error code says the store itself failed, whatever was written: busy or
+/// locked, out of space or memory, an I/O error, read-only, corrupt (SQLite's primary codes 5,
+/// 6, 7, 8, 10, 11, 13, 14, 26, in its extended codes' low byte); a serialization failure,
+/// deadlock, lock or statement timeout, read-only transaction, or a class of connection,
+/// resource, operator or system errors (PostgreSQL's SQLSTATEs 40001, 40P01, 55P03, 57014,
+/// 25006 and classes 08, 53, 57, 58, XX). A full disk fails every write of a batch alike:
+/// retried one by one they would only fail again, each after its own wait.
+fn the_store_failed(code: &str) -> bool {
+    // SQLSTATEs have five characters; SQLite's codes are decimal numbers below 65536.
+    if code.len() == 5 {
+        matches!(code, "40001" | "40P01" | "55P03" | "57014" | "25006")
+            || ["08", "53", "57", "58", "XX"]
+                .iter()
+                .any(|class| code.starts_with(class))
+    } else {
+        code.parse::<i64>()
+            .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 7 | 8 | 10 | 11 | 13 | 14 | 26))
+    }
 }
 
 /// The error with its causes: "store query failed: database is locked".
@@ -249,6 +265,64 @@ mod tests {
             1,
             "one try for the batch, not one per write"
         );
+    }
+
+    /// A database error with `code`, as a driver reports it.
+    #[derive(Debug)]
+    struct CodedError(&'static str);
+
+    impl std::fmt::Display for CodedError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "error {}", self.0)
+        }
+    }
+
+    impl std::error::Error for CodedError {}
+
+    impl sqlx::error::DatabaseError for CodedError {
+        fn message(&self) -> &str {
+            "database or disk is full"
+        }
+        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+            Some(self.0.into())
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_fails_the_batch_at_once_and_no_write_is_reported_done() {
+        // SQLITE_FULL, SQLITE_IOERR_WRITE, PostgreSQL's disk_full.
+        for code in ["13", "778", "53100"] {
+            let calls = Arc::new(Mutex::new(0));
+            let counted = calls.clone();
+            let writer: GroupCommit<i64> = GroupCommit::spawn("test", 64, 256, move |items| {
+                *counted.lock().unwrap() += 1;
+                async move {
+                    let full = StoreError::Query(sqlx::Error::Database(Box::new(CodedError(code))));
+                    (items, Err(full))
+                }
+            });
+            let results = futures_util::future::join_all((0..10).map(|i| writer.write(i))).await;
+            assert!(results.iter().all(Result::is_err), "{code}: {results:?}");
+            assert_eq!(*calls.lock().unwrap(), 1, "{code}: one try for the batch");
+            assert_eq!(writer.written(), (0, 0), "{code}");
+        }
+        // A constraint (SQLite 2067, PostgreSQL 23505) is one write's: the others go on.
+        for code in ["2067", "23505"] {
+            let e = StoreError::Query(sqlx::Error::Database(Box::new(CodedError(code))));
+            assert!(caused_by_a_write(&e), "{code}");
+        }
     }
 
     #[tokio::test]

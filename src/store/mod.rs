@@ -28,9 +28,10 @@ pub use supervision::{
 };
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{Any, AnyPool, Executor, Transaction};
+use sqlx::{Any, AnyPool, Connection, Executor, Transaction};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{Semaphore, SemaphorePermit, watch};
 
@@ -74,6 +75,8 @@ pub struct Store {
     /// 5 … 100 ms), which starved the outbox lanes behind the API under load. `None` on
     /// PostgreSQL, which takes concurrent writers itself.
     writer: Option<Arc<Semaphore>>,
+    /// SQLite's `max_page_count` for every connection, set by [`Store::cap_pages`].
+    page_cap: Arc<AtomicU64>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations");
@@ -90,7 +93,8 @@ impl Store {
         let (url, backend) = resolve(url, base_dir)?;
         // WAL lets readers go on while one writer commits; FULL makes every commit durable
         // before the hub answers that it accepted something.
-        let pool = connect(&url, backend, max_connections, "FULL").await?;
+        let page_cap = Arc::new(AtomicU64::new(PAGES_UNTOUCHED));
+        let pool = connect(&url, backend, max_connections, "FULL", &page_cap).await?;
         MIGRATOR.run(&pool).await?;
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let leases = match backend {
@@ -99,7 +103,7 @@ impl Store {
             // NORMAL: a commit here is not fsynced by itself, only by the next FULL commit on
             // the same WAL. What goes through this pool (delivery claims and their release,
             // heartbeats) may be lost in a crash, and claims are released at start anyway.
-            Backend::Sqlite => connect(&url, backend, 1, "NORMAL").await?,
+            Backend::Sqlite => connect(&url, backend, 1, "NORMAL", &page_cap).await?,
             Backend::Postgres => pool.clone(),
         };
         Ok(Store {
@@ -108,7 +112,18 @@ impl Store {
             backend,
             feed_moved: Arc::new(watch::channel(0).0),
             writer: (backend == Backend::Sqlite).then(|| Arc::new(Semaphore::new(1))),
+            page_cap,
         })
+    }
+
+    /// SQLite: caps the database at `pages` pages on every connection (SQLite's
+    /// `max_page_count`, which cannot go below the current size), so that writes that need
+    /// more space fail with SQLITE_FULL as on a full disk; `None` lifts the cap. Tests use it
+    /// to fill the disk on demand and free it again. Applied as each connection is next taken.
+    #[doc(hidden)]
+    pub fn cap_pages(&self, pages: Option<u64>) {
+        let cap = pages.map_or(PAGES_UNCAPPED, |p| p.clamp(1, PAGES_UNCAPPED - 1));
+        self.page_cap.store(cap, Ordering::SeqCst);
     }
 
     /// This process's turn to write (SQLite), held until the write has committed or rolled
@@ -147,6 +162,38 @@ impl Store {
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Whether the store can commit now, found out by committing: a row of a few pages is
+    /// written and removed in one transaction that goes the way every write goes (on SQLite
+    /// this process's writers' turn first, then a durable commit). A store that is locked,
+    /// read-only, unreachable, or has no room for new pages fails here; the caller bounds the
+    /// wait (on PostgreSQL the statements also give up after [`PROBE_TIMEOUT_MS`]).
+    pub async fn check_writable(&self) -> Result<(), StoreError> {
+        static PROBES: AtomicU64 = AtomicU64::new(0);
+        let id = format!(
+            "{}-{}",
+            std::process::id(),
+            PROBES.fetch_add(1, Ordering::Relaxed)
+        );
+        let (_turn, mut tx) = self.begin_write().await?;
+        if self.backend == Backend::Postgres {
+            // So that a blocked probe does not keep its connection after the caller gave up.
+            sqlx::query(&format!("SET LOCAL statement_timeout = {PROBE_TIMEOUT_MS}"))
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("INSERT INTO store_probe (id, filler) VALUES ($1, $2)")
+            .bind(&id)
+            .bind("0".repeat(PROBE_BYTES))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM store_probe WHERE id = $1")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -189,18 +236,58 @@ fn resolve(url: &str, base_dir: &Path) -> Result<(String, Backend), StoreError> 
     ))
 }
 
+/// The size of [`Store::check_writable`]'s row: more than a SQLite page (4 KiB), so that it
+/// needs free pages or a file that can grow, as new applications do.
+const PROBE_BYTES: usize = 16 * 1024;
+/// How long [`Store::check_writable`]'s statements may take on PostgreSQL.
+pub const PROBE_TIMEOUT_MS: u64 = 2_000;
+
+/// `page_cap` when [`Store::cap_pages`] was never called: connections are left alone.
+const PAGES_UNTOUCHED: u64 = 0;
+/// `page_cap` after the cap was lifted: far above any real database (SQLite's default
+/// `max_page_count` before 3.45).
+const PAGES_UNCAPPED: u64 = 1_073_741_823;
+
+/// Sets SQLite's `max_page_count` on `conn` when [`Store::cap_pages`] asked for it.
+async fn apply_page_cap(
+    conn: &mut sqlx::AnyConnection,
+    cap: &AtomicU64,
+) -> Result<(), sqlx::Error> {
+    match cap.load(Ordering::SeqCst) {
+        PAGES_UNTOUCHED => Ok(()),
+        pages => conn
+            .execute(format!("PRAGMA max_page_count = {pages}").as_str())
+            .await
+            .map(drop),
+    }
+}
+
+/// Whether `conn` is still inside a transaction (logged: it is about to be closed).
+fn left_in_transaction(conn: &sqlx::AnyConnection) -> bool {
+    let open = conn.is_in_transaction();
+    if open {
+        tracing::warn!(
+            "a store connection was left inside a transaction (a commit or rollback failed); closing it"
+        );
+    }
+    open
+}
+
 /// A pool to `url`; on SQLite each connection in WAL mode with the given `synchronous` level.
 async fn connect(
     url: &str,
     backend: Backend,
     max_connections: u32,
     synchronous: &'static str,
+    page_cap: &Arc<AtomicU64>,
 ) -> Result<AnyPool, StoreError> {
     let mut options = AnyPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5));
     if backend == Backend::Sqlite {
+        let cap = page_cap.clone();
         options = options.after_connect(move |conn, _| {
+            let cap = cap.clone();
             Box::pin(async move {
                 conn.execute(
                     format!(
@@ -210,10 +297,41 @@ async fn connect(
                     .as_str(),
                 )
                 .await?;
-                Ok(())
+                apply_page_cap(conn, &cap).await
             })
         });
     }
+    let sqlite = backend == Backend::Sqlite;
+    // A connection still inside a transaction when it comes back is closed, never reused.
+    // That happens when a commit or rollback failed: on a full disk SQLite rolls the whole
+    // transaction back by itself, the ROLLBACK that follows fails, and sqlx still counts the
+    // transaction open. Its next `begin` would then be a SAVEPOINT inside a transaction that
+    // never ends: "commits" that only release the savepoint (answered as done, never
+    // durable), and SQLite's write lock held until the process exits. Closing the connection
+    // rolls back whatever it holds and frees the lock; the pool opens a fresh one.
+    options = options.after_release(move |conn, _| {
+        Box::pin(async move {
+            if sqlite {
+                // A dropped transaction's rollback runs on the connection's own thread: wait
+                // for it before asking whether the connection is still in a transaction.
+                conn.ping().await?;
+            }
+            Ok(!left_in_transaction(conn))
+        })
+    });
+    let cap = page_cap.clone();
+    options = options.before_acquire(move |conn, _| {
+        let cap = cap.clone();
+        Box::pin(async move {
+            if left_in_transaction(conn) {
+                return Ok(false);
+            }
+            if sqlite {
+                apply_page_cap(conn, &cap).await?;
+            }
+            Ok(true)
+        })
+    });
     options
         .connect(url)
         .await

@@ -9,6 +9,10 @@
 //! together, so an engine that restarts resumes where the last commit left it and, because it
 //! reconciles against the stored open alerts, raises nothing twice.
 //!
+//! A case is judged on its facts whenever they arrive: it is rebuilt in the order its events
+//! happened, each knowing when the hub received it, so a case reported all at once after it
+//! closed late gets its 黄牌 or 红牌 on record, and record alerts are held from arrival.
+//!
 //! Between rounds the engine keeps, per watched case, the next moment at which time alone can
 //! change its alerts ([`rules::next_check`]), and [`Engine::run`] sleeps until the earliest of
 //! them or until the feed's head moves (looked at once a second). Cases are never polled.
@@ -463,7 +467,10 @@ impl Engine {
                 .ok()
                 .and_then(|v| CaseEvent::from_json(&v).ok());
             match parsed {
-                Some(event) => events.push(event),
+                Some(mut event) => {
+                    event.received_at = Some(record.received_at);
+                    events.push(event)
+                }
                 None => {
                     tracing::warn!(application = id, event = %record.event_id, "stored case event is not canonical; left out")
                 }

@@ -10,7 +10,7 @@
 //!
 //! | id | level | holds while |
 //! |---|---|---|
-//! | `time_limit` | 预警 warning once `warn_percent` of the promised limit is used; 黄牌 yellow past the promised date; 红牌 red past the statutory limit | the case is accepted and open |
+//! | `time_limit` | 预警 warning once `warn_percent` of the promised limit is used; 黄牌 yellow past the promised date; 红牌 red past the statutory limit | the case is accepted and open; and, as a record, once it completed past the promised date (yellow) or the statutory limit (red), however late the hub learnt of it |
 //! | `step_overdue` | warning | the step the case waits for is past its own limit (`step_limits`), even if the case is not |
 //! | `out_of_order` | warning | the case has events flagged out of order (see [`super::case`]) |
 //! | `acceptance_refused` | warning with reasons given (was the application lawful?), yellow without | the case was refused (不受理 / 不予受理) |
@@ -19,11 +19,15 @@
 //! | `shareable_material_requested` | yellow | a supplement request asked for a material the catalog marks obtainable by sharing (第十三条) |
 //! | `system_silent` | warning | a system with open cases (applications it has not reported on yet included) has sent no event or heartbeat for longer than its threshold, counted from when it last did or from its oldest open case, whichever is later |
 //!
-//! The clock rules (`time_limit`, `step_overdue`) end when the case closes or the step is done.
-//! The record rules (the other case rules) are facts about the case's history, so they end
-//! when the case has been closed for `record_hold_hours`, counted from the closure or from the
-//! latest such fact if that came later (an event after 办结): long enough for the feed to show
-//! them, and the resolved alert keeps the evidence.
+//! The clock rules (`time_limit` on an open case, `step_overdue`) end when the case closes or the
+//! step is done; a case that completed late keeps its `time_limit` card as a record, with
+//! evidence naming its acceptance, promised date, statutory limit and completion. The record
+//! rules (the other case rules) are facts about the case's history, so they end when the case
+//! has been closed for `record_hold_hours`, counted from the closure or from the latest such
+//! fact if that came later (an event after 办结), where each counts from the later of when it
+//! happened and when the hub received it: a fact reported late, or a whole case reported in one
+//! batch after it closed, is shown for the whole hold after it arrives, and the resolved alert
+//! keeps the evidence.
 //!
 //! Evidence names times, event ids, steps, result codes and material ids; never a handler, an
 //! opinion, a reason's text or anything about the applicant.
@@ -335,8 +339,8 @@ pub fn evaluate(
     if let Some(evidence) = step_overdue(case, &due, now_ms) {
         out.push(condition(Rule::StepOverdue, Level::Warning, evidence));
     }
-    for record in records(case, item) {
-        if on_record(case, record.at, now_ms, thresholds) {
+    for record in records(case, item, &due) {
+        if on_record(case, record.noted, now_ms, thresholds) {
             out.push(condition(record.rule, record.level, record.evidence));
         }
     }
@@ -474,9 +478,9 @@ pub fn next_check(
     if let Some(step) = due.step.filter(|s| waits_for(case, s)) {
         times.push(step.due + 1);
     }
-    if let Some(closed) = case.closed_at() {
-        for record in records(case, item) {
-            times.push(closed.max(record.at) + hold_ms(thresholds));
+    if let Some(closed) = case.closure_noted_at() {
+        for record in records(case, item, &due) {
+            times.push(closed.max(record.noted) + hold_ms(thresholds));
         }
     }
     times.into_iter().filter(|&t| t > now_ms).min()
@@ -536,22 +540,62 @@ fn step_overdue(case: &Case, due: &Deadlines, now_ms: i64) -> Option<String> {
     })
 }
 
-/// A fact in the case's history that a record rule flags, and when it happened.
+/// A fact in the case's history that a record rule flags, and when the hub could first know
+/// it: the latest [`Case::noted_at`] of the events it rests on.
 struct Record {
     rule: Rule,
     level: Level,
-    at: i64,
+    noted: i64,
     evidence: String,
 }
 
-fn records(case: &Case, item: &Item) -> Vec<Record> {
-    let mut out = Vec::new();
+/// The latest time the hub could know any of `events`, by their ids; `fallback` when it knows
+/// none of them.
+fn noted(case: &Case, events: impl IntoIterator<Item = impl AsRef<str>>, fallback: i64) -> i64 {
+    events
+        .into_iter()
+        .filter_map(|id| case.noted_at(id.as_ref()))
+        .max()
+        .unwrap_or(fallback)
+}
+
+/// A closed case's late completion, as a `time_limit` record: 黄牌 when it completed past the
+/// promised date, 红牌 past the statutory limit, whenever the hub learnt of it.
+fn closed_late(case: &Case, due: &Deadlines) -> Option<Record> {
+    let accepted = case.accepted_at()?;
+    let done = case.completion()?;
+    let show = |t: Option<i64>| t.map_or_else(|| "none".to_owned(), format_millis);
+    let past = |t: Option<i64>| t.is_some_and(|t| done.at > t);
+    let (level, what) = if past(due.statutory) {
+        (Level::Red, "past the statutory limit")
+    } else if past(due.promised) {
+        (Level::Yellow, "past the promised date")
+    } else {
+        return None;
+    };
+    Some(Record {
+        rule: Rule::TimeLimit,
+        level,
+        noted: noted(case, [&done.event_id], done.at),
+        evidence: format!(
+            "closed {what}: accepted {}, promised date {}, statutory limit {}, closed {} (event {})",
+            format_millis(accepted),
+            show(due.promised),
+            show(due.statutory),
+            format_millis(done.at),
+            done.event_id
+        ),
+    })
+}
+
+fn records(case: &Case, item: &Item, due: &Deadlines) -> Vec<Record> {
+    let mut out: Vec<Record> = closed_late(case, due).into_iter().collect();
     let flagged: Vec<_> = case
         .history()
         .iter()
         .filter(|s| !s.out_of_order.is_empty())
         .collect();
-    if let Some(at) = flagged.iter().map(|s| s.occurred_at).max() {
+    if let Some(noted) = flagged.iter().map(|s| s.noted_at()).max() {
         let mut listed: Vec<String> = flagged
             .iter()
             .take(EVIDENCE_EVENTS)
@@ -572,7 +616,7 @@ fn records(case: &Case, item: &Item) -> Vec<Record> {
         out.push(Record {
             rule: Rule::OutOfOrder,
             level: Level::Warning,
-            at,
+            noted,
             evidence: listed.join("; "),
         });
     }
@@ -585,7 +629,7 @@ fn records(case: &Case, item: &Item) -> Vec<Record> {
         out.push(Record {
             rule: Rule::AcceptanceRefused,
             level,
-            at: r.at,
+            noted: noted(case, [&r.event_id], r.at),
             evidence: format!(
                 "event {} refused acceptance ({} {}) at {}, {reasons}",
                 r.event_id,
@@ -603,7 +647,7 @@ fn records(case: &Case, item: &Item) -> Vec<Record> {
         out.push(Record {
             rule: Rule::CompletionWithoutReason,
             level: Level::Yellow,
-            at: done.at,
+            noted: noted(case, [&done.event_id], done.at),
             evidence: format!(
                 "event {} completed the case with result {} {} at {} without a reason",
                 done.event_id,
@@ -629,7 +673,11 @@ fn records(case: &Case, item: &Item) -> Vec<Record> {
         out.push(Record {
             rule: Rule::RepeatedSupplement,
             level: Level::Yellow,
-            at: requests.iter().map(|r| r.at).max().unwrap_or_default(),
+            noted: noted(
+                case,
+                requests.iter().map(|r| &r.event_id),
+                requests.iter().map(|r| r.at).max().unwrap_or_default(),
+            ),
             evidence: format!(
                 "{} supplement requests, where 第十四条 asks for everything at once: {}",
                 requests.len(),
@@ -650,6 +698,7 @@ fn records(case: &Case, item: &Item) -> Vec<Record> {
         })
         .collect();
     if let Some(at) = shareable.iter().map(|(_, at, _)| *at).max() {
+        let noted = noted(case, shareable.iter().map(|(id, ..)| *id), at);
         let listed: Vec<String> = shareable
             .iter()
             .map(|(id, at, ids)| {
@@ -663,7 +712,7 @@ fn records(case: &Case, item: &Item) -> Vec<Record> {
         out.push(Record {
             rule: Rule::ShareableMaterialRequested,
             level: Level::Yellow,
-            at,
+            noted,
             evidence: format!(
                 "sharing can supply what was requested (第十三条): {}",
                 listed.join("; ")
@@ -678,11 +727,12 @@ fn hold_ms(thresholds: &Thresholds) -> i64 {
 }
 
 /// Whether a record fact still holds: always on an open case; on a closed one until the hold
-/// has passed since the closure or the fact, whichever came later.
-fn on_record(case: &Case, fact_at: i64, now_ms: i64, thresholds: &Thresholds) -> bool {
-    match case.closed_at() {
+/// has passed since the hub could know both the closure and the fact (each the later of when it
+/// happened and when it arrived), so a fact reported late is shown for the whole hold.
+fn on_record(case: &Case, fact_noted: i64, now_ms: i64, thresholds: &Thresholds) -> bool {
+    match case.closure_noted_at() {
         None => true,
-        Some(closed) => now_ms < closed.max(fact_at) + hold_ms(thresholds),
+        Some(closed) => now_ms < closed.max(fact_noted) + hold_ms(thresholds),
     }
 }
 
@@ -852,21 +902,23 @@ mod tests {
     }
 
     #[test]
-    fn time_limit_warns_turns_yellow_then_red_as_one_alert_and_resolves_on_completion() {
+    fn time_limit_warns_turns_yellow_then_red_as_one_alert_kept_on_record_when_completed_late() {
         let events = [
             accept("a", 0),
             ev("r", 24, "审查", "2", "1"),
             complete("e", 11 * 24 + 5, CompletionResult::Certificate, None),
         ];
-        let (board, _) = walk(&events, 14, natural_days);
+        let (board, _) = walk(&events, 16, natural_days);
         let a = t0();
+        // Completed past the statutory limit: the 红牌 is a fact of the case now, shown for
+        // the record hold after the completion, then resolved.
         assert_eq!(
             board.of(Rule::TimeLimit),
             vec![
                 ("raise", Level::Warning, a + 4 * DAY),
                 ("escalate", Level::Yellow, a + 5 * DAY + HOUR),
                 ("escalate", Level::Red, a + 10 * DAY + HOUR),
-                ("resolve", Level::Red, a + 11 * DAY + 5 * HOUR),
+                ("resolve", Level::Red, a + 14 * DAY + 5 * HOUR),
             ]
         );
         only(&board, Rule::TimeLimit);
@@ -893,6 +945,126 @@ mod tests {
             ]
         );
         only(&board, Rule::TimeLimit);
+    }
+
+    /// `event` as the hub received it at `at`.
+    fn arrived(mut event: CaseEvent, at: i64) -> CaseEvent {
+        event.received_at = Some(at);
+        event
+    }
+
+    /// The rules' conditions for `case` at `now`, as (rule, level).
+    fn holding(c: &Case, now: i64) -> Vec<(Rule, Level)> {
+        evaluate(
+            c,
+            &item(),
+            natural_days(c, now),
+            now,
+            &Thresholds::default(),
+        )
+        .into_iter()
+        .map(|x| (x.rule, x.level))
+        .collect()
+    }
+
+    #[test]
+    fn a_case_reported_after_it_closed_late_gets_its_card_on_record_from_arrival() {
+        // Accepted 11-20, completed 13 days later (past the statutory 10), both reported on
+        // 12-10: a 红牌 from then, for the record hold, then resolved.
+        let now = t0() + 20 * DAY;
+        let events = [
+            arrived(accept("a", 0), now),
+            arrived(
+                complete("e", 13 * 24, CompletionResult::Certificate, None),
+                now,
+            ),
+        ];
+        let c = Case::from_events("TB-1", "sy-scjg-food", "ITEM", t0(), &events);
+        assert_eq!(holding(&c, now), vec![(Rule::TimeLimit, Level::Red)]);
+        let evidence = &evaluate(
+            &c,
+            &item(),
+            natural_days(&c, now),
+            now,
+            &Thresholds::default(),
+        )[0]
+        .evidence;
+        assert_eq!(
+            evidence,
+            "closed past the statutory limit: accepted 2026-11-20T09:00:00.000+08:00, \
+             promised date 2026-11-25T09:00:00.000+08:00, statutory limit \
+             2026-11-30T09:00:00.000+08:00, closed 2026-12-03T09:00:00.000+08:00 (event e)"
+        );
+        let hold = now + 72 * HOUR;
+        assert_eq!(holding(&c, hold - 1), vec![(Rule::TimeLimit, Level::Red)]);
+        assert_eq!(holding(&c, hold), vec![]);
+        assert_eq!(
+            next_check(
+                &c,
+                &item(),
+                natural_days(&c, now),
+                now,
+                &Thresholds::default()
+            ),
+            Some(hold)
+        );
+        // Past the promised date only: a 黄牌. On time: nothing.
+        for (hours, expected) in [
+            (7 * 24, vec![(Rule::TimeLimit, Level::Yellow)]),
+            (5 * 24, vec![]),
+        ] {
+            let events = [
+                arrived(accept("a", 0), now),
+                arrived(
+                    complete("e", hours, CompletionResult::Certificate, None),
+                    now,
+                ),
+            ];
+            let c = Case::from_events("TB-1", "sy-scjg-food", "ITEM", t0(), &events);
+            assert_eq!(holding(&c, now), expected, "completed after {hours} h");
+        }
+    }
+
+    #[test]
+    fn record_alerts_count_their_hold_from_when_the_fact_arrived() {
+        // A 不予受理 without reasons that happened 88 hours before it arrived.
+        let now = t0() + 88 * HOUR;
+        let mut refuse = ev("x", 0, "受理", "4", "3");
+        refuse.opinion = None;
+        let c = Case::from_events(
+            "TB-1",
+            "sy-scjg-food",
+            "ITEM",
+            t0(),
+            &[arrived(refuse, now)],
+        );
+        assert_eq!(
+            holding(&c, now),
+            vec![(Rule::AcceptanceRefused, Level::Yellow)]
+        );
+        assert_eq!(
+            holding(&c, now + 72 * HOUR - 1),
+            vec![(Rule::AcceptanceRefused, Level::Yellow)]
+        );
+        assert_eq!(holding(&c, now + 72 * HOUR), vec![]);
+
+        // Two 补正 of November, reported in December after the 办结 (reported on time).
+        let done = t0() + 2 * DAY;
+        let late = t0() + 20 * DAY;
+        let events = [
+            arrived(accept("a", 0), t0()),
+            arrived(complete("e", 48, CompletionResult::Certificate, None), done),
+            arrived(supplement("s1", 3, &["premises_layout"]), late),
+            arrived(supplement("s2", 20, &["safety_rules"]), late + 1000),
+        ];
+        let c = Case::from_events("TB-1", "sy-scjg-food", "ITEM", t0(), &events);
+        let got = holding(&c, late + 1000);
+        assert!(
+            got.contains(&(Rule::RepeatedSupplement, Level::Yellow)),
+            "{got:?}"
+        );
+        assert!(got.contains(&(Rule::OutOfOrder, Level::Warning)), "{got:?}");
+        assert_eq!(holding(&c, late + 1000 + 72 * HOUR), vec![]);
     }
 
     #[test]
@@ -1370,7 +1542,8 @@ mod tests {
                 ("resolve", Level::Yellow),
             ]
         );
-        assert_eq!(time.last().unwrap().2, close);
+        // Completed past the promised date: on record until the hold ends.
+        assert_eq!(time.last().unwrap().2, hold);
         let step = raised_resolved(Rule::StepOverdue);
         assert_eq!(step.last().unwrap().2, close);
         // The refusal after acceptance was not applied, so it is only out of order.
@@ -1621,7 +1794,7 @@ mod tests {
             ..Deadlines::default()
         };
         let mut all = evaluate(&c, &item(), due, t0() + 6 * HOUR, &Thresholds::default());
-        assert_eq!(all.len(), 4, "{all:?}");
+        assert_eq!(all.len(), 5, "{all:?}");
         all.extend(system_silence(
             "s",
             Quiet::SinceHeard(t0()),

@@ -9,7 +9,7 @@ mod common;
 use serde_json::{Value, json};
 use tongban::catalog::Item;
 use tongban::clock::format_millis;
-use tongban::store::{AlertQuery, FeedEntry, NewApplication, NewEvent, Store};
+use tongban::store::{AlertQuery, FeedEntry, FeedQuery, NewApplication, NewEvent, Store};
 use tongban::supervision::calendar::Calendar;
 use tongban::supervision::engine::Engine;
 use tongban::supervision::rules::Thresholds;
@@ -277,7 +277,72 @@ async fn a_refusal_and_supplements_reported_late_raise_their_cards(store: &Store
     assert!(store.open_alerts().await.unwrap().is_empty());
 }
 
+async fn a_system_s_own_alerts_carry_its_department_and_the_feed_finds_them_by_name(store: &Store) {
+    let item = setup(store, &["D-1"]).await;
+    let submitted = store.application("D-1").await.unwrap().unwrap().accepted_at;
+    let thresholds = Thresholds {
+        silence_minutes: 60,
+        ..Thresholds::default()
+    };
+    let mut engine = Engine::new(store.clone(), Calendar::default(), thresholds);
+    engine.step(submitted + 1000).await.unwrap();
+    let raised = engine
+        .step(submitted + 60 * MINUTE + 1)
+        .await
+        .unwrap()
+        .entries;
+    assert_eq!(
+        changes(&raised),
+        vec![("alert.warning.system_silent".into(), "raised".into())]
+    );
+    assert_eq!(raised[0].department, item.department.uscc);
+    assert_eq!(
+        body(&raised[0])["department"],
+        item.department.uscc.as_str()
+    );
+    let open = store.open_alerts().await.unwrap();
+    assert_eq!(open[0].department, item.department.uscc);
+    // The department filter takes a USCC, or part of the department's name as the catalog
+    // gives it (辽宁省市场监督管理局), as the catalog's own filter does.
+    let alerts_of = |department: &str| FeedQuery {
+        department: Some(department.to_owned()),
+        kind: Some("alert".into()),
+        limit: 10,
+        ..FeedQuery::default()
+    };
+    for department in [
+        item.department.uscc.as_str(),
+        "市场监督",
+        "辽宁省市场监督管理局",
+    ] {
+        let found = store.feed_after(&alerts_of(department)).await.unwrap();
+        assert_eq!(found, raised, "{department}");
+    }
+    for other in ["沈阳市", "11210100MB1529370K", "%", "_"] {
+        assert!(
+            store
+                .feed_after(&alerts_of(other))
+                .await
+                .unwrap()
+                .is_empty(),
+            "{other}"
+        );
+    }
+    // Resolved when the system speaks: still under its department.
+    store
+        .record_heartbeat(SYSTEM, submitted + 61 * MINUTE)
+        .await
+        .unwrap();
+    let resolved = engine.step(submitted + 62 * MINUTE).await.unwrap().entries;
+    assert_eq!(
+        changes(&resolved),
+        vec![("alert.warning.system_silent".into(), "resolved".into())]
+    );
+    assert_eq!(resolved[0].department, item.department.uscc);
+}
+
 on_both_backends!(
     a_case_reported_after_it_closed_late_gets_its_red_card_on_record,
     a_refusal_and_supplements_reported_late_raise_their_cards,
+    a_system_s_own_alerts_carry_its_department_and_the_feed_finds_them_by_name,
 );

@@ -17,7 +17,9 @@
 //! | `completion_without_reason` | yellow | the case completed with a result 1–5 and no reason |
 //! | `repeated_supplement` | yellow | more than one supplement request (第十四条: everything at once) |
 //! | `shareable_material_requested` | yellow | a supplement request asked for a material the catalog marks obtainable by sharing (第十三条) |
+//! | `implausible_time` | warning | an event is dated more than `clock_tolerance_minutes` before the hub received the application (a system clock on UTC, a date typed wrong), or after the hub received the event itself (stored before such events were refused): its dues and stretches run from a time that cannot be right |
 //! | `system_silent` | warning | a system with open cases (applications it has not reported on yet included) has sent no event or heartbeat for longer than its threshold, counted from when it last did or from its oldest open case, whichever is later |
+//! | `events_refused` | warning | the hub refused a message of the system (it does not map, is dated in the future, concerns an application the system does not handle, …), by webhook, poll or queue, within the last `record_hold_hours`: it resolves once that long has passed since the latest refusal, not when the next message is taken, because the refused facts are lost until the system sends them again |
 //!
 //! The clock rules (`time_limit` on an open case, `step_overdue`) end when the case closes or the
 //! step is done; a case that completed late keeps its `time_limit` card as a record, with
@@ -30,7 +32,9 @@
 //! keeps the evidence.
 //!
 //! Evidence names times, event ids, steps, result codes and material ids; never a handler, an
-//! opinion, a reason's text or anything about the applicant.
+//! opinion, a reason's text or anything about the applicant. `events_refused` adds the reasons
+//! the hub refused a message for: mapping, schema and hub messages, which never quote a value,
+//! with ID and phone numbers scrubbed.
 
 use super::case::{Case, NodeName};
 use crate::catalog::{Item, TimeLimit, TimeUnit};
@@ -90,10 +94,12 @@ pub enum Rule {
     RepeatedSupplement,
     ShareableMaterialRequested,
     SystemSilent,
+    EventsRefused,
+    ImplausibleTime,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 8] = [
+    pub const ALL: [Rule; 10] = [
         Rule::TimeLimit,
         Rule::StepOverdue,
         Rule::OutOfOrder,
@@ -102,6 +108,8 @@ impl Rule {
         Rule::RepeatedSupplement,
         Rule::ShareableMaterialRequested,
         Rule::SystemSilent,
+        Rule::EventsRefused,
+        Rule::ImplausibleTime,
     ];
 
     /// The snake_case id used in the store, the feed and routing keys.
@@ -115,7 +123,14 @@ impl Rule {
             Rule::RepeatedSupplement => "repeated_supplement",
             Rule::ShareableMaterialRequested => "shareable_material_requested",
             Rule::SystemSilent => "system_silent",
+            Rule::EventsRefused => "events_refused",
+            Rule::ImplausibleTime => "implausible_time",
         }
+    }
+
+    /// Whether the rule is about a system rather than a case.
+    pub fn is_system_rule(self) -> bool {
+        matches!(self, Rule::SystemSilent | Rule::EventsRefused)
     }
 }
 
@@ -159,6 +174,7 @@ impl StepLimit {
 /// | `silence_minutes` | 60 | how long a system with open cases may stay silent; 0 turns `system_silent` off |
 /// | `system_silence_minutes` | none | per system id, overriding `silence_minutes` |
 /// | `record_hold_hours` | 72 | how long record alerts stay open after the case closes (a weekend and a day) |
+/// | `clock_tolerance_minutes` | 5 | how far systems' clocks may be off: a case event dated further ahead of its arrival is refused, one dated further before the hub received its application is flagged (`implausible_time`) |
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Thresholds {
@@ -167,6 +183,7 @@ pub struct Thresholds {
     pub silence_minutes: u32,
     pub system_silence_minutes: BTreeMap<String, u32>,
     pub record_hold_hours: u32,
+    pub clock_tolerance_minutes: u32,
 }
 
 impl Default for Thresholds {
@@ -177,6 +194,7 @@ impl Default for Thresholds {
             silence_minutes: 60,
             system_silence_minutes: BTreeMap::new(),
             record_hold_hours: 72,
+            clock_tolerance_minutes: 5,
         }
     }
 }
@@ -339,7 +357,7 @@ pub fn evaluate(
     if let Some(evidence) = step_overdue(case, &due, now_ms) {
         out.push(condition(Rule::StepOverdue, Level::Warning, evidence));
     }
-    for record in records(case, item, &due) {
+    for record in records(case, item, &due, thresholds) {
         if on_record(case, record.noted, now_ms, thresholds) {
             out.push(condition(record.rule, record.level, record.evidence));
         }
@@ -392,6 +410,67 @@ pub fn system_silence(
             },
             silent / MINUTE,
             if open_cases == 1 { "" } else { "s" },
+        ),
+    })
+}
+
+/// A system's refused messages within the record hold: what `events_refused` looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusals {
+    pub count: i64,
+    pub first_at: i64,
+    pub latest_at: i64,
+    /// How the latest came: `webhook`, `poll` or `queue`.
+    pub latest_via: String,
+    /// The latest refusal's reasons, masked.
+    pub latest_reasons: Vec<String>,
+}
+
+/// Reasons listed in an `events_refused` evidence; the rest are counted.
+const EVIDENCE_REASONS: usize = 5;
+
+/// The moment an `events_refused` condition ends by time alone: the record hold after the
+/// latest refusal.
+pub fn refusals_end(refusals: &Refusals, thresholds: &Thresholds) -> i64 {
+    refusals.latest_at.saturating_add(hold_ms(thresholds))
+}
+
+/// The `events_refused` condition: `system` had messages refused within the record hold.
+pub fn events_refused(
+    system: &str,
+    refusals: &Refusals,
+    now_ms: i64,
+    thresholds: &Thresholds,
+) -> Option<Condition> {
+    if refusals.count == 0 || now_ms >= refusals_end(refusals, thresholds) {
+        return None;
+    }
+    let mut reasons: Vec<String> = refusals
+        .latest_reasons
+        .iter()
+        .take(EVIDENCE_REASONS)
+        .cloned()
+        .collect();
+    if refusals.latest_reasons.len() > EVIDENCE_REASONS {
+        reasons.push(format!(
+            "and {} more",
+            refusals.latest_reasons.len() - EVIDENCE_REASONS
+        ));
+    }
+    Some(Condition {
+        rule: Rule::EventsRefused,
+        level: Level::Warning,
+        system: system.to_owned(),
+        case: None,
+        item: None,
+        evidence: format!(
+            "{} message{} refused since {}; the latest at {} (by {}): {}",
+            refusals.count,
+            if refusals.count == 1 { "" } else { "s" },
+            format_millis(refusals.first_at),
+            format_millis(refusals.latest_at),
+            refusals.latest_via,
+            reasons.join("; ")
         ),
     })
 }
@@ -479,7 +558,7 @@ pub fn next_check(
         times.push(step.due + 1);
     }
     if let Some(closed) = case.closure_noted_at() {
-        for record in records(case, item, &due) {
+        for record in records(case, item, &due, thresholds) {
             times.push(closed.max(record.noted) + hold_ms(thresholds));
         }
     }
@@ -588,8 +667,60 @@ fn closed_late(case: &Case, due: &Deadlines) -> Option<Record> {
     })
 }
 
-fn records(case: &Case, item: &Item, due: &Deadlines) -> Vec<Record> {
+/// Events dated further from the possible than the clocks' tolerance: before the hub received
+/// the application, or after the hub received the event.
+fn implausible_times(case: &Case, thresholds: &Thresholds) -> Option<Record> {
+    let tolerance = i64::from(thresholds.clock_tolerance_minutes) * MINUTE;
+    let found: Vec<(&super::case::Step, String)> = case
+        .history()
+        .iter()
+        .filter_map(|s| {
+            let why = if s.occurred_at < case.submitted_at() - tolerance {
+                format!(
+                    "{} before the hub received the application at {}",
+                    crate::clock::duration_text(case.submitted_at() - s.occurred_at),
+                    format_millis(case.submitted_at())
+                )
+            } else if s.occurred_at > s.received_at + tolerance {
+                format!(
+                    "{} after the hub received it at {}",
+                    crate::clock::duration_text(s.occurred_at - s.received_at),
+                    format_millis(s.received_at)
+                )
+            } else {
+                return None;
+            };
+            Some((s, why))
+        })
+        .collect();
+    let noted = found.iter().map(|(s, _)| s.noted_at()).max()?;
+    let mut listed: Vec<String> = found
+        .iter()
+        .take(EVIDENCE_EVENTS)
+        .map(|(s, why)| {
+            format!(
+                "event {} ({} · {}) dated {}, {why}",
+                s.event_id,
+                s.node,
+                s.result.code(),
+                format_millis(s.occurred_at)
+            )
+        })
+        .collect();
+    if found.len() > EVIDENCE_EVENTS {
+        listed.push(format!("and {} more", found.len() - EVIDENCE_EVENTS));
+    }
+    Some(Record {
+        rule: Rule::ImplausibleTime,
+        level: Level::Warning,
+        noted,
+        evidence: listed.join("; "),
+    })
+}
+
+fn records(case: &Case, item: &Item, due: &Deadlines, thresholds: &Thresholds) -> Vec<Record> {
     let mut out: Vec<Record> = closed_late(case, due).into_iter().collect();
+    out.extend(implausible_times(case, thresholds));
     let flagged: Vec<_> = case
         .history()
         .iter()
@@ -1065,6 +1196,92 @@ mod tests {
         );
         assert!(got.contains(&(Rule::OutOfOrder, Level::Warning)), "{got:?}");
         assert_eq!(holding(&c, late + 1000 + 72 * HOUR), vec![]);
+    }
+
+    #[test]
+    fn events_dated_before_the_application_reached_the_hub_are_implausible() {
+        // 20 days before the hub received the application; 8 hours before (a server on UTC);
+        // 4 minutes before (within the tolerance); after its own arrival (stored before such
+        // events were refused).
+        let now = t0() + DAY;
+        let mut ahead = ev("later", 2, "审查", "2", "1");
+        ahead.received_at = Some(t0() + HOUR);
+        let events = [
+            arrived(ev("d20", -20 * 24, "受理", "1", "4"), now),
+            arrived(ev("h8", -8, "补正", "2", "5"), now),
+            ev("close", 0, "审查", "2", "0"),
+            ahead,
+        ];
+        let c = Case::from_events("TB-1", "sy-scjg-food", "ITEM", t0() + 4 * MINUTE, &events);
+        let got: Vec<Condition> = evaluate(
+            &c,
+            &item(),
+            Deadlines::default(),
+            now,
+            &Thresholds::default(),
+        )
+        .into_iter()
+        .filter(|x| x.rule == Rule::ImplausibleTime)
+        .collect();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].level, Level::Warning);
+        assert_eq!(
+            got[0].evidence,
+            "event d20 (受理 · 4) dated 2026-10-31T09:00:00.000+08:00, 20 days 4 minutes before \
+             the hub received the application at 2026-11-20T09:04:00.000+08:00; \
+             event h8 (补正 · 5) dated 2026-11-20T01:00:00.000+08:00, 8 hours 4 minutes before \
+             the hub received the application at 2026-11-20T09:04:00.000+08:00; \
+             event later (审查 · 1) dated 2026-11-20T11:00:00.000+08:00, 1 hour after the hub \
+             received it at 2026-11-20T10:00:00.000+08:00"
+        );
+        // Plausible dates: nothing.
+        let fine = Case::from_events(
+            "TB-1",
+            "sy-scjg-food",
+            "ITEM",
+            t0() + 4 * MINUTE,
+            &[accept("a", 0)],
+        );
+        assert!(
+            evaluate(
+                &fine,
+                &item(),
+                Deadlines::default(),
+                now,
+                &Thresholds::default()
+            )
+            .iter()
+            .all(|x| x.rule != Rule::ImplausibleTime)
+        );
+    }
+
+    #[test]
+    fn refused_messages_warn_until_the_hold_has_passed_since_the_latest() {
+        let t = Thresholds::default();
+        let reasons: Vec<String> = (1..=7).map(|i| format!("reason {i}")).collect();
+        let refusals = Refusals {
+            count: 3,
+            first_at: t0(),
+            latest_at: t0() + HOUR,
+            latest_via: "poll".into(),
+            latest_reasons: reasons,
+        };
+        let c = events_refused("sy-scjg-food", &refusals, t0() + 2 * HOUR, &t).unwrap();
+        assert_eq!(
+            (c.rule, c.level, c.case),
+            (Rule::EventsRefused, Level::Warning, None)
+        );
+        assert_eq!(
+            c.evidence,
+            "3 messages refused since 2026-11-20T09:00:00.000+08:00; the latest at \
+             2026-11-20T10:00:00.000+08:00 (by poll): reason 1; reason 2; reason 3; reason 4; \
+             reason 5; and 2 more"
+        );
+        let end = refusals_end(&refusals, &t);
+        assert_eq!(end, t0() + HOUR + 72 * HOUR);
+        assert!(events_refused("sy-scjg-food", &refusals, end - 1, &t).is_some());
+        assert!(events_refused("sy-scjg-food", &refusals, end, &t).is_none());
+        assert!(Rule::EventsRefused.is_system_rule() && !Rule::ImplausibleTime.is_system_rule());
     }
 
     #[test]
@@ -1705,6 +1922,7 @@ mod tests {
         .unwrap();
         assert_eq!(t.warn_percent, 75);
         assert_eq!(t.record_hold_hours, 72);
+        assert_eq!(t.clock_tolerance_minutes, 5);
         assert_eq!(
             t.step_limit(NodeName::Acceptance),
             Some(TimeLimit {
@@ -1756,6 +1974,8 @@ mod tests {
                 "repeated_supplement",
                 "shareable_material_requested",
                 "system_silent",
+                "events_refused",
+                "implausible_time",
             ]
         );
         for r in Rule::ALL {

@@ -450,7 +450,7 @@ impl QueueTask {
                     system = %self.system,
                     queue = %self.queue,
                     message_id = %message_id,
-                    error = %e,
+                    error = %crate::ids::scrub(&e.to_string()),
                     "case event over AMQP not taken; rejected (dead-lettered if the queue has a dead-letter exchange)"
                 );
                 (

@@ -138,7 +138,7 @@ async fn poll(
                         }
                         // Refused: `inbound::receive` logged the reasons and recorded it.
                         Err(e) => {
-                            tracing::info!(system = %system, seq = entry.seq, error = %e, "polled message skipped")
+                            tracing::info!(system = %system, seq = entry.seq, error = %crate::ids::scrub(&e.to_string()), "polled message skipped")
                         }
                     }
                     after = after.max(entry.seq);

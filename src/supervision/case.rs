@@ -712,8 +712,8 @@ impl Case {
 
     /// A case rebuilt from its events, given in the order they arrived: they are applied in
     /// the order they happened (arrival order among equal times), and each that happened before
-    /// one received earlier is flagged `EarlierThanPrevious` unless something else is wrong with
-    /// it (see the module documentation).
+    /// one received earlier (not in the same batch) is flagged `EarlierThanPrevious` unless
+    /// something else is wrong with it (see the module documentation).
     pub fn from_events<'a>(
         application_id: &str,
         system: &str,
@@ -722,11 +722,25 @@ impl Case {
         events: impl IntoIterator<Item = &'a CaseEvent>,
     ) -> Case {
         let arrived: Vec<&CaseEvent> = events.into_iter().collect();
+        // Events that arrived at the same moment (one batch) came together: their order among
+        // themselves says nothing about how the system reported. Without arrival times, each
+        // event is its own moment.
+        let moment = |i: usize| arrived[i].received_at.map_or((i, 0), |at| (0, at));
         let mut reported_late = vec![false; arrived.len()];
-        let mut latest: Option<i64> = None;
-        for (i, event) in arrived.iter().enumerate() {
-            reported_late[i] = latest.is_some_and(|l| event.occurred_at < l);
-            latest = Some(latest.map_or(event.occurred_at, |l| l.max(event.occurred_at)));
+        let mut latest_before: Option<i64> = None;
+        let mut start = 0;
+        while start < arrived.len() {
+            let end = (start..arrived.len())
+                .find(|&j| moment(j) != moment(start))
+                .unwrap_or(arrived.len());
+            for i in start..end {
+                reported_late[i] = latest_before.is_some_and(|l| arrived[i].occurred_at < l);
+            }
+            for event in &arrived[start..end] {
+                latest_before =
+                    Some(latest_before.map_or(event.occurred_at, |l| l.max(event.occurred_at)));
+            }
+            start = end;
         }
         let mut order: Vec<usize> = (0..arrived.len()).collect();
         order.sort_by_key(|&i| arrived[i].occurred_at);
@@ -2040,6 +2054,16 @@ pub(crate) mod tests {
         assert_eq!(c.noted_at("s2"), Some(now + 2000));
         assert_eq!(c.closure_noted_at(), Some(now));
         assert_eq!(c.noted_at("nothing"), None);
+        // Received together, in one batch, nothing was reported after anything.
+        let batch: Vec<CaseEvent> = arrived
+            .iter()
+            .cloned()
+            .map(|e| received(e, now))
+            .rev()
+            .collect();
+        let c = Case::from_events("TB-1", "sy-scjg-food", "ITEM", t0(), &batch);
+        assert!(c.history().iter().all(|s| s.out_of_order.is_empty()));
+        assert_eq!(c.supplement_requests().len(), 2);
         // One at a time, as they arrived, the late requests came after the 办结.
         let mut one_by_one = case();
         let flagged: Vec<Vec<&str>> = run(&mut one_by_one, &arrived)

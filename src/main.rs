@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use tongban::clock::now_millis;
 use tongban::config::Config;
 use tongban::hub;
 
@@ -195,6 +196,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 config.mappings.len(),
                 config.schemas.documents().count()
             );
+            if let Some(warning) = tongban::supervision::check_calendar(&config, now_millis()) {
+                eprintln!("warning: {warning}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve { listen, store } => {
@@ -217,6 +221,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "catalog was empty: imported the seed file"
                 );
             }
+            let calendar = &config.hub.supervision.calendar;
+            tongban::supervision::warn_about_calendar(&store, calendar, now_millis()).await;
             let listener = hub::bind(&config).await?;
             tracing::info!(
                 addr = %listener.local_addr()?,

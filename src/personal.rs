@@ -369,6 +369,12 @@ struct Span {
     masked: String,
 }
 
+/// Text about no application in particular (a refused message's reasons, a consumer's error),
+/// decoded and masked by shape: [`PersonalValues::mask_text`] without known values.
+pub fn mask_text(text: &str) -> String {
+    PersonalValues::default().mask_text(text)
+}
+
 /// Masks what looks like personal data in free text, by its shape alone: citizen ID numbers
 /// (18 characters with any check character, the 15 digits of first-generation cards, and the
 /// start of one an excerpt cut short), individual businesses' USCCs, e-mail addresses (the

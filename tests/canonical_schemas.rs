@@ -550,8 +550,12 @@ fn violation_messages_do_not_quote_personal_data() {
 // ---------------------------------------------------------------------------------------------
 // Case events
 
+/// A result its node type does not allow (an end step that "accepts", a start step that does not
+/// accept) is a fact the department reported, wrong but understood: the schema takes it, and the
+/// case model flags it for e-supervision (`out_of_order`) instead of the hub refusing it.
 #[test]
-fn a_node_result_must_suit_the_node_type() {
+fn a_result_its_node_type_does_not_allow_is_taken_and_flagged_not_refused() {
+    use tongban::supervision::case::{CaseEvent, Effect, NodeResult, NodeType, OutOfOrder};
     let allowed = [
         ("1", ["4", "5", "6"].as_slice()),
         ("2", ["0", "1", "5", "6", "7"].as_slice()),
@@ -583,65 +587,66 @@ fn a_node_result_must_suit_the_node_type() {
                     Some(event("特别程序")["special_procedure"].clone()),
                 );
             }
-            if results.contains(&result) {
-                assert_eq!(
-                    validate("case-event", &e),
-                    [],
-                    "type {node_type} result {result}"
-                );
-            } else {
-                assert_violations("case-event", &e, &["/node/result"]);
-            }
+            assert_eq!(
+                validate("case-event", &e),
+                [],
+                "type {node_type} result {result}"
+            );
+            let node = CaseEvent::from_json(&e).unwrap().node;
+            assert_eq!(
+                node.node_type.allows(node.result),
+                results.contains(&result),
+                "type {node_type} result {result}"
+            );
         }
     }
 
-    // The brief's example: an end step cannot "accept".
+    // The brief's example: an end step cannot "accept". It is taken, and flagged.
     let end_accepting = mutated(event("办结"), &[("/node/result", Some(json!("4")))]);
-    assert_violations("case-event", &end_accepting, &["/node/result"]);
+    assert_eq!(validate("case-event", &end_accepting), []);
+    let mut case = tongban::supervision::case::Case::new("TB-1", "sy-scjg-food", "ITEM", 0);
+    let applied = case.apply(&CaseEvent::from_json(&end_accepting).unwrap());
+    assert_eq!(applied.effect, Effect::Ignored);
+    assert_eq!(
+        applied.out_of_order,
+        [OutOfOrder::ResultNotAllowed {
+            node_type: NodeType::End,
+            result: NodeResult::Accepted
+        }]
+    );
 }
 
+/// DOMAIN.md asks for a reason with completion results 1–5. A completion without one still
+/// closes the case: the schema takes it, and e-supervision raises `completion_without_reason`,
+/// which it could not if the hub refused the message.
 #[test]
 fn the_completion_step_says_how_the_case_ended() {
     let without = mutated(event("办结"), &[("/completion", None)]);
     assert_violations("case-event", &without, &[""]);
 
-    for result in ["1", "2", "3", "4", "5"] {
-        let no_reason = mutated(
-            event("办结"),
-            &[("/completion", Some(json!({ "result": result })))],
-        );
-        assert_violations("case-event", &no_reason, &["/completion"]);
-
-        let empty_reason = mutated(
-            event("办结"),
-            &[(
-                "/completion",
-                Some(json!({ "result": result, "reason": "" })),
-            )],
-        );
-        assert_violations("case-event", &empty_reason, &["/completion/reason"]);
-
-        let with_reason = mutated(
-            event("办结"),
-            &[(
-                "/completion",
-                Some(json!({ "result": result, "reason": "申请人撤回申请" })),
-            )],
-        );
-        assert_eq!(validate("case-event", &with_reason), [], "result {result}");
-    }
-    for result in ["0", "6"] {
-        let completed = mutated(
-            event("办结"),
-            &[("/completion", Some(json!({ "result": result })))],
-        );
-        assert_eq!(validate("case-event", &completed), [], "result {result}");
+    for result in ["0", "1", "2", "3", "4", "5", "6"] {
+        for completion in [
+            json!({ "result": result }),
+            json!({ "result": result, "reason": "" }),
+            json!({ "result": result, "reason": "申请人撤回申请" }),
+        ] {
+            let e = mutated(event("办结"), &[("/completion", Some(completion.clone()))]);
+            assert_eq!(validate("case-event", &e), [], "{completion}");
+        }
     }
     let unknown = mutated(
         event("办结"),
         &[("/completion", Some(json!({ "result": "7" })))],
     );
     assert_violations("case-event", &unknown, &["/completion/result"]);
+    let long = mutated(
+        event("办结"),
+        &[(
+            "/completion",
+            Some(json!({ "result": "1", "reason": "理".repeat(2001) })),
+        )],
+    );
+    assert_violations("case-event", &long, &["/completion/reason"]);
 }
 
 #[test]

@@ -188,6 +188,55 @@ fn check_of_a_valid_configuration_prints_a_one_line_summary() {
     assert!(!out.stderr.contains("error"), "{out}");
 }
 
+/// A due time in a year without a holiday file counts that year's lunar holidays and swapped
+/// working days wrongly, so `check` warns (on stderr: the configuration is still valid) when a
+/// case accepted today can come due there, and says nothing when every such year has a file.
+#[test]
+fn check_warns_when_a_due_can_reach_a_year_without_a_holiday_file() {
+    use chrono::Datelike;
+    let year = chrono::Utc::now()
+        .with_timezone(&tongban::clock::cst())
+        .year();
+    let dir = valid_dir();
+    let hub = fs::read_to_string(dir.path().join("hub.toml")).unwrap();
+    let line = "calendars = [\"examples/calendar/cn-2026.toml\"]";
+    assert!(hub.contains(line));
+    // No file at all: the current year is uncovered, whatever the date.
+    fs::write(
+        dir.path().join("hub.toml"),
+        hub.replace(line, "calendars = []"),
+    )
+    .unwrap();
+    let out = run(tongban().arg("check").arg("--config").arg(dir.path()));
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_eq!(out.stdout.lines().count(), 1, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "warning: the working-day calendar has no holiday file for {year}"
+        )),
+        "{out}"
+    );
+    assert!(out.stderr.contains("元旦 1-1"), "{out}");
+    // A file for this year and the next (no limit of the seed catalog goes further): silence.
+    let mut files = Vec::new();
+    for y in [year, year + 1] {
+        let name = format!("examples/calendar/test-{y}.toml");
+        write(
+            dir.path(),
+            &name,
+            format!(
+                "year = {y}\nsource = \"test\"\n[[holiday]]\nname = \"元旦\"\noff = [\"{y}-01-01\"]\n"
+            ),
+        );
+        files.push(format!("\"{name}\""));
+    }
+    let calendars = format!("calendars = [{}]", files.join(", "));
+    fs::write(dir.path().join("hub.toml"), hub.replace(line, &calendars)).unwrap();
+    let out = run(tongban().arg("check").arg("--config").arg(dir.path()));
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(!out.stderr.contains("warning"), "{out}");
+}
+
 #[test]
 fn check_reads_the_directory_from_tongban_config() {
     let dir = valid_dir();

@@ -293,6 +293,7 @@ async fn a_nul_anywhere_is_refused_with_400_and_reaches_no_store(store: &Store) 
         RST,
         tongban::routing::inbound::Kind::CaseEvent,
         event.to_string().as_bytes(),
+        tongban::routing::inbound::Via::Queue,
     )
     .await;
     assert!(

@@ -14,7 +14,7 @@ use crate::catalog::{self, ItemRef};
 use crate::clock;
 use crate::ids::{mask_id, mask_name};
 use crate::personal::PersonalValues;
-use crate::routing::inbound::{self, InboundError, Kind, Received};
+use crate::routing::inbound::{self, InboundError, Kind, Received, Via};
 use crate::schema::Violation;
 use crate::store::group::GroupCommit;
 use crate::store::{Accepted, ApplicationToAccept, DeliveryRecord, Store};
@@ -599,6 +599,7 @@ async fn receive(
         &system,
         kind,
         &body,
+        Via::Webhook,
     )
     .await;
     match received {
@@ -611,15 +612,59 @@ async fn receive(
         Err(InboundError::UnknownSystem(s)) => {
             Err(ApiError::NotFound(format!("no connected system `{s}`")))
         }
-        Err(InboundError::Mapping(errors)) => Err(ApiError::Invalid(
-            errors.into_iter().map(ProblemEntry::from).collect(),
-        )),
-        Err(e @ (InboundError::NoResults(_) | InboundError::Refused(_))) => {
-            Err(ApiError::Unprocessable {
-                detail: e.to_string(),
-            })
-        }
         Err(InboundError::Store(e)) => Err(e.into()),
         Err(InboundError::Unrecorded(e)) => Err(e.into()),
+        Err(refusal) => {
+            let reasons = refusal.refusal_reasons().unwrap_or_default();
+            Ok(refused(&state, &caller, &system, kind, &refusal, &reasons).await)
+        }
     }
+}
+
+/// The answer to a refused message: 400 with every mapping error, or 422 with every reason,
+/// and an audit record of its own, `refused 400` or `refused 422`, whose detail lists the
+/// (masked) reasons, so that `GET /api/v1/audit?outcome=refused` finds it.
+async fn refused(
+    state: &AppState,
+    caller: &Caller,
+    system: &str,
+    kind: Kind,
+    error: &InboundError,
+    reasons: &[String],
+) -> Response {
+    let answer = match error {
+        InboundError::Mapping(errors) => {
+            ApiError::Invalid(errors.iter().cloned().map(ProblemEntry::from).collect())
+        }
+        other => ApiError::Unprocessable {
+            detail: other.to_string(),
+        },
+    };
+    let mut response = answer.into_response();
+    let path = match kind {
+        Kind::CaseEvent => "events",
+        Kind::Result => "results",
+    };
+    let entry = AuditEntry {
+        actor: caller.actor.clone(),
+        action: format!("POST /api/v1/systems/{{id}}/{path}"),
+        target: format!("/api/v1/systems/{system}/{path}"),
+        outcome: format!("refused {}", response.status().as_u16()),
+        detail: format!(
+            "refused, {} reason{}: {}",
+            reasons.len(),
+            if reasons.len() == 1 { "" } else { "s" },
+            reasons.join("; ")
+        ),
+    };
+    match state.audit.append(entry.clone()).await {
+        Ok(()) => {
+            response
+                .extensions_mut()
+                .insert(AuditNote::new(entry.detail).recorded());
+        }
+        // Without its own record the guard's (`rejected …`) stands in.
+        Err(e) => tracing::error!(cause = %e, "cannot append a refusal to the audit log"),
+    }
+    response
 }

@@ -321,6 +321,7 @@ async fn alerts(
                 "system": a.system_id,
                 "application_id": a.application_id,
                 "item": a.item_code,
+                "department": (!a.department.is_empty()).then_some(&a.department),
                 "level": a.level,
                 "state": if a.resolved_at.is_some() { "resolved" } else { "open" },
                 "evidence": evidence,

@@ -24,8 +24,8 @@ pub struct HubConfig {
     pub supervision: SupervisionConfig,
 }
 
-/// `[supervision]`: optional; without it the calendar is the weekend rule alone and the
-/// thresholds are their defaults.
+/// `[supervision]`: optional; without it the calendar is the weekend rule with the holidays fixed
+/// by date, and the thresholds are their defaults.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SupervisionConfig {
     /// The holiday files, relative to the configuration directory, as listed.

@@ -36,7 +36,7 @@
 //!
 //! Plain `amqp://` only, like the driver (lapin is built without TLS).
 
-use super::inbound::{self, InboundError, Kind, Received};
+use super::inbound::{self, InboundError, Kind, Received, Via};
 use crate::adapters::amqp::{MAX_BACKOFF, backoff};
 use crate::config::{Config, InboundMode};
 use crate::store::Store;
@@ -400,6 +400,7 @@ impl QueueTask {
                 &self.system,
                 Kind::CaseEvent,
                 &delivery.data,
+                Via::Queue,
             )
             .await
         };
@@ -444,26 +445,14 @@ impl QueueTask {
             }
             Err(e) => {
                 *store_failures = 0;
-                match &e {
-                    InboundError::Mapping(errors) => tracing::error!(
-                        system = %self.system,
-                        queue = %self.queue,
-                        message_id = %message_id,
-                        errors = %errors
-                            .iter()
-                            .map(|e| format!("{} at {}: {}", e.field, e.path, e.message))
-                            .collect::<Vec<_>>()
-                            .join("; "),
-                        "case event over AMQP does not map; rejected (dead-lettered if the queue has a dead-letter exchange)"
-                    ),
-                    other => tracing::warn!(
-                        system = %self.system,
-                        queue = %self.queue,
-                        message_id = %message_id,
-                        reason = %other,
-                        "case event over AMQP refused; rejected (dead-lettered if the queue has a dead-letter exchange)"
-                    ),
-                }
+                // `inbound::receive` logged a refusal's reasons and recorded it.
+                tracing::warn!(
+                    system = %self.system,
+                    queue = %self.queue,
+                    message_id = %message_id,
+                    error = %crate::personal::mask_text(&e.to_string()),
+                    "case event over AMQP not taken; rejected (dead-lettered if the queue has a dead-letter exchange)"
+                );
                 (
                     delivery.reject(BasicRejectOptions { requeue: false }).await,
                     None,

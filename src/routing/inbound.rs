@@ -1,11 +1,22 @@
 //! Case events and results coming back from department systems, however they arrive (webhook,
 //! queue, polling): mapped from the system's own format, checked against the application they
-//! concern, deduplicated by (system, the system's own id), and stored.
+//! concern and, for case events, against the clock, deduplicated by (system, the system's own
+//! id), and stored.
+//!
+//! The hub refuses only what it cannot understand or cannot take: a message that does not map,
+//! one about an application the system does not handle, or a case event dated further ahead of
+//! its arrival than `[supervision] clock_tolerance_minutes` (it cannot be a fact yet, and every
+//! due would run from it). Whatever the way in, a refusal is logged at WARN with its reasons and
+//! recorded ([`Store::record_refusal`]) for the supervision rule `events_refused`; the reasons
+//! are mapping, schema and hub messages, which never quote a value, and ID and phone numbers are
+//! scrubbed from them all the same.
 
+use crate::clock::format_millis;
 use crate::config::Config;
 use crate::mapping::MapError;
 use crate::store::group::{GroupCommit, GroupError};
-use crate::store::{EventToRecord, Store, StoreError};
+use crate::store::{EventToRecord, NewRefusal, Store, StoreError};
+use crate::supervision::case::parse_time;
 use serde_json::Value;
 
 /// Whether a message was new.
@@ -24,14 +35,56 @@ pub enum InboundError {
     NoResults(String),
     #[error("the message does not map to a canonical one")]
     Mapping(Vec<MapError>),
-    /// The message maps, but the hub will not take it; the reason says why.
-    #[error("{0}")]
-    Refused(String),
+    /// The message maps, but the hub will not take it; each reason says why.
+    #[error("{}", .0.join("; "))]
+    Refused(Vec<String>),
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The event could not be committed; like [`InboundError::Store`], worth trying again.
     #[error(transparent)]
     Unrecorded(#[from] GroupError),
+}
+
+impl InboundError {
+    /// Why the hub refused the message, one reason each, masked; `None` when it did not refuse
+    /// it (an unknown system is nobody's message, a store failure is the hub's).
+    pub fn refusal_reasons(&self) -> Option<Vec<String>> {
+        let reasons = match self {
+            InboundError::Mapping(errors) => errors.iter().map(|e| e.to_string()).collect(),
+            InboundError::NoResults(_) => vec![self.to_string()],
+            InboundError::Refused(reasons) => reasons.clone(),
+            InboundError::UnknownSystem(_)
+            | InboundError::Store(_)
+            | InboundError::Unrecorded(_) => return None,
+        };
+        Some(
+            reasons
+                .iter()
+                .map(|r| crate::personal::mask_text(r))
+                .collect(),
+        )
+    }
+}
+
+/// How a message reached the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// Posted to `/api/v1/systems/{id}/events` or `/results`.
+    Webhook,
+    /// Fetched from the system's feed ([`super::intake`]).
+    Poll,
+    /// Consumed from the system's AMQP queue ([`super::consume`]).
+    Queue,
+}
+
+impl Via {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Webhook => "webhook",
+            Via::Poll => "poll",
+            Via::Queue => "queue",
+        }
+    }
 }
 
 /// Case events recorded together: events arriving while a commit is in flight share the next
@@ -59,7 +112,19 @@ pub enum Kind {
     Result,
 }
 
-/// Receives one message of `kind` from `system`, in the system's own format.
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::CaseEvent => "event",
+            Kind::Result => "result",
+        }
+    }
+}
+
+/// Receives one message of `kind` from `system`, in the system's own format, that came `via`
+/// the given way. A refusal is logged and recorded before it is returned (see the module
+/// documentation); recording it is best effort, since the message is lost to the hub either
+/// way and the caller still answers the system.
 pub async fn receive(
     config: &Config,
     store: &Store,
@@ -67,7 +132,59 @@ pub async fn receive(
     system: &str,
     kind: Kind,
     body: &[u8],
+    via: Via,
 ) -> Result<Received, InboundError> {
+    let received = take(config, store, events, system, kind, body).await;
+    if let Err(e) = &received
+        && let Some(reasons) = e.refusal_reasons()
+    {
+        refused(config, store, system, kind, via, &reasons).await;
+    }
+    received
+}
+
+/// Logs and records a refusal.
+async fn refused(
+    config: &Config,
+    store: &Store,
+    system: &str,
+    kind: Kind,
+    via: Via,
+    reasons: &[String],
+) {
+    tracing::warn!(
+        system = %system,
+        kind = kind.as_str(),
+        via = via.as_str(),
+        reasons = %reasons.join("; "),
+        "inbound message refused"
+    );
+    let department = config
+        .adapters
+        .get(system)
+        .map_or("", |a| a.department_uscc.as_str());
+    let refusal = NewRefusal {
+        system_id: system,
+        department,
+        kind: kind.as_str(),
+        via: via.as_str(),
+        at: crate::clock::now_millis(),
+        reasons,
+    };
+    if let Err(e) = store.record_refusal(&refusal).await {
+        tracing::error!(system = %system, cause = %e, "cannot record the refusal of an inbound message; events_refused will not see it");
+    }
+}
+
+async fn take(
+    config: &Config,
+    store: &Store,
+    events: &EventRecorder,
+    system: &str,
+    kind: Kind,
+    body: &[u8],
+) -> Result<Received, InboundError> {
+    let arrived = crate::clock::now_millis();
     let adapter = config
         .adapters
         .get(system)
@@ -80,10 +197,9 @@ pub async fn receive(
             .as_ref()
             .ok_or_else(|| InboundError::NoResults(system.to_string()))?,
     };
-    let mapping = config
-        .mappings
-        .get(mapping_name)
-        .ok_or_else(|| InboundError::Refused(format!("mapping `{mapping_name}` is not loaded")))?;
+    let mapping = config.mappings.get(mapping_name).ok_or_else(|| {
+        InboundError::Refused(vec![format!("mapping `{mapping_name}` is not loaded")])
+    })?;
     let canonical = mapping.to_canonical(body).map_err(InboundError::Mapping)?;
     let text = |pointer: &str| {
         canonical
@@ -92,29 +208,36 @@ pub async fn receive(
             .unwrap_or_default()
     };
 
+    // Every problem at once, so that the system's operators fix them in one go.
+    let mut problems = Vec::new();
     if text("/system") != system {
-        return Err(InboundError::Refused(format!(
+        problems.push(format!(
             "the message says it comes from system `{}`, but it was received for `{system}`",
             text("/system")
-        )));
+        ));
     }
     let application_id = text("/application_id");
-    let application = store.application(application_id).await?.ok_or_else(|| {
-        InboundError::Refused("no application with this id was routed through the hub".into())
-    })?;
-    if application.system_id != system {
-        return Err(InboundError::Refused(
-            "the application was routed to another system".into(),
-        ));
+    match store.application(application_id).await? {
+        None => problems.push("no application with this id was routed through the hub".into()),
+        Some(application) if application.system_id != system => {
+            problems.push("the application was routed to another system".into())
+        }
+        Some(application)
+            if !adapter
+                .items
+                .iter()
+                .any(|c| c.code == application.item_code) =>
+        {
+            problems.push("the application's item is not one this system handles".into())
+        }
+        Some(_) => {}
     }
-    if !adapter
-        .items
-        .iter()
-        .any(|c| c.code == application.item_code)
-    {
-        return Err(InboundError::Refused(
-            "the application's item is not one this system handles".into(),
-        ));
+    if kind == Kind::CaseEvent {
+        let tolerance = config.hub.supervision.thresholds.clock_tolerance_minutes;
+        problems.extend(times_ahead(&canonical, arrived, tolerance));
+    }
+    if !problems.is_empty() {
+        return Err(InboundError::Refused(problems));
     }
     let body = canonical.to_string();
     let new = match kind {
@@ -148,4 +271,32 @@ pub async fn receive(
     } else {
         Received::Duplicate
     })
+}
+
+/// The times of a canonical case event more than `tolerance_minutes` after `arrived_ms`, each
+/// as a reason to refuse it: a case event reports what has happened, so a later time cannot be
+/// a fact yet (a system clock that is wrong, or a date typed wrong), and every due would run
+/// from it.
+fn times_ahead(canonical: &Value, arrived_ms: i64, tolerance_minutes: u32) -> Vec<String> {
+    let tolerance_ms = i64::from(tolerance_minutes) * 60_000;
+    [
+        "/occurred_at",
+        "/special_procedure/started_at",
+        "/special_procedure/ended_at",
+    ]
+    .into_iter()
+    .filter_map(|pointer| {
+        let text = canonical.pointer(pointer)?.as_str()?;
+        let at = parse_time(text)?;
+        (at > arrived_ms.saturating_add(tolerance_ms)).then(|| {
+            format!(
+                "{pointer} is {text}, {} after the hub received the message at {}: a case \
+                     event reports what has happened, so a time more than {tolerance_minutes} \
+                     minutes ahead cannot be a fact yet (is the system's clock right?)",
+                crate::clock::duration_text(at - arrived_ms),
+                format_millis(arrived_ms)
+            )
+        })
+    })
+    .collect()
 }

@@ -7,7 +7,7 @@
 //! lives in memory: after a restart the hub asks from 0 again, and deduplication by (system,
 //! event id) makes that harmless.
 
-use super::inbound::{self, InboundError, Kind, Received};
+use super::inbound::{self, InboundError, Kind, Received, Via};
 use crate::config::{Config, InboundMode};
 use crate::store::Store;
 use serde::Deserialize;
@@ -116,24 +116,29 @@ async fn poll(
                         serde_json::Value::String(text) => text.clone().into_bytes(),
                         other => other.to_string().into_bytes(),
                     };
-                    match inbound::receive(&config, &store, &events, &system, kind, &bytes).await {
+                    let received = inbound::receive(
+                        &config,
+                        &store,
+                        &events,
+                        &system,
+                        kind,
+                        &bytes,
+                        Via::Poll,
+                    )
+                    .await;
+                    match received {
                         Ok(Received::New) => {
                             tracing::info!(system = %system, seq = entry.seq, "polled message received")
                         }
                         Ok(Received::Duplicate) => {}
-                        Err(InboundError::Mapping(errors)) => tracing::error!(
-                            system = %system,
-                            seq = entry.seq,
-                            errors = %errors.iter().map(|e| format!("{} at {}: {}", e.field, e.path, e.message)).collect::<Vec<_>>().join("; "),
-                            "polled message does not map; skipped"
-                        ),
                         Err(e @ (InboundError::Store(_) | InboundError::Unrecorded(_))) => {
                             // Not taken: ask again from here at the next poll.
                             tracing::warn!(system = %system, seq = entry.seq, cause = %e, "cannot store a polled message; will ask for it again");
                             break;
                         }
+                        // Refused: `inbound::receive` logged the reasons and recorded it.
                         Err(e) => {
-                            tracing::warn!(system = %system, seq = entry.seq, reason = %e, "polled message refused")
+                            tracing::info!(system = %system, seq = entry.seq, error = %crate::personal::mask_text(&e.to_string()), "polled message skipped")
                         }
                     }
                     after = after.max(entry.seq);

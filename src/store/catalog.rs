@@ -295,7 +295,7 @@ fn bind_param(params: &mut Vec<String>, value: String) -> String {
 }
 
 /// A LIKE pattern matching `text` anywhere, with LIKE's own characters escaped.
-fn like_pattern(text: &str) -> String {
+pub(super) fn like_pattern(text: &str) -> String {
     let mut pattern = String::with_capacity(text.len() + 2);
     pattern.push('%');
     for c in text.chars() {

@@ -24,7 +24,7 @@ pub use routing::{
 pub use supervision::{
     AlertAction, AlertQuery, AlertRecord, AlertWrite, CaseQuery, CaseStates, CaseStats,
     CaseSummary, Durations, EngineRound, FeedEntry, FeedQuery, LeaseHold, LeaseRecord,
-    NewFeedEntry, ReportingLag, SupervisionStats,
+    NewFeedEntry, NewRefusal, RefusalRecord, RefusalSummary, ReportingLag, SupervisionStats,
 };
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};

@@ -9,6 +9,9 @@
 //! [`Store::record_event`] in the event's own transaction; alert changes by
 //! [`Store::apply_engine_round`] together with the alerts, the case summaries, the lags, the
 //! engine's cursor and the renewal of its lease.
+//!
+//! Inbound messages the hub refused are kept too ([`Store::record_refusal`]), numbered from the
+//! `inbound_refusals` counter, for the engine's `events_refused` rule.
 
 use super::{Store, StoreError};
 use crate::clock;
@@ -22,7 +25,9 @@ const LEVELS: [&str; 3] = ["warning", "yellow", "red"];
 const FEED_COLUMNS: &str =
     "seq, at, kind, system_id, department, item_code, application_id, level, routing_key, body";
 
-const ALERT_COLUMNS: &str = "id, rule, system_id, application_id, item_code, level, evidence, raised_at, updated_at, resolved_at";
+const ALERT_COLUMNS: &str = "id, rule, system_id, application_id, item_code, department, level, evidence, raised_at, updated_at, resolved_at";
+
+const REFUSAL_COLUMNS: &str = "seq, system_id, department, kind, via, at, reasons";
 
 /// A feed entry to append.
 #[derive(Debug, Clone)]
@@ -63,7 +68,8 @@ pub struct FeedEntry {
 pub struct FeedQuery {
     pub after: i64,
     pub system: Option<String>,
-    /// The department's USCC.
+    /// A department's USCC (exact), or part of its name as the catalog gives it, as the
+    /// catalog's own department filter takes it.
     pub department: Option<String>,
     pub item: Option<String>,
     /// `event` or `alert`.
@@ -85,6 +91,8 @@ pub struct AlertRecord {
     /// `None` for a system's own alert.
     pub application_id: Option<String>,
     pub item_code: Option<String>,
+    /// The department's USCC, `""` if unknown.
+    pub department: String,
     pub level: String,
     pub evidence: String,
     pub raised_at: i64,
@@ -105,6 +113,43 @@ pub struct AlertQuery {
     pub open: Option<bool>,
     /// At most this many alerts (at least one is always asked for).
     pub limit: u32,
+}
+
+/// An inbound message the hub refused, to record.
+#[derive(Debug, Clone)]
+pub struct NewRefusal<'a> {
+    pub system_id: &'a str,
+    /// The system's department USCC, `""` if unknown.
+    pub department: &'a str,
+    /// `event` or `result`.
+    pub kind: &'a str,
+    /// `webhook`, `poll` or `queue`.
+    pub via: &'a str,
+    pub at: i64,
+    /// Masked: no value of the message, no ID or phone number.
+    pub reasons: &'a [String],
+}
+
+/// A recorded refusal.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RefusalRecord {
+    pub seq: i64,
+    pub system_id: String,
+    pub department: String,
+    pub kind: String,
+    pub via: String,
+    pub at: i64,
+    pub reasons: Vec<String>,
+}
+
+/// A system's refusals since some moment: how many, the first and the latest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusalSummary {
+    pub system_id: String,
+    pub department: String,
+    pub count: i64,
+    pub first_at: i64,
+    pub latest: RefusalRecord,
 }
 
 /// What happens to an alert.
@@ -381,13 +426,28 @@ impl Store {
 
     /// Entries after `q.after`, ascending by seq, filtered.
     pub async fn feed_after(&self, q: &FeedQuery) -> Result<Vec<FeedEntry>, StoreError> {
+        // Not a USCC: part of a department's name, matched against the catalog's departments.
+        let name_pattern = q
+            .department
+            .as_deref()
+            .filter(|d| crate::ids::check_uscc(d).is_err())
+            .map(super::catalog::like_pattern);
         let mut filter = Filter::default();
         filter.add("seq >", Param::Int(q.after));
         if let Some(system) = &q.system {
             filter.add("system_id =", Param::Text(system));
         }
-        if let Some(department) = &q.department {
-            filter.add("department =", Param::Text(department));
+        match (&name_pattern, &q.department) {
+            (Some(pattern), _) => {
+                filter.params.push(Param::Text(pattern));
+                filter.raw(&format!(
+                    "department IN (SELECT DISTINCT department_uscc FROM catalog_items \
+                     WHERE department_name LIKE ${} ESCAPE '\\')",
+                    filter.params.len()
+                ));
+            }
+            (None, Some(uscc)) => filter.add("department =", Param::Text(uscc)),
+            (None, None) => {}
         }
         if let Some(item) = &q.item {
             filter.add("item_code =", Param::Text(item));
@@ -538,7 +598,8 @@ impl Store {
                     let id = format!("al-{seq}");
                     sqlx::query(
                         "INSERT INTO alerts (id, rule, system_id, application_id, item_code, level, evidence, \
-                         raised_at, updated_at, resolved_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, NULL)",
+                         raised_at, updated_at, resolved_at, department) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, NULL, $9)",
                     )
                     .bind(&id)
                     .bind(w.rule)
@@ -548,6 +609,7 @@ impl Store {
                     .bind(w.level)
                     .bind(w.evidence)
                     .bind(w.at)
+                    .bind(w.department)
                     .execute(&mut *tx)
                     .await?;
                     (seq, id)
@@ -667,10 +729,15 @@ impl Store {
     }
 
     /// Per system, the applications the hub accepted that the system has not reported on yet
-    /// (no case summary): how many, and the earliest acceptance by the hub.
-    pub async fn awaiting_by_system(&self) -> Result<Vec<(String, usize, i64)>, StoreError> {
+    /// (no case summary): how many, the earliest acceptance by the hub, and the department of
+    /// their items (the smallest USCC if several, `""` if the catalog has none of them).
+    pub async fn awaiting_by_system(
+        &self,
+    ) -> Result<Vec<(String, usize, i64, String)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT a.system_id, COUNT(*) AS n, MIN(a.accepted_at) AS oldest FROM applications a \
+            "SELECT a.system_id, COUNT(*) AS n, MIN(a.accepted_at) AS oldest, \
+             COALESCE(MIN(ci.department_uscc), '') AS department FROM applications a \
+             LEFT JOIN catalog_items ci ON ci.code = a.item_code AND ci.version = a.item_version \
              WHERE a.state IN ('accepted', 'delivered') \
              AND NOT EXISTS (SELECT 1 FROM cases c WHERE c.application_id = a.id) \
              GROUP BY a.system_id ORDER BY a.system_id",
@@ -680,7 +747,12 @@ impl Store {
         rows.iter()
             .map(|r| {
                 let n: i64 = r.try_get("n")?;
-                Ok((r.try_get("system_id")?, n as usize, r.try_get("oldest")?))
+                Ok((
+                    r.try_get("system_id")?,
+                    n as usize,
+                    r.try_get("oldest")?,
+                    r.try_get("department")?,
+                ))
             })
             .collect()
     }
@@ -710,6 +782,99 @@ impl Store {
         rows.iter()
             .map(|r| Ok((r.try_get("system_id")?, r.try_get("seen_at")?)))
             .collect()
+    }
+
+    /// Records a refused inbound message in its own transaction; returns its number.
+    pub async fn record_refusal(&self, r: &NewRefusal<'_>) -> Result<i64, StoreError> {
+        let reasons = serde_json::to_string(r.reasons)
+            .map_err(|e| StoreError::Corrupt(format!("refusal reasons: {e}")))?;
+        let (_turn, mut tx) = self.begin_write().await?;
+        let seq: i64 = sqlx::query(
+            "UPDATE counters SET value = value + 1 WHERE name = 'inbound_refusals' RETURNING value",
+        )
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("value")?;
+        sqlx::query(
+            "INSERT INTO inbound_refusals (seq, system_id, department, kind, via, at, reasons) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(seq)
+        .bind(r.system_id)
+        .bind(r.department)
+        .bind(r.kind)
+        .bind(r.via)
+        .bind(r.at)
+        .bind(&reasons)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(seq)
+    }
+
+    /// The latest refusals, newest first, of one system or all.
+    pub async fn refusals(
+        &self,
+        system: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RefusalRecord>, StoreError> {
+        let mut filter = Filter::default();
+        if let Some(system) = system {
+            filter.add("system_id =", Param::Text(system));
+        }
+        let sql = format!(
+            "SELECT {REFUSAL_COLUMNS} FROM inbound_refusals {} ORDER BY seq DESC LIMIT ${}",
+            filter.where_clause(),
+            filter.next()
+        );
+        let rows = filter
+            .bind(sqlx::query(&sql))
+            .bind(i64::from(limit.max(1)))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(refusal_from_row).collect()
+    }
+
+    /// Per system with refusals after `since` (ms): how many, the first time and the latest
+    /// refusal, by system id.
+    pub async fn refusals_since(&self, since: i64) -> Result<Vec<RefusalSummary>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT system_id, COUNT(*) AS n, MIN(at) AS first_at, MAX(seq) AS last_seq \
+             FROM inbound_refusals WHERE at > $1 GROUP BY system_id ORDER BY system_id",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let sql = format!("SELECT {REFUSAL_COLUMNS} FROM inbound_refusals WHERE seq = $1");
+            let last_seq: i64 = r.try_get("last_seq")?;
+            let latest = refusal_from_row(
+                &sqlx::query(&sql)
+                    .bind(last_seq)
+                    .fetch_one(&self.pool)
+                    .await?,
+            )?;
+            out.push(RefusalSummary {
+                system_id: r.try_get("system_id")?,
+                department: latest.department.clone(),
+                count: r.try_get("n")?,
+                first_at: r.try_get("first_at")?,
+                latest,
+            });
+        }
+        Ok(out)
+    }
+
+    /// How many refusals were ever recorded: a cheap way to see whether one came since the
+    /// last look.
+    pub async fn refusals_head(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query("SELECT value FROM counters WHERE name = 'inbound_refusals'")
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("value")?,
+        )
     }
 
     /// The latest heartbeat of any system, 0 before the first: a cheap way to see whether any
@@ -1090,6 +1255,20 @@ fn feed_from_row(r: &AnyRow) -> Result<FeedEntry, StoreError> {
     })
 }
 
+fn refusal_from_row(r: &AnyRow) -> Result<RefusalRecord, StoreError> {
+    let reasons: String = r.try_get("reasons")?;
+    Ok(RefusalRecord {
+        seq: r.try_get("seq")?,
+        system_id: r.try_get("system_id")?,
+        department: r.try_get("department")?,
+        kind: r.try_get("kind")?,
+        via: r.try_get("via")?,
+        at: r.try_get("at")?,
+        reasons: serde_json::from_str(&reasons)
+            .map_err(|e| StoreError::Corrupt(format!("refusal {reasons}: {e}")))?,
+    })
+}
+
 fn alert_from_row(r: &AnyRow) -> Result<AlertRecord, StoreError> {
     Ok(AlertRecord {
         id: r.try_get("id")?,
@@ -1097,6 +1276,7 @@ fn alert_from_row(r: &AnyRow) -> Result<AlertRecord, StoreError> {
         system_id: r.try_get("system_id")?,
         application_id: r.try_get("application_id")?,
         item_code: r.try_get("item_code")?,
+        department: r.try_get("department")?,
         level: r.try_get("level")?,
         evidence: r.try_get("evidence")?,
         raised_at: r.try_get("raised_at")?,

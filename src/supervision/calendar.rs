@@ -17,9 +17,15 @@
 //!
 //! Saturdays and Sundays are rest days and every other day is a working day, unless a holiday
 //! file says otherwise: its `off` dates are rest days (法定节假日 and the days around them), its
-//! `work` dates are weekend days that are worked instead (调休上班). Years without a file follow
-//! the weekend rule alone; [`Calendar::years`] says which years have one, so that the hub can
-//! warn before a year runs out. The file format is described in `examples/calendar/README.md`.
+//! `work` dates are weekend days that are worked instead (调休上班). A year without a file
+//! follows the weekend rule and takes the statutory holidays that are fixed by date
+//! ([`FIXED_HOLIDAYS`]: 元旦 1 January, 劳动节 1–2 May, 国庆节 1–3 October, as 全国年节及纪念日放假办法
+//! sets them since 2025) as rest days; the holidays that move with the lunar calendar or the solar
+//! terms (春节, 清明节, 端午节, 中秋节) and the swapped working days cannot be known without the
+//! year's notice, so such a year is only approximately right. [`Calendar::years`] says which
+//! years have a file and [`Calendar::years_without_file`] which ones a span of time reaches
+//! without one, so that the hub warns before a due time can fall there ([`horizon_warning`]).
+//! The file format is described in `examples/calendar/README.md`.
 //!
 //! # The clock
 //!
@@ -117,9 +123,25 @@ const CST_MS: i64 = 8 * HOUR_MS;
 /// The largest day number whose start still fits in epoch milliseconds.
 const LAST_DAY: i64 = i64::MAX / DAY_MS - 1;
 
+/// The statutory holidays fixed by date (全国年节及纪念日放假办法, as revised in 2024 and in force
+/// from 2025): the days a year without a holiday file still takes as rest days, as (month, day,
+/// name). 春节, 清明节, 端午节 and 中秋节 move with the lunar calendar or the solar terms and are
+/// not here.
+pub const FIXED_HOLIDAYS: [(u32, u32, &str); 6] = [
+    (1, 1, "元旦"),
+    (5, 1, "劳动节"),
+    (5, 2, "劳动节"),
+    (10, 1, "国庆节"),
+    (10, 2, "国庆节"),
+    (10, 3, "国庆节"),
+];
+
+/// The Gregorian calendar repeats its weekdays every 400 years (146 097 days, 20 871 weeks).
+const CYCLE_YEARS: i64 = 400;
+
 /// Which days are worked: weekends off, plus each year's holidays and swapped working days.
 ///
-/// [`Calendar::default`] is the weekend rule alone.
+/// [`Calendar::default`] has no file: the weekend rule and [`FIXED_HOLIDAYS`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Calendar {
     /// The days a holiday file lists, by day number (days since 1970-01-01 in CST), and whether
@@ -261,6 +283,18 @@ impl Calendar {
         self.years.iter().copied()
     }
 
+    /// The years without a holiday file that the span from `from_ms` to `until_ms` (both
+    /// included) touches, in order: on those days only the weekends and [`FIXED_HOLIDAYS`] are
+    /// known to be off.
+    pub fn years_without_file(&self, from_ms: i64, until_ms: i64) -> Vec<i32> {
+        let first = year_of(day_of(from_ms));
+        let last = year_of(day_of(until_ms.max(from_ms)));
+        (first..=last)
+            .filter_map(|y| i32::try_from(y).ok())
+            .filter(|y| !self.years.contains(y))
+            .collect()
+    }
+
     /// Whether `date` is a working day.
     pub fn is_working_day(&self, date: NaiveDate) -> bool {
         self.working(i64::from(date.to_epoch_days()))
@@ -346,8 +380,17 @@ impl Calendar {
     fn working(&self, day: i64) -> bool {
         match self.listed.get(&day) {
             Some(&working) => working,
-            None => !is_weekend(day),
+            None => !is_weekend(day) && !self.fixed_holiday(day),
         }
+    }
+
+    /// Whether `day` is one of [`FIXED_HOLIDAYS`] in a year without a holiday file.
+    fn fixed_holiday(&self, day: i64) -> bool {
+        let (year, month, date) = civil(day);
+        FIXED_HOLIDAYS
+            .iter()
+            .any(|&(m, d, _)| (m, d) == (month, date))
+            && i32::try_from(year).is_ok_and(|y| !self.years.contains(&y))
     }
 
     /// The working days among days `from..to`.
@@ -360,8 +403,31 @@ impl Calendar {
         for day in from + weeks * 7..to {
             count += i64::from(!is_weekend(day));
         }
+        // A listed day is in a year with a file (or in the December before one, which holds no
+        // fixed holiday), so it is never a fixed holiday as well.
         for (&day, &working) in self.listed.range(from..to) {
             count += i64::from(working) - i64::from(!is_weekend(day));
+        }
+        count - (self.fixed_weekdays_before(to) - self.fixed_weekdays_before(from))
+    }
+
+    /// How many of the [`FIXED_HOLIDAYS`] of years without a file fall on a weekday before day
+    /// `day`, counted from an arbitrary origin (only differences mean anything). Whole years come
+    /// from the 400-year cycle, so a span of any length costs the same.
+    fn fixed_weekdays_before(&self, day: i64) -> i64 {
+        let year = year_of(day);
+        let mut count = fixed_weekdays_in_years_before(year);
+        for &file_year in &self.years {
+            if i64::from(file_year) < year {
+                count -= fixed_weekdays_of(i64::from(file_year));
+            }
+        }
+        if i32::try_from(year).is_ok_and(|y| !self.years.contains(&y)) {
+            count += FIXED_HOLIDAYS
+                .iter()
+                .map(|&(m, d, _)| days_from_civil(year, m, d))
+                .filter(|&h| h < day && !is_weekend(h))
+                .count() as i64;
         }
         count
     }
@@ -540,6 +606,95 @@ fn day_start(day: i64) -> i64 {
 fn is_weekend(day: i64) -> bool {
     // Day 0, 1970-01-01, was a Thursday: counting from Monday = 0, Saturday and Sunday are 5, 6.
     (day + 3).rem_euclid(7) >= 5
+}
+
+/// The day number of a Gregorian date, for any year (the days-from-civil algorithm: years
+/// start in March, so the leap day ends them).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let (m, d) = (i64::from(month), i64::from(day));
+    let y = if m <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let day_of_year = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// The Gregorian (year, month, day) of a day number, for any day (the inverse of
+/// [`days_from_civil`]).
+fn civil(day: i64) -> (i64, u32, u32) {
+    let z = day + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let d = (day_of_year - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = year_of_era + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+fn year_of(day: i64) -> i64 {
+    civil(day).0
+}
+
+/// How many of the [`FIXED_HOLIDAYS`] fall on a weekday in `year`.
+fn fixed_weekdays_of(year: i64) -> i64 {
+    FIXED_HOLIDAYS
+        .iter()
+        .filter(|&&(m, d, _)| !is_weekend(days_from_civil(year, m, d)))
+        .count() as i64
+}
+
+/// How many of the [`FIXED_HOLIDAYS`] fall on a weekday in the years from 0 up to `year`
+/// (negative for years before 0), file or no file.
+fn fixed_weekdays_in_years_before(year: i64) -> i64 {
+    static CYCLE: std::sync::OnceLock<[i64; CYCLE_YEARS as usize + 1]> = std::sync::OnceLock::new();
+    let prefix = CYCLE.get_or_init(|| {
+        let mut prefix = [0; CYCLE_YEARS as usize + 1];
+        for y in 0..CYCLE_YEARS {
+            prefix[y as usize + 1] = prefix[y as usize] + fixed_weekdays_of(y);
+        }
+        prefix
+    });
+    let cycles = year.div_euclid(CYCLE_YEARS);
+    let rest = year.rem_euclid(CYCLE_YEARS) as usize;
+    cycles * prefix[CYCLE_YEARS as usize] + prefix[rest]
+}
+
+/// The warning the hub gives at start and `tongban check` prints when a case accepted at
+/// `now_ms` with one of `limits` can come due in a year without a holiday file; `None` when the
+/// calendar covers every such due time. With no limits at hand (no catalog), `fallback` stands
+/// for them.
+pub fn horizon_warning(
+    calendar: &Calendar,
+    now_ms: i64,
+    limits: &[TimeLimit],
+    fallback: TimeLimit,
+) -> Option<String> {
+    let latest = limits
+        .iter()
+        .chain(limits.is_empty().then_some(&fallback))
+        .filter_map(|limit| calendar.deadline(now_ms, limit, &[]))
+        .max()?;
+    // The due time is the first instant past the limit: its last counted day is the one before.
+    let years = calendar.years_without_file(now_ms, latest.saturating_sub(1).max(now_ms));
+    if years.is_empty() {
+        return None;
+    }
+    let years: Vec<String> = years.iter().map(|y| y.to_string()).collect();
+    let fixed: Vec<String> = FIXED_HOLIDAYS
+        .iter()
+        .map(|(m, d, name)| format!("{name} {m}-{d}"))
+        .collect();
+    Some(format!(
+        "the working-day calendar has no holiday file for {}, which a case accepted now can reach          (latest due {}): those years count weekends and the holidays fixed by date ({}) as rest          days, but not 春节, 清明节, 端午节, 中秋节 nor the swapped working days, so working-day dues          there can be off by days; add the year's file to [supervision] calendars when the State          Council's notice appears",
+        years.join(", "),
+        crate::clock::format_millis(latest),
+        fixed.join(", ")
+    ))
 }
 
 /// One holiday file as written.
@@ -899,9 +1054,129 @@ mod tests {
         );
         assert_eq!(year, 248);
         assert!(
-            Calendar::default().is_working_day(date("2026-10-01")),
-            "without a file only weekends are off"
+            !Calendar::default().is_working_day(date("2026-10-01")),
+            "without a file the fixed statutory holidays are still off"
         );
+        assert!(
+            Calendar::default().is_working_day(date("2026-10-05")),
+            "without a file the rest of 国庆 is not known"
+        );
+    }
+
+    #[test]
+    fn a_year_without_a_file_takes_its_fixed_statutory_holidays_off() {
+        let cal = cn();
+        use TimeUnit::WorkingDay as W;
+        // 2027 has no file. Friday 2027-01-01 is 元旦 all the same: two working days from
+        // Wednesday 2026-12-30 are Thursday 12-31 and Monday 2027-01-04, not the Friday.
+        assert!(!cal.is_working_day(date("2027-01-01")));
+        assert_eq!(due(&cal, "2026-12-30 10:00", 2, W), "2027-01-04 24:00");
+        // 劳动节 and 国庆节 by date, on weekdays and weekends alike; the day after is worked.
+        for off in [
+            "2027-05-01",
+            "2027-05-02",
+            "2027-10-01",
+            "2027-10-02",
+            "2028-05-01",
+        ] {
+            assert!(!cal.is_working_day(date(off)), "{off}");
+        }
+        for worked in ["2027-05-03", "2027-10-04", "2028-01-03"] {
+            assert!(cal.is_working_day(date(worked)), "{worked}");
+        }
+        // Thursday 2026-10-01 to Wednesday 10-07 follow the 2026 file, not the fixed dates.
+        assert_eq!(due(&cal, "2026-09-30 10:00", 1, W), "2026-10-08 24:00");
+        assert_eq!(
+            due(&Calendar::default(), "2026-09-30 10:00", 1, W),
+            "2026-10-05 24:00",
+            "without a file only 10-01 to 10-03 are known to be off"
+        );
+    }
+
+    #[test]
+    fn counting_working_days_agrees_with_asking_day_by_day_across_years() {
+        let with_2026 = cn();
+        let two_files = Calendar::from_files(&[
+            ("a", include_str!("../../examples/calendar/cn-2026.toml")),
+            (
+                "b",
+                "year = 2028\nsource = \"test\"\n[[holiday]]\nname = \"元旦\"\noff = [\"2028-01-03\"]\n",
+            ),
+        ])
+        .unwrap();
+        let start = i64::from(date("2023-11-20").to_epoch_days());
+        for cal in [Calendar::default(), with_2026, two_files] {
+            for (from, len) in [(0, 2000), (37, 400), (400, 3), (770, 370), (1130, 9)] {
+                let (a, b) = (start + from, start + from + len);
+                let naive = (a..b).filter(|&d| cal.working(d)).count() as i64;
+                assert_eq!(cal.working_days_in(a, b), naive, "{from}+{len}");
+            }
+        }
+        // 2028's file says only 01-03 is off: its fixed dates are not taken as well.
+        let cal = Calendar::from_files(&[(
+            "b",
+            "year = 2028\nsource = \"test\"\n[[holiday]]\nname = \"元旦\"\noff = [\"2028-01-03\"]\n",
+        )])
+        .unwrap();
+        assert!(cal.is_working_day(date("2028-05-01")));
+        assert!(!cal.is_working_day(date("2029-05-01")));
+        // Day numbers and dates agree far from today too.
+        for text in [
+            "1600-03-01",
+            "1970-01-01",
+            "2000-02-29",
+            "2026-12-31",
+            "9999-12-31",
+        ] {
+            let d = date(text);
+            let n = i64::from(d.to_epoch_days());
+            assert_eq!(
+                civil(n),
+                (i64::from(d.year()), d.month(), d.day()),
+                "{text}"
+            );
+            assert_eq!(days_from_civil(i64::from(d.year()), d.month(), d.day()), n);
+        }
+    }
+
+    #[test]
+    fn the_hub_warns_when_a_due_can_reach_a_year_without_a_file() {
+        let cal = cn();
+        let sixty = limit(60, TimeUnit::NaturalDay);
+        let fallback = limit(3, TimeUnit::Month);
+        let warning = horizon_warning(&cal, at("2026-12-05 10:00"), &[sixty], fallback).unwrap();
+        assert!(warning.contains("no holiday file for 2027"), "{warning}");
+        assert!(warning.contains("元旦 1-1"), "{warning}");
+        assert!(
+            warning.contains("春节, 清明节, 端午节, 中秋节"),
+            "{warning}"
+        );
+        // In spring 2026 no limit of the catalog reaches 2027.
+        assert_eq!(
+            horizon_warning(&cal, at("2026-03-01 10:00"), &[sixty], fallback),
+            None
+        );
+        // Nor do 60 days from 2026-11-01, which end at 24:00 on 12-31; from 11-02 they do.
+        assert_eq!(
+            horizon_warning(&cal, at("2026-11-01 10:00"), &[sixty], fallback),
+            None
+        );
+        assert!(horizon_warning(&cal, at("2026-11-02 10:00"), &[sixty], fallback).is_some());
+        // Without the catalog's limits, the fallback stands for them.
+        assert!(horizon_warning(&cal, at("2026-10-15 10:00"), &[], fallback).is_some());
+        assert_eq!(
+            horizon_warning(&cal, at("2026-09-15 10:00"), &[], fallback),
+            None
+        );
+        // A calendar without any file warns about the year it is in.
+        let none = horizon_warning(
+            &Calendar::default(),
+            at("2026-03-01 10:00"),
+            &[sixty],
+            fallback,
+        )
+        .unwrap();
+        assert!(none.contains("no holiday file for 2026,"), "{none}");
     }
 
     #[test]
@@ -925,7 +1200,7 @@ mod tests {
         assert_eq!(due(&cal, "2026-02-13 10:00", 7, W), "2026-03-02 24:00");
         // Accepted on the swapped Saturday itself: that day is not counted either.
         assert_eq!(due(&cal, "2026-02-14 09:00", 1, W), "2026-02-24 24:00");
-        // The same limit on the weekend rule alone ignores the holiday.
+        // The same limit without a file does not know the holiday.
         let plain = Calendar::default();
         assert_eq!(due(&plain, "2026-02-13 10:00", 2, W), "2026-02-17 24:00");
     }

@@ -2,7 +2,7 @@
 //! the clock-stopping intervals, supplement requests, acceptance and completion the rules need.
 //!
 //! A [`Case`] starts when the hub accepts the application (`Submitted`) and follows its canonical
-//! case events (`schemas/case-event.schema.json`) in arrival order through [`Case::apply`]. Each
+//! case events (`schemas/case-event.schema.json`) one at a time through [`Case::apply`]. Each
 //! event is classified by its step (`node.name`) and result (`node.result`). An event that does
 //! not fit the case so far is still kept in the history, flagged with an [`OutOfOrder`] reason;
 //! whether it also moves the case depends on whether its meaning is still clear (a decision
@@ -39,6 +39,16 @@
 //! Every applied 受理, refusal, 审查, 决定, 送达, 退回 and 办结 also ends any open suspension at
 //! its time: the work went on, so the clock runs again. An applied event that carries no other
 //! flag but happened before the latest event already recorded is flagged `EarlierThanPrevious`.
+//!
+//! # Facts, whenever they arrive
+//!
+//! [`Case::from_events`] judges a case on its facts: it takes the events as they arrived and
+//! applies them in the order they *happened* (arrival order among equal times), so a department
+//! that reports late, or in batches, or 补正 after 办结, is judged on what it did and when. How
+//! it reported is judged too: an event that happened before one the hub had already received is
+//! flagged `EarlierThanPrevious` ("happened before an earlier report") when nothing else is wrong
+//! with it. Each step also keeps when the hub received it, so that record rules count their hold
+//! from when the hub could know the fact ([`Case::noted_at`]).
 //!
 //! The open step (for per-step limits) is the one the stage waits for: Submitted → 受理,
 //! Accepted → 审查, UnderReview → 决定, Decided → 送达, Delivered → 办结, counted from the event
@@ -311,6 +321,10 @@ pub struct CaseEvent {
     /// Epoch milliseconds, from RFC 3339.
     #[serde(deserialize_with = "rfc3339_ms")]
     pub occurred_at: i64,
+    /// When the hub received the event (epoch ms), if known: not part of the message, the
+    /// store's. Without it the event counts as received when it happened.
+    #[serde(skip)]
+    pub received_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -554,8 +568,17 @@ pub struct Step {
     pub node_type: NodeType,
     pub result: NodeResult,
     pub occurred_at: i64,
+    /// When the hub received it; its occurrence when not known.
+    pub received_at: i64,
     pub effect: Effect,
     pub out_of_order: Vec<OutOfOrder>,
+}
+
+impl Step {
+    /// When the hub could first know this fact: the later of its occurrence and its arrival.
+    pub fn noted_at(&self) -> i64 {
+        self.occurred_at.max(self.received_at)
+    }
 }
 
 /// Why the clock stopped.
@@ -687,7 +710,10 @@ impl Case {
         }
     }
 
-    /// A case replayed from its events in arrival order.
+    /// A case rebuilt from its events, given in the order they arrived: they are applied in
+    /// the order they happened (arrival order among equal times), and each that happened before
+    /// one received earlier (not in the same batch) is flagged `EarlierThanPrevious` unless
+    /// something else is wrong with it (see the module documentation).
     pub fn from_events<'a>(
         application_id: &str,
         system: &str,
@@ -695,9 +721,32 @@ impl Case {
         submitted_at: i64,
         events: impl IntoIterator<Item = &'a CaseEvent>,
     ) -> Case {
+        let arrived: Vec<&CaseEvent> = events.into_iter().collect();
+        // Events that arrived at the same moment (one batch) came together: their order among
+        // themselves says nothing about how the system reported. Without arrival times, each
+        // event is its own moment.
+        let moment = |i: usize| arrived[i].received_at.map_or((i, 0), |at| (0, at));
+        let mut reported_late = vec![false; arrived.len()];
+        let mut latest_before: Option<i64> = None;
+        let mut start = 0;
+        while start < arrived.len() {
+            let end = (start..arrived.len())
+                .find(|&j| moment(j) != moment(start))
+                .unwrap_or(arrived.len());
+            for i in start..end {
+                reported_late[i] = latest_before.is_some_and(|l| arrived[i].occurred_at < l);
+            }
+            for event in &arrived[start..end] {
+                latest_before =
+                    Some(latest_before.map_or(event.occurred_at, |l| l.max(event.occurred_at)));
+            }
+            start = end;
+        }
+        let mut order: Vec<usize> = (0..arrived.len()).collect();
+        order.sort_by_key(|&i| arrived[i].occurred_at);
         let mut case = Case::new(application_id, system, item_code, submitted_at);
-        for event in events {
-            case.apply(event);
+        for i in order {
+            case.apply_reported(arrived[i], reported_late[i]);
         }
         case
     }
@@ -793,9 +842,30 @@ impl Case {
         &self.supplements
     }
 
-    /// Every event recorded, flagged ones included, in arrival order.
+    /// Every event recorded, flagged ones included, in the order applied (the order they
+    /// happened, when the case was rebuilt by [`Case::from_events`]).
     pub fn history(&self) -> &[Step] {
         &self.history
+    }
+
+    /// When the hub could first know of event `event_id`: the later of its occurrence and its
+    /// arrival. `None` for an event the case has not recorded.
+    pub fn noted_at(&self, event_id: &str) -> Option<i64> {
+        self.history
+            .iter()
+            .find(|s| s.event_id == event_id)
+            .map(Step::noted_at)
+    }
+
+    /// When the hub could first know the case was closed: the closing event's
+    /// [`Case::noted_at`].
+    pub fn closure_noted_at(&self) -> Option<i64> {
+        let event = match (&self.completion, &self.refusal) {
+            (Some(done), _) => &done.event_id,
+            (None, Some(refused)) => &refused.event_id,
+            (None, None) => return None,
+        };
+        self.noted_at(event).or(self.closed_at())
     }
 
     /// The step the case waits for, while it is open.
@@ -814,8 +884,14 @@ impl Case {
         })
     }
 
-    /// Applies one event, in arrival order, and says what it meant.
+    /// Applies one event, after those applied so far, and says what it meant.
     pub fn apply(&mut self, event: &CaseEvent) -> Applied {
+        self.apply_reported(event, false)
+    }
+
+    /// [`Case::apply`], where `reported_late` says the event happened before one the hub had
+    /// received earlier, whatever the order of application.
+    fn apply_reported(&mut self, event: &CaseEvent, reported_late: bool) -> Applied {
         let before = self.state();
         if self.history.iter().any(|s| s.event_id == event.event_id) {
             return Applied {
@@ -825,7 +901,7 @@ impl Case {
                 out_of_order: Vec::new(),
             };
         }
-        let earlier = self.latest.is_some_and(|l| event.occurred_at < l);
+        let earlier = reported_late || self.latest.is_some_and(|l| event.occurred_at < l);
         let mut flags = Vec::new();
         let effect = self.transition(event, &mut flags);
         if effect != Effect::Ignored && flags.is_empty() && earlier {
@@ -841,6 +917,7 @@ impl Case {
             node_type: event.node.node_type,
             result: event.node.result,
             occurred_at: event.occurred_at,
+            received_at: event.received_at.unwrap_or(event.occurred_at),
             effect,
             out_of_order: flags.clone(),
         });
@@ -1920,6 +1997,81 @@ pub(crate) mod tests {
         let a = c.apply(&ev("r", 3, "审查", "2", "1"));
         assert_eq!((a.effect, a.after), (Effect::Reviewed, State::UnderReview));
         assert_eq!(flags(&a), vec!["earlier_than_previous"]);
+    }
+
+    #[test]
+    fn a_case_rebuilt_from_its_events_is_judged_on_when_they_happened() {
+        // 受理, then 办结 two days later; the two 补正 of the first day arrive after the 办结.
+        let received = |mut e: CaseEvent, at: i64| {
+            e.received_at = Some(at);
+            e
+        };
+        let now = t0() + 10 * DAY;
+        let arrived = [
+            received(accept("a", 0), now),
+            received(ev("e", 48, "办结", "3", "1"), now),
+            received(ev("s1", 2, "补正", "2", "5"), now + 1000),
+            received(ev("s2", 20, "补正", "2", "5"), now + 2000),
+        ];
+        let c = Case::from_events("TB-1", "sy-scjg-food", "ITEM", t0(), &arrived);
+        assert_eq!(c.state(), State::Completed);
+        let requests: Vec<&str> = c
+            .supplement_requests()
+            .iter()
+            .map(|r| r.event_id.as_str())
+            .collect();
+        assert_eq!(
+            requests,
+            ["s1", "s2"],
+            "both requests are facts of the case"
+        );
+        // The clock stood still from the first request to the completion that ended it.
+        assert_eq!(
+            c.suspended_intervals(now),
+            vec![(t0() + 2 * HOUR, t0() + 48 * HOUR)]
+        );
+        // Applied in the order they happened; the two reported after the 办结 are flagged.
+        let history: Vec<(&str, Vec<&str>)> = c
+            .history()
+            .iter()
+            .map(|s| {
+                (
+                    s.event_id.as_str(),
+                    s.out_of_order.iter().map(|f| f.code()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            history,
+            vec![
+                ("a", vec![]),
+                ("s1", vec!["earlier_than_previous"]),
+                ("s2", vec!["earlier_than_previous"]),
+                ("e", vec![]),
+            ]
+        );
+        // Known to the hub when it arrived, not when it happened.
+        assert_eq!(c.noted_at("s2"), Some(now + 2000));
+        assert_eq!(c.closure_noted_at(), Some(now));
+        assert_eq!(c.noted_at("nothing"), None);
+        // Received together, in one batch, nothing was reported after anything.
+        let batch: Vec<CaseEvent> = arrived
+            .iter()
+            .cloned()
+            .map(|e| received(e, now))
+            .rev()
+            .collect();
+        let c = Case::from_events("TB-1", "sy-scjg-food", "ITEM", t0(), &batch);
+        assert!(c.history().iter().all(|s| s.out_of_order.is_empty()));
+        assert_eq!(c.supplement_requests().len(), 2);
+        // One at a time, as they arrived, the late requests came after the 办结.
+        let mut one_by_one = case();
+        let flagged: Vec<Vec<&str>> = run(&mut one_by_one, &arrived)
+            .iter()
+            .map(|a| flags(a))
+            .collect();
+        assert_eq!(flagged[2], vec!["after_completion"]);
+        assert!(one_by_one.supplement_requests().is_empty());
     }
 
     #[test]

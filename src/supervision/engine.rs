@@ -9,6 +9,10 @@
 //! together, so an engine that restarts resumes where the last commit left it and, because it
 //! reconciles against the stored open alerts, raises nothing twice.
 //!
+//! A case is judged on its facts whenever they arrive: it is rebuilt in the order its events
+//! happened, each knowing when the hub received it, so a case reported all at once after it
+//! closed late gets its 黄牌 or 红牌 on record, and record alerts are held from arrival.
+//!
 //! Between rounds the engine keeps, per watched case, the next moment at which time alone can
 //! change its alerts ([`rules::next_check`]), and [`Engine::run`] sleeps until the earliest of
 //! them or until the feed's head moves (looked at once a second). Cases are never polled.
@@ -32,7 +36,8 @@
 use super::calendar::Calendar;
 use super::case::{Case, CaseEvent, parse_time};
 use super::rules::{
-    self, Alert, AlertChange, AlertKey, Deadlines, Level, Quiet, Rule, StepDue, Thresholds,
+    self, Alert, AlertChange, AlertKey, Deadlines, Level, Quiet, Refusals, Rule, StepDue,
+    Thresholds,
 };
 use crate::catalog::Item;
 use crate::clock;
@@ -155,6 +160,11 @@ pub struct Engine {
     last_seen: BTreeMap<String, i64>,
     /// Per system, the applications it has not reported on yet: how many, and since when.
     awaiting: BTreeMap<String, (usize, i64)>,
+    /// Per system, its messages refused within the record hold.
+    refusals: BTreeMap<String, Refusals>,
+    /// Each system's department USCC, as its cases, its applications and its refusals say: a
+    /// system's own alerts carry it, so that a feed filtered by department keeps them.
+    departments: BTreeMap<String, String>,
     /// The `now` of the latest step: wake times at or before it are spent.
     last_step: i64,
     /// Who this engine is in `leases`: unique per engine.
@@ -190,6 +200,8 @@ impl Engine {
             cases: BTreeMap::new(),
             last_seen: BTreeMap::new(),
             awaiting: BTreeMap::new(),
+            refusals: BTreeMap::new(),
+            departments: BTreeMap::new(),
             last_step: i64::MIN,
             holder: holder_name(),
             lease_epoch: None,
@@ -217,6 +229,7 @@ impl Engine {
         self.cases.clear();
         self.last_seen.clear();
         self.awaiting.clear();
+        self.refusals.clear();
         self.lease_epoch = None;
         self.lease_until = None;
     }
@@ -250,8 +263,8 @@ impl Engine {
         self.cursor
     }
 
-    /// The next moment at which time alone changes an alert: a case's next check or a system's
-    /// silence threshold. `None` when only new events can.
+    /// The next moment at which time alone changes an alert: a case's next check, a system's
+    /// silence threshold or the end of its refusals' hold. `None` when only new events can.
     pub fn next_wake(&self) -> Option<i64> {
         let cases = self.cases.values().filter_map(|w| w.next);
         let silences = self
@@ -262,7 +275,15 @@ impl Engine {
                 let quiet = self.quiet_since(&system, &open).at();
                 (minutes > 0).then(|| quiet + i64::from(minutes) * MINUTE + 1)
             });
-        cases.chain(silences).filter(|&t| t > self.last_step).min()
+        let refusals = self
+            .refusals
+            .values()
+            .map(|r| rules::refusals_end(r, &self.thresholds));
+        cases
+            .chain(silences)
+            .chain(refusals)
+            .filter(|&t| t > self.last_step)
+            .min()
     }
 
     /// One round at `now_ms`: new case events first, then the cases whose check is due, then
@@ -356,13 +377,28 @@ impl Engine {
             let seen = self.last_seen.entry(system).or_insert(at);
             *seen = (*seen).max(at);
         }
-        self.awaiting = self
-            .store
-            .awaiting_by_system()
-            .await?
-            .into_iter()
-            .map(|(system, count, oldest)| (system, (count, oldest)))
-            .collect();
+        self.awaiting = BTreeMap::new();
+        for (system, count, oldest, department) in self.store.awaiting_by_system().await? {
+            self.learn_department(&system, &department);
+            self.awaiting.insert(system, (count, oldest));
+        }
+        let hold_start = now_ms.saturating_sub(
+            i64::from(self.thresholds.record_hold_hours).saturating_mul(60 * MINUTE),
+        );
+        self.refusals = BTreeMap::new();
+        for r in self.store.refusals_since(hold_start).await? {
+            self.learn_department(&r.system_id, &r.department);
+            self.refusals.insert(
+                r.system_id,
+                Refusals {
+                    count: r.count,
+                    first_at: r.first_at,
+                    latest_at: r.latest.at,
+                    latest_via: r.latest.via,
+                    latest_reasons: r.latest.reasons,
+                },
+            );
+        }
         pending.extend(self.evaluate_systems(&open, now_ms));
         if !pending.is_empty() || !summaries.is_empty() {
             match self.write(&pending, &summaries, &[], None, now_ms).await? {
@@ -377,11 +413,13 @@ impl Engine {
         Ok(report)
     }
 
-    /// The feed's head and the latest heartbeat: a round is due when either moves.
-    async fn heads(&self) -> Result<(i64, i64), StoreError> {
+    /// The feed's head, the latest heartbeat and the refusals' head: a round is due when any
+    /// moves.
+    async fn heads(&self) -> Result<(i64, i64, i64), StoreError> {
         Ok((
             self.store.feed_head().await?,
             self.store.heartbeats_head().await?,
+            self.store.refusals_head().await?,
         ))
     }
 
@@ -389,8 +427,8 @@ impl Engine {
     /// `shutdown` turns true; then hands the lease back. Without the lease it tries to take it
     /// once a second.
     pub async fn run(mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        // The feed's head and the latest heartbeat, as of the last round this engine led.
-        let mut head_seen: Option<(i64, i64)> = None;
+        // The heads (see `heads`) as of the last round this engine led.
+        let mut head_seen: Option<(i64, i64, i64)> = None;
         loop {
             if *shutdown.borrow() {
                 break;
@@ -463,12 +501,16 @@ impl Engine {
                 .ok()
                 .and_then(|v| CaseEvent::from_json(&v).ok());
             match parsed {
-                Some(event) => events.push(event),
+                Some(mut event) => {
+                    event.received_at = Some(record.received_at);
+                    events.push(event)
+                }
                 None => {
                     tracing::warn!(application = id, event = %record.event_id, "stored case event is not canonical; left out")
                 }
             }
         }
+        self.learn_department(&app.system_id, &item.department.uscc);
         let case = Case::from_events(id, &app.system_id, &app.item_code, app.accepted_at, &events);
         let due = self.deadlines(&case, &item, now_ms);
         let current = rules::evaluate(&case, &item, due, now_ms, &self.thresholds);
@@ -597,13 +639,31 @@ impl Engine {
         }
     }
 
-    /// `system_silent` for the systems with open cases or an open silence alert.
+    /// Remembers `system`'s department, unless it is unknown (`""`).
+    fn learn_department(&mut self, system: &str, department: &str) {
+        if !department.is_empty()
+            && self.departments.get(system).map(String::as_str) != Some(department)
+        {
+            self.departments
+                .insert(system.to_owned(), department.to_owned());
+        }
+    }
+
+    /// A system's department USCC, `""` if not known yet.
+    fn department_of(&self, system: &str) -> &str {
+        self.departments.get(system).map_or("", String::as_str)
+    }
+
+    /// The system rules: `system_silent` for the systems with open cases, `events_refused` for
+    /// those with refusals within the hold, and either for a system with such an alert open.
     fn evaluate_systems(&self, open: &[AlertRecord], now_ms: i64) -> Vec<Pending> {
         let counts = self.open_systems();
         let mut systems: BTreeSet<String> = counts.keys().cloned().collect();
-        let silent =
-            |a: &&AlertRecord| a.application_id.is_none() && a.rule == Rule::SystemSilent.id();
-        systems.extend(open.iter().filter(silent).map(|a| a.system_id.clone()));
+        systems.extend(self.refusals.keys().cloned());
+        let systems_own = |a: &&AlertRecord| {
+            a.application_id.is_none() && parse_rule(&a.rule).is_some_and(Rule::is_system_rule)
+        };
+        systems.extend(open.iter().filter(systems_own).map(|a| a.system_id.clone()));
         let mut pending = Vec::new();
         for system in systems {
             // Without open cases the rule does not hold, and an open alert resolves.
@@ -611,16 +671,24 @@ impl Engine {
                 Some(open) => (open.count, self.quiet_since(&system, open)),
                 None => (0, Quiet::SinceHeard(now_ms)),
             };
-            let current: Vec<_> =
+            let mut current: Vec<_> =
                 rules::system_silence(&system, quiet, cases, now_ms, &self.thresholds)
                     .into_iter()
                     .collect();
+            if let Some(refusals) = self.refusals.get(&system) {
+                current.extend(rules::events_refused(
+                    &system,
+                    refusals,
+                    now_ms,
+                    &self.thresholds,
+                ));
+            }
             let mine: Vec<&AlertRecord> = open
                 .iter()
-                .filter(silent)
+                .filter(systems_own)
                 .filter(|a| a.system_id == system)
                 .collect();
-            pending.extend(self.pending(&mine, &current, now_ms, ""));
+            pending.extend(self.pending(&mine, &current, now_ms, self.department_of(&system)));
         }
         pending
     }
@@ -678,7 +746,7 @@ impl Engine {
                         system: condition.system,
                         application: condition.case,
                         item: condition.item,
-                        department: department.to_owned(),
+                        department: department_of_alert(record(&key)?, department),
                         level: condition.level,
                         from: Some(from),
                         evidence: condition.evidence,
@@ -693,7 +761,7 @@ impl Engine {
                             system: key.system,
                             application: key.case,
                             item: r.item_code.clone(),
-                            department: department.to_owned(),
+                            department: department_of_alert(r, department),
                             level,
                             from: None,
                             evidence: r.evidence.clone(),
@@ -775,6 +843,16 @@ fn reporting_lag(entry: &FeedEntry) -> Option<ReportingLag> {
         received_at: entry.at,
         lag_ms: entry.at - occurred,
     })
+}
+
+/// The department an alert change carries: the one the alert was raised with, or `department`
+/// when that was not known.
+fn department_of_alert(alert: &AlertRecord, department: &str) -> String {
+    if alert.department.is_empty() {
+        department.to_owned()
+    } else {
+        alert.department.clone()
+    }
 }
 
 fn parse_rule(id: &str) -> Option<Rule> {

@@ -13,3 +13,90 @@ pub mod case;
 pub mod engine;
 pub mod publish;
 pub mod rules;
+
+use crate::catalog::{Item, ItemQuery, TimeLimit, TimeUnit};
+use crate::config::Config;
+use crate::store::{Store, StoreError};
+use calendar::Calendar;
+
+/// What stands for the catalog's time limits when none is at hand (`tongban check` without a
+/// readable seed catalog): three months, longer than most statutory limits.
+pub const HORIZON_WITHOUT_CATALOG: TimeLimit = TimeLimit {
+    value: 3,
+    unit: TimeUnit::Month,
+};
+
+/// Every promised and statutory limit of `items`, once each.
+fn limits_of<'a>(items: impl IntoIterator<Item = &'a Item>) -> Vec<TimeLimit> {
+    let mut limits: Vec<TimeLimit> = Vec::new();
+    for item in items {
+        for limit in [item.promised_limit, item.statutory_limit] {
+            if !limits.contains(&limit) {
+                limits.push(limit);
+            }
+        }
+    }
+    limits
+}
+
+/// At start: warns in the log when a case accepted now, with any limit of the store's catalog,
+/// can come due in a year without a holiday file (see [`calendar::horizon_warning`]). A store
+/// that cannot be read is logged too; the hub starts either way.
+pub async fn warn_about_calendar(store: &Store, calendar: &Calendar, now_ms: i64) {
+    match catalog_limits(store).await {
+        Ok(limits) => {
+            if let Some(warning) =
+                calendar::horizon_warning(calendar, now_ms, &limits, HORIZON_WITHOUT_CATALOG)
+            {
+                tracing::warn!("{warning}");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(cause = %e, "cannot read the catalog's time limits to check the calendar's years")
+        }
+    }
+}
+
+/// The current catalog's limits, read page by page.
+async fn catalog_limits(store: &Store) -> Result<Vec<TimeLimit>, StoreError> {
+    let mut limits = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_items(&ItemQuery {
+                after: after.take(),
+                limit: 500,
+                ..ItemQuery::default()
+            })
+            .await?;
+        for limit in limits_of(&page.items) {
+            if !limits.contains(&limit) {
+                limits.push(limit);
+            }
+        }
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => return Ok(limits),
+        }
+    }
+}
+
+/// For `tongban check`, which opens no store: the calendar warning for the limits of the seed
+/// catalog `hub.toml` names, or for [`HORIZON_WITHOUT_CATALOG`] when there is none or it does
+/// not read.
+pub fn check_calendar(config: &Config, now_ms: i64) -> Option<String> {
+    let items = config
+        .hub
+        .catalog
+        .seed
+        .as_ref()
+        .and_then(|seed| std::fs::read_to_string(config.dir.join(seed)).ok())
+        .and_then(|text| crate::catalog::parse_import(&config.schemas, &text).ok())
+        .unwrap_or_default();
+    calendar::horizon_warning(
+        &config.hub.supervision.calendar,
+        now_ms,
+        &limits_of(&items),
+        HORIZON_WITHOUT_CATALOG,
+    )
+}

@@ -10,23 +10,31 @@
 //!
 //! | id | level | holds while |
 //! |---|---|---|
-//! | `time_limit` | 预警 warning once `warn_percent` of the promised limit is used; 黄牌 yellow past the promised date; 红牌 red past the statutory limit | the case is accepted and open |
+//! | `time_limit` | 预警 warning once `warn_percent` of the promised limit is used; 黄牌 yellow past the promised date; 红牌 red past the statutory limit | the case is accepted and open; and, as a record, once it completed past the promised date (yellow) or the statutory limit (red), however late the hub learnt of it |
 //! | `step_overdue` | warning | the step the case waits for is past its own limit (`step_limits`), even if the case is not |
 //! | `out_of_order` | warning | the case has events flagged out of order (see [`super::case`]) |
 //! | `acceptance_refused` | warning with reasons given (was the application lawful?), yellow without | the case was refused (不受理 / 不予受理) |
 //! | `completion_without_reason` | yellow | the case completed with a result 1–5 and no reason |
 //! | `repeated_supplement` | yellow | more than one supplement request (第十四条: everything at once) |
 //! | `shareable_material_requested` | yellow | a supplement request asked for a material the catalog marks obtainable by sharing (第十三条) |
+//! | `implausible_time` | warning | an event is dated more than `clock_tolerance_minutes` before the hub received the application (a system clock on UTC, a date typed wrong), or after the hub received the event itself (stored before such events were refused): its dues and stretches run from a time that cannot be right |
 //! | `system_silent` | warning | a system with open cases (applications it has not reported on yet included) has sent no event or heartbeat for longer than its threshold, counted from when it last did or from its oldest open case, whichever is later |
+//! | `events_refused` | warning | the hub refused a message of the system (it does not map, is dated in the future, concerns an application the system does not handle, …), by webhook, poll or queue, within the last `record_hold_hours`: it resolves once that long has passed since the latest refusal, not when the next message is taken, because the refused facts are lost until the system sends them again |
 //!
-//! The clock rules (`time_limit`, `step_overdue`) end when the case closes or the step is done.
-//! The record rules (the other case rules) are facts about the case's history, so they end
-//! when the case has been closed for `record_hold_hours`, counted from the closure or from the
-//! latest such fact if that came later (an event after 办结): long enough for the feed to show
-//! them, and the resolved alert keeps the evidence.
+//! The clock rules (`time_limit` on an open case, `step_overdue`) end when the case closes or the
+//! step is done; a case that completed late keeps its `time_limit` card as a record, with
+//! evidence naming its acceptance, promised date, statutory limit and completion. The record
+//! rules (the other case rules) are facts about the case's history, so they end when the case
+//! has been closed for `record_hold_hours`, counted from the closure or from the latest such
+//! fact if that came later (an event after 办结), where each counts from the later of when it
+//! happened and when the hub received it: a fact reported late, or a whole case reported in one
+//! batch after it closed, is shown for the whole hold after it arrives, and the resolved alert
+//! keeps the evidence.
 //!
 //! Evidence names times, event ids, steps, result codes and material ids; never a handler, an
-//! opinion, a reason's text or anything about the applicant.
+//! opinion, a reason's text or anything about the applicant. `events_refused` adds the reasons
+//! the hub refused a message for: mapping, schema and hub messages, which never quote a value,
+//! with ID and phone numbers scrubbed.
 
 use super::case::{Case, NodeName};
 use crate::catalog::{Item, TimeLimit, TimeUnit};
@@ -86,10 +94,12 @@ pub enum Rule {
     RepeatedSupplement,
     ShareableMaterialRequested,
     SystemSilent,
+    EventsRefused,
+    ImplausibleTime,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 8] = [
+    pub const ALL: [Rule; 10] = [
         Rule::TimeLimit,
         Rule::StepOverdue,
         Rule::OutOfOrder,
@@ -98,6 +108,8 @@ impl Rule {
         Rule::RepeatedSupplement,
         Rule::ShareableMaterialRequested,
         Rule::SystemSilent,
+        Rule::EventsRefused,
+        Rule::ImplausibleTime,
     ];
 
     /// The snake_case id used in the store, the feed and routing keys.
@@ -111,7 +123,14 @@ impl Rule {
             Rule::RepeatedSupplement => "repeated_supplement",
             Rule::ShareableMaterialRequested => "shareable_material_requested",
             Rule::SystemSilent => "system_silent",
+            Rule::EventsRefused => "events_refused",
+            Rule::ImplausibleTime => "implausible_time",
         }
+    }
+
+    /// Whether the rule is about a system rather than a case.
+    pub fn is_system_rule(self) -> bool {
+        matches!(self, Rule::SystemSilent | Rule::EventsRefused)
     }
 }
 
@@ -155,6 +174,7 @@ impl StepLimit {
 /// | `silence_minutes` | 60 | how long a system with open cases may stay silent; 0 turns `system_silent` off |
 /// | `system_silence_minutes` | none | per system id, overriding `silence_minutes` |
 /// | `record_hold_hours` | 72 | how long record alerts stay open after the case closes (a weekend and a day) |
+/// | `clock_tolerance_minutes` | 5 | how far systems' clocks may be off: a case event dated further ahead of its arrival is refused, one dated further before the hub received its application is flagged (`implausible_time`) |
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Thresholds {
@@ -163,6 +183,7 @@ pub struct Thresholds {
     pub silence_minutes: u32,
     pub system_silence_minutes: BTreeMap<String, u32>,
     pub record_hold_hours: u32,
+    pub clock_tolerance_minutes: u32,
 }
 
 impl Default for Thresholds {
@@ -173,6 +194,7 @@ impl Default for Thresholds {
             silence_minutes: 60,
             system_silence_minutes: BTreeMap::new(),
             record_hold_hours: 72,
+            clock_tolerance_minutes: 5,
         }
     }
 }
@@ -335,8 +357,8 @@ pub fn evaluate(
     if let Some(evidence) = step_overdue(case, &due, now_ms) {
         out.push(condition(Rule::StepOverdue, Level::Warning, evidence));
     }
-    for record in records(case, item) {
-        if on_record(case, record.at, now_ms, thresholds) {
+    for record in records(case, item, &due, thresholds) {
+        if on_record(case, record.noted, now_ms, thresholds) {
             out.push(condition(record.rule, record.level, record.evidence));
         }
     }
@@ -388,6 +410,67 @@ pub fn system_silence(
             },
             silent / MINUTE,
             if open_cases == 1 { "" } else { "s" },
+        ),
+    })
+}
+
+/// A system's refused messages within the record hold: what `events_refused` looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusals {
+    pub count: i64,
+    pub first_at: i64,
+    pub latest_at: i64,
+    /// How the latest came: `webhook`, `poll` or `queue`.
+    pub latest_via: String,
+    /// The latest refusal's reasons, masked.
+    pub latest_reasons: Vec<String>,
+}
+
+/// Reasons listed in an `events_refused` evidence; the rest are counted.
+const EVIDENCE_REASONS: usize = 5;
+
+/// The moment an `events_refused` condition ends by time alone: the record hold after the
+/// latest refusal.
+pub fn refusals_end(refusals: &Refusals, thresholds: &Thresholds) -> i64 {
+    refusals.latest_at.saturating_add(hold_ms(thresholds))
+}
+
+/// The `events_refused` condition: `system` had messages refused within the record hold.
+pub fn events_refused(
+    system: &str,
+    refusals: &Refusals,
+    now_ms: i64,
+    thresholds: &Thresholds,
+) -> Option<Condition> {
+    if refusals.count == 0 || now_ms >= refusals_end(refusals, thresholds) {
+        return None;
+    }
+    let mut reasons: Vec<String> = refusals
+        .latest_reasons
+        .iter()
+        .take(EVIDENCE_REASONS)
+        .cloned()
+        .collect();
+    if refusals.latest_reasons.len() > EVIDENCE_REASONS {
+        reasons.push(format!(
+            "and {} more",
+            refusals.latest_reasons.len() - EVIDENCE_REASONS
+        ));
+    }
+    Some(Condition {
+        rule: Rule::EventsRefused,
+        level: Level::Warning,
+        system: system.to_owned(),
+        case: None,
+        item: None,
+        evidence: format!(
+            "{} message{} refused since {}; the latest at {} (by {}): {}",
+            refusals.count,
+            if refusals.count == 1 { "" } else { "s" },
+            format_millis(refusals.first_at),
+            format_millis(refusals.latest_at),
+            refusals.latest_via,
+            reasons.join("; ")
         ),
     })
 }
@@ -474,9 +557,9 @@ pub fn next_check(
     if let Some(step) = due.step.filter(|s| waits_for(case, s)) {
         times.push(step.due + 1);
     }
-    if let Some(closed) = case.closed_at() {
-        for record in records(case, item) {
-            times.push(closed.max(record.at) + hold_ms(thresholds));
+    if let Some(closed) = case.closure_noted_at() {
+        for record in records(case, item, &due, thresholds) {
+            times.push(closed.max(record.noted) + hold_ms(thresholds));
         }
     }
     times.into_iter().filter(|&t| t > now_ms).min()
@@ -536,22 +619,114 @@ fn step_overdue(case: &Case, due: &Deadlines, now_ms: i64) -> Option<String> {
     })
 }
 
-/// A fact in the case's history that a record rule flags, and when it happened.
+/// A fact in the case's history that a record rule flags, and when the hub could first know
+/// it: the latest [`Case::noted_at`] of the events it rests on.
 struct Record {
     rule: Rule,
     level: Level,
-    at: i64,
+    noted: i64,
     evidence: String,
 }
 
-fn records(case: &Case, item: &Item) -> Vec<Record> {
-    let mut out = Vec::new();
+/// The latest time the hub could know any of `events`, by their ids; `fallback` when it knows
+/// none of them.
+fn noted(case: &Case, events: impl IntoIterator<Item = impl AsRef<str>>, fallback: i64) -> i64 {
+    events
+        .into_iter()
+        .filter_map(|id| case.noted_at(id.as_ref()))
+        .max()
+        .unwrap_or(fallback)
+}
+
+/// A closed case's late completion, as a `time_limit` record: 黄牌 when it completed past the
+/// promised date, 红牌 past the statutory limit, whenever the hub learnt of it.
+fn closed_late(case: &Case, due: &Deadlines) -> Option<Record> {
+    let accepted = case.accepted_at()?;
+    let done = case.completion()?;
+    let show = |t: Option<i64>| t.map_or_else(|| "none".to_owned(), format_millis);
+    let past = |t: Option<i64>| t.is_some_and(|t| done.at > t);
+    let (level, what) = if past(due.statutory) {
+        (Level::Red, "past the statutory limit")
+    } else if past(due.promised) {
+        (Level::Yellow, "past the promised date")
+    } else {
+        return None;
+    };
+    Some(Record {
+        rule: Rule::TimeLimit,
+        level,
+        noted: noted(case, [&done.event_id], done.at),
+        evidence: format!(
+            "closed {what}: accepted {}, promised date {}, statutory limit {}, closed {} (event {})",
+            format_millis(accepted),
+            show(due.promised),
+            show(due.statutory),
+            format_millis(done.at),
+            done.event_id
+        ),
+    })
+}
+
+/// Events dated further from the possible than the clocks' tolerance: before the hub received
+/// the application, or after the hub received the event.
+fn implausible_times(case: &Case, thresholds: &Thresholds) -> Option<Record> {
+    let tolerance = i64::from(thresholds.clock_tolerance_minutes) * MINUTE;
+    let found: Vec<(&super::case::Step, String)> = case
+        .history()
+        .iter()
+        .filter_map(|s| {
+            let why = if s.occurred_at < case.submitted_at() - tolerance {
+                format!(
+                    "{} before the hub received the application at {}",
+                    crate::clock::duration_text(case.submitted_at() - s.occurred_at),
+                    format_millis(case.submitted_at())
+                )
+            } else if s.occurred_at > s.received_at + tolerance {
+                format!(
+                    "{} after the hub received it at {}",
+                    crate::clock::duration_text(s.occurred_at - s.received_at),
+                    format_millis(s.received_at)
+                )
+            } else {
+                return None;
+            };
+            Some((s, why))
+        })
+        .collect();
+    let noted = found.iter().map(|(s, _)| s.noted_at()).max()?;
+    let mut listed: Vec<String> = found
+        .iter()
+        .take(EVIDENCE_EVENTS)
+        .map(|(s, why)| {
+            format!(
+                "event {} ({} · {}) dated {}, {why}",
+                s.event_id,
+                s.node,
+                s.result.code(),
+                format_millis(s.occurred_at)
+            )
+        })
+        .collect();
+    if found.len() > EVIDENCE_EVENTS {
+        listed.push(format!("and {} more", found.len() - EVIDENCE_EVENTS));
+    }
+    Some(Record {
+        rule: Rule::ImplausibleTime,
+        level: Level::Warning,
+        noted,
+        evidence: listed.join("; "),
+    })
+}
+
+fn records(case: &Case, item: &Item, due: &Deadlines, thresholds: &Thresholds) -> Vec<Record> {
+    let mut out: Vec<Record> = closed_late(case, due).into_iter().collect();
+    out.extend(implausible_times(case, thresholds));
     let flagged: Vec<_> = case
         .history()
         .iter()
         .filter(|s| !s.out_of_order.is_empty())
         .collect();
-    if let Some(at) = flagged.iter().map(|s| s.occurred_at).max() {
+    if let Some(noted) = flagged.iter().map(|s| s.noted_at()).max() {
         let mut listed: Vec<String> = flagged
             .iter()
             .take(EVIDENCE_EVENTS)
@@ -572,7 +747,7 @@ fn records(case: &Case, item: &Item) -> Vec<Record> {
         out.push(Record {
             rule: Rule::OutOfOrder,
             level: Level::Warning,
-            at,
+            noted,
             evidence: listed.join("; "),
         });
     }
@@ -585,7 +760,7 @@ fn records(case: &Case, item: &Item) -> Vec<Record> {
         out.push(Record {
             rule: Rule::AcceptanceRefused,
             level,
-            at: r.at,
+            noted: noted(case, [&r.event_id], r.at),
             evidence: format!(
                 "event {} refused acceptance ({} {}) at {}, {reasons}",
                 r.event_id,
@@ -603,7 +778,7 @@ fn records(case: &Case, item: &Item) -> Vec<Record> {
         out.push(Record {
             rule: Rule::CompletionWithoutReason,
             level: Level::Yellow,
-            at: done.at,
+            noted: noted(case, [&done.event_id], done.at),
             evidence: format!(
                 "event {} completed the case with result {} {} at {} without a reason",
                 done.event_id,
@@ -629,7 +804,11 @@ fn records(case: &Case, item: &Item) -> Vec<Record> {
         out.push(Record {
             rule: Rule::RepeatedSupplement,
             level: Level::Yellow,
-            at: requests.iter().map(|r| r.at).max().unwrap_or_default(),
+            noted: noted(
+                case,
+                requests.iter().map(|r| &r.event_id),
+                requests.iter().map(|r| r.at).max().unwrap_or_default(),
+            ),
             evidence: format!(
                 "{} supplement requests, where 第十四条 asks for everything at once: {}",
                 requests.len(),
@@ -650,6 +829,7 @@ fn records(case: &Case, item: &Item) -> Vec<Record> {
         })
         .collect();
     if let Some(at) = shareable.iter().map(|(_, at, _)| *at).max() {
+        let noted = noted(case, shareable.iter().map(|(id, ..)| *id), at);
         let listed: Vec<String> = shareable
             .iter()
             .map(|(id, at, ids)| {
@@ -663,7 +843,7 @@ fn records(case: &Case, item: &Item) -> Vec<Record> {
         out.push(Record {
             rule: Rule::ShareableMaterialRequested,
             level: Level::Yellow,
-            at,
+            noted,
             evidence: format!(
                 "sharing can supply what was requested (第十三条): {}",
                 listed.join("; ")
@@ -678,11 +858,12 @@ fn hold_ms(thresholds: &Thresholds) -> i64 {
 }
 
 /// Whether a record fact still holds: always on an open case; on a closed one until the hold
-/// has passed since the closure or the fact, whichever came later.
-fn on_record(case: &Case, fact_at: i64, now_ms: i64, thresholds: &Thresholds) -> bool {
-    match case.closed_at() {
+/// has passed since the hub could know both the closure and the fact (each the later of when it
+/// happened and when it arrived), so a fact reported late is shown for the whole hold.
+fn on_record(case: &Case, fact_noted: i64, now_ms: i64, thresholds: &Thresholds) -> bool {
+    match case.closure_noted_at() {
         None => true,
-        Some(closed) => now_ms < closed.max(fact_at) + hold_ms(thresholds),
+        Some(closed) => now_ms < closed.max(fact_noted) + hold_ms(thresholds),
     }
 }
 
@@ -852,21 +1033,23 @@ mod tests {
     }
 
     #[test]
-    fn time_limit_warns_turns_yellow_then_red_as_one_alert_and_resolves_on_completion() {
+    fn time_limit_warns_turns_yellow_then_red_as_one_alert_kept_on_record_when_completed_late() {
         let events = [
             accept("a", 0),
             ev("r", 24, "审查", "2", "1"),
             complete("e", 11 * 24 + 5, CompletionResult::Certificate, None),
         ];
-        let (board, _) = walk(&events, 14, natural_days);
+        let (board, _) = walk(&events, 16, natural_days);
         let a = t0();
+        // Completed past the statutory limit: the 红牌 is a fact of the case now, shown for
+        // the record hold after the completion, then resolved.
         assert_eq!(
             board.of(Rule::TimeLimit),
             vec![
                 ("raise", Level::Warning, a + 4 * DAY),
                 ("escalate", Level::Yellow, a + 5 * DAY + HOUR),
                 ("escalate", Level::Red, a + 10 * DAY + HOUR),
-                ("resolve", Level::Red, a + 11 * DAY + 5 * HOUR),
+                ("resolve", Level::Red, a + 14 * DAY + 5 * HOUR),
             ]
         );
         only(&board, Rule::TimeLimit);
@@ -893,6 +1076,212 @@ mod tests {
             ]
         );
         only(&board, Rule::TimeLimit);
+    }
+
+    /// `event` as the hub received it at `at`.
+    fn arrived(mut event: CaseEvent, at: i64) -> CaseEvent {
+        event.received_at = Some(at);
+        event
+    }
+
+    /// The rules' conditions for `case` at `now`, as (rule, level).
+    fn holding(c: &Case, now: i64) -> Vec<(Rule, Level)> {
+        evaluate(
+            c,
+            &item(),
+            natural_days(c, now),
+            now,
+            &Thresholds::default(),
+        )
+        .into_iter()
+        .map(|x| (x.rule, x.level))
+        .collect()
+    }
+
+    #[test]
+    fn a_case_reported_after_it_closed_late_gets_its_card_on_record_from_arrival() {
+        // Accepted 11-20, completed 13 days later (past the statutory 10), both reported on
+        // 12-10: a 红牌 from then, for the record hold, then resolved.
+        let now = t0() + 20 * DAY;
+        let events = [
+            arrived(accept("a", 0), now),
+            arrived(
+                complete("e", 13 * 24, CompletionResult::Certificate, None),
+                now,
+            ),
+        ];
+        let c = Case::from_events("TB-1", "sy-scjg-food", "ITEM", t0(), &events);
+        assert_eq!(holding(&c, now), vec![(Rule::TimeLimit, Level::Red)]);
+        let evidence = &evaluate(
+            &c,
+            &item(),
+            natural_days(&c, now),
+            now,
+            &Thresholds::default(),
+        )[0]
+        .evidence;
+        assert_eq!(
+            evidence,
+            "closed past the statutory limit: accepted 2026-11-20T09:00:00.000+08:00, \
+             promised date 2026-11-25T09:00:00.000+08:00, statutory limit \
+             2026-11-30T09:00:00.000+08:00, closed 2026-12-03T09:00:00.000+08:00 (event e)"
+        );
+        let hold = now + 72 * HOUR;
+        assert_eq!(holding(&c, hold - 1), vec![(Rule::TimeLimit, Level::Red)]);
+        assert_eq!(holding(&c, hold), vec![]);
+        assert_eq!(
+            next_check(
+                &c,
+                &item(),
+                natural_days(&c, now),
+                now,
+                &Thresholds::default()
+            ),
+            Some(hold)
+        );
+        // Past the promised date only: a 黄牌. On time: nothing.
+        for (hours, expected) in [
+            (7 * 24, vec![(Rule::TimeLimit, Level::Yellow)]),
+            (5 * 24, vec![]),
+        ] {
+            let events = [
+                arrived(accept("a", 0), now),
+                arrived(
+                    complete("e", hours, CompletionResult::Certificate, None),
+                    now,
+                ),
+            ];
+            let c = Case::from_events("TB-1", "sy-scjg-food", "ITEM", t0(), &events);
+            assert_eq!(holding(&c, now), expected, "completed after {hours} h");
+        }
+    }
+
+    #[test]
+    fn record_alerts_count_their_hold_from_when_the_fact_arrived() {
+        // A 不予受理 without reasons that happened 88 hours before it arrived.
+        let now = t0() + 88 * HOUR;
+        let mut refuse = ev("x", 0, "受理", "4", "3");
+        refuse.opinion = None;
+        let c = Case::from_events(
+            "TB-1",
+            "sy-scjg-food",
+            "ITEM",
+            t0(),
+            &[arrived(refuse, now)],
+        );
+        assert_eq!(
+            holding(&c, now),
+            vec![(Rule::AcceptanceRefused, Level::Yellow)]
+        );
+        assert_eq!(
+            holding(&c, now + 72 * HOUR - 1),
+            vec![(Rule::AcceptanceRefused, Level::Yellow)]
+        );
+        assert_eq!(holding(&c, now + 72 * HOUR), vec![]);
+
+        // Two 补正 of November, reported in December after the 办结 (reported on time).
+        let done = t0() + 2 * DAY;
+        let late = t0() + 20 * DAY;
+        let events = [
+            arrived(accept("a", 0), t0()),
+            arrived(complete("e", 48, CompletionResult::Certificate, None), done),
+            arrived(supplement("s1", 3, &["premises_layout"]), late),
+            arrived(supplement("s2", 20, &["safety_rules"]), late + 1000),
+        ];
+        let c = Case::from_events("TB-1", "sy-scjg-food", "ITEM", t0(), &events);
+        let got = holding(&c, late + 1000);
+        assert!(
+            got.contains(&(Rule::RepeatedSupplement, Level::Yellow)),
+            "{got:?}"
+        );
+        assert!(got.contains(&(Rule::OutOfOrder, Level::Warning)), "{got:?}");
+        assert_eq!(holding(&c, late + 1000 + 72 * HOUR), vec![]);
+    }
+
+    #[test]
+    fn events_dated_before_the_application_reached_the_hub_are_implausible() {
+        // 20 days before the hub received the application; 8 hours before (a server on UTC);
+        // 4 minutes before (within the tolerance); after its own arrival (stored before such
+        // events were refused).
+        let now = t0() + DAY;
+        let mut ahead = ev("later", 2, "审查", "2", "1");
+        ahead.received_at = Some(t0() + HOUR);
+        let events = [
+            arrived(ev("d20", -20 * 24, "受理", "1", "4"), now),
+            arrived(ev("h8", -8, "补正", "2", "5"), now),
+            ev("close", 0, "审查", "2", "0"),
+            ahead,
+        ];
+        let c = Case::from_events("TB-1", "sy-scjg-food", "ITEM", t0() + 4 * MINUTE, &events);
+        let got: Vec<Condition> = evaluate(
+            &c,
+            &item(),
+            Deadlines::default(),
+            now,
+            &Thresholds::default(),
+        )
+        .into_iter()
+        .filter(|x| x.rule == Rule::ImplausibleTime)
+        .collect();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].level, Level::Warning);
+        assert_eq!(
+            got[0].evidence,
+            "event d20 (受理 · 4) dated 2026-10-31T09:00:00.000+08:00, 20 days 4 minutes before \
+             the hub received the application at 2026-11-20T09:04:00.000+08:00; \
+             event h8 (补正 · 5) dated 2026-11-20T01:00:00.000+08:00, 8 hours 4 minutes before \
+             the hub received the application at 2026-11-20T09:04:00.000+08:00; \
+             event later (审查 · 1) dated 2026-11-20T11:00:00.000+08:00, 1 hour after the hub \
+             received it at 2026-11-20T10:00:00.000+08:00"
+        );
+        // Plausible dates: nothing.
+        let fine = Case::from_events(
+            "TB-1",
+            "sy-scjg-food",
+            "ITEM",
+            t0() + 4 * MINUTE,
+            &[accept("a", 0)],
+        );
+        assert!(
+            evaluate(
+                &fine,
+                &item(),
+                Deadlines::default(),
+                now,
+                &Thresholds::default()
+            )
+            .iter()
+            .all(|x| x.rule != Rule::ImplausibleTime)
+        );
+    }
+
+    #[test]
+    fn refused_messages_warn_until_the_hold_has_passed_since_the_latest() {
+        let t = Thresholds::default();
+        let reasons: Vec<String> = (1..=7).map(|i| format!("reason {i}")).collect();
+        let refusals = Refusals {
+            count: 3,
+            first_at: t0(),
+            latest_at: t0() + HOUR,
+            latest_via: "poll".into(),
+            latest_reasons: reasons,
+        };
+        let c = events_refused("sy-scjg-food", &refusals, t0() + 2 * HOUR, &t).unwrap();
+        assert_eq!(
+            (c.rule, c.level, c.case),
+            (Rule::EventsRefused, Level::Warning, None)
+        );
+        assert_eq!(
+            c.evidence,
+            "3 messages refused since 2026-11-20T09:00:00.000+08:00; the latest at \
+             2026-11-20T10:00:00.000+08:00 (by poll): reason 1; reason 2; reason 3; reason 4; \
+             reason 5; and 2 more"
+        );
+        let end = refusals_end(&refusals, &t);
+        assert_eq!(end, t0() + HOUR + 72 * HOUR);
+        assert!(events_refused("sy-scjg-food", &refusals, end - 1, &t).is_some());
+        assert!(events_refused("sy-scjg-food", &refusals, end, &t).is_none());
+        assert!(Rule::EventsRefused.is_system_rule() && !Rule::ImplausibleTime.is_system_rule());
     }
 
     #[test]
@@ -1370,7 +1759,8 @@ mod tests {
                 ("resolve", Level::Yellow),
             ]
         );
-        assert_eq!(time.last().unwrap().2, close);
+        // Completed past the promised date: on record until the hold ends.
+        assert_eq!(time.last().unwrap().2, hold);
         let step = raised_resolved(Rule::StepOverdue);
         assert_eq!(step.last().unwrap().2, close);
         // The refusal after acceptance was not applied, so it is only out of order.
@@ -1532,6 +1922,7 @@ mod tests {
         .unwrap();
         assert_eq!(t.warn_percent, 75);
         assert_eq!(t.record_hold_hours, 72);
+        assert_eq!(t.clock_tolerance_minutes, 5);
         assert_eq!(
             t.step_limit(NodeName::Acceptance),
             Some(TimeLimit {
@@ -1583,6 +1974,8 @@ mod tests {
                 "repeated_supplement",
                 "shareable_material_requested",
                 "system_silent",
+                "events_refused",
+                "implausible_time",
             ]
         );
         for r in Rule::ALL {
@@ -1621,7 +2014,7 @@ mod tests {
             ..Deadlines::default()
         };
         let mut all = evaluate(&c, &item(), due, t0() + 6 * HOUR, &Thresholds::default());
-        assert_eq!(all.len(), 4, "{all:?}");
+        assert_eq!(all.len(), 5, "{all:?}");
         all.extend(system_silence(
             "s",
             Quiet::SinceHeard(t0()),

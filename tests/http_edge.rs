@@ -493,7 +493,24 @@ async fn an_inbound_body_is_declared_as_what_its_mapping_reads() {
             "{content_type}: `{says}` in {}",
             reply.detail()
         );
+        // Refused like a message that does not map: on record for `events_refused`.
+        let latest = api.served.store.refusals(Some(system), 1).await.unwrap();
+        assert!(
+            latest.first().is_some_and(
+                |r| r.via == "webhook" && r.reasons.iter().any(|why| why.contains(says))
+            ),
+            "{content_type}: {latest:?}"
+        );
     }
+    let audited = api
+        .get("/api/v1/audit?outcome=refused%20415&limit=100", &api.admin)
+        .await;
+    assert_eq!(
+        audited.body["records"].as_array().map(Vec::len),
+        Some(6),
+        "{:#}",
+        audited.body
+    );
     // What fits goes on to be read (and is then refused for other reasons: the application
     // these examples name was never routed through this hub).
     for (system, key, content_type, body) in [

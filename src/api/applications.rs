@@ -588,8 +588,21 @@ async fn receive(
         };
         name.and_then(|n| state.config.mappings.get(n))
     });
-    if let Some(mapping) = mapping {
-        body.suits(mapping)?;
+    // A body declared as something its mapping does not read is refused like one that does not
+    // map: recorded for `events_refused` and audited as refused.
+    if let Some(why) = mapping.and_then(|m| body.suits(m).err()) {
+        let reasons = [why.clone()];
+        inbound::refused(
+            &state.config,
+            &state.store,
+            &system,
+            kind,
+            Via::Webhook,
+            &reasons,
+        )
+        .await;
+        let answer = ApiError::UnsupportedMediaType(why);
+        return Ok(refused(&state, &caller, &system, kind, answer, &reasons).await);
     }
     let RawBody(body, _) = body;
     let received = inbound::receive(
@@ -616,30 +629,31 @@ async fn receive(
         Err(InboundError::Unrecorded(e)) => Err(e.into()),
         Err(refusal) => {
             let reasons = refusal.refusal_reasons().unwrap_or_default();
-            Ok(refused(&state, &caller, &system, kind, &refusal, &reasons).await)
+            let answer = match refusal {
+                InboundError::Mapping(errors) => {
+                    ApiError::Invalid(errors.into_iter().map(ProblemEntry::from).collect())
+                }
+                other => ApiError::Unprocessable {
+                    detail: other.to_string(),
+                },
+            };
+            Ok(refused(&state, &caller, &system, kind, answer, &reasons).await)
         }
     }
 }
 
-/// The answer to a refused message: 400 with every mapping error, or 422 with every reason,
-/// and an audit record of its own, `refused 400` or `refused 422`, whose detail lists the
-/// (masked) reasons, so that `GET /api/v1/audit?outcome=refused` finds it.
+/// The answer to a refused message (400 with every mapping error, 415 for a body declared as
+/// what its mapping does not read, or 422 with every reason) and an audit record of its own,
+/// `refused 400`, `refused 415` or `refused 422`, whose detail lists the (masked) reasons, so
+/// that `GET /api/v1/audit?outcome=refused` finds it.
 async fn refused(
     state: &AppState,
     caller: &Caller,
     system: &str,
     kind: Kind,
-    error: &InboundError,
+    answer: ApiError,
     reasons: &[String],
 ) -> Response {
-    let answer = match error {
-        InboundError::Mapping(errors) => {
-            ApiError::Invalid(errors.iter().cloned().map(ProblemEntry::from).collect())
-        }
-        other => ApiError::Unprocessable {
-            detail: other.to_string(),
-        },
-    };
     let mut response = answer.into_response();
     let path = match kind {
         Kind::CaseEvent => "events",

@@ -24,7 +24,9 @@ impl FromRequest<AppState> for JsonBody {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         match MediaType::of(req.headers())? {
-            Some(media) if media.is_json() => media.utf8_json()?,
+            Some(media) if media.is_json() => {
+                media.utf8_json().map_err(ApiError::UnsupportedMediaType)?
+            }
             _ => {
                 return Err(ApiError::UnsupportedMediaType(
                     "the body must be JSON (Content-Type: application/json)".into(),
@@ -99,13 +101,13 @@ impl MediaType {
     }
 
     /// JSON is UTF-8 (RFC 8259 §8.1): a charset, if given, must say so.
-    fn utf8_json(&self) -> Result<(), ApiError> {
+    fn utf8_json(&self) -> Result<(), String> {
         match self.charset.as_deref() {
             None | Some("utf-8" | "utf8") => Ok(()),
-            Some(other) => Err(ApiError::UnsupportedMediaType(format!(
+            Some(other) => Err(format!(
                 "JSON is read as UTF-8 (RFC 8259); the Content-Type says charset={}",
                 shown(other)
-            ))),
+            )),
         }
     }
 }
@@ -296,17 +298,18 @@ impl FromRequest<AppState> for RawBody {
 }
 
 impl RawBody {
-    /// Whether the declared media type and charset are what `mapping` reads, 415 saying why not.
+    /// Whether the declared media type and charset are what `mapping` reads, or why not (the
+    /// caller answers 415).
     ///
     /// No `Content-Type` at all is taken as the mapping's own format (legacy clients often send
     /// none). A JSON mapping reads UTF-8 only. An XML document is decoded in the encoding its
     /// byte order mark or XML declaration names (UTF-8 without either); a charset that names
     /// another one is refused rather than one of the two silently ignored.
-    pub fn suits(&self, mapping: &Mapping) -> Result<(), ApiError> {
+    pub fn suits(&self, mapping: &Mapping) -> Result<(), String> {
         let Some(media) = &self.1 else {
             return Ok(());
         };
-        let refuse = |why: String| Err(ApiError::UnsupportedMediaType(why));
+        let refuse = Err;
         match &mapping.format {
             Format::Json { .. } => {
                 if !media.is_json() {

@@ -143,8 +143,9 @@ pub async fn receive(
     received
 }
 
-/// Logs and records a refusal.
-async fn refused(
+/// Logs and records a refusal (also of a webhook's body refused before it is read, for what
+/// it is declared as).
+pub async fn refused(
     config: &Config,
     store: &Store,
     system: &str,

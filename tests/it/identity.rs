@@ -3,7 +3,7 @@
 //! a good token of each accepted algorithm is taken. Tokens are made with `jsonwebtoken` and
 //! keys generated in the test.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};

@@ -5,7 +5,8 @@
 //! error answer with `\u`-escaped personal data in the delivery's `last_error` and the log line
 //! that reports the dead letter.
 
-mod common;
+use crate::common;
+use crate::on_both_backends;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};

@@ -10,7 +10,7 @@
 //! Every wait is a poll with a deadline and every assertion is on an outcome (states, what the
 //! mocks received), never on how long something took.
 
-mod common;
+use crate::common;
 
 use axum::http::{HeaderMap, StatusCode, header};
 use common::Issuer;

@@ -7,7 +7,8 @@
 //! the other taking over when the lease lapses, with no alert twice; and a system with open
 //! cases that stays silent past its threshold is flagged until an event or a heartbeat comes.
 
-mod common;
+use crate::common;
+use crate::on_both_backends;
 
 use serde_json::{Value, json};
 use tongban::catalog::Item;

@@ -5,7 +5,7 @@
 //! Requests carry the platform's API key unless a test says otherwise, since every `/api/v1`
 //! route needs a credential and the platform is the one role that may both read and write.
 
-mod common;
+use crate::common;
 
 use axum::Router;
 use axum::body::Body;

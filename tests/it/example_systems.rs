@@ -8,10 +8,10 @@
 //! valid assertion on every delivery, so those tests send one; the scjg tests of its SOAP
 //! transport, fault modes and control API run without a hub, and so without the check.
 
-#[path = "../examples/systems/mod.rs"]
+#[path = "../../examples/systems/mod.rs"]
 mod systems;
 
-mod common;
+use crate::common;
 
 use axum::Router;
 use axum::body::Bytes;

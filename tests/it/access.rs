@@ -3,7 +3,7 @@
 //! system is refused for another system's resources. The table and the routes' declared access
 //! must also agree in both directions, so neither can change without the other.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};

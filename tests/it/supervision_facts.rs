@@ -4,7 +4,8 @@
 //! supplement requests reported after the 办结 raise their cards; events dated before the
 //! application reached the hub are flagged; and a system's own alerts carry its department.
 
-mod common;
+use crate::common;
+use crate::on_both_backends;
 
 use serde_json::{Value, json};
 use tongban::catalog::Item;

@@ -3,7 +3,7 @@
 //! through raw SQL, as someone with write access to the database file would, and the command
 //! must exit 1 naming the record and what was done to it. An untouched copy exits 0.
 
-mod common;
+use crate::common;
 
 use sqlx::Connection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};

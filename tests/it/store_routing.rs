@@ -3,7 +3,7 @@
 //! leases (never the same delivery twice at once), recording attempts, dead letters and replay,
 //! and deduplicated case events.
 
-mod common;
+use crate::on_both_backends;
 
 use std::collections::HashSet;
 use tongban::audit::AuditEntry;

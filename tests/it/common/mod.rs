@@ -1,11 +1,11 @@
 //! Shared test fixtures: the repository's configuration, stores on SQLite and PostgreSQL, and
 //! sample items and applications; the submodules hold what end-to-end tests share.
-#![allow(dead_code)]
 
 pub mod api;
 pub mod broker;
 pub mod edit;
 pub mod hub;
+pub mod logs;
 pub mod mock;
 pub mod process;
 pub mod wait;
@@ -32,6 +32,7 @@ pub fn config() -> Config {
 pub struct TestStore {
     pub store: Store,
     _dir: Option<tempfile::TempDir>,
+    _database: Option<TestDatabase>,
 }
 
 /// A fresh, migrated SQLite store in a temporary directory.
@@ -43,6 +44,7 @@ pub async fn sqlite_store() -> TestStore {
     TestStore {
         store,
         _dir: Some(dir),
+        _database: None,
     }
 }
 
@@ -68,9 +70,44 @@ pub fn postgres_admin_url() -> Option<String> {
 
 static DATABASES: AtomicU32 = AtomicU32::new(0);
 
-/// The URL of a new, empty database on the test PostgreSQL server, or `None` when there is
-/// none (see [`postgres_admin_url`]).
-pub async fn postgres_database() -> Option<String> {
+/// A database of a test's own on the test PostgreSQL server, dropped (its connections ended
+/// first) when this is dropped, so that test runs leave nothing behind on a shared server.
+pub struct TestDatabase {
+    pub url: String,
+    name: String,
+    admin: String,
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // Drop runs outside async code: the statement gets a thread and a runtime of its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime to drop a test database");
+            runtime.block_on(async {
+                let pool = sqlx::AnyPool::connect(&admin).await?;
+                pool.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                    .await?;
+                pool.close().await;
+                Ok::<_, sqlx::Error>(())
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!(
+                "could not drop the test database {}: {dropped:?}",
+                self.name
+            );
+        }
+    }
+}
+
+/// A fresh, empty database on the test PostgreSQL server, or `None` when there is none (see
+/// [`postgres_admin_url`]).
+pub async fn postgres_database() -> Option<TestDatabase> {
     let admin = postgres_admin_url()?;
     sqlx::any::install_default_drivers();
     let name = format!(
@@ -90,17 +127,25 @@ pub async fn postgres_database() -> Option<String> {
         .expect("create a test database");
     pool.close().await;
     let (base, _) = admin.rsplit_once('/').expect("URL has a database path");
-    Some(format!("{base}/{name}"))
+    Some(TestDatabase {
+        url: format!("{base}/{name}"),
+        name,
+        admin,
+    })
 }
 
 /// A fresh, migrated store in a database of its own on the test PostgreSQL server, or `None`
 /// when there is none (see [`postgres_admin_url`]).
 pub async fn postgres_store() -> Option<TestStore> {
-    let url = postgres_database().await?;
-    let store = Store::open(&url, &repo(), 4)
+    let database = postgres_database().await?;
+    let store = Store::open(&database.url, &repo(), 4)
         .await
         .expect("PostgreSQL store opens");
-    Some(TestStore { store, _dir: None })
+    Some(TestStore {
+        store,
+        _dir: None,
+        _database: Some(database),
+    })
 }
 
 /// The example province catalog.

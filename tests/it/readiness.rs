@@ -2,7 +2,7 @@
 //! (SQLite and PostgreSQL), not while a SQLite store is full, and ready again by itself once
 //! the store can commit again.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -72,9 +72,10 @@ async fn sqlite_a_store_another_process_holds_the_write_lock_of_is_not_ready() {
 
 #[tokio::test]
 async fn postgres_a_store_whose_writes_are_locked_out_is_not_ready() {
-    let Some(url) = common::postgres_database().await else {
+    let Some(database) = common::postgres_database().await else {
         return;
     };
+    let url = database.url.clone();
     let store = Store::open(&url, &common::repo(), 2).await.unwrap();
     // Any table a write needs will do; the probe's is the one that never waits otherwise.
     not_ready_while_writes_are_locked_out(

@@ -2,7 +2,7 @@
 //! mappings round-trip arbitrary text and times (property tests), hostile XML is refused
 //! cleanly, and the README's worked example works exactly as written.
 
-mod common;
+use crate::common;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};

@@ -1,7 +1,8 @@
 //! The store on SQLite and PostgreSQL: item versions, the change feed, filters, pagination,
 //! concurrency, and failing clearly when the database cannot be reached.
 
-mod common;
+use crate::common;
+use crate::on_both_backends;
 
 use std::collections::HashSet;
 use tongban::catalog::{ChangeKind, Item, ItemQuery, ItemStatus, PutOutcome};

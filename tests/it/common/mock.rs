@@ -31,10 +31,8 @@ pub enum Mode {
     Fail500,
     Fail400,
     /// HTTP 400 quoting the request back, as legacy systems do: the fields it complains about
-    /// first (ID number, name, phone), then the whole request.
-    Fail400Echo,
-    /// Like [`Mode::Fail400Echo`], in ASCII-only JSON as many legacy systems write it: every
-    /// other character a `\u` escape.
+    /// first (ID number, name, phone), then the whole request, in ASCII-only JSON as many
+    /// legacy systems write it: every other character a `\u` escape.
     Fail400EscapedEcho,
     /// HTTP 500 with a SOAP 1.1 `soap:Client` fault: the message will never be accepted.
     SoapClientFault,
@@ -272,7 +270,7 @@ async fn mock_answer(
             r#"{"CODE":"E400","MSG":"SFZHM 校验失败"}"#,
         )
             .into_response(),
-        Mode::Fail400Echo | Mode::Fail400EscapedEcho => {
+        Mode::Fail400EscapedEcho => {
             let sent: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             let data = &sent["data"];
             let echo = json!({
@@ -284,15 +282,10 @@ async fn mock_answer(
                 "DATA": sent,
             })
             .to_string();
-            let echo = if mode == Mode::Fail400EscapedEcho {
-                ascii_escaped(&echo)
-            } else {
-                echo
-            };
             (
                 StatusCode::BAD_REQUEST,
                 [(header::CONTENT_TYPE, "application/json")],
-                echo,
+                ascii_escaped(&echo),
             )
                 .into_response()
         }

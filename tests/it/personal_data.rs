@@ -18,7 +18,7 @@
 //! is caught. Names and addresses count in clear as `\u` escapes too. The test fails with every
 //! finding, its source and its context.
 
-mod common;
+use crate::common;
 
 use axum::http::StatusCode;
 use common::edit::{RST, SCJG, set_adapter_key};

@@ -2,7 +2,7 @@
 //! `max_page_count`): no write is reported done that did not commit, nothing stays locked, and
 //! the store takes writes again by itself once there is room.
 
-mod common;
+use crate::common;
 
 use common::wait::PATIENCE;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! system that never answers and a poll of it that never returns. The stop takes one grace
 //! period in all, not one per part.
 
-mod common;
+use crate::common;
 
 use common::edit::{RST, adapter_file, edit, set_key};
 use common::wait::{PATIENCE, until};

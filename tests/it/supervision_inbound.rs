@@ -5,14 +5,13 @@
 //! dated in the future is refused, and one dated before the hub received its application is
 //! flagged `implausible_time`.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use common::Issuer;
 use common::api::TestApi;
 use serde_json::Value;
-use std::sync::{Arc, Mutex, OnceLock};
 use tongban::auth::Role;
 use tongban::clock::{cst, now_millis};
 use tongban::routing::inbound::{self, InboundError, Kind, Via};
@@ -168,47 +167,6 @@ fn raised(entries: &[FeedEntry]) -> Vec<(String, String, String)> {
     got
 }
 
-/// Every log line of this test binary. A subscriber set for one thread misses events whose
-/// callsite another test reached first, so this one is global and the tests pick their lines.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-fn logs() -> &'static Logs {
-    static LOGS: OnceLock<Logs> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Logs::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(logs.clone())
-            .with_ansi(false)
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
-        logs
-    })
-}
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
-    type Writer = Logs;
-    fn make_writer(&'a self) -> Logs {
-        self.clone()
-    }
-}
-
-impl Logs {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-}
-
 #[tokio::test]
 async fn a_message_that_is_wrong_but_understood_is_taken_and_flagged() {
     let hub = hub().await;
@@ -260,7 +218,7 @@ async fn a_message_that_is_wrong_but_understood_is_taken_and_flagged() {
 
 #[tokio::test]
 async fn a_refused_event_is_answered_audited_logged_recorded_and_raised() {
-    let logs = logs();
+    common::logs::capture();
     let hub = hub().await;
     hub.application("TB-R-1").await;
 
@@ -327,7 +285,7 @@ async fn a_refused_event_is_answered_audited_logged_recorded_and_raised() {
     );
 
     // The log says so at WARN, with the reasons.
-    let log = logs.text();
+    let log = common::logs::text();
     let warned = |reason: &str| {
         log.lines()
             .filter(|l| {
@@ -338,10 +296,10 @@ async fn a_refused_event_is_answered_audited_logged_recorded_and_raised() {
             })
             .count()
     };
-    assert_eq!(warned("field `/handler/name`"), 1, "{log}");
-    assert_eq!(
-        warned("no application with this id was routed through the hub"),
-        1,
+    // Other tests in this process post refused messages too: at least this one's lines.
+    assert!(warned("field `/handler/name`") >= 1, "{log}");
+    assert!(
+        warned("no application with this id was routed through the hub") >= 1,
         "{log}"
     );
     assert!(!log.contains(CITIZEN_ID), "{log}");

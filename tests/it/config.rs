@@ -5,7 +5,7 @@
 //! and the lines expected are found by searching the text, so the tests follow the examples'
 //! layout.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! `keys issue|list|revoke`, `audit verify` of an untouched log, the help texts, exit codes,
 //! and what reaches stdout and stderr.
 
-mod common;
+use crate::common;
 
 use common::process::tongban;
 use serde_json::Value;

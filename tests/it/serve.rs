@@ -3,7 +3,7 @@
 //! same directory while the hub runs, items served over HTTP to that key only, JSON logs without
 //! personal data, and a graceful stop on SIGTERM.
 
-mod common;
+use crate::common;
 
 use common::process::{LogFormat, Process};
 

@@ -1,7 +1,7 @@
 //! The example province catalog is real data a newcomer can trust: every item valid, many
 //! departments, a mix of types, case types and limits.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use tongban::catalog;

@@ -10,7 +10,7 @@
 //! Without the variable the broker test is skipped loudly, and fails when `CI` is set. Every
 //! wait is a poll with a deadline; no assertion is on timing.
 
-mod common;
+use crate::common;
 
 use common::Issuer;
 use serde_json::{Value, json};

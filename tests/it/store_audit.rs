@@ -2,7 +2,8 @@
 //! concurrent writers), its listing filters, tampering done with SQL straight on the database
 //! and what verification says about it, API keys, and the applicant's identity on deliveries.
 
-mod common;
+use crate::common;
+use crate::on_both_backends;
 
 use sqlx::Executor;
 use tongban::audit::{self, AuditEntry, AuditRecord, Finding, GENESIS};
@@ -351,6 +352,7 @@ struct Raw {
     store: Store,
     url: String,
     _dir: Option<tempfile::TempDir>,
+    _database: Option<common::TestDatabase>,
 }
 
 async fn raw_sqlite() -> Raw {
@@ -366,18 +368,20 @@ async fn raw_sqlite() -> Raw {
         store,
         url,
         _dir: Some(dir),
+        _database: None,
     }
 }
 
 async fn raw_postgres() -> Option<Raw> {
-    let url = common::postgres_database().await?;
-    let store = Store::open(&url, &common::repo(), 4)
+    let database = common::postgres_database().await?;
+    let store = Store::open(&database.url, &common::repo(), 4)
         .await
         .expect("PostgreSQL store opens");
     Some(Raw {
         store,
-        url,
+        url: database.url.clone(),
         _dir: None,
+        _database: Some(database),
     })
 }
 

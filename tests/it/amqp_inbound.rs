@@ -14,7 +14,7 @@
 //! the configuration trusts; each delivered message carries the hub's identity assertion in
 //! its `tongban-assertion` header, checked with the hub's published keys.
 
-mod common;
+use crate::common;
 
 use common::edit::edit;
 use common::wait::{PATIENCE, eventually};
@@ -64,34 +64,6 @@ fn amqp_url() -> Option<String> {
             None
         }
     }
-}
-
-/// Everything the hub logs in this test process (all tests share one subscriber).
-static LOG: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
-
-struct LogWriter;
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOG.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("tongban=debug")
-        .with_ansi(false)
-        .with_writer(|| LogWriter)
-        .try_init();
-}
-
-fn logged() -> String {
-    String::from_utf8_lossy(&LOG.lock().unwrap()).into_owned()
 }
 
 fn unique(prefix: &str) -> String {
@@ -551,7 +523,7 @@ fn death(message: &lapin::message::Delivery) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case_events_are_stored_once_and_refused_ones_are_dead_lettered_not_redelivered() {
-    capture_logs();
+    common::logs::capture();
     let Some(url) = amqp_url() else { return };
     let names = Names::new();
     let queue = names.queue.clone();
@@ -736,7 +708,7 @@ async fn case_events_are_stored_once_and_refused_ones_are_dead_lettered_not_rede
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hub_declares_its_queue_and_a_refused_message_is_not_redelivered() {
-    capture_logs();
+    common::logs::capture();
     let Some(url) = amqp_url() else { return };
     let names = Names::new();
     let queue = names.queue.clone();
@@ -824,7 +796,7 @@ async fn the_hub_declares_its_queue_and_a_refused_message_is_not_redelivered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_the_store_cannot_take_goes_back_to_the_queue_and_is_stored_later() {
-    capture_logs();
+    common::logs::capture();
     let Some(url) = amqp_url() else { return };
     let names = Names::new();
     let queue = names.queue.clone();
@@ -842,7 +814,7 @@ async fn an_event_the_store_cannot_take_goes_back_to_the_queue_and_is_stored_lat
         .publish(&queue, &event("accept", &id), &message_id)
         .await;
     eventually("the consumer to fail to store the step", || async {
-        let log = logged();
+        let log = common::logs::text();
         if log
             .lines()
             .any(|l| l.contains("cannot store a case event") && l.contains(&message_id))
@@ -891,7 +863,7 @@ async fn an_event_the_store_cannot_take_goes_back_to_the_queue_and_is_stored_lat
 async fn a_broker_that_is_not_there_does_not_keep_the_hub_from_serving_or_stopping() {
     // No broker listens on this port: the consumer keeps backing off, the hub serves
     // meanwhile and stops promptly.
-    capture_logs();
+    common::logs::capture();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -908,7 +880,7 @@ async fn a_broker_that_is_not_there_does_not_keep_the_hub_from_serving_or_stoppi
     assert_eq!(app["system"], SYSTEM, "{app:#}");
     let port_text = format!("127.0.0.1:{port}");
     eventually("a failed connection to be logged", || async {
-        let log = logged();
+        let log = common::logs::text();
         if log
             .lines()
             .any(|l| l.contains("AMQP inbound disconnected") && l.contains(&port_text))
@@ -921,7 +893,7 @@ async fn a_broker_that_is_not_there_does_not_keep_the_hub_from_serving_or_stoppi
     .await;
     hub.stop(STOP_PATIENCE).await;
     assert!(
-        !logged().contains("secret"),
+        !common::logs::text().contains("secret"),
         "the broker's password is never logged"
     );
 }

@@ -4,7 +4,8 @@
 //! what their mapping reads, the request target and header limits answered with
 //! problem+json, and a server that closes idle and half-sent connections.
 
-mod common;
+use crate::common;
+use crate::on_both_backends;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};

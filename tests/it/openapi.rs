@@ -2,7 +2,7 @@
 //! every described operation is served, every operation documents its problem+json errors, and
 //! each operation's security and `x-roles` say exactly who the route admits.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};

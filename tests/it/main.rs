@@ -1,0 +1,35 @@
+//! The integration tests, as one test binary: one build and one link of every dependency
+//! instead of one per file. Each module is the tests of one part or promise; `common` holds
+//! the fixtures they share.
+
+mod common;
+
+mod access;
+mod amqp_inbound;
+mod api_catalog;
+mod audit_cli;
+mod bench_quick;
+mod canonical_schemas;
+mod cli;
+mod config;
+mod delivery;
+mod drivers;
+mod example_catalog;
+mod example_systems;
+mod http_edge;
+mod identity;
+mod mapping;
+mod masked_texts;
+mod openapi;
+mod personal_data;
+mod readiness;
+mod serve;
+mod shutdown;
+mod store;
+mod store_audit;
+mod store_durability;
+mod store_routing;
+mod supervision_engine;
+mod supervision_facts;
+mod supervision_feed;
+mod supervision_inbound;

@@ -469,6 +469,10 @@ impl Store {
         let mut order: Vec<usize> = (0..events.len()).collect();
         order.sort_by(|&a, &b| events[a].application_id.cmp(&events[b].application_id));
         let mut new = vec![false; events.len()];
+        // One arrival time for the whole batch: events committed together arrived together,
+        // and the supervision engine reads equal arrival times as one report (their order
+        // among themselves is not held against the system).
+        let now = clock::now_millis();
         for i in order {
             let e = &events[i];
             let event = NewEvent {
@@ -480,7 +484,7 @@ impl Store {
                 body: &e.body,
                 state: &e.state,
             };
-            new[i] = record_event_in_tx(&mut tx, &event, clock::now_millis()).await?;
+            new[i] = record_event_in_tx(&mut tx, &event, now).await?;
         }
         tx.commit().await?;
         if new.contains(&true) {

@@ -165,6 +165,29 @@ async fn a_batch_of_events_is_deduplicated_within_itself_and_against_the_store(s
     moved.mark_unchanged();
     assert_eq!(store.record_events(&second).await.unwrap(), [false, false]);
     assert!(!moved.has_changed().unwrap(), "nothing new, nobody woken");
+
+    // Events committed together arrived together: one arrival time, whatever the batch's size
+    // (the supervision engine does not hold their order among themselves against the system).
+    let batch: Vec<EventToRecord> = (0..60)
+        .map(|n| event(&format!("b{n}"), "审查", "in_progress"))
+        .collect();
+    assert!(
+        store
+            .record_events(&batch)
+            .await
+            .unwrap()
+            .iter()
+            .all(|new| *new)
+    );
+    let arrivals: std::collections::BTreeSet<i64> = store
+        .events_of("E-1")
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.event_id.starts_with('b'))
+        .map(|e| e.received_at)
+        .collect();
+    assert_eq!(arrivals.len(), 1, "{arrivals:?}");
 }
 
 async fn a_claimed_delivery_is_not_claimed_again_until_its_lease_lapses(store: &Store) {

@@ -244,6 +244,15 @@ pub async fn serve(
         signer,
         stop_workers.subscribe(),
     ));
+    // The calendar's years, looked at daily: a hub started in spring warns when December
+    // brings next year's dues within reach.
+    let calendar_watch = tokio::spawn(crate::supervision::watch_calendar(
+        store.clone(),
+        config.hub.supervision.calendar.clone(),
+        crate::supervision::CALENDAR_CHECK_EVERY,
+        crate::clock::now_millis,
+        stop_workers.subscribe(),
+    ));
     let router = api::router(state);
     let grace = Duration::from_secs(config.hub.server.shutdown_grace_seconds);
     // One deadline for the whole stop, set when the signal comes: in-flight requests, then
@@ -283,6 +292,12 @@ pub async fn serve(
         deadline,
         key_upkeep,
         "the key upkeep was still fetching the issuer's keys at exit",
+    )
+    .await;
+    stop_by(
+        deadline,
+        calendar_watch,
+        "the calendar check was still reading the catalog at exit",
     )
     .await;
     stop_by(deadline, pollers, "a poll was still running at exit").await;

@@ -221,8 +221,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "catalog was empty: imported the seed file"
                 );
             }
-            let calendar = &config.hub.supervision.calendar;
-            tongban::supervision::warn_about_calendar(&store, calendar, now_millis()).await;
             let listener = hub::bind(&config).await?;
             tracing::info!(
                 addr = %listener.local_addr()?,

@@ -664,10 +664,10 @@ fn fixed_weekdays_in_years_before(year: i64) -> i64 {
     cycles * prefix[CYCLE_YEARS as usize] + prefix[rest]
 }
 
-/// The warning the hub gives at start and `tongban check` prints when a case accepted at
-/// `now_ms` with one of `limits` can come due in a year without a holiday file; `None` when the
-/// calendar covers every such due time. With no limits at hand (no catalog), `fallback` stands
-/// for them.
+/// The warning the hub gives while serving (at start, then daily) and `tongban check` prints
+/// when a case accepted at `now_ms` with one of `limits` can come due in a year without a
+/// holiday file; `None` when the calendar covers every such due time. With no limits at hand
+/// (no catalog), `fallback` stands for them.
 pub fn horizon_warning(
     calendar: &Calendar,
     now_ms: i64,
@@ -690,7 +690,11 @@ pub fn horizon_warning(
         .map(|(m, d, name)| format!("{name} {m}-{d}"))
         .collect();
     Some(format!(
-        "the working-day calendar has no holiday file for {}, which a case accepted now can reach          (latest due {}): those years count weekends and the holidays fixed by date ({}) as rest          days, but not 春节, 清明节, 端午节, 中秋节 nor the swapped working days, so working-day dues          there can be off by days; add the year's file to [supervision] calendars when the State          Council's notice appears",
+        "the working-day calendar has no holiday file for {}, which a case accepted now can reach \
+         (latest due {}): those years count weekends and the holidays fixed by date ({}) as rest \
+         days, but not 春节, 清明节, 端午节, 中秋节 nor the swapped working days, so working-day dues \
+         there can be off by days; add the year's file to [supervision] calendars when the State \
+         Council's notice appears",
         years.join(", "),
         crate::clock::format_millis(latest),
         fixed.join(", ")
@@ -1145,6 +1149,16 @@ mod tests {
         let sixty = limit(60, TimeUnit::NaturalDay);
         let fallback = limit(3, TimeUnit::Month);
         let warning = horizon_warning(&cal, at("2026-12-05 10:00"), &[sixty], fallback).unwrap();
+        assert_eq!(
+            warning,
+            "the working-day calendar has no holiday file for 2027, which a case accepted now \
+             can reach (latest due 2027-02-04T00:00:00.000+08:00): those years count weekends \
+             and the holidays fixed by date (元旦 1-1, 劳动节 5-1, 劳动节 5-2, 国庆节 10-1, \
+             国庆节 10-2, 国庆节 10-3) as rest days, but not 春节, 清明节, 端午节, 中秋节 nor the \
+             swapped working days, so working-day dues there can be off by days; add the year's \
+             file to [supervision] calendars when the State Council's notice appears"
+        );
+        assert!(!warning.contains("  "), "{warning}");
         assert!(warning.contains("no holiday file for 2027"), "{warning}");
         assert!(warning.contains("元旦 1-1"), "{warning}");
         assert!(

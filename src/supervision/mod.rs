@@ -39,9 +39,12 @@ fn limits_of<'a>(items: impl IntoIterator<Item = &'a Item>) -> Vec<TimeLimit> {
     limits
 }
 
-/// At start: warns in the log when a case accepted now, with any limit of the store's catalog,
+/// How often a serving hub looks at the calendar's years again ([`watch_calendar`]).
+pub const CALENDAR_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Warns in the log when a case accepted at `now_ms`, with any limit of the store's catalog,
 /// can come due in a year without a holiday file (see [`calendar::horizon_warning`]). A store
-/// that cannot be read is logged too; the hub starts either way.
+/// that cannot be read is logged too; the hub serves either way.
 pub async fn warn_about_calendar(store: &Store, calendar: &Calendar, now_ms: i64) {
     match catalog_limits(store).await {
         Ok(limits) => {
@@ -53,6 +56,25 @@ pub async fn warn_about_calendar(store: &Store, calendar: &Calendar, now_ms: i64
         }
         Err(e) => {
             tracing::warn!(cause = %e, "cannot read the catalog's time limits to check the calendar's years")
+        }
+    }
+}
+
+/// While the hub serves: [`warn_about_calendar`] at once and then every `every` (a day:
+/// [`CALENDAR_CHECK_EVERY`]) by the clock `now`, until `shutdown` turns true, so that a hub
+/// started in spring warns, once a day, when December brings next year's dues within reach.
+pub async fn watch_calendar(
+    store: Store,
+    calendar: Calendar,
+    every: std::time::Duration,
+    now: impl Fn() -> i64,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        warn_about_calendar(&store, &calendar, now()).await;
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
         }
     }
 }

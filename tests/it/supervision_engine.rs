@@ -4,8 +4,10 @@
 //! a restarted engine resumes from its cursor without repeating anything; each evaluated case
 //! is kept with its dues, so open cases list most urgent first and completions count on time or
 //! late, with nearest-rank p95s; and of two engines on one store only the lease holder works,
-//! the other taking over when the lease lapses, with no alert twice; and a system with open
-//! cases that stays silent past its threshold is flagged until an event or a heartbeat comes.
+//! the other taking over when the lease lapses, with no alert twice; a system with open cases
+//! that stays silent past its threshold is flagged until an event or a heartbeat comes; and a
+//! serving hub looks at its calendar's years again every day, warning once each day a due can
+//! reach a year without a holiday file.
 
 use crate::common;
 use crate::on_both_backends;
@@ -890,3 +892,69 @@ on_both_backends!(
     a_restarted_engine_resumes_without_duplicates,
     cursors_and_feed_appends,
 );
+
+/// A clock that reads `times` in turn, then keeps adding a day.
+fn days_clock(times: Vec<i64>) -> impl Fn() -> i64 {
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    move || {
+        let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        match times.get(n) {
+            Some(t) => *t,
+            None => times.last().unwrap() + (n + 1 - times.len()) as i64 * 24 * HOUR,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_serving_hub_warns_about_the_calendar_each_day_it_lacks_a_year() {
+    common::logs::capture();
+    let t = common::sqlite_store().await;
+    // A calendar with 2040 only, far from anything the other tests' clocks reach.
+    let calendar = Calendar::from_files(&[(
+        std::path::Path::new("cn-2040.toml"),
+        "year = 2040\nsource = \"test\"\n[[holiday]]\nname = \"元旦\"\noff = [\"2040-01-01\"]\n",
+    )])
+    .unwrap();
+    let at = |text: &str| {
+        chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M")
+            .unwrap()
+            .and_local_timezone(tongban::clock::cst())
+            .unwrap()
+            .timestamp_millis()
+    };
+    // Started in spring, with nothing to say then; come December, a warning, and another the
+    // next day.
+    let clock = days_clock(vec![at("2040-03-01 10:00"), at("2040-12-05 10:00")]);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let watch = tokio::spawn(tongban::supervision::watch_calendar(
+        t.store.clone(),
+        calendar,
+        std::time::Duration::from_millis(10),
+        clock,
+        stopped,
+    ));
+    let warned = |due: &str| {
+        common::logs::text()
+            .lines()
+            .filter(|l| {
+                l.contains(" WARN ")
+                    && l.contains("no holiday file for 2041, which a case accepted now can reach")
+                    && l.contains(&format!("(latest due {due})"))
+            })
+            .count()
+    };
+    common::wait::eventually("warnings on two days of December", || async {
+        match (
+            warned("2041-03-06T00:00:00.000+08:00"),
+            warned("2041-03-07T00:00:00.000+08:00"),
+        ) {
+            (1, 1) => Ok(()),
+            seen => Err(format!("{seen:?}")),
+        }
+    })
+    .await;
+    stop.send(true).unwrap();
+    watch.await.unwrap();
+    // Each day's check warned once.
+    assert_eq!(warned("2041-03-06T00:00:00.000+08:00"), 1);
+}

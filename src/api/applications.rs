@@ -525,7 +525,7 @@ async fn post_event(
     state: State<AppState>,
     caller: Caller,
     id: Path<String>,
-    body: RawBody,
+    body: Result<RawBody, ApiError>,
 ) -> Result<Response, ApiError> {
     receive(state, caller, id, body, Kind::CaseEvent).await
 }
@@ -534,7 +534,7 @@ async fn post_result(
     state: State<AppState>,
     caller: Caller,
     id: Path<String>,
-    body: RawBody,
+    body: Result<RawBody, ApiError>,
 ) -> Result<Response, ApiError> {
     receive(state, caller, id, body, Kind::Result).await
 }
@@ -573,7 +573,7 @@ async fn receive(
     State(state): State<AppState>,
     caller: Caller,
     Path(system): Path<String>,
-    body: RawBody,
+    body: Result<RawBody, ApiError>,
     kind: Kind,
 ) -> Result<Response, ApiError> {
     if !caller.is_system(&system) {
@@ -581,6 +581,32 @@ async fn receive(
             "only system {system} posts for system {system}"
         )));
     }
+    let body = match body {
+        Ok(body) => body,
+        // A body the hub would not read (too large, too slow to arrive, a Content-Type that is
+        // not ASCII) is a message lost like one that does not map: refused, recorded for
+        // `events_refused` and audited as refused. Its bytes were not read, so each such
+        // refusal is recorded, with no fingerprint to know it again by.
+        Err(
+            unread @ (ApiError::PayloadTooLarge { .. }
+            | ApiError::RequestTimeout(_)
+            | ApiError::UnsupportedMediaType(_)),
+        ) if state.config.adapters.contains_key(&system) => {
+            let reasons = [crate::personal::mask_text(&unread.to_string())];
+            inbound::refused(
+                &state.config,
+                &state.store,
+                &system,
+                kind,
+                Via::Webhook,
+                &reasons,
+                None,
+            )
+            .await;
+            return Ok(refused(&state, &caller, &system, kind, unread, &reasons).await);
+        }
+        Err(other) => return Err(other),
+    };
     let mapping = state.config.adapters.get(&system).and_then(|a| {
         let name = match kind {
             Kind::CaseEvent => Some(&a.inbound.case_event_mapping),
@@ -592,6 +618,9 @@ async fn receive(
     // map: recorded for `events_refused` and audited as refused.
     if let Some(why) = mapping.and_then(|m| body.suits(m).err()) {
         let reasons = [why.clone()];
+        // The same bytes declared as something else are another message.
+        let declared = body.1.as_ref().map(|media| media.declared());
+        let fingerprint = inbound::fingerprint(declared.as_deref(), &body.0);
         inbound::refused(
             &state.config,
             &state.store,
@@ -599,6 +628,7 @@ async fn receive(
             kind,
             Via::Webhook,
             &reasons,
+            Some(&fingerprint),
         )
         .await;
         let answer = ApiError::UnsupportedMediaType(why);
@@ -642,10 +672,11 @@ async fn receive(
     }
 }
 
-/// The answer to a refused message (400 with every mapping error, 415 for a body declared as
-/// what its mapping does not read, or 422 with every reason) and an audit record of its own,
-/// `refused 400`, `refused 415` or `refused 422`, whose detail lists the (masked) reasons, so
-/// that `GET /api/v1/audit?outcome=refused` finds it.
+/// The answer to a refused message (400 with every mapping error, 408 for a body that did not
+/// arrive in time, 413 for one too large, 415 for one declared as what its mapping does not
+/// read or with a Content-Type that is not ASCII, or 422 with every reason) and an audit record
+/// of its own, `refused <status>`, whose detail lists the (masked) reasons, so that
+/// `GET /api/v1/audit?outcome=refused` finds it.
 async fn refused(
     state: &AppState,
     caller: &Caller,

@@ -89,6 +89,14 @@ impl MediaType {
         Ok(Some(MediaType { essence, charset }))
     }
 
+    /// As declared, normalised: `essence` or `essence;charset=…`.
+    pub fn declared(&self) -> String {
+        match &self.charset {
+            Some(charset) => format!("{};charset={charset}", self.essence),
+            None => self.essence.clone(),
+        }
+    }
+
     fn is_json(&self) -> bool {
         self.essence == "application/json"
             || (self.essence.starts_with("application/") && self.essence.ends_with("+json"))
@@ -304,7 +312,8 @@ impl RawBody {
     /// No `Content-Type` at all is taken as the mapping's own format (legacy clients often send
     /// none). A JSON mapping reads UTF-8 only. An XML document is decoded in the encoding its
     /// byte order mark or XML declaration names (UTF-8 without either); a charset that names
-    /// another one is refused rather than one of the two silently ignored.
+    /// another one is refused rather than one of the two silently ignored, unless both read the
+    /// document alike ([`reads_alike`]).
     pub fn suits(&self, mapping: &Mapping) -> Result<(), String> {
         let Some(media) = &self.1 else {
             return Ok(());
@@ -341,7 +350,7 @@ impl RawBody {
                 match xml::encoding_of(&self.0) {
                     // An unknown declared encoding is the mapping's to report, with the rest.
                     None => Ok(()),
-                    Some((read, _)) if read == said => Ok(()),
+                    Some((read, _)) if reads_alike(read, said, &self.0) => Ok(()),
                     Some((read, from)) => refuse(format!(
                         "the Content-Type says charset={} but the document is {} ({})",
                         shown(charset),
@@ -358,4 +367,19 @@ impl RawBody {
             }
         }
     }
+}
+
+/// Whether `body`, decoded as `read`, reads the same declared as `said`: the same encoding;
+/// two of the GB18030 family (GB2312 and GBK documents are GB18030 documents, and one decoder
+/// reads them all); or two encodings that are both ASCII-compatible, for a body that is all
+/// ASCII.
+fn reads_alike(
+    read: &'static encoding_rs::Encoding,
+    said: &'static encoding_rs::Encoding,
+    body: &[u8],
+) -> bool {
+    let gb18030_family = |e| e == encoding_rs::GBK || e == encoding_rs::GB18030;
+    read == said
+        || (gb18030_family(read) && gb18030_family(said))
+        || (body.is_ascii() && read.is_ascii_compatible() && said.is_ascii_compatible())
 }

@@ -13,8 +13,9 @@
 //! - stored (new or a duplicate): **ack**, only after the store committed, so a crash before the
 //!   ack means a redelivery, which deduplication by (system, event id) makes harmless;
 //! - a message that will never be accepted (it does not map, or the hub refuses it: unknown
-//!   application, another system's application, …): the reasons are logged (field, path and
-//!   message; never the body) and the message is **rejected without requeue**, so it cannot
+//!   application, another system's application, …): the reasons are logged once at WARN by
+//!   [`inbound::receive`] (field, path and message; never the body; a message refused before,
+//!   at INFO) and the message is **rejected without requeue**, so it cannot
 //!   loop. RabbitMQ drops it, or, when the operator gave the queue a dead-letter exchange (by
 //!   policy, e.g. `rabbitmqctl set_policy tongban-dlx '^dl\.ga\.hukou\.events$'
 //!   '{"dead-letter-exchange":"tongban.dlx"}' --apply-to queues`, or by the queue's
@@ -445,14 +446,26 @@ impl QueueTask {
             }
             Err(e) => {
                 *store_failures = 0;
-                // `inbound::receive` logged a refusal's reasons and recorded it.
-                tracing::warn!(
-                    system = %self.system,
-                    queue = %self.queue,
-                    message_id = %message_id,
-                    error = %crate::personal::mask_text(&e.to_string()),
-                    "case event over AMQP not taken; rejected (dead-lettered if the queue has a dead-letter exchange)"
-                );
+                let error = crate::personal::mask_text(&e.to_string());
+                // A refusal's reasons were logged at WARN by `inbound::receive`, which recorded
+                // it: one WARN line per refusal, whatever the way in.
+                if e.refusal_reasons().is_some() {
+                    tracing::debug!(
+                        system = %self.system,
+                        queue = %self.queue,
+                        message_id = %message_id,
+                        error = %error,
+                        "case event over AMQP refused; rejected (dead-lettered if the queue has a dead-letter exchange)"
+                    );
+                } else {
+                    tracing::warn!(
+                        system = %self.system,
+                        queue = %self.queue,
+                        message_id = %message_id,
+                        error = %error,
+                        "case event over AMQP not taken; rejected (dead-lettered if the queue has a dead-letter exchange)"
+                    );
+                }
                 (
                     delivery.reject(BasicRejectOptions { requeue: false }).await,
                     None,

@@ -5,11 +5,16 @@
 //!
 //! The hub refuses only what it cannot understand or cannot take: a message that does not map,
 //! one about an application the system does not handle, or a case event dated further ahead of
-//! its arrival than `[supervision] clock_tolerance_minutes` (it cannot be a fact yet, and every
-//! due would run from it). Whatever the way in, a refusal is logged at WARN with its reasons and
-//! recorded ([`Store::record_refusal`]) for the supervision rule `events_refused`; the reasons
-//! are mapping, schema and hub messages, which never quote a value, and ID and phone numbers are
-//! scrubbed from them all the same.
+//! its arrival than `[supervision] future_limit_minutes` (a day: that is no clock a little off
+//! but a date that cannot be a fact, and every due would run from it). A case event dated ahead
+//! by less is taken, with its dues running from its stated time, and supervision flags it
+//! (`implausible_time`) once it is more than `clock_tolerance_minutes` ahead. Whatever the way
+//! in, a refusal is recorded ([`Store::record_refusal`]) for the supervision rule
+//! `events_refused` and logged at WARN with its reasons, once per message: the same message
+//! refused again (posted again, polled again, redelivered) is known by its [`fingerprint`], is
+//! not recorded or raised again, and is logged at INFO. The reasons are mapping, schema and hub
+//! messages, which never quote a value, and ID and phone numbers are scrubbed from them all
+//! the same.
 
 use crate::clock::format_millis;
 use crate::config::Config;
@@ -122,7 +127,7 @@ impl Kind {
 }
 
 /// Receives one message of `kind` from `system`, in the system's own format, that came `via`
-/// the given way. A refusal is logged and recorded before it is returned (see the module
+/// the given way. A refusal is recorded and logged before it is returned (see the module
 /// documentation); recording it is best effort, since the message is lost to the hub either
 /// way and the caller still answers the system.
 pub async fn receive(
@@ -138,13 +143,45 @@ pub async fn receive(
     if let Err(e) = &received
         && let Some(reasons) = e.refusal_reasons()
     {
-        refused(config, store, system, kind, via, &reasons).await;
+        let fingerprint = fingerprint(None, body);
+        refused(
+            config,
+            store,
+            system,
+            kind,
+            via,
+            &reasons,
+            Some(&fingerprint),
+        )
+        .await;
     }
     received
 }
 
-/// Logs and records a refusal (also of a webhook's body refused before it is read, for what
-/// it is declared as).
+/// What tells one message from another for refusals: SHA-256 (hex) of its body as received,
+/// after the media type it was `declared` as when that is part of what was refused (a webhook
+/// body whose `Content-Type` its mapping does not read: the same bytes declared otherwise are
+/// another message).
+pub fn fingerprint(declared: Option<&str>, body: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    if let Some(declared) = declared {
+        hasher.update(declared.as_bytes());
+        // No media type holds a NUL: the two parts cannot run into each other.
+        hasher.update([0u8]);
+    }
+    hasher.update(body);
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Records and logs a refusal (also of a webhook's body refused before it is read, or for what
+/// it is declared as). `fingerprint` says which message it was ([`fingerprint`]); a message
+/// refused before is not recorded again and is logged at INFO, not WARN. `None` (the body was
+/// never read) is recorded every time.
 pub async fn refused(
     config: &Config,
     store: &Store,
@@ -152,14 +189,8 @@ pub async fn refused(
     kind: Kind,
     via: Via,
     reasons: &[String],
+    fingerprint: Option<&str>,
 ) {
-    tracing::warn!(
-        system = %system,
-        kind = kind.as_str(),
-        via = via.as_str(),
-        reasons = %reasons.join("; "),
-        "inbound message refused"
-    );
     let department = config
         .adapters
         .get(system)
@@ -171,10 +202,33 @@ pub async fn refused(
         via: via.as_str(),
         at: crate::clock::now_millis(),
         reasons,
+        fingerprint,
     };
-    if let Err(e) = store.record_refusal(&refusal).await {
-        tracing::error!(system = %system, cause = %e, "cannot record the refusal of an inbound message; events_refused will not see it");
+    let recorded = store.record_refusal(&refusal).await;
+    let reasons = reasons.join("; ");
+    match recorded {
+        Ok(None) => {
+            tracing::info!(
+                system = %system,
+                kind = kind.as_str(),
+                via = via.as_str(),
+                reasons = %reasons,
+                "inbound message refused again; it was refused and recorded before"
+            );
+            return;
+        }
+        Ok(Some(_)) => {}
+        Err(e) => {
+            tracing::error!(system = %system, cause = %e, "cannot record the refusal of an inbound message; events_refused will not see it");
+        }
     }
+    tracing::warn!(
+        system = %system,
+        kind = kind.as_str(),
+        via = via.as_str(),
+        reasons = %reasons,
+        "inbound message refused"
+    );
 }
 
 async fn take(
@@ -234,8 +288,8 @@ async fn take(
         Some(_) => {}
     }
     if kind == Kind::CaseEvent {
-        let tolerance = config.hub.supervision.thresholds.clock_tolerance_minutes;
-        problems.extend(times_ahead(&canonical, arrived, tolerance));
+        let limit = config.hub.supervision.thresholds.future_limit_minutes;
+        problems.extend(times_ahead(&canonical, arrived, limit));
     }
     if !problems.is_empty() {
         return Err(InboundError::Refused(problems));
@@ -274,12 +328,12 @@ async fn take(
     })
 }
 
-/// The times of a canonical case event more than `tolerance_minutes` after `arrived_ms`, each
-/// as a reason to refuse it: a case event reports what has happened, so a later time cannot be
-/// a fact yet (a system clock that is wrong, or a date typed wrong), and every due would run
-/// from it.
-fn times_ahead(canonical: &Value, arrived_ms: i64, tolerance_minutes: u32) -> Vec<String> {
-    let tolerance_ms = i64::from(tolerance_minutes) * 60_000;
+/// The times of a canonical case event more than `limit_minutes` after `arrived_ms`, each as
+/// a reason to refuse it: a case event reports what has happened, and a system's clock may be
+/// some minutes off (supervision flags that), but a time that far ahead is a date typed wrong
+/// or a clock set wrong by days, and every due would run from it.
+fn times_ahead(canonical: &Value, arrived_ms: i64, limit_minutes: u32) -> Vec<String> {
+    let limit_ms = i64::from(limit_minutes) * 60_000;
     [
         "/occurred_at",
         "/special_procedure/started_at",
@@ -289,13 +343,15 @@ fn times_ahead(canonical: &Value, arrived_ms: i64, tolerance_minutes: u32) -> Ve
     .filter_map(|pointer| {
         let text = canonical.pointer(pointer)?.as_str()?;
         let at = parse_time(text)?;
-        (at > arrived_ms.saturating_add(tolerance_ms)).then(|| {
+        (at > arrived_ms.saturating_add(limit_ms)).then(|| {
             format!(
                 "{pointer} is {text}, {} after the hub received the message at {}: a case \
-                     event reports what has happened, so a time more than {tolerance_minutes} \
-                     minutes ahead cannot be a fact yet (is the system's clock right?)",
+                     event reports what has happened, and a time more than {} ahead \
+                     ([supervision] future_limit_minutes = {limit_minutes}) is no clock a \
+                     little off but a date that cannot be a fact yet (is the system's date right?)",
                 crate::clock::duration_text(at - arrived_ms),
-                format_millis(arrived_ms)
+                format_millis(arrived_ms),
+                crate::clock::duration_text(limit_ms)
             )
         })
     })

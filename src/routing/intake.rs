@@ -4,8 +4,11 @@
 //!
 //! The system answers `GET <url>?after=<seq>` with a JSON array of
 //! `{"seq": <integer>, "document": <one message in its own format>}`, oldest first. The cursor
-//! lives in memory: after a restart the hub asks from 0 again, and deduplication by (system,
-//! event id) makes that harmless.
+//! is kept in the store ([`Store::poll_cursor`], per system, kind and URL), moved after each
+//! page to the last entry stored or refused for good, so a restarted hub or poller asks from
+//! there instead of from 0. Whatever comes again all the same (a system that ignores `after`,
+//! a page read twice) is harmless: events are deduplicated by (system, event id), and a refusal
+//! of the same message is recorded and raised once ([`inbound::refused`]).
 
 use super::inbound::{self, InboundError, Kind, Received, Via};
 use crate::config::{Config, InboundMode};
@@ -91,14 +94,29 @@ async fn poll(
     interval: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut after = 0i64;
+    let mut after = None;
     let mut heartbeat_at: Option<i64> = None;
     loop {
         if *shutdown.borrow() {
             return;
         }
-        match fetch(&client, &url, after).await {
+        let from = match after {
+            Some(from) => from,
+            None => match store.poll_cursor(&system, kind.as_str(), &url).await {
+                Ok(from) => *after.insert(from),
+                Err(e) => {
+                    tracing::warn!(system = %system, cause = %e, "cannot read where polling stopped; will try again");
+                    tokio::select! {
+                        _ = tokio::time::sleep(interval) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    continue;
+                }
+            },
+        };
+        match fetch(&client, &url, from).await {
             Ok(entries) => {
+                let mut read_to = from;
                 // The system answered: that is a heartbeat for the silence rule, recorded at
                 // most every HEARTBEAT_EVERY_MS so that a fast poll does not write each time.
                 let now = crate::clock::now_millis();
@@ -136,12 +154,25 @@ async fn poll(
                             tracing::warn!(system = %system, seq = entry.seq, cause = %e, "cannot store a polled message; will ask for it again");
                             break;
                         }
-                        // Refused: `inbound::receive` logged the reasons and recorded it.
+                        // Refused: `inbound::receive` logged the reasons (at WARN, once per
+                        // message) and recorded it.
                         Err(e) => {
-                            tracing::info!(system = %system, seq = entry.seq, error = %crate::personal::mask_text(&e.to_string()), "polled message skipped")
+                            tracing::debug!(system = %system, seq = entry.seq, error = %crate::personal::mask_text(&e.to_string()), "polled message skipped")
                         }
                     }
-                    after = after.max(entry.seq);
+                    read_to = read_to.max(entry.seq);
+                }
+                if read_to > from {
+                    after = Some(read_to);
+                    // One that cannot be written is still kept in memory: only a restart
+                    // before the next write reads the page again, which deduplication makes
+                    // harmless.
+                    if let Err(e) = store
+                        .set_poll_cursor(&system, kind.as_str(), &url, read_to)
+                        .await
+                    {
+                        tracing::warn!(system = %system, seq = read_to, cause = %e, "cannot record how far polling has read");
+                    }
                 }
             }
             Err(reason) => {

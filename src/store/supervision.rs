@@ -10,8 +10,9 @@
 //! [`Store::apply_engine_round`] together with the alerts, the case summaries, the lags, the
 //! engine's cursor and the renewal of its lease.
 //!
-//! Inbound messages the hub refused are kept too ([`Store::record_refusal`]), numbered from the
-//! `inbound_refusals` counter, for the engine's `events_refused` rule.
+//! Inbound messages the hub refused are kept too ([`Store::record_refusal`]), once per message,
+//! numbered from the `inbound_refusals` counter, for the engine's `events_refused` rule; and so
+//! is where each poller has read its system's feed up to ([`Store::poll_cursor`]).
 
 use super::{Store, StoreError};
 use crate::clock;
@@ -128,6 +129,10 @@ pub struct NewRefusal<'a> {
     pub at: i64,
     /// Masked: no value of the message, no ID or phone number.
     pub reasons: &'a [String],
+    /// Which message it was (see [`crate::routing::inbound::fingerprint`]): a refusal with the
+    /// fingerprint of one already recorded for the same system and kind is not recorded again.
+    /// `None` when the body was never read; such refusals are all recorded.
+    pub fingerprint: Option<&'a str>,
 }
 
 /// A recorded refusal.
@@ -784,20 +789,25 @@ impl Store {
             .collect()
     }
 
-    /// Records a refused inbound message in its own transaction; returns its number.
-    pub async fn record_refusal(&self, r: &NewRefusal<'_>) -> Result<i64, StoreError> {
+    /// Records a refused inbound message in its own transaction; returns its number, or `None`
+    /// when the same message (system, kind, fingerprint) was refused before: it stays one
+    /// refusal, so `events_refused` neither counts it again nor raises anew.
+    pub async fn record_refusal(&self, r: &NewRefusal<'_>) -> Result<Option<i64>, StoreError> {
         let reasons = serde_json::to_string(r.reasons)
             .map_err(|e| StoreError::Corrupt(format!("refusal reasons: {e}")))?;
         let (_turn, mut tx) = self.begin_write().await?;
+        // The counter's row lock first: a second writer of the same message waits here, then
+        // meets the first one's row.
         let seq: i64 = sqlx::query(
             "UPDATE counters SET value = value + 1 WHERE name = 'inbound_refusals' RETURNING value",
         )
         .fetch_one(&mut *tx)
         .await?
         .try_get("value")?;
-        sqlx::query(
-            "INSERT INTO inbound_refusals (seq, system_id, department, kind, via, at, reasons) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        let inserted = sqlx::query(
+            "INSERT INTO inbound_refusals (seq, system_id, department, kind, via, at, reasons, fingerprint) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (system_id, kind, fingerprint) DO NOTHING",
         )
         .bind(seq)
         .bind(r.system_id)
@@ -806,10 +816,61 @@ impl Store {
         .bind(r.via)
         .bind(r.at)
         .bind(&reasons)
+        .bind(r.fingerprint)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            // Refused before: the counter goes back with the transaction, so its head does not
+            // move and the engine sees nothing new.
+            tx.rollback().await?;
+            return Ok(None);
+        }
         tx.commit().await?;
-        Ok(seq)
+        Ok(Some(seq))
+    }
+
+    /// Where the poller of `system`'s `kind` feed at `url` has read up to: the highest `seq`
+    /// it stored or refused for good; 0 when it has read nothing there yet (or read a feed at
+    /// another URL, whose numbers say nothing about this one).
+    pub async fn poll_cursor(
+        &self,
+        system: &str,
+        kind: &str,
+        url: &str,
+    ) -> Result<i64, StoreError> {
+        let row =
+            sqlx::query("SELECT url, seq FROM poll_cursors WHERE system_id = $1 AND kind = $2")
+                .bind(system)
+                .bind(kind)
+                .fetch_optional(&self.pool)
+                .await?;
+        match row {
+            Some(r) if r.try_get::<String, _>("url")? == url => Ok(r.try_get("seq")?),
+            _ => Ok(0),
+        }
+    }
+
+    /// Moves the poller's cursor (see [`Store::poll_cursor`]) to `seq`.
+    pub async fn set_poll_cursor(
+        &self,
+        system: &str,
+        kind: &str,
+        url: &str,
+        seq: i64,
+    ) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
+        sqlx::query(
+            "INSERT INTO poll_cursors (system_id, kind, url, seq) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (system_id, kind) DO UPDATE SET url = excluded.url, seq = excluded.seq",
+        )
+        .bind(system)
+        .bind(kind)
+        .bind(url)
+        .bind(seq)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// The latest refusals, newest first, of one system or all.

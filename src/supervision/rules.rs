@@ -17,7 +17,7 @@
 //! | `completion_without_reason` | yellow | the case completed with a result 1–5 and no reason |
 //! | `repeated_supplement` | yellow | more than one supplement request (第十四条: everything at once) |
 //! | `shareable_material_requested` | yellow | a supplement request asked for a material the catalog marks obtainable by sharing (第十三条) |
-//! | `implausible_time` | warning | an event is dated more than `clock_tolerance_minutes` before the hub received the application (a system clock on UTC, a date typed wrong), or after the hub received the event itself (stored before such events were refused): its dues and stretches run from a time that cannot be right |
+//! | `implausible_time` | warning | an event is dated more than `clock_tolerance_minutes` before the hub received the application (a system clock on UTC, a date typed wrong), or after the hub received the event itself (a system clock that is fast; one more than `future_limit_minutes` ahead is refused): its dues and stretches run from a time that cannot be right |
 //! | `system_silent` | warning | a system with open cases (applications it has not reported on yet included) has sent no event or heartbeat for longer than its threshold, counted from when it last did or from its oldest open case, whichever is later |
 //! | `events_refused` | warning | the hub refused a message of the system (it does not map, is dated in the future, concerns an application the system does not handle, …), by webhook, poll or queue, within the last `record_hold_hours`: it resolves once that long has passed since the latest refusal, not when the next message is taken, because the refused facts are lost until the system sends them again |
 //!
@@ -174,7 +174,8 @@ impl StepLimit {
 /// | `silence_minutes` | 60 | how long a system with open cases may stay silent; 0 turns `system_silent` off |
 /// | `system_silence_minutes` | none | per system id, overriding `silence_minutes` |
 /// | `record_hold_hours` | 72 | how long record alerts stay open after the case closes (a weekend and a day) |
-/// | `clock_tolerance_minutes` | 5 | how far systems' clocks may be off: a case event dated further ahead of its arrival is refused, one dated further before the hub received its application is flagged (`implausible_time`) |
+/// | `clock_tolerance_minutes` | 5 | how far systems' clocks may be off: a case event dated further ahead of its arrival, or further before the hub received its application, is flagged (`implausible_time`) |
+/// | `future_limit_minutes` | 1440 | a case event dated further ahead of its arrival than this is refused (a date typed wrong, not a clock a little off); at least `clock_tolerance_minutes` |
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Thresholds {
@@ -184,6 +185,7 @@ pub struct Thresholds {
     pub system_silence_minutes: BTreeMap<String, u32>,
     pub record_hold_hours: u32,
     pub clock_tolerance_minutes: u32,
+    pub future_limit_minutes: u32,
 }
 
 impl Default for Thresholds {
@@ -195,6 +197,7 @@ impl Default for Thresholds {
             system_silence_minutes: BTreeMap::new(),
             record_hold_hours: 72,
             clock_tolerance_minutes: 5,
+            future_limit_minutes: 1440,
         }
     }
 }
@@ -221,6 +224,13 @@ impl Thresholds {
                 "record_hold_hours: must be more than 0, or refusals and events after completion are never shown"
                     .to_owned(),
             );
+        }
+        if self.future_limit_minutes < self.clock_tolerance_minutes {
+            errors.push(format!(
+                "future_limit_minutes: must be at least clock_tolerance_minutes ({}): an event \
+                 dated ahead within the tolerance is taken, so it cannot be refused",
+                self.clock_tolerance_minutes
+            ));
         }
         errors
     }
@@ -1923,6 +1933,7 @@ mod tests {
         assert_eq!(t.warn_percent, 75);
         assert_eq!(t.record_hold_hours, 72);
         assert_eq!(t.clock_tolerance_minutes, 5);
+        assert_eq!(t.future_limit_minutes, 1440);
         assert_eq!(
             t.step_limit(NodeName::Acceptance),
             Some(TimeLimit {
@@ -1958,6 +1969,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(wrong.check().len(), 4, "{:?}", wrong.check());
+        // Events within the tolerance are taken, so the refusal limit cannot be below it.
+        let refuses_tolerated: Thresholds =
+            toml::from_str("clock_tolerance_minutes = 10\nfuture_limit_minutes = 9").unwrap();
+        assert_eq!(
+            refuses_tolerated.check(),
+            [
+                "future_limit_minutes: must be at least clock_tolerance_minutes (10): an event \
+              dated ahead within the tolerance is taken, so it cannot be refused"
+            ]
+        );
+        let equal: Thresholds =
+            toml::from_str("clock_tolerance_minutes = 10\nfuture_limit_minutes = 10").unwrap();
+        assert_eq!(equal.check(), Vec::<String>::new());
     }
 
     #[test]

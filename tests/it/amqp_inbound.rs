@@ -763,6 +763,19 @@ async fn the_hub_declares_its_queue_and_a_refused_message_is_not_redelivered() {
     assert_eq!(beats.len(), 1, "{beats:?}");
     assert_eq!(beats[0].0, SYSTEM);
     assert!(beats[0].1 >= before_heartbeat, "{beats:?}");
+    // One WARN line per refusal, whatever the way in: `inbound`'s, with the reasons; the
+    // consumer says it rejected each at DEBUG.
+    let log = common::logs::text();
+    let consumer: Vec<&str> = log.lines().filter(|l| l.contains(&queue)).collect();
+    assert!(
+        !consumer.iter().any(|l| l.contains(" WARN ")),
+        "{consumer:#?}"
+    );
+    let rejected = consumer
+        .iter()
+        .filter(|l| l.contains(" DEBUG ") && l.contains("case event over AMQP refused; rejected"))
+        .count();
+    assert_eq!(rejected, 3, "{consumer:#?}");
 
     // The queue is deleted under the consumer: the broker cancels it; the hub connects again,
     // declares the queue again and goes on consuming.

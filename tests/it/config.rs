@@ -350,6 +350,32 @@ fn retries_go_on_until_max_age_unless_the_adapter_counts_attempts() {
 }
 
 #[test]
+fn a_future_limit_below_the_clock_tolerance_is_reported_at_its_line() {
+    let dir = valid_dir();
+    let hub = replace_once(
+        &read(dir.path(), "hub.toml"),
+        "future_limit_minutes = 1440",
+        "future_limit_minutes = 3",
+    );
+    write(dir.path(), "hub.toml", &hub);
+    let e = the_error(dir.path(), "hub.toml");
+    assert_eq!(
+        e.key.as_deref(),
+        Some("supervision.future_limit_minutes"),
+        "{e}"
+    );
+    assert_eq!(e.line, Some(line_of(&hub, "future_limit_minutes")), "{e}");
+    assert!(
+        e.message
+            .contains("must be at least clock_tolerance_minutes (5)"),
+        "{e}"
+    );
+    // As the repository has it, a day.
+    let config = load(valid_dir().path()).unwrap_or_else(|e| panic!("{e:#?}"));
+    assert_eq!(config.hub.supervision.thresholds.future_limit_minutes, 1440);
+}
+
+#[test]
 fn compile_does_not_touch_the_file_system() {
     let dir = valid_dir();
     let raw = RawConfig::read(dir.path());

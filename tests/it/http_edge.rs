@@ -8,7 +8,7 @@ use crate::common;
 use crate::on_both_backends;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use common::Issuer;
 use common::api::TestApi;
 use common::edit::{RST, SCJG};
@@ -545,6 +545,180 @@ async fn an_inbound_body_is_declared_as_what_its_mapping_reads() {
             reply.body
         );
     }
+}
+
+#[tokio::test]
+async fn a_charset_that_reads_the_document_alike_is_taken_as_declared() {
+    let (api, _t) = api().await;
+    let events = format!("/api/v1/systems/{SCJG}/events");
+    let utf8 = common::read_text("mappings/tests/scjg-food-event/accept.legacy.xml");
+    // The same step in the GB18030 family: GBK and GB2312 documents are GB18030 documents.
+    let in_gb = |declared: &str| {
+        let text = utf8.replacen("encoding=\"UTF-8\"", &format!("encoding=\"{declared}\""), 1);
+        assert_ne!(text, utf8);
+        encoding_rs::GB18030.encode(&text).0.into_owned()
+    };
+    // Pure ASCII reads the same in every ASCII-compatible charset (this one does not map).
+    let ascii_declared = br#"<?xml version="1.0" encoding="UTF-8"?><Ping/>"#.to_vec();
+    let ascii_bare = b"<Ping/>".to_vec();
+    for (content_type, body, status) in [
+        ("text/xml; charset=GBK", in_gb("GB18030"), 422),
+        ("text/xml; charset=GB18030", in_gb("GBK"), 422),
+        ("application/xml; charset=gb2312", in_gb("GB18030"), 422),
+        ("text/xml; charset=ISO-8859-1", ascii_declared.clone(), 400),
+        ("text/xml; charset=us-ascii", ascii_declared, 400),
+        ("text/xml; charset=ISO-8859-1", ascii_bare.clone(), 400),
+        ("text/xml; charset=GBK", ascii_bare, 400),
+    ] {
+        let reply = api
+            .send(Method::POST, &events, &api.scjg, Some(content_type), body)
+            .await;
+        assert_eq!(
+            reply.status.as_u16(),
+            status,
+            "{content_type}: {:#}",
+            reply.body
+        );
+    }
+    // Bytes that are not ASCII read otherwise in another charset: still refused.
+    let reply = api
+        .send(
+            Method::POST,
+            &events,
+            &api.scjg,
+            Some("text/xml; charset=ISO-8859-1"),
+            utf8.clone().into_bytes(),
+        )
+        .await;
+    reply.problem(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let reply = api
+        .send(
+            Method::POST,
+            &events,
+            &api.scjg,
+            Some("text/xml; charset=UTF-8"),
+            in_gb("GB18030"),
+        )
+        .await;
+    reply.problem(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+}
+
+#[tokio::test]
+async fn a_webhook_body_too_large_too_slow_or_declared_in_non_ascii_is_a_recorded_refusal() {
+    let t = common::sqlite_store().await;
+    let issuer = Issuer::new();
+    let mut config = common::config();
+    issuer.install(&mut config);
+    config.hub.server.body_limit_bytes = 4096;
+    config.hub.server.body_read_timeout_seconds = 1;
+    let served = TestApi::over(config, &t.store).await;
+    let scjg = common::api_key(&served.store, Role::System, Some(SCJG)).await;
+    let rst = common::api_key(&served.store, Role::System, Some(RST)).await;
+    let admin = common::api_key(&served.store, Role::Admin, None).await;
+    let post = |key: &str, content_type: HeaderValue, body: Body| {
+        Request::post(format!("/api/v1/systems/{SCJG}/events"))
+            .header("authorization", common::bearer(key))
+            .header("content-type", content_type)
+            .body(body)
+            .unwrap()
+    };
+    let call = |request: Request<Body>| async {
+        let response = served.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+        )
+    };
+    let xml = HeaderValue::from_static("text/xml");
+    let large = || Body::from(vec![b'<'; 5000]);
+    // A body that starts and never ends.
+    let slow = || {
+        let first = futures_util::stream::once(async {
+            Ok::<_, std::io::Error>(axum::body::Bytes::from_static(b"<?xml"))
+        });
+        Body::from_stream(futures_util::StreamExt::chain(
+            first,
+            futures_util::stream::pending(),
+        ))
+    };
+    let non_ascii = || HeaderValue::from_bytes(b"text/xml; charset=\xe4\xb8\xad").unwrap();
+
+    // Another system's key: 403, and not that system's refusal.
+    for request in [
+        post(&rst, xml.clone(), large()),
+        post(&rst, non_ascii(), Body::from("<x/>")),
+    ] {
+        let (status, body) = call(request).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body:#}");
+    }
+    assert!(served.store.refusals(None, 10).await.unwrap().is_empty());
+
+    // The system's own: each answered, recorded for events_refused, and audited as refused.
+    for (request, status, reason) in [
+        (
+            post(&scjg, xml.clone(), large()),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the body is larger than 4096 bytes",
+        ),
+        (
+            post(&scjg, xml.clone(), slow()),
+            StatusCode::REQUEST_TIMEOUT,
+            "the body did not arrive completely within 1 s",
+        ),
+        (
+            post(&scjg, non_ascii(), Body::from("<x/>")),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the Content-Type is not ASCII text",
+        ),
+    ] {
+        let (got, body) = call(request).await;
+        assert_eq!(got, status, "{body:#}");
+        let latest = served.store.refusals(Some(SCJG), 1).await.unwrap();
+        assert!(
+            latest
+                .first()
+                .is_some_and(|r| r.via == "webhook" && r.reasons == [reason]),
+            "{status}: {latest:?}"
+        );
+    }
+    // A body too large sent again is another refusal: its bytes were never read to tell.
+    let (got, _) = call(post(&scjg, xml.clone(), large())).await;
+    assert_eq!(got, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        served.store.refusals(Some(SCJG), 10).await.unwrap().len(),
+        4
+    );
+
+    let (status, audit) = call(
+        Request::get("/api/v1/audit?outcome=refused&limit=100")
+            .header("authorization", common::bearer(&admin))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{audit:#}");
+    let mut outcomes: Vec<&str> = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["target"] == format!("/api/v1/systems/{SCJG}/events"))
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        [
+            "refused 403",
+            "refused 403",
+            "refused 408",
+            "refused 413",
+            "refused 413",
+            "refused 415"
+        ],
+        "{audit:#}"
+    );
 }
 
 #[tokio::test]

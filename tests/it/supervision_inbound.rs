@@ -1,8 +1,9 @@
 //! What departments send, as e-supervision sees it, through the real API router: a message that
 //! is wrong but understood (退回办结 without a reason, 开始 · 不受理) is taken and flagged; one the
 //! hub refuses is answered with every reason, audited as `refused 4xx` with the masked reasons,
-//! logged at WARN, recorded and raised as `events_refused` (whichever way it came); a case event
-//! dated in the future is refused, and one dated before the hub received its application is
+//! logged at WARN, recorded and raised as `events_refused` (whichever way it came), once per
+//! message however often it comes; a case event dated days ahead is refused, and one dated
+//! minutes ahead (a fast clock) or before the hub received its application is taken and
 //! flagged `implausible_time`.
 
 use crate::common;
@@ -11,10 +12,17 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use common::Issuer;
 use common::api::TestApi;
-use serde_json::Value;
+use common::edit::RST;
+use common::mock::{Mock, Mode};
+use common::wait::eventually;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
 use tongban::auth::Role;
 use tongban::clock::{cst, now_millis};
+use tongban::config::InboundMode;
 use tongban::routing::inbound::{self, InboundError, Kind, Via};
+use tongban::routing::intake;
 use tongban::store::{AlertQuery, FeedEntry, FeedQuery, NewApplication};
 use tongban::supervision::calendar::Calendar;
 use tongban::supervision::engine::Engine;
@@ -362,17 +370,13 @@ async fn refusals_by_poll_and_queue_are_recorded_and_raised_too() {
     let store = &hub.api.store;
     let events = inbound::event_recorder(store.clone());
     let config = common::config();
-    for via in [Via::Poll, Via::Queue] {
-        let got = inbound::receive(
-            &config,
-            store,
-            &events,
-            SYSTEM,
-            Kind::CaseEvent,
-            b"<not-xml",
-            via,
-        )
-        .await;
+    // Two messages (the same one twice would be one refusal).
+    for (via, body) in [
+        (Via::Poll, &b"<not-xml"[..]),
+        (Via::Queue, &b"<not-xml-either"[..]),
+    ] {
+        let got =
+            inbound::receive(&config, store, &events, SYSTEM, Kind::CaseEvent, body, via).await;
         assert!(matches!(got, Err(InboundError::Mapping(_))), "{got:?}");
     }
     let refusals = store.refusals(Some(SYSTEM), 10).await.unwrap();
@@ -397,34 +401,38 @@ async fn refusals_by_poll_and_queue_are_recorded_and_raised_too() {
 }
 
 #[tokio::test]
-async fn a_case_event_dated_in_the_future_is_refused_and_one_dated_before_the_application_is_flagged()
+async fn a_case_event_dated_days_ahead_is_refused_and_one_minutes_ahead_or_before_the_application_is_taken_and_flagged()
  {
     let hub = hub().await;
     let submitted = hub.application("TB-T-1").await;
-    for id in ["TB-T-2", "TB-T-3", "TB-T-4"] {
+    for id in ["TB-T-2", "TB-T-3", "TB-T-4", "TB-T-5"] {
         hub.application(id).await;
     }
     let now = now_millis();
-    // A 受理 dated 15 days ahead: every due would run from it. Refused, with the reason. (Half
-    // a minute more, since the system writes whole seconds.)
+    // A 受理 dated two days ahead: no clock a little off but a date typed wrong, and every due
+    // would run from it. Refused, with the reason. (Half a minute more, since the system writes
+    // whole seconds.)
     let (status, answer) = hub
         .post(&step(
             "t1-a",
             "TB-T-1",
             ACCEPT,
             None,
-            now + 15 * DAY + 30_000,
+            now + 2 * DAY + 30_000,
         ))
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer:#}");
     let detail = answer["detail"].as_str().unwrap();
     assert!(
         detail.starts_with("/occurred_at is ")
-            && detail.contains(", 15 days after the hub received the message at "),
+            && detail.contains(", 2 days after the hub received the message at "),
         "{detail}"
     );
     assert!(
-        detail.contains("more than 5 minutes ahead cannot be a fact yet"),
+        detail.contains(
+            "a time more than 1 day ahead ([supervision] future_limit_minutes = 1440) is no \
+             clock a little off but a date that cannot be a fact yet"
+        ),
         "{detail}"
     );
     assert!(hub.api.store.events_of("TB-T-1").await.unwrap().is_empty());
@@ -432,12 +440,16 @@ async fn a_case_event_dated_in_the_future_is_refused_and_one_dated_before_the_ap
     assert_eq!(refusals.len(), 1);
     assert!(refusals[0].reasons[0].starts_with("/occurred_at is "));
 
-    // 20 days before the hub received the application, and 8 hours before (a server on UTC):
-    // taken, and flagged. Two minutes ahead is within the tolerance, and so is the rest.
+    // 20 days before the hub received the application, 8 hours before (a server on UTC), and
+    // six minutes after it arrived (a server whose clock is fast): taken, with dues running
+    // from the time they state, and flagged. Two minutes ahead is within the tolerance, and so
+    // is the rest.
+    let fast = now_millis() + 6 * MINUTE + 30_000;
     for (event, application, at) in [
         ("t2-a", "TB-T-2", submitted - 20 * DAY),
         ("t3-a", "TB-T-3", submitted - 8 * HOUR),
-        ("t4-a", "TB-T-4", now_millis() + 2 * MINUTE),
+        ("t4-a", "TB-T-4", fast),
+        ("t5-a", "TB-T-5", now_millis() + 2 * MINUTE),
         ("t1-a", "TB-T-1", submitted + MINUTE),
     ] {
         let (status, answer) = hub.post(&step(event, application, ACCEPT, None, at)).await;
@@ -458,7 +470,7 @@ async fn a_case_event_dated_in_the_future_is_refused_and_one_dated_before_the_ap
         .map(|e| e.application_id.as_str())
         .collect();
     apps.sort();
-    assert_eq!(apps, ["TB-T-2", "TB-T-3"], "{entries:?}");
+    assert_eq!(apps, ["TB-T-2", "TB-T-3", "TB-T-4"], "{entries:?}");
     let evidence = |app: &str| {
         body(
             implausible
@@ -480,6 +492,14 @@ async fn a_case_event_dated_in_the_future_is_refused_and_one_dated_before_the_ap
         "{}",
         evidence("TB-T-3")
     );
+    assert!(
+        evidence("TB-T-4").contains("6 minutes after the hub received it at "),
+        "{}",
+        evidence("TB-T-4")
+    );
+    // The fast clock's 受理 is the acceptance the dues run from, as stated.
+    let accepted = hub.api.store.case_summary("TB-T-4").await.unwrap().unwrap();
+    assert_eq!(accepted.accepted_at, Some(fast / 1000 * 1000));
     let alerts = hub
         .api
         .store
@@ -490,5 +510,132 @@ async fn a_case_event_dated_in_the_future_is_refused_and_one_dated_before_the_ap
         })
         .await
         .unwrap();
-    assert_eq!(alerts.len(), 2);
+    assert_eq!(alerts.len(), 3);
+}
+
+/// A time as the 人社 system writes it: `yyyy-MM-dd HH:mm:ss` in China Standard Time.
+fn rst_time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap()
+        .with_timezone(&cst())
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+/// The repository's configuration with the 人社 system's events feed at `mock`, polled often.
+fn polling_config(mock: &Mock) -> Arc<tongban::config::Config> {
+    let mut config = common::config();
+    config.adapters.get_mut(RST).unwrap().inbound.mode = InboundMode::Poll {
+        url: format!("{}/rst/card/events", mock.base()),
+        interval: Duration::from_millis(20),
+        results_url: None,
+    };
+    Arc::new(config)
+}
+
+/// Runs the hub's pollers over `store` until the returned sender says stop.
+fn start_pollers(
+    config: &Arc<tongban::config::Config>,
+    store: &tongban::store::Store,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(intake::run_pollers(config.clone(), store.clone(), stopped));
+    (stop, task)
+}
+
+/// Waits until the mock has been asked for its events after `seq`.
+async fn asked_after(mock: &Mock, seq: i64) {
+    eventually(&format!("a poll after {seq}"), || async {
+        let asked = mock.events_asked();
+        if asked.contains(&seq) {
+            Ok(())
+        } else {
+            Err(format!("{asked:?}"))
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_refused_message_polled_again_or_after_a_restart_is_one_refusal_and_one_alert() {
+    common::logs::capture();
+    let hub = hub().await;
+    let store = &hub.api.store;
+    let mock = Mock::start(false, Mode::Ok).await;
+    let config = polling_config(&mock);
+    // A step dated two days ahead (a date typed wrong), about an application the hub never
+    // routed: refused, with both reasons. Its time is this test's own, to find its log lines.
+    let ahead = now_millis() + 2 * DAY + 17_000;
+    let mut step = common::read_json("mappings/tests/rst-card-event/accept.legacy.json");
+    step["data"]["BLSJ"] = json!(rst_time(ahead));
+    let canonical_time = chrono::DateTime::from_timestamp_millis(ahead)
+        .unwrap()
+        .with_timezone(&cst())
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string();
+    mock.push_event(json!({"seq": 1, "document": step}));
+
+    let (stop, pollers) = start_pollers(&config, store);
+    asked_after(&mock, 1).await;
+    // The system publishes the same message again (a resend, a feed rebuilt): one refusal.
+    mock.push_event(json!({"seq": 2, "document": step}));
+    asked_after(&mock, 2).await;
+    stop.send(true).unwrap();
+    pollers.await.unwrap();
+
+    // A restarted hub asks from where it had read, not from the start.
+    let before = mock.events_asked().len();
+    let (stop, pollers) = start_pollers(&config, store);
+    eventually("a poll after the restart", || async {
+        let asked = mock.events_asked();
+        match asked.get(before) {
+            Some(_) => Ok(()),
+            None => Err(format!("{asked:?}")),
+        }
+    })
+    .await;
+    stop.send(true).unwrap();
+    pollers.await.unwrap();
+    assert_eq!(mock.events_asked()[before], 2, "{:?}", mock.events_asked());
+
+    let refusals = store.refusals(Some(RST), 10).await.unwrap();
+    assert_eq!(refusals.len(), 1, "{refusals:#?}");
+    assert_eq!(refusals[0].via, "poll");
+    assert!(
+        refusals[0]
+            .reasons
+            .iter()
+            .any(|r| r.starts_with("/occurred_at is ")
+                && r.contains("2 days after the hub received the message")),
+        "{refusals:#?}"
+    );
+    let entries = hub
+        .engine()
+        .step(now_millis() + 1000)
+        .await
+        .unwrap()
+        .entries;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].routing_key, "alert.warning.events_refused");
+    assert_eq!(entries[0].system_id, RST);
+    let evidence = body(&entries[0])["evidence"].as_str().unwrap().to_owned();
+    assert!(
+        evidence.starts_with("1 message refused since "),
+        "{evidence}"
+    );
+
+    // One WARN line for the refusal; the second time it came, a line at INFO.
+    let log = common::logs::text();
+    let lines = |level: &str, message: &str| {
+        log.lines()
+            .filter(|l| {
+                l.contains(level) && l.contains(message) && l.contains(canonical_time.as_str())
+            })
+            .count()
+    };
+    assert_eq!(lines(" WARN ", "inbound message refused"), 1, "{log}");
+    assert_eq!(lines(" INFO ", "inbound message refused again"), 1, "{log}");
 }

@@ -61,6 +61,8 @@ struct Shared {
     results: Mutex<Vec<Value>>,
     /// The highest `after` the hub asked the results feed for: what it has taken.
     results_taken: AtomicI64,
+    /// Every `after` the hub asked the events feed for, in order.
+    events_asked: Mutex<Vec<i64>>,
 }
 
 /// A department system on 127.0.0.1: answers POSTs as its mode says and keeps what it got;
@@ -101,6 +103,7 @@ impl Mock {
                 events: Mutex::new(Vec::new()),
                 results: Mutex::new(Vec::new()),
                 results_taken: AtomicI64::new(0),
+                events_asked: Mutex::new(Vec::new()),
             }),
             stop: Mutex::new(None),
         }
@@ -160,6 +163,11 @@ impl Mock {
     /// comes after it).
     pub fn results_taken(&self) -> i64 {
         self.shared.results_taken.load(Ordering::SeqCst)
+    }
+
+    /// Every `after` the hub asked the events feed for, in order.
+    pub fn events_asked(&self) -> Vec<i64> {
+        self.shared.events_asked.lock().unwrap().clone()
     }
 
     pub fn receptions(&self) -> Vec<Reception> {
@@ -311,6 +319,7 @@ fn feed(shared: &Shared, uri: &Uri) -> Response {
         shared.results_taken.fetch_max(after, Ordering::SeqCst);
         &shared.results
     } else {
+        shared.events_asked.lock().unwrap().push(after);
         &shared.events
     };
     let entries: Vec<Value> = feed

@@ -31,6 +31,7 @@
 //! - [`audit`]: the audit log's hash chain: record hashes, and verification that names each
 //!   changed, deleted, inserted or reordered record.
 //! - [`clock`]: how times are stored (epoch milliseconds) and shown (RFC 3339, +08:00).
+//! - [`service`]: the use cases every front end calls (API keys so far), each rule once.
 //! - [`tasks`]: background tasks that are started again after a panic instead of vanishing.
 //! - [`hub`]: putting the parts together for `tongban serve`: open the store, seed the
 //!   catalog, serve until a shutdown signal.
@@ -50,6 +51,7 @@ pub mod mapping;
 pub mod personal;
 pub mod routing;
 pub mod schema;
+pub mod service;
 pub mod store;
 pub mod supervision;
 pub mod tasks;

@@ -407,7 +407,7 @@ async fn keys_command(
     store: Option<String>,
     command: KeysCommand,
 ) -> anyhow::Result<ExitCode> {
-    use tongban::auth::{self, Role, keys};
+    use tongban::auth::keys;
     let (config, store) = open_with(dir, store).await?;
     let key_dir = hub::keys_dir(&config);
     let ttl = config.hub.signing.assertion_ttl_seconds;
@@ -489,52 +489,52 @@ async fn keys_command(
             label,
             expires_in_days,
         } => {
-            let Some(role) = Role::parse(&role) else {
-                anyhow::bail!(
-                    "unknown role `{role}`: platform, system, reviewer, finance, supervisor or admin"
-                );
+            use tongban::service::api_keys::{self, Field, KeyError, KeyRequest};
+            let request = KeyRequest {
+                role: Some(role),
+                system,
+                label: Some(label),
+                expires_at: expires_in_days
+                    .map(|d| tongban::clock::now_millis() + i64::from(d) * 86_400_000),
             };
-            match (role, &system) {
-                (Role::System, None) => anyhow::bail!("a system key needs --system <id>"),
-                (Role::System, Some(id)) if !config.adapters.contains_key(id) => anyhow::bail!(
-                    "no system `{id}` in adapters/ (known: {})",
-                    config
-                        .adapters
-                        .keys()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                (r, Some(_)) if r != Role::System => {
-                    anyhow::bail!("only system keys take --system")
+            let issued = match api_keys::issue(&store, &config, &request, &cli_actor()).await {
+                Ok(issued) => issued,
+                Err(KeyError::Invalid(problems)) => {
+                    let lines: Vec<String> = problems
+                        .iter()
+                        .map(|p| {
+                            let option = match p.field {
+                                Field::Role => "--role",
+                                Field::System => "--system",
+                                Field::Label => "--label",
+                                Field::ExpiresAt => "--expires-in-days",
+                            };
+                            format!("  {option}: {}", p.message)
+                        })
+                        .collect();
+                    anyhow::bail!(
+                        "no key issued; {} problem(s):\n{}",
+                        lines.len(),
+                        lines.join("\n")
+                    );
                 }
-                _ => {}
-            }
-            let expires_at =
-                expires_in_days.map(|d| tongban::clock::now_millis() + i64::from(d) * 86_400_000);
-            let issued = auth::issue_key(role, system.as_deref(), &label, &cli_actor(), expires_at);
-            store.insert_api_key(&issued.record).await?;
+                Err(e) => return Err(e.into()),
+            };
             audit(
                 &store,
                 "key issue",
                 &format!("/api/v1/keys/{}", issued.record.key_id),
-                format!("API key for role {}", role.as_str()),
+                format!("API key for role {}", issued.record.role),
             )
             .await?;
             eprintln!(
                 "issued API key {} for role {}; it is shown once:",
-                issued.record.key_id,
-                role.as_str()
+                issued.record.key_id, issued.record.role
             );
             println!("{}", issued.secret);
         }
         KeysCommand::Revoke { key_id } => {
-            if !store
-                .revoke_api_key(&key_id, tongban::clock::now_millis())
-                .await?
-            {
-                anyhow::bail!("no unrevoked API key `{key_id}`");
-            }
+            tongban::service::api_keys::revoke(&store, &key_id).await?;
             audit(
                 &store,
                 "key revoke",

@@ -5,8 +5,9 @@ use super::guard::AuditNote;
 use super::input::JsonBody;
 use super::problem::{ApiError, ProblemEntry};
 use super::{Access, AppState, Caller, Route};
-use crate::auth::{self, Role, keys};
+use crate::auth::{Role, keys};
 use crate::clock;
+use crate::service::api_keys::{self, Field, KeyError, KeyRequest, Problem};
 use crate::store::ApiKeyRecord;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -70,68 +71,66 @@ async fn issue(
 ) -> Result<Response, ApiError> {
     let mut problems = Vec::new();
     let text = |name: &str| body.get(name).and_then(Value::as_str).map(str::to_string);
-    if !body.is_object() {
-        problems.push(ProblemEntry::pointer("", "must be an object"));
-    }
-    if let Some(obj) = body.as_object() {
-        for k in obj.keys() {
-            if !["role", "system", "label", "expires_at"].contains(&k.as_str()) {
-                problems.push(ProblemEntry::pointer(format!("/{k}"), "unknown member"));
+    match body.as_object() {
+        None => problems.push(ProblemEntry::pointer("", "must be an object")),
+        Some(members) => {
+            for k in members.keys() {
+                if !["role", "system", "label", "expires_at"].contains(&k.as_str()) {
+                    problems.push(ProblemEntry::pointer(format!("/{k}"), "unknown member"));
+                }
             }
         }
     }
-    let role = match text("role").as_deref().map(Role::parse) {
-        Some(Some(role)) => Some(role),
-        _ => {
-            problems.push(ProblemEntry::pointer(
-                "/role",
-                "must be one of platform, system, reviewer, finance, supervisor, admin",
-            ));
-            None
+    let mut expiry_unreadable = false;
+    let expires_at = text("expires_at").and_then(|t| {
+        let at = chrono::DateTime::parse_from_rfc3339(&t).ok();
+        expiry_unreadable = at.is_none();
+        at.map(|at| at.timestamp_millis())
+    });
+    if expiry_unreadable {
+        problems.push(ProblemEntry::pointer(
+            "/expires_at",
+            "must be a future time in RFC 3339",
+        ));
+    }
+    let request = KeyRequest {
+        role: text("role"),
+        system: text("system"),
+        label: text("label"),
+        expires_at,
+    };
+    let problems_of = |rules: Vec<Problem>| {
+        rules.into_iter().map(|p| {
+            let pointer = match p.field {
+                Field::Role => "/role",
+                Field::System => "/system",
+                Field::Label => "/label",
+                Field::ExpiresAt => "/expires_at",
+            };
+            ProblemEntry::pointer(pointer, p.message)
+        })
+    };
+    if !problems.is_empty() {
+        // The rules too, so that every problem comes back at once (an unreadable expiry is
+        // not in the request, so it is not named twice).
+        if let Err(rules) = api_keys::check(&request, &state.config, clock::now_millis()) {
+            problems.extend(problems_of(rules));
         }
-    };
-    let system = text("system");
-    match (role, &system) {
-        (Some(Role::System), None) => problems.push(ProblemEntry::pointer(
-            "/system",
-            "a system key names the system it belongs to",
-        )),
-        (Some(Role::System), Some(id)) if !state.config.adapters.contains_key(id) => problems.push(
-            ProblemEntry::pointer("/system", "is not a connected system (adapters/)"),
-        ),
-        (Some(r), Some(_)) if r != Role::System => problems.push(ProblemEntry::pointer(
-            "/system",
-            "only system keys belong to a system",
-        )),
-        _ => {}
-    }
-    let label = text("label").unwrap_or_default();
-    if label.trim().is_empty() || label.chars().count() > 200 {
-        problems.push(ProblemEntry::pointer("/label", "must be 1-200 characters"));
-    }
-    let expires_at = match text("expires_at") {
-        None => None,
-        Some(t) => match chrono::DateTime::parse_from_rfc3339(&t) {
-            Ok(t) if t.timestamp_millis() > clock::now_millis() => Some(t.timestamp_millis()),
-            _ => {
-                problems.push(ProblemEntry::pointer(
-                    "/expires_at",
-                    "must be a future time in RFC 3339",
-                ));
-                None
-            }
-        },
-    };
-    let (Some(role), true) = (role, problems.is_empty()) else {
         return Err(ApiError::Invalid(problems));
+    }
+    let issued = match api_keys::issue(&state.store, &state.config, &request, &caller.actor).await {
+        Ok(issued) => issued,
+        Err(KeyError::Invalid(rules)) => {
+            return Err(ApiError::Invalid(problems_of(rules).collect()));
+        }
+        Err(KeyError::NotFound(_)) => {
+            return Err(ApiError::Internal(
+                "an issued key cannot be read back".into(),
+            ));
+        }
+        Err(KeyError::Store(e)) => return Err(e.into()),
     };
-    let issued = auth::issue_key(role, system.as_deref(), &label, &caller.actor, expires_at);
-    state.store.insert_api_key(&issued.record).await?;
-    let record = state
-        .store
-        .api_key(&issued.record.key_id)
-        .await?
-        .ok_or_else(|| ApiError::Internal("an issued key cannot be read back".into()))?;
+    let record = issued.record;
     let mut answer = key_json(&record);
     answer["secret"] = Value::String(issued.secret);
     let mut response = (StatusCode::CREATED, Json(answer)).into_response();
@@ -155,16 +154,15 @@ async fn revoke(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    if !state.store.revoke_api_key(&id, clock::now_millis()).await? {
-        return Err(ApiError::NotFound(
-            "no unrevoked API key with this id".into(),
-        ));
-    }
+    let record = match api_keys::revoke(&state.store, &id).await {
+        Ok(record) => record,
+        Err(KeyError::Store(e)) => return Err(e.into()),
+        Err(_) => {
+            return Err(ApiError::NotFound(
+                "no unrevoked API key with this id".into(),
+            ));
+        }
+    };
     state.auth.forget(&id);
-    let record = state
-        .store
-        .api_key(&id)
-        .await?
-        .ok_or_else(|| ApiError::Internal("a revoked key cannot be read back".into()))?;
     Ok(Json(key_json(&record)))
 }

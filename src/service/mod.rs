@@ -1,0 +1,5 @@
+//! The hub's use cases: one module each, called by every front end (the API's handlers, the
+//! command line, the background workers), so that a rule is written once. A front end reads
+//! its input, calls one use case and presents the outcome in its own terms.
+
+pub mod api_keys;

@@ -57,13 +57,17 @@ pub struct Issued {
     pub record: ApiKeyRecord,
 }
 
-/// Checks `request` against every rule at `now_ms`: the role, and the system and label and
-/// expiry it allows, or every problem.
-pub fn check(
-    request: &KeyRequest,
-    config: &Config,
-    now_ms: i64,
-) -> Result<(Role, Option<String>, String, Option<i64>), Vec<Problem>> {
+/// A [`KeyRequest`] that breaks no rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidKey {
+    pub role: Role,
+    pub system: Option<String>,
+    pub label: String,
+    pub expires_at: Option<i64>,
+}
+
+/// Checks `request` against every rule at `now_ms`: the key it asks for, or every problem.
+pub fn check(request: &KeyRequest, config: &Config, now_ms: i64) -> Result<ValidKey, Vec<Problem>> {
     let mut problems = Vec::new();
     let mut problem = |field, message: String| problems.push(Problem { field, message });
     let role = match request.role.as_deref().map(Role::parse) {
@@ -109,7 +113,12 @@ pub fn check(
         problem(Field::ExpiresAt, "must be in the future".into());
     }
     match (role, problems.is_empty()) {
-        (Some(role), true) => Ok((role, request.system.clone(), label, request.expires_at)),
+        (Some(role), true) => Ok(ValidKey {
+            role,
+            system: request.system.clone(),
+            label,
+            expires_at: request.expires_at,
+        }),
         _ => Err(problems),
     }
 }
@@ -121,9 +130,14 @@ pub async fn issue(
     request: &KeyRequest,
     actor: &str,
 ) -> Result<Issued, KeyError> {
-    let (role, system, label, expires_at) =
-        check(request, config, crate::clock::now_millis()).map_err(KeyError::Invalid)?;
-    let issued = auth::issue_key(role, system.as_deref(), &label, actor, expires_at);
+    let key = check(request, config, crate::clock::now_millis()).map_err(KeyError::Invalid)?;
+    let issued = auth::issue_key(
+        key.role,
+        key.system.as_deref(),
+        &key.label,
+        actor,
+        key.expires_at,
+    );
     store.insert_api_key(&issued.record).await?;
     let record = store
         .api_key(&issued.record.key_id)

@@ -171,9 +171,7 @@ mod tests {
         Config::load(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap()
     }
 
-    fn fields(
-        result: Result<(Role, Option<String>, String, Option<i64>), Vec<Problem>>,
-    ) -> Vec<Field> {
+    fn fields(result: Result<ValidKey, Vec<Problem>>) -> Vec<Field> {
         result.unwrap_err().into_iter().map(|p| p.field).collect()
     }
 

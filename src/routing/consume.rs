@@ -20,6 +20,9 @@
 //!   '{"dead-letter-exchange":"tongban.dlx"}' --apply-to queues`, or by the queue's
 //!   `x-dead-letter-exchange` argument), moves it there with an `x-death` header saying
 //!   `rejected`: that is where to look for refused messages;
+//! - a case event the store refuses on its own (the write, tried alone, fails: it would fail
+//!   again): logged at ERROR with the message id and **rejected without requeue**, so that it
+//!   does not block the queue;
 //! - the store is unavailable: **nack with requeue**, then a short pause (250 ms doubling up to
 //!   [`STORE_BACKOFF_MAX`]) before the next message, so the queue keeps it meanwhile.
 //!
@@ -40,6 +43,7 @@ use super::inbound::{self, InboundError, Kind, Received, Via};
 use crate::adapters::amqp::{MAX_BACKOFF, backoff};
 use crate::config::{Config, InboundMode};
 use crate::store::Store;
+use crate::store::group::GroupError;
 use lapin::message::{Delivery, DeliveryResult};
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
@@ -426,6 +430,22 @@ impl QueueTask {
                     ),
                 }
                 (delivery.ack(BasicAckOptions::default()).await, None)
+            }
+            Err(InboundError::Unrecorded(refused @ GroupError::Refused(_))) => {
+                *store_failures = 0;
+                // The store refused this write itself: handed back, it would come round and
+                // fail again for ever, ahead of everything behind it.
+                tracing::error!(
+                    system = %self.system,
+                    queue = %self.queue,
+                    message_id = %message_id,
+                    cause = %crate::personal::mask_text(&refused.to_string()),
+                    "a case event received over AMQP could not be stored and would fail again; rejected without requeue (dead-lettered if the queue has a dead-letter exchange)"
+                );
+                (
+                    delivery.reject(BasicRejectOptions { requeue: false }).await,
+                    None,
+                )
             }
             Err(e @ (InboundError::Store(_) | InboundError::Unrecorded(_))) => {
                 *store_failures = store_failures.saturating_add(1);

@@ -6,10 +6,15 @@
 //! `{"seq": <integer>, "document": <one message in its own format>}`, oldest first. The cursor
 //! lives in memory: after a restart the hub asks from 0 again, and deduplication by (system,
 //! event id) makes that harmless.
+//!
+//! A message the store cannot take now is asked for again at the next poll, and holds back the
+//! ones after it; one whose write the store refuses on its own (it would fail again) is logged
+//! at ERROR, recorded as refused and skipped.
 
 use super::inbound::{self, InboundError, Kind, Received, Via};
 use crate::config::{Config, InboundMode};
 use crate::store::Store;
+use crate::store::group::GroupError;
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,6 +136,13 @@ async fn poll(
                             tracing::info!(system = %system, seq = entry.seq, "polled message received")
                         }
                         Ok(Received::Duplicate) => {}
+                        Err(InboundError::Unrecorded(refused @ GroupError::Refused(_))) => {
+                            // The store refused this write itself: asked for again, it would
+                            // fail again and hold back every later message of the system.
+                            tracing::error!(system = %system, seq = entry.seq, cause = %crate::personal::mask_text(&refused.to_string()), "a polled message could not be stored and would fail again; skipped");
+                            let reason = "the hub could not store this message (its store refused the write); it was skipped".to_string();
+                            inbound::refused(&config, &store, &system, kind, Via::Poll, &[reason]).await;
+                        }
                         Err(e @ (InboundError::Store(_) | InboundError::Unrecorded(_))) => {
                             // Not taken: ask again from here at the next poll.
                             tracing::warn!(system = %system, seq = entry.seq, cause = %e, "cannot store a polled message; will ask for it again");

@@ -68,9 +68,10 @@ pub const STORE_BACKOFF_MAX: Duration = Duration::from_secs(5);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs a consumer for every adapter that reports over AMQP until `shutdown` turns true.
+/// Aborting (or dropping) this aborts every consumer.
 pub async fn run_consumers(config: Arc<Config>, store: Store, shutdown: watch::Receiver<bool>) {
     let events = inbound::event_recorder(store.clone());
-    let mut tasks = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
     for adapter in config.adapters.values() {
         let InboundMode::Amqp { queue } = &adapter.inbound.mode else {
             continue;
@@ -98,15 +99,13 @@ pub async fn run_consumers(config: Arc<Config>, store: Store, shutdown: watch::R
             url,
         };
         let stop = shutdown.clone();
-        tasks.push(tokio::spawn(crate::tasks::restarting(
+        tasks.spawn(crate::tasks::restarting(
             format!("consumer {} {}", task.system, task.queue),
             shutdown.clone(),
             move || task.clone().run(stop.clone()),
-        )));
+        ));
     }
-    for t in tasks {
-        let _ = t.await;
-    }
+    while tasks.join_next().await.is_some() {}
 }
 
 /// The broker URL without its user and password, for messages.

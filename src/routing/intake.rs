@@ -26,7 +26,8 @@ struct Entry {
     document: serde_json::Value,
 }
 
-/// Runs a poller for every polling adapter until `shutdown` turns true.
+/// Runs a poller for every polling adapter until `shutdown` turns true. Aborting (or dropping)
+/// this aborts every poller, with its poll in flight.
 pub async fn run_pollers(config: Arc<Config>, store: Store, shutdown: watch::Receiver<bool>) {
     let client = match reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -39,7 +40,7 @@ pub async fn run_pollers(config: Arc<Config>, store: Store, shutdown: watch::Rec
         }
     };
     let events = inbound::event_recorder(store.clone());
-    let mut tasks = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
     for adapter in config.adapters.values() {
         let InboundMode::Poll {
             url,
@@ -57,7 +58,7 @@ pub async fn run_pollers(config: Arc<Config>, store: Store, shutdown: watch::Rec
             let (config, store, client) = (config.clone(), store.clone(), client.clone());
             let events = events.clone();
             let (system, interval, stop) = (adapter.id.clone(), *interval, shutdown.clone());
-            tasks.push(tokio::spawn(crate::tasks::restarting(
+            tasks.spawn(crate::tasks::restarting(
                 format!("poller {system} {kind:?}"),
                 shutdown.clone(),
                 move || {
@@ -73,12 +74,10 @@ pub async fn run_pollers(config: Arc<Config>, store: Store, shutdown: watch::Rec
                         stop.clone(),
                     )
                 },
-            )));
+            ));
         }
     }
-    for t in tasks {
-        let _ = t.await;
-    }
+    while tasks.join_next().await.is_some() {}
 }
 
 /// How often a polling system's answers count as a heartbeat.
@@ -141,7 +140,8 @@ async fn poll(
                             // fail again and hold back every later message of the system.
                             tracing::error!(system = %system, seq = entry.seq, cause = %crate::personal::mask_text(&refused.to_string()), "a polled message could not be stored and would fail again; skipped");
                             let reason = "the hub could not store this message (its store refused the write); it was skipped".to_string();
-                            inbound::refused(&config, &store, &system, kind, Via::Poll, &[reason]).await;
+                            inbound::refused(&config, &store, &system, kind, Via::Poll, &[reason])
+                                .await;
                         }
                         Err(e @ (InboundError::Store(_) | InboundError::Unrecorded(_))) => {
                             // Not taken: ask again from here at the next poll.

@@ -897,16 +897,21 @@ async fn an_event_the_store_refuses_on_its_own_is_rejected_not_requeued() {
         }
     })
     .await;
-    eventually("the refusal to be logged at ERROR with the message id", || async {
-        let log = common::logs::text();
-        if log.lines().any(|l| {
-            l.contains("ERROR") && l.contains("rejected without requeue") && l.contains(&message_id)
-        }) {
-            Ok(())
-        } else {
-            Err("not yet".to_string())
-        }
-    })
+    eventually(
+        "the refusal to be logged at ERROR with the message id",
+        || async {
+            let log = common::logs::text();
+            if log.lines().any(|l| {
+                l.contains("ERROR")
+                    && l.contains("rejected without requeue")
+                    && l.contains(&message_id)
+            }) {
+                Ok(())
+            } else {
+                Err("not yet".to_string())
+            }
+        },
+    )
     .await;
     hub.stop(STOP_PATIENCE).await;
     // Unacknowledged messages go back to the queue when the consumer's connection closes: the

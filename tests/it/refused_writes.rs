@@ -191,10 +191,7 @@ async fn a_polled_event_the_store_refuses_is_skipped_and_the_next_ones_are_store
         })
         .await
         .unwrap();
-    let url = format!(
-        "sqlite://{}",
-        dir.path().join("data/tongban.db").display()
-    );
+    let url = format!("sqlite://{}", dir.path().join("data/tongban.db").display());
     refuse_one_event(&url).await;
 
     rest.push_event(rst_entry(1, application, REFUSED_EVENT));

@@ -284,6 +284,8 @@ pub async fn serve(
             Ok(())
         }
     };
+    // Requests still in flight at the deadline end here, with their connections.
+    drop(server);
     // The server may also have ended by itself, before any signal.
     let deadline = (*deadline_rx.borrow()).unwrap_or_else(|| Instant::now() + grace);
     let _ = stop_workers.send(true);
@@ -325,7 +327,10 @@ pub async fn serve(
         "deliveries still in flight at exit; their leases will lapse and they will be tried again",
     )
     .await;
-    if tokio::time::timeout_at(deadline, store.close())
+    // Tasks aborted at the deadline give their connections back as they are dropped; closing
+    // the store then takes a moment, which it gets even when the deadline has passed.
+    let close_by = deadline.max(Instant::now() + STORE_CLOSE_AFTER_ABORT);
+    if tokio::time::timeout_at(close_by, store.close())
         .await
         .is_err()
     {
@@ -336,12 +341,20 @@ pub async fn serve(
     result.map_err(HubError::Serve)
 }
 
+/// How long the store may take to close after the deadline, once every task has been aborted.
+const STORE_CLOSE_AFTER_ABORT: Duration = Duration::from_secs(1);
+/// How long an aborted task may take to be dropped (it is, the next time the runtime gets to it).
+const ABORTED_WITHIN: Duration = Duration::from_secs(1);
+
 /// Waits for `task` until `deadline`; one still running then is logged with `unfinished` and
-/// aborted, so that it lets go of what it holds (store connections) before the store closes.
+/// aborted, with everything it started (lanes, pollers and consumers abort their own tasks when
+/// dropped, and `tasks::restarting` the task it runs), so that nothing of it goes on reaching
+/// the systems, and it lets go of what it holds (store connections) before the store closes.
 async fn stop_by<T>(deadline: Instant, mut task: tokio::task::JoinHandle<T>, unfinished: &str) {
     if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
         tracing::warn!("{unfinished}");
         task.abort();
+        let _ = tokio::time::timeout(ABORTED_WITHIN, task).await;
     }
 }
 

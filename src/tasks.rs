@@ -4,11 +4,15 @@
 //!
 //! [`restarting`] runs the task made by its factory; when it panics, says so (with the task's
 //! name) and makes a fresh one after a pause that doubles up to a minute. A task that returns
-//! is done; shutdown ends the pause.
+//! is done; shutdown ends the pause. Aborting or dropping `restarting` aborts the task it runs
+//! too, so that a shutdown that gives up on it at its deadline really stops it.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::task::{JoinError, JoinHandle};
 
 const FIRST_PAUSE: Duration = Duration::from_secs(1);
 const LONGEST_PAUSE: Duration = Duration::from_secs(60);
@@ -37,7 +41,7 @@ where
     let mut panics = 0;
     loop {
         let started = tokio::time::Instant::now();
-        match tokio::spawn(make()).await {
+        match AbortOnDrop(tokio::spawn(make())).await {
             Ok(()) => return panics,
             Err(e) if e.is_panic() => {
                 panics += 1;
@@ -60,6 +64,24 @@ where
             _ = shutdown.wait_for(|stop| *stop) => return panics,
         }
         pause = (pause * 2).min(LONGEST_PAUSE);
+    }
+}
+
+/// A spawned task that is aborted when its handle is dropped: the task runs on its own (so that
+/// a panic is caught as a `JoinError`), yet does not outlive whoever waits for it.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Future for AbortOnDrop<T> {
+    type Output = Result<T, JoinError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -87,6 +109,30 @@ mod tests {
         )
         .await;
         assert_eq!((panics, runs.load(Ordering::SeqCst)), (2, 3));
+    }
+
+    #[tokio::test]
+    async fn aborting_it_aborts_the_task_it_runs() {
+        let (_stop, shutdown) = watch::channel(false);
+        let (started, running) = tokio::sync::oneshot::channel::<()>();
+        let (held, released) = tokio::sync::oneshot::channel::<()>();
+        let started = std::sync::Mutex::new(Some((started, held)));
+        let outer = tokio::spawn(restarting("never ends".into(), shutdown, move || {
+            let (started, held) = started.lock().unwrap().take().expect("made once");
+            async move {
+                let _held = held;
+                let _ = started.send(());
+                std::future::pending::<()>().await;
+            }
+        }));
+        running.await.expect("the task started");
+        outer.abort();
+        // The task's state is dropped (its sender with it) only when the task itself ends.
+        let ended = tokio::time::timeout(Duration::from_secs(30), released).await;
+        assert!(
+            matches!(ended, Ok(Err(_))),
+            "the task went on after `restarting` was aborted"
+        );
     }
 
     #[tokio::test]

@@ -76,6 +76,8 @@ pub struct AppState {
     /// Turns true when the hub is shutting down: long-lived responses (the supervision stream)
     /// end then, so that they do not hold the graceful stop until its grace runs out.
     pub stopping: watch::Receiver<bool>,
+    /// What `/readyz` last found, shared by every caller: one probe at a time, reused briefly.
+    readiness: Arc<ops::Readiness>,
 }
 
 impl AppState {
@@ -90,6 +92,7 @@ impl AppState {
             events: crate::routing::inbound::event_recorder(store.clone()),
             // Never stopping, unless the server sets one of its own.
             stopping: watch::channel(false).1,
+            readiness: Arc::new(ops::Readiness::default()),
             store,
             schemas: config.schemas.clone(),
             metrics: Arc::new(Metrics::default()),
@@ -201,9 +204,56 @@ pub fn router(state: AppState) -> Router {
                 ApiError::Internal("a handler panicked".into()).into_response()
             },
         ))
-        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(
+        .layer(tower_http::trace::TraceLayer::new(ServerErrors).make_span_with(
             // Neither path nor query is logged: either may carry identifiers or names.
             |req: &axum::http::Request<_>| tracing::info_span!("request", method = %req.method()),
         ))
         .with_state(state)
+}
+
+/// How the request trace classifies answers: a 5xx is a failure (logged at ERROR), except
+/// `/readyz`'s, which logs changes of readiness itself rather than every probe that failed.
+#[derive(Clone, Copy)]
+struct ServerErrors;
+
+impl tower_http::classify::MakeClassifier for ServerErrors {
+    type Classifier = ServerErrorsUnlessReadiness;
+    type FailureClass = tower_http::classify::ServerErrorsFailureClass;
+    type ClassifyEos =
+        tower_http::classify::NeverClassifyEos<tower_http::classify::ServerErrorsFailureClass>;
+
+    fn make_classifier<B>(&self, req: &axum::http::Request<B>) -> Self::Classifier {
+        ServerErrorsUnlessReadiness {
+            readiness: req.uri().path() == "/readyz",
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct ServerErrorsUnlessReadiness {
+    readiness: bool,
+}
+
+impl tower_http::classify::ClassifyResponse for ServerErrorsUnlessReadiness {
+    type FailureClass = tower_http::classify::ServerErrorsFailureClass;
+    type ClassifyEos =
+        tower_http::classify::NeverClassifyEos<tower_http::classify::ServerErrorsFailureClass>;
+
+    fn classify_response<B>(
+        self,
+        res: &axum::http::Response<B>,
+    ) -> tower_http::classify::ClassifiedResponse<Self::FailureClass, Self::ClassifyEos> {
+        if self.readiness {
+            tower_http::classify::ClassifiedResponse::Ready(Ok(()))
+        } else {
+            tower_http::classify::ServerErrorsAsFailures::new().classify_response(res)
+        }
+    }
+
+    fn classify_error<E>(self, error: &E) -> Self::FailureClass
+    where
+        E: std::fmt::Display + 'static,
+    {
+        tower_http::classify::ServerErrorsAsFailures::new().classify_error(error)
+    }
 }

@@ -136,6 +136,10 @@ pub enum ApiError {
     /// The cause is logged, not sent.
     #[error("internal error")]
     Internal(String),
+    /// The store refused this write itself, tried alone (500): sending the same again will not
+    /// help, and it is the hub's fault, not the caller's. The cause is logged, not sent.
+    #[error("the request could not be stored")]
+    NotStored(String),
 }
 
 impl From<StoreError> for ApiError {
@@ -152,8 +156,15 @@ impl From<StoreError> for ApiError {
 
 impl From<GroupError> for ApiError {
     fn from(e: GroupError) -> ApiError {
-        // Either way the write did not commit; what the store said is logged, not sent.
-        ApiError::Unavailable(e.to_string())
+        // Either way the write did not commit; what the store said is logged, not sent. A write
+        // refused on its own fails for good (500: a retry would loop); a store that failed may
+        // take it later (503).
+        match e {
+            GroupError::Refused(cause) => ApiError::NotStored(cause),
+            GroupError::Unavailable(_) | GroupError::Stopped(_) => {
+                ApiError::Unavailable(e.to_string())
+            }
+        }
     }
 }
 
@@ -251,6 +262,11 @@ impl ApiError {
                 "internal",
                 "Internal error",
             ),
+            ApiError::NotStored(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "not-stored",
+                "Not stored",
+            ),
         }
     }
 
@@ -275,10 +291,20 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let ApiError::Unavailable(source)
         | ApiError::IdentityUnavailable(source)
-        | ApiError::Internal(source) = &self
+        | ApiError::Internal(source)
+        | ApiError::NotStored(source) = &self
         {
             tracing::error!(cause = %source, "request failed");
         }
+        self.unlogged_response()
+    }
+}
+
+impl ApiError {
+    /// The problem+json answer without the log line [`IntoResponse`] writes for the hub's own
+    /// failures: for a caller that logs what matters itself (readiness logs its changes, not
+    /// every probe).
+    pub fn unlogged_response(self) -> Response {
         let problem = self.problem();
         let status =
             StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

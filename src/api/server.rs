@@ -55,7 +55,8 @@ pub fn serve(listener: TcpListener, router: Router, config: &Config) -> Server {
 
 impl Server {
     /// Serves until `signal` completes, then stops accepting, lets every connection finish
-    /// the request it is on, and returns when all are closed.
+    /// the request it is on, and returns when all are closed. Dropped before that, it aborts
+    /// the connections still open.
     pub async fn with_graceful_shutdown(
         self,
         signal: impl Future<Output = ()> + Send + 'static,
@@ -72,8 +73,12 @@ impl Server {
         // to drop its `open` receiver.
         let (stop, stopping) = watch::channel(());
         let (all_closed, open) = watch::channel(());
+        // Dropping this future (a shutdown whose grace ran out) aborts every connection, with
+        // the request it is on.
+        let mut connections = tokio::task::JoinSet::new();
         let mut signal = std::pin::pin!(signal);
         loop {
+            while connections.try_join_next().is_some() {}
             let stream = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, _)) => stream,
@@ -87,7 +92,7 @@ impl Server {
             let service = TowerToHyperService::new(self.router.clone());
             let builder = builder.clone();
             let (mut stopping, open) = (stopping.clone(), open.clone());
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 let connection = builder.serve_connection(TokioIo::new(stream), service);
                 let mut connection = std::pin::pin!(connection);
                 let mut stopping_seen = false;

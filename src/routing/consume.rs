@@ -21,6 +21,9 @@
 //!   '{"dead-letter-exchange":"tongban.dlx"}' --apply-to queues`, or by the queue's
 //!   `x-dead-letter-exchange` argument), moves it there with an `x-death` header saying
 //!   `rejected`: that is where to look for refused messages;
+//! - a case event the store refuses on its own (the write, tried alone, fails: it would fail
+//!   again): logged at ERROR with the message id and **rejected without requeue**, so that it
+//!   does not block the queue;
 //! - the store is unavailable: **nack with requeue**, then a short pause (250 ms doubling up to
 //!   [`STORE_BACKOFF_MAX`]) before the next message, so the queue keeps it meanwhile.
 //!
@@ -41,6 +44,7 @@ use super::inbound::{self, InboundError, Kind, Received, Via};
 use crate::adapters::amqp::{MAX_BACKOFF, backoff};
 use crate::config::{Config, InboundMode};
 use crate::store::Store;
+use crate::store::group::GroupError;
 use lapin::message::{Delivery, DeliveryResult};
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
@@ -65,9 +69,10 @@ pub const STORE_BACKOFF_MAX: Duration = Duration::from_secs(5);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs a consumer for every adapter that reports over AMQP until `shutdown` turns true.
+/// Aborting (or dropping) this aborts every consumer.
 pub async fn run_consumers(config: Arc<Config>, store: Store, shutdown: watch::Receiver<bool>) {
     let events = inbound::event_recorder(store.clone());
-    let mut tasks = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
     for adapter in config.adapters.values() {
         let InboundMode::Amqp { queue } = &adapter.inbound.mode else {
             continue;
@@ -95,15 +100,13 @@ pub async fn run_consumers(config: Arc<Config>, store: Store, shutdown: watch::R
             url,
         };
         let stop = shutdown.clone();
-        tasks.push(tokio::spawn(crate::tasks::restarting(
+        tasks.spawn(crate::tasks::restarting(
             format!("consumer {} {}", task.system, task.queue),
             shutdown.clone(),
             move || task.clone().run(stop.clone()),
-        )));
+        ));
     }
-    for t in tasks {
-        let _ = t.await;
-    }
+    while tasks.join_next().await.is_some() {}
 }
 
 /// The broker URL without its user and password, for messages.
@@ -427,6 +430,22 @@ impl QueueTask {
                     ),
                 }
                 (delivery.ack(BasicAckOptions::default()).await, None)
+            }
+            Err(InboundError::Unrecorded(refused @ GroupError::Refused(_))) => {
+                *store_failures = 0;
+                // The store refused this write itself: handed back, it would come round and
+                // fail again for ever, ahead of everything behind it.
+                tracing::error!(
+                    system = %self.system,
+                    queue = %self.queue,
+                    message_id = %message_id,
+                    cause = %crate::personal::mask_text(&refused.to_string()),
+                    "a case event received over AMQP could not be stored and would fail again; rejected without requeue (dead-lettered if the queue has a dead-letter exchange)"
+                );
+                (
+                    delivery.reject(BasicRejectOptions { requeue: false }).await,
+                    None,
+                )
             }
             Err(e @ (InboundError::Store(_) | InboundError::Unrecorded(_))) => {
                 *store_failures = store_failures.saturating_add(1);

@@ -9,10 +9,15 @@
 //! there instead of from 0. Whatever comes again all the same (a system that ignores `after`,
 //! a page read twice) is harmless: events are deduplicated by (system, event id), and a refusal
 //! of the same message is recorded and raised once ([`inbound::refused`]).
+//!
+//! A message the store cannot take now is asked for again at the next poll, and holds back the
+//! ones after it; one whose write the store refuses on its own (it would fail again) is logged
+//! at ERROR, recorded as refused and skipped.
 
 use super::inbound::{self, InboundError, Kind, Received, Via};
 use crate::config::{Config, InboundMode};
 use crate::store::Store;
+use crate::store::group::GroupError;
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +29,8 @@ struct Entry {
     document: serde_json::Value,
 }
 
-/// Runs a poller for every polling adapter until `shutdown` turns true.
+/// Runs a poller for every polling adapter until `shutdown` turns true. Aborting (or dropping)
+/// this aborts every poller, with its poll in flight.
 pub async fn run_pollers(config: Arc<Config>, store: Store, shutdown: watch::Receiver<bool>) {
     let client = match reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -37,7 +43,7 @@ pub async fn run_pollers(config: Arc<Config>, store: Store, shutdown: watch::Rec
         }
     };
     let events = inbound::event_recorder(store.clone());
-    let mut tasks = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
     for adapter in config.adapters.values() {
         let InboundMode::Poll {
             url,
@@ -55,7 +61,7 @@ pub async fn run_pollers(config: Arc<Config>, store: Store, shutdown: watch::Rec
             let (config, store, client) = (config.clone(), store.clone(), client.clone());
             let events = events.clone();
             let (system, interval, stop) = (adapter.id.clone(), *interval, shutdown.clone());
-            tasks.push(tokio::spawn(crate::tasks::restarting(
+            tasks.spawn(crate::tasks::restarting(
                 format!("poller {system} {kind:?}"),
                 shutdown.clone(),
                 move || {
@@ -71,12 +77,10 @@ pub async fn run_pollers(config: Arc<Config>, store: Store, shutdown: watch::Rec
                         stop.clone(),
                     )
                 },
-            )));
+            ));
         }
     }
-    for t in tasks {
-        let _ = t.await;
-    }
+    while tasks.join_next().await.is_some() {}
 }
 
 /// How often a polling system's answers count as a heartbeat.
@@ -149,6 +153,23 @@ async fn poll(
                             tracing::info!(system = %system, seq = entry.seq, "polled message received")
                         }
                         Ok(Received::Duplicate) => {}
+                        Err(InboundError::Unrecorded(refused @ GroupError::Refused(_))) => {
+                            // The store refused this write itself: asked for again, it would
+                            // fail again and hold back every later message of the system.
+                            tracing::error!(system = %system, seq = entry.seq, cause = %crate::personal::mask_text(&refused.to_string()), "a polled message could not be stored and would fail again; skipped");
+                            let reason = "the hub could not store this message (its store refused the write); it was skipped".to_string();
+                            let fingerprint = inbound::fingerprint(None, &bytes);
+                            inbound::refused(
+                                &config,
+                                &store,
+                                &system,
+                                kind,
+                                Via::Poll,
+                                &[reason],
+                                Some(&fingerprint),
+                            )
+                            .await;
+                        }
                         Err(e @ (InboundError::Store(_) | InboundError::Unrecorded(_))) => {
                             // Not taken: ask again from here at the next poll.
                             tracing::warn!(system = %system, seq = entry.seq, cause = %e, "cannot store a polled message; will ask for it again");

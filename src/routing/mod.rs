@@ -144,21 +144,20 @@ impl Dispatcher {
     }
 
     /// Runs every lane until `shutdown` turns true. In-flight attempts finish and are recorded.
+    /// Aborting (or dropping) this aborts every lane and its attempts in flight.
     pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
         let recorder = attempt_recorder(self.store.clone());
-        let mut tasks = Vec::new();
+        let mut lanes = tokio::task::JoinSet::new();
         for lane in self.lanes.values() {
             let (store, lane, stop) = (self.store.clone(), lane.clone(), shutdown.clone());
             let recorder = recorder.clone();
-            tasks.push(tokio::spawn(crate::tasks::restarting(
+            lanes.spawn(crate::tasks::restarting(
                 format!("lane {}", lane.adapter.id),
                 shutdown.clone(),
                 move || run_lane(store.clone(), lane.clone(), recorder.clone(), stop.clone()),
-            )));
+            ));
         }
-        for t in tasks {
-            let _ = t.await;
-        }
+        while lanes.join_next().await.is_some() {}
     }
 }
 

@@ -32,9 +32,9 @@ impl Store {
     /// `counters` row `audit` (the same row lock as the catalog feed) so seq and the chain
     /// follow commit order with concurrent writers.
     pub async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord, StoreError> {
-        let (_turn, mut tx) = self.begin_write().await?;
+        let (turn, mut tx) = self.begin_write().await?;
         let record = append_audit_in_tx(&mut tx, entry).await?;
-        tx.commit().await?;
+        turn.commit(tx).await?;
         Ok(record)
     }
 
@@ -43,12 +43,12 @@ impl Store {
         &self,
         entries: &[AuditEntry],
     ) -> Result<Vec<AuditRecord>, StoreError> {
-        let (_turn, mut tx) = self.begin_write().await?;
+        let (turn, mut tx) = self.begin_write().await?;
         let mut records = Vec::with_capacity(entries.len());
         for entry in entries {
             records.push(append_audit_in_tx(&mut tx, entry).await?);
         }
-        tx.commit().await?;
+        turn.commit(tx).await?;
         Ok(records)
     }
 

@@ -15,25 +15,25 @@ impl Store {
     /// version. With `base`, the change applies only if the current version is `base` (0 for
     /// "does not exist yet").
     pub async fn put_item(&self, item: &Item, base: Option<i64>) -> Result<PutOutcome, StoreError> {
-        let (_turn, mut tx) = self.begin_write().await?;
+        let (turn, mut tx) = self.begin_write().await?;
         lock_catalog(&mut tx).await?;
         let outcome = put_in_tx(&mut tx, item, base).await?;
         match outcome {
-            PutOutcome::Created { .. } | PutOutcome::Updated { .. } => tx.commit().await?,
-            PutOutcome::Unchanged { .. } | PutOutcome::Conflict { .. } => tx.rollback().await?,
+            PutOutcome::Created { .. } | PutOutcome::Updated { .. } => turn.commit(tx).await?,
+            PutOutcome::Unchanged { .. } | PutOutcome::Conflict { .. } => turn.rollback(tx).await?,
         }
         Ok(outcome)
     }
 
     /// Records every item in one transaction: all of them or none.
     pub async fn import_items(&self, items: &[Item]) -> Result<Vec<PutOutcome>, StoreError> {
-        let (_turn, mut tx) = self.begin_write().await?;
+        let (turn, mut tx) = self.begin_write().await?;
         lock_catalog(&mut tx).await?;
         let mut outcomes = Vec::with_capacity(items.len());
         for item in items {
             outcomes.push(put_in_tx(&mut tx, item, None).await?);
         }
-        tx.commit().await?;
+        turn.commit(tx).await?;
         Ok(outcomes)
     }
 

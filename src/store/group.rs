@@ -12,7 +12,9 @@
 //! again one write at a time, so that one bad write fails alone rather than taking its
 //! neighbours with it. A batch that fails because the store failed (locked, out of space,
 //! unreachable) fails as a whole at once. Either way a write is reported done only after a
-//! commit that held it succeeded.
+//! commit that held it succeeded. The caller learns which it was: [`GroupError::Refused`] for a
+//! write that failed on its own, tried alone (the same write will fail again: a permanent
+//! failure), [`GroupError::Unavailable`] when the store failed (worth trying again later).
 
 use super::StoreError;
 use std::future::Future;
@@ -20,13 +22,26 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
-/// Why a write did not commit.
+/// Why a write did not commit. The texts are the store's causes, for the log, not for callers.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum GroupError {
     #[error("the {0} writer has stopped")]
     Stopped(&'static str),
+    /// The store failed (unreachable, locked, out of space), whatever was written: the same
+    /// write may well commit later.
     #[error("{0}")]
-    Store(String),
+    Unavailable(String),
+    /// The database refused this write itself (a constraint, a value it cannot keep), tried
+    /// alone: trying it again would fail again.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl GroupError {
+    /// Whether the same write would fail again: it was refused on its own.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, GroupError::Refused(_))
+    }
 }
 
 struct Pending<T, R> {
@@ -125,16 +140,17 @@ async fn write<T, R, F, Fut>(
                 let mut results = results.into_iter();
                 for done in waiting {
                     // A caller that went away (its request was cancelled) needs no answer.
-                    let _ = done.send(results.next().ok_or(GroupError::Store(
+                    let _ = done.send(results.next().ok_or(GroupError::Unavailable(
                         "the commit gave fewer results than it was given writes".into(),
                     )));
                 }
             }
             Err(e) if !several || !caused_by_a_write(&e) => {
-                // The store itself failed (unreachable, locked, a deadlock): every write in the
-                // batch gets that answer now; retrying them one by one would wait out the same
-                // timeout once per write.
-                let error = GroupError::Store(chain(&e));
+                // A write alone that failed on its own is refused. Otherwise the store itself
+                // failed (unreachable, locked, a deadlock): every write in the batch gets that
+                // answer now; retrying them one by one would wait out the same timeout once
+                // per write.
+                let error = failure(&e);
                 for done in waiting {
                     let _ = done.send(Err(error.clone()));
                 }
@@ -151,13 +167,23 @@ async fn write<T, R, F, Fut>(
                         Ok(results) => results
                             .into_iter()
                             .next()
-                            .ok_or(GroupError::Store("the commit gave no result".into())),
-                        Err(e) => Err(GroupError::Store(chain(&e))),
+                            .ok_or(GroupError::Unavailable("the commit gave no result".into())),
+                        Err(e) => Err(failure(&e)),
                     };
                     let _ = done.send(one);
                 }
             }
         }
+    }
+}
+
+/// A failed commit's answer: refused when the write (tried alone) caused it, unavailable when
+/// the store did.
+fn failure(e: &StoreError) -> GroupError {
+    if caused_by_a_write(e) {
+        GroupError::Refused(chain(e))
+    } else {
+        GroupError::Unavailable(chain(e))
     }
 }
 
@@ -259,7 +285,12 @@ mod tests {
             }
         });
         let results = futures_util::future::join_all((0..10).map(|i| writer.write(i))).await;
-        assert!(results.iter().all(Result::is_err), "{results:?}");
+        assert!(
+            results
+                .iter()
+                .all(|r| matches!(r, Err(GroupError::Unavailable(_)))),
+            "worth trying again: {results:?}"
+        );
         assert_eq!(
             *calls.lock().unwrap(),
             1,
@@ -314,7 +345,12 @@ mod tests {
                 }
             });
             let results = futures_util::future::join_all((0..10).map(|i| writer.write(i))).await;
-            assert!(results.iter().all(Result::is_err), "{code}: {results:?}");
+            assert!(
+                results
+                    .iter()
+                    .all(|r| matches!(r, Err(e) if !e.is_permanent())),
+                "{code}: {results:?}"
+            );
             assert_eq!(*calls.lock().unwrap(), 1, "{code}: one try for the batch");
             assert_eq!(writer.written(), (0, 0), "{code}");
         }
@@ -339,15 +375,21 @@ mod tests {
             .collect();
         assert_eq!(failed, [2], "{results:?}");
         assert!(
-            results[2]
-                .as_ref()
-                .unwrap_err()
-                .to_string()
-                .contains("holds a negative"),
-            "{results:?}"
+            matches!(&results[2], Err(GroupError::Refused(cause)) if cause.contains("holds a negative")),
+            "refused for good, not unavailable: {results:?}"
         );
         // The batch failed, then each good write committed by itself.
         assert_eq!(*batches.lock().unwrap(), vec![vec![1], vec![2], vec![4]]);
         assert_eq!(writer.written(), (3, 3));
+    }
+
+    #[tokio::test]
+    async fn a_write_alone_that_fails_on_its_own_is_refused_for_good() {
+        let (writer, _) = recording();
+        let result = writer.write(-1).await;
+        assert!(
+            matches!(&result, Err(e @ GroupError::Refused(_)) if e.is_permanent()),
+            "{result:?}"
+        );
     }
 }

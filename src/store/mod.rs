@@ -30,9 +30,9 @@ pub use supervision::{
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{Any, AnyPool, Connection, Executor, Transaction};
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, SemaphorePermit, watch};
 
 /// The database behind the store.
@@ -77,6 +77,11 @@ pub struct Store {
     writer: Option<Arc<Semaphore>>,
     /// SQLite's `max_page_count` for every connection, set by [`Store::cap_pages`].
     page_cap: Arc<AtomicU64>,
+    /// When a write transaction last committed (the readiness probe's aside); cleared when one
+    /// ends without committing. See [`Store::committed_within`].
+    last_commit: Arc<Mutex<Option<Instant>>>,
+    /// Readiness probes written to this store (see [`Store::check_writable`]).
+    probes: Arc<AtomicU64>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations");
@@ -113,6 +118,8 @@ impl Store {
             feed_moved: Arc::new(watch::channel(0).0),
             writer: (backend == Backend::Sqlite).then(|| Arc::new(Semaphore::new(1))),
             page_cap,
+            last_commit: Arc::new(Mutex::new(None)),
+            probes: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -137,12 +144,40 @@ impl Store {
     }
 
     /// A write transaction on the durable pool, after this process's turn to write: the turn
-    /// first, then the connection, everywhere, so the two cannot deadlock.
-    async fn begin_write(
-        &self,
-    ) -> Result<(Option<SemaphorePermit<'_>>, Transaction<'static, Any>), StoreError> {
-        let turn = self.write_turn().await;
-        Ok((turn, self.pool.begin().await?))
+    /// first, then the connection, everywhere, so the two cannot deadlock. The transaction
+    /// ends through its turn ([`WriteTurn::commit`], [`WriteTurn::rollback`]), so that the
+    /// store knows whether its writes commit.
+    async fn begin_write(&self) -> Result<(WriteTurn<'_>, Transaction<'static, Any>), StoreError> {
+        let mut turn = WriteTurn {
+            _turn: self.write_turn().await,
+            last_commit: &self.last_commit,
+            ended: false,
+            proof: true,
+        };
+        match self.pool.begin().await {
+            Ok(tx) => Ok((turn, tx)),
+            Err(e) => {
+                turn.end(false);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Whether a write transaction committed durably within `within`, and none has ended
+    /// without committing since: then the store is known to commit, with no probe needed. The
+    /// readiness probe's own commits do not count (its outcome is its caller's to keep).
+    pub fn committed_within(&self, within: Duration) -> bool {
+        self.last_commit
+            .lock()
+            .ok()
+            .and_then(|at| *at)
+            .is_some_and(|at| at.elapsed() < within)
+    }
+
+    /// How many readiness probes ([`Store::check_writable`]) this store has written.
+    #[doc(hidden)]
+    pub fn probe_writes(&self) -> u64 {
+        self.probes.load(Ordering::SeqCst)
     }
 
     /// Changes after each commit in this process that appended to the supervision feed.
@@ -177,7 +212,9 @@ impl Store {
             std::process::id(),
             PROBES.fetch_add(1, Ordering::Relaxed)
         );
-        let (_turn, mut tx) = self.begin_write().await?;
+        self.probes.fetch_add(1, Ordering::SeqCst);
+        let (mut turn, mut tx) = self.begin_write().await?;
+        turn.proof = false;
         if self.backend == Backend::Postgres {
             // So that a blocked probe does not keep its connection after the caller gave up.
             sqlx::query(&format!("SET LOCAL statement_timeout = {PROBE_TIMEOUT_MS}"))
@@ -193,14 +230,69 @@ impl Store {
             .bind(&id)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
-        Ok(())
+        turn.commit(tx).await
     }
 
     /// Closes every connection, after in-flight queries finish.
     pub async fn close(&self) {
         self.leases.close().await;
         self.pool.close().await;
+    }
+}
+
+/// A write transaction's turn ([`Store::begin_write`]): on SQLite this process's turn to write,
+/// held until the transaction ends; everywhere, what the store learns from how it ends. A
+/// commit is the store's latest proof that it commits ([`Store::committed_within`]); a
+/// transaction dropped without a commit or a rollback (a failed statement, a cancelled caller)
+/// or a commit that failed takes that proof back, so that readiness asks the store again.
+pub(crate) struct WriteTurn<'a> {
+    _turn: Option<SemaphorePermit<'a>>,
+    last_commit: &'a Mutex<Option<Instant>>,
+    ended: bool,
+    /// Whether a commit counts as proof (not for the readiness probe itself).
+    proof: bool,
+}
+
+impl WriteTurn<'_> {
+    /// Commits `tx`.
+    pub(crate) async fn commit(mut self, tx: Transaction<'static, Any>) -> Result<(), StoreError> {
+        let committed = tx.commit().await;
+        self.end(committed.is_ok());
+        Ok(committed?)
+    }
+
+    /// Rolls `tx` back on purpose (nothing to write after all): says nothing about the store,
+    /// unless the rollback fails.
+    pub(crate) async fn rollback(
+        mut self,
+        tx: Transaction<'static, Any>,
+    ) -> Result<(), StoreError> {
+        let rolled_back = tx.rollback().await;
+        if rolled_back.is_ok() {
+            self.ended = true;
+        } else {
+            self.end(false);
+        }
+        Ok(rolled_back?)
+    }
+
+    fn end(&mut self, committed: bool) {
+        self.ended = true;
+        if let Ok(mut at) = self.last_commit.lock() {
+            if !committed {
+                *at = None;
+            } else if self.proof {
+                *at = Some(Instant::now());
+            }
+        }
+    }
+}
+
+impl Drop for WriteTurn<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.end(false);
+        }
     }
 }
 

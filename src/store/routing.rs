@@ -199,9 +199,9 @@ impl Store {
         &self,
         app: &NewApplication<'_>,
     ) -> Result<Accepted, StoreError> {
-        let (_turn, mut tx) = self.begin_write().await?;
+        let (turn, mut tx) = self.begin_write().await?;
         let accepted = accept_in_tx(&mut tx, app, None, clock::now_millis()).await?;
-        tx.commit().await?;
+        turn.commit(tx).await?;
         Ok(accepted)
     }
 
@@ -214,7 +214,7 @@ impl Store {
         &self,
         apps: &[ApplicationToAccept],
     ) -> Result<Vec<Accepted>, StoreError> {
-        let (_turn, mut tx) = self.begin_write().await?;
+        let (turn, mut tx) = self.begin_write().await?;
         let mut results = Vec::with_capacity(apps.len());
         for a in apps {
             let app = NewApplication {
@@ -231,7 +231,7 @@ impl Store {
             };
             results.push(accept_in_tx(&mut tx, &app, a.audit.as_ref(), clock::now_millis()).await?);
         }
-        tx.commit().await?;
+        turn.commit(tx).await?;
         Ok(results)
     }
 
@@ -347,14 +347,14 @@ impl Store {
 
     /// Records attempts and their outcomes in one transaction: the outbox lanes' group commit.
     pub async fn record_attempts(&self, attempts: &[FinishedAttempt]) -> Result<(), StoreError> {
-        let (_turn, mut tx) = self.begin_write().await?;
+        let (turn, mut tx) = self.begin_write().await?;
         // In application order, like `record_events`, so that batches cannot deadlock.
         let mut sorted: Vec<&FinishedAttempt> = attempts.iter().collect();
         sorted.sort_by(|a, b| a.application_id.cmp(&b.application_id));
         for a in sorted {
             record_attempt_in_tx(&mut tx, a).await?;
         }
-        tx.commit().await?;
+        turn.commit(tx).await?;
         Ok(())
     }
 
@@ -419,7 +419,7 @@ impl Store {
     /// or `None` when there is no dead letter with that id.
     pub async fn replay_dead_letter(&self, id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
         let now = clock::now_millis();
-        let (_turn, mut tx) = self.begin_write().await?;
+        let (turn, mut tx) = self.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE deliveries SET status = 'pending', attempts_base = attempts, window_start = $2, \
              next_attempt_at = $2, claimed_until = 0, finished_at = NULL WHERE id = $1 AND status = 'dead'",
@@ -430,7 +430,7 @@ impl Store {
         .await?
         .rows_affected();
         if updated == 0 {
-            tx.rollback().await?;
+            turn.rollback(tx).await?;
             return Ok(None);
         }
         sqlx::query(
@@ -444,15 +444,15 @@ impl Store {
         let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1");
         let row = sqlx::query(&sql).bind(id).fetch_one(&mut *tx).await?;
         let record = delivery_from_row(&row)?;
-        tx.commit().await?;
+        turn.commit(tx).await?;
         Ok(Some(record))
     }
 
     /// Stores a case event unless the system sent it before. Returns whether it was new.
     pub async fn record_event(&self, event: &NewEvent<'_>) -> Result<bool, StoreError> {
-        let (_turn, mut tx) = self.begin_write().await?;
+        let (turn, mut tx) = self.begin_write().await?;
         let new = record_event_in_tx(&mut tx, event, clock::now_millis()).await?;
-        tx.commit().await?;
+        turn.commit(tx).await?;
         if new {
             self.signal_feed_moved();
         }
@@ -462,7 +462,7 @@ impl Store {
     /// Stores several case events in one transaction, each as [`record_event`](Store::record_event)
     /// would: the inbound side's group commit. Whether each was new, in order.
     pub async fn record_events(&self, events: &[EventToRecord]) -> Result<Vec<bool>, StoreError> {
-        let (_turn, mut tx) = self.begin_write().await?;
+        let (turn, mut tx) = self.begin_write().await?;
         // Application rows are locked in one order by every batch (events here, attempts in
         // `record_attempts`), so that two batches on PostgreSQL cannot deadlock; a stable sort
         // keeps one application's events in the order they came.
@@ -486,7 +486,7 @@ impl Store {
             };
             new[i] = record_event_in_tx(&mut tx, &event, now).await?;
         }
-        tx.commit().await?;
+        turn.commit(tx).await?;
         if new.contains(&true) {
             self.signal_feed_moved();
         }

@@ -422,9 +422,9 @@ impl<'q> Filter<'q> {
 impl Store {
     /// Appends one entry in its own transaction, at the current time.
     pub async fn append_feed(&self, e: &NewFeedEntry<'_>) -> Result<FeedEntry, StoreError> {
-        let (_turn, mut tx) = self.begin_write().await?;
+        let (turn, mut tx) = self.begin_write().await?;
         let entry = append_feed_in_tx(&mut tx, e, clock::now_millis()).await?;
-        tx.commit().await?;
+        turn.commit(tx).await?;
         self.signal_feed_moved();
         Ok(entry)
     }
@@ -500,9 +500,9 @@ impl Store {
     }
 
     pub async fn set_cursor(&self, name: &str, seq: i64) -> Result<(), StoreError> {
-        let (_turn, mut tx) = self.begin_write().await?;
+        let (turn, mut tx) = self.begin_write().await?;
         set_cursor_in_tx(&mut tx, name, seq).await?;
-        tx.commit().await?;
+        turn.commit(tx).await?;
         Ok(())
     }
 
@@ -578,7 +578,7 @@ impl Store {
         &self,
         round: &EngineRound<'_>,
     ) -> Result<Option<Vec<FeedEntry>>, StoreError> {
-        let (_turn, mut tx) = self.begin_write().await?;
+        let (turn, mut tx) = self.begin_write().await?;
         if let Some(lease) = &round.lease {
             let renewed =
                 sqlx::query("UPDATE leases SET until = $3 WHERE name = $1 AND holder = $2")
@@ -589,7 +589,7 @@ impl Store {
                     .await?
                     .rows_affected();
             if renewed == 0 {
-                tx.rollback().await?;
+                turn.rollback(tx).await?;
                 return Ok(None);
             }
         }
@@ -697,7 +697,7 @@ impl Store {
         if let Some((name, seq)) = cursor {
             set_cursor_in_tx(&mut tx, name, seq).await?;
         }
-        tx.commit().await?;
+        turn.commit(tx).await?;
         if !entries.is_empty() {
             self.signal_feed_moved();
         }
@@ -795,7 +795,7 @@ impl Store {
     pub async fn record_refusal(&self, r: &NewRefusal<'_>) -> Result<Option<i64>, StoreError> {
         let reasons = serde_json::to_string(r.reasons)
             .map_err(|e| StoreError::Corrupt(format!("refusal reasons: {e}")))?;
-        let (_turn, mut tx) = self.begin_write().await?;
+        let (turn, mut tx) = self.begin_write().await?;
         // The counter's row lock first: a second writer of the same message waits here, then
         // meets the first one's row.
         let seq: i64 = sqlx::query(
@@ -823,10 +823,10 @@ impl Store {
         if inserted == 0 {
             // Refused before: the counter goes back with the transaction, so its head does not
             // move and the engine sees nothing new.
-            tx.rollback().await?;
+            turn.rollback(tx).await?;
             return Ok(None);
         }
-        tx.commit().await?;
+        turn.commit(tx).await?;
         Ok(Some(seq))
     }
 

@@ -2,8 +2,9 @@
 //! application routed to 大连市公安局户政管理系统 (`dl-ga-hukou`, delivered over AMQP to the
 //! adapter's exchange), and the system's `<FlowNotice>` case events published to the hub's
 //! queue: stored once each, refused ones rejected without requeue (dead-lettered where the queue
-//! has a dead-letter exchange), the queue drained; the store down means requeued, not lost; a
-//! heartbeat message is recorded for the silence rule and not taken for an event.
+//! has a dead-letter exchange), the queue drained; the store down means requeued, not lost, and
+//! an event the store refuses on its own is rejected, not requeued; a heartbeat message is
+//! recorded for the silence rule and not taken for an event.
 //!
 //! Against the RabbitMQ that `TONGBAN_TEST_AMQP_URL` names; each test uses a queue and an
 //! application exchange of its own (in place of `dl.ga.hukou.events` and `dl.ga.hukou`) so that
@@ -865,6 +866,69 @@ async fn an_event_the_store_cannot_take_goes_back_to_the_queue_and_is_stored_lat
     })
     .await;
     hub.stop(STOP_PATIENCE).await;
+    assert_eq!(broker.ready(&queue).await, Ok(0));
+
+    broker.delete_queue(&queue).await;
+    broker.delete_exchange(&names.exchange).await;
+    broker.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_store_refuses_on_its_own_is_rejected_not_requeued() {
+    common::logs::capture();
+    let Some(url) = amqp_url() else { return };
+    let names = Names::new();
+    let queue = names.queue.clone();
+    let broker = Broker::connect(&url).await;
+    let watch = watch_applications(&broker, &names.exchange).await;
+    let dir = config_dir(&url, &names);
+    let hub = start_hub(dir.path()).await;
+    let client = client();
+    let id = submit_and_see_it_delivered(&broker, &watch, &client, &hub).await;
+
+    // The store refuses one event by itself (as a constraint would): handed back to the queue,
+    // it would come round and fail again for ever.
+    let store_url = format!("sqlite://{}", dir.path().join("data/tongban.db").display());
+    crate::refused_writes::refuse_one_event(&store_url).await;
+    let refused = String::from_utf8(event("accept", &id))
+        .unwrap()
+        .replace(&serial_no("accept"), crate::refused_writes::REFUSED_EVENT);
+    let message_id = unique("refused");
+    broker
+        .publish(&queue, refused.as_bytes(), &message_id)
+        .await;
+    broker
+        .publish(&queue, &event("decision", &id), "decision")
+        .await;
+    eventually("the step after the refused one to be stored", || async {
+        let app = application(&client, &hub, &id).await;
+        let got = event_ids(&app);
+        if got == [serial_no("decision")] {
+            Ok(())
+        } else {
+            Err(format!("events {got:?}"))
+        }
+    })
+    .await;
+    eventually(
+        "the refusal to be logged at ERROR with the message id",
+        || async {
+            let log = common::logs::text();
+            if log.lines().any(|l| {
+                l.contains("ERROR")
+                    && l.contains("rejected without requeue")
+                    && l.contains(&message_id)
+            }) {
+                Ok(())
+            } else {
+                Err("not yet".to_string())
+            }
+        },
+    )
+    .await;
+    hub.stop(STOP_PATIENCE).await;
+    // Unacknowledged messages go back to the queue when the consumer's connection closes: the
+    // refused one was settled for good, not handed back.
     assert_eq!(broker.ready(&queue).await, Ok(0));
 
     broker.delete_queue(&queue).await;

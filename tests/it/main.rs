@@ -23,6 +23,7 @@ mod masked_texts;
 mod openapi;
 mod personal_data;
 mod readiness;
+mod refused_writes;
 mod serve;
 mod shutdown;
 mod store;

@@ -7,6 +7,8 @@
 //!   department system in one attempt and say whether trying again could help.
 //! - [`config`]: reads a configuration directory (`hub.toml`, `adapters/`, `mappings/`,
 //!   `schemas/`) and compiles it in one pure step that reports every error with file and line.
+//! - [`source`]: files read from a configuration directory, positions in them, and the errors
+//!   located there ([`source::ConfigError`]).
 //! - [`ids`]: the national identifiers (USCC, citizen ID, item code, item type, e-license id),
 //!   validated with their check characters; [`ids::mask_id`] for anything that is logged.
 //! - [`personal`]: personal data in text the hub passes on but did not write (systems' errors,
@@ -52,6 +54,7 @@ pub mod personal;
 pub mod routing;
 pub mod schema;
 pub mod service;
+pub mod source;
 pub mod store;
 pub mod supervision;
 pub mod tasks;

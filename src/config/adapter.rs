@@ -1,8 +1,8 @@
 //! `adapters/<system-id>.toml`: one department system, what it handles, how the hub reaches it
 //! (outbound) and how its case events and results come back (inbound).
 
-use super::{ConfigError, SourceFile};
 use crate::mapping::SoapVersion;
+use crate::source::{ConfigError, SourceFile};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -1,15 +1,7 @@
 //! Reading a configuration directory into memory: the only part of configuration that does I/O.
 
-use super::ConfigError;
-use std::ops::Range;
+use crate::source::{ConfigError, SourceFile};
 use std::path::{Path, PathBuf};
-
-/// One file of the configuration, as text, with its path relative to the directory.
-#[derive(Debug, Clone)]
-pub struct SourceFile {
-    pub path: PathBuf,
-    pub text: String,
-}
 
 /// Every file of a configuration directory, read but not yet understood, plus the problems met
 /// while reading (a missing `hub.toml`, a file that is not UTF-8).
@@ -168,86 +160,5 @@ fn whole_file(path: impl AsRef<Path>, message: String) -> ConfigError {
         column: None,
         key: None,
         message,
-    }
-}
-
-impl SourceFile {
-    /// 1-based line and column (in characters) of a byte offset.
-    pub fn line_column(&self, offset: usize) -> (usize, usize) {
-        let offset = offset.min(self.text.len());
-        let before = &self.text[..self.text.floor_char_boundary(offset)];
-        let line = before.matches('\n').count() + 1;
-        let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-        (line, column)
-    }
-
-    /// An error located at a span of this file.
-    pub fn error_at_span(
-        &self,
-        key: &str,
-        span: Range<usize>,
-        message: impl Into<String>,
-    ) -> ConfigError {
-        let (line, column) = self.line_column(span.start);
-        ConfigError {
-            file: self.path.clone(),
-            line: Some(line),
-            column: Some(column),
-            key: Some(key.to_string()),
-            message: message.into(),
-        }
-    }
-
-    /// An error about a key whose value carries no span: the line is the one that assigns the
-    /// key's last segment inside the key's table (`bus.url` is looked for after `[bus]` and
-    /// before the next table header).
-    pub fn error_at_key(&self, key: &str, message: impl Into<String>) -> ConfigError {
-        let (table, last) = key.rsplit_once('.').unwrap_or(("", key));
-        let mut in_table = table.is_empty();
-        let line = self.text.lines().position(|l| {
-            let l = l.trim_start();
-            if let Some(header) = l.strip_prefix('[') {
-                let name = header.split(']').next().unwrap_or("").trim();
-                in_table = name == table;
-                return false;
-            }
-            in_table
-                && l.strip_prefix(last)
-                    .is_some_and(|rest| rest.trim_start().starts_with('='))
-        });
-        // A key that names a whole table (`identity`) is at its `[identity]` header.
-        let line = line.or_else(|| {
-            self.text.lines().position(|l| {
-                l.trim_start()
-                    .strip_prefix('[')
-                    .and_then(|h| h.split(']').next())
-                    .is_some_and(|name| name.trim() == key)
-            })
-        });
-        ConfigError {
-            file: self.path.clone(),
-            line: line.map(|l| l + 1),
-            column: line.map(|_| 1),
-            key: Some(key.to_string()),
-            message: message.into(),
-        }
-    }
-
-    /// A TOML syntax or shape error (unknown key, wrong type, missing key) with its position.
-    pub fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
-        let (line, column) = match e.span() {
-            Some(span) => {
-                let (l, c) = self.line_column(span.start);
-                (Some(l), Some(c))
-            }
-            None => (None, None),
-        };
-        ConfigError {
-            file: self.path.clone(),
-            line,
-            column,
-            key: None,
-            message: e.message().trim().to_string(),
-        }
     }
 }

@@ -1,6 +1,6 @@
 //! `hub.toml`: where the hub listens, which store and bus it uses, and what it seeds.
 
-use super::{ConfigError, SourceFile};
+use crate::source::{ConfigError, SourceFile};
 use crate::supervision::calendar::Calendar;
 use crate::supervision::rules::Thresholds;
 use serde::Deserialize;

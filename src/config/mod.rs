@@ -10,10 +10,11 @@ mod adapter;
 mod files;
 mod hub;
 
+pub use crate::source::{ConfigError, ConfigErrors, SourceFile};
 pub use adapter::{
     AdapterConfig, Inbound, InboundMode, ItemClaim, Outbound, Protocol, RateLimit, RetryPolicy,
 };
-pub use files::{RawConfig, SourceFile};
+pub use files::RawConfig;
 pub use hub::{
     BusConfig, CatalogConfig, ClaimNames, HubConfig, IdentityConfig, JwksSource, ServerConfig,
     SigningConfig, StoreConfig, SupervisionConfig, parse_jwks,
@@ -22,42 +23,8 @@ pub use hub::{
 use crate::mapping::{self, Mapping};
 use crate::schema::{SchemaError, Schemas};
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-/// One problem in the configuration, located as precisely as the file format allows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The file, relative to the configuration directory.
-    pub file: PathBuf,
-    pub line: Option<usize>,
-    pub column: Option<usize>,
-    /// The key (TOML dotted path or JSON pointer) the problem is about, when known.
-    pub key: Option<String>,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-            if let Some(column) = self.column {
-                write!(f, ":{column}")?;
-            }
-        }
-        if let Some(key) = &self.key {
-            write!(f, ": `{key}`")?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
-
-/// All the problems found in one configuration directory.
-#[derive(Debug, thiserror::Error)]
-#[error("{} configuration error(s):\n{}", .0.len(), .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
-pub struct ConfigErrors(pub Vec<ConfigError>);
 
 /// A compiled, validated configuration: everything `serve` needs, nothing left to check.
 #[derive(Debug, Clone)]

@@ -17,8 +17,8 @@ pub use convert::{Kind, Pattern, Table, Unknown};
 pub use tree::{LegacyPath, Node};
 pub use xml::{SoapFault, SoapVersion, XmlFormat};
 
-use crate::config::{ConfigError, SourceFile};
 use crate::schema::Schemas;
+use crate::source::{ConfigError, SourceFile};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;

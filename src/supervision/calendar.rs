@@ -762,11 +762,7 @@ impl Source<'_> {
     }
 
     fn line_column(&self, offset: usize) -> (usize, usize) {
-        let offset = offset.min(self.text.len());
-        let before = &self.text[..self.text.floor_char_boundary(offset)];
-        let line = before.matches('\n').count() + 1;
-        let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-        (line, column)
+        crate::source::line_column(self.text, offset)
     }
 
     /// Checks one parsed file, collecting its dates into `entries` and its problems into

@@ -6,6 +6,7 @@ use crate::audit::AuditEntry;
 use crate::auth::AuthError;
 use crate::auth::assertion::Signer;
 use crate::auth::keys::{self, KeyAlg};
+use crate::backoff::Backoff;
 use crate::catalog::{self, ImportError, PutOutcome};
 use crate::config::Config;
 use crate::routing::{Dispatcher, RoutingError};
@@ -358,6 +359,13 @@ async fn stop_by<T>(deadline: Instant, mut task: tokio::task::JoinHandle<T>, unf
     }
 }
 
+/// How long to wait before fetching the identity issuer's keys again after failures in a row:
+/// 2 s doubling up to 64 s.
+const KEY_FETCH_RETRY: Backoff = Backoff {
+    initial: Duration::from_secs(2),
+    max: Duration::from_secs(64),
+};
+
 /// Keeps keys current: fetches the identity issuer's JWK Set on its schedule (when it comes from
 /// a URL), and re-reads the hub's key directory when `tongban keys generate` rotated it.
 async fn key_upkeep(
@@ -382,7 +390,7 @@ async fn key_upkeep(
                 Err(e) => {
                     failures += 1;
                     tracing::warn!(cause = %e, "cannot fetch the identity issuer's keys; retrying");
-                    Duration::from_secs(2u64.saturating_pow(failures.min(6)))
+                    KEY_FETCH_RETRY.after(failures)
                 }
             };
             next_fetch = Some(tokio::time::Instant::now() + wait);

@@ -34,6 +34,7 @@
 //!   changed, deleted, inserted or reordered record.
 //! - [`clock`]: how times are stored (epoch milliseconds) and shown (RFC 3339, +08:00).
 //! - [`service`]: the use cases every front end calls (API keys so far), each rule once.
+//! - [`backoff`]: the doubling wait with a cap, and its jitter, that every retry computes with.
 //! - [`tasks`]: background tasks that are started again after a panic instead of vanishing.
 //! - [`hub`]: putting the parts together for `tongban serve`: open the store, seed the
 //!   catalog, serve until a shutdown signal.
@@ -44,6 +45,7 @@ pub mod adapters;
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod backoff;
 pub mod catalog;
 pub mod clock;
 pub mod config;

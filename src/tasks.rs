@@ -7,6 +7,7 @@
 //! is done; shutdown ends the pause. Aborting or dropping `restarting` aborts the task it runs
 //! too, so that a shutdown that gives up on it at its deadline really stops it.
 
+use crate::backoff::Backoff;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -37,33 +38,41 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let mut pause = first_pause;
+    let pauses = Backoff {
+        initial: first_pause,
+        max: LONGEST_PAUSE,
+    };
+    // Panics since the task last ran a good while: the pause doubles with each.
+    let mut in_a_row = 0u32;
     let mut panics = 0;
     loop {
         let started = tokio::time::Instant::now();
-        match AbortOnDrop(tokio::spawn(make())).await {
+        let pause = match AbortOnDrop(tokio::spawn(make())).await {
             Ok(()) => return panics,
             Err(e) if e.is_panic() => {
                 panics += 1;
+                // A task that ran a good while before it failed starts over with a short pause.
+                in_a_row = if started.elapsed() > LONGEST_PAUSE {
+                    1
+                } else {
+                    in_a_row.saturating_add(1)
+                };
+                let pause = pauses.after(in_a_row);
                 tracing::error!(
                     task = %name,
                     panics,
                     restart_in_ms = pause.as_millis() as u64,
                     "a background task panicked; starting it again"
                 );
+                pause
             }
             // Cancelled: the runtime is going away.
             Err(_) => return panics,
-        }
-        // A task that ran a good while before it failed starts over with a short pause.
-        if started.elapsed() > LONGEST_PAUSE {
-            pause = first_pause;
-        }
+        };
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
             _ = shutdown.wait_for(|stop| *stop) => return panics,
         }
-        pause = (pause * 2).min(LONGEST_PAUSE);
     }
 }
 

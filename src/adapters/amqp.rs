@@ -11,6 +11,7 @@
 //! Plain `amqp://` only: the crate builds lapin without TLS (see Cargo.toml).
 
 use super::{Adapter, Delivered, DeliveryError, Outgoing};
+use crate::backoff::Backoff;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{
@@ -247,10 +248,15 @@ impl Adapter for AmqpDriver {
     }
 }
 
+/// How long to wait before connecting again after connection failures in a row.
+pub const RECONNECT: Backoff = Backoff {
+    initial: INITIAL_BACKOFF,
+    max: MAX_BACKOFF,
+};
+
 /// The wait after `failures` connection failures in a row: 250 ms, 500 ms, 1 s, … up to 30 s.
 pub fn backoff(failures: u32) -> Duration {
-    let doublings = failures.saturating_sub(1).min(16);
-    (INITIAL_BACKOFF * 2u32.pow(doublings)).min(MAX_BACKOFF)
+    RECONNECT.after(failures)
 }
 
 /// A connection to `url` (named `tongban/<version><role>` at the broker) and a channel with

@@ -15,6 +15,7 @@ pub mod intake;
 
 use crate::adapters::{Adapter, DeliveryError, Driver, Outgoing};
 use crate::auth::assertion::{Identity, Signer};
+use crate::backoff::{Backoff, jitter};
 use crate::clock;
 use crate::config::{AdapterConfig, Config, Protocol};
 use crate::mapping::{Mapping, Node};
@@ -495,15 +496,12 @@ pub fn backoff(
     retry_after: Option<Duration>,
     seed: &str,
 ) -> Duration {
-    let exp = retry
-        .initial_backoff
-        .saturating_mul(
-            1u32.checked_shl((tries.clamp(1, 31) - 1) as u32)
-                .unwrap_or(u32::MAX),
-        )
-        .min(retry.max_backoff);
-    let jitter = (hash(seed, tries) % 1000) as u32;
-    let wait = exp / 2 + exp / 2 * jitter / 1000;
+    let exp = Backoff {
+        initial: retry.initial_backoff,
+        max: retry.max_backoff,
+    }
+    .after(tries.clamp(1, 31) as u32);
+    let wait = jitter(exp, (hash(seed, tries) % 1000) as u32);
     match retry_after {
         Some(asked) if asked > wait => asked,
         _ => wait,

@@ -154,7 +154,7 @@ impl Drop for GaHandle {
 }
 
 /// The URL without its user and password, for messages: the hub's own redaction.
-pub use tongban::routing::consume::redact;
+pub use tongban::adapters::amqp::redact;
 
 struct Ga {
     config: Arc<Config>,

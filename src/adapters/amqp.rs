@@ -12,7 +12,9 @@
 
 use super::{Adapter, Delivered, DeliveryError, Outgoing};
 use crate::backoff::Backoff;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
@@ -259,14 +261,10 @@ pub fn backoff(failures: u32) -> Duration {
     RECONNECT.after(failures)
 }
 
-/// A connection to `url` (named `tongban/<version><role>` at the broker) and a channel with
-/// publisher confirms, on which `exchange` is declared a durable topic exchange (the default
-/// exchange and `amq.*` ones exist already and are left alone).
-pub(crate) async fn connect_confirmed(
-    url: &str,
-    role: &str,
-    exchange: &str,
-) -> Result<(Connection, Channel), String> {
+/// A connection to `url`, named `tongban/<version><role>` at the broker so that its operators
+/// can tell the hub's connections apart (`role` is `""` for the driver, ` supervision` for the
+/// feed's publisher, ` inbound <system>` for a queue consumer).
+pub(crate) async fn connect(url: &str, role: &str) -> Result<Connection, String> {
     if url
         .get(..6)
         .is_some_and(|s| s.eq_ignore_ascii_case("amqps:"))
@@ -277,9 +275,20 @@ pub(crate) async fn connect_confirmed(
     }
     let name = format!("tongban/{}{role}", env!("CARGO_PKG_VERSION"));
     let properties = ConnectionProperties::default().with_connection_name(name.into());
-    let connection = Connection::connect(url, properties)
+    Connection::connect(url, properties)
         .await
-        .map_err(|e| format!("cannot connect to the AMQP broker: {e}"))?;
+        .map_err(|e| format!("cannot connect to the AMQP broker: {e}"))
+}
+
+/// A connection to `url` (see [`connect`]) and a channel with publisher confirms, on which
+/// `exchange` is declared a durable topic exchange (the default exchange and `amq.*` ones exist
+/// already and are left alone).
+pub(crate) async fn connect_confirmed(
+    url: &str,
+    role: &str,
+    exchange: &str,
+) -> Result<(Connection, Channel), String> {
+    let connection = connect(url, role).await?;
     let channel = connection
         .create_channel()
         .await
@@ -307,6 +316,75 @@ pub(crate) async fn connect_confirmed(
     Ok((connection, channel))
 }
 
+/// How a queue was made ready to consume by [`declare_queue`].
+pub(crate) enum QueueDeclared {
+    /// Declared durable (or found so).
+    Durable,
+    /// It exists with properties of its own (arguments the operator set, such as a dead-letter
+    /// exchange), or the hub's user may not configure it: found, and used as it is. Says why
+    /// the durable declaration was refused.
+    AsItIs(String),
+}
+
+/// A channel on `connection` on which `queue` is declared durable (idempotent), or, when the
+/// broker refuses that softly, found as it is on a fresh channel (the refusal closed the first).
+pub(crate) async fn declare_queue(
+    connection: &Connection,
+    queue: &str,
+) -> Result<(Channel, QueueDeclared), String> {
+    let open_channel = || async {
+        connection
+            .create_channel()
+            .await
+            .map_err(|e| format!("cannot open an AMQP channel: {e}"))
+    };
+    let channel = open_channel().await?;
+    let declared = channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await;
+    let Err(e) = declared else {
+        return Ok((channel, QueueDeclared::Durable));
+    };
+    if !e.is_amqp_soft_error() {
+        return Err(format!("cannot declare queue `{queue}` as durable: {e}"));
+    }
+    let channel = open_channel().await?;
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|passive| {
+            format!("cannot declare queue `{queue}` as durable ({e}), nor find it ({passive})")
+        })?;
+    Ok((channel, QueueDeclared::AsItIs(e.to_string())))
+}
+
+/// The broker URL without its user and password, for messages.
+pub fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return "(a broker URL that does not parse)".into();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}***@{}", &url[..scheme_end], &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,6 +396,20 @@ mod tests {
         assert_eq!(backoff(2), INITIAL_BACKOFF * 2);
         assert_eq!(backoff(3), INITIAL_BACKOFF * 4);
         assert_eq!(backoff(100), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn redact_hides_the_user_and_password() {
+        assert_eq!(
+            redact("amqp://guest:secret@127.0.0.1:5672/%2f"),
+            "amqp://***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(
+            redact("amqp://u:p@ss@broker/vh?x=a@b"),
+            "amqp://***@broker/vh?x=a@b"
+        );
+        assert_eq!(redact("amqp://broker:5672/%2f"), "amqp://broker:5672/%2f");
+        assert!(!redact("not a url secret").contains("secret"));
     }
 
     #[test]

@@ -41,17 +41,17 @@
 //! Plain `amqp://` only, like the driver (lapin is built without TLS).
 
 use super::inbound::{self, InboundError, Kind, Received, Via};
-use crate::adapters::amqp::{MAX_BACKOFF, backoff};
+use crate::adapters::amqp::{self, MAX_BACKOFF, QueueDeclared, backoff, redact};
 use crate::config::{Config, InboundMode};
 use crate::store::Store;
 use crate::store::group::GroupError;
 use lapin::message::{Delivery, DeliveryResult};
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-    BasicRejectOptions, QueueDeclareOptions,
+    BasicRejectOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties, Consumer};
+use lapin::{Channel, Connection, Consumer};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -107,19 +107,6 @@ pub async fn run_consumers(config: Arc<Config>, store: Store, shutdown: watch::R
         ));
     }
     while tasks.join_next().await.is_some() {}
-}
-
-/// The broker URL without its user and password, for messages.
-pub fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return "(a broker URL that does not parse)".into();
-    };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{}***@{}", &url[..scheme_end], &rest[at + 1..]),
-        None => url.to_string(),
-    }
 }
 
 /// Completes when `shutdown` turns true or its sender is gone.
@@ -215,26 +202,7 @@ impl QueueTask {
 
     /// Connects, declares the queue, sets the prefetch and starts consuming.
     async fn open(&self, generation: u64) -> Result<Session, String> {
-        if self
-            .url
-            .get(..6)
-            .is_some_and(|s| s.eq_ignore_ascii_case("amqps:"))
-        {
-            return Err(
-                "amqps:// is not supported by this build (lapin without TLS): use amqp://".into(),
-            );
-        }
-        let properties = ConnectionProperties::default().with_connection_name(
-            format!(
-                "tongban/{} inbound {}",
-                env!("CARGO_PKG_VERSION"),
-                self.system
-            )
-            .into(),
-        );
-        let connection = Connection::connect(&self.url, properties)
-            .await
-            .map_err(|e| format!("cannot connect to the AMQP broker: {e}"))?;
+        let connection = amqp::connect(&self.url, &format!(" inbound {}", self.system)).await?;
         match self.start_consuming(&connection, generation).await {
             Ok((channel, consumer, deliveries)) => Ok(Session {
                 connection,
@@ -254,54 +222,12 @@ impl QueueTask {
         connection: &Connection,
         generation: u64,
     ) -> Result<(Channel, Consumer, mpsc::UnboundedReceiver<DeliveryResult>), String> {
-        let open_channel = || async {
-            connection
-                .create_channel()
-                .await
-                .map_err(|e| format!("cannot open an AMQP channel: {e}"))
-        };
-        let mut channel = open_channel().await?;
-        let declared = channel
-            .queue_declare(
-                self.queue.as_str().into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await;
-        if let Err(e) = declared {
-            if !e.is_amqp_soft_error() {
-                return Err(format!(
-                    "cannot declare queue `{}` as durable: {e}",
-                    self.queue
-                ));
-            }
-            // The queue exists with other properties (arguments the operator set, such as a
-            // dead-letter exchange), or the hub's user may not configure it: the broker closed
-            // the channel. Use the queue as it is, if it is there.
-            channel = open_channel().await?;
-            channel
-                .queue_declare(
-                    self.queue.as_str().into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..QueueDeclareOptions::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(|passive| {
-                    format!(
-                        "cannot declare queue `{}` as durable ({e}), nor find it ({passive})",
-                        self.queue
-                    )
-                })?;
+        let (channel, declared) = amqp::declare_queue(connection, &self.queue).await?;
+        if let QueueDeclared::AsItIs(reason) = declared {
             tracing::info!(
                 system = %self.system,
                 queue = %self.queue,
-                reason = %e,
+                reason = %reason,
                 "the queue exists with properties of its own; consuming it as it is"
             );
         }
@@ -535,24 +461,5 @@ impl QueueTask {
 async fn close(connection: &Connection) {
     if connection.status().connected() {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "OK".into())).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redact_hides_the_user_and_password() {
-        assert_eq!(
-            redact("amqp://guest:secret@127.0.0.1:5672/%2f"),
-            "amqp://***@127.0.0.1:5672/%2f"
-        );
-        assert_eq!(
-            redact("amqp://u:p@ss@broker/vh?x=a@b"),
-            "amqp://***@broker/vh?x=a@b"
-        );
-        assert_eq!(redact("amqp://broker:5672/%2f"), "amqp://broker:5672/%2f");
-        assert!(!redact("not a url secret").contains("secret"));
     }
 }

@@ -9,8 +9,8 @@ use crate::auth::keys::{self, KeyAlg};
 use crate::backoff::Backoff;
 use crate::catalog::{self, ImportError, PutOutcome};
 use crate::config::Config;
-use crate::routing::{Dispatcher, RoutingError};
 use crate::store::{Backend, Store, StoreError};
+use crate::workers::{Dispatcher, RoutingError};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -189,12 +189,12 @@ pub async fn serve(
     let dispatcher = Arc::new(Dispatcher::new(&config, store.clone(), signer.clone())?);
     let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
     let workers = tokio::spawn(dispatcher.clone().run(workers_stopped.clone()));
-    let consumers = tokio::spawn(crate::routing::consume::run_consumers(
+    let consumers = tokio::spawn(crate::workers::consume::run_consumers(
         config.clone(),
         store.clone(),
         workers_stopped.clone(),
     ));
-    let pollers = tokio::spawn(crate::routing::intake::run_pollers(
+    let pollers = tokio::spawn(crate::workers::intake::run_pollers(
         config.clone(),
         store.clone(),
         workers_stopped,
@@ -210,7 +210,7 @@ pub async fn serve(
             "supervision engine".into(),
             stop_workers.subscribe(),
             move || {
-                crate::supervision::engine::Engine::new(
+                crate::workers::engine::Engine::new(
                     store.clone(),
                     supervision.calendar.clone(),
                     supervision.thresholds.clone(),
@@ -227,11 +227,7 @@ pub async fn serve(
             "supervision publisher".into(),
             stop_workers.subscribe(),
             move || {
-                crate::supervision::publish::run_publisher(
-                    config.clone(),
-                    store.clone(),
-                    stop.clone(),
-                )
+                crate::workers::publish::run_publisher(config.clone(), store.clone(), stop.clone())
             },
         ))
     };
@@ -247,10 +243,10 @@ pub async fn serve(
     ));
     // The calendar's years, looked at daily: a hub started in spring warns when December
     // brings next year's dues within reach.
-    let calendar_watch = tokio::spawn(crate::supervision::watch_calendar(
+    let calendar_watch = tokio::spawn(crate::workers::calendar::watch_calendar(
         store.clone(),
         config.hub.supervision.calendar.clone(),
-        crate::supervision::CALENDAR_CHECK_EVERY,
+        crate::workers::calendar::CALENDAR_CHECK_EVERY,
         crate::clock::now_millis,
         stop_workers.subscribe(),
     ));

@@ -15,8 +15,8 @@
 //!   handlers' opinions): decoded, then masked by what the application says and by shape.
 //! - [`mapping`]: declarative mappings canonical JSON ⇄ legacy XML/JSON (quick-xml, SOAP,
 //!   GBK/GB18030), compiled once from `mappings/`, evaluated as pure functions.
-//! - [`routing`]: item → system; the outbox workers (rate limit, concurrency, breaker, retry,
-//!   dead letters) and inbound case events and results.
+//! - [`routing`]: which system handles an item, and what a delivery attempt's result means
+//!   under the adapter's retry policy (again when, or a dead letter); no I/O.
 //! - [`schema`]: the canonical JSON Schemas, compiled with the identifier formats; validation
 //!   that returns every violation with a JSON pointer.
 //! - [`catalog`]: the item catalog's types and pure rules: cross-field checks, changed fields,
@@ -33,9 +33,13 @@
 //! - [`audit`]: the audit log's hash chain: record hashes, and verification that names each
 //!   changed, deleted, inserted or reordered record.
 //! - [`clock`]: how times are stored (epoch milliseconds) and shown (RFC 3339, +08:00).
-//! - [`service`]: the use cases every front end calls (API keys so far), each rule once.
+//! - [`service`]: the use cases every front end calls, each rule once: API keys, and receiving
+//!   a system's case event or result (map, check, store, or record the refusal).
 //! - [`backoff`]: the doubling wait with a cap, and its jitter, that every retry computes with.
 //! - [`tasks`]: background tasks that are started again after a panic instead of vanishing.
+//! - [`workers`]: the hub's background workers: the delivery lanes (rate limit, concurrency,
+//!   breaker, retries, dead letters), the pollers and queue consumers that bring systems'
+//!   messages in, the supervision engine and the feed's publisher, the calendar's daily check.
 //! - [`hub`]: putting the parts together for `tongban serve`: open the store, seed the
 //!   catalog, serve until a shutdown signal.
 //!
@@ -60,3 +64,4 @@ pub mod source;
 pub mod store;
 pub mod supervision;
 pub mod tasks;
+pub mod workers;

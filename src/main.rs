@@ -196,7 +196,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 config.mappings.len(),
                 config.schemas.documents().count()
             );
-            if let Some(warning) = tongban::supervision::check_calendar(&config, now_millis()) {
+            if let Some(warning) = tongban::workers::calendar::check_calendar(&config, now_millis())
+            {
                 eprintln!("warning: {warning}");
             }
             Ok(ExitCode::SUCCESS)

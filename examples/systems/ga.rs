@@ -32,7 +32,7 @@ use std::time::Duration;
 use tongban::config::{Config, InboundMode, Protocol};
 use tongban::ids::mask_id;
 use tongban::mapping::Mapping;
-use tongban::routing::consume::HEARTBEAT_TYPE;
+use tongban::workers::consume::HEARTBEAT_TYPE;
 
 pub const SYSTEM: &str = "dl-ga-hukou";
 pub const APPLICATION_MAPPING: &str = "ga-hukou-application";

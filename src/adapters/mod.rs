@@ -4,7 +4,7 @@
 //!
 //! A driver never maps, retries or stores: it makes one attempt and says whether it worked,
 //! and if not, whether trying again could help. Retry, backoff, rate limits and dead letters
-//! belong to `routing`.
+//! belong to the delivery lanes (`workers::lanes`, with `routing`'s retry decisions).
 
 pub mod amqp;
 pub mod rest;

@@ -35,11 +35,11 @@ use crate::auth::assertion::Signer;
 use crate::auth::tokens::Verifier;
 use crate::auth::{Authenticator, Principal, Role};
 use crate::config::Config;
-use crate::routing::Dispatcher;
-use crate::routing::inbound::EventRecorder;
 use crate::schema::Schemas;
+use crate::service::inbound::EventRecorder;
 use crate::store::group::GroupCommit;
 use crate::store::{Accepted, ApplicationToAccept, Store};
+use crate::workers::Dispatcher;
 use audit_writer::AuditWriter;
 use axum::Router;
 use axum::handler::Handler;
@@ -89,7 +89,7 @@ impl AppState {
             auth: Arc::new(Authenticator::new(store.clone(), verifier)),
             audit: AuditWriter::spawn(store.clone()),
             acceptor: applications::acceptor(store.clone()),
-            events: crate::routing::inbound::event_recorder(store.clone()),
+            events: crate::service::inbound::event_recorder(store.clone()),
             // Never stopping, unless the server sets one of its own.
             stopping: watch::channel(false).1,
             readiness: Arc::new(ops::Readiness::default()),

@@ -447,10 +447,7 @@ async fn stats(
     let item = q.text("item");
     q.finish()?;
     // Read first: the figures include at least what the engine had handled by then.
-    let up_to = state
-        .store
-        .cursor(crate::supervision::engine::CURSOR)
-        .await?;
+    let up_to = state.store.cursor(crate::workers::engine::CURSOR).await?;
     let stats = state
         .store
         .supervision_stats(system.as_deref(), item.as_deref())

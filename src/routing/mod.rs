@@ -1,54 +1,14 @@
-//! Routing and delivery: which system handles an application, and the outbox workers that get
-//! it there: one lane per adapter with its own rate limit (governor), concurrency bound,
-//! circuit breaker, retry with backoff and jitter, and dead letters.
-//!
-//! The contract: an application the API answered 202 for is in the outbox. A lane claims due
-//! deliveries with a lease, maps each with the adapter's mapping, sends it with the adapter's
-//! driver, and records the attempt. A crash loses at most the lease: unrecorded claims lapse and
-//! are tried again, so delivery is at least once, with the application id as idempotency key.
-//! Lanes share nothing but the store, so a slow or dead system holds back only its own lane.
+//! Routing: which system handles an application, and what a delivery attempt's result means
+//! under its adapter's retry policy: delivered, tried again (when: exponential backoff with
+//! jitter, a system's `Retry-After` honoured) or given up on as a dead letter. No I/O: the
+//! delivery lanes (`workers::lanes`) ask it.
 
-mod breaker;
-pub mod consume;
-pub mod inbound;
-pub mod intake;
-
-use crate::adapters::{Adapter, DeliveryError, Driver, Outgoing};
-use crate::auth::assertion::{Identity, Signer};
+use crate::adapters::{Delivered, DeliveryError};
 use crate::backoff::{Backoff, jitter};
 use crate::clock;
-use crate::config::{AdapterConfig, Config, Protocol};
-use crate::mapping::{Mapping, Node};
-use crate::personal::PersonalValues;
-use crate::store::group::GroupCommit;
-use crate::store::{AttemptOutcome, ClaimedDelivery, FinishedAttempt, Store, StoreError};
-use breaker::Breaker;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use std::collections::BTreeMap;
-use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
+use crate::config::{AdapterConfig, Config, RetryPolicy};
+use crate::store::{AttemptOutcome, ClaimedDelivery};
 use std::time::Duration;
-use tokio::sync::{Notify, Semaphore, watch};
-
-/// The namespace of the hub's own SOAP header entries.
-pub const HUB_NS: &str = "urn:tongban:hub:2026";
-
-/// How often an idle lane looks for due deliveries it was not woken for (retries coming due,
-/// leases lapsing).
-const IDLE_POLL: Duration = Duration::from_millis(200);
-
-#[derive(Debug, thiserror::Error)]
-pub enum RoutingError {
-    #[error("adapter {system}: {source}")]
-    Driver {
-        system: String,
-        source: crate::adapters::DriverError,
-    },
-    #[error("adapter {system} names mapping {mapping}, which is not loaded")]
-    Mapping { system: String, mapping: String },
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
 
 /// The system that handles `item_code` for an application from `region`: a claim naming the
 /// region wins over one that covers every region. Configuration rules out two candidates.
@@ -70,380 +30,13 @@ pub fn route<'a>(
         .map(|(a, _)| a)
 }
 
-/// Everything one adapter's deliveries need.
-struct Lane {
-    adapter: AdapterConfig,
-    mapping: Arc<Mapping>,
-    /// The media type of the mapping's documents, worked out once.
-    content_type: String,
-    driver: Driver,
-    limiter: DefaultDirectRateLimiter,
-    breaker: Mutex<Breaker>,
-    wake: Notify,
-    slots: Arc<Semaphore>,
-    /// How long a claim lasts: the send timeout plus time to record the outcome.
-    lease_ms: i64,
-    /// Signs each attempt's identity assertion.
-    signer: Arc<Signer>,
-}
-
-/// The outbox workers of every adapter.
-pub struct Dispatcher {
-    store: Store,
-    lanes: BTreeMap<String, Arc<Lane>>,
-}
-
-impl Dispatcher {
-    pub fn new(
-        config: &Config,
-        store: Store,
-        signer: Arc<Signer>,
-    ) -> Result<Dispatcher, RoutingError> {
-        let broker = config.hub.broker.as_deref();
-        let mut lanes = BTreeMap::new();
-        for adapter in config.adapters.values() {
-            let mapping = config
-                .mappings
-                .get(&adapter.outbound.mapping)
-                .cloned()
-                .ok_or_else(|| RoutingError::Mapping {
-                    system: adapter.id.clone(),
-                    mapping: adapter.outbound.mapping.clone(),
-                })?;
-            let driver = Driver::new(adapter, broker).map_err(|source| RoutingError::Driver {
-                system: adapter.id.clone(),
-                source,
-            })?;
-            let rate = adapter.outbound.rate_limit;
-            let quota =
-                Quota::per_second(NonZeroU32::new(rate.per_second).unwrap_or(NonZeroU32::MIN))
-                    .allow_burst(NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN));
-            lanes.insert(
-                adapter.id.clone(),
-                Arc::new(Lane {
-                    adapter: adapter.clone(),
-                    content_type: mapping.content_type(),
-                    mapping,
-                    driver,
-                    limiter: RateLimiter::direct(quota),
-                    breaker: Mutex::new(Breaker::default()),
-                    wake: Notify::new(),
-                    slots: Arc::new(Semaphore::new(adapter.outbound.concurrency as usize)),
-                    lease_ms: adapter.outbound.timeout.as_millis() as i64 + 10_000,
-                    signer: signer.clone(),
-                }),
-            );
-        }
-        Ok(Dispatcher { store, lanes })
-    }
-
-    /// Tells a system's lane that a delivery is due now.
-    pub fn wake(&self, system: &str) {
-        if let Some(lane) = self.lanes.get(system) {
-            lane.wake.notify_one();
-        }
-    }
-
-    /// Runs every lane until `shutdown` turns true. In-flight attempts finish and are recorded.
-    /// Aborting (or dropping) this aborts every lane and its attempts in flight.
-    pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
-        let recorder = attempt_recorder(self.store.clone());
-        let mut lanes = tokio::task::JoinSet::new();
-        for lane in self.lanes.values() {
-            let (store, lane, stop) = (self.store.clone(), lane.clone(), shutdown.clone());
-            let recorder = recorder.clone();
-            lanes.spawn(crate::tasks::restarting(
-                format!("lane {}", lane.adapter.id),
-                shutdown.clone(),
-                move || run_lane(store.clone(), lane.clone(), recorder.clone(), stop.clone()),
-            ));
-        }
-        while lanes.join_next().await.is_some() {}
-    }
-}
-
-/// Attempts recorded together at most.
-const ATTEMPT_BATCH: usize = 256;
-
-/// Every lane's finished attempts go through one writer, so that attempts finishing together
-/// share a commit (see [`crate::store::group`]); each attempt still waits until it is recorded
-/// before its slot is free again.
-fn attempt_recorder(store: Store) -> GroupCommit<FinishedAttempt> {
-    GroupCommit::spawn(
-        "delivery attempt",
-        ATTEMPT_BATCH,
-        ATTEMPT_BATCH * 4,
-        move |attempts| {
-            let store = store.clone();
-            async move {
-                let result = store
-                    .record_attempts(&attempts)
-                    .await
-                    .map(|()| vec![(); attempts.len()]);
-                (attempts, result)
-            }
-        },
-    )
-}
-
-async fn run_lane(
-    store: Store,
-    lane: Arc<Lane>,
-    recorder: GroupCommit<FinishedAttempt>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let system = lane.adapter.id.clone();
-    let batch = (lane.adapter.outbound.concurrency * 2).max(1);
-    let mut inflight = tokio::task::JoinSet::new();
-    let unfinished_limit = (lane.adapter.outbound.concurrency as usize * 2).max(1);
-    loop {
-        if *shutdown.borrow() {
-            break;
-        }
-        while inflight.try_join_next().is_some() {}
-        // Places free at the department, but no more attempts unfinished (answered and not
-        // yet recorded included) than twice the concurrency: a claim must not lapse while its
-        // outcome waits to be recorded, or the delivery would be sent again.
-        let unfinished_room = unfinished_limit.saturating_sub(inflight.len());
-        let free = (lane.slots.available_permits()).min(unfinished_room) as u32;
-        let claimed = if free == 0 {
-            Vec::new()
-        } else {
-            match store
-                .claim_deliveries(&system, free.min(batch), lane.lease_ms)
-                .await
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(system = %system, cause = %e, "cannot claim deliveries");
-                    Vec::new()
-                }
-            }
-        };
-        if claimed.is_empty() {
-            tokio::select! {
-                _ = lane.wake.notified() => {}
-                _ = tokio::time::sleep(IDLE_POLL) => {}
-                _ = shutdown.changed() => {}
-                Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
-            }
-            continue;
-        }
-        for delivery in claimed {
-            let Ok(permit) = lane.slots.clone().acquire_owned().await else {
-                break;
-            };
-            let store = store.clone();
-            let lane = lane.clone();
-            let recorder = recorder.clone();
-            inflight.spawn(async move {
-                attempt(&store, &lane, &recorder, delivery, permit).await;
-            });
-        }
-    }
-    while inflight.join_next().await.is_some() {}
-}
-
-/// One delivery attempt, start to recorded outcome.
-/// `slot` is one of the lane's `concurrency` places at the department: it is given back as
-/// soon as the department has answered, so that recording the outcome (which waits for a
-/// commit) does not hold the department's next request back.
-async fn attempt(
-    store: &Store,
-    lane: &Lane,
-    recorder: &GroupCommit<FinishedAttempt>,
-    delivery: ClaimedDelivery,
-    slot: tokio::sync::OwnedSemaphorePermit,
-) {
-    let system = &lane.adapter.id;
-    let now = clock::now_millis();
-    let admitted = lane
-        .breaker
-        .lock()
-        .map(|mut b| b.admit(now))
-        .unwrap_or(Ok(false));
-    let probe = match admitted {
-        Ok(probe) => probe,
-        Err(retry_at) => {
-            if let Err(e) = store.release_delivery(&delivery.id, retry_at).await {
-                tracing::warn!(system = %system, cause = %e, "cannot release a delivery");
-            }
-            return;
-        }
-    };
-    let assertion = match identity_assertion(lane, &delivery) {
-        Ok(assertion) => assertion,
-        Err(reason) => {
-            // The hub's own keys failed: nothing the system did; try again later.
-            tracing::error!(system = %system, cause = %reason, "cannot sign an identity assertion");
-            if let Err(e) = store.release_delivery(&delivery.id, now + 5_000).await {
-                tracing::warn!(system = %system, cause = %e, "cannot release a delivery");
-            }
-            if let Ok(mut b) = lane.breaker.lock() {
-                b.cancel_probe(probe);
-            }
-            return;
-        }
-    };
-    let (started, finished, outcome) = match legacy_message(lane, &delivery, assertion.as_deref()) {
-        Err(reason) => {
-            // A mapping failure is the same on every try: straight to dead letters.
-            if let Ok(mut b) = lane.breaker.lock() {
-                b.cancel_probe(probe);
-            }
-            let dead = masked(
-                AttemptOutcome::Dead {
-                    status: None,
-                    reason,
-                },
-                &delivery,
-            );
-            (now, now, dead)
-        }
-        Ok(body) => {
-            lane.limiter.until_ready().await;
-            let started = clock::now_millis();
-            let sent = lane
-                .driver
-                .deliver(&Outgoing {
-                    application_id: &delivery.application_id,
-                    body: &body,
-                    content_type: &lane.content_type,
-                    assertion: assertion.as_deref(),
-                })
-                .await;
-            let finished = clock::now_millis();
-            let outcome = masked(classify(lane, &delivery, sent, finished), &delivery);
-            if let Ok(mut b) = lane.breaker.lock() {
-                match &outcome {
-                    AttemptOutcome::Retry { .. } => b.failure(finished),
-                    // The system answered, even if with "no": it is up.
-                    AttemptOutcome::Delivered { .. } | AttemptOutcome::Dead { .. } => b.success(),
-                }
-            }
-            // After the breaker has heard of this attempt, the lane may claim the next
-            // delivery for this place.
-            drop(slot);
-            lane.wake.notify_one();
-            (started, finished, outcome)
-        }
-    };
-    let record = FinishedAttempt::new(&delivery, started, finished - started, outcome.clone());
-    if let Err(e) = recorder.write(record).await {
-        tracing::error!(system = %system, cause = %e, "cannot record a delivery attempt; its lease will lapse and it will be tried again");
-    }
-    log_outcome(system, &delivery, &outcome);
-}
-
-fn log_outcome(system: &str, delivery: &ClaimedDelivery, outcome: &AttemptOutcome) {
-    match outcome {
-        AttemptOutcome::Delivered { status } => {
-            tracing::info!(system, application = %delivery.application_id, ?status, "delivered")
-        }
-        AttemptOutcome::Retry {
-            reason,
-            next_attempt_at,
-            ..
-        } => tracing::warn!(
-            system,
-            application = %delivery.application_id,
-            reason = %reason,
-            retry_in_ms = next_attempt_at - clock::now_millis(),
-            "delivery failed; will retry"
-        ),
-        AttemptOutcome::Dead { reason, .. } => {
-            tracing::error!(system, application = %delivery.application_id, reason = %reason, "dead letter")
-        }
-    }
-}
-
-/// The signed identity assertion for this attempt, when the application has a verified
-/// applicant (deliveries accepted before identity existed have none).
-fn identity_assertion(lane: &Lane, delivery: &ClaimedDelivery) -> Result<Option<String>, String> {
-    let Some(text) = &delivery.identity else {
-        return Ok(None);
-    };
-    let identity: Identity =
-        serde_json::from_str(text).map_err(|e| format!("stored identity is not readable: {e}"))?;
-    let jti = format!("{}#{}", delivery.id, delivery.attempts + 1);
-    lane.signer
-        .assertion(&lane.adapter.id, &delivery.application_id, &jti, &identity)
-        .map(Some)
-        .map_err(|e| e.to_string())
-}
-
-/// The delivery in the system's format, or why it cannot be put in it.
-fn legacy_message(
-    lane: &Lane,
-    delivery: &ClaimedDelivery,
-    assertion: Option<&str>,
-) -> Result<Vec<u8>, String> {
-    let canonical: serde_json::Value = serde_json::from_str(&delivery.payload)
-        .map_err(|e| format!("stored application is not JSON: {e}"))?;
-    let entry = |name: &str, value: &str| {
-        let mut node = Node::named(name);
-        node.attrs.push(("xmlns".into(), HUB_NS.into()));
-        node.value = Some(serde_json::Value::String(value.to_string()));
-        node
-    };
-    let header = match lane.adapter.outbound.protocol {
-        Protocol::Soap { .. } => {
-            let mut entries = vec![entry("IdempotencyKey", &delivery.application_id)];
-            if let Some(assertion) = assertion {
-                entries.push(entry("IdentityAssertion", assertion));
-            }
-            entries
-        }
-        Protocol::Rest { .. } | Protocol::Amqp { .. } => Vec::new(),
-    };
-    lane.mapping
-        .to_legacy_with_header(&canonical, header)
-        .map_err(|errors| {
-            let listed: Vec<String> = errors
-                .iter()
-                .map(|e| format!("{} at {}: {}", e.field, e.path, e.message))
-                .collect();
-            format!(
-                "mapping {} failed: {}",
-                lane.mapping.name,
-                listed.join("; ")
-            )
-        })
-}
-
-/// The outcome with personal data masked in its reason. A system's error answer often echoes
-/// what it was sent (a name, an ID number, a phone), escaped or not; the reason is logged,
-/// stored and shown on the application, so it is decoded and masked with what the application
-/// says about its people.
-fn masked(outcome: AttemptOutcome, delivery: &ClaimedDelivery) -> AttemptOutcome {
-    let mask =
-        |reason: String| PersonalValues::of_application_text(&delivery.payload).mask_text(&reason);
-    match outcome {
-        AttemptOutcome::Retry {
-            next_attempt_at,
-            status,
-            reason,
-        } => AttemptOutcome::Retry {
-            next_attempt_at,
-            status,
-            reason: mask(reason),
-        },
-        AttemptOutcome::Dead { status, reason } => AttemptOutcome::Dead {
-            status,
-            reason: mask(reason),
-        },
-        delivered => delivered,
-    }
-}
-
 /// What an attempt's result means for the delivery: done, again later, or never.
-fn classify(
-    lane: &Lane,
+pub fn classify(
+    retry: &RetryPolicy,
     delivery: &ClaimedDelivery,
-    sent: Result<crate::adapters::Delivered, DeliveryError>,
+    sent: Result<Delivered, DeliveryError>,
     now: i64,
 ) -> AttemptOutcome {
-    let retry = lane.adapter.outbound.retry;
     match sent {
         Ok(d) => AttemptOutcome::Delivered { status: d.status },
         Err(DeliveryError::Permanent { reason, status }) => AttemptOutcome::Dead { status, reason },
@@ -453,8 +46,8 @@ fn classify(
             status,
         }) => {
             let tries = delivery.attempts_in_window + 1;
-            let wait = backoff(&retry, tries, retry_after, &delivery.id);
-            match next_try(&retry, tries, delivery.window_start, now, wait) {
+            let wait = backoff(retry, tries, retry_after, &delivery.id);
+            match next_try(retry, tries, delivery.window_start, now, wait) {
                 Some(next) => AttemptOutcome::Retry {
                     next_attempt_at: next,
                     status,
@@ -475,7 +68,7 @@ fn classify(
 /// up. Without `attempts` a delivery is retried for as long as `max_age` allows, so a system
 /// down for a while gets what was sent meanwhile once it is back.
 pub fn next_try(
-    retry: &crate::config::RetryPolicy,
+    retry: &RetryPolicy,
     tries: i64,
     window_start: i64,
     now: i64,
@@ -491,7 +84,7 @@ pub fn next_try(
 /// `initial·2^(tries-1)`, capped at the maximum; a system's own `Retry-After` is honoured when
 /// longer.
 pub fn backoff(
-    retry: &crate::config::RetryPolicy,
+    retry: &RetryPolicy,
     tries: i64,
     retry_after: Option<Duration>,
     seed: &str,

@@ -3,3 +3,4 @@
 //! its input, calls one use case and presents the outcome in its own terms.
 
 pub mod api_keys;
+pub mod inbound;

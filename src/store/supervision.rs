@@ -129,9 +129,9 @@ pub struct NewRefusal<'a> {
     pub at: i64,
     /// Masked: no value of the message, no ID or phone number.
     pub reasons: &'a [String],
-    /// Which message it was (see [`crate::routing::inbound::fingerprint`]): a refusal with the
-    /// fingerprint of one already recorded for the same system and kind is not recorded again.
-    /// `None` when the body was never read; such refusals are all recorded.
+    /// Which message it was (a digest of its body, made by whoever received it): a refusal
+    /// with the fingerprint of one already recorded for the same system and kind is not
+    /// recorded again. `None` when the body was never read; such refusals are all recorded.
     pub fingerprint: Option<&'a str>,
 }
 

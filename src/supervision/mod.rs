@@ -1,23 +1,19 @@
 //! Real-time e-supervision (实时电子监察): every case step from every connected system, its
 //! clocks on the working-day calendar, and the rules that flag what breaks them.
 //!
-//! `calendar`, `case` and `rules` are pure: given events, items and a calendar they compute a
-//! case's state, its deadlines and the alerts it deserves. `engine` applies them: it follows the
+//! This module is the pure part: `calendar`, `case` and `rules`, given events, items and a
+//! calendar, compute a case's state, its deadlines and the alerts it deserves, with no store,
+//! no configuration and no I/O. The hub's workers apply them: `workers::engine` follows the
 //! feed of stored case events, keeps a timer per open case at the next moment its alerts can
-//! change, and writes alert changes with their feed entries in one transaction. `publish` sends
-//! the feed to RabbitMQ's `tongban.supervision` topic exchange when the bus is AMQP; the API
-//! serves it as server-sent events.
+//! change, and writes alert changes with their feed entries in one transaction;
+//! `workers::publish` sends the feed to RabbitMQ's `tongban.supervision` topic exchange when
+//! the bus is AMQP; the API serves it as server-sent events.
 
 pub mod calendar;
 pub mod case;
-pub mod engine;
-pub mod publish;
 pub mod rules;
 
-use crate::catalog::{Item, ItemQuery, TimeLimit, TimeUnit};
-use crate::config::Config;
-use crate::store::{Store, StoreError};
-use calendar::Calendar;
+use crate::catalog::{Item, TimeLimit, TimeUnit};
 
 /// What stands for the catalog's time limits when none is at hand (`tongban check` without a
 /// readable seed catalog): three months, longer than most statutory limits.
@@ -27,7 +23,7 @@ pub const HORIZON_WITHOUT_CATALOG: TimeLimit = TimeLimit {
 };
 
 /// Every promised and statutory limit of `items`, once each.
-fn limits_of<'a>(items: impl IntoIterator<Item = &'a Item>) -> Vec<TimeLimit> {
+pub fn limits_of<'a>(items: impl IntoIterator<Item = &'a Item>) -> Vec<TimeLimit> {
     let mut limits: Vec<TimeLimit> = Vec::new();
     for item in items {
         for limit in [item.promised_limit, item.statutory_limit] {
@@ -37,88 +33,4 @@ fn limits_of<'a>(items: impl IntoIterator<Item = &'a Item>) -> Vec<TimeLimit> {
         }
     }
     limits
-}
-
-/// How often a serving hub looks at the calendar's years again ([`watch_calendar`]).
-pub const CALENDAR_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
-
-/// Warns in the log when a case accepted at `now_ms`, with any limit of the store's catalog,
-/// can come due in a year without a holiday file (see [`calendar::horizon_warning`]). A store
-/// that cannot be read is logged too; the hub serves either way.
-pub async fn warn_about_calendar(store: &Store, calendar: &Calendar, now_ms: i64) {
-    match catalog_limits(store).await {
-        Ok(limits) => {
-            if let Some(warning) =
-                calendar::horizon_warning(calendar, now_ms, &limits, HORIZON_WITHOUT_CATALOG)
-            {
-                tracing::warn!("{warning}");
-            }
-        }
-        Err(e) => {
-            tracing::warn!(cause = %e, "cannot read the catalog's time limits to check the calendar's years")
-        }
-    }
-}
-
-/// While the hub serves: [`warn_about_calendar`] at once and then every `every` (a day:
-/// [`CALENDAR_CHECK_EVERY`]) by the clock `now`, until `shutdown` turns true, so that a hub
-/// started in spring warns, once a day, when December brings next year's dues within reach.
-pub async fn watch_calendar(
-    store: Store,
-    calendar: Calendar,
-    every: std::time::Duration,
-    now: impl Fn() -> i64,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    loop {
-        warn_about_calendar(&store, &calendar, now()).await;
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        }
-    }
-}
-
-/// The current catalog's limits, read page by page.
-async fn catalog_limits(store: &Store) -> Result<Vec<TimeLimit>, StoreError> {
-    let mut limits = Vec::new();
-    let mut after = None;
-    loop {
-        let page = store
-            .list_items(&ItemQuery {
-                after: after.take(),
-                limit: 500,
-                ..ItemQuery::default()
-            })
-            .await?;
-        for limit in limits_of(&page.items) {
-            if !limits.contains(&limit) {
-                limits.push(limit);
-            }
-        }
-        match page.next_after {
-            Some(next) => after = Some(next),
-            None => return Ok(limits),
-        }
-    }
-}
-
-/// For `tongban check`, which opens no store: the calendar warning for the limits of the seed
-/// catalog `hub.toml` names, or for [`HORIZON_WITHOUT_CATALOG`] when there is none or it does
-/// not read.
-pub fn check_calendar(config: &Config, now_ms: i64) -> Option<String> {
-    let items = config
-        .hub
-        .catalog
-        .seed
-        .as_ref()
-        .and_then(|seed| std::fs::read_to_string(config.dir.join(seed)).ok())
-        .and_then(|text| crate::catalog::parse_import(&config.schemas, &text).ok())
-        .unwrap_or_default();
-    calendar::horizon_warning(
-        &config.hub.supervision.calendar,
-        now_ms,
-        &limits_of(&items),
-        HORIZON_WITHOUT_CATALOG,
-    )
 }

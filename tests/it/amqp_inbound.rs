@@ -304,7 +304,7 @@ impl Broker {
                 b"<not-an-event/>",
                 BasicProperties::default()
                     .with_delivery_mode(2)
-                    .with_type(tongban::routing::consume::HEARTBEAT_TYPE.into()),
+                    .with_type(tongban::workers::consume::HEARTBEAT_TYPE.into()),
             )
             .await
             .unwrap()

@@ -286,21 +286,21 @@ async fn a_nul_anywhere_is_refused_with_400_and_reaches_no_store(store: &Store) 
     // Queue consumers and pollers get the same answer from the inbound path they share: a
     // mapping error, which they refuse for good (rejected without requeue; skipped).
     let config = common::config();
-    let recorder = tongban::routing::inbound::event_recorder(store.clone());
-    let received = tongban::routing::inbound::receive(
+    let recorder = tongban::service::inbound::event_recorder(store.clone());
+    let received = tongban::service::inbound::receive(
         &config,
         store,
         &recorder,
         RST,
-        tongban::routing::inbound::Kind::CaseEvent,
+        tongban::service::inbound::Kind::CaseEvent,
         event.to_string().as_bytes(),
-        tongban::routing::inbound::Via::Queue,
+        tongban::service::inbound::Via::Queue,
     )
     .await;
     assert!(
         matches!(
             received,
-            Err(tongban::routing::inbound::InboundError::Mapping(_))
+            Err(tongban::service::inbound::InboundError::Mapping(_))
         ),
         "{received:?}"
     );

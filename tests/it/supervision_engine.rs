@@ -20,8 +20,8 @@ use tongban::store::{
     NewApplication, NewEvent, ReportingLag, Store,
 };
 use tongban::supervision::calendar::Calendar;
-use tongban::supervision::engine::{CURSOR, Engine, LEASE, LEASE_MS};
 use tongban::supervision::rules::Thresholds;
+use tongban::workers::engine::{CURSOR, Engine, LEASE, LEASE_MS};
 
 const SYSTEM: &str = "sy-scjg-food";
 const HANDLER: &str = "王小五";
@@ -926,7 +926,7 @@ async fn a_serving_hub_warns_about_the_calendar_each_day_it_lacks_a_year() {
     // next day.
     let clock = days_clock(vec![at("2040-03-01 10:00"), at("2040-12-05 10:00")]);
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let watch = tokio::spawn(tongban::supervision::watch_calendar(
+    let watch = tokio::spawn(tongban::workers::calendar::watch_calendar(
         t.store.clone(),
         calendar,
         std::time::Duration::from_millis(10),

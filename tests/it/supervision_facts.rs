@@ -12,8 +12,8 @@ use tongban::catalog::Item;
 use tongban::clock::format_millis;
 use tongban::store::{AlertQuery, FeedEntry, FeedQuery, NewApplication, NewEvent, Store};
 use tongban::supervision::calendar::Calendar;
-use tongban::supervision::engine::Engine;
 use tongban::supervision::rules::Thresholds;
+use tongban::workers::engine::Engine;
 
 const SYSTEM: &str = "sy-scjg-food";
 const MINUTE: i64 = 60_000;

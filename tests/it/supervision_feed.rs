@@ -426,7 +426,7 @@ async fn supervised(store: &Store, cases: &[(&str, i64, Option<i64>)], now: i64)
                 .unwrap();
         }
     }
-    let mut engine = tongban::supervision::engine::Engine::new(
+    let mut engine = tongban::workers::engine::Engine::new(
         store.clone(),
         tongban::supervision::calendar::Calendar::default(),
         tongban::supervision::rules::Thresholds::default(),
@@ -555,7 +555,7 @@ async fn statistics_count_completions_on_time_handling_time_and_reporting_lag() 
     // The figures run to the engine's position in the feed.
     let cursor = h
         .store
-        .cursor(tongban::supervision::engine::CURSOR)
+        .cursor(tongban::workers::engine::CURSOR)
         .await
         .unwrap();
     assert!(cursor > 0);
@@ -590,7 +590,7 @@ impl Consumer {
         let channel = connection.create_channel().await?;
         channel
             .exchange_declare(
-                tongban::supervision::publish::EXCHANGE.into(),
+                tongban::workers::publish::EXCHANGE.into(),
                 lapin::ExchangeKind::Topic,
                 ExchangeDeclareOptions {
                     durable: true,
@@ -612,7 +612,7 @@ impl Consumer {
         channel
             .queue_bind(
                 self.queue.as_str().into(),
-                tongban::supervision::publish::EXCHANGE.into(),
+                tongban::workers::publish::EXCHANGE.into(),
                 "#".into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
@@ -707,7 +707,7 @@ async fn an_amqp_consumer_gets_every_entry_in_order_across_a_broker_restart() {
     consumer.connect().await.expect("the consumer connects");
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let publisher = tokio::spawn(tongban::supervision::publish::run_publisher(
+    let publisher = tokio::spawn(tongban::workers::publish::run_publisher(
         Arc::new(config),
         store.clone(),
         stopped,
@@ -726,7 +726,7 @@ async fn an_amqp_consumer_gets_every_entry_in_order_across_a_broker_restart() {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let cursor = store
-        .cursor(tongban::supervision::publish::CURSOR)
+        .cursor(tongban::workers::publish::CURSOR)
         .await
         .unwrap();
     assert!(
@@ -748,7 +748,7 @@ async fn an_amqp_consumer_gets_every_entry_in_order_across_a_broker_restart() {
     );
     let deadline = Instant::now() + PATIENCE;
     while store
-        .cursor(tongban::supervision::publish::CURSOR)
+        .cursor(tongban::workers::publish::CURSOR)
         .await
         .unwrap()
         < *appended.last().unwrap()

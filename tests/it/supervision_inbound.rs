@@ -21,12 +21,12 @@ use std::time::Duration;
 use tongban::auth::Role;
 use tongban::clock::{cst, now_millis};
 use tongban::config::InboundMode;
-use tongban::routing::inbound::{self, InboundError, Kind, Via};
-use tongban::routing::intake;
+use tongban::service::inbound::{self, InboundError, Kind, Via};
 use tongban::store::{AlertQuery, FeedEntry, FeedQuery, NewApplication};
 use tongban::supervision::calendar::Calendar;
-use tongban::supervision::engine::Engine;
 use tongban::supervision::rules::Thresholds;
+use tongban::workers::engine::Engine;
+use tongban::workers::intake;
 
 const SYSTEM: &str = "sy-scjg-food";
 const DEPARTMENT: &str = "11210100MB1529370K";

@@ -14,8 +14,8 @@
 //! ones after it; one whose write the store refuses on its own (it would fail again) is logged
 //! at ERROR, recorded as refused and skipped.
 
-use super::inbound::{self, InboundError, Kind, Received, Via};
 use crate::config::{Config, InboundMode};
+use crate::service::inbound::{self, InboundError, Kind, Received, Via};
 use crate::store::Store;
 use crate::store::group::GroupError;
 use serde::Deserialize;

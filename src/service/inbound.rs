@@ -76,9 +76,9 @@ impl InboundError {
 pub enum Via {
     /// Posted to `/api/v1/systems/{id}/events` or `/results`.
     Webhook,
-    /// Fetched from the system's feed ([`super::intake`]).
+    /// Fetched from the system's feed (by the poller, `workers::intake`).
     Poll,
-    /// Consumed from the system's AMQP queue ([`super::consume`]).
+    /// Consumed from the system's AMQP queue (by `workers::consume`).
     Queue,
 }
 

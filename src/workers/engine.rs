@@ -33,17 +33,17 @@
 //! that gets the lease after someone else held it forgets what it knew and starts from the
 //! store, as after a restart.
 
-use super::calendar::Calendar;
-use super::case::{Case, CaseEvent, parse_time};
-use super::rules::{
-    self, Alert, AlertChange, AlertKey, Deadlines, Level, Quiet, Refusals, Rule, StepDue,
-    Thresholds,
-};
 use crate::catalog::Item;
 use crate::clock;
 use crate::store::{
     AlertAction, AlertRecord, AlertWrite, CaseSummary, EngineRound, FeedEntry, FeedQuery,
     LeaseHold, ReportingLag, Store, StoreError,
+};
+use crate::supervision::calendar::Calendar;
+use crate::supervision::case::{Case, CaseEvent, parse_time};
+use crate::supervision::rules::{
+    self, Alert, AlertChange, AlertKey, Deadlines, Level, Quiet, Refusals, Rule, StepDue,
+    Thresholds,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -40,9 +40,9 @@
 //!
 //! Plain `amqp://` only, like the driver (lapin is built without TLS).
 
-use super::inbound::{self, InboundError, Kind, Received, Via};
 use crate::adapters::amqp::{self, MAX_BACKOFF, QueueDeclared, backoff, redact};
 use crate::config::{Config, InboundMode};
+use crate::service::inbound::{self, InboundError, Kind, Received, Via};
 use crate::store::Store;
 use crate::store::group::GroupError;
 use lapin::message::{Delivery, DeliveryResult};

@@ -1,0 +1,592 @@
+//! Evaluating a compiled mapping, as a pure function either way: legacy bytes to canonical
+//! JSON (validated against the canonical schema) and canonical JSON to legacy bytes, every
+//! field error returned at once.
+
+use super::compiler::{Field, Format, LegacyType, Mapping, Shape};
+use super::tree::{LegacyPath, Node, Selected, element_at, select};
+use super::{convert, json, xml};
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// Largest legacy document a mapping reads.
+pub const MAX_INPUT_BYTES: usize = 4 * 1024 * 1024;
+
+/// One problem found while mapping a document.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MapError {
+    /// The mapping file, e.g. `mappings/scjg-food-application.toml`.
+    pub mapping: String,
+    /// The mapping's field the problem is about (its canonical pointer, `[]` marking array
+    /// items), or `(document)` for the document as a whole.
+    pub field: String,
+    /// Where in the input: a legacy path (`材料清单/材料[2]/名称`) when reading legacy, a JSON
+    /// pointer when reading canonical.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for MapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: field `{}` at `{}`: {}",
+            self.mapping, self.field, self.path, self.message
+        )
+    }
+}
+
+impl Mapping {
+    /// The media type of this mapping's legacy documents, with their charset.
+    pub fn content_type(&self) -> String {
+        match &self.format {
+            Format::Xml(x) => format!(
+                "application/xml; charset={}",
+                x.encoding.name().to_ascii_uppercase()
+            ),
+            Format::Json { .. } => "application/json".to_string(),
+        }
+    }
+
+    fn error(&self, field: &str, path: impl Into<String>, message: impl Into<String>) -> MapError {
+        MapError {
+            mapping: self.file.clone(),
+            field: field.to_string(),
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Legacy bytes → canonical JSON, validated against the canonical schema. Every problem is
+    /// returned, each naming the field and where in the legacy document it is.
+    pub fn to_canonical(&self, input: &[u8]) -> Result<Value, Vec<MapError>> {
+        let (root, header) = match &self.format {
+            Format::Xml(x) => {
+                let doc = xml::parse(input, x, MAX_INPUT_BYTES)
+                    .map_err(|e| vec![self.error("(document)", "", e.to_string())])?;
+                (doc.root, doc.header)
+            }
+            Format::Json { root } => (
+                json::parse(input, root, MAX_INPUT_BYTES)
+                    .map_err(|e| vec![self.error("(document)", "", e.to_string())])?,
+                None,
+            ),
+        };
+        let mut out = Value::Object(Map::new());
+        let mut errors = Vec::new();
+        let mut failed = Vec::new();
+        self.read_fields(
+            &self.fields,
+            &root,
+            header.as_ref(),
+            "",
+            "",
+            &mut out,
+            &mut errors,
+            &mut failed,
+        );
+        // The schema sees what could be read, so its own findings (a bad check digit, a rule
+        // across fields) come in the same answer; those about fields already reported do not.
+        for v in self.schemas.validate(&self.canonical, &out) {
+            if failed
+                .iter()
+                .any(|f| already_reported(f, &v.pointer, &v.message))
+            {
+                continue;
+            }
+            let mut segs: Vec<String> = v.pointer.split('/').skip(1).map(str::to_string).collect();
+            segs.extend(required_member(&v.message));
+            let (field, path) = locate(&self.fields, &segs, &root)
+                .unwrap_or_else(|| ("(schema)".to_string(), v.pointer.clone()));
+            errors.push(self.error(
+                &field,
+                path,
+                format!(
+                    "{} ({} at {})",
+                    v.message,
+                    self.canonical,
+                    display_pointer(&v.pointer)
+                ),
+            ));
+        }
+        // No store keeps a NUL in text (PostgreSQL refuses it), and no legacy system means one:
+        // a message carrying one is refused as it stands, never half-stored or retried.
+        for (pointer, _) in crate::schema::nul_pointers(&out) {
+            let segs: Vec<String> = pointer.split('/').skip(1).map(unescape_token).collect();
+            let (field, path) = locate(&self.fields, &segs, &root)
+                .unwrap_or_else(|| ("(document)".to_string(), pointer.clone()));
+            errors.push(self.error(
+                &field,
+                path,
+                format!(
+                    "holds a NUL character (U+0000), which the hub does not accept ({} at {})",
+                    self.canonical,
+                    display_pointer(&pointer).replace('\0', "\\u0000")
+                ),
+            ));
+        }
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Canonical JSON → legacy bytes, after validating the input against the canonical schema.
+    pub fn to_legacy(&self, canonical: &Value) -> Result<Vec<u8>, Vec<MapError>> {
+        self.to_legacy_with_header(canonical, Vec::new())
+    }
+
+    /// As [`Mapping::to_legacy`], adding header entries to the SOAP Header (ignored for
+    /// formats without an envelope): the hub's own entries, such as the idempotency key.
+    pub fn to_legacy_with_header(
+        &self,
+        canonical: &Value,
+        extra_header: Vec<Node>,
+    ) -> Result<Vec<u8>, Vec<MapError>> {
+        let violations = self.schemas.validate(&self.canonical, canonical);
+        if !violations.is_empty() {
+            return Err(violations
+                .into_iter()
+                .map(|v| {
+                    let field = field_for_pointer(&self.fields, &v.pointer)
+                        .unwrap_or_else(|| "(schema)".into());
+                    self.error(&field, display_pointer(&v.pointer), v.message)
+                })
+                .collect());
+        }
+        let root_name = match &self.format {
+            Format::Xml(x) => x.root.clone(),
+            Format::Json { .. } => String::new(),
+        };
+        let mut root = Node::named(root_name);
+        let mut header = Node::named(format!("{}:Header", xml::SOAP_PREFIX));
+        let mut errors = Vec::new();
+        self.write_fields(
+            &self.fields,
+            canonical,
+            "",
+            &mut root,
+            &mut header,
+            &mut errors,
+        );
+        header.children.extend(extra_header);
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(match &self.format {
+            Format::Xml(x) => xml::write(
+                &xml::XmlDocument {
+                    root,
+                    header: x.soap.map(|_| header),
+                },
+                x,
+            ),
+            Format::Json { root: pointer } => json::write(&root, pointer),
+        })
+    }
+
+    /// Reads `fields` from the legacy element `ctx` into the canonical object `out`. `ctx_path`
+    /// is where `ctx` is in the legacy document and `ctx_pointer` where `out` is in the
+    /// canonical one; the canonical pointers of fields that failed go to `failed`.
+    #[allow(clippy::too_many_arguments)]
+    fn read_fields(
+        &self,
+        fields: &[Field],
+        ctx: &Node,
+        header: Option<&Node>,
+        ctx_path: &str,
+        ctx_pointer: &str,
+        out: &mut Value,
+        errors: &mut Vec<MapError>,
+        failed: &mut Vec<String>,
+    ) {
+        for f in fields {
+            let Some(pointer) = &f.canonical else {
+                continue;
+            };
+            let here = format!("{ctx_pointer}/{}", pointer.join("/"));
+            // Errors of this field itself; those of nested fields mark their own pointers.
+            let mut errors_before = errors.len();
+            if let Some(constant) = &f.constant {
+                set_pointer(out, pointer, constant.clone());
+                continue;
+            }
+            let Some(path) = &f.legacy else { continue };
+            let at = join_path(ctx_path, &path.to_string());
+            let scope = if f.header { header } else { Some(ctx) };
+            let selected = scope.map(|n| select(n, path)).unwrap_or_default();
+            let value = match &f.shape {
+                Shape::Objects(nested) => {
+                    let nodes: Vec<&Node> = selected
+                        .iter()
+                        .filter_map(|s| match s {
+                            Selected::Node(n) => Some(*n),
+                            Selected::Attr(_) => None,
+                        })
+                        .collect();
+                    if nodes.is_empty() {
+                        None
+                    } else {
+                        let mut items = Vec::with_capacity(nodes.len());
+                        for (i, node) in nodes.iter().enumerate() {
+                            let mut item = Value::Object(Map::new());
+                            self.read_fields(
+                                nested,
+                                node,
+                                None,
+                                &format!("{at}[{}]", i + 1),
+                                &format!("{here}/{i}"),
+                                &mut item,
+                                errors,
+                                failed,
+                            );
+                            items.push(item);
+                        }
+                        errors_before = errors.len();
+                        Some(Value::Array(items))
+                    }
+                }
+                Shape::Repeated => {
+                    let mut items = Vec::new();
+                    for (i, s) in selected.iter().enumerate() {
+                        if let Some(raw) = self.scalar_of(f, s) {
+                            match convert::to_canonical(&raw, &f.kind, f.table.as_deref()) {
+                                Ok(v) => items.push(v),
+                                Err(m) => {
+                                    errors.push(self.error(&f.label, format!("{at}[{}]", i + 1), m))
+                                }
+                            }
+                        }
+                    }
+                    (!items.is_empty()).then_some(Value::Array(items))
+                }
+                Shape::Split(sep) => match self.single(f, &selected, &at, errors) {
+                    None => None,
+                    Some(raw) => {
+                        let text = convert::scalar_text(&raw).unwrap_or_default();
+                        let mut items = Vec::new();
+                        for piece in text.split(sep.as_str()) {
+                            let piece = if f.trim { piece.trim() } else { piece };
+                            if piece.is_empty() {
+                                continue;
+                            }
+                            match convert::to_canonical(
+                                &Value::String(piece.to_string()),
+                                &f.kind,
+                                f.table.as_deref(),
+                            ) {
+                                Ok(v) => items.push(v),
+                                Err(m) => errors.push(self.error(&f.label, at.clone(), m)),
+                            }
+                        }
+                        (!items.is_empty()).then_some(Value::Array(items))
+                    }
+                },
+                Shape::Scalar => match self.single(f, &selected, &at, errors) {
+                    None => None,
+                    Some(raw) => match convert::to_canonical(&raw, &f.kind, f.table.as_deref()) {
+                        Ok(v) => Some(v),
+                        Err(m) => {
+                            errors.push(self.error(&f.label, at.clone(), m));
+                            None
+                        }
+                    },
+                },
+            };
+            let field_failed = errors.len() != errors_before;
+            match (value, &f.default) {
+                (Some(v), _) => set_pointer(out, pointer, v),
+                (None, _) if field_failed => {}
+                (None, Some(d)) => set_pointer(out, pointer, d.clone()),
+                (None, None) if f.required => {
+                    errors.push(self.error(&f.label, at, "required, but missing or empty"))
+                }
+                (None, None) => {}
+            }
+            if errors.len() != errors_before {
+                failed.push(here);
+            }
+        }
+    }
+
+    /// The scalar a selection holds, trimmed as the field says; `None` when empty.
+    fn scalar_of(&self, f: &Field, s: &Selected<'_>) -> Option<Value> {
+        match s.scalar()? {
+            Value::String(text) => {
+                let text = if f.trim {
+                    text.trim().to_string()
+                } else {
+                    text
+                };
+                (!text.is_empty()).then_some(Value::String(text))
+            }
+            other => Some(other),
+        }
+    }
+
+    /// The one scalar a field selects; more than one is an error.
+    fn single(
+        &self,
+        f: &Field,
+        selected: &[Selected<'_>],
+        at: &str,
+        errors: &mut Vec<MapError>,
+    ) -> Option<Value> {
+        if selected.len() > 1 {
+            errors.push(self.error(
+                &f.label,
+                at,
+                format!("appears {} times, expected once", selected.len()),
+            ));
+            return None;
+        }
+        selected.first().and_then(|s| self.scalar_of(f, s))
+    }
+
+    fn write_fields(
+        &self,
+        fields: &[Field],
+        canonical: &Value,
+        ctx_pointer: &str,
+        node: &mut Node,
+        header: &mut Node,
+        errors: &mut Vec<MapError>,
+    ) {
+        for f in fields {
+            let Some(path) = &f.legacy else { continue };
+            let target: &mut Node = if f.header { header } else { node };
+            if let Some(constant) = &f.constant {
+                self.write_scalar(f, path, target, constant.clone());
+                continue;
+            }
+            let Some(pointer) = &f.canonical else {
+                continue;
+            };
+            let at = format!("{ctx_pointer}/{}", pointer.join("/"));
+            let value = pointer
+                .iter()
+                .try_fold(canonical, |v, seg| v.get(seg.as_str()))
+                .filter(|v| !v.is_null());
+            let Some(value) = value else {
+                if f.required {
+                    errors.push(self.error(&f.label, at, "required, but missing"));
+                }
+                continue;
+            };
+            match &f.shape {
+                Shape::Objects(nested) => {
+                    let Some(items) = value.as_array() else {
+                        errors.push(self.error(&f.label, at, "expected an array"));
+                        continue;
+                    };
+                    for (i, item) in items.iter().enumerate() {
+                        let element = element_at(target, &path.steps, true);
+                        element.array = true;
+                        let mut unused_header = Node::default();
+                        self.write_fields(
+                            nested,
+                            item,
+                            &format!("{at}/{i}"),
+                            element,
+                            &mut unused_header,
+                            errors,
+                        );
+                    }
+                }
+                Shape::Repeated => {
+                    let Some(items) = value.as_array() else {
+                        errors.push(self.error(&f.label, at, "expected an array"));
+                        continue;
+                    };
+                    for (i, item) in items.iter().enumerate() {
+                        match convert::to_legacy(item, &f.kind, f.table.as_deref()) {
+                            Ok(v) => {
+                                let element = element_at(target, &path.steps, true);
+                                element.array = true;
+                                element.value = Some(self.legacy_value(f, v));
+                                element.cdata = f.cdata;
+                            }
+                            Err(m) => errors.push(self.error(&f.label, format!("{at}/{i}"), m)),
+                        }
+                    }
+                }
+                Shape::Split(sep) => {
+                    let Some(items) = value.as_array() else {
+                        errors.push(self.error(&f.label, at, "expected an array"));
+                        continue;
+                    };
+                    let mut pieces = Vec::new();
+                    for (i, item) in items.iter().enumerate() {
+                        match convert::to_legacy(item, &f.kind, f.table.as_deref()) {
+                            Ok(v) => pieces.push(convert::scalar_text(&v).unwrap_or_default()),
+                            Err(m) => errors.push(self.error(&f.label, format!("{at}/{i}"), m)),
+                        }
+                    }
+                    self.write_scalar(f, path, target, Value::String(pieces.join(sep)));
+                }
+                Shape::Scalar => match convert::to_legacy(value, &f.kind, f.table.as_deref()) {
+                    Ok(v) => self.write_scalar(f, path, target, v),
+                    Err(m) => errors.push(self.error(&f.label, at, m)),
+                },
+            }
+        }
+    }
+
+    fn legacy_value(&self, f: &Field, v: Value) -> Value {
+        let as_text = || Value::String(convert::scalar_text(&v).unwrap_or_default());
+        match (&self.format, &f.legacy_type) {
+            (Format::Xml(_), _) | (Format::Json { .. }, Some(LegacyType::String)) => as_text(),
+            (Format::Json { .. }, Some(LegacyType::Number)) => convert::scalar_text(&v)
+                .and_then(|t| t.parse::<serde_json::Number>().ok())
+                .map(Value::Number)
+                .unwrap_or_else(as_text),
+            (Format::Json { .. }, Some(LegacyType::Boolean)) => {
+                match convert::scalar_text(&v).as_deref() {
+                    Some("true" | "1") => Value::Bool(true),
+                    Some("false" | "0") => Value::Bool(false),
+                    _ => as_text(),
+                }
+            }
+            (Format::Json { .. }, None) => v,
+        }
+    }
+
+    fn write_scalar(&self, f: &Field, path: &LegacyPath, target: &mut Node, v: Value) {
+        let v = self.legacy_value(f, v);
+        match path.split_attr() {
+            (steps, Some(attr)) => {
+                let element = element_at(target, steps, false);
+                let text = convert::scalar_text(&v).unwrap_or_default();
+                match element.attrs.iter_mut().find(|(n, _)| n == attr) {
+                    Some((_, existing)) => *existing = text,
+                    None => element.attrs.push((attr.to_string(), text)),
+                }
+            }
+            (steps, None) => {
+                let element = element_at(target, steps, false);
+                element.value = Some(v);
+                element.cdata = f.cdata;
+            }
+        }
+    }
+}
+
+/// Whether a schema violation at `pointer` is about the field at `failed`, which has been
+/// reported already: at or below it, or its parent complaining that it is missing.
+fn already_reported(failed: &str, pointer: &str, message: &str) -> bool {
+    if pointer == failed || pointer.starts_with(&format!("{failed}/")) {
+        return true;
+    }
+    match failed.rsplit_once('/') {
+        Some((parent, member)) => parent == pointer && message.contains(&format!("\"{member}\"")),
+        None => false,
+    }
+}
+
+fn join_path(ctx: &str, path: &str) -> String {
+    match (ctx.is_empty(), path) {
+        (true, _) => path.to_string(),
+        (false, ".") => ctx.to_string(),
+        (false, _) => format!("{ctx}/{path}"),
+    }
+}
+
+fn unescape_token(token: &str) -> String {
+    token.replace("~1", "/").replace("~0", "~")
+}
+
+fn display_pointer(pointer: &str) -> String {
+    if pointer.is_empty() {
+        "/".to_string()
+    } else {
+        pointer.to_string()
+    }
+}
+
+fn set_pointer(out: &mut Value, pointer: &[String], value: Value) {
+    let mut current = out;
+    for seg in &pointer[..pointer.len().saturating_sub(1)] {
+        if !current.is_object() {
+            *current = Value::Object(Map::new());
+        }
+        current = current
+            .as_object_mut()
+            .expect("made an object above")
+            .entry(seg.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
+    }
+    if let Some(last) = pointer.last() {
+        if !current.is_object() {
+            *current = Value::Object(Map::new());
+        }
+        current
+            .as_object_mut()
+            .expect("made an object above")
+            .insert(last.clone(), value);
+    }
+}
+
+/// The field mapping a canonical pointer, and the legacy path (with item numbers) it was read
+/// from, for explaining a schema violation in the input's own terms.
+fn locate(fields: &[Field], segs: &[String], root: &Node) -> Option<(String, String)> {
+    locate_in(fields, segs, root, "")
+}
+
+fn locate_in(
+    fields: &[Field],
+    segs: &[String],
+    ctx: &Node,
+    ctx_path: &str,
+) -> Option<(String, String)> {
+    for f in fields {
+        let (Some(pointer), Some(path)) = (&f.canonical, &f.legacy) else {
+            continue;
+        };
+        if segs.len() < pointer.len() || segs[..pointer.len()] != pointer[..] {
+            continue;
+        }
+        let at = join_path(ctx_path, &path.to_string());
+        let rest = &segs[pointer.len()..];
+        if let (Shape::Objects(nested), Some(index)) =
+            (&f.shape, rest.first().and_then(|s| s.parse::<usize>().ok()))
+        {
+            let node = select(ctx, path).into_iter().nth(index);
+            if let Some(Selected::Node(node)) = node {
+                let item_path = format!("{at}[{}]", index + 1);
+                return locate_in(nested, &rest[1..], node, &item_path)
+                    .or(Some((f.label.clone(), item_path)));
+            }
+        }
+        return Some((f.label.clone(), at));
+    }
+    None
+}
+
+/// The member a "required property" violation is about: `"name" is a required property`.
+fn required_member(message: &str) -> Option<String> {
+    let quoted = message.strip_suffix(" is a required property")?;
+    Some(quoted.trim_matches('"').to_string())
+}
+
+/// The label of the field that maps a canonical pointer, for errors in canonical input.
+fn field_for_pointer(fields: &[Field], pointer: &str) -> Option<String> {
+    let segs: Vec<&str> = pointer.split('/').skip(1).collect();
+    let mut fields = fields;
+    let mut i = 0;
+    'walk: loop {
+        for f in fields {
+            let Some(p) = &f.canonical else { continue };
+            if segs.len() >= i + p.len() && segs[i..i + p.len()].iter().zip(p).all(|(a, b)| a == b)
+            {
+                i += p.len();
+                if let (Shape::Objects(nested), true) = (&f.shape, segs.len() > i + 1) {
+                    fields = nested;
+                    i += 1;
+                    continue 'walk;
+                }
+                return Some(f.label.clone());
+            }
+        }
+        return None;
+    }
+}

@@ -1,0 +1,93 @@
+//! A mapping file as read: the TOML structures of `mappings/<name>.toml`, with the spans that
+//! errors point at, before anything is checked.
+
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MappingFile {
+    pub(super) canonical: toml::Spanned<String>,
+    pub(super) format: toml::Spanned<String>,
+    #[serde(default)]
+    pub(super) description: Option<String>,
+    pub(super) xml: Option<XmlFile>,
+    pub(super) json: Option<JsonFile>,
+    #[serde(default)]
+    pub(super) tables: BTreeMap<String, toml::Spanned<TableFile>>,
+    #[serde(default, rename = "field")]
+    pub(super) fields: Vec<FieldFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct XmlFile {
+    pub(super) root: toml::Spanned<String>,
+    #[serde(default)]
+    pub(super) namespaces: BTreeMap<String, String>,
+    pub(super) default_namespace: Option<String>,
+    pub(super) soap: Option<toml::Spanned<String>>,
+    pub(super) encoding: Option<toml::Spanned<String>>,
+    #[serde(default = "yes")]
+    pub(super) declaration: bool,
+}
+
+pub(super) fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct JsonFile {
+    #[serde(default)]
+    pub(super) root: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TableFile {
+    pub(super) values: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    pub(super) unknown: Option<UnknownFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum UnknownFile {
+    Rule(String),
+    Fallback {
+        canonical: String,
+        legacy: toml::Value,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FieldFile {
+    pub(super) canonical: Option<toml::Spanned<String>>,
+    pub(super) legacy: Option<toml::Spanned<String>>,
+    #[serde(default)]
+    pub(super) required: bool,
+    pub(super) default: Option<toml::Value>,
+    pub(super) constant: Option<toml::Value>,
+    #[serde(rename = "type")]
+    pub(super) kind: Option<String>,
+    pub(super) format: Option<String>,
+    pub(super) table: Option<String>,
+    pub(super) trim: Option<bool>,
+    pub(super) separator: Option<String>,
+    #[serde(default)]
+    pub(super) repeated: bool,
+    #[serde(default)]
+    pub(super) cdata: bool,
+    pub(super) legacy_type: Option<String>,
+    #[serde(default)]
+    pub(super) header: bool,
+    #[serde(default)]
+    pub(super) each: Vec<FieldFile>,
+}
+
+pub(super) fn json_of(value: toml::Value) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}

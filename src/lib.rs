@@ -43,6 +43,9 @@
 //! - [`hub`]: putting the parts together for `tongban serve`: open the store, seed the
 //!   catalog, serve until a shutdown signal.
 //!
+//! The modules are layered: each uses only modules in layers below its own (ARCHITECTURE.md,
+//! "Layers", checked by `tests/it/architecture.rs`), so none depend on each other round a cycle.
+//!
 //! The binary (`src/main.rs`) is the command line: `serve`, `check`, `catalog import`.
 
 pub mod adapters;

@@ -7,6 +7,7 @@ mod common;
 mod access;
 mod amqp_inbound;
 mod api_catalog;
+mod architecture;
 mod audit_cli;
 mod bench_quick;
 mod canonical_schemas;

@@ -15,10 +15,11 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tongban::catalog::{self, ItemRef};
+use tongban::catalog;
 use tongban::config::Config;
 use tongban::ids;
 use tongban::mapping::Node;
+use tongban::model::ItemRef;
 use tongban::store::{AttemptOutcome, NewApplication, Store};
 
 /// The namespace of the hub's own SOAP header entries (as the lanes write them).

@@ -9,6 +9,8 @@
 //!   `schemas/`) and compiles it in one pure step that reports every error with file and line.
 //! - [`source`]: files read from a configuration directory, positions in them, and the errors
 //!   located there ([`source::ConfigError`]).
+//! - [`model`]: the canonical model as types: every code list a closed enum with one spelling,
+//!   the case event and the item reference read once, the states the hub keeps.
 //! - [`ids`]: the national identifiers (USCC, citizen ID, item code, item type, e-license id),
 //!   validated with their check characters; [`ids::mask_id`] for anything that is logged.
 //! - [`personal`]: personal data in text the hub passes on but did not write (systems' errors,
@@ -59,6 +61,7 @@ pub mod config;
 pub mod hub;
 pub mod ids;
 pub mod mapping;
+pub mod model;
 pub mod personal;
 pub mod routing;
 pub mod schema;

@@ -10,12 +10,14 @@ use crate::audit::AuditEntry;
 use crate::auth::assertion::Identity;
 use crate::auth::tokens::{TokenError, UserIdentity};
 use crate::auth::{Role, sha256_hex, subject_digest};
-use crate::catalog::{self, ItemRef};
+use crate::catalog;
 use crate::clock;
 use crate::ids::{mask_id, mask_name};
+use crate::model::ItemRef;
+use crate::model::{DeliveryState, MessageKind, Via};
 use crate::personal::PersonalValues;
 use crate::schema::Violation;
-use crate::service::inbound::{self, InboundError, Kind, Received, Via};
+use crate::service::inbound::{self, InboundError, Received};
 use crate::store::group::GroupCommit;
 use crate::store::{Accepted, ApplicationToAccept, DeliveryRecord, Store};
 use axum::Json;
@@ -369,7 +371,7 @@ fn delivery_json(d: &DeliveryRecord) -> Value {
         "system": d.system_id,
         "status": d.status,
         "attempts": d.attempts,
-        "next_attempt_at": (d.status == "pending").then(|| clock::format_millis(d.next_attempt_at)),
+        "next_attempt_at": (d.status == DeliveryState::Pending).then(|| clock::format_millis(d.next_attempt_at)),
         "last_error": d.last_error,
         "created_at": clock::format_millis(d.created_at),
         "finished_at": d.finished_at.map(clock::format_millis),
@@ -527,7 +529,7 @@ async fn post_event(
     id: Path<String>,
     body: Result<RawBody, ApiError>,
 ) -> Result<Response, ApiError> {
-    receive(state, caller, id, body, Kind::CaseEvent).await
+    receive(state, caller, id, body, MessageKind::CaseEvent).await
 }
 
 async fn post_result(
@@ -536,7 +538,7 @@ async fn post_result(
     id: Path<String>,
     body: Result<RawBody, ApiError>,
 ) -> Result<Response, ApiError> {
-    receive(state, caller, id, body, Kind::Result).await
+    receive(state, caller, id, body, MessageKind::Result).await
 }
 
 /// A system says it is up. The silence rule counts it like a case event; the body, if any, is
@@ -574,7 +576,7 @@ async fn receive(
     caller: Caller,
     Path(system): Path<String>,
     body: Result<RawBody, ApiError>,
-    kind: Kind,
+    kind: MessageKind,
 ) -> Result<Response, ApiError> {
     if !caller.is_system(&system) {
         return Err(ApiError::Forbidden(format!(
@@ -609,8 +611,8 @@ async fn receive(
     };
     let mapping = state.config.adapters.get(&system).and_then(|a| {
         let name = match kind {
-            Kind::CaseEvent => Some(&a.inbound.case_event_mapping),
-            Kind::Result => a.inbound.result_mapping.as_ref(),
+            MessageKind::CaseEvent => Some(&a.inbound.case_event_mapping),
+            MessageKind::Result => a.inbound.result_mapping.as_ref(),
         };
         name.and_then(|n| state.config.mappings.get(n))
     });
@@ -681,14 +683,14 @@ async fn refused(
     state: &AppState,
     caller: &Caller,
     system: &str,
-    kind: Kind,
+    kind: MessageKind,
     answer: ApiError,
     reasons: &[String],
 ) -> Response {
     let mut response = answer.into_response();
     let path = match kind {
-        Kind::CaseEvent => "events",
-        Kind::Result => "results",
+        MessageKind::CaseEvent => "events",
+        MessageKind::Result => "results",
     };
     let entry = AuditEntry {
         actor: caller.actor.clone(),

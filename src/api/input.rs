@@ -266,6 +266,21 @@ impl QueryParams {
         }
     }
 
+    /// A parameter that is a code of list `T`, or a problem naming the list's codes.
+    pub fn code<T: crate::model::Code>(&mut self, name: &'static str) -> Option<T> {
+        let value = self.text(name)?;
+        match value.parse() {
+            Ok(code) => Some(code),
+            Err(_) => {
+                self.problems.push(ProblemEntry::parameter(
+                    name,
+                    format!("must be one of {}", T::listed()),
+                ));
+                None
+            }
+        }
+    }
+
     /// Ends reading: every problem found, including parameters nobody read.
     pub fn finish(mut self) -> Result<(), ApiError> {
         for (k, _) in &self.pairs {

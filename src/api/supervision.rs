@@ -18,6 +18,7 @@ use super::problem::{ApiError, ProblemEntry};
 use super::{Access, AppState, Route};
 use crate::auth::Role;
 use crate::clock;
+use crate::model::{FeedKind, Level, Rule};
 use crate::store::{
     AlertQuery, CaseQuery, CaseStates, CaseStats, Durations, FeedEntry, FeedQuery, Store,
 };
@@ -70,9 +71,6 @@ const BUFFERED_FRAMES: usize = 32;
 /// How long clients wait before reconnecting (sent as the SSE `retry` field).
 const RETRY_MS: u64 = 2000;
 
-const LEVELS: [&str; 3] = ["warning", "yellow", "red"];
-const KINDS: [&str; 2] = ["event", "alert"];
-
 /// The filters and starting point of a stream.
 fn feed_query(headers: &HeaderMap, raw: Option<&str>) -> Result<(FeedQuery, bool), ApiError> {
     let mut problems = Vec::new();
@@ -80,8 +78,8 @@ fn feed_query(headers: &HeaderMap, raw: Option<&str>) -> Result<(FeedQuery, bool
     let system = q.text("system");
     let department = q.text("department");
     let item = q.text("item");
-    let kind = q.one_of("kind", &KINDS);
-    let level = q.one_of("level", &LEVELS);
+    let kind = q.code::<FeedKind>("kind");
+    let level = q.code::<Level>("level");
     let after = q.integer("after", 0..=i64::MAX);
     let follow = q
         .one_of("follow", &["true", "false"])
@@ -104,7 +102,7 @@ fn feed_query(headers: &HeaderMap, raw: Option<&str>) -> Result<(FeedQuery, bool
             }
         },
     };
-    if level.is_some() && kind.as_deref() == Some("event") {
+    if level.is_some() && kind == Some(FeedKind::Event) {
         problems.push(ProblemEntry::parameter(
             "level",
             "filters alerts; with kind=event nothing would match",
@@ -120,7 +118,7 @@ fn feed_query(headers: &HeaderMap, raw: Option<&str>) -> Result<(FeedQuery, bool
         item,
         // Events have no level: asking for a level means alerts only.
         kind: if level.is_some() {
-            Some("alert".to_string())
+            Some(FeedKind::Alert)
         } else {
             kind
         },
@@ -247,7 +245,7 @@ async fn pump(
 /// One feed entry as an SSE event: `id` its sequence number, `event` its kind, `data` its body
 /// (one `data:` line per line of the body, as the format requires).
 fn frame(entry: &FeedEntry) -> Bytes {
-    let mut text = format!("id: {}\nevent: {}\n", entry.seq, one_line(&entry.kind));
+    let mut text = format!("id: {}\nevent: {}\n", entry.seq, entry.kind);
     for line in entry.body.split('\n') {
         text.push_str("data: ");
         text.push_str(line.strip_suffix('\r').unwrap_or(line));
@@ -255,11 +253,6 @@ fn frame(entry: &FeedEntry) -> Bytes {
     }
     text.push('\n');
     Bytes::from(text)
-}
-
-/// A field value that cannot break the framing.
-fn one_line(text: &str) -> String {
-    text.replace(['\r', '\n'], " ")
 }
 
 /// The response body of a stream: frames from the pump, as they come.
@@ -300,8 +293,8 @@ async fn alerts(
     let query = AlertQuery {
         system: q.text("system"),
         application: q.text("application"),
-        rule: q.text("rule"),
-        min_level: q.one_of("level", &LEVELS),
+        rule: q.code::<Rule>("rule"),
+        min_level: q.code::<Level>("level"),
         open: q
             .one_of("state", &["open", "resolved"])
             .map(|s| s == "open"),
@@ -485,12 +478,12 @@ mod tests {
         let entry = FeedEntry {
             seq: 7,
             at: 0,
-            kind: "alert".into(),
+            kind: FeedKind::Alert,
             system_id: "s".into(),
             department: "d".into(),
             item_code: "i".into(),
             application_id: "a".into(),
-            level: Some("red".into()),
+            level: Some(Level::Red),
             routing_key: "alert.red.r".into(),
             body: "{\"a\":1,\r\n\"b\":2}".into(),
         };

@@ -19,9 +19,10 @@
 use crate::clock::format_millis;
 use crate::config::Config;
 use crate::mapping::MapError;
+use crate::model::parse_time;
+use crate::model::{ApplicationState, CaseEvent, MessageKind, Via};
 use crate::store::group::{GroupCommit, GroupError};
 use crate::store::{EventToRecord, NewRefusal, Store, StoreError};
-use crate::supervision::case::parse_time;
 use serde_json::Value;
 
 /// Whether a message was new.
@@ -71,27 +72,6 @@ impl InboundError {
     }
 }
 
-/// How a message reached the hub.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Via {
-    /// Posted to `/api/v1/systems/{id}/events` or `/results`.
-    Webhook,
-    /// Fetched from the system's feed (by the poller, `workers::intake`).
-    Poll,
-    /// Consumed from the system's AMQP queue (by `workers::consume`).
-    Queue,
-}
-
-impl Via {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Via::Webhook => "webhook",
-            Via::Poll => "poll",
-            Via::Queue => "queue",
-        }
-    }
-}
-
 /// Case events recorded together: events arriving while a commit is in flight share the next
 /// one (see [`crate::store::group`]), each caller answered once its event is durable.
 pub type EventRecorder = GroupCommit<EventToRecord, bool>;
@@ -110,22 +90,6 @@ pub fn event_recorder(store: Store) -> EventRecorder {
     })
 }
 
-/// Which kind of message a system sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    CaseEvent,
-    Result,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::CaseEvent => "event",
-            Kind::Result => "result",
-        }
-    }
-}
-
 /// Receives one message of `kind` from `system`, in the system's own format, that came `via`
 /// the given way. A refusal is recorded and logged before it is returned (see the module
 /// documentation); recording it is best effort, since the message is lost to the hub either
@@ -135,7 +99,7 @@ pub async fn receive(
     store: &Store,
     events: &EventRecorder,
     system: &str,
-    kind: Kind,
+    kind: MessageKind,
     body: &[u8],
     via: Via,
 ) -> Result<Received, InboundError> {
@@ -186,7 +150,7 @@ pub async fn refused(
     config: &Config,
     store: &Store,
     system: &str,
-    kind: Kind,
+    kind: MessageKind,
     via: Via,
     reasons: &[String],
     fingerprint: Option<&str>,
@@ -198,8 +162,8 @@ pub async fn refused(
     let refusal = NewRefusal {
         system_id: system,
         department,
-        kind: kind.as_str(),
-        via: via.as_str(),
+        kind,
+        via,
         at: crate::clock::now_millis(),
         reasons,
         fingerprint,
@@ -236,7 +200,7 @@ async fn take(
     store: &Store,
     events: &EventRecorder,
     system: &str,
-    kind: Kind,
+    kind: MessageKind,
     body: &[u8],
 ) -> Result<Received, InboundError> {
     let arrived = crate::clock::now_millis();
@@ -245,8 +209,8 @@ async fn take(
         .get(system)
         .ok_or_else(|| InboundError::UnknownSystem(system.to_string()))?;
     let mapping_name = match kind {
-        Kind::CaseEvent => &adapter.inbound.case_event_mapping,
-        Kind::Result => adapter
+        MessageKind::CaseEvent => &adapter.inbound.case_event_mapping,
+        MessageKind::Result => adapter
             .inbound
             .result_mapping
             .as_ref()
@@ -287,35 +251,41 @@ async fn take(
         }
         Some(_) => {}
     }
-    if kind == Kind::CaseEvent {
+    if kind == MessageKind::CaseEvent {
         let limit = config.hub.supervision.thresholds.future_limit_minutes;
         problems.extend(times_ahead(&canonical, arrived, limit));
     }
+    // A case event that mapped is valid against its schema, so it reads as one; read once,
+    // it says which step it reports.
+    let event = match kind {
+        MessageKind::CaseEvent => match CaseEvent::from_json(&canonical) {
+            Ok(event) => Some(event),
+            Err(why) => {
+                problems.push(why.to_owned());
+                None
+            }
+        },
+        MessageKind::Result => None,
+    };
     if !problems.is_empty() {
         return Err(InboundError::Refused(problems));
     }
     let body = canonical.to_string();
-    let new = match kind {
-        Kind::CaseEvent => {
-            let node = text("/node/name");
+    let new = match event {
+        Some(event) => {
             events
                 .write(EventToRecord {
                     system_id: system.to_owned(),
-                    event_id: text("/event_id").to_owned(),
-                    application_id: application_id.to_owned(),
-                    node_name: node.to_owned(),
+                    event_id: event.event_id,
+                    application_id: event.application_id,
+                    node_name: event.node.name.as_str().to_owned(),
                     occurred_at: text("/occurred_at").to_owned(),
                     body,
-                    state: if node == "办结" {
-                        "completed"
-                    } else {
-                        "in_progress"
-                    }
-                    .to_owned(),
+                    state: ApplicationState::after_step(event.node.name),
                 })
                 .await?
         }
-        Kind::Result => {
+        None => {
             store
                 .record_result(system, text("/license/id"), application_id, &body)
                 .await?

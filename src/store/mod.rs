@@ -22,9 +22,9 @@ pub use routing::{
     NewEvent,
 };
 pub use supervision::{
-    AlertAction, AlertQuery, AlertRecord, AlertWrite, CaseQuery, CaseStates, CaseStats,
-    CaseSummary, Durations, EngineRound, FeedEntry, FeedQuery, LeaseHold, LeaseRecord,
-    NewFeedEntry, NewRefusal, RefusalRecord, RefusalSummary, ReportingLag, SupervisionStats,
+    AlertQuery, AlertRecord, AlertWrite, CaseQuery, CaseStates, CaseStats, CaseSummary, Durations,
+    EngineRound, FeedEntry, FeedQuery, LeaseHold, LeaseRecord, NewFeedEntry, NewRefusal,
+    RefusalRecord, RefusalSummary, ReportingLag, SupervisionStats,
 };
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
@@ -445,6 +445,16 @@ pub fn redact(url: &str) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+/// A column holding a code of one of the model's lists.
+pub(crate) fn parsed<T: std::str::FromStr<Err = crate::model::UnknownCode>>(
+    r: &sqlx::any::AnyRow,
+    column: &str,
+) -> Result<T, StoreError> {
+    let text: String = sqlx::Row::try_get(r, column)?;
+    text.parse()
+        .map_err(|e: crate::model::UnknownCode| StoreError::Corrupt(format!("{column}: {e}")))
 }
 
 #[cfg(test)]

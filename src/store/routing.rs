@@ -3,6 +3,7 @@
 
 use super::{Backend, Store, StoreError};
 use crate::clock;
+use crate::model::{ApplicationState, AttemptKind, DeliveryState, FeedKind};
 use crate::personal::PersonalValues;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
@@ -58,7 +59,7 @@ pub struct ApplicationRecord {
     pub item_code: String,
     pub item_version: i64,
     pub system_id: String,
-    pub state: String,
+    pub state: ApplicationState,
     pub accepted_at: i64,
     pub updated_at: i64,
     /// The canonical document, for those allowed to see it.
@@ -87,7 +88,7 @@ pub struct DeliveryRecord {
     pub id: String,
     pub application_id: String,
     pub system_id: String,
-    pub status: String,
+    pub status: DeliveryState,
     pub attempts: i64,
     pub next_attempt_at: i64,
     pub last_error: Option<String>,
@@ -101,7 +102,7 @@ pub struct AttemptRecord {
     pub attempt: i64,
     pub started_at: i64,
     pub duration_ms: i64,
-    pub outcome: String,
+    pub outcome: AttemptKind,
     pub status_code: Option<i64>,
     pub detail: Option<String>,
 }
@@ -165,7 +166,7 @@ pub struct NewEvent<'a> {
     pub occurred_at: &'a str,
     pub body: &'a str,
     /// The application's state after this event.
-    pub state: &'a str,
+    pub state: ApplicationState,
 }
 
 /// An owned [`NewEvent`], to record together with others ([`Store::record_events`]).
@@ -177,7 +178,7 @@ pub struct EventToRecord {
     pub node_name: String,
     pub occurred_at: String,
     pub body: String,
-    pub state: String,
+    pub state: ApplicationState,
 }
 
 /// A stored case event.
@@ -249,7 +250,7 @@ impl Store {
                 item_code: r.try_get("item_code")?,
                 item_version: r.try_get("item_version")?,
                 system_id: r.try_get("system_id")?,
-                state: r.try_get("state")?,
+                state: super::parsed(&r, "state")?,
                 accepted_at: r.try_get("accepted_at")?,
                 updated_at: r.try_get("updated_at")?,
                 body: r.try_get("body")?,
@@ -386,7 +387,7 @@ impl Store {
                     attempt: r.try_get("attempt")?,
                     started_at: r.try_get("started_at")?,
                     duration_ms: r.try_get("duration_ms")?,
-                    outcome: r.try_get("outcome")?,
+                    outcome: super::parsed(r, "outcome")?,
                     status_code: r.try_get("status_code")?,
                     detail: r.try_get("detail")?,
                 })
@@ -482,7 +483,7 @@ impl Store {
                 node_name: &e.node_name,
                 occurred_at: &e.occurred_at,
                 body: &e.body,
-                state: &e.state,
+                state: e.state,
             };
             new[i] = record_event_in_tx(&mut tx, &event, now).await?;
         }
@@ -569,7 +570,7 @@ fn delivery_from_row(r: &AnyRow) -> Result<DeliveryRecord, StoreError> {
         id: r.try_get("id")?,
         application_id: r.try_get("application_id")?,
         system_id: r.try_get("system_id")?,
-        status: r.try_get("status")?,
+        status: super::parsed(r, "status")?,
         attempts: r.try_get("attempts")?,
         next_attempt_at: r.try_get("next_attempt_at")?,
         last_error: r.try_get("last_error")?,
@@ -583,10 +584,14 @@ async fn record_attempt_in_tx(
     a: &FinishedAttempt,
 ) -> Result<(), StoreError> {
     let now = clock::now_millis();
-    let (name, status, detail) = match &a.outcome {
-        AttemptOutcome::Delivered { status } => ("delivered", *status, None),
-        AttemptOutcome::Retry { status, reason, .. } => ("retry", *status, Some(reason.as_str())),
-        AttemptOutcome::Dead { status, reason } => ("dead", *status, Some(reason.as_str())),
+    let (kind, status, detail) = match &a.outcome {
+        AttemptOutcome::Delivered { status } => (AttemptKind::Delivered, *status, None),
+        AttemptOutcome::Retry { status, reason, .. } => {
+            (AttemptKind::Retry, *status, Some(reason.as_str()))
+        }
+        AttemptOutcome::Dead { status, reason } => {
+            (AttemptKind::Dead, *status, Some(reason.as_str()))
+        }
     };
     sqlx::query(
             "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, outcome, status_code, detail) \
@@ -596,7 +601,7 @@ async fn record_attempt_in_tx(
         .bind(a.attempt)
         .bind(a.started_at)
         .bind(a.duration_ms)
-        .bind(name)
+        .bind(kind.as_str())
         .bind(status.map(i64::from))
         .bind(detail)
         .execute(&mut **tx)
@@ -766,7 +771,7 @@ async fn record_event_in_tx(
     if inserted == 1 {
         sqlx::query("UPDATE applications SET state = $2, updated_at = $3 WHERE id = $1 AND state <> 'completed'")
                 .bind(event.application_id)
-                .bind(event.state)
+                .bind(event.state.as_str())
                 .bind(now)
                 .execute(&mut **tx)
                 .await?;
@@ -800,7 +805,7 @@ async fn record_event_in_tx(
         super::supervision::append_feed_in_tx(
             tx,
             &super::NewFeedEntry {
-                kind: "event",
+                kind: FeedKind::Event,
                 system_id: event.system_id,
                 department: &department,
                 item_code: &item_code,

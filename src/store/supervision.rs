@@ -16,13 +16,12 @@
 
 use super::{Store, StoreError};
 use crate::clock;
+use crate::model::{AlertAction, CaseState, FeedKind, Level, MessageKind, Rule, Via};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 use std::collections::BTreeMap;
 
 /// The levels, lowest first, as the store and the feed spell them.
-const LEVELS: [&str; 3] = ["warning", "yellow", "red"];
-
 const FEED_COLUMNS: &str =
     "seq, at, kind, system_id, department, item_code, application_id, level, routing_key, body";
 
@@ -33,15 +32,14 @@ const REFUSAL_COLUMNS: &str = "seq, system_id, department, kind, via, at, reason
 /// A feed entry to append.
 #[derive(Debug, Clone)]
 pub struct NewFeedEntry<'a> {
-    /// `event` or `alert`.
-    pub kind: &'a str,
+    pub kind: FeedKind,
     pub system_id: &'a str,
     /// The item's department USCC, `""` if unknown.
     pub department: &'a str,
     pub item_code: &'a str,
     pub application_id: &'a str,
-    /// An alert's level (`warning`, `yellow`, `red`); `None` for events.
-    pub level: Option<&'a str>,
+    /// An alert's level; `None` for events.
+    pub level: Option<Level>,
     /// `event.<system>.<node>` or `alert.<level>.<rule>`.
     pub routing_key: &'a str,
     /// JSON text, personal data masked.
@@ -53,12 +51,12 @@ pub struct NewFeedEntry<'a> {
 pub struct FeedEntry {
     pub seq: i64,
     pub at: i64,
-    pub kind: String,
+    pub kind: FeedKind,
     pub system_id: String,
     pub department: String,
     pub item_code: String,
     pub application_id: String,
-    pub level: Option<String>,
+    pub level: Option<Level>,
     pub routing_key: String,
     pub body: String,
 }
@@ -73,11 +71,9 @@ pub struct FeedQuery {
     /// catalog's own department filter takes it.
     pub department: Option<String>,
     pub item: Option<String>,
-    /// `event` or `alert`.
-    pub kind: Option<String>,
-    /// Alerts at or above this level (warning < yellow < red); events are excluded when set. An
-    /// unknown level matches nothing.
-    pub min_level: Option<String>,
+    pub kind: Option<FeedKind>,
+    /// Alerts at or above this level (warning < yellow < red); events are excluded when set.
+    pub min_level: Option<Level>,
     /// At most this many entries (at least one is always asked for).
     pub limit: u32,
 }
@@ -86,15 +82,14 @@ pub struct FeedQuery {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AlertRecord {
     pub id: String,
-    /// The rule's id (`time_limit`, `out_of_order`, …).
-    pub rule: String,
+    pub rule: Rule,
     pub system_id: String,
     /// `None` for a system's own alert.
     pub application_id: Option<String>,
     pub item_code: Option<String>,
     /// The department's USCC, `""` if unknown.
     pub department: String,
-    pub level: String,
+    pub level: Level,
     pub evidence: String,
     pub raised_at: i64,
     pub updated_at: i64,
@@ -107,9 +102,9 @@ pub struct AlertRecord {
 pub struct AlertQuery {
     pub system: Option<String>,
     pub application: Option<String>,
-    pub rule: Option<String>,
-    /// At or above this level; an unknown level matches nothing.
-    pub min_level: Option<String>,
+    pub rule: Option<Rule>,
+    /// At or above this level.
+    pub min_level: Option<Level>,
     /// `Some(true)` open only, `Some(false)` resolved only, `None` both.
     pub open: Option<bool>,
     /// At most this many alerts (at least one is always asked for).
@@ -122,10 +117,8 @@ pub struct NewRefusal<'a> {
     pub system_id: &'a str,
     /// The system's department USCC, `""` if unknown.
     pub department: &'a str,
-    /// `event` or `result`.
-    pub kind: &'a str,
-    /// `webhook`, `poll` or `queue`.
-    pub via: &'a str,
+    pub kind: MessageKind,
+    pub via: Via,
     pub at: i64,
     /// Masked: no value of the message, no ID or phone number.
     pub reasons: &'a [String],
@@ -141,8 +134,8 @@ pub struct RefusalRecord {
     pub seq: i64,
     pub system_id: String,
     pub department: String,
-    pub kind: String,
-    pub via: String,
+    pub kind: MessageKind,
+    pub via: Via,
     pub at: i64,
     pub reasons: Vec<String>,
 }
@@ -157,41 +150,22 @@ pub struct RefusalSummary {
     pub latest: RefusalRecord,
 }
 
-/// What happens to an alert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AlertAction {
-    Raise,
-    Escalate,
-    Resolve,
-}
-
-impl AlertAction {
-    /// As the feed's alert bodies say it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlertAction::Raise => "raised",
-            AlertAction::Escalate => "escalated",
-            AlertAction::Resolve => "resolved",
-        }
-    }
-}
-
 /// One alert change for [`Store::apply_alert_changes`].
 #[derive(Debug, Clone)]
 pub struct AlertWrite<'a> {
     pub action: AlertAction,
     /// The open alert to escalate or resolve; on `Raise` the store assigns the id.
     pub id: Option<&'a str>,
-    pub rule: &'a str,
+    pub rule: Rule,
     pub system_id: &'a str,
     pub application_id: Option<&'a str>,
     pub item_code: Option<&'a str>,
     /// The item's department USCC, `""` if unknown (for the feed's department filter).
     pub department: &'a str,
     /// The level after the change (the alert's level when resolving).
-    pub level: &'a str,
+    pub level: Level,
     /// The level before an escalation.
-    pub from_level: Option<&'a str>,
+    pub from_level: Option<Level>,
     /// On `Raise` and `Escalate`, the condition's evidence; on `Resolve`, the alert's last.
     pub evidence: &'a str,
     pub at: i64,
@@ -205,8 +179,7 @@ pub struct CaseSummary {
     pub item_code: String,
     /// The item's department USCC, `""` if unknown.
     pub department: String,
-    /// The case state as `supervision::case::State` spells it.
-    pub state: String,
+    pub state: CaseState,
     /// When the hub accepted the application.
     pub submitted_at: i64,
     /// The department's acceptance (受理), from which the dues run.
@@ -242,7 +215,7 @@ const CLOSED_STATES: &str = "('completed', 'refused')";
 
 impl CaseSummary {
     pub fn is_open(&self) -> bool {
-        self.state != "completed" && self.state != "refused"
+        !self.state.is_closed()
     }
 }
 
@@ -348,11 +321,12 @@ pub struct SupervisionStats {
     pub items: Vec<CaseStats>,
 }
 
-fn levels_at_or_above(min: &str) -> Vec<&'static str> {
-    match LEVELS.iter().position(|l| *l == min) {
-        Some(i) => LEVELS[i..].to_vec(),
-        None => Vec::new(),
-    }
+fn levels_at_or_above(min: Level) -> Vec<&'static str> {
+    Level::ALL
+        .iter()
+        .filter(|l| **l >= min)
+        .map(|l| l.as_str())
+        .collect()
 }
 
 enum Param<'q> {
@@ -457,11 +431,11 @@ impl Store {
         if let Some(item) = &q.item {
             filter.add("item_code =", Param::Text(item));
         }
-        if let Some(kind) = &q.kind {
-            filter.add("kind =", Param::Text(kind));
+        if let Some(kind) = q.kind {
+            filter.add("kind =", Param::Text(kind.as_str()));
         }
-        if let Some(min) = &q.min_level {
-            filter.raw("kind = 'alert'");
+        if let Some(min) = q.min_level {
+            filter.add("kind =", Param::Text(FeedKind::Alert.as_str()));
             filter.any_of("level", &levels_at_or_above(min));
         }
         let sql = format!(
@@ -524,10 +498,10 @@ impl Store {
         if let Some(application) = &q.application {
             filter.add("application_id =", Param::Text(application));
         }
-        if let Some(rule) = &q.rule {
-            filter.add("rule =", Param::Text(rule));
+        if let Some(rule) = q.rule {
+            filter.add("rule =", Param::Text(rule.as_str()));
         }
-        if let Some(min) = &q.min_level {
+        if let Some(min) = q.min_level {
             filter.any_of("level", &levels_at_or_above(min));
         }
         match q.open {
@@ -607,11 +581,11 @@ impl Store {
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, NULL, $9)",
                     )
                     .bind(&id)
-                    .bind(w.rule)
+                    .bind(w.rule.as_str())
                     .bind(w.system_id)
                     .bind(w.application_id)
                     .bind(w.item_code)
-                    .bind(w.level)
+                    .bind(w.level.as_str())
                     .bind(w.evidence)
                     .bind(w.at)
                     .bind(w.department)
@@ -626,7 +600,7 @@ impl Store {
                              WHERE id = $1 AND resolved_at IS NULL",
                         )
                         .bind(id)
-                        .bind(w.level)
+                        .bind(w.level.as_str())
                         .bind(w.evidence)
                         .bind(w.at)
                     } else {
@@ -661,12 +635,12 @@ impl Store {
                 "at": clock::format_millis(w.at),
             });
             if let Some(from) = w.from_level {
-                body["from"] = serde_json::Value::from(from);
+                body["from"] = serde_json::Value::from(from.as_str());
             }
             let body = body.to_string();
             let routing_key = format!("alert.{}.{}", w.level, w.rule);
             let entry = NewFeedEntry {
-                kind: "alert",
+                kind: FeedKind::Alert,
                 system_id: w.system_id,
                 department: w.department,
                 item_code: w.item_code.unwrap_or(""),
@@ -812,8 +786,8 @@ impl Store {
         .bind(seq)
         .bind(r.system_id)
         .bind(r.department)
-        .bind(r.kind)
-        .bind(r.via)
+        .bind(r.kind.as_str())
+        .bind(r.via.as_str())
         .bind(r.at)
         .bind(&reasons)
         .bind(r.fingerprint)
@@ -1197,7 +1171,7 @@ async fn upsert_case(
     .bind(&c.system_id)
     .bind(&c.item_code)
     .bind(&c.department)
-    .bind(&c.state)
+    .bind(c.state.as_str())
     .bind(c.submitted_at)
     .bind(c.accepted_at)
     .bind(c.promised_due)
@@ -1217,7 +1191,7 @@ fn case_from_row(r: &AnyRow) -> Result<CaseSummary, StoreError> {
         system_id: r.try_get("system_id")?,
         item_code: r.try_get("item_code")?,
         department: r.try_get("department")?,
-        state: r.try_get("state")?,
+        state: super::parsed(r, "state")?,
         submitted_at: r.try_get("submitted_at")?,
         accepted_at: r.try_get("accepted_at")?,
         promised_due: r.try_get("promised_due")?,
@@ -1251,12 +1225,12 @@ async fn insert_feed(
     )
     .bind(seq)
     .bind(at)
-    .bind(e.kind)
+    .bind(e.kind.as_str())
     .bind(e.system_id)
     .bind(e.department)
     .bind(e.item_code)
     .bind(e.application_id)
-    .bind(e.level)
+    .bind(e.level.map(Level::as_str))
     .bind(e.routing_key)
     .bind(e.body)
     .execute(&mut **tx)
@@ -1264,12 +1238,12 @@ async fn insert_feed(
     Ok(FeedEntry {
         seq,
         at,
-        kind: e.kind.to_owned(),
+        kind: e.kind,
         system_id: e.system_id.to_owned(),
         department: e.department.to_owned(),
         item_code: e.item_code.to_owned(),
         application_id: e.application_id.to_owned(),
-        level: e.level.map(str::to_owned),
+        level: e.level,
         routing_key: e.routing_key.to_owned(),
         body: e.body.to_owned(),
     })
@@ -1305,12 +1279,19 @@ fn feed_from_row(r: &AnyRow) -> Result<FeedEntry, StoreError> {
     Ok(FeedEntry {
         seq: r.try_get("seq")?,
         at: r.try_get("at")?,
-        kind: r.try_get("kind")?,
+        kind: super::parsed(r, "kind")?,
         system_id: r.try_get("system_id")?,
         department: r.try_get("department")?,
         item_code: r.try_get("item_code")?,
         application_id: r.try_get("application_id")?,
-        level: r.try_get("level")?,
+        level: r
+            .try_get::<Option<String>, _>("level")?
+            .map(|l| {
+                l.parse().map_err(|e: crate::model::UnknownCode| {
+                    StoreError::Corrupt(format!("level: {e}"))
+                })
+            })
+            .transpose()?,
         routing_key: r.try_get("routing_key")?,
         body: r.try_get("body")?,
     })
@@ -1322,8 +1303,8 @@ fn refusal_from_row(r: &AnyRow) -> Result<RefusalRecord, StoreError> {
         seq: r.try_get("seq")?,
         system_id: r.try_get("system_id")?,
         department: r.try_get("department")?,
-        kind: r.try_get("kind")?,
-        via: r.try_get("via")?,
+        kind: super::parsed(r, "kind")?,
+        via: super::parsed(r, "via")?,
         at: r.try_get("at")?,
         reasons: serde_json::from_str(&reasons)
             .map_err(|e| StoreError::Corrupt(format!("refusal {reasons}: {e}")))?,
@@ -1333,12 +1314,12 @@ fn refusal_from_row(r: &AnyRow) -> Result<RefusalRecord, StoreError> {
 fn alert_from_row(r: &AnyRow) -> Result<AlertRecord, StoreError> {
     Ok(AlertRecord {
         id: r.try_get("id")?,
-        rule: r.try_get("rule")?,
+        rule: super::parsed(r, "rule")?,
         system_id: r.try_get("system_id")?,
         application_id: r.try_get("application_id")?,
         item_code: r.try_get("item_code")?,
         department: r.try_get("department")?,
-        level: r.try_get("level")?,
+        level: super::parsed(r, "level")?,
         evidence: r.try_get("evidence")?,
         raised_at: r.try_get("raised_at")?,
         updated_at: r.try_get("updated_at")?,

@@ -57,381 +57,14 @@
 //! A case keeps nothing personal: handler details are not read, and of opinions and reasons it
 //! keeps only whether they were given.
 
-use serde::{Deserialize, Deserializer, Serialize};
+use crate::model::{
+    CaseEvent, CaseState, CompletionResult, NodeName, NodeResult, NodeType, SpecialKind,
+};
+use serde::Serialize;
 use std::fmt;
-
-/// 环节名称: the step an event reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum NodeName {
-    #[serde(rename = "受理")]
-    Acceptance,
-    #[serde(rename = "审查")]
-    Review,
-    #[serde(rename = "决定")]
-    Decision,
-    #[serde(rename = "送达")]
-    Delivery,
-    #[serde(rename = "补正")]
-    Supplement,
-    #[serde(rename = "特别程序")]
-    SpecialProcedure,
-    #[serde(rename = "办结")]
-    Completion,
-}
-
-impl NodeName {
-    pub const ALL: [NodeName; 7] = [
-        NodeName::Acceptance,
-        NodeName::Review,
-        NodeName::Decision,
-        NodeName::Delivery,
-        NodeName::Supplement,
-        NodeName::SpecialProcedure,
-        NodeName::Completion,
-    ];
-
-    /// The name as the schema spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NodeName::Acceptance => "受理",
-            NodeName::Review => "审查",
-            NodeName::Decision => "决定",
-            NodeName::Delivery => "送达",
-            NodeName::Supplement => "补正",
-            NodeName::SpecialProcedure => "特别程序",
-            NodeName::Completion => "办结",
-        }
-    }
-}
-
-impl fmt::Display for NodeName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// 环节类型: 1 start, 2 middle, 3 end, 4 single.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum NodeType {
-    #[serde(rename = "1")]
-    Start,
-    #[serde(rename = "2")]
-    Middle,
-    #[serde(rename = "3")]
-    End,
-    #[serde(rename = "4")]
-    Single,
-}
-
-impl NodeType {
-    pub fn code(self) -> &'static str {
-        match self {
-            NodeType::Start => "1",
-            NodeType::Middle => "2",
-            NodeType::End => "3",
-            NodeType::Single => "4",
-        }
-    }
-
-    /// Whether DOMAIN.md allows this result on a step of this type.
-    pub fn allows(self, result: NodeResult) -> bool {
-        use NodeResult::*;
-        match self {
-            NodeType::Start => matches!(result, Accepted | SupplementRequested | SpecialProcedure),
-            NodeType::Middle => matches!(
-                result,
-                Disagree | Agree | SupplementRequested | SpecialProcedure | Returned
-            ),
-            NodeType::End => matches!(result, Disagree | Agree),
-            NodeType::Single => matches!(result, Agree | NotAccepted | Rejected | Accepted),
-        }
-    }
-}
-
-/// 环节结果.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum NodeResult {
-    /// 0 不同意.
-    #[serde(rename = "0")]
-    Disagree,
-    /// 1 同意.
-    #[serde(rename = "1")]
-    Agree,
-    /// 2 不受理.
-    #[serde(rename = "2")]
-    NotAccepted,
-    /// 3 不予受理.
-    #[serde(rename = "3")]
-    Rejected,
-    /// 4 受理.
-    #[serde(rename = "4")]
-    Accepted,
-    /// 5 补齐补正.
-    #[serde(rename = "5")]
-    SupplementRequested,
-    /// 6 特别程序.
-    #[serde(rename = "6")]
-    SpecialProcedure,
-    /// 7 退回.
-    #[serde(rename = "7")]
-    Returned,
-}
-
-impl NodeResult {
-    /// The name DOMAIN.md gives the result.
-    pub fn label(self) -> &'static str {
-        match self {
-            NodeResult::Disagree => "不同意",
-            NodeResult::Agree => "同意",
-            NodeResult::NotAccepted => "不受理",
-            NodeResult::Rejected => "不予受理",
-            NodeResult::Accepted => "受理",
-            NodeResult::SupplementRequested => "补齐补正",
-            NodeResult::SpecialProcedure => "特别程序",
-            NodeResult::Returned => "退回",
-        }
-    }
-
-    pub fn code(self) -> &'static str {
-        match self {
-            NodeResult::Disagree => "0",
-            NodeResult::Agree => "1",
-            NodeResult::NotAccepted => "2",
-            NodeResult::Rejected => "3",
-            NodeResult::Accepted => "4",
-            NodeResult::SupplementRequested => "5",
-            NodeResult::SpecialProcedure => "6",
-            NodeResult::Returned => "7",
-        }
-    }
-}
-
-/// 特别程序种类.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum SpecialKind {
-    /// 1 补正.
-    #[serde(rename = "1")]
-    Supplement,
-    /// 2 听证.
-    #[serde(rename = "2")]
-    Hearing,
-    /// 3 公示.
-    #[serde(rename = "3")]
-    PublicNotice,
-    /// 4 核查.
-    #[serde(rename = "4")]
-    Verification,
-    /// 5 中止.
-    #[serde(rename = "5")]
-    Suspension,
-    /// 6 预审补正.
-    #[serde(rename = "6")]
-    PreReviewSupplement,
-}
-
-impl SpecialKind {
-    pub fn code(self) -> &'static str {
-        match self {
-            SpecialKind::Supplement => "1",
-            SpecialKind::Hearing => "2",
-            SpecialKind::PublicNotice => "3",
-            SpecialKind::Verification => "4",
-            SpecialKind::Suspension => "5",
-            SpecialKind::PreReviewSupplement => "6",
-        }
-    }
-}
-
-/// 办结结果.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum CompletionResult {
-    /// 0 出证办结.
-    #[serde(rename = "0")]
-    Certificate,
-    /// 1 退回办结.
-    #[serde(rename = "1")]
-    Returned,
-    /// 2 作废办结.
-    #[serde(rename = "2")]
-    Void,
-    /// 3 删除办结.
-    #[serde(rename = "3")]
-    Deleted,
-    /// 4 转报办结.
-    #[serde(rename = "4")]
-    ReportedUp,
-    /// 5 补正不来办结.
-    #[serde(rename = "5")]
-    SupplementNeverArrived,
-    /// 6 办结.
-    #[serde(rename = "6")]
-    Completed,
-}
-
-impl CompletionResult {
-    /// The name DOMAIN.md gives the result.
-    pub fn label(self) -> &'static str {
-        match self {
-            CompletionResult::Certificate => "出证办结",
-            CompletionResult::Returned => "退回办结",
-            CompletionResult::Void => "作废办结",
-            CompletionResult::Deleted => "删除办结",
-            CompletionResult::ReportedUp => "转报办结",
-            CompletionResult::SupplementNeverArrived => "补正不来办结",
-            CompletionResult::Completed => "办结",
-        }
-    }
-
-    pub fn code(self) -> &'static str {
-        match self {
-            CompletionResult::Certificate => "0",
-            CompletionResult::Returned => "1",
-            CompletionResult::Void => "2",
-            CompletionResult::Deleted => "3",
-            CompletionResult::ReportedUp => "4",
-            CompletionResult::SupplementNeverArrived => "5",
-            CompletionResult::Completed => "6",
-        }
-    }
-
-    /// Results 1–5 end a case without granting it; DOMAIN.md requires a reason for them.
-    pub fn requires_reason(self) -> bool {
-        !matches!(
-            self,
-            CompletionResult::Certificate | CompletionResult::Completed
-        )
-    }
-}
-
-/// A canonical case event, as much of it as the case needs. Handler details are not read.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct CaseEvent {
-    pub event_id: String,
-    pub application_id: String,
-    pub system: String,
-    pub node: Node,
-    #[serde(default)]
-    pub opinion: Option<String>,
-    #[serde(default)]
-    pub supplement: Option<Supplement>,
-    #[serde(default)]
-    pub special_procedure: Option<SpecialProcedure>,
-    #[serde(default)]
-    pub completion: Option<Completion>,
-    /// Epoch milliseconds, from RFC 3339.
-    #[serde(deserialize_with = "rfc3339_ms")]
-    pub occurred_at: i64,
-    /// When the hub received the event (epoch ms), if known: not part of the message, the
-    /// store's. Without it the event counts as received when it happened.
-    #[serde(skip)]
-    pub received_at: Option<i64>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub struct Node {
-    pub name: NodeName,
-    #[serde(rename = "type")]
-    pub node_type: NodeType,
-    pub result: NodeResult,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Supplement {
-    pub materials: Vec<String>,
-    pub reason: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct SpecialProcedure {
-    pub kind: SpecialKind,
-    pub reason: String,
-    #[serde(deserialize_with = "rfc3339_ms")]
-    pub started_at: i64,
-    #[serde(default, deserialize_with = "rfc3339_ms_opt")]
-    pub ended_at: Option<i64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Completion {
-    pub result: CompletionResult,
-    #[serde(default)]
-    pub reason: Option<String>,
-}
-
-impl CaseEvent {
-    /// Reads a canonical case event. The error never quotes the input (serde's messages can),
-    /// because events are validated against their schema first and carry personal data.
-    pub fn from_json(value: &serde_json::Value) -> Result<CaseEvent, &'static str> {
-        CaseEvent::deserialize(value).map_err(|_| {
-            "not a canonical case event: a field is missing, unknown or of the wrong type, or a time is not RFC 3339"
-        })
-    }
-}
-
-/// Parses an RFC 3339 time to epoch milliseconds.
-pub fn parse_time(text: &str) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(text)
-        .ok()
-        .map(|t| t.timestamp_millis())
-}
-
-fn rfc3339_ms<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    let text = String::deserialize(d)?;
-    parse_time(&text).ok_or_else(|| serde::de::Error::custom("a time is not RFC 3339"))
-}
-
-fn rfc3339_ms_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    match Option::<String>::deserialize(d)? {
-        None => Ok(None),
-        Some(text) => parse_time(&text)
-            .map(Some)
-            .ok_or_else(|| serde::de::Error::custom("a time is not RFC 3339")),
-    }
-}
 
 fn given(text: Option<&str>) -> bool {
     text.is_some_and(|t| !t.trim().is_empty())
-}
-
-/// Where a case stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    Submitted,
-    Accepted,
-    UnderReview,
-    Decided,
-    Delivered,
-    /// In a special procedure or awaiting a supplement: the clock is stopped.
-    Suspended,
-    Completed,
-    Refused,
-}
-
-impl State {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Submitted => "submitted",
-            State::Accepted => "accepted",
-            State::UnderReview => "under_review",
-            State::Decided => "decided",
-            State::Delivered => "delivered",
-            State::Suspended => "suspended",
-            State::Completed => "completed",
-            State::Refused => "refused",
-        }
-    }
-
-    /// Completed and Refused are closed; nothing runs on them.
-    pub fn is_closed(self) -> bool {
-        matches!(self, State::Completed | State::Refused)
-    }
-}
-
-impl fmt::Display for State {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 /// What an event did to its case.
@@ -472,7 +105,7 @@ pub enum OutOfOrder {
     /// A step whose predecessor never came (决定 without 审查, 送达 without 决定).
     Skipped { step: NodeName, missing: NodeName },
     /// A step the case has already gone past (审查 after 决定).
-    Behind { step: NodeName, stage: State },
+    Behind { step: NodeName, stage: CaseState },
     /// A result the node type does not allow.
     ResultNotAllowed {
         node_type: NodeType,
@@ -527,11 +160,11 @@ impl fmt::Display for OutOfOrder {
             OutOfOrder::ResultNotAllowed { node_type, result } => write!(
                 f,
                 "result {} not allowed on node type {}",
-                result.code(),
-                node_type.code()
+                result.as_str(),
+                node_type.as_str()
             ),
             OutOfOrder::ResultNotForStep { step, result } => {
-                write!(f, "result {} does not fit {step}", result.code())
+                write!(f, "result {} does not fit {step}", result.as_str())
             }
             OutOfOrder::ResumeWithoutSuspension { step } => {
                 write!(f, "{step} ends a suspension that never started")
@@ -548,8 +181,8 @@ impl fmt::Display for OutOfOrder {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
     pub effect: Effect,
-    pub before: State,
-    pub after: State,
+    pub before: CaseState,
+    pub after: CaseState,
     /// Empty when the event fits.
     pub out_of_order: Vec<OutOfOrder>,
 }
@@ -644,7 +277,7 @@ pub struct Case {
     item_code: String,
     submitted_at: i64,
     /// The stage reached; never `Suspended` (that comes from open suspensions).
-    stage: State,
+    stage: CaseState,
     stage_since: i64,
     accepted_at: Option<i64>,
     reviewed: bool,
@@ -697,7 +330,7 @@ impl Case {
             system: system.to_owned(),
             item_code: item_code.to_owned(),
             submitted_at,
-            stage: State::Submitted,
+            stage: CaseState::Submitted,
             stage_since: submitted_at,
             accepted_at: None,
             reviewed: false,
@@ -769,16 +402,16 @@ impl Case {
     }
 
     /// The state now: `Suspended` while a suspension is open on an open case.
-    pub fn state(&self) -> State {
+    pub fn state(&self) -> CaseState {
         if !self.stage.is_closed() && self.is_suspended() {
-            State::Suspended
+            CaseState::Suspended
         } else {
             self.stage
         }
     }
 
     /// The stage reached, suspended or not (never `Suspended`).
-    pub fn stage(&self) -> State {
+    pub fn stage(&self) -> CaseState {
         self.stage
     }
 
@@ -871,12 +504,12 @@ impl Case {
     /// The step the case waits for, while it is open.
     pub fn open_step(&self) -> Option<OpenStep> {
         let step = match self.stage {
-            State::Submitted => NodeName::Acceptance,
-            State::Accepted => NodeName::Review,
-            State::UnderReview => NodeName::Decision,
-            State::Decided => NodeName::Delivery,
-            State::Delivered => NodeName::Completion,
-            State::Suspended | State::Completed | State::Refused => return None,
+            CaseState::Submitted => NodeName::Acceptance,
+            CaseState::Accepted => NodeName::Review,
+            CaseState::UnderReview => NodeName::Decision,
+            CaseState::Decided => NodeName::Delivery,
+            CaseState::Delivered => NodeName::Completion,
+            CaseState::Suspended | CaseState::Completed | CaseState::Refused => return None,
         };
         Some(OpenStep {
             step,
@@ -932,11 +565,11 @@ impl Case {
     fn transition(&mut self, event: &CaseEvent, flags: &mut Vec<OutOfOrder>) -> Effect {
         let node = event.node;
         let t = event.occurred_at;
-        if self.stage == State::Completed {
+        if self.stage == CaseState::Completed {
             flags.push(OutOfOrder::AfterCompletion);
             return Effect::Ignored;
         }
-        if self.stage == State::Refused && node.name != NodeName::Completion {
+        if self.stage == CaseState::Refused && node.name != NodeName::Completion {
             flags.push(OutOfOrder::AfterRefusal);
             return Effect::Ignored;
         }
@@ -961,11 +594,11 @@ impl Case {
                     return Effect::Ignored;
                 }
                 self.accepted_at = Some(t);
-                self.advance(State::Accepted, t);
+                self.advance(CaseState::Accepted, t);
                 Effect::Accepted
             }
             Kind::Refuse => {
-                if self.accepted_at.is_some() || self.stage != State::Submitted {
+                if self.accepted_at.is_some() || self.stage != CaseState::Submitted {
                     flags.push(OutOfOrder::RefusalAfterAcceptance);
                     return Effect::Ignored;
                 }
@@ -976,12 +609,12 @@ impl Case {
                     result: node.result,
                     has_reason: given(event.opinion.as_deref()),
                 });
-                self.stage = State::Refused;
+                self.stage = CaseState::Refused;
                 self.stage_since = t;
                 Effect::Refused
             }
             Kind::Supplement => {
-                if matches!(self.stage, State::Decided | State::Delivered) {
+                if matches!(self.stage, CaseState::Decided | CaseState::Delivered) {
                     flags.push(OutOfOrder::SupplementAfterDecision);
                 }
                 if event.supplement.is_none() {
@@ -1080,7 +713,7 @@ impl Case {
                 if self.accepted_at.is_none() {
                     flags.push(OutOfOrder::BeforeAcceptance { step: node.name });
                 }
-                if matches!(self.stage, State::Decided | State::Delivered) {
+                if matches!(self.stage, CaseState::Decided | CaseState::Delivered) {
                     flags.push(OutOfOrder::Behind {
                         step: node.name,
                         stage: self.stage,
@@ -1088,7 +721,7 @@ impl Case {
                     return Effect::Ignored;
                 }
                 self.reviewed = true;
-                self.advance(State::UnderReview, t);
+                self.advance(CaseState::UnderReview, t);
                 Effect::Reviewed
             }
             Kind::Decide => {
@@ -1100,26 +733,26 @@ impl Case {
                         missing: NodeName::Review,
                     });
                 }
-                if self.stage == State::Delivered {
+                if self.stage == CaseState::Delivered {
                     flags.push(OutOfOrder::Behind {
                         step: node.name,
                         stage: self.stage,
                     });
                     return Effect::Ignored;
                 }
-                self.advance(State::Decided, t);
+                self.advance(CaseState::Decided, t);
                 Effect::Decided
             }
             Kind::Deliver => {
                 if self.accepted_at.is_none() {
                     flags.push(OutOfOrder::BeforeAcceptance { step: node.name });
-                } else if self.stage < State::Decided {
+                } else if self.stage < CaseState::Decided {
                     flags.push(OutOfOrder::Skipped {
                         step: node.name,
                         missing: NodeName::Decision,
                     });
                 }
-                self.advance(State::Delivered, t);
+                self.advance(CaseState::Delivered, t);
                 Effect::Delivered
             }
             Kind::Return => {
@@ -1127,9 +760,9 @@ impl Case {
                     flags.push(OutOfOrder::BeforeAcceptance { step: node.name });
                 }
                 let back_to = match node.name {
-                    NodeName::Review => State::Accepted,
-                    NodeName::Decision => State::UnderReview,
-                    _ => State::Decided,
+                    NodeName::Review => CaseState::Accepted,
+                    NodeName::Decision => CaseState::UnderReview,
+                    _ => CaseState::Decided,
                 };
                 self.end_all(t);
                 self.stage = self.stage.min(back_to);
@@ -1144,7 +777,7 @@ impl Case {
                     });
                 }
                 let granted = completion.is_some_and(|c| !c.result.requires_reason());
-                if granted && self.accepted_at.is_none() && self.stage != State::Refused {
+                if granted && self.accepted_at.is_none() && self.stage != CaseState::Refused {
                     flags.push(OutOfOrder::BeforeAcceptance { step: node.name });
                 }
                 self.end_all(t);
@@ -1154,7 +787,7 @@ impl Case {
                     result: completion.map(|c| c.result),
                     has_reason: completion.is_some_and(|c| given(c.reason.as_deref())),
                 });
-                self.stage = State::Completed;
+                self.stage = CaseState::Completed;
                 self.stage_since = t;
                 Effect::Completed
             }
@@ -1162,7 +795,7 @@ impl Case {
     }
 
     /// Moves the stage forward (never back) and ends open suspensions.
-    fn advance(&mut self, to: State, t: i64) {
+    fn advance(&mut self, to: CaseState, t: i64) {
         self.end_all(t);
         if self.stage < to {
             self.stage = to;
@@ -1198,6 +831,7 @@ impl Case {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::model::{Completion, parse_time};
     use serde_json::json;
 
     pub(crate) const HOUR: i64 = 3_600_000;
@@ -1271,16 +905,16 @@ pub(crate) mod tests {
                 Effect::Completed,
             ]
         );
-        let states: Vec<State> = applied.iter().map(|a| a.after).collect();
+        let states: Vec<CaseState> = applied.iter().map(|a| a.after).collect();
         assert_eq!(
             states,
             vec![
-                State::Suspended,
-                State::Accepted,
-                State::UnderReview,
-                State::UnderReview,
-                State::Decided,
-                State::Completed,
+                CaseState::Suspended,
+                CaseState::Accepted,
+                CaseState::UnderReview,
+                CaseState::UnderReview,
+                CaseState::Decided,
+                CaseState::Completed,
             ]
         );
         assert!(applied.iter().all(|a| !a.is_out_of_order()));
@@ -1314,7 +948,7 @@ pub(crate) mod tests {
     #[test]
     fn the_main_path_moves_forward_step_by_step() {
         let mut c = case();
-        assert_eq!(c.state(), State::Submitted);
+        assert_eq!(c.state(), CaseState::Submitted);
         assert_eq!(
             c.open_step(),
             Some(OpenStep {
@@ -1326,31 +960,31 @@ pub(crate) mod tests {
             (
                 accept("a", 1),
                 Effect::Accepted,
-                State::Accepted,
+                CaseState::Accepted,
                 NodeName::Review,
             ),
             (
                 ev("r", 2, "审查", "2", "1"),
                 Effect::Reviewed,
-                State::UnderReview,
+                CaseState::UnderReview,
                 NodeName::Decision,
             ),
             (
                 ev("r2", 3, "审查", "2", "0"),
                 Effect::Reviewed,
-                State::UnderReview,
+                CaseState::UnderReview,
                 NodeName::Decision,
             ),
             (
                 ev("d", 4, "决定", "2", "1"),
                 Effect::Decided,
-                State::Decided,
+                CaseState::Decided,
                 NodeName::Delivery,
             ),
             (
                 ev("s", 5, "送达", "2", "1"),
                 Effect::Delivered,
-                State::Delivered,
+                CaseState::Delivered,
                 NodeName::Completion,
             ),
         ];
@@ -1368,7 +1002,11 @@ pub(crate) mod tests {
         let a = c.apply(&ev("e", 6, "办结", "3", "1"));
         assert_eq!(
             (a.effect, a.before, a.after),
-            (Effect::Completed, State::Delivered, State::Completed)
+            (
+                Effect::Completed,
+                CaseState::Delivered,
+                CaseState::Completed
+            )
         );
         assert!(!c.is_open());
         assert_eq!(c.open_step(), None);
@@ -1387,10 +1025,13 @@ pub(crate) mod tests {
             ],
         );
         let a = c.apply(&ev("d2", 4, "决定", "2", "1"));
-        assert_eq!((a.effect, a.after), (Effect::Decided, State::Decided));
+        assert_eq!((a.effect, a.after), (Effect::Decided, CaseState::Decided));
         assert!(!a.is_out_of_order());
         let a = c.apply(&ev("e", 5, "办结", "3", "1"));
-        assert_eq!((a.effect, a.after), (Effect::Completed, State::Completed));
+        assert_eq!(
+            (a.effect, a.after),
+            (Effect::Completed, CaseState::Completed)
+        );
         assert!(!a.is_out_of_order());
     }
 
@@ -1398,9 +1039,12 @@ pub(crate) mod tests {
     fn a_single_step_accepts_with_agree_and_an_immediate_case_completes_after_acceptance() {
         let mut c = case();
         let a = c.apply(&ev("a", 1, "受理", "4", "1"));
-        assert_eq!((a.effect, a.after), (Effect::Accepted, State::Accepted));
+        assert_eq!((a.effect, a.after), (Effect::Accepted, CaseState::Accepted));
         let a = c.apply(&ev("e", 1, "办结", "4", "1"));
-        assert_eq!((a.effect, a.after), (Effect::Completed, State::Completed));
+        assert_eq!(
+            (a.effect, a.after),
+            (Effect::Completed, CaseState::Completed)
+        );
         assert!(!a.is_out_of_order());
     }
 
@@ -1409,7 +1053,7 @@ pub(crate) mod tests {
         for result in ["2", "3"] {
             let mut c = case();
             let a = c.apply(&ev("x", 1, "受理", "4", result));
-            assert_eq!((a.effect, a.after), (Effect::Refused, State::Refused));
+            assert_eq!((a.effect, a.after), (Effect::Refused, CaseState::Refused));
             assert!(!a.is_out_of_order());
             let r = c.refusal().unwrap();
             assert!(r.has_reason);
@@ -1440,7 +1084,7 @@ pub(crate) mod tests {
         let a = c.apply(&e);
         assert_eq!(
             (a.effect, a.before, a.after),
-            (Effect::Completed, State::Refused, State::Completed)
+            (Effect::Completed, CaseState::Refused, CaseState::Completed)
         );
         assert!(!a.is_out_of_order());
         assert!(c.refusal().is_some());
@@ -1458,8 +1102,8 @@ pub(crate) mod tests {
             (a.effect, a.before, a.after),
             (
                 Effect::SupplementRequested,
-                State::Submitted,
-                State::Suspended
+                CaseState::Submitted,
+                CaseState::Suspended
             )
         );
         assert!(c.is_suspended());
@@ -1468,7 +1112,10 @@ pub(crate) mod tests {
             vec![(t0() + HOUR, t0() + 2 * HOUR)]
         );
         let a = c.apply(&accept("a", 5));
-        assert_eq!((a.before, a.after), (State::Suspended, State::Accepted));
+        assert_eq!(
+            (a.before, a.after),
+            (CaseState::Suspended, CaseState::Accepted)
+        );
         assert_eq!(
             c.suspended_intervals(i64::MAX),
             vec![(t0() + HOUR, t0() + 5 * HOUR)]
@@ -1480,13 +1127,17 @@ pub(crate) mod tests {
         let a = c.apply(&ev("s", 3, "审查", "2", "5"));
         assert_eq!(
             (a.effect, a.after),
-            (Effect::SupplementRequested, State::Suspended)
+            (Effect::SupplementRequested, CaseState::Suspended)
         );
-        assert_eq!(c.stage(), State::UnderReview);
+        assert_eq!(c.stage(), CaseState::UnderReview);
         let a = c.apply(&ev("back", 7, "补正", "2", "1"));
         assert_eq!(
             (a.effect, a.before, a.after),
-            (Effect::Resumed, State::Suspended, State::UnderReview)
+            (
+                Effect::Resumed,
+                CaseState::Suspended,
+                CaseState::UnderReview
+            )
         );
         assert_eq!(c.suspensions()[0].end, Some(t0() + 7 * HOUR));
         assert_eq!(c.supplement_requests().len(), 1);
@@ -1518,7 +1169,7 @@ pub(crate) mod tests {
             (a.effect, a.after),
             (
                 Effect::SpecialProcedureStarted(SpecialKind::Verification),
-                State::Suspended
+                CaseState::Suspended
             )
         );
         // Reported again while it runs: no second interval.
@@ -1538,7 +1189,7 @@ pub(crate) mod tests {
             (a.effect, a.after),
             (
                 Effect::SpecialProcedureEnded(SpecialKind::Verification),
-                State::UnderReview
+                CaseState::UnderReview
             )
         );
         assert_eq!(
@@ -1556,7 +1207,7 @@ pub(crate) mod tests {
             (a.effect, a.after),
             (
                 Effect::SpecialProcedureEnded(SpecialKind::PublicNotice),
-                State::UnderReview
+                CaseState::UnderReview
             )
         );
         assert_eq!(c.suspensions().len(), 2);
@@ -1570,7 +1221,7 @@ pub(crate) mod tests {
         let a = c.apply(&ev("end", 5, "特别程序", "2", "1"));
         assert_eq!(
             (a.effect, a.before, a.after),
-            (Effect::Resumed, State::Suspended, State::Accepted)
+            (Effect::Resumed, CaseState::Suspended, CaseState::Accepted)
         );
         assert_eq!(
             c.suspended_intervals(i64::MAX),
@@ -1582,7 +1233,11 @@ pub(crate) mod tests {
         let a = c.apply(&ev("r", 6, "审查", "2", "1"));
         assert_eq!(
             (a.effect, a.before, a.after),
-            (Effect::Reviewed, State::Suspended, State::UnderReview)
+            (
+                Effect::Reviewed,
+                CaseState::Suspended,
+                CaseState::UnderReview
+            )
         );
         assert_eq!(c.suspensions()[0].end, Some(t0() + 6 * HOUR));
     }
@@ -1601,11 +1256,11 @@ pub(crate) mod tests {
         c.apply(&ev("back", 4, "补正", "2", "1"));
         assert_eq!(
             c.state(),
-            State::Suspended,
+            CaseState::Suspended,
             "the special procedure still runs"
         );
         c.apply(&ev("end", 6, "特别程序", "2", "1"));
-        assert_eq!(c.state(), State::Accepted);
+        assert_eq!(c.state(), CaseState::Accepted);
         assert_eq!(
             c.suspended_intervals(i64::MAX),
             vec![(t0() + 2 * HOUR, t0() + 6 * HOUR)]
@@ -1626,7 +1281,7 @@ pub(crate) mod tests {
         let a = c.apply(&ev("back", 4, "决定", "2", "7"));
         assert_eq!(
             (a.effect, a.before, a.after),
-            (Effect::Returned, State::Decided, State::UnderReview)
+            (Effect::Returned, CaseState::Decided, CaseState::UnderReview)
         );
         assert_eq!(
             c.open_step(),
@@ -1636,10 +1291,10 @@ pub(crate) mod tests {
             })
         );
         let a = c.apply(&ev("back2", 5, "审查", "2", "7"));
-        assert_eq!((a.effect, a.after), (Effect::Returned, State::Accepted));
+        assert_eq!((a.effect, a.after), (Effect::Returned, CaseState::Accepted));
         // A return never moves forward.
         let a = c.apply(&ev("back3", 6, "送达", "2", "7"));
-        assert_eq!((a.effect, a.after), (Effect::Returned, State::Accepted));
+        assert_eq!((a.effect, a.after), (Effect::Returned, CaseState::Accepted));
         assert!(!a.is_out_of_order());
         assert_eq!(
             c.open_step(),
@@ -1662,7 +1317,11 @@ pub(crate) mod tests {
         let a = c.apply(&e);
         assert_eq!(
             (a.effect, a.before, a.after),
-            (Effect::Completed, State::Suspended, State::Completed)
+            (
+                Effect::Completed,
+                CaseState::Suspended,
+                CaseState::Completed
+            )
         );
         assert!(!a.is_out_of_order());
         assert_eq!(
@@ -1676,7 +1335,10 @@ pub(crate) mod tests {
         let mut c = case();
         c.apply(&accept("a", 1));
         let a = c.apply(&accept("a", 1));
-        assert_eq!((a.effect, a.after), (Effect::Duplicate, State::Accepted));
+        assert_eq!(
+            (a.effect, a.after),
+            (Effect::Duplicate, CaseState::Accepted)
+        );
         assert!(!a.is_out_of_order());
         assert_eq!(c.history().len(), 1);
     }
@@ -1699,7 +1361,7 @@ pub(crate) mod tests {
             let a = c.apply(e);
             assert_eq!(
                 (a.effect, a.after),
-                (Effect::Ignored, State::Completed),
+                (Effect::Ignored, CaseState::Completed),
                 "{i}"
             );
             assert_eq!(flags(&a), vec!["after_completion"]);
@@ -1717,7 +1379,7 @@ pub(crate) mod tests {
         let mut c = case();
         c.apply(&ev("x", 1, "受理", "4", "3"));
         let a = c.apply(&accept("a", 2));
-        assert_eq!((a.effect, a.after), (Effect::Ignored, State::Refused));
+        assert_eq!((a.effect, a.after), (Effect::Ignored, CaseState::Refused));
         assert_eq!(flags(&a), vec!["after_refusal"]);
         assert_eq!(c.accepted_at(), None);
     }
@@ -1727,7 +1389,7 @@ pub(crate) mod tests {
         let mut c = case();
         c.apply(&accept("a", 1));
         let a = c.apply(&accept("a2", 2));
-        assert_eq!((a.effect, a.after), (Effect::Ignored, State::Accepted));
+        assert_eq!((a.effect, a.after), (Effect::Ignored, CaseState::Accepted));
         assert_eq!(flags(&a), vec!["second_acceptance"]);
         assert_eq!(c.accepted_at(), Some(t0() + HOUR));
     }
@@ -1737,7 +1399,7 @@ pub(crate) mod tests {
         let mut c = case();
         c.apply(&accept("a", 1));
         let a = c.apply(&ev("x", 2, "受理", "4", "2"));
-        assert_eq!((a.effect, a.after), (Effect::Ignored, State::Accepted));
+        assert_eq!((a.effect, a.after), (Effect::Ignored, CaseState::Accepted));
         assert_eq!(flags(&a), vec!["refusal_after_acceptance"]);
         assert!(c.refusal().is_none());
         // Past submission without an acceptance (a decision reported first) counts too.
@@ -1750,11 +1412,11 @@ pub(crate) mod tests {
     #[test]
     fn steps_before_acceptance_are_flagged_and_still_applied() {
         for (name, ty, result, effect, state) in [
-            ("审查", "2", "1", Effect::Reviewed, State::UnderReview),
-            ("决定", "2", "1", Effect::Decided, State::Decided),
-            ("送达", "3", "1", Effect::Delivered, State::Delivered),
-            ("审查", "2", "7", Effect::Returned, State::Submitted),
-            ("办结", "3", "1", Effect::Completed, State::Completed),
+            ("审查", "2", "1", Effect::Reviewed, CaseState::UnderReview),
+            ("决定", "2", "1", Effect::Decided, CaseState::Decided),
+            ("送达", "3", "1", Effect::Delivered, CaseState::Delivered),
+            ("审查", "2", "7", Effect::Returned, CaseState::Submitted),
+            ("办结", "3", "1", Effect::Completed, CaseState::Completed),
         ] {
             let mut c = case();
             let a = c.apply(&ev("x", 1, name, ty, result));
@@ -1781,7 +1443,7 @@ pub(crate) mod tests {
         let mut c = case();
         c.apply(&ev("d", 3, "决定", "2", "1"));
         let a = c.apply(&accept("a", 1));
-        assert_eq!((a.effect, a.after), (Effect::Accepted, State::Decided));
+        assert_eq!((a.effect, a.after), (Effect::Accepted, CaseState::Decided));
         assert_eq!(flags(&a), vec!["earlier_than_previous"]);
         assert_eq!(c.accepted_at(), Some(t0() + HOUR));
     }
@@ -1791,7 +1453,7 @@ pub(crate) mod tests {
         let mut c = case();
         c.apply(&accept("a", 1));
         let a = c.apply(&ev("d", 2, "决定", "2", "1"));
-        assert_eq!((a.effect, a.after), (Effect::Decided, State::Decided));
+        assert_eq!((a.effect, a.after), (Effect::Decided, CaseState::Decided));
         assert_eq!(
             a.out_of_order,
             vec![OutOfOrder::Skipped {
@@ -1802,7 +1464,10 @@ pub(crate) mod tests {
         let mut c = case();
         run(&mut c, &[accept("a", 1), ev("r", 2, "审查", "2", "1")]);
         let a = c.apply(&ev("s", 3, "送达", "2", "1"));
-        assert_eq!((a.effect, a.after), (Effect::Delivered, State::Delivered));
+        assert_eq!(
+            (a.effect, a.after),
+            (Effect::Delivered, CaseState::Delivered)
+        );
         assert_eq!(
             a.out_of_order,
             vec![OutOfOrder::Skipped {
@@ -1824,22 +1489,22 @@ pub(crate) mod tests {
             ],
         );
         let a = c.apply(&ev("r2", 4, "审查", "2", "1"));
-        assert_eq!((a.effect, a.after), (Effect::Ignored, State::Decided));
+        assert_eq!((a.effect, a.after), (Effect::Ignored, CaseState::Decided));
         assert_eq!(
             a.out_of_order,
             vec![OutOfOrder::Behind {
                 step: NodeName::Review,
-                stage: State::Decided
+                stage: CaseState::Decided
             }]
         );
         c.apply(&ev("s", 5, "送达", "2", "1"));
         let a = c.apply(&ev("d2", 6, "决定", "2", "1"));
-        assert_eq!((a.effect, a.after), (Effect::Ignored, State::Delivered));
+        assert_eq!((a.effect, a.after), (Effect::Ignored, CaseState::Delivered));
         assert_eq!(
             a.out_of_order,
             vec![OutOfOrder::Behind {
                 step: NodeName::Decision,
-                stage: State::Delivered
+                stage: CaseState::Delivered
             }]
         );
     }
@@ -1858,7 +1523,7 @@ pub(crate) mod tests {
             let a = c.apply(&ev("x", 1, name, ty, result));
             assert_eq!(
                 (a.effect, a.after),
-                (Effect::Ignored, State::Submitted),
+                (Effect::Ignored, CaseState::Submitted),
                 "{name} {ty} {result}"
             );
             assert_eq!(flags(&a), vec!["result_not_allowed"]);
@@ -1875,7 +1540,7 @@ pub(crate) mod tests {
                 let result: NodeResult = serde_json::from_value(json!(r.to_string())).unwrap();
                 assert_eq!(
                     ty.allows(result),
-                    codes.contains(result.code()),
+                    codes.contains(result.as_str()),
                     "{ty:?} {r}"
                 );
             }
@@ -1898,7 +1563,7 @@ pub(crate) mod tests {
             let a = c.apply(&ev("x", 1, name, ty, result));
             assert_eq!(
                 (a.effect, a.after),
-                (Effect::Ignored, State::Submitted),
+                (Effect::Ignored, CaseState::Submitted),
                 "{name} {result}"
             );
             assert_eq!(flags(&a), vec!["result_not_for_step"], "{name} {result}");
@@ -1911,7 +1576,7 @@ pub(crate) mod tests {
             let mut c = case();
             c.apply(&accept("a", 1));
             let a = c.apply(&ev("x", 2, name, "2", "1"));
-            assert_eq!((a.effect, a.after), (Effect::Ignored, State::Accepted));
+            assert_eq!((a.effect, a.after), (Effect::Ignored, CaseState::Accepted));
             assert_eq!(flags(&a), vec!["resume_without_suspension"]);
         }
         // A 补正 does not end a hearing.
@@ -1919,7 +1584,7 @@ pub(crate) mod tests {
         run(&mut c, &[accept("a", 1), ev("h", 2, "特别程序", "2", "6")]);
         let a = c.apply(&ev("x", 3, "补正", "2", "1"));
         assert_eq!(flags(&a), vec!["resume_without_suspension"]);
-        assert_eq!(c.state(), State::Suspended);
+        assert_eq!(c.state(), CaseState::Suspended);
     }
 
     #[test]
@@ -1936,7 +1601,7 @@ pub(crate) mod tests {
         let a = c.apply(&ev("s", 4, "决定", "2", "5"));
         assert_eq!(
             (a.effect, a.after),
-            (Effect::SupplementRequested, State::Suspended)
+            (Effect::SupplementRequested, CaseState::Suspended)
         );
         assert_eq!(flags(&a), vec!["supplement_after_decision"]);
         assert_eq!(c.supplement_requests().len(), 1);
@@ -1950,7 +1615,7 @@ pub(crate) mod tests {
         let sp = e.special_procedure.as_mut().unwrap();
         sp.ended_at = Some(sp.started_at - HOUR);
         let a = c.apply(&e);
-        assert_eq!((a.effect, a.after), (Effect::Ignored, State::Accepted));
+        assert_eq!((a.effect, a.after), (Effect::Ignored, CaseState::Accepted));
         assert_eq!(flags(&a), vec!["ends_before_start"]);
         assert!(c.suspensions().is_empty());
     }
@@ -1964,7 +1629,7 @@ pub(crate) mod tests {
         let a = c.apply(&e);
         assert_eq!(
             (a.effect, a.after),
-            (Effect::SupplementRequested, State::Suspended)
+            (Effect::SupplementRequested, CaseState::Suspended)
         );
         assert_eq!(
             a.out_of_order,
@@ -1980,7 +1645,10 @@ pub(crate) mod tests {
         let mut e = ev("e", 4, "办结", "3", "1");
         e.completion = None;
         let a = c.apply(&e);
-        assert_eq!((a.effect, a.after), (Effect::Completed, State::Completed));
+        assert_eq!(
+            (a.effect, a.after),
+            (Effect::Completed, CaseState::Completed)
+        );
         assert_eq!(
             a.out_of_order,
             vec![OutOfOrder::MissingDetail {
@@ -1995,7 +1663,10 @@ pub(crate) mod tests {
         let mut c = case();
         run(&mut c, &[accept("a", 5)]);
         let a = c.apply(&ev("r", 3, "审查", "2", "1"));
-        assert_eq!((a.effect, a.after), (Effect::Reviewed, State::UnderReview));
+        assert_eq!(
+            (a.effect, a.after),
+            (Effect::Reviewed, CaseState::UnderReview)
+        );
         assert_eq!(flags(&a), vec!["earlier_than_previous"]);
     }
 
@@ -2014,7 +1685,7 @@ pub(crate) mod tests {
             received(ev("s2", 20, "补正", "2", "5"), now + 2000),
         ];
         let c = Case::from_events("TB-1", "sy-scjg-food", "ITEM", t0(), &arrived);
-        assert_eq!(c.state(), State::Completed);
+        assert_eq!(c.state(), CaseState::Completed);
         let requests: Vec<&str> = c
             .supplement_requests()
             .iter()
@@ -2090,7 +1761,7 @@ pub(crate) mod tests {
             },
             OutOfOrder::Behind {
                 step: NodeName::Review,
-                stage: State::Decided,
+                stage: CaseState::Decided,
             },
             OutOfOrder::ResultNotAllowed {
                 node_type: NodeType::End,
@@ -2130,7 +1801,7 @@ pub(crate) mod tests {
         bad["event_id"] = json!(13043419840726291_i64);
         let message = CaseEvent::from_json(&bad).unwrap_err();
         assert!(!message.contains("1304341984"), "{message}");
-        for name in NodeName::ALL {
+        for &name in NodeName::ALL {
             let back: NodeName = serde_json::from_value(json!(name.as_str())).unwrap();
             assert_eq!(back, name);
         }

@@ -36,109 +36,17 @@
 //! the hub refused a message for: mapping, schema and hub messages, which never quote a value,
 //! with ID and phone numbers scrubbed.
 
-use super::case::{Case, NodeName};
+use super::case::Case;
 use crate::catalog::{Item, TimeLimit, TimeUnit};
 use crate::clock::format_millis;
+use crate::model::{Level, NodeName, Rule, Via};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fmt;
 
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;
 /// Out-of-order events listed in one evidence text; the rest are counted.
 const EVIDENCE_EVENTS: usize = 5;
-
-/// How serious an alert is: 预警 < 黄牌 < 红牌.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    Warning,
-    Yellow,
-    Red,
-}
-
-impl Level {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Level::Warning => "warning",
-            Level::Yellow => "yellow",
-            Level::Red => "red",
-        }
-    }
-
-    /// 预警, 黄牌, 红牌.
-    pub fn label(self) -> &'static str {
-        match self {
-            Level::Warning => "预警",
-            Level::Yellow => "黄牌",
-            Level::Red => "红牌",
-        }
-    }
-}
-
-impl fmt::Display for Level {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A rule, by its stable id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Rule {
-    TimeLimit,
-    StepOverdue,
-    OutOfOrder,
-    AcceptanceRefused,
-    CompletionWithoutReason,
-    RepeatedSupplement,
-    ShareableMaterialRequested,
-    SystemSilent,
-    EventsRefused,
-    ImplausibleTime,
-}
-
-impl Rule {
-    pub const ALL: [Rule; 10] = [
-        Rule::TimeLimit,
-        Rule::StepOverdue,
-        Rule::OutOfOrder,
-        Rule::AcceptanceRefused,
-        Rule::CompletionWithoutReason,
-        Rule::RepeatedSupplement,
-        Rule::ShareableMaterialRequested,
-        Rule::SystemSilent,
-        Rule::EventsRefused,
-        Rule::ImplausibleTime,
-    ];
-
-    /// The snake_case id used in the store, the feed and routing keys.
-    pub fn id(self) -> &'static str {
-        match self {
-            Rule::TimeLimit => "time_limit",
-            Rule::StepOverdue => "step_overdue",
-            Rule::OutOfOrder => "out_of_order",
-            Rule::AcceptanceRefused => "acceptance_refused",
-            Rule::CompletionWithoutReason => "completion_without_reason",
-            Rule::RepeatedSupplement => "repeated_supplement",
-            Rule::ShareableMaterialRequested => "shareable_material_requested",
-            Rule::SystemSilent => "system_silent",
-            Rule::EventsRefused => "events_refused",
-            Rule::ImplausibleTime => "implausible_time",
-        }
-    }
-
-    /// Whether the rule is about a system rather than a case.
-    pub fn is_system_rule(self) -> bool {
-        matches!(self, Rule::SystemSilent | Rule::EventsRefused)
-    }
-}
-
-impl fmt::Display for Rule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.id())
-    }
-}
 
 /// A step's own limit, as `hub.toml` writes it under `[supervision.step_limits]`:
 /// `"审查" = { working_days = 3 }` or `"受理" = { hours = 24 }`.
@@ -430,8 +338,8 @@ pub struct Refusals {
     pub count: i64,
     pub first_at: i64,
     pub latest_at: i64,
-    /// How the latest came: `webhook`, `poll` or `queue`.
-    pub latest_via: String,
+    /// How the latest came.
+    pub latest_via: Via,
     /// The latest refusal's reasons, masked.
     pub latest_reasons: Vec<String>,
 }
@@ -712,7 +620,7 @@ fn implausible_times(case: &Case, thresholds: &Thresholds) -> Option<Record> {
                 "event {} ({} · {}) dated {}, {why}",
                 s.event_id,
                 s.node,
-                s.result.code(),
+                s.result.as_str(),
                 format_millis(s.occurred_at)
             )
         })
@@ -746,7 +654,7 @@ fn records(case: &Case, item: &Item, due: &Deadlines, thresholds: &Thresholds) -
                     "event {} ({} · {}): {}",
                     s.event_id,
                     s.node,
-                    s.result.code(),
+                    s.result.as_str(),
                     why.join(", ")
                 )
             })
@@ -774,7 +682,7 @@ fn records(case: &Case, item: &Item, due: &Deadlines, thresholds: &Thresholds) -
             evidence: format!(
                 "event {} refused acceptance ({} {}) at {}, {reasons}",
                 r.event_id,
-                r.result.code(),
+                r.result.as_str(),
                 r.result.label(),
                 format_millis(r.at)
             ),
@@ -792,7 +700,7 @@ fn records(case: &Case, item: &Item, due: &Deadlines, thresholds: &Thresholds) -
             evidence: format!(
                 "event {} completed the case with result {} {} at {} without a reason",
                 done.event_id,
-                result.code(),
+                result.as_str(),
                 result.label(),
                 format_millis(done.at)
             ),
@@ -908,8 +816,8 @@ fn after_running(from: i64, needed: i64, spans: &[(i64, i64)]) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{CaseEvent, Completion, CompletionResult};
     use crate::supervision::case::tests::{DAY, HOUR, accept, case, ev, t0};
-    use crate::supervision::case::{CaseEvent, Completion, CompletionResult};
 
     fn item() -> Item {
         let catalog: Vec<Item> =
@@ -1037,7 +945,7 @@ mod tests {
     }
 
     fn only(board: &Board, rule: Rule) {
-        for other in Rule::ALL.into_iter().filter(|r| *r != rule) {
+        for &other in Rule::ALL.iter().filter(|r| **r != rule) {
             assert_eq!(board.of(other), vec![], "{other}");
         }
     }
@@ -1069,8 +977,7 @@ mod tests {
     fn time_limit_stops_while_suspended_and_resolves_when_completed_in_time() {
         // Two days in a hearing after acceptance push the warning and the promised date on.
         let mut hearing = ev("h", 24, "特别程序", "2", "6");
-        hearing.special_procedure.as_mut().unwrap().kind =
-            crate::supervision::case::SpecialKind::Hearing;
+        hearing.special_procedure.as_mut().unwrap().kind = crate::model::SpecialKind::Hearing;
         let events = [
             accept("a", 0),
             hearing,
@@ -1273,7 +1180,7 @@ mod tests {
             count: 3,
             first_at: t0(),
             latest_at: t0() + HOUR,
-            latest_via: "poll".into(),
+            latest_via: Via::Poll,
             latest_reasons: reasons,
         };
         let c = events_refused("sy-scjg-food", &refusals, t0() + 2 * HOUR, &t).unwrap();
@@ -1986,7 +1893,7 @@ mod tests {
 
     #[test]
     fn ids_and_levels_are_stable() {
-        let ids: Vec<&str> = Rule::ALL.iter().map(|r| r.id()).collect();
+        let ids: Vec<&str> = Rule::ALL.iter().map(|r| r.as_str()).collect();
         assert_eq!(
             ids,
             vec![
@@ -2002,8 +1909,11 @@ mod tests {
                 "implausible_time",
             ]
         );
-        for r in Rule::ALL {
-            assert_eq!(serde_json::to_value(r).unwrap(), serde_json::json!(r.id()));
+        for &r in Rule::ALL {
+            assert_eq!(
+                serde_json::to_value(r).unwrap(),
+                serde_json::json!(r.as_str())
+            );
         }
         assert!(Level::Warning < Level::Yellow && Level::Yellow < Level::Red);
         assert_eq!(

@@ -42,7 +42,8 @@
 
 use crate::adapters::amqp::{self, MAX_BACKOFF, QueueDeclared, backoff, redact};
 use crate::config::{Config, InboundMode};
-use crate::service::inbound::{self, InboundError, Kind, Received, Via};
+use crate::model::{MessageKind, Via};
+use crate::service::inbound::{self, InboundError, Received};
 use crate::store::Store;
 use crate::store::group::GroupError;
 use lapin::message::{Delivery, DeliveryResult};
@@ -328,7 +329,7 @@ impl QueueTask {
                 &self.store,
                 &self.events,
                 &self.system,
-                Kind::CaseEvent,
+                MessageKind::CaseEvent,
                 &delivery.data,
                 Via::Queue,
             )

@@ -35,15 +35,15 @@
 
 use crate::catalog::Item;
 use crate::clock;
+use crate::model::{AlertAction, CaseEvent, FeedKind, Level, Rule, parse_time};
 use crate::store::{
-    AlertAction, AlertRecord, AlertWrite, CaseSummary, EngineRound, FeedEntry, FeedQuery,
-    LeaseHold, ReportingLag, Store, StoreError,
+    AlertRecord, AlertWrite, CaseSummary, EngineRound, FeedEntry, FeedQuery, LeaseHold,
+    ReportingLag, Store, StoreError,
 };
 use crate::supervision::calendar::Calendar;
-use crate::supervision::case::{Case, CaseEvent, parse_time};
+use crate::supervision::case::Case;
 use crate::supervision::rules::{
-    self, Alert, AlertChange, AlertKey, Deadlines, Level, Quiet, Refusals, Rule, StepDue,
-    Thresholds,
+    self, Alert, AlertChange, AlertKey, Deadlines, Quiet, Refusals, StepDue, Thresholds,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -317,7 +317,7 @@ impl Engine {
                 .store
                 .feed_after(&FeedQuery {
                     after: self.cursor,
-                    kind: Some("event".into()),
+                    kind: Some(FeedKind::Event),
                     limit: PAGE,
                     ..FeedQuery::default()
                 })
@@ -562,7 +562,7 @@ impl Engine {
             system_id: case.system().to_owned(),
             item_code: case.item_code().to_owned(),
             department: item.department.uscc.clone(),
-            state: case.state().as_str().to_owned(),
+            state: case.state(),
             submitted_at: case.submitted_at(),
             accepted_at,
             promised_due: due.promised,
@@ -660,9 +660,7 @@ impl Engine {
         let counts = self.open_systems();
         let mut systems: BTreeSet<String> = counts.keys().cloned().collect();
         systems.extend(self.refusals.keys().cloned());
-        let systems_own = |a: &&AlertRecord| {
-            a.application_id.is_none() && parse_rule(&a.rule).is_some_and(Rule::is_system_rule)
-        };
+        let systems_own = |a: &&AlertRecord| a.application_id.is_none() && a.rule.is_system_rule();
         systems.extend(open.iter().filter(systems_own).map(|a| a.system_id.clone()));
         let mut pending = Vec::new();
         for system in systems {
@@ -703,16 +701,16 @@ impl Engine {
     ) -> Vec<Pending> {
         let known: Vec<(Alert, &AlertRecord)> = mine
             .iter()
-            .filter_map(|a| {
+            .map(|a| {
                 let alert = Alert {
                     key: AlertKey {
-                        rule: parse_rule(&a.rule)?,
+                        rule: a.rule,
                         system: a.system_id.clone(),
                         case: a.application_id.clone(),
                     },
-                    level: parse_level(&a.level)?,
+                    level: a.level,
                 };
-                Some((alert, *a))
+                (alert, *a)
             })
             .collect();
         let alerts: Vec<Alert> = known.iter().map(|(a, _)| a.clone()).collect();
@@ -788,13 +786,13 @@ impl Engine {
             .map(|p| AlertWrite {
                 action: p.action,
                 id: p.id.as_deref(),
-                rule: p.rule.id(),
+                rule: p.rule,
                 system_id: &p.system,
                 application_id: p.application.as_deref(),
                 item_code: p.item.as_deref(),
                 department: &p.department,
-                level: p.level.as_str(),
-                from_level: p.from.map(Level::as_str),
+                level: p.level,
+                from_level: p.from,
                 evidence: &p.evidence,
                 at: p.at,
             })
@@ -853,14 +851,4 @@ fn department_of_alert(alert: &AlertRecord, department: &str) -> String {
     } else {
         alert.department.clone()
     }
-}
-
-fn parse_rule(id: &str) -> Option<Rule> {
-    Rule::ALL.into_iter().find(|r| r.id() == id)
-}
-
-fn parse_level(text: &str) -> Option<Level> {
-    [Level::Warning, Level::Yellow, Level::Red]
-        .into_iter()
-        .find(|l| l.as_str() == text)
 }

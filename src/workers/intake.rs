@@ -15,7 +15,8 @@
 //! at ERROR, recorded as refused and skipped.
 
 use crate::config::{Config, InboundMode};
-use crate::service::inbound::{self, InboundError, Kind, Received, Via};
+use crate::model::{MessageKind, Via};
+use crate::service::inbound::{self, InboundError, Received};
 use crate::store::Store;
 use crate::store::group::GroupError;
 use serde::Deserialize;
@@ -53,9 +54,9 @@ pub async fn run_pollers(config: Arc<Config>, store: Store, shutdown: watch::Rec
         else {
             continue;
         };
-        let mut feeds = vec![(url.clone(), Kind::CaseEvent)];
+        let mut feeds = vec![(url.clone(), MessageKind::CaseEvent)];
         if let Some(r) = results_url {
-            feeds.push((r.clone(), Kind::Result));
+            feeds.push((r.clone(), MessageKind::Result));
         }
         for (url, kind) in feeds {
             let (config, store, client) = (config.clone(), store.clone(), client.clone());
@@ -94,7 +95,7 @@ async fn poll(
     client: reqwest::Client,
     system: String,
     url: String,
-    kind: Kind,
+    kind: MessageKind,
     interval: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {

@@ -555,7 +555,8 @@ fn violation_messages_do_not_quote_personal_data() {
 /// case model flags it for e-supervision (`out_of_order`) instead of the hub refusing it.
 #[test]
 fn a_result_its_node_type_does_not_allow_is_taken_and_flagged_not_refused() {
-    use tongban::supervision::case::{CaseEvent, Effect, NodeResult, NodeType, OutOfOrder};
+    use tongban::model::{CaseEvent, NodeResult, NodeType};
+    use tongban::supervision::case::{Effect, OutOfOrder};
     let allowed = [
         ("1", ["4", "5", "6"].as_slice()),
         ("2", ["0", "1", "5", "6", "7"].as_slice()),

@@ -292,9 +292,9 @@ async fn a_nul_anywhere_is_refused_with_400_and_reaches_no_store(store: &Store) 
         store,
         &recorder,
         RST,
-        tongban::service::inbound::Kind::CaseEvent,
+        tongban::model::MessageKind::CaseEvent,
         event.to_string().as_bytes(),
-        tongban::service::inbound::Via::Queue,
+        tongban::model::Via::Queue,
     )
     .await;
     assert!(
@@ -497,9 +497,10 @@ async fn an_inbound_body_is_declared_as_what_its_mapping_reads() {
         // Refused like a message that does not map: on record for `events_refused`.
         let latest = api.served.store.refusals(Some(system), 1).await.unwrap();
         assert!(
-            latest.first().is_some_and(
-                |r| r.via == "webhook" && r.reasons.iter().any(|why| why.contains(says))
-            ),
+            latest
+                .first()
+                .is_some_and(|r| r.via.as_str() == "webhook"
+                    && r.reasons.iter().any(|why| why.contains(says))),
             "{content_type}: {latest:?}"
         );
     }
@@ -679,7 +680,7 @@ async fn a_webhook_body_too_large_too_slow_or_declared_in_non_ascii_is_a_recorde
         assert!(
             latest
                 .first()
-                .is_some_and(|r| r.via == "webhook" && r.reasons == [reason]),
+                .is_some_and(|r| r.via.as_str() == "webhook" && r.reasons == [reason]),
             "{status}: {latest:?}"
         );
     }

@@ -110,7 +110,7 @@ async fn accept_and_record(store: &Store) {
                 node_name: "补正",
                 occurred_at: "2026-11-22T10:00:00+08:00",
                 body: &event,
-                state: "in_progress",
+                state: tongban::model::ApplicationState::InProgress,
             })
             .await
             .unwrap()
@@ -120,7 +120,7 @@ async fn accept_and_record(store: &Store) {
 async fn feed_entry(store: &Store) -> FeedEntry {
     let mut entries = store
         .feed_after(&FeedQuery {
-            kind: Some("event".into()),
+            kind: Some("event".parse().unwrap()),
             limit: 10,
             ..FeedQuery::default()
         })
@@ -278,7 +278,7 @@ async fn a_departments_escaped_echo_is_masked_after_decoding() {
     let delivery = eventually("the refused delivery to be a dead letter", || async {
         let deliveries = hub.store.deliveries_of(id).await.unwrap();
         match deliveries.first() {
-            Some(d) if d.status == "dead" => Ok(d.clone()),
+            Some(d) if d.status == tongban::model::DeliveryState::Dead => Ok(d.clone()),
             other => Err(format!("{other:?}")),
         }
     })

@@ -254,3 +254,40 @@ async fn submitting_documents_the_users_token_and_why_it_may_be_refused() {
     let challenge = &doc["components"]["responses"]["Unauthorized"]["headers"];
     assert!(challenge["WWW-Authenticate"].is_object(), "{challenge:#}");
 }
+
+/// The code lists the description spells out for query parameters are the model's, code for
+/// code: a code added to a list (a new rule, a new level) cannot be missing from what clients
+/// are told they may ask for.
+#[tokio::test]
+async fn parameters_that_take_a_code_list_offer_exactly_its_codes() {
+    use tongban::model::{Code, FeedKind, Level, Rule};
+    fn codes<T: Code>() -> Value {
+        Value::from(T::all().iter().map(|c| c.code()).collect::<Vec<_>>())
+    }
+    let doc = served_document().await;
+    let enum_of = |path: &str, name: &str| {
+        doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| p["schema"]["enum"].clone())
+            .unwrap_or_else(|| panic!("{path} has no parameter {name}"))
+    };
+    assert_eq!(
+        enum_of("/api/v1/supervision/stream", "kind"),
+        codes::<FeedKind>()
+    );
+    assert_eq!(
+        enum_of("/api/v1/supervision/stream", "level"),
+        codes::<Level>()
+    );
+    assert_eq!(
+        enum_of("/api/v1/supervision/alerts", "rule"),
+        codes::<Rule>()
+    );
+    assert_eq!(
+        enum_of("/api/v1/supervision/alerts", "level"),
+        codes::<Level>()
+    );
+}

@@ -217,7 +217,8 @@ async fn a_polled_event_the_store_refuses_is_skipped_and_the_next_ones_are_store
     assert!(
         refusals
             .iter()
-            .any(|r| r.via == "poll" && r.reasons.iter().any(|x| x.contains("could not store"))),
+            .any(|r| r.via.as_str() == "poll"
+                && r.reasons.iter().any(|x| x.contains("could not store"))),
         "the skipped message is recorded: {refusals:?}"
     );
     let log = common::logs::text();

@@ -136,7 +136,7 @@ async fn a_batch_of_events_is_deduplicated_within_itself_and_against_the_store(s
         node_name: node.into(),
         occurred_at: "2026-11-20T09:30:00+08:00".into(),
         body: "{}".into(),
-        state: state.into(),
+        state: state.parse().unwrap(),
     };
     let mut moved = store.feed_moved();
     let first = [
@@ -153,7 +153,13 @@ async fn a_batch_of_events_is_deduplicated_within_itself_and_against_the_store(s
     assert_eq!(store.record_events(&second).await.unwrap(), [false, true]);
     assert_eq!(store.events_of("E-1").await.unwrap().len(), 2);
     assert_eq!(
-        store.application("E-1").await.unwrap().unwrap().state,
+        store
+            .application("E-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            .as_str(),
         "completed"
     );
     assert_eq!(
@@ -295,7 +301,13 @@ async fn attempts_dead_letters_and_replay(store: &Store) {
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].last_error.as_deref(), Some("answered 400"));
     assert_eq!(
-        store.application("C-1").await.unwrap().unwrap().state,
+        store
+            .application("C-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            .as_str(),
         "undeliverable"
     );
     assert!(
@@ -311,7 +323,7 @@ async fn attempts_dead_letters_and_replay(store: &Store) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(replayed.status, "pending");
+    assert_eq!(replayed.status, tongban::model::DeliveryState::Pending);
     assert!(
         store
             .replay_dead_letter(&claimed.id)
@@ -340,7 +352,13 @@ async fn attempts_dead_letters_and_replay(store: &Store) {
         .await
         .unwrap();
     assert_eq!(
-        store.application("C-1").await.unwrap().unwrap().state,
+        store
+            .application("C-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            .as_str(),
         "delivered"
     );
     let attempts = store.attempts_of(&claimed.id).await.unwrap();
@@ -357,7 +375,7 @@ async fn events_are_deduplicated_and_move_the_state(store: &Store) {
         node_name: node,
         occurred_at: "2026-11-20T09:30:00+08:00",
         body: "{}",
-        state,
+        state: state.parse().unwrap(),
     };
     assert!(
         store
@@ -372,7 +390,13 @@ async fn events_are_deduplicated_and_move_the_state(store: &Store) {
             .unwrap()
     );
     assert_eq!(
-        store.application("D-1").await.unwrap().unwrap().state,
+        store
+            .application("D-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            .as_str(),
         "in_progress"
     );
     assert!(
@@ -388,7 +412,13 @@ async fn events_are_deduplicated_and_move_the_state(store: &Store) {
             .unwrap()
     );
     assert_eq!(
-        store.application("D-1").await.unwrap().unwrap().state,
+        store
+            .application("D-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            .as_str(),
         "completed",
         "a completed case stays completed"
     );

@@ -89,9 +89,9 @@ async fn record(store: &Store, id: &str, application: &str, node: [&str; 3], at:
             occurred_at: &format_millis(at),
             body: &body,
             state: if node[0] == "办结" {
-                "completed"
+                tongban::model::ApplicationState::Completed
             } else {
-                "in_progress"
+                tongban::model::ApplicationState::InProgress
             },
         })
         .await
@@ -119,7 +119,7 @@ fn engine_with_silence(store: &Store, minutes: u32) -> Engine {
 async fn feed(store: &Store, kind: &str) -> Vec<FeedEntry> {
     store
         .feed_after(&FeedQuery {
-            kind: Some(kind.into()),
+            kind: Some(kind.parse().unwrap()),
             limit: 1000,
             ..FeedQuery::default()
         })
@@ -177,7 +177,7 @@ async fn each_event_has_one_masked_feed_entry_in_order(store: &Store) {
     );
     assert_eq!(store.feed_head().await.unwrap(), 3);
     for (e, id) in entries.iter().zip(["e1", "e2", "e3"]) {
-        assert_eq!(e.kind, "event");
+        assert_eq!(e.kind.as_str(), "event");
         assert_eq!(e.system_id, SYSTEM);
         assert_eq!(e.application_id, "E-1");
         assert_eq!(e.item_code, item.code);
@@ -204,7 +204,7 @@ async fn each_event_has_one_masked_feed_entry_in_order(store: &Store) {
     by_dept.department = Some(dept);
     by_dept.after = 1;
     assert_eq!(store.feed_after(&by_dept).await.unwrap().len(), 2);
-    let warn = q(|q| q.min_level = Some("warning".into()));
+    let warn = q(|q| q.min_level = Some("warning".parse().unwrap()));
     assert!(store.feed_after(&warn).await.unwrap().is_empty());
     let other = q(|q| q.system = Some("sy-other".into()));
     assert!(store.feed_after(&other).await.unwrap().is_empty());
@@ -291,7 +291,7 @@ async fn the_clock_raises_escalates_and_resolves_one_alert(store: &Store) {
     assert_eq!(alerts.len(), 4);
     let by_level = store
         .feed_after(&FeedQuery {
-            min_level: Some("red".into()),
+            min_level: Some("red".parse().unwrap()),
             limit: 10,
             ..FeedQuery::default()
         })
@@ -368,12 +368,12 @@ async fn cursors_and_feed_appends(store: &Store) {
     assert_eq!(store.cursor("publisher").await.unwrap(), 9);
     let e = store
         .append_feed(&tongban::store::NewFeedEntry {
-            kind: "alert",
+            kind: "alert".parse().unwrap(),
             system_id: SYSTEM,
             department: "",
             item_code: "",
             application_id: "",
-            level: Some("yellow"),
+            level: Some("yellow".parse().unwrap()),
             routing_key: "alert.yellow.test",
             body: "{}",
         })
@@ -381,7 +381,7 @@ async fn cursors_and_feed_appends(store: &Store) {
         .unwrap();
     assert_eq!(e.seq, 1);
     let q = |min: &str| FeedQuery {
-        min_level: Some(min.into()),
+        min_level: Some(min.parse().unwrap()),
         limit: 5,
         ..FeedQuery::default()
     };
@@ -391,7 +391,6 @@ async fn cursors_and_feed_appends(store: &Store) {
     );
     assert_eq!(store.feed_after(&q("yellow")).await.unwrap(), vec![e]);
     assert!(store.feed_after(&q("red")).await.unwrap().is_empty());
-    assert!(store.feed_after(&q("bogus")).await.unwrap().is_empty());
 }
 
 const HOUR: i64 = 3_600_000;
@@ -448,7 +447,7 @@ async fn open_cases_come_most_urgent_first_and_completions_count_on_time_or_late
     );
     // Accepted by the hub, nothing reported yet: open, submitted, no clock.
     let waiting = &open[4];
-    assert_eq!(waiting.state, "submitted");
+    assert_eq!(waiting.state.as_str(), "submitted");
     assert_eq!(waiting.department, item.department.uscc);
     assert_eq!(
         (waiting.accepted_at, waiting.promised_due),
@@ -457,7 +456,7 @@ async fn open_cases_come_most_urgent_first_and_completions_count_on_time_or_late
     );
     assert!(waiting.submitted_at > 0);
     let overdue = &open[0];
-    assert_eq!(overdue.state, "accepted");
+    assert_eq!(overdue.state.as_str(), "accepted");
     assert_eq!(overdue.accepted_at, Some(t0 - 3 * DAY));
     assert_eq!(overdue.promised_due, Some(promised(t0 - 3 * DAY)));
     assert_eq!(overdue.statutory_due, Some(statutory(t0 - 3 * DAY)));
@@ -487,7 +486,7 @@ async fn open_cases_come_most_urgent_first_and_completions_count_on_time_or_late
     assert_eq!(by_id("K-ontime").handling_ms, Some(HOUR));
     assert_eq!(by_id("K-late").on_time, Some(false));
     assert_eq!(by_id("K-late").handling_ms, Some(5 * DAY - HOUR));
-    assert_eq!(by_id("K-late").state, "completed");
+    assert_eq!(by_id("K-late").state.as_str(), "completed");
 
     let stats = store.supervision_stats(Some(SYSTEM), None).await.unwrap();
     assert_eq!(stats.systems.len(), 1);
@@ -520,7 +519,7 @@ async fn open_cases_come_most_urgent_first_and_completions_count_on_time_or_late
     record(store, "K-soon-c", "K-soon", COMPLETE, t0 + 1000).await;
     engine(store).step(t0 + LEASE_MS + 2000).await.unwrap();
     let soon = store.case_summary("K-soon").await.unwrap().unwrap();
-    assert_eq!(soon.state, "completed");
+    assert_eq!(soon.state.as_str(), "completed");
     assert_eq!(soon.on_time, Some(true));
     assert_eq!(soon.updated_at, t0 + LEASE_MS + 2000);
 }
@@ -533,7 +532,7 @@ fn completed(id: usize, system: &str, item: &str, handling: i64, on_time: bool) 
         system_id: system.into(),
         item_code: item.into(),
         department: String::new(),
-        state: "completed".into(),
+        state: "completed".parse().unwrap(),
         submitted_at: accepted,
         accepted_at: Some(accepted),
         promised_due: Some(accepted + 10),
@@ -681,14 +680,14 @@ async fn a_round_written_after_the_lease_went_elsewhere_is_dropped(store: &Store
     );
     let cases = [completed(1, "sys-a", "item-a", 1000, true)];
     let alert = tongban::store::AlertWrite {
-        action: tongban::store::AlertAction::Raise,
+        action: tongban::model::AlertAction::Raise,
         id: None,
-        rule: "time_limit",
+        rule: tongban::model::Rule::TimeLimit,
         system_id: "sys-a",
         application_id: Some("P-sys-a-1"),
         item_code: Some("item-a"),
         department: "",
-        level: "warning",
+        level: tongban::model::Level::Warning,
         from_level: None,
         evidence: "{}",
         at: 0,

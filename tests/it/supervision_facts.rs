@@ -99,9 +99,9 @@ async fn record(
             occurred_at: &format_millis(at),
             body: &body,
             state: if node[0] == "办结" {
-                "completed"
+                tongban::model::ApplicationState::Completed
             } else {
-                "in_progress"
+                tongban::model::ApplicationState::InProgress
             },
         })
         .await
@@ -269,7 +269,7 @@ async fn a_refusal_and_supplements_reported_late_raise_their_cards(store: &Store
     let open = store.open_alerts().await.unwrap();
     let evidence = &open
         .iter()
-        .find(|a| a.rule == "out_of_order")
+        .find(|a| a.rule == tongban::model::Rule::OutOfOrder)
         .unwrap()
         .evidence;
     assert!(
@@ -310,7 +310,7 @@ async fn a_system_s_own_alerts_carry_its_department_and_the_feed_finds_them_by_n
     // gives it (辽宁省市场监督管理局), as the catalog's own filter does.
     let alerts_of = |department: &str| FeedQuery {
         department: Some(department.to_owned()),
-        kind: Some("alert".into()),
+        kind: Some("alert".parse().unwrap()),
         limit: 10,
         ..FeedQuery::default()
     };

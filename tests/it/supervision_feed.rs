@@ -66,12 +66,12 @@ async fn append(store: &Store, kind: &str, system: &str, level: Option<&str>, bo
     };
     store
         .append_feed(&NewFeedEntry {
-            kind,
+            kind: kind.parse().unwrap(),
             system_id: system,
             department: "11210000MB1543829M",
             item_code: "11210000MB1543829M2000118001000",
             application_id: "TB-test-1",
-            level,
+            level: level.map(|l| l.parse().unwrap()),
             routing_key: &routing_key,
             body: &body.to_string(),
         })
@@ -417,9 +417,9 @@ async fn supervised(store: &Store, cases: &[(&str, i64, Option<i64>)], now: i64)
                     occurred_at: &format_millis(at),
                     body: &body.to_string(),
                     state: if node[0] == "办结" {
-                        "completed"
+                        tongban::model::ApplicationState::Completed
                     } else {
-                        "in_progress"
+                        tongban::model::ApplicationState::InProgress
                     },
                 })
                 .await
@@ -767,12 +767,13 @@ async fn an_amqp_consumer_gets_every_entry_in_order_across_a_broker_restart() {
 
 #[tokio::test]
 async fn alerts_are_listed_by_state_level_and_system() {
-    use tongban::store::{AlertAction, AlertWrite};
+    use tongban::model::{AlertAction, Level, Rule};
+    use tongban::store::AlertWrite;
     let h = hub().await;
     let write = |action, id, system, level| AlertWrite {
         action,
         id,
-        rule: "time_limit",
+        rule: Rule::TimeLimit,
         system_id: system,
         application_id: Some("TB-test-1"),
         item_code: Some("ITEM-1"),
@@ -786,8 +787,8 @@ async fn alerts_are_listed_by_state_level_and_system() {
         .store
         .apply_alert_changes(
             &[
-                write(AlertAction::Raise, None, "sy-scjg-food", "warning"),
-                write(AlertAction::Raise, None, "ln-rst-card", "red"),
+                write(AlertAction::Raise, None, "sy-scjg-food", Level::Warning),
+                write(AlertAction::Raise, None, "ln-rst-card", Level::Red),
             ],
             None,
         )
@@ -800,7 +801,7 @@ async fn alerts_are_listed_by_state_level_and_system() {
                 AlertAction::Resolve,
                 Some(&first),
                 "sy-scjg-food",
-                "warning",
+                Level::Warning,
             )],
             None,
         )

@@ -21,7 +21,8 @@ use std::time::Duration;
 use tongban::auth::Role;
 use tongban::clock::{cst, now_millis};
 use tongban::config::InboundMode;
-use tongban::service::inbound::{self, InboundError, Kind, Via};
+use tongban::model::{MessageKind, Via};
+use tongban::service::inbound::{self, InboundError};
 use tongban::store::{AlertQuery, FeedEntry, FeedQuery, NewApplication};
 use tongban::supervision::calendar::Calendar;
 use tongban::supervision::rules::Thresholds;
@@ -209,7 +210,7 @@ async fn a_message_that_is_wrong_but_understood_is_taken_and_flagged() {
         ]
     );
     let closed = hub.api.store.case_summary("TB-W-1").await.unwrap().unwrap();
-    assert_eq!(closed.state, "completed");
+    assert_eq!(closed.state.as_str(), "completed");
     let flagged = entries
         .iter()
         .find(|e| e.application_id == "TB-W-2")
@@ -319,7 +320,7 @@ async fn a_refused_event_is_answered_audited_logged_recorded_and_raised() {
     assert!(
         refusals
             .iter()
-            .all(|r| r.via == "webhook" && r.kind == "event")
+            .all(|r| r.via.as_str() == "webhook" && r.kind.as_str() == "event")
     );
     assert!(refusals.iter().all(|r| r.department == DEPARTMENT));
     let latest = refusals[0].at;
@@ -351,7 +352,7 @@ async fn a_refused_event_is_answered_audited_logged_recorded_and_raised() {
     let by_department = store
         .feed_after(&FeedQuery {
             department: Some(DEPARTMENT.into()),
-            kind: Some("alert".into()),
+            kind: Some("alert".parse().unwrap()),
             limit: 10,
             ..FeedQuery::default()
         })
@@ -375,8 +376,16 @@ async fn refusals_by_poll_and_queue_are_recorded_and_raised_too() {
         (Via::Poll, &b"<not-xml"[..]),
         (Via::Queue, &b"<not-xml-either"[..]),
     ] {
-        let got =
-            inbound::receive(&config, store, &events, SYSTEM, Kind::CaseEvent, body, via).await;
+        let got = inbound::receive(
+            &config,
+            store,
+            &events,
+            SYSTEM,
+            MessageKind::CaseEvent,
+            body,
+            via,
+        )
+        .await;
         assert!(matches!(got, Err(InboundError::Mapping(_))), "{got:?}");
     }
     let refusals = store.refusals(Some(SYSTEM), 10).await.unwrap();
@@ -504,7 +513,7 @@ async fn a_case_event_dated_days_ahead_is_refused_and_one_minutes_ahead_or_befor
         .api
         .store
         .alerts(&AlertQuery {
-            rule: Some("implausible_time".into()),
+            rule: Some("implausible_time".parse().unwrap()),
             limit: 10,
             ..AlertQuery::default()
         })
@@ -603,7 +612,7 @@ async fn a_refused_message_polled_again_or_after_a_restart_is_one_refusal_and_on
 
     let refusals = store.refusals(Some(RST), 10).await.unwrap();
     assert_eq!(refusals.len(), 1, "{refusals:#?}");
-    assert_eq!(refusals[0].via, "poll");
+    assert_eq!(refusals[0].via.as_str(), "poll");
     assert!(
         refusals[0]
             .reasons

@@ -1,0 +1,27 @@
+//! The hub's canonical model as types: the code lists (each a closed enum with one spelling,
+//! [`code_list!`]) and the canonical documents that travel typed once read (the application's
+//! item reference, the case event), and the states the hub keeps (application, delivery, case,
+//! alert).
+//!
+//! JSON Schema stays the contract at the edges: it gives the errors users see, all at once.
+//! Once a document is valid it is read into its type here exactly once; nothing after that
+//! compares strings against a code. A code's text exists in one place, its `as_str`; the store,
+//! the feed, the API and the rules all go through it.
+
+#[macro_use]
+mod codes;
+mod alert;
+mod application;
+mod case_event;
+mod delivery;
+mod inbound;
+
+pub use alert::{AlertAction, CaseState, Level, Rule};
+pub use application::{ApplicationState, ItemRef};
+pub use case_event::{
+    CaseEvent, Completion, CompletionResult, Node, NodeName, NodeResult, NodeType, SpecialKind,
+    SpecialProcedure, Supplement, parse_time,
+};
+pub use codes::{Code, UnknownCode};
+pub use delivery::{AttemptKind, DeliveryState};
+pub use inbound::{FeedKind, MessageKind, Via};

@@ -7,25 +7,20 @@ use super::input::{JsonBody, QueryParams, RawBody};
 use super::problem::{ApiError, ProblemEntry};
 use super::{Access, AppState, Caller, Route};
 use crate::audit::AuditEntry;
-use crate::auth::assertion::Identity;
+use crate::auth::Role;
 use crate::auth::tokens::{TokenError, UserIdentity};
-use crate::auth::{Role, sha256_hex, subject_digest};
-use crate::catalog;
 use crate::clock;
 use crate::ids::{mask_id, mask_name};
-use crate::model::ItemRef;
-use crate::model::{DeliveryState, MessageKind, Via};
+use crate::model::{ApplicationState, DeliveryState, MessageKind, Via};
 use crate::personal::PersonalValues;
-use crate::schema::Violation;
+use crate::service::applications::{self, AcceptError, Submission};
 use crate::service::inbound::{self, InboundError, Received};
-use crate::store::group::GroupCommit;
-use crate::store::{Accepted, ApplicationToAccept, DeliveryRecord, Store};
+use crate::store::DeliveryRecord;
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 pub fn routes() -> Vec<Route> {
     vec![
@@ -67,23 +62,6 @@ const CASE_READERS: Access = Access::Roles(&[Role::Platform, Role::System, Role:
 const OPERATORS: Access = Access::Roles(&[Role::System, Role::Admin]);
 const SYSTEM: Access = Access::Roles(&[Role::System]);
 
-/// Applications accepted together at most, in one transaction.
-const ACCEPT_BATCH: usize = 128;
-
-/// The group commit new applications go through: submissions that arrive while a commit is in
-/// flight share the next one (see [`crate::store::group`]), so a busy API does not pay an fsync
-/// per application nor leave the outbox lanes waiting behind a queue of single commits. Each
-/// caller is answered once its application, its delivery and its audit record are durable.
-pub(super) fn acceptor(store: Store) -> GroupCommit<ApplicationToAccept, Accepted> {
-    GroupCommit::spawn("application", ACCEPT_BATCH, ACCEPT_BATCH * 8, move |apps| {
-        let store = store.clone();
-        async move {
-            let result = store.accept_applications(&apps).await;
-            (apps, result)
-        }
-    })
-}
-
 /// The user behind an application, proven by their token from the unified identity system.
 async fn applicant_identity(
     state: &AppState,
@@ -113,49 +91,11 @@ async fn applicant_identity(
         })
 }
 
-/// Which members of the body's applicant differ from the identity the token proves (names of
-/// members only: the values are personal data).
-fn applicant_mismatches(body: &Value, user: &UserIdentity) -> Vec<&'static str> {
-    let given = |member: &str| {
-        body.pointer(&format!("/applicant/{member}"))
-            .and_then(Value::as_str)
-            .map(str::trim)
-            .unwrap_or_default()
-    };
-    let mut differ = Vec::new();
-    if given("kind") != user.applicant_kind {
-        differ.push("kind");
-    }
-    if given("id_type") != user.id_type {
-        differ.push("id_type");
-    }
-    if !given("id_number").eq_ignore_ascii_case(&user.id_number) {
-        differ.push("id_number");
-    }
-    if given("name") != user.name {
-        differ.push("name");
-    }
-    differ
-}
-
-static SEQUENCE: AtomicU64 = AtomicU64::new(0);
-
-/// A new application id: time-ordered, unique across hub processes sharing a store.
-fn new_application_id() -> String {
-    let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "TB-{:011x}-{:05x}{:05x}",
-        clock::now_millis(),
-        std::process::id() & 0xfffff,
-        n & 0xfffff
-    )
-}
-
 async fn submit(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    JsonBody(mut body): JsonBody,
+    JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let user = applicant_identity(&state, &headers).await?;
     let idempotency_key = match headers.get("idempotency-key") {
@@ -172,196 +112,65 @@ async fn submit(
             }
         },
     };
-
-    let mut violations = state.schemas.validate("application", &body);
-    let text = |pointer: &str| {
-        body.pointer(pointer)
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
-    let item_code = text("/item/code").unwrap_or_default();
-    let current = if item_code.is_empty() {
-        None
-    } else {
-        state.store.current_item(&item_code).await?
-    };
-    // A reference that cannot be read is refused with what is wrong with it: never a skipped
-    // comparison with the catalog. The schema may have said the same about a member already.
-    let reference = match ItemRef::read(body.get("item")) {
-        Ok(reference) => Some(reference),
-        Err(problems) => {
-            for (pointer, message) in problems {
-                let pointer = format!("/item{pointer}");
-                if !violations.iter().any(|v| v.pointer == pointer) {
-                    violations.push(Violation::new(pointer, message));
-                }
-            }
-            None
-        }
-    };
-    if let Some(reference) = &reference {
-        for d in catalog::drift(reference, current.as_ref()) {
-            violations.push(Violation::new(format!("/item{}", d.pointer()), d.message()));
-        }
-    }
-    if let Some(item) = &current {
-        let given: Vec<&str> = body
-            .get("materials")
-            .and_then(Value::as_array)
-            .map(|m| {
-                m.iter()
-                    .filter_map(|x| x.get("id").and_then(Value::as_str))
-                    .collect()
-            })
-            .unwrap_or_default();
-        for m in item.materials.iter().filter(|m| m.required) {
-            if !given.contains(&m.id.as_str()) {
-                violations.push(Violation::new(
-                    "/materials",
-                    format!("required material `{}` ({}) is missing", m.id, m.name),
-                ));
-            }
-        }
-        for (i, id) in given.iter().enumerate() {
-            if !item.materials.iter().any(|m| m.id == *id) {
-                violations.push(Violation::new(
-                    format!("/materials/{i}/id"),
-                    "is not a material of this item",
-                ));
-            }
-        }
-    }
-    let reference = match reference {
-        Some(reference) if violations.is_empty() => reference,
-        _ => return Err(violations.into()),
-    };
-    let differ = applicant_mismatches(&body, &user);
-    if !differ.is_empty() {
-        return Err(ApiError::Forbidden(format!(
-            "the applicant is not the user the token identifies: {} differ",
-            differ.join(", ")
-        )));
-    }
-    if let Some(required) = current.as_ref().and_then(|i| i.min_real_name_level)
-        && user.real_name_level < required
-    {
-        return Err(ApiError::Forbidden(format!(
-            "item {item_code} needs real-name level {required} (实名等级); the applicant's token \
-             has level {}",
-            user.real_name_level
-        )));
-    }
-
-    let region = text("/region");
-    let adapter =
-        crate::routing::route(&state.config, &item_code, region.as_deref()).ok_or_else(|| {
-            ApiError::Unprocessable {
-                detail: match &region {
-                    Some(r) => format!("no connected system handles this item in region {r}"),
-                    None => "no connected system handles this item".to_string(),
-                },
-            }
-        })?;
-    // Member order carries no meaning: the same application in another order is the same request.
-    let request_hash = sha256_hex(
-        crate::schema::sorted_keys(body.clone())
-            .to_string()
-            .as_bytes(),
-    );
-    let id = match text("/id") {
-        Some(id) => id,
-        None => {
-            let id = new_application_id();
-            body["id"] = Value::String(id.clone());
-            id
-        }
-    };
-    let stored = body.to_string();
-    let identity = serde_json::to_string(&Identity::of(&user))
-        .map_err(|e| ApiError::Internal(format!("cannot keep the applicant's identity: {e}")))?;
-    let item_version = reference.version;
-    let detail = |what: &str| {
-        format!(
-            "{what} for {}, item {item_code}, applicant {}, subject {}",
-            adapter.id,
-            mask_id(&user.id_number),
-            subject_digest(&user.subject)
-        )
-    };
-    // Recorded in the application's own transaction: one commit, and never one without the other.
-    let audit = AuditEntry {
+    let submission = Submission {
+        body,
+        user,
+        idempotency_key,
         actor: caller.actor.clone(),
-        action: "POST /api/v1/applications".into(),
-        target: format!("/api/v1/applications/{id}"),
-        outcome: "ok 202".into(),
-        detail: detail("accepted"),
     };
-    let accepted = state
-        .acceptor
-        .write(ApplicationToAccept {
-            id: id.clone(),
-            item_code: item_code.clone(),
-            item_version,
-            system_id: adapter.id.clone(),
-            body: stored,
-            identity: Some(identity),
-            idempotency: idempotency_key.map(|k| (k, request_hash)),
-            audit: Some(audit.clone()),
-        })
-        .await?;
-    let (application_id, system_id, accepted_at, replayed) = match accepted {
-        Accepted::New { accepted_at } => {
-            if let Some(d) = &state.dispatcher {
-                d.wake(&adapter.id);
-            }
-            (id, adapter.id.clone(), accepted_at, false)
-        }
-        Accepted::Replayed { application_id } => {
-            let record = state
-                .store
-                .application(&application_id)
-                .await?
-                .ok_or_else(|| {
-                    ApiError::Internal("an accepted application cannot be read".into())
-                })?;
-            (record.id, record.system_id, record.accepted_at, true)
-        }
-        Accepted::KeyReused => {
-            return Err(ApiError::Unprocessable {
-                detail: "this Idempotency-Key was used before for a different request".into(),
-            });
-        }
-        Accepted::DuplicateId => {
-            return Err(ApiError::Conflict {
-                detail: "an application with this id was accepted before".into(),
-            });
-        }
-    };
-    let location = format!("/api/v1/applications/{application_id}");
+    let receipt = applications::accept(&state.config, &state.store, &state.acceptor, submission)
+        .await
+        .map_err(refusal)?;
+    if !receipt.replayed
+        && let Some(d) = &state.dispatcher
+    {
+        d.wake(&receipt.system_id);
+    }
+    let location = format!("/api/v1/applications/{}", receipt.application_id);
     // The first answer, also to a retry with the same Idempotency-Key: whatever happened
     // since is at the Location.
     let mut response = (
         StatusCode::ACCEPTED,
         Json(json!({
-            "id": application_id,
-            "state": "accepted",
-            "system": system_id,
-            "accepted_at": clock::format_millis(accepted_at),
+            "id": receipt.application_id,
+            "state": ApplicationState::Accepted,
+            "system": receipt.system_id,
+            "accepted_at": clock::format_millis(receipt.accepted_at),
         })),
     )
         .into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, v);
     }
-    let note = if replayed {
-        AuditNote::new(detail("answered again (Idempotency-Key)"))
+    let note = AuditNote::new(receipt.audit_detail);
+    // A new application's record committed with it; a repeated answer's is the guard's to write.
+    let note = if receipt.replayed {
+        note
     } else {
-        AuditNote::new(audit.detail).recorded()
+        note.recorded()
     };
     response
         .extensions_mut()
-        .insert(note.on(location.clone()).discloses());
+        .insert(note.on(location).discloses());
     Ok(response)
+}
+
+/// Why an application was not accepted, as an answer.
+fn refusal(e: AcceptError) -> ApiError {
+    match e {
+        AcceptError::Invalid(violations) => violations.into(),
+        e @ (AcceptError::NotTheApplicant(_) | AcceptError::RealNameLevel { .. }) => {
+            ApiError::Forbidden(e.to_string())
+        }
+        e @ (AcceptError::NoSystem { .. } | AcceptError::KeyReused) => ApiError::Unprocessable {
+            detail: e.to_string(),
+        },
+        e @ AcceptError::DuplicateId => ApiError::Conflict {
+            detail: e.to_string(),
+        },
+        AcceptError::NotStored(e) => e.into(),
+        AcceptError::Store(e) => e.into(),
+    }
 }
 
 fn delivery_json(d: &DeliveryRecord) -> Value {

@@ -37,8 +37,7 @@ use crate::auth::{Authenticator, Principal, Role};
 use crate::config::Config;
 use crate::schema::Schemas;
 use crate::service::inbound::EventRecorder;
-use crate::store::group::GroupCommit;
-use crate::store::{Accepted, ApplicationToAccept, Store};
+use crate::store::Store;
 use crate::workers::Dispatcher;
 use audit_writer::AuditWriter;
 use axum::Router;
@@ -70,7 +69,7 @@ pub struct AppState {
     /// Where the guard's audit records go: committed in groups.
     pub audit: AuditWriter,
     /// Where new applications go: accepted in groups, each with its audit record.
-    pub acceptor: GroupCommit<ApplicationToAccept, Accepted>,
+    pub acceptor: crate::service::applications::Acceptor,
     /// Where case events posted to the webhooks go: recorded in groups.
     pub events: EventRecorder,
     /// Turns true when the hub is shutting down: long-lived responses (the supervision stream)
@@ -88,7 +87,7 @@ impl AppState {
         AppState {
             auth: Arc::new(Authenticator::new(store.clone(), verifier)),
             audit: AuditWriter::spawn(store.clone()),
-            acceptor: applications::acceptor(store.clone()),
+            acceptor: crate::service::applications::acceptor(store.clone()),
             events: crate::service::inbound::event_recorder(store.clone()),
             // Never stopping, unless the server sets one of its own.
             stopping: watch::channel(false).1,

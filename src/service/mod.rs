@@ -3,4 +3,5 @@
 //! its input, calls one use case and presents the outcome in its own terms.
 
 pub mod api_keys;
+pub mod applications;
 pub mod inbound;

@@ -1,0 +1,314 @@
+//! Accepting an application from the unified platform: every rule an application meets before
+//! the hub answers 202, in one place.
+//!
+//! In order: the canonical schema; the item reference read and compared with the catalog
+//! (事项数据同源: code, version, name, type, and an item still in force); the item's required
+//! materials, and no material it does not have; the applicant is the user the identity system's
+//! token proves, at the real-name level the item asks for; a connected system handles the item
+//! (in the region, if one is given). Problems of the document come back all at once. Then the
+//! application, its delivery in the outbox and its audit record commit together (in a group
+//! with others that arrive meanwhile), and only then is it accepted.
+
+use crate::audit::AuditEntry;
+use crate::auth::assertion::Identity;
+use crate::auth::tokens::UserIdentity;
+use crate::auth::{sha256_hex, subject_digest};
+use crate::catalog::{self, Item};
+use crate::clock;
+use crate::config::Config;
+use crate::ids::mask_id;
+use crate::model::ItemRef;
+use crate::schema::Violation;
+use crate::store::group::{GroupCommit, GroupError};
+use crate::store::{Accepted, ApplicationToAccept, Store, StoreError};
+use serde_json::Value;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Applications accepted together at most, in one transaction.
+const ACCEPT_BATCH: usize = 128;
+
+/// Where accepted applications go: the group commit that stores each with its delivery and its
+/// audit record, in batches with others that arrive while a commit is in flight (see
+/// [`crate::store::group`]), so a busy platform does not pay an fsync per application.
+pub type Acceptor = GroupCommit<ApplicationToAccept, Accepted>;
+
+/// Starts the [`Acceptor`] over `store`.
+pub fn acceptor(store: Store) -> Acceptor {
+    GroupCommit::spawn("application", ACCEPT_BATCH, ACCEPT_BATCH * 8, move |apps| {
+        let store = store.clone();
+        async move {
+            let result = store.accept_applications(&apps).await;
+            (apps, result)
+        }
+    })
+}
+
+/// An application as the platform submitted it, with who submitted it and for whom.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// The canonical application (JSON), as it came.
+    pub body: Value,
+    /// The applicant, as the identity system's token proves them.
+    pub user: UserIdentity,
+    /// The submitter's `Idempotency-Key`, if it sent one.
+    pub idempotency_key: Option<String>,
+    /// Who submitted it (the platform's principal), for the audit log.
+    pub actor: String,
+}
+
+/// An accepted application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub application_id: String,
+    /// The system it goes to.
+    pub system_id: String,
+    pub accepted_at: i64,
+    /// Whether this answers a repeated request (same `Idempotency-Key`, same application):
+    /// nothing new was stored.
+    pub replayed: bool,
+    /// What the audit log says of it (masked).
+    pub audit_detail: String,
+}
+
+/// Why an application was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    /// What is wrong with the document, every problem at once.
+    #[error("the application has {} problem(s)", .0.len())]
+    Invalid(Vec<Violation>),
+    /// The applicant is not the user the token proves: the members that differ (names only).
+    #[error("the applicant is not the user the token identifies: {} differ", .0.join(", "))]
+    NotTheApplicant(Vec<&'static str>),
+    #[error(
+        "item {item} needs real-name level {required} (实名等级); the applicant's token has level {given}"
+    )]
+    RealNameLevel {
+        item: String,
+        required: u8,
+        given: u8,
+    },
+    #[error("no connected system handles this item{}", .region.as_deref().map(|r| format!(" in region {r}")).unwrap_or_default())]
+    NoSystem { region: Option<String> },
+    #[error("this Idempotency-Key was used before for a different request")]
+    KeyReused,
+    #[error("an application with this id was accepted before")]
+    DuplicateId,
+    /// The group commit did not store it (the store is unavailable, or refused the write).
+    #[error(transparent)]
+    NotStored(#[from] GroupError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Accepts `submission` if it meets every rule (see the module documentation).
+pub async fn accept(
+    config: &Config,
+    store: &Store,
+    acceptor: &Acceptor,
+    submission: Submission,
+) -> Result<Receipt, AcceptError> {
+    let Submission {
+        mut body,
+        user,
+        idempotency_key,
+        actor,
+    } = submission;
+    let mut violations = config.schemas.validate("application", &body);
+    let item_code = body
+        .pointer("/item/code")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let current = if item_code.is_empty() {
+        None
+    } else {
+        store.current_item(&item_code).await?
+    };
+    // A reference that cannot be read is refused with what is wrong with it: never a skipped
+    // comparison with the catalog. The schema may have said the same about a member already.
+    let reference = match ItemRef::read(body.get("item")) {
+        Ok(reference) => Some(reference),
+        Err(problems) => {
+            for (pointer, message) in problems {
+                let pointer = format!("/item{pointer}");
+                if !violations.iter().any(|v| v.pointer == pointer) {
+                    violations.push(Violation::new(pointer, message));
+                }
+            }
+            None
+        }
+    };
+    if let Some(reference) = &reference {
+        for d in catalog::drift(reference, current.as_ref()) {
+            violations.push(Violation::new(format!("/item{}", d.pointer()), d.message()));
+        }
+    }
+    if let Some(item) = &current {
+        violations.extend(material_problems(&body, item));
+    }
+    let reference = match reference {
+        Some(reference) if violations.is_empty() => reference,
+        _ => return Err(AcceptError::Invalid(violations)),
+    };
+    let differ = applicant_mismatches(&body, &user);
+    if !differ.is_empty() {
+        return Err(AcceptError::NotTheApplicant(differ));
+    }
+    if let Some(required) = current.as_ref().and_then(|i| i.min_real_name_level)
+        && user.real_name_level < required
+    {
+        return Err(AcceptError::RealNameLevel {
+            item: item_code,
+            required,
+            given: user.real_name_level,
+        });
+    }
+    let region = body
+        .get("region")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let system = crate::routing::route(config, &item_code, region.as_deref())
+        .ok_or(AcceptError::NoSystem { region })?
+        .id
+        .clone();
+
+    // Member order carries no meaning: the same application in another order is the same request.
+    let request_hash = sha256_hex(
+        crate::schema::sorted_keys(body.clone())
+            .to_string()
+            .as_bytes(),
+    );
+    let id = match body.get("id").and_then(Value::as_str) {
+        Some(id) => id.to_owned(),
+        None => {
+            let id = new_application_id();
+            body["id"] = Value::String(id.clone());
+            id
+        }
+    };
+    let identity = serde_json::to_string(&Identity::of(&user))
+        .map_err(|e| StoreError::Corrupt(format!("cannot keep the applicant's identity: {e}")))?;
+    let detail = |what: &str| {
+        format!(
+            "{what} for {system}, item {item_code}, applicant {}, subject {}",
+            mask_id(&user.id_number),
+            subject_digest(&user.subject)
+        )
+    };
+    // Recorded in the application's own transaction: one commit, and never one without the other.
+    let audit = AuditEntry {
+        actor,
+        action: "POST /api/v1/applications".into(),
+        target: format!("/api/v1/applications/{id}"),
+        outcome: "ok 202".into(),
+        detail: detail("accepted"),
+    };
+    let accepted = acceptor
+        .write(ApplicationToAccept {
+            id: id.clone(),
+            item_code: item_code.clone(),
+            item_version: reference.version,
+            system_id: system.clone(),
+            body: body.to_string(),
+            identity: Some(identity),
+            idempotency: idempotency_key.map(|k| (k, request_hash)),
+            audit: Some(audit.clone()),
+        })
+        .await?;
+    match accepted {
+        Accepted::New { accepted_at } => Ok(Receipt {
+            application_id: id,
+            system_id: system,
+            accepted_at,
+            replayed: false,
+            audit_detail: audit.detail,
+        }),
+        Accepted::Replayed { application_id } => {
+            let record = store.application(&application_id).await?.ok_or_else(|| {
+                StoreError::Corrupt("an accepted application cannot be read".into())
+            })?;
+            Ok(Receipt {
+                application_id: record.id,
+                system_id: record.system_id,
+                accepted_at: record.accepted_at,
+                replayed: true,
+                audit_detail: detail("answered again (Idempotency-Key)"),
+            })
+        }
+        Accepted::KeyReused => Err(AcceptError::KeyReused),
+        Accepted::DuplicateId => Err(AcceptError::DuplicateId),
+    }
+}
+
+/// Every required material of `item` the application lacks, and every material it names that
+/// `item` does not have.
+fn material_problems(body: &Value, item: &Item) -> Vec<Violation> {
+    let given: Vec<&str> = body
+        .get("materials")
+        .and_then(Value::as_array)
+        .map(|m| {
+            m.iter()
+                .filter_map(|x| x.get("id").and_then(Value::as_str))
+                .collect()
+        })
+        .unwrap_or_default();
+    let missing = item
+        .materials
+        .iter()
+        .filter(|m| m.required && !given.contains(&m.id.as_str()))
+        .map(|m| {
+            Violation::new(
+                "/materials",
+                format!("required material `{}` ({}) is missing", m.id, m.name),
+            )
+        });
+    let foreign = given
+        .iter()
+        .enumerate()
+        .filter(|(_, id)| !item.materials.iter().any(|m| m.id == **id))
+        .map(|(i, _)| {
+            Violation::new(
+                format!("/materials/{i}/id"),
+                "is not a material of this item",
+            )
+        });
+    missing.chain(foreign).collect()
+}
+
+/// Which members of the body's applicant differ from the identity the token proves (names of
+/// members only: the values are personal data).
+fn applicant_mismatches(body: &Value, user: &UserIdentity) -> Vec<&'static str> {
+    let given = |member: &str| {
+        body.pointer(&format!("/applicant/{member}"))
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .unwrap_or_default()
+    };
+    let mut differ = Vec::new();
+    if given("kind") != user.applicant_kind {
+        differ.push("kind");
+    }
+    if given("id_type") != user.id_type {
+        differ.push("id_type");
+    }
+    if !given("id_number").eq_ignore_ascii_case(&user.id_number) {
+        differ.push("id_number");
+    }
+    if given("name") != user.name {
+        differ.push("name");
+    }
+    differ
+}
+
+static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+/// A new application id: time-ordered, unique across hub processes sharing a store.
+fn new_application_id() -> String {
+    let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "TB-{:011x}-{:05x}{:05x}",
+        clock::now_millis(),
+        std::process::id() & 0xfffff,
+        n & 0xfffff
+    )
+}

@@ -5,6 +5,7 @@
 //! what to do about drift (refuse or flag) belongs to whoever received the message.
 
 use crate::model::ItemRef;
+pub use crate::model::ItemStatus;
 use crate::schema::{Schemas, Violation};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -116,24 +117,6 @@ pub struct ItemResult {
     #[serde(rename = "type")]
     pub result_type: String,
     pub name: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ItemStatus {
-    Active,
-    Suspended,
-    Revoked,
-}
-
-impl ItemStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ItemStatus::Active => "active",
-            ItemStatus::Suspended => "suspended",
-            ItemStatus::Revoked => "revoked",
-        }
-    }
 }
 
 impl Item {

@@ -7,8 +7,9 @@ use crate::auth::AuthError;
 use crate::auth::assertion::Signer;
 use crate::auth::keys::{self, KeyAlg};
 use crate::backoff::Backoff;
-use crate::catalog::{self, ImportError, PutOutcome};
+use crate::catalog::ImportError;
 use crate::config::Config;
+use crate::service::catalog::ImportFailure;
 use crate::store::{Backend, Store, StoreError};
 use crate::workers::{Dispatcher, RoutingError};
 use std::future::Future;
@@ -66,13 +67,7 @@ fn format_import_errors(errors: &[ImportError]) -> String {
     lines.join("\n")
 }
 
-/// What an import did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ImportSummary {
-    pub created: usize,
-    pub updated: usize,
-    pub unchanged: usize,
-}
+pub use crate::service::catalog::ImportSummary;
 
 /// Opens (and migrates) the store the configuration names.
 pub async fn open_store(config: &Config) -> Result<Store, HubError> {
@@ -124,20 +119,15 @@ pub async fn import_file(
         path: path.to_path_buf(),
         source,
     })?;
-    let items =
-        catalog::parse_import(&config.schemas, &text).map_err(|errors| HubError::Import {
-            path: path.to_path_buf(),
-            errors,
-        })?;
-    let mut summary = ImportSummary::default();
-    for outcome in store.import_items(&items).await? {
-        match outcome {
-            PutOutcome::Created { .. } => summary.created += 1,
-            PutOutcome::Updated { .. } => summary.updated += 1,
-            PutOutcome::Unchanged { .. } | PutOutcome::Conflict { .. } => summary.unchanged += 1,
-        }
-    }
-    Ok(summary)
+    crate::service::catalog::import(store, &config.schemas, &text)
+        .await
+        .map_err(|e| match e {
+            ImportFailure::Invalid(errors) => HubError::Import {
+                path: path.to_path_buf(),
+                errors,
+            },
+            ImportFailure::Store(e) => HubError::Store(e),
+        })
 }
 
 /// Imports the configured seed file when the catalog is empty, so a fresh hub shows real data.

@@ -4,8 +4,8 @@
 //! answers with the parsed parts or one [`IdError`] saying what is wrong. Messages never repeat
 //! the value itself, because some of these values (citizen ID numbers) are personal data.
 
+use crate::model::ItemType;
 use chrono::{Datelike, NaiveDate};
-use std::fmt;
 
 /// What is wrong with an identifier. The message names the position, never the value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -240,84 +240,11 @@ pub fn mask_name(name: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // 事项类型 and 事项实施编码
 
-/// 事项类型, the national item type codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ItemType {
-    Licensing,
-    Penalty,
-    Coercion,
-    Levy,
-    Benefit,
-    Inspection,
-    Confirmation,
-    Reward,
-    Adjudication,
-    OtherPower,
-    PublicService,
-}
-
-impl ItemType {
-    pub const ALL: [ItemType; 11] = [
-        ItemType::Licensing,
-        ItemType::Penalty,
-        ItemType::Coercion,
-        ItemType::Levy,
-        ItemType::Benefit,
-        ItemType::Inspection,
-        ItemType::Confirmation,
-        ItemType::Reward,
-        ItemType::Adjudication,
-        ItemType::OtherPower,
-        ItemType::PublicService,
-    ];
-
-    pub fn code(self) -> &'static str {
-        match self {
-            ItemType::Licensing => "01",
-            ItemType::Penalty => "02",
-            ItemType::Coercion => "03",
-            ItemType::Levy => "04",
-            ItemType::Benefit => "05",
-            ItemType::Inspection => "06",
-            ItemType::Confirmation => "07",
-            ItemType::Reward => "08",
-            ItemType::Adjudication => "09",
-            ItemType::OtherPower => "10",
-            ItemType::PublicService => "20",
-        }
-    }
-
-    pub fn name_zh(self) -> &'static str {
-        match self {
-            ItemType::Licensing => "行政许可",
-            ItemType::Penalty => "行政处罚",
-            ItemType::Coercion => "行政强制",
-            ItemType::Levy => "行政征收",
-            ItemType::Benefit => "行政给付",
-            ItemType::Inspection => "行政检查",
-            ItemType::Confirmation => "行政确认",
-            ItemType::Reward => "行政奖励",
-            ItemType::Adjudication => "行政裁决",
-            ItemType::OtherPower => "其他行政权力",
-            ItemType::PublicService => "公共服务",
-        }
-    }
-}
-
-impl fmt::Display for ItemType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.code(), self.name_zh())
-    }
-}
-
 /// Parses an item type code (`01` … `10`, `20`).
 pub fn check_item_type(s: &str) -> Result<ItemType, IdError> {
-    ItemType::ALL
-        .into_iter()
-        .find(|t| t.code() == s)
-        .ok_or(IdError::UnknownCode {
-            expected: "01-10 or 20",
-        })
+    s.parse().map_err(|_| IdError::UnknownCode {
+        expected: "01-10 or 20",
+    })
 }
 
 /// The parts of a valid item implementation code.
@@ -606,8 +533,8 @@ mod tests {
         assert_eq!(check_item_type("20"), Ok(ItemType::PublicService));
         assert!(check_item_type("11").is_err());
         assert!(check_item_type("1").is_err());
-        for t in ItemType::ALL {
-            assert_eq!(check_item_type(t.code()), Ok(t));
+        for &t in ItemType::ALL {
+            assert_eq!(check_item_type(t.as_str()), Ok(t));
         }
     }
 

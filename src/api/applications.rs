@@ -118,9 +118,15 @@ async fn submit(
         idempotency_key,
         actor: caller.actor.clone(),
     };
-    let receipt = applications::accept(&state.config, &state.store, &state.acceptor, submission)
-        .await
-        .map_err(refusal)?;
+    let receipt = applications::accept(
+        &state.config,
+        &state.store,
+        &state.catalog,
+        &state.acceptor,
+        submission,
+    )
+    .await
+    .map_err(refusal)?;
     if !receipt.replayed
         && let Some(d) = &state.dispatcher
     {

@@ -4,8 +4,12 @@ use super::input::{JsonBody, QueryParams};
 use super::problem::{ApiError, ProblemEntry};
 use super::{ANYONE, Access, AppState, Route};
 use crate::auth::Role;
-use crate::catalog::{self, Change, Item, ItemQuery, ItemStatus, PutOutcome};
-use crate::schema::Violation;
+use crate::catalog::{Change, Item, ItemQuery};
+use crate::model::{ItemStatus, ItemType};
+use crate::service::{
+    self,
+    catalog::{PutError, Written},
+};
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -49,19 +53,8 @@ async fn list_items(
     let mut q = QueryParams::parse(raw.as_deref());
     let query = ItemQuery {
         department: q.text("department"),
-        item_type: q.one_of(
-            "type",
-            &[
-                "01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "20",
-            ],
-        ),
-        status: q
-            .one_of("status", &["active", "suspended", "revoked"])
-            .map(|s| match s.as_str() {
-                "active" => ItemStatus::Active,
-                "suspended" => ItemStatus::Suspended,
-                _ => ItemStatus::Revoked,
-            }),
+        item_type: q.code::<ItemType>("type").map(|t| t.as_str().to_owned()),
+        status: q.code::<ItemStatus>("status"),
         text: q.text("q"),
         after: q.text("after"),
         limit: q.integer("limit", 1..=MAX_PAGE).unwrap_or(50) as u32,
@@ -111,51 +104,35 @@ async fn put_item(
             )])
         })?),
     };
-    let mut violations = Vec::new();
-    if body
-        .get("code")
-        .and_then(|c| c.as_str())
-        .is_some_and(|c| c != code)
-    {
-        violations.push(Violation::new("/code", "must equal the code in the URL"));
-    }
-    let item = match catalog::parse_item(&state.schemas, &body) {
-        Ok(item) if violations.is_empty() => item,
-        Ok(_) => return Err(violations.into()),
-        Err(found) => {
-            violations.extend(found);
-            return Err(violations.into());
-        }
-    };
     // If-Match wins over the version in the body: both name the version the change is based on.
-    let base = if_match.or(item.version);
-    let outcome = state.store.put_item(&item, base).await?;
-    let (status, version) = match outcome {
-        PutOutcome::Created { version } => (StatusCode::CREATED, version),
-        PutOutcome::Updated { version, .. } | PutOutcome::Unchanged { version } => {
-            (StatusCode::OK, version)
-        }
-        PutOutcome::Conflict { current } => {
-            let detail = format!(
-                "the change is based on version {}, but the current version is {current}",
-                base.unwrap_or_default()
-            );
-            return Err(if if_match.is_some() {
-                ApiError::PreconditionFailed { detail }
-            } else {
-                ApiError::Conflict { detail }
-            });
-        }
+    let written = service::catalog::put(
+        &state.store,
+        &state.schemas,
+        &state.catalog,
+        &code,
+        &body,
+        if_match,
+    )
+    .await
+    .map_err(|e| match e {
+        PutError::Invalid(violations) => violations.into(),
+        e @ PutError::Conflict { .. } if if_match.is_some() => ApiError::PreconditionFailed {
+            detail: e.to_string(),
+        },
+        e @ PutError::Conflict { .. } => ApiError::Conflict {
+            detail: e.to_string(),
+        },
+        PutError::Store(e) => e.into(),
+    })?;
+    let (status, stored) = match written {
+        Written::Created(item) => (StatusCode::CREATED, item),
+        Written::Updated(item) | Written::Unchanged(item) => (StatusCode::OK, item),
     };
-    let stored = state
-        .store
-        .item_version(&item.code, version)
-        .await?
-        .ok_or_else(|| ApiError::Internal("a version just written cannot be read".into()))?;
+    let location = (status == StatusCode::CREATED)
+        .then(|| HeaderValue::from_str(&format!("/api/v1/catalog/items/{}", stored.code)).ok())
+        .flatten();
     let mut response = item_response(status, stored);
-    if status == StatusCode::CREATED
-        && let Ok(location) = HeaderValue::from_str(&format!("/api/v1/catalog/items/{}", item.code))
-    {
+    if let Some(location) = location {
         response.headers_mut().insert(header::LOCATION, location);
     }
     Ok(response)

@@ -70,6 +70,8 @@ pub struct AppState {
     pub audit: AuditWriter,
     /// Where new applications go: accepted in groups, each with its audit record.
     pub acceptor: crate::service::applications::Acceptor,
+    /// The catalog's current items, as applications are checked against them.
+    pub catalog: crate::service::catalog::CurrentItems,
     /// Where case events posted to the webhooks go: recorded in groups.
     pub events: EventRecorder,
     /// Turns true when the hub is shutting down: long-lived responses (the supervision stream)
@@ -88,6 +90,7 @@ impl AppState {
             auth: Arc::new(Authenticator::new(store.clone(), verifier)),
             audit: AuditWriter::spawn(store.clone()),
             acceptor: crate::service::applications::acceptor(store.clone()),
+            catalog: crate::service::catalog::CurrentItems::default(),
             events: crate::service::inbound::event_recorder(store.clone()),
             // Never stopping, unless the server sets one of its own.
             stopping: watch::channel(false).1,

@@ -15,6 +15,7 @@ mod application;
 mod case_event;
 mod delivery;
 mod inbound;
+mod item;
 
 pub use alert::{AlertAction, CaseState, Level, Rule};
 pub use application::{ApplicationState, ItemRef};
@@ -25,3 +26,4 @@ pub use case_event::{
 pub use codes::{Code, UnknownCode};
 pub use delivery::{AttemptKind, DeliveryState};
 pub use inbound::{FeedKind, MessageKind, Via};
+pub use item::{ItemStatus, ItemType};

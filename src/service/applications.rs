@@ -13,12 +13,13 @@ use crate::audit::AuditEntry;
 use crate::auth::assertion::Identity;
 use crate::auth::tokens::UserIdentity;
 use crate::auth::{sha256_hex, subject_digest};
-use crate::catalog::{self, Item};
+use crate::catalog::Item;
 use crate::clock;
 use crate::config::Config;
 use crate::ids::mask_id;
 use crate::model::ItemRef;
 use crate::schema::Violation;
+use crate::service::catalog::CurrentItems;
 use crate::store::group::{GroupCommit, GroupError};
 use crate::store::{Accepted, ApplicationToAccept, Store, StoreError};
 use serde_json::Value;
@@ -104,6 +105,7 @@ pub enum AcceptError {
 pub async fn accept(
     config: &Config,
     store: &Store,
+    catalog: &CurrentItems,
     acceptor: &Acceptor,
     submission: Submission,
 ) -> Result<Receipt, AcceptError> {
@@ -122,7 +124,7 @@ pub async fn accept(
     let current = if item_code.is_empty() {
         None
     } else {
-        store.current_item(&item_code).await?
+        catalog.get(store, &item_code).await?
     };
     // A reference that cannot be read is refused with what is wrong with it: never a skipped
     // comparison with the catalog. The schema may have said the same about a member already.
@@ -139,7 +141,7 @@ pub async fn accept(
         }
     };
     if let Some(reference) = &reference {
-        for d in catalog::drift(reference, current.as_ref()) {
+        for d in crate::catalog::drift(reference, current.as_deref()) {
             violations.push(Violation::new(format!("/item{}", d.pointer()), d.message()));
         }
     }

@@ -4,4 +4,5 @@
 
 pub mod api_keys;
 pub mod applications;
+pub mod catalog;
 pub mod inbound;

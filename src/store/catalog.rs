@@ -62,6 +62,14 @@ impl Store {
     }
 
     /// How many items the catalog holds.
+    /// The change feed's head: the sequence number of the latest change (0 before any).
+    pub async fn catalog_head(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT value FROM counters WHERE name = 'catalog_change'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("value")?)
+    }
+
     pub async fn count_items(&self) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM catalog_current")
             .fetch_one(&self.pool)

@@ -2,8 +2,8 @@
 //! problem at once. Internals (SQL, file paths, causes) are logged, never sent.
 
 use crate::schema::Violation;
-use crate::store::StoreError;
 use crate::store::group::GroupError;
+use crate::store::{Failure, StoreError};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -144,12 +144,15 @@ pub enum ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
-        match e {
-            StoreError::Connect { .. }
-            | StoreError::Query(
-                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
-            ) => ApiError::Unavailable(error_chain(&e)),
-            other => ApiError::Internal(error_chain(&other)),
+        // What the store said is logged, not sent.
+        match e.failure() {
+            Failure::Unavailable => ApiError::Unavailable(error_chain(&e)),
+            Failure::Conflict => ApiError::Conflict {
+                detail: "the request meets data stored meanwhile; read it again and retry".into(),
+            },
+            Failure::NotFound => ApiError::NotFound("not found".into()),
+            Failure::Invalid => ApiError::NotStored(error_chain(&e)),
+            Failure::Broken => ApiError::Internal(error_chain(&e)),
         }
     }
 }

@@ -16,7 +16,7 @@
 //! write that failed on its own, tried alone (the same write will fail again: a permanent
 //! failure), [`GroupError::Unavailable`] when the store failed (worth trying again later).
 
-use super::StoreError;
+use super::{Failure, StoreError};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -187,37 +187,13 @@ fn failure(e: &StoreError) -> GroupError {
     }
 }
 
-/// Whether the database refused something one of the writes asked for (a constraint, a bad
-/// value), rather than failing as a whole: only then is a write-by-write retry worth it.
+/// Whether one of the writes caused the failure (the database refused a value, a key was
+/// taken, a value could not be read back), rather than the store failing as a whole: only then
+/// is a write-by-write retry worth it. A full disk fails every write of a batch alike: retried
+/// one by one they would only fail again, each after its own wait.
 fn caused_by_a_write(e: &StoreError) -> bool {
-    let db = match e {
-        StoreError::Query(sqlx::Error::Database(db)) => db,
-        // A value the store could not read back belongs to one write too.
-        StoreError::Corrupt(_) => return true,
-        _ => return false,
-    };
-    let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-    !(the_store_failed(&code) || db.message().contains("locked"))
-}
-
-/// Whether a database error code says the store itself failed, whatever was written: busy or
-/// locked, out of space or memory, an I/O error, read-only, corrupt (SQLite's primary codes 5,
-/// 6, 7, 8, 10, 11, 13, 14, 26, in its extended codes' low byte); a serialization failure,
-/// deadlock, lock or statement timeout, read-only transaction, or a class of connection,
-/// resource, operator or system errors (PostgreSQL's SQLSTATEs 40001, 40P01, 55P03, 57014,
-/// 25006 and classes 08, 53, 57, 58, XX). A full disk fails every write of a batch alike:
-/// retried one by one they would only fail again, each after its own wait.
-fn the_store_failed(code: &str) -> bool {
-    // SQLSTATEs have five characters; SQLite's codes are decimal numbers below 65536.
-    if code.len() == 5 {
-        matches!(code, "40001" | "40P01" | "55P03" | "57014" | "25006")
-            || ["08", "53", "57", "58", "XX"]
-                .iter()
-                .any(|class| code.starts_with(class))
-    } else {
-        code.parse::<i64>()
-            .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 7 | 8 | 10 | 11 | 13 | 14 | 26))
-    }
+    matches!(e, StoreError::Corrupt(_))
+        || matches!(e.failure(), Failure::Conflict | Failure::Invalid)
 }
 
 /// The error with its causes: "store query failed: database is locked".

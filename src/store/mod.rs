@@ -58,6 +58,75 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// What kind of failure a [`StoreError`] is: what its callers answer or decide by, so that
+/// nothing outside the store needs to know the database's own errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The store could not do anything just now (unreachable, busy or locked, out of space or
+    /// connections, read-only, failed over): the same request may succeed later.
+    Unavailable,
+    /// A write met data that is already there (a key or an id taken).
+    Conflict,
+    /// What was asked for is not there.
+    NotFound,
+    /// The database refused a value of this write (a constraint): it would fail again.
+    Invalid,
+    /// The store is broken: a migration, a directory, data it cannot read.
+    Broken,
+}
+
+impl StoreError {
+    /// What kind of failure this is.
+    pub fn failure(&self) -> Failure {
+        match self {
+            StoreError::Connect { .. } => Failure::Unavailable,
+            StoreError::Query(sqlx::Error::RowNotFound) => Failure::NotFound,
+            StoreError::Query(sqlx::Error::Database(db)) => {
+                let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+                if the_store_failed(&code) || db.message().contains("locked") {
+                    Failure::Unavailable
+                } else if db.is_unique_violation() {
+                    Failure::Conflict
+                } else {
+                    Failure::Invalid
+                }
+            }
+            StoreError::Query(
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::WorkerCrashed,
+            ) => Failure::Unavailable,
+            StoreError::Query(_)
+            | StoreError::Directory { .. }
+            | StoreError::Migrate(_)
+            | StoreError::Corrupt(_) => Failure::Broken,
+        }
+    }
+}
+
+/// Whether a database error code says the store itself failed, whatever was written: busy or
+/// locked, out of space or memory, an I/O error, read-only, corrupt (SQLite's primary codes 5,
+/// 6, 7, 8, 10, 11, 13, 14, 26, in its extended codes' low byte); a serialization failure,
+/// deadlock, lock or statement timeout, read-only transaction, or a class of connection,
+/// resource, operator or system errors (PostgreSQL's SQLSTATEs 40001, 40P01, 55P03, 57014,
+/// 25006 and classes 08, 53, 57, 58, XX). A full disk fails every write of a batch alike:
+/// retried one by one they would only fail again, each after its own wait.
+fn the_store_failed(code: &str) -> bool {
+    // SQLSTATEs have five characters; SQLite's codes are decimal numbers below 65536.
+    if code.len() == 5 {
+        matches!(code, "40001" | "40P01" | "55P03" | "57014" | "25006")
+            || ["08", "53", "57", "58", "XX"]
+                .iter()
+                .any(|class| code.starts_with(class))
+    } else {
+        code.parse::<i64>()
+            .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 7 | 8 | 10 | 11 | 13 | 14 | 26))
+    }
+}
+
 /// A connection pool to a migrated database.
 #[derive(Debug, Clone)]
 pub struct Store {

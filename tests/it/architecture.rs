@@ -279,3 +279,38 @@ pub(crate) fn g() { let _ = '\''; crate::audit::verify; }
         ]
     );
 }
+
+/// Only the store speaks to the database: `sqlx` appears in no code outside `src/store/` (the
+/// library's other parts learn what went wrong from `StoreError::failure`), and no SQL keyword
+/// starts a string literal outside it either.
+#[test]
+fn only_the_store_names_the_database_library_or_writes_sql() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&root, &mut files);
+    let mut found = Vec::new();
+    for file in files {
+        let relative = file.strip_prefix(&root).unwrap().to_path_buf();
+        if relative.starts_with("store") || relative.starts_with("bin") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (n, line) in code_only(&text).lines().enumerate() {
+            if line.contains("sqlx") {
+                found.push(format!("src/{}:{}: names sqlx", relative.display(), n + 1));
+            }
+        }
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim_start();
+            if line.starts_with("//") {
+                continue;
+            }
+            for keyword in ["\"SELECT ", "\"INSERT INTO ", "\"UPDATE ", "\"DELETE FROM "] {
+                if line.contains(keyword) {
+                    found.push(format!("src/{}:{}: writes SQL", relative.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "outside the store:\n{}", found.join("\n"));
+}

@@ -47,7 +47,7 @@ pub struct EventsBack {
     pub hub: OnceLock<String>,
     /// `Bearer <the SOAP system's API key>`: the hub takes events for a system from it only.
     authorization: String,
-    /// The step documents, with `{EVENT_ID}` and `{APPLICATION_ID}` to fill in.
+    /// The step documents, with `{EVENT_ID}`, `{APPLICATION_ID}` and `{HAPPENED}` to fill in.
     templates: Vec<String>,
     client: reqwest::Client,
     slots: Arc<Semaphore>,
@@ -78,9 +78,12 @@ impl EventsBack {
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             let event_id = between(&text, "<sp:流水号>", "</sp:流水号>")
                 .ok_or_else(|| format!("{}: no sp:流水号", path.display()))?;
+            let happened = between(&text, "<sp:办理时间>", "</sp:办理时间>")
+                .ok_or_else(|| format!("{}: no sp:办理时间", path.display()))?;
             templates.push(
                 text.replace(&format!(">{event_id}<"), ">{EVENT_ID}<")
-                    .replace(EXAMPLE_APPLICATION_ID, "{APPLICATION_ID}"),
+                    .replace(EXAMPLE_APPLICATION_ID, "{APPLICATION_ID}")
+                    .replace(&format!(">{happened}<"), ">{HAPPENED}<"),
             );
         }
         Ok(EventsBack {
@@ -157,9 +160,17 @@ impl EventsBack {
             };
             for (n, template) in me.templates.iter().enumerate() {
                 let event_id = format!("{application_id}-E{n}");
+                // The step happened now, as a system reports it (Beijing time, the example's
+                // own format): a step dated before the application reached the hub would be
+                // flagged as implausible and make the engine raise an alert for every case.
+                let happened = chrono::Utc::now()
+                    .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8"))
+                    .format("%Y%m%d%H%M%S")
+                    .to_string();
                 let body = template
                     .replace("{EVENT_ID}", &event_id)
-                    .replace("{APPLICATION_ID}", &application_id);
+                    .replace("{APPLICATION_ID}", &application_id)
+                    .replace("{HAPPENED}", &happened);
                 let started = Instant::now();
                 let sent = me
                     .client

@@ -444,7 +444,11 @@ async fn connect(
 ) -> Result<AnyPool, StoreError> {
     let mut options = AnyPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(5));
+        .acquire_timeout(Duration::from_secs(5))
+        // No ping before each use: on SQLite every statement is already a hand-off to the
+        // connection's thread, and a ping doubled the hand-offs of a short write. A connection
+        // that broke shows it on its next statement, whose error is classified like any other.
+        .test_before_acquire(false);
     if backend == Backend::Sqlite {
         let cap = page_cap.clone();
         options = options.after_connect(move |conn, _| {
@@ -469,17 +473,13 @@ async fn connect(
     // transaction open. Its next `begin` would then be a SAVEPOINT inside a transaction that
     // never ends: "commits" that only release the savepoint (answered as done, never
     // durable), and SQLite's write lock held until the process exits. Closing the connection
-    // rolls back whatever it holds and frees the lock; the pool opens a fresh one.
-    options = options.after_release(move |conn, _| {
-        Box::pin(async move {
-            if sqlite {
-                // A dropped transaction's rollback runs on the connection's own thread: wait
-                // for it before asking whether the connection is still in a transaction.
-                conn.ping().await?;
-            }
-            Ok(!left_in_transaction(conn))
-        })
-    });
+    // rolls back whatever it holds and frees the lock; the pool opens a fresh one. Writes end
+    // with an explicit commit or rollback, which update the connection's transaction depth
+    // before they return; a transaction dropped without either (an early return on an error)
+    // queues its rollback, and such a connection is closed too rather than waited for: that is
+    // the rare path, and a closed connection costs only a reconnect.
+    options = options
+        .after_release(move |conn, _| Box::pin(async move { Ok(!left_in_transaction(conn)) }));
     let cap = page_cap.clone();
     options = options.before_acquire(move |conn, _| {
         let cap = cap.clone();

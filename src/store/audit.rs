@@ -1,7 +1,7 @@
 //! The audit log table: appending records chained to the head, and reading them back for the
 //! admin API and for verification. The chain's rules live in `crate::audit`.
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, rows};
 use crate::audit::{AuditEntry, AuditRecord, GENESIS, record_hash};
 use crate::clock;
 use sqlx::any::AnyRow;
@@ -44,10 +44,8 @@ impl Store {
         entries: &[AuditEntry],
     ) -> Result<Vec<AuditRecord>, StoreError> {
         let (turn, mut tx) = self.begin_write().await?;
-        let mut records = Vec::with_capacity(entries.len());
-        for entry in entries {
-            records.push(append_audit_in_tx(&mut tx, entry).await?);
-        }
+        let entries: Vec<&AuditEntry> = entries.iter().collect();
+        let records = append_audits_in_tx(&mut tx, &entries).await?;
         turn.commit(tx).await?;
         Ok(records)
     }
@@ -133,26 +131,42 @@ impl Store {
     }
 }
 
-/// Appends one record inside `tx`, for a change that must be audited in the same transaction
-/// as the change itself. Takes the `audit` row lock until `tx` ends: keep such transactions
-/// short.
+/// Appends one record inside `tx`, chained to the head (see [`append_audits_in_tx`]).
 pub(crate) async fn append_audit_in_tx(
     tx: &mut Transaction<'static, Any>,
     entry: &AuditEntry,
 ) -> Result<AuditRecord, StoreError> {
-    // The UPDATE takes the row lock (PostgreSQL) or the write lock (SQLite) before anything
-    // is read, so the head read next cannot change before this transaction commits.
-    let seq: i64 =
-        sqlx::query("UPDATE counters SET value = value + 1 WHERE name = 'audit' RETURNING value")
+    let mut records = append_audits_in_tx(tx, &[entry]).await?;
+    records
+        .pop()
+        .ok_or_else(|| StoreError::Corrupt("an audit record was not written".into()))
+}
+
+/// Appends `entries` inside `tx`, in order, chained to the head. The counter's row is taken
+/// first (the row lock on PostgreSQL, the write lock on SQLite), so the head read next cannot
+/// change before `tx` commits, and the records' numbers follow commit order with several
+/// writers. One statement reserves their numbers, one reads the head, and a few write them all.
+pub(crate) async fn append_audits_in_tx(
+    tx: &mut Transaction<'static, Any>,
+    entries: &[&AuditEntry],
+) -> Result<Vec<AuditRecord>, StoreError> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let count = entries.len() as i64;
+    let last: i64 =
+        sqlx::query("UPDATE counters SET value = value + $1 WHERE name = 'audit' RETURNING value")
+            .bind(count)
             .fetch_one(&mut **tx)
             .await?
             .try_get("value")?;
-    // The newest record before this one, normally `seq - 1`. If records at the end were
-    // deleted, the counter has moved on without them and the new record's seq leaves the gap
-    // that `verify` reports.
-    let prev_hash: String =
+    let first = last - count + 1;
+    // The newest record before these, normally `first - 1`. If records at the end were
+    // deleted, the counter has moved on without them and the new records leave the gap that
+    // `verify` reports.
+    let mut prev_hash: String =
         match sqlx::query("SELECT hash FROM audit_log WHERE seq < $1 ORDER BY seq DESC LIMIT 1")
-            .bind(seq)
+            .bind(first)
             .fetch_optional(&mut **tx)
             .await?
         {
@@ -160,33 +174,46 @@ pub(crate) async fn append_audit_in_tx(
             None => GENESIS.to_string(),
         };
     let at = clock::now_millis();
-    let hash = record_hash(&prev_hash, seq, at, entry);
-    sqlx::query(
-        "INSERT INTO audit_log (seq, at, actor, action, target, outcome, detail, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(seq)
-    .bind(at)
-    .bind(&entry.actor)
-    .bind(&entry.action)
-    .bind(&entry.target)
-    .bind(&entry.outcome)
-    .bind(&entry.detail)
-    .bind(&prev_hash)
-    .bind(&hash)
-    .execute(&mut **tx)
-    .await?;
-    Ok(AuditRecord {
-        seq,
-        at,
-        actor: entry.actor.clone(),
-        action: entry.action.clone(),
-        target: entry.target.clone(),
-        outcome: entry.outcome.clone(),
-        detail: entry.detail.clone(),
-        prev_hash,
-        hash,
-    })
+    let records: Vec<AuditRecord> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let seq = first + i as i64;
+            let hash = record_hash(&prev_hash, seq, at, entry);
+            AuditRecord {
+                seq,
+                at,
+                actor: entry.actor.clone(),
+                action: entry.action.clone(),
+                target: entry.target.clone(),
+                outcome: entry.outcome.clone(),
+                detail: entry.detail.clone(),
+                prev_hash: std::mem::replace(&mut prev_hash, hash.clone()),
+                hash,
+            }
+        })
+        .collect();
+    for chunk in rows::chunks(records.len()) {
+        let sql = format!(
+            "INSERT INTO audit_log (seq, at, actor, action, target, outcome, detail, prev_hash, hash) VALUES {}",
+            rows::values(chunk.len(), 9, 1)
+        );
+        let mut query = sqlx::query(&sql);
+        for r in &records[chunk] {
+            query = query
+                .bind(r.seq)
+                .bind(r.at)
+                .bind(&r.actor)
+                .bind(&r.action)
+                .bind(&r.target)
+                .bind(&r.outcome)
+                .bind(&r.detail)
+                .bind(&r.prev_hash)
+                .bind(&r.hash);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(records)
 }
 
 fn audit_from_row(row: &AnyRow) -> Result<AuditRecord, StoreError> {

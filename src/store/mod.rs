@@ -12,6 +12,7 @@ mod catalog;
 pub mod group;
 mod keys;
 mod routing;
+mod rows;
 mod supervision;
 
 pub use audit::AuditQuery;

@@ -1,7 +1,7 @@
 //! Routing tables: accepted applications and their idempotency keys, the outbox of deliveries
 //! with every attempt, and the case events and results systems send back.
 
-use super::{Backend, Store, StoreError};
+use super::{Backend, Store, StoreError, rows};
 use crate::clock;
 use crate::model::{ApplicationState, AttemptKind, DeliveryState, FeedKind};
 use crate::personal::PersonalValues;
@@ -216,22 +216,18 @@ impl Store {
         apps: &[ApplicationToAccept],
     ) -> Result<Vec<Accepted>, StoreError> {
         let (turn, mut tx) = self.begin_write().await?;
-        let mut results = Vec::with_capacity(apps.len());
-        for a in apps {
-            let app = NewApplication {
-                id: &a.id,
-                item_code: &a.item_code,
-                item_version: a.item_version,
-                system_id: &a.system_id,
-                body: &a.body,
-                idempotency: a
-                    .idempotency
-                    .as_ref()
-                    .map(|(key, hash)| (key.as_str(), hash.as_str())),
-                identity: a.identity.clone(),
-            };
-            results.push(accept_in_tx(&mut tx, &app, a.audit.as_ref(), clock::now_millis()).await?);
-        }
+        let now = clock::now_millis();
+        let results = if repeats_within(apps) {
+            // Two of them share an id or a key: taken one at a time, so that the later one
+            // meets the earlier exactly as it would in a later batch.
+            let mut results = Vec::with_capacity(apps.len());
+            for a in apps {
+                results.push(accept_in_tx(&mut tx, &a.as_new(), a.audit.as_ref(), now).await?);
+            }
+            results
+        } else {
+            accept_batch_in_tx(&mut tx, apps, now).await?
+        };
         turn.commit(tx).await?;
         Ok(results)
     }
@@ -727,8 +723,7 @@ async fn accept_in_tx(
          window_start, next_attempt_at, claimed_until, created_at, identity) \
          VALUES ($1, $2, 1, $3, 'pending', $4, 0, 0, $5, $5, 0, $5, $6)",
     )
-    // `~` cannot occur in an application id, and needs no escaping in a URL.
-    .bind(format!("{}~1", app.id))
+    .bind(first_delivery_id(app.id))
     .bind(app.id)
     .bind(app.system_id)
     .bind(app.body)
@@ -740,6 +735,186 @@ async fn accept_in_tx(
         super::audit::append_audit_in_tx(tx, entry).await?;
     }
     Ok(Accepted::New { accepted_at: now })
+}
+
+impl ApplicationToAccept {
+    fn as_new(&self) -> NewApplication<'_> {
+        NewApplication {
+            id: &self.id,
+            item_code: &self.item_code,
+            item_version: self.item_version,
+            system_id: &self.system_id,
+            body: &self.body,
+            idempotency: self
+                .idempotency
+                .as_ref()
+                .map(|(key, hash)| (key.as_str(), hash.as_str())),
+            identity: self.identity.clone(),
+        }
+    }
+}
+
+/// Whether two of `apps` share an application id or an idempotency key.
+fn repeats_within(apps: &[ApplicationToAccept]) -> bool {
+    let mut ids = std::collections::HashSet::with_capacity(apps.len());
+    let mut keys = std::collections::HashSet::new();
+    apps.iter().any(|a| {
+        !ids.insert(a.id.as_str())
+            || a.idempotency
+                .as_ref()
+                .is_some_and(|(key, _)| !keys.insert(key.as_str()))
+    })
+}
+
+/// Accepts `apps` (no two with the same id or key) inside `tx`, each as [`accept_in_tx`]
+/// would, a few statements for the whole batch: the keys first (a key used before answers for
+/// its application), then the applications (an id taken before makes a duplicate, whose key is
+/// taken back), then their deliveries and audit records.
+async fn accept_batch_in_tx(
+    tx: &mut Transaction<'static, Any>,
+    apps: &[ApplicationToAccept],
+    now: i64,
+) -> Result<Vec<Accepted>, StoreError> {
+    let mut results: Vec<Option<Accepted>> = vec![None; apps.len()];
+    let keyed: Vec<usize> = (0..apps.len())
+        .filter(|&i| apps[i].idempotency.is_some())
+        .collect();
+    if !keyed.is_empty() {
+        let mut fresh = std::collections::HashSet::new();
+        for chunk in rows::chunks(keyed.len()) {
+            let sql = format!(
+                "INSERT INTO idempotency_keys (idem_key, request_hash, application_id, created_at) \
+                 VALUES {} ON CONFLICT (idem_key) DO NOTHING RETURNING idem_key",
+                rows::values(chunk.len(), 4, 1)
+            );
+            let mut query = sqlx::query(&sql);
+            for &i in &keyed[chunk] {
+                let (key, hash) = apps[i].idempotency.as_ref().expect("keyed");
+                query = query.bind(key).bind(hash).bind(&apps[i].id).bind(now);
+            }
+            for row in query.fetch_all(&mut **tx).await? {
+                fresh.insert(row.try_get::<String, _>("idem_key")?);
+            }
+        }
+        let used: Vec<usize> = keyed
+            .iter()
+            .copied()
+            .filter(|&i| {
+                let (key, _) = apps[i].idempotency.as_ref().expect("keyed");
+                !fresh.contains(key)
+            })
+            .collect();
+        for chunk in rows::chunks(used.len()) {
+            let sql = format!(
+                "SELECT idem_key, request_hash, application_id FROM idempotency_keys WHERE idem_key IN ({})",
+                rows::list(chunk.len(), 1)
+            );
+            let mut query = sqlx::query(&sql);
+            for &i in &used[chunk.clone()] {
+                query = query.bind(&apps[i].idempotency.as_ref().expect("keyed").0);
+            }
+            let found = query.fetch_all(&mut **tx).await?;
+            for &i in &used[chunk] {
+                let (key, hash) = apps[i].idempotency.as_ref().expect("keyed");
+                let row = found
+                    .iter()
+                    .find(|r| r.try_get::<String, _>("idem_key").is_ok_and(|k| &k == key))
+                    .ok_or_else(|| StoreError::Corrupt("an idempotency key vanished".into()))?;
+                let stored_hash: String = row.try_get("request_hash")?;
+                results[i] = Some(if &stored_hash == hash {
+                    Accepted::Replayed {
+                        application_id: row.try_get("application_id")?,
+                    }
+                } else {
+                    Accepted::KeyReused
+                });
+            }
+        }
+    }
+    let candidates: Vec<usize> = (0..apps.len()).filter(|&i| results[i].is_none()).collect();
+    let mut inserted = std::collections::HashSet::new();
+    for chunk in rows::chunks(candidates.len()) {
+        let sql = format!(
+            "INSERT INTO applications (id, item_code, item_version, system_id, state, body, accepted_at, updated_at) \
+             VALUES {} ON CONFLICT (id) DO NOTHING RETURNING id",
+            rows::values(chunk.len(), 8, 1)
+        );
+        let mut query = sqlx::query(&sql);
+        for &i in &candidates[chunk] {
+            let a = &apps[i];
+            query = query
+                .bind(&a.id)
+                .bind(&a.item_code)
+                .bind(a.item_version)
+                .bind(&a.system_id)
+                .bind(ApplicationState::Accepted.as_str())
+                .bind(&a.body)
+                .bind(now)
+                .bind(now);
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            inserted.insert(row.try_get::<String, _>("id")?);
+        }
+    }
+    let mut new = Vec::with_capacity(candidates.len());
+    for i in candidates {
+        let a = &apps[i];
+        if inserted.contains(&a.id) {
+            results[i] = Some(Accepted::New { accepted_at: now });
+            new.push(i);
+        } else {
+            // The key just recorded must not point at someone else's application.
+            if let Some((key, _)) = &a.idempotency {
+                sqlx::query(
+                    "DELETE FROM idempotency_keys WHERE idem_key = $1 AND application_id = $2",
+                )
+                .bind(key)
+                .bind(&a.id)
+                .execute(&mut **tx)
+                .await?;
+            }
+            results[i] = Some(Accepted::DuplicateId);
+        }
+    }
+    for chunk in rows::chunks(new.len()) {
+        let sql = format!(
+            "INSERT INTO deliveries (id, application_id, seq, system_id, status, payload, attempts, attempts_base, \
+             window_start, next_attempt_at, claimed_until, created_at, identity) VALUES {}",
+            rows::values(chunk.len(), 13, 1)
+        );
+        let mut query = sqlx::query(&sql);
+        for &i in &new[chunk] {
+            let a = &apps[i];
+            query = query
+                .bind(first_delivery_id(&a.id))
+                .bind(&a.id)
+                .bind(1_i64)
+                .bind(&a.system_id)
+                .bind(DeliveryState::Pending.as_str())
+                .bind(&a.body)
+                .bind(0_i64)
+                .bind(0_i64)
+                .bind(now)
+                .bind(now)
+                .bind(0_i64)
+                .bind(now)
+                .bind(a.identity.as_deref());
+        }
+        query.execute(&mut **tx).await?;
+    }
+    let audits: Vec<&crate::audit::AuditEntry> =
+        new.iter().filter_map(|&i| apps[i].audit.as_ref()).collect();
+    super::audit::append_audits_in_tx(tx, &audits).await?;
+    results
+        .into_iter()
+        .map(|r| r.ok_or_else(|| StoreError::Corrupt("an application was left undecided".into())))
+        .collect()
+}
+
+/// The id of an application's first delivery. `~` cannot occur in an application id, and needs
+/// no escaping in a URL.
+fn first_delivery_id(application_id: &str) -> String {
+    format!("{application_id}~1")
 }
 
 /// Stores one case event inside `tx`, with its application's state and its feed entry;

@@ -127,6 +127,73 @@ async fn a_batch_accepts_each_application_as_alone_in_one_transaction(store: &St
     assert!(tongban::audit::verify(&audit).is_intact());
 }
 
+/// A batch whose applications repeat no id or key among themselves is written a few statements
+/// for the whole batch; it meets what the store held before exactly as one at a time would.
+async fn a_batch_meets_what_the_store_held_before_as_one_at_a_time_would(store: &Store) {
+    store
+        .accept_application(&app("P-0", Some(("pk0", "h0"))))
+        .await
+        .unwrap();
+    store
+        .accept_application(&app("P-1", Some(("pk1", "h1"))))
+        .await
+        .unwrap();
+    let mut batch: Vec<ApplicationToAccept> = (10..80)
+        .map(|n| to_accept(&format!("P-{n}"), None))
+        .collect();
+    batch.push(to_accept("P-0", Some(("pk-new", "hn")))); // an id taken before, with a new key
+    batch.push(to_accept("P-2", Some(("pk0", "h0")))); // a replay of a request from before
+    batch.push(to_accept("P-3", Some(("pk1", "other")))); // a key used before for another
+    batch.push(to_accept("P-4", Some(("pk4", "h4")))); // a new key
+    let results = store.accept_applications(&batch).await.unwrap();
+    assert!(
+        results[..70]
+            .iter()
+            .all(|r| matches!(r, Accepted::New { .. })),
+        "{results:?}"
+    );
+    assert_eq!(results[70], Accepted::DuplicateId);
+    assert_eq!(
+        results[71],
+        Accepted::Replayed {
+            application_id: "P-0".into()
+        }
+    );
+    assert_eq!(results[72], Accepted::KeyReused);
+    assert!(matches!(results[73], Accepted::New { .. }));
+    for n in (10..80).chain([4]) {
+        let id = format!("P-{n}");
+        assert_eq!(store.deliveries_of(&id).await.unwrap().len(), 1, "{id}");
+    }
+    for id in ["P-2", "P-3"] {
+        assert!(store.application(id).await.unwrap().is_none(), "{id}");
+    }
+    // The duplicate's key was not kept; the new one was.
+    assert!(matches!(
+        store
+            .accept_application(&app("P-90", Some(("pk-new", "hn"))))
+            .await
+            .unwrap(),
+        Accepted::New { .. }
+    ));
+    assert_eq!(
+        store
+            .accept_application(&app("P-91", Some(("pk4", "h4"))))
+            .await
+            .unwrap(),
+        Accepted::Replayed {
+            application_id: "P-4".into()
+        }
+    );
+    let audit = store.audit_records().await.unwrap();
+    assert_eq!(
+        audit.len(),
+        71,
+        "one record per new application of the batch"
+    );
+    assert!(tongban::audit::verify(&audit).is_intact());
+}
+
 async fn a_batch_of_events_is_deduplicated_within_itself_and_against_the_store(store: &Store) {
     store.accept_application(&app("E-1", None)).await.unwrap();
     let event = |id: &str, node: &str, state: &str| EventToRecord {
@@ -438,6 +505,7 @@ async fn events_are_deduplicated_and_move_the_state(store: &Store) {
 }
 
 on_both_backends!(
+    a_batch_meets_what_the_store_held_before_as_one_at_a_time_would,
     idempotency_keys_return_the_first_application,
     a_batch_accepts_each_application_as_alone_in_one_transaction,
     a_batch_of_events_is_deduplicated_within_itself_and_against_the_store,

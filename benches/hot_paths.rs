@@ -202,6 +202,7 @@ fn store(c: &mut Criterion) {
             id,
             item_code: SCJG_ITEM,
             item_version: 1,
+            department: "11210100MB1529370K",
             system_id: "sy-scjg-food",
             body: &body,
             idempotency: None,

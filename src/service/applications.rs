@@ -210,6 +210,10 @@ pub async fn accept(
             id: id.clone(),
             item_code: item_code.clone(),
             item_version: reference.version,
+            department: current
+                .as_ref()
+                .map(|item| item.department.uscc.clone())
+                .unwrap_or_default(),
             system_id: system.clone(),
             body: body.to_string(),
             identity: Some(identity),

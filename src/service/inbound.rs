@@ -21,8 +21,11 @@ use crate::config::Config;
 use crate::mapping::MapError;
 use crate::model::parse_time;
 use crate::model::{ApplicationState, CaseEvent, MessageKind, Via};
+use crate::personal::PersonalValues;
 use crate::store::group::{GroupCommit, GroupError};
-use crate::store::{EventToRecord, NewRefusal, Store, StoreError};
+use crate::store::{
+    ApplicationRecord, EventFeedEntry, EventToRecord, NewRefusal, Store, StoreError,
+};
 use serde_json::Value;
 
 /// Whether a message was new.
@@ -236,7 +239,8 @@ async fn take(
         ));
     }
     let application_id = text("/application_id");
-    match store.application(application_id).await? {
+    let application = store.application(application_id).await?;
+    match &application {
         None => problems.push("no application with this id was routed through the hub".into()),
         Some(application) if application.system_id != system => {
             problems.push("the application was routed to another system".into())
@@ -257,35 +261,25 @@ async fn take(
     }
     // A case event that mapped is valid against its schema, so it reads as one; read once,
     // it says which step it reports.
-    let event = match kind {
-        MessageKind::CaseEvent => match CaseEvent::from_json(&canonical) {
-            Ok(event) => Some(event),
-            Err(why) => {
-                problems.push(why.to_owned());
-                None
+    let event = match (kind, &application) {
+        (MessageKind::CaseEvent, Some(application)) => {
+            match event_to_record(application, &canonical) {
+                Ok(event) => Some(event),
+                Err(why) => {
+                    problems.push(why.to_owned());
+                    None
+                }
             }
-        },
-        MessageKind::Result => None,
+        }
+        _ => None,
     };
     if !problems.is_empty() {
         return Err(InboundError::Refused(problems));
     }
-    let body = canonical.to_string();
     let new = match event {
-        Some(event) => {
-            events
-                .write(EventToRecord {
-                    system_id: system.to_owned(),
-                    event_id: event.event_id,
-                    application_id: event.application_id,
-                    node_name: event.node.name.as_str().to_owned(),
-                    occurred_at: text("/occurred_at").to_owned(),
-                    body,
-                    state: ApplicationState::after_step(event.node.name),
-                })
-                .await?
-        }
+        Some(event) => events.write(event).await?,
         None => {
+            let body = canonical.to_string();
             store
                 .record_result(system, text("/license/id"), application_id, &body)
                 .await?
@@ -295,6 +289,41 @@ async fn take(
         Received::New
     } else {
         Received::Duplicate
+    })
+}
+
+/// A canonical case event about `application`, ready to store: its step, the state it moves
+/// the application to, and its entry in the supervision feed, where it is read beyond the
+/// department: handler and free texts masked, with what the application says about its people
+/// (see [`crate::personal`]).
+pub fn event_to_record(
+    application: &ApplicationRecord,
+    canonical: &Value,
+) -> Result<EventToRecord, &'static str> {
+    let event = CaseEvent::from_json(canonical)?;
+    let body = canonical.to_string();
+    let masked = PersonalValues::of_application_text(&application.body)
+        .masked_event(&body)
+        .to_string();
+    let occurred_at = canonical
+        .get("occurred_at")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    Ok(EventToRecord {
+        feed: EventFeedEntry {
+            body: masked,
+            routing_key: format!("event.{}.{}", event.system, event.node.name.routing_word()),
+            department: application.department.clone(),
+            item_code: application.item_code.clone(),
+        },
+        system_id: event.system,
+        event_id: event.event_id,
+        application_id: event.application_id,
+        node_name: event.node.name.as_str().to_owned(),
+        occurred_at,
+        body,
+        state: ApplicationState::after_step(event.node.name),
     })
 }
 

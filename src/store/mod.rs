@@ -19,8 +19,8 @@ pub use audit::AuditQuery;
 pub use keys::{ApiKeyRecord, NewApiKey};
 pub use routing::{
     Accepted, ApplicationRecord, ApplicationToAccept, AttemptOutcome, AttemptRecord,
-    ClaimedDelivery, DeliveryRecord, EventRecord, EventToRecord, FinishedAttempt, NewApplication,
-    NewEvent,
+    ClaimedDelivery, DeliveryRecord, EventFeedEntry, EventRecord, EventToRecord, FinishedAttempt,
+    NewApplication,
 };
 pub use supervision::{
     AlertQuery, AlertRecord, AlertWrite, CaseQuery, CaseStates, CaseStats, CaseSummary, Durations,

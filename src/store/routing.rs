@@ -4,7 +4,6 @@
 use super::{Backend, Store, StoreError, rows};
 use crate::clock;
 use crate::model::{ApplicationState, AttemptKind, DeliveryState, FeedKind};
-use crate::personal::PersonalValues;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
@@ -14,6 +13,8 @@ pub struct NewApplication<'a> {
     pub id: &'a str,
     pub item_code: &'a str,
     pub item_version: i64,
+    /// The item's department (USCC), as the catalog gives it.
+    pub department: &'a str,
     pub system_id: &'a str,
     /// The canonical application, as JSON text.
     pub body: &'a str,
@@ -31,6 +32,7 @@ pub struct ApplicationToAccept {
     pub id: String,
     pub item_code: String,
     pub item_version: i64,
+    pub department: String,
     pub system_id: String,
     pub body: String,
     /// The caller's `Idempotency-Key` and a hash of its request.
@@ -58,6 +60,8 @@ pub struct ApplicationRecord {
     pub id: String,
     pub item_code: String,
     pub item_version: i64,
+    /// The item's department (USCC), `""` when it was not known.
+    pub department: String,
     pub system_id: String,
     pub state: ApplicationState,
     pub accepted_at: i64,
@@ -156,20 +160,7 @@ pub enum AttemptOutcome {
     },
 }
 
-/// A case event to store.
-#[derive(Debug, Clone)]
-pub struct NewEvent<'a> {
-    pub system_id: &'a str,
-    pub event_id: &'a str,
-    pub application_id: &'a str,
-    pub node_name: &'a str,
-    pub occurred_at: &'a str,
-    pub body: &'a str,
-    /// The application's state after this event.
-    pub state: ApplicationState,
-}
-
-/// An owned [`NewEvent`], to record together with others ([`Store::record_events`]).
+/// A case event to store, with its entry in the supervision feed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventToRecord {
     pub system_id: String,
@@ -177,8 +168,24 @@ pub struct EventToRecord {
     pub application_id: String,
     pub node_name: String,
     pub occurred_at: String,
+    /// The canonical event as the system sent it (JSON text).
     pub body: String,
+    /// The application's state after this event.
     pub state: ApplicationState,
+    pub feed: EventFeedEntry,
+}
+
+/// What the supervision feed shows of a case event, made by whoever records it: the store
+/// keeps it as given.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventFeedEntry {
+    /// The event as those beyond its department see it (JSON text, personal data masked).
+    pub body: String,
+    /// `event.<system>.<step>`.
+    pub routing_key: String,
+    /// The application's department (USCC), `""` if unknown.
+    pub department: String,
+    pub item_code: String,
 }
 
 /// A stored case event.
@@ -234,7 +241,7 @@ impl Store {
 
     pub async fn application(&self, id: &str) -> Result<Option<ApplicationRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, item_code, item_version, system_id, state, accepted_at, updated_at, body \
+            "SELECT id, item_code, item_version, department, system_id, state, accepted_at, updated_at, body \
              FROM applications WHERE id = $1",
         )
         .bind(id)
@@ -245,6 +252,7 @@ impl Store {
                 id: r.try_get("id")?,
                 item_code: r.try_get("item_code")?,
                 item_version: r.try_get("item_version")?,
+                department: r.try_get("department")?,
                 system_id: r.try_get("system_id")?,
                 state: super::parsed(&r, "state")?,
                 accepted_at: r.try_get("accepted_at")?,
@@ -445,44 +453,24 @@ impl Store {
         Ok(Some(record))
     }
 
-    /// Stores a case event unless the system sent it before. Returns whether it was new.
-    pub async fn record_event(&self, event: &NewEvent<'_>) -> Result<bool, StoreError> {
-        let (turn, mut tx) = self.begin_write().await?;
-        let new = record_event_in_tx(&mut tx, event, clock::now_millis()).await?;
-        turn.commit(tx).await?;
-        if new {
-            self.signal_feed_moved();
-        }
-        Ok(new)
+    /// Stores a case event unless the system sent it before, with its application's new state
+    /// and its feed entry, in one transaction. Returns whether it was new.
+    pub async fn record_event(&self, event: &EventToRecord) -> Result<bool, StoreError> {
+        let new = self.record_events(std::slice::from_ref(event)).await?;
+        Ok(new.first().copied().unwrap_or(false))
     }
 
-    /// Stores several case events in one transaction, each as [`record_event`](Store::record_event)
-    /// would: the inbound side's group commit. Whether each was new, in order.
+    /// Stores case events in one transaction, each as [`record_event`](Store::record_event)
+    /// would: the inbound side's group commit. Whether each was new, in order (an event the
+    /// system sent before, or earlier in the same batch, is not). A few statements for the
+    /// whole batch: the events, the applications' states, the feed entries.
     pub async fn record_events(&self, events: &[EventToRecord]) -> Result<Vec<bool>, StoreError> {
         let (turn, mut tx) = self.begin_write().await?;
-        // Application rows are locked in one order by every batch (events here, attempts in
-        // `record_attempts`), so that two batches on PostgreSQL cannot deadlock; a stable sort
-        // keeps one application's events in the order they came.
-        let mut order: Vec<usize> = (0..events.len()).collect();
-        order.sort_by(|&a, &b| events[a].application_id.cmp(&events[b].application_id));
-        let mut new = vec![false; events.len()];
         // One arrival time for the whole batch: events committed together arrived together,
         // and the supervision engine reads equal arrival times as one report (their order
         // among themselves is not held against the system).
         let now = clock::now_millis();
-        for i in order {
-            let e = &events[i];
-            let event = NewEvent {
-                system_id: &e.system_id,
-                event_id: &e.event_id,
-                application_id: &e.application_id,
-                node_name: &e.node_name,
-                occurred_at: &e.occurred_at,
-                body: &e.body,
-                state: e.state,
-            };
-            new[i] = record_event_in_tx(&mut tx, &event, now).await?;
-        }
+        let new = record_events_in_tx(&mut tx, events, now).await?;
         turn.commit(tx).await?;
         if new.contains(&true) {
             self.signal_feed_moved();
@@ -543,21 +531,6 @@ impl Store {
         rows.iter()
             .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
             .collect()
-    }
-}
-
-/// A step's name as an ASCII routing-key segment (AMQP topic bindings match words, and brokers
-/// and tools handle ASCII keys best).
-fn node_routing_name(node: &str) -> &str {
-    match node {
-        "受理" => "accept",
-        "审查" => "review",
-        "决定" => "decide",
-        "送达" => "deliver",
-        "补正" => "supplement",
-        "特别程序" => "special",
-        "办结" => "complete",
-        _ => "other",
     }
 }
 
@@ -695,13 +668,15 @@ async fn accept_in_tx(
         }
     }
     let inserted = sqlx::query(
-        "INSERT INTO applications (id, item_code, item_version, system_id, state, body, accepted_at, updated_at) \
-         VALUES ($1, $2, $3, $4, 'accepted', $5, $6, $6) ON CONFLICT (id) DO NOTHING",
+        "INSERT INTO applications (id, item_code, item_version, department, system_id, state, body, accepted_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) ON CONFLICT (id) DO NOTHING",
     )
     .bind(app.id)
     .bind(app.item_code)
     .bind(app.item_version)
+    .bind(app.department)
     .bind(app.system_id)
+    .bind(ApplicationState::Accepted.as_str())
     .bind(app.body)
     .bind(now)
     .execute(&mut **tx)
@@ -743,6 +718,7 @@ impl ApplicationToAccept {
             id: &self.id,
             item_code: &self.item_code,
             item_version: self.item_version,
+            department: &self.department,
             system_id: &self.system_id,
             body: &self.body,
             idempotency: self
@@ -835,9 +811,9 @@ async fn accept_batch_in_tx(
     let mut inserted = std::collections::HashSet::new();
     for chunk in rows::chunks(candidates.len()) {
         let sql = format!(
-            "INSERT INTO applications (id, item_code, item_version, system_id, state, body, accepted_at, updated_at) \
+            "INSERT INTO applications (id, item_code, item_version, department, system_id, state, body, accepted_at, updated_at) \
              VALUES {} ON CONFLICT (id) DO NOTHING RETURNING id",
-            rows::values(chunk.len(), 8, 1)
+            rows::values(chunk.len(), 9, 1)
         );
         let mut query = sqlx::query(&sql);
         for &i in &candidates[chunk] {
@@ -846,6 +822,7 @@ async fn accept_batch_in_tx(
                 .bind(&a.id)
                 .bind(&a.item_code)
                 .bind(a.item_version)
+                .bind(&a.department)
                 .bind(&a.system_id)
                 .bind(ApplicationState::Accepted.as_str())
                 .bind(&a.body)
@@ -917,81 +894,95 @@ fn first_delivery_id(application_id: &str) -> String {
     format!("{application_id}~1")
 }
 
-/// Stores one case event inside `tx`, with its application's state and its feed entry;
-/// whether it was new.
-async fn record_event_in_tx(
+/// Stores `events` inside `tx` (see [`Store::record_events`]).
+async fn record_events_in_tx(
     tx: &mut Transaction<'static, Any>,
-    event: &NewEvent<'_>,
+    events: &[EventToRecord],
     now: i64,
-) -> Result<bool, StoreError> {
+) -> Result<Vec<bool>, StoreError> {
     // The feed's counter row before any application row, in every transaction that takes
     // both: the same order everywhere, so no deadlock on PostgreSQL.
     sqlx::query("UPDATE counters SET value = value WHERE name = 'supervision_feed'")
         .execute(&mut **tx)
         .await?;
-    let inserted = sqlx::query(
+    let mut stored = std::collections::HashSet::new();
+    for chunk in rows::chunks(events.len()) {
+        let sql = format!(
             "INSERT INTO case_events (system_id, event_id, application_id, node_name, occurred_at, received_at, body) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (system_id, event_id) DO NOTHING",
-        )
-        .bind(event.system_id)
-        .bind(event.event_id)
-        .bind(event.application_id)
-        .bind(event.node_name)
-        .bind(event.occurred_at)
-        .bind(now)
-        .bind(event.body)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-    if inserted == 1 {
-        sqlx::query("UPDATE applications SET state = $2, updated_at = $3 WHERE id = $1 AND state <> 'completed'")
-                .bind(event.application_id)
-                .bind(event.state.as_str())
-                .bind(now)
-                .execute(&mut **tx)
-                .await?;
-        // The feed entry commits with the event, so the feed has every stored event.
-        let row = sqlx::query(
-            "SELECT a.item_code, a.body, COALESCE(c.department_uscc, '') AS department FROM applications a \
-                 LEFT JOIN catalog_items c ON c.code = a.item_code AND c.version = a.item_version \
-                 WHERE a.id = $1",
-        )
-        .bind(event.application_id)
-        .fetch_optional(&mut **tx)
-        .await?;
-        let (item_code, application, department): (String, String, String) = match row {
-            Some(r) => (
-                r.try_get("item_code")?,
-                r.try_get("body")?,
-                r.try_get("department")?,
-            ),
-            None => (String::new(), String::new(), String::new()),
-        };
-        let routing_key = format!(
-            "event.{}.{}",
-            event.system_id,
-            node_routing_name(event.node_name)
+             VALUES {} ON CONFLICT (system_id, event_id) DO NOTHING RETURNING system_id, event_id",
+            rows::values(chunk.len(), 7, 1)
         );
-        // The feed is read beyond the department: the event as `personal` masks it, with what
-        // the application says about its people.
-        let body = PersonalValues::of_application_text(&application)
-            .masked_event(event.body)
-            .to_string();
-        super::supervision::append_feed_in_tx(
-            tx,
-            &super::NewFeedEntry {
-                kind: FeedKind::Event,
-                system_id: event.system_id,
-                department: &department,
-                item_code: &item_code,
-                application_id: event.application_id,
-                level: None,
-                routing_key: &routing_key,
-                body: &body,
-            },
-            now,
-        )
-        .await?;
+        let mut query = sqlx::query(&sql);
+        for e in &events[chunk] {
+            query = query
+                .bind(&e.system_id)
+                .bind(&e.event_id)
+                .bind(&e.application_id)
+                .bind(&e.node_name)
+                .bind(&e.occurred_at)
+                .bind(now)
+                .bind(&e.body);
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            stored.insert((
+                row.try_get::<String, _>("system_id")?,
+                row.try_get::<String, _>("event_id")?,
+            ));
+        }
     }
-    Ok(inserted == 1)
+    // New: stored now, and the first of its id in the batch.
+    let new: Vec<bool> = events
+        .iter()
+        .map(|e| stored.remove(&(e.system_id.clone(), e.event_id.clone())))
+        .collect();
+    let fresh: Vec<&EventToRecord> = events
+        .iter()
+        .zip(&new)
+        .filter_map(|(e, n)| n.then_some(e))
+        .collect();
+    if fresh.is_empty() {
+        return Ok(new);
+    }
+    // A completed application stays completed, whatever comes after; in progress first, so
+    // that a batch holding both ends completed.
+    for state in [ApplicationState::InProgress, ApplicationState::Completed] {
+        let mut ids: Vec<&str> = fresh
+            .iter()
+            .filter(|e| e.state == state)
+            .map(|e| e.application_id.as_str())
+            .collect();
+        // In one order in every batch (attempts too), so that two cannot deadlock.
+        ids.sort_unstable();
+        ids.dedup();
+        for chunk in rows::chunks(ids.len()) {
+            let sql = format!(
+                "UPDATE applications SET state = $1, updated_at = $2 WHERE state <> $3 AND id IN ({})",
+                rows::list(chunk.len(), 4)
+            );
+            let mut query = sqlx::query(&sql)
+                .bind(state.as_str())
+                .bind(now)
+                .bind(ApplicationState::Completed.as_str());
+            for id in &ids[chunk] {
+                query = query.bind(*id);
+            }
+            query.execute(&mut **tx).await?;
+        }
+    }
+    // The feed entries commit with the events, so the feed has every stored event.
+    let entries: Vec<super::NewFeedEntry<'_>> = fresh
+        .iter()
+        .map(|e| super::NewFeedEntry {
+            kind: FeedKind::Event,
+            system_id: &e.system_id,
+            department: &e.feed.department,
+            item_code: &e.feed.item_code,
+            application_id: &e.application_id,
+            level: None,
+            routing_key: &e.feed.routing_key,
+            body: &e.feed.body,
+        })
+        .collect();
+    super::supervision::append_feeds_in_tx(tx, &entries, now).await?;
+    Ok(new)
 }

@@ -1249,6 +1249,66 @@ async fn insert_feed(
     })
 }
 
+/// Appends `entries` inside `tx`, in order, with consecutive numbers reserved by one update of
+/// the feed's counter (its row lock held until `tx` ends: keep such transactions short).
+pub(crate) async fn append_feeds_in_tx(
+    tx: &mut Transaction<'static, Any>,
+    entries: &[NewFeedEntry<'_>],
+    at: i64,
+) -> Result<Vec<FeedEntry>, StoreError> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let count = entries.len() as i64;
+    let last: i64 = sqlx::query(
+        "UPDATE counters SET value = value + $1 WHERE name = 'supervision_feed' RETURNING value",
+    )
+    .bind(count)
+    .fetch_one(&mut **tx)
+    .await?
+    .try_get("value")?;
+    let first = last - count + 1;
+    for chunk in super::rows::chunks(entries.len()) {
+        let sql = format!(
+            "INSERT INTO supervision_feed (seq, at, kind, system_id, department, item_code, application_id, \
+             level, routing_key, body) VALUES {}",
+            super::rows::values(chunk.len(), 10, 1)
+        );
+        let mut query = sqlx::query(&sql);
+        for i in chunk {
+            let e = &entries[i];
+            query = query
+                .bind(first + i as i64)
+                .bind(at)
+                .bind(e.kind.as_str())
+                .bind(e.system_id)
+                .bind(e.department)
+                .bind(e.item_code)
+                .bind(e.application_id)
+                .bind(e.level.map(Level::as_str))
+                .bind(e.routing_key)
+                .bind(e.body);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| FeedEntry {
+            seq: first + i as i64,
+            at,
+            kind: e.kind,
+            system_id: e.system_id.to_owned(),
+            department: e.department.to_owned(),
+            item_code: e.item_code.to_owned(),
+            application_id: e.application_id.to_owned(),
+            level: e.level,
+            routing_key: e.routing_key.to_owned(),
+            body: e.body.to_owned(),
+        })
+        .collect())
+}
+
 /// Appends one entry inside `tx`, for a change that must not be stored without its entry.
 /// Takes the feed's row lock until `tx` ends: keep such transactions short.
 pub(crate) async fn append_feed_in_tx(

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tongban::auth::Role;
-use tongban::store::{FeedEntry, FeedQuery, NewApplication, NewEvent, Store};
+use tongban::store::{FeedEntry, FeedQuery, NewApplication, Store};
 
 const APPLICATION_ID: &str = "TB-210102-20261121-000201";
 const ITEM_CODE: &str = "11210000001756420G2000113031000";
@@ -93,6 +93,7 @@ async fn accept_and_record(store: &Store) {
             id: APPLICATION_ID,
             item_code: ITEM_CODE,
             item_version: 1,
+            department: &ITEM_CODE[..18],
             system_id: RST,
             body: &body,
             idempotency: None,
@@ -101,20 +102,7 @@ async fn accept_and_record(store: &Store) {
         .await
         .unwrap();
     let event = event().to_string();
-    assert!(
-        store
-            .record_event(&NewEvent {
-                system_id: RST,
-                event_id: "RST-EV-20261122-0001",
-                application_id: APPLICATION_ID,
-                node_name: "补正",
-                occurred_at: "2026-11-22T10:00:00+08:00",
-                body: &event,
-                state: tongban::model::ApplicationState::InProgress,
-            })
-            .await
-            .unwrap()
-    );
+    assert!(common::record_event(store, &event).await);
 }
 
 async fn feed_entry(store: &Store) -> FeedEntry {

@@ -138,6 +138,7 @@ async fn accept_for_rst(store: &tongban::store::Store, id: &str) {
             id,
             item_code: application["item"]["code"].as_str().unwrap(),
             item_version: 1,
+            department: "11210100MB1529370K",
             system_id: RST,
             body: &body,
             idempotency: None,

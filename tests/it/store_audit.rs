@@ -318,6 +318,7 @@ async fn deliveries_carry_the_identity(store: &Store) {
                 id,
                 item_code: "11210100MB1529370K300011800200001",
                 item_version: 1,
+                department: "11210100MB1529370K",
                 system_id: "sy-scjg-food",
                 body: "{}",
                 idempotency: None,

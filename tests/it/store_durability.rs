@@ -21,6 +21,7 @@ fn submission(id: &str, body: &str) -> ApplicationToAccept {
         id: id.into(),
         item_code: "11210100MB1529370K300011800200001".into(),
         item_version: 1,
+        department: "11210100MB1529370K".into(),
         system_id: SYSTEM.into(),
         body: body.into(),
         idempotency: Some((format!("key-{id}"), "hash".into())),

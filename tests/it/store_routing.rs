@@ -8,7 +8,8 @@ use crate::on_both_backends;
 use std::collections::HashSet;
 use tongban::audit::AuditEntry;
 use tongban::store::{
-    Accepted, ApplicationToAccept, AttemptOutcome, EventToRecord, NewApplication, NewEvent, Store,
+    Accepted, ApplicationToAccept, AttemptOutcome, EventFeedEntry, EventToRecord, NewApplication,
+    Store,
 };
 
 fn app<'a>(id: &'a str, key: Option<(&'a str, &'a str)>) -> NewApplication<'a> {
@@ -16,6 +17,7 @@ fn app<'a>(id: &'a str, key: Option<(&'a str, &'a str)>) -> NewApplication<'a> {
         id,
         item_code: "11210100MB1529370K300011800200001",
         item_version: 1,
+        department: "11210100MB1529370K",
         system_id: "sy-scjg-food",
         body: "{\"id\":\"x\"}",
         idempotency: key,
@@ -64,6 +66,7 @@ fn to_accept(id: &str, key: Option<(&str, &str)>) -> ApplicationToAccept {
         id: id.into(),
         item_code: a.item_code.into(),
         item_version: a.item_version,
+        department: "11210100MB1529370K".into(),
         system_id: a.system_id.into(),
         body: a.body.into(),
         idempotency: key.map(|(k, h)| (k.into(), h.into())),
@@ -194,17 +197,29 @@ async fn a_batch_meets_what_the_store_held_before_as_one_at_a_time_would(store: 
     assert!(tongban::audit::verify(&audit).is_intact());
 }
 
-async fn a_batch_of_events_is_deduplicated_within_itself_and_against_the_store(store: &Store) {
-    store.accept_application(&app("E-1", None)).await.unwrap();
-    let event = |id: &str, node: &str, state: &str| EventToRecord {
+/// A case event of `application` as the store is given it, its feed entry made up here (the
+/// store keeps what it is given).
+fn stored_event(application: &str, id: &str, node: &str, state: &str) -> EventToRecord {
+    EventToRecord {
         system_id: "sy-scjg-food".into(),
         event_id: id.into(),
-        application_id: "E-1".into(),
+        application_id: application.into(),
         node_name: node.into(),
         occurred_at: "2026-11-20T09:30:00+08:00".into(),
-        body: "{}".into(),
+        body: format!(r#"{{"event_id":"{id}","handler":{{"name":"张三"}}}}"#),
         state: state.parse().unwrap(),
-    };
+        feed: EventFeedEntry {
+            body: format!(r#"{{"event_id":"{id}","handler":{{"name":"张*"}}}}"#),
+            routing_key: format!("event.sy-scjg-food.{id}"),
+            department: "11210100MB1529370K".into(),
+            item_code: "ITEM".into(),
+        },
+    }
+}
+
+async fn a_batch_of_events_is_deduplicated_within_itself_and_against_the_store(store: &Store) {
+    store.accept_application(&app("E-1", None)).await.unwrap();
+    let event = |id: &str, node: &str, state: &str| stored_event("E-1", id, node, state);
     let mut moved = store.feed_moved();
     let first = [
         event("e1", "受理", "in_progress"),
@@ -233,6 +248,29 @@ async fn a_batch_of_events_is_deduplicated_within_itself_and_against_the_store(s
         store.feed_head().await.unwrap(),
         2,
         "one feed entry per new event"
+    );
+    let feed = store
+        .feed_after(&tongban::store::FeedQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let given = stored_event("E-1", "e2", "办结", "completed").feed;
+    assert_eq!(
+        (
+            feed[1].body.as_str(),
+            feed[1].routing_key.as_str(),
+            feed[1].department.as_str(),
+            feed[1].item_code.as_str()
+        ),
+        (
+            given.body.as_str(),
+            given.routing_key.as_str(),
+            given.department.as_str(),
+            given.item_code.as_str()
+        ),
+        "the feed entry is kept as given"
     );
     assert!(moved.has_changed().unwrap());
     moved.mark_unchanged();
@@ -435,15 +473,7 @@ async fn attempts_dead_letters_and_replay(store: &Store) {
 
 async fn events_are_deduplicated_and_move_the_state(store: &Store) {
     store.accept_application(&app("D-1", None)).await.unwrap();
-    let event = |id: &'static str, node: &'static str, state: &'static str| NewEvent {
-        system_id: "sy-scjg-food",
-        event_id: id,
-        application_id: "D-1",
-        node_name: node,
-        occurred_at: "2026-11-20T09:30:00+08:00",
-        body: "{}",
-        state: state.parse().unwrap(),
-    };
+    let event = |id: &str, node: &str, state: &str| stored_event("D-1", id, node, state);
     assert!(
         store
             .record_event(&event("e1", "受理", "in_progress"))

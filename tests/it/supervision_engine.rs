@@ -17,7 +17,7 @@ use tongban::catalog::Item;
 use tongban::clock::format_millis;
 use tongban::store::{
     AlertQuery, CaseQuery, CaseStates, CaseSummary, EngineRound, FeedEntry, FeedQuery, LeaseHold,
-    NewApplication, NewEvent, ReportingLag, Store,
+    NewApplication, ReportingLag, Store,
 };
 use tongban::supervision::calendar::Calendar;
 use tongban::supervision::rules::Thresholds;
@@ -45,6 +45,7 @@ async fn setup(store: &Store, applications: &[&str]) -> Item {
                 id,
                 item_code: &item.code,
                 item_version: 1,
+                department: &item.department.uscc,
                 system_id: SYSTEM,
                 body: "{}",
                 idempotency: None,
@@ -80,22 +81,7 @@ const COMPLETE: [&str; 3] = ["办结", "3", "1"];
 
 async fn record(store: &Store, id: &str, application: &str, node: [&str; 3], at: i64) -> bool {
     let body = event(id, application, node, at);
-    store
-        .record_event(&NewEvent {
-            system_id: SYSTEM,
-            event_id: id,
-            application_id: application,
-            node_name: node[0],
-            occurred_at: &format_millis(at),
-            body: &body,
-            state: if node[0] == "办结" {
-                tongban::model::ApplicationState::Completed
-            } else {
-                tongban::model::ApplicationState::InProgress
-            },
-        })
-        .await
-        .unwrap()
+    common::record_event(store, &body).await
 }
 
 fn engine(store: &Store) -> Engine {

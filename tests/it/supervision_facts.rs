@@ -10,7 +10,7 @@ use crate::on_both_backends;
 use serde_json::{Value, json};
 use tongban::catalog::Item;
 use tongban::clock::format_millis;
-use tongban::store::{AlertQuery, FeedEntry, FeedQuery, NewApplication, NewEvent, Store};
+use tongban::store::{AlertQuery, FeedEntry, FeedQuery, NewApplication, Store};
 use tongban::supervision::calendar::Calendar;
 use tongban::supervision::rules::Thresholds;
 use tongban::workers::engine::Engine;
@@ -39,6 +39,7 @@ async fn setup(store: &Store, applications: &[&str]) -> Item {
                 id,
                 item_code: &item.code,
                 item_version: 1,
+                department: &item.department.uscc,
                 system_id: SYSTEM,
                 body: "{}",
                 idempotency: None,
@@ -90,22 +91,7 @@ async fn record(
         extra["completion"] = json!({ "result": "0" });
     }
     let body = event(id, application, node, at, extra);
-    let new = store
-        .record_event(&NewEvent {
-            system_id: SYSTEM,
-            event_id: id,
-            application_id: application,
-            node_name: node[0],
-            occurred_at: &format_millis(at),
-            body: &body,
-            state: if node[0] == "办结" {
-                tongban::model::ApplicationState::Completed
-            } else {
-                tongban::model::ApplicationState::InProgress
-            },
-        })
-        .await
-        .unwrap();
+    let new = common::record_event(store, &body).await;
     assert!(new, "{id}");
 }
 

@@ -371,7 +371,7 @@ const DAY: i64 = 24 * HOUR;
 /// reports them, stepped through the engine at `now`: what the cases and statistics read.
 async fn supervised(store: &Store, cases: &[(&str, i64, Option<i64>)], now: i64) {
     use tongban::clock::format_millis;
-    use tongban::store::{NewApplication, NewEvent};
+    use tongban::store::NewApplication;
     let mut item = common::sample_item();
     item["promised_limit"] = json!({ "value": 2, "unit": "2" });
     item["statutory_limit"] = json!({ "value": 4, "unit": "2" });
@@ -383,6 +383,7 @@ async fn supervised(store: &Store, cases: &[(&str, i64, Option<i64>)], now: i64)
                 id: app,
                 item_code: &item.code,
                 item_version: 1,
+                department: "11210100MB1529370K",
                 system_id: SYSTEM,
                 body: "{}",
                 idempotency: None,
@@ -408,22 +409,7 @@ async fn supervised(store: &Store, cases: &[(&str, i64, Option<i64>)], now: i64)
             if node[0] == "办结" {
                 body["completion"] = json!({ "result": "0" });
             }
-            store
-                .record_event(&NewEvent {
-                    system_id: SYSTEM,
-                    event_id: &event_id,
-                    application_id: app,
-                    node_name: node[0],
-                    occurred_at: &format_millis(at),
-                    body: &body.to_string(),
-                    state: if node[0] == "办结" {
-                        tongban::model::ApplicationState::Completed
-                    } else {
-                        tongban::model::ApplicationState::InProgress
-                    },
-                })
-                .await
-                .unwrap();
+            common::record_event(store, &body.to_string()).await;
         }
     }
     let mut engine = tongban::workers::engine::Engine::new(

@@ -60,6 +60,7 @@ impl Hub {
                 id,
                 item_code: ITEM,
                 item_version: 1,
+                department: "11210100MB1529370K",
                 system_id: SYSTEM,
                 body: "{}",
                 idempotency: None,

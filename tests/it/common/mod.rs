@@ -489,3 +489,21 @@ pub fn clear_citizen_ids(text: &str) -> Vec<String> {
     }
     found
 }
+
+/// Stores the canonical case event `body` (JSON text) about an application the store holds, as
+/// the inbound side would (its feed entry masked with the application's values); whether it
+/// was new.
+pub async fn record_event(store: &Store, body: &str) -> bool {
+    let canonical: Value = serde_json::from_str(body).expect("the event is JSON");
+    let id = canonical["application_id"]
+        .as_str()
+        .expect("an application id");
+    let application = store
+        .application(id)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("the store holds application {id}"));
+    let event = tongban::service::inbound::event_to_record(&application, &canonical)
+        .expect("a canonical case event");
+    store.record_event(&event).await.unwrap()
+}

@@ -356,8 +356,17 @@ impl Store {
         // In application order, like `record_events`, so that batches cannot deadlock.
         let mut sorted: Vec<&FinishedAttempt> = attempts.iter().collect();
         sorted.sort_by(|a, b| a.application_id.cmp(&b.application_id));
-        for a in sorted {
-            record_attempt_in_tx(&mut tx, a).await?;
+        let mut deliveries = std::collections::HashSet::new();
+        if sorted
+            .iter()
+            .all(|a| deliveries.insert(a.delivery_id.as_str()))
+        {
+            record_attempts_in_tx(&mut tx, &sorted, clock::now_millis()).await?;
+        } else {
+            // Two attempts at one delivery: one at a time, in order.
+            for a in sorted {
+                record_attempt_in_tx(&mut tx, a).await?;
+            }
         }
         turn.commit(tx).await?;
         Ok(())
@@ -546,6 +555,156 @@ fn delivery_from_row(r: &AnyRow) -> Result<DeliveryRecord, StoreError> {
         created_at: r.try_get("created_at")?,
         finished_at: r.try_get("finished_at")?,
     })
+}
+
+/// Records `attempts` (at most one per delivery) and their outcomes inside `tx`, a few
+/// statements for the whole batch: the attempts, then for each kind of outcome its deliveries
+/// and applications.
+async fn record_attempts_in_tx(
+    tx: &mut Transaction<'static, Any>,
+    attempts: &[&FinishedAttempt],
+    now: i64,
+) -> Result<(), StoreError> {
+    for chunk in rows::chunks(attempts.len()) {
+        let sql = format!(
+            "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, outcome, status_code, detail) \
+             VALUES {}",
+            rows::values(chunk.len(), 7, 1)
+        );
+        let mut query = sqlx::query(&sql);
+        for a in &attempts[chunk] {
+            let (kind, status, detail) = match &a.outcome {
+                AttemptOutcome::Delivered { status } => (AttemptKind::Delivered, *status, None),
+                AttemptOutcome::Retry { status, reason, .. } => {
+                    (AttemptKind::Retry, *status, Some(reason.as_str()))
+                }
+                AttemptOutcome::Dead { status, reason } => {
+                    (AttemptKind::Dead, *status, Some(reason.as_str()))
+                }
+            };
+            query = query
+                .bind(&a.delivery_id)
+                .bind(a.attempt)
+                .bind(a.started_at)
+                .bind(a.duration_ms)
+                .bind(kind.as_str())
+                .bind(status.map(i64::from))
+                .bind(detail);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    let of = |kind: AttemptKind| -> Vec<&FinishedAttempt> {
+        attempts
+            .iter()
+            .copied()
+            .filter(|a| {
+                kind == match a.outcome {
+                    AttemptOutcome::Delivered { .. } => AttemptKind::Delivered,
+                    AttemptOutcome::Retry { .. } => AttemptKind::Retry,
+                    AttemptOutcome::Dead { .. } => AttemptKind::Dead,
+                }
+            })
+            .collect()
+    };
+    let reason = |a: &FinishedAttempt| match &a.outcome {
+        AttemptOutcome::Retry { reason, .. } | AttemptOutcome::Dead { reason, .. } => {
+            Some(reason.clone())
+        }
+        AttemptOutcome::Delivered { .. } => None,
+    };
+    for group in [of(AttemptKind::Delivered), of(AttemptKind::Dead)] {
+        let (delivery_state, application_state, only_from) = match group.first().map(|a| &a.outcome)
+        {
+            None => continue,
+            Some(AttemptOutcome::Delivered { .. }) => (
+                DeliveryState::Delivered,
+                ApplicationState::Delivered,
+                Some(ApplicationState::Accepted),
+            ),
+            Some(_) => (DeliveryState::Dead, ApplicationState::Undeliverable, None),
+        };
+        for chunk in rows::chunks(group.len()) {
+            let n = chunk.len();
+            // Parameters: the ids 1..=n, the attempt counts, the reasons, then the state and
+            // the time.
+            let sql = format!(
+                "UPDATE deliveries SET status = ${}, attempts = {}, claimed_until = 0, last_error = {}, \
+                 finished_at = ${} WHERE id IN ({})",
+                3 * n + 1,
+                rows::case_of("id", n, 1, n + 1),
+                rows::case_of("id", n, 1, 2 * n + 1),
+                3 * n + 2,
+                rows::list(n, 1)
+            );
+            let part = &group[chunk];
+            let mut query = sqlx::query(&sql);
+            for a in part {
+                query = query.bind(&a.delivery_id);
+            }
+            for a in part {
+                query = query.bind(a.attempt);
+            }
+            for a in part {
+                query = query.bind(reason(a));
+            }
+            query
+                .bind(delivery_state.as_str())
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+            let sql = format!(
+                "UPDATE applications SET state = $1, updated_at = $2 WHERE {} id IN ({})",
+                if only_from.is_some() {
+                    "state = $3 AND"
+                } else {
+                    ""
+                },
+                rows::list(n, if only_from.is_some() { 4 } else { 3 })
+            );
+            let mut query = sqlx::query(&sql).bind(application_state.as_str()).bind(now);
+            if let Some(from) = only_from {
+                query = query.bind(from.as_str());
+            }
+            for a in part {
+                query = query.bind(&a.application_id);
+            }
+            query.execute(&mut **tx).await?;
+        }
+    }
+    let retried = of(AttemptKind::Retry);
+    for chunk in rows::chunks(retried.len()) {
+        let n = chunk.len();
+        let sql = format!(
+            "UPDATE deliveries SET attempts = {}, claimed_until = 0, last_error = {}, next_attempt_at = {} \
+             WHERE id IN ({})",
+            rows::case_of("id", n, 1, n + 1),
+            rows::case_of("id", n, 1, 2 * n + 1),
+            rows::case_of("id", n, 1, 3 * n + 1),
+            rows::list(n, 1)
+        );
+        let part = &retried[chunk];
+        let mut query = sqlx::query(&sql);
+        for a in part {
+            query = query.bind(&a.delivery_id);
+        }
+        for a in part {
+            query = query.bind(a.attempt);
+        }
+        for a in part {
+            query = query.bind(reason(a));
+        }
+        for a in part {
+            let next = match a.outcome {
+                AttemptOutcome::Retry {
+                    next_attempt_at, ..
+                } => next_attempt_at,
+                _ => now,
+            };
+            query = query.bind(next);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 async fn record_attempt_in_tx(

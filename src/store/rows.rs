@@ -47,6 +47,22 @@ pub(super) fn list(n: usize, first: usize) -> String {
         .join(", ")
 }
 
+/// `CASE id WHEN $1 THEN $5 WHEN $2 THEN $6 … END`: the value of column `key`'s row `i` is
+/// parameter `first_value + i`, its key parameter `first_key + i`, for `rows` rows; it sets a
+/// different value on each row of one `UPDATE … WHERE key IN (…)`.
+pub(super) fn case_of(key: &str, rows: usize, first_key: usize, first_value: usize) -> String {
+    let mut text = format!("CASE {key}");
+    for i in 0..rows {
+        text.push_str(&format!(
+            " WHEN ${} THEN ${}",
+            first_key + i,
+            first_value + i
+        ));
+    }
+    text.push_str(" END");
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +89,9 @@ mod tests {
         assert_eq!(values(2, 3, 1), "($1, $2, $3), ($4, $5, $6)");
         assert_eq!(values(1, 2, 5), "($5, $6)");
         assert_eq!(list(3, 2), "$2, $3, $4");
+        assert_eq!(
+            case_of("id", 2, 1, 3),
+            "CASE id WHEN $1 THEN $3 WHEN $2 THEN $4 END"
+        );
     }
 }

@@ -8,8 +8,8 @@ use crate::on_both_backends;
 use std::collections::HashSet;
 use tongban::audit::AuditEntry;
 use tongban::store::{
-    Accepted, ApplicationToAccept, AttemptOutcome, EventFeedEntry, EventToRecord, NewApplication,
-    Store,
+    Accepted, ApplicationToAccept, AttemptOutcome, EventFeedEntry, EventToRecord, FinishedAttempt,
+    NewApplication, Store,
 };
 
 fn app<'a>(id: &'a str, key: Option<(&'a str, &'a str)>) -> NewApplication<'a> {
@@ -354,6 +354,89 @@ async fn a_claimed_delivery_is_not_claimed_again_until_its_lease_lapses(store: &
     );
 }
 
+/// Attempts of several outcomes recorded in one batch move each delivery and application as
+/// one at a time would: delivered, retried later with its reason, dead with its reason.
+async fn a_batch_of_attempts_moves_each_delivery_by_its_outcome(store: &Store) {
+    for id in ["M-1", "M-2", "M-3"] {
+        store.accept_application(&app(id, None)).await.unwrap();
+    }
+    let mut claimed = store
+        .claim_deliveries("sy-scjg-food", 10, 60_000)
+        .await
+        .unwrap();
+    claimed.sort_by(|a, b| a.application_id.cmp(&b.application_id));
+    assert_eq!(claimed.len(), 3);
+    let later = tongban::clock::now_millis() + 60_000;
+    let outcomes = [
+        AttemptOutcome::Delivered { status: Some(200) },
+        AttemptOutcome::Retry {
+            next_attempt_at: later,
+            status: Some(503),
+            reason: "answered 503".into(),
+        },
+        AttemptOutcome::Dead {
+            status: Some(400),
+            reason: "answered 400".into(),
+        },
+    ];
+    let batch: Vec<FinishedAttempt> = claimed
+        .iter()
+        .zip(outcomes)
+        .map(|(d, o)| FinishedAttempt::new(d, 0, 7, o))
+        .collect();
+    store.record_attempts(&batch).await.unwrap();
+    let state = |id: &'static str| async move {
+        let d = store.deliveries_of(id).await.unwrap().remove(0);
+        let a = store.application(id).await.unwrap().unwrap();
+        (
+            d.status.as_str().to_owned(),
+            d.attempts,
+            d.last_error,
+            d.next_attempt_at,
+            a.state.as_str().to_owned(),
+        )
+    };
+    let delivered = state("M-1").await;
+    assert_eq!(
+        (
+            delivered.0.as_str(),
+            delivered.1,
+            delivered.2.as_deref(),
+            delivered.4.as_str()
+        ),
+        ("delivered", 1, None, "delivered")
+    );
+    let retried = state("M-2").await;
+    assert_eq!(
+        (
+            retried.0.as_str(),
+            retried.1,
+            retried.2.as_deref(),
+            retried.3,
+            retried.4.as_str()
+        ),
+        ("pending", 1, Some("answered 503"), later, "accepted")
+    );
+    let dead = state("M-3").await;
+    assert_eq!(
+        (dead.0.as_str(), dead.1, dead.2.as_deref(), dead.4.as_str()),
+        ("dead", 1, Some("answered 400"), "undeliverable")
+    );
+    for (d, kind) in claimed.iter().zip(["delivered", "retry", "dead"]) {
+        let log = store.attempts_of(&d.id).await.unwrap();
+        assert_eq!(log.len(), 1, "{}", d.id);
+        assert_eq!((log[0].outcome.as_str(), log[0].duration_ms), (kind, 7));
+    }
+    // Released: the retried one is claimed again once due, not before.
+    assert!(
+        store
+            .claim_deliveries("sy-scjg-food", 10, 60_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 async fn attempts_dead_letters_and_replay(store: &Store) {
     store.accept_application(&app("C-1", None)).await.unwrap();
     let claimed = store
@@ -536,6 +619,7 @@ async fn events_are_deduplicated_and_move_the_state(store: &Store) {
 
 on_both_backends!(
     a_batch_meets_what_the_store_held_before_as_one_at_a_time_would,
+    a_batch_of_attempts_moves_each_delivery_by_its_outcome,
     idempotency_keys_return_the_first_application,
     a_batch_accepts_each_application_as_alone_in_one_transaction,
     a_batch_of_events_is_deduplicated_within_itself_and_against_the_store,

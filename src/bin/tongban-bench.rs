@@ -213,7 +213,10 @@ fn main() -> ExitCode {
     if let Some(path) = &settings.args.hub_log {
         match std::fs::File::create(path) {
             Ok(file) => tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
                 .with_ansi(false)
                 .with_writer(std::sync::Mutex::new(file))
                 .init(),

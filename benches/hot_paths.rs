@@ -62,10 +62,21 @@ fn mapping(c: &mut Criterion) {
     let scjg_xml = read("mappings/tests/scjg-food-application/new-license.legacy.xml");
     let rst_canonical = json("mappings/tests/rst-card-application/card-online.canonical.json");
     let rst_json = read("mappings/tests/rst-card-application/card-online.legacy.json");
+    // A case event as the system sends it: in GB18030, as its mapping declares.
+    let scjg_event = config.mappings["scjg-food-event"].clone();
+    let scjg_event_xml = {
+        let text = String::from_utf8(read("mappings/tests/scjg-food-event/accept.legacy.xml"))
+            .expect("UTF-8")
+            .replace("encoding=\"UTF-8\"", "encoding=\"GB18030\"");
+        encoding_rs::GB18030.encode(&text).0.into_owned()
+    };
     // Each direction must work on these inputs, or the figures mean nothing.
     scjg.to_legacy(&scjg_canonical)
         .expect("scjg canonical → XML");
     scjg.to_canonical(&scjg_xml).expect("scjg XML → canonical");
+    scjg_event
+        .to_canonical(&scjg_event_xml)
+        .expect("scjg event GB18030 XML → canonical");
     rst.to_legacy(&rst_canonical).expect("rst canonical → JSON");
     rst.to_canonical(&rst_json).expect("rst JSON → canonical");
 
@@ -91,16 +102,32 @@ fn mapping(c: &mut Criterion) {
     let (envelope_utf8, _, _) = encoding_rs::GB18030.decode(&envelope);
     let envelope_utf8 = envelope_utf8.into_owned();
     g.bench_function("GB18030 encoding of that SOAP envelope", |b| {
-        b.iter(|| {
-            encoding_rs::GB18030
-                .encode(black_box(&envelope_utf8))
-                .0
-                .len()
-        })
+        b.iter_batched(
+            || envelope_utf8.clone(),
+            |text| tongban::mapping::xml::encode(text, encoding_rs::GB18030).len(),
+            BatchSize::SmallInput,
+        )
     });
+    // What the same encoding costs through encoding_rs alone, which searches its tables for
+    // each Chinese character.
+    g.bench_function(
+        "GB18030 encoding of that SOAP envelope (encoding_rs)",
+        |b| {
+            b.iter(|| {
+                encoding_rs::GB18030
+                    .encode(black_box(&envelope_utf8))
+                    .0
+                    .len()
+            })
+        },
+    );
     g.bench_function("scjg-food-application SOAP XML → canonical", |b| {
         b.iter(|| scjg.to_canonical(black_box(&scjg_xml)))
     });
+    g.bench_function(
+        "scjg-food-event case event, XML in GB18030 → canonical",
+        |b| b.iter(|| scjg_event.to_canonical(black_box(&scjg_event_xml))),
+    );
     g.bench_function("rst-card-application canonical → JSON", |b| {
         b.iter(|| rst.to_legacy(black_box(&rst_canonical)))
     });

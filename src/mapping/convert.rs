@@ -192,13 +192,14 @@ impl Table {
 /// Legacy scalar → canonical value of `kind`, through `table` when given. The scalar is
 /// taken, so text that stays text is moved, not copied.
 pub fn to_canonical(raw: Value, kind: &Kind, table: Option<&Table>) -> Result<Value, String> {
-    let text = scalar_str(&raw).ok_or("not a scalar value")?;
+    if !matches!(raw, Value::String(_) | Value::Number(_) | Value::Bool(_)) {
+        return Err("not a scalar value".into());
+    }
     let source = match table {
-        Some(table) => Value::String(table.legacy_to_canonical(&text)?),
-        None => {
-            drop(text);
-            raw
+        Some(table) => {
+            Value::String(table.legacy_to_canonical(&scalar_str(&raw).unwrap_or_default())?)
         }
+        None => raw,
     };
     let text = scalar_str(&source).unwrap_or_default();
     match kind {

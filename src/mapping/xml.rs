@@ -648,8 +648,8 @@ fn push_escaped(out: &mut String, text: &str) {
 ///
 /// GBK and GB18030 find a Chinese character's code by searching encoding_rs's tables, which
 /// made encoding most of the cost of a message. Here ASCII runs are copied as they are, a CJK
-/// unified ideograph's two bytes are taken from [`HANZI_CODES`], and everything else (and an
-/// ideograph met for the first time, whose code is then kept) goes through encoding_rs.
+/// unified ideograph's two bytes are taken from a table, and everything else (and an ideograph
+/// met for the first time, whose code the table then keeps) goes through encoding_rs.
 pub fn encode(text: String, encoding: &'static Encoding) -> Vec<u8> {
     let encoding = encoding.output_encoding();
     if encoding == encoding_rs::UTF_8 {

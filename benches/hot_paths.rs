@@ -5,9 +5,9 @@
 //!   store and drift), the identifier checks the schema formats run, the durable commit;
 //! - delivery: mapping canonical → legacy (SOAP XML in GB18030, REST JSON), and the claim and
 //!   attempt commits;
-//! - inbound: mapping legacy → canonical (XML, JSON).
-//!
-//! User-token verification and assertion signing belong here too, once identity lands.
+//! - inbound: mapping legacy → canonical (XML, JSON);
+//! - identity: the applicant's token (RS256, from the demo issuer the repository trusts)
+//!   checked the first time, and again from memory.
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use serde_json::Value;
@@ -63,10 +63,21 @@ fn mapping(c: &mut Criterion) {
     let scjg_xml = read("mappings/tests/scjg-food-application/new-license.legacy.xml");
     let rst_canonical = json("mappings/tests/rst-card-application/card-online.canonical.json");
     let rst_json = read("mappings/tests/rst-card-application/card-online.legacy.json");
+    // A case event as the system sends it: in GB18030, as its mapping declares.
+    let scjg_event = config.mappings["scjg-food-event"].clone();
+    let scjg_event_xml = {
+        let text = String::from_utf8(read("mappings/tests/scjg-food-event/accept.legacy.xml"))
+            .expect("UTF-8")
+            .replace("encoding=\"UTF-8\"", "encoding=\"GB18030\"");
+        encoding_rs::GB18030.encode(&text).0.into_owned()
+    };
     // Each direction must work on these inputs, or the figures mean nothing.
     scjg.to_legacy(&scjg_canonical)
         .expect("scjg canonical → XML");
     scjg.to_canonical(&scjg_xml).expect("scjg XML → canonical");
+    scjg_event
+        .to_canonical(&scjg_event_xml)
+        .expect("scjg event GB18030 XML → canonical");
     rst.to_legacy(&rst_canonical).expect("rst canonical → JSON");
     rst.to_canonical(&rst_json).expect("rst JSON → canonical");
 
@@ -92,16 +103,32 @@ fn mapping(c: &mut Criterion) {
     let (envelope_utf8, _, _) = encoding_rs::GB18030.decode(&envelope);
     let envelope_utf8 = envelope_utf8.into_owned();
     g.bench_function("GB18030 encoding of that SOAP envelope", |b| {
-        b.iter(|| {
-            encoding_rs::GB18030
-                .encode(black_box(&envelope_utf8))
-                .0
-                .len()
-        })
+        b.iter_batched(
+            || envelope_utf8.clone(),
+            |text| tongban::mapping::xml::encode(text, encoding_rs::GB18030).len(),
+            BatchSize::SmallInput,
+        )
     });
+    // What the same encoding costs through encoding_rs alone, which searches its tables for
+    // each Chinese character.
+    g.bench_function(
+        "GB18030 encoding of that SOAP envelope (encoding_rs)",
+        |b| {
+            b.iter(|| {
+                encoding_rs::GB18030
+                    .encode(black_box(&envelope_utf8))
+                    .0
+                    .len()
+            })
+        },
+    );
     g.bench_function("scjg-food-application SOAP XML → canonical", |b| {
         b.iter(|| scjg.to_canonical(black_box(&scjg_xml)))
     });
+    g.bench_function(
+        "scjg-food-event case event, XML in GB18030 → canonical",
+        |b| b.iter(|| scjg_event.to_canonical(black_box(&scjg_event_xml))),
+    );
     g.bench_function("rst-card-application canonical → JSON", |b| {
         b.iter(|| rst.to_legacy(black_box(&rst_canonical)))
     });
@@ -261,6 +288,77 @@ fn store(c: &mut Criterion) {
     g.finish();
 }
 
+/// The output of a future that never waits (a verifier whose keys come from a file), without
+/// a runtime's overhead in the figure.
+fn ready<F: std::future::Future>(future: F) -> F::Output {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::pin!(future).poll(&mut cx) {
+        std::task::Poll::Ready(output) => output,
+        std::task::Poll::Pending => panic!("the verification waited"),
+    }
+}
+
+/// A user token for the example application's applicant, signed RS256 by the demo issuer
+/// (`examples/identity/`), told apart from others by `jti`.
+fn user_token(config: &Config, key: &jsonwebtoken::EncodingKey, kid: &str, jti: usize) -> String {
+    let application = scjg_application();
+    let applicant = &application["applicant"];
+    let now = tongban::clock::now_millis() / 1000;
+    let claims = serde_json::json!({
+        "iss": config.hub.identity.issuer,
+        "aud": config.hub.identity.user_audience,
+        "sub": "bench-user",
+        "jti": format!("bench-{jti}"),
+        "iat": now,
+        "nbf": now,
+        "exp": now + 3600,
+        "name": applicant["name"],
+        "id_type": applicant["id_type"],
+        "id_number": applicant["id_number"],
+        "applicant_kind": applicant["kind"],
+        "real_name_level": 3,
+    });
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some(kid.to_string());
+    jsonwebtoken::encode(&header, &claims, key).expect("the demo issuer signs")
+}
+
+fn identity(c: &mut Criterion) {
+    use tongban::auth::tokens::{USER_CACHE_ENTRIES, Verifier};
+    let config = config();
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&read("examples/identity/issuer-demo.pem"))
+        .expect("the demo issuer's RSA key");
+    let kid = json("examples/identity/jwks.json")["keys"][0]["kid"]
+        .as_str()
+        .expect("the demo key's id")
+        .to_string();
+    let verifier = Verifier::new(&config.hub.identity);
+    let token = user_token(&config, &key, &kid, 0);
+    ready(verifier.user(&token)).expect("the hub takes the demo issuer's token");
+
+    let mut g = c.benchmark_group("identity");
+    // One more distinct token than the verifier remembers, taken in turn: the oldest is always
+    // the next one, so every check is a first one. Signed (about 1 ms each) only when this
+    // benchmark runs.
+    let first_tokens = std::cell::OnceCell::new();
+    let mut next = 0;
+    g.bench_function("user token (RS256), first check", |b| {
+        let tokens: &Vec<String> = first_tokens.get_or_init(|| {
+            (1..=USER_CACHE_ENTRIES + 1)
+                .map(|jti| user_token(&config, &key, &kid, jti))
+                .collect()
+        });
+        b.iter(|| {
+            next = (next + 1) % tokens.len();
+            ready(verifier.user(black_box(&tokens[next]))).expect("taken")
+        })
+    });
+    g.bench_function("user token (RS256), cached", |b| {
+        b.iter(|| ready(verifier.user(black_box(&token))).expect("taken"))
+    });
+    g.finish();
+}
+
 fn fast() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_secs(1))
@@ -272,6 +370,6 @@ fn fast() -> Criterion {
 criterion_group! {
     name = hot_paths;
     config = fast();
-    targets = mapping, acceptance, store
+    targets = mapping, acceptance, identity, store
 }
 criterion_main!(hot_paths);

@@ -13,6 +13,15 @@
 //!
 //! Whatever a token's header says is the caller's choice, of any length and with any
 //! characters: it reaches an answer, a log line or an audit record only through [`shown`].
+//!
+//! Platforms send the same user's token with each of that user's applications, so what a
+//! successful check of a user token produced (the [`UserIdentity`], never the token) is kept
+//! under the token's SHA-256 until the token's `exp`, at most [`USER_CACHE_TTL`], for at most
+//! [`USER_CACHE_ENTRIES`] tokens (the oldest go first). A kept identity answers only while the
+//! key that verified the token is still the issuer's, unchanged; a refresh that drops or
+//! changes keys forgets what they verified. Refusals are never kept, and neither is a token
+//! that passed only thanks to the clock-skew leeway (`nbf` or `iat` still ahead): those are
+//! checked in full each time.
 
 use super::Role;
 use crate::config::{ClaimNames, IdentityConfig, JwksSource};
@@ -21,9 +30,11 @@ use base64::Engine;
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
-use std::collections::HashMap;
-use std::sync::RwLock;
-use std::time::{Duration, Instant};
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The least time between two fetches caused by unknown key ids, so a stream of forged `kid`s
 /// cannot turn the hub against the issuer.
@@ -31,6 +42,12 @@ pub const REFETCH_GAP: Duration = Duration::from_secs(10);
 
 /// The most of a token's header value an answer, a log line or an audit record repeats.
 pub const SHOWN_BYTES: usize = 64;
+
+/// The longest a verified user token answers from memory, however late its `exp`.
+pub const USER_CACHE_TTL: Duration = Duration::from_secs(600);
+
+/// How many verified user tokens are remembered; past that, the oldest is forgotten.
+pub const USER_CACHE_ENTRIES: usize = 10_000;
 
 /// A value from a token's header, fit to repeat: printable ASCII as it is, anything else
 /// escaped (`\n`, `\u{1b}`, `\u{4e2d}`, and the backtick and backslash too), at most
@@ -119,21 +136,45 @@ pub struct StaffIdentity {
     pub roles: Vec<Role>,
 }
 
+struct KnownKey {
+    jwk: Jwk,
+    key: DecodingKey,
+    /// Names this key's material for as long as the issuer publishes it unchanged: a key
+    /// dropped, or published again under the same id with other material, gets a new one.
+    serial: u64,
+}
+
 struct KnownKeys {
-    keys: HashMap<String, (Jwk, DecodingKey)>,
+    keys: HashMap<String, KnownKey>,
     /// The only key's id when the set has exactly one, for tokens without `kid`.
     single: Option<String>,
 }
 
+/// The next [`KnownKey::serial`].
+static NEXT_KEY_SERIAL: AtomicU64 = AtomicU64::new(1);
+
 impl KnownKeys {
-    fn from_set(set: &JwkSet) -> KnownKeys {
-        let keys: HashMap<String, (Jwk, DecodingKey)> = set
+    /// The usable keys of `set`; a key `previous` held unchanged keeps its serial.
+    fn from_set(set: &JwkSet, previous: Option<&KnownKeys>) -> KnownKeys {
+        let keys: HashMap<String, KnownKey> = set
             .keys
             .iter()
             .filter_map(|jwk| {
                 let kid = jwk.common.key_id.clone()?;
                 let key = DecodingKey::from_jwk(jwk).ok()?;
-                Some((kid, (jwk.clone(), key)))
+                let serial = previous
+                    .and_then(|p| p.keys.get(&kid))
+                    .filter(|known| known.jwk == *jwk)
+                    .map(|known| known.serial)
+                    .unwrap_or_else(|| NEXT_KEY_SERIAL.fetch_add(1, Ordering::Relaxed));
+                Some((
+                    kid,
+                    KnownKey {
+                        jwk: jwk.clone(),
+                        key,
+                        serial,
+                    },
+                ))
             })
             .collect();
         let single = (keys.len() == 1)
@@ -141,6 +182,123 @@ impl KnownKeys {
             .flatten();
         KnownKeys { keys, single }
     }
+
+    /// Whether the key that verified a token still would, as the token names it (by `kid`, or
+    /// as the issuer's only key).
+    fn still_verifies(&self, by: &VerifiedBy) -> bool {
+        self.keys
+            .get(&by.kid)
+            .is_some_and(|k| k.serial == by.serial)
+            && (by.named || self.single.as_deref() == Some(by.kid.as_str()))
+    }
+}
+
+/// The key a token was verified with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct VerifiedBy {
+    kid: String,
+    serial: u64,
+    /// The token named the key (`kid`); otherwise it was the issuer's only key.
+    named: bool,
+}
+
+/// A token's registered and other claims, and the key that verified them.
+struct Verified {
+    claims: Map<String, Value>,
+    by: VerifiedBy,
+}
+
+/// A user token's identity as its check produced it, kept under the token's SHA-256.
+#[derive(Debug)]
+struct CachedUser {
+    identity: UserIdentity,
+    by: VerifiedBy,
+    /// Unix seconds from which the entry no longer answers: the token's `exp`, or the end of
+    /// [`USER_CACHE_TTL`] if sooner.
+    until: u64,
+    /// Order of insertion, to forget the oldest first.
+    seq: u64,
+}
+
+/// Verified user tokens: SHA-256 of the token → what its check produced.
+#[derive(Debug, Default)]
+struct UserCache {
+    entries: HashMap<[u8; 32], CachedUser>,
+    /// Digests oldest first, each with the `seq` it was inserted with; one whose entry has
+    /// been replaced or removed since is skipped.
+    order: VecDeque<([u8; 32], u64)>,
+    next_seq: u64,
+}
+
+impl UserCache {
+    /// The identity kept for `digest`, if it may still answer at `now` (Unix seconds). An
+    /// entry past its time is removed.
+    fn get(&mut self, digest: &[u8; 32], now: u64) -> Option<(UserIdentity, VerifiedBy)> {
+        let entry = self.entries.get(digest)?;
+        if now >= entry.until {
+            self.entries.remove(digest);
+            return None;
+        }
+        Some((entry.identity.clone(), entry.by.clone()))
+    }
+
+    fn insert(&mut self, digest: [u8; 32], identity: UserIdentity, by: VerifiedBy, until: u64) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.entries.insert(
+            digest,
+            CachedUser {
+                identity,
+                by,
+                until,
+                seq,
+            },
+        );
+        self.order.push_back((digest, seq));
+        // Every entry has its place in `order`, so bounding `order` bounds the entries.
+        while self.order.len() > USER_CACHE_ENTRIES {
+            let Some((oldest, seq)) = self.order.pop_front() else {
+                break;
+            };
+            if self.entries.get(&oldest).is_some_and(|e| e.seq == seq) {
+                self.entries.remove(&oldest);
+            }
+        }
+    }
+
+    fn remove(&mut self, digest: &[u8; 32]) {
+        self.entries.remove(digest);
+    }
+
+    /// Forgets every identity `keep` does not vouch for any more.
+    fn retain(&mut self, keep: impl Fn(&VerifiedBy) -> bool) {
+        self.entries.retain(|_, e| keep(&e.by));
+    }
+}
+
+/// Now, in the Unix seconds tokens' `exp`, `nbf` and `iat` count in.
+fn now_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// Until when (Unix seconds) a user token verified at `now` may answer from memory: its `exp`
+/// or the end of [`USER_CACHE_TTL`], whichever is sooner. `None` (not kept) for a token whose
+/// `exp` is not a whole number of seconds, or whose `nbf` or `iat` is not yet reached (it
+/// passed only within the leeway for clock skew) or not a whole number.
+fn cacheable_until(claims: &Map<String, Value>, now: u64) -> Option<u64> {
+    let exp = claims.get("exp")?.as_u64()?;
+    for started in ["nbf", "iat"] {
+        if let Some(at) = claims.get(started)
+            && at.as_u64().is_none_or(|at| at > now)
+        {
+            return None;
+        }
+    }
+    let until = exp.min(now.saturating_add(USER_CACHE_TTL.as_secs()));
+    (until > now).then_some(until)
 }
 
 /// Verifies user and staff tokens against the issuer's keys.
@@ -151,6 +309,9 @@ pub struct Verifier {
     /// Why the last fetch failed; `None` after a fetch that worked (or before any).
     fetch_failure: RwLock<Option<String>>,
     http: reqwest::Client,
+    users: Mutex<UserCache>,
+    /// User token checks answered from [`Verifier::users`].
+    user_hits: AtomicU64,
 }
 
 impl Verifier {
@@ -159,7 +320,7 @@ impl Verifier {
     /// [`refresh`]: Verifier::refresh
     pub fn new(config: &IdentityConfig) -> Verifier {
         let known = match &config.jwks {
-            JwksSource::File { keys, .. } => Some(KnownKeys::from_set(keys)),
+            JwksSource::File { keys, .. } => Some(KnownKeys::from_set(keys, None)),
             JwksSource::Url { .. } => None,
         };
         Verifier {
@@ -171,7 +332,20 @@ impl Verifier {
                 .timeout(Duration::from_secs(10))
                 .build()
                 .unwrap_or_default(),
+            users: Mutex::new(UserCache::default()),
+            user_hits: AtomicU64::new(0),
         }
+    }
+
+    /// How many verified user tokens are remembered now (expired ones may count until they
+    /// are asked for or pushed out).
+    pub fn cached_user_tokens(&self) -> usize {
+        self.users.lock().map(|c| c.entries.len()).unwrap_or(0)
+    }
+
+    /// How many user token checks were answered from memory since start.
+    pub fn user_token_cache_hits(&self) -> u64 {
+        self.user_hits.load(Ordering::Relaxed)
     }
 
     /// The refresh period when keys come from a URL.
@@ -231,11 +405,29 @@ impl Verifier {
             .await
             .map_err(|e| format!("cannot read the issuer's JWK Set: {e}"))?;
         let set = crate::config::parse_jwks(&text)?;
-        let known = KnownKeys::from_set(&set);
-        let count = known.keys.len();
-        if let Ok(mut slot) = self.known.write() {
+        let count = {
+            let Ok(mut slot) = self.known.write() else {
+                return Err("the issuer's keys cannot be replaced".into());
+            };
+            let known = KnownKeys::from_set(&set, slot.as_ref());
+            let count = known.keys.len();
+            let changed = slot.as_ref().is_some_and(|old| {
+                old.keys.len() != known.keys.len()
+                    || old.single != known.single
+                    || old
+                        .keys
+                        .iter()
+                        .any(|(kid, k)| known.keys.get(kid).is_none_or(|n| n.serial != k.serial))
+            });
+            // Identities verified by keys the issuer no longer publishes as they were are
+            // forgotten (a lookup checks the key as well, so a check in flight cannot bring
+            // one back into use).
+            if changed && let Ok(mut users) = self.users.lock() {
+                users.retain(|by| known.still_verifies(by));
+            }
             *slot = Some(known);
-        }
+            count
+        };
         Ok(count)
     }
 
@@ -247,15 +439,47 @@ impl Verifier {
             .unwrap_or(0)
     }
 
-    /// Verifies an applicant's token and maps its claims.
+    /// Verifies an applicant's token and maps its claims; a token verified before answers
+    /// from memory while it may (see the module's description).
     pub async fn user(&self, token: &str) -> Result<UserIdentity, TokenError> {
-        let claims = self.verify(token, &self.config.user_audience).await?;
-        user_identity(&claims, &self.config.claims)
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(user) = self.cached_user(&digest) {
+            return Ok(user);
+        }
+        let verified = self.verify(token, &self.config.user_audience).await?;
+        let user = user_identity(&verified.claims, &self.config.claims)?;
+        if let Some(until) = cacheable_until(&verified.claims, now_seconds())
+            && let Ok(mut users) = self.users.lock()
+        {
+            users.insert(digest, user.clone(), verified.by, until);
+        }
+        Ok(user)
+    }
+
+    /// The identity kept for a token's digest, if it is not past its time and the key that
+    /// verified the token is still the issuer's, unchanged.
+    fn cached_user(&self, digest: &[u8; 32]) -> Option<UserIdentity> {
+        let (user, by) = self.users.lock().ok()?.get(digest, now_seconds())?;
+        let still = self
+            .known
+            .read()
+            .is_ok_and(|k| k.as_ref().is_some_and(|k| k.still_verifies(&by)));
+        if !still {
+            if let Ok(mut users) = self.users.lock() {
+                users.remove(digest);
+            }
+            return None;
+        }
+        self.user_hits.fetch_add(1, Ordering::Relaxed);
+        Some(user)
     }
 
     /// Verifies a staff token and maps its roles.
     pub async fn staff(&self, token: &str) -> Result<StaffIdentity, TokenError> {
-        let claims = self.verify(token, &self.config.staff_audience).await?;
+        let claims = self
+            .verify(token, &self.config.staff_audience)
+            .await?
+            .claims;
         let subject = claims
             .get("sub")
             .and_then(Value::as_str)
@@ -277,10 +501,11 @@ impl Verifier {
         Ok(StaffIdentity { subject, roles })
     }
 
-    /// Checks header, key, signature and registered claims; returns the claims.
-    async fn verify(&self, token: &str, audience: &str) -> Result<Map<String, Value>, TokenError> {
+    /// Checks header, key, signature and registered claims; returns the claims and the key
+    /// that verified them.
+    async fn verify(&self, token: &str, audience: &str) -> Result<Verified, TokenError> {
         let (alg, kid) = self.header(token)?;
-        let key = match self.key(&alg, kid.as_deref()) {
+        let (key, by) = match self.key(&alg, kid.as_deref()) {
             Ok(key) => key,
             Err(TokenError::UnknownKey(_) | TokenError::KeysUnavailable)
                 if self.refresh_period().is_some() =>
@@ -303,7 +528,10 @@ impl Verifier {
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation)
-            .map(|data| data.claims)
+            .map(|data| Verified {
+                claims: data.claims,
+                by,
+            })
             .map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind as K;
                 match e.kind() {
@@ -377,16 +605,21 @@ impl Verifier {
         Ok((accepted, kid))
     }
 
-    fn key(&self, alg: &Algorithm, kid: Option<&str>) -> Result<DecodingKey, TokenError> {
+    fn key(
+        &self,
+        alg: &Algorithm,
+        kid: Option<&str>,
+    ) -> Result<(DecodingKey, VerifiedBy), TokenError> {
         let guard = self.known.read().map_err(|_| TokenError::KeysUnavailable)?;
         let Some(known) = guard.as_ref() else {
             return Err(TokenError::KeysUnavailable);
         };
+        let named = kid.is_some();
         let kid = match kid {
             Some(kid) => kid.to_string(),
             None => known.single.clone().ok_or(TokenError::NoKeyId)?,
         };
-        let (jwk, key) = known
+        let KnownKey { jwk, key, serial } = known
             .keys
             .get(&kid)
             .ok_or_else(|| TokenError::UnknownKey(shown(&kid)))?;
@@ -405,17 +638,22 @@ impl Verifier {
                 Algorithm::ES256 | Algorithm::ES384
             ) | (AlgorithmParameters::OctetKeyPair(_), Algorithm::EdDSA)
         );
-        let named = jwk
+        let algorithm_named = jwk
             .common
             .key_algorithm
             .is_none_or(|k| format!("{k:?}") == format!("{alg:?}"));
-        if !(fits && named) {
+        if !(fits && algorithm_named) {
             return Err(TokenError::KeyMismatch {
                 alg: format!("{alg:?}"),
                 kid: shown(&kid),
             });
         }
-        Ok(key.clone())
+        let by = VerifiedBy {
+            kid,
+            serial: *serial,
+            named,
+        };
+        Ok((key.clone(), by))
     }
 
     async fn refetch_for_unknown_kid(&self) {
@@ -490,6 +728,163 @@ fn user_identity(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    fn claims(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    fn identity(subject: &str) -> UserIdentity {
+        UserIdentity {
+            subject: subject.into(),
+            name: "张三".into(),
+            id_type: "111".into(),
+            id_number: "210102198503120033".into(),
+            real_name_level: 3,
+            applicant_kind: "1".into(),
+        }
+    }
+
+    fn by(kid: &str, serial: u64) -> VerifiedBy {
+        VerifiedBy {
+            kid: kid.into(),
+            serial,
+            named: true,
+        }
+    }
+
+    #[test]
+    fn a_token_is_kept_until_its_exp_or_the_ttl_and_never_before_nbf_or_iat() {
+        let now = 1_800_000_000;
+        let ttl = USER_CACHE_TTL.as_secs();
+        let until = |c: Value| cacheable_until(&claims(c), now);
+        assert_eq!(until(json!({"exp": now + 30})), Some(now + 30));
+        assert_eq!(until(json!({"exp": now + 86_400})), Some(now + ttl));
+        assert_eq!(
+            until(json!({"exp": now + 30, "nbf": now - 5, "iat": now})),
+            Some(now + 30)
+        );
+        // Expiring now, or passed only within the leeway: checked in full every time.
+        assert_eq!(until(json!({"exp": now})), None);
+        assert_eq!(until(json!({"exp": now - 10})), None);
+        assert_eq!(until(json!({"exp": now + 30, "nbf": now + 1})), None);
+        assert_eq!(until(json!({"exp": now + 30, "iat": now + 1})), None);
+        // What cannot be compared is not kept either.
+        assert_eq!(until(json!({})), None);
+        assert_eq!(until(json!({"exp": (now + 30) as f64 + 0.5})), None);
+        assert_eq!(until(json!({"exp": now + 30, "nbf": "soon"})), None);
+    }
+
+    #[test]
+    fn a_kept_identity_answers_until_its_time_and_is_then_forgotten() {
+        let mut cache = UserCache::default();
+        let digest = [7; 32];
+        cache.insert(digest, identity("u-1"), by("k", 1), 1_000);
+        let (user, key) = cache.get(&digest, 999).expect("kept");
+        assert_eq!(user, identity("u-1"));
+        assert_eq!(key, by("k", 1));
+        assert!(cache.get(&digest, 1_000).is_none(), "not at its time");
+        assert!(cache.entries.is_empty(), "and forgotten then");
+        assert!(cache.get(&[8; 32], 0).is_none());
+    }
+
+    #[test]
+    fn the_oldest_identities_are_forgotten_first_and_the_count_is_bounded() {
+        let mut cache = UserCache::default();
+        let digest = |i: usize| {
+            let mut d = [0u8; 32];
+            d[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            d
+        };
+        // The first token is checked again later: its newer entry must outlive the old place.
+        cache.insert(digest(0), identity("u-0"), by("k", 1), u64::MAX);
+        cache.insert(digest(1), identity("u-1"), by("k", 1), u64::MAX);
+        cache.insert(digest(0), identity("u-0"), by("k", 1), u64::MAX);
+        for i in 2..=USER_CACHE_ENTRIES {
+            cache.insert(digest(i), identity("u"), by("k", 1), u64::MAX);
+        }
+        assert_eq!(cache.entries.len(), USER_CACHE_ENTRIES);
+        assert!(cache.get(&digest(1), 0).is_none(), "the oldest went first");
+        assert!(
+            cache.get(&digest(0), 0).is_some(),
+            "inserted again, so younger"
+        );
+        assert!(cache.get(&digest(2), 0).is_some());
+        // Then the first token's newer entry is the oldest, then the third token's.
+        cache.insert(
+            digest(USER_CACHE_ENTRIES + 1),
+            identity("u"),
+            by("k", 1),
+            u64::MAX,
+        );
+        assert!(cache.get(&digest(0), 0).is_none());
+        assert!(cache.get(&digest(2), 0).is_some());
+        cache.insert(
+            digest(USER_CACHE_ENTRIES + 2),
+            identity("u"),
+            by("k", 1),
+            u64::MAX,
+        );
+        assert!(cache.get(&digest(2), 0).is_none());
+        assert_eq!(cache.entries.len(), USER_CACHE_ENTRIES);
+        assert_eq!(cache.order.len(), USER_CACHE_ENTRIES);
+    }
+
+    #[test]
+    fn the_cache_holds_identities_under_digests_and_never_the_token() {
+        let token = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ1LTEifQ.c2lnbmF0dXJl";
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let mut cache = UserCache::default();
+        cache.insert(digest, identity("u-1"), by("k", 1), u64::MAX);
+        let kept = format!("{cache:?}");
+        for part in token.split('.') {
+            assert!(!kept.contains(part), "{kept}");
+        }
+        assert!(cache.entries.contains_key(&digest));
+    }
+
+    /// RFC 8037's Ed25519 public key, and another.
+    fn set(keys: &[(&str, &str)]) -> JwkSet {
+        let keys: Vec<Value> = keys
+            .iter()
+            .map(|(kid, x)| json!({"kty": "OKP", "crv": "Ed25519", "kid": kid, "x": x}))
+            .collect();
+        serde_json::from_value(json!({ "keys": keys })).expect("a JWK Set")
+    }
+    const X1: &str = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
+    const X2: &str = "3p7bfXt9wbTTW2HC7OQ1Nz-DQ8hbeGdNrfx-FG-IK08";
+
+    #[test]
+    fn a_key_keeps_its_serial_only_while_the_issuer_publishes_it_unchanged() {
+        let first = KnownKeys::from_set(&set(&[("a", X1), ("b", X1)]), None);
+        let second = KnownKeys::from_set(&set(&[("a", X1), ("b", X2)]), Some(&first));
+        assert_eq!(first.keys["a"].serial, second.keys["a"].serial);
+        assert_ne!(
+            first.keys["b"].serial, second.keys["b"].serial,
+            "new material"
+        );
+        let a = by("a", first.keys["a"].serial);
+        let b = by("b", first.keys["b"].serial);
+        assert!(second.still_verifies(&a));
+        assert!(!second.still_verifies(&b));
+        let third = KnownKeys::from_set(&set(&[("b", X2)]), Some(&second));
+        assert!(!third.still_verifies(&a), "gone");
+        // A token without `kid` was verified by the only key; with two keys it would name none.
+        let unnamed = VerifiedBy {
+            named: false,
+            ..by("b", third.keys["b"].serial)
+        };
+        assert!(third.still_verifies(&unnamed));
+        let fourth = KnownKeys::from_set(&set(&[("b", X2), ("c", X1)]), Some(&third));
+        assert!(!fourth.still_verifies(&unnamed));
+        assert!(fourth.still_verifies(&VerifiedBy {
+            named: true,
+            ..unnamed
+        }));
+    }
 
     #[test]
     fn header_values_are_shown_escaped_and_cut() {

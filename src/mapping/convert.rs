@@ -3,7 +3,9 @@
 
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, TimeZone};
 use serde_json::Value;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 /// The canonical type of a field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,11 +124,28 @@ pub enum Unknown {
 
 /// Text of a scalar, as tables compare values.
 pub fn scalar_text(value: &Value) -> Option<String> {
+    scalar_str(value).map(Cow::into_owned)
+}
+
+/// [`scalar_text`], borrowed when the scalar is a string.
+fn scalar_str(value: &Value) -> Option<Cow<'_, str>> {
     match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
+        Value::String(s) => Some(Cow::Borrowed(s)),
+        Value::Number(n) => Some(Cow::Owned(n.to_string())),
+        Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
         _ => None,
+    }
+}
+
+/// Appends [`scalar_text`] of `value` (nothing for a value that is no scalar).
+pub fn push_scalar_text(out: &mut String, value: &Value) {
+    match value {
+        Value::String(s) => out.push_str(s),
+        Value::Number(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        _ => {}
     }
 }
 
@@ -170,18 +189,24 @@ impl Table {
     }
 }
 
-/// Legacy scalar → canonical value of `kind`, through `table` when given.
-pub fn to_canonical(raw: &Value, kind: &Kind, table: Option<&Table>) -> Result<Value, String> {
-    let text = scalar_text(raw).ok_or("not a scalar value")?;
-    let (source, text) = match table {
+/// Legacy scalar → canonical value of `kind`, through `table` when given. The scalar is
+/// taken, so text that stays text is moved, not copied.
+pub fn to_canonical(raw: Value, kind: &Kind, table: Option<&Table>) -> Result<Value, String> {
+    if !matches!(raw, Value::String(_) | Value::Number(_) | Value::Bool(_)) {
+        return Err("not a scalar value".into());
+    }
+    let source = match table {
         Some(table) => {
-            let code = table.legacy_to_canonical(&text)?;
-            (Value::String(code.clone()), code)
+            Value::String(table.legacy_to_canonical(&scalar_str(&raw).unwrap_or_default())?)
         }
-        None => (raw.clone(), text),
+        None => raw,
     };
+    let text = scalar_str(&source).unwrap_or_default();
     match kind {
-        Kind::String => Ok(Value::String(text)),
+        Kind::String => Ok(match source {
+            Value::String(s) => Value::String(s),
+            _ => Value::String(text.into_owned()),
+        }),
         Kind::Integer => match &source {
             Value::Number(n) if n.is_i64() => Ok(source.clone()),
             _ => text
@@ -198,10 +223,10 @@ pub fn to_canonical(raw: &Value, kind: &Kind, table: Option<&Table>) -> Result<V
                 .map(Value::Number)
                 .ok_or_else(|| "not a number".to_string()),
         },
-        Kind::Boolean => match (&source, text.to_ascii_lowercase().as_str()) {
-            (Value::Bool(b), _) => Ok(Value::Bool(*b)),
-            (_, "true" | "1") => Ok(Value::Bool(true)),
-            (_, "false" | "0") => Ok(Value::Bool(false)),
+        Kind::Boolean => match &source {
+            Value::Bool(b) => Ok(Value::Bool(*b)),
+            _ if text.eq_ignore_ascii_case("true") || text == "1" => Ok(Value::Bool(true)),
+            _ if text.eq_ignore_ascii_case("false") || text == "0" => Ok(Value::Bool(false)),
             _ => Err("not a boolean (true/false/1/0, or map it with a table)".into()),
         },
         Kind::DateTime(p) => parse_datetime(&text, p).map(|t| {
@@ -233,7 +258,7 @@ pub fn to_legacy(value: &Value, kind: &Kind, table: Option<&Table>) -> Result<Va
     };
     check_kind()?;
     if let Some(table) = table {
-        let code = scalar_text(value).ok_or("not a scalar value")?;
+        let code = scalar_str(value).ok_or("not a scalar value")?;
         return table.canonical_to_legacy(&code);
     }
     match kind {
@@ -321,7 +346,7 @@ mod tests {
     #[test]
     fn compact_legacy_times_become_rfc3339_in_china_time() {
         let kind = Kind::DateTime(Pattern::parse("yyyyMMddHHmmss").unwrap());
-        let canonical = to_canonical(&json!("20261120093000"), &kind, None).unwrap();
+        let canonical = to_canonical(json!("20261120093000"), &kind, None).unwrap();
         assert_eq!(canonical, json!("2026-11-20T09:30:00+08:00"));
         assert_eq!(
             to_legacy(&canonical, &kind, None).unwrap(),
@@ -332,8 +357,8 @@ mod tests {
             to_legacy(&json!("2026-11-20T01:30:00Z"), &kind, None).unwrap(),
             json!("20261120093000")
         );
-        assert!(to_canonical(&json!("20261320093000"), &kind, None).is_err());
-        assert!(to_canonical(&json!("2026-11-20"), &kind, None).is_err());
+        assert!(to_canonical(json!("20261320093000"), &kind, None).is_err());
+        assert!(to_canonical(json!("2026-11-20"), &kind, None).is_err());
     }
 
     #[test]
@@ -344,7 +369,7 @@ mod tests {
         assert!(Pattern::parse("yyyy-MM-dd hh").is_err());
         let date = Kind::Date(Pattern::parse("yyyy年MM月dd日").unwrap());
         assert_eq!(
-            to_canonical(&json!("2026年11月20日"), &date, None).unwrap(),
+            to_canonical(json!("2026年11月20日"), &date, None).unwrap(),
             json!("2026-11-20")
         );
         assert_eq!(
@@ -370,17 +395,17 @@ mod tests {
             unknown: Unknown::Error,
         };
         assert_eq!(
-            to_canonical(&json!("QY"), &Kind::String, Some(&table)).unwrap(),
+            to_canonical(json!("QY"), &Kind::String, Some(&table)).unwrap(),
             json!("2")
         );
         assert_eq!(
             to_legacy(&json!("1"), &Kind::String, Some(&table)).unwrap(),
             json!("GR")
         );
-        assert!(to_canonical(&json!("XX"), &Kind::String, Some(&table)).is_err());
+        assert!(to_canonical(json!("XX"), &Kind::String, Some(&table)).is_err());
         table.unknown = Unknown::Keep;
         assert_eq!(
-            to_canonical(&json!("XX"), &Kind::String, Some(&table)).unwrap(),
+            to_canonical(json!("XX"), &Kind::String, Some(&table)).unwrap(),
             json!("XX")
         );
         table.unknown = Unknown::Fallback {
@@ -388,7 +413,7 @@ mod tests {
             legacy: json!("QT"),
         };
         assert_eq!(
-            to_canonical(&json!("XX"), &Kind::String, Some(&table)).unwrap(),
+            to_canonical(json!("XX"), &Kind::String, Some(&table)).unwrap(),
             json!("9")
         );
         assert_eq!(
@@ -400,21 +425,21 @@ mod tests {
     #[test]
     fn numbers_and_booleans() {
         assert_eq!(
-            to_canonical(&json!(" 12 ".trim()), &Kind::Integer, None).unwrap(),
+            to_canonical(json!(" 12 ".trim()), &Kind::Integer, None).unwrap(),
             json!(12)
         );
         assert_eq!(
-            to_canonical(&json!(12), &Kind::String, None).unwrap(),
+            to_canonical(json!(12), &Kind::String, None).unwrap(),
             json!("12")
         );
         assert_eq!(
-            to_canonical(&json!("1"), &Kind::Boolean, None).unwrap(),
+            to_canonical(json!("1"), &Kind::Boolean, None).unwrap(),
             json!(true)
         );
-        assert!(to_canonical(&json!("是"), &Kind::Boolean, None).is_err());
-        assert!(to_canonical(&json!("1.5"), &Kind::Integer, None).is_err());
+        assert!(to_canonical(json!("是"), &Kind::Boolean, None).is_err());
+        assert!(to_canonical(json!("1.5"), &Kind::Integer, None).is_err());
         assert_eq!(
-            to_canonical(&json!("1.5"), &Kind::Number, None).unwrap(),
+            to_canonical(json!("1.5"), &Kind::Number, None).unwrap(),
             json!(1.5)
         );
         assert!(to_legacy(&json!("x"), &Kind::Integer, None).is_err());

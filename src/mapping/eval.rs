@@ -6,7 +6,7 @@ use super::compiler::{Field, Format, LegacyType, Mapping, Shape};
 use super::tree::{LegacyPath, Node, Selected, element_at, select};
 use super::{convert, json, xml};
 use serde_json::{Map, Value};
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 /// Largest legacy document a mapping reads.
 pub const MAX_INPUT_BYTES: usize = 4 * 1024 * 1024;
@@ -110,7 +110,12 @@ impl Mapping {
         }
         // No store keeps a NUL in text (PostgreSQL refuses it), and no legacy system means one:
         // a message carrying one is refused as it stands, never half-stored or retried.
-        for (pointer, _) in crate::schema::nul_pointers(&out) {
+        let nuls = if holds_nul(&out) {
+            crate::schema::nul_pointers(&out)
+        } else {
+            Vec::new()
+        };
+        for (pointer, _) in nuls {
             let segs: Vec<String> = pointer.split('/').skip(1).map(unescape_token).collect();
             let (field, path) = locate(&self.fields, &segs, &root)
                 .unwrap_or_else(|| ("(document)".to_string(), pointer.clone()));
@@ -181,7 +186,7 @@ impl Mapping {
                 },
                 x,
             ),
-            Format::Json { root: pointer } => json::write(&root, pointer),
+            Format::Json { root: pointer } => json::write_owned(root, pointer),
         })
     }
 
@@ -204,7 +209,9 @@ impl Mapping {
             let Some(pointer) = &f.canonical else {
                 continue;
             };
-            let here = format!("{ctx_pointer}/{}", pointer.join("/"));
+            // Where the field is in the canonical document and in the legacy one: only an
+            // error (or an item of an array of objects) needs them spelled out.
+            let here = || format!("{ctx_pointer}/{}", pointer.join("/"));
             // Errors of this field itself; those of nested fields mark their own pointers.
             let mut errors_before = errors.len();
             if let Some(constant) = &f.constant {
@@ -212,7 +219,7 @@ impl Mapping {
                 continue;
             }
             let Some(path) = &f.legacy else { continue };
-            let at = join_path(ctx_path, &path.to_string());
+            let at = || join_path(ctx_path, &path.to_string());
             let scope = if f.header { header } else { Some(ctx) };
             let selected = scope.map(|n| select(n, path)).unwrap_or_default();
             let value = match &f.shape {
@@ -227,6 +234,7 @@ impl Mapping {
                     if nodes.is_empty() {
                         None
                     } else {
+                        let (at, here) = (at(), here());
                         let mut items = Vec::with_capacity(nodes.len());
                         for (i, node) in nodes.iter().enumerate() {
                             let mut item = Value::Object(Map::new());
@@ -250,11 +258,13 @@ impl Mapping {
                     let mut items = Vec::new();
                     for (i, s) in selected.iter().enumerate() {
                         if let Some(raw) = self.scalar_of(f, s) {
-                            match convert::to_canonical(&raw, &f.kind, f.table.as_deref()) {
+                            match convert::to_canonical(raw, &f.kind, f.table.as_deref()) {
                                 Ok(v) => items.push(v),
-                                Err(m) => {
-                                    errors.push(self.error(&f.label, format!("{at}[{}]", i + 1), m))
-                                }
+                                Err(m) => errors.push(self.error(
+                                    &f.label,
+                                    format!("{}[{}]", at(), i + 1),
+                                    m,
+                                )),
                             }
                         }
                     }
@@ -263,7 +273,14 @@ impl Mapping {
                 Shape::Split(sep) => match self.single(f, &selected, &at, errors) {
                     None => None,
                     Some(raw) => {
-                        let text = convert::scalar_text(&raw).unwrap_or_default();
+                        let printed;
+                        let text = match &raw {
+                            Value::String(s) => s.as_str(),
+                            other => {
+                                printed = convert::scalar_text(other).unwrap_or_default();
+                                printed.as_str()
+                            }
+                        };
                         let mut items = Vec::new();
                         for piece in text.split(sep.as_str()) {
                             let piece = if f.trim { piece.trim() } else { piece };
@@ -271,12 +288,12 @@ impl Mapping {
                                 continue;
                             }
                             match convert::to_canonical(
-                                &Value::String(piece.to_string()),
+                                Value::String(piece.to_string()),
                                 &f.kind,
                                 f.table.as_deref(),
                             ) {
                                 Ok(v) => items.push(v),
-                                Err(m) => errors.push(self.error(&f.label, at.clone(), m)),
+                                Err(m) => errors.push(self.error(&f.label, at(), m)),
                             }
                         }
                         (!items.is_empty()).then_some(Value::Array(items))
@@ -284,10 +301,10 @@ impl Mapping {
                 },
                 Shape::Scalar => match self.single(f, &selected, &at, errors) {
                     None => None,
-                    Some(raw) => match convert::to_canonical(&raw, &f.kind, f.table.as_deref()) {
+                    Some(raw) => match convert::to_canonical(raw, &f.kind, f.table.as_deref()) {
                         Ok(v) => Some(v),
                         Err(m) => {
-                            errors.push(self.error(&f.label, at.clone(), m));
+                            errors.push(self.error(&f.label, at(), m));
                             None
                         }
                     },
@@ -299,29 +316,28 @@ impl Mapping {
                 (None, _) if field_failed => {}
                 (None, Some(d)) => set_pointer(out, pointer, d.clone()),
                 (None, None) if f.required => {
-                    errors.push(self.error(&f.label, at, "required, but missing or empty"))
+                    errors.push(self.error(&f.label, at(), "required, but missing or empty"))
                 }
                 (None, None) => {}
             }
             if errors.len() != errors_before {
-                failed.push(here);
+                failed.push(here());
             }
         }
     }
 
     /// The scalar a selection holds, trimmed as the field says; `None` when empty.
     fn scalar_of(&self, f: &Field, s: &Selected<'_>) -> Option<Value> {
-        match s.scalar()? {
-            Value::String(text) => {
-                let text = if f.trim {
-                    text.trim().to_string()
-                } else {
-                    text
-                };
-                (!text.is_empty()).then_some(Value::String(text))
-            }
-            other => Some(other),
-        }
+        let text = match s {
+            Selected::Attr(a) => *a,
+            Selected::Node(n) => match &n.value {
+                None | Some(Value::Null) => return None,
+                Some(Value::String(text)) => text.as_str(),
+                Some(other) => return Some(other.clone()),
+            },
+        };
+        let text = if f.trim { text.trim() } else { text };
+        (!text.is_empty()).then(|| Value::String(text.to_string()))
     }
 
     /// The one scalar a field selects; more than one is an error.
@@ -329,13 +345,13 @@ impl Mapping {
         &self,
         f: &Field,
         selected: &[Selected<'_>],
-        at: &str,
+        at: &dyn Fn() -> String,
         errors: &mut Vec<MapError>,
     ) -> Option<Value> {
         if selected.len() > 1 {
             errors.push(self.error(
                 &f.label,
-                at,
+                at(),
                 format!("appears {} times, expected once", selected.len()),
             ));
             return None;
@@ -362,31 +378,36 @@ impl Mapping {
             let Some(pointer) = &f.canonical else {
                 continue;
             };
-            let at = format!("{ctx_pointer}/{}", pointer.join("/"));
+            // Where the field is in the canonical document: only an error needs it spelled out.
+            let at = || format!("{ctx_pointer}/{}", pointer.join("/"));
             let value = pointer
                 .iter()
                 .try_fold(canonical, |v, seg| v.get(seg.as_str()))
                 .filter(|v| !v.is_null());
             let Some(value) = value else {
                 if f.required {
-                    errors.push(self.error(&f.label, at, "required, but missing"));
+                    errors.push(self.error(&f.label, at(), "required, but missing"));
                 }
                 continue;
             };
             match &f.shape {
                 Shape::Objects(nested) => {
                     let Some(items) = value.as_array() else {
-                        errors.push(self.error(&f.label, at, "expected an array"));
+                        errors.push(self.error(&f.label, at(), "expected an array"));
                         continue;
                     };
+                    let at = at();
+                    let mut item_pointer = String::with_capacity(at.len() + 4);
                     for (i, item) in items.iter().enumerate() {
                         let element = element_at(target, &path.steps, true);
                         element.array = true;
                         let mut unused_header = Node::default();
+                        item_pointer.clear();
+                        let _ = write!(item_pointer, "{at}/{i}");
                         self.write_fields(
                             nested,
                             item,
-                            &format!("{at}/{i}"),
+                            &item_pointer,
                             element,
                             &mut unused_header,
                             errors,
@@ -395,7 +416,7 @@ impl Mapping {
                 }
                 Shape::Repeated => {
                     let Some(items) = value.as_array() else {
-                        errors.push(self.error(&f.label, at, "expected an array"));
+                        errors.push(self.error(&f.label, at(), "expected an array"));
                         continue;
                     };
                     for (i, item) in items.iter().enumerate() {
@@ -406,45 +427,59 @@ impl Mapping {
                                 element.value = Some(self.legacy_value(f, v));
                                 element.cdata = f.cdata;
                             }
-                            Err(m) => errors.push(self.error(&f.label, format!("{at}/{i}"), m)),
+                            Err(m) => errors.push(self.error(&f.label, format!("{}/{i}", at()), m)),
                         }
                     }
                 }
                 Shape::Split(sep) => {
                     let Some(items) = value.as_array() else {
-                        errors.push(self.error(&f.label, at, "expected an array"));
+                        errors.push(self.error(&f.label, at(), "expected an array"));
                         continue;
                     };
-                    let mut pieces = Vec::new();
+                    let mut joined = String::new();
+                    let mut first = true;
                     for (i, item) in items.iter().enumerate() {
                         match convert::to_legacy(item, &f.kind, f.table.as_deref()) {
-                            Ok(v) => pieces.push(convert::scalar_text(&v).unwrap_or_default()),
-                            Err(m) => errors.push(self.error(&f.label, format!("{at}/{i}"), m)),
+                            Ok(v) => {
+                                if !first {
+                                    joined.push_str(sep);
+                                }
+                                first = false;
+                                convert::push_scalar_text(&mut joined, &v);
+                            }
+                            Err(m) => errors.push(self.error(&f.label, format!("{}/{i}", at()), m)),
                         }
                     }
-                    self.write_scalar(f, path, target, Value::String(pieces.join(sep)));
+                    self.write_scalar(f, path, target, Value::String(joined));
                 }
                 Shape::Scalar => match convert::to_legacy(value, &f.kind, f.table.as_deref()) {
                     Ok(v) => self.write_scalar(f, path, target, v),
-                    Err(m) => errors.push(self.error(&f.label, at, m)),
+                    Err(m) => errors.push(self.error(&f.label, at(), m)),
                 },
             }
         }
     }
 
+    /// The value as the legacy side holds it: text in XML (and JSON fields typed `string`),
+    /// the declared JSON type otherwise. Text is moved, not copied.
     fn legacy_value(&self, f: &Field, v: Value) -> Value {
-        let as_text = || Value::String(convert::scalar_text(&v).unwrap_or_default());
+        let as_text = |v: Value| match v {
+            Value::String(s) => Value::String(s),
+            other => Value::String(convert::scalar_text(&other).unwrap_or_default()),
+        };
         match (&self.format, &f.legacy_type) {
-            (Format::Xml(_), _) | (Format::Json { .. }, Some(LegacyType::String)) => as_text(),
-            (Format::Json { .. }, Some(LegacyType::Number)) => convert::scalar_text(&v)
-                .and_then(|t| t.parse::<serde_json::Number>().ok())
-                .map(Value::Number)
-                .unwrap_or_else(as_text),
+            (Format::Xml(_), _) | (Format::Json { .. }, Some(LegacyType::String)) => as_text(v),
+            (Format::Json { .. }, Some(LegacyType::Number)) => {
+                match convert::scalar_text(&v).and_then(|t| t.parse::<serde_json::Number>().ok()) {
+                    Some(n) => Value::Number(n),
+                    None => as_text(v),
+                }
+            }
             (Format::Json { .. }, Some(LegacyType::Boolean)) => {
                 match convert::scalar_text(&v).as_deref() {
                     Some("true" | "1") => Value::Bool(true),
                     Some("false" | "0") => Value::Bool(false),
-                    _ => as_text(),
+                    _ => as_text(v),
                 }
             }
             (Format::Json { .. }, None) => v,
@@ -456,7 +491,10 @@ impl Mapping {
         match path.split_attr() {
             (steps, Some(attr)) => {
                 let element = element_at(target, steps, false);
-                let text = convert::scalar_text(&v).unwrap_or_default();
+                let text = match v {
+                    Value::String(s) => s,
+                    other => convert::scalar_text(&other).unwrap_or_default(),
+                };
                 match element.attrs.iter_mut().find(|(n, _)| n == attr) {
                     Some((_, existing)) => *existing = text,
                     None => element.attrs.push((attr.to_string(), text)),
@@ -480,6 +518,19 @@ fn already_reported(failed: &str, pointer: &str, message: &str) -> bool {
     match failed.rsplit_once('/') {
         Some((parent, member)) => parent == pointer && message.contains(&format!("\"{member}\"")),
         None => false,
+    }
+}
+
+/// Whether any text or member name in `value` holds a NUL: a walk that copies nothing, for
+/// the usual answer, no.
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(members) => members
+            .iter()
+            .any(|(name, member)| name.contains('\0') || holds_nul(member)),
+        _ => false,
     }
 }
 
@@ -509,11 +560,12 @@ fn set_pointer(out: &mut Value, pointer: &[String], value: Value) {
         if !current.is_object() {
             *current = Value::Object(Map::new());
         }
-        current = current
-            .as_object_mut()
-            .expect("made an object above")
-            .entry(seg.clone())
-            .or_insert_with(|| Value::Object(Map::new()));
+        let object = current.as_object_mut().expect("made an object above");
+        // The member's name is copied only when the member is new.
+        if !object.contains_key(seg.as_str()) {
+            object.insert(seg.clone(), Value::Object(Map::new()));
+        }
+        current = object.get_mut(seg.as_str()).expect("inserted above");
     }
     if let Some(last) = pointer.last() {
         if !current.is_object() {

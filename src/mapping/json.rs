@@ -22,22 +22,24 @@ pub fn parse(bytes: &[u8], root: &str, max_bytes: usize) -> Result<Node, JsonErr
     if bytes.len() > max_bytes {
         return Err(JsonError::TooLarge { limit: max_bytes });
     }
-    let value: Value =
+    let mut value: Value =
         serde_json::from_slice(bytes).map_err(|e| JsonError::Malformed(e.to_string()))?;
     let payload = value
-        .pointer(root)
+        .pointer_mut(root)
         .ok_or_else(|| JsonError::NoPayload(root.to_string()))?;
     if !payload.is_object() {
         return Err(JsonError::NotObject);
     }
-    Ok(to_node(String::new(), payload, false))
+    Ok(to_node(String::new(), payload.take(), false))
 }
 
-fn to_node(name: String, value: &Value, array: bool) -> Node {
+/// The tree of a parsed value, which it takes apart: names and text are moved, not copied.
+fn to_node(name: String, value: Value, array: bool) -> Node {
     let mut node = Node::named(name);
     node.array = array;
     match value {
         Value::Object(map) => {
+            node.children.reserve(map.len());
             for (key, v) in map {
                 match v {
                     Value::Array(items) => {
@@ -45,14 +47,14 @@ fn to_node(name: String, value: &Value, array: bool) -> Node {
                             node.children.push(to_node(key.clone(), item, true));
                         }
                     }
-                    other => node.children.push(to_node(key.clone(), other, false)),
+                    other => node.children.push(to_node(key, other, false)),
                 }
             }
         }
         Value::Null => {}
         // Arrays of arrays have no name to address them by; they are read as absent.
         Value::Array(_) => {}
-        scalar => node.value = Some(scalar.clone()),
+        scalar => node.value = Some(scalar),
     }
     node
 }
@@ -60,7 +62,15 @@ fn to_node(name: String, value: &Value, array: bool) -> Node {
 /// Prints a tree as JSON, placed at `root` (a JSON pointer) inside an otherwise empty
 /// document.
 pub fn write(node: &Node, root: &str) -> Vec<u8> {
-    let payload = to_value(node);
+    place(to_value(node), root)
+}
+
+/// As [`write`], taking the tree apart instead of copying its names and values.
+pub fn write_owned(node: Node, root: &str) -> Vec<u8> {
+    place(into_value(node), root)
+}
+
+fn place(payload: Value, root: &str) -> Vec<u8> {
     let mut doc = payload;
     for segment in root
         .split('/')
@@ -99,6 +109,27 @@ fn to_value(node: &Node) -> Value {
     Value::Object(map)
 }
 
+/// [`to_value`], moving instead of copying.
+fn into_value(node: Node) -> Value {
+    if node.children.is_empty() {
+        return node.value.unwrap_or(Value::Null);
+    }
+    let mut map = Map::new();
+    for mut child in node.children {
+        let (name, array) = (std::mem::take(&mut child.name), child.array);
+        let value = into_value(child);
+        if array {
+            match map.entry(name).or_insert_with(|| Value::Array(Vec::new())) {
+                Value::Array(items) => items.push(value),
+                other => *other = Value::Array(vec![other.take(), value]),
+            }
+        } else {
+            map.insert(name, value);
+        }
+    }
+    Value::Object(map)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +144,48 @@ mod tests {
         assert!(node.children[1].array);
         let back: Value = serde_json::from_slice(&write(&node, "/data")).unwrap();
         assert_eq!(back, doc);
+    }
+
+    fn tree() -> impl proptest::strategy::Strategy<Value = Node> {
+        use proptest::prelude::*;
+        let leaf = (
+            "[ab名]{1,2}",
+            proptest::option::of(prop_oneof![
+                "[a-z张]{0,3}".prop_map(Value::String),
+                any::<i32>().prop_map(Value::from),
+                any::<bool>().prop_map(Value::Bool),
+                Just(Value::Null),
+            ]),
+            any::<bool>(),
+        )
+            .prop_map(|(name, value, array)| Node {
+                name,
+                value,
+                array,
+                ..Node::default()
+            });
+        leaf.prop_recursive(4, 40, 6, |inner| {
+            (inner.clone(), proptest::collection::vec(inner, 0..6)).prop_map(|(mut n, children)| {
+                n.children = children;
+                n
+            })
+        })
+    }
+
+    proptest::proptest! {
+        /// Taking the tree apart prints exactly what copying it does, repeated and clashing
+        /// names included.
+        #[test]
+        fn writing_an_owned_tree_prints_what_writing_a_borrowed_one_does(
+            node in tree(),
+            root in proptest::prop_oneof![
+                proptest::strategy::Just(""),
+                proptest::strategy::Just("/data"),
+                proptest::strategy::Just("/a~1b/c"),
+            ],
+        ) {
+            proptest::prop_assert_eq!(write_owned(node.clone(), root), write(&node, root));
+        }
     }
 
     #[test]

@@ -179,20 +179,29 @@ impl Selected<'_> {
 /// Everything `path` selects under `ctx`, in document order.
 pub fn select<'a>(ctx: &'a Node, path: &LegacyPath) -> Vec<Selected<'a>> {
     let (elements, attr) = path.split_attr();
-    let mut current = vec![ctx];
-    for step in elements {
-        let Step::Child(name) = step else { continue };
-        current = current
-            .into_iter()
-            .flat_map(|n| n.children.iter().filter(move |c| &c.name == name))
-            .collect();
-    }
-    match attr {
-        Some(a) => current
-            .into_iter()
-            .filter_map(|n| n.attr(a).map(Selected::Attr))
-            .collect(),
-        None => current.into_iter().map(Selected::Node).collect(),
+    let mut found = Vec::new();
+    select_into(ctx, elements, attr, &mut found);
+    found
+}
+
+/// Depth first, which is document order, into one list.
+fn select_into<'a>(
+    node: &'a Node,
+    steps: &[Step],
+    attr: Option<&str>,
+    found: &mut Vec<Selected<'a>>,
+) {
+    match steps.split_first() {
+        Some((Step::Child(name), rest)) => {
+            for child in node.children.iter().filter(|c| &c.name == name) {
+                select_into(child, rest, attr, found);
+            }
+        }
+        Some((Step::Attr(_), rest)) => select_into(node, rest, attr, found),
+        None => match attr {
+            Some(a) => found.extend(node.attr(a).map(Selected::Attr)),
+            None => found.push(Selected::Node(node)),
+        },
     }
 }
 

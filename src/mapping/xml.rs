@@ -8,7 +8,8 @@ use quick_xml::NsReader;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::ResolveResult;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicU16, Ordering};
 
 pub const SOAP11_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
 pub const SOAP12_NS: &str = "http://www.w3.org/2003/05/soap-envelope";
@@ -91,12 +92,12 @@ pub enum XmlError {
     Empty,
 }
 
-/// Reads the declared encoding and turns the bytes into UTF-8 text.
-pub fn decode(bytes: &[u8]) -> Result<String, XmlError> {
+/// Reads the declared encoding and turns the bytes into UTF-8 text (borrowed when they are
+/// UTF-8 already).
+pub fn decode(bytes: &[u8]) -> Result<Cow<'_, str>, XmlError> {
     if let Some((encoding, bom_len)) = Encoding::for_bom(bytes) {
         return encoding
             .decode_without_bom_handling_and_without_replacement(&bytes[bom_len..])
-            .map(|c| c.into_owned())
             .ok_or_else(|| XmlError::Encoding(format!("not valid {}", encoding.name())));
     }
     let encoding = match declared_encoding(bytes) {
@@ -106,7 +107,6 @@ pub fn decode(bytes: &[u8]) -> Result<String, XmlError> {
     };
     encoding
         .decode_without_bom_handling_and_without_replacement(bytes)
-        .map(|c| c.into_owned())
         .ok_or_else(|| {
             XmlError::Encoding(format!(
                 "the bytes are not valid {} (as the document declares)",
@@ -181,20 +181,26 @@ pub fn parse(bytes: &[u8], format: &XmlFormat, max_bytes: usize) -> Result<XmlDo
     }
 }
 
+/// Whether `name` is the SOAP envelope's element `local` (`soap:Body`).
+fn is_soap(name: &str, local: &str) -> bool {
+    name.strip_prefix(SOAP_PREFIX)
+        .and_then(|rest| rest.strip_prefix(':'))
+        == Some(local)
+}
+
 fn unwrap_envelope(envelope: Node, root: &str) -> Result<XmlDocument, XmlError> {
-    let expected = format!("{SOAP_PREFIX}:Envelope");
-    if envelope.name != expected {
+    if !is_soap(&envelope.name, "Envelope") {
         return Err(XmlError::Root {
             found: envelope.name,
-            expected,
+            expected: format!("{SOAP_PREFIX}:Envelope"),
         });
     }
     let mut header = None;
     let mut body = None;
     for child in envelope.children {
-        if child.name == format!("{SOAP_PREFIX}:Header") {
+        if is_soap(&child.name, "Header") {
             header = Some(child);
-        } else if child.name == format!("{SOAP_PREFIX}:Body") {
+        } else if is_soap(&child.name, "Body") {
             body = Some(child);
         }
     }
@@ -203,7 +209,7 @@ fn unwrap_envelope(envelope: Node, root: &str) -> Result<XmlDocument, XmlError> 
         expected: format!("{SOAP_PREFIX}:Body"),
     })?;
     let payload = body.children.into_iter().next().ok_or(XmlError::Empty)?;
-    if payload.name == format!("{SOAP_PREFIX}:Fault") {
+    if is_soap(&payload.name, "Fault") {
         return Err(XmlError::Fault(fault_of(&payload)));
     }
     if payload.name != root {
@@ -242,25 +248,34 @@ pub fn fault_of(fault: &Node) -> SoapFault {
 }
 
 /// How namespace URIs become the names paths use.
-struct Names {
-    by_uri: HashMap<String, String>,
-    default_namespace: Option<String>,
+struct Names<'f> {
+    /// Namespace URI and prefix; when a URI is given twice, the later prefix counts.
+    by_uri: Vec<(&'f str, &'f str)>,
+    default_namespace: Option<&'f str>,
 }
 
-impl Names {
-    fn new(format: &XmlFormat) -> Names {
-        let mut by_uri: HashMap<String, String> = format
+impl<'f> Names<'f> {
+    fn new(format: &'f XmlFormat) -> Names<'f> {
+        let mut by_uri: Vec<(&str, &str)> = format
             .namespaces
             .iter()
-            .map(|(p, u)| (u.clone(), p.clone()))
+            .map(|(p, u)| (u.as_str(), p.as_str()))
             .collect();
         if let Some(soap) = format.soap {
-            by_uri.insert(soap.namespace().to_string(), SOAP_PREFIX.to_string());
+            by_uri.push((soap.namespace(), SOAP_PREFIX));
         }
         Names {
             by_uri,
-            default_namespace: format.default_namespace.clone(),
+            default_namespace: format.default_namespace.as_deref(),
         }
+    }
+
+    fn prefix(&self, uri: &[u8]) -> Option<&'f str> {
+        self.by_uri
+            .iter()
+            .rev()
+            .find(|(u, _)| u.as_bytes() == uri)
+            .map(|(_, p)| *p)
     }
 
     fn name(
@@ -269,22 +284,28 @@ impl Names {
         local: &[u8],
         attribute: bool,
     ) -> Result<String, XmlError> {
-        let local = String::from_utf8_lossy(local).into_owned();
+        // Names come from UTF-8 text, so the lossy conversion never copies.
+        let local = String::from_utf8_lossy(local);
+        let joined = |parts: &[&str]| {
+            let mut name = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+            parts.iter().for_each(|p| name.push_str(p));
+            name
+        };
         match resolved {
             ResolveResult::Bound(ns) => {
-                let uri = String::from_utf8_lossy(ns.as_ref()).into_owned();
-                if !attribute && self.default_namespace.as_deref() == Some(uri.as_str()) {
-                    Ok(local)
-                } else if let Some(prefix) = self.by_uri.get(&uri) {
-                    Ok(format!("{prefix}:{local}"))
+                let uri = ns.as_ref();
+                if !attribute && self.default_namespace.map(str::as_bytes) == Some(uri) {
+                    Ok(local.into_owned())
+                } else if let Some(prefix) = self.prefix(uri) {
+                    Ok(joined(&[prefix, ":", &local]))
                 } else {
-                    Ok(format!("{{{uri}}}{local}"))
+                    Ok(joined(&["{", &String::from_utf8_lossy(uri), "}", &local]))
                 }
             }
             ResolveResult::Unbound if !attribute && self.default_namespace.is_some() => {
-                Ok(format!("{{}}{local}"))
+                Ok(joined(&["{}", &local]))
             }
-            ResolveResult::Unbound => Ok(local),
+            ResolveResult::Unbound => Ok(local.into_owned()),
             ResolveResult::Unknown(prefix) => Err(XmlError::UnknownPrefix(
                 String::from_utf8_lossy(&prefix).into_owned(),
             )),
@@ -292,7 +313,7 @@ impl Names {
     }
 }
 
-fn parse_tree(text: &str, names: &Names) -> Result<Node, XmlError> {
+fn parse_tree(text: &str, names: &Names<'_>) -> Result<Node, XmlError> {
     let mut reader = NsReader::from_str(text);
     let config = reader.config_mut();
     config.check_end_names = true;
@@ -303,6 +324,8 @@ fn parse_tree(text: &str, names: &Names) -> Result<Node, XmlError> {
     };
     // Text of each open element, kept apart from the element until it closes.
     let mut stack: Vec<(Node, String)> = Vec::new();
+    // Buffers of text that was dropped (the indentation between elements), for reuse.
+    let mut spare: Vec<String> = Vec::new();
     let mut top: Option<Node> = None;
     let mut elements = 0usize;
     loop {
@@ -337,12 +360,15 @@ fn parse_tree(text: &str, names: &Names) -> Result<Node, XmlError> {
                 let name = element_name.unwrap_or(Err(XmlError::Empty))?;
                 let mut node = Node::named(name);
                 node.attrs = attributes(&reader, &start, names)?;
-                stack.push((node, String::new()));
+                stack.push((node, spare.pop().unwrap_or_default()));
             }
             Event::End(_) => {
-                let (mut node, text) = stack.pop().ok_or(XmlError::Empty)?;
+                let (mut node, mut text) = stack.pop().ok_or(XmlError::Empty)?;
                 if !(text.is_empty() || (!node.children.is_empty() && text.trim().is_empty())) {
                     node.value = Some(Value::String(text));
+                } else if text.capacity() > 0 {
+                    text.clear();
+                    spare.push(text);
                 }
                 match stack.last_mut() {
                     Some((parent, _)) => parent.children.push(node),
@@ -424,7 +450,7 @@ fn parse_tree(text: &str, names: &Names) -> Result<Node, XmlError> {
 fn attributes(
     reader: &NsReader<&[u8]>,
     start: &BytesStart<'_>,
-    names: &Names,
+    names: &Names<'_>,
 ) -> Result<Vec<(String, String)>, XmlError> {
     let mut attrs = Vec::new();
     for attr in start.attributes() {
@@ -454,86 +480,267 @@ fn attributes(
 }
 
 /// Prints a document in the format's encoding, inside a SOAP envelope when the format says so.
+///
+/// The text is built in one buffer sized for a typical message, then encoded in one pass
+/// ([`encode`]); nothing is formatted or escaped into a string of its own.
 pub fn write(doc: &XmlDocument, format: &XmlFormat) -> Vec<u8> {
-    let mut out = String::new();
+    let mut out = String::with_capacity(4096);
     if format.declaration {
-        out.push_str(&format!(
-            "<?xml version=\"1.0\" encoding=\"{}\"?>\n",
-            format.encoding.name().to_ascii_uppercase()
-        ));
+        out.push_str("<?xml version=\"1.0\" encoding=\"");
+        out.extend(
+            format
+                .encoding
+                .name()
+                .chars()
+                .map(|c| c.to_ascii_uppercase()),
+        );
+        out.push_str("\"?>\n");
     }
-    let mut declarations = String::new();
-    if let Some(soap) = format.soap {
-        declarations.push_str(&format!(" xmlns:{SOAP_PREFIX}=\"{}\"", soap.namespace()));
-    }
-    for (prefix, uri) in &format.namespaces {
-        declarations.push_str(&format!(" xmlns:{prefix}=\"{}\"", escape(uri)));
-    }
-    if let Some(uri) = &format.default_namespace {
-        declarations.push_str(&format!(" xmlns=\"{}\"", escape(uri)));
-    }
+    // The namespace declarations go on the outermost element.
+    let declare = |out: &mut String| {
+        if let Some(soap) = format.soap {
+            push_declaration(out, Some(SOAP_PREFIX), soap.namespace());
+        }
+        for (prefix, uri) in &format.namespaces {
+            push_declaration(out, Some(prefix), uri);
+        }
+        if let Some(uri) = &format.default_namespace {
+            push_declaration(out, None, uri);
+        }
+    };
     match format.soap {
-        None => write_node(&mut out, &doc.root, 0, &declarations),
+        None => write_node(&mut out, &doc.root, 0, Some(&declare)),
         Some(_) => {
-            out.push_str(&format!("<{SOAP_PREFIX}:Envelope{declarations}>\n"));
+            out.push('<');
+            out.push_str(SOAP_PREFIX);
+            out.push_str(":Envelope");
+            declare(&mut out);
+            out.push_str(">\n");
             if let Some(header) = doc.header.as_ref().filter(|h| !h.children.is_empty()) {
-                out.push_str(&format!("  <{SOAP_PREFIX}:Header>\n"));
+                push_tag(&mut out, "  <", "Header>\n");
                 for child in &header.children {
-                    write_node(&mut out, child, 2, "");
+                    write_node(&mut out, child, 2, None);
                 }
-                out.push_str(&format!("  </{SOAP_PREFIX}:Header>\n"));
+                push_tag(&mut out, "  </", "Header>\n");
             }
-            out.push_str(&format!("  <{SOAP_PREFIX}:Body>\n"));
-            write_node(&mut out, &doc.root, 2, "");
-            out.push_str(&format!(
-                "  </{SOAP_PREFIX}:Body>\n</{SOAP_PREFIX}:Envelope>\n"
-            ));
+            push_tag(&mut out, "  <", "Body>\n");
+            write_node(&mut out, &doc.root, 2, None);
+            push_tag(&mut out, "  </", "Body>\n");
+            push_tag(&mut out, "</", "Envelope>\n");
         }
     }
-    if format.encoding == encoding_rs::UTF_8 {
-        out.into_bytes()
-    } else {
-        let (bytes, _, _) = format.encoding.encode(&out);
-        bytes.into_owned()
-    }
+    encode(out, format.encoding)
 }
 
-fn write_node(out: &mut String, node: &Node, depth: usize, declarations: &str) {
-    let indent = "  ".repeat(depth);
-    out.push_str(&indent);
+/// `<open>soap:<rest>`, an envelope element's tag.
+fn push_tag(out: &mut String, open: &str, rest: &str) {
+    out.push_str(open);
+    out.push_str(SOAP_PREFIX);
+    out.push(':');
+    out.push_str(rest);
+}
+
+/// ` xmlns:prefix="uri"`, or ` xmlns="uri"` without a prefix.
+fn push_declaration(out: &mut String, prefix: Option<&str>, uri: &str) {
+    out.push_str(" xmlns");
+    if let Some(prefix) = prefix {
+        out.push(':');
+        out.push_str(prefix);
+    }
+    out.push_str("=\"");
+    push_escaped(out, uri);
+    out.push('"');
+}
+
+fn write_node(
+    out: &mut String,
+    node: &Node,
+    depth: usize,
+    declarations: Option<&dyn Fn(&mut String)>,
+) {
+    push_indent(out, depth);
     out.push('<');
     out.push_str(&node.name);
-    out.push_str(declarations);
-    for (name, value) in &node.attrs {
-        out.push_str(&format!(" {name}=\"{}\"", escape(value)));
+    if let Some(declare) = declarations {
+        declare(out);
     }
-    let text = node.text();
+    for (name, value) in &node.attrs {
+        out.push(' ');
+        out.push_str(name);
+        out.push_str("=\"");
+        push_escaped(out, value);
+        out.push('"');
+    }
+    // XML values are text; another JSON scalar (never made by a mapping) prints as JSON.
+    let printed;
+    let text = match &node.value {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.as_str()),
+        Some(other) => {
+            printed = other.to_string();
+            Some(printed.as_str())
+        }
+    };
     if node.children.is_empty() && text.is_none() {
         out.push_str("/>\n");
         return;
     }
     out.push('>');
-    if let Some(text) = &text {
+    if let Some(text) = text {
         if node.cdata {
+            // `]]>` cannot appear in a CDATA section: it ends one and opens the next.
             out.push_str("<![CDATA[");
-            out.push_str(&text.replace("]]>", "]]]]><![CDATA[>"));
+            let mut pieces = text.split("]]>");
+            if let Some(first) = pieces.next() {
+                out.push_str(first);
+            }
+            for piece in pieces {
+                out.push_str("]]]]><![CDATA[>");
+                out.push_str(piece);
+            }
             out.push_str("]]>");
         } else {
-            out.push_str(&escape(text));
+            push_escaped(out, text);
         }
     }
     if !node.children.is_empty() {
         out.push('\n');
         for child in &node.children {
-            write_node(out, child, depth + 1, "");
+            write_node(out, child, depth + 1, None);
         }
-        out.push_str(&indent);
+        push_indent(out, depth);
     }
-    out.push_str(&format!("</{}>\n", node.name));
+    out.push_str("</");
+    out.push_str(&node.name);
+    out.push_str(">\n");
 }
 
-fn escape(text: &str) -> String {
-    quick_xml::escape::escape(text).into_owned()
+fn push_indent(out: &mut String, depth: usize) {
+    for _ in 0..depth {
+        out.push_str("  ");
+    }
+}
+
+/// `text` with XML's five special characters escaped, as `quick_xml::escape::escape` does,
+/// appended to `out` run by run.
+fn push_escaped(out: &mut String, text: &str) {
+    let mut rest = text;
+    // By byte: the five are ASCII, and no byte of a multi-byte character is.
+    while let Some(at) = rest
+        .bytes()
+        .position(|b| matches!(b, b'<' | b'>' | b'&' | b'\'' | b'"'))
+    {
+        out.push_str(&rest[..at]);
+        out.push_str(match rest.as_bytes()[at] {
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'&' => "&amp;",
+            b'\'' => "&apos;",
+            _ => "&quot;",
+        });
+        rest = &rest[at + 1..];
+    }
+    out.push_str(rest);
+}
+
+/// `text` in `encoding`, byte for byte what `encoding.encode(text)` gives (characters an
+/// encoding lacks become numeric character references, as there), without copying UTF-8.
+///
+/// GBK and GB18030 find a Chinese character's code by searching encoding_rs's tables, which
+/// made encoding most of the cost of a message. Here ASCII runs are copied as they are, a CJK
+/// unified ideograph's two bytes are taken from a table, and everything else (and an ideograph
+/// met for the first time, whose code the table then keeps) goes through encoding_rs.
+pub fn encode(text: String, encoding: &'static Encoding) -> Vec<u8> {
+    let encoding = encoding.output_encoding();
+    if encoding == encoding_rs::UTF_8 {
+        return text.into_bytes();
+    }
+    if encoding != encoding_rs::GB18030 && encoding != encoding_rs::GBK {
+        return encoding.encode(&text).0.into_owned();
+    }
+    let bytes = text.as_bytes();
+    // GBK/GB18030 take at most as many bytes as UTF-8 for ASCII and CJK; others may grow it.
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        let ascii = ascii_prefix(&bytes[at..]);
+        out.extend_from_slice(&bytes[at..at + ascii]);
+        at += ascii;
+        let Some(c) = text[at..].chars().next() else {
+            break;
+        };
+        let width = c.len_utf8();
+        match hanzi_code(c) {
+            Some(slot) => match slot.load(Ordering::Relaxed) {
+                0 => {
+                    let before = out.len();
+                    encode_slowly(encoding, &text[at..at + width], &mut out);
+                    if let [lead, trail] = out[before..] {
+                        slot.store(u16::from_be_bytes([lead, trail]), Ordering::Relaxed);
+                    }
+                }
+                code => {
+                    let [lead, trail] = code.to_be_bytes();
+                    out.push(lead);
+                    out.push(trail);
+                }
+            },
+            None => encode_slowly(encoding, &text[at..at + width], &mut out),
+        }
+        at += width;
+    }
+    out
+}
+
+/// How many bytes `bytes` starts with are ASCII, looked at eight at a time.
+fn ascii_prefix(bytes: &[u8]) -> usize {
+    let mut words = bytes.chunks_exact(8);
+    let mut n = 0;
+    for word in words.by_ref() {
+        let word = u64::from_ne_bytes(word.try_into().unwrap_or_default());
+        if word & 0x8080_8080_8080_8080 != 0 {
+            break;
+        }
+        n += 8;
+    }
+    n + bytes[n..]
+        .iter()
+        .position(|b| !b.is_ascii())
+        .unwrap_or(bytes.len() - n)
+}
+
+/// The first and last CJK unified ideographs GBK and GB18030 encode in two bytes, the same in
+/// both (U+4E00 to U+9FA5).
+const HANZI_FIRST: u32 = 0x4E00;
+const HANZI_COUNT: usize = 0x9FA6 - 0x4E00;
+
+/// The GBK/GB18030 code (lead byte high) of each CJK unified ideograph, as encoding_rs gives
+/// it the first time the process meets the character; 0 until then (no code is 0: a lead byte
+/// is at least 0x81).
+static HANZI_CODES: [AtomicU16; HANZI_COUNT] = [const { AtomicU16::new(0) }; HANZI_COUNT];
+
+fn hanzi_code(c: char) -> Option<&'static AtomicU16> {
+    let index = usize::try_from(u32::from(c).checked_sub(HANZI_FIRST)?).ok()?;
+    HANZI_CODES.get(index)
+}
+
+/// Appends `text` encoded by encoding_rs, with numeric character references for what the
+/// encoding lacks (as `Encoding::encode`).
+fn encode_slowly(encoding: &'static Encoding, text: &str, out: &mut Vec<u8>) {
+    let mut encoder = encoding.new_encoder();
+    let mut read = 0;
+    loop {
+        let needed = encoder
+            .max_buffer_length_from_utf8_if_no_unmappables(text.len() - read)
+            .unwrap_or(16);
+        // Room for a numeric character reference (`&#1114111;`) besides.
+        out.reserve(needed + 10);
+        let (result, n, _) = encoder.encode_from_utf8_to_vec(&text[read..], out, true);
+        read += n;
+        if result == encoding_rs::CoderResult::InputEmpty {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -653,6 +860,197 @@ mod tests {
         #[test]
         fn no_panic_on_xmlish_text(text in "[<>/a-c:=\"'&;#x0-9 !\\[\\]CDATA?-]{0,200}") {
             let _ = parse(text.as_bytes(), &format(None), 1 << 20);
+        }
+
+        /// The fast encoder gives exactly encoding_rs's bytes, for any text: Chinese with
+        /// punctuation, characters outside GBK (emoji, U+E5E5, the euro sign) and XML markup.
+        #[test]
+        fn the_fast_encoder_gives_encoding_rs_bytes(
+            text in proptest::prop_oneof![
+                proptest::prelude::any::<String>(),
+                "[张王李赵沈阳市和平区餐饮、，。（）：《》“”…—·A-Za-z0-9<>&\"' \n😀€é¥\u{e5e5}\u{3000}\u{9fa5}\u{9fa6}\u{4e00}\u{4dff}\u{20000}]{0,60}",
+            ]
+        ) {
+            for encoding in [encoding_rs::GB18030, encoding_rs::GBK, encoding_rs::UTF_8, encoding_rs::BIG5] {
+                let expected = encoding.encode(&text).0.into_owned();
+                proptest::prop_assert_eq!(encode(text.clone(), encoding), expected.clone(), "{}", encoding.name());
+                // The second time, ideographs come from the table the first call filled.
+                proptest::prop_assert_eq!(encode(text.clone(), encoding), expected, "{}", encoding.name());
+            }
+        }
+
+        /// The writer prints any tree exactly as formatting each piece and encoding the whole
+        /// with encoding_rs did.
+        #[test]
+        fn the_writer_gives_the_bytes_of_the_plain_writer(
+            doc in document(),
+            soap in proptest::prop_oneof![
+                proptest::strategy::Just(None),
+                proptest::strategy::Just(Some(SoapVersion::V11)),
+                proptest::strategy::Just(Some(SoapVersion::V12)),
+            ],
+            declaration in proptest::prelude::any::<bool>(),
+            default_namespace in proptest::option::of("urn:[a-z<&\"]{1,8}"),
+            encoding in proptest::prop_oneof![
+                proptest::strategy::Just(encoding_rs::GB18030),
+                proptest::strategy::Just(encoding_rs::GBK),
+                proptest::strategy::Just(encoding_rs::UTF_8),
+            ],
+        ) {
+            let mut f = format(soap);
+            f.declaration = declaration;
+            f.default_namespace = default_namespace;
+            f.encoding = encoding;
+            f.namespaces.push(("q".into(), "urn:a&b\"<c>".into()));
+            proptest::prop_assert_eq!(write(&doc, &f), plain::write(&doc, &f));
+        }
+    }
+
+    /// Every CJK unified ideograph GBK and GB18030 encode in two bytes, from the table both
+    /// before and after it holds the character, is encoded as encoding_rs encodes it.
+    #[test]
+    fn every_ideograph_is_encoded_as_encoding_rs_does() {
+        let all: String = (HANZI_FIRST..HANZI_FIRST + HANZI_COUNT as u32)
+            .filter_map(char::from_u32)
+            .collect();
+        assert_eq!(all.chars().count(), HANZI_COUNT);
+        for encoding in [encoding_rs::GB18030, encoding_rs::GBK] {
+            let expected = encoding.encode(&all).0.into_owned();
+            assert_eq!(expected.len(), 2 * HANZI_COUNT, "two bytes each");
+            assert_eq!(
+                encode(all.clone(), encoding),
+                expected,
+                "{}",
+                encoding.name()
+            );
+            assert_eq!(
+                encode(all.clone(), encoding),
+                expected,
+                "{}",
+                encoding.name()
+            );
+        }
+    }
+
+    fn text() -> impl proptest::strategy::Strategy<Value = String> {
+        "[沈阳市张三、，。A-Za-z0-9<>&\"' \\]\n😀€\u{e5e5}]{0,12}"
+    }
+
+    fn document() -> impl proptest::strategy::Strategy<Value = XmlDocument> {
+        use proptest::prelude::*;
+        let leaf = (
+            "(ns:)?[名称类型a-z]{1,4}",
+            proptest::collection::vec(("(ns:)?[编号a-z]{1,3}", text()), 0..3),
+            proptest::option::of(prop_oneof![
+                text().prop_map(Value::String),
+                any::<i64>().prop_map(Value::from),
+                Just(Value::Null),
+            ]),
+            any::<bool>(),
+        )
+            .prop_map(|(name, attrs, value, cdata)| Node {
+                name,
+                attrs,
+                value,
+                cdata,
+                ..Node::default()
+            });
+        let tree = leaf.prop_recursive(4, 40, 5, |inner| {
+            (inner.clone(), proptest::collection::vec(inner, 0..5)).prop_map(|(mut n, children)| {
+                n.children = children;
+                n
+            })
+        });
+        (tree.clone(), proptest::option::of(tree))
+            .prop_map(|(root, header)| XmlDocument { root, header })
+    }
+
+    /// The writer as it was first written: each piece formatted on its own, escaped with
+    /// quick-xml and the whole encoded with `Encoding::encode`; the reference the writer
+    /// must match byte for byte.
+    mod plain {
+        use super::super::*;
+
+        pub fn write(doc: &XmlDocument, format: &XmlFormat) -> Vec<u8> {
+            let mut out = String::new();
+            if format.declaration {
+                out.push_str(&format!(
+                    "<?xml version=\"1.0\" encoding=\"{}\"?>\n",
+                    format.encoding.name().to_ascii_uppercase()
+                ));
+            }
+            let mut declarations = String::new();
+            if let Some(soap) = format.soap {
+                declarations.push_str(&format!(" xmlns:{SOAP_PREFIX}=\"{}\"", soap.namespace()));
+            }
+            for (prefix, uri) in &format.namespaces {
+                declarations.push_str(&format!(" xmlns:{prefix}=\"{}\"", escape(uri)));
+            }
+            if let Some(uri) = &format.default_namespace {
+                declarations.push_str(&format!(" xmlns=\"{}\"", escape(uri)));
+            }
+            match format.soap {
+                None => write_node(&mut out, &doc.root, 0, &declarations),
+                Some(_) => {
+                    out.push_str(&format!("<{SOAP_PREFIX}:Envelope{declarations}>\n"));
+                    if let Some(header) = doc.header.as_ref().filter(|h| !h.children.is_empty()) {
+                        out.push_str(&format!("  <{SOAP_PREFIX}:Header>\n"));
+                        for child in &header.children {
+                            write_node(&mut out, child, 2, "");
+                        }
+                        out.push_str(&format!("  </{SOAP_PREFIX}:Header>\n"));
+                    }
+                    out.push_str(&format!("  <{SOAP_PREFIX}:Body>\n"));
+                    write_node(&mut out, &doc.root, 2, "");
+                    out.push_str(&format!(
+                        "  </{SOAP_PREFIX}:Body>\n</{SOAP_PREFIX}:Envelope>\n"
+                    ));
+                }
+            }
+            if format.encoding == encoding_rs::UTF_8 {
+                out.into_bytes()
+            } else {
+                let (bytes, _, _) = format.encoding.encode(&out);
+                bytes.into_owned()
+            }
+        }
+
+        fn write_node(out: &mut String, node: &Node, depth: usize, declarations: &str) {
+            let indent = "  ".repeat(depth);
+            out.push_str(&indent);
+            out.push('<');
+            out.push_str(&node.name);
+            out.push_str(declarations);
+            for (name, value) in &node.attrs {
+                out.push_str(&format!(" {name}=\"{}\"", escape(value)));
+            }
+            let text = node.text();
+            if node.children.is_empty() && text.is_none() {
+                out.push_str("/>\n");
+                return;
+            }
+            out.push('>');
+            if let Some(text) = &text {
+                if node.cdata {
+                    out.push_str("<![CDATA[");
+                    out.push_str(&text.replace("]]>", "]]]]><![CDATA[>"));
+                    out.push_str("]]>");
+                } else {
+                    out.push_str(&escape(text));
+                }
+            }
+            if !node.children.is_empty() {
+                out.push('\n');
+                for child in &node.children {
+                    write_node(out, child, depth + 1, "");
+                }
+                out.push_str(&indent);
+            }
+            out.push_str(&format!("</{}>\n", node.name));
+        }
+
+        fn escape(text: &str) -> String {
+            quick_xml::escape::escape(text).into_owned()
         }
     }
 }

@@ -612,3 +612,166 @@ async fn a_key_id_not_yet_known_while_the_issuer_cannot_be_asked_is_an_outage() 
     let err = verifier.user(&rotated).await.unwrap_err();
     assert!(matches!(err, TokenError::UnknownKey(_)), "{err}");
 }
+
+/// A verifier trusting `issuer`'s keys from a file, with `skew` seconds of leeway.
+fn file_verifier(issuer: &Issuer, skew: u64) -> tongban::auth::tokens::Verifier {
+    let mut config = common::config();
+    issuer.install(&mut config);
+    config.hub.identity.clock_skew_seconds = skew;
+    tongban::auth::tokens::Verifier::new(&config.hub.identity)
+}
+
+fn now_seconds() -> i64 {
+    tongban::clock::now_millis() / 1000
+}
+
+#[tokio::test]
+async fn a_user_tokens_check_is_remembered_and_refusals_never_are() {
+    use tongban::auth::tokens::TokenError;
+    let issuer = Issuer::new();
+    let verifier = file_verifier(&issuer, 60);
+    let app = card_application();
+    let claims = user_claims(&issuer, &app, 3);
+    let token = issuer.sign("t-rsa", &claims);
+
+    let first = verifier.user(&token).await.unwrap();
+    assert_eq!(verifier.cached_user_tokens(), 1);
+    assert_eq!(verifier.user_token_cache_hits(), 0);
+    let again = verifier.user(&token).await.unwrap();
+    assert_eq!(again, first, "the same identity, from memory");
+    assert_eq!(verifier.user_token_cache_hits(), 1);
+
+    // Refused tokens are refused every time and leave nothing behind: another token's
+    // signature, and a genuine signature over claims that name no valid applicant.
+    let other = issuer.sign("t-rsa", &user_claims(&issuer, &app, 2));
+    let parts: Vec<&str> = token.split('.').collect();
+    let swapped = format!(
+        "{}.{}.{}",
+        parts[0],
+        parts[1],
+        other.split('.').nth(2).unwrap()
+    );
+    let mut bad_level = claims.clone();
+    bad_level["real_name_level"] = json!(7);
+    let bad_level = issuer.sign("t-ec", &bad_level);
+    for _ in 0..2 {
+        let err = verifier.user(&swapped).await.unwrap_err();
+        assert_eq!(err, TokenError::BadSignature, "{err}");
+        let err = verifier.user(&bad_level).await.unwrap_err();
+        assert!(matches!(err, TokenError::BadClaim { .. }), "{err}");
+    }
+    assert_eq!(verifier.cached_user_tokens(), 1);
+    assert_eq!(verifier.user_token_cache_hits(), 1);
+}
+
+#[tokio::test]
+async fn a_remembered_user_token_is_refused_once_past_its_exp() {
+    use tongban::auth::tokens::TokenError;
+    let issuer = Issuer::new();
+    let verifier = file_verifier(&issuer, 0);
+    let mut claims = user_claims(&issuer, &card_application(), 3);
+    claims["exp"] = json!(now_seconds() + 2);
+    let token = issuer.sign("t-ed", &claims);
+    verifier.user(&token).await.unwrap();
+    assert_eq!(verifier.cached_user_tokens(), 1);
+
+    let err = common::wait::eventually("the remembered token to be refused", || async {
+        match verifier.user(&token).await {
+            Err(e) => Ok(e),
+            Ok(_) => Err("still taken".to_string()),
+        }
+    })
+    .await;
+    assert_eq!(err, TokenError::Expired);
+    assert_eq!(verifier.cached_user_tokens(), 0, "and forgotten");
+    assert_eq!(
+        verifier.user(&token).await.unwrap_err(),
+        TokenError::Expired
+    );
+}
+
+#[tokio::test]
+async fn a_user_token_taken_only_within_the_clock_skew_leeway_is_checked_every_time() {
+    let issuer = Issuer::new();
+    let verifier = file_verifier(&issuer, 60);
+    let claims = user_claims(&issuer, &card_application(), 3);
+    let ahead = now_seconds() + 30;
+    let mut not_before = claims.clone();
+    not_before["nbf"] = json!(ahead);
+    let mut issued_ahead = claims.clone();
+    issued_ahead["iat"] = json!(ahead);
+    for claims in [not_before, issued_ahead] {
+        let token = issuer.sign("t-ec", &claims);
+        for _ in 0..2 {
+            verifier.user(&token).await.unwrap();
+        }
+    }
+    assert_eq!(verifier.cached_user_tokens(), 0);
+    assert_eq!(verifier.user_token_cache_hits(), 0);
+}
+
+/// A refusal is not remembered: a token refused because the hub's clock was behind the
+/// issuer's is taken once its `nbf` comes.
+#[tokio::test]
+async fn a_user_token_refused_before_its_nbf_is_taken_once_it_comes() {
+    use tongban::auth::tokens::TokenError;
+    let issuer = Issuer::new();
+    let verifier = file_verifier(&issuer, 0);
+    let mut claims = user_claims(&issuer, &card_application(), 3);
+    claims["nbf"] = json!(now_seconds() + 2);
+    claims["iat"] = json!(now_seconds());
+    let token = issuer.sign("t-rsa", &claims);
+    assert_eq!(
+        verifier.user(&token).await.unwrap_err(),
+        TokenError::NotYetValid
+    );
+    assert_eq!(verifier.cached_user_tokens(), 0);
+    common::wait::eventually("the token to be taken", || async {
+        verifier.user(&token).await.map_err(|e| e.to_string())
+    })
+    .await;
+    assert_eq!(verifier.cached_user_tokens(), 1);
+}
+
+#[tokio::test]
+async fn a_remembered_user_token_stops_answering_when_the_issuer_drops_or_replaces_its_key() {
+    use tongban::auth::tokens::{TokenError, Verifier};
+    let issuer = Issuer::new();
+    let server = jwks_server(serde_json::to_value(issuer.jwks()).unwrap()).await;
+    let verifier = Verifier::new(&keys_at(&server.url).hub.identity);
+    verifier.refresh().await.unwrap();
+    let claims = user_claims(&issuer, &card_application(), 3);
+    let by_ec = issuer.sign("t-ec", &claims);
+    let by_ed = issuer.sign("t-ed", &claims);
+    verifier.user(&by_ec).await.unwrap();
+    verifier.user(&by_ed).await.unwrap();
+    assert_eq!(verifier.cached_user_tokens(), 2);
+
+    // A refresh that finds the same keys keeps what they verified.
+    verifier.refresh().await.unwrap();
+    verifier.user(&by_ec).await.unwrap();
+    assert_eq!(verifier.user_token_cache_hits(), 1);
+    assert_eq!(verifier.cached_user_tokens(), 2);
+
+    // The issuer revokes its EC key and publishes other material under the Ed25519 key's id.
+    let stranger = Issuer::new();
+    let mut set = issuer.jwks();
+    set.keys
+        .retain(|k| k.common.key_id.as_deref() == Some("t-rsa"));
+    set.keys.extend(
+        stranger
+            .jwks()
+            .keys
+            .into_iter()
+            .filter(|k| k.common.key_id.as_deref() == Some("t-ed")),
+    );
+    *server.set.lock().unwrap() = serde_json::to_value(set).unwrap();
+    verifier.refresh().await.unwrap();
+    assert_eq!(verifier.cached_user_tokens(), 0, "both forgotten");
+
+    let err = verifier.user(&by_ec).await.unwrap_err();
+    assert!(matches!(err, TokenError::UnknownKey(_)), "{err}");
+    let err = verifier.user(&by_ed).await.unwrap_err();
+    assert_eq!(err, TokenError::BadSignature);
+    assert_eq!(verifier.user_token_cache_hits(), 1, "no answer from memory");
+}

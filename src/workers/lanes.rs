@@ -168,44 +168,39 @@ async fn run_lane(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let system = lane.adapter.id.clone();
-    let batch = (lane.adapter.outbound.concurrency * 2).max(1);
+    let concurrency = (lane.adapter.outbound.concurrency as usize).max(1);
+    // Claimed and not yet recorded, at most: the deliveries waiting here for a place, those at
+    // the department, and those answered whose outcome waits for its commit. Claims are taken
+    // several at a time, ahead of the places freeing up, so that a place never waits for a
+    // claim (each is a turn at the store's writer); but not so many that a claim could lapse
+    // while its delivery waits (a lease lasts the attempt's timeout and more).
+    let unfinished_limit = (concurrency * CLAIM_AHEAD).max(CLAIM_AHEAD);
+    let mut waiting: std::collections::VecDeque<ClaimedDelivery> =
+        std::collections::VecDeque::new();
     let mut inflight = tokio::task::JoinSet::new();
-    let unfinished_limit = (lane.adapter.outbound.concurrency as usize * 2).max(1);
     loop {
         if *shutdown.borrow() {
             break;
         }
         while inflight.try_join_next().is_some() {}
-        // Places free at the department, but no more attempts unfinished (answered and not
-        // yet recorded included) than twice the concurrency: a claim must not lapse while its
-        // outcome waits to be recorded, or the delivery would be sent again.
-        let unfinished_room = unfinished_limit.saturating_sub(inflight.len());
-        let free = (lane.slots.available_permits()).min(unfinished_room) as u32;
-        let claimed = if free == 0 {
-            Vec::new()
-        } else {
-            match store
-                .claim_deliveries(&system, free.min(batch), lane.lease_ms)
-                .await
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(system = %system, cause = %e, "cannot claim deliveries");
-                    Vec::new()
-                }
+        // Claim for the free places and one round of places ahead, no more: a delivery
+        // waits here at most one attempt's time, and its claim lasts for that wait and its own
+        // attempt.
+        let room = unfinished_limit.saturating_sub(inflight.len() + waiting.len());
+        let wanted = (lane.slots.available_permits() + concurrency)
+            .saturating_sub(waiting.len())
+            .min(room);
+        if waiting.len() < concurrency && wanted > 0 {
+            let lease = lane.lease_ms + lane.adapter.outbound.timeout.as_millis() as i64;
+            match store.claim_deliveries(&system, wanted as u32, lease).await {
+                Ok(claimed) => waiting.extend(claimed),
+                Err(e) => tracing::warn!(system = %system, cause = %e, "cannot claim deliveries"),
             }
-        };
-        if claimed.is_empty() {
-            tokio::select! {
-                _ = lane.wake.notified() => {}
-                _ = tokio::time::sleep(IDLE_POLL) => {}
-                _ = shutdown.changed() => {}
-                Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
-            }
-            continue;
         }
-        for delivery in claimed {
-            let Ok(permit) = lane.slots.clone().acquire_owned().await else {
+        // Hand the waiting ones to the places that are free.
+        while let Some(delivery) = waiting.pop_front() {
+            let Ok(permit) = lane.slots.clone().try_acquire_owned() else {
+                waiting.push_front(delivery);
                 break;
             };
             let store = store.clone();
@@ -215,9 +210,28 @@ async fn run_lane(
                 attempt(&store, &lane, &recorder, delivery, permit).await;
             });
         }
+        let idle = waiting.is_empty();
+        tokio::select! {
+            _ = lane.wake.notified() => {}
+            _ = tokio::time::sleep(IDLE_POLL), if idle => {}
+            _ = shutdown.changed() => {}
+            Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
+        }
+    }
+    // Claimed but never tried: given back at once rather than left to lapse.
+    for delivery in waiting {
+        if let Err(e) = store
+            .release_delivery(&delivery.id, clock::now_millis())
+            .await
+        {
+            tracing::warn!(system = %system, cause = %e, "cannot hand back a claimed delivery");
+        }
     }
     while inflight.join_next().await.is_some() {}
 }
+
+/// How many times a lane's concurrency it keeps claimed and unrecorded, at most.
+const CLAIM_AHEAD: usize = 4;
 
 /// One delivery attempt, start to recorded outcome.
 /// `slot` is one of the lane's `concurrency` places at the department: it is given back as

@@ -122,6 +122,7 @@ async fn submit(
         &state.config,
         &state.store,
         &state.catalog,
+        &state.backlogs,
         &state.acceptor,
         submission,
     )
@@ -173,6 +174,10 @@ fn refusal(e: AcceptError) -> ApiError {
         },
         e @ AcceptError::DuplicateId => ApiError::Conflict {
             detail: e.to_string(),
+        },
+        AcceptError::Overloaded(full) => ApiError::Overloaded {
+            detail: full.to_string(),
+            retry_after: full.retry_after,
         },
         AcceptError::NotStored(e) => e.into(),
         AcceptError::Store(e) => e.into(),

@@ -72,6 +72,8 @@ pub struct AppState {
     pub acceptor: crate::service::applications::Acceptor,
     /// The catalog's current items, as applications are checked against them.
     pub catalog: crate::service::catalog::CurrentItems,
+    /// Every system's outbox backlog, as admission sees it.
+    pub backlogs: crate::service::admission::Backlogs,
     /// Where case events posted to the webhooks go: recorded in groups.
     pub events: EventRecorder,
     /// Turns true when the hub is shutting down: long-lived responses (the supervision stream)
@@ -91,6 +93,7 @@ impl AppState {
             audit: AuditWriter::spawn(store.clone()),
             acceptor: crate::service::applications::acceptor(store.clone()),
             catalog: crate::service::catalog::CurrentItems::default(),
+            backlogs: crate::service::admission::Backlogs::default(),
             events: crate::service::inbound::event_recorder(store.clone()),
             // Never stopping, unless the server sets one of its own.
             stopping: watch::channel(false).1,

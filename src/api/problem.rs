@@ -129,6 +129,12 @@ pub enum ApiError {
     /// The cause is logged, not sent.
     #[error("the store is unavailable")]
     Unavailable(String),
+    /// The hub will not take this now (503 with `Retry-After`): its system's outbox is full.
+    #[error("{detail}")]
+    Overloaded {
+        detail: String,
+        retry_after: std::time::Duration,
+    },
     /// Tokens cannot be checked now: an outage of the identity system, not the caller's
     /// fault (503). The cause is logged, not sent.
     #[error("the identity system's keys are not available")]
@@ -255,6 +261,11 @@ impl ApiError {
                 "unavailable",
                 "Service unavailable",
             ),
+            ApiError::Overloaded { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "System overloaded",
+            ),
             ApiError::IdentityUnavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "identity-unavailable",
@@ -309,6 +320,10 @@ impl ApiError {
     /// every probe).
     pub fn unlogged_response(self) -> Response {
         let problem = self.problem();
+        let retry_after = match &self {
+            ApiError::Overloaded { retry_after, .. } => Some(retry_after.as_secs().max(1)),
+            _ => None,
+        };
         let status =
             StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&problem).unwrap_or_default();
@@ -326,6 +341,11 @@ impl ApiError {
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if status == StatusCode::UNAUTHORIZED {
             response

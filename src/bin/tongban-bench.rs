@@ -574,6 +574,9 @@ impl Bench<'_> {
                 sent: recorded.sent.load(std::sync::atomic::Ordering::Relaxed),
                 ok,
                 failed: recorded.failed.load(std::sync::atomic::Ordering::Relaxed),
+                overloaded: recorded
+                    .overloaded
+                    .load(std::sync::atomic::Ordering::Relaxed),
                 unfinished: recorded
                     .unfinished
                     .load(std::sync::atomic::Ordering::Relaxed),

@@ -49,6 +49,9 @@ pub struct Outbound {
     pub concurrency: u32,
     pub rate_limit: RateLimit,
     pub retry: RetryPolicy,
+    /// Deliveries waiting in the outbox at most: beyond it, new applications for the system
+    /// are refused (503 with `Retry-After`) instead of queued without bound.
+    pub max_backlog: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,6 +173,13 @@ struct OutboundFile {
     rate_limit: RateLimitFile,
     #[serde(default)]
     retry: RetryFile,
+    #[serde(default = "default_max_backlog")]
+    max_backlog: u64,
+}
+
+/// Ten thousand deliveries: at the default 100/s, under two minutes of the system's work.
+fn default_max_backlog() -> u64 {
+    10_000
 }
 
 fn default_timeout_ms() -> u64 {
@@ -405,6 +415,11 @@ pub(super) fn compile(
         "must be between 1 and 1024",
     );
     check(
+        (1..=10_000_000).contains(&o.max_backlog),
+        "outbound.max_backlog",
+        "must be between 1 and 10000000",
+    );
+    check(
         o.rate_limit.per_second >= 1,
         "outbound.rate_limit",
         "per_second must be at least 1",
@@ -511,6 +526,7 @@ pub(super) fn compile(
                     max_backoff: Duration::from_millis(o.retry.max_backoff_ms),
                     max_age: Duration::from_secs(o.retry.max_age_seconds),
                 },
+                max_backlog: o.max_backlog,
             },
             inbound: Inbound {
                 mode: mode?,

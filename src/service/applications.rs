@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::ids::mask_id;
 use crate::model::ItemRef;
 use crate::schema::Violation;
+use crate::service::admission::{Backlogs, Overloaded};
 use crate::service::catalog::CurrentItems;
 use crate::store::group::{GroupCommit, GroupError};
 use crate::store::{Accepted, ApplicationToAccept, Store, StoreError};
@@ -94,6 +95,9 @@ pub enum AcceptError {
     KeyReused,
     #[error("an application with this id was accepted before")]
     DuplicateId,
+    /// The system's outbox is full: accepting more would only queue it without bound.
+    #[error(transparent)]
+    Overloaded(#[from] Overloaded),
     /// The group commit did not store it (the store is unavailable, or refused the write).
     #[error(transparent)]
     NotStored(#[from] GroupError),
@@ -106,6 +110,7 @@ pub async fn accept(
     config: &Config,
     store: &Store,
     catalog: &CurrentItems,
+    backlogs: &Backlogs,
     acceptor: &Acceptor,
     submission: Submission,
 ) -> Result<Receipt, AcceptError> {
@@ -169,10 +174,18 @@ pub async fn accept(
         .get("region")
         .and_then(Value::as_str)
         .map(str::to_owned);
-    let system = crate::routing::route(config, &item_code, region.as_deref())
-        .ok_or(AcceptError::NoSystem { region })?
-        .id
-        .clone();
+    let adapter = crate::routing::route(config, &item_code, region.as_deref())
+        .ok_or(AcceptError::NoSystem { region })?;
+    let system = adapter.id.clone();
+    // Room in the outbox first; a request repeated under its Idempotency-Key needs none, since
+    // it stores nothing new (the store says whether it repeats one).
+    let reservation = match backlogs.reserve(store, adapter).await? {
+        Ok(reservation) => Some(reservation),
+        Err(full) => match &idempotency_key {
+            Some(key) if store.idempotency_key_used(key).await? => None,
+            _ => return Err(full.into()),
+        },
+    };
 
     // Member order carries no meaning: the same application in another order is the same request.
     let request_hash = sha256_hex(
@@ -222,13 +235,18 @@ pub async fn accept(
         })
         .await?;
     match accepted {
-        Accepted::New { accepted_at } => Ok(Receipt {
-            application_id: id,
-            system_id: system,
-            accepted_at,
-            replayed: false,
-            audit_detail: audit.detail,
-        }),
+        Accepted::New { accepted_at } => {
+            if let Some(reservation) = reservation {
+                reservation.keep();
+            }
+            Ok(Receipt {
+                application_id: id,
+                system_id: system,
+                accepted_at,
+                replayed: false,
+                audit_detail: audit.detail,
+            })
+        }
         Accepted::Replayed { application_id } => {
             let record = store.application(&application_id).await?.ok_or_else(|| {
                 StoreError::Corrupt("an accepted application cannot be read".into())

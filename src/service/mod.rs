@@ -2,6 +2,7 @@
 //! command line, the background workers), so that a rule is written once. A front end reads
 //! its input, calls one use case and presents the outcome in its own terms.
 
+pub mod admission;
 pub mod api_keys;
 pub mod applications;
 pub mod catalog;

@@ -239,6 +239,15 @@ impl Store {
         Ok(results)
     }
 
+    /// Whether the idempotency key `key` was used before.
+    pub async fn idempotency_key_used(&self, key: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 AS used FROM idempotency_keys WHERE idem_key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
     pub async fn application(&self, id: &str) -> Result<Option<ApplicationRecord>, StoreError> {
         let row = sqlx::query(
             "SELECT id, item_code, item_version, department, system_id, state, accepted_at, updated_at, body \
@@ -529,6 +538,19 @@ impl Store {
         .await?
         .rows_affected();
         Ok(inserted == 1)
+    }
+
+    /// How many deliveries of `system` wait in the outbox (not yet delivered or dead), from
+    /// every hub sharing the store.
+    pub async fn outbox_depth(&self, system: &str) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM deliveries WHERE system_id = $1 AND status = $2",
+        )
+        .bind(system)
+        .bind(DeliveryState::Pending.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n.max(0) as u64)
     }
 
     /// How many deliveries of a system are in each status, for metrics and tests.

@@ -1521,3 +1521,40 @@ fn a_missing_seed_file_is_reported() {
     assert!(e.message.starts_with("missing in "), "{e}");
     assert_eq!(e.line, None, "{e}");
 }
+
+#[test]
+fn an_outbox_bound_defaults_to_ten_thousand_and_zero_is_refused_at_its_line() {
+    let dir = valid_dir();
+    let bound = |dir: &Path| {
+        load(dir).unwrap_or_else(|e| panic!("{e:#?}")).adapters["sy-scjg-food"]
+            .outbound
+            .max_backlog
+    };
+    assert_eq!(bound(dir.path()), 10_000);
+    let text = read(dir.path(), ADAPTER);
+    let retry = text
+        .lines()
+        .find(|l| l.starts_with("retry = "))
+        .expect("the adapter has a retry line")
+        .to_string();
+    write(
+        dir.path(),
+        ADAPTER,
+        replace_once(&text, &retry, &format!("{retry}\nmax_backlog = 250")),
+    );
+    assert_eq!(bound(dir.path()), 250);
+    let text = read(dir.path(), ADAPTER);
+    write(
+        dir.path(),
+        ADAPTER,
+        replace_once(&text, "max_backlog = 250", "max_backlog = 0"),
+    );
+    let error = the_error(dir.path(), ADAPTER);
+    assert_eq!(
+        error.key.as_deref(),
+        Some("outbound.max_backlog"),
+        "{error}"
+    );
+    assert!(error.message.contains("between 1 and"), "{error}");
+    assert!(error.line.is_some(), "{error}");
+}

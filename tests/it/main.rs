@@ -5,6 +5,7 @@
 mod common;
 
 mod access;
+mod admission;
 mod amqp_inbound;
 mod api_catalog;
 mod architecture;

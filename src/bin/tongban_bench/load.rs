@@ -255,6 +255,8 @@ impl Workload {
 enum Outcome {
     /// 202 from the hub, 200 from the relay.
     Ok,
+    /// 503 `/problems/overloaded`: the system's outbox was full (admission control).
+    Overloaded,
     Failed(String),
 }
 
@@ -267,6 +269,14 @@ async fn send(target: &Target, request: reqwest::RequestBuilder) -> Outcome {
                 Kind::Hub => status == reqwest::StatusCode::ACCEPTED,
                 Kind::Relay => status == reqwest::StatusCode::OK,
             };
+            let overloaded = target.kind == Kind::Hub
+                && status == reqwest::StatusCode::SERVICE_UNAVAILABLE
+                && body
+                    .as_ref()
+                    .is_ok_and(|b| b.windows(20).any(|w| w == b"/problems/overloaded"));
+            if overloaded {
+                return Outcome::Overloaded;
+            }
             match (ok, body) {
                 (true, Ok(_)) => Outcome::Ok,
                 (true, Err(e)) => Outcome::Failed(format!("reading the answer: {e}")),
@@ -291,6 +301,8 @@ pub struct Recorded {
     pub sent: AtomicU64,
     pub ok: AtomicU64,
     pub failed: AtomicU64,
+    /// Answered 503 because the system's outbox was full.
+    pub overloaded: AtomicU64,
     /// Unanswered (or never sent) at the hard deadline.
     pub unfinished: AtomicU64,
     pub first_error: Mutex<Option<String>>,
@@ -306,6 +318,7 @@ impl Recorded {
             sent: AtomicU64::new(0),
             ok: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            overloaded: AtomicU64::new(0),
             unfinished: AtomicU64::new(0),
             first_error: Mutex::new(None),
             accepted: Mutex::new(Vec::new()),
@@ -321,6 +334,9 @@ impl Recorded {
                 {
                     a.push((id, Instant::now()));
                 }
+            }
+            Outcome::Overloaded => {
+                self.overloaded.fetch_add(1, Ordering::Relaxed);
             }
             Outcome::Failed(why) => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
@@ -542,6 +558,7 @@ impl Recorded {
             sent: AtomicU64::new(self.sent.load(Ordering::Relaxed)),
             ok: AtomicU64::new(self.ok.load(Ordering::Relaxed)),
             failed: AtomicU64::new(self.failed.load(Ordering::Relaxed)),
+            overloaded: AtomicU64::new(self.overloaded.load(Ordering::Relaxed)),
             unfinished: AtomicU64::new(self.unfinished.load(Ordering::Relaxed)),
             first_error: Mutex::new(self.first_error.lock().ok().and_then(|e| e.clone())),
             accepted: Mutex::new(self.take_accepted()),

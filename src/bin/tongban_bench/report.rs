@@ -40,6 +40,8 @@ pub struct Phase {
     pub sent: u64,
     pub ok: u64,
     pub failed: u64,
+    /// Answered 503 because the system's outbox was full (admission control).
+    pub overloaded: u64,
     pub unfinished: u64,
     pub first_error: Option<String>,
     /// Acceptance (hub) or relay latency, µs: from the intended send time in open loop.
@@ -442,9 +444,10 @@ pub fn render(header: &[String], targets: &[TargetResult], rss_start_kib: Option
         for p in &h.phases {
             let _ = writeln!(
                 out,
-                "  hub {}: outbox backlog at start {}; case steps posted back and stored {}, failed {}; accepted but not yet delivered when the drain wait ended {}",
+                "  hub {}: outbox backlog at start {}; refused 503 with the outbox full {}; case steps posted back and stored {}, failed {}; accepted but not yet delivered when the drain wait ended {}",
                 p.label(),
                 p.backlog_at_start,
+                p.overloaded,
                 p.events_posted,
                 p.events_failed,
                 p.undelivered
@@ -562,11 +565,12 @@ pub fn render(header: &[String], targets: &[TargetResult], rss_start_kib: Option
 fn result_line(t: &TargetResult, p: &Phase) -> String {
     let (cpu, own) = p.cpu_per_10k(t.kind);
     let mut line = format!(
-        "RESULT target={} phase={} ok={} failed={} unfinished={} ok_per_s={:.1} p50_ms={:.3} p99_ms={:.3} p999_ms={:.3} cpu_s_per_10k={:.3} own_cpu_s_per_10k={:.3}",
+        "RESULT target={} phase={} ok={} failed={} overloaded={} unfinished={} ok_per_s={:.1} p50_ms={:.3} p99_ms={:.3} p999_ms={:.3} cpu_s_per_10k={:.3} own_cpu_s_per_10k={:.3}",
         t.kind.name(),
         p.label(),
         p.ok,
         p.failed,
+        p.overloaded,
         p.unfinished,
         p.ok_per_second(),
         ms(&p.latency, 0.5),
@@ -644,6 +648,7 @@ pub fn to_json(header: &[String], targets: &[TargetResult], rss_start_kib: Optio
                     "sent": p.sent,
                     "ok": p.ok,
                     "failed": p.failed,
+                    "overloaded": p.overloaded,
                     "unfinished": p.unfinished,
                     "ok_per_s": p.ok_per_second(),
                     "delivered_per_s": p.delivered_per_second(),

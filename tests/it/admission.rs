@@ -1,0 +1,140 @@
+//! Admission control: a system whose outbox holds `outbound.max_backlog` deliveries gets no
+//! more applications (503 with `Retry-After`, nothing stored), other systems are not held back,
+//! a repeated request is still answered, and room made by deliveries is seen again.
+
+use crate::common;
+use crate::on_both_backends;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::Issuer;
+use common::api::TestApi;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tongban::auth::Role;
+use tongban::store::{AttemptOutcome, Store};
+use tower::ServiceExt;
+
+const FOOD: &str = "sy-scjg-food";
+
+struct Answer {
+    status: StatusCode,
+    retry_after: Option<String>,
+    body: Value,
+}
+
+async fn submit(
+    served: &TestApi,
+    platform: &str,
+    issuer: &Issuer,
+    app: &Value,
+    key: Option<&str>,
+) -> Answer {
+    let mut request = Request::post("/api/v1/applications")
+        .header("content-type", "application/json")
+        .header("authorization", common::bearer(platform))
+        .header("tongban-user-token", issuer.token_for(app, 3));
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    let response = served
+        .router
+        .clone()
+        .oneshot(request.body(Body::from(app.to_string())).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    Answer {
+        status,
+        retry_after,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    }
+}
+
+async fn a_full_outbox_refuses_new_applications_until_deliveries_make_room(store: &Store) {
+    let issuer = Issuer::new();
+    let mut config = common::config();
+    issuer.install(&mut config);
+    config.adapters.get_mut(FOOD).unwrap().outbound.max_backlog = 2;
+    // No delivery lanes run here: what is accepted stays in the outbox.
+    let served = TestApi::over(config, store).await;
+    let platform = common::api_key(store, Role::Platform, None).await;
+    let food = common::scjg_application();
+
+    let mut ids = Vec::new();
+    for key in ["first", "second"] {
+        let answer = submit(&served, &platform, &issuer, &food, Some(key)).await;
+        assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
+        ids.push(answer.body["id"].clone());
+    }
+    let full = submit(&served, &platform, &issuer, &food, Some("third")).await;
+    assert_eq!(
+        full.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        full.body
+    );
+    assert_eq!(full.body["type"], "/problems/overloaded");
+    let detail = full.body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(FOOD)
+            && detail.contains("2 deliveries waiting")
+            && detail.contains("limit is 2"),
+        "{detail}"
+    );
+    let seconds: u64 = full.retry_after.expect("Retry-After").parse().unwrap();
+    assert!((1..=60).contains(&seconds), "Retry-After {seconds}");
+    assert_eq!(
+        store.outbox_depth(FOOD).await.unwrap(),
+        2,
+        "the refused application was not stored"
+    );
+
+    // A request repeated under its key stores nothing new: it is answered as before.
+    let again = submit(&served, &platform, &issuer, &food, Some("first")).await;
+    assert_eq!(again.status, StatusCode::ACCEPTED, "{}", again.body);
+    assert_eq!(again.body["id"], ids[0], "{}", again.body);
+
+    // Another system's outbox is its own.
+    let card = common::rst_application();
+    let other = submit(&served, &platform, &issuer, &card, None).await;
+    assert_eq!(other.status, StatusCode::ACCEPTED, "{}", other.body);
+
+    // A delivery finishes: the room it leaves is seen within the backlog's refresh.
+    let claimed = store.claim_deliveries(FOOD, 1, 60_000).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let now = tongban::clock::now_millis();
+    store
+        .record_attempt(
+            &claimed[0],
+            now,
+            1,
+            &AttemptOutcome::Delivered { status: Some(200) },
+        )
+        .await
+        .unwrap();
+    let answer = common::wait::eventually("room in the outbox", || async {
+        let answer = submit(&served, &platform, &issuer, &food, Some("fourth")).await;
+        match answer.status {
+            StatusCode::ACCEPTED => Ok(answer),
+            other => Err(format!("{other}: {}", answer.body)),
+        }
+    })
+    .await;
+    assert!(!ids.contains(&answer.body["id"]), "{}", answer.body);
+    assert_eq!(store.outbox_depth(FOOD).await.unwrap(), 2);
+    let full = submit(&served, &platform, &issuer, &food, Some("fifth")).await;
+    assert_eq!(
+        full.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        full.body
+    );
+}
+
+on_both_backends!(a_full_outbox_refuses_new_applications_until_deliveries_make_room);

@@ -94,6 +94,10 @@ struct Args {
     /// Deliveries in flight per adapter lane, instead of the configured 4.
     #[arg(long)]
     lane_concurrency: Option<u32>,
+    /// Deliveries waiting per adapter before the hub answers 503, instead of the configured
+    /// 10,000.
+    #[arg(long)]
+    max_backlog: Option<u64>,
     /// The hub's store connection pool size, instead of hub.toml's 8.
     #[arg(long)]
     store_connections: Option<u32>,
@@ -732,6 +736,7 @@ async fn run(s: &Settings, rt: &Runtimes) -> Result<(), String> {
             rest_base: rest.base(),
             keep_rate_limits: s.args.keep_rate_limits,
             lane_concurrency: s.args.lane_concurrency,
+            max_backlog: s.args.max_backlog,
             store_connections: s.args.store_connections,
             issuer_jwks: issuer.jwks_json(),
         },

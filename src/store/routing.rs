@@ -248,6 +248,30 @@ impl Store {
         Ok(row.is_some())
     }
 
+    /// Those of `ids` that are stored, by id.
+    pub async fn applications(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, ApplicationRecord>, StoreError> {
+        let mut out = std::collections::HashMap::with_capacity(ids.len());
+        for chunk in rows::chunks(ids.len()) {
+            let sql = format!(
+                "SELECT id, item_code, item_version, department, system_id, state, accepted_at, updated_at, body \
+                 FROM applications WHERE id IN ({})",
+                rows::list(chunk.len(), 1)
+            );
+            let mut query = sqlx::query(&sql);
+            for id in &ids[chunk] {
+                query = query.bind(id);
+            }
+            for r in query.fetch_all(&self.pool).await? {
+                let record = application_from_row(&r)?;
+                out.insert(record.id.clone(), record);
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn application(&self, id: &str) -> Result<Option<ApplicationRecord>, StoreError> {
         let row = sqlx::query(
             "SELECT id, item_code, item_version, department, system_id, state, accepted_at, updated_at, body \
@@ -256,20 +280,7 @@ impl Store {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| {
-            Ok(ApplicationRecord {
-                id: r.try_get("id")?,
-                item_code: r.try_get("item_code")?,
-                item_version: r.try_get("item_version")?,
-                department: r.try_get("department")?,
-                system_id: r.try_get("system_id")?,
-                state: super::parsed(&r, "state")?,
-                accepted_at: r.try_get("accepted_at")?,
-                updated_at: r.try_get("updated_at")?,
-                body: r.try_get("body")?,
-            })
-        })
-        .transpose()
+        row.map(|r| application_from_row(&r)).transpose()
     }
 
     /// Claims up to `limit` deliveries of `system` that are due, for `lease_ms`: the oldest
@@ -516,6 +527,38 @@ impl Store {
             .collect()
     }
 
+    /// The case events of each of `application_ids`, in [`events_of`](Store::events_of)'s
+    /// order per application: a few statements for a whole batch of cases.
+    pub async fn events_of_applications(
+        &self,
+        application_ids: &[String],
+    ) -> Result<std::collections::HashMap<String, Vec<EventRecord>>, StoreError> {
+        let mut out: std::collections::HashMap<String, Vec<EventRecord>> =
+            std::collections::HashMap::with_capacity(application_ids.len());
+        for chunk in rows::chunks(application_ids.len()) {
+            let sql = format!(
+                "SELECT application_id, system_id, event_id, received_at, body FROM case_events \
+                 WHERE application_id IN ({}) ORDER BY application_id, received_at, event_id",
+                rows::list(chunk.len(), 1)
+            );
+            let mut query = sqlx::query(&sql);
+            for id in &application_ids[chunk] {
+                query = query.bind(id);
+            }
+            for r in query.fetch_all(&self.pool).await? {
+                out.entry(r.try_get("application_id")?)
+                    .or_default()
+                    .push(EventRecord {
+                        system_id: r.try_get("system_id")?,
+                        event_id: r.try_get("event_id")?,
+                        received_at: r.try_get("received_at")?,
+                        body: r.try_get("body")?,
+                    });
+            }
+        }
+        Ok(out)
+    }
+
     /// Stores a result unless the system sent it before. Returns whether it was new.
     pub async fn record_result(
         &self,
@@ -563,6 +606,20 @@ impl Store {
             .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
             .collect()
     }
+}
+
+fn application_from_row(r: &AnyRow) -> Result<ApplicationRecord, StoreError> {
+    Ok(ApplicationRecord {
+        id: r.try_get("id")?,
+        item_code: r.try_get("item_code")?,
+        item_version: r.try_get("item_version")?,
+        department: r.try_get("department")?,
+        system_id: r.try_get("system_id")?,
+        state: super::parsed(r, "state")?,
+        accepted_at: r.try_get("accepted_at")?,
+        updated_at: r.try_get("updated_at")?,
+        body: r.try_get("body")?,
+    })
 }
 
 fn delivery_from_row(r: &AnyRow) -> Result<DeliveryRecord, StoreError> {

@@ -14,7 +14,7 @@
 //! numbered from the `inbound_refusals` counter, for the engine's `events_refused` rule; and so
 //! is where each poller has read its system's feed up to ([`Store::poll_cursor`]).
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, rows};
 use crate::clock;
 use crate::model::{AlertAction, CaseState, FeedKind, Level, MessageKind, Rule, Via};
 use sqlx::any::AnyRow;
@@ -651,23 +651,8 @@ impl Store {
             };
             entries.push(insert_feed(&mut tx, seq, &entry, w.at).await?);
         }
-        for c in round.cases {
-            upsert_case(&mut tx, c).await?;
-        }
-        for l in round.lags {
-            sqlx::query(
-                "INSERT INTO reporting_lags (feed_seq, system_id, item_code, application_id, received_at, lag_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (feed_seq) DO NOTHING",
-            )
-            .bind(l.feed_seq)
-            .bind(&l.system_id)
-            .bind(&l.item_code)
-            .bind(&l.application_id)
-            .bind(l.received_at)
-            .bind(l.lag_ms)
-            .execute(&mut *tx)
-            .await?;
-        }
+        upsert_cases(&mut tx, round.cases).await?;
+        insert_lags(&mut tx, round.lags).await?;
         if let Some((name, seq)) = cursor {
             set_cursor_in_tx(&mut tx, name, seq).await?;
         }
@@ -1152,36 +1137,72 @@ fn stats_entry(by_key: &mut BTreeMap<String, CaseStats>, key: String) -> &mut Ca
     })
 }
 
-async fn upsert_case(
+/// Writes `cases` (at most one per application) a chunk per statement.
+async fn upsert_cases(
     tx: &mut Transaction<'static, Any>,
-    c: &CaseSummary,
+    cases: &[CaseSummary],
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO cases (application_id, system_id, item_code, department, state, submitted_at, accepted_at, \
-         promised_due, statutory_due, completed_at, on_time, handling_ms, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-         ON CONFLICT (application_id) DO UPDATE SET system_id = excluded.system_id, \
-         item_code = excluded.item_code, department = excluded.department, state = excluded.state, \
-         submitted_at = excluded.submitted_at, accepted_at = excluded.accepted_at, \
-         promised_due = excluded.promised_due, statutory_due = excluded.statutory_due, \
-         completed_at = excluded.completed_at, on_time = excluded.on_time, \
-         handling_ms = excluded.handling_ms, updated_at = excluded.updated_at",
-    )
-    .bind(&c.application_id)
-    .bind(&c.system_id)
-    .bind(&c.item_code)
-    .bind(&c.department)
-    .bind(c.state.as_str())
-    .bind(c.submitted_at)
-    .bind(c.accepted_at)
-    .bind(c.promised_due)
-    .bind(c.statutory_due)
-    .bind(c.completed_at)
-    .bind(c.on_time.map(i64::from))
-    .bind(c.handling_ms)
-    .bind(c.updated_at)
-    .execute(&mut **tx)
-    .await?;
+    const COLUMNS: usize = 13;
+    for chunk in rows::chunks(cases.len()) {
+        let sql = format!(
+            "INSERT INTO cases (application_id, system_id, item_code, department, state, submitted_at, accepted_at, \
+             promised_due, statutory_due, completed_at, on_time, handling_ms, updated_at) \
+             VALUES {} \
+             ON CONFLICT (application_id) DO UPDATE SET system_id = excluded.system_id, \
+             item_code = excluded.item_code, department = excluded.department, state = excluded.state, \
+             submitted_at = excluded.submitted_at, accepted_at = excluded.accepted_at, \
+             promised_due = excluded.promised_due, statutory_due = excluded.statutory_due, \
+             completed_at = excluded.completed_at, on_time = excluded.on_time, \
+             handling_ms = excluded.handling_ms, updated_at = excluded.updated_at",
+            rows::values(chunk.len(), COLUMNS, 1)
+        );
+        let mut query = sqlx::query(&sql);
+        for c in &cases[chunk] {
+            query = query
+                .bind(&c.application_id)
+                .bind(&c.system_id)
+                .bind(&c.item_code)
+                .bind(&c.department)
+                .bind(c.state.as_str())
+                .bind(c.submitted_at)
+                .bind(c.accepted_at)
+                .bind(c.promised_due)
+                .bind(c.statutory_due)
+                .bind(c.completed_at)
+                .bind(c.on_time.map(i64::from))
+                .bind(c.handling_ms)
+                .bind(c.updated_at);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Records `lags` (a lag already recorded for its feed entry stays as it was), a chunk per
+/// statement.
+async fn insert_lags(
+    tx: &mut Transaction<'static, Any>,
+    lags: &[ReportingLag],
+) -> Result<(), StoreError> {
+    const COLUMNS: usize = 6;
+    for chunk in rows::chunks(lags.len()) {
+        let sql = format!(
+            "INSERT INTO reporting_lags (feed_seq, system_id, item_code, application_id, received_at, lag_ms) \
+             VALUES {} ON CONFLICT (feed_seq) DO NOTHING",
+            rows::values(chunk.len(), COLUMNS, 1)
+        );
+        let mut query = sqlx::query(&sql);
+        for l in &lags[chunk] {
+            query = query
+                .bind(l.feed_seq)
+                .bind(&l.system_id)
+                .bind(&l.item_code)
+                .bind(&l.application_id)
+                .bind(l.received_at)
+                .bind(l.lag_ms);
+        }
+        query.execute(&mut **tx).await?;
+    }
     Ok(())
 }
 

@@ -45,7 +45,8 @@ use crate::supervision::case::Case;
 use crate::supervision::rules::{
     self, Alert, AlertChange, AlertKey, Deadlines, Quiet, Refusals, StepDue, Thresholds,
 };
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -165,6 +166,8 @@ pub struct Engine {
     /// Each system's department USCC, as its cases, its applications and its refusals say: a
     /// system's own alerts carry it, so that a feed filtered by department keeps them.
     departments: BTreeMap<String, String>,
+    /// Item versions as cases name them: a version never changes once written.
+    items: HashMap<(String, i64), Arc<Item>>,
     /// The `now` of the latest step: wake times at or before it are spent.
     last_step: i64,
     /// Who this engine is in `leases`: unique per engine.
@@ -202,6 +205,7 @@ impl Engine {
             awaiting: BTreeMap::new(),
             refusals: BTreeMap::new(),
             departments: BTreeMap::new(),
+            items: HashMap::new(),
             last_step: i64::MIN,
             holder: holder_name(),
             lease_epoch: None,
@@ -334,13 +338,8 @@ impl Engine {
                 lags.extend(reporting_lag(e));
             }
             let open = self.store.open_alerts().await?;
-            let mut pending = Vec::new();
-            let mut summaries = Vec::new();
-            for id in &touched {
-                let evaluation = self.evaluate_case(id, &open, now_ms).await?;
-                pending.extend(evaluation.pending);
-                summaries.extend(evaluation.summary);
-            }
+            let touched_ids: Vec<String> = touched.iter().cloned().collect();
+            let (pending, summaries) = self.evaluate_cases(&touched_ids, &open, now_ms).await?;
             let written = self
                 .write(&pending, &summaries, &lags, Some((CURSOR, last)), now_ms)
                 .await?;
@@ -365,13 +364,7 @@ impl Engine {
             .map(|(id, _)| id.clone())
             .collect();
         let open = self.store.open_alerts().await?;
-        let mut pending = Vec::new();
-        let mut summaries = Vec::new();
-        for id in &due {
-            let evaluation = self.evaluate_case(id, &open, now_ms).await?;
-            pending.extend(evaluation.pending);
-            summaries.extend(evaluation.summary);
-        }
+        let (mut pending, summaries) = self.evaluate_cases(&due, &open, now_ms).await?;
         report.cases += due.len();
         for (system, at) in self.store.systems_last_heartbeat().await? {
             let seen = self.last_seen.entry(system).or_insert(at);
@@ -469,34 +462,74 @@ impl Engine {
         }
     }
 
-    /// Rebuilds one case and says what its alerts need. Updates or drops its watch.
-    async fn evaluate_case(
+    /// Rebuilds the cases `ids` and says what their alerts need and their summaries, reading
+    /// their applications and events a batch at a time.
+    async fn evaluate_cases(
         &mut self,
-        id: &str,
+        ids: &[String],
         open: &[AlertRecord],
         now_ms: i64,
+    ) -> Result<(Vec<Pending>, Vec<CaseSummary>), StoreError> {
+        let mut pending = Vec::new();
+        let mut summaries = Vec::new();
+        if ids.is_empty() {
+            return Ok((pending, summaries));
+        }
+        let mut by_case: HashMap<&str, Vec<&AlertRecord>> = HashMap::new();
+        for alert in open {
+            if let Some(case) = alert.application_id.as_deref() {
+                by_case.entry(case).or_default().push(alert);
+            }
+        }
+        for batch in ids.chunks(PAGE as usize) {
+            let mut apps = self.store.applications(batch).await?;
+            let mut events = self.store.events_of_applications(batch).await?;
+            for id in batch {
+                let mine = by_case.get(id.as_str()).map_or(&[][..], Vec::as_slice);
+                let Some(app) = apps.remove(id) else {
+                    self.cases.remove(id);
+                    continue;
+                };
+                let records = events.remove(id).unwrap_or_default();
+                let evaluation = self.evaluate_case(&app, records, mine, now_ms).await?;
+                pending.extend(evaluation.pending);
+                summaries.extend(evaluation.summary);
+            }
+        }
+        Ok((pending, summaries))
+    }
+
+    /// The item version a case names (or, when that version is gone, the current one).
+    async fn item_of(&mut self, code: &str, version: i64) -> Result<Option<Arc<Item>>, StoreError> {
+        let key = (code.to_owned(), version);
+        if let Some(item) = self.items.get(&key) {
+            return Ok(Some(item.clone()));
+        }
+        if let Some(item) = self.store.item_version(code, version).await? {
+            let item = Arc::new(item);
+            self.items.insert(key, item.clone());
+            return Ok(Some(item));
+        }
+        Ok(self.store.current_item(code).await?.map(Arc::new))
+    }
+
+    /// Rebuilds one case from its application and its stored events and says what its alerts
+    /// (`mine`, those open) need. Updates or drops its watch.
+    async fn evaluate_case(
+        &mut self,
+        app: &crate::store::ApplicationRecord,
+        records: Vec<crate::store::EventRecord>,
+        mine: &[&AlertRecord],
+        now_ms: i64,
     ) -> Result<Evaluation, StoreError> {
-        let Some(app) = self.store.application(id).await? else {
+        let id = app.id.as_str();
+        let Some(item) = self.item_of(&app.item_code, app.item_version).await? else {
+            tracing::warn!(application = id, item = %app.item_code, "case not supervised: its item is not in the catalog");
             self.cases.remove(id);
             return Ok(Evaluation::none());
         };
-        let item = match self
-            .store
-            .item_version(&app.item_code, app.item_version)
-            .await?
-        {
-            Some(item) => item,
-            None => match self.store.current_item(&app.item_code).await? {
-                Some(item) => item,
-                None => {
-                    tracing::warn!(application = id, item = %app.item_code, "case not supervised: its item is not in the catalog");
-                    self.cases.remove(id);
-                    return Ok(Evaluation::none());
-                }
-            },
-        };
         let mut events = Vec::new();
-        for record in self.store.events_of(id).await? {
+        for record in records {
             let parsed = serde_json::from_str(&record.body)
                 .ok()
                 .and_then(|v| CaseEvent::from_json(&v).ok());
@@ -514,11 +547,7 @@ impl Engine {
         let case = Case::from_events(id, &app.system_id, &app.item_code, app.accepted_at, &events);
         let due = self.deadlines(&case, &item, now_ms);
         let current = rules::evaluate(&case, &item, due, now_ms, &self.thresholds);
-        let mine: Vec<&AlertRecord> = open
-            .iter()
-            .filter(|a| a.application_id.as_deref() == Some(id))
-            .collect();
-        let pending = self.pending(&mine, &current, now_ms, &item.department.uscc);
+        let pending = self.pending(mine, &current, now_ms, &item.department.uscc);
         let next = rules::next_check(&case, &item, due, now_ms, &self.thresholds);
         let alerts_left = mine.len()
             + pending

@@ -1530,24 +1530,30 @@ fn an_outbox_bound_defaults_to_ten_thousand_and_zero_is_refused_at_its_line() {
             .outbound
             .max_backlog
     };
-    assert_eq!(bound(dir.path()), 10_000);
     let text = read(dir.path(), ADAPTER);
-    let retry = text
+    let line = text
         .lines()
-        .find(|l| l.starts_with("retry = "))
-        .expect("the adapter has a retry line")
+        .find(|l| l.starts_with("max_backlog = "))
+        .expect("the adapter has a max_backlog line")
         .to_string();
     write(
         dir.path(),
         ADAPTER,
-        replace_once(&text, &retry, &format!("{retry}\nmax_backlog = 250")),
+        replace_once(&text, &line, "max_backlog = 250"),
     );
     assert_eq!(bound(dir.path()), 250);
     let text = read(dir.path(), ADAPTER);
     write(
         dir.path(),
         ADAPTER,
-        replace_once(&text, "max_backlog = 250", "max_backlog = 0"),
+        replace_once(&text, "max_backlog = 250\n", ""),
+    );
+    assert_eq!(bound(dir.path()), 10_000, "left out, it takes the default");
+    let text = read(dir.path(), ADAPTER);
+    write(
+        dir.path(),
+        ADAPTER,
+        replace_once(&text, "rate_limit = ", "max_backlog = 0\nrate_limit = "),
     );
     let error = the_error(dir.path(), ADAPTER);
     assert_eq!(

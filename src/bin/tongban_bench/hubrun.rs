@@ -30,6 +30,8 @@ pub struct Rewrite {
     pub keep_rate_limits: bool,
     /// Deliveries in flight per adapter, instead of the configured number.
     pub lane_concurrency: Option<u32>,
+    /// Each adapter's `max_backlog`, instead of the configured 10,000.
+    pub max_backlog: Option<u64>,
     /// The store's connection pool size, instead of hub.toml's.
     pub store_connections: Option<u32>,
     /// The JWK Set of the identity issuer whose user tokens the load sends.
@@ -98,6 +100,9 @@ pub fn config_copy(repo: &Path, rewrite: &Rewrite) -> Result<TempDir, String> {
                 "rate_limit",
                 "{ per_second = 1000000, burst = 1000000 }",
             )?;
+        }
+        if let Some(n) = rewrite.max_backlog {
+            text = set_key(&text, "max_backlog", &n.to_string())?;
         }
         if let Some(n) = rewrite.lane_concurrency {
             text = set_key(&text, "concurrency", &n.to_string())?;

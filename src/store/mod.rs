@@ -23,9 +23,9 @@ pub use routing::{
     NewApplication,
 };
 pub use supervision::{
-    AlertQuery, AlertRecord, AlertWrite, CaseQuery, CaseStates, CaseStats, CaseSummary, Durations,
-    EngineRound, FeedEntry, FeedQuery, LeaseHold, LeaseRecord, NewFeedEntry, NewRefusal,
-    RefusalRecord, RefusalSummary, ReportingLag, SupervisionStats,
+    AlertQuery, AlertRecord, AlertText, AlertWrite, CaseQuery, CaseStates, CaseStats, CaseSummary,
+    DescribeAlert, Durations, EngineRound, FeedEntry, FeedQuery, LeaseHold, LeaseRecord,
+    NewFeedEntry, NewRefusal, RefusalRecord, RefusalSummary, ReportingLag, SupervisionStats,
 };
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};

@@ -240,11 +240,25 @@ pub struct LeaseHold<'a> {
     pub until: i64,
 }
 
+/// An alert change's feed entry as its writer words it: the routing key and the body (JSON
+/// text), given the alert's id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertText {
+    pub routing_key: String,
+    pub body: String,
+}
+
+/// Words an alert change's feed entry once its id is known (a raised alert's id is taken from
+/// its feed entry's number, inside the transaction).
+pub type DescribeAlert = fn(&AlertWrite<'_>, &str) -> AlertText;
+
 /// What one round of the supervision engine writes, together (see
 /// [`Store::apply_engine_round`]).
 #[derive(Debug, Clone, Default)]
 pub struct EngineRound<'a> {
     pub alerts: &'a [AlertWrite<'a>],
+    /// Words each of `alerts`' feed entries; required when there are any.
+    pub describe: Option<DescribeAlert>,
     pub cases: &'a [CaseSummary],
     pub lags: &'a [ReportingLag],
     pub cursor: Option<(&'a str, i64)>,
@@ -522,19 +536,20 @@ impl Store {
         rows.iter().map(alert_from_row).collect()
     }
 
-    /// Applies alert changes, appends a feed entry for each (kind `alert`, routing key
-    /// `alert.<level>.<rule>`, body the alert as JSON) and, when given, moves a cursor, all in
-    /// one transaction: a crash leaves either all of it or none, so the engine that resumes from
-    /// its cursor neither loses nor repeats a change. A raised alert's id is `al-<seq>` of its
-    /// feed entry. Escalating or resolving an alert that is no longer open writes nothing for it.
-    /// Returns the entries appended, in order.
+    /// Applies alert changes, appends a feed entry for each (kind `alert`, worded by
+    /// `describe`) and, when given, moves a cursor, all in one transaction: a crash leaves either
+    /// all of it or none, so the engine that resumes from its cursor neither loses nor repeats a
+    /// change. A raised alert's id is `al-<seq>` of its feed entry. Escalating or resolving an
+    /// alert that is no longer open writes nothing for it. Returns the entries appended, in order.
     pub async fn apply_alert_changes(
         &self,
         writes: &[AlertWrite<'_>],
+        describe: DescribeAlert,
         cursor: Option<(&str, i64)>,
     ) -> Result<Vec<FeedEntry>, StoreError> {
         let round = EngineRound {
             alerts: writes,
+            describe: Some(describe),
             cursor,
             ..EngineRound::default()
         };
@@ -571,6 +586,12 @@ impl Store {
         let cursor = round.cursor;
         let mut entries = Vec::with_capacity(writes.len());
         for w in writes {
+            // Dropping the transaction rolls it back.
+            let describe = round.describe.ok_or_else(|| {
+                StoreError::Corrupt(
+                    "alert changes without the wording of their feed entries".into(),
+                )
+            })?;
             let (seq, id) = match (w.action, w.id) {
                 (AlertAction::Raise, _) => {
                     let seq = next_feed_seq(&mut tx).await?;
@@ -622,23 +643,7 @@ impl Store {
                     ));
                 }
             };
-            let mut body = serde_json::json!({
-                "id": id,
-                "change": w.action.as_str(),
-                "rule": w.rule,
-                "level": w.level,
-                "system": w.system_id,
-                "department": w.department,
-                "application_id": w.application_id,
-                "item": w.item_code,
-                "evidence": w.evidence,
-                "at": clock::format_millis(w.at),
-            });
-            if let Some(from) = w.from_level {
-                body["from"] = serde_json::Value::from(from.as_str());
-            }
-            let body = body.to_string();
-            let routing_key = format!("alert.{}.{}", w.level, w.rule);
+            let text = describe(w, &id);
             let entry = NewFeedEntry {
                 kind: FeedKind::Alert,
                 system_id: w.system_id,
@@ -646,8 +651,8 @@ impl Store {
                 item_code: w.item_code.unwrap_or(""),
                 application_id: w.application_id.unwrap_or(""),
                 level: Some(w.level),
-                routing_key: &routing_key,
-                body: &body,
+                routing_key: &text.routing_key,
+                body: &text.body,
             };
             entries.push(insert_feed(&mut tx, seq, &entry, w.at).await?);
         }

@@ -37,7 +37,7 @@ use crate::catalog::Item;
 use crate::clock;
 use crate::model::{AlertAction, CaseEvent, FeedKind, Level, Rule, parse_time};
 use crate::store::{
-    AlertRecord, AlertWrite, CaseSummary, EngineRound, FeedEntry, FeedQuery, LeaseHold,
+    AlertRecord, AlertText, AlertWrite, CaseSummary, EngineRound, FeedEntry, FeedQuery, LeaseHold,
     ReportingLag, Store, StoreError,
 };
 use crate::supervision::calendar::Calendar;
@@ -832,6 +832,7 @@ impl Engine {
         let until = now_ms.saturating_add(LEASE_MS);
         let round = EngineRound {
             alerts: &writes,
+            describe: Some(describe_alert),
             cases,
             lags,
             cursor,
@@ -851,6 +852,30 @@ impl Engine {
             tracing::info!(routing_key = %e.routing_key, application = %e.application_id, "supervision alert");
         }
         Ok(Some(entries))
+    }
+}
+
+/// An alert change's feed entry: routing key `alert.<level>.<rule>`, body the alert as JSON
+/// (`from` on an escalation). Alerts carry no personal data: evidence names steps and times.
+pub fn describe_alert(w: &AlertWrite<'_>, id: &str) -> AlertText {
+    let mut body = serde_json::json!({
+        "id": id,
+        "change": w.action,
+        "rule": w.rule,
+        "level": w.level,
+        "system": w.system_id,
+        "department": w.department,
+        "application_id": w.application_id,
+        "item": w.item_code,
+        "evidence": w.evidence,
+        "at": clock::format_millis(w.at),
+    });
+    if let Some(from) = w.from_level {
+        body["from"] = serde_json::Value::from(from.as_str());
+    }
+    AlertText {
+        routing_key: format!("alert.{}.{}", w.level, w.rule),
+        body: body.to_string(),
     }
 }
 

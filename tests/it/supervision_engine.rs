@@ -681,6 +681,7 @@ async fn a_round_written_after_the_lease_went_elsewhere_is_dropped(store: &Store
     let alerts = [alert];
     let stale = EngineRound {
         alerts: &alerts,
+        describe: Some(tongban::workers::engine::describe_alert),
         cases: &cases,
         cursor: Some((CURSOR, 7)),
         lease: Some(LeaseHold {

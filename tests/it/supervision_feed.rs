@@ -776,6 +776,7 @@ async fn alerts_are_listed_by_state_level_and_system() {
                 write(AlertAction::Raise, None, "sy-scjg-food", Level::Warning),
                 write(AlertAction::Raise, None, "ln-rst-card", Level::Red),
             ],
+            tongban::workers::engine::describe_alert,
             None,
         )
         .await
@@ -789,6 +790,7 @@ async fn alerts_are_listed_by_state_level_and_system() {
                 "sy-scjg-food",
                 Level::Warning,
             )],
+            tongban::workers::engine::describe_alert,
             None,
         )
         .await

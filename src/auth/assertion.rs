@@ -12,6 +12,7 @@ use super::keys::KeyRing;
 use super::tokens::UserIdentity;
 use crate::clock;
 use crate::ids::{mask_id, mask_name};
+use crate::model::{ApplicantKind, IdType};
 use jsonwebtoken::jwk::JwkSet;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -23,8 +24,8 @@ use std::time::SystemTime;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
     pub sub: String,
-    pub kind: String,
-    pub id_type: String,
+    pub kind: ApplicantKind,
+    pub id_type: IdType,
     /// Masked.
     pub id_number: String,
     /// Masked.
@@ -36,8 +37,8 @@ impl Identity {
     pub fn of(user: &UserIdentity) -> Identity {
         Identity {
             sub: user.subject.clone(),
-            kind: user.applicant_kind.clone(),
-            id_type: user.id_type.clone(),
+            kind: user.applicant_kind,
+            id_type: user.id_type,
             id_number: mask_id(&user.id_number),
             name: mask_name(&user.name),
             real_name_level: user.real_name_level,
@@ -47,8 +48,8 @@ impl Identity {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApplicantClaim {
-    pub kind: String,
-    pub id_type: String,
+    pub kind: ApplicantKind,
+    pub id_type: IdType,
     pub id_number: String,
     pub name: String,
 }
@@ -145,8 +146,8 @@ impl Signer {
             jti: jti.to_string(),
             application_id: application_id.to_string(),
             applicant: ApplicantClaim {
-                kind: identity.kind.clone(),
-                id_type: identity.id_type.clone(),
+                kind: identity.kind,
+                id_type: identity.id_type,
                 id_number: identity.id_number.clone(),
                 name: identity.name.clone(),
             },
@@ -170,8 +171,8 @@ mod tests {
     fn identity() -> Identity {
         Identity {
             sub: "u-1".into(),
-            kind: "1".into(),
-            id_type: "111".into(),
+            kind: ApplicantKind::NaturalPerson,
+            id_type: IdType::CitizenId,
             id_number: "2101**********0033".into(),
             name: "张*".into(),
             real_name_level: 3,

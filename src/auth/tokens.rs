@@ -26,6 +26,7 @@
 use super::Role;
 use crate::config::{ClaimNames, IdentityConfig, JwksSource};
 use crate::ids;
+use crate::model::{ApplicantKind, Code, IdType};
 use base64::Engine;
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -119,13 +120,11 @@ pub enum TokenError {
 pub struct UserIdentity {
     pub subject: String,
     pub name: String,
-    /// `111` citizen ID number, `001` unified social credit code.
-    pub id_type: String,
+    pub id_type: IdType,
     pub id_number: String,
     /// 1 not real-name, 2 basic, 3 advanced.
     pub real_name_level: u8,
-    /// 1 natural person … 9 other (DOMAIN.md).
-    pub applicant_kind: String,
+    pub applicant_kind: ApplicantKind,
 }
 
 /// A member of staff, as the identity system vouches for them.
@@ -700,20 +699,37 @@ fn user_identity(
         "3" => 3,
         _ => return Err(bad(&names.real_name_level, "must be 1, 2 or 3")),
     };
-    if !["1", "2", "3", "4", "5", "6", "9"].contains(&kind.as_str()) {
-        return Err(bad(&names.applicant_kind, "must be one of 1-6 or 9"));
+    let kind: ApplicantKind = kind.parse().map_err(|_| {
+        bad(
+            &names.applicant_kind,
+            &format!("must be one of {}", ApplicantKind::listed()),
+        )
+    })?;
+    let id_type: IdType = id_type.parse().map_err(|_| {
+        bad(
+            &names.id_type,
+            &format!("must be one of {}", IdType::listed()),
+        )
+    })?;
+    if kind.id_type().is_some_and(|expected| expected != id_type) {
+        return Err(bad(
+            &names.id_type,
+            &format!(
+                "must be {} for applicant kind {kind}",
+                kind.id_type().map_or("", IdType::as_str)
+            ),
+        ));
     }
-    match id_type.as_str() {
-        "111" => ids::check_citizen_id(&id_number)
+    match id_type {
+        IdType::CitizenId => ids::check_citizen_id(&id_number)
             .map(|_| ())
             .map_err(|_| bad(&names.id_number, "is not a valid citizen ID number"))?,
-        "001" => ids::check_uscc(&id_number).map_err(|_| {
+        IdType::Uscc => ids::check_uscc(&id_number).map_err(|_| {
             bad(
                 &names.id_number,
                 "is not a valid unified social credit code",
             )
         })?,
-        _ => return Err(bad(&names.id_type, "must be 111 or 001")),
     }
     Ok(UserIdentity {
         subject,
@@ -741,11 +757,60 @@ mod tests {
         UserIdentity {
             subject: subject.into(),
             name: "张三".into(),
-            id_type: "111".into(),
+            id_type: IdType::CitizenId,
             id_number: "210102198503120033".into(),
             real_name_level: 3,
-            applicant_kind: "1".into(),
+            applicant_kind: ApplicantKind::NaturalPerson,
         }
+    }
+
+    fn names() -> ClaimNames {
+        ClaimNames {
+            name: "name".into(),
+            id_type: "id_type".into(),
+            id_number: "id_number".into(),
+            real_name_level: "real_name_level".into(),
+            applicant_kind: "applicant_kind".into(),
+            roles: "roles".into(),
+        }
+    }
+
+    #[test]
+    fn an_applicant_is_read_into_its_codes_and_its_kind_fixes_its_id_type() {
+        let base = json!({"sub": "u-1", "name": "张三", "id_type": "111",
+            "id_number": "210102198503120033", "real_name_level": "3", "applicant_kind": "1"});
+        let read = |changes: Value| {
+            let mut c = base.clone();
+            for (k, v) in changes.as_object().unwrap() {
+                c[k] = v.clone();
+            }
+            user_identity(&claims(c), &names())
+        };
+        assert_eq!(read(json!({})).unwrap(), identity("u-1"));
+        let reason = |changes: Value| match read(changes) {
+            Err(TokenError::BadClaim { claim, reason }) => format!("{claim}: {reason}"),
+            other => panic!("expected a bad claim, got {other:?}"),
+        };
+        assert_eq!(
+            reason(json!({"applicant_kind": "7"})),
+            "applicant_kind: must be one of 1, 2, 3, 4, 5, 6, 9"
+        );
+        assert_eq!(
+            reason(json!({"id_type": "002"})),
+            "id_type: must be one of 111, 001"
+        );
+        // A natural person with an organisation's code, and an organisation with a citizen ID.
+        assert_eq!(
+            reason(json!({"id_type": "001", "id_number": "91210200MA0QCXKT6A"})),
+            "id_type: must be 111 for applicant kind 1"
+        );
+        assert_eq!(
+            reason(json!({"applicant_kind": "2"})),
+            "id_type: must be 001 for applicant kind 2"
+        );
+        // 其他 fixes no ID type.
+        let other = read(json!({"applicant_kind": "9"})).unwrap();
+        assert_eq!(other.applicant_kind, ApplicantKind::Other);
     }
 
     fn by(kid: &str, serial: u64) -> VerifiedBy {

@@ -1,4 +1,5 @@
-//! What an application says about its item, and where an application stands in the hub.
+//! The canonical application as the hub reads it once it is valid, the code lists it carries
+//! (applicant kind, ID type), and where an application stands in the hub.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -24,6 +25,75 @@ impl ApplicationState {
             _ => ApplicationState::InProgress,
         }
     }
+}
+
+code_list! {
+    /// 申请人类型: who applies.
+    pub enum ApplicantKind ("applicant kind (申请人类型)") {
+        NaturalPerson = "1",
+        EnterpriseLegalPerson = "2",
+        PublicInstitution = "3",
+        SocialOrganisation = "4",
+        NonLegalPersonEnterprise = "5",
+        GovernmentBody = "6",
+        Other = "9",
+    }
+}
+
+impl ApplicantKind {
+    /// The ID type this kind of applicant is identified by, when the kind fixes one: a citizen
+    /// ID number for a natural person, a unified social credit code for an organisation.
+    pub fn id_type(self) -> Option<IdType> {
+        match self {
+            ApplicantKind::NaturalPerson => Some(IdType::CitizenId),
+            ApplicantKind::Other => None,
+            _ => Some(IdType::Uscc),
+        }
+    }
+}
+
+code_list! {
+    /// 证件类型: what an identity number is.
+    pub enum IdType ("ID type (证件类型)") {
+        /// 公民身份号码.
+        CitizenId = "111",
+        /// 统一社会信用代码.
+        Uscc = "001",
+    }
+}
+
+/// The members of a canonical application the hub acts on, read once the document is valid
+/// (`schemas/application.schema.json` is the contract; the rest of the document travels as it
+/// came).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Application {
+    /// The platform's id, when it gave one; the hub assigns one otherwise.
+    #[serde(default)]
+    pub id: Option<String>,
+    pub item: ItemRef,
+    pub applicant: Applicant,
+    /// 行政区划 the application is for, when the item is handled per region.
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub materials: Vec<MaterialRef>,
+}
+
+/// 申请人.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Applicant {
+    pub kind: ApplicantKind,
+    pub id_type: IdType,
+    /// Personal data: never logged or shown in clear.
+    pub id_number: String,
+    /// Personal data: never logged or shown in clear.
+    pub name: String,
+}
+
+/// A material the application names.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct MaterialRef {
+    pub id: String,
 }
 
 /// What a message says about the item it concerns.

@@ -18,7 +18,9 @@ mod inbound;
 mod item;
 
 pub use alert::{AlertAction, CaseState, Level, Rule};
-pub use application::{ApplicationState, ItemRef};
+pub use application::{
+    Applicant, ApplicantKind, Application, ApplicationState, IdType, ItemRef, MaterialRef,
+};
 pub use case_event::{
     CaseEvent, Completion, CompletionResult, Node, NodeName, NodeResult, NodeType, SpecialKind,
     SpecialProcedure, Supplement, parse_time,

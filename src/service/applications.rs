@@ -17,12 +17,13 @@ use crate::catalog::Item;
 use crate::clock;
 use crate::config::Config;
 use crate::ids::mask_id;
-use crate::model::ItemRef;
+use crate::model::{Applicant, Application, ItemRef};
 use crate::schema::Violation;
 use crate::service::admission::{Backlogs, Overloaded};
 use crate::service::catalog::CurrentItems;
 use crate::store::group::{GroupCommit, GroupError};
 use crate::store::{Accepted, ApplicationToAccept, Store, StoreError};
+use serde::Deserialize;
 use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -153,11 +154,14 @@ pub async fn accept(
     if let Some(item) = &current {
         violations.extend(material_problems(&body, item));
     }
-    let reference = match reference {
-        Some(reference) if violations.is_empty() => reference,
-        _ => return Err(AcceptError::Invalid(violations)),
-    };
-    let differ = applicant_mismatches(&body, &user);
+    if reference.is_none() || !violations.is_empty() {
+        return Err(AcceptError::Invalid(violations));
+    }
+    // Valid: read into its type, once. (The schema and the reference were checked, so this
+    // fails only if the two disagree, which is then said as a problem of the document.)
+    let application = Application::deserialize(&body)
+        .map_err(|e| AcceptError::Invalid(vec![Violation::new("", e.to_string())]))?;
+    let differ = applicant_mismatches(&application.applicant, &user);
     if !differ.is_empty() {
         return Err(AcceptError::NotTheApplicant(differ));
     }
@@ -170,11 +174,8 @@ pub async fn accept(
             given: user.real_name_level,
         });
     }
-    let region = body
-        .get("region")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let adapter = crate::routing::route(config, &item_code, region.as_deref())
+    let region = application.region.clone();
+    let adapter = crate::routing::route(config, &application.item.code, region.as_deref())
         .ok_or(AcceptError::NoSystem { region })?;
     let system = adapter.id.clone();
     // Room in the outbox first; a request repeated under its Idempotency-Key needs none, since
@@ -193,8 +194,8 @@ pub async fn accept(
             .to_string()
             .as_bytes(),
     );
-    let id = match body.get("id").and_then(Value::as_str) {
-        Some(id) => id.to_owned(),
+    let id = match application.id {
+        Some(id) => id,
         None => {
             let id = new_application_id();
             body["id"] = Value::String(id.clone());
@@ -222,7 +223,7 @@ pub async fn accept(
         .write(ApplicationToAccept {
             id: id.clone(),
             item_code: item_code.clone(),
-            item_version: reference.version,
+            item_version: application.item.version,
             department: current
                 .as_ref()
                 .map(|item| item.department.uscc.clone())
@@ -299,26 +300,24 @@ fn material_problems(body: &Value, item: &Item) -> Vec<Violation> {
     missing.chain(foreign).collect()
 }
 
-/// Which members of the body's applicant differ from the identity the token proves (names of
-/// members only: the values are personal data).
-fn applicant_mismatches(body: &Value, user: &UserIdentity) -> Vec<&'static str> {
-    let given = |member: &str| {
-        body.pointer(&format!("/applicant/{member}"))
-            .and_then(Value::as_str)
-            .map(str::trim)
-            .unwrap_or_default()
-    };
+/// Which members of the application's applicant differ from the identity the token proves
+/// (names of members only: the values are personal data).
+fn applicant_mismatches(applicant: &Applicant, user: &UserIdentity) -> Vec<&'static str> {
     let mut differ = Vec::new();
-    if given("kind") != user.applicant_kind {
+    if applicant.kind != user.applicant_kind {
         differ.push("kind");
     }
-    if given("id_type") != user.id_type {
+    if applicant.id_type != user.id_type {
         differ.push("id_type");
     }
-    if !given("id_number").eq_ignore_ascii_case(&user.id_number) {
+    if !applicant
+        .id_number
+        .trim()
+        .eq_ignore_ascii_case(&user.id_number)
+    {
         differ.push("id_number");
     }
-    if given("name") != user.name {
+    if applicant.name.trim() != user.name {
         differ.push("name");
     }
     differ

@@ -260,8 +260,8 @@ fn hub_identity(app: &Value, sub: &str, real_name_level: u8) -> Identity {
     let text = |k: &str| app["applicant"][k].as_str().unwrap().to_string();
     Identity {
         sub: sub.to_string(),
-        kind: text("kind"),
-        id_type: text("id_type"),
+        kind: text("kind").parse().unwrap(),
+        id_type: text("id_type").parse().unwrap(),
         id_number: mask_id(&text("id_number")),
         name: mask_name(&text("name")),
         real_name_level,
@@ -342,8 +342,8 @@ fn assert_recorded(
     let clear_id = application["applicant"]["id_number"].as_str().unwrap();
     let clear_name = application["applicant"]["name"].as_str().unwrap();
     assert_eq!(recorded.real_name_level, sent.real_name_level);
-    assert_eq!(recorded.applicant_kind, sent.kind);
-    assert_eq!(recorded.applicant_id_type, sent.id_type);
+    assert_eq!(recorded.applicant_kind, sent.kind.as_str());
+    assert_eq!(recorded.applicant_id_type, sent.id_type.as_str());
     assert_eq!(recorded.applicant_id_number, mask_id(clear_id));
     assert_eq!(recorded.applicant_name, mask_name(clear_name));
     // The subjects here are citizen ID numbers: kept masked too.

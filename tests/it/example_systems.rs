@@ -154,8 +154,8 @@ impl FakeHub {
             jti: format!("{application_id}#expired"),
             application_id: application_id.into(),
             applicant: ApplicantClaim {
-                kind: who.kind.clone(),
-                id_type: who.id_type.clone(),
+                kind: who.kind,
+                id_type: who.id_type,
                 id_number: who.id_number.clone(),
                 name: who.name.clone(),
             },

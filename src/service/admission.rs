@@ -37,6 +37,8 @@ struct Backlog {
     added: u64,
     /// Admitted and not yet committed or given up.
     pending: u64,
+    /// Whether the last answer was a refusal: the change either way is logged, not each one.
+    full: bool,
 }
 
 impl Backlog {
@@ -107,6 +109,10 @@ impl Backlogs {
         let limit = adapter.outbound.max_backlog;
         let waiting = backlog.waiting();
         if waiting >= limit {
+            if !backlog.full {
+                backlog.full = true;
+                tracing::warn!(system = %system, waiting, limit, "outbox full: new applications for this system get 503 until deliveries make room");
+            }
             let excess = waiting + 1 - limit;
             let per_second = u64::from(adapter.outbound.rate_limit.per_second.max(1));
             let retry_after = Duration::from_secs(excess.div_ceil(per_second))
@@ -117,6 +123,10 @@ impl Backlogs {
                 limit,
                 retry_after,
             }));
+        }
+        if backlog.full {
+            backlog.full = false;
+            tracing::info!(system = %system, waiting, limit, "outbox has room again: applications for this system are accepted");
         }
         backlog.pending += 1;
         Ok(Ok(Reservation {

@@ -57,6 +57,7 @@ async fn submit(
 }
 
 async fn a_full_outbox_refuses_new_applications_until_deliveries_make_room(store: &Store) {
+    common::logs::capture();
     let issuer = Issuer::new();
     let mut config = common::config();
     issuer.install(&mut config);
@@ -94,6 +95,14 @@ async fn a_full_outbox_refuses_new_applications_until_deliveries_make_room(store
         2,
         "the refused application was not stored"
     );
+    // The change is logged, not each refusal (other tests' lines are in the capture too).
+    let logged = common::logs::text();
+    assert!(
+        logged.lines().any(|l| l.contains("WARN")
+            && l.contains("outbox full")
+            && l.contains(&format!("system={FOOD} waiting=2 limit=2"))),
+        "no WARN line saying the outbox is full"
+    );
 
     // A request repeated under its key stores nothing new: it is answered as before.
     let again = submit(&served, &platform, &issuer, &food, Some("first")).await;
@@ -127,6 +136,7 @@ async fn a_full_outbox_refuses_new_applications_until_deliveries_make_room(store
     })
     .await;
     assert!(!ids.contains(&answer.body["id"]), "{}", answer.body);
+    assert!(common::logs::text().contains("outbox has room again"));
     assert_eq!(store.outbox_depth(FOOD).await.unwrap(), 2);
     let full = submit(&served, &platform, &issuer, &food, Some("fifth")).await;
     assert_eq!(

@@ -368,11 +368,14 @@ impl Mapping {
         header: &mut Node,
         errors: &mut Vec<MapError>,
     ) {
+        // The fields that wrote a single value so far: one legacy place holds one value, so a
+        // second field writing there must agree with the first.
+        let mut written: Vec<&Field> = Vec::new();
         for f in fields {
             let Some(path) = &f.legacy else { continue };
             let target: &mut Node = if f.header { header } else { node };
             if let Some(constant) = &f.constant {
-                self.write_scalar(f, path, target, constant.clone());
+                self.write_once(f, path, target, constant.clone(), &mut written, "", errors);
                 continue;
             }
             let Some(pointer) = &f.canonical else {
@@ -450,10 +453,12 @@ impl Mapping {
                             Err(m) => errors.push(self.error(&f.label, format!("{}/{i}", at()), m)),
                         }
                     }
-                    self.write_scalar(f, path, target, Value::String(joined));
+                    let at = at();
+                    let joined = Value::String(joined);
+                    self.write_once(f, path, target, joined, &mut written, &at, errors);
                 }
                 Shape::Scalar => match convert::to_legacy(value, &f.kind, f.table.as_deref()) {
-                    Ok(v) => self.write_scalar(f, path, target, v),
+                    Ok(v) => self.write_once(f, path, target, v, &mut written, &at(), errors),
                     Err(m) => errors.push(self.error(&f.label, at(), m)),
                 },
             }
@@ -486,8 +491,51 @@ impl Mapping {
         }
     }
 
-    fn write_scalar(&self, f: &Field, path: &LegacyPath, target: &mut Node, v: Value) {
+    /// Writes `v` where `f` says, unless a field in `written` wrote there before: then the two
+    /// must agree (the same legacy value), or it is an error naming both, never a silent
+    /// choice of one.
+    #[allow(clippy::too_many_arguments)]
+    fn write_once<'f>(
+        &self,
+        f: &'f Field,
+        path: &LegacyPath,
+        target: &mut Node,
+        v: Value,
+        written: &mut Vec<&'f Field>,
+        at: &str,
+        errors: &mut Vec<MapError>,
+    ) {
         let v = self.legacy_value(f, v);
+        let Some(first) = written
+            .iter()
+            .find(|g| g.header == f.header && g.legacy.as_ref() == Some(path))
+        else {
+            written.push(f);
+            self.write_scalar(f, path, target, v);
+            return;
+        };
+        let there = match path.split_attr() {
+            (steps, Some(attr)) => element_at(target, steps, false)
+                .attrs
+                .iter()
+                .find(|(n, _)| n == attr)
+                .map(|(_, text)| Value::String(text.clone())),
+            (steps, None) => element_at(target, steps, false).value.clone(),
+        };
+        if there.as_ref() != Some(&v) {
+            errors.push(self.error(
+                &f.label,
+                at,
+                format!(
+                    "writes the same legacy place as field {} with a different value; the system's document holds one value there",
+                    first.label
+                ),
+            ));
+        }
+    }
+
+    /// Writes `v`, already the legacy side's value (see [`Self::legacy_value`]).
+    fn write_scalar(&self, f: &Field, path: &LegacyPath, target: &mut Node, v: Value) {
         match path.split_attr() {
             (steps, Some(attr)) => {
                 let element = element_at(target, steps, false);

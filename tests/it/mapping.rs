@@ -315,6 +315,21 @@ fn the_readme_worked_example_works_as_written() {
     let legacy = m.to_legacy(&canonical).unwrap();
     assert!(std::str::from_utf8(&legacy).is_err(), "written in GBK");
     assert_eq!(m.to_canonical(&legacy).unwrap(), canonical);
+    // 姓名 is read into both names, so both are written to it: an application whose contact is
+    // not its applicant cannot go out under one of the two names.
+    let mut other_contact = canonical.clone();
+    other_contact["contact"]["name"] = "王五".into();
+    let errors = m
+        .to_legacy(&other_contact)
+        .expect_err("two names for one element");
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].field, "/contact/name");
+    assert!(
+        errors[0].message.contains("/applicant/name")
+            && errors[0].message.contains("different value"),
+        "{}",
+        errors[0]
+    );
 
     let broken = sample
         .replace("210202199001011232", "210202199001011233")

@@ -425,9 +425,18 @@ impl Mapping {
                     for (i, item) in items.iter().enumerate() {
                         match convert::to_legacy(item, &f.kind, f.table.as_deref()) {
                             Ok(v) => {
+                                let v = self.legacy_value(f, v);
+                                if let Some(problem) = self.uncarried(&v) {
+                                    errors.push(self.error(
+                                        &f.label,
+                                        format!("{}/{i}", at()),
+                                        problem,
+                                    ));
+                                    continue;
+                                }
                                 let element = element_at(target, &path.steps, true);
                                 element.array = true;
-                                element.value = Some(self.legacy_value(f, v));
+                                element.value = Some(v);
                                 element.cdata = f.cdata;
                             }
                             Err(m) => errors.push(self.error(&f.label, format!("{}/{i}", at()), m)),
@@ -491,6 +500,20 @@ impl Mapping {
         }
     }
 
+    /// Why the legacy document cannot carry `v`, if it cannot: XML 1.0 has no way to write most
+    /// control characters, not even as a character reference.
+    fn uncarried(&self, v: &Value) -> Option<String> {
+        match (&self.format, v) {
+            (Format::Xml(_), Value::String(text)) => xml::forbidden_char(text).map(|(_, c)| {
+                format!(
+                    "holds the control character U+{:04X}, which an XML 1.0 document cannot carry",
+                    u32::from(c)
+                )
+            }),
+            _ => None,
+        }
+    }
+
     /// Writes `v` where `f` says, unless a field in `written` wrote there before: then the two
     /// must agree (the same legacy value), or it is an error naming both, never a silent
     /// choice of one.
@@ -506,6 +529,10 @@ impl Mapping {
         errors: &mut Vec<MapError>,
     ) {
         let v = self.legacy_value(f, v);
+        if let Some(problem) = self.uncarried(&v) {
+            errors.push(self.error(&f.label, at, problem));
+            return;
+        }
         let Some(first) = written
             .iter()
             .find(|g| g.header == f.header && g.legacy.as_ref() == Some(path))

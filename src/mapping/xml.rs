@@ -90,6 +90,30 @@ pub enum XmlError {
     Fault(SoapFault),
     #[error("no document element")]
     Empty,
+    /// A character XML 1.0 does not allow anywhere in a document (most control characters).
+    #[error(
+        "not well-formed XML at byte {position}: U+{code:04X} is not a character XML 1.0 allows"
+    )]
+    ForbiddenChar { position: usize, code: u32 },
+}
+
+/// Whether XML 1.0 allows `c` in a document (its `Char` production): tab, newline, return and
+/// everything from U+0020 except the surrogates and U+FFFE, U+FFFF.
+pub fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+/// The first character of `text` XML 1.0 does not allow, with its byte offset.
+pub fn forbidden_char(text: &str) -> Option<(usize, char)> {
+    // Nearly every text is all allowed characters: look at bytes first, chars only when a byte
+    // below 0x20 or a possible U+FFFE/U+FFFF (0xEF 0xBF 0xBE/0xBF) is there.
+    if !text
+        .bytes()
+        .any(|b| (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0xEF)
+    {
+        return None;
+    }
+    text.char_indices().find(|&(_, c)| !is_xml_char(c))
 }
 
 /// Reads the declared encoding and turns the bytes into UTF-8 text (borrowed when they are
@@ -162,6 +186,12 @@ pub fn parse(bytes: &[u8], format: &XmlFormat, max_bytes: usize) -> Result<XmlDo
         return Err(XmlError::TooLarge { limit: max_bytes });
     }
     let text = decode(bytes)?;
+    if let Some((position, c)) = forbidden_char(&text) {
+        return Err(XmlError::ForbiddenChar {
+            position,
+            code: u32::from(c),
+        });
+    }
     let names = Names::new(format);
     let top = parse_tree(&text, &names)?;
     match format.soap {
@@ -403,7 +433,7 @@ fn parse_tree(text: &str, names: &Names<'_>) -> Result<Node, XmlError> {
                 let c = if r.is_char_ref() {
                     r.resolve_char_ref()
                         .map_err(|e| malformed(&reader, e))?
-                        .filter(|c| *c != '\0')
+                        .filter(|c| is_xml_char(*c))
                         .ok_or_else(|| XmlError::Entity(String::from_utf8_lossy(&r).into_owned()))?
                 } else {
                     let name = r.decode().map_err(|e| malformed(&reader, e.into()))?;

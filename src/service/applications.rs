@@ -122,6 +122,7 @@ pub async fn accept(
         actor,
     } = submission;
     let mut violations = config.schemas.validate("application", &body);
+    control_characters(&body, &mut String::new(), &mut violations);
     let item_code = body
         .pointer("/item/code")
         .and_then(Value::as_str)
@@ -262,6 +263,47 @@ pub async fn accept(
         }
         Accepted::KeyReused => Err(AcceptError::KeyReused),
         Accepted::DuplicateId => Err(AcceptError::DuplicateId),
+    }
+}
+
+/// A violation for every string in `value` (at `pointer`) that holds a control character other
+/// than tab, newline and return: no field of an application means one, and the XML most
+/// departments' systems read cannot carry one at all, so it would be accepted only to fail
+/// at delivery.
+fn control_characters(value: &Value, pointer: &mut String, out: &mut Vec<Violation>) {
+    match value {
+        Value::String(text) => {
+            if let Some(c) = text
+                .chars()
+                .find(|&c| c < '\u{20}' && !matches!(c, '\t' | '\n' | '\r'))
+            {
+                out.push(Violation::new(
+                    pointer.clone(),
+                    format!(
+                        "holds the control character U+{:04X}, which no field of an application may hold",
+                        u32::from(c)
+                    ),
+                ));
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let len = pointer.len();
+                pointer.push_str(&format!("/{i}"));
+                control_characters(item, pointer, out);
+                pointer.truncate(len);
+            }
+        }
+        Value::Object(members) => {
+            for (name, member) in members {
+                let len = pointer.len();
+                pointer.push('/');
+                pointer.push_str(&name.replace('~', "~0").replace('/', "~1"));
+                control_characters(member, pointer, out);
+                pointer.truncate(len);
+            }
+        }
+        _ => {}
     }
 }
 

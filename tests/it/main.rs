@@ -36,3 +36,4 @@ mod supervision_engine;
 mod supervision_facts;
 mod supervision_feed;
 mod supervision_inbound;
+mod xml_characters;

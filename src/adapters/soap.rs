@@ -3,9 +3,11 @@
 //!
 //! A fault in the answer, at any status, decides: a Client/Sender fault (and VersionMismatch,
 //! MustUnderstand, DataEncodingUnknown, which the same message would meet again) is permanent;
-//! a Server/Receiver fault or an unknown code is retryable. Without a fault a 2xx is delivered,
-//! even when its body is not XML at all (the system took the message; what it says back is not
-//! the hub's business), and any other status means what it means for REST.
+//! a Server/Receiver fault or an unknown code is retryable. Without a fault a 2xx is delivered
+//! when its body is a SOAP envelope, or empty (a one-way operation's 202 or 204); a 2xx with
+//! anything else (a gateway's HTML page, a proxy's text) is not the system's acknowledgement and
+//! is retried. An answer longer than [`MAX_ANSWER_BYTES`] is not read: a 2xx then counts as
+//! delivered. Any other status means what it means for REST.
 
 use super::rest::{self, Answer, HttpPoster, clean, header_value};
 use super::{Adapter, Delivered, DeliveryError, DriverError, Outgoing};
@@ -93,14 +95,26 @@ impl Adapter for SoapDriver {
     }
 }
 
-/// A fault decides at any status; otherwise the status does, as for REST.
+/// A fault decides at any status; otherwise a 2xx must be an envelope (or empty), and any other
+/// status decides as for REST.
 fn classify(answer: &Answer) -> Result<Delivered, DeliveryError> {
     let code = answer.status.as_u16();
     if answer.truncated && answer.status.is_success() {
         return Ok(Delivered { status: Some(code) });
     }
-    let Some(fault) = fault_in(&answer.body, &answer.headers) else {
-        return rest::classify_status(answer);
+    let fault = match read_answer(&answer.body, &answer.headers) {
+        SoapAnswer::Fault(fault) => fault,
+        SoapAnswer::NotSoap(why) if answer.status.is_success() && !answer.body.is_empty() => {
+            return Err(DeliveryError::Retryable {
+                reason: format!(
+                    "answered {code} with something that is not a SOAP envelope ({}): not the system's acknowledgement",
+                    clean(&why, rest::EXCERPT_CHARS)
+                ),
+                retry_after: None,
+                status: Some(code),
+            });
+        }
+        SoapAnswer::Envelope | SoapAnswer::NotSoap(_) => return rest::classify_status(answer),
     };
     let reason = format!(
         "SOAP fault {}: {}",
@@ -135,18 +149,39 @@ pub fn fault_is_permanent(code: &str) -> bool {
     )
 }
 
+/// What a system's answer is, read as SOAP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SoapAnswer {
+    /// A SOAP 1.1 or 1.2 envelope without a fault (its body empty or holding a payload).
+    Envelope,
+    Fault(SoapFault),
+    /// Not a SOAP envelope: why (not XML, another document element, no Body).
+    NotSoap(String),
+}
+
 /// The SOAP 1.1 or 1.2 fault an answer carries, if it is a SOAP envelope whose body holds a
-/// Fault. The answer is hostile input: it goes through the hub's bounded XML parser (no DTDs,
-/// no foreign entities, bounded depth), decoded by its XML declaration or BOM, or else by the
-/// charset of its `Content-Type`.
+/// Fault.
 pub fn fault_in(body: &[u8], headers: &HeaderMap) -> Option<SoapFault> {
-    if body.is_empty() || body.len() > MAX_ANSWER_BYTES {
-        return None;
+    match read_answer(body, headers) {
+        SoapAnswer::Fault(fault) => Some(fault),
+        _ => None,
+    }
+}
+
+/// Reads an answer as SOAP. The answer is hostile input: it goes through the hub's bounded XML
+/// parser (no DTDs, no foreign entities, bounded depth), decoded by its XML declaration or BOM,
+/// or else by the charset of its `Content-Type`.
+pub fn read_answer(body: &[u8], headers: &HeaderMap) -> SoapAnswer {
+    if body.is_empty() {
+        return SoapAnswer::NotSoap("an empty body".into());
+    }
+    if body.len() > MAX_ANSWER_BYTES {
+        return SoapAnswer::NotSoap(format!("longer than {MAX_ANSWER_BYTES} bytes"));
     }
     // Both envelope namespaces read as `soap:`: a 1.2 endpoint may answer a 1.1 fault
     // (VersionMismatch) and the other way round.
     let format = XmlFormat {
-        // No payload is expected: anything but a fault is "not a fault".
+        // No payload is expected: any payload is "another root" than this empty name.
         root: String::new(),
         namespaces: vec![
             (SOAP_PREFIX.to_string(), SOAP11_NS.to_string()),
@@ -157,26 +192,37 @@ pub fn fault_in(body: &[u8], headers: &HeaderMap) -> Option<SoapFault> {
         encoding: encoding_rs::UTF_8,
         declaration: false,
     };
+    let read = |parsed: Result<xml::XmlDocument, XmlError>| match parsed {
+        Err(XmlError::Fault(fault)) => SoapAnswer::Fault(fault),
+        // A payload (any name is not the empty one) or an empty Body: an envelope.
+        Err(XmlError::Root { expected, .. }) if expected.is_empty() => SoapAnswer::Envelope,
+        Err(XmlError::Empty) | Ok(_) => SoapAnswer::Envelope,
+        Err(e) => SoapAnswer::NotSoap(e.to_string()),
+    };
     match xml::parse(body, &format, MAX_ANSWER_BYTES) {
-        Err(XmlError::Fault(fault)) => Some(fault),
-        Err(XmlError::Encoding(_)) => {
-            let label = headers
+        Err(XmlError::Encoding(why)) => {
+            let text = headers
                 .get(CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
-                .and_then(rest::charset_of)?;
-            let encoding = encoding_rs::Encoding::for_label(label.as_bytes())?;
-            let text = encoding.decode_without_bom_handling_and_without_replacement(body)?;
+                .and_then(rest::charset_of)
+                .and_then(|label| encoding_rs::Encoding::for_label(label.as_bytes()))
+                .and_then(|encoding| {
+                    encoding.decode_without_bom_handling_and_without_replacement(body)
+                });
+            let Some(text) = text else {
+                return SoapAnswer::NotSoap(why);
+            };
             // The declaration named another encoding (or none, meaning UTF-8): drop it.
             let text = match text.trim_start().strip_prefix("<?xml") {
-                Some(rest) => &rest[rest.find("?>")? + 2..],
+                Some(rest) => match rest.find("?>") {
+                    Some(end) => &rest[end + 2..],
+                    None => return SoapAnswer::NotSoap(why),
+                },
                 None => &text,
             };
-            match xml::parse(text.as_bytes(), &format, MAX_ANSWER_BYTES) {
-                Err(XmlError::Fault(fault)) => Some(fault),
-                _ => None,
-            }
+            read(xml::parse(text.as_bytes(), &format, MAX_ANSWER_BYTES))
         }
-        _ => None,
+        parsed => read(parsed),
     }
 }
 
@@ -186,6 +232,62 @@ mod tests {
 
     fn no_headers() -> HeaderMap {
         HeaderMap::new()
+    }
+
+    fn answer(status: u16, body: &str) -> Answer {
+        Answer {
+            status: reqwest::StatusCode::from_u16(status).unwrap(),
+            headers: no_headers(),
+            body: body.as_bytes().to_vec(),
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn a_2xx_is_delivered_only_when_it_is_an_envelope_or_empty() {
+        let envelope = format!(
+            r#"<s:Envelope xmlns:s="{SOAP11_NS}"><s:Body><Ack xmlns="urn:x">ok</Ack></s:Body></s:Envelope>"#
+        );
+        let empty_body = format!(r#"<s:Envelope xmlns:s="{SOAP12_NS}"><s:Body/></s:Envelope>"#);
+        for (status, body) in [
+            (200, envelope.as_str()),
+            (200, empty_body.as_str()),
+            (202, ""),
+            (204, ""),
+        ] {
+            assert_eq!(
+                classify(&answer(status, body)).unwrap(),
+                Delivered {
+                    status: Some(status)
+                },
+                "{status} {body}"
+            );
+        }
+        for body in [
+            "<html><body><h1>502 Bad Gateway</h1></body></html>",
+            "OK",
+            r#"<Ack xmlns="urn:x">ok</Ack>"#,
+        ] {
+            match classify(&answer(200, body)) {
+                Err(DeliveryError::Retryable { reason, status, .. }) => {
+                    assert_eq!(status, Some(200));
+                    assert!(reason.contains("not a SOAP envelope"), "{reason}");
+                }
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+        let fault = format!(
+            r#"<s:Envelope xmlns:s="{SOAP11_NS}"><s:Body><s:Fault><faultcode>s:Client</faultcode><faultstring>bad</faultstring></s:Fault></s:Body></s:Envelope>"#
+        );
+        assert!(matches!(
+            classify(&answer(200, &fault)),
+            Err(DeliveryError::Permanent { .. })
+        ));
+        // Other statuses decide as for REST, whatever the body.
+        assert!(matches!(
+            classify(&answer(503, "<html>down</html>")),
+            Err(DeliveryError::Retryable { .. })
+        ));
     }
 
     #[test]

@@ -480,16 +480,37 @@ async fn soap_fault_in_a_200_still_counts() {
     );
 }
 
-/// A 2xx whose body is not XML is still delivered: the system took the message, and what it
-/// says besides is not the hub's to judge.
+/// A 2xx whose body is not a SOAP envelope is not the system's acknowledgement (a gateway's
+/// page, a proxy's text): it is retried, never recorded as delivered. An empty 2xx is a one-way
+/// operation's answer and counts.
 #[tokio::test]
-async fn soap_2xx_with_a_garbage_body_is_delivered() {
-    let (url, _) = mock(200, &[], b"\x00\xffnot <xml at all".to_vec()).await;
+async fn soap_2xx_with_a_garbage_body_is_retried_not_delivered() {
+    for body in [
+        b"\x00\xffnot <xml at all".to_vec(),
+        b"<html><body>502 Bad Gateway</body></html>".to_vec(),
+    ] {
+        let (url, _) = mock(200, &[], body.clone()).await;
+        let err = soap(&url, SoapVersion::V11, None)
+            .deliver(&soap_message())
+            .await
+            .expect_err("not an acknowledgement");
+        assert!(
+            matches!(
+                &err,
+                DeliveryError::Retryable {
+                    status: Some(200),
+                    ..
+                }
+            ) && err.to_string().contains("not a SOAP envelope"),
+            "{err:?}"
+        );
+    }
+    let (url, _) = mock(202, &[], Vec::new()).await;
     let delivered = soap(&url, SoapVersion::V11, None)
         .deliver(&soap_message())
         .await
         .unwrap();
-    assert_eq!(delivered, Delivered { status: Some(200) });
+    assert_eq!(delivered, Delivered { status: Some(202) });
 }
 
 #[tokio::test]

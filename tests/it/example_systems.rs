@@ -791,8 +791,8 @@ async fn scjg_fault_modes_behave_as_documented() {
         "{err:?}"
     );
 
-    // garbage: 200 with bytes that are not XML. The hub's driver takes any 2xx without a fault
-    // as delivered; the system took nothing.
+    // garbage: 200 with bytes that are not XML. The system took nothing, and the hub's driver
+    // does not take such a 2xx for an acknowledgement: it tries again later.
     system.control.set_mode(Mode::Garbage);
     let response = reqwest::Client::new()
         .post(system.url(scjg::APPLY_PATH))
@@ -805,7 +805,11 @@ async fn scjg_fault_modes_behave_as_documented() {
     assert_eq!(response.status().as_u16(), 200);
     let bytes = response.bytes().await.unwrap();
     assert!(!bytes.starts_with(b"<") && std::str::from_utf8(&bytes).is_err());
-    assert!(driver.deliver(&msg).await.is_ok());
+    let err = driver
+        .deliver(&msg)
+        .await
+        .expect_err("garbage is no acknowledgement");
+    assert!(err.is_retryable(), "{err:?}");
     assert_eq!(system.stats().distinct_applications, 0);
 
     // hang: no answer; a client gives up on its timeout.

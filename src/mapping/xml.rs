@@ -9,6 +9,7 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::ResolveResult;
 use serde_json::Value;
 use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 pub const SOAP11_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
@@ -515,6 +516,7 @@ fn attributes(
 /// ([`encode`]); nothing is formatted or escaped into a string of its own.
 pub fn write(doc: &XmlDocument, format: &XmlFormat) -> Vec<u8> {
     let mut out = String::with_capacity(4096);
+    let target = Target::of(format.encoding);
     if format.declaration {
         out.push_str("<?xml version=\"1.0\" encoding=\"");
         out.extend(
@@ -539,7 +541,7 @@ pub fn write(doc: &XmlDocument, format: &XmlFormat) -> Vec<u8> {
         }
     };
     match format.soap {
-        None => write_node(&mut out, &doc.root, 0, Some(&declare)),
+        None => write_node(&mut out, &doc.root, 0, Some(&declare), target),
         Some(_) => {
             out.push('<');
             out.push_str(SOAP_PREFIX);
@@ -549,12 +551,12 @@ pub fn write(doc: &XmlDocument, format: &XmlFormat) -> Vec<u8> {
             if let Some(header) = doc.header.as_ref().filter(|h| !h.children.is_empty()) {
                 push_tag(&mut out, "  <", "Header>\n");
                 for child in &header.children {
-                    write_node(&mut out, child, 2, None);
+                    write_node(&mut out, child, 2, None, target);
                 }
                 push_tag(&mut out, "  </", "Header>\n");
             }
             push_tag(&mut out, "  <", "Body>\n");
-            write_node(&mut out, &doc.root, 2, None);
+            write_node(&mut out, &doc.root, 2, None, target);
             push_tag(&mut out, "  </", "Body>\n");
             push_tag(&mut out, "</", "Envelope>\n");
         }
@@ -578,7 +580,7 @@ fn push_declaration(out: &mut String, prefix: Option<&str>, uri: &str) {
         out.push_str(prefix);
     }
     out.push_str("=\"");
-    push_escaped(out, uri);
+    push_escaped(out, uri, Target::Everything);
     out.push('"');
 }
 
@@ -587,6 +589,7 @@ fn write_node(
     node: &Node,
     depth: usize,
     declarations: Option<&dyn Fn(&mut String)>,
+    target: Target,
 ) {
     push_indent(out, depth);
     out.push('<');
@@ -598,7 +601,7 @@ fn write_node(
         out.push(' ');
         out.push_str(name);
         out.push_str("=\"");
-        push_escaped(out, value);
+        push_escaped(out, value, target);
         out.push('"');
     }
     // XML values are text; another JSON scalar (never made by a mapping) prints as JSON.
@@ -618,25 +621,15 @@ fn write_node(
     out.push('>');
     if let Some(text) = text {
         if node.cdata {
-            // `]]>` cannot appear in a CDATA section: it ends one and opens the next.
-            out.push_str("<![CDATA[");
-            let mut pieces = text.split("]]>");
-            if let Some(first) = pieces.next() {
-                out.push_str(first);
-            }
-            for piece in pieces {
-                out.push_str("]]]]><![CDATA[>");
-                out.push_str(piece);
-            }
-            out.push_str("]]>");
+            push_cdata(out, text, target);
         } else {
-            push_escaped(out, text);
+            push_escaped(out, text, target);
         }
     }
     if !node.children.is_empty() {
         out.push('\n');
         for child in &node.children {
-            write_node(out, child, depth + 1, None);
+            write_node(out, child, depth + 1, None, target);
         }
         push_indent(out, depth);
     }
@@ -653,14 +646,48 @@ fn push_indent(out: &mut String, depth: usize) {
 
 /// `text` with XML's five special characters escaped, as `quick_xml::escape::escape` does,
 /// appended to `out` run by run.
-fn push_escaped(out: &mut String, text: &str) {
+/// `text` as XML character data in CDATA sections, which cannot hold `]]>` (it ends one and the
+/// next opens) nor a character reference: a character the target encoding lacks is written as a
+/// reference between two sections, never as reference text inside one.
+fn push_cdata(out: &mut String, text: &str, target: Target) {
+    out.push_str("<![CDATA[");
+    let mut pieces = text.split("]]>");
+    let push_piece = |out: &mut String, piece: &str| {
+        let mut rest = piece;
+        while let Some((at, c)) = target.first_lacking(rest) {
+            out.push_str(&rest[..at]);
+            out.push_str("]]>");
+            push_reference(out, c);
+            out.push_str("<![CDATA[");
+            rest = &rest[at + c.len_utf8()..];
+        }
+        out.push_str(rest);
+    };
+    if let Some(first) = pieces.next() {
+        push_piece(out, first);
+    }
+    for piece in pieces {
+        out.push_str("]]]]><![CDATA[>");
+        push_piece(out, piece);
+    }
+    out.push_str("]]>");
+}
+
+/// `&#N;` for `c`.
+fn push_reference(out: &mut String, c: char) {
+    let _ = write!(out, "&#{};", u32::from(c));
+}
+
+/// `text` escaped as XML character data or an attribute value, with a character reference for
+/// each character the target encoding lacks.
+fn push_escaped(out: &mut String, text: &str, target: Target) {
     let mut rest = text;
     // By byte: the five are ASCII, and no byte of a multi-byte character is.
     while let Some(at) = rest
         .bytes()
         .position(|b| matches!(b, b'<' | b'>' | b'&' | b'\'' | b'"'))
     {
-        out.push_str(&rest[..at]);
+        push_held(out, &rest[..at], target);
         out.push_str(match rest.as_bytes()[at] {
             b'<' => "&lt;",
             b'>' => "&gt;",
@@ -670,7 +697,88 @@ fn push_escaped(out: &mut String, text: &str) {
         });
         rest = &rest[at + 1..];
     }
+    push_held(out, rest, target);
+}
+
+/// `text` with a character reference for each character the target encoding lacks.
+fn push_held(out: &mut String, text: &str, target: Target) {
+    let mut rest = text;
+    while let Some((at, c)) = target.first_lacking(rest) {
+        out.push_str(&rest[..at]);
+        push_reference(out, c);
+        rest = &rest[at + c.len_utf8()..];
+    }
     out.push_str(rest);
+}
+
+/// What a document's encoding can hold, for writing what it cannot as character references
+/// (the only way XML has, and one a CDATA section cannot use).
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    /// UTF-8 and GB18030: every character.
+    Everything,
+    /// GBK as the departments' decoders read it (CP936: Python's and glibc's `gbk`), not the
+    /// WHATWG GBK encoder's output, which gives two-byte GB18030 codes GBK decoders refuse
+    /// (`䶮` U+4DAE is `FE9F`) and writes `€` as the single byte 0x80.
+    Gbk,
+    /// Another encoding: asked per character.
+    Other(&'static Encoding),
+}
+
+impl Target {
+    fn of(encoding: &'static Encoding) -> Target {
+        let encoding = encoding.output_encoding();
+        if encoding == encoding_rs::UTF_8 || encoding == encoding_rs::GB18030 {
+            Target::Everything
+        } else if encoding == encoding_rs::GBK {
+            Target::Gbk
+        } else {
+            Target::Other(encoding)
+        }
+    }
+
+    /// The first character of `text` the encoding lacks, with its byte offset.
+    fn first_lacking(self, text: &str) -> Option<(usize, char)> {
+        match self {
+            Target::Everything => None,
+            // ASCII and the CJK unified ideographs of U+4E00–U+9FA5 are GBK's; look at
+            // nothing else closely.
+            Target::Gbk => text.char_indices().find(|&(_, c)| {
+                !(c.is_ascii() || ('\u{4E00}'..='\u{9FA5}').contains(&c) || gbk_holds(c))
+            }),
+            Target::Other(encoding) => text.char_indices().find(|&(_, c)| {
+                let mut buf = [0u8; 4];
+                encoding.encode(c.encode_utf8(&mut buf)).2
+            }),
+        }
+    }
+}
+
+/// Whether GBK as departments' decoders read it (CP936) holds `c`: encoding_rs's GBK encoder
+/// gives it two bytes, and those are not in a range CP936 leaves undefined or user-defined
+/// (`FE50`–`FEFE`, the user areas `AAA1`–`AFFE`, `F8A1`–`FEFE`, `A140`–`A7A0`) nor one of the
+/// codes GB18030 added (`A2E3` €, `A8BF` ǹ, `A989`–`A995`).
+fn gbk_holds(c: char) -> bool {
+    if ('\u{E000}'..='\u{F8FF}').contains(&c) {
+        return false;
+    }
+    let mut buf = [0u8; 4];
+    let (bytes, _, unmappable) = encoding_rs::GBK.encode(c.encode_utf8(&mut buf));
+    let [lead, trail] = bytes[..] else {
+        return false;
+    };
+    if unmappable {
+        return false;
+    }
+    let code = u16::from_be_bytes([lead, trail]);
+    let user_defined = ((0xAA..=0xAF).contains(&lead) || (0xF8..=0xFE).contains(&lead))
+        && trail >= 0xA1
+        || (0xA1..=0xA7).contains(&lead) && (0x40..=0xA0).contains(&trail);
+    !(lead == 0xFE
+        || user_defined
+        || code == 0xA2E3
+        || code == 0xA8BF
+        || (0xA989..=0xA995).contains(&code))
 }
 
 /// `text` in `encoding`, byte for byte what `encoding.encode(text)` gives (characters an

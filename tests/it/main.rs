@@ -16,6 +16,7 @@ mod cli;
 mod config;
 mod delivery;
 mod drivers;
+mod encodings;
 mod example_catalog;
 mod example_systems;
 mod http_edge;

@@ -149,8 +149,16 @@ pub fn compile(file: &SourceFile, schemas: &Schemas) -> Result<Mapping, Vec<Conf
         }
     }
 
+    let offset = match &parsed.timezone {
+        None => crate::clock::cst(),
+        Some(t) => convert::parse_offset(t.get_ref()).unwrap_or_else(|m| {
+            errors.push(file.error_at_span("timezone", t.span(), m));
+            crate::clock::cst()
+        }),
+    };
     let context = FieldContext {
         file,
+        offset,
         tables: &tables,
         format: format.as_ref(),
         schema: schema_doc.as_ref(),
@@ -289,6 +297,8 @@ fn compile_table(name: &str, t: TableFile) -> Result<Table, String> {
 
 struct FieldContext<'a> {
     file: &'a SourceFile,
+    /// The mapping's `timezone` (China time unless it says otherwise).
+    offset: chrono::FixedOffset,
     tables: &'a BTreeMap<String, Arc<Table>>,
     format: Option<&'a Format>,
     schema: Option<&'a Value>,
@@ -444,12 +454,30 @@ fn compile_field(
             }
         },
     };
+    if f.timezone.is_some() && f.kind.as_deref() != Some("datetime") {
+        err(
+            ".timezone",
+            "applies to fields of type `datetime` only".to_string(),
+        );
+    }
     let kind = match (f.kind.as_deref().unwrap_or("string"), pattern) {
         ("string", _) => Some(Kind::String),
         ("integer", _) => Some(Kind::Integer),
         ("number", _) => Some(Kind::Number),
         ("boolean", _) => Some(Kind::Boolean),
-        ("datetime", Some(p)) => Some(Kind::DateTime(p)),
+        ("datetime", Some(p)) => {
+            let offset = match &f.timezone {
+                None => Some(cx.offset),
+                Some(t) => match convert::parse_offset(t) {
+                    Ok(offset) => Some(offset),
+                    Err(m) => {
+                        err(".timezone", m);
+                        None
+                    }
+                },
+            };
+            offset.map(|offset| Kind::DateTime(p, offset))
+        }
         ("date", Some(p)) => Some(Kind::Date(p)),
         ("datetime" | "date", None) => None,
         (other, _) => {

@@ -14,8 +14,9 @@ pub enum Kind {
     Integer,
     Number,
     Boolean,
-    /// RFC 3339 with the +08:00 offset in canonical form; the pattern in legacy form.
-    DateTime(Pattern),
+    /// RFC 3339 with the +08:00 offset in canonical form; the pattern in legacy form, at the
+    /// legacy system's offset (its times without one are read in it, and written in it).
+    DateTime(Pattern, FixedOffset),
     /// `YYYY-MM-DD` in canonical form; the pattern in legacy form.
     Date(Pattern),
 }
@@ -98,6 +99,29 @@ impl Pattern {
 
 fn cst() -> FixedOffset {
     crate::clock::cst()
+}
+
+/// Reads a `timezone`: `UTC` (or `Z`), or an offset `+HH:MM` / `-HH:MM` (China is `+08:00`).
+pub fn parse_offset(text: &str) -> Result<FixedOffset, String> {
+    let bad = || format!("`{text}` is not a timezone: write `+08:00`, `-05:00` or `UTC`");
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("utc") || text == "Z" {
+        return Ok(FixedOffset::east_opt(0).expect("0 is an offset"));
+    }
+    let (sign, rest) = match text.as_bytes().first() {
+        Some(b'+') => (1, &text[1..]),
+        Some(b'-') => (-1, &text[1..]),
+        _ => return Err(bad()),
+    };
+    let (h, m) = rest.split_once(':').ok_or_else(bad)?;
+    if h.len() != 2 || m.len() != 2 {
+        return Err(bad());
+    }
+    let (h, m): (i32, i32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    if h > 14 || m > 59 {
+        return Err(bad());
+    }
+    FixedOffset::east_opt(sign * (h * 3600 + m * 60)).ok_or_else(bad)
 }
 
 /// A value table: canonical code ⇄ legacy value, with what to do about values not in it.
@@ -229,7 +253,7 @@ pub fn to_canonical(raw: Value, kind: &Kind, table: Option<&Table>) -> Result<Va
             _ if text.eq_ignore_ascii_case("false") || text == "0" => Ok(Value::Bool(false)),
             _ => Err("not a boolean (true/false/1/0, or map it with a table)".into()),
         },
-        Kind::DateTime(p) => parse_datetime(&text, p).map(|t| {
+        Kind::DateTime(p, offset) => parse_datetime(&text, p, *offset).map(|t| {
             Value::String(
                 t.with_timezone(&cst())
                     .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false),
@@ -245,7 +269,7 @@ pub fn to_canonical(raw: Value, kind: &Kind, table: Option<&Table>) -> Result<Va
 pub fn to_legacy(value: &Value, kind: &Kind, table: Option<&Table>) -> Result<Value, String> {
     let check_kind = || -> Result<(), String> {
         let ok = match kind {
-            Kind::String | Kind::DateTime(_) | Kind::Date(_) => value.is_string(),
+            Kind::String | Kind::DateTime(..) | Kind::Date(_) => value.is_string(),
             Kind::Integer => value.is_i64() || value.is_u64(),
             Kind::Number => value.is_number(),
             Kind::Boolean => value.is_boolean(),
@@ -262,11 +286,11 @@ pub fn to_legacy(value: &Value, kind: &Kind, table: Option<&Table>) -> Result<Va
         return table.canonical_to_legacy(&code);
     }
     match kind {
-        Kind::DateTime(p) => {
+        Kind::DateTime(p, offset) => {
             let text = value.as_str().unwrap_or_default();
             let t = DateTime::parse_from_rfc3339(text)
                 .map_err(|_| "not an RFC 3339 date-time".to_string())?
-                .with_timezone(&cst());
+                .with_timezone(offset);
             Ok(Value::String(match p {
                 Pattern::Rfc3339 => t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false),
                 Pattern::Chrono { strftime, .. } => t.format(strftime).to_string(),
@@ -285,7 +309,11 @@ pub fn to_legacy(value: &Value, kind: &Kind, table: Option<&Table>) -> Result<Va
     }
 }
 
-fn parse_datetime(text: &str, pattern: &Pattern) -> Result<DateTime<FixedOffset>, String> {
+fn parse_datetime(
+    text: &str,
+    pattern: &Pattern,
+    offset: FixedOffset,
+) -> Result<DateTime<FixedOffset>, String> {
     let fail = || format!("not a date-time in the form {}", pattern.describe());
     match pattern {
         Pattern::Rfc3339 => DateTime::parse_from_rfc3339(text).map_err(|_| fail()),
@@ -295,7 +323,7 @@ fn parse_datetime(text: &str, pattern: &Pattern) -> Result<DateTime<FixedOffset>
             ..
         } => {
             let naive = NaiveDateTime::parse_from_str(text, strftime).map_err(|_| fail())?;
-            cst().from_local_datetime(&naive).single().ok_or_else(fail)
+            offset.from_local_datetime(&naive).single().ok_or_else(fail)
         }
         Pattern::Chrono {
             strftime,
@@ -304,7 +332,7 @@ fn parse_datetime(text: &str, pattern: &Pattern) -> Result<DateTime<FixedOffset>
         } => {
             let date = NaiveDate::parse_from_str(text, strftime).map_err(|_| fail())?;
             let naive = date.and_hms_opt(0, 0, 0).ok_or_else(fail)?;
-            cst().from_local_datetime(&naive).single().ok_or_else(fail)
+            offset.from_local_datetime(&naive).single().ok_or_else(fail)
         }
     }
 }
@@ -333,7 +361,7 @@ pub fn kind_name(kind: &Kind) -> &'static str {
         Kind::Integer => "an integer",
         Kind::Number => "a number",
         Kind::Boolean => "a boolean",
-        Kind::DateTime(_) => "an RFC 3339 date-time",
+        Kind::DateTime(..) => "an RFC 3339 date-time",
         Kind::Date(_) => "a date",
     }
 }
@@ -345,7 +373,7 @@ mod tests {
 
     #[test]
     fn compact_legacy_times_become_rfc3339_in_china_time() {
-        let kind = Kind::DateTime(Pattern::parse("yyyyMMddHHmmss").unwrap());
+        let kind = Kind::DateTime(Pattern::parse("yyyyMMddHHmmss").unwrap(), cst());
         let canonical = to_canonical(json!("20261120093000"), &kind, None).unwrap();
         assert_eq!(canonical, json!("2026-11-20T09:30:00+08:00"));
         assert_eq!(

@@ -12,6 +12,8 @@ pub(super) struct MappingFile {
     pub(super) format: toml::Spanned<String>,
     #[serde(default)]
     pub(super) description: Option<String>,
+    /// The offset of the system's times that carry none: `+08:00` (default), `UTC`, `-05:00`.
+    pub(super) timezone: Option<toml::Spanned<String>>,
     pub(super) xml: Option<XmlFile>,
     pub(super) json: Option<JsonFile>,
     #[serde(default)]
@@ -74,6 +76,8 @@ pub(super) struct FieldFile {
     #[serde(rename = "type")]
     pub(super) kind: Option<String>,
     pub(super) format: Option<String>,
+    /// This field's times' offset, instead of the mapping's `timezone`.
+    pub(super) timezone: Option<String>,
     pub(super) table: Option<String>,
     pub(super) trim: Option<bool>,
     pub(super) separator: Option<String>,

@@ -1108,8 +1108,34 @@ mod tests {
     /// must match byte for byte.
     mod plain {
         use super::super::*;
+        use std::cell::Cell;
+
+        thread_local! {
+            /// What the document's encoding holds, for the pieces written while one is.
+            static TARGET: Cell<Target> = const { Cell::new(Target::Everything) };
+        }
+
+        /// `text` with each character the encoding lacks as a character reference, or, inside
+        /// CDATA, as a reference between two sections.
+        fn held(text: &str, cdata: bool) -> String {
+            let target = TARGET.with(Cell::get);
+            let mut out = String::new();
+            for c in text.chars() {
+                if target.first_lacking(c.encode_utf8(&mut [0; 4])).is_some() {
+                    if cdata {
+                        out.push_str(&format!("]]>&#{};<![CDATA[", u32::from(c)));
+                    } else {
+                        out.push_str(&format!("&#{};", u32::from(c)));
+                    }
+                } else {
+                    out.push(c);
+                }
+            }
+            out
+        }
 
         pub fn write(doc: &XmlDocument, format: &XmlFormat) -> Vec<u8> {
+            TARGET.with(|t| t.set(Target::of(format.encoding)));
             let mut out = String::new();
             if format.declaration {
                 out.push_str(&format!(
@@ -1171,7 +1197,8 @@ mod tests {
             if let Some(text) = &text {
                 if node.cdata {
                     out.push_str("<![CDATA[");
-                    out.push_str(&text.replace("]]>", "]]]]><![CDATA[>"));
+                    let pieces: Vec<String> = text.split("]]>").map(|p| held(p, true)).collect();
+                    out.push_str(&pieces.join("]]]]><![CDATA[>"));
                     out.push_str("]]>");
                 } else {
                     out.push_str(&escape(text));
@@ -1188,7 +1215,7 @@ mod tests {
         }
 
         fn escape(text: &str) -> String {
-            quick_xml::escape::escape(text).into_owned()
+            held(&quick_xml::escape::escape(text), false)
         }
     }
 }

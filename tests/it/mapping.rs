@@ -380,6 +380,67 @@ fn the_readme_worked_example_works_as_written() {
     );
 }
 
+/// A system whose clock writes UTC: `timezone` on the mapping (or one field) says so, instead of
+/// editing the system's clock. Its times read as the instants they are, and are written back
+/// in its own offset.
+#[test]
+fn a_mapping_reads_and_writes_times_in_the_systems_timezone() {
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
+    let sample = readme_block(&readme, "大连市公安局's 户政 system takes applications");
+    let mapping_toml = readme_block(&readme, "1. Write `mappings/hz-application.toml`");
+    let load = |toml: &str| {
+        let dir = common::config_copy();
+        std::fs::write(dir.path().join("mappings/hz-application.toml"), toml).unwrap();
+        (Config::load(dir.path()), dir)
+    };
+    let (gbk, _, _) = encoding_rs::GBK.encode(&sample);
+
+    let utc = format!("timezone = \"UTC\"\n{mapping_toml}");
+    let (config, _dir) = load(&utc);
+    let config = config.unwrap_or_else(|e| panic!("{e}"));
+    let m = config.mappings.get("hz-application").unwrap();
+    let canonical = m.to_canonical(&gbk).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(canonical["submitted_at"], "2026-11-21T18:00:00+08:00");
+    let legacy = m.to_legacy(&canonical).unwrap();
+    let (text, _, _) = encoding_rs::GBK.decode(&legacy);
+    assert!(text.contains("2026-11-21 10:00:00"), "{text}");
+
+    // One field may differ from the mapping: here the field says China time again.
+    let field = utc.replacen(
+        "format = \"yyyy-MM-dd HH:mm:ss\"",
+        "format = \"yyyy-MM-dd HH:mm:ss\"\ntimezone = \"+08:00\"",
+        1,
+    );
+    assert_ne!(field, utc, "the sample has a time format to override");
+    let (config, _dir) = load(&field);
+    let config = config.unwrap_or_else(|e| panic!("{e}"));
+    let m = config.mappings.get("hz-application").unwrap();
+    let canonical = m.to_canonical(&gbk).unwrap();
+    assert_eq!(canonical["submitted_at"], "2026-11-21T10:00:00+08:00");
+
+    // A timezone that is not one is reported at its line, as is one on a field without times.
+    let wrong = format!("timezone = \"Asia/Shanghai\"\n{mapping_toml}").replacen(
+        "constant = \"07\"",
+        "constant = \"07\"\ntimezone = \"UTC\"",
+        1,
+    );
+    let (loaded, _dir) = load(&wrong);
+    let errors = loaded.expect_err("two mistakes").0;
+    let messages: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.line == Some(1) && e.message.contains("`Asia/Shanghai` is not a timezone")),
+        "{messages:#?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("timezone") && m.contains("`datetime` only")),
+        "{messages:#?}"
+    );
+}
+
 /// `schemas/adapter.schema.json` (for editors) agrees with what `tongban check` accepts: every
 /// adapter in the repository validates against it, and a broken one does not.
 #[test]

@@ -200,6 +200,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             {
                 eprintln!("warning: {warning}");
             }
+            for warning in tongban::mapping::cases::warnings(&cli.config, &config.mappings) {
+                eprintln!("warning: {warning}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve { listen, store } => {

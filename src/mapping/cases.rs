@@ -79,6 +79,83 @@ pub fn run_all(dir: &Path, mappings: &BTreeMap<String, Arc<Mapping>>) -> Vec<Cas
     reports
 }
 
+/// What `tongban check` warns about the mappings' tests, without running them: a mapping with
+/// no test case, and an XML namespace a mapping declares that none of its legacy samples uses
+/// (a typo in the URI compiles, and then matches no real document), naming the URIs the
+/// samples do use.
+pub fn warnings(dir: &Path, mappings: &BTreeMap<String, Arc<Mapping>>) -> Vec<String> {
+    let root = dir.join("mappings").join("tests");
+    let mut warnings = Vec::new();
+    for (name, mapping) in mappings {
+        let cases = cases_in(&root.join(name));
+        if cases.is_empty() {
+            warnings.push(format!(
+                "mapping {name} has no test cases (add them under mappings/tests/{name}/)"
+            ));
+            continue;
+        }
+        let super::Format::Xml(format) = &mapping.format else {
+            continue;
+        };
+        let mut used = std::collections::BTreeSet::new();
+        for files in cases.values() {
+            if let Some(bytes) = files.legacy.as_ref().and_then(|p| std::fs::read(p).ok())
+                && let Ok(text) = super::xml::decode(&bytes)
+            {
+                used.extend(namespace_uris(&text));
+            }
+        }
+        if used.is_empty() {
+            continue;
+        }
+        let declared = format
+            .namespaces
+            .iter()
+            .map(|(prefix, uri)| (format!("prefix `{prefix}`"), uri))
+            .chain(
+                format
+                    .default_namespace
+                    .iter()
+                    .map(|uri| ("the default namespace".to_string(), uri)),
+            );
+        for (what, uri) in declared {
+            if !used.contains(uri.as_str()) {
+                let listed: Vec<String> = used.iter().map(|u| format!("`{u}`")).collect();
+                warnings.push(format!(
+                    "mapping {name} declares `{uri}` for {what}, which none of its test samples uses; they use {}",
+                    listed.join(", ")
+                ));
+            }
+        }
+    }
+    warnings
+}
+
+/// The namespace URIs a document's `xmlns` and `xmlns:p` attributes declare (a scan of the
+/// text, not a parse: a sample that does not parse is its test's failure, not this).
+fn namespace_uris(text: &str) -> Vec<String> {
+    let mut uris = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("xmlns") {
+        rest = &rest[at + 5..];
+        let after_name = match rest.strip_prefix(':') {
+            Some(r) => r.trim_start_matches(|c: char| !c.is_whitespace() && c != '='),
+            None => rest,
+        };
+        let Some(value) = after_name.trim_start().strip_prefix('=') else {
+            continue;
+        };
+        let value = value.trim_start();
+        let Some(quote) = value.chars().next().filter(|c| *c == '"' || *c == '\'') else {
+            continue;
+        };
+        if let Some(end) = value[1..].find(quote) {
+            uris.push(value[1..1 + end].to_string());
+        }
+    }
+    uris
+}
+
 fn cases_in(folder: &Path) -> BTreeMap<String, CaseFiles> {
     let mut cases: BTreeMap<String, CaseFiles> = BTreeMap::new();
     let Ok(entries) = std::fs::read_dir(folder) else {

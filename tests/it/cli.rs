@@ -730,3 +730,38 @@ fn a_key_that_breaks_a_rule_is_refused_naming_the_option_and_nothing_is_issued()
         "no key was issued: {out}"
     );
 }
+
+/// `check` warns, without failing, about a mapping with no test case and about a namespace URI a
+/// mapping declares that none of its samples uses (a typo that compiles and matches nothing),
+/// naming the URIs the samples use.
+#[test]
+fn check_warns_about_untested_mappings_and_namespaces_no_sample_uses() {
+    let dir = valid_dir();
+    let out = run(tongban().arg("check").arg("--config").arg(dir.path()));
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(!out.stderr.contains("test cases"), "{out}");
+    assert!(!out.stderr.contains("none of its test samples"), "{out}");
+
+    fs::remove_dir_all(dir.path().join("mappings/tests/rst-card-result")).unwrap();
+    let mapping = dir.path().join("mappings/scjg-food-application.toml");
+    let text = fs::read_to_string(&mapping).unwrap();
+    let typo = text.replace(
+        "http://spjy.scjg.shenyang.gov.cn/ws/2019",
+        "http://spjy.scjg.shenyang.gov.cn/ws/2091",
+    );
+    assert_ne!(typo, text);
+    fs::write(&mapping, typo).unwrap();
+    let out = run(tongban().arg("check").arg("--config").arg(dir.path()));
+    assert_eq!(out.code, Some(0), "warnings do not fail the check: {out}");
+    assert!(
+        out.stderr.contains(
+            "warning: mapping rst-card-result has no test cases (add them under mappings/tests/rst-card-result/)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.stderr.contains("warning: mapping scjg-food-application declares `http://spjy.scjg.shenyang.gov.cn/ws/2091` for prefix `sp`, which none of its test samples uses; they use")
+            && out.stderr.contains("`http://spjy.scjg.shenyang.gov.cn/ws/2019`"),
+        "{out}"
+    );
+}

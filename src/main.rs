@@ -61,9 +61,13 @@ enum Command {
         to: Side,
     },
     /// Run the mapping tests in mappings/tests/<mapping>/ (see README): each case maps both ways
-    /// and must give exactly the expected documents or errors. Prints a diff for each failure
-    /// and exits 1 if any fails.
-    Test,
+    /// (or the one way its files name) and must give exactly the expected documents or errors.
+    /// Prints a diff for each failure and exits 1 if any fails.
+    Test {
+        /// Only this mapping's cases.
+        #[arg(long)]
+        mapping: Option<String>,
+    },
     /// Work with the item catalog.
     Catalog {
         #[command(subcommand)]
@@ -279,11 +283,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Test => {
+        Command::Test { mapping } => {
             let Some(compiled) = load_mappings(&cli.config) else {
                 return Ok(ExitCode::FAILURE);
             };
-            let reports = tongban::mapping::cases::run_all(&cli.config, &compiled.mappings);
+            if let Some(name) = &mapping
+                && !compiled.mappings.contains_key(name)
+            {
+                anyhow::bail!(
+                    "no mapping `{name}` (known: {})",
+                    compiled
+                        .mappings
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            let reports =
+                tongban::mapping::cases::run(&cli.config, &compiled.mappings, mapping.as_deref());
             let failed = reports.iter().filter(|r| !r.passed()).count();
             for r in &reports {
                 if r.passed() {

@@ -33,8 +33,22 @@ impl CaseReport {
     }
 }
 
+/// Which way a case runs: both (the default), or one, for a mapping that is lossy the other way
+/// (several legacy codes read as one canonical value cannot be written back as each of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// `<case>.read.*`: legacy → canonical only.
+    Read,
+    /// `<case>.write.*`: canonical → legacy only.
+    Write,
+}
+
 #[derive(Default)]
 struct CaseFiles {
+    /// The direction its files name (`None`: both ways), once a file has been seen.
+    direction: Option<Option<Direction>>,
+    /// Its files name different directions.
+    mixed: bool,
     legacy: Option<PathBuf>,
     canonical: Option<PathBuf>,
     errors: Option<PathBuf>,
@@ -44,6 +58,15 @@ struct CaseFiles {
 /// Runs every case under `dir/mappings/tests/`. A folder whose name is no mapping, and a file
 /// that fits no case, are failures too, so a typo cannot hide a test.
 pub fn run_all(dir: &Path, mappings: &BTreeMap<String, Arc<Mapping>>) -> Vec<CaseReport> {
+    run(dir, mappings, None)
+}
+
+/// Runs the cases of one mapping (`Some(name)`), or of all; see [`run_all`].
+pub fn run(
+    dir: &Path,
+    mappings: &BTreeMap<String, Arc<Mapping>>,
+    only: Option<&str>,
+) -> Vec<CaseReport> {
     let root = dir.join("mappings").join("tests");
     let Ok(folders) = std::fs::read_dir(&root) else {
         return Vec::new();
@@ -61,6 +84,9 @@ pub fn run_all(dir: &Path, mappings: &BTreeMap<String, Arc<Mapping>>) -> Vec<Cas
             .and_then(|n| n.to_str())
             .unwrap_or_default()
             .to_string();
+        if only.is_some_and(|only| only != name) {
+            continue;
+        }
         let Some(mapping) = mappings.get(&name) else {
             reports.push(CaseReport {
                 mapping: name.clone(),
@@ -177,7 +203,17 @@ fn cases_in(folder: &Path) -> BTreeMap<String, CaseFiles> {
             Some((stem, rest)) => (stem.to_string(), rest.to_string()),
             None => (file.clone(), String::new()),
         };
+        let (direction, role) = match role.split_once('.') {
+            Some(("read", rest)) => (Some(Direction::Read), rest.to_string()),
+            Some(("write", rest)) => (Some(Direction::Write), rest.to_string()),
+            _ => (None, role),
+        };
         let slot = cases.entry(stem).or_default();
+        match slot.direction {
+            None => slot.direction = Some(direction),
+            Some(seen) if seen != direction => slot.mixed = true,
+            Some(_) => {}
+        }
         match role.as_str() {
             "legacy.xml" | "legacy.json" => slot.legacy = Some(path),
             "canonical.json" => slot.canonical = Some(path),
@@ -192,10 +228,16 @@ fn run_case(mapping: &Mapping, case: &str, files: &CaseFiles) -> CaseReport {
     let mut failures = Vec::new();
     for other in &files.other {
         failures.push(format!(
-            "{} is not part of a case (expected <case>.legacy.xml|json, <case>.canonical.json or <case>.errors.json)",
+            "{} is not part of a case (expected <case>.legacy.xml|json, <case>.canonical.json or <case>.errors.json, each optionally after `read.` or `write.`)",
             other.display()
         ));
     }
+    if files.mixed {
+        failures.push(
+            "the case's files name different directions: give all of them `read.`, all `write.`, or none".into(),
+        );
+    }
+    let direction = files.direction.flatten();
     let read = |p: &PathBuf, failures: &mut Vec<String>| match std::fs::read(p) {
         Ok(bytes) => Some(bytes),
         Err(e) => {
@@ -219,7 +261,13 @@ fn run_case(mapping: &Mapping, case: &str, files: &CaseFiles) -> CaseReport {
                 read(legacy, &mut failures),
                 json_of(canonical, &mut failures),
             ) {
-                check_pair(mapping, &legacy, &expected, &mut failures);
+                match direction {
+                    None => check_pair(mapping, &legacy, &expected, &mut failures),
+                    Some(Direction::Read) => check_read(mapping, &legacy, &expected, &mut failures),
+                    Some(Direction::Write) => {
+                        check_write(mapping, &legacy, &expected, &mut failures);
+                    }
+                }
             }
         }
         (Some(legacy), None, Some(errors)) => {
@@ -260,7 +308,27 @@ fn run_case(mapping: &Mapping, case: &str, files: &CaseFiles) -> CaseReport {
     }
 }
 
+/// Both ways: legacy → canonical gives the expected document, canonical → legacy gives the
+/// legacy one (as content), and that maps back to the same canonical document.
 fn check_pair(mapping: &Mapping, legacy: &[u8], expected: &Value, failures: &mut Vec<String>) {
+    check_read(mapping, legacy, expected, failures);
+    if let Some(produced) = check_write(mapping, legacy, expected, failures) {
+        match mapping.to_canonical(&produced) {
+            Ok(back) if &back == expected => {}
+            Ok(back) => failures.push(format!(
+                "canonical → legacy → canonical does not give the same document:\n{}",
+                diff(&pretty(expected), &pretty(&back))
+            )),
+            Err(errors) => failures.push(format!(
+                "mapping the produced legacy document back failed:\n{}",
+                list(&errors)
+            )),
+        }
+    }
+}
+
+/// Legacy → canonical gives the expected canonical document.
+fn check_read(mapping: &Mapping, legacy: &[u8], expected: &Value, failures: &mut Vec<String>) {
     match mapping.to_canonical(legacy) {
         Ok(actual) if &actual == expected => {}
         Ok(actual) => failures.push(format!(
@@ -269,8 +337,21 @@ fn check_pair(mapping: &Mapping, legacy: &[u8], expected: &Value, failures: &mut
         )),
         Err(errors) => failures.push(format!("legacy → canonical failed:\n{}", list(&errors))),
     }
+}
+
+/// Canonical → legacy gives the legacy document (as content: prefixes, encoding and
+/// indentation may differ); the produced bytes, when it maps.
+fn check_write(
+    mapping: &Mapping,
+    legacy: &[u8],
+    expected: &Value,
+    failures: &mut Vec<String>,
+) -> Option<Vec<u8>> {
     match mapping.to_legacy(expected) {
-        Err(errors) => failures.push(format!("canonical → legacy failed:\n{}", list(&errors))),
+        Err(errors) => {
+            failures.push(format!("canonical → legacy failed:\n{}", list(&errors)));
+            None
+        }
         Ok(produced) => {
             match (normalized(mapping, legacy), normalized(mapping, &produced)) {
                 (Ok(want), Ok(got)) if want == got => {}
@@ -283,17 +364,7 @@ fn check_pair(mapping: &Mapping, legacy: &[u8], expected: &Value, failures: &mut
                     "the produced legacy document cannot be read back: {e}"
                 )),
             }
-            match mapping.to_canonical(&produced) {
-                Ok(back) if &back == expected => {}
-                Ok(back) => failures.push(format!(
-                    "canonical → legacy → canonical does not give the same document:\n{}",
-                    diff(&pretty(expected), &pretty(&back))
-                )),
-                Err(errors) => failures.push(format!(
-                    "mapping the produced legacy document back failed:\n{}",
-                    list(&errors)
-                )),
-            }
+            Some(produced)
         }
     }
 }

@@ -765,3 +765,88 @@ fn check_warns_about_untested_mappings_and_namespaces_no_sample_uses() {
         "{out}"
     );
 }
+
+/// A case may run one way, for a mapping that is lossy the other way: `<case>.read.*` only maps
+/// legacy → canonical, `<case>.write.*` only canonical → legacy; `--mapping` runs one mapping.
+#[test]
+fn mapping_cases_may_run_one_way_and_one_mapping_at_a_time() {
+    let dir = valid_dir();
+    let folder = dir.path().join("mappings/tests/scjg-food-event");
+    let legacy = fs::read_to_string(folder.join("accept.legacy.xml")).unwrap();
+    let canonical = fs::read_to_string(folder.join("accept.canonical.json")).unwrap();
+    // Read-lossy: the system pads a value; it reads trimmed and is written without padding.
+    let padded = legacy.replace("<sp:处室>沈阳市", "<sp:处室>   沈阳市");
+    assert_ne!(padded, legacy);
+    // Write-lossy: milliseconds the system's times do not keep.
+    let precise = canonical.replace("10:05:00+08:00", "10:05:00.250+08:00");
+    assert_ne!(precise, canonical);
+    let test = |dir: &Path| {
+        run(tongban()
+            .arg("test")
+            .arg("--mapping")
+            .arg("scjg-food-event")
+            .arg("--config")
+            .arg(dir))
+    };
+
+    // Both ways, each fails where it is lossy.
+    write(
+        dir.path(),
+        "mappings/tests/scjg-food-event/padded.legacy.xml",
+        &padded,
+    );
+    write(
+        dir.path(),
+        "mappings/tests/scjg-food-event/padded.canonical.json",
+        &canonical,
+    );
+    write(
+        dir.path(),
+        "mappings/tests/scjg-food-event/precise.legacy.xml",
+        &legacy,
+    );
+    write(
+        dir.path(),
+        "mappings/tests/scjg-food-event/precise.canonical.json",
+        &precise,
+    );
+    let out = test(dir.path());
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stdout.contains("FAIL scjg-food-event/padded"), "{out}");
+    assert!(out.stdout.contains("FAIL scjg-food-event/precise"), "{out}");
+    // Only that mapping's cases ran.
+    assert!(!out.stdout.contains("rst-card"), "{out}");
+
+    // Each one way: both pass.
+    for (from, to) in [
+        ("padded.legacy.xml", "padded.read.legacy.xml"),
+        ("padded.canonical.json", "padded.read.canonical.json"),
+        ("precise.legacy.xml", "precise.write.legacy.xml"),
+        ("precise.canonical.json", "precise.write.canonical.json"),
+    ] {
+        fs::rename(folder.join(from), folder.join(to)).unwrap();
+    }
+    let out = test(dir.path());
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(out.stdout.contains("ok   scjg-food-event/padded"), "{out}");
+    assert!(out.stdout.contains("ok   scjg-food-event/precise"), "{out}");
+
+    // A case whose files name different directions is a failure, not a guess.
+    fs::rename(
+        folder.join("precise.write.legacy.xml"),
+        folder.join("precise.read.legacy.xml"),
+    )
+    .unwrap();
+    let out = test(dir.path());
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stdout.contains("name different directions"), "{out}");
+
+    let out = run(tongban()
+        .arg("test")
+        .arg("--mapping")
+        .arg("no-such-mapping")
+        .arg("--config")
+        .arg(dir.path()));
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stderr.contains("no mapping `no-such-mapping`"), "{out}");
+}

@@ -99,7 +99,7 @@ impl GaSettings {
         else {
             anyhow::bail!("adapter `{SYSTEM}` is not reached over AMQP");
         };
-        let InboundMode::Amqp { queue } = &adapter.inbound.mode else {
+        let InboundMode::Amqp { queue, .. } = &adapter.inbound.mode else {
             anyhow::bail!("adapter `{SYSTEM}` does not report over AMQP");
         };
         Ok(GaSettings {

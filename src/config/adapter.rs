@@ -117,7 +117,12 @@ pub enum InboundMode {
     /// The system posts to `/api/v1/systems/{id}/events` and `/results`.
     Webhook,
     /// The hub consumes a queue.
-    Amqp { queue: String },
+    /// The hub consumes the system's case events from `queue`, and its results from
+    /// `results_queue` when given.
+    Amqp {
+        queue: String,
+        results_queue: Option<String>,
+    },
     /// The hub polls a URL for case events (and another for results).
     Poll {
         url: String,
@@ -233,6 +238,7 @@ impl Default for RetryFile {
 struct InboundFile {
     mode: toml::Spanned<String>,
     queue: Option<String>,
+    results_queue: Option<String>,
     url: Option<String>,
     results_url: Option<String>,
     interval_seconds: Option<u64>,
@@ -449,7 +455,10 @@ pub(super) fn compile(
     let mode = match i.mode.get_ref().as_str() {
         "webhook" => Some(InboundMode::Webhook),
         "amqp" => match &i.queue {
-            Some(q) if !q.is_empty() => Some(InboundMode::Amqp { queue: q.clone() }),
+            Some(q) if !q.is_empty() => Some(InboundMode::Amqp {
+                queue: q.clone(),
+                results_queue: i.results_queue.clone(),
+            }),
             _ => {
                 errors.push(file.error_at_span(
                     "inbound.queue",
@@ -487,6 +496,24 @@ pub(super) fn compile(
             None
         }
     };
+    if let Some(results_queue) = &i.results_queue {
+        let problem = if i.mode.get_ref() != "amqp" {
+            Some(
+                "applies to mode amqp only (a webhook system posts results to its results endpoint, a polled one gives results_url)",
+            )
+        } else if results_queue.is_empty() {
+            Some("must name a queue")
+        } else if i.queue.as_ref() == Some(results_queue) {
+            Some("must differ from queue: case events and results are told apart by their queue")
+        } else if i.result_mapping.is_none() {
+            Some("needs a result_mapping to read the results with")
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            errors.push(file.error_at_key("inbound.results_queue", problem));
+        }
+    }
 
     if errors.len() != before {
         return None;

@@ -583,6 +583,23 @@ impl Store {
         Ok(inserted == 1)
     }
 
+    /// The results stored for an application: (system, license id), in the order received.
+    pub async fn results_of(
+        &self,
+        application_id: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT system_id, license_id FROM results WHERE application_id = $1 \
+             ORDER BY received_at, license_id",
+        )
+        .bind(application_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("system_id")?, r.try_get("license_id")?)))
+            .collect()
+    }
+
     /// How many deliveries of `system` wait in the outbox (not yet delivered or dead), from
     /// every hub sharing the store.
     pub async fn outbox_depth(&self, system: &str) -> Result<u64, StoreError> {

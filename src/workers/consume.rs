@@ -1,6 +1,6 @@
 //! Inbound over AMQP, the sibling of [`intake`](super::intake): for each adapter whose
-//! `[inbound] mode = "amqp"`, consume the system's case events from its queue on the broker
-//! `hub.toml` names (`[broker] url`) and receive each as if it had been posted to the webhook.
+//! `[inbound] mode = "amqp"`, consume the system's case events from its queue (and its results
+//! from `results_queue`, when given) on the broker `hub.toml` names (`[broker] url`) and receive each as if it had been posted to the webhook.
 //!
 //! Each queue gets a task with a connection of its own, opened lazily and reopened after any
 //! connection or channel failure with the AMQP driver's backoff (250 ms doubling up to 30 s),
@@ -75,37 +75,40 @@ pub async fn run_consumers(config: Arc<Config>, store: Store, shutdown: watch::R
     let events = inbound::event_recorder(store.clone());
     let mut tasks = tokio::task::JoinSet::new();
     for adapter in config.adapters.values() {
-        let InboundMode::Amqp { queue } = &adapter.inbound.mode else {
+        let InboundMode::Amqp {
+            queue,
+            results_queue,
+        } = &adapter.inbound.mode
+        else {
             continue;
         };
         let Some(url) = config.hub.broker.clone() else {
             tracing::warn!(
                 system = %adapter.id,
                 queue = %queue,
-                "AMQP inbound for this system is off: hub.toml has no [broker] url; its case events wait in the queue"
+                "AMQP inbound for this system is off: hub.toml has no [broker] url; its messages wait in the queue"
             );
             continue;
         };
-        if adapter.inbound.result_mapping.is_some() {
-            tracing::info!(
-                system = %adapter.id,
-                "results over AMQP are not consumed yet; the system can post them to the results webhook"
-            );
+        let queues = std::iter::once((queue, MessageKind::CaseEvent))
+            .chain(results_queue.iter().map(|q| (q, MessageKind::Result)));
+        for (queue, kind) in queues {
+            let task = QueueTask {
+                config: config.clone(),
+                store: store.clone(),
+                events: events.clone(),
+                system: adapter.id.clone(),
+                queue: queue.clone(),
+                kind,
+                url: url.clone(),
+            };
+            let stop = shutdown.clone();
+            tasks.spawn(crate::tasks::restarting(
+                format!("consumer {} {}", task.system, task.queue),
+                shutdown.clone(),
+                move || task.clone().run(stop.clone()),
+            ));
         }
-        let task = QueueTask {
-            config: config.clone(),
-            store: store.clone(),
-            events: events.clone(),
-            system: adapter.id.clone(),
-            queue: queue.clone(),
-            url,
-        };
-        let stop = shutdown.clone();
-        tasks.spawn(crate::tasks::restarting(
-            format!("consumer {} {}", task.system, task.queue),
-            shutdown.clone(),
-            move || task.clone().run(stop.clone()),
-        ));
     }
     while tasks.join_next().await.is_some() {}
 }
@@ -123,6 +126,8 @@ struct QueueTask {
     events: inbound::EventRecorder,
     system: String,
     queue: String,
+    /// What the queue carries: case events, or results.
+    kind: MessageKind,
     url: String,
 }
 
@@ -162,7 +167,7 @@ impl QueueTask {
                     if failures > 0 {
                         tracing::info!(system = %self.system, queue = %self.queue, broker = %broker, "AMQP inbound reconnected; consuming again");
                     } else {
-                        tracing::info!(system = %self.system, queue = %self.queue, broker = %broker, prefetch = PREFETCH, "AMQP inbound: consuming case events");
+                        tracing::info!(system = %self.system, queue = %self.queue, broker = %broker, prefetch = PREFETCH, "AMQP inbound: consuming");
                     }
                     let started = Instant::now();
                     match self.consume(session, &mut shutdown).await {
@@ -329,7 +334,7 @@ impl QueueTask {
                 &self.store,
                 &self.events,
                 &self.system,
-                MessageKind::CaseEvent,
+                self.kind,
                 &delivery.data,
                 Via::Queue,
             )
@@ -346,14 +351,16 @@ impl QueueTask {
                 match received {
                     Received::New => tracing::info!(
                         system = %self.system,
+                        kind = %self.kind,
                         message_id = %message_id,
                         redelivered = delivery.redelivered,
-                        "case event received over AMQP"
+                        "message received over AMQP"
                     ),
                     Received::Duplicate => tracing::debug!(
                         system = %self.system,
+                        kind = %self.kind,
                         message_id = %message_id,
-                        "case event received over AMQP before; acknowledged again"
+                        "message received over AMQP before; acknowledged again"
                     ),
                 }
                 (delivery.ack(BasicAckOptions::default()).await, None)
@@ -364,10 +371,11 @@ impl QueueTask {
                 // fail again for ever, ahead of everything behind it.
                 tracing::error!(
                     system = %self.system,
+                    kind = %self.kind,
                     queue = %self.queue,
                     message_id = %message_id,
                     cause = %crate::personal::mask_text(&refused.to_string()),
-                    "a case event received over AMQP could not be stored and would fail again; rejected without requeue (dead-lettered if the queue has a dead-letter exchange)"
+                    "a message received over AMQP could not be stored and would fail again; rejected without requeue (dead-lettered if the queue has a dead-letter exchange)"
                 );
                 (
                     delivery.reject(BasicRejectOptions { requeue: false }).await,
@@ -379,10 +387,11 @@ impl QueueTask {
                 let pause = backoff(*store_failures).min(STORE_BACKOFF_MAX);
                 tracing::warn!(
                     system = %self.system,
+                    kind = %self.kind,
                     message_id = %message_id,
                     cause = %e,
                     retry_in_ms = pause.as_millis() as u64,
-                    "cannot store a case event received over AMQP; handed back to the queue"
+                    "cannot store a message received over AMQP; handed back to the queue"
                 );
                 let nack = BasicNackOptions {
                     requeue: true,
@@ -398,18 +407,20 @@ impl QueueTask {
                 if e.refusal_reasons().is_some() {
                     tracing::debug!(
                         system = %self.system,
+                        kind = %self.kind,
                         queue = %self.queue,
                         message_id = %message_id,
                         error = %error,
-                        "case event over AMQP refused; rejected (dead-lettered if the queue has a dead-letter exchange)"
+                        "message over AMQP refused; rejected (dead-lettered if the queue has a dead-letter exchange)"
                     );
                 } else {
                     tracing::warn!(
                         system = %self.system,
+                        kind = %self.kind,
                         queue = %self.queue,
                         message_id = %message_id,
                         error = %error,
-                        "case event over AMQP not taken; rejected (dead-lettered if the queue has a dead-letter exchange)"
+                        "message over AMQP not taken; rejected (dead-lettered if the queue has a dead-letter exchange)"
                     );
                 }
                 (

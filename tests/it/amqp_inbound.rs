@@ -774,7 +774,7 @@ async fn the_hub_declares_its_queue_and_a_refused_message_is_not_redelivered() {
     );
     let rejected = consumer
         .iter()
-        .filter(|l| l.contains(" DEBUG ") && l.contains("case event over AMQP refused; rejected"))
+        .filter(|l| l.contains(" DEBUG ") && l.contains("message over AMQP refused; rejected"))
         .count();
     assert_eq!(rejected, 3, "{consumer:#?}");
 
@@ -808,6 +808,71 @@ async fn the_hub_declares_its_queue_and_a_refused_message_is_not_redelivered() {
     broker.close().await;
 }
 
+/// Results come over a queue of their own (`inbound.results_queue`), consumed like the events
+/// queue: mapped, checked, stored once; one that does not map is rejected, not redelivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_come_over_their_own_queue_and_are_stored_once() {
+    let Some(url) = amqp_url() else { return };
+    let names = Names::new();
+    let results = unique("tongban.test.ga.results");
+    let broker = Broker::connect(&url).await;
+    let watch = watch_applications(&broker, &names.exchange).await;
+    let dir = config_dir(&url, &names);
+    edit(&dir.path().join("adapters/dl-ga-hukou.toml"), |t| {
+        let line = format!("queue = \"{}\"", names.queue);
+        replace_once(t, &line, &format!("{line}\nresults_queue = \"{results}\""))
+    });
+    let hub = start_hub(dir.path()).await;
+    eventually("the hub to declare the results queue", || {
+        broker.ready(&results)
+    })
+    .await;
+    let client = client();
+    let id = submit_and_see_it_delivered(&broker, &watch, &client, &hub).await;
+
+    let result = |name: &str| {
+        let text = read_text(&format!("mappings/tests/ga-hukou-result/{name}.legacy.xml"));
+        assert!(text.contains(EXAMPLE_ID), "{name}");
+        text.replace(EXAMPLE_ID, &id).into_bytes()
+    };
+    let license = {
+        let text = read_text("mappings/tests/ga-hukou-result/move-permit.legacy.xml");
+        let start = text.find("licenseId=\"").unwrap() + "licenseId=\"".len();
+        let end = start + text[start..].find('"').unwrap();
+        text[start..end].to_string()
+    };
+    broker.publish(&results, &result("broken"), "broken").await;
+    broker
+        .publish(&results, &result("move-permit"), "permit")
+        .await;
+    broker
+        .publish(&results, &result("move-permit"), "permit-again")
+        .await;
+    eventually("the result to be stored", || async {
+        match hub.store.results_of(&id).await {
+            Ok(stored) if stored == [(SYSTEM.to_string(), license.clone())] => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    eventually("the results queue to drain", || async {
+        match broker.ready(&results).await? {
+            0 => Ok(()),
+            n => Err(format!("{n} ready")),
+        }
+    })
+    .await;
+    // The events queue is still the events': nothing about results went there.
+    assert_eq!(broker.ready(&names.queue).await, Ok(0));
+    hub.stop(STOP_PATIENCE).await;
+    assert_eq!(broker.ready(&results).await, Ok(0));
+
+    broker.delete_queue(&results).await;
+    broker.delete_queue(&names.queue).await;
+    broker.delete_exchange(&names.exchange).await;
+    broker.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_the_store_cannot_take_goes_back_to_the_queue_and_is_stored_later() {
     common::logs::capture();
@@ -829,10 +894,9 @@ async fn an_event_the_store_cannot_take_goes_back_to_the_queue_and_is_stored_lat
         .await;
     eventually("the consumer to fail to store the step", || async {
         let log = common::logs::text();
-        if log
-            .lines()
-            .any(|l| l.contains("cannot store a case event") && l.contains(&message_id))
-        {
+        if log.lines().any(|l| {
+            l.contains("cannot store a message received over AMQP") && l.contains(&message_id)
+        }) {
             Ok(())
         } else {
             Err("not yet".to_string())

@@ -1564,3 +1564,64 @@ fn an_outbox_bound_defaults_to_ten_thousand_and_zero_is_refused_at_its_line() {
     assert!(error.message.contains("between 1 and"), "{error}");
     assert!(error.line.is_some(), "{error}");
 }
+
+#[test]
+fn a_results_queue_is_checked_against_the_mode_the_queue_and_the_result_mapping() {
+    let dir = valid_dir();
+    let ga = "adapters/dl-ga-hukou.toml";
+    let text = read(dir.path(), ga);
+    let queue_line = text
+        .lines()
+        .find(|l| l.starts_with("queue = "))
+        .expect("the ga adapter consumes a queue")
+        .to_string();
+    let with = |results_queue: &str| {
+        replace_once(
+            &text,
+            &queue_line,
+            &format!("{queue_line}\nresults_queue = {results_queue}"),
+        )
+    };
+    write(dir.path(), ga, with("\"dl.ga.hukou.results\""));
+    let config = load(dir.path()).unwrap_or_else(|e| panic!("{e:#?}"));
+    assert!(matches!(
+        &config.adapters["dl-ga-hukou"].inbound.mode,
+        tongban::config::InboundMode::Amqp { results_queue: Some(q), .. } if q == "dl.ga.hukou.results"
+    ));
+    let same = queue_line
+        .trim_start_matches("queue = ")
+        .split('#')
+        .next()
+        .unwrap()
+        .trim();
+    write(dir.path(), ga, with(same));
+    let error = the_error(dir.path(), ga);
+    assert_eq!(
+        error.key.as_deref(),
+        Some("inbound.results_queue"),
+        "{error}"
+    );
+    assert!(error.message.contains("must differ from queue"), "{error}");
+    // On a webhook system it means nothing: said so, not ignored.
+    write(dir.path(), ga, &text);
+    let scjg = read(dir.path(), ADAPTER);
+    let case_event = scjg
+        .lines()
+        .find(|l| l.starts_with("case_event_mapping"))
+        .unwrap()
+        .to_string();
+    write(
+        dir.path(),
+        ADAPTER,
+        replace_once(
+            &scjg,
+            &case_event,
+            &format!("results_queue = \"x\"\n{case_event}"),
+        ),
+    );
+    let error = the_error(dir.path(), ADAPTER);
+    assert!(
+        error.message.contains("applies to mode amqp only"),
+        "{error}"
+    );
+}

@@ -63,8 +63,15 @@ pub(crate) struct HttpPoster {
     client: Client,
     url: Url,
     headers: HeaderMap,
+    /// Headers of the system's own name that carry the identity assertion too (configured with
+    /// the value [`ASSERTION_PLACEHOLDER`]).
+    assertion_headers: Vec<HeaderName>,
     timeout: Duration,
 }
+
+/// The value of a configured header that carries the identity assertion, under the name the
+/// system's own code looks for (`headers = { "X-Sso-Token" = "{assertion}" }`).
+pub const ASSERTION_PLACEHOLDER: &str = "{assertion}";
 
 /// What an HTTP system answered: status, headers, and the start of the body.
 #[derive(Debug)]
@@ -97,10 +104,15 @@ impl HttpPoster {
             ));
         }
         let mut map = HeaderMap::new();
+        let mut assertion_headers = Vec::new();
         for (name, value) in headers {
             let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
                 DriverError::Http(format!("`{name}` is not a valid HTTP header name"))
             })?;
+            if value == ASSERTION_PLACEHOLDER {
+                assertion_headers.push(name);
+                continue;
+            }
             let value = HeaderValue::from_str(value).map_err(|_| {
                 DriverError::Http(format!(
                     "the value of header `{name}` is not a valid HTTP header value"
@@ -120,6 +132,7 @@ impl HttpPoster {
             client,
             url,
             headers: map,
+            assertion_headers,
             timeout,
         })
     }
@@ -141,10 +154,11 @@ impl HttpPoster {
             header_value("Idempotency-Key", msg.application_id)?,
         );
         if let Some(assertion) = msg.assertion {
-            headers.insert(
-                HeaderName::from_static(ASSERTION),
-                header_value("Tongban-Assertion", assertion)?,
-            );
+            let value = header_value("Tongban-Assertion", assertion)?;
+            for name in &self.assertion_headers {
+                headers.insert(name.clone(), value.clone());
+            }
+            headers.insert(HeaderName::from_static(ASSERTION), value);
         }
         for (name, value) in extra {
             headers.insert(name, value);

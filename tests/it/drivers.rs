@@ -156,6 +156,38 @@ async fn rest_without_assertion_sends_no_assertion_header() {
     );
 }
 
+/// A system that looks for the assertion in a header of its own name gets it there (and in
+/// the hub's own), configured as `headers = { "X-Sso-Token" = "{assertion}" }`; without an
+/// assertion neither is sent, and the placeholder itself never is.
+#[tokio::test]
+async fn the_assertion_goes_in_a_header_of_the_systems_own_name_too() {
+    let (url, seen) = mock(200, &[], "").await;
+    let driver = RestDriver::new(
+        url.to_string(),
+        vec![
+            ("X-Sso-Token".into(), "{assertion}".into()),
+            ("X-Department-Key".into(), "k-123".into()),
+        ],
+        TIMEOUT,
+    )
+    .unwrap();
+    driver.deliver(&json_message()).await.unwrap();
+    let without = Outgoing {
+        assertion: None,
+        ..json_message()
+    };
+    driver.deliver(&without).await.unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(header(&seen[0], "x-sso-token"), "signed.assertion.token");
+    assert_eq!(
+        header(&seen[0], "tongban-assertion"),
+        "signed.assertion.token"
+    );
+    assert_eq!(header(&seen[0], "x-department-key"), "k-123");
+    assert!(seen[1].headers.get("x-sso-token").is_none());
+    assert!(seen[1].headers.get("tongban-assertion").is_none());
+}
+
 #[tokio::test]
 async fn rest_reuses_one_client_for_many_deliveries() {
     let (url, seen) = mock(204, &[], "").await;

@@ -1,7 +1,7 @@
 //! Encodings that never corrupt: every CJK unified ideograph (the basic block, Extensions A and
 //! B) written into XML in GBK, GB18030 and UTF-8, as text and as CDATA, reads back as itself,
 //! and GBK output holds only codes GBK decoders define (CP936, as Python's and glibc's `gbk`
-//! read it: `tests/it/data/cp936-defined.txt`). What an encoding lacks is a character
+//! read it: `tests/it/fixtures/cp936-defined.txt`). What an encoding lacks is a character
 //! reference outside any CDATA section.
 
 use crate::common;
@@ -41,7 +41,7 @@ fn read_back(bytes: &[u8], encoding: &'static Encoding) -> String {
 
 /// The two-byte codes CP936 defines, from the fixture.
 fn cp936() -> HashSet<u16> {
-    let text = common::read_text("tests/it/data/cp936-defined.txt");
+    let text = common::read_text("tests/it/fixtures/cp936-defined.txt");
     let mut codes = HashSet::new();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let mut parts = line.split_whitespace();

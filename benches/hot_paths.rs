@@ -89,6 +89,7 @@ fn mapping(c: &mut Criterion) {
                 scjg.to_legacy_with_header(
                     black_box(&scjg_canonical),
                     idempotency_header("TB-210102-20261120-000123"),
+                    None,
                 )
             })
         },
@@ -98,6 +99,7 @@ fn mapping(c: &mut Criterion) {
         .to_legacy_with_header(
             &scjg_canonical,
             idempotency_header("TB-210102-20261120-000123"),
+            None,
         )
         .expect("scjg canonical → XML");
     let (envelope_utf8, _, _) = encoding_rs::GB18030.decode(&envelope);

@@ -57,6 +57,8 @@ pub(super) struct Field {
     pub(super) cdata: bool,
     pub(super) legacy_type: Option<LegacyType>,
     pub(super) header: bool,
+    /// Written with the attempt's identity assertion (`source = "assertion"`), when there is one.
+    pub(super) assertion: bool,
 }
 
 /// A compiled mapping.
@@ -360,8 +362,53 @@ fn compile_field(
             }
         },
     };
+    let assertion = match f.source.as_deref() {
+        None => false,
+        Some("assertion") => {
+            let mut wrong = Vec::new();
+            if f.canonical.is_some() {
+                wrong.push("canonical");
+            }
+            if f.constant.is_some() {
+                wrong.push("constant");
+            }
+            if f.table.is_some() {
+                wrong.push("table");
+            }
+            if f.kind.as_deref().is_some_and(|k| k != "string") {
+                wrong.push("type");
+            }
+            if f.repeated || f.separator.is_some() || !f.each.is_empty() {
+                wrong.push("repeated, separator or each");
+            }
+            if !wrong.is_empty() {
+                err(
+                    ".source",
+                    format!(
+                        "the assertion is written to the legacy side as it is: drop {}",
+                        wrong.join(", ")
+                    ),
+                );
+            }
+            if f.legacy.is_none() {
+                err(
+                    ".legacy",
+                    "the assertion needs a `legacy` path to go to".into(),
+                );
+            }
+            true
+        }
+        Some(other) => {
+            err(
+                ".source",
+                format!("unknown source `{other}`, expected `assertion`"),
+            );
+            false
+        }
+    };
     match (&f.canonical, &f.legacy, &f.constant) {
         (None, None, _) => err("", "a field needs `canonical`, `legacy` or both".into()),
+        (None, Some(_), None) if assertion => {}
         (Some(_), Some(_), Some(_)) => err(
             ".constant",
             "a constant belongs to one side: give `canonical` or `legacy`, not both".into(),
@@ -555,6 +602,10 @@ fn compile_field(
     }
     let label = match &canonical {
         Some(segs) => format!("{}/{}", parent_label(parent), segs.join("/")),
+        None if assertion => format!(
+            "(identity assertion at {})",
+            legacy.as_ref().map(|l| l.to_string()).unwrap_or_default()
+        ),
         None => format!(
             "(legacy constant {})",
             legacy.as_ref().map(|l| l.to_string()).unwrap_or_default()
@@ -574,6 +625,7 @@ fn compile_field(
         cdata: f.cdata,
         legacy_type,
         header: f.header,
+        assertion,
     })
 }
 

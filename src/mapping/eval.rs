@@ -138,15 +138,18 @@ impl Mapping {
 
     /// Canonical JSON → legacy bytes, after validating the input against the canonical schema.
     pub fn to_legacy(&self, canonical: &Value) -> Result<Vec<u8>, Vec<MapError>> {
-        self.to_legacy_with_header(canonical, Vec::new())
+        self.to_legacy_with_header(canonical, Vec::new(), None)
     }
 
     /// As [`Mapping::to_legacy`], adding header entries to the SOAP Header (ignored for
-    /// formats without an envelope): the hub's own entries, such as the idempotency key.
+    /// formats without an envelope): the hub's own entries, such as the idempotency key; and
+    /// writing `assertion` (the attempt's identity assertion) where fields with `source =
+    /// "assertion"` put it.
     pub fn to_legacy_with_header(
         &self,
         canonical: &Value,
         extra_header: Vec<Node>,
+        assertion: Option<&str>,
     ) -> Result<Vec<u8>, Vec<MapError>> {
         let violations = self.schemas.validate(&self.canonical, canonical);
         if !violations.is_empty() {
@@ -172,6 +175,7 @@ impl Mapping {
             "",
             &mut root,
             &mut header,
+            assertion,
             &mut errors,
         );
         header.children.extend(extra_header);
@@ -359,6 +363,7 @@ impl Mapping {
         selected.first().and_then(|s| self.scalar_of(f, s))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn write_fields(
         &self,
         fields: &[Field],
@@ -366,6 +371,7 @@ impl Mapping {
         ctx_pointer: &str,
         node: &mut Node,
         header: &mut Node,
+        assertion: Option<&str>,
         errors: &mut Vec<MapError>,
     ) {
         // The fields that wrote a single value so far: one legacy place holds one value, so a
@@ -374,6 +380,14 @@ impl Mapping {
         for f in fields {
             let Some(path) = &f.legacy else { continue };
             let target: &mut Node = if f.header { header } else { node };
+            if f.assertion {
+                // Without a verified applicant there is no assertion: nothing is written.
+                if let Some(assertion) = assertion {
+                    let value = Value::String(assertion.to_owned());
+                    self.write_once(f, path, target, value, &mut written, "", errors);
+                }
+                continue;
+            }
             if let Some(constant) = &f.constant {
                 self.write_once(f, path, target, constant.clone(), &mut written, "", errors);
                 continue;
@@ -413,6 +427,7 @@ impl Mapping {
                             &item_pointer,
                             element,
                             &mut unused_header,
+                            assertion,
                             errors,
                         );
                     }

@@ -88,6 +88,9 @@ pub(super) struct FieldFile {
     pub(super) legacy_type: Option<String>,
     #[serde(default)]
     pub(super) header: bool,
+    /// Where a legacy-only field's value comes from instead of a constant: `assertion`, the
+    /// hub's signed identity assertion for the attempt.
+    pub(super) source: Option<String>,
     #[serde(default)]
     pub(super) each: Vec<FieldFile>,
 }

@@ -389,7 +389,7 @@ fn legacy_message(
         Protocol::Rest { .. } | Protocol::Amqp { .. } => Vec::new(),
     };
     lane.mapping
-        .to_legacy_with_header(&canonical, header)
+        .to_legacy_with_header(&canonical, header, assertion)
         .map_err(|errors| {
             let listed: Vec<String> = errors
                 .iter()

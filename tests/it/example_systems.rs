@@ -419,7 +419,7 @@ fn soap_request_with(
         .filter_map(|(name, value)| value.map(|v| hub_entry(name, v)))
         .collect();
     config.mappings[scjg::APPLICATION_MAPPING]
-        .to_legacy_with_header(app, header)
+        .to_legacy_with_header(app, header, None)
         .unwrap()
 }
 
@@ -428,7 +428,7 @@ fn soap_request_prefixed(config: &Config, app: &Value, soap_key: &str) -> Vec<u8
     let mut entry = Node::named(format!("tb:{}", scjg::IDEMPOTENCY_ENTRY));
     entry.value = Some(json!(soap_key));
     config.mappings[scjg::APPLICATION_MAPPING]
-        .to_legacy_with_header(app, vec![entry])
+        .to_legacy_with_header(app, vec![entry], None)
         .unwrap()
 }
 

@@ -441,6 +441,85 @@ fn a_mapping_reads_and_writes_times_in_the_systems_timezone() {
     );
 }
 
+/// The identity assertion where the system's own code looks for it: a field with `source =
+/// "assertion"` writes the attempt's assertion at its legacy path, in the SOAP Header with
+/// `header = true` (in the system's own namespace) or in a JSON body; nothing when there is
+/// none. A source that is not one, or an assertion field with a canonical side, is an error.
+#[test]
+fn a_mapping_places_the_identity_assertion_where_the_system_reads_it() {
+    let dir = common::config_copy();
+    let append = |file: &str, field: &str| {
+        let path = dir.path().join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("{text}\n[[field]]\n{field}\n")).unwrap();
+    };
+    append(
+        "mappings/scjg-food-application.toml",
+        "source = \"assertion\"\nlegacy = \"sp:Auth/sp:Token\"\nheader = true",
+    );
+    append(
+        "mappings/rst-card-application.toml",
+        "source = \"assertion\"\nlegacy = \"auth/token\"",
+    );
+    let config = Config::load(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+
+    let soap = &config.mappings["scjg-food-application"];
+    let app = common::read_json("examples/messages/application.json");
+    let written = soap
+        .to_legacy_with_header(&app, Vec::new(), Some("h.p.s"))
+        .unwrap();
+    let (text, _, _) = encoding_rs::GB18030.decode(&written);
+    let header = &text[text.find("Header>").expect("a SOAP Header")..text.find("Body>").unwrap()];
+    assert!(
+        header.contains("<sp:Auth>") && header.contains("<sp:Token>h.p.s</sp:Token>"),
+        "{text}"
+    );
+    let without = soap.to_legacy_with_header(&app, Vec::new(), None).unwrap();
+    let (text, _, _) = encoding_rs::GB18030.decode(&without);
+    assert!(!text.contains("sp:Auth"), "{text}");
+    // Reading the system's documents is as before: the assertion is not canonical data.
+    assert_eq!(soap.to_canonical(&written).unwrap(), app);
+
+    let json = &config.mappings["rst-card-application"];
+    let card = common::read_json("mappings/tests/rst-card-application/card-online.canonical.json");
+    let written = json
+        .to_legacy_with_header(&card, Vec::new(), Some("h.p.s"))
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&written).unwrap();
+    let found = body
+        .pointer("/auth/token")
+        .or_else(|| {
+            body.as_object()
+                .and_then(|o| o.values().find_map(|v| v.pointer("/auth/token")))
+        })
+        .cloned();
+    assert_eq!(found, Some("h.p.s".into()), "{body}");
+
+    // Mistakes are reported at compile time.
+    append(
+        "mappings/scjg-food-event.toml",
+        "source = \"assertion\"\ncanonical = \"/opinion\"\nlegacy = \"sp:Token\"",
+    );
+    append(
+        "mappings/rst-card-event.toml",
+        "source = \"password\"\nlegacy = \"token\"",
+    );
+    let errors = Config::load(dir.path()).expect_err("two mistakes").0;
+    let messages: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("scjg-food-event") && m.contains("drop canonical")),
+        "{messages:#?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("rst-card-event") && m.contains("unknown source `password`")),
+        "{messages:#?}"
+    );
+}
+
 /// `schemas/adapter.schema.json` (for editors) agrees with what `tongban check` accepts: every
 /// adapter in the repository validates against it, and a broken one does not.
 #[test]

@@ -59,6 +59,24 @@ pub(super) struct Field {
     pub(super) header: bool,
     /// Written with the attempt's identity assertion (`source = "assertion"`), when there is one.
     pub(super) assertion: bool,
+    /// The field applies only when every condition holds (`when`); empty: always.
+    pub(super) when: Vec<Condition>,
+}
+
+/// One condition of a field's `when`: the value at a place on either side is one of these.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Condition {
+    pub(super) on: ConditionOn,
+    /// The values that satisfy it, as text.
+    pub(super) any_of: Vec<String>,
+}
+
+/// Where a condition looks: both are relative to where the field is evaluated (the document,
+/// or the item of an `each`).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum ConditionOn {
+    Canonical(Vec<String>),
+    Legacy(LegacyPath),
 }
 
 /// A compiled mapping.
@@ -406,6 +424,28 @@ fn compile_field(
             false
         }
     };
+    let mut when = Vec::new();
+    for (key, value) in &f.when {
+        let on = if key.starts_with('/') {
+            parse_pointer(key).map(ConditionOn::Canonical)
+        } else {
+            LegacyPath::parse(key).map(ConditionOn::Legacy)
+        };
+        let any_of: Option<Vec<String>> = match value {
+            toml::Value::Array(items) => items.iter().map(toml_scalar_text).collect(),
+            other => toml_scalar_text(other).map(|t| vec![t]),
+        };
+        match (on, any_of) {
+            (Ok(on), Some(any_of)) if !any_of.is_empty() => when.push(Condition { on, any_of }),
+            (Err(m), _) => err(".when", format!("`{key}`: {m}")),
+            _ => err(
+                ".when",
+                format!(
+                    "`{key}`: give a value or a non-empty list of values (strings, numbers or booleans)"
+                ),
+            ),
+        }
+    }
     match (&f.canonical, &f.legacy, &f.constant) {
         (None, None, _) => err("", "a field needs `canonical`, `legacy` or both".into()),
         (None, Some(_), None) if assertion => {}
@@ -626,7 +666,19 @@ fn compile_field(
         legacy_type,
         header: f.header,
         assertion,
+        when,
     })
+}
+
+/// A condition's value as text, as legacy and canonical values are compared.
+fn toml_scalar_text(value: &toml::Value) -> Option<String> {
+    match value {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Float(f) => Some(f.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
 }
 
 /// `/materials/0` as a label prefix: `/materials[]`.
@@ -722,7 +774,7 @@ fn can_exist_at(root: &Value, schema: &Value, segs: &[String], depth: usize) -> 
 fn check_duplicates(file: &SourceFile, fields: &[Field], errors: &mut Vec<ConfigError>) {
     let mut seen: Vec<(&Vec<String>, &str)> = Vec::new();
     for f in fields {
-        if let (Some(c), None) = (&f.canonical, &f.constant) {
+        if let (Some(c), None, true) = (&f.canonical, &f.constant, f.when.is_empty()) {
             if let Some((_, other)) = seen.iter().find(|(s, _)| *s == c) {
                 errors.push(file.error_at_key(
                     "field",

@@ -2,7 +2,7 @@
 //! JSON (validated against the canonical schema) and canonical JSON to legacy bytes, every
 //! field error returned at once.
 
-use super::compiler::{Field, Format, LegacyType, Mapping, Shape};
+use super::compiler::{Condition, ConditionOn, Field, Format, LegacyType, Mapping, Shape};
 use super::tree::{LegacyPath, Node, Selected, element_at, select};
 use super::{convert, json, xml};
 use serde_json::{Map, Value};
@@ -209,10 +209,13 @@ impl Mapping {
         errors: &mut Vec<MapError>,
         failed: &mut Vec<String>,
     ) {
-        for f in fields {
+        for f in unconditional_first(fields) {
             let Some(pointer) = &f.canonical else {
                 continue;
             };
+            if !holds(&f.when, ctx, out) {
+                continue;
+            }
             // Where the field is in the canonical document and in the legacy one: only an
             // error (or an item of an array of objects) needs them spelled out.
             let here = || format!("{ctx_pointer}/{}", pointer.join("/"));
@@ -377,8 +380,11 @@ impl Mapping {
         // The fields that wrote a single value so far: one legacy place holds one value, so a
         // second field writing there must agree with the first.
         let mut written: Vec<&Field> = Vec::new();
-        for f in fields {
+        for f in unconditional_first(fields) {
             let Some(path) = &f.legacy else { continue };
+            if !holds(&f.when, node, canonical) {
+                continue;
+            }
             let target: &mut Node = if f.header { header } else { node };
             if f.assertion {
                 // Without a verified applicant there is no assertion: nothing is written.
@@ -597,6 +603,33 @@ impl Mapping {
             }
         }
     }
+}
+
+/// `fields` with those that have conditions last, so that a condition on the other fields'
+/// values sees them, in either direction.
+fn unconditional_first(fields: &[Field]) -> impl Iterator<Item = &Field> {
+    let plain = fields.iter().filter(|f| f.when.is_empty());
+    plain.chain(fields.iter().filter(|f| !f.when.is_empty()))
+}
+
+/// Whether every condition holds: a legacy path's value in `legacy` (the element the field is
+/// evaluated in), a canonical pointer's in `canonical` (the object it is evaluated in), is one
+/// of the condition's values. A place with no value satisfies nothing.
+fn holds(conditions: &[Condition], legacy: &Node, canonical: &Value) -> bool {
+    conditions.iter().all(|c| {
+        let text = match &c.on {
+            ConditionOn::Legacy(path) => select(legacy, path)
+                .first()
+                .and_then(|s| s.scalar())
+                .and_then(|v| convert::scalar_text(&v))
+                .map(|t| t.trim().to_owned()),
+            ConditionOn::Canonical(pointer) => pointer
+                .iter()
+                .try_fold(canonical, |v, seg| v.get(seg.as_str()))
+                .and_then(convert::scalar_text),
+        };
+        text.is_some_and(|t| c.any_of.contains(&t))
+    })
 }
 
 /// Whether a schema violation at `pointer` is about the field at `failed`, which has been

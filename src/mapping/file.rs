@@ -91,6 +91,10 @@ pub(super) struct FieldFile {
     /// Where a legacy-only field's value comes from instead of a constant: `assertion`, the
     /// hub's signed identity assertion for the attempt.
     pub(super) source: Option<String>,
+    /// Conditions under which the field applies: each key a canonical pointer (`/node/name`)
+    /// or a legacy path (`@dm`), each value one value or a list of them; all must hold.
+    #[serde(default)]
+    pub(super) when: BTreeMap<String, toml::Value>,
     #[serde(default)]
     pub(super) each: Vec<FieldFile>,
 }

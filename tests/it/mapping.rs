@@ -520,6 +520,94 @@ fn a_mapping_places_the_identity_assertion_where_the_system_reads_it() {
     );
 }
 
+/// `when`: a field applies only when other values say so, in both directions. Conditions on
+/// canonical values (`/node/name`) and legacy ones (`sp:环节/@名称`, a value or a list) see the
+/// fields without conditions, read or written first; a field whose condition fails is neither
+/// read nor written, nor missing when required.
+#[test]
+fn a_field_applies_only_when_its_conditions_hold_both_ways() {
+    let dir = common::config_copy();
+    let path = dir.path().join("mappings/scjg-food-event.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "{text}
+[[field]]
+canonical = \"/opinion\"
+legacy = \"sp:办结意见\"
+required = true
+when = {{ \"/node/name\" = \"办结\" }}
+
+[[field]]
+canonical = \"/opinion\"
+legacy = \"sp:结论\"
+when = {{ \"sp:环节/@名称\" = [\"决定\", \"办结\"] }}
+"
+        ),
+    )
+    .unwrap();
+    let config = Config::load(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let m = &config.mappings["scjg-food-event"];
+    let case = |name: &str| {
+        (
+            common::read_text(&format!("mappings/tests/scjg-food-event/{name}.legacy.xml")),
+            common::read_json(&format!(
+                "mappings/tests/scjg-food-event/{name}.canonical.json"
+            )),
+        )
+    };
+    let decoded = |bytes: Vec<u8>| encoding_rs::GB18030.decode(&bytes).0.into_owned();
+
+    // 受理: neither applies. Writing leaves both out; reading ignores a 结论 there.
+    let (accept_xml, accept) = case("accept");
+    let written = decoded(m.to_legacy(&accept).unwrap());
+    assert!(
+        !written.contains("办结意见") && !written.contains("结论"),
+        "{written}"
+    );
+    let with_conclusion =
+        accept_xml.replace("</sp:办件环节>", "<sp:结论>不算</sp:结论></sp:办件环节>");
+    assert_eq!(m.to_canonical(with_conclusion.as_bytes()).unwrap(), accept);
+
+    // 办结: the first applies when writing (the canonical step is 办结), and is required.
+    let (complete_xml, mut complete) = case("complete");
+    complete["opinion"] = "准予许可。".into();
+    let written = decoded(m.to_legacy(&complete).unwrap());
+    assert!(
+        written.contains("<sp:办结意见>准予许可。</sp:办结意见>"),
+        "{written}"
+    );
+    // Reading a 办结 without it: required, so missing is an error naming the field.
+    let errors = m
+        .to_canonical(complete_xml.as_bytes())
+        .expect_err("办结意见 is required on 办结");
+    assert!(
+        errors.iter().any(|e| e.path.contains("办结意见")),
+        "{errors:#?}"
+    );
+    // With it, and with a 结论 (the legacy condition holds on 办结): the conclusion is the opinion.
+    let full = complete_xml.replace(
+        "</sp:办件环节>",
+        "<sp:办结意见>准予许可。</sp:办结意见><sp:结论>许可</sp:结论></sp:办件环节>",
+    );
+    let read = m.to_canonical(full.as_bytes()).unwrap();
+    assert_eq!(read["opinion"], "许可");
+
+    // A condition with no value to hold is an error at compile time.
+    let broken = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("[\"决定\", \"办结\"]", "[]");
+    std::fs::write(&path, broken).unwrap();
+    let errors = Config::load(dir.path()).expect_err("an empty list").0;
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.to_string().contains("non-empty list of values")),
+        "{errors:#?}"
+    );
+}
+
 /// `schemas/adapter.schema.json` (for editors) agrees with what `tongban check` accepts: every
 /// adapter in the repository validates against it, and a broken one does not.
 #[test]

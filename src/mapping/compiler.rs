@@ -61,6 +61,8 @@ pub(super) struct Field {
     pub(super) assertion: bool,
     /// The field applies only when every condition holds (`when`); empty: always.
     pub(super) when: Vec<Condition>,
+    /// Where the field is in its file, for errors found after it compiled.
+    pub(super) span: std::ops::Range<usize>,
 }
 
 /// One condition of a field's `when`: the value at a place on either side is one of these.
@@ -290,6 +292,23 @@ fn compile_table(name: &str, t: TableFile) -> Result<Table, String> {
             ));
         }
         to_legacy.insert(code, legacy);
+    }
+    for (code, legacies) in t.also {
+        if !to_legacy.contains_key(&code) {
+            return Err(format!(
+                "also names `{code}`, which has no entry in `values`: give it the legacy value to write back"
+            ));
+        }
+        for legacy in legacies {
+            let text = convert::scalar_text(&json_of(legacy)).ok_or_else(|| {
+                format!("also for `{code}`: each value must be a string, number or boolean")
+            })?;
+            if let Some(other) = to_canonical.insert(text.clone(), code.clone()) {
+                return Err(format!(
+                    "legacy value `{text}` is given for both `{other}` and `{code}`, so it cannot be read as one"
+                ));
+            }
+        }
     }
     let unknown = match t.unknown {
         None => Unknown::Error,
@@ -667,6 +686,7 @@ fn compile_field(
         header: f.header,
         assertion,
         when,
+        span,
     })
 }
 
@@ -776,9 +796,13 @@ fn check_duplicates(file: &SourceFile, fields: &[Field], errors: &mut Vec<Config
     for f in fields {
         if let (Some(c), None, true) = (&f.canonical, &f.constant, f.when.is_empty()) {
             if let Some((_, other)) = seen.iter().find(|(s, _)| *s == c) {
-                errors.push(file.error_at_key(
+                errors.push(file.error_at_span(
                     "field",
-                    format!("`{}` is mapped twice (also by `{other}`)", f.label),
+                    f.span.clone(),
+                    format!(
+                        "`{}` is mapped twice (also by `{other}`); give one of them `when` if each applies in its own cases",
+                        f.label
+                    ),
                 ));
             }
             seen.push((c, &f.label));

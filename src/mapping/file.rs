@@ -50,6 +50,10 @@ pub(super) struct JsonFile {
 #[serde(deny_unknown_fields)]
 pub(super) struct TableFile {
     pub(super) values: BTreeMap<String, toml::Value>,
+    /// More legacy values read as a code, never written: the code writes its `values` entry
+    /// (`also = { "4" = ["14", "24"] }`, for a system with several codes for one fact).
+    #[serde(default)]
+    pub(super) also: BTreeMap<String, Vec<toml::Value>>,
     #[serde(default)]
     pub(super) unknown: Option<UnknownFile>,
 }

@@ -608,6 +608,67 @@ when = {{ \"sp:环节/@名称\" = [\"决定\", \"办结\"] }}
     );
 }
 
+/// Many-to-one tables: `also` reads more legacy values as a code, which writes back the value
+/// `values` declares; a mapping whose writes could not be told apart is an error; a pointer
+/// mapped twice without `when` is reported at the second field's line.
+#[test]
+fn a_table_reads_several_legacy_values_as_one_code_and_writes_the_declared_one() {
+    let dir = common::config_copy();
+    let path = dir.path().join("mappings/scjg-food-event.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let line = "values = { \"0\" = \"不同意\", \"1\" = \"同意\", \"2\" = \"不受理\", \"3\" = \"不予受理\", \"4\" = \"受理\", \"5\" = \"补齐补正\", \"6\" = \"特别程序\", \"7\" = \"退回\" }";
+    assert!(text.contains(line));
+    let many = text.replace(
+        line,
+        &format!("{line}\nalso = {{ \"4\" = [\"已受理\", \"予以受理\"] }}"),
+    );
+    std::fs::write(&path, &many).unwrap();
+    let config = Config::load(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let m = &config.mappings["scjg-food-event"];
+    let xml = common::read_text("mappings/tests/scjg-food-event/accept.legacy.xml");
+    let canonical = common::read_json("mappings/tests/scjg-food-event/accept.canonical.json");
+    for said in ["受理", "已受理", "予以受理"] {
+        let legacy = xml.replace("结果=\"受理\"", &format!("结果=\"{said}\""));
+        assert_eq!(
+            m.to_canonical(legacy.as_bytes()).unwrap(),
+            canonical,
+            "{said}"
+        );
+    }
+    let written = encoding_rs::GB18030
+        .decode(&m.to_legacy(&canonical).unwrap())
+        .0
+        .into_owned();
+    assert!(
+        written.contains("结果=\"受理\""),
+        "the declared value is written: {written}"
+    );
+
+    // `also` for a code without a declared value, or a value read as two codes: errors.
+    for (wrong, says) in [
+        ("also = { \"9\" = [\"x\"] }", "no entry in `values`"),
+        ("also = { \"4\" = [\"同意\"] }", "given for both"),
+    ] {
+        std::fs::write(&path, text.replace(line, &format!("{line}\n{wrong}"))).unwrap();
+        let errors = Config::load(dir.path()).expect_err(wrong).0;
+        assert!(
+            errors.iter().any(|e| e.message.contains(says)),
+            "{wrong}: {errors:#?}"
+        );
+    }
+
+    // The same pointer twice, neither with `when`: at the second field's line.
+    let twice = format!("{text}\n[[field]]\ncanonical = \"/opinion\"\nlegacy = \"sp:别的意见\"\n");
+    std::fs::write(&path, &twice).unwrap();
+    let errors = Config::load(dir.path()).expect_err("mapped twice").0;
+    let error = errors
+        .iter()
+        .find(|e| e.message.contains("mapped twice"))
+        .unwrap_or_else(|| panic!("{errors:#?}"));
+    let expected_line = twice.lines().count() - 1;
+    assert_eq!(error.line, Some(expected_line), "{error}");
+}
+
 /// `schemas/adapter.schema.json` (for editors) agrees with what `tongban check` accepts: every
 /// adapter in the repository validates against it, and a broken one does not.
 #[test]

@@ -85,6 +85,20 @@ impl Drop for Reservation {
     }
 }
 
+/// A read of a system's backlog from the store, under way until dropped.
+struct ReadUnderWay<'a> {
+    backlogs: &'a Backlogs,
+    system: &'a str,
+}
+
+impl Drop for ReadUnderWay<'_> {
+    fn drop(&mut self) {
+        if let Some(backlog) = self.backlogs.lock().get_mut(self.system) {
+            backlog.reading = false;
+        }
+    }
+}
+
 impl Backlogs {
     /// Room for one more application to `adapter`'s system, or why there is none. Reads the
     /// system's backlog from the store when what is known is older than [`BACKLOG_FOLLOW`].
@@ -95,11 +109,15 @@ impl Backlogs {
     ) -> Result<Result<Reservation, Overloaded>, StoreError> {
         let system = &adapter.id;
         if self.claim_read(system) {
-            let read = store.outbox_depth(system).await;
+            // Cleared however the read ends, also when the request is dropped mid-read: a
+            // read left marked under way would keep every later one from happening.
+            let _reading = ReadUnderWay {
+                backlogs: self,
+                system,
+            };
+            let stored = store.outbox_depth(system).await?;
             let mut all = self.lock();
             let backlog = all.entry(system.clone()).or_default();
-            backlog.reading = false;
-            let stored = read?;
             backlog.stored = stored;
             backlog.added = 0;
             backlog.read_at = Some(Instant::now());

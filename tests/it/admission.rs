@@ -11,8 +11,9 @@ use common::Issuer;
 use common::api::TestApi;
 use http_body_util::BodyExt;
 use serde_json::Value;
+use std::time::Duration;
 use tongban::auth::Role;
-use tongban::store::{AttemptOutcome, Store};
+use tongban::store::{AttemptOutcome, NewApplication, Store};
 use tower::ServiceExt;
 
 const FOOD: &str = "sy-scjg-food";
@@ -147,4 +148,60 @@ async fn a_full_outbox_refuses_new_applications_until_deliveries_make_room(store
     );
 }
 
-on_both_backends!(a_full_outbox_refuses_new_applications_until_deliveries_make_room);
+/// A request dropped while admission reads the backlog (a client that hangs up) does not keep
+/// later requests from reading it again: the outbox filling afterwards is still seen.
+async fn a_request_dropped_mid_read_does_not_stop_the_backlog_being_read(store: &Store) {
+    use tongban::service::admission::{BACKLOG_FOLLOW, Backlogs};
+    let mut config = common::config();
+    let adapter = config.adapters.get_mut(FOOD).unwrap();
+    adapter.outbound.max_backlog = 2;
+    let adapter = adapter.clone();
+    let backlogs = Backlogs::default();
+    // A first read; the room it reserved is given back.
+    assert!(backlogs.reserve(store, &adapter).await.unwrap().is_ok());
+    // The next read is due: polled once, it starts, and is dropped before it ends. (The
+    // store may answer within that one poll now and then; then the read is tried again.)
+    let mut dropped_mid_read = false;
+    for _ in 0..20 {
+        tokio::time::sleep(BACKLOG_FOLLOW + Duration::from_millis(50)).await;
+        use std::future::Future;
+        let mut read = std::pin::pin!(backlogs.reserve(store, &adapter));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if read.as_mut().poll(&mut cx).is_pending() {
+            dropped_mid_read = true;
+            break;
+        }
+    }
+    assert!(
+        dropped_mid_read,
+        "every read finished within its first poll"
+    );
+    // Meanwhile the outbox fills (another hub, say).
+    for id in ["D-1", "D-2"] {
+        store
+            .accept_application(&NewApplication {
+                id,
+                item_code: "ITEM",
+                item_version: 1,
+                department: "",
+                system_id: FOOD,
+                body: "{}",
+                idempotency: None,
+                identity: None,
+            })
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(BACKLOG_FOLLOW + Duration::from_millis(50)).await;
+    let full = backlogs.reserve(store, &adapter).await.unwrap();
+    assert!(
+        matches!(&full, Err(o) if o.waiting == 2 && o.limit == 2),
+        "the full outbox is seen: {:?}",
+        full.as_ref().err()
+    );
+}
+
+on_both_backends!(
+    a_full_outbox_refuses_new_applications_until_deliveries_make_room,
+    a_request_dropped_mid_read_does_not_stop_the_backlog_being_read
+);

@@ -162,6 +162,21 @@ enum CatalogCommand {
     },
 }
 
+/// The compiled mapping `name`, or an error naming the ones there are.
+fn mapping_named<'a>(
+    config: &std::path::Path,
+    mappings: &'a std::collections::BTreeMap<String, std::sync::Arc<tongban::mapping::Mapping>>,
+    name: &str,
+) -> anyhow::Result<&'a std::sync::Arc<tongban::mapping::Mapping>> {
+    mappings.get(name).ok_or_else(|| {
+        anyhow::anyhow!(
+            "no mapping `{name}` in {} (known: {})",
+            config.join("mappings").display(),
+            mappings.keys().cloned().collect::<Vec<_>>().join(", ")
+        )
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
@@ -243,18 +258,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let Some(compiled) = load_mappings(&cli.config) else {
                 return Ok(ExitCode::FAILURE);
             };
-            let Some(m) = compiled.mappings.get(&mapping) else {
-                anyhow::bail!(
-                    "no mapping `{mapping}` in {} (known: {})",
-                    cli.config.join("mappings").display(),
-                    compiled
-                        .mappings
-                        .keys()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-            };
+            let m = mapping_named(&cli.config, &compiled.mappings, &mapping)?;
             let bytes =
                 std::fs::read(&input).with_context(|| format!("reading {}", input.display()))?;
             let mapped = match to {
@@ -287,18 +291,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let Some(compiled) = load_mappings(&cli.config) else {
                 return Ok(ExitCode::FAILURE);
             };
-            if let Some(name) = &mapping
-                && !compiled.mappings.contains_key(name)
-            {
-                anyhow::bail!(
-                    "no mapping `{name}` (known: {})",
-                    compiled
-                        .mappings
-                        .keys()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
+            if let Some(name) = &mapping {
+                mapping_named(&cli.config, &compiled.mappings, name)?;
             }
             let reports =
                 tongban::mapping::cases::run(&cli.config, &compiled.mappings, mapping.as_deref());

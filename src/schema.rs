@@ -181,14 +181,25 @@ impl Schemas {
 /// Where `value` holds a NUL character: JSON pointers to every such string, each with whether
 /// it is the member name at that pointer (`true`) or the value there.
 pub fn nul_pointers(value: &Value) -> Vec<(String, bool)> {
-    fn walk(value: &Value, at: &mut String, found: &mut Vec<(String, bool)>) {
+    text_pointers(value, &|s: &str| s.contains('\0'))
+}
+
+/// Where `value` holds text that `matches`: JSON pointers to every such string, each with
+/// whether it is the member name at that pointer (`true`) or the value there.
+pub fn text_pointers(value: &Value, matches: &dyn Fn(&str) -> bool) -> Vec<(String, bool)> {
+    fn walk(
+        value: &Value,
+        matches: &dyn Fn(&str) -> bool,
+        at: &mut String,
+        found: &mut Vec<(String, bool)>,
+    ) {
         match value {
-            Value::String(s) if s.contains('\0') => found.push((at.clone(), false)),
+            Value::String(s) if matches(s) => found.push((at.clone(), false)),
             Value::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
                     let len = at.len();
                     at.push_str(&format!("/{i}"));
-                    walk(item, at, found);
+                    walk(item, matches, at, found);
                     at.truncate(len);
                 }
             }
@@ -197,10 +208,10 @@ pub fn nul_pointers(value: &Value) -> Vec<(String, bool)> {
                     let len = at.len();
                     at.push('/');
                     at.push_str(&name.replace('~', "~0").replace('/', "~1"));
-                    if name.contains('\0') {
+                    if matches(name) {
                         found.push((at.clone(), true));
                     }
-                    walk(member, at, found);
+                    walk(member, matches, at, found);
                     at.truncate(len);
                 }
             }
@@ -208,6 +219,6 @@ pub fn nul_pointers(value: &Value) -> Vec<(String, bool)> {
         }
     }
     let mut found = Vec::new();
-    walk(value, &mut String::new(), &mut found);
+    walk(value, matches, &mut String::new(), &mut found);
     found
 }

@@ -451,8 +451,12 @@ fn compile_field(
             LegacyPath::parse(key).map(ConditionOn::Legacy)
         };
         let any_of: Option<Vec<String>> = match value {
-            toml::Value::Array(items) => items.iter().map(toml_scalar_text).collect(),
-            other => toml_scalar_text(other).map(|t| vec![t]),
+            // As text, the way legacy and canonical values are compared.
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|v| convert::scalar_text(&json_of(v.clone())))
+                .collect(),
+            other => convert::scalar_text(&json_of(other.clone())).map(|t| vec![t]),
         };
         match (on, any_of) {
             (Ok(on), Some(any_of)) if !any_of.is_empty() => when.push(Condition { on, any_of }),
@@ -688,17 +692,6 @@ fn compile_field(
         when,
         span,
     })
-}
-
-/// A condition's value as text, as legacy and canonical values are compared.
-fn toml_scalar_text(value: &toml::Value) -> Option<String> {
-    match value {
-        toml::Value::String(s) => Some(s.clone()),
-        toml::Value::Integer(i) => Some(i.to_string()),
-        toml::Value::Float(f) => Some(f.to_string()),
-        toml::Value::Boolean(b) => Some(b.to_string()),
-        _ => None,
-    }
 }
 
 /// `/materials/0` as a label prefix: `/materials[]`.

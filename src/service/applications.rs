@@ -122,7 +122,7 @@ pub async fn accept(
         actor,
     } = submission;
     let mut violations = config.schemas.validate("application", &body);
-    control_characters(&body, &mut String::new(), &mut violations);
+    violations.extend(control_characters(&body));
     let item_code = body
         .pointer("/item/code")
         .and_then(Value::as_str)
@@ -266,45 +266,26 @@ pub async fn accept(
     }
 }
 
-/// A violation for every string in `value` (at `pointer`) that holds a control character other
-/// than tab, newline and return: no field of an application means one, and the XML most
+/// A violation for every string value in `body` that holds a control character other than
+/// tab, newline and return: no field of an application means one, and the XML most
 /// departments' systems read cannot carry one at all, so it would be accepted only to fail
-/// at delivery.
-fn control_characters(value: &Value, pointer: &mut String, out: &mut Vec<Violation>) {
-    match value {
-        Value::String(text) => {
-            if let Some(c) = text
-                .chars()
-                .find(|&c| c < '\u{20}' && !matches!(c, '\t' | '\n' | '\r'))
-            {
-                out.push(Violation::new(
-                    pointer.clone(),
-                    format!(
-                        "holds the control character U+{:04X}, which no field of an application may hold",
-                        u32::from(c)
-                    ),
-                ));
-            }
-        }
-        Value::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                let len = pointer.len();
-                pointer.push_str(&format!("/{i}"));
-                control_characters(item, pointer, out);
-                pointer.truncate(len);
-            }
-        }
-        Value::Object(members) => {
-            for (name, member) in members {
-                let len = pointer.len();
-                pointer.push('/');
-                pointer.push_str(&name.replace('~', "~0").replace('/', "~1"));
-                control_characters(member, pointer, out);
-                pointer.truncate(len);
-            }
-        }
-        _ => {}
-    }
+/// at delivery. (A member name is the schema's to refuse.)
+fn control_characters(body: &Value) -> Vec<Violation> {
+    let control = |c: char| c < '\u{20}' && !matches!(c, '\t' | '\n' | '\r');
+    crate::schema::text_pointers(body, &|s: &str| s.chars().any(control))
+        .into_iter()
+        .filter(|(_, is_name)| !is_name)
+        .filter_map(|(pointer, _)| {
+            let c = body.pointer(&pointer)?.as_str()?.chars().find(|&c| control(c))?;
+            Some(Violation::new(
+                pointer,
+                format!(
+                    "holds the control character U+{:04X}, which no field of an application may hold",
+                    u32::from(c)
+                ),
+            ))
+        })
+        .collect()
 }
 
 /// Every required material of `item` the application lacks, and every material it names that

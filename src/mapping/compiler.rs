@@ -3,7 +3,7 @@
 //! evaluator runs.
 
 use super::convert::{Kind, Pattern, Table, Unknown};
-use super::file::{FieldFile, MappingFile, TableFile, UnknownFile, XmlFile, json_of};
+use super::file::{FieldFile, LegacyFile, MappingFile, TableFile, UnknownFile, XmlFile, json_of};
 use super::tree::LegacyPath;
 use super::xml::{SoapVersion, XmlFormat};
 use super::{convert, xml};
@@ -33,6 +33,9 @@ pub(super) enum Shape {
     Split(String),
     /// Repeated legacy elements ⇄ a canonical array of objects, each mapped by these fields.
     Objects(Vec<Field>),
+    /// Several legacy places (the field's `legacy` is the first) ⇄ one canonical value, through
+    /// a table keyed by all of them.
+    Together(Vec<LegacyPath>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -280,15 +283,55 @@ fn compile_xml(file: &SourceFile, x: XmlFile, errors: &mut Vec<ConfigError>) -> 
 }
 
 fn compile_table(name: &str, t: TableFile) -> Result<Table, String> {
+    // Keyed by several places when its values are lists; every value the same length.
+    let width = match t.values.values().next() {
+        Some(toml::Value::Array(first)) => first.len(),
+        _ => 1,
+    };
+    if t.values.values().any(|v| matches!(v, toml::Value::Array(_))) && width < 2 {
+        return Err("a list of legacy values has at least two (one for each legacy place); give a single value as itself".into());
+    }
+    let key_of = |what: &str, legacy: toml::Value| -> Result<(String, Value), String> {
+        let legacy = json_of(legacy);
+        match (&legacy, width) {
+            (Value::Array(parts), w) if w > 1 && parts.len() == w => {
+                let mut key = String::new();
+                for (i, part) in parts.iter().enumerate() {
+                    let text = convert::scalar_text(part).ok_or_else(|| {
+                        format!("{what}: each value must be a string, number or boolean")
+                    })?;
+                    if text.contains(convert::KEY_SEPARATOR) {
+                        return Err(format!("{what}: a value cannot hold U+001F"));
+                    }
+                    if i > 0 {
+                        key.push(convert::KEY_SEPARATOR);
+                    }
+                    key.push_str(&text);
+                }
+                Ok((key, legacy))
+            }
+            (_, w) if w > 1 => Err(format!(
+                "{what}: the table's values are lists of {w} (one per legacy place), so this must be one too"
+            )),
+            (Value::Array(_), _) => Err(format!(
+                "{what}: the table's values are single values, so this must be one too"
+            )),
+            (scalar, _) => {
+                let text = convert::scalar_text(scalar).ok_or_else(|| {
+                    format!("{what} must be a string, number or boolean")
+                })?;
+                Ok((text, legacy))
+            }
+        }
+    };
     let mut to_legacy = BTreeMap::new();
     let mut to_canonical = BTreeMap::new();
     for (code, legacy) in t.values {
-        let legacy = json_of(legacy);
-        let text = convert::scalar_text(&legacy)
-            .ok_or_else(|| format!("value for `{code}` must be a string, number or boolean"))?;
-        if let Some(other) = to_canonical.insert(text.clone(), code.clone()) {
+        let (key, legacy) = key_of(&format!("value for `{code}`"), legacy)?;
+        if let Some(other) = to_canonical.insert(key.clone(), code.clone()) {
             return Err(format!(
-                "legacy value `{text}` is given for both `{other}` and `{code}`, so it cannot be mapped back"
+                "legacy value {} is given for both `{other}` and `{code}`, so it cannot be mapped back",
+                shown(&key)
             ));
         }
         to_legacy.insert(code, legacy);
@@ -300,12 +343,11 @@ fn compile_table(name: &str, t: TableFile) -> Result<Table, String> {
             ));
         }
         for legacy in legacies {
-            let text = convert::scalar_text(&json_of(legacy)).ok_or_else(|| {
-                format!("also for `{code}`: each value must be a string, number or boolean")
-            })?;
-            if let Some(other) = to_canonical.insert(text.clone(), code.clone()) {
+            let (key, _) = key_of(&format!("also for `{code}`"), legacy)?;
+            if let Some(other) = to_canonical.insert(key.clone(), code.clone()) {
                 return Err(format!(
-                    "legacy value `{text}` is given for both `{other}` and `{code}`, so it cannot be read as one"
+                    "legacy value {} is given for both `{other}` and `{code}`, so it cannot be read as one",
+                    shown(&key)
                 ));
             }
         }
@@ -314,6 +356,9 @@ fn compile_table(name: &str, t: TableFile) -> Result<Table, String> {
         None => Unknown::Error,
         Some(UnknownFile::Rule(rule)) => match rule.as_str() {
             "error" => Unknown::Error,
+            "keep" if width > 1 => {
+                return Err("unknown = \"keep\" cannot pass several legacy values on as one code: use \"error\" or { canonical = …, legacy = [...] }".into());
+            }
             "keep" => Unknown::Keep,
             other => {
                 return Err(format!(
@@ -323,7 +368,7 @@ fn compile_table(name: &str, t: TableFile) -> Result<Table, String> {
         },
         Some(UnknownFile::Fallback { canonical, legacy }) => Unknown::Fallback {
             canonical,
-            legacy: json_of(legacy),
+            legacy: key_of("unknown.legacy", legacy)?.1,
         },
     };
     Ok(Table {
@@ -331,7 +376,17 @@ fn compile_table(name: &str, t: TableFile) -> Result<Table, String> {
         to_legacy,
         to_canonical,
         unknown,
+        width,
     })
+}
+
+/// A table key in an error: `` `09` ``, or `(09, 1)` for several places.
+fn shown(key: &str) -> String {
+    if key.contains(convert::KEY_SEPARATOR) {
+        convert::shown_key(key)
+    } else {
+        format!("`{key}`")
+    }
 }
 
 struct FieldContext<'a> {
@@ -350,11 +405,99 @@ fn compile_fields(
     key_prefix: &str,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<Field> {
-    files
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, f)| compile_field(cx, f, parent, &format!("{key_prefix}[{i}]"), errors))
-        .collect()
+    let mut fields = Vec::with_capacity(files.len());
+    for (i, f) in files.into_iter().enumerate() {
+        let key = format!("{key_prefix}[{i}]");
+        if f.group.is_empty() {
+            fields.extend(compile_field(cx, f, parent, &key, errors));
+        } else {
+            fields.extend(compile_group(cx, f, parent, &key, errors));
+        }
+    }
+    fields
+}
+
+/// A group: its fields, each applying only when the group's `when` holds (and its own).
+fn compile_group(
+    cx: &FieldContext<'_>,
+    f: FieldFile,
+    parent: &[String],
+    key: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Field> {
+    // A group has no place of its own: its errors point at its first field.
+    let span = f
+        .group
+        .iter()
+        .find_map(|m| {
+            m.canonical
+                .as_ref()
+                .map(|c| c.span())
+                .or_else(|| m.legacy.as_ref().map(|l| l.span()))
+        })
+        .unwrap_or(0..0);
+    let own = [
+        f.canonical.is_some(),
+        f.legacy.is_some(),
+        f.constant.is_some(),
+        f.default.is_some(),
+        f.table.is_some(),
+        f.source.is_some(),
+        f.kind.is_some(),
+        !f.each.is_empty(),
+    ];
+    if own.iter().any(|o| *o) {
+        errors.push(cx.file.error_at_span(
+            key,
+            span.clone(),
+            "a group holds fields and has nothing of its own but `when`: move the rest into a field of its `group`",
+        ));
+    }
+    let when = conditions(&f.when).unwrap_or_else(|problems| {
+        for m in problems {
+            errors.push(cx.file.error_at_span(&format!("{key}.when"), span.clone(), m));
+        }
+        Vec::new()
+    });
+    let mut members = compile_fields(cx, f.group, parent, &format!("{key}.group"), errors);
+    for member in &mut members {
+        member.when.extend(when.iter().cloned());
+    }
+    members
+}
+
+/// A `when` table compiled: each key a canonical pointer or a legacy path, each value one
+/// value or a list of them. Every problem, if any.
+fn conditions(when: &BTreeMap<String, toml::Value>) -> Result<Vec<Condition>, Vec<String>> {
+    let mut compiled = Vec::with_capacity(when.len());
+    let mut problems = Vec::new();
+    for (key, value) in when {
+        let on = if key.starts_with('/') {
+            parse_pointer(key).map(ConditionOn::Canonical)
+        } else {
+            LegacyPath::parse(key).map(ConditionOn::Legacy)
+        };
+        let any_of: Option<Vec<String>> = match value {
+            // As text, the way legacy and canonical values are compared.
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|v| convert::scalar_text(&json_of(v.clone())))
+                .collect(),
+            other => convert::scalar_text(&json_of(other.clone())).map(|t| vec![t]),
+        };
+        match (on, any_of) {
+            (Ok(on), Some(any_of)) if !any_of.is_empty() => compiled.push(Condition { on, any_of }),
+            (Err(m), _) => problems.push(format!("`{key}`: {m}")),
+            _ => problems.push(format!(
+                "`{key}`: give a value or a non-empty list of values (strings, numbers or booleans)"
+            )),
+        }
+    }
+    if problems.is_empty() {
+        Ok(compiled)
+    } else {
+        Err(problems)
+    }
 }
 
 fn compile_field(
@@ -389,16 +532,31 @@ fn compile_field(
             }
         },
     };
-    let legacy = match &f.legacy {
-        None => None,
-        Some(l) => match LegacyPath::parse(l.get_ref()) {
-            Ok(p) => Some(p),
-            Err(m) => {
-                err(".legacy", m);
-                None
+    let legacy_paths: Vec<LegacyPath> = match f.legacy.as_ref().map(|l| l.get_ref()) {
+        None => Vec::new(),
+        Some(LegacyFile::One(text)) => std::slice::from_ref(text)
+            .iter()
+            .filter_map(|t| LegacyPath::parse(t).map_err(|m| err(".legacy", m)).ok())
+            .collect(),
+        Some(LegacyFile::Several(texts)) => {
+            if texts.len() < 2 {
+                err(
+                    ".legacy",
+                    "a list of legacy paths names at least two places; give one path as itself"
+                        .into(),
+                );
             }
-        },
+            texts
+                .iter()
+                .filter_map(|t| LegacyPath::parse(t).map_err(|m| err(".legacy", m)).ok())
+                .collect()
+        }
     };
+    let together = matches!(
+        f.legacy.as_ref().map(|l| l.get_ref()),
+        Some(LegacyFile::Several(_))
+    );
+    let legacy = legacy_paths.first().cloned();
     let assertion = match f.source.as_deref() {
         None => false,
         Some("assertion") => {
@@ -443,32 +601,12 @@ fn compile_field(
             false
         }
     };
-    let mut when = Vec::new();
-    for (key, value) in &f.when {
-        let on = if key.starts_with('/') {
-            parse_pointer(key).map(ConditionOn::Canonical)
-        } else {
-            LegacyPath::parse(key).map(ConditionOn::Legacy)
-        };
-        let any_of: Option<Vec<String>> = match value {
-            // As text, the way legacy and canonical values are compared.
-            toml::Value::Array(items) => items
-                .iter()
-                .map(|v| convert::scalar_text(&json_of(v.clone())))
-                .collect(),
-            other => convert::scalar_text(&json_of(other.clone())).map(|t| vec![t]),
-        };
-        match (on, any_of) {
-            (Ok(on), Some(any_of)) if !any_of.is_empty() => when.push(Condition { on, any_of }),
-            (Err(m), _) => err(".when", format!("`{key}`: {m}")),
-            _ => err(
-                ".when",
-                format!(
-                    "`{key}`: give a value or a non-empty list of values (strings, numbers or booleans)"
-                ),
-            ),
+    let when = conditions(&f.when).unwrap_or_else(|problems| {
+        for m in problems {
+            err(".when", m);
         }
-    }
+        Vec::new()
+    });
     match (&f.canonical, &f.legacy, &f.constant) {
         (None, None, _) => err("", "a field needs `canonical`, `legacy` or both".into()),
         (None, Some(_), None) if assertion => {}
@@ -496,7 +634,7 @@ fn compile_field(
             );
         }
     }
-    if let Some(p) = &legacy {
+    for p in &legacy_paths {
         if let Some(Format::Xml(x)) = cx.format {
             for prefix in p.prefixes() {
                 let declared = x.namespaces.iter().any(|(n, _)| n == prefix);
@@ -631,7 +769,38 @@ fn compile_field(
             "a repeated element cannot be an attribute".into(),
         );
     }
-    let shape = if !f.each.is_empty() {
+    match (together, &table) {
+        (true, Some(t)) if t.width != legacy_paths.len() => err(
+            ".table",
+            format!(
+                "table `{}` is keyed by {} legacy value(s), and this field reads {} places",
+                t.name,
+                t.width,
+                legacy_paths.len()
+            ),
+        ),
+        (true, None) => err(
+            ".table",
+            "several legacy places make one value through a table whose values are lists: name one"
+                .into(),
+        ),
+        (true, _) if shapes.iter().any(|s| *s) || assertion => err(
+            ".legacy",
+            "several legacy places make one value: not with each, repeated, separator or source"
+                .into(),
+        ),
+        (false, Some(t)) if t.width > 1 => err(
+            ".table",
+            format!(
+                "table `{}` is keyed by {} legacy values: give `legacy` a list of {} paths",
+                t.name, t.width, t.width
+            ),
+        ),
+        _ => {}
+    }
+    let shape = if together {
+        Shape::Together(legacy_paths)
+    } else if !f.each.is_empty() {
         let nested_parent: Vec<String> = parent
             .iter()
             .cloned()

@@ -130,9 +130,25 @@ pub struct Table {
     pub name: String,
     /// Canonical code (as text) → legacy value.
     pub to_legacy: BTreeMap<String, Value>,
-    /// Legacy value (as text) → canonical code (as text).
+    /// Legacy value (as text) → canonical code (as text). A table keyed by several legacy
+    /// places keys it by their texts joined with [`KEY_SEPARATOR`].
     pub to_canonical: BTreeMap<String, String>,
     pub unknown: Unknown,
+    /// How many legacy places make one key: 1, or the length of the lists its values are.
+    pub width: usize,
+}
+
+/// Joins the texts of several legacy places into one table key: a character no value a table
+/// lists may hold (the compiler checks), so two different lists never make one key.
+pub const KEY_SEPARATOR: char = '\u{1F}';
+
+/// A table key as people write it: the value, or `(09, 1)` for several places.
+pub fn shown_key(key: &str) -> String {
+    if key.contains(KEY_SEPARATOR) {
+        format!("({})", key.replace(KEY_SEPARATOR, ", "))
+    } else {
+        key.to_string()
+    }
 }
 
 /// What a table does with a value it does not list.
@@ -179,6 +195,16 @@ impl Table {
             return Ok(code.clone());
         }
         match &self.unknown {
+            Unknown::Error if self.width > 1 => Err(format!(
+                "{} is not in table `{}` (known: {})",
+                shown_key(legacy),
+                self.name,
+                self.to_canonical
+                    .keys()
+                    .map(|k| shown_key(k))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
             Unknown::Error => Err(format!(
                 "value is not in table `{}` (known: {})",
                 self.name,
@@ -421,6 +447,7 @@ mod tests {
             ]
             .into(),
             unknown: Unknown::Error,
+            width: 1,
         };
         assert_eq!(
             to_canonical(json!("QY"), &Kind::String, Some(&table)).unwrap(),

@@ -306,6 +306,38 @@ impl Mapping {
                         (!items.is_empty()).then_some(Value::Array(items))
                     }
                 },
+                Shape::Together(paths) => {
+                    // One key of the texts of every place; a place without a value counts as
+                    // empty, so a table can list a code for "this one absent".
+                    let mut key = String::new();
+                    let mut any = false;
+                    for (i, path) in paths.iter().enumerate() {
+                        let selected = scope.map(|n| select(n, path)).unwrap_or_default();
+                        let at = || join_path(ctx_path, &path.to_string());
+                        if i > 0 {
+                            key.push(convert::KEY_SEPARATOR);
+                        }
+                        if let Some(v) = self.single(f, &selected, &at, errors) {
+                            any = true;
+                            convert::push_scalar_text(&mut key, &v);
+                        }
+                    }
+                    if !any || errors.len() != errors_before {
+                        None
+                    } else {
+                        match convert::to_canonical(
+                            Value::String(key),
+                            &f.kind,
+                            f.table.as_deref(),
+                        ) {
+                            Ok(v) => Some(v),
+                            Err(m) => {
+                                errors.push(self.error(&f.label, at(), m));
+                                None
+                            }
+                        }
+                    }
+                }
                 Shape::Scalar => match self.single(f, &selected, &at, errors) {
                     None => None,
                     Some(raw) => match convert::to_canonical(raw, &f.kind, f.table.as_deref()) {
@@ -486,6 +518,27 @@ impl Mapping {
                     let at = at();
                     let joined = Value::String(joined);
                     self.write_once(f, path, target, joined, &mut written, &at, errors);
+                }
+                Shape::Together(paths) => {
+                    match convert::to_legacy(value, &f.kind, f.table.as_deref()) {
+                        // The compiler saw to it that the table's values are lists as long.
+                        Ok(Value::Array(parts)) => {
+                            let at = at();
+                            for (path, part) in paths.iter().zip(parts) {
+                                // An empty part stands for a place the system leaves out.
+                                if convert::scalar_text(&part).is_some_and(|t| t.is_empty()) {
+                                    continue;
+                                }
+                                self.write_once(f, path, target, part, &mut written, &at, errors);
+                            }
+                        }
+                        Ok(_) => errors.push(self.error(
+                            &f.label,
+                            at(),
+                            "the table gave one legacy value for several places",
+                        )),
+                        Err(m) => errors.push(self.error(&f.label, at(), m)),
+                    }
                 }
                 Shape::Scalar => match convert::to_legacy(value, &f.kind, f.table.as_deref()) {
                     Ok(v) => self.write_once(f, path, target, v, &mut written, &at(), errors),

@@ -49,9 +49,12 @@ pub(super) struct JsonFile {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct TableFile {
+    /// Canonical code → legacy value; a list of values for a table keyed by several legacy
+    /// places (`"approve" = ["09", "1"]`).
     pub(super) values: BTreeMap<String, toml::Value>,
     /// More legacy values read as a code, never written: the code writes its `values` entry
-    /// (`also = { "4" = ["14", "24"] }`, for a system with several codes for one fact).
+    /// (`also = { "4" = ["14", "24"] }`, for a system with several codes for one fact; lists
+    /// of lists for a table keyed by several places).
     #[serde(default)]
     pub(super) also: BTreeMap<String, Vec<toml::Value>>,
     #[serde(default)]
@@ -72,7 +75,7 @@ pub(super) enum UnknownFile {
 #[serde(deny_unknown_fields)]
 pub(super) struct FieldFile {
     pub(super) canonical: Option<toml::Spanned<String>>,
-    pub(super) legacy: Option<toml::Spanned<String>>,
+    pub(super) legacy: Option<toml::Spanned<LegacyFile>>,
     #[serde(default)]
     pub(super) required: bool,
     pub(super) default: Option<toml::Value>,
@@ -101,6 +104,18 @@ pub(super) struct FieldFile {
     pub(super) when: BTreeMap<String, toml::Value>,
     #[serde(default)]
     pub(super) each: Vec<FieldFile>,
+    /// Fields that apply together under this entry's `when`, evaluated where it is.
+    #[serde(default)]
+    pub(super) group: Vec<FieldFile>,
+}
+
+/// A field's legacy side: one path, or several read and written together as one value through
+/// a table whose values are lists (`legacy = ["环节/@dm", "结论/@dm"]`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum LegacyFile {
+    One(String),
+    Several(Vec<String>),
 }
 
 pub(super) fn json_of(value: toml::Value) -> Value {

@@ -705,3 +705,183 @@ fn the_adapter_schema_accepts_every_repository_adapter() {
     }
     assert!(checked >= 1);
 }
+
+/// A system that says one fact in two codes: a node code and a conclusion code together give
+/// the node's result (a table keyed by both places), and a group of fields (the completion)
+/// applies only on 办结, in both directions; an unknown pair is an error naming it, and a
+/// table keyed by two places used with one path is an error at its line.
+#[test]
+fn a_table_keyed_by_two_places_and_a_group_under_one_condition_work_both_ways() {
+    let dir = common::config_copy();
+    let path = dir.path().join("mappings/zz-combined-event.toml");
+    let mapping = r#"canonical = "case-event"
+format = "xml"
+
+[xml]
+root = "BanJian"
+
+[tables.step]
+values = { "受理" = "01", "审查" = "02", "办结" = "09" }
+
+[tables.step_type]
+values = { "1" = "01", "2" = "02", "3" = "09" }
+
+[tables.step_result]
+values = { "4" = ["01", ""], "1" = ["09", "1"], "0" = ["09", "2"] }
+also = { "1" = [["02", ""], ["09", "3"]] }
+
+[tables.completion]
+values = { "0" = "1", "1" = "2" }
+also = { "0" = ["3"] }
+
+[[field]]
+canonical = "/system"
+constant = "zz-combined"
+
+[[field]]
+canonical = "/event_id"
+legacy = "LSH"
+required = true
+
+[[field]]
+canonical = "/application_id"
+legacy = "SQBH"
+required = true
+
+[[field]]
+canonical = "/node/name"
+legacy = "HuanJie/@dm"
+table = "step"
+required = true
+
+[[field]]
+canonical = "/node/type"
+legacy = "HuanJie/@dm"
+table = "step_type"
+required = true
+
+[[field]]
+canonical = "/node/result"
+legacy = ["HuanJie/@dm", "JieLun/@dm"]
+table = "step_result"
+required = true
+
+[[field]]
+when = { "/node/name" = "办结" }
+
+[[field.group]]
+canonical = "/completion/result"
+legacy = "JieLun/@dm"
+table = "completion"
+required = true
+
+[[field.group]]
+canonical = "/completion/reason"
+legacy = "JieLun/YuanYin"
+
+[[field]]
+canonical = "/handler/name"
+legacy = "JBR"
+required = true
+
+[[field]]
+canonical = "/occurred_at"
+legacy = "SJ"
+type = "datetime"
+required = true
+"#;
+    std::fs::write(&path, mapping).unwrap();
+    let config = Config::load(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let m = &config.mappings["zz-combined-event"];
+    let legacy = |step: &str, conclusion: &str| {
+        format!(
+            "<BanJian><LSH>E1</LSH><SQBH>TB-1</SQBH><HuanJie dm=\"{step}\"/>{conclusion}<JBR>孙七</JBR><SJ>2026-11-30T16:00:00+08:00</SJ></BanJian>"
+        )
+    };
+
+    // 受理: no conclusion at all, and no completion read.
+    let accepted = m.to_canonical(legacy("01", "").as_bytes()).unwrap();
+    assert_eq!(accepted["node"]["name"], "受理");
+    assert_eq!(accepted["node"]["type"], "1");
+    assert_eq!(accepted["node"]["result"], "4");
+    assert!(accepted.get("completion").is_none(), "{accepted}");
+    // Written back: the conclusion is left out, as the system does.
+    let written = String::from_utf8(m.to_legacy(&accepted).unwrap()).unwrap();
+    assert!(written.contains("<HuanJie dm=\"01\"/>"), "{written}");
+    assert!(!written.contains("JieLun"), "{written}");
+
+    // 办结 refused: both codes give the result, the group reads the completion.
+    let done = legacy("09", "<JieLun dm=\"2\"><YuanYin>材料不实</YuanYin></JieLun>");
+    let refused = m.to_canonical(done.as_bytes()).unwrap();
+    assert_eq!(refused["node"]["name"], "办结");
+    assert_eq!(refused["node"]["result"], "0");
+    assert_eq!(refused["completion"]["result"], "1");
+    assert_eq!(refused["completion"]["reason"], "材料不实");
+    let written = String::from_utf8(m.to_legacy(&refused).unwrap()).unwrap();
+    for part in [
+        "<HuanJie dm=\"09\"/>",
+        "<JieLun dm=\"2\">",
+        "<YuanYin>材料不实</YuanYin>",
+    ] {
+        assert!(written.contains(part), "{part} in {written}");
+    }
+    // A pair the table lists under `also` reads as its code and writes the declared pair.
+    let approved = m
+        .to_canonical(legacy("09", "<JieLun dm=\"3\"/>").as_bytes())
+        .unwrap();
+    assert_eq!(approved["node"]["result"], "1");
+    assert_eq!(approved["completion"]["result"], "0");
+    let written = String::from_utf8(m.to_legacy(&approved).unwrap()).unwrap();
+    assert!(written.contains("<JieLun dm=\"1\"/>"), "{written}");
+
+    // A pair it does not list is an error naming the pair; so is a completion missing on 办结.
+    let errors = m
+        .to_canonical(legacy("09", "<JieLun dm=\"7\"/>").as_bytes())
+        .expect_err("(09, 7) is no step result");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.field == "/node/result" && e.message.contains("(09, 7) is not in table")),
+        "{errors:#?}"
+    );
+    // Canonical facts that disagree (a 受理 result on 审查) cannot be written as one code pair.
+    let mut wrong = accepted.clone();
+    wrong["node"]["name"] = "审查".into();
+    wrong["node"]["type"] = "2".into();
+    let errors = m.to_legacy(&wrong).expect_err("审查 with the 受理 result");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.message.contains("writes the same legacy place")),
+        "{errors:#?}"
+    );
+
+    // A table keyed by two places with one path, and lists of different lengths: errors at
+    // their lines.
+    let broken = mapping.replace(
+        "legacy = [\"HuanJie/@dm\", \"JieLun/@dm\"]",
+        "legacy = \"HuanJie/@dm\"",
+    );
+    std::fs::write(&path, broken).unwrap();
+    let errors = Config::load(dir.path()).expect_err("one path").0;
+    let error = errors
+        .iter()
+        .find(|e| e.to_string().contains("keyed by 2 legacy values"))
+        .unwrap_or_else(|| panic!("{errors:#?}"));
+    assert!(
+        error.to_string().contains("zz-combined-event.toml:48:"),
+        "{error}"
+    );
+    std::fs::write(
+        &path,
+        mapping.replace("[\"09\", \"2\"]", "[\"09\", \"2\", \"x\"]"),
+    )
+    .unwrap();
+    let errors = Config::load(dir.path()).expect_err("lists of two lengths").0;
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.to_string().contains("(one per legacy place), so this must be one too")),
+        "{errors:#?}"
+    );
+}

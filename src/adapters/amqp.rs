@@ -221,7 +221,10 @@ impl Adapter for AmqpDriver {
             status: None,
         };
         match tokio::time::timeout(self.timeout, publish).await {
-            Ok(Ok(Confirmation::Ack(None))) => Ok(Delivered { status: None }),
+            Ok(Ok(Confirmation::Ack(None))) => Ok(Delivered {
+                status: None,
+                answer: None,
+            }),
             Ok(Ok(Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)))) => {
                 Err(retryable(format!(
                     "the AMQP broker returned the message: no queue is bound to exchange `{}` for routing key `{}` ({} {})",

@@ -33,6 +33,10 @@ pub struct Outgoing<'a> {
 pub struct Delivered {
     /// HTTP status, for REST and SOAP.
     pub status: Option<u16>,
+    /// The answer's body when it was read whole (REST and SOAP): the lane reads the system's
+    /// own acknowledgement in it when the adapter has a response mapping. `None` for AMQP, and
+    /// for an answer longer than the driver reads.
+    pub answer: Option<Vec<u8>>,
 }
 
 /// Why a delivery attempt failed, and whether another attempt could succeed.

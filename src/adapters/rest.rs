@@ -53,7 +53,7 @@ impl Adapter for RestDriver {
             .http
             .post(msg, content_type, Vec::new(), DRAIN_BYTES)
             .await?;
-        classify_status(&answer)
+        classify_status(&answer).map(|delivered| delivered.with_answer(answer))
     }
 }
 
@@ -82,6 +82,16 @@ pub(crate) struct Answer {
     pub body: Vec<u8>,
     /// The body was longer than what was read.
     pub truncated: bool,
+}
+
+impl Delivered {
+    /// With the answer's body, when it was read whole.
+    pub(crate) fn with_answer(self, answer: Answer) -> Delivered {
+        Delivered {
+            answer: (!answer.truncated).then_some(answer.body),
+            ..self
+        }
+    }
 }
 
 impl HttpPoster {
@@ -267,7 +277,10 @@ pub(crate) fn classify_status(answer: &Answer) -> Result<Delivered, DeliveryErro
     let status = answer.status;
     let code = status.as_u16();
     if status.is_success() {
-        return Ok(Delivered { status: Some(code) });
+        return Ok(Delivered {
+            status: Some(code),
+            answer: None,
+        });
     }
     let mut reason = format!("HTTP {status}");
     if status.is_redirection() {

@@ -91,7 +91,7 @@ impl Adapter for SoapDriver {
             .http
             .post(msg, content_type, extra, MAX_ANSWER_BYTES)
             .await?;
-        classify(&answer)
+        classify(&answer).map(|delivered| delivered.with_answer(answer))
     }
 }
 
@@ -100,7 +100,10 @@ impl Adapter for SoapDriver {
 fn classify(answer: &Answer) -> Result<Delivered, DeliveryError> {
     let code = answer.status.as_u16();
     if answer.truncated && answer.status.is_success() {
-        return Ok(Delivered { status: Some(code) });
+        return Ok(Delivered {
+            status: Some(code),
+            answer: None,
+        });
     }
     let fault = match read_answer(&answer.body, &answer.headers) {
         SoapAnswer::Fault(fault) => fault,
@@ -258,7 +261,8 @@ mod tests {
             assert_eq!(
                 classify(&answer(status, body)).unwrap(),
                 Delivered {
-                    status: Some(status)
+                    status: Some(status),
+                    answer: None
                 },
                 "{status} {body}"
             );

@@ -43,6 +43,9 @@ pub struct Outbound {
     pub protocol: Protocol,
     /// The mapping from canonical applications to the system's format.
     pub mapping: String,
+    /// The mapping that reads the system's own acknowledgement (an `acknowledgement`): a 2xx
+    /// is a delivery only when it reads as accepted.
+    pub response_mapping: Option<String>,
     pub headers: Vec<(String, String)>,
     pub timeout: Duration,
     /// Deliveries in flight at once.
@@ -168,6 +171,7 @@ struct OutboundFile {
     exchange: Option<String>,
     routing_key: Option<String>,
     mapping: toml::Spanned<String>,
+    response_mapping: Option<toml::Spanned<String>>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
     #[serde(default = "default_timeout_ms")]
@@ -249,6 +253,7 @@ struct InboundFile {
 /// Where each mapping an adapter names is referenced, for cross-checks with the mappings.
 pub(super) struct MappingRefs {
     pub outbound: (String, std::ops::Range<usize>),
+    pub response: Option<(String, std::ops::Range<usize>)>,
     pub case_event: (String, std::ops::Range<usize>),
     pub result: Option<(String, std::ops::Range<usize>)>,
     pub items: Vec<std::ops::Range<usize>>,
@@ -386,6 +391,12 @@ pub(super) fn compile(
                     "url, soap_version and soap_action do not apply to protocol amqp (the broker is hub.toml's bus)",
                 );
             }
+            if o.response_mapping.is_some() {
+                missing(
+                    "response_mapping",
+                    "a system reached over AMQP gives no answer to read: response_mapping applies to rest and soap",
+                );
+            }
             match (&o.exchange, &o.routing_key) {
                 (Some(exchange), Some(routing_key)) => Some(Protocol::Amqp {
                     exchange: exchange.clone(),
@@ -520,6 +531,10 @@ pub(super) fn compile(
     }
     let refs = MappingRefs {
         outbound: (o.mapping.get_ref().clone(), o.mapping.span()),
+        response: o
+            .response_mapping
+            .as_ref()
+            .map(|r| (r.get_ref().clone(), r.span())),
         case_event: (
             i.case_event_mapping.get_ref().clone(),
             i.case_event_mapping.span(),
@@ -540,6 +555,7 @@ pub(super) fn compile(
             outbound: Outbound {
                 protocol: protocol?,
                 mapping: o.mapping.into_inner(),
+                response_mapping: o.response_mapping.map(|r| r.into_inner()),
                 headers: o.headers.into_iter().collect(),
                 timeout: Duration::from_millis(o.timeout_ms),
                 concurrency: o.concurrency,

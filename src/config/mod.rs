@@ -96,6 +96,9 @@ pub fn compile(raw: &RawConfig) -> Result<Config, ConfigErrors> {
         {
             let needed = [
                 Some((&refs.outbound, "application", "outbound.mapping")),
+                refs.response
+                    .as_ref()
+                    .map(|r| (r, "acknowledgement", "outbound.response_mapping")),
                 Some((&refs.case_event, "case-event", "inbound.case_event_mapping")),
                 refs.result
                     .as_ref()
@@ -118,7 +121,7 @@ pub fn compile(raw: &RawConfig) -> Result<Config, ConfigErrors> {
                         format!("mapping `{name}` maps `{}`, but this needs one that maps `{canonical}`", m.canonical),
                     )),
                     Some(m) => {
-                        if let (Protocol::Soap { version, .. }, "application") = (&adapter.outbound.protocol, canonical) {
+                        if let (Protocol::Soap { version, .. }, "application" | "acknowledgement") = (&adapter.outbound.protocol, canonical) {
                             let soap = match &m.format {
                                 mapping::Format::Xml(x) => x.soap,
                                 mapping::Format::Json { .. } => None,

@@ -288,7 +288,11 @@ fn compile_table(name: &str, t: TableFile) -> Result<Table, String> {
         Some(toml::Value::Array(first)) => first.len(),
         _ => 1,
     };
-    if t.values.values().any(|v| matches!(v, toml::Value::Array(_))) && width < 2 {
+    if t.values
+        .values()
+        .any(|v| matches!(v, toml::Value::Array(_)))
+        && width < 2
+    {
         return Err("a list of legacy values has at least two (one for each legacy place); give a single value as itself".into());
     }
     let key_of = |what: &str, legacy: toml::Value| -> Result<(String, Value), String> {
@@ -317,9 +321,8 @@ fn compile_table(name: &str, t: TableFile) -> Result<Table, String> {
                 "{what}: the table's values are single values, so this must be one too"
             )),
             (scalar, _) => {
-                let text = convert::scalar_text(scalar).ok_or_else(|| {
-                    format!("{what} must be a string, number or boolean")
-                })?;
+                let text = convert::scalar_text(scalar)
+                    .ok_or_else(|| format!("{what} must be a string, number or boolean"))?;
                 Ok((text, legacy))
             }
         }
@@ -455,7 +458,10 @@ fn compile_group(
     }
     let when = conditions(&f.when).unwrap_or_else(|problems| {
         for m in problems {
-            errors.push(cx.file.error_at_span(&format!("{key}.when"), span.clone(), m));
+            errors.push(
+                cx.file
+                    .error_at_span(&format!("{key}.when"), span.clone(), m),
+            );
         }
         Vec::new()
     });

@@ -325,11 +325,8 @@ impl Mapping {
                     if !any || errors.len() != errors_before {
                         None
                     } else {
-                        match convert::to_canonical(
-                            Value::String(key),
-                            &f.kind,
-                            f.table.as_deref(),
-                        ) {
+                        match convert::to_canonical(Value::String(key), &f.kind, f.table.as_deref())
+                        {
                             Ok(v) => Some(v),
                             Err(m) => {
                                 errors.push(self.error(&f.label, at(), m));

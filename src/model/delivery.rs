@@ -17,3 +17,15 @@ code_list! {
         Dead = "dead",
     }
 }
+
+/// A department system's own answer to a delivery, as its adapter's `response_mapping` reads
+/// it (`schemas/acknowledgement.schema.json`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Acknowledgement {
+    pub accepted: bool,
+    pub code: Option<String>,
+    pub reason: Option<String>,
+    /// A refusal worth asking again about later; a refusal without it is final.
+    #[serde(default)]
+    pub retry: bool,
+}

@@ -26,6 +26,6 @@ pub use case_event::{
     SpecialProcedure, Supplement, parse_time,
 };
 pub use codes::{Code, UnknownCode};
-pub use delivery::{AttemptKind, DeliveryState};
+pub use delivery::{Acknowledgement, AttemptKind, DeliveryState};
 pub use inbound::{FeedKind, MessageKind, Via};
 pub use item::{ItemStatus, ItemType};

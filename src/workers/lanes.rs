@@ -9,16 +9,18 @@
 //! Lanes share nothing but the store, so a slow or dead system holds back only its own lane.
 
 use super::breaker::Breaker;
-use crate::adapters::{Adapter, Driver, Outgoing};
+use crate::adapters::{Adapter, Delivered, DeliveryError, Driver, Outgoing, rest};
 use crate::auth::assertion::{Identity, Signer};
 use crate::clock;
 use crate::config::{AdapterConfig, Config, Protocol};
 use crate::mapping::{Mapping, Node};
+use crate::model::Acknowledgement;
 use crate::personal::PersonalValues;
 use crate::routing;
 use crate::store::group::GroupCommit;
 use crate::store::{AttemptOutcome, ClaimedDelivery, FinishedAttempt, Store, StoreError};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
@@ -49,6 +51,8 @@ pub enum RoutingError {
 struct Lane {
     adapter: AdapterConfig,
     mapping: Arc<Mapping>,
+    /// Reads the system's own acknowledgement in a 2xx answer, when the adapter names one.
+    response: Option<Arc<Mapping>>,
     /// The media type of the mapping's documents, worked out once.
     content_type: String,
     driver: Driver,
@@ -85,6 +89,15 @@ impl Dispatcher {
                     system: adapter.id.clone(),
                     mapping: adapter.outbound.mapping.clone(),
                 })?;
+            let response = match &adapter.outbound.response_mapping {
+                None => None,
+                Some(name) => Some(config.mappings.get(name).cloned().ok_or_else(|| {
+                    RoutingError::Mapping {
+                        system: adapter.id.clone(),
+                        mapping: name.clone(),
+                    }
+                })?),
+            };
             let driver = Driver::new(adapter, broker).map_err(|source| RoutingError::Driver {
                 system: adapter.id.clone(),
                 source,
@@ -99,6 +112,7 @@ impl Dispatcher {
                     adapter: adapter.clone(),
                     content_type: mapping.content_type(),
                     mapping,
+                    response,
                     driver,
                     limiter: RateLimiter::direct(quota),
                     breaker: Mutex::new(Breaker::default()),
@@ -300,7 +314,8 @@ async fn attempt(
                     content_type: &lane.content_type,
                     assertion: assertion.as_deref(),
                 })
-                .await;
+                .await
+                .and_then(|delivered| acknowledged(lane, delivered));
             let finished = clock::now_millis();
             let outcome = masked(
                 routing::classify(&lane.adapter.outbound.retry, &delivery, sent, finished),
@@ -362,6 +377,62 @@ fn identity_assertion(lane: &Lane, delivery: &ClaimedDelivery) -> Result<Option<
         .assertion(&lane.adapter.id, &delivery.application_id, &jti, &identity)
         .map(Some)
         .map_err(|e| e.to_string())
+}
+
+/// What a 2xx answer means when the adapter reads the system's own acknowledgement: delivered
+/// when it says accepted; a refusal is final unless the system says asking again may help; an
+/// answer that does not read as an acknowledgement is not one (a gateway's page, a truncated
+/// body), and is tried again.
+fn acknowledged(lane: &Lane, delivered: Delivered) -> Result<Delivered, DeliveryError> {
+    let Some(response) = &lane.response else {
+        return Ok(delivered);
+    };
+    let status = delivered.status;
+    let not_one = |why: String| DeliveryError::Retryable {
+        reason: format!(
+            "answered {} but not with the system's acknowledgement: {why}",
+            status.map(|s| s.to_string()).unwrap_or_default()
+        ),
+        retry_after: None,
+        status,
+    };
+    let Some(body) = &delivered.answer else {
+        return Err(not_one("the answer was too long to read".into()));
+    };
+    let read = response.to_canonical(body).map_err(|errors| {
+        let listed: Vec<String> = errors
+            .iter()
+            .map(|e| format!("{} at {}: {}", e.field, e.path, e.message))
+            .collect();
+        not_one(format!(
+            "mapping {} failed: {}",
+            response.name,
+            listed.join("; ")
+        ))
+    })?;
+    let ack = Acknowledgement::deserialize(&read)
+        .map_err(|e| not_one(format!("mapping {} gave {e}", response.name)))?;
+    if ack.accepted {
+        return Ok(delivered);
+    }
+    let reason = format!(
+        "the system refused it{}{}",
+        ack.code
+            .map(|c| format!(" ({})", rest::clean(&c, 64)))
+            .unwrap_or_default(),
+        ack.reason
+            .map(|r| format!(": {}", rest::clean(&r, rest::EXCERPT_CHARS)))
+            .unwrap_or_default()
+    );
+    Err(if ack.retry {
+        DeliveryError::Retryable {
+            reason,
+            retry_after: None,
+            status,
+        }
+    } else {
+        DeliveryError::Permanent { reason, status }
+    })
 }
 
 /// The delivery in the system's format, or why it cannot be put in it.

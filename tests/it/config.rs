@@ -1625,3 +1625,44 @@ fn a_results_queue_is_checked_against_the_mode_the_queue_and_the_result_mapping(
         "{error}"
     );
 }
+
+/// `response_mapping` names a mapping of the system's acknowledgement: one that maps anything
+/// else is an error at its line, and so is one on a system reached over AMQP (no answer).
+#[test]
+fn a_response_mapping_must_read_an_acknowledgement_and_needs_an_answer() {
+    let dir = valid_dir();
+    let scjg = read(dir.path(), ADAPTER);
+    let with = |text: &str, name: &str| {
+        replace_once(
+            text,
+            "\nmapping = \"",
+            &format!("\nresponse_mapping = \"{name}\"\nmapping = \""),
+        )
+    };
+    write(dir.path(), ADAPTER, with(&scjg, "scjg-food-event"));
+    let error = the_error(dir.path(), ADAPTER);
+    assert_eq!(
+        error.key.as_deref(),
+        Some("outbound.response_mapping"),
+        "{error}"
+    );
+    assert!(
+        error
+            .message
+            .contains("needs one that maps `acknowledgement`"),
+        "{error}"
+    );
+    assert!(error.line.is_some(), "{error}");
+    write(dir.path(), ADAPTER, &scjg);
+
+    let ga = "adapters/dl-ga-hukou.toml";
+    let text = read(dir.path(), ga);
+    write(dir.path(), ga, with(&text, "ga-hukou-event"));
+    let errors = errors(dir.path());
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.message.contains("gives no answer to read")),
+        "{errors:#?}"
+    );
+}

@@ -1152,6 +1152,100 @@ async fn permanent_refusals_fill_dead_letters_and_replay_delivers_them() {
     hub.stop(STOP_PATIENCE).await;
 }
 
+/// A system that answers 200 with its own acknowledgement, read by the adapter's
+/// `response_mapping`: accepted is delivered; a refusal is a dead letter with the system's
+/// code and reason; a refusal it calls passing, and an answer that is no acknowledgement at
+/// all (a gateway's page), are tried again until it accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2xx_is_delivered_only_when_the_systems_own_acknowledgement_says_accepted() {
+    let soap = Mock::start(true, Mode::Ok).await;
+    let rest = Mock::start(false, Mode::Answer(r#"{"CODE":"0000","MSG":"受理成功"}"#)).await;
+    let dir = config_for(&soap, &rest);
+    let adapter = common::edit::adapter_file(dir.path(), RST);
+    let text = std::fs::read_to_string(&adapter).unwrap().replace(
+        "mapping = \"rst-card-application\"",
+        "mapping = \"rst-card-application\"\nresponse_mapping = \"rst-card-ack\"",
+    );
+    std::fs::write(&adapter, text).unwrap();
+    std::fs::write(
+        dir.path().join("mappings/rst-card-ack.toml"),
+        r#"canonical = "acknowledgement"
+format = "json"
+
+[tables.accepted]
+values = { "true" = "0000" }
+unknown = { canonical = "false", legacy = "" }
+
+[tables.passing]
+values = { "true" = "E503" }
+unknown = { canonical = "false", legacy = "" }
+
+[[field]]
+canonical = "/accepted"
+legacy = "CODE"
+type = "boolean"
+table = "accepted"
+required = true
+
+[[field]]
+canonical = "/retry"
+legacy = "CODE"
+type = "boolean"
+table = "passing"
+
+[[field]]
+canonical = "/code"
+legacy = "CODE"
+
+[[field]]
+canonical = "/reason"
+legacy = "MSG"
+"#,
+    )
+    .unwrap();
+    let hub = start_hub(dir.path()).await;
+    let client = hub.client();
+    let base = hub.base.as_str();
+
+    let accepted = submit(&client, base, &rst_application(), RST).await;
+    all_in_state(&client, base, std::slice::from_ref(&accepted), "delivered").await;
+
+    // Refused in the system's own words: a dead letter after one attempt, saying why.
+    rest.set_mode(Mode::Answer(r#"{"CODE":"E101","MSG":"证件类型不受理"}"#));
+    let refused = submit(&client, base, &rst_application(), RST).await;
+    all_in_state(
+        &client,
+        base,
+        std::slice::from_ref(&refused),
+        "undeliverable",
+    )
+    .await;
+    let app = application(&client, base, &refused).await;
+    let log = app["deliveries"][0]["attempt_log"].as_array().unwrap();
+    assert_eq!(log.len(), 1, "{app:#}");
+    assert_eq!(log[0]["status"], 200, "{app:#}");
+    assert!(
+        detail(&log[0]).contains("the system refused it (E101): 证件类型不受理"),
+        "{app:#}"
+    );
+
+    // Busy, then a gateway's page with 200: both tried again; then accepted.
+    rest.set_mode(Mode::Answer(r#"{"CODE":"E503","MSG":"系统繁忙"}"#));
+    let later = vec![submit(&client, base, &rst_application(), RST).await];
+    a_retry_where(&client, base, &later, "a busy refusal tried again", |a| {
+        detail(a).contains("(E503): 系统繁忙")
+    })
+    .await;
+    rest.set_mode(Mode::Answer("<html><body>502 Bad Gateway</body></html>"));
+    a_retry_where(&client, base, &later, "a gateway page tried again", |a| {
+        detail(a).contains("not with the system's acknowledgement")
+    })
+    .await;
+    rest.set_mode(Mode::Answer(r#"{"CODE":"0000","MSG":"受理成功"}"#));
+    all_in_state(&client, base, &later, "delivered").await;
+    hub.stop(STOP_PATIENCE).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_system_does_not_delay_another_systems_deliveries() {
     let soap = Mock::start(true, Mode::Slow(3000)).await;

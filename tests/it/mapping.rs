@@ -811,7 +811,10 @@ required = true
     assert!(!written.contains("JieLun"), "{written}");
 
     // 办结 refused: both codes give the result, the group reads the completion.
-    let done = legacy("09", "<JieLun dm=\"2\"><YuanYin>材料不实</YuanYin></JieLun>");
+    let done = legacy(
+        "09",
+        "<JieLun dm=\"2\"><YuanYin>材料不实</YuanYin></JieLun>",
+    );
     let refused = m.to_canonical(done.as_bytes()).unwrap();
     assert_eq!(refused["node"]["name"], "办结");
     assert_eq!(refused["node"]["result"], "0");
@@ -877,11 +880,13 @@ required = true
         mapping.replace("[\"09\", \"2\"]", "[\"09\", \"2\", \"x\"]"),
     )
     .unwrap();
-    let errors = Config::load(dir.path()).expect_err("lists of two lengths").0;
+    let errors = Config::load(dir.path())
+        .expect_err("lists of two lengths")
+        .0;
     assert!(
-        errors
-            .iter()
-            .any(|e| e.to_string().contains("(one per legacy place), so this must be one too")),
+        errors.iter().any(|e| e
+            .to_string()
+            .contains("(one per legacy place), so this must be one too")),
         "{errors:#?}"
     );
 }

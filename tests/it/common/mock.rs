@@ -38,6 +38,8 @@ pub enum Mode {
     SoapClientFault,
     /// Answers 200 after this many milliseconds.
     Slow(u64),
+    /// Answers 200 with this body: the system's own acknowledgement, or garbage.
+    Answer(&'static str),
 }
 
 /// One POST a mock received.
@@ -271,6 +273,18 @@ async fn mock_answer(
             tokio::time::sleep(Duration::from_millis(ms)).await;
             ok_answer(shared.soap)
         }
+        Mode::Answer(body) => (
+            [(
+                header::CONTENT_TYPE,
+                if shared.soap {
+                    "text/xml; charset=utf-8"
+                } else {
+                    "application/json"
+                },
+            )],
+            body,
+        )
+            .into_response(),
         Mode::Fail500 => (StatusCode::INTERNAL_SERVER_ERROR, "database is down").into_response(),
         Mode::Fail400 => (
             StatusCode::BAD_REQUEST,

@@ -236,6 +236,7 @@ fn store(c: &mut Criterion) {
             body: &body,
             idempotency: None,
             identity: None,
+            message: None,
         }))
         .unwrap()
     };

@@ -141,6 +141,20 @@ impl Mapping {
         self.to_legacy_with_header(canonical, Vec::new(), None)
     }
 
+    /// As [`Mapping::to_legacy_with_header`], with the places the identity assertion goes left
+    /// open, for a document written once and sent more than once: each attempt's assertion is
+    /// signed for that attempt. `header` makes the hub's own header entries, given the text to
+    /// put where the assertion goes.
+    pub fn to_legacy_open(
+        &self,
+        canonical: &Value,
+        header: impl FnOnce(&str) -> Vec<Node>,
+    ) -> Result<OpenDocument, Vec<MapError>> {
+        let written =
+            self.to_legacy_with_header(canonical, header(OPEN_ASSERTION), Some(OPEN_ASSERTION))?;
+        Ok(OpenDocument::cut(written))
+    }
+
     /// As [`Mapping::to_legacy`], adding header entries to the SOAP Header (ignored for
     /// formats without an envelope): the hub's own entries, such as the idempotency key; and
     /// writing `assertion` (the attempt's identity assertion) where fields with `source =
@@ -652,6 +666,61 @@ impl Mapping {
                 element.cdata = f.cdata;
             }
         }
+    }
+}
+
+/// What stands where the identity assertion goes while a document is written open: ASCII
+/// letters, which every encoding and format writes as they are. The caller makes sure the
+/// canonical document does not hold it ([`OpenDocument::holds_marker`]), so every place it is
+/// found is one the assertion goes.
+const OPEN_ASSERTION: &str = "TONGBANOPENASSERTIONe4c1b7a9d2f05836";
+
+/// A legacy document with the places the attempt's identity assertion goes left open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenDocument {
+    pub bytes: Vec<u8>,
+    /// Offsets in `bytes` where the assertion goes, ascending.
+    pub assertion_at: Vec<usize>,
+}
+
+impl OpenDocument {
+    /// Whether a canonical document (as JSON text) holds the text that marks the open places,
+    /// so that it cannot be written open.
+    pub fn holds_marker(canonical_text: &str) -> bool {
+        canonical_text.contains(OPEN_ASSERTION)
+    }
+
+    fn cut(written: Vec<u8>) -> OpenDocument {
+        let marker = OPEN_ASSERTION.as_bytes();
+        let mut bytes = Vec::with_capacity(written.len());
+        let mut assertion_at = Vec::new();
+        let mut rest = written.as_slice();
+        while let Some(i) = rest.windows(marker.len()).position(|w| w == marker) {
+            bytes.extend_from_slice(&rest[..i]);
+            assertion_at.push(bytes.len());
+            rest = &rest[i + marker.len()..];
+        }
+        bytes.extend_from_slice(rest);
+        OpenDocument {
+            bytes,
+            assertion_at,
+        }
+    }
+
+    /// The document with `assertion` in its open places (left empty without one).
+    pub fn closed(&self, assertion: Option<&str>) -> Vec<u8> {
+        let assertion = assertion.unwrap_or_default().as_bytes();
+        let mut out =
+            Vec::with_capacity(self.bytes.len() + assertion.len() * self.assertion_at.len());
+        let mut from = 0;
+        for &at in &self.assertion_at {
+            let at = at.min(self.bytes.len()).max(from);
+            out.extend_from_slice(&self.bytes[from..at]);
+            out.extend_from_slice(assertion);
+            from = at;
+        }
+        out.extend_from_slice(&self.bytes[from..]);
+        out
     }
 }
 

@@ -22,6 +22,6 @@ pub mod xml;
 
 pub use compiler::{Format, Mapping, compile};
 pub use convert::{Kind, Pattern, Table, Unknown};
-pub use eval::{MAX_INPUT_BYTES, MapError};
+pub use eval::{MAX_INPUT_BYTES, MapError, OpenDocument};
 pub use tree::{LegacyPath, Node};
 pub use xml::{SoapFault, SoapVersion, XmlFormat};

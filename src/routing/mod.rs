@@ -1,12 +1,14 @@
 //! Routing: which system handles an application, and what a delivery attempt's result means
 //! under its adapter's retry policy: delivered, tried again (when: exponential backoff with
-//! jitter, a system's `Retry-After` honoured) or given up on as a dead letter. No I/O: the
-//! delivery lanes (`workers::lanes`) ask it.
+//! jitter, a system's `Retry-After` honoured) or given up on as a dead letter; and an
+//! application in its system's format, as each attempt sends it. No I/O: the delivery lanes
+//! (`workers::lanes`) and acceptance ask it.
 
 use crate::adapters::{Delivered, DeliveryError};
 use crate::backoff::{Backoff, jitter};
 use crate::clock;
-use crate::config::{AdapterConfig, Config, RetryPolicy};
+use crate::config::{AdapterConfig, Config, Protocol, RetryPolicy};
+use crate::mapping::{MapError, Mapping, Node, OpenDocument};
 use crate::store::{AttemptOutcome, ClaimedDelivery};
 use std::time::Duration;
 
@@ -28,6 +30,59 @@ pub fn route<'a>(
         .and_then(|r| claims().find(|(_, c)| c.regions.iter().any(|x| x == r)))
         .or_else(|| claims().find(|(_, c)| c.regions.is_empty()))
         .map(|(a, _)| a)
+}
+
+/// The namespace of the hub's own SOAP header entries.
+pub const HUB_NS: &str = "urn:tongban:hub:2026";
+
+/// An application in its system's format as one attempt sends it: the mapping's document with,
+/// for SOAP, the hub's own header entries (the idempotency key, the attempt's identity
+/// assertion).
+pub fn legacy_message(
+    adapter: &AdapterConfig,
+    mapping: &Mapping,
+    application_id: &str,
+    canonical: &serde_json::Value,
+    assertion: Option<&str>,
+) -> Result<Vec<u8>, Vec<MapError>> {
+    let header = hub_header_entries(adapter, application_id, assertion);
+    mapping.to_legacy_with_header(canonical, header, assertion)
+}
+
+/// [`legacy_message`] written once, when the application is accepted, with the places each
+/// attempt's assertion goes left open.
+pub fn open_message(
+    adapter: &AdapterConfig,
+    mapping: &Mapping,
+    application_id: &str,
+    canonical: &serde_json::Value,
+) -> Result<OpenDocument, Vec<MapError>> {
+    mapping.to_legacy_open(canonical, |assertion| {
+        hub_header_entries(adapter, application_id, Some(assertion))
+    })
+}
+
+fn hub_header_entries(
+    adapter: &AdapterConfig,
+    application_id: &str,
+    assertion: Option<&str>,
+) -> Vec<Node> {
+    let entry = |name: &str, value: &str| {
+        let mut node = Node::named(name);
+        node.attrs.push(("xmlns".into(), HUB_NS.into()));
+        node.value = Some(serde_json::Value::String(value.to_string()));
+        node
+    };
+    match adapter.outbound.protocol {
+        Protocol::Soap { .. } => {
+            let mut entries = vec![entry("IdempotencyKey", application_id)];
+            if let Some(assertion) = assertion {
+                entries.push(entry("IdentityAssertion", assertion));
+            }
+            entries
+        }
+        Protocol::Rest { .. } | Protocol::Amqp { .. } => Vec::new(),
+    }
 }
 
 /// What an attempt's result means for the delivery: done, again later, or never.

@@ -5,7 +5,8 @@
 //! (事项数据同源: code, version, name, type, and an item still in force); the item's required
 //! materials, and no material it does not have; the applicant is the user the identity system's
 //! token proves, at the real-name level the item asks for; a connected system handles the item
-//! (in the region, if one is given). Problems of the document come back all at once. Then the
+//! (in the region, if one is given); the system's mapping writes it (accepted means deliverable).
+//! Problems of the document come back all at once. Then the
 //! application, its delivery in the outbox and its audit record commit together (in a group
 //! with others that arrive meanwhile), and only then is it accepted.
 
@@ -15,8 +16,9 @@ use crate::auth::tokens::UserIdentity;
 use crate::auth::{sha256_hex, subject_digest};
 use crate::catalog::Item;
 use crate::clock;
-use crate::config::Config;
+use crate::config::{AdapterConfig, Config};
 use crate::ids::mask_id;
+use crate::mapping::OpenDocument;
 use crate::model::{Applicant, Application, ItemRef};
 use crate::schema::Violation;
 use crate::service::admission::{Backlogs, Overloaded};
@@ -179,15 +181,6 @@ pub async fn accept(
     let adapter = crate::routing::route(config, &application.item.code, region.as_deref())
         .ok_or(AcceptError::NoSystem { region })?;
     let system = adapter.id.clone();
-    // Room in the outbox first; a request repeated under its Idempotency-Key needs none, since
-    // it stores nothing new (the store says whether it repeats one).
-    let reservation = match backlogs.reserve(store, adapter).await? {
-        Ok(reservation) => Some(reservation),
-        Err(full) => match &idempotency_key {
-            Some(key) if store.idempotency_key_used(key).await? => None,
-            _ => return Err(full.into()),
-        },
-    };
 
     // Member order carries no meaning: the same application in another order is the same request.
     let request_hash = sha256_hex(
@@ -203,6 +196,20 @@ pub async fn accept(
             id
         }
     };
+    let body_text = body.to_string();
+    // Accepted means deliverable: the application in its system's format, written now, once.
+    let message = outbound_message(config, adapter, &id, &body, &body_text)?;
+
+    // Room in the outbox; a request repeated under its Idempotency-Key needs none, since it
+    // stores nothing new (the store says whether it repeats one).
+    let reservation = match backlogs.reserve(store, adapter).await? {
+        Ok(reservation) => Some(reservation),
+        Err(full) => match &idempotency_key {
+            Some(key) if store.idempotency_key_used(key).await? => None,
+            _ => return Err(full.into()),
+        },
+    };
+
     let identity = serde_json::to_string(&Identity::of(&user))
         .map_err(|e| StoreError::Corrupt(format!("cannot keep the applicant's identity: {e}")))?;
     let detail = |what: &str| {
@@ -230,8 +237,9 @@ pub async fn accept(
                 .map(|item| item.department.uscc.clone())
                 .unwrap_or_default(),
             system_id: system.clone(),
-            body: body.to_string(),
+            body: body_text,
             identity: Some(identity),
+            message,
             idempotency: idempotency_key.map(|k| (k, request_hash)),
             audit: Some(audit.clone()),
         })
@@ -263,6 +271,43 @@ pub async fn accept(
         }
         Accepted::KeyReused => Err(AcceptError::KeyReused),
         Accepted::DuplicateId => Err(AcceptError::DuplicateId),
+    }
+}
+
+/// The application in its system's format, as every attempt will send it (with the attempt's
+/// identity assertion in the places left open), or the problems that keep the system's mapping
+/// from writing it, each at its pointer: accepted means deliverable, so an application its
+/// system's format cannot carry (a number where the system wants an integer) is refused now,
+/// not dead-lettered later. A document holding the text that marks the open places is checked
+/// the same way but mapped again at each attempt.
+fn outbound_message(
+    config: &Config,
+    adapter: &AdapterConfig,
+    id: &str,
+    body: &Value,
+    body_text: &str,
+) -> Result<Option<OpenDocument>, AcceptError> {
+    // The configuration names only mappings it has compiled.
+    let Some(mapping) = config.mappings.get(&adapter.outbound.mapping) else {
+        return Ok(None);
+    };
+    match crate::routing::open_message(adapter, mapping, id, body) {
+        Ok(_) if OpenDocument::holds_marker(body_text) => Ok(None),
+        Ok(open) => Ok(Some(open)),
+        Err(errors) => Err(AcceptError::Invalid(
+            errors
+                .into_iter()
+                .map(|e| {
+                    Violation::new(
+                        if e.path == "/" { String::new() } else { e.path },
+                        format!(
+                            "{} (the format of system {}: mapping {}, field {})",
+                            e.message, adapter.id, mapping.name, e.field
+                        ),
+                    )
+                })
+                .collect(),
+        )),
     }
 }
 

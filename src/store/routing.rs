@@ -3,6 +3,7 @@
 
 use super::{Backend, Store, StoreError, rows};
 use crate::clock;
+use crate::mapping::OpenDocument;
 use crate::model::{ApplicationState, AttemptKind, DeliveryState, FeedKind};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
@@ -23,6 +24,8 @@ pub struct NewApplication<'a> {
     /// The applicant's verified identity, already masked, as JSON text: stored on every
     /// delivery so each attempt can carry an identity assertion.
     pub identity: Option<String>,
+    /// The delivery's message, written in its system's format when it was accepted.
+    pub message: Option<&'a OpenDocument>,
 }
 
 /// An application to accept together with others ([`Store::accept_applications`]): an owned
@@ -38,6 +41,8 @@ pub struct ApplicationToAccept {
     /// The caller's `Idempotency-Key` and a hash of its request.
     pub idempotency: Option<(String, String)>,
     pub identity: Option<String>,
+    /// The delivery's message, written in its system's format (see [`NewApplication`]).
+    pub message: Option<OpenDocument>,
     pub audit: Option<crate::audit::AuditEntry>,
 }
 
@@ -84,6 +89,8 @@ pub struct ClaimedDelivery {
     pub window_start: i64,
     /// The applicant's verified identity (masked JSON text), if the application came with one.
     pub identity: Option<String>,
+    /// Its message as written when it was accepted; `None`: map it for each attempt.
+    pub message: Option<OpenDocument>,
 }
 
 /// A delivery as `GET /applications/{id}` and the dead-letter list show it.
@@ -305,7 +312,8 @@ impl Store {
                AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.application_id = d.application_id \
                                AND e.seq < d.seq AND e.status <> 'delivered') \
                ORDER BY d.next_attempt_at LIMIT $4 {lock}) \
-             RETURNING id, application_id, payload, attempts, attempts_base, window_start, identity"
+             RETURNING id, application_id, payload, attempts, attempts_base, window_start, identity, \
+               message, assertion_at"
         );
         let rows = sqlx::query(&sql)
             .bind(now + lease_ms)
@@ -326,6 +334,7 @@ impl Store {
                     attempts_in_window: attempts - base,
                     window_start: r.try_get("window_start")?,
                     identity: r.try_get("identity")?,
+                    message: open_document(r.try_get("message")?, r.try_get("assertion_at")?)?,
                 })
             })
             .collect()
@@ -950,8 +959,8 @@ async fn accept_in_tx(
     }
     sqlx::query(
         "INSERT INTO deliveries (id, application_id, seq, system_id, status, payload, attempts, attempts_base, \
-         window_start, next_attempt_at, claimed_until, created_at, identity) \
-         VALUES ($1, $2, 1, $3, 'pending', $4, 0, 0, $5, $5, 0, $5, $6)",
+         window_start, next_attempt_at, claimed_until, created_at, identity, message, assertion_at) \
+         VALUES ($1, $2, 1, $3, 'pending', $4, 0, 0, $5, $5, 0, $5, $6, $7, $8)",
     )
     .bind(first_delivery_id(app.id))
     .bind(app.id)
@@ -959,6 +968,8 @@ async fn accept_in_tx(
     .bind(app.body)
     .bind(now)
     .bind(app.identity.as_deref())
+    .bind(app.message.map(|m| m.bytes.as_slice()))
+    .bind(app.message.map(|m| offsets_text(&m.assertion_at)))
     .execute(&mut **tx)
     .await?;
     if let Some(entry) = audit {
@@ -981,6 +992,7 @@ impl ApplicationToAccept {
                 .as_ref()
                 .map(|(key, hash)| (key.as_str(), hash.as_str())),
             identity: self.identity.clone(),
+            message: self.message.as_ref(),
         }
     }
 }
@@ -1111,8 +1123,8 @@ async fn accept_batch_in_tx(
     for chunk in rows::chunks(new.len()) {
         let sql = format!(
             "INSERT INTO deliveries (id, application_id, seq, system_id, status, payload, attempts, attempts_base, \
-             window_start, next_attempt_at, claimed_until, created_at, identity) VALUES {}",
-            rows::values(chunk.len(), 13, 1)
+             window_start, next_attempt_at, claimed_until, created_at, identity, message, assertion_at) VALUES {}",
+            rows::values(chunk.len(), 15, 1)
         );
         let mut query = sqlx::query(&sql);
         for &i in &new[chunk] {
@@ -1130,7 +1142,9 @@ async fn accept_batch_in_tx(
                 .bind(now)
                 .bind(0_i64)
                 .bind(now)
-                .bind(a.identity.as_deref());
+                .bind(a.identity.as_deref())
+                .bind(a.message.as_ref().map(|m| m.bytes.as_slice()))
+                .bind(a.message.as_ref().map(|m| offsets_text(&m.assertion_at)));
         }
         query.execute(&mut **tx).await?;
     }
@@ -1240,4 +1254,36 @@ async fn record_events_in_tx(
         .collect();
     super::supervision::append_feeds_in_tx(tx, &entries, now).await?;
     Ok(new)
+}
+
+/// Offsets as the `assertion_at` column keeps them: `12,345`.
+fn offsets_text(offsets: &[usize]) -> String {
+    let texts: Vec<String> = offsets.iter().map(usize::to_string).collect();
+    texts.join(",")
+}
+
+/// A delivery's stored message, if it has one.
+fn open_document(
+    bytes: Option<Vec<u8>>,
+    offsets: Option<String>,
+) -> Result<Option<OpenDocument>, StoreError> {
+    let Some(bytes) = bytes else {
+        return Ok(None);
+    };
+    let assertion_at = offsets
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse::<usize>().ok().filter(|at| *at <= bytes.len()))
+        .collect::<Option<Vec<usize>>>()
+        .ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "a delivery's assertion offsets are not offsets in its message: {offsets:?}"
+            ))
+        })?;
+    Ok(Some(OpenDocument {
+        bytes,
+        assertion_at,
+    }))
 }

@@ -12,8 +12,8 @@ use super::breaker::Breaker;
 use crate::adapters::{Adapter, Delivered, DeliveryError, Driver, Outgoing, rest};
 use crate::auth::assertion::{Identity, Signer};
 use crate::clock;
-use crate::config::{AdapterConfig, Config, Protocol};
-use crate::mapping::{Mapping, Node};
+use crate::config::{AdapterConfig, Config};
+use crate::mapping::Mapping;
 use crate::model::Acknowledgement;
 use crate::personal::PersonalValues;
 use crate::routing;
@@ -26,9 +26,6 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, watch};
-
-/// The namespace of the hub's own SOAP header entries.
-pub const HUB_NS: &str = "urn:tongban:hub:2026";
 
 /// How often an idle lane looks for due deliveries it was not woken for (retries coming due,
 /// leases lapsing).
@@ -435,43 +432,37 @@ fn acknowledged(lane: &Lane, delivered: Delivered) -> Result<Delivered, Delivery
     })
 }
 
-/// The delivery in the system's format, or why it cannot be put in it.
+/// The delivery in the system's format, or why it cannot be put in it: the document written
+/// when its application was accepted, with this attempt's assertion; or, for a delivery without
+/// one (replayed, or accepted before documents were kept), mapped now.
 fn legacy_message(
     lane: &Lane,
     delivery: &ClaimedDelivery,
     assertion: Option<&str>,
 ) -> Result<Vec<u8>, String> {
+    if let Some(open) = &delivery.message {
+        return Ok(open.closed(assertion));
+    }
     let canonical: serde_json::Value = serde_json::from_str(&delivery.payload)
         .map_err(|e| format!("stored application is not JSON: {e}"))?;
-    let entry = |name: &str, value: &str| {
-        let mut node = Node::named(name);
-        node.attrs.push(("xmlns".into(), HUB_NS.into()));
-        node.value = Some(serde_json::Value::String(value.to_string()));
-        node
-    };
-    let header = match lane.adapter.outbound.protocol {
-        Protocol::Soap { .. } => {
-            let mut entries = vec![entry("IdempotencyKey", &delivery.application_id)];
-            if let Some(assertion) = assertion {
-                entries.push(entry("IdentityAssertion", assertion));
-            }
-            entries
-        }
-        Protocol::Rest { .. } | Protocol::Amqp { .. } => Vec::new(),
-    };
-    lane.mapping
-        .to_legacy_with_header(&canonical, header, assertion)
-        .map_err(|errors| {
-            let listed: Vec<String> = errors
-                .iter()
-                .map(|e| format!("{} at {}: {}", e.field, e.path, e.message))
-                .collect();
-            format!(
-                "mapping {} failed: {}",
-                lane.mapping.name,
-                listed.join("; ")
-            )
-        })
+    routing::legacy_message(
+        &lane.adapter,
+        &lane.mapping,
+        &delivery.application_id,
+        &canonical,
+        assertion,
+    )
+    .map_err(|errors| {
+        let listed: Vec<String> = errors
+            .iter()
+            .map(|e| format!("{} at {}: {}", e.field, e.path, e.message))
+            .collect();
+        format!(
+            "mapping {} failed: {}",
+            lane.mapping.name,
+            listed.join("; ")
+        )
+    })
 }
 
 /// The outcome with personal data masked in its reason. A system's error answer often echoes

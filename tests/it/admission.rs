@@ -188,6 +188,7 @@ async fn a_request_dropped_mid_read_does_not_stop_the_backlog_being_read(store: 
                 body: "{}",
                 idempotency: None,
                 identity: None,
+                message: None,
             })
             .await
             .unwrap();

@@ -1246,6 +1246,54 @@ legacy = "MSG"
     hub.stop(STOP_PATIENCE).await;
 }
 
+/// Accepted means deliverable: an application the system's own mapping cannot write (an area
+/// of 120.5 m² where the department's format has an integer) is refused with 400 naming the
+/// pointer, the system and its mapping, and nothing is stored or sent; the same application
+/// with a whole number is accepted and delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_its_systems_format_cannot_carry_is_refused_at_acceptance() {
+    let soap = Mock::start(true, Mode::Ok).await;
+    let rest = Mock::start(false, Mode::Ok).await;
+    let dir = config_for(&soap, &rest);
+    let hub = start_hub(dir.path()).await;
+    let client = hub.client();
+    let base = hub.base.as_str();
+
+    let mut bad = scjg_application();
+    bad["id"] = json!("TB-AREA-FRACTION");
+    bad["form"]["premises_area_m2"] = json!(120.5);
+    let (status, headers, problem) =
+        post_application(&client, base, &bad, None, Some(client.platform())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem:#}");
+    assert_problem(&headers, &problem, StatusCode::BAD_REQUEST);
+    let errors = problem["errors"].as_array().unwrap();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e["pointer"] == "/form/premises_area_m2"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("expected an integer")
+                        && m.contains("mapping scjg-food-application"))),
+        "{problem:#}"
+    );
+    let (status, _) = get_json(
+        &client,
+        &format!("{base}/api/v1/applications/TB-AREA-FRACTION"),
+        client.platform(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was stored");
+
+    bad["form"]["premises_area_m2"] = json!(120);
+    let id = submit(&client, base, &bad, SCJG).await;
+    all_in_state(&client, base, std::slice::from_ref(&id), "delivered").await;
+    assert_eq!(soap.count(), 1, "only the deliverable one was sent");
+    let sent = String::from_utf8_lossy(&soap.receptions()[0].body).into_owned();
+    assert!(sent.contains("TB-AREA-FRACTION"), "{sent}");
+    hub.stop(STOP_PATIENCE).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_system_does_not_delay_another_systems_deliveries() {
     let soap = Mock::start(true, Mode::Slow(3000)).await;

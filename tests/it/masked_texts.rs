@@ -98,6 +98,7 @@ async fn accept_and_record(store: &Store) {
             body: &body,
             idempotency: None,
             identity: None,
+            message: None,
         })
         .await
         .unwrap();

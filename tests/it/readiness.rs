@@ -128,6 +128,7 @@ async fn fill(store: &Store) {
                 body: &body,
                 idempotency: None,
                 identity: None,
+                message: None,
             })
             .await;
         match accepted {
@@ -218,6 +219,7 @@ async fn sqlite_a_full_store_is_not_ready_and_is_ready_again_once_there_is_room(
                 body: &body,
                 idempotency: None,
                 identity: None,
+                message: None,
             })
             .await;
         match accepted {

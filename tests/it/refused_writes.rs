@@ -81,6 +81,7 @@ async fn a_refused_event_is_answered_500_and_its_neighbours_are_stored(store: &S
             body: "{}",
             idempotency: None,
             identity: None,
+            message: None,
         })
         .await
         .unwrap();
@@ -190,6 +191,7 @@ async fn a_polled_event_the_store_refuses_is_skipped_and_the_next_ones_are_store
             body: "{}",
             idempotency: None,
             identity: None,
+            message: None,
         })
         .await
         .unwrap();

@@ -143,6 +143,7 @@ async fn accept_for_rst(store: &tongban::store::Store, id: &str) {
             body: &body,
             idempotency: None,
             identity: None,
+            message: None,
         })
         .await
         .unwrap();

@@ -323,6 +323,7 @@ async fn deliveries_carry_the_identity(store: &Store) {
                 body: "{}",
                 idempotency: None,
                 identity,
+                message: None,
             })
             .await
             .unwrap();

@@ -26,6 +26,7 @@ fn submission(id: &str, body: &str) -> ApplicationToAccept {
         body: body.into(),
         idempotency: Some((format!("key-{id}"), "hash".into())),
         identity: None,
+        message: None,
         audit: Some(AuditEntry {
             actor: "key:platform".into(),
             action: "POST /api/v1/applications".into(),

@@ -7,6 +7,7 @@ use crate::on_both_backends;
 
 use std::collections::HashSet;
 use tongban::audit::AuditEntry;
+use tongban::mapping::OpenDocument;
 use tongban::store::{
     Accepted, ApplicationToAccept, AttemptOutcome, EventFeedEntry, EventToRecord, FinishedAttempt,
     NewApplication, Store,
@@ -22,6 +23,7 @@ fn app<'a>(id: &'a str, key: Option<(&'a str, &'a str)>) -> NewApplication<'a> {
         body: "{\"id\":\"x\"}",
         idempotency: key,
         identity: None,
+        message: None,
     }
 }
 
@@ -71,6 +73,7 @@ fn to_accept(id: &str, key: Option<(&str, &str)>) -> ApplicationToAccept {
         body: a.body.into(),
         idempotency: key.map(|(k, h)| (k.into(), h.into())),
         identity: None,
+        message: None,
         audit: Some(AuditEntry {
             actor: "key:platform".into(),
             action: "POST /api/v1/applications".into(),
@@ -617,7 +620,51 @@ async fn events_are_deduplicated_and_move_the_state(store: &Store) {
     );
 }
 
+/// The message written at acceptance comes back from a claim byte for byte (GBK bytes that
+/// are no UTF-8 among them), with its open places, one at a time and in a batch; a delivery
+/// without one comes back without one.
+async fn a_delivery_keeps_the_message_written_when_it_was_accepted(store: &Store) {
+    let gbk = |text: &str| encoding_rs::GBK.encode(text).0.into_owned();
+    let head = gbk("<申请><令牌>");
+    let open = OpenDocument {
+        assertion_at: vec![head.len(), head.len()],
+        bytes: [head, gbk("</令牌></申请>")].concat(),
+    };
+    let single = NewApplication {
+        message: Some(&open),
+        ..app("M-1", None)
+    };
+    store.accept_application(&single).await.unwrap();
+    let mut batch = to_accept("M-2", None);
+    batch.message = Some(open.clone());
+    store
+        .accept_applications(&[batch, to_accept("M-3", None)])
+        .await
+        .unwrap();
+    let claimed = store
+        .claim_deliveries("sy-scjg-food", 10, 60_000)
+        .await
+        .unwrap();
+    let message_of = |id: &str| {
+        claimed
+            .iter()
+            .find(|d| d.application_id == id)
+            .unwrap_or_else(|| panic!("{id} claimed"))
+            .message
+            .clone()
+    };
+    assert_eq!(message_of("M-1").as_ref(), Some(&open));
+    assert_eq!(message_of("M-2").as_ref(), Some(&open));
+    assert_eq!(message_of("M-3"), None);
+    let closed = open.closed(Some("JWT"));
+    assert_eq!(
+        encoding_rs::GBK.decode(&closed).0,
+        "<申请><令牌>JWTJWT</令牌></申请>"
+    );
+}
+
 on_both_backends!(
+    a_delivery_keeps_the_message_written_when_it_was_accepted,
     a_batch_meets_what_the_store_held_before_as_one_at_a_time_would,
     a_batch_of_attempts_moves_each_delivery_by_its_outcome,
     idempotency_keys_return_the_first_application,

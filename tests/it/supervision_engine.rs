@@ -50,6 +50,7 @@ async fn setup(store: &Store, applications: &[&str]) -> Item {
                 body: "{}",
                 idempotency: None,
                 identity: None,
+                message: None,
             })
             .await
             .unwrap();

@@ -44,6 +44,7 @@ async fn setup(store: &Store, applications: &[&str]) -> Item {
                 body: "{}",
                 idempotency: None,
                 identity: None,
+                message: None,
             })
             .await
             .unwrap();

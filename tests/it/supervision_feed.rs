@@ -388,6 +388,7 @@ async fn supervised(store: &Store, cases: &[(&str, i64, Option<i64>)], now: i64)
                 body: "{}",
                 idempotency: None,
                 identity: None,
+                message: None,
             })
             .await
             .unwrap();

@@ -65,6 +65,7 @@ impl Hub {
                 body: "{}",
                 idempotency: None,
                 identity: None,
+                message: None,
             })
             .await
             .unwrap();

@@ -1,7 +1,8 @@
 //! The simulated 大连市公安局户政管理系统 (`dl-ga-hukou`): consumes applications from the
 //! exchange `dl.ga.hukou` (routing key `apply`) and publishes its case steps to the queue
 //! `dl.ga.hukou.events`, on a RabbitMQ broker. Given the hub's URL it takes only messages
-//! that carry a valid identity assertion from the hub.
+//! that carry a valid identity assertion from the hub in their element `<AuthToken>` (where
+//! `mappings/ga-hukou-application.toml` has the hub put it).
 //!
 //! ```sh
 //! cargo run --example ga_hukou -- --amqp amqp://guest:guest@127.0.0.1:5672/%2f --hub-url http://127.0.0.1:8080 --step-delay-ms 2000

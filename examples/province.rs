@@ -5,7 +5,8 @@
 //! Identity is real here too: the demo issues API keys for the platform, the 市场监管 system's
 //! webhook and an administrator (printed, to explore the API with), signs each applicant's token
 //! with the demo identity issuer of `examples/identity/`, and every system verifies the hub's
-//! identity assertion on what it receives.
+//! identity assertion on what it receives, in the place of its own its mapping has the hub put
+//! it.
 //!
 //! ```sh
 //! cargo run --example province

@@ -1,6 +1,7 @@
 //! The simulated 辽宁省社会保障卡服务系统 (`ln-rst-card`): REST JSON on its adapter's address
 //! (127.0.0.1:9201), keeping its case steps and results in feeds the hub polls. Given the hub's
-//! URL it takes only deliveries that carry a valid identity assertion from the hub.
+//! URL it takes only deliveries that carry a valid identity assertion from the hub in its own
+//! body field `SFLP` (where `mappings/rst-card-application.toml` has the hub put it).
 //!
 //! ```sh
 //! cargo run --example rst_card -- --hub-url http://127.0.0.1:8080 --mode ok --step-delay-ms 2000

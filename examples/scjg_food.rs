@@ -1,6 +1,8 @@
 //! The simulated 沈阳市食品经营许可审批系统 (`sy-scjg-food`): SOAP 1.1 on its adapter's address
 //! (127.0.0.1:9101), posting its case steps and licences to the hub's webhook with its key,
-//! and taking only deliveries that carry a valid identity assertion from the hub.
+//! and taking only deliveries that carry a valid identity assertion from the hub in its own
+//! SOAP header element `<sp:身份令牌>` (where `mappings/scjg-food-application.toml` has the hub
+//! put it).
 //!
 //! ```sh
 //! TONGBAN_SYSTEM_KEY=… cargo run --example scjg_food -- --hub-url http://127.0.0.1:8080 --mode ok --step-delay-ms 2000

@@ -7,7 +7,10 @@
 //! (`sub`, `real_name_level`, a masked `applicant`) and the application it is about
 //! (`application_id`, the same id the hub sends as idempotency key). It travels as the HTTP
 //! header `Tongban-Assertion` (REST, and SOAP too), the SOAP header entry
-//! `<IdentityAssertion xmlns="urn:tongban:hub:2026">` and the AMQP header `tongban-assertion`.
+//! `<IdentityAssertion xmlns="urn:tongban:hub:2026">` and the AMQP header `tongban-assertion`,
+//! and wherever a system's application mapping places it (`source = "assertion"`). The systems
+//! here each read it from a place of their own that their mapping names, as a department's own
+//! code would, and ignore the generic places; this module only checks the token they found.
 //!
 //! [`Verifier`] does the cryptography and the claims; [`Policy`] is what a system does with
 //! the answer: refuse, or only log when assertions are not required.
@@ -23,9 +26,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Mutex;
 use tongban::ids::{mask_id, mask_name};
 
-/// The HTTP header (any case) and the AMQP header (this case) that carry the assertion.
+/// The HTTP header (any case) and the AMQP header (this case) that carry the assertion in the
+/// hub's generic places (which the systems here do not read).
 pub const HEADER: &str = "tongban-assertion";
-/// The SOAP header entry, in the hub's namespace `urn:tongban:hub:2026`.
+/// The SOAP header entry, in the hub's namespace `urn:tongban:hub:2026`, of the generic places.
 pub const SOAP_ENTRY: &str = "IdentityAssertion";
 /// Where the hub publishes its public keys, below its base URL.
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";

@@ -5,8 +5,11 @@
 //! exchange, and its certificates (`<ElectronicCertificate>`) to `dl.ga.hukou.results` (or not
 //! at all, by setting).
 //!
-//! With the hub's URL it also checks the hub's identity assertion (the message header
-//! `tongban-assertion`) and rejects a message without a valid one, without requeueing it.
+//! With the hub's URL it also checks the hub's identity assertion where its own code reads it:
+//! the element `<AuthToken>` of its `<ApplyRequest>`, which the hub writes there because
+//! `mappings/ga-hukou-application.toml` says so (`source = "assertion"`). A message without a
+//! valid one there is rejected without requeueing, whatever the hub's AMQP header
+//! `tongban-assertion` holds: the system does not look at it.
 
 use super::assertion::{self, Policy, Refusal};
 use super::control::{Admission, Control, Mode};
@@ -21,7 +24,7 @@ use lapin::options::{
     BasicPublishOptions, BasicQosOptions, BasicRejectOptions, ConfirmSelectOptions,
     ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::FieldTable;
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
@@ -31,7 +34,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tongban::config::{Config, InboundMode, Protocol};
 use tongban::ids::mask_id;
-use tongban::mapping::Mapping;
+use tongban::mapping::xml::{self, XmlFormat};
+use tongban::mapping::{Format, MAX_INPUT_BYTES, Mapping, Node};
 use tongban::workers::consume::HEARTBEAT_TYPE;
 
 pub const SYSTEM: &str = "dl-ga-hukou";
@@ -41,6 +45,9 @@ pub const RESULT_MAPPING: &str = "ga-hukou-result";
 /// The queue the system takes applications from (the adapter names only the exchange).
 pub const APPLY_QUEUE: &str = "dl.ga.hukou.apply";
 pub const RESULTS_QUEUE: &str = "dl.ga.hukou.results";
+/// The element of `<ApplyRequest>`, in its default namespace, the system's code reads the hub's
+/// identity assertion from.
+pub const ASSERTION_ELEMENT: &str = "AuthToken";
 const MIGRATION_ITEM: &str = "11210200002412861B3000110201000";
 const NO_CRIME_ITEM: &str = "11210200002412861B3000110215000";
 const ISSUER: &str = "11210200002412861B";
@@ -159,6 +166,8 @@ pub use tongban::adapters::amqp::redact;
 struct Ga {
     config: Arc<Config>,
     application: Arc<Mapping>,
+    /// The application mapping's XML format, to find the assertion in a message.
+    xml: XmlFormat,
     policy: Policy,
     control: Control,
     tasks: Tasks,
@@ -265,9 +274,14 @@ pub async fn start(settings: GaSettings) -> anyhow::Result<GaHandle> {
         let publisher = publisher.clone();
         Box::pin(async move { publisher.report(report).await })
     });
+    let application = mapping(APPLICATION_MAPPING)?;
+    let Format::Xml(xml) = application.format.clone() else {
+        anyhow::bail!("mapping `{APPLICATION_MAPPING}` is not XML");
+    };
     let state = Arc::new(Ga {
         config: settings.config.clone(),
-        application: mapping(APPLICATION_MAPPING)?,
+        application,
+        xml,
         policy,
         control: control.clone(),
         tasks: tasks.clone(),
@@ -441,12 +455,18 @@ impl Ga {
                 "refused an application, dropping it: {reason}"
             );
         };
-        // Who sent it is settled before the document is read.
-        let verified = match self
-            .policy
-            .check(assertion_header(&delivery).as_deref())
-            .await
-        {
+        // Who sent it is settled before the application is read: the assertion comes from the
+        // system's own element in the message, the hub's `tongban-assertion` header is not
+        // looked at.
+        let token = match xml::parse(&delivery.data, &self.xml, MAX_INPUT_BYTES) {
+            Ok(document) => assertion_element(&document.root),
+            Err(e) => {
+                refuse(&format!("the message is not its XML: {e}"));
+                let _ = delivery.reject(drop_message()).await;
+                return;
+            }
+        };
+        let verified = match self.policy.check(token.as_deref()).await {
             Ok(verified) => verified,
             Err(refusal) => return self.refuse_assertion(delivery, refusal).await,
         };
@@ -553,20 +573,13 @@ impl Ga {
     }
 }
 
-/// The `tongban-assertion` header of a message (any case), as text: a long string as the hub
-/// writes it, or a short one.
-fn assertion_header(delivery: &Delivery) -> Option<String> {
-    let headers = delivery.properties.headers().as_ref()?;
-    headers
-        .inner()
+/// The text of the [`ASSERTION_ELEMENT`] child of `<ApplyRequest>` (names in the document's
+/// default namespace are read without a prefix), if there is one.
+fn assertion_element(root: &Node) -> Option<String> {
+    root.children
         .iter()
-        .find(|(name, _)| name.as_str().eq_ignore_ascii_case(assertion::HEADER))
-        .and_then(|(_, value)| match value {
-            AMQPValue::LongString(s) => String::from_utf8(s.as_bytes().to_vec()).ok(),
-            AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
-            AMQPValue::ByteArray(b) => String::from_utf8(b.as_slice().to_vec()).ok(),
-            _ => None,
-        })
+        .find(|c| c.name == ASSERTION_ELEMENT)
+        .and_then(|c| c.text())
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty())
 }

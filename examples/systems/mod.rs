@@ -17,10 +17,14 @@
 //!   would (content type, `SOAPAction`, `Idempotency-Key`, AMQP `message_id`), reads the
 //!   document, and refuses what it cannot read or an item it does not handle;
 //! - when it knows the hub's URL, checks the identity assertion the hub signs for every
-//!   delivery (see [`assertion`]) instead of asking for a login of its own: by default it then
-//!   refuses a delivery without a valid one (a `soap:Client` fault, a 401, a rejected message),
-//!   counts the refusal in its [`Stats`], and records the masked identity of each application
-//!   it takes;
+//!   delivery (see [`assertion`]) instead of asking for a login of its own, where its own code
+//!   reads it and its application mapping (`source = "assertion"`) has the hub write it: scjg
+//!   in its SOAP header element `<sp:身份令牌>`, rst in its body field `SFLP`, ga in the element
+//!   `<AuthToken>` of its message. The hub's generic places (`Tongban-Assertion`, the SOAP
+//!   entry `IdentityAssertion`, the AMQP header `tongban-assertion`) are not looked at. By
+//!   default it then refuses a delivery without a valid one there (a `soap:Client` fault, a
+//!   401, a rejected message), counts the refusal in its [`Stats`], and records the masked
+//!   identity of each application it takes;
 //! - remembers idempotency keys: a repeated delivery is answered as before and opens no second
 //!   case; every reception is counted, and every distinct application once;
 //! - walks each new case 受理 → 审查 → 决定 → 办结 after configurable delays, and reports each

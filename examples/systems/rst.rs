@@ -5,8 +5,11 @@
 //! `{"seq": n, "document": <the system's own JSON document>}` with `seq > N`, in order
 //! (`limit` caps the count, default 100).
 //!
-//! With the hub's URL it also checks the hub's identity assertion (the `Tongban-Assertion`
-//! header) and answers a delivery without a valid one with 401.
+//! With the hub's URL it also checks the hub's identity assertion where its own code reads it:
+//! the body field `SFLP` (身份令牌) beside the application's own fields in `data`, which the hub
+//! writes there because `mappings/rst-card-application.toml` says so (`source = "assertion"`).
+//! A delivery without a valid one there gets 401, whatever the hub's `Tongban-Assertion` header
+//! holds: the system does not look at it.
 
 use super::assertion::{self, Policy, Refusal};
 use super::control::{Admission, Control, Mode};
@@ -34,6 +37,9 @@ pub const SYSTEM: &str = "ln-rst-card";
 pub const APPLY_PATH: &str = "/rst/card/apply";
 pub const EVENTS_PATH: &str = "/rst/card/events";
 pub const RESULTS_PATH: &str = "/rst/card/results";
+/// Where in the request body the system's code reads the hub's identity assertion: `SFLP`
+/// (身份令牌, identity token) in `data`.
+pub const ASSERTION_POINTER: &str = "/data/SFLP";
 pub const APPLICATION_MAPPING: &str = "rst-card-application";
 pub const EVENT_MAPPING: &str = "rst-card-event";
 pub const RESULT_MAPPING: &str = "rst-card-result";
@@ -267,12 +273,14 @@ impl Rst {
                 None,
             );
         };
-        // Who sent it is settled before the document is read.
-        let verified = match self
-            .policy
-            .check(header_text(headers, assertion::HEADER).as_deref())
-            .await
-        {
+        // Who sent it is settled before the application is read: the assertion comes from the
+        // system's own body field, the hub's `Tongban-Assertion` header is not looked at.
+        let document: Value = match serde_json::from_slice(body) {
+            Ok(document) => document,
+            Err(_) => return refuse(StatusCode::BAD_REQUEST, 1001, "报文不是有效的 JSON", None),
+        };
+        let token = document.pointer(ASSERTION_POINTER).and_then(Value::as_str);
+        let verified = match self.policy.check(token).await {
             Ok(verified) => verified,
             Err(refusal) => return self.refuse_assertion(refusal),
         };

@@ -3,9 +3,12 @@
 //! `<sp:提交申请响应><sp:受理回执>…`, and posting its case steps (`<sp:办件环节>`) and licence
 //! (`<sp:证照>`) to the hub's webhook.
 //!
-//! With the hub's URL it also checks the hub's identity assertion, from the SOAP header entry
-//! `<IdentityAssertion xmlns="urn:tongban:hub:2026">` (or the `Tongban-Assertion` HTTP header),
-//! and answers a delivery without a valid one with a `soap:Client` fault.
+//! With the hub's URL it also checks the hub's identity assertion where its own code reads it:
+//! the SOAP header element `<sp:身份令牌>` in its own namespace, which the hub writes there
+//! because `mappings/scjg-food-application.toml` says so (`source = "assertion"`, `header =
+//! true`). A delivery without a valid one there gets a `soap:Client` fault, whatever the hub's
+//! generic places (`Tongban-Assertion`, `<IdentityAssertion xmlns="urn:tongban:hub:2026">`)
+//! hold: the system does not look at them.
 
 use super::assertion::{self, Policy, Refusal};
 use super::control::{Admission, Control, Mode};
@@ -37,6 +40,9 @@ pub const NS: &str = "http://spjy.scjg.shenyang.gov.cn/ws/2019";
 pub const HUB_NS: &str = "urn:tongban:hub:2026";
 /// The SOAP header entry, in [`HUB_NS`], that may carry the idempotency key.
 pub const IDEMPOTENCY_ENTRY: &str = "IdempotencyKey";
+/// The SOAP header element, in the system's own namespace [`NS`], its code reads the hub's
+/// identity assertion from (身份令牌, identity token).
+pub const ASSERTION_ELEMENT: &str = "身份令牌";
 pub const APPLICATION_MAPPING: &str = "scjg-food-application";
 pub const EVENT_MAPPING: &str = "scjg-food-event";
 pub const RESULT_MAPPING: &str = "scjg-food-result";
@@ -281,25 +287,21 @@ impl Scjg {
                 "不支持的 SOAPAction".into(),
             );
         }
-        // Who sent it is settled before the document is read.
-        let soap_header = self.soap_header(body);
-        let http_assertion = header_text(headers, assertion::HEADER);
-        let soap_assertion = soap_header
+        // Who sent it is settled before the application is read: the assertion comes from the
+        // system's own SOAP header element, the hub's generic places are not looked at.
+        let soap_header = match xml::parse(body, &self.xml, MAX_INPUT_BYTES) {
+            Ok(document) => document.header,
+            Err(e) => {
+                return refuse(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("申请报文无法解析：{e}"),
+                );
+            }
+        };
+        let token = soap_header
             .as_ref()
-            .and_then(|h| self.header_entry(h, assertion::SOAP_ENTRY));
-        if let (Some(a), Some(b)) = (&http_assertion, &soap_assertion)
-            && a != b
-            && self.policy.required()
-        {
-            return self.refuse_assertion(Refusal::Malformed(
-                "Tongban-Assertion 请求头与 SOAP 头 IdentityAssertion 不一致".into(),
-            ));
-        }
-        let verified = match self
-            .policy
-            .check(soap_assertion.or(http_assertion).as_deref())
-            .await
-        {
+            .and_then(|h| self.header_entry(h, NS, ASSERTION_ELEMENT));
+        let verified = match self.policy.check(token.as_deref()).await {
             Ok(verified) => verified,
             Err(refusal) => return self.refuse_assertion(refusal),
         };
@@ -336,7 +338,7 @@ impl Scjg {
         let http_key = header_text(headers, "idempotency-key");
         let soap_key = soap_header
             .as_ref()
-            .and_then(|h| self.header_entry(h, IDEMPOTENCY_ENTRY));
+            .and_then(|h| self.header_entry(h, HUB_NS, IDEMPOTENCY_ENTRY));
         if let (Some(a), Some(b)) = (&http_key, &soap_key)
             && a != b
         {
@@ -395,21 +397,16 @@ impl Scjg {
         (StatusCode::OK, [(CONTENT_TYPE, CONTENT_TYPE_XML)], receipt).into_response()
     }
 
-    /// The SOAP Header of the request, if it has one and can be read.
-    fn soap_header(&self, body: &[u8]) -> Option<Node> {
-        xml::parse(body, &self.xml, MAX_INPUT_BYTES).ok()?.header
-    }
-
-    /// The text of the header entry `entry` in the hub's namespace (`IdempotencyKey`,
-    /// `IdentityAssertion`), if there is one.
-    fn header_entry(&self, header: &Node, entry: &str) -> Option<String> {
+    /// The text of the header entry `entry` in the namespace `ns` (the hub's `IdempotencyKey`,
+    /// the system's own `身份令牌`), if there is one, whatever prefix the request gave it.
+    fn header_entry(&self, header: &Node, ns: &str, entry: &str) -> Option<String> {
         let names: Vec<String> = self
             .xml
             .namespaces
             .iter()
-            .filter(|(_, uri)| uri == HUB_NS)
+            .filter(|(_, uri)| uri == ns)
             .map(|(prefix, _)| format!("{prefix}:{entry}"))
-            .chain([format!("{{{HUB_NS}}}{entry}")])
+            .chain([format!("{{{ns}}}{entry}")])
             .collect();
         header
             .children

@@ -5,8 +5,10 @@
 //!
 //! The fake hub publishes the JWK Set of a signing key made for the test and signs identity
 //! assertions with it, as the hub's lanes do. A system given the fake hub's URL requires a
-//! valid assertion on every delivery, so those tests send one; the scjg tests of its SOAP
-//! transport, fault modes and control API run without a hub, and so without the check.
+//! valid assertion on every delivery, in the place of its own its application mapping puts it
+//! (and the generic places too, as the hub sends it), so those tests send one; the scjg tests
+//! of its SOAP transport, fault modes and control API run without a hub, and so without the
+//! check. One test per system runs the real hub in front of it instead.
 
 #[path = "../../examples/systems/mod.rs"]
 mod systems;
@@ -356,6 +358,172 @@ fn assert_recorded(
 }
 
 // ---------------------------------------------------------------------------------------------
+// The real hub in front of a system: the assertion goes where the repository's mapping puts it,
+// which is where the system's own code reads it; the hub's generic places do not count.
+
+/// The real hub in this process, in front of one example system.
+struct RealHub {
+    hub: common::hub::InProcessHub<String>,
+    /// Its configuration directory, holding its signing keys (`data/keys`).
+    dir: tempfile::TempDir,
+    issuer: common::Issuer,
+}
+
+/// A port for the hub, bound now, and the hub's URL there: the system is told where the hub's
+/// keys are before the hub's configuration can name the system's own address.
+async fn hub_port() -> (tokio::net::TcpListener, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    (listener, url)
+}
+
+/// A URL nothing listens at, for the HTTP system a test does not run.
+fn nobody_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", listener.local_addr().unwrap())
+}
+
+impl RealHub {
+    /// Starts the hub on `listener` with the configuration in `dir`, which trusts `issuer` for
+    /// users' tokens: the platform gets a key, and `system_key` (what a system posts its
+    /// events with) is stored.
+    async fn start(
+        dir: tempfile::TempDir,
+        issuer: common::Issuer,
+        listener: tokio::net::TcpListener,
+        system_key: Option<&tongban::auth::IssuedKey>,
+    ) -> RealHub {
+        let hub = common::hub::InProcessHub::start_on(
+            dir.path(),
+            listener,
+            async |store: &tongban::store::Store| {
+                if let Some(key) = system_key {
+                    store.insert_api_key(&key.record).await.unwrap();
+                }
+                common::api_key(store, tongban::auth::Role::Platform, None).await
+            },
+        )
+        .await;
+        RealHub { hub, dir, issuer }
+    }
+
+    /// Submits `app` (without an id) as the platform, with its applicant's token at
+    /// `real_name_level`; the id the hub gave it.
+    async fn submit(&self, app: &Value, real_name_level: u8) -> String {
+        let response = reqwest::Client::new()
+            .post(format!("{}/api/v1/applications", self.hub.base))
+            .bearer_auth(&self.hub.callers)
+            .header(
+                "tongban-user-token",
+                self.issuer.token_for(app, real_name_level),
+            )
+            .json(app)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, 202, "{answer:#}");
+        answer["id"].as_str().unwrap().to_string()
+    }
+
+    /// The `kid` of the key the hub signs with, as it publishes it.
+    async fn kid(&self) -> String {
+        let jwks: Value = reqwest::get(format!("{}{JWKS_PATH}", self.hub.base))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(1), "{jwks}");
+        jwks["keys"][0]["kid"].as_str().unwrap().to_string()
+    }
+
+    /// The `jti` of the first attempt of the hub's delivery of `application_id`.
+    async fn first_attempt_jti(&self, application_id: &str) -> String {
+        let deliveries = self.hub.store.deliveries_of(application_id).await.unwrap();
+        assert_eq!(deliveries.len(), 1, "{deliveries:?}");
+        format!("{}#1", deliveries[0].id)
+    }
+
+    /// An assertion signed with the hub's own key, as its lanes sign them, for a message the
+    /// test sends the system itself.
+    fn assertion(&self, system: &str, application_id: &str, jti: &str, who: &Identity) -> String {
+        tongban::auth::assertion::Signer::load(&self.dir.path().join("data/keys"), "tongban", 120)
+            .expect("the hub's signing keys load")
+            .assertion(system, application_id, jti, who)
+            .expect("the hub signs")
+    }
+
+    /// The identity the hub keeps for `app`'s applicant, logged in with `issuer`'s token.
+    fn identity(&self, app: &Value, real_name_level: u8) -> Identity {
+        let id_number = app["applicant"]["id_number"].as_str().unwrap();
+        hub_identity(app, &format!("u-{id_number}"), real_name_level)
+    }
+
+    async fn stop(self) {
+        self.hub.stop(Duration::from_secs(20)).await;
+    }
+}
+
+/// `token` with a claim changed (`sub`) and its signature kept: a forgery only the signature
+/// check can tell.
+fn forged(token: &str) -> String {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3, "a JWS: {token}");
+    let mut claims: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    claims["sub"] = json!("someone-else");
+    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
+    format!("{}.{payload}.{}", parts[0], parts[2])
+}
+
+/// Checks what a system recorded of the identity the real hub vouched for on `app`: masked
+/// values only, the level, the digest of the subject `issuer`'s token named, the attempt's
+/// `jti` and the hub's key.
+fn assert_recorded_from_hub(
+    control: &systems::Control,
+    application_id: &str,
+    app: &Value,
+    real_name_level: u8,
+    jti: &str,
+    kid: &str,
+) {
+    let recorded = control
+        .identity(application_id)
+        .unwrap_or_else(|| panic!("an identity recorded for {application_id}"));
+    let applicant = &app["applicant"];
+    let id_number = applicant["id_number"].as_str().unwrap();
+    assert_eq!(recorded.real_name_level, real_name_level);
+    assert_eq!(recorded.applicant_kind, applicant["kind"].as_str().unwrap());
+    assert_eq!(
+        recorded.applicant_id_type,
+        applicant["id_type"].as_str().unwrap()
+    );
+    assert_eq!(recorded.applicant_id_number, mask_id(id_number));
+    assert_eq!(
+        recorded.applicant_name,
+        mask_name(applicant["name"].as_str().unwrap())
+    );
+    assert_eq!(
+        recorded.sub,
+        systems::assertion::subject_digest(&format!("u-{id_number}"))
+    );
+    assert_eq!((recorded.jti.as_str(), recorded.kid.as_str()), (jti, kid));
+}
+
+/// Checks that `stats` counts exactly these assertion refusals, by reason.
+fn assert_assertion_refusals(stats: &Stats, reasons: &[&str]) {
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for reason in reasons {
+        *expected.entry(reason.to_string()).or_default() += 1;
+    }
+    assert_eq!(stats.assertion_refusal_reasons, expected);
+}
+
+// ---------------------------------------------------------------------------------------------
 // scjg: SOAP 1.1
 
 /// How the tests run scjg: quick steps and retries and, with a hub, its URL (so assertions are
@@ -405,21 +573,33 @@ fn soap_request(config: &Config, app: &Value, soap_key: Option<&str>) -> Vec<u8>
     soap_request_with(config, app, soap_key, None)
 }
 
-/// As [`soap_request`], with the identity assertion as the header entry
-/// `<IdentityAssertion xmlns="urn:tongban:hub:2026">` if given, after the key as the hub puts
-/// them.
+/// As [`soap_request`], with the identity assertion, if given, where the hub puts it: in the
+/// system's own header element `<sp:身份令牌>`, as the mapping places it, and in the hub's
+/// generic header entry `<IdentityAssertion xmlns="urn:tongban:hub:2026">` after the key.
 fn soap_request_with(
     config: &Config,
     app: &Value,
     soap_key: Option<&str>,
     assertion: Option<&str>,
 ) -> Vec<u8> {
-    let header = [(scjg::IDEMPOTENCY_ENTRY, soap_key), (SOAP_ENTRY, assertion)]
+    soap_request_placed(config, app, soap_key, assertion, assertion)
+}
+
+/// As [`soap_request`], with `generic` in the hub's generic header entry and `own` in the
+/// system's own header element, each if given.
+fn soap_request_placed(
+    config: &Config,
+    app: &Value,
+    soap_key: Option<&str>,
+    generic: Option<&str>,
+    own: Option<&str>,
+) -> Vec<u8> {
+    let header = [(scjg::IDEMPOTENCY_ENTRY, soap_key), (SOAP_ENTRY, generic)]
         .into_iter()
         .filter_map(|(name, value)| value.map(|v| hub_entry(name, v)))
         .collect();
     config.mappings[scjg::APPLICATION_MAPPING]
-        .to_legacy_with_header(app, header, None)
+        .to_legacy_with_header(app, header, own)
         .unwrap()
 }
 
@@ -1103,16 +1283,16 @@ async fn scjg_refuses_deliveries_without_a_valid_identity_assertion() {
         reasons.push(reason);
     }
 
-    // The hub's SOAP driver, sending the assertion as the `Tongban-Assertion` header: the
+    // The hub's SOAP driver, sending the assertion as the `Tongban-Assertion` header too: the
     // refusal is final, not worth another attempt.
     let driver = soap_driver(&system, Duration::from_secs(2));
     let content_type = config.mappings[scjg::APPLICATION_MAPPING].content_type();
-    let plain = soap_request(&config, &app, Some(&id));
     let elsewhere = hub.assertion(rst::SYSTEM, &id, &format!("{id}#9"), &who);
+    let body = soap_request_with(&config, &app, Some(&id), Some(&elsewhere));
     let err = driver
         .deliver(&Outgoing {
             application_id: &id,
-            body: &plain,
+            body: &body,
             content_type: &content_type,
             assertion: Some(&elsewhere),
         })
@@ -1123,32 +1303,15 @@ async fn scjg_refuses_deliveries_without_a_valid_identity_assertion() {
         "{err:?}"
     );
     reasons.push("wrong_audience");
-    // Two valid assertions, but the header and the SOAP entry disagree.
-    let header = hub.assertion(scjg::SYSTEM, &id, &format!("{id}#10"), &who);
-    let entry = hub.assertion(scjg::SYSTEM, &id, &format!("{id}#11"), &who);
-    let body = soap_request_with(&config, &app, Some(&id), Some(&entry));
-    let err = driver
-        .deliver(&Outgoing {
-            application_id: &id,
-            body: &body,
-            content_type: &content_type,
-            assertion: Some(&header),
-        })
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, DeliveryError::Permanent { reason, .. } if reason.contains("(malformed)")),
-        "{err:?}"
-    );
-    reasons.push("malformed");
 
     // Nothing was taken: no case, nothing posted to the hub.
     tokio::time::sleep(STEP * 6).await;
     assert_refused_only(&system.stats(), &reasons);
     assert!(hub.posted("events").is_empty() && hub.posted("results").is_empty());
 
-    // A valid one, as the hub sends it (the same assertion as header and header entry), is
-    // taken; a retry with the assertion only as the HTTP header too.
+    // A valid one, as the hub sends it (the same assertion in the system's own element, the
+    // HTTP header and the hub's header entry), is taken; a retry with the assertion only in
+    // the system's own element too.
     let jti = format!("{id}#12");
     let assertion = hub.assertion(scjg::SYSTEM, &id, &jti, &who);
     let body = soap_request_with(&config, &app, Some(&id), Some(&assertion));
@@ -1163,12 +1326,13 @@ async fn scjg_refuses_deliveries_without_a_valid_identity_assertion() {
         .unwrap();
     assert_eq!(delivered.status, Some(200));
     let again = hub.assertion(scjg::SYSTEM, &id, &format!("{id}#13"), &who);
+    let own_only = soap_request_placed(&config, &app, Some(&id), None, Some(&again));
     driver
         .deliver(&Outgoing {
             application_id: &id,
-            body: &plain,
+            body: &own_only,
             content_type: &content_type,
-            assertion: Some(&again),
+            assertion: None,
         })
         .await
         .unwrap();
@@ -1187,6 +1351,95 @@ async fn scjg_refuses_deliveries_without_a_valid_identity_assertion() {
     })
     .await;
     assert_eq!(hub.posted("events").len(), 4);
+}
+
+/// Through the real hub, scjg verifies the assertion in `<sp:身份令牌>`, its own SOAP header
+/// element, where `mappings/scjg-food-application.toml` puts it. The hub's generic places
+/// (`Tongban-Assertion`, `<IdentityAssertion xmlns="urn:tongban:hub:2026">`) no longer count: a
+/// valid assertion there does not make up for one missing or forged in the system's own place.
+#[tokio::test]
+async fn scjg_verifies_the_hubs_assertion_in_its_own_soap_header_element_only() {
+    let config = config();
+    let (listener, hub_url) = hub_port().await;
+    let system_key = tongban::auth::issue_key(
+        tongban::auth::Role::System,
+        Some(scjg::SYSTEM),
+        "test",
+        "test",
+        None,
+    );
+    let mut settings = scjg_settings(&config, None);
+    settings.hub_url = Some(hub_url);
+    settings.hub_key = Some(system_key.secret.clone());
+    let system = scjg::start(settings).await.unwrap();
+    let issuer = common::Issuer::new();
+    let dir = common::edit::http_systems_config(
+        &issuer,
+        &format!("http://{}", system.local_addr),
+        &nobody_url(),
+        &[],
+    );
+    let hub = RealHub::start(dir, issuer, listener, Some(&system_key)).await;
+
+    let app = common::scjg_application();
+    let id = hub.submit(&app, 3).await;
+    eventually("scjg to take the hub's delivery", || {
+        system.control.identity(&id)
+    })
+    .await;
+    let (jti, kid) = (hub.first_attempt_jti(&id).await, hub.kid().await);
+    assert_recorded_from_hub(&system.control, &id, &app, 3, &jti, &kid);
+
+    // Sent by hand: the hub's valid assertion in its generic places only, then with a forged
+    // one in the system's own element. Both are refused as final.
+    let mut sent = app.clone();
+    sent["id"] = json!(id);
+    let valid = hub.assertion(
+        scjg::SYSTEM,
+        &id,
+        &format!("{id}#by-hand"),
+        &hub.identity(&app, 3),
+    );
+    let forgery = forged(&valid);
+    let driver = soap_driver(&system, Duration::from_secs(2));
+    let content_type = config.mappings[scjg::APPLICATION_MAPPING].content_type();
+    let reasons = ["missing", "bad_signature"];
+    for (reason, own) in reasons.into_iter().zip([None, Some(forgery.as_str())]) {
+        let body = soap_request_placed(&config, &sent, Some(&id), Some(&valid), own);
+        let err = driver
+            .deliver(&Outgoing {
+                application_id: &id,
+                body: &body,
+                content_type: &content_type,
+                assertion: Some(&valid),
+            })
+            .await
+            .expect_err(reason);
+        assert!(
+            matches!(&err, DeliveryError::Permanent { reason: why, .. } if why.contains(&format!("({reason})"))),
+            "{reason}: {err:?}"
+        );
+    }
+    assert_assertion_refusals(&system.stats(), &reasons);
+
+    // The same assertion in the system's own element is taken (a repeat: no second case).
+    let body = soap_request_placed(&config, &sent, Some(&id), None, Some(&valid));
+    driver
+        .deliver(&Outgoing {
+            application_id: &id,
+            body: &body,
+            content_type: &content_type,
+            assertion: None,
+        })
+        .await
+        .unwrap();
+    let stats = system.stats();
+    assert_eq!(
+        (stats.accepted, stats.duplicates, &stats.application_ids),
+        (2, 1, &vec![id.clone()])
+    );
+    assert_assertion_refusals(&stats, &reasons);
+    hub.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1217,8 +1470,16 @@ fn rst_request(config: &Config, app: &Value) -> Vec<u8> {
         .unwrap()
 }
 
-/// POSTs to rst's apply endpoint with the idempotency key and the `Tongban-Assertion` header
-/// if given.
+/// The JSON the hub sends rst, with the identity assertion, if given, in the system's own body
+/// field `SFLP`, where the mapping places it.
+fn rst_request_with(config: &Config, app: &Value, assertion: Option<&str>) -> Vec<u8> {
+    config.mappings[rst::APPLICATION_MAPPING]
+        .to_legacy_with_header(app, Vec::new(), assertion)
+        .unwrap()
+}
+
+/// POSTs to rst's apply endpoint with the idempotency key and the hub's generic
+/// `Tongban-Assertion` header if given.
 async fn post_rst(
     system: &SystemHandle,
     body: Vec<u8>,
@@ -1288,17 +1549,19 @@ async fn rst_takes_json_once_and_serves_its_events_in_order() {
     let system = start_rst(&config, &hub).await;
     let app = rst_application();
     let id = app["id"].as_str().unwrap().to_string();
-    let body = rst_request(&config, &app);
     let who = rst_identity(&app);
     let assertion = |n: u32| hub.assertion(rst::SYSTEM, &id, &format!("{id}#{n}"), &who);
+    // Each attempt's assertion in the body, where the system reads it.
+    let body = |assertion: &str| rst_request_with(&config, &app, Some(assertion));
 
     for n in 1..=2 {
+        let assertion = assertion(n);
         let (status, answer) = post_json(
             &system,
-            body.clone(),
+            body(&assertion),
             "application/json",
             Some(&id),
-            Some(&assertion(n)),
+            Some(&assertion),
         )
         .await;
         assert_eq!(status, 200);
@@ -1306,7 +1569,7 @@ async fn rst_takes_json_once_and_serves_its_events_in_order() {
     }
     let (status, _) = post_json(
         &system,
-        body.clone(),
+        body(&assertion(3)),
         "application/json",
         None,
         Some(&assertion(3)),
@@ -1315,7 +1578,7 @@ async fn rst_takes_json_once_and_serves_its_events_in_order() {
     assert_eq!(status, 400, "no Idempotency-Key");
     let (status, _) = post_json(
         &system,
-        body.clone(),
+        body(&assertion(4)),
         "text/plain",
         Some(&id),
         Some(&assertion(4)),
@@ -1324,7 +1587,7 @@ async fn rst_takes_json_once_and_serves_its_events_in_order() {
     assert_eq!(status, 415);
     let (status, answer) = post_json(
         &system,
-        b"{\"data\": {}}".to_vec(),
+        serde_json::to_vec(&json!({"data": {"SFLP": assertion(5)}})).unwrap(),
         "application/json",
         Some("k"),
         Some(&assertion(5)),
@@ -1383,8 +1646,8 @@ async fn rst_fault_modes_behave_as_documented() {
     let system = start_rst(&config, &hub).await;
     let app = rst_application();
     let id = app["id"].as_str().unwrap().to_string();
-    let body = rst_request(&config, &app);
     let assertion = hub.assertion(rst::SYSTEM, &id, &format!("{id}#1"), &rst_identity(&app));
+    let body = rst_request_with(&config, &app, Some(&assertion));
     let msg = Outgoing {
         application_id: &id,
         body: &body,
@@ -1488,15 +1751,15 @@ async fn rst_refuses_deliveries_without_a_valid_identity_assertion() {
     let system = start_rst(&config, &hub).await;
     let app = rst_application();
     let id = app["id"].as_str().unwrap().to_string();
-    let body = rst_request(&config, &app);
     let who = rst_identity(&app);
 
-    // Each bad assertion: 401 naming the reason and the scheme wanted.
+    // Each bad assertion, in the body and the generic header: 401 naming the reason and the
+    // scheme wanted.
     let mut reasons = Vec::new();
     for (reason, assertion) in bad_assertions(&hub, rst::SYSTEM, &id, &who) {
         let response = post_rst(
             &system,
-            body.clone(),
+            rst_request_with(&config, &app, assertion.as_deref()),
             "application/json",
             Some(&id),
             assertion.as_deref(),
@@ -1520,6 +1783,7 @@ async fn rst_refuses_deliveries_without_a_valid_identity_assertion() {
     let driver =
         RestDriver::new(system.url(rst::APPLY_PATH), vec![], Duration::from_secs(2)).unwrap();
     let expired = hub.expired_assertion(rst::SYSTEM, &id, &who);
+    let body = rst_request_with(&config, &app, Some(&expired));
     let err = driver
         .deliver(&Outgoing {
             application_id: &id,
@@ -1548,9 +1812,10 @@ async fn rst_refuses_deliveries_without_a_valid_identity_assertion() {
         assert_eq!(get_feed(&system, path, "0").await, (200, json!([])));
     }
 
-    // A valid one, as the hub's driver sends it (`Tongban-Assertion`), is taken.
+    // A valid one, as the hub sends it (in the body, and as `Tongban-Assertion`), is taken.
     let jti = format!("{id}#7");
     let assertion = hub.assertion(rst::SYSTEM, &id, &jti, &who);
+    let body = rst_request_with(&config, &app, Some(&assertion));
     let delivered = driver
         .deliver(&Outgoing {
             application_id: &id,
@@ -1570,6 +1835,72 @@ async fn rst_refuses_deliveries_without_a_valid_identity_assertion() {
     assert!(hub.jwks_fetches() >= 1);
     let entries = feed_of(&system, rst::EVENTS_PATH, 4).await;
     assert_eq!(entries[0]["document"]["data"]["HJDM"], json!("SL"));
+}
+
+/// Through the real hub, rst verifies the assertion in `SFLP`, its own body field, where
+/// `mappings/rst-card-application.toml` puts it. The hub's `Tongban-Assertion` header no longer
+/// counts: a valid assertion there does not make up for one missing or forged in the body.
+#[tokio::test]
+async fn rst_verifies_the_hubs_assertion_in_its_own_body_field_only() {
+    let config = config();
+    let (listener, hub_url) = hub_port().await;
+    let mut settings = rst::RstSettings::new(config.clone()).unwrap();
+    settings.listen = "127.0.0.1:0".parse().unwrap();
+    settings.hub_url = Some(hub_url);
+    settings.step_delay = STEP;
+    let system = rst::start(settings).await.unwrap();
+    let issuer = common::Issuer::new();
+    let dir = common::edit::http_systems_config(
+        &issuer,
+        &nobody_url(),
+        &format!("http://{}", system.local_addr),
+        &[],
+    );
+    let hub = RealHub::start(dir, issuer, listener, None).await;
+
+    let app = common::rst_application();
+    let id = hub.submit(&app, 3).await;
+    eventually("rst to take the hub's delivery", || {
+        system.control.identity(&id)
+    })
+    .await;
+    let (jti, kid) = (hub.first_attempt_jti(&id).await, hub.kid().await);
+    assert_recorded_from_hub(&system.control, &id, &app, 3, &jti, &kid);
+
+    // Sent by hand: the hub's valid assertion as `Tongban-Assertion` only, then with a forged
+    // one in the body. Both get 401.
+    let mut sent = app.clone();
+    sent["id"] = json!(id);
+    let valid = hub.assertion(
+        rst::SYSTEM,
+        &id,
+        &format!("{id}#by-hand"),
+        &hub.identity(&app, 3),
+    );
+    let forgery = forged(&valid);
+    let reasons = ["missing", "bad_signature"];
+    for (reason, body) in reasons.into_iter().zip([
+        rst_request(&config, &sent),
+        rst_request_with(&config, &sent, Some(&forgery)),
+    ]) {
+        let (status, answer) =
+            post_json(&system, body, "application/json", Some(&id), Some(&valid)).await;
+        assert_eq!(status, 401, "{reason}: {answer}");
+        assert_eq!(answer["reason"], json!(reason), "{answer}");
+    }
+    assert_assertion_refusals(&system.stats(), &reasons);
+
+    // The same assertion in the body is taken (a repeat: no second case).
+    let body = rst_request_with(&config, &sent, Some(&valid));
+    let (status, answer) = post_json(&system, body, "application/json", Some(&id), None).await;
+    assert_eq!(status, 200, "{answer}");
+    let stats = system.stats();
+    assert_eq!(
+        (stats.accepted, stats.duplicates, &stats.application_ids),
+        (2, 1, &vec![id.clone()])
+    );
+    assert_assertion_refusals(&stats, &reasons);
+    hub.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1613,13 +1944,13 @@ struct GaRig {
 }
 
 impl GaRig {
-    async fn start(config: &Arc<Config>, url: &str, hub: &FakeHub) -> GaRig {
+    async fn start(config: &Arc<Config>, url: &str, hub_url: &str) -> GaRig {
         let mut settings = ga::GaSettings::new(config.clone(), url.to_string()).unwrap();
         settings.exchange = unique("tongban.test.ga");
         settings.apply_queue = unique("tongban.test.ga.apply");
         settings.events_queue = unique("tongban.test.ga.events");
         settings.results_queue = Some(unique("tongban.test.ga.results"));
-        settings.hub_url = Some(hub.url.clone());
+        settings.hub_url = Some(hub_url.to_string());
         settings.step_delay = STEP;
         let exchange = settings.exchange.clone();
         let driver = AmqpDriver::new(
@@ -1728,6 +2059,14 @@ fn ga_request(config: &Config, app: &Value) -> Vec<u8> {
         .unwrap()
 }
 
+/// The XML the hub sends ga, with the identity assertion, if given, in the system's own element
+/// `<AuthToken>`, where the mapping places it.
+fn ga_request_with(config: &Config, app: &Value, assertion: Option<&str>) -> Vec<u8> {
+    config.mappings[ga::APPLICATION_MAPPING]
+        .to_legacy_with_header(app, Vec::new(), assertion)
+        .unwrap()
+}
+
 /// Who the hub vouches for on a ga application: the applicant, real-name level 3.
 fn ga_identity(app: &Value) -> Identity {
     hub_identity(app, app["applicant"]["id_number"].as_str().unwrap(), 3)
@@ -1738,15 +2077,15 @@ async fn ga_takes_applications_from_the_exchange_and_publishes_its_case() {
     let Some(url) = amqp_url() else { return };
     let config = config();
     let hub = fake_hub(0).await;
-    let rig = GaRig::start(&config, &url, &hub).await;
+    let rig = GaRig::start(&config, &url, &hub.url).await;
     let system = &rig.system;
 
     let app = read_json("mappings/tests/ga-hukou-application/migration.canonical.json");
     let id = app["id"].as_str().unwrap().to_string();
     let who = ga_identity(&app);
-    let body = ga_request(&config, &app);
     for n in 1..=2 {
         let assertion = hub.assertion(ga::SYSTEM, &id, &format!("{id}#{n}"), &who);
+        let body = ga_request_with(&config, &app, Some(&assertion));
         rig.deliver(&id, &body, Some(&assertion)).await;
     }
     let events = rig.get_all(&system.events_queue, 4).await;
@@ -1777,8 +2116,8 @@ async fn ga_takes_applications_from_the_exchange_and_publishes_its_case() {
     let second_id = "TB-210202-20261121-000458";
     second["id"] = json!(second_id);
     let assertion = hub.assertion(ga::SYSTEM, second_id, &format!("{second_id}#1"), &who);
-    rig.deliver(second_id, &ga_request(&config, &second), Some(&assertion))
-        .await;
+    let body = ga_request_with(&config, &second, Some(&assertion));
+    rig.deliver(second_id, &body, Some(&assertion)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(system.stats().receptions, 2);
     system.control.set_mode(Mode::Ok);
@@ -1796,15 +2135,16 @@ async fn ga_refuses_messages_without_a_valid_identity_assertion() {
     let Some(url) = amqp_url() else { return };
     let config = config();
     let hub = fake_hub(0).await;
-    let rig = GaRig::start(&config, &url, &hub).await;
+    let rig = GaRig::start(&config, &url, &hub.url).await;
     let system = &rig.system;
     let app = read_json("mappings/tests/ga-hukou-application/migration.canonical.json");
     let id = app["id"].as_str().unwrap().to_string();
     let who = ga_identity(&app);
-    let body = ga_request(&config, &app);
 
+    // Each bad assertion, in the message and its generic header.
     let mut reasons = Vec::new();
     for (reason, assertion) in bad_assertions(&hub, ga::SYSTEM, &id, &who) {
+        let body = ga_request_with(&config, &app, assertion.as_deref());
         rig.deliver(&id, &body, assertion.as_deref()).await;
         reasons.push(reason);
         eventually(&format!("the refusal for {reason}"), || {
@@ -1824,6 +2164,7 @@ async fn ga_refuses_messages_without_a_valid_identity_assertion() {
     // A valid one is taken and its case walked.
     let jti = format!("{id}#6");
     let assertion = hub.assertion(ga::SYSTEM, &id, &jti, &who);
+    let body = ga_request_with(&config, &app, Some(&assertion));
     rig.deliver(&id, &body, Some(&assertion)).await;
     let events = rig.get_all(&system.events_queue, 4).await;
     assert_eq!(
@@ -1838,6 +2179,86 @@ async fn ga_refuses_messages_without_a_valid_identity_assertion() {
     assert_recorded(&system.control, &app, &who, &jti, &hub.kid());
     assert!(hub.jwks_fetches() >= 1);
 
+    rig.stop().await;
+}
+
+/// Through the real hub, ga verifies the assertion in `<AuthToken>`, its own element of the
+/// message, where `mappings/ga-hukou-application.toml` puts it. The hub's AMQP header
+/// `tongban-assertion` no longer counts: a valid assertion there does not make up for one
+/// missing or forged in the message.
+#[tokio::test]
+async fn ga_verifies_the_hubs_assertion_in_its_own_message_element_only() {
+    let Some(url) = amqp_url() else { return };
+    let config = config();
+    let (listener, hub_url) = hub_port().await;
+    let rig = GaRig::start(&config, &url, &hub_url).await;
+    let system = &rig.system;
+    let issuer = common::Issuer::new();
+    let dir = common::config_copy();
+    issuer.install_in_dir(dir.path());
+    common::edit::edit(&dir.path().join("hub.toml"), |t| {
+        let t = common::edit::set_key(t, "shutdown_grace_seconds", "1");
+        t.replace(
+            "url = \"amqp://guest:guest@127.0.0.1:5672/%2f\"",
+            &format!("url = \"{url}\""),
+        )
+    });
+    common::edit::edit(&common::edit::adapter_file(dir.path(), ga::SYSTEM), |t| {
+        let t = common::edit::set_key(t, "exchange", &format!("\"{}\"", rig.exchange));
+        common::edit::set_key(&t, "queue", &format!("\"{}\"", system.events_queue))
+    });
+    let hub = RealHub::start(dir, issuer, listener, None).await;
+
+    let mut app = read_json("mappings/tests/ga-hukou-application/migration.canonical.json");
+    app.as_object_mut().unwrap().remove("id");
+    let id = hub.submit(&app, 3).await;
+    eventually("ga to take the hub's delivery", || {
+        system.control.identity(&id)
+    })
+    .await;
+    let (jti, kid) = (hub.first_attempt_jti(&id).await, hub.kid().await);
+    assert_recorded_from_hub(&system.control, &id, &app, 3, &jti, &kid);
+
+    // Sent by hand: the hub's valid assertion as the `tongban-assertion` header only, then with
+    // a forged one in the message. Both are rejected.
+    let mut sent = app.clone();
+    sent["id"] = json!(id);
+    let valid = hub.assertion(
+        ga::SYSTEM,
+        &id,
+        &format!("{id}#by-hand"),
+        &hub.identity(&app, 3),
+    );
+    let forgery = forged(&valid);
+    let reasons = ["missing", "bad_signature"];
+    let bodies = [
+        ga_request(&config, &sent),
+        ga_request_with(&config, &sent, Some(&forgery)),
+    ];
+    for (n, body) in bodies.iter().enumerate() {
+        rig.deliver(&id, body, Some(&valid)).await;
+        eventually(&format!("the refusal for {}", reasons[n]), || {
+            (system.stats().assertion_refusals == n as u64 + 1).then_some(())
+        })
+        .await;
+    }
+    assert_assertion_refusals(&system.stats(), &reasons);
+
+    // The same assertion in the message is taken (a repeat: no second case).
+    let accepted = system.stats().accepted;
+    rig.deliver(&id, &ga_request_with(&config, &sent, Some(&valid)), None)
+        .await;
+    eventually("the repeat to be taken", || {
+        (system.stats().accepted == accepted + 1).then_some(())
+    })
+    .await;
+    let stats = system.stats();
+    assert_eq!(
+        (stats.accepted, stats.duplicates, &stats.application_ids),
+        (2, 1, &vec![id.clone()])
+    );
+    assert_assertion_refusals(&stats, &reasons);
+    hub.stop().await;
     rig.stop().await;
 }
 

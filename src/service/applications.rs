@@ -182,6 +182,17 @@ pub async fn accept(
         .ok_or(AcceptError::NoSystem { region })?;
     let system = adapter.id.clone();
 
+    // Room in the outbox first, before any work for a request that may be refused for want of
+    // it; a request repeated under its Idempotency-Key needs none, since it stores nothing new
+    // (the store says whether it repeats one).
+    let reservation = match backlogs.reserve(store, adapter).await? {
+        Ok(reservation) => Some(reservation),
+        Err(full) => match &idempotency_key {
+            Some(key) if store.idempotency_key_used(key).await? => None,
+            _ => return Err(full.into()),
+        },
+    };
+
     // Member order carries no meaning: the same application in another order is the same request.
     let request_hash = sha256_hex(
         crate::schema::sorted_keys(body.clone())
@@ -198,18 +209,8 @@ pub async fn accept(
     };
     let body_text = body.to_string();
     // Accepted means deliverable: the application in its system's format, written now, once.
+    // (A refusal here gives the room back: the reservation is dropped unkept.)
     let message = outbound_message(config, adapter, &id, &body, &body_text)?;
-
-    // Room in the outbox; a request repeated under its Idempotency-Key needs none, since it
-    // stores nothing new (the store says whether it repeats one).
-    let reservation = match backlogs.reserve(store, adapter).await? {
-        Ok(reservation) => Some(reservation),
-        Err(full) => match &idempotency_key {
-            Some(key) if store.idempotency_key_used(key).await? => None,
-            _ => return Err(full.into()),
-        },
-    };
-
     let identity = serde_json::to_string(&Identity::of(&user))
         .map_err(|e| StoreError::Corrupt(format!("cannot keep the applicant's identity: {e}")))?;
     let detail = |what: &str| {

@@ -458,14 +458,16 @@ impl Store {
         rows.iter().map(delivery_from_row).collect()
     }
 
-    /// Puts a dead letter back in the outbox with a fresh retry budget. Returns the delivery,
-    /// or `None` when there is no dead letter with that id.
+    /// Puts a dead letter back in the outbox with a fresh retry budget, its stored message
+    /// dropped (so its next attempt writes it with the mapping then in force). Returns the
+    /// delivery, or `None` when there is no dead letter with that id.
     pub async fn replay_dead_letter(&self, id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
         let now = clock::now_millis();
         let (turn, mut tx) = self.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE deliveries SET status = 'pending', attempts_base = attempts, window_start = $2, \
-             next_attempt_at = $2, claimed_until = 0, finished_at = NULL WHERE id = $1 AND status = 'dead'",
+             next_attempt_at = $2, claimed_until = 0, finished_at = NULL, message = NULL, assertion_at = NULL \
+             WHERE id = $1 AND status = 'dead'",
         )
         .bind(id)
         .bind(now)

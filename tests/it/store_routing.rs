@@ -661,6 +661,23 @@ async fn a_delivery_keeps_the_message_written_when_it_was_accepted(store: &Store
         encoding_rs::GBK.decode(&closed).0,
         "<申请><令牌>JWTJWT</令牌></申请>"
     );
+
+    // A replayed dead letter is written again at its next attempt, with the mapping then in
+    // force: its stored message is gone.
+    let first = claimed.iter().find(|d| d.application_id == "M-1").unwrap();
+    let dead = AttemptOutcome::Dead {
+        status: Some(400),
+        reason: "refused".into(),
+    };
+    store.record_attempt(first, 0, 5, &dead).await.unwrap();
+    store.replay_dead_letter(&first.id).await.unwrap().unwrap();
+    let replayed = store
+        .claim_deliveries("sy-scjg-food", 10, 60_000)
+        .await
+        .unwrap();
+    assert_eq!(replayed.len(), 1, "{replayed:?}");
+    assert_eq!(replayed[0].application_id, "M-1");
+    assert_eq!(replayed[0].message, None);
 }
 
 on_both_backends!(

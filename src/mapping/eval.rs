@@ -434,7 +434,15 @@ impl Mapping {
             .filter(|f| holds(&f.when, &seen, canonical))
             .collect();
         let applying = applying.into_iter();
-        self.write_applying(applying, canonical, ctx_pointer, node, header, assertion, errors);
+        self.write_applying(
+            applying,
+            canonical,
+            ctx_pointer,
+            node,
+            header,
+            assertion,
+            errors,
+        );
     }
 
     /// Writes each of `fields`, in that order; whether they apply is the caller's decision.

@@ -19,6 +19,7 @@ mod drivers;
 mod encodings;
 mod example_catalog;
 mod example_systems;
+mod example_zj;
 mod http_edge;
 mod identity;
 mod mapping;

@@ -24,12 +24,22 @@ impl<C> InProcessHub<C> {
     /// Compiles the configuration in `dir`, opens its store, seeds the catalog, makes the
     /// callers' credentials with `callers` and serves.
     pub async fn start(dir: &Path, callers: impl AsyncFnOnce(&Store) -> C) -> InProcessHub<C> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        InProcessHub::start_on(dir, listener, callers).await
+    }
+
+    /// As [`InProcessHub::start`], serving on `listener`: bound beforehand, so that what
+    /// needs the hub's address (a department system posting to it) can start first.
+    pub async fn start_on(
+        dir: &Path,
+        listener: TcpListener,
+        callers: impl AsyncFnOnce(&Store) -> C,
+    ) -> InProcessHub<C> {
         let config =
             Config::load(dir).unwrap_or_else(|e| panic!("the test configuration compiles: {e}"));
         let store = hub::open_store(&config).await.unwrap();
         hub::seed_catalog(&store, &config).await.unwrap();
         let callers = callers(&store).await;
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
         let hub_store = store.clone();

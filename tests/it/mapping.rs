@@ -256,6 +256,11 @@ fn canonical_cases(folder: &Path) -> Vec<Value> {
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .filter(|p| p.to_string_lossy().ends_with(".canonical.json"))
+        // A one-way case (`read.`, `write.`) holds what the mapping cannot take both ways.
+        .filter(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            !name.contains(".read.") && !name.contains(".write.")
+        })
         .filter(|p| {
             // Cases that expect errors hold invalid documents on purpose.
             let errors = p

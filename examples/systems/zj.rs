@@ -151,13 +151,21 @@ pub struct Exchange {
     pub answered: Option<String>,
 }
 
-/// What went over the wire, both ways, for those who want to look at the system's formats.
+/// What went over the wire, both ways, for those who want to look at the system's formats
+/// (the latest [`WIRE_KEEPS`] exchanges).
 #[derive(Clone, Default)]
 pub struct Wire(Arc<Mutex<Vec<Exchange>>>);
 
+/// How many exchanges the [`Wire`] keeps: the latest, so a demo left running does not grow.
+const WIRE_KEEPS: usize = 1000;
+
 impl Wire {
     fn push(&self, exchange: Exchange) {
-        self.0.lock().expect("wire lock").push(exchange);
+        let mut all = self.0.lock().expect("wire lock");
+        if all.len() == WIRE_KEEPS {
+            all.remove(0);
+        }
+        all.push(exchange);
     }
 
     /// Requests to the apply endpoint, in the order they came.

@@ -1,12 +1,12 @@
-//! The whole province on one machine: the three simulated department systems and the hub on
+//! The whole province on one machine: the four simulated department systems and the hub on
 //! its embedded defaults (SQLite under `data/`, in-process bus), with one application submitted
 //! to each system so a newcomer sees deliveries go out and case events come back.
 //!
-//! Identity is real here too: the demo issues API keys for the platform, the 市场监管 system's
-//! webhook and an administrator (printed, to explore the API with), signs each applicant's token
-//! with the demo identity issuer of `examples/identity/`, and every system verifies the hub's
-//! identity assertion on what it receives, in the place of its own its mapping has the hub put
-//! it.
+//! Identity is real here too: the demo issues API keys for the platform, the 市场监管 and 住建
+//! systems' webhooks and an administrator (printed, to explore the API with), signs each
+//! applicant's token with the demo identity issuer of `examples/identity/`, and every system
+//! verifies the hub's identity assertion on what it receives, in the place of its own its
+//! mapping has the hub put it.
 //!
 //! ```sh
 //! cargo run --example province
@@ -26,7 +26,7 @@ mod demo_issuer;
 use anyhow::Context;
 use serde_json::Value;
 use std::time::Duration;
-use systems::{ga, rst, scjg};
+use systems::{ga, rst, scjg, zj};
 use tongban::auth::{self, Role};
 use tongban::hub;
 use tongban::store::Store;
@@ -66,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
         "demo 市场监管 webhook",
     )
     .await?;
+    let zj_key = demo_key(&store, Role::System, Some(zj::SYSTEM), "demo 住建 webhook").await?;
     let admin_key = demo_key(&store, Role::Admin, None, "demo administrator").await?;
 
     // The department systems first, so the first deliveries find them up. Each verifies the
@@ -82,6 +83,13 @@ async fn main() -> anyhow::Result<()> {
     let _rst = rst::start(rst_settings)
         .await
         .context("starting the 人社 system")?;
+    let mut zj_settings = zj::ZjSettings::new(config.clone())?;
+    zj_settings.hub_url = Some(hub_url.clone());
+    zj_settings.hub_key = Some(zj_key);
+    zj_settings.heartbeat_every = Some(HEARTBEAT_EVERY);
+    let _zj = zj::start(zj_settings)
+        .await
+        .context("starting the 住建 system")?;
     let _ga = match &config.hub.broker {
         Some(url) => {
             let mut settings = ga::GaSettings::new(config.clone(), url.clone())?;
@@ -148,10 +156,11 @@ async fn main() -> anyhow::Result<()> {
 /// One application per example system, from the repository's examples, without their ids so
 /// the hub assigns fresh ones on every run.
 /// One application per example system.
-/// How often the 市场监管 and 公安 systems tell the hub they are up (人社 is polled, which counts).
+/// How often the 市场监管, 公安 and 住建 systems tell the hub they are up (人社 is polled, which
+/// counts).
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(20);
 
-const EXAMPLES: [(&str, &str); 3] = [
+const EXAMPLES: [(&str, &str); 4] = [
     ("市场监管 (SOAP)", "examples/messages/application.json"),
     (
         "人社 (REST JSON)",
@@ -160,6 +169,10 @@ const EXAMPLES: [(&str, &str); 3] = [
     (
         "公安 (AMQP)",
         "mappings/tests/ga-hukou-application/idcard-renewal.canonical.json",
+    ),
+    (
+        "住建 (SOAP 1.2)",
+        "mappings/tests/zj-permit-application/new-permit.canonical.json",
     ),
 ];
 

@@ -1,6 +1,7 @@
-//! Simulated department systems for the hub's examples and tests: the three systems of
+//! Simulated department systems for the hub's examples and tests: the four systems of
 //! `adapters/` (`sy-scjg-food` on SOAP 1.1, `ln-rst-card` on REST JSON with polled events,
-//! `dl-ga-hukou` on AMQP), each started in-process by one async function.
+//! `dl-ga-hukou` on AMQP, `dl-zj-permit` on SOAP 1.2 with its own acknowledgement codes), each
+//! started in-process by one async function.
 //!
 //! Include it from an example or a test with
 //!
@@ -47,6 +48,7 @@ pub mod http;
 pub mod rst;
 pub mod scjg;
 pub mod walk;
+pub mod zj;
 
 pub use control::{Control, Mode, Stats};
 

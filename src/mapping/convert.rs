@@ -266,12 +266,18 @@ pub fn to_canonical(raw: Value, kind: &Kind, table: Option<&Table>) -> Result<Va
         },
         Kind::Number => match &source {
             Value::Number(_) => Ok(source.clone()),
-            _ => text
-                .parse::<f64>()
-                .ok()
-                .and_then(serde_json::Number::from_f64)
-                .map(Value::Number)
-                .ok_or_else(|| "not a number".to_string()),
+            // A whole number stays whole: `8650` is 8650 as the platform writes it, not
+            // 8650.0, so a canonical document maps to the system's text and back unchanged.
+            _ => match (text.parse::<i64>(), text.parse::<u64>()) {
+                (Ok(n), _) => Ok(Value::from(n)),
+                (_, Ok(n)) => Ok(Value::from(n)),
+                _ => text
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(serde_json::Number::from_f64)
+                    .map(Value::Number)
+                    .ok_or_else(|| "not a number".to_string()),
+            },
         },
         Kind::Boolean => match &source {
             Value::Bool(b) => Ok(Value::Bool(*b)),
@@ -498,5 +504,23 @@ mod tests {
             json!(1.5)
         );
         assert!(to_legacy(&json!("x"), &Kind::Integer, None).is_err());
+    }
+
+    #[test]
+    fn a_whole_number_reads_as_a_whole_number_and_maps_back_as_it_came() {
+        for (text, canonical) in [
+            ("8650", json!(8650)),
+            ("-12", json!(-12)),
+            ("18446744073709551615", json!(u64::MAX)),
+            ("12850.5", json!(12850.5)),
+            ("8650.0", json!(8650.0)),
+        ] {
+            let read = to_canonical(json!(text), &Kind::Number, None).unwrap();
+            assert_eq!(read, canonical, "{text}");
+            let written = to_legacy(&read, &Kind::Number, None).unwrap();
+            assert_eq!(scalar_text(&written).as_deref(), Some(text), "{text}");
+        }
+        assert!(to_canonical(json!("NaN"), &Kind::Number, None).is_err());
+        assert!(to_canonical(json!("八千"), &Kind::Number, None).is_err());
     }
 }

@@ -409,6 +409,8 @@ impl Mapping {
         selected.first().and_then(|s| self.scalar_of(f, s))
     }
 
+    /// Writes `fields` from the canonical object `canonical` into the legacy element `node`
+    /// (and the SOAP `header`), each field that applies in the order the file lists them.
     #[allow(clippy::too_many_arguments)]
     fn write_fields(
         &self,
@@ -420,14 +422,60 @@ impl Mapping {
         assertion: Option<&str>,
         errors: &mut Vec<MapError>,
     ) {
+        if fields.iter().all(|f| f.when.is_empty()) {
+            let all = fields.iter();
+            self.write_applying(all, canonical, ctx_pointer, node, header, assertion, errors);
+            return;
+        }
+        // A condition sees the fields without one, as written. Which fields apply is settled
+        // on a copy; then they are written in the file's order, so that an element under a
+        // condition stands where its field stands, not after all the others: systems that
+        // check their documents against a fixed element order (an XSD `sequence`) need that.
+        let (mut seen, mut seen_header) = (node.clone(), header.clone());
+        let plain = fields.iter().filter(|f| f.when.is_empty());
+        let mut ignored = Vec::new();
+        self.write_applying(
+            plain,
+            canonical,
+            ctx_pointer,
+            &mut seen,
+            &mut seen_header,
+            assertion,
+            &mut ignored,
+        );
+        let applying: Vec<&Field> = fields
+            .iter()
+            .filter(|f| holds(&f.when, &seen, canonical))
+            .collect();
+        let applying = applying.into_iter();
+        self.write_applying(
+            applying,
+            canonical,
+            ctx_pointer,
+            node,
+            header,
+            assertion,
+            errors,
+        );
+    }
+
+    /// Writes each of `fields`, in that order; whether they apply is the caller's decision.
+    #[allow(clippy::too_many_arguments)]
+    fn write_applying<'f>(
+        &self,
+        fields: impl Iterator<Item = &'f Field>,
+        canonical: &Value,
+        ctx_pointer: &str,
+        node: &mut Node,
+        header: &mut Node,
+        assertion: Option<&str>,
+        errors: &mut Vec<MapError>,
+    ) {
         // The fields that wrote a single value so far: one legacy place holds one value, so a
         // second field writing there must agree with the first.
         let mut written: Vec<&Field> = Vec::new();
-        for f in unconditional_first(fields) {
+        for f in fields {
             let Some(path) = &f.legacy else { continue };
-            if !holds(&f.when, node, canonical) {
-                continue;
-            }
             let target: &mut Node = if f.header { header } else { node };
             if f.assertion {
                 // Without a verified applicant there is no assertion: nothing is written.
@@ -725,7 +773,7 @@ impl OpenDocument {
 }
 
 /// `fields` with those that have conditions last, so that a condition on the other fields'
-/// values sees them, in either direction.
+/// values sees them when reading.
 fn unconditional_first(fields: &[Field]) -> impl Iterator<Item = &Field> {
     let plain = fields.iter().filter(|f| f.when.is_empty());
     plain.chain(fields.iter().filter(|f| !f.when.is_empty()))
@@ -752,15 +800,20 @@ fn holds(conditions: &[Condition], legacy: &Node, canonical: &Value) -> bool {
 }
 
 /// Whether a schema violation at `pointer` is about the field at `failed`, which has been
-/// reported already: at or below it, or its parent complaining that it is missing.
+/// reported already: at or below it, or an object above it complaining that the member on the
+/// way down is missing (the field failed, so nothing was read into it).
 fn already_reported(failed: &str, pointer: &str, message: &str) -> bool {
     if pointer == failed || pointer.starts_with(&format!("{failed}/")) {
         return true;
     }
-    match failed.rsplit_once('/') {
-        Some((parent, member)) => parent == pointer && message.contains(&format!("\"{member}\"")),
-        None => false,
+    let mut below = failed;
+    while let Some((parent, member)) = below.rsplit_once('/') {
+        if parent == pointer && message.contains(&format!("\"{member}\"")) {
+            return true;
+        }
+        below = parent;
     }
+    false
 }
 
 /// Whether any text or member name in `value` holds a NUL: a walk that copies nothing, for

@@ -10,8 +10,7 @@
 //! of its SOAP transport, fault modes and control API run without a hub, and so without the
 //! check. One test per system runs the real hub in front of it instead.
 
-#[path = "../../examples/systems/mod.rs"]
-mod systems;
+use crate::systems;
 
 use crate::common;
 

@@ -3,6 +3,9 @@
 //! the fixtures they share.
 
 mod common;
+/// The simulated department systems of `examples/`, which several parts run behind the hub.
+#[path = "../../examples/systems/mod.rs"]
+mod systems;
 
 mod access;
 mod admission;
@@ -19,6 +22,7 @@ mod drivers;
 mod encodings;
 mod example_catalog;
 mod example_systems;
+mod example_zj;
 mod http_edge;
 mod identity;
 mod mapping;

@@ -145,7 +145,12 @@ pub const KEY_SEPARATOR: char = '\u{1F}';
 /// A table key as people write it: the value, or `(09, 1)` for several places.
 pub fn shown_key(key: &str) -> String {
     if key.contains(KEY_SEPARATOR) {
-        format!("({})", key.replace(KEY_SEPARATOR, ", "))
+        // A place left out is empty text: shown as such, not as nothing.
+        let parts: Vec<&str> = key
+            .split(KEY_SEPARATOR)
+            .map(|p| if p.is_empty() { "\"\"" } else { p })
+            .collect();
+        format!("({})", parts.join(", "))
     } else {
         key.to_string()
     }

@@ -343,7 +343,12 @@ impl Mapping {
                         {
                             Ok(v) => Some(v),
                             Err(m) => {
-                                errors.push(self.error(&f.label, at(), m));
+                                // Every place the value was read from.
+                                let places: Vec<String> = paths
+                                    .iter()
+                                    .map(|p| join_path(ctx_path, &p.to_string()))
+                                    .collect();
+                                errors.push(self.error(&f.label, places.join(" + "), m));
                                 None
                             }
                         }

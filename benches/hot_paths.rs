@@ -362,6 +362,34 @@ fn identity(c: &mut Criterion) {
     g.finish();
 }
 
+/// Sealing a result as a credential (`eddsa-jcs-2022`): the aim is at most 0.1 ms of CPU.
+fn sealing(c: &mut Criterion) {
+    let key = aws_lc_rs::signature::Ed25519KeyPair::generate().expect("a key");
+    let public = tongban::seal::multikey(&key);
+    let options = tongban::seal::ProofOptions {
+        verification_method: format!("https://hub.example/.well-known/keys#{public}"),
+        created: "2026-12-06T02:00:00Z".into(),
+        proof_purpose: "assertionMethod".into(),
+    };
+    // A result as systems send it, in a credential's envelope.
+    let credential = serde_json::json!({
+        "@context": ["https://www.w3.org/ns/credentials/v2"],
+        "type": ["VerifiableCredential", "ElectronicLicense"],
+        "issuer": { "id": "https://hub.example/departments/11210100MB1529370K", "name": "沈阳市市场监督管理局" },
+        "validFrom": "2026-11-30T16:00:00+08:00",
+        "credentialSubject": json("examples/messages/result.json"),
+    });
+    let sealed = tongban::seal::sign(&credential, &options, &key).expect("sealed");
+    let mut g = c.benchmark_group("seal");
+    g.bench_function("sign a result credential (eddsa-jcs-2022)", |b| {
+        b.iter(|| tongban::seal::sign(black_box(&credential), &options, &key).expect("sealed"))
+    });
+    g.bench_function("verify it", |b| {
+        b.iter(|| tongban::seal::verify(black_box(&sealed), &public).expect("verifies"))
+    });
+    g.finish();
+}
+
 fn fast() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_secs(1))
@@ -373,6 +401,6 @@ fn fast() -> Criterion {
 criterion_group! {
     name = hot_paths;
     config = fast();
-    targets = mapping, acceptance, identity, store
+    targets = mapping, acceptance, identity, store, sealing
 }
 criterion_main!(hot_paths);

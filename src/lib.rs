@@ -25,6 +25,8 @@
 //!   drift between an item reference and the catalog, import parsing.
 //! - [`supervision`]: e-supervision's pure parts: the working-day calendar and case clocks, the
 //!   case model with its allowed steps, and the rules that raise alerts.
+//! - [`seal`]: seals anyone can verify offline: Data Integrity proofs of the cryptosuite
+//!   `eddsa-jcs-2022` (Ed25519 over the RFC 8785 canonical form), multibase and Multikey.
 //! - [`store`]: the only SQL. SQLite by default, PostgreSQL by URL; migrations; catalog
 //!   versions and the change feed.
 //! - [`api`]: the HTTP API (axum). The only place that knows wire types; problem+json errors;
@@ -65,6 +67,7 @@ pub mod model;
 pub mod personal;
 pub mod routing;
 pub mod schema;
+pub mod seal;
 pub mod service;
 pub mod source;
 pub mod store;

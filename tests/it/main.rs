@@ -31,6 +31,7 @@ mod openapi;
 mod personal_data;
 mod readiness;
 mod refused_writes;
+mod seal;
 mod serve;
 mod shutdown;
 mod store;

@@ -1,0 +1,119 @@
+//! Seals checked with a second, independent Ed25519 (ed25519-dalek), JSON canonicalization
+//! (serde_json_canonicalizer) and base58 (bs58): a seal the hub makes verifies with them, and one they make
+//! verifies with the hub's, so `eddsa-jcs-2022` here is the cryptosuite, not only
+//! self-consistent.
+
+use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tongban::seal::{self, ProofOptions};
+
+/// A credential with what canonicalization must get right: names that sort differently as
+/// UTF-16 and as UTF-8, text beyond ASCII, escapes, fractions and exponents.
+fn credential() -> Value {
+    json!({
+        "@context": ["https://www.w3.org/ns/credentials/v2"],
+        "id": "urn:elicense:1.2.156.3005.2.11100000000000000X001.11210100MB1529370K.0001.001.K",
+        "type": ["VerifiableCredential", "ElectronicLicense"],
+        "issuer": { "id": "https://hub.example/departments/11210100MB1529370K", "name": "沈阳市市场监督管理局" },
+        "validFrom": "2026-12-06T10:00:00+08:00",
+        "credentialSubject": {
+            "license": "食品经营许可证",
+            "area_m2": 120.5,
+            "tiny": 1e-7,
+            "big": 1e21,
+            "note": "tab\there \"quoted\" \\ \u{2028} \u{1f600}",
+            "\u{fb33}": 1,
+            "\u{1f600}": 2,
+        },
+    })
+}
+
+/// What `eddsa-jcs-2022` signs, computed with the independent libraries only.
+fn hash_data_independently(secured: &Value) -> (Vec<u8>, Vec<u8>) {
+    let mut document = secured.as_object().unwrap().clone();
+    let mut proof = document
+        .remove("proof")
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .clone();
+    let value = proof.remove("proofValue").unwrap();
+    let signature = bs58::decode(value.as_str().unwrap().strip_prefix('z').unwrap())
+        .into_vec()
+        .unwrap();
+    let options = serde_json_canonicalizer::to_string(&proof).unwrap();
+    let document = serde_json_canonicalizer::to_string(&document).unwrap();
+    let mut data = Sha256::digest(options.as_bytes()).to_vec();
+    data.extend_from_slice(&Sha256::digest(document.as_bytes()));
+    (data, signature)
+}
+
+fn options(public: &str) -> ProofOptions {
+    ProofOptions {
+        verification_method: format!("https://hub.example/.well-known/keys#{public}"),
+        created: "2026-12-06T02:00:00Z".into(),
+        proof_purpose: "assertionMethod".into(),
+    }
+}
+
+#[test]
+fn a_seal_the_hub_makes_verifies_with_an_independent_ed25519_and_jcs() {
+    let key = aws_lc_rs::signature::Ed25519KeyPair::generate().unwrap();
+    let public = seal::multikey(&key);
+    let sealed = seal::sign(&credential(), &options(&public), &key).unwrap();
+    assert_eq!(sealed["proof"]["cryptosuite"], "eddsa-jcs-2022");
+    assert_eq!(sealed["proof"]["@context"], credential()["@context"]);
+
+    // Through text, as a department receives it.
+    let received: Value = serde_json::from_str(&sealed.to_string()).unwrap();
+    let multikey = bs58::decode(public.strip_prefix('z').unwrap())
+        .into_vec()
+        .unwrap();
+    assert_eq!(&multikey[..2], &[0xed, 0x01], "an Ed25519 Multikey");
+    let verifying = VerifyingKey::from_bytes(multikey[2..].try_into().unwrap()).unwrap();
+    let (data, signature) = hash_data_independently(&received);
+    let signature = ed25519_dalek::Signature::from_slice(&signature).unwrap();
+    verifying
+        .verify(&data, &signature)
+        .expect("the hub's seal verifies independently");
+
+    // And the hub's canonical form is the independent one.
+    assert_eq!(
+        seal::canonical_json(&credential()).unwrap(),
+        serde_json_canonicalizer::to_string(&credential()).unwrap()
+    );
+}
+
+#[test]
+fn a_seal_made_independently_verifies_with_the_hubs_and_a_changed_one_does_not() {
+    let signing = SigningKey::from_bytes(&[7; 32]);
+    let mut multikey = vec![0xed, 0x01];
+    multikey.extend_from_slice(signing.verifying_key().as_bytes());
+    let public = format!("z{}", bs58::encode(&multikey).into_string());
+
+    let mut secured = credential();
+    let proof = json!({
+        "type": "DataIntegrityProof",
+        "cryptosuite": "eddsa-jcs-2022",
+        "created": "2026-12-06T02:00:00Z",
+        "verificationMethod": format!("https://other.example/keys#{public}"),
+        "proofPurpose": "assertionMethod",
+        "@context": secured["@context"].clone(),
+    });
+    let options = serde_json_canonicalizer::to_string(&proof).unwrap();
+    let document = serde_json_canonicalizer::to_string(&secured).unwrap();
+    let mut data = Sha256::digest(options.as_bytes()).to_vec();
+    data.extend_from_slice(&Sha256::digest(document.as_bytes()));
+    let signature = signing.sign(&data);
+    let mut proof = proof;
+    proof["proofValue"] = format!("z{}", bs58::encode(signature.to_bytes()).into_string()).into();
+    secured["proof"] = proof;
+
+    assert_eq!(seal::verify(&secured, &public), Ok(()));
+    secured["credentialSubject"]["area_m2"] = json!(120.50001);
+    assert_eq!(
+        seal::verify(&secured, &public),
+        Err(seal::SealError::Signature)
+    );
+}

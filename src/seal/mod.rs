@@ -8,6 +8,8 @@
 //! signature is the proof's `proofValue`, `z` + base58btc. Nothing here is particular to this
 //! hub, so any Ed25519 and JCS library verifies a seal (a test does, with independent ones).
 
+pub mod status;
+
 use aws_lc_rs::signature::{self, Ed25519KeyPair, KeyPair};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};

@@ -71,8 +71,7 @@ impl SharedResult {
     /// Reads a canonical result. The error never quotes the input (serde's messages can):
     /// results carry the holder's personal data.
     pub fn from_json(value: &serde_json::Value) -> Result<SharedResult, &'static str> {
-        SharedResult::deserialize(value).map_err(|_| {
-            "not a canonical result: a field is missing, unknown or of the wrong type"
-        })
+        SharedResult::deserialize(value)
+            .map_err(|_| "not a canonical result: a field is missing, unknown or of the wrong type")
     }
 }

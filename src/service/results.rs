@@ -214,7 +214,9 @@ pub enum RevokeError {
     Invalid(Vec<String>),
     #[error("no result with this license id was received")]
     NotFound,
-    #[error("license {license_id} was issued through another system: only the system that shared a result revokes it")]
+    #[error(
+        "license {license_id} was issued through another system: only the system that shared a result revokes it"
+    )]
     NotIssuer { license_id: String },
     #[error("license {license_id} was superseded by {by}: revoke the current version")]
     Superseded { license_id: String, by: String },
@@ -244,9 +246,9 @@ pub async fn revoke(
         None | Some("") => problems.push(
             "reason: a revocation says why the license is revoked (a non-empty `reason`)".into(),
         ),
-        Some(r) if r.chars().count() > MAX_REASON_CHARS => problems.push(format!(
-            "reason: at most {MAX_REASON_CHARS} characters"
-        )),
+        Some(r) if r.chars().count() > MAX_REASON_CHARS => {
+            problems.push(format!("reason: at most {MAX_REASON_CHARS} characters"))
+        }
         Some(_) => {}
     }
     if check_elicense_id(license_id).is_err() {

@@ -27,6 +27,7 @@ mod openapi;
 mod personal_data;
 mod readiness;
 mod refused_writes;
+mod results_inbound;
 mod serve;
 mod shutdown;
 mod store;

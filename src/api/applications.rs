@@ -476,9 +476,7 @@ async fn revoke_result(
                 problems
                     .into_iter()
                     .map(|p| match p.split_once(": ") {
-                        Some((field, message)) if field == "reason" => {
-                            ProblemEntry::pointer("/reason", message)
-                        }
+                        Some(("reason", message)) => ProblemEntry::pointer("/reason", message),
                         Some((field, message)) => ProblemEntry::parameter(field, message),
                         None => ProblemEntry::pointer("", p),
                     })

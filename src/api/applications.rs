@@ -1,6 +1,7 @@
-//! `/api/v1/applications`, `/api/v1/dead-letters` and `/api/v1/systems/{id}/…`: applications in
-//! from the platform, their deliveries and case events, dead letters and their replay, and the
-//! webhooks department systems post their events, results and heartbeats to.
+//! `/api/v1/applications`, `/api/v1/dead-letters`, `/api/v1/results` and
+//! `/api/v1/systems/{id}/…`: applications in from the platform, their deliveries, case events and
+//! results, dead letters and their replay, the webhooks department systems post their events,
+//! results and heartbeats to, and the revocation of a result by the system that shared it.
 
 use super::guard::AuditNote;
 use super::input::{JsonBody, QueryParams, RawBody};
@@ -15,7 +16,8 @@ use crate::model::{ApplicationState, DeliveryState, MessageKind, Via};
 use crate::personal::PersonalValues;
 use crate::service::applications::{self, AcceptError, Submission};
 use crate::service::inbound::{self, InboundError, Received};
-use crate::store::DeliveryRecord;
+use crate::service::results::{self as shared_results, RevokeError};
+use crate::store::{DeliveryRecord, ResultRecord};
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -47,6 +49,18 @@ pub fn routes() -> Vec<Route> {
         ),
         Route::new(
             Method::POST,
+            "/api/v1/systems/{id}/results/{license_id}/revocation",
+            SYSTEM,
+            revoke_result,
+        ),
+        Route::new(
+            Method::GET,
+            "/api/v1/results/{license_id}",
+            RESULT_READERS,
+            show_result,
+        ),
+        Route::new(
+            Method::POST,
             "/api/v1/systems/{id}/heartbeat",
             SYSTEM,
             heartbeat,
@@ -61,6 +75,9 @@ const CASE_READERS: Access = Access::Roles(&[Role::Platform, Role::System, Role:
 /// Who watches and replays dead letters: a system its own, administrators all.
 const OPERATORS: Access = Access::Roles(&[Role::System, Role::Admin]);
 const SYSTEM: Access = Access::Roles(&[Role::System]);
+/// Who may read a license's versions and state: the system that shared it (checked in the
+/// handler), and supervisors.
+const RESULT_READERS: Access = Access::Roles(&[Role::System, Role::Supervisor]);
 
 /// The user behind an application, proven by their token from the unified identity system.
 async fn applicant_identity(
@@ -257,6 +274,13 @@ async fn show(
             event
         })
         .collect();
+    let results: Vec<Value> = state
+        .store
+        .result_records_of(&id)
+        .await?
+        .iter()
+        .map(|r| result_json(r, &personal))
+        .collect();
     let mut response = Json(json!({
         "id": app.id,
         "state": app.state,
@@ -272,6 +296,7 @@ async fn show(
         "updated_at": clock::format_millis(app.updated_at),
         "deliveries": deliveries,
         "events": events,
+        "results": results,
     }))
     .into_response();
     response
@@ -359,6 +384,184 @@ async fn post_result(
     body: Result<RawBody, ApiError>,
 ) -> Result<Response, ApiError> {
     receive(state, caller, id, body, MessageKind::Result).await
+}
+
+/// A stored version of a license as readers beyond its department see it: what the license is
+/// and where it stands, the holder masked and the license's own fields (`data`) left out.
+fn result_json(r: &ResultRecord, personal: &PersonalValues) -> Value {
+    let body: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+    let license = &body["license"];
+    let text = |pointer: &str| {
+        license
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
+    json!({
+        "license_id": r.license_id,
+        "version": r.version,
+        "system": r.system_id,
+        "application_id": r.application_id,
+        "type_code": text("/type_code"),
+        "name": text("/name"),
+        "number": text("/number"),
+        "issuer": license.get("issuer"),
+        "holder": {
+            "id_type": text("/holder/id_type"),
+            "name": mask_name(text("/holder/name")),
+            "id_number": mask_id(text("/holder/id_number")),
+        },
+        "issued_on": text("/issued_on"),
+        "valid_from": text("/valid_from"),
+        "valid_until": license.get("valid_until"),
+        "received_at": clock::format_millis(r.received_at),
+        "state": r.state,
+        "state_at": r.state_at.map(clock::format_millis),
+        "reason": r.state_reason.as_deref().map(|t| personal.mask_text(t)),
+        "superseded_by": r.superseded_by,
+    })
+}
+
+/// The issuing system revokes a result it shared, with a reason: `{"reason": "…"}`. Only the
+/// current version of a license is revoked; the versions before it stay superseded.
+async fn revoke_result(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((system, license_id)): Path<(String, String)>,
+    body: Result<JsonBody, ApiError>,
+) -> Result<Response, ApiError> {
+    if !caller.is_system(&system) {
+        return Err(ApiError::Forbidden(format!(
+            "only system {system} revokes the results of system {system}"
+        )));
+    }
+    let JsonBody(body) = body?;
+    let mut problems = Vec::new();
+    let reason = match body.as_object() {
+        Some(members) => {
+            for key in members.keys().filter(|k| *k != "reason") {
+                problems.push(ProblemEntry::pointer(
+                    format!("/{key}"),
+                    "is not a member of a revocation (only `reason`)",
+                ));
+            }
+            match members.get("reason") {
+                Some(Value::String(r)) => Some(r.as_str()),
+                Some(_) => {
+                    problems.push(ProblemEntry::pointer("/reason", "must be a string"));
+                    None
+                }
+                None => None,
+            }
+        }
+        None => {
+            problems.push(ProblemEntry::pointer(
+                "",
+                "must be an object: {\"reason\": \"…\"}",
+            ));
+            None
+        }
+    };
+    if !problems.is_empty() {
+        return Err(ApiError::Invalid(problems));
+    }
+    let adapter = state.config.adapters.get(&system);
+    let revoked = shared_results::revoke(adapter, &state.store, &system, &license_id, reason)
+        .await
+        .map_err(|e| match e {
+            RevokeError::UnknownSystem(_) | RevokeError::NotFound => {
+                ApiError::NotFound(e.to_string())
+            }
+            RevokeError::Invalid(problems) => ApiError::Invalid(
+                problems
+                    .into_iter()
+                    .map(|p| match p.split_once(": ") {
+                        Some(("reason", message)) => ProblemEntry::pointer("/reason", message),
+                        Some((field, message)) => ProblemEntry::parameter(field, message),
+                        None => ProblemEntry::pointer("", p),
+                    })
+                    .collect(),
+            ),
+            e @ RevokeError::NotIssuer { .. } => ApiError::Forbidden(e.to_string()),
+            e @ (RevokeError::Superseded { .. } | RevokeError::AlreadyRevoked { .. }) => {
+                ApiError::Conflict {
+                    detail: e.to_string(),
+                }
+            }
+            RevokeError::Store(e) => e.into(),
+        })?;
+    let personal = personal_of(&state, &revoked.application_id).await?;
+    let mut response = Json(result_json(&revoked, &personal)).into_response();
+    let reason = revoked.state_reason.as_deref().unwrap_or_default();
+    response.extensions_mut().insert(AuditNote::new(format!(
+        "revoked license {}: {}",
+        revoked.license_id,
+        personal.mask_text(reason)
+    )));
+    Ok(response)
+}
+
+/// A license's versions and where each stands, for the system that shared it and supervisors.
+async fn show_result(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(license_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let stored = state.store.results_by_license_id(&license_id).await?;
+    let readable: Vec<&ResultRecord> = stored
+        .iter()
+        .filter(|r| caller.has(Role::Supervisor) || caller.is_system(&r.system_id))
+        .collect();
+    let Some(record) = readable.first() else {
+        return Err(if stored.is_empty() {
+            ApiError::NotFound("no result with this license id was received".into())
+        } else {
+            ApiError::Forbidden("a system reads only the results it shared".into())
+        });
+    };
+    let versions: Vec<Value> = {
+        let mut all = Vec::new();
+        for r in state
+            .store
+            .license_versions(&record.system_id, &record.license_key)
+            .await?
+        {
+            let personal = personal_of(&state, &r.application_id).await?;
+            all.push(result_json(&r, &personal));
+        }
+        all
+    };
+    let current = versions
+        .iter()
+        .rev()
+        .find(|v| v["state"] != json!("superseded"))
+        .or(versions.last())
+        .cloned();
+    let personal = personal_of(&state, &record.application_id).await?;
+    let mut response = Json(json!({
+        "license_id": record.license_id,
+        "system": record.system_id,
+        "result": result_json(record, &personal),
+        "current": current,
+        "versions": versions,
+    }))
+    .into_response();
+    response
+        .extensions_mut()
+        .insert(AuditNote::new("read a license's versions (holder masked)").discloses());
+    Ok(response)
+}
+
+/// What an application says about its people, to mask text about it (an empty set when the
+/// application is gone).
+async fn personal_of(state: &AppState, application_id: &str) -> Result<PersonalValues, ApiError> {
+    let body = state
+        .store
+        .application(application_id)
+        .await?
+        .and_then(|a| serde_json::from_str::<Value>(&a.body).ok())
+        .unwrap_or(Value::Null);
+    Ok(PersonalValues::of_application(&body))
 }
 
 /// A system says it is up. The silence rule counts it like a case event; the body, if any, is

@@ -1,6 +1,6 @@
 //! The hub's canonical model as types: the code lists (each a closed enum with one spelling,
 //! [`code_list!`]) and the canonical documents that travel typed once read (the application's
-//! item reference, the case event), and the states the hub keeps (application, delivery, case,
+//! item reference, the case event, the result), and the states the hub keeps (application, delivery, case,
 //! alert).
 //!
 //! JSON Schema stays the contract at the edges: it gives the errors users see, all at once.
@@ -16,6 +16,7 @@ mod case_event;
 mod delivery;
 mod inbound;
 mod item;
+mod result;
 
 pub use alert::{AlertAction, CaseState, Level, Rule};
 pub use application::{
@@ -29,3 +30,4 @@ pub use codes::{Code, UnknownCode};
 pub use delivery::{Acknowledgement, AttemptKind, DeliveryState};
 pub use inbound::{FeedKind, MessageKind, Via};
 pub use item::{ItemStatus, ItemType};
+pub use result::{Holder, License, LicenseIssuer, ResultState, SharedResult};

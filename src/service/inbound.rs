@@ -1,10 +1,12 @@
 //! Case events and results coming back from department systems, however they arrive (webhook,
 //! queue, polling): mapped from the system's own format, checked against the application they
-//! concern and, for case events, against the clock, deduplicated by (system, the system's own
-//! id), and stored.
+//! concern and, for case events, against the clock (results: against the license, the
+//! department, the applicant, the completion and earlier versions, see [`super::results`]),
+//! deduplicated by (system, the system's own id), and stored.
 //!
 //! The hub refuses only what it cannot understand or cannot take: a message that does not map,
-//! one about an application the system does not handle, or a case event dated further ahead of
+//! one about an application the system does not handle, a result that is not the license it
+//! claims to be or does not answer its application (see [`super::results`]), or a case event dated further ahead of
 //! its arrival than `[supervision] future_limit_minutes` (a day: that is no clock a little off
 //! but a date that cannot be a fact, and every due would run from it). A case event dated ahead
 //! by less is taken, with its dues running from its stated time, and supervision flags it
@@ -273,16 +275,51 @@ async fn take(
         }
         _ => None,
     };
+    // A result is read once too, and checked against the license it claims to be, the
+    // department that sends it, the application it answers and what the system sent before.
+    let result = match kind {
+        MessageKind::Result => {
+            super::results::check(
+                store,
+                adapter,
+                application.as_ref(),
+                &canonical,
+                &mut problems,
+            )
+            .await?
+        }
+        MessageKind::CaseEvent => None,
+    };
     if !problems.is_empty() {
         return Err(InboundError::Refused(problems));
     }
-    let new = match event {
-        Some(event) => events.write(event).await?,
-        None => {
-            let body = canonical.to_string();
-            store
-                .record_result(system, text("/license/id"), application_id, &body)
-                .await?
+    let new = match (event, result) {
+        (Some(event), _) => events.write(event).await?,
+        (None, Some(result)) => {
+            let new = store.record_result(&result.to_record(system)).await?;
+            if !new {
+                // Sent at the same time as another with this id: the same content is a
+                // duplicate, other content is refused as if it had come second.
+                let (key, _) = super::results::license_key(&result.license_id).unwrap_or_default();
+                let versions = store.license_versions(system, &key).await?;
+                let same = versions
+                    .iter()
+                    .find(|v| v.license_id == result.license_id)
+                    .is_none_or(|v| super::results::same_content(v, &canonical));
+                if !same {
+                    return Err(InboundError::Refused(vec![format!(
+                        "license {} was sent before with different content: a change is a new \
+                         version of the license (a higher version in its id), not the same id again",
+                        result.license_id
+                    )]));
+                }
+            }
+            new
+        }
+        (None, None) => {
+            return Err(InboundError::Refused(vec![
+                "the message is neither a case event nor a result the hub can read".into(),
+            ]));
         }
     };
     Ok(if new {

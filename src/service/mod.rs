@@ -7,3 +7,4 @@ pub mod api_keys;
 pub mod applications;
 pub mod catalog;
 pub mod inbound;
+pub mod results;

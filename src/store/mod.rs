@@ -11,12 +11,14 @@ mod audit;
 mod catalog;
 pub mod group;
 mod keys;
+mod results;
 mod routing;
 mod rows;
 mod supervision;
 
 pub use audit::AuditQuery;
 pub use keys::{ApiKeyRecord, NewApiKey};
+pub use results::{ResultRecord, ResultToRecord};
 pub use routing::{
     Accepted, ApplicationRecord, ApplicationToAccept, AttemptOutcome, AttemptRecord,
     ClaimedDelivery, DeliveryRecord, EventFeedEntry, EventRecord, EventToRecord, FinishedAttempt,

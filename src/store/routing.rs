@@ -570,30 +570,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Stores a result unless the system sent it before. Returns whether it was new.
-    pub async fn record_result(
-        &self,
-        system_id: &str,
-        license_id: &str,
-        application_id: &str,
-        body: &str,
-    ) -> Result<bool, StoreError> {
-        let _turn = self.write_turn().await;
-        let inserted = sqlx::query(
-            "INSERT INTO results (system_id, license_id, application_id, received_at, body) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (system_id, license_id) DO NOTHING",
-        )
-        .bind(system_id)
-        .bind(license_id)
-        .bind(application_id)
-        .bind(clock::now_millis())
-        .bind(body)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(inserted == 1)
-    }
-
     /// The results stored for an application: (system, license id), in the order received.
     pub async fn results_of(
         &self,

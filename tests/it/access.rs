@@ -150,8 +150,26 @@ async fn world() -> World {
     assert_eq!(status, StatusCode::ACCEPTED, "{body:#}");
     assert_eq!(body["system"], OWN_SYSTEM);
     w.application_id = body["id"].as_str().unwrap().to_string();
+    // A result OWN_SYSTEM shared, for the routes about one.
+    w.served
+        .store
+        .record_result(&tongban::store::ResultToRecord {
+            system_id: OWN_SYSTEM,
+            license_id: LICENSE_ID,
+            license_key: "1.2.156.3005.2.11100000000013338W024.11210100MB1529370K.JY22101020001234",
+            version: 1,
+            application_id: &w.application_id,
+            body: "{}",
+            supersedes: None,
+        })
+        .await
+        .unwrap();
     w
 }
+
+/// The e-license id of the result OWN_SYSTEM shared.
+const LICENSE_ID: &str =
+    "1.2.156.3005.2.11100000000013338W024.11210100MB1529370K.JY22101020001234.001.B";
 
 impl World {
     /// A concrete path for a route template.
@@ -160,6 +178,7 @@ impl World {
         let mut path = template
             .replace("{code}", item)
             .replace("/systems/{id}", &format!("/systems/{OWN_SYSTEM}"));
+        path = path.replace("{license_id}", LICENSE_ID);
         if template.starts_with("/api/v1/applications/") {
             path = path.replace("{id}", &self.application_id);
         }

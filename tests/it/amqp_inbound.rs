@@ -830,10 +830,27 @@ async fn results_come_over_their_own_queue_and_are_stored_once() {
     let client = client();
     let id = submit_and_see_it_delivered(&broker, &watch, &client, &hub).await;
 
+    // A result follows the case's completion, and is the applicant's.
+    broker
+        .publish(&names.queue, &event("issued", &id), "issued")
+        .await;
+    eventually("the completion to be stored", || async {
+        match event_ids(&application(&client, &hub, &id).await) {
+            ids if ids.contains(&serial_no("issued")) => Ok(()),
+            ids => Err(format!("{ids:?}")),
+        }
+    })
+    .await;
+    let applicant = idcard_application()["applicant"]["id_number"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let result = |name: &str| {
         let text = read_text(&format!("mappings/tests/ga-hukou-result/{name}.legacy.xml"));
         assert!(text.contains(EXAMPLE_ID), "{name}");
-        text.replace(EXAMPLE_ID, &id).into_bytes()
+        text.replace(EXAMPLE_ID, &id)
+            .replace("210202198805121424", &applicant)
+            .into_bytes()
     };
     let license = {
         let text = read_text("mappings/tests/ga-hukou-result/move-permit.legacy.xml");

@@ -1438,6 +1438,23 @@ async fn scjg_verifies_the_hubs_assertion_in_its_own_soap_header_element_only() 
         (2, 1, &vec![id.clone()])
     );
     assert_assertion_refusals(&stats, &reasons);
+
+    // The licence it shares once the case is completed passes the hub's checks on results:
+    // the applicant's, issued by its department, after the 办结 it reported.
+    common::wait::eventually("the hub to keep scjg's licence", || async {
+        match hub.hub.store.result_records_of(&id).await {
+            Ok(kept) if kept.len() == 1 && kept[0].state.as_str() == "valid" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let refused = hub
+        .hub
+        .store
+        .refusals(Some(scjg::SYSTEM), 10)
+        .await
+        .unwrap();
+    assert!(refused.is_empty(), "{refused:?}");
     hub.stop().await;
 }
 

@@ -10,7 +10,7 @@ use tongban::audit::AuditEntry;
 use tongban::mapping::OpenDocument;
 use tongban::store::{
     Accepted, ApplicationToAccept, AttemptOutcome, EventFeedEntry, EventToRecord, FinishedAttempt,
-    NewApplication, Store,
+    NewApplication, ResultToRecord, Store,
 };
 
 fn app<'a>(id: &'a str, key: Option<(&'a str, &'a str)>) -> NewApplication<'a> {
@@ -608,13 +608,13 @@ async fn events_are_deduplicated_and_move_the_state(store: &Store) {
     assert_eq!(store.events_of("D-1").await.unwrap().len(), 3);
     assert!(
         store
-            .record_result("sy-scjg-food", "L1", "D-1", "{}")
+            .record_result(&result("L1", 1, "D-1", None))
             .await
             .unwrap()
     );
     assert!(
         !store
-            .record_result("sy-scjg-food", "L1", "D-1", "{}")
+            .record_result(&result("L1", 1, "D-1", None))
             .await
             .unwrap()
     );
@@ -680,7 +680,91 @@ async fn a_delivery_keeps_the_message_written_when_it_was_accepted(store: &Store
     assert_eq!(replayed[0].message, None);
 }
 
+/// A version of the license `L` (its id `L.<version>`).
+fn result<'a>(
+    license_id: &'a str,
+    version: i64,
+    application_id: &'a str,
+    supersedes: Option<&'a str>,
+) -> ResultToRecord<'a> {
+    ResultToRecord {
+        system_id: "sy-scjg-food",
+        license_id,
+        license_key: "L",
+        version,
+        application_id,
+        body: "{}",
+        supersedes,
+    }
+}
+
+/// Every version is kept; the one a new version supersedes is marked so in the same write, and
+/// a revocation keeps its reason and time and changes only a valid version.
+async fn result_versions_are_kept_superseded_and_revoked(store: &Store) {
+    assert!(
+        store
+            .record_result(&result("L.1", 1, "A-1", None))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_result(&result("L.2", 2, "A-2", Some("L.1")))
+            .await
+            .unwrap()
+    );
+    let versions = store.license_versions("sy-scjg-food", "L").await.unwrap();
+    let states: Vec<(&str, &str, Option<&str>)> = versions
+        .iter()
+        .map(|v| {
+            (
+                v.license_id.as_str(),
+                v.state.as_str(),
+                v.superseded_by.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [("L.1", "superseded", Some("L.2")), ("L.2", "valid", None)]
+    );
+    assert!(versions[0].state_at.is_some() && versions[1].state_at.is_none());
+    assert!(
+        !store
+            .revoke_result("sy-scjg-food", "L.1", "why", 5)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .revoke_result("sy-scjg-food", "L.2", "因故撤销", 7)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_result("sy-scjg-food", "L.2", "again", 9)
+            .await
+            .unwrap()
+    );
+    let revoked = store.results_by_license_id("L.2").await.unwrap();
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(revoked[0].state.as_str(), "revoked");
+    assert_eq!(revoked[0].state_reason.as_deref(), Some("因故撤销"));
+    assert_eq!(revoked[0].state_at, Some(7));
+    assert_eq!(store.result_records_of("A-2").await.unwrap().len(), 1);
+    // Another system's id is another license.
+    assert!(
+        store
+            .license_versions("ln-rst-card", "L")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 on_both_backends!(
+    result_versions_are_kept_superseded_and_revoked,
     a_delivery_keeps_the_message_written_when_it_was_accepted,
     a_batch_meets_what_the_store_held_before_as_one_at_a_time_would,
     a_batch_of_attempts_moves_each_delivery_by_its_outcome,

@@ -1,0 +1,296 @@
+//! Results (办理结果: electronic licenses) from department systems: what the hub checks before
+//! it keeps one, how a newer version supersedes the one before, and revocation by the issuing
+//! system with a reason.
+//!
+//! A result is read once into [`SharedResult`] and checked against what the hub knows: the
+//! e-license id agrees with the license (check character, type code, issuer), the issuer is
+//! the sending system's department, the holder is the applicant of the application it answers
+//! (read through [`Application`]), that application has been completed with a license (a 办结
+//! event granting it), and a license id sent before comes again only with the same content. A
+//! new version of a license (the same type, issuer and serial with a higher version) supersedes
+//! the current one. Problems are sentences that never quote a value: a result carries the
+//! holder's name and ID number.
+
+use crate::config::AdapterConfig;
+use crate::ids::check_elicense_id;
+use crate::model::{Application, CaseEvent, NodeName, ResultState, SharedResult};
+use crate::store::{ApplicationRecord, ResultRecord, ResultToRecord, Store, StoreError};
+use serde_json::Value;
+
+/// A checked result, ready to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckedResult {
+    pub license_id: String,
+    pub license_key: String,
+    pub version: i64,
+    pub application_id: String,
+    /// The version this one supersedes.
+    pub supersedes: Option<String>,
+    /// The canonical result (JSON text).
+    pub body: String,
+}
+
+impl CheckedResult {
+    pub fn to_record<'a>(&'a self, system_id: &'a str) -> ResultToRecord<'a> {
+        ResultToRecord {
+            system_id,
+            license_id: &self.license_id,
+            license_key: &self.license_key,
+            version: self.version,
+            application_id: &self.application_id,
+            body: &self.body,
+            supersedes: self.supersedes.as_deref(),
+        }
+    }
+}
+
+/// The license an e-license id is a version of: the id without its version and check
+/// character (`1.2.156.3005.2.<type>.<issuer>.<serial>`), and the version as a number.
+pub fn license_key(license_id: &str) -> Option<(String, i64)> {
+    let parts = check_elicense_id(license_id).ok()?;
+    let version = parts.version.parse().ok()?;
+    let key = format!(
+        "1.2.156.3005.2.{}.{}.{}",
+        parts.license_type, parts.issuer_uscc, parts.serial
+    );
+    Some((key, version))
+}
+
+/// Checks a canonical result `system` sent about `application` (as the store has it, when it
+/// has it), adding every problem to `problems` in order, and says what to store when there is
+/// none. The application's own checks (exists, is this system's) come before, from the caller.
+pub async fn check(
+    store: &Store,
+    adapter: &AdapterConfig,
+    application: Option<&ApplicationRecord>,
+    canonical: &Value,
+    problems: &mut Vec<String>,
+) -> Result<Option<CheckedResult>, StoreError> {
+    let system = adapter.id.as_str();
+    let result = match SharedResult::from_json(canonical) {
+        Ok(result) => result,
+        Err(why) => {
+            problems.push(why.to_owned());
+            return Ok(None);
+        }
+    };
+    let license = &result.license;
+    let before = problems.len();
+
+    // The identifier: its check character (the schema checks it too, but schemas are
+    // configuration), and the type code and issuer it names.
+    let key = match check_elicense_id(&license.id) {
+        Ok(parts) => {
+            if parts.license_type != license.type_code {
+                problems.push(
+                    "the e-license id's type code is not the license's type_code (license.type_code)"
+                        .into(),
+                );
+            }
+            if parts.issuer_uscc != license.issuer.uscc {
+                problems.push(
+                    "the e-license id's issuer is not the license's issuer (license.issuer.uscc)"
+                        .into(),
+                );
+            }
+            license_key(&license.id)
+        }
+        Err(e) => {
+            problems.push(format!("the e-license id (license.id) is not valid: {e}"));
+            None
+        }
+    };
+    if license.issuer.uscc != adapter.department_uscc {
+        problems.push(format!(
+            "the license's issuer (license.issuer.uscc) is not the department of system `{system}`: \
+             a system shares the licenses its own department issues"
+        ));
+    }
+
+    // Holder and completion: only for an application this system handles (the caller has
+    // listed the problem otherwise, and another system's case is none of this one's business).
+    if let Some(application) = application.filter(|a| a.system_id == system) {
+        let id = &application.id;
+        match serde_json::from_str::<Value>(&application.body)
+            .ok()
+            .and_then(|v| serde::Deserialize::deserialize(v).ok())
+        {
+            Some(Application { applicant, .. }) => {
+                if let Some(how) = license.holder.differs_from(&applicant) {
+                    problems.push(format!(
+                        "the holder (license.holder) is not the applicant of application {id} ({how})"
+                    ));
+                }
+            }
+            None => problems.push(format!(
+                "the stored document of application {id} does not read as an application, so \
+                 the holder cannot be compared with its applicant"
+            )),
+        }
+        let completion = store
+            .events_of(id)
+            .await?
+            .iter()
+            .filter_map(|e| serde_json::from_str::<Value>(&e.body).ok())
+            .filter_map(|v| CaseEvent::from_json(&v).ok())
+            .filter(|e| e.node.name == NodeName::Completion)
+            .max_by_key(|e| e.occurred_at);
+        match completion {
+            None => problems.push(format!(
+                "application {id} has no completion (办结) yet: a result is sent after the case \
+                 event that completes it"
+            )),
+            Some(event) => {
+                if let Some(c) = event.completion.filter(|c| c.result.requires_reason()) {
+                    problems.push(format!(
+                        "application {id} was completed as {} ({}), which grants no license",
+                        c.result.label(),
+                        c.result.as_str()
+                    ));
+                }
+            }
+        }
+    }
+
+    // Versions: the same id again only with the same content; a new version only after the
+    // current one, and not of a revoked license.
+    let mut supersedes = None;
+    if let Some((key, version)) = &key {
+        let versions = store.license_versions(system, key).await?;
+        if let Some(same) = versions.iter().find(|v| v.license_id == license.id) {
+            if !same_content(same, canonical) {
+                problems.push(format!(
+                    "license {} was sent before with different content: a change is a new \
+                     version of the license (a higher version in its id), not the same id again",
+                    license.id
+                ));
+            }
+        } else if let Some(latest) = versions.iter().max_by_key(|v| v.version) {
+            if latest.version > *version {
+                problems.push(format!(
+                    "license {} is version {version:03}, older than version {:03} already \
+                     received ({}): a new version has a higher number",
+                    license.id, latest.version, latest.license_id
+                ));
+            } else if latest.state == ResultState::Revoked {
+                problems.push(format!(
+                    "the license was revoked (version {}): a revoked license takes no new version",
+                    latest.license_id
+                ));
+            } else {
+                supersedes = Some(latest.license_id.clone());
+            }
+        }
+    }
+    if problems.len() > before {
+        return Ok(None);
+    }
+    let Some((license_key, version)) = key else {
+        return Ok(None);
+    };
+    Ok(Some(CheckedResult {
+        license_id: license.id.clone(),
+        license_key,
+        version,
+        application_id: result.application_id.clone(),
+        supersedes,
+        body: canonical.to_string(),
+    }))
+}
+
+/// Whether a stored version holds the same result as `canonical` (compared as JSON, so member
+/// order does not matter).
+pub fn same_content(stored: &ResultRecord, canonical: &Value) -> bool {
+    serde_json::from_str::<Value>(&stored.body).is_ok_and(|v| &v == canonical)
+}
+
+/// Why a revocation was not done.
+#[derive(Debug, thiserror::Error)]
+pub enum RevokeError {
+    #[error("no connected system `{0}`")]
+    UnknownSystem(String),
+    /// The request is not one: each problem says why.
+    #[error("{}", .0.join("; "))]
+    Invalid(Vec<String>),
+    #[error("no result with this license id was received")]
+    NotFound,
+    #[error(
+        "license {license_id} was issued through another system: only the system that shared a result revokes it"
+    )]
+    NotIssuer { license_id: String },
+    #[error("license {license_id} was superseded by {by}: revoke the current version")]
+    Superseded { license_id: String, by: String },
+    #[error("license {license_id} was revoked already")]
+    AlreadyRevoked { license_id: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The longest revocation reason, in characters.
+pub const MAX_REASON_CHARS: usize = 500;
+
+/// Revokes the valid version `license_id` that `system` shared, for `reason`, now. Returns the
+/// version as it stands after.
+pub async fn revoke(
+    adapter: Option<&AdapterConfig>,
+    store: &Store,
+    system: &str,
+    license_id: &str,
+    reason: Option<&str>,
+) -> Result<ResultRecord, RevokeError> {
+    if adapter.is_none() {
+        return Err(RevokeError::UnknownSystem(system.to_owned()));
+    }
+    let mut problems = Vec::new();
+    match reason.map(str::trim) {
+        None | Some("") => problems.push(
+            "reason: a revocation says why the license is revoked (a non-empty `reason`)".into(),
+        ),
+        Some(r) if r.chars().count() > MAX_REASON_CHARS => {
+            problems.push(format!("reason: at most {MAX_REASON_CHARS} characters"))
+        }
+        Some(_) => {}
+    }
+    if check_elicense_id(license_id).is_err() {
+        problems.push("license_id: not a valid e-license id".into());
+    }
+    if !problems.is_empty() {
+        return Err(RevokeError::Invalid(problems));
+    }
+    let reason = reason.unwrap_or_default().trim();
+    let stored = store.results_by_license_id(license_id).await?;
+    let Some(own) = stored.iter().find(|r| r.system_id == system) else {
+        return Err(if stored.is_empty() {
+            RevokeError::NotFound
+        } else {
+            RevokeError::NotIssuer {
+                license_id: license_id.to_owned(),
+            }
+        });
+    };
+    let refusal = |record: &ResultRecord| match record.state {
+        ResultState::Superseded => RevokeError::Superseded {
+            license_id: license_id.to_owned(),
+            by: record.superseded_by.clone().unwrap_or_default(),
+        },
+        _ => RevokeError::AlreadyRevoked {
+            license_id: license_id.to_owned(),
+        },
+    };
+    if own.state != ResultState::Valid {
+        return Err(refusal(own));
+    }
+    let now = crate::clock::now_millis();
+    let revoked = store.revoke_result(system, license_id, reason, now).await?;
+    let after = store
+        .results_by_license_id(license_id)
+        .await?
+        .into_iter()
+        .find(|r| r.system_id == system)
+        .ok_or(RevokeError::NotFound)?;
+    if !revoked {
+        // Superseded or revoked between the read and the write.
+        return Err(refusal(&after));
+    }
+    Ok(after)
+}

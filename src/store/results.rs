@@ -1,0 +1,184 @@
+//! Results systems send back: every version of every license, kept, with where each stands
+//! (valid, superseded by a newer version, revoked with a reason). The store keeps what it is
+//! told; which version supersedes which, and who may revoke, is decided before.
+
+use super::{Store, StoreError};
+use crate::clock;
+use crate::model::ResultState;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+/// A result to store: one version of a license.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultToRecord<'a> {
+    pub system_id: &'a str,
+    /// The e-license id, version and check character included.
+    pub license_id: &'a str,
+    /// The license this is a version of: its id without version and check character.
+    pub license_key: &'a str,
+    pub version: i64,
+    pub application_id: &'a str,
+    /// The canonical result (JSON text).
+    pub body: &'a str,
+    /// The license id of the version this one supersedes, if it supersedes one: that version
+    /// is marked superseded in the same transaction, if it is still valid.
+    pub supersedes: Option<&'a str>,
+}
+
+/// A stored version of a license.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultRecord {
+    pub system_id: String,
+    pub license_id: String,
+    pub license_key: String,
+    pub version: i64,
+    pub application_id: String,
+    pub received_at: i64,
+    /// The canonical result (JSON text), with the holder's personal data.
+    pub body: String,
+    pub state: ResultState,
+    /// Since when it is superseded or revoked.
+    pub state_at: Option<i64>,
+    /// Why it was revoked, as its issuer said.
+    pub state_reason: Option<String>,
+    /// The newer version's license id, when superseded.
+    pub superseded_by: Option<String>,
+}
+
+const RESULT_COLUMNS: &str = "system_id, license_id, license_key, version, application_id, \
+     received_at, body, state, state_at, state_reason, superseded_by";
+
+impl Store {
+    /// Stores a version of a license unless the system sent this license id before, and marks
+    /// the version it supersedes, in one transaction. Returns whether it was new.
+    pub async fn record_result(&self, result: &ResultToRecord<'_>) -> Result<bool, StoreError> {
+        let (turn, mut tx) = self.begin_write().await?;
+        let now = clock::now_millis();
+        let inserted = sqlx::query(
+            "INSERT INTO results (system_id, license_id, license_key, version, application_id, \
+             received_at, body, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (system_id, license_id) DO NOTHING",
+        )
+        .bind(result.system_id)
+        .bind(result.license_id)
+        .bind(result.license_key)
+        .bind(result.version)
+        .bind(result.application_id)
+        .bind(now)
+        .bind(result.body)
+        .bind(ResultState::Valid.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if inserted && let Some(older) = result.supersedes {
+            sqlx::query(
+                "UPDATE results SET state = $1, state_at = $2, superseded_by = $3 \
+                 WHERE system_id = $4 AND license_id = $5 AND state = $6",
+            )
+            .bind(ResultState::Superseded.as_str())
+            .bind(now)
+            .bind(result.license_id)
+            .bind(result.system_id)
+            .bind(older)
+            .bind(ResultState::Valid.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        turn.commit(tx).await?;
+        Ok(inserted)
+    }
+
+    /// Marks a valid version revoked, with its reason, at `at`. Returns whether it was valid
+    /// (and is now revoked).
+    pub async fn revoke_result(
+        &self,
+        system_id: &str,
+        license_id: &str,
+        reason: &str,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        let _turn = self.write_turn().await;
+        let changed = sqlx::query(
+            "UPDATE results SET state = $1, state_at = $2, state_reason = $3 \
+             WHERE system_id = $4 AND license_id = $5 AND state = $6",
+        )
+        .bind(ResultState::Revoked.as_str())
+        .bind(at)
+        .bind(reason)
+        .bind(system_id)
+        .bind(license_id)
+        .bind(ResultState::Valid.as_str())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(changed == 1)
+    }
+
+    /// Every version a system sent of the license `license_key`, oldest version first.
+    pub async fn license_versions(
+        &self,
+        system_id: &str,
+        license_key: &str,
+    ) -> Result<Vec<ResultRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {RESULT_COLUMNS} FROM results WHERE system_id = $1 AND license_key = $2 \
+             ORDER BY version, received_at"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(system_id)
+            .bind(license_key)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(result_from_row).collect()
+    }
+
+    /// The stored versions with this license id, from any system (a license id names its
+    /// issuer, and several systems may share one department), first received first.
+    pub async fn results_by_license_id(
+        &self,
+        license_id: &str,
+    ) -> Result<Vec<ResultRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {RESULT_COLUMNS} FROM results WHERE license_id = $1 \
+             ORDER BY received_at, system_id"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(license_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(result_from_row).collect()
+    }
+
+    /// The results stored for an application, in the order received.
+    pub async fn result_records_of(
+        &self,
+        application_id: &str,
+    ) -> Result<Vec<ResultRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {RESULT_COLUMNS} FROM results WHERE application_id = $1 \
+             ORDER BY received_at, license_id"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(application_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(result_from_row).collect()
+    }
+}
+
+fn result_from_row(r: &AnyRow) -> Result<ResultRecord, StoreError> {
+    Ok(ResultRecord {
+        system_id: r.try_get("system_id")?,
+        license_id: r.try_get("license_id")?,
+        license_key: r.try_get("license_key")?,
+        version: r.try_get("version")?,
+        application_id: r.try_get("application_id")?,
+        received_at: r.try_get("received_at")?,
+        body: r.try_get("body")?,
+        state: super::parsed(r, "state")?,
+        state_at: r.try_get("state_at")?,
+        state_reason: r.try_get("state_reason")?,
+        superseded_by: r.try_get("superseded_by")?,
+    })
+}

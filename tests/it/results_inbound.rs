@@ -1,0 +1,602 @@
+//! Results (电子证照) a department system shares, on SQLite and PostgreSQL, through the real API
+//! router and the inbound path every way in shares: kept when they answer a completed
+//! application of the sending system, issued by its department to the applicant, with an
+//! e-license id that agrees with the license; refused otherwise with every problem at once,
+//! nothing stored, the refusal recorded (whichever way it came) and audited. A newer version
+//! supersedes the current one, the issuing system revokes with a reason, and another system
+//! cannot; every version is kept and readable with its state.
+
+use crate::common;
+use crate::on_both_backends;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use common::Issuer;
+use common::api::TestApi;
+use serde_json::{Value, json};
+use tongban::auth::Role;
+use tongban::ids::mod37_36_check_char;
+use tongban::model::{MessageKind, Via};
+use tongban::service::inbound::{self, InboundError, Received};
+use tongban::store::{NewApplication, Store};
+
+const SCJG: &str = "sy-scjg-food";
+const RST: &str = "ln-rst-card";
+const DEPARTMENT: &str = "11210100MB1529370K";
+/// Another department (the 人社厅's USCC): valid, but not 市场监管's.
+const OTHER_DEPARTMENT: &str = "11210000001756420G";
+const TYPE_CODE: &str = "11100000000013338W024";
+/// The example application's applicant, a company.
+const APPLICANT: &str = "91210102MA0Y7K3L23";
+/// Another valid USCC, for a holder who is not the applicant.
+const STRANGER: &str = "91350100M000100Y43";
+const XML: &str = "text/xml; charset=utf-8";
+
+struct Rig {
+    api: TestApi,
+    scjg: String,
+    rst: String,
+    supervisor: String,
+    _issuer: Issuer,
+}
+
+async fn rig(store: &Store) -> Rig {
+    let issuer = Issuer::new();
+    let mut config = common::config();
+    issuer.install(&mut config);
+    let api = TestApi::over(config, store).await;
+    Rig {
+        scjg: common::api_key(store, Role::System, Some(SCJG)).await,
+        rst: common::api_key(store, Role::System, Some(RST)).await,
+        supervisor: issuer.staff_token("supervisor-1", &["supervisor"]),
+        api,
+        _issuer: issuer,
+    }
+}
+
+/// A valid e-license id of the 食品经营许可证 type.
+fn license_id(issuer: &str, serial: &str, version: &str) -> String {
+    let payload = format!("{TYPE_CODE}{issuer}{serial}{version}");
+    let check = mod37_36_check_char(payload.as_bytes()).unwrap();
+    format!("1.2.156.3005.2.{TYPE_CODE}.{issuer}.{serial}.{version}.{check}")
+}
+
+/// The 市场监管 system's licence in its own XML, for `application`, with `id`, the license's
+/// type code, issuer and holder as given.
+fn licence(application: &str, id: &str, type_code: &str, issuer: &str, holder: &str) -> String {
+    common::read_text("mappings/tests/scjg-food-result/food-license.legacy.xml")
+        .replace(
+            "1.2.156.3005.2.11100000000013338W024.11210100MB1529370K.JY22101020001234.001.B",
+            id,
+        )
+        .replace("TB-210102-20261120-000123", application)
+        .replace(
+            &format!("<sp:证照类型代码>{TYPE_CODE}</sp:证照类型代码>"),
+            &format!("<sp:证照类型代码>{type_code}</sp:证照类型代码>"),
+        )
+        .replace(
+            &format!("<sp:统一社会信用代码>{DEPARTMENT}</sp:统一社会信用代码>"),
+            &format!("<sp:统一社会信用代码>{issuer}</sp:统一社会信用代码>"),
+        )
+        .replace(APPLICANT, holder)
+}
+
+/// A licence as it should be: the applicant's, issued by the department.
+fn good_licence(application: &str, id: &str) -> String {
+    licence(application, id, TYPE_CODE, DEPARTMENT, APPLICANT)
+}
+
+impl Rig {
+    /// The example application, accepted now and routed to `system`.
+    async fn application(&self, id: &str, system: &str) {
+        let mut body = common::read_json("examples/messages/application.json");
+        body["id"] = json!(id);
+        let item = body["item"]["code"].as_str().unwrap().to_string();
+        self.api
+            .store
+            .accept_application(&NewApplication {
+                id,
+                item_code: &item,
+                item_version: 1,
+                department: DEPARTMENT,
+                system_id: system,
+                body: &body.to_string(),
+                idempotency: None,
+                identity: None,
+                message: None,
+            })
+            .await
+            .unwrap();
+    }
+
+    /// The system reports the application's 办结: 出证办结 when `granted`, 退回办结 otherwise.
+    async fn complete(&self, id: &str, granted: bool) {
+        let (fixture, example, event) = if granted {
+            (
+                "complete",
+                "TB-210102-20261120-000123",
+                "SYSCJG-SP-2026-004217-06",
+            )
+        } else {
+            (
+                "returned",
+                "TB-210103-20261202-000071",
+                "SYSCJG-SP-2026-004388-02",
+            )
+        };
+        let xml = common::read_text(&format!(
+            "mappings/tests/scjg-food-event/{fixture}.legacy.xml"
+        ))
+        .replace(example, id)
+        .replace(event, &format!("{id}-done"));
+        let (status, body) = self
+            .send(
+                Method::POST,
+                &format!("/api/v1/systems/{SCJG}/events"),
+                &self.scjg,
+                XML,
+                xml,
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body:#}");
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        uri: &str,
+        credential: &str,
+        content_type: &str,
+        body: String,
+    ) -> (StatusCode, Value) {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", common::bearer(credential));
+        if !body.is_empty() {
+            request = request.header("content-type", content_type);
+        }
+        self.api.send(request.body(Body::from(body)).unwrap()).await
+    }
+
+    async fn post_result(&self, xml: String) -> (StatusCode, Value) {
+        self.send(
+            Method::POST,
+            &format!("/api/v1/systems/{SCJG}/results"),
+            &self.scjg,
+            XML,
+            xml,
+        )
+        .await
+    }
+
+    async fn revoke(
+        &self,
+        system: &str,
+        credential: &str,
+        license: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        self.send(
+            Method::POST,
+            &format!("/api/v1/systems/{system}/results/{license}/revocation"),
+            credential,
+            "application/json",
+            body.to_string(),
+        )
+        .await
+    }
+
+    async fn get(&self, uri: &str, credential: &str) -> (StatusCode, Value) {
+        self.send(Method::GET, uri, credential, "", String::new())
+            .await
+    }
+
+    async fn stored(&self) -> Vec<(String, String)> {
+        let mut all = Vec::new();
+        for id in ["R-1", "R-2", "R-3", "R-OTHER"] {
+            for r in self.api.store.result_records_of(id).await.unwrap() {
+                all.push((r.license_id, r.state.as_str().to_owned()));
+            }
+        }
+        all
+    }
+
+    /// The audit records of the results webhook and revocations, as (outcome, detail).
+    async fn audited(&self, action: &str) -> Vec<(String, String)> {
+        self.api
+            .store
+            .audit_records()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.action == action)
+            .map(|r| (r.outcome, r.detail))
+            .collect()
+    }
+}
+
+const RESULTS_ACTION: &str = "POST /api/v1/systems/{id}/results";
+const REVOKE_ACTION: &str = "POST /api/v1/systems/{id}/results/{license_id}/revocation";
+
+async fn a_result_answering_a_completed_application_is_kept_and_shown_with_its_state(
+    store: &Store,
+) {
+    let rig = rig(store).await;
+    rig.application("R-1", SCJG).await;
+    rig.complete("R-1", true).await;
+    let id = license_id(DEPARTMENT, "JY22101020000001", "001");
+    let (status, body) = rig.post_result(good_licence("R-1", &id)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body:#}");
+    let (status, body) = rig.post_result(good_licence("R-1", &id)).await;
+    assert_eq!(
+        (status, &body["received"]),
+        (StatusCode::OK, &json!("duplicate"))
+    );
+    assert_eq!(rig.stored().await, [(id.clone(), "valid".to_string())]);
+
+    let (status, app) = rig.get("/api/v1/applications/R-1", &rig.supervisor).await;
+    assert_eq!(status, StatusCode::OK, "{app:#}");
+    let results = app["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "{app:#}");
+    assert_eq!(results[0]["license_id"], json!(id));
+    assert_eq!(results[0]["state"], json!("valid"));
+    assert_eq!(results[0]["version"], json!(1));
+    for reader in [&rig.scjg, &rig.supervisor] {
+        let (status, shown) = rig.get(&format!("/api/v1/results/{id}"), reader).await;
+        assert_eq!(status, StatusCode::OK, "{shown:#}");
+        assert_eq!(shown["current"]["license_id"], json!(id));
+        assert_eq!(shown["versions"].as_array().unwrap().len(), 1);
+        assert!(!shown.to_string().contains(APPLICANT), "{shown:#}");
+    }
+    // Another system does not read it; nobody reads a license never received.
+    let (status, _) = rig.get(&format!("/api/v1/results/{id}"), &rig.rst).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let unknown = license_id(DEPARTMENT, "NEVER", "001");
+    let (status, _) = rig
+        .get(&format!("/api/v1/results/{unknown}"), &rig.supervisor)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+async fn a_result_with_many_problems_is_refused_with_every_one_nothing_stored(store: &Store) {
+    let rig = rig(store).await;
+    rig.application("R-1", SCJG).await;
+    // Not completed; issued by another department (the id agrees with that issuer), with a
+    // type code the id does not carry, to someone who is not the applicant.
+    let id = license_id(OTHER_DEPARTMENT, "JY22101020000002", "001");
+    let xml = licence(
+        "R-1",
+        &id,
+        "11100000000013338W099",
+        OTHER_DEPARTMENT,
+        STRANGER,
+    );
+    let (status, problem) = rig.post_result(xml).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem:#}");
+    let detail = problem["detail"].as_str().unwrap();
+    let expected = [
+        "the e-license id's type code is not the license's type_code",
+        "the license's issuer (license.issuer.uscc) is not the department of system `sy-scjg-food`",
+        "the holder (license.holder) is not the applicant of application R-1 (ID number differs)",
+        "application R-1 has no completion (办结) yet",
+    ];
+    let mut at = 0;
+    for e in expected {
+        let found = detail[at..]
+            .find(e)
+            .unwrap_or_else(|| panic!("`{e}` after byte {at}, in order: {detail}"));
+        at += found + e.len();
+    }
+    assert!(
+        !detail.contains(STRANGER) && !detail.contains(APPLICANT),
+        "{detail}"
+    );
+    assert!(rig.stored().await.is_empty());
+
+    // Recorded for events_refused, as a result by webhook, and audited with the reasons.
+    let refusals = store.refusals(Some(SCJG), 10).await.unwrap();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert_eq!(
+        (refusals[0].kind.as_str(), refusals[0].via.as_str()),
+        ("result", "webhook")
+    );
+    assert_eq!(refusals[0].reasons.len(), 4, "{refusals:?}");
+    let audited = rig.audited(RESULTS_ACTION).await;
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    assert_eq!(audited[0].0, "refused 422");
+    assert!(audited[0].1.contains("4 reasons"), "{audited:?}");
+    assert!(!audited[0].1.contains(STRANGER), "{audited:?}");
+}
+
+async fn results_for_no_application_another_systems_or_by_another_system_are_refused(
+    store: &Store,
+) {
+    let rig = rig(store).await;
+    rig.application("R-OTHER", RST).await;
+    let id = license_id(DEPARTMENT, "JY22101020000003", "001");
+    let (status, problem) = rig.post_result(good_licence("R-NONE", &id)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem:#}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no application with this id was routed through the hub"),
+        "{problem:#}"
+    );
+    let (status, problem) = rig.post_result(good_licence("R-OTHER", &id)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem:#}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the application was routed to another system"),
+        "{problem:#}"
+    );
+    // Another system's key on this system's webhook.
+    let (status, _) = rig
+        .send(
+            Method::POST,
+            &format!("/api/v1/systems/{SCJG}/results"),
+            &rig.rst,
+            XML,
+            good_licence("R-OTHER", &id),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(rig.stored().await.is_empty());
+    assert_eq!(store.refusals(Some(SCJG), 10).await.unwrap().len(), 2);
+    let outcomes: Vec<String> = rig
+        .audited(RESULTS_ACTION)
+        .await
+        .into_iter()
+        .map(|(o, _)| o)
+        .collect();
+    assert_eq!(outcomes.len(), 3, "{outcomes:?}");
+    assert!(outcomes.iter().any(|o| o.ends_with("403")), "{outcomes:?}");
+}
+
+async fn a_wrong_check_character_no_completion_or_a_completion_granting_nothing_is_refused(
+    store: &Store,
+) {
+    let rig = rig(store).await;
+    rig.application("R-1", SCJG).await;
+    rig.application("R-2", SCJG).await;
+    rig.complete("R-1", true).await;
+    rig.complete("R-2", false).await;
+    let id = license_id(DEPARTMENT, "JY22101020000004", "001");
+    let check = id.chars().last().unwrap();
+    let wrong = format!(
+        "{}{}",
+        &id[..id.len() - 1],
+        if check == '0' { '1' } else { '0' }
+    );
+    let (status, problem) = rig.post_result(good_licence("R-1", &wrong)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem:#}");
+    assert!(problem.to_string().contains("elicense-id"), "{problem:#}");
+    let (status, problem) = rig.post_result(good_licence("R-2", &id)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem:#}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("application R-2 was completed as 退回办结 (1), which grants no license"),
+        "{problem:#}"
+    );
+    assert!(rig.stored().await.is_empty());
+    let refusals = store.refusals(Some(SCJG), 10).await.unwrap();
+    assert_eq!(refusals.len(), 2, "{refusals:?}");
+    assert_eq!(rig.audited(RESULTS_ACTION).await.len(), 2);
+}
+
+async fn a_license_id_again_with_other_content_is_refused_and_the_first_kept(store: &Store) {
+    let rig = rig(store).await;
+    rig.application("R-1", SCJG).await;
+    rig.complete("R-1", true).await;
+    let id = license_id(DEPARTMENT, "JY22101020000005", "001");
+    let (status, _) = rig.post_result(good_licence("R-1", &id)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let changed = good_licence("R-1", &id).replace("食品经营许可证", "食品生产许可证");
+    let (status, problem) = rig.post_result(changed).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem:#}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("was sent before with different content"),
+        "{problem:#}"
+    );
+    let kept = store.result_records_of("R-1").await.unwrap();
+    assert_eq!(kept.len(), 1);
+    assert!(kept[0].body.contains("食品经营许可证"), "{}", kept[0].body);
+    assert_eq!(store.refusals(Some(SCJG), 10).await.unwrap().len(), 1);
+}
+
+async fn a_new_version_supersedes_and_the_issuer_alone_revokes_with_a_reason(store: &Store) {
+    let rig = rig(store).await;
+    for id in ["R-1", "R-2", "R-3"] {
+        rig.application(id, SCJG).await;
+        rig.complete(id, true).await;
+    }
+    let serial = "JY22101020000006";
+    let v1 = license_id(DEPARTMENT, serial, "001");
+    let v2 = license_id(DEPARTMENT, serial, "002");
+    let v3 = license_id(DEPARTMENT, serial, "003");
+    assert_eq!(
+        rig.post_result(good_licence("R-1", &v1)).await.0,
+        StatusCode::ACCEPTED
+    );
+    // A renewal: version 2 answers another application and supersedes version 1.
+    assert_eq!(
+        rig.post_result(good_licence("R-2", &v2)).await.0,
+        StatusCode::ACCEPTED
+    );
+    let (_, shown) = rig.get(&format!("/api/v1/results/{v1}"), &rig.scjg).await;
+    assert_eq!(shown["result"]["state"], json!("superseded"), "{shown:#}");
+    assert_eq!(shown["result"]["superseded_by"], json!(v2));
+    assert!(shown["result"]["state_at"].is_string(), "{shown:#}");
+    assert_eq!(shown["current"]["license_id"], json!(v2));
+    assert_eq!(shown["versions"].as_array().unwrap().len(), 2);
+
+    // Another system revokes neither on its own path nor on this one's.
+    let reason = json!({"reason": "许可事项发生变化，依法撤销"});
+    assert_eq!(
+        rig.revoke(RST, &rig.rst, &v2, reason.clone()).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        rig.revoke(SCJG, &rig.rst, &v2, reason.clone()).await.0,
+        StatusCode::FORBIDDEN
+    );
+    // A revocation says why; a superseded version is not the one to revoke.
+    let (status, problem) = rig
+        .revoke(SCJG, &rig.scjg, &v2, json!({"reason": " "}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem:#}");
+    assert_eq!(
+        rig.revoke(SCJG, &rig.scjg, &v1, reason.clone()).await.0,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        rig.stored().await,
+        [
+            (v1.clone(), "superseded".to_string()),
+            (v2.clone(), "valid".to_string())
+        ]
+    );
+
+    let (status, revoked) = rig.revoke(SCJG, &rig.scjg, &v2, reason.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{revoked:#}");
+    assert_eq!(revoked["state"], json!("revoked"));
+    assert_eq!(revoked["reason"], json!("许可事项发生变化，依法撤销"));
+    assert_eq!(
+        rig.revoke(SCJG, &rig.scjg, &v2, reason).await.0,
+        StatusCode::CONFLICT
+    );
+    let (_, app) = rig.get("/api/v1/applications/R-2", &rig.supervisor).await;
+    assert_eq!(app["results"][0]["state"], json!("revoked"), "{app:#}");
+    // A revoked license takes no new version.
+    let (status, problem) = rig.post_result(good_licence("R-3", &v3)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem:#}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("revoked"),
+        "{problem:#}"
+    );
+
+    let audited = rig.audited(REVOKE_ACTION).await;
+    let outcomes: Vec<&str> = audited.iter().map(|(o, _)| o.as_str()).collect();
+    assert_eq!(outcomes.len(), 6, "{audited:?}");
+    assert_eq!(
+        outcomes.iter().filter(|o| o.ends_with("403")).count(),
+        2,
+        "{audited:?}"
+    );
+    assert!(
+        audited
+            .iter()
+            .any(|(o, d)| o.starts_with("ok") && d.contains(&v2) && d.contains("依法撤销")),
+        "{audited:?}"
+    );
+}
+
+async fn an_older_version_after_a_newer_one_is_refused(store: &Store) {
+    let rig = rig(store).await;
+    rig.application("R-1", SCJG).await;
+    rig.complete("R-1", true).await;
+    let serial = "JY22101020000007";
+    let v1 = license_id(DEPARTMENT, serial, "001");
+    let v2 = license_id(DEPARTMENT, serial, "002");
+    assert_eq!(
+        rig.post_result(good_licence("R-1", &v2)).await.0,
+        StatusCode::ACCEPTED
+    );
+    let (status, problem) = rig.post_result(good_licence("R-1", &v1)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem:#}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("older than version 002"),
+        "{problem:#}"
+    );
+    assert_eq!(rig.stored().await, [(v2, "valid".to_string())]);
+}
+
+/// Polled and queued results meet the same checks, and their refusals are recorded the same
+/// way, by the way they came.
+async fn results_by_poll_and_queue_are_checked_and_their_refusals_recorded(store: &Store) {
+    let rig = rig(store).await;
+    rig.application("R-1", SCJG).await;
+    rig.application("R-2", SCJG).await;
+    rig.complete("R-1", true).await;
+    let config = common::config();
+    let events = inbound::event_recorder(store.clone());
+    let receive = |body: String, via: Via| {
+        let (config, events) = (&config, &events);
+        async move {
+            inbound::receive(
+                config,
+                store,
+                events,
+                SCJG,
+                MessageKind::Result,
+                body.as_bytes(),
+                via,
+            )
+            .await
+        }
+    };
+    let good = license_id(DEPARTMENT, "JY22101020000008", "001");
+    let stranger = licence(
+        "R-1",
+        &license_id(DEPARTMENT, "JY2210102000000X", "001"),
+        TYPE_CODE,
+        DEPARTMENT,
+        STRANGER,
+    );
+    let early = good_licence("R-2", &license_id(DEPARTMENT, "JY22101020000009", "001"));
+    for (body, via, why) in [
+        (
+            stranger,
+            Via::Poll,
+            "is not the applicant of application R-1",
+        ),
+        (early, Via::Queue, "has no completion (办结) yet"),
+    ] {
+        match receive(body, via).await {
+            Err(InboundError::Refused(reasons)) => {
+                assert!(reasons.iter().any(|r| r.contains(why)), "{reasons:?}")
+            }
+            other => panic!("{via:?}: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        receive(good_licence("R-1", &good), Via::Poll).await,
+        Ok(Received::New)
+    ));
+    assert_eq!(rig.stored().await, [(good, "valid".to_string())]);
+    let refusals = store.refusals(Some(SCJG), 10).await.unwrap();
+    let seen: Vec<(&str, &str)> = refusals
+        .iter()
+        .map(|r| (r.kind.as_str(), r.via.as_str()))
+        .collect();
+    assert_eq!(seen, [("result", "queue"), ("result", "poll")]);
+    assert!(
+        refusals.iter().all(|r| r
+            .reasons
+            .iter()
+            .all(|t| !t.contains(STRANGER) && !t.contains(APPLICANT))),
+        "{refusals:?}"
+    );
+}
+
+on_both_backends!(
+    a_result_answering_a_completed_application_is_kept_and_shown_with_its_state,
+    a_result_with_many_problems_is_refused_with_every_one_nothing_stored,
+    results_for_no_application_another_systems_or_by_another_system_are_refused,
+    a_wrong_check_character_no_completion_or_a_completion_granting_nothing_is_refused,
+    a_license_id_again_with_other_content_is_refused_and_the_first_kept,
+    a_new_version_supersedes_and_the_issuer_alone_revokes_with_a_reason,
+    an_older_version_after_a_newer_one_is_refused,
+    results_by_poll_and_queue_are_checked_and_their_refusals_recorded,
+);

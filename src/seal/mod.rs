@@ -40,6 +40,64 @@ pub enum SealError {
         "the signature does not verify: the document or its proof was changed, or another key signed it"
     )]
     Signature,
+    #[error(
+        "the proof names the key `{0}`, which the controller document does not list as an Ed25519 Multikey for assertions"
+    )]
+    UnknownKey(String),
+}
+
+/// A controller document (W3C Controlled Identifiers) publishing `keys` (Multikeys,
+/// `z6Mk…`) for assertions, as `{id}#{key}`.
+pub fn controller_document(id: &str, keys: &[String]) -> Value {
+    let methods: Vec<Value> = keys
+        .iter()
+        .map(|key| {
+            serde_json::json!({
+                "id": format!("{id}#{key}"),
+                "type": "Multikey",
+                "controller": id,
+                "publicKeyMultibase": key,
+            })
+        })
+        .collect();
+    let ids: Vec<Value> = keys
+        .iter()
+        .map(|key| format!("{id}#{key}").into())
+        .collect();
+    serde_json::json!({
+        "@context": ["https://www.w3.org/ns/cid/v1"],
+        "id": id,
+        "verificationMethod": methods,
+        "assertionMethod": ids,
+    })
+}
+
+/// Verifies a sealed document with the key its proof names, looked up in a controller
+/// document that lists it for assertions. Returns the verification method's id.
+pub fn verify_with_controller(secured: &Value, controller: &Value) -> Result<String, SealError> {
+    let method = secured
+        .pointer("/proof/verificationMethod")
+        .and_then(Value::as_str)
+        .ok_or(SealError::NoProof)?;
+    let for_assertions = controller
+        .get("assertionMethod")
+        .and_then(Value::as_array)
+        .is_some_and(|ids| ids.iter().any(|id| id.as_str() == Some(method)));
+    let key = controller
+        .get("verificationMethod")
+        .and_then(Value::as_array)
+        .and_then(|methods| {
+            methods.iter().find(|m| {
+                m.get("id").and_then(Value::as_str) == Some(method)
+                    && m.get("type").and_then(Value::as_str) == Some("Multikey")
+            })
+        })
+        .and_then(|m| m.get("publicKeyMultibase"))
+        .and_then(Value::as_str)
+        .filter(|_| for_assertions)
+        .ok_or_else(|| SealError::UnknownKey(method.to_string()))?;
+    verify(secured, key)?;
+    Ok(method.to_string())
 }
 
 /// A seal's proof before it is signed: who signs (its verification method), when, and why.

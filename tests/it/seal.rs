@@ -117,3 +117,65 @@ fn a_seal_made_independently_verifies_with_the_hubs_and_a_changed_one_does_not()
         Err(seal::SealError::Signature)
     );
 }
+
+/// `tongban results verify` checks a sealed file offline against the hub's controller document:
+/// a good seal verifies; a changed one, or one signed by a key the document does not list, is
+/// refused with exit 1 and the reason.
+#[test]
+fn results_verify_checks_a_sealed_file_against_the_controller_document() {
+    let key = aws_lc_rs::signature::Ed25519KeyPair::generate().unwrap();
+    let public = seal::multikey(&key);
+    let controller_id = "https://hub.example/.well-known/tongban-keys";
+    let controller = seal::controller_document(controller_id, std::slice::from_ref(&public));
+    let options = ProofOptions {
+        verification_method: format!("{controller_id}#{public}"),
+        created: "2026-12-06T02:00:00Z".into(),
+        proof_purpose: "assertionMethod".into(),
+    };
+    let sealed = seal::sign(&credential(), &options, &key).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, value: &Value| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, serde_json::to_vec_pretty(value).unwrap()).unwrap();
+        path
+    };
+    let controller_file = write("controller.json", &controller);
+    let run = |file: &std::path::Path| {
+        crate::common::process::tongban()
+            .args(["results", "verify"])
+            .arg(file)
+            .arg("--controller")
+            .arg(&controller_file)
+            .output()
+            .unwrap()
+    };
+
+    let good = run(&write("good.json", &sealed));
+    let stdout = String::from_utf8_lossy(&good.stdout);
+    assert!(good.status.success(), "{stdout} {}", String::from_utf8_lossy(&good.stderr));
+    assert!(stdout.contains("the seal verifies"), "{stdout}");
+    assert!(stdout.contains(&public), "{stdout}");
+
+    let mut changed = sealed.clone();
+    changed["credentialSubject"]["license"] = json!("食品生产许可证");
+    let bad = run(&write("changed.json", &changed));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("does not verify"), "{stderr}");
+
+    let stranger = aws_lc_rs::signature::Ed25519KeyPair::generate().unwrap();
+    let other = seal::multikey(&stranger);
+    let foreign = seal::sign(
+        &credential(),
+        &ProofOptions {
+            verification_method: format!("{controller_id}#{other}"),
+            ..options.clone()
+        },
+        &stranger,
+    )
+    .unwrap();
+    let refused = run(&write("foreign.json", &foreign));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("does not list"), "{stderr}");
+}

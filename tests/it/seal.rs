@@ -152,7 +152,11 @@ fn results_verify_checks_a_sealed_file_against_the_controller_document() {
 
     let good = run(&write("good.json", &sealed));
     let stdout = String::from_utf8_lossy(&good.stdout);
-    assert!(good.status.success(), "{stdout} {}", String::from_utf8_lossy(&good.stderr));
+    assert!(
+        good.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&good.stderr)
+    );
     assert!(stdout.contains("the seal verifies"), "{stdout}");
     assert!(stdout.contains(&public), "{stdout}");
 

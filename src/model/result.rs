@@ -7,9 +7,13 @@ use serde::Deserialize;
 
 code_list! {
     /// Where a stored license version stands: the current one, one a newer version of the same
-    /// license replaced, or one its issuer revoked (with a reason).
+    /// license replaced, one its issuer revoked (with a reason), or one that came before the
+    /// case event completing its application (results and events travel apart, so a result
+    /// may overtake its completion): valid once a completion granting a license arrives,
+    /// revoked (with the completion as the reason) if the completion grants none.
     pub enum ResultState ("result state") {
         Valid = "valid",
+        AwaitingCompletion = "awaiting_completion",
         Superseded = "superseded",
         Revoked = "revoked",
     }

@@ -22,7 +22,7 @@ use crate::clock::format_millis;
 use crate::config::Config;
 use crate::mapping::MapError;
 use crate::model::parse_time;
-use crate::model::{ApplicationState, CaseEvent, MessageKind, Via};
+use crate::model::{ApplicationState, CaseEvent, MessageKind, ResultState, Via};
 use crate::personal::PersonalValues;
 use crate::store::group::{GroupCommit, GroupError};
 use crate::store::{
@@ -297,6 +297,9 @@ async fn take(
         (Some(event), _) => events.write(event).await?,
         (None, Some(result)) => {
             let new = store.record_result(&result.to_record(system)).await?;
+            if new && result.state == ResultState::AwaitingCompletion {
+                super::results::settle_if_completed(store, &result.application_id).await?;
+            }
             if !new {
                 // Sent at the same time as another with this id: the same content is a
                 // duplicate, other content is refused as if it had come second.
@@ -338,6 +341,7 @@ pub fn event_to_record(
     canonical: &Value,
 ) -> Result<EventToRecord, &'static str> {
     let event = CaseEvent::from_json(canonical)?;
+    let settles = super::results::settlement(&event);
     let body = canonical.to_string();
     let masked = PersonalValues::of_application_text(&application.body)
         .masked_event(&body)
@@ -361,6 +365,7 @@ pub fn event_to_record(
         occurred_at,
         body,
         state: ApplicationState::after_step(event.node.name),
+        settles,
     })
 }
 

@@ -5,8 +5,9 @@
 //! A result is read once into [`SharedResult`] and checked against what the hub knows: the
 //! e-license id agrees with the license (check character, type code, issuer), the issuer is
 //! the sending system's department, the holder is the applicant of the application it answers
-//! (read through [`Application`]), that application has been completed with a license (a 办结
-//! event granting it), and a license id sent before comes again only with the same content. A
+//! (read through [`Application`]), that application was not completed with a 办结 granting
+//! nothing (a result before its completion is kept awaiting it, and settled by it: see
+//! [`settlement`]), and a license id sent before comes again only with the same content. A
 //! new version of a license (the same type, issuer and serial with a higher version) supersedes
 //! the current one. Problems are sentences that never quote a value: a result carries the
 //! holder's name and ID number.
@@ -14,7 +15,9 @@
 use crate::config::AdapterConfig;
 use crate::ids::check_elicense_id;
 use crate::model::{Application, CaseEvent, NodeName, ResultState, SharedResult};
-use crate::store::{ApplicationRecord, ResultRecord, ResultToRecord, Store, StoreError};
+use crate::store::{
+    ApplicationRecord, ResultRecord, ResultToRecord, Settlement, Store, StoreError,
+};
 use serde_json::Value;
 
 /// A checked result, ready to store.
@@ -28,6 +31,8 @@ pub struct CheckedResult {
     pub supersedes: Option<String>,
     /// The canonical result (JSON text).
     pub body: String,
+    /// Valid, or awaiting its application's completion.
+    pub state: ResultState,
 }
 
 impl CheckedResult {
@@ -40,6 +45,7 @@ impl CheckedResult {
             application_id: &self.application_id,
             body: &self.body,
             supersedes: self.supersedes.as_deref(),
+            state: self.state,
         }
     }
 }
@@ -109,6 +115,7 @@ pub async fn check(
 
     // Holder and completion: only for an application this system handles (the caller has
     // listed the problem otherwise, and another system's case is none of this one's business).
+    let mut state = ResultState::Valid;
     if let Some(application) = application.filter(|a| a.system_id == system) {
         let id = &application.id;
         match serde_json::from_str::<Value>(&application.body)
@@ -127,26 +134,17 @@ pub async fn check(
                  the holder cannot be compared with its applicant"
             )),
         }
-        let completion = store
-            .events_of(id)
-            .await?
-            .iter()
-            .filter_map(|e| serde_json::from_str::<Value>(&e.body).ok())
-            .filter_map(|v| CaseEvent::from_json(&v).ok())
-            .filter(|e| e.node.name == NodeName::Completion)
-            .max_by_key(|e| e.occurred_at);
-        match completion {
-            None => problems.push(format!(
-                "application {id} has no completion (办结) yet: a result is sent after the case \
-                 event that completes it"
-            )),
+        // Results and case events travel apart (two pollers, two queues), so a result may
+        // overtake the completion it follows: it is kept, awaiting it, never lost.
+        match completion_of(store, id).await? {
+            None => state = ResultState::AwaitingCompletion,
             Some(event) => {
-                if let Some(c) = event.completion.filter(|c| c.result.requires_reason()) {
-                    problems.push(format!(
-                        "application {id} was completed as {} ({}), which grants no license",
-                        c.result.label(),
-                        c.result.as_str()
-                    ));
+                if let Some(Settlement {
+                    reason: Some(reason),
+                    ..
+                }) = settlement(&event)
+                {
+                    problems.push(reason);
                 }
             }
         }
@@ -195,7 +193,68 @@ pub async fn check(
         application_id: result.application_id.clone(),
         supersedes,
         body: canonical.to_string(),
+        state,
     }))
+}
+
+/// The latest completion (办结) stored for an application, if it has one.
+async fn completion_of(
+    store: &Store,
+    application_id: &str,
+) -> Result<Option<CaseEvent>, StoreError> {
+    Ok(store
+        .events_of(application_id)
+        .await?
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(&e.body).ok())
+        .filter_map(|v| CaseEvent::from_json(&v).ok())
+        .filter(|e| e.node.name == NodeName::Completion)
+        .max_by_key(|e| e.occurred_at))
+}
+
+/// What a case event makes of its application's results that await their completion: for a
+/// completion, valid when it grants a license, revoked (with why) when it grants none
+/// (退回办结 and the others that need a reason); nothing for any other step.
+pub fn settlement(event: &CaseEvent) -> Option<Settlement> {
+    if event.node.name != NodeName::Completion {
+        return None;
+    }
+    Some(
+        match event
+            .completion
+            .as_ref()
+            .filter(|c| c.result.requires_reason())
+        {
+            Some(c) => Settlement {
+                state: ResultState::Revoked,
+                reason: Some(format!(
+                    "application {} was completed as {} ({}), which grants no license",
+                    event.application_id,
+                    c.result.label(),
+                    c.result.as_str()
+                )),
+            },
+            None => Settlement {
+                state: ResultState::Valid,
+                reason: None,
+            },
+        },
+    )
+}
+
+/// After a result awaiting its completion is stored: settles it if the completion was stored
+/// meanwhile (its own settling ran before the result was there).
+pub async fn settle_if_completed(store: &Store, application_id: &str) -> Result<(), StoreError> {
+    if let Some(settlement) = completion_of(store, application_id)
+        .await?
+        .as_ref()
+        .and_then(settlement)
+    {
+        store
+            .settle_awaiting_results(application_id, &settlement)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Whether a stored version holds the same result as `canonical` (compared as JSON, so member
@@ -277,7 +336,10 @@ pub async fn revoke(
             license_id: license_id.to_owned(),
         },
     };
-    if own.state != ResultState::Valid {
+    if !matches!(
+        own.state,
+        ResultState::Valid | ResultState::AwaitingCompletion
+    ) {
         return Err(refusal(own));
     }
     let now = crate::clock::now_millis();

@@ -21,8 +21,18 @@ pub struct ResultToRecord<'a> {
     /// The canonical result (JSON text).
     pub body: &'a str,
     /// The license id of the version this one supersedes, if it supersedes one: that version
-    /// is marked superseded in the same transaction, if it is still valid.
+    /// is marked superseded in the same transaction, if it is still valid (or awaiting).
     pub supersedes: Option<&'a str>,
+    /// Valid, or awaiting its application's completion.
+    pub state: ResultState,
+}
+
+/// What a case event completing an application makes of the results that came before it
+/// ([`ResultState::AwaitingCompletion`]): valid, or revoked with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    pub state: ResultState,
+    pub reason: Option<String>,
 }
 
 /// A stored version of a license.
@@ -66,7 +76,7 @@ impl Store {
         .bind(result.application_id)
         .bind(now)
         .bind(result.body)
-        .bind(ResultState::Valid.as_str())
+        .bind(result.state.as_str())
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -74,7 +84,7 @@ impl Store {
         if inserted && let Some(older) = result.supersedes {
             sqlx::query(
                 "UPDATE results SET state = $1, state_at = $2, superseded_by = $3 \
-                 WHERE system_id = $4 AND license_id = $5 AND state = $6",
+                 WHERE system_id = $4 AND license_id = $5 AND state IN ($6, $7)",
             )
             .bind(ResultState::Superseded.as_str())
             .bind(now)
@@ -82,6 +92,7 @@ impl Store {
             .bind(result.system_id)
             .bind(older)
             .bind(ResultState::Valid.as_str())
+            .bind(ResultState::AwaitingCompletion.as_str())
             .execute(&mut *tx)
             .await?;
         }
@@ -89,8 +100,8 @@ impl Store {
         Ok(inserted)
     }
 
-    /// Marks a valid version revoked, with its reason, at `at`. Returns whether it was valid
-    /// (and is now revoked).
+    /// Marks a valid (or awaiting) version revoked, with its reason, at `at`. Returns whether
+    /// it was (and is now revoked).
     pub async fn revoke_result(
         &self,
         system_id: &str,
@@ -101,7 +112,7 @@ impl Store {
         let _turn = self.write_turn().await;
         let changed = sqlx::query(
             "UPDATE results SET state = $1, state_at = $2, state_reason = $3 \
-             WHERE system_id = $4 AND license_id = $5 AND state = $6",
+             WHERE system_id = $4 AND license_id = $5 AND state IN ($6, $7)",
         )
         .bind(ResultState::Revoked.as_str())
         .bind(at)
@@ -109,10 +120,23 @@ impl Store {
         .bind(system_id)
         .bind(license_id)
         .bind(ResultState::Valid.as_str())
+        .bind(ResultState::AwaitingCompletion.as_str())
         .execute(&self.pool)
         .await?
         .rows_affected();
         Ok(changed == 1)
+    }
+
+    /// Settles the results of an application that awaited its completion, as `settlement`
+    /// says, now. Returns how many it settled.
+    pub async fn settle_awaiting_results(
+        &self,
+        application_id: &str,
+        settlement: &Settlement,
+    ) -> Result<u64, StoreError> {
+        let _turn = self.write_turn().await;
+        let mut conn = self.pool.acquire().await?;
+        settle_in(&mut conn, application_id, settlement, clock::now_millis()).await
     }
 
     /// Every version a system sent of the license `license_key`, oldest version first.
@@ -181,4 +205,25 @@ fn result_from_row(r: &AnyRow) -> Result<ResultRecord, StoreError> {
         state_reason: r.try_get("state_reason")?,
         superseded_by: r.try_get("superseded_by")?,
     })
+}
+
+/// [`Store::settle_awaiting_results`] on a connection or inside a transaction.
+pub(super) async fn settle_in(
+    conn: &mut sqlx::AnyConnection,
+    application_id: &str,
+    settlement: &Settlement,
+    now: i64,
+) -> Result<u64, StoreError> {
+    Ok(sqlx::query(
+        "UPDATE results SET state = $1, state_at = $2, state_reason = $3 \
+         WHERE application_id = $4 AND state = $5",
+    )
+    .bind(settlement.state.as_str())
+    .bind(now)
+    .bind(settlement.reason.as_deref())
+    .bind(application_id)
+    .bind(ResultState::AwaitingCompletion.as_str())
+    .execute(conn)
+    .await?
+    .rows_affected())
 }

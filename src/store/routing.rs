@@ -179,6 +179,8 @@ pub struct EventToRecord {
     pub body: String,
     /// The application's state after this event.
     pub state: ApplicationState,
+    /// For a completion: what it makes of the application's results that awaited it.
+    pub settles: Option<super::results::Settlement>,
     pub feed: EventFeedEntry,
 }
 
@@ -1214,6 +1216,12 @@ async fn record_events_in_tx(
                 query = query.bind(*id);
             }
             query.execute(&mut **tx).await?;
+        }
+    }
+    // Results that came before their application's completion are settled with it.
+    for e in &fresh {
+        if let Some(settlement) = &e.settles {
+            super::results::settle_in(tx, &e.application_id, settlement, now).await?;
         }
     }
     // The feed entries commit with the events, so the feed has every stored event.

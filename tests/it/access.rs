@@ -161,6 +161,7 @@ async fn world() -> World {
             application_id: &w.application_id,
             body: "{}",
             supersedes: None,
+            state: tongban::model::ResultState::Valid,
         })
         .await
         .unwrap();

@@ -262,8 +262,8 @@ async fn a_result_answering_a_completed_application_is_kept_and_shown_with_its_s
 async fn a_result_with_many_problems_is_refused_with_every_one_nothing_stored(store: &Store) {
     let rig = rig(store).await;
     rig.application("R-1", SCJG).await;
-    // Not completed; issued by another department (the id agrees with that issuer), with a
-    // type code the id does not carry, to someone who is not the applicant.
+    // Issued by another department (the id agrees with that issuer), with a type code the id
+    // does not carry, to someone who is not the applicant.
     let id = license_id(OTHER_DEPARTMENT, "JY22101020000002", "001");
     let xml = licence(
         "R-1",
@@ -279,7 +279,6 @@ async fn a_result_with_many_problems_is_refused_with_every_one_nothing_stored(st
         "the e-license id's type code is not the license's type_code",
         "the license's issuer (license.issuer.uscc) is not the department of system `sy-scjg-food`",
         "the holder (license.holder) is not the applicant of application R-1 (ID number differs)",
-        "application R-1 has no completion (办结) yet",
     ];
     let mut at = 0;
     for e in expected {
@@ -301,11 +300,11 @@ async fn a_result_with_many_problems_is_refused_with_every_one_nothing_stored(st
         (refusals[0].kind.as_str(), refusals[0].via.as_str()),
         ("result", "webhook")
     );
-    assert_eq!(refusals[0].reasons.len(), 4, "{refusals:?}");
+    assert_eq!(refusals[0].reasons.len(), 3, "{refusals:?}");
     let audited = rig.audited(RESULTS_ACTION).await;
     assert_eq!(audited.len(), 1, "{audited:?}");
     assert_eq!(audited[0].0, "refused 422");
-    assert!(audited[0].1.contains("4 reasons"), "{audited:?}");
+    assert!(audited[0].1.contains("3 reasons"), "{audited:?}");
     assert!(!audited[0].1.contains(STRANGER), "{audited:?}");
 }
 
@@ -356,9 +355,7 @@ async fn results_for_no_application_another_systems_or_by_another_system_are_ref
     assert!(outcomes.iter().any(|o| o.ends_with("403")), "{outcomes:?}");
 }
 
-async fn a_wrong_check_character_no_completion_or_a_completion_granting_nothing_is_refused(
-    store: &Store,
-) {
+async fn a_wrong_check_character_or_a_completion_granting_nothing_is_refused(store: &Store) {
     let rig = rig(store).await;
     rig.application("R-1", SCJG).await;
     rig.application("R-2", SCJG).await;
@@ -522,6 +519,59 @@ async fn an_older_version_after_a_newer_one_is_refused(store: &Store) {
     assert_eq!(rig.stored().await, [(v2, "valid".to_string())]);
 }
 
+/// A result that overtakes its application's completion is kept, awaiting it: the completion
+/// makes it valid when it grants a license, and revokes it (saying why) when it grants none;
+/// its issuer may revoke it meanwhile.
+async fn a_result_before_its_completion_is_kept_awaiting_and_settled_by_it(store: &Store) {
+    let rig = rig(store).await;
+    for id in ["R-1", "R-2", "R-3"] {
+        rig.application(id, SCJG).await;
+    }
+    let ids: Vec<String> = ["JY22101020000011", "JY22101020000012", "JY22101020000013"]
+        .iter()
+        .map(|serial| license_id(DEPARTMENT, serial, "001"))
+        .collect();
+    for (application, id) in ["R-1", "R-2", "R-3"].iter().zip(&ids) {
+        let (status, body) = rig.post_result(good_licence(application, id)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body:#}");
+    }
+    let awaiting = "awaiting_completion".to_string();
+    assert_eq!(
+        rig.stored().await,
+        ids.iter()
+            .map(|id| (id.clone(), awaiting.clone()))
+            .collect::<Vec<_>>()
+    );
+    let (status, shown) = rig
+        .get(&format!("/api/v1/results/{}", ids[0]), &rig.supervisor)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{shown:#}");
+    assert_eq!(shown["current"]["state"], json!(awaiting), "{shown:#}");
+
+    rig.complete("R-1", true).await;
+    rig.complete("R-2", false).await;
+    let (status, body) = rig
+        .revoke(SCJG, &rig.scjg, &ids[2], json!({ "reason": "错发" }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body:#}");
+    let states: Vec<(String, String)> = rig.stored().await;
+    assert_eq!(
+        states,
+        [
+            (ids[0].clone(), "valid".to_string()),
+            (ids[1].clone(), "revoked".to_string()),
+            (ids[2].clone(), "revoked".to_string()),
+        ]
+    );
+    let revoked = store.result_records_of("R-2").await.unwrap();
+    assert_eq!(
+        revoked[0].state_reason.as_deref(),
+        Some("application R-2 was completed as 退回办结 (1), which grants no license")
+    );
+    // Nothing was refused on the way.
+    assert!(store.refusals(Some(SCJG), 10).await.unwrap().is_empty());
+}
+
 /// Polled and queued results meet the same checks, and their refusals are recorded the same
 /// way, by the way they came.
 async fn results_by_poll_and_queue_are_checked_and_their_refusals_recorded(store: &Store) {
@@ -554,33 +604,40 @@ async fn results_by_poll_and_queue_are_checked_and_their_refusals_recorded(store
         DEPARTMENT,
         STRANGER,
     );
-    let early = good_licence("R-2", &license_id(DEPARTMENT, "JY22101020000009", "001"));
-    for (body, via, why) in [
-        (
-            stranger,
-            Via::Poll,
-            "is not the applicant of application R-1",
+    let early_id = license_id(DEPARTMENT, "JY22101020000009", "001");
+    let early = good_licence("R-2", &early_id);
+    match receive(stranger, Via::Poll).await {
+        Err(InboundError::Refused(reasons)) => assert!(
+            reasons
+                .iter()
+                .any(|r| r.contains("is not the applicant of application R-1")),
+            "{reasons:?}"
         ),
-        (early, Via::Queue, "has no completion (办结) yet"),
-    ] {
-        match receive(body, via).await {
-            Err(InboundError::Refused(reasons)) => {
-                assert!(reasons.iter().any(|r| r.contains(why)), "{reasons:?}")
-            }
-            other => panic!("{via:?}: {other:?}"),
-        }
+        other => panic!("{other:?}"),
     }
+    // Off a queue before its application's completion (events come over another queue): kept,
+    // awaiting it, not refused and lost.
+    assert!(matches!(
+        receive(early, Via::Queue).await,
+        Ok(Received::New)
+    ));
     assert!(matches!(
         receive(good_licence("R-1", &good), Via::Poll).await,
         Ok(Received::New)
     ));
-    assert_eq!(rig.stored().await, [(good, "valid".to_string())]);
+    assert_eq!(
+        rig.stored().await,
+        [
+            (good, "valid".to_string()),
+            (early_id, "awaiting_completion".to_string())
+        ]
+    );
     let refusals = store.refusals(Some(SCJG), 10).await.unwrap();
     let seen: Vec<(&str, &str)> = refusals
         .iter()
         .map(|r| (r.kind.as_str(), r.via.as_str()))
         .collect();
-    assert_eq!(seen, [("result", "queue"), ("result", "poll")]);
+    assert_eq!(seen, [("result", "poll")]);
     assert!(
         refusals.iter().all(|r| r
             .reasons
@@ -591,10 +648,11 @@ async fn results_by_poll_and_queue_are_checked_and_their_refusals_recorded(store
 }
 
 on_both_backends!(
+    a_result_before_its_completion_is_kept_awaiting_and_settled_by_it,
     a_result_answering_a_completed_application_is_kept_and_shown_with_its_state,
     a_result_with_many_problems_is_refused_with_every_one_nothing_stored,
     results_for_no_application_another_systems_or_by_another_system_are_refused,
-    a_wrong_check_character_no_completion_or_a_completion_granting_nothing_is_refused,
+    a_wrong_check_character_or_a_completion_granting_nothing_is_refused,
     a_license_id_again_with_other_content_is_refused_and_the_first_kept,
     a_new_version_supersedes_and_the_issuer_alone_revokes_with_a_reason,
     an_older_version_after_a_newer_one_is_refused,

@@ -211,6 +211,7 @@ fn stored_event(application: &str, id: &str, node: &str, state: &str) -> EventTo
         occurred_at: "2026-11-20T09:30:00+08:00".into(),
         body: format!(r#"{{"event_id":"{id}","handler":{{"name":"张三"}}}}"#),
         state: state.parse().unwrap(),
+        settles: None,
         feed: EventFeedEntry {
             body: format!(r#"{{"event_id":"{id}","handler":{{"name":"张*"}}}}"#),
             routing_key: format!("event.sy-scjg-food.{id}"),
@@ -695,6 +696,7 @@ fn result<'a>(
         application_id,
         body: "{}",
         supersedes,
+        state: tongban::model::ResultState::Valid,
     }
 }
 

@@ -71,7 +71,7 @@ async fn main() -> anyhow::Result<()> {
 
     // The department systems first, so the first deliveries find them up. Each verifies the
     // hub's identity assertion with the keys at {hub}/.well-known/jwks.json.
-    let mut scjg_settings = scjg::ScjgSettings::new(config.clone())?;
+    let mut scjg_settings = scjg::settings(config.clone())?;
     scjg_settings.hub_url = Some(hub_url.clone());
     scjg_settings.hub_key = Some(scjg_key);
     scjg_settings.heartbeat_every = Some(HEARTBEAT_EVERY);
@@ -83,7 +83,7 @@ async fn main() -> anyhow::Result<()> {
     let _rst = rst::start(rst_settings)
         .await
         .context("starting the 人社 system")?;
-    let mut zj_settings = zj::ZjSettings::new(config.clone())?;
+    let mut zj_settings = zj::settings(config.clone())?;
     zj_settings.hub_url = Some(hub_url.clone());
     zj_settings.hub_key = Some(zj_key);
     zj_settings.heartbeat_every = Some(HEARTBEAT_EVERY);

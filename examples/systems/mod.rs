@@ -42,6 +42,7 @@
 #![allow(dead_code)]
 
 pub mod assertion;
+pub mod cli;
 pub mod control;
 pub mod ga;
 pub mod http;
@@ -51,10 +52,12 @@ pub mod walk;
 pub mod zj;
 
 pub use control::{Control, Mode, Stats};
+use http::Retry;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::task::AbortHandle;
 use tongban::config::{Config, Protocol};
 
@@ -151,5 +154,72 @@ impl SystemHandle {
 impl Drop for SystemHandle {
     fn drop(&mut self) {
         self.tasks.abort_all();
+    }
+}
+
+/// How to run a simulated SOAP system that reports by webhook (市场监管, 住建).
+#[derive(Clone)]
+pub struct SoapSettings {
+    pub config: Arc<Config>,
+    /// Default: the adapter's outbound URL. Port 0 picks one.
+    pub listen: SocketAddr,
+    /// Also serve the control API alone here, so it stays reachable while `down`.
+    pub control_listen: Option<SocketAddr>,
+    /// The hub's base URL (`http://127.0.0.1:8080`); events go to
+    /// `{hub}/api/v1/systems/<id>/events` and `/results`, and the keys that check
+    /// identity assertions come from `{hub}/.well-known/jwks.json`. Without it events are only
+    /// logged and assertions are not checked.
+    pub hub_url: Option<String>,
+    /// The system's credential at the hub, sent as `Authorization: Bearer <key>` with every
+    /// post to `/api/v1`. Default: none.
+    pub hub_key: Option<String>,
+    /// Whether a delivery needs a valid identity assertion. `None` (the default): required
+    /// when `hub_url` is set. `Some(false)` checks and records assertions that come, refusing
+    /// none.
+    pub require_assertion: Option<bool>,
+    /// The `iss` assertions must have. Default: `tongban`.
+    pub assertion_issuer: String,
+    /// The `SOAPAction` required (quotes aside). Default: the adapter's `soap_action`; `None`
+    /// takes any, but the header must be there.
+    pub soap_action: Option<String>,
+    pub step_delay: Duration,
+    pub late_by: Duration,
+    pub mode: Mode,
+    /// Retries of a webhook post.
+    pub retry: Retry,
+    /// Per webhook post attempt.
+    pub post_timeout: Duration,
+    /// How often to send the hub a heartbeat (with `hub_url`). Default: never.
+    pub heartbeat_every: Option<Duration>,
+}
+
+impl SoapSettings {
+    /// The settings `system`'s adapter file implies, walking a step every 2 s.
+    pub fn for_system(config: Arc<Config>, system: &str) -> anyhow::Result<SoapSettings> {
+        let listen = adapter_listen_addr(&config, system)?;
+        let soap_action = match &config.adapters[system].outbound.protocol {
+            Protocol::Soap { action, .. } => action.clone(),
+            _ => None,
+        };
+        Ok(SoapSettings {
+            config,
+            listen,
+            control_listen: None,
+            hub_url: None,
+            hub_key: None,
+            require_assertion: None,
+            assertion_issuer: assertion::DEFAULT_ISSUER.to_string(),
+            soap_action,
+            step_delay: Duration::from_secs(2),
+            late_by: Duration::from_secs(30),
+            mode: Mode::Ok,
+            retry: Retry {
+                attempts: 5,
+                initial_backoff: Duration::from_millis(200),
+                max_backoff: Duration::from_secs(5),
+            },
+            post_timeout: Duration::from_secs(5),
+            heartbeat_every: None,
+        })
     }
 }

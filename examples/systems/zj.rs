@@ -22,7 +22,7 @@ use super::assertion::{Policy, Refusal};
 use super::control::{Admission, Control, Mode};
 use super::http::{self, Retry, garbage, header_text, media_type};
 use super::walk::{self, Handler, Profile, Report, Sink, Timing, elicense_id, fresh_number};
-use super::{SystemHandle, Tasks, adapter_listen_addr, handles_item};
+use super::{SystemHandle, Tasks, handles_item};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -32,10 +32,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use chrono::{DateTime, FixedOffset, Utc};
 use serde_json::{Value, json};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tongban::config::{Config, Protocol};
+use tongban::config::Config;
 use tongban::ids::mask_id;
 use tongban::mapping::xml::{self, SOAP12_NS, XmlFormat};
 use tongban::mapping::{Format, MAX_INPUT_BYTES, Mapping, Node};
@@ -71,71 +69,12 @@ pub const BUSY: &str = "E503";
 /// What the system writes: GBK, declared in the document and in the media type.
 const CONTENT_TYPE_SOAP: &str = "application/soap+xml; charset=GBK";
 
-/// How to run the system.
-#[derive(Clone)]
-pub struct ZjSettings {
-    pub config: Arc<Config>,
-    /// Default: the adapter's outbound URL (127.0.0.1:9401). Port 0 picks one.
-    pub listen: SocketAddr,
-    /// Also serve the control API alone here, so it stays reachable while `down`.
-    pub control_listen: Option<SocketAddr>,
-    /// The hub's base URL; events go to `{hub}/api/v1/systems/dl-zj-permit/events` and
-    /// `/results`, and the keys that check identity assertions come from
-    /// `{hub}/.well-known/jwks.json`. Without it events are only logged and assertions are not
-    /// checked.
-    pub hub_url: Option<String>,
-    /// The system's credential at the hub, sent as `Authorization: Bearer <key>` with every
-    /// post to `/api/v1`.
-    pub hub_key: Option<String>,
-    /// Whether a delivery needs a valid identity assertion. `None` (the default): required
-    /// when `hub_url` is set. `Some(false)` checks and records assertions that come, refusing
-    /// none.
-    pub require_assertion: Option<bool>,
-    /// The `iss` assertions must have. Default: `tongban`.
-    pub assertion_issuer: String,
-    /// The SOAP 1.2 `action` the request must name when it names one. Default: the adapter's
-    /// `soap_action`.
-    pub soap_action: Option<String>,
-    pub step_delay: Duration,
-    pub late_by: Duration,
-    pub mode: Mode,
-    /// Retries of a webhook post.
-    pub retry: Retry,
-    /// Per webhook post attempt.
-    pub post_timeout: Duration,
-    /// How often to send the hub a heartbeat (with `hub_url`). Default: never.
-    pub heartbeat_every: Option<Duration>,
-}
+/// How to run the system: the settings every simulated SOAP system with a webhook shares.
+pub type ZjSettings = super::SoapSettings;
 
-impl ZjSettings {
-    /// The settings the adapter file implies, walking a step every 2 s.
-    pub fn new(config: Arc<Config>) -> anyhow::Result<ZjSettings> {
-        let listen = adapter_listen_addr(&config, SYSTEM)?;
-        let soap_action = match &config.adapters[SYSTEM].outbound.protocol {
-            Protocol::Soap { action, .. } => action.clone(),
-            _ => None,
-        };
-        Ok(ZjSettings {
-            config,
-            listen,
-            control_listen: None,
-            hub_url: None,
-            hub_key: None,
-            require_assertion: None,
-            assertion_issuer: super::assertion::DEFAULT_ISSUER.to_string(),
-            soap_action,
-            step_delay: Duration::from_secs(2),
-            late_by: Duration::from_secs(30),
-            mode: Mode::Ok,
-            retry: Retry {
-                attempts: 5,
-                initial_backoff: Duration::from_millis(200),
-                max_backoff: Duration::from_secs(5),
-            },
-            post_timeout: Duration::from_secs(5),
-            heartbeat_every: None,
-        })
-    }
+/// The settings the adapter file implies, walking a step every 2 s.
+pub fn settings(config: Arc<Config>) -> anyhow::Result<ZjSettings> {
+    super::SoapSettings::for_system(config, SYSTEM)
 }
 
 /// One request the system received, or one report it posted, as bytes.

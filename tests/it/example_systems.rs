@@ -528,7 +528,7 @@ fn assert_assertion_refusals(stats: &Stats, reasons: &[&str]) {
 /// How the tests run scjg: quick steps and retries and, with a hub, its URL (so assertions are
 /// required) and the API key it issued the system.
 fn scjg_settings(config: &Arc<Config>, hub: Option<&FakeHub>) -> scjg::ScjgSettings {
-    let mut settings = scjg::ScjgSettings::new(config.clone()).unwrap();
+    let mut settings = scjg::settings(config.clone()).unwrap();
     settings.listen = "127.0.0.1:0".parse().unwrap();
     settings.control_listen = Some("127.0.0.1:0".parse().unwrap());
     settings.hub_url = hub.map(|h| h.url.clone());

@@ -73,7 +73,7 @@ async fn province(mode: Mode, change: impl FnOnce(&Path)) -> Province {
     let hub_url = format!("http://{}", listener.local_addr().unwrap());
     let system_key = tongban::auth::issue_key(Role::System, Some(zj::SYSTEM), "test", "test", None);
     let config = systems::load_config(dir.path()).unwrap();
-    let mut settings = zj::ZjSettings::new(config).unwrap();
+    let mut settings = zj::settings(config).unwrap();
     settings.listen = "127.0.0.1:0".parse().unwrap();
     settings.hub_url = Some(hub_url);
     settings.hub_key = Some(system_key.secret.clone());

@@ -12,7 +12,7 @@ use crate::auth::Role;
 use crate::auth::tokens::{TokenError, UserIdentity};
 use crate::clock;
 use crate::ids::{mask_id, mask_name};
-use crate::model::{ApplicationState, DeliveryState, MessageKind, Via};
+use crate::model::{ApplicationState, DeliveryState, MessageKind, ResultState, Via};
 use crate::personal::PersonalValues;
 use crate::service::applications::{self, AcceptError, Submission};
 use crate::service::inbound::{self, InboundError, Received};
@@ -23,6 +23,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 
 pub fn routes() -> Vec<Route> {
     vec![
@@ -475,10 +476,9 @@ async fn revoke_result(
             RevokeError::Invalid(problems) => ApiError::Invalid(
                 problems
                     .into_iter()
-                    .map(|p| match p.split_once(": ") {
-                        Some(("reason", message)) => ProblemEntry::pointer("/reason", message),
-                        Some((field, message)) => ProblemEntry::parameter(field, message),
-                        None => ProblemEntry::pointer("", p),
+                    .map(|(part, message)| match part {
+                        "reason" => ProblemEntry::pointer("/reason", message),
+                        path_parameter => ProblemEntry::parameter(path_parameter, message),
                     })
                     .collect(),
             ),
@@ -519,29 +519,30 @@ async fn show_result(
             ApiError::Forbidden("a system reads only the results it shared".into())
         });
     };
-    let versions: Vec<Value> = {
-        let mut all = Vec::new();
-        for r in state
-            .store
-            .license_versions(&record.system_id, &record.license_key)
-            .await?
-        {
+    let stored_versions = state
+        .store
+        .license_versions(&record.system_id, &record.license_key)
+        .await?;
+    // What each application says about its people, read once per application.
+    let mut people: BTreeMap<&str, PersonalValues> = BTreeMap::new();
+    for r in stored_versions.iter().chain(std::iter::once(*record)) {
+        if !people.contains_key(r.application_id.as_str()) {
             let personal = personal_of(&state, &r.application_id).await?;
-            all.push(result_json(&r, &personal));
+            people.insert(&r.application_id, personal);
         }
-        all
-    };
-    let current = versions
+    }
+    let shown = |r: &ResultRecord| result_json(r, &people[r.application_id.as_str()]);
+    let current = stored_versions
         .iter()
         .rev()
-        .find(|v| v["state"] != json!("superseded"))
-        .or(versions.last())
-        .cloned();
-    let personal = personal_of(&state, &record.application_id).await?;
+        .find(|r| r.state != ResultState::Superseded)
+        .or(stored_versions.last())
+        .map(shown);
+    let versions: Vec<Value> = stored_versions.iter().map(shown).collect();
     let mut response = Json(json!({
         "license_id": record.license_id,
         "system": record.system_id,
-        "result": result_json(record, &personal),
+        "result": shown(record),
         "current": current,
         "versions": versions,
     }))

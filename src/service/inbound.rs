@@ -22,7 +22,7 @@ use crate::clock::format_millis;
 use crate::config::Config;
 use crate::mapping::MapError;
 use crate::model::parse_time;
-use crate::model::{ApplicationState, CaseEvent, MessageKind, ResultState, Via};
+use crate::model::{ApplicationState, CaseEvent, MessageKind, Via};
 use crate::personal::PersonalValues;
 use crate::store::group::{GroupCommit, GroupError};
 use crate::store::{
@@ -295,30 +295,9 @@ async fn take(
     }
     let new = match (event, result) {
         (Some(event), _) => events.write(event).await?,
-        (None, Some(result)) => {
-            let new = store.record_result(&result.to_record(system)).await?;
-            if new && result.state == ResultState::AwaitingCompletion {
-                super::results::settle_if_completed(store, &result.application_id).await?;
-            }
-            if !new {
-                // Sent at the same time as another with this id: the same content is a
-                // duplicate, other content is refused as if it had come second.
-                let (key, _) = super::results::license_key(&result.license_id).unwrap_or_default();
-                let versions = store.license_versions(system, &key).await?;
-                let same = versions
-                    .iter()
-                    .find(|v| v.license_id == result.license_id)
-                    .is_none_or(|v| super::results::same_content(v, &canonical));
-                if !same {
-                    return Err(InboundError::Refused(vec![format!(
-                        "license {} was sent before with different content: a change is a new \
-                         version of the license (a higher version in its id), not the same id again",
-                        result.license_id
-                    )]));
-                }
-            }
-            new
-        }
+        (None, Some(result)) => super::results::record(store, system, &result, &canonical)
+            .await?
+            .map_err(|problem| InboundError::Refused(vec![problem]))?,
         (None, None) => {
             return Err(InboundError::Refused(vec![
                 "the message is neither a case event nor a result the hub can read".into(),

@@ -13,7 +13,7 @@
 //! holder's name and ID number.
 
 use crate::config::AdapterConfig;
-use crate::ids::check_elicense_id;
+use crate::ids::{ELicenseId, check_elicense_id};
 use crate::model::{Application, CaseEvent, NodeName, ResultState, SharedResult};
 use crate::store::{
     ApplicationRecord, ResultRecord, ResultToRecord, Settlement, Store, StoreError,
@@ -52,8 +52,7 @@ impl CheckedResult {
 
 /// The license an e-license id is a version of: the id without its version and check
 /// character (`1.2.156.3005.2.<type>.<issuer>.<serial>`), and the version as a number.
-pub fn license_key(license_id: &str) -> Option<(String, i64)> {
-    let parts = check_elicense_id(license_id).ok()?;
+fn license_key(parts: &ELicenseId<'_>) -> Option<(String, i64)> {
     let version = parts.version.parse().ok()?;
     let key = format!(
         "1.2.156.3005.2.{}.{}.{}",
@@ -99,7 +98,7 @@ pub async fn check(
                         .into(),
                 );
             }
-            license_key(&license.id)
+            license_key(&parts)
         }
         Err(e) => {
             problems.push(format!("the e-license id (license.id) is not valid: {e}"));
@@ -157,11 +156,7 @@ pub async fn check(
         let versions = store.license_versions(system, key).await?;
         if let Some(same) = versions.iter().find(|v| v.license_id == license.id) {
             if !same_content(same, canonical) {
-                problems.push(format!(
-                    "license {} was sent before with different content: a change is a new \
-                     version of the license (a higher version in its id), not the same id again",
-                    license.id
-                ));
+                problems.push(sent_before_otherwise(&license.id));
             }
         } else if let Some(latest) = versions.iter().max_by_key(|v| v.version) {
             if latest.version > *version {
@@ -244,7 +239,7 @@ pub fn settlement(event: &CaseEvent) -> Option<Settlement> {
 
 /// After a result awaiting its completion is stored: settles it if the completion was stored
 /// meanwhile (its own settling ran before the result was there).
-pub async fn settle_if_completed(store: &Store, application_id: &str) -> Result<(), StoreError> {
+async fn settle_if_completed(store: &Store, application_id: &str) -> Result<(), StoreError> {
     if let Some(settlement) = completion_of(store, application_id)
         .await?
         .as_ref()
@@ -259,8 +254,43 @@ pub async fn settle_if_completed(store: &Store, application_id: &str) -> Result<
 
 /// Whether a stored version holds the same result as `canonical` (compared as JSON, so member
 /// order does not matter).
-pub fn same_content(stored: &ResultRecord, canonical: &Value) -> bool {
+fn same_content(stored: &ResultRecord, canonical: &Value) -> bool {
     serde_json::from_str::<Value>(&stored.body).is_ok_and(|v| &v == canonical)
+}
+
+fn sent_before_otherwise(license_id: &str) -> String {
+    format!(
+        "license {license_id} was sent before with different content: a change is a new version \
+         of the license (a higher version in its id), not the same id again"
+    )
+}
+
+/// Stores a checked result `system` sent (`canonical`, as it mapped): `Ok(true)` when new,
+/// `Ok(false)` for the same result again, and the problem when another with the same license
+/// id and other content was stored meanwhile (it is refused as if it had come second). A
+/// result awaiting its completion is settled at once if the completion was stored meanwhile.
+pub async fn record(
+    store: &Store,
+    system: &str,
+    result: &CheckedResult,
+    canonical: &Value,
+) -> Result<Result<bool, String>, StoreError> {
+    if store.record_result(&result.to_record(system)).await? {
+        if result.state == ResultState::AwaitingCompletion {
+            settle_if_completed(store, &result.application_id).await?;
+        }
+        return Ok(Ok(true));
+    }
+    let versions = store.license_versions(system, &result.license_key).await?;
+    let same = versions
+        .iter()
+        .find(|v| v.license_id == result.license_id)
+        .is_none_or(|v| same_content(v, canonical));
+    Ok(if same {
+        Ok(false)
+    } else {
+        Err(sent_before_otherwise(&result.license_id))
+    })
 }
 
 /// Why a revocation was not done.
@@ -268,9 +298,10 @@ pub fn same_content(stored: &ResultRecord, canonical: &Value) -> bool {
 pub enum RevokeError {
     #[error("no connected system `{0}`")]
     UnknownSystem(String),
-    /// The request is not one: each problem says why.
-    #[error("{}", .0.join("; "))]
-    Invalid(Vec<String>),
+    /// The request is not one: each problem, with the part of the request it is about
+    /// (`reason`, `license_id`).
+    #[error("{}", .0.iter().map(|(part, problem)| format!("{part}: {problem}")).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<(&'static str, String)>),
     #[error("no result with this license id was received")]
     NotFound,
     #[error(
@@ -302,16 +333,17 @@ pub async fn revoke(
     }
     let mut problems = Vec::new();
     match reason.map(str::trim) {
-        None | Some("") => problems.push(
-            "reason: a revocation says why the license is revoked (a non-empty `reason`)".into(),
-        ),
+        None | Some("") => problems.push((
+            "reason",
+            "a revocation says why the license is revoked (a non-empty `reason`)".into(),
+        )),
         Some(r) if r.chars().count() > MAX_REASON_CHARS => {
-            problems.push(format!("reason: at most {MAX_REASON_CHARS} characters"))
+            problems.push(("reason", format!("at most {MAX_REASON_CHARS} characters")))
         }
         Some(_) => {}
     }
     if check_elicense_id(license_id).is_err() {
-        problems.push("license_id: not a valid e-license id".into());
+        problems.push(("license_id", "not a valid e-license id".into()));
     }
     if !problems.is_empty() {
         return Err(RevokeError::Invalid(problems));

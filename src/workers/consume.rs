@@ -1,6 +1,7 @@
 //! Inbound over AMQP, the sibling of [`intake`](super::intake): for each adapter whose
 //! `[inbound] mode = "amqp"`, consume the system's case events from its queue (and its results
-//! from `results_queue`, when given) on the broker `hub.toml` names (`[broker] url`) and receive each as if it had been posted to the webhook.
+//! from `results_queue`, when given) on the broker `hub.toml` names (`[broker] url`) and
+//! receive each as if it had been posted to the webhook.
 //!
 //! Each queue gets a task with a connection of its own, opened lazily and reopened after any
 //! connection or channel failure with the AMQP driver's backoff (250 ms doubling up to 30 s),

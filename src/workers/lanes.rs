@@ -13,7 +13,7 @@ use crate::adapters::{Adapter, Delivered, DeliveryError, Driver, Outgoing, rest}
 use crate::auth::assertion::{Identity, Signer};
 use crate::clock;
 use crate::config::{AdapterConfig, Config};
-use crate::mapping::Mapping;
+use crate::mapping::{MapError, Mapping};
 use crate::model::Acknowledgement;
 use crate::personal::PersonalValues;
 use crate::routing;
@@ -396,17 +396,9 @@ fn acknowledged(lane: &Lane, delivered: Delivered) -> Result<Delivered, Delivery
     let Some(body) = &delivered.answer else {
         return Err(not_one("the answer was too long to read".into()));
     };
-    let read = response.to_canonical(body).map_err(|errors| {
-        let listed: Vec<String> = errors
-            .iter()
-            .map(|e| format!("{} at {}: {}", e.field, e.path, e.message))
-            .collect();
-        not_one(format!(
-            "mapping {} failed: {}",
-            response.name,
-            listed.join("; ")
-        ))
-    })?;
+    let read = response
+        .to_canonical(body)
+        .map_err(|errors| not_one(mapping_failed(response, &errors)))?;
     let ack = Acknowledgement::deserialize(&read)
         .map_err(|e| not_one(format!("mapping {} gave {e}", response.name)))?;
     if ack.accepted {
@@ -452,17 +444,16 @@ fn legacy_message(
         &canonical,
         assertion,
     )
-    .map_err(|errors| {
-        let listed: Vec<String> = errors
-            .iter()
-            .map(|e| format!("{} at {}: {}", e.field, e.path, e.message))
-            .collect();
-        format!(
-            "mapping {} failed: {}",
-            lane.mapping.name,
-            listed.join("; ")
-        )
-    })
+    .map_err(|errors| mapping_failed(&lane.mapping, &errors))
+}
+
+/// A mapping's errors as one reason: each field, where, and what.
+fn mapping_failed(mapping: &Mapping, errors: &[MapError]) -> String {
+    let listed: Vec<String> = errors
+        .iter()
+        .map(|e| format!("{} at {}: {}", e.field, e.path, e.message))
+        .collect();
+    format!("mapping {} failed: {}", mapping.name, listed.join("; "))
 }
 
 /// The outcome with personal data masked in its reason. A system's error answer often echoes

@@ -10,6 +10,8 @@ use crate::backoff::Backoff;
 use crate::catalog::ImportError;
 use crate::config::Config;
 use crate::service::catalog::ImportFailure;
+use crate::service::inbound::Recorder;
+use crate::service::sealing::Sealer;
 use crate::store::{Backend, Store, StoreError};
 use crate::workers::{Dispatcher, RoutingError};
 use std::future::Future;
@@ -109,6 +111,41 @@ pub async fn open_signer(config: &Config, store: &Store) -> Result<Arc<Signer>, 
     )?))
 }
 
+/// The directory of the hub's sealing keys.
+pub fn seal_keys_dir(config: &Config) -> PathBuf {
+    config.dir.join(&config.hub.sealing.keys_dir)
+}
+
+/// Loads the hub's sealing keys for a hub reached at `sealing.public_url`, or else at
+/// `http://{listening}`; with `sealing.generate_if_missing`, first generates a key when there
+/// is none, and audits that.
+pub async fn open_sealer(
+    config: &Config,
+    store: &Store,
+    listening: std::net::SocketAddr,
+) -> Result<Arc<Sealer>, HubError> {
+    let dir = seal_keys_dir(config);
+    let sealing = &config.hub.sealing;
+    if sealing.generate_if_missing && !keys::has_active(&dir)? {
+        let entry = keys::generate(&dir, KeyAlg::EdDSA)?;
+        tracing::info!(kid = %entry.kid, dir = %dir.display(), "generated the hub's first sealing key");
+        store
+            .append_audit(&AuditEntry {
+                actor: "hub".into(),
+                action: "key generate".into(),
+                target: format!("sealing key {}", entry.kid),
+                outcome: "ok".into(),
+                detail: "first key, generated at start (sealing.generate_if_missing)".into(),
+            })
+            .await?;
+    }
+    let public_url = sealing
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{listening}"));
+    Ok(Arc::new(Sealer::load(&dir, &public_url)?))
+}
+
 /// Imports a JSON array or NDJSON file of items: all of them, or none when any is bad.
 pub async fn import_file(
     store: &Store,
@@ -176,17 +213,22 @@ pub async fn serve(
         }
     }
     let signer = open_signer(&config, &store).await?;
+    let listening = listener.local_addr().map_err(HubError::Serve)?;
+    let sealer = open_sealer(&config, &store, listening).await?;
+    let recorder = Recorder::spawn(store.clone(), sealer.clone());
     let dispatcher = Arc::new(Dispatcher::new(&config, store.clone(), signer.clone())?);
     let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
     let workers = tokio::spawn(dispatcher.clone().run(workers_stopped.clone()));
     let consumers = tokio::spawn(crate::workers::consume::run_consumers(
         config.clone(),
         store.clone(),
+        recorder.clone(),
         workers_stopped.clone(),
     ));
     let pollers = tokio::spawn(crate::workers::intake::run_pollers(
         config.clone(),
         store.clone(),
+        recorder,
         workers_stopped,
     ));
 
@@ -222,7 +264,7 @@ pub async fn serve(
         ))
     };
 
-    let mut state = AppState::new(config.clone(), store.clone(), signer.clone());
+    let mut state = AppState::new(config.clone(), store.clone(), signer.clone(), sealer);
     state.dispatcher = Some(dispatcher);
     let (stop_streams, streams_stopping) = tokio::sync::watch::channel(false);
     state.stopping = streams_stopping;

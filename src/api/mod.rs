@@ -23,6 +23,7 @@ mod metrics;
 mod openapi;
 mod ops;
 pub mod problem;
+mod seal;
 pub mod server;
 mod supervision;
 
@@ -36,7 +37,8 @@ use crate::auth::tokens::Verifier;
 use crate::auth::{Authenticator, Principal, Role};
 use crate::config::Config;
 use crate::schema::Schemas;
-use crate::service::inbound::EventRecorder;
+use crate::service::inbound::Recorder;
+use crate::service::sealing::Sealer;
 use crate::store::Store;
 use crate::workers::Dispatcher;
 use audit_writer::AuditWriter;
@@ -74,8 +76,11 @@ pub struct AppState {
     pub catalog: crate::service::catalog::CurrentItems,
     /// Every system's outbox backlog, as admission sees it.
     pub backlogs: crate::service::admission::Backlogs,
-    /// Where case events posted to the webhooks go: recorded in groups.
-    pub events: EventRecorder,
+    /// Where case events and results posted to the webhooks go: events recorded in groups,
+    /// results sealed.
+    pub events: Recorder,
+    /// The hub's seal, published at `/api/v1/seal/controller` and in the JWKS.
+    pub sealer: Arc<Sealer>,
     /// Turns true when the hub is shutting down: long-lived responses (the supervision stream)
     /// end then, so that they do not hold the graceful stop until its grace runs out.
     pub stopping: watch::Receiver<bool>,
@@ -86,7 +91,12 @@ pub struct AppState {
 impl AppState {
     /// The state for a configuration, an open store and the hub's keys, without outbox workers.
     /// Starts the audit writer, so it must be called on a tokio runtime.
-    pub fn new(config: Arc<Config>, store: Store, signer: Arc<Signer>) -> AppState {
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        signer: Arc<Signer>,
+        sealer: Arc<Sealer>,
+    ) -> AppState {
         let verifier = Arc::new(Verifier::new(&config.hub.identity));
         AppState {
             auth: Arc::new(Authenticator::new(store.clone(), verifier)),
@@ -94,7 +104,8 @@ impl AppState {
             acceptor: crate::service::applications::acceptor(store.clone()),
             catalog: crate::service::catalog::CurrentItems::default(),
             backlogs: crate::service::admission::Backlogs::default(),
-            events: crate::service::inbound::event_recorder(store.clone()),
+            events: Recorder::spawn(store.clone(), sealer.clone()),
+            sealer,
             // Never stopping, unless the server sets one of its own.
             stopping: watch::channel(false).1,
             readiness: Arc::new(ops::Readiness::default()),
@@ -165,6 +176,7 @@ pub fn routes() -> Vec<Route> {
     routes.extend(audit::routes());
     routes.extend(openapi::routes());
     routes.extend(supervision::routes());
+    routes.extend(seal::routes());
     routes
 }
 

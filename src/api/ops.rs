@@ -22,11 +22,17 @@ pub fn routes() -> Vec<Route> {
     ]
 }
 
-/// The hub's public signing keys: departments verify identity assertions with them.
+/// The hub's public keys: departments verify identity assertions with the signing keys, and
+/// anyone a sealed result with the sealing keys (`kid` their verification method's id).
 async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
+    let mut keys = serde_json::to_value(state.signer.jwks())
+        .ok()
+        .and_then(|set| set.get("keys").and_then(Value::as_array).cloned())
+        .unwrap_or_default();
+    keys.extend(state.sealer.jwks());
     (
         [(header::CACHE_CONTROL, "public, max-age=60")],
-        Json(state.signer.jwks()),
+        Json(json!({ "keys": keys })),
     )
 }
 

@@ -243,6 +243,44 @@ impl KeyRing {
     }
 }
 
+/// Every key the manifest of `dir` lists, retired or not, active last: for keys whose
+/// signatures outlive rotation (sealed results), so none is left out and none is ever pruned.
+/// They must be Ed25519; fails when one is not, or when none is active.
+pub fn load_ed25519_all(
+    dir: &Path,
+) -> Result<Vec<(KeyEntry, aws_lc_rs::signature::Ed25519KeyPair)>, AuthError> {
+    let mut manifest = read_manifest(dir)?;
+    manifest
+        .keys
+        .sort_by_key(|k| (k.retired_at.is_none(), k.created_at));
+    if manifest.keys.last().is_none_or(|k| k.retired_at.is_some()) {
+        return Err(AuthError::NoActiveKey {
+            dir: dir.to_path_buf(),
+        });
+    }
+    let mut keys = Vec::new();
+    for entry in manifest.keys {
+        let path = key_path(dir, &entry.kid);
+        check_private(&path)?;
+        let pem = std::fs::read(&path).map_err(|source| AuthError::KeyFile {
+            path: path.clone(),
+            source,
+        })?;
+        let invalid = |reason: String| AuthError::KeyInvalid {
+            path: path.clone(),
+            reason,
+        };
+        if entry.alg != KeyAlg::EdDSA {
+            return Err(invalid("an Ed25519 (EdDSA) key is needed here".into()));
+        }
+        let der = pem::parse(&pem).map_err(|e| invalid(e.to_string()))?;
+        let pair = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der.contents())
+            .map_err(|e| invalid(e.to_string()))?;
+        keys.push((entry, pair));
+    }
+    Ok(keys)
+}
+
 /// Lists the manifest of `dir` (empty when the directory has no keys yet).
 pub fn list(dir: &Path) -> Result<Vec<KeyEntry>, AuthError> {
     Ok(read_manifest(dir)?.keys)

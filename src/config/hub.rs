@@ -22,6 +22,23 @@ pub struct HubConfig {
     pub signing: SigningConfig,
     /// Real-time e-supervision: the working-day calendar and the rules' thresholds.
     pub supervision: SupervisionConfig,
+    /// The hub's seal on results: its keys and the address verifiers reach it at.
+    pub sealing: SealingConfig,
+}
+
+/// `[sealing]`: the Ed25519 keys that seal results (a directory like `[signing]`'s, but no key
+/// is ever pruned: a sealed license outlives any key rotation) and the public address under
+/// which the hub serves its controller document and status lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealingConfig {
+    /// Relative to the configuration directory.
+    pub keys_dir: PathBuf,
+    /// `http(s)://host[:port][/prefix]`, without a trailing `/`: what sealed credentials name
+    /// (the controller document and status lists), so it is where verifiers reach the hub.
+    /// Without it, `http://` and the address the hub listens on.
+    pub public_url: Option<String>,
+    /// Generate a first key at start when the directory has none.
+    pub generate_if_missing: bool,
 }
 
 /// `[supervision]`: optional; without it the calendar is the weekend rule with the holidays fixed
@@ -144,6 +161,8 @@ struct HubFile {
     identity: Option<IdentityFile>,
     #[serde(default)]
     signing: SigningFile,
+    #[serde(default)]
+    sealing: SealingFile,
     /// Read as a table: `calendars` is taken out here and the rest is `Thresholds`, which
     /// checks its own keys.
     supervision: Option<toml::Table>,
@@ -224,6 +243,25 @@ impl Default for SigningFile {
             keys_dir: PathBuf::from("data/keys"),
             issuer: "tongban".into(),
             assertion_ttl_seconds: 120,
+            generate_if_missing: false,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct SealingFile {
+    keys_dir: PathBuf,
+    /// Defaults to `http://` and the listen address.
+    public_url: Option<String>,
+    generate_if_missing: bool,
+}
+
+impl Default for SealingFile {
+    fn default() -> Self {
+        SealingFile {
+            keys_dir: PathBuf::from("data/seal-keys"),
+            public_url: None,
             generate_if_missing: false,
         }
     }
@@ -440,6 +478,23 @@ pub(super) fn compile(
     }
 
     let supervision = compile_supervision(file, parsed.supervision, calendars, errors);
+    let public_url = match &parsed.sealing.public_url {
+        Some(url) => {
+            let trimmed = url.trim_end_matches('/');
+            let host = trimmed
+                .strip_prefix("https://")
+                .or_else(|| trimmed.strip_prefix("http://"));
+            if host.is_none_or(|h| h.is_empty() || h.contains(['#', '?', ' '])) {
+                errors.push(file.error_at_key(
+                    "sealing.public_url",
+                    "must be an http:// or https:// address without query or fragment, e.g. \
+                     https://tongban.ln.gov.cn",
+                ));
+            }
+            Some(trimmed.to_owned())
+        }
+        None => None,
+    };
 
     if errors.len() != before {
         return None;
@@ -471,6 +526,11 @@ pub(super) fn compile(
             generate_if_missing: parsed.signing.generate_if_missing,
         },
         supervision: supervision?,
+        sealing: SealingConfig {
+            keys_dir: parsed.sealing.keys_dir,
+            public_url,
+            generate_if_missing: parsed.sealing.generate_if_missing,
+        },
     })
 }
 

@@ -16,8 +16,8 @@ pub use adapter::{
 };
 pub use files::RawConfig;
 pub use hub::{
-    BusConfig, CatalogConfig, ClaimNames, HubConfig, IdentityConfig, JwksSource, ServerConfig,
-    SigningConfig, StoreConfig, SupervisionConfig, parse_jwks,
+    BusConfig, CatalogConfig, ClaimNames, HubConfig, IdentityConfig, JwksSource, SealingConfig,
+    ServerConfig, SigningConfig, StoreConfig, SupervisionConfig, parse_jwks,
 };
 
 use crate::mapping::{self, Mapping};

@@ -8,6 +8,7 @@
 //! signature is the proof's `proofValue`, `z` + base58btc. Nothing here is particular to this
 //! hub, so any Ed25519 and JCS library verifies a seal (a test does, with independent ones).
 
+pub mod credential;
 pub mod status;
 
 use aws_lc_rs::signature::{self, Ed25519KeyPair, KeyPair};

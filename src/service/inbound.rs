@@ -18,6 +18,7 @@
 //! messages, which never quote a value, and ID and phone numbers are scrubbed from them all
 //! the same.
 
+use super::sealing::Sealer;
 use crate::clock::format_millis;
 use crate::config::Config;
 use crate::mapping::MapError;
@@ -29,6 +30,7 @@ use crate::store::{
     ApplicationRecord, EventFeedEntry, EventToRecord, NewRefusal, Store, StoreError,
 };
 use serde_json::Value;
+use std::sync::Arc;
 
 /// Whether a message was new.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,8 +86,25 @@ pub type EventRecorder = GroupCommit<EventToRecord, bool>;
 /// Events recorded together at most.
 const EVENT_BATCH: usize = 128;
 
+/// Where what systems send is recorded: case events in groups, results sealed first.
+#[derive(Clone)]
+pub struct Recorder {
+    pub events: EventRecorder,
+    pub sealer: Arc<Sealer>,
+}
+
+impl Recorder {
+    /// A recorder on the current tokio runtime, sealing results with `sealer`.
+    pub fn spawn(store: Store, sealer: Arc<Sealer>) -> Recorder {
+        Recorder {
+            events: event_recorder(store),
+            sealer,
+        }
+    }
+}
+
 /// Starts a recorder for case events on the current tokio runtime.
-pub fn event_recorder(store: Store) -> EventRecorder {
+fn event_recorder(store: Store) -> EventRecorder {
     GroupCommit::spawn("case event", EVENT_BATCH, EVENT_BATCH * 8, move |events| {
         let store = store.clone();
         async move {
@@ -102,13 +121,13 @@ pub fn event_recorder(store: Store) -> EventRecorder {
 pub async fn receive(
     config: &Config,
     store: &Store,
-    events: &EventRecorder,
+    recorder: &Recorder,
     system: &str,
     kind: MessageKind,
     body: &[u8],
     via: Via,
 ) -> Result<Received, InboundError> {
-    let received = take(config, store, events, system, kind, body).await;
+    let received = take(config, store, recorder, system, kind, body).await;
     if let Err(e) = &received
         && let Some(reasons) = e.refusal_reasons()
     {
@@ -203,7 +222,7 @@ pub async fn refused(
 async fn take(
     config: &Config,
     store: &Store,
-    events: &EventRecorder,
+    recorder: &Recorder,
     system: &str,
     kind: MessageKind,
     body: &[u8],
@@ -294,10 +313,12 @@ async fn take(
         return Err(InboundError::Refused(problems));
     }
     let new = match (event, result) {
-        (Some(event), _) => events.write(event).await?,
-        (None, Some(result)) => super::results::record(store, system, &result, &canonical)
-            .await?
-            .map_err(|problem| InboundError::Refused(vec![problem]))?,
+        (Some(event), _) => recorder.events.write(event).await?,
+        (None, Some(result)) => {
+            super::results::record(store, &recorder.sealer, system, &result, &canonical)
+                .await?
+                .map_err(|problem| InboundError::Refused(vec![problem]))?
+        }
         (None, None) => {
             return Err(InboundError::Refused(vec![
                 "the message is neither a case event nor a result the hub can read".into(),

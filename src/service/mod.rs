@@ -8,3 +8,4 @@ pub mod applications;
 pub mod catalog;
 pub mod inbound;
 pub mod results;
+pub mod sealing;

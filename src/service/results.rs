@@ -12,6 +12,7 @@
 //! the current one. Problems are sentences that never quote a value: a result carries the
 //! holder's name and ID number.
 
+use super::sealing::Sealer;
 use crate::config::AdapterConfig;
 use crate::ids::{ELicenseId, check_elicense_id};
 use crate::model::{Application, CaseEvent, NodeName, ResultState, SharedResult};
@@ -33,10 +34,16 @@ pub struct CheckedResult {
     pub body: String,
     /// Valid, or awaiting its application's completion.
     pub state: ResultState,
+    /// The system sent this very result before: nothing to seal.
+    pub already_stored: bool,
 }
 
 impl CheckedResult {
-    pub fn to_record<'a>(&'a self, system_id: &'a str) -> ResultToRecord<'a> {
+    pub fn to_record<'a>(
+        &'a self,
+        system_id: &'a str,
+        seal: Option<(&'a str, i64)>,
+    ) -> ResultToRecord<'a> {
         ResultToRecord {
             system_id,
             license_id: &self.license_id,
@@ -46,6 +53,7 @@ impl CheckedResult {
             body: &self.body,
             supersedes: self.supersedes.as_deref(),
             state: self.state,
+            seal,
         }
     }
 }
@@ -152,10 +160,13 @@ pub async fn check(
     // Versions: the same id again only with the same content; a new version only after the
     // current one, and not of a revoked license.
     let mut supersedes = None;
+    let mut already_stored = false;
     if let Some((key, version)) = &key {
         let versions = store.license_versions(system, key).await?;
         if let Some(same) = versions.iter().find(|v| v.license_id == license.id) {
-            if !same_content(same, canonical) {
+            if same_content(same, canonical) {
+                already_stored = true;
+            } else {
                 problems.push(sent_before_otherwise(&license.id));
             }
         } else if let Some(latest) = versions.iter().max_by_key(|v| v.version) {
@@ -189,6 +200,7 @@ pub async fn check(
         supersedes,
         body: canonical.to_string(),
         state,
+        already_stored,
     }))
 }
 
@@ -265,17 +277,28 @@ fn sent_before_otherwise(license_id: &str) -> String {
     )
 }
 
-/// Stores a checked result `system` sent (`canonical`, as it mapped): `Ok(true)` when new,
-/// `Ok(false)` for the same result again, and the problem when another with the same license
-/// id and other content was stored meanwhile (it is refused as if it had come second). A
-/// result awaiting its completion is settled at once if the completion was stored meanwhile.
+/// Seals and stores a checked result `system` sent (`canonical`, as it mapped): `Ok(true)`
+/// when new, `Ok(false)` for the same result again, and the problem when another with the same
+/// license id and other content was stored meanwhile (it is refused as if it had come second).
+/// A result awaiting its completion is settled at once if the completion was stored meanwhile.
 pub async fn record(
     store: &Store,
+    sealer: &Sealer,
     system: &str,
     result: &CheckedResult,
     canonical: &Value,
 ) -> Result<Result<bool, String>, StoreError> {
-    if store.record_result(&result.to_record(system)).await? {
+    let sealed = if result.already_stored {
+        None
+    } else {
+        let index = store.allocate_status_index().await?;
+        match sealer.seal_result(canonical, index as u64) {
+            Ok(credential) => Some((credential.to_string(), index)),
+            Err(e) => return Ok(Err(format!("the result cannot be sealed: {e}"))),
+        }
+    };
+    let seal = sealed.as_ref().map(|(c, i)| (c.as_str(), *i));
+    if store.record_result(&result.to_record(system, seal)).await? {
         if result.state == ResultState::AwaitingCompletion {
             settle_if_completed(store, &result.application_id).await?;
         }

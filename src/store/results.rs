@@ -25,6 +25,8 @@ pub struct ResultToRecord<'a> {
     pub supersedes: Option<&'a str>,
     /// Valid, or awaiting its application's completion.
     pub state: ResultState,
+    /// The sealed credential (JSON text) and its bit in the status lists.
+    pub seal: Option<(&'a str, i64)>,
 }
 
 /// What a case event completing an application makes of the results that came before it
@@ -53,10 +55,14 @@ pub struct ResultRecord {
     pub state_reason: Option<String>,
     /// The newer version's license id, when superseded.
     pub superseded_by: Option<String>,
+    /// The sealed credential (JSON text), for versions stored since results are sealed.
+    pub credential: Option<String>,
+    /// Its bit in the status lists.
+    pub status_index: Option<i64>,
 }
 
 const RESULT_COLUMNS: &str = "system_id, license_id, license_key, version, application_id, \
-     received_at, body, state, state_at, state_reason, superseded_by";
+     received_at, body, state, state_at, state_reason, superseded_by, credential, status_index";
 
 impl Store {
     /// Stores a version of a license unless the system sent this license id before, and marks
@@ -66,7 +72,8 @@ impl Store {
         let now = clock::now_millis();
         let inserted = sqlx::query(
             "INSERT INTO results (system_id, license_id, license_key, version, application_id, \
-             received_at, body, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             received_at, body, state, credential, status_index) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
              ON CONFLICT (system_id, license_id) DO NOTHING",
         )
         .bind(result.system_id)
@@ -77,6 +84,8 @@ impl Store {
         .bind(now)
         .bind(result.body)
         .bind(result.state.as_str())
+        .bind(result.seal.map(|(credential, _)| credential))
+        .bind(result.seal.map(|(_, index)| index))
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -137,6 +146,49 @@ impl Store {
         let _turn = self.write_turn().await;
         let mut conn = self.pool.acquire().await?;
         settle_in(&mut conn, application_id, settlement, clock::now_millis()).await
+    }
+
+    /// Takes the next status index for a sealed result.
+    pub async fn allocate_status_index(&self) -> Result<i64, StoreError> {
+        let _turn = self.write_turn().await;
+        let row = sqlx::query(
+            "UPDATE seal_counter SET next_index = next_index + 1 WHERE id = 1 \
+             RETURNING next_index - 1 AS taken",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("taken")?)
+    }
+
+    /// The status index the next sealed result takes: every lower one was given out.
+    pub async fn next_status_index(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT next_index FROM seal_counter WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("next_index")?)
+    }
+
+    /// The status indexes in `from..to` of the versions in one of `states`, in order.
+    pub async fn status_indexes(
+        &self,
+        states: &[ResultState],
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        let placeholders: Vec<String> = (0..states.len()).map(|i| format!("${}", i + 3)).collect();
+        let sql = format!(
+            "SELECT status_index FROM results WHERE status_index >= $1 AND status_index < $2 \
+             AND state IN ({}) ORDER BY status_index",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(&sql).bind(from).bind(to);
+        for state in states {
+            query = query.bind(state.as_str());
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| r.try_get("status_index").map_err(StoreError::from))
+            .collect()
     }
 
     /// Every version a system sent of the license `license_key`, oldest version first.
@@ -204,6 +256,8 @@ fn result_from_row(r: &AnyRow) -> Result<ResultRecord, StoreError> {
         state_at: r.try_get("state_at")?,
         state_reason: r.try_get("state_reason")?,
         superseded_by: r.try_get("superseded_by")?,
+        credential: r.try_get("credential")?,
+        status_index: r.try_get("status_index")?,
     })
 }
 

@@ -72,8 +72,12 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs a consumer for every adapter that reports over AMQP until `shutdown` turns true.
 /// Aborting (or dropping) this aborts every consumer.
-pub async fn run_consumers(config: Arc<Config>, store: Store, shutdown: watch::Receiver<bool>) {
-    let events = inbound::event_recorder(store.clone());
+pub async fn run_consumers(
+    config: Arc<Config>,
+    store: Store,
+    events: inbound::Recorder,
+    shutdown: watch::Receiver<bool>,
+) {
     let mut tasks = tokio::task::JoinSet::new();
     for adapter in config.adapters.values() {
         let InboundMode::Amqp {
@@ -124,7 +128,7 @@ async fn stopping(shutdown: &mut watch::Receiver<bool>) {
 struct QueueTask {
     config: Arc<Config>,
     store: Store,
-    events: inbound::EventRecorder,
+    events: inbound::Recorder,
     system: String,
     queue: String,
     /// What the queue carries: case events, or results.

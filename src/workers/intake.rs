@@ -32,7 +32,12 @@ struct Entry {
 
 /// Runs a poller for every polling adapter until `shutdown` turns true. Aborting (or dropping)
 /// this aborts every poller, with its poll in flight.
-pub async fn run_pollers(config: Arc<Config>, store: Store, shutdown: watch::Receiver<bool>) {
+pub async fn run_pollers(
+    config: Arc<Config>,
+    store: Store,
+    events: inbound::Recorder,
+    shutdown: watch::Receiver<bool>,
+) {
     let client = match reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -43,7 +48,6 @@ pub async fn run_pollers(config: Arc<Config>, store: Store, shutdown: watch::Rec
             return;
         }
     };
-    let events = inbound::event_recorder(store.clone());
     let mut tasks = tokio::task::JoinSet::new();
     for adapter in config.adapters.values() {
         let InboundMode::Poll {
@@ -91,7 +95,7 @@ const HEARTBEAT_EVERY_MS: i64 = 30_000;
 async fn poll(
     config: Arc<Config>,
     store: Store,
-    events: inbound::EventRecorder,
+    events: inbound::Recorder,
     client: reqwest::Client,
     system: String,
     url: String,

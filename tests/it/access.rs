@@ -162,6 +162,7 @@ async fn world() -> World {
             body: "{}",
             supersedes: None,
             state: tongban::model::ResultState::Valid,
+            seal: None,
         })
         .await
         .unwrap();

@@ -36,7 +36,12 @@ async fn api() -> Api {
     let mut config = common::config();
     issuer.install(&mut config);
     let signer = common::test_signer();
-    let mut state = AppState::new(Arc::new(config), t.store.clone(), signer.signer.clone());
+    let mut state = AppState::new(
+        Arc::new(config),
+        t.store.clone(),
+        signer.signer.clone(),
+        signer.sealer.clone(),
+    );
     state.body_limit = 64 * 1024;
     let platform = common::api_key(&t.store, Role::Platform, None).await;
     let system = common::api_key(&t.store, Role::System, Some("sy-scjg-food")).await;

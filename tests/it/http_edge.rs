@@ -286,7 +286,7 @@ async fn a_nul_anywhere_is_refused_with_400_and_reaches_no_store(store: &Store) 
     // Queue consumers and pollers get the same answer from the inbound path they share: a
     // mapping error, which they refuse for good (rejected without requeue; skipped).
     let config = common::config();
-    let recorder = tongban::service::inbound::event_recorder(store.clone());
+    let recorder = crate::common::recorder(store);
     let received = tongban::service::inbound::receive(
         &config,
         store,

@@ -28,6 +28,7 @@ async fn served() -> Served {
         Arc::new(common::config()),
         t.store.clone(),
         signer.signer.clone(),
+        signer.sealer.clone(),
     );
     // The least privileged kind of caller: the description is for every authenticated one.
     let system = common::api_key(&t.store, Role::System, Some("sy-scjg-food")).await;

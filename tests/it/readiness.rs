@@ -22,6 +22,7 @@ async fn readyz(store: &Store) -> (StatusCode, String) {
         Arc::new(common::config()),
         store.clone(),
         signer.signer.clone(),
+        signer.sealer.clone(),
     );
     let response = api::router(state)
         .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
@@ -39,6 +40,7 @@ fn api(store: &Store) -> (axum::Router, common::TestSigner) {
         Arc::new(common::config()),
         store.clone(),
         signer.signer.clone(),
+        signer.sealer.clone(),
     );
     (api::router(state), signer)
 }

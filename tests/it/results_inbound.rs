@@ -580,7 +580,7 @@ async fn results_by_poll_and_queue_are_checked_and_their_refusals_recorded(store
     rig.application("R-2", SCJG).await;
     rig.complete("R-1", true).await;
     let config = common::config();
-    let events = inbound::event_recorder(store.clone());
+    let events = common::recorder(store);
     let receive = |body: String, via: Via| {
         let (config, events) = (&config, &events);
         async move {

@@ -697,6 +697,7 @@ fn result<'a>(
         body: "{}",
         supersedes,
         state: tongban::model::ResultState::Valid,
+        seal: None,
     }
 }
 

@@ -42,7 +42,12 @@ async fn hub() -> Hub {
     let mut config = common::config();
     issuer.install(&mut config);
     let signer = common::test_signer();
-    let state = AppState::new(Arc::new(config), t.store.clone(), signer.signer.clone());
+    let state = AppState::new(
+        Arc::new(config),
+        t.store.clone(),
+        signer.signer.clone(),
+        signer.sealer.clone(),
+    );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, api::router(state)).await });

@@ -371,7 +371,7 @@ async fn a_refused_event_is_answered_audited_logged_recorded_and_raised() {
 async fn refusals_by_poll_and_queue_are_recorded_and_raised_too() {
     let hub = hub().await;
     let store = &hub.api.store;
-    let events = inbound::event_recorder(store.clone());
+    let events = common::recorder(store);
     let config = common::config();
     // Two messages (the same one twice would be one refusal).
     for (via, body) in [
@@ -553,7 +553,12 @@ fn start_pollers(
     tokio::task::JoinHandle<()>,
 ) {
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(intake::run_pollers(config.clone(), store.clone(), stopped));
+    let task = tokio::spawn(intake::run_pollers(
+        config.clone(),
+        store.clone(),
+        common::recorder(store),
+        stopped,
+    ));
     (stop, task)
 }
 

@@ -42,7 +42,12 @@ impl TestApi {
 
     async fn build(config: Config, store: Store, keep: Option<TestStore>) -> TestApi {
         let signer = super::test_signer();
-        let state = AppState::new(Arc::new(config), store.clone(), signer.signer.clone());
+        let state = AppState::new(
+            Arc::new(config),
+            store.clone(),
+            signer.signer.clone(),
+            signer.sealer.clone(),
+        );
         tongban::hub::seed_catalog(&store, &state.config)
             .await
             .expect("catalog seeds");

@@ -404,18 +404,40 @@ impl Issuer {
     }
 }
 
-/// The hub's signing keys in a temporary directory (one Ed25519 key).
+/// The hub's signing keys in a temporary directory (one Ed25519 key), and its sealing keys
+/// (one, in `seal/`) for a hub reached at [`TEST_PUBLIC_URL`].
 pub struct TestSigner {
     pub signer: Arc<Signer>,
+    pub sealer: Arc<tongban::service::sealing::Sealer>,
     pub dir: tempfile::TempDir,
 }
+
+/// Where a hub of the tests that is not listening says it is.
+pub const TEST_PUBLIC_URL: &str = "http://hub.test";
 
 pub fn test_signer() -> TestSigner {
     let dir = tempfile::tempdir().expect("temporary directory");
     tongban::auth::keys::generate(dir.path(), tongban::auth::keys::KeyAlg::EdDSA)
         .expect("signing key");
     let signer = Arc::new(Signer::load(dir.path(), "tongban", 120).expect("signer loads"));
-    TestSigner { signer, dir }
+    let seal_dir = dir.path().join("seal");
+    tongban::auth::keys::generate(&seal_dir, tongban::auth::keys::KeyAlg::EdDSA)
+        .expect("sealing key");
+    let sealer = Arc::new(
+        tongban::service::sealing::Sealer::load(&seal_dir, TEST_PUBLIC_URL).expect("sealer loads"),
+    );
+    TestSigner {
+        signer,
+        sealer,
+        dir,
+    }
+}
+
+/// A recorder of inbound messages over `store`, sealing with a key of its own.
+pub fn recorder(store: &Store) -> tongban::service::inbound::Recorder {
+    // The keys are in memory once loaded: the directory may go.
+    let keys = test_signer();
+    tongban::service::inbound::Recorder::spawn(store.clone(), keys.sealer.clone())
 }
 
 /// Issues an API key for `role` (and `system`) straight into the store; returns its secret.

@@ -1,0 +1,137 @@
+//! What the hub seals: a shared result as a W3C Verifiable Credential (VC Data Model 2.0) whose
+//! subject is the canonical result, issued in the name of the department that issued the
+//! license, with its two status entries (revocation and suspension); and the Bitstring Status
+//! List credentials those entries point at.
+//!
+//! Pure: addresses, indexes and times are the caller's. The credential's `issuer` is the
+//! department, `urn:uscc:<统一社会信用代码>` with its name; the proof (added by
+//! [`super::sign`]) is the hub's, which seals on the department's behalf.
+
+use super::status::StatusList;
+use serde_json::{Value, json};
+
+/// The VC Data Model 2.0 context, the only one a sealed credential uses (its terms that the
+/// context does not define fall under its `@vocab`).
+pub const VC_CONTEXT: &str = "https://www.w3.org/ns/credentials/v2";
+
+/// The type a sealed license has beside `VerifiableCredential`.
+pub const LICENSE_TYPE: &str = "ElectronicLicense";
+
+/// How many credentials one status list holds: the least a list has, so a list tells nothing
+/// of how many credentials there are.
+pub const LIST_BITS: u64 = super::status::MIN_BITS as u64;
+
+/// What a status list says of the credentials whose bit is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusPurpose {
+    /// Revoked (or superseded by a newer version): for good.
+    Revocation,
+    /// Not valid for now: a result awaiting the completion of its application.
+    Suspension,
+}
+
+impl StatusPurpose {
+    pub const ALL: [StatusPurpose; 2] = [StatusPurpose::Revocation, StatusPurpose::Suspension];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusPurpose::Revocation => "revocation",
+            StatusPurpose::Suspension => "suspension",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<StatusPurpose> {
+        StatusPurpose::ALL.into_iter().find(|p| p.as_str() == text)
+    }
+}
+
+/// Where one credential's status is: its list (by purpose and number) and its bit in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusSlot {
+    pub list: u64,
+    pub bit: u64,
+}
+
+impl StatusSlot {
+    /// The slot of the credential with the hub-wide status index `index`.
+    pub fn of(index: u64) -> StatusSlot {
+        StatusSlot {
+            list: index / LIST_BITS,
+            bit: index % LIST_BITS,
+        }
+    }
+}
+
+/// The address of a status list: `{base}/{purpose}/{list}`.
+pub fn status_list_url(base: &str, purpose: StatusPurpose, list: u64) -> String {
+    format!("{base}/{}/{list}", purpose.as_str())
+}
+
+/// The unsigned credential of a canonical result (`schemas/result.schema.json`), whose status
+/// is bit `index` of the lists under `status_base`. The license's dates become the
+/// credential's validity (China Standard Time, the whole of the last day).
+pub fn license_credential(result: &Value, status_base: &str, index: u64) -> Value {
+    let license = &result["license"];
+    let text = |pointer: &str| license.pointer(pointer).and_then(Value::as_str);
+    let slot = StatusSlot::of(index);
+    let status: Vec<Value> = StatusPurpose::ALL
+        .into_iter()
+        .map(|purpose| {
+            let list = status_list_url(status_base, purpose, slot.list);
+            json!({
+                "id": format!("{list}#{}", slot.bit),
+                "type": "BitstringStatusListEntry",
+                "statusPurpose": purpose.as_str(),
+                "statusListIndex": slot.bit.to_string(),
+                "statusListCredential": list,
+            })
+        })
+        .collect();
+    let mut credential = json!({
+        "@context": [VC_CONTEXT],
+        "id": format!("urn:elicense:{}", text("/id").unwrap_or_default()),
+        "type": ["VerifiableCredential", LICENSE_TYPE],
+        "issuer": {
+            "id": issuer_id(text("/issuer/uscc").unwrap_or_default()),
+            "name": text("/issuer/name").unwrap_or_default(),
+        },
+        "credentialSubject": result,
+        "credentialStatus": status,
+    });
+    if let Some(from) = text("/valid_from") {
+        credential["validFrom"] = format!("{from}T00:00:00+08:00").into();
+    }
+    if let Some(until) = text("/valid_until") {
+        credential["validUntil"] = format!("{until}T23:59:59+08:00").into();
+    }
+    credential
+}
+
+/// The `issuer` id of the credentials of the department with this 统一社会信用代码.
+pub fn issuer_id(uscc: &str) -> String {
+    format!("urn:uscc:{uscc}")
+}
+
+/// The unsigned `BitstringStatusListCredential` at `url`, issued by `issuer` (the hub's
+/// controller), valid from `valid_from` (RFC 3339).
+pub fn status_list_credential(
+    url: &str,
+    issuer: &str,
+    purpose: StatusPurpose,
+    bits: &StatusList,
+    valid_from: &str,
+) -> Value {
+    json!({
+        "@context": [VC_CONTEXT],
+        "id": url,
+        "type": ["VerifiableCredential", "BitstringStatusListCredential"],
+        "issuer": issuer,
+        "validFrom": valid_from,
+        "credentialSubject": {
+            "id": format!("{url}#list"),
+            "type": "BitstringStatusList",
+            "statusPurpose": purpose.as_str(),
+            "encodedList": bits.encoded(),
+        },
+    })
+}

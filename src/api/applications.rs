@@ -420,6 +420,7 @@ fn result_json(r: &ResultRecord, personal: &PersonalValues) -> Value {
         "state_at": r.state_at.map(clock::format_millis),
         "reason": r.state_reason.as_deref().map(|t| personal.mask_text(t)),
         "superseded_by": r.superseded_by,
+        "sealed": r.credential.is_some(),
     })
 }
 
@@ -531,7 +532,19 @@ async fn show_result(
             people.insert(&r.application_id, personal);
         }
     }
-    let shown = |r: &ResultRecord| result_json(r, &people[r.application_id.as_str()]);
+    // The sealed credential names the holder in clear: the system that shared it has it.
+    let issuing = caller.is_system(&record.system_id);
+    let shown = |r: &ResultRecord| {
+        let mut shown = result_json(r, &people[r.application_id.as_str()]);
+        if issuing {
+            shown["credential"] = r
+                .credential
+                .as_deref()
+                .and_then(|c| serde_json::from_str(c).ok())
+                .unwrap_or(Value::Null);
+        }
+        shown
+    };
     let current = stored_versions
         .iter()
         .rev()

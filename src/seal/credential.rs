@@ -135,3 +135,54 @@ pub fn status_list_credential(
         },
     })
 }
+
+/// A credential's status entry of `purpose`: its list's address and its bit in it, when it
+/// has one (`credentialStatus` is one entry or a list of them).
+pub fn status_entry(credential: &Value, purpose: StatusPurpose) -> Option<(String, u64)> {
+    let entries = match credential.get("credentialStatus")? {
+        Value::Array(entries) => entries.iter().collect::<Vec<_>>(),
+        entry => vec![entry],
+    };
+    entries.into_iter().find_map(|entry| {
+        (entry.get("type")?.as_str()? == "BitstringStatusListEntry"
+            && entry.get("statusPurpose")?.as_str()? == purpose.as_str())
+        .then_some(())?;
+        let list = entry.get("statusListCredential")?.as_str()?.to_owned();
+        let bit = entry.get("statusListIndex")?.as_str()?.parse().ok()?;
+        Some((list, bit))
+    })
+}
+
+/// Why a status list credential does not say a credential's status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ListedError {
+    #[error("it is not a BitstringStatusListCredential for {0}")]
+    NotAList(&'static str),
+    #[error(transparent)]
+    Encoding(#[from] super::status::StatusListError),
+    #[error("the list has {len} bits; the credential's is {bit}")]
+    Beyond { bit: u64, len: usize },
+}
+
+/// Whether bit `bit` is set in `list` (a `BitstringStatusListCredential` of `purpose`, whose
+/// proof the caller checked).
+pub fn listed(list: &Value, purpose: StatusPurpose, bit: u64) -> Result<bool, ListedError> {
+    let subject = &list["credentialSubject"];
+    let is_list = list["type"]
+        .as_array()
+        .is_some_and(|t| t.iter().any(|t| t == "BitstringStatusListCredential"))
+        && subject["type"] == "BitstringStatusList"
+        && subject["statusPurpose"] == purpose.as_str();
+    let encoded = subject["encodedList"]
+        .as_str()
+        .filter(|_| is_list)
+        .ok_or(ListedError::NotAList(purpose.as_str()))?;
+    let bits = StatusList::decode(encoded)?;
+    if bit as usize >= bits.len() {
+        return Err(ListedError::Beyond {
+            bit,
+            len: bits.len(),
+        });
+    }
+    Ok(bits.get(bit as usize))
+}

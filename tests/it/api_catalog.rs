@@ -747,6 +747,13 @@ async fn the_hubs_public_keys_are_published_without_a_credential() {
         .keys
         .into_iter()
         .filter_map(|k| k.common.key_id)
+        .chain(
+            api.state
+                .sealer
+                .jwks()
+                .iter()
+                .map(|k| k["kid"].as_str().unwrap().to_owned()),
+        )
         .collect();
     assert_eq!(published, expected);
     for key in keys {

@@ -434,8 +434,16 @@ impl RealHub {
             .json()
             .await
             .unwrap();
-        assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(1), "{jwks}");
-        jwks["keys"][0]["kid"].as_str().unwrap().to_string()
+        // The assertion key; the sealing keys are named by their verification method.
+        let signing: Vec<&str> = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|k| k["kid"].as_str())
+            .filter(|kid| !kid.contains(tongban::service::sealing::CONTROLLER_PATH))
+            .collect();
+        assert_eq!(signing.len(), 1, "{jwks}");
+        signing[0].to_string()
     }
 
     /// The `jti` of the first attempt of the hub's delivery of `application_id`.

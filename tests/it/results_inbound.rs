@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use tongban::auth::Role;
 use tongban::ids::mod37_36_check_char;
 use tongban::model::{MessageKind, Via};
+use tongban::seal::credential::{StatusPurpose, listed, status_entry};
 use tongban::service::inbound::{self, InboundError, Received};
 use tongban::store::{NewApplication, Store};
 
@@ -247,7 +248,16 @@ async fn a_result_answering_a_completed_application_is_kept_and_shown_with_its_s
         assert_eq!(status, StatusCode::OK, "{shown:#}");
         assert_eq!(shown["current"]["license_id"], json!(id));
         assert_eq!(shown["versions"].as_array().unwrap().len(), 1);
-        assert!(!shown.to_string().contains(APPLICANT), "{shown:#}");
+        // Masked, but for the sealed credential its own issuing system reads.
+        let mut masked = shown.clone();
+        for version in [
+            &mut masked["result"],
+            &mut masked["current"],
+            &mut masked["versions"][0],
+        ] {
+            version.as_object_mut().unwrap().remove("credential");
+        }
+        assert!(!masked.to_string().contains(APPLICANT), "{shown:#}");
     }
     // Another system does not read it; nobody reads a license never received.
     let (status, _) = rig.get(&format!("/api/v1/results/{id}"), &rig.rst).await;
@@ -647,7 +657,125 @@ async fn results_by_poll_and_queue_are_checked_and_their_refusals_recorded(store
     );
 }
 
+impl Rig {
+    /// The sealed credential of `license` as its issuing system reads it.
+    async fn credential(&self, license: &str) -> Value {
+        let (status, shown) = self
+            .get(&format!("/api/v1/results/{license}"), &self.scjg)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{shown:#}");
+        let version = shown["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["license_id"] == license)
+            .unwrap();
+        assert_eq!(version["sealed"], json!(true), "{version:#}");
+        version["credential"].clone()
+    }
+
+    /// Whether the hub's status list of `purpose` has the bit of `credential` set, read as a
+    /// verifier reads it: the list fetched without credentials, its seal checked.
+    async fn listed(&self, credential: &Value, purpose: StatusPurpose) -> bool {
+        let (list, bit) = status_entry(credential, purpose).expect("a status entry");
+        let path = list.strip_prefix(common::TEST_PUBLIC_URL).unwrap();
+        let (status, list_credential) = self
+            .api
+            .send(Request::get(path).body(Body::empty()).unwrap())
+            .await;
+        assert_eq!(status, StatusCode::OK, "{list_credential:#}");
+        let controller = self.controller().await;
+        tongban::seal::verify_with_controller(&list_credential, &controller)
+            .expect("the status list's seal verifies");
+        listed(&list_credential, purpose, bit).unwrap()
+    }
+
+    async fn controller(&self) -> Value {
+        let (status, controller) = self
+            .api
+            .send(
+                Request::get("/api/v1/seal/controller")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{controller:#}");
+        controller
+    }
+}
+
+/// A stored result is sealed as a credential of its department that verifies with the hub's
+/// published key (by the hub and independently), and its status lists follow it: suspended
+/// while it awaits its completion, clear once valid, revoked once superseded or revoked.
+async fn a_stored_result_is_sealed_and_its_status_lists_follow_it(store: &Store) {
+    let rig = rig(store).await;
+    rig.application("R-1", SCJG).await;
+    let first = license_id(DEPARTMENT, "JY22101020000009", "001");
+    let (status, body) = rig.post_result(good_licence("R-1", &first)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body:#}");
+    let credential = rig.credential(&first).await;
+    assert_eq!(credential["issuer"]["id"], json!(format!("urn:uscc:{DEPARTMENT}")));
+    assert_eq!(credential["credentialSubject"]["license"]["id"], json!(first));
+    assert_eq!(credential["id"], json!(format!("urn:elicense:{first}")));
+    let controller = rig.controller().await;
+    let method = tongban::seal::verify_with_controller(&credential, &controller)
+        .expect("the sealed result verifies with the published key");
+    let multikey = method.rsplit_once('#').unwrap().1;
+    assert!(crate::seal::verifies_independently(&credential, multikey));
+    // The JWKS publishes the same key under the verification method's id.
+    let (_, jwks) = rig
+        .api
+        .send(Request::get("/.well-known/jwks.json").body(Body::empty()).unwrap())
+        .await;
+    assert!(
+        jwks["keys"].as_array().unwrap().iter().any(|k| k["kid"] == json!(method)
+            && k["crv"] == "Ed25519"),
+        "{jwks:#}"
+    );
+    // Awaiting its completion: suspended, not revoked; the completion clears it.
+    assert!(rig.listed(&credential, StatusPurpose::Suspension).await);
+    assert!(!rig.listed(&credential, StatusPurpose::Revocation).await);
+    rig.complete("R-1", true).await;
+    assert!(!rig.listed(&credential, StatusPurpose::Suspension).await);
+    assert!(!rig.listed(&credential, StatusPurpose::Revocation).await);
+
+    // A new version revokes the one it supersedes; a revocation revokes it too.
+    let second = license_id(DEPARTMENT, "JY22101020000009", "002");
+    let (status, body) = rig.post_result(good_licence("R-1", &second)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body:#}");
+    let newer = rig.credential(&second).await;
+    assert_ne!(
+        status_entry(&newer, StatusPurpose::Revocation),
+        status_entry(&credential, StatusPurpose::Revocation)
+    );
+    assert!(rig.listed(&credential, StatusPurpose::Revocation).await);
+    assert!(!rig.listed(&newer, StatusPurpose::Revocation).await);
+    let (status, body) = rig
+        .revoke(SCJG, &rig.scjg, &second, json!({ "reason": "经营场所已注销" }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body:#}");
+    assert!(rig.listed(&newer, StatusPurpose::Revocation).await);
+
+    // Supervisors see that it is sealed, not the credential (it names the holder in clear).
+    let (_, shown) = rig
+        .get(&format!("/api/v1/results/{second}"), &rig.supervisor)
+        .await;
+    assert_eq!(shown["result"]["sealed"], json!(true));
+    assert!(shown["result"].get("credential").is_none(), "{shown:#}");
+    // A list no credential is in yet is not served.
+    let (status, _) = rig
+        .api
+        .send(
+            Request::get("/api/v1/seal/status/revocation/7")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
 on_both_backends!(
+    a_stored_result_is_sealed_and_its_status_lists_follow_it,
     a_result_before_its_completion_is_kept_awaiting_and_settled_by_it,
     a_result_answering_a_completed_application_is_kept_and_shown_with_its_state,
     a_result_with_many_problems_is_refused_with_every_one_nothing_stored,

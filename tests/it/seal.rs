@@ -49,6 +49,19 @@ fn hash_data_independently(secured: &Value) -> (Vec<u8>, Vec<u8>) {
     (data, signature)
 }
 
+/// Whether `secured` verifies with the Multikey `public`, by the independent libraries only.
+pub fn verifies_independently(secured: &Value, public: &str) -> bool {
+    let multikey = bs58::decode(public.strip_prefix('z').unwrap())
+        .into_vec()
+        .unwrap();
+    let Ok(verifying) = VerifyingKey::from_bytes(multikey[2..].try_into().unwrap()) else {
+        return false;
+    };
+    let (data, signature) = hash_data_independently(secured);
+    ed25519_dalek::Signature::from_slice(&signature)
+        .is_ok_and(|signature| verifying.verify(&data, &signature).is_ok())
+}
+
 fn options(public: &str) -> ProofOptions {
     ProofOptions {
         verification_method: format!("https://hub.example/.well-known/keys#{public}"),

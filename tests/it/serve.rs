@@ -60,11 +60,20 @@ async fn a_fresh_hub_serves_the_example_catalog_and_stops_gracefully() {
         .json()
         .await
         .unwrap();
+    // One signing key for assertions, one sealing key named by its verification method (the
+    // address the hub listens on, since hub.toml names no public address).
     let keys = keys["keys"].as_array().unwrap();
-    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!(keys.len(), 2, "{keys:?}");
     assert!(keys[0]["kid"].is_string(), "{keys:?}");
     assert!(
-        keys[0].get("d").is_none(),
+        keys[1]["kid"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{base}/api/v1/seal/controller#z6Mk")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter().all(|k| k.get("d").is_none()),
         "only the public half is published: {keys:?}"
     );
     assert!(

@@ -149,14 +149,17 @@ enum AuditCommand {
 
 #[derive(Subcommand)]
 enum ResultsCommand {
-    /// Verify a sealed result offline: its `eddsa-jcs-2022` proof, with the key the proof names
-    /// looked up in the hub's controller document. Exits 0 when it verifies, 1 naming why not.
+    /// Verify a sealed result: its `eddsa-jcs-2022` proof, with the key the proof names looked
+    /// up in the hub's controller document; that its issuer is the department its license
+    /// names; and, when its status lists can be fetched, that it is neither revoked nor
+    /// suspended. Exits 0 when all holds, 1 naming what does not.
     Verify {
         /// The sealed result (a JSON credential with a `proof`).
         file: PathBuf,
-        /// The hub's controller document listing its sealing keys (saved from the hub).
+        /// The hub's controller document listing its sealing keys (saved from the hub), to
+        /// verify offline; without it, it is fetched from the address the proof names.
         #[arg(long)]
-        controller: PathBuf,
+        controller: Option<PathBuf>,
     },
 }
 
@@ -365,7 +368,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys { store, command } => keys_command(&cli.config, store, command).await,
         Command::Results {
             command: ResultsCommand::Verify { file, controller },
-        } => verify_sealed(&file, &controller),
+        } => verify_sealed(&file, controller.as_deref()).await,
         Command::Audit {
             store,
             command: AuditCommand::Verify,
@@ -396,41 +399,117 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `tongban results verify`: whether the sealed result in `file` verifies with a key the
-/// controller document lists, said on stdout (verifies) or stderr (does not, and why).
-fn verify_sealed(file: &std::path::Path, controller: &std::path::Path) -> anyhow::Result<ExitCode> {
+/// `tongban results verify`: whether the sealed result in `file` verifies with a key the hub's
+/// controller document lists (from `controller`, or fetched from the address the proof names),
+/// whether its issuer is the department its license names, and, when its status lists can be
+/// fetched, whether it is revoked or suspended. Said on stdout (verifies, with the status) or
+/// stderr (does not, and why); exits 1 when the seal or issuer is wrong or the result revoked
+/// or suspended.
+async fn verify_sealed(
+    file: &std::path::Path,
+    controller: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    use tongban::seal::credential::{self, StatusFinding, StatusPurpose};
     let read = |path: &std::path::Path| -> anyhow::Result<serde_json::Value> {
         let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         serde_json::from_slice(&bytes)
             .map_err(|e| anyhow::anyhow!("{}: not JSON: {e}", path.display()))
     };
-    let (sealed, controller) = (read(file)?, read(controller)?);
-    match tongban::seal::verify_with_controller(&sealed, &controller) {
-        Ok(method) => {
-            let text = |pointer: &str| {
-                sealed
-                    .pointer(pointer)
-                    .and_then(serde_json::Value::as_str)
-                    .unwrap_or("(not given)")
-                    .to_string()
-            };
-            println!(
-                "{}: the seal verifies: signed by {method} on {}, issuer {}",
-                file.display(),
-                text("/proof/created"),
-                sealed
-                    .get("issuer")
-                    .and_then(serde_json::Value::as_str)
-                    .map(str::to_string)
-                    .unwrap_or_else(|| text("/issuer/id"))
-            );
-            Ok(ExitCode::SUCCESS)
+    let sealed = read(file)?;
+    let text = |pointer: &str| {
+        sealed
+            .pointer(pointer)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("(not given)")
+            .to_string()
+    };
+    // What the verification needs from the network, fetched first: the check itself is pure.
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()?;
+    let controller = match controller {
+        Some(path) => read(path)?,
+        None => {
+            let method = text("/proof/verificationMethod");
+            let address = method.split('#').next().unwrap_or_default();
+            match fetch_json(&client, address).await {
+                Ok(document) => document,
+                Err(why) => {
+                    eprintln!(
+                        "{}: cannot fetch the controller document {address}: {why} (give it with --controller)",
+                        file.display()
+                    );
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
         }
+    };
+    let method = match tongban::seal::verify_with_controller(&sealed, &controller) {
+        Ok(method) => method,
         Err(e) => {
             eprintln!("{}: the seal does not verify: {e}", file.display());
-            Ok(ExitCode::FAILURE)
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let issuer = credential::issuer_problems(&sealed);
+    if !issuer.is_empty() {
+        eprintln!(
+            "{}: the seal verifies, but {}",
+            file.display(),
+            issuer.join("; ")
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    let mut lists = std::collections::BTreeMap::new();
+    for purpose in StatusPurpose::ALL {
+        if let Some((url, _)) = credential::status_entry(&sealed, purpose) {
+            let list = fetch_json(&client, &url).await;
+            lists.insert(url, list);
         }
     }
+    let fetch = |url: &str| lists.get(url).cloned().unwrap_or(Err("not fetched".into()));
+    println!(
+        "{}: the seal verifies: signed by {method} on {}, issuer {} ({})",
+        file.display(),
+        text("/proof/created"),
+        text("/issuer/name"),
+        text("/issuer/id"),
+    );
+    let mut invalid = false;
+    for purpose in StatusPurpose::ALL {
+        let finding = credential::status_finding(&sealed, purpose, &controller, &fetch);
+        let said = match &finding {
+            StatusFinding::Clear => format!("not {}", purpose_word(purpose)),
+            StatusFinding::Set => {
+                invalid = true;
+                purpose_word(purpose).to_uppercase()
+            }
+            StatusFinding::NoEntry => "no status entry".into(),
+            StatusFinding::NotChecked(why) => format!("not checked ({why})"),
+        };
+        println!("  {}: {said}", purpose.as_str());
+    }
+    Ok(if invalid {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn purpose_word(purpose: tongban::seal::credential::StatusPurpose) -> &'static str {
+    match purpose {
+        tongban::seal::credential::StatusPurpose::Revocation => "revoked",
+        tongban::seal::credential::StatusPurpose::Suspension => "suspended",
+    }
+}
+
+/// A JSON document fetched over HTTP, or why not.
+async fn fetch_json(client: &reqwest::Client, url: &str) -> Result<serde_json::Value, String> {
+    let response = client.get(url).send().await.map_err(|e| e.to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("answered {}", response.status()));
+    }
+    response.json().await.map_err(|e| e.to_string())
 }
 
 /// Who runs the command line, for the audit log.

@@ -186,3 +186,74 @@ pub fn listed(list: &Value, purpose: StatusPurpose, bit: u64) -> Result<bool, Li
     }
     Ok(bits.get(bit as usize))
 }
+
+/// What a status list said of a credential, or why it could not be asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusFinding {
+    /// The credential's bit is clear.
+    Clear,
+    /// Its bit is set: revoked, or suspended.
+    Set,
+    /// The credential has no entry of this purpose.
+    NoEntry,
+    /// Not checked, and why (the list could not be fetched, or does not verify).
+    NotChecked(String),
+}
+
+/// The issuer's problems: a sealed license names its department as `issuer` (`urn:uscc:` and
+/// a valid 统一社会信用代码, with a name), the one its license says issued it.
+pub fn issuer_problems(credential: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    let id = credential.pointer("/issuer/id").and_then(Value::as_str);
+    let licensed = credential
+        .pointer("/credentialSubject/license/issuer/uscc")
+        .and_then(Value::as_str);
+    match id.and_then(|id| id.strip_prefix("urn:uscc:")) {
+        None => problems.push("the issuer is not a department (`issuer.id` = urn:uscc:…)".into()),
+        Some(uscc) => {
+            if let Err(e) = crate::ids::check_uscc(uscc) {
+                problems.push(format!("the issuer's 统一社会信用代码 is not valid: {e}"));
+            }
+            if licensed != Some(uscc) {
+                problems.push(
+                    "the issuer is not the department the license names as its issuer \
+                     (credentialSubject.license.issuer.uscc)"
+                        .into(),
+                );
+            }
+        }
+    }
+    if credential
+        .pointer("/issuer/name")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        problems.push("the issuer has no name".into());
+    }
+    problems
+}
+
+/// A credential's status for `purpose`, from its status list as `fetch` gets it (a list's
+/// address to its content, or why not), the list's own seal checked against `controller`.
+pub fn status_finding(
+    credential: &Value,
+    purpose: StatusPurpose,
+    controller: &Value,
+    fetch: &dyn Fn(&str) -> Result<Value, String>,
+) -> StatusFinding {
+    let Some((url, bit)) = status_entry(credential, purpose) else {
+        return StatusFinding::NoEntry;
+    };
+    let list = match fetch(&url) {
+        Ok(list) => list,
+        Err(why) => return StatusFinding::NotChecked(format!("{url}: {why}")),
+    };
+    if let Err(e) = super::verify_with_controller(&list, controller) {
+        return StatusFinding::NotChecked(format!("{url}: the list's seal: {e}"));
+    }
+    match listed(&list, purpose, bit) {
+        Ok(true) => StatusFinding::Set,
+        Ok(false) => StatusFinding::Clear,
+        Err(e) => StatusFinding::NotChecked(format!("{url}: {e}")),
+    }
+}

@@ -145,7 +145,14 @@ fn results_verify_checks_a_sealed_file_against_the_controller_document() {
         created: "2026-12-06T02:00:00Z".into(),
         proof_purpose: "assertionMethod".into(),
     };
-    let sealed = seal::sign(&credential(), &options, &key).unwrap();
+    // A result as the hub seals it, whose status lists cannot be reached (port 1 is closed).
+    let result = crate::common::read_json("examples/messages/result.json");
+    let unsigned = tongban::seal::credential::license_credential(
+        &result,
+        "http://127.0.0.1:1/api/v1/seal/status",
+        5,
+    );
+    let sealed = seal::sign(&unsigned, &options, &key).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let write = |name: &str, value: &Value| {
         let path = dir.path().join(name);
@@ -172,9 +179,14 @@ fn results_verify_checks_a_sealed_file_against_the_controller_document() {
     );
     assert!(stdout.contains("the seal verifies"), "{stdout}");
     assert!(stdout.contains(&public), "{stdout}");
+    assert!(stdout.contains("urn:uscc:11210100MB1529370K"), "{stdout}");
+    assert!(
+        stdout.contains("revocation: not checked (http://127.0.0.1:1/"),
+        "{stdout}"
+    );
 
     let mut changed = sealed.clone();
-    changed["credentialSubject"]["license"] = json!("食品生产许可证");
+    changed["credentialSubject"]["license"]["name"] = json!("食品生产许可证");
     let bad = run(&write("changed.json", &changed));
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert_eq!(bad.status.code(), Some(1), "{stderr}");
@@ -183,7 +195,7 @@ fn results_verify_checks_a_sealed_file_against_the_controller_document() {
     let stranger = aws_lc_rs::signature::Ed25519KeyPair::generate().unwrap();
     let other = seal::multikey(&stranger);
     let foreign = seal::sign(
-        &credential(),
+        &unsigned,
         &ProofOptions {
             verification_method: format!("{controller_id}#{other}"),
             ..options.clone()
@@ -195,4 +207,18 @@ fn results_verify_checks_a_sealed_file_against_the_controller_document() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("does not list"), "{stderr}");
+
+    // A genuine seal over a credential whose issuer is not its license's issuer.
+    let mut other_issuer = unsigned.clone();
+    other_issuer["issuer"]["id"] = json!("urn:uscc:11210000001756420G");
+    let wrong = run(&write(
+        "issuer.json",
+        &seal::sign(&other_issuer, &options, &key).unwrap(),
+    ));
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert_eq!(wrong.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the issuer is not the department the license names"),
+        "{stderr}"
+    );
 }

@@ -44,10 +44,11 @@ const STOP_PATIENCE: Duration = Duration::from_secs(20);
 const HUB_NS: &str = "urn:tongban:hub:2026";
 const ACTION: &str = "http://sgxk.zjj.dl.gov.cn/ws/2021/TiJiaoShenQing";
 
-/// Who calls the hub besides the system: the platform and an administrator.
+/// Who calls the hub: the platform, an administrator, and the system (its own key).
 struct Callers {
     platform: String,
     admin: String,
+    system: String,
 }
 
 /// The hub, the 住建 system behind it, and the configuration they share.
@@ -98,11 +99,13 @@ async fn province(mode: Mode, change: impl FnOnce(&Path)) -> Province {
         )
     });
     let record = system_key.record.clone();
+    let system = system_key.secret.clone();
     let hub = InProcessHub::start_on(dir.path(), listener, async move |store: &Store| {
         store.insert_api_key(&record).await.unwrap();
         Arc::new(Callers {
             platform: common::api_key(store, Role::Platform, None).await,
             admin: common::api_key(store, Role::Admin, None).await,
+            system,
         })
     })
     .await;
@@ -178,6 +181,79 @@ impl Province {
     async fn stop(self) {
         self.hub.stop(STOP_PATIENCE).await;
     }
+}
+
+/// `tongban results verify FILE` as a verifier runs it: nothing but the file; the controller
+/// document and status lists fetched from the addresses the seal names.
+async fn verify_file(file: &Path) -> (bool, String) {
+    let file = file.to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        common::process::tongban()
+            .args(["results", "verify"])
+            .arg(&file)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The permit the 住建 system issues is sealed by the hub; the sealed credential, saved to a
+/// file, verifies with the command line against the running hub (seal, issuer, status), and
+/// once the system revokes the permit the same file is reported revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_permit_is_sealed_and_verifies_with_the_command_line_until_revoked() {
+    let p = province(Mode::Ok, |_| {}).await;
+    let id = p.submit(&permit_application()).await;
+    p.in_state(&id, "completed").await;
+    let (province, id) = (&p, id.as_str());
+    let license = eventually("the permit stored", || async move {
+        let app = province.application(id).await;
+        app["results"][0]["license_id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or(format!("{:#}", app["results"]))
+    })
+    .await;
+    let shown = p
+        .get(&format!("/api/v1/results/{license}"), &p.hub.callers.system)
+        .await;
+    let credential = &shown["versions"][0]["credential"];
+    assert_eq!(credential["type"][1], "ElectronicLicense", "{shown:#}");
+    let file = p.dir.path().join("permit.sealed.json");
+    std::fs::write(&file, serde_json::to_vec_pretty(credential).unwrap()).unwrap();
+
+    let (verified, said) = verify_file(&file).await;
+    assert!(verified, "{said}");
+    assert!(said.contains("the seal verifies"), "{said}");
+    assert!(said.contains("revocation: not revoked"), "{said}");
+    assert!(said.contains("suspension: not suspended"), "{said}");
+
+    let revoked = p
+        .http
+        .post(format!(
+            "{}/api/v1/systems/{}/results/{license}/revocation",
+            p.hub.base,
+            zj::SYSTEM
+        ))
+        .bearer_auth(&p.hub.callers.system)
+        .json(&json!({ "reason": "施工许可证依法撤销" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status().as_u16(), 200);
+    let (verified, said) = verify_file(&file).await;
+    assert!(!verified, "{said}");
+    assert!(said.contains("revocation: REVOKED"), "{said}");
+    p.stop().await;
 }
 
 /// A 建筑工程施工许可 (新办) application, as the platform submits it (no id yet).

@@ -711,8 +711,14 @@ async fn a_stored_result_is_sealed_and_its_status_lists_follow_it(store: &Store)
     let (status, body) = rig.post_result(good_licence("R-1", &first)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body:#}");
     let credential = rig.credential(&first).await;
-    assert_eq!(credential["issuer"]["id"], json!(format!("urn:uscc:{DEPARTMENT}")));
-    assert_eq!(credential["credentialSubject"]["license"]["id"], json!(first));
+    assert_eq!(
+        credential["issuer"]["id"],
+        json!(format!("urn:uscc:{DEPARTMENT}"))
+    );
+    assert_eq!(
+        credential["credentialSubject"]["license"]["id"],
+        json!(first)
+    );
     assert_eq!(credential["id"], json!(format!("urn:elicense:{first}")));
     let controller = rig.controller().await;
     let method = tongban::seal::verify_with_controller(&credential, &controller)
@@ -722,11 +728,18 @@ async fn a_stored_result_is_sealed_and_its_status_lists_follow_it(store: &Store)
     // The JWKS publishes the same key under the verification method's id.
     let (_, jwks) = rig
         .api
-        .send(Request::get("/.well-known/jwks.json").body(Body::empty()).unwrap())
+        .send(
+            Request::get("/.well-known/jwks.json")
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await;
     assert!(
-        jwks["keys"].as_array().unwrap().iter().any(|k| k["kid"] == json!(method)
-            && k["crv"] == "Ed25519"),
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == json!(method) && k["crv"] == "Ed25519"),
         "{jwks:#}"
     );
     // Awaiting its completion: suspended, not revoked; the completion clears it.
@@ -748,7 +761,12 @@ async fn a_stored_result_is_sealed_and_its_status_lists_follow_it(store: &Store)
     assert!(rig.listed(&credential, StatusPurpose::Revocation).await);
     assert!(!rig.listed(&newer, StatusPurpose::Revocation).await);
     let (status, body) = rig
-        .revoke(SCJG, &rig.scjg, &second, json!({ "reason": "经营场所已注销" }))
+        .revoke(
+            SCJG,
+            &rig.scjg,
+            &second,
+            json!({ "reason": "经营场所已注销" }),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body:#}");
     assert!(rig.listed(&newer, StatusPurpose::Revocation).await);

@@ -11,7 +11,7 @@ use crate::catalog::ImportError;
 use crate::config::Config;
 use crate::service::catalog::ImportFailure;
 use crate::service::inbound::Recorder;
-use crate::service::sealing::Sealer;
+use crate::service::sealing::{HOLDER_INDEX_FILE, Sealer};
 use crate::store::{Backend, Store, StoreError};
 use crate::workers::{Dispatcher, RoutingError};
 use std::future::Future;
@@ -46,6 +46,11 @@ pub enum HubError {
     Routing(#[from] RoutingError),
     #[error(transparent)]
     Auth(#[from] AuthError),
+    #[error(
+        "the holder index secret {path} is missing, but the store holds results and accesses indexed with it: \
+         without it no holder finds their results or access log again; restore the file (it is kept with the sealing keys)"
+    )]
+    HolderIndexMissing { path: PathBuf },
 }
 
 fn format_import_errors(errors: &[ImportError]) -> String {
@@ -139,11 +144,32 @@ pub async fn open_sealer(
             })
             .await?;
     }
+    let index_file = dir.join(HOLDER_INDEX_FILE);
+    let index_made = !index_file.exists();
+    if index_made && store.holders_indexed().await? {
+        return Err(HubError::HolderIndexMissing { path: index_file });
+    }
     let public_url = sealing
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{listening}"));
-    Ok(Arc::new(Sealer::load(&dir, &public_url)?))
+    let sealer = Sealer::load(&dir, &public_url)?;
+    if index_made {
+        store
+            .append_audit(&AuditEntry {
+                actor: "hub".into(),
+                action: "key generate".into(),
+                target: "holder index secret".into(),
+                outcome: "ok".into(),
+                detail: format!("made at start in {}", dir.display()),
+            })
+            .await?;
+    }
+    let indexed = crate::service::results::index_holders(store, &sealer.holder_index).await?;
+    if indexed > 0 {
+        tracing::info!(indexed, "indexed results stored before holders were indexed");
+    }
+    Ok(Arc::new(sealer))
 }
 
 /// Imports a JSON array or NDJSON file of items: all of them, or none when any is bad.

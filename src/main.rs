@@ -228,13 +228,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             println!(
-                "configuration in {} is valid: hub on {}, store {}, {} adapter(s), {} mapping(s), {} schema(s)",
+                "configuration in {} is valid: hub on {}, store {}, {} adapter(s), {} mapping(s), {} schema(s), sharing: {} purpose(s), {} rule(s) on the negative list",
                 cli.config.display(),
                 config.hub.server.listen,
                 tongban::store::redact(&config.hub.store.url),
                 config.adapters.len(),
                 config.mappings.len(),
-                config.schemas.documents().count()
+                config.schemas.documents().count(),
+                config.sharing.purposes.len(),
+                config.sharing.rules.len()
             );
             if let Some(warning) = tongban::workers::calendar::check_calendar(&config, now_millis())
             {

@@ -886,3 +886,36 @@ mod tests {
     /// Text made of the characters the patterns and escapes look for.
     const NOISE: &str = "[0-9Xx+()（）@.%&#;:：\\\\u a-f地址住路街号市区室…１２-]{0,30}";
 }
+
+/// A keyed hash of a person's or organisation's ID that indexes what the hub holds about them
+/// (their results, who accessed those) without keeping the ID in clear: HMAC-SHA256 under a
+/// secret of the hub's, so the index cannot be reversed by hashing every possible ID number.
+#[derive(Clone)]
+pub struct HolderIndex {
+    key: aws_lc_rs::hmac::Key,
+}
+
+impl std::fmt::Debug for HolderIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HolderIndex(secret)")
+    }
+}
+
+impl HolderIndex {
+    pub fn new(secret: &[u8; 32]) -> HolderIndex {
+        HolderIndex {
+            key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret),
+        }
+    }
+
+    /// The index key of the holder with this ID type and number (a citizen ID's `x` read as
+    /// `X`, surrounding blanks ignored), as 64 hexadecimal digits.
+    pub fn of(&self, id_type: crate::model::IdType, id_number: &str) -> String {
+        let normal = format!("{}:{}", id_type.as_str(), id_number.trim().to_ascii_uppercase());
+        aws_lc_rs::hmac::sign(&self.key, normal.as_bytes())
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}

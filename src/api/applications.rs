@@ -81,7 +81,7 @@ const SYSTEM: Access = Access::Roles(&[Role::System]);
 const RESULT_READERS: Access = Access::Roles(&[Role::System, Role::Supervisor]);
 
 /// The user behind an application, proven by their token from the unified identity system.
-async fn applicant_identity(
+pub(super) async fn applicant_identity(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<UserIdentity, ApiError> {
@@ -389,7 +389,7 @@ async fn post_result(
 
 /// A stored version of a license as readers beyond its department see it: what the license is
 /// and where it stands, the holder masked and the license's own fields (`data`) left out.
-fn result_json(r: &ResultRecord, personal: &PersonalValues) -> Value {
+pub(super) fn result_json(r: &ResultRecord, personal: &PersonalValues) -> Value {
     let body: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
     let license = &body["license"];
     let text = |pointer: &str| {

@@ -24,6 +24,7 @@ mod openapi;
 mod ops;
 pub mod problem;
 mod seal;
+mod sharing;
 pub mod server;
 mod supervision;
 
@@ -177,6 +178,7 @@ pub fn routes() -> Vec<Route> {
     routes.extend(openapi::routes());
     routes.extend(supervision::routes());
     routes.extend(seal::routes());
+    routes.extend(sharing::routes());
     routes
 }
 

@@ -281,6 +281,39 @@ pub fn load_ed25519_all(
     Ok(keys)
 }
 
+/// The 32-byte secret in the file `name` of `dir` (hex, mode 0600), made first when missing.
+/// Returns it and whether it was made now.
+pub fn secret(dir: &Path, name: &str) -> Result<([u8; 32], bool), AuthError> {
+    let path = dir.join(name);
+    let invalid = |reason: &str| AuthError::KeyInvalid {
+        path: path.clone(),
+        reason: reason.into(),
+    };
+    if !path.exists() {
+        create_private_dir(dir)?;
+        let mut bytes = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut bytes).map_err(|_| invalid("no randomness for a secret"))?;
+        let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        write_private(&path, text.as_bytes())?;
+        return Ok((bytes, true));
+    }
+    check_private(&path)?;
+    let text = std::fs::read_to_string(&path).map_err(|source| AuthError::KeyFile {
+        path: path.clone(),
+        source,
+    })?;
+    let text = text.trim();
+    let mut bytes = [0u8; 32];
+    if text.len() != 64 {
+        return Err(invalid("not a secret: 64 hexadecimal digits expected"));
+    }
+    for (i, byte) in bytes.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16)
+            .map_err(|_| invalid("not a secret: 64 hexadecimal digits expected"))?;
+    }
+    Ok((bytes, false))
+}
+
 /// Lists the manifest of `dir` (empty when the directory has no keys yet).
 pub fn list(dir: &Path) -> Result<Vec<KeyEntry>, AuthError> {
     Ok(read_manifest(dir)?.keys)

@@ -19,11 +19,13 @@ pub struct RawConfig {
     pub jwks: Option<SourceFile>,
     /// The holiday files `[supervision] calendars` names, in the order given.
     pub calendars: Vec<SourceFile>,
+    /// `sharing.toml`, when the directory has one.
+    pub sharing: Option<SourceFile>,
     pub errors: Vec<ConfigError>,
 }
 
 impl RawConfig {
-    /// Reads `hub.toml`, `adapters/*.toml`, `mappings/*.toml` and `schemas/*.schema.json` under
+    /// Reads `hub.toml`, `sharing.toml` (when there is one), `adapters/*.toml`, `mappings/*.toml` and `schemas/*.schema.json` under
     /// `dir`, in file-name order. Never fails: what cannot be read becomes an error in the list.
     pub fn read(dir: &Path) -> RawConfig {
         let mut raw = RawConfig {
@@ -31,6 +33,9 @@ impl RawConfig {
             ..RawConfig::default()
         };
         raw.hub = raw.read_file(Path::new("hub.toml"));
+        if dir.join("sharing.toml").exists() {
+            raw.sharing = raw.read_file(Path::new("sharing.toml"));
+        }
         let seed = raw.hub.as_ref().and_then(|hub| {
             let table: toml::Table = toml::from_str(&hub.text).ok()?;
             table

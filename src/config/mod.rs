@@ -9,12 +9,14 @@
 mod adapter;
 mod files;
 mod hub;
+mod sharing;
 
 pub use crate::source::{ConfigError, ConfigErrors, SourceFile};
 pub use adapter::{
     AdapterConfig, Inbound, InboundMode, ItemClaim, Outbound, Protocol, RateLimit, RetryPolicy,
 };
 pub use files::RawConfig;
+pub use sharing::{Share, SharingPolicy, SharingRule, Withheld};
 pub use hub::{
     BusConfig, CatalogConfig, ClaimNames, HubConfig, IdentityConfig, JwksSource, SealingConfig,
     ServerConfig, SigningConfig, StoreConfig, SupervisionConfig, parse_jwks,
@@ -35,6 +37,8 @@ pub struct Config {
     pub adapters: BTreeMap<String, AdapterConfig>,
     pub mappings: BTreeMap<String, Arc<Mapping>>,
     pub schemas: Schemas,
+    /// `sharing.toml`: purposes and the negative list (empty without the file).
+    pub sharing: SharingPolicy,
 }
 
 impl Config {
@@ -57,6 +61,11 @@ pub fn compile(raw: &RawConfig) -> Result<Config, ConfigErrors> {
     let hub = match &raw.hub {
         Some(file) => hub::compile(file, raw.jwks.as_ref(), &raw.calendars, &mut errors),
         None => None,
+    };
+
+    let sharing = match &raw.sharing {
+        Some(file) => sharing::compile(file, &mut errors),
+        None => Some(SharingPolicy::default()),
     };
 
     let Mappings {
@@ -162,13 +171,14 @@ pub fn compile(raw: &RawConfig) -> Result<Config, ConfigErrors> {
         adapters.insert(adapter.id.clone(), adapter);
     }
 
-    match (hub, schemas) {
-        (Some(hub), Some(schemas)) if errors.is_empty() => Ok(Config {
+    match (hub, schemas, sharing) {
+        (Some(hub), Some(schemas), Some(sharing)) if errors.is_empty() => Ok(Config {
             dir: raw.dir.clone(),
             hub,
             adapters,
             mappings,
             schemas,
+            sharing,
         }),
         _ => Err(ConfigErrors(errors)),
     }

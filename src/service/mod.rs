@@ -9,3 +9,4 @@ pub mod catalog;
 pub mod inbound;
 pub mod results;
 pub mod sealing;
+pub mod sharing;

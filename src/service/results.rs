@@ -15,7 +15,7 @@
 use super::sealing::Sealer;
 use crate::config::AdapterConfig;
 use crate::ids::{ELicenseId, check_elicense_id};
-use crate::model::{Application, CaseEvent, NodeName, ResultState, SharedResult};
+use crate::model::{Application, CaseEvent, IdType, NodeName, ResultState, SharedResult};
 use crate::store::{
     ApplicationRecord, ResultRecord, ResultToRecord, Settlement, Store, StoreError,
 };
@@ -36,6 +36,10 @@ pub struct CheckedResult {
     pub state: ResultState,
     /// The system sent this very result before: nothing to seal.
     pub already_stored: bool,
+    /// 证照类型代码.
+    pub license_type: String,
+    /// The holder's ID type and number (personal data: only ever stored as an index key).
+    pub holder: (IdType, String),
 }
 
 impl CheckedResult {
@@ -43,6 +47,7 @@ impl CheckedResult {
         &'a self,
         system_id: &'a str,
         seal: Option<(&'a str, i64)>,
+        holder_key: &'a str,
     ) -> ResultToRecord<'a> {
         ResultToRecord {
             system_id,
@@ -54,6 +59,8 @@ impl CheckedResult {
             supersedes: self.supersedes.as_deref(),
             state: self.state,
             seal,
+            holder_key: Some(holder_key),
+            license_type: Some(&self.license_type),
         }
     }
 }
@@ -201,6 +208,8 @@ pub async fn check(
         body: canonical.to_string(),
         state,
         already_stored,
+        license_type: license.type_code.clone(),
+        holder: (license.holder.id_type, license.holder.id_number.clone()),
     }))
 }
 
@@ -298,7 +307,11 @@ pub async fn record(
         }
     };
     let seal = sealed.as_ref().map(|(c, i)| (c.as_str(), *i));
-    if store.record_result(&result.to_record(system, seal)).await? {
+    let holder_key = sealer.holder_index.of(result.holder.0, &result.holder.1);
+    if store
+        .record_result(&result.to_record(system, seal, &holder_key))
+        .await?
+    {
         if result.state == ResultState::AwaitingCompletion {
             settle_if_completed(store, &result.application_id).await?;
         }
@@ -410,4 +423,39 @@ pub async fn revoke(
         return Err(refusal(&after));
     }
     Ok(after)
+}
+
+/// Indexes by holder the versions stored before holders were indexed (see
+/// [`crate::personal::HolderIndex`]); returns how many. A body that does not read as a result
+/// gets a key no holder has, so it is not read again.
+pub async fn index_holders(
+    store: &Store,
+    index: &crate::personal::HolderIndex,
+) -> Result<usize, StoreError> {
+    const PAGE: i64 = 500;
+    let mut done = 0;
+    loop {
+        let page = store.results_unindexed(PAGE).await?;
+        if page.is_empty() {
+            return Ok(done);
+        }
+        done += page.len();
+        let entries: Vec<(String, String, String, String)> = page
+            .into_iter()
+            .map(|(system, license, body)| {
+                let read = serde_json::from_str::<Value>(&body)
+                    .ok()
+                    .and_then(|v| SharedResult::from_json(&v).ok());
+                let (holder, license_type) = match read {
+                    Some(r) => (
+                        index.of(r.license.holder.id_type, &r.license.holder.id_number),
+                        r.license.type_code,
+                    ),
+                    None => ("unreadable".to_owned(), String::new()),
+                };
+                (system, license, holder, license_type)
+            })
+            .collect();
+        store.index_results(&entries).await?;
+    }
 }

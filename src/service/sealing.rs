@@ -8,6 +8,7 @@
 
 use crate::auth::AuthError;
 use crate::model::ResultState;
+use crate::personal::HolderIndex;
 use crate::seal::credential::{self, StatusPurpose};
 use crate::seal::status::StatusList;
 use crate::seal::{self, ProofOptions, SealError};
@@ -27,11 +28,16 @@ struct SealKey {
     multikey: String,
 }
 
-/// The hub's sealing keys and where it publishes them.
+/// The name of the holder index secret in the sealing keys' directory.
+pub const HOLDER_INDEX_FILE: &str = "holder-index.key";
+
+/// The hub's sealing keys and where it publishes them, and the keyed hash that indexes
+/// holders: kept together since both must last as long as the results they serve.
 pub struct Sealer {
     public_url: String,
     /// Active last.
     keys: Vec<SealKey>,
+    pub holder_index: HolderIndex,
 }
 
 impl std::fmt::Debug for Sealer {
@@ -48,8 +54,10 @@ impl std::fmt::Debug for Sealer {
 
 impl Sealer {
     /// Loads every key of `dir` (see [`crate::auth::keys::load_ed25519_all`]) for a hub reached
-    /// at `public_url` (no trailing `/`).
+    /// at `public_url` (no trailing `/`), and the holder index secret ([`HOLDER_INDEX_FILE`],
+    /// made when missing: the caller checks first that no holder was indexed with another).
     pub fn load(dir: &Path, public_url: &str) -> Result<Sealer, AuthError> {
+        let (secret, _) = crate::auth::keys::secret(dir, HOLDER_INDEX_FILE)?;
         let keys = crate::auth::keys::load_ed25519_all(dir)?
             .into_iter()
             .map(|(entry, pair)| SealKey {
@@ -61,6 +69,7 @@ impl Sealer {
         Ok(Sealer {
             public_url: public_url.trim_end_matches('/').to_owned(),
             keys,
+            holder_index: HolderIndex::new(&secret),
         })
     }
 

@@ -18,7 +18,9 @@ mod supervision;
 
 pub use audit::AuditQuery;
 pub use keys::{ApiKeyRecord, NewApiKey};
-pub use results::{ResultRecord, ResultToRecord, Settlement};
+pub use results::{
+    AccessRecord, AccessToRecord, HeldResult, ResultRecord, ResultToRecord, Settlement,
+};
 pub use routing::{
     Accepted, ApplicationRecord, ApplicationToAccept, AttemptOutcome, AttemptRecord,
     ClaimedDelivery, DeliveryRecord, EventFeedEntry, EventRecord, EventToRecord, FinishedAttempt,

@@ -27,6 +27,40 @@ pub struct ResultToRecord<'a> {
     pub state: ResultState,
     /// The sealed credential (JSON text) and its bit in the status lists.
     pub seal: Option<(&'a str, i64)>,
+    /// The holder's index key (a keyed hash of their ID) and the license type.
+    pub holder_key: Option<&'a str>,
+    pub license_type: Option<&'a str>,
+}
+
+/// One access to a holder's result, to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessToRecord<'a> {
+    pub id: String,
+    pub holder_key: &'a str,
+    pub department: &'a str,
+    pub system_id: &'a str,
+    pub license_id: String,
+    pub purpose: &'a str,
+    pub detail: Option<&'a str>,
+}
+
+/// A recorded access.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessRecord {
+    pub id: String,
+    pub accessed_at: i64,
+    pub department: String,
+    pub system_id: String,
+    pub license_id: String,
+    pub purpose: String,
+    pub detail: Option<String>,
+}
+
+/// A stored version with the item of the application it answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldResult {
+    pub record: ResultRecord,
+    pub item_code: Option<String>,
 }
 
 /// What a case event completing an application makes of the results that came before it
@@ -72,8 +106,8 @@ impl Store {
         let now = clock::now_millis();
         let inserted = sqlx::query(
             "INSERT INTO results (system_id, license_id, license_key, version, application_id, \
-             received_at, body, state, credential, status_index) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             received_at, body, state, credential, status_index, holder_key, license_type) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
              ON CONFLICT (system_id, license_id) DO NOTHING",
         )
         .bind(result.system_id)
@@ -86,6 +120,8 @@ impl Store {
         .bind(result.state.as_str())
         .bind(result.seal.map(|(credential, _)| credential))
         .bind(result.seal.map(|(_, index)| index))
+        .bind(result.holder_key)
+        .bind(result.license_type)
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -191,6 +227,126 @@ impl Store {
             .collect()
     }
 
+    /// The versions a holder holds (by index key), of `license_type` when given, in one of
+    /// `states`, each with its application's item, first received first.
+    pub async fn held_results(
+        &self,
+        holder_key: &str,
+        license_type: Option<&str>,
+        states: &[ResultState],
+    ) -> Result<Vec<HeldResult>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        held_in(&mut conn, holder_key, license_type, states).await
+    }
+
+    /// Reads a holder's versions as [`Store::held_results`] does, keeps those `share` keeps,
+    /// and records `access(version)` for each, all in one transaction: nothing is answered
+    /// that was not recorded. Returns what was kept.
+    pub async fn share_held_results<'a>(
+        &self,
+        holder_key: &str,
+        license_type: Option<&str>,
+        states: &[ResultState],
+        mut share: impl FnMut(&HeldResult) -> bool,
+        mut access: impl FnMut(&ResultRecord) -> AccessToRecord<'a>,
+    ) -> Result<Vec<HeldResult>, StoreError> {
+        let (turn, mut tx) = self.begin_write().await?;
+        let held = held_in(&mut tx, holder_key, license_type, states).await?;
+        let shared: Vec<HeldResult> = held.into_iter().filter(|h| share(h)).collect();
+        let now = clock::now_millis();
+        for h in &shared {
+            insert_access(&mut tx, &access(&h.record), now).await?;
+        }
+        turn.commit(tx).await?;
+        Ok(shared)
+    }
+
+    /// A holder's access log, newest first: at most `limit` records older than `before`
+    /// (accessed at, id) when given.
+    pub async fn accesses_of(
+        &self,
+        holder_key: &str,
+        before: Option<(i64, &str)>,
+        limit: i64,
+    ) -> Result<Vec<AccessRecord>, StoreError> {
+        let (at, id) = before.unwrap_or((i64::MAX, ""));
+        let rows = sqlx::query(
+            "SELECT id, accessed_at, department, system_id, license_id, purpose, detail \
+             FROM result_accesses WHERE holder_key = $1 \
+             AND (accessed_at < $2 OR (accessed_at = $2 AND id < $3)) \
+             ORDER BY accessed_at DESC, id DESC LIMIT $4",
+        )
+        .bind(holder_key)
+        .bind(at)
+        .bind(id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AccessRecord {
+                    id: r.try_get("id")?,
+                    accessed_at: r.try_get("accessed_at")?,
+                    department: r.try_get("department")?,
+                    system_id: r.try_get("system_id")?,
+                    license_id: r.try_get("license_id")?,
+                    purpose: r.try_get("purpose")?,
+                    detail: r.try_get("detail")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Up to `limit` versions not indexed by holder yet: (system, license id, body).
+    pub async fn results_unindexed(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT system_id, license_id, body FROM results WHERE holder_key IS NULL \
+             ORDER BY received_at, system_id, license_id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+
+    /// Sets the holder index key and license type of stored versions: (system, license id,
+    /// holder key, license type) each, in one transaction.
+    pub async fn index_results(
+        &self,
+        entries: &[(String, String, String, String)],
+    ) -> Result<(), StoreError> {
+        let (turn, mut tx) = self.begin_write().await?;
+        for (system, license, holder, license_type) in entries {
+            sqlx::query(
+                "UPDATE results SET holder_key = $1, license_type = $2 \
+                 WHERE system_id = $3 AND license_id = $4",
+            )
+            .bind(holder)
+            .bind(license_type)
+            .bind(system)
+            .bind(license)
+            .execute(&mut *tx)
+            .await?;
+        }
+        turn.commit(tx).await
+    }
+
+    /// Whether any stored version or access is indexed by holder.
+    pub async fn holders_indexed(&self) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM results WHERE holder_key IS NOT NULL \
+             LIMIT 1) r) + (SELECT COUNT(*) FROM (SELECT 1 FROM result_accesses LIMIT 1) a) AS n",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get::<i64, _>("n")? > 0)
+    }
+
     /// Every version a system sent of the license `license_key`, oldest version first.
     pub async fn license_versions(
         &self,
@@ -259,6 +415,66 @@ fn result_from_row(r: &AnyRow) -> Result<ResultRecord, StoreError> {
         credential: r.try_get("credential")?,
         status_index: r.try_get("status_index")?,
     })
+}
+
+async fn held_in(
+    conn: &mut sqlx::AnyConnection,
+    holder_key: &str,
+    license_type: Option<&str>,
+    states: &[ResultState],
+) -> Result<Vec<HeldResult>, StoreError> {
+    let columns: Vec<String> = RESULT_COLUMNS
+        .split(", ")
+        .map(|c| format!("r.{}", c.trim()))
+        .collect();
+    let first_state = 3;
+    let placeholders: Vec<String> = (0..states.len())
+        .map(|i| format!("${}", i + first_state))
+        .collect();
+    let sql = format!(
+        "SELECT {}, a.item_code FROM results r LEFT JOIN applications a ON a.id = r.application_id \
+         WHERE r.holder_key = $1 AND ($2 = '' OR r.license_type = $2) AND r.state IN ({}) \
+         ORDER BY r.received_at, r.system_id, r.license_id",
+        columns.join(", "),
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query(&sql)
+        .bind(holder_key)
+        .bind(license_type.unwrap_or_default());
+    for state in states {
+        query = query.bind(state.as_str());
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
+    rows.iter()
+        .map(|r| {
+            Ok(HeldResult {
+                record: result_from_row(r)?,
+                item_code: r.try_get("item_code")?,
+            })
+        })
+        .collect()
+}
+
+async fn insert_access(
+    conn: &mut sqlx::AnyConnection,
+    access: &AccessToRecord<'_>,
+    at: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO result_accesses (id, holder_key, accessed_at, department, system_id, \
+         license_id, purpose, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&access.id)
+    .bind(access.holder_key)
+    .bind(at)
+    .bind(access.department)
+    .bind(access.system_id)
+    .bind(&access.license_id)
+    .bind(access.purpose)
+    .bind(access.detail)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// [`Store::settle_awaiting_results`] on a connection or inside a transaction.

@@ -216,7 +216,9 @@ macro_rules! on_both_backends {
 pub fn config_copy() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temporary directory");
     let root = repo();
-    std::fs::copy(root.join("hub.toml"), dir.path().join("hub.toml")).expect("copy hub.toml");
+    for file in ["hub.toml", "sharing.toml"] {
+        std::fs::copy(root.join(file), dir.path().join(file)).expect("copy a configuration file");
+    }
     for folder in [
         "adapters",
         "mappings",

@@ -167,7 +167,10 @@ pub async fn open_sealer(
     }
     let indexed = crate::service::results::index_holders(store, &sealer.holder_index).await?;
     if indexed > 0 {
-        tracing::info!(indexed, "indexed results stored before holders were indexed");
+        tracing::info!(
+            indexed,
+            "indexed results stored before holders were indexed"
+        );
     }
     Ok(Arc::new(sealer))
 }

@@ -911,7 +911,11 @@ impl HolderIndex {
     /// The index key of the holder with this ID type and number (a citizen ID's `x` read as
     /// `X`, surrounding blanks ignored), as 64 hexadecimal digits.
     pub fn of(&self, id_type: crate::model::IdType, id_number: &str) -> String {
-        let normal = format!("{}:{}", id_type.as_str(), id_number.trim().to_ascii_uppercase());
+        let normal = format!(
+            "{}:{}",
+            id_type.as_str(),
+            id_number.trim().to_ascii_uppercase()
+        );
         aws_lc_rs::hmac::sign(&self.key, normal.as_bytes())
             .as_ref()
             .iter()

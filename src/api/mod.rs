@@ -24,8 +24,8 @@ mod openapi;
 mod ops;
 pub mod problem;
 mod seal;
-mod sharing;
 pub mod server;
+mod sharing;
 mod supervision;
 
 pub use guard::AuditNote;

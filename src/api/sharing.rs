@@ -57,7 +57,10 @@ async fn query_results(
             "must be an object: {\"holder\": {\"id_type\", \"id_number\"}, \"license_type\", \"purpose\"}",
         )]));
     };
-    for key in members.keys().filter(|k| !QUERY_MEMBERS.contains(&k.as_str())) {
+    for key in members
+        .keys()
+        .filter(|k| !QUERY_MEMBERS.contains(&k.as_str()))
+    {
         problems.push(ProblemEntry::pointer(
             format!("/{key}"),
             "is not a member of a query (holder, license_type, purpose)",
@@ -222,7 +225,11 @@ async fn my_accesses(
         })
         .collect();
     let next = (records.len() as i64 == limit)
-        .then(|| records.last().map(|a| format!("{}.{}", a.accessed_at, a.id)))
+        .then(|| {
+            records
+                .last()
+                .map(|a| format!("{}.{}", a.accessed_at, a.id))
+        })
         .flatten();
     let mut response = Json(json!({ "accesses": accesses, "next": next })).into_response();
     response.extensions_mut().insert(

@@ -16,11 +16,11 @@ pub use adapter::{
     AdapterConfig, Inbound, InboundMode, ItemClaim, Outbound, Protocol, RateLimit, RetryPolicy,
 };
 pub use files::RawConfig;
-pub use sharing::{Share, SharingPolicy, SharingRule, Withheld};
 pub use hub::{
     BusConfig, CatalogConfig, ClaimNames, HubConfig, IdentityConfig, JwksSource, SealingConfig,
     ServerConfig, SigningConfig, StoreConfig, SupervisionConfig, parse_jwks,
 };
+pub use sharing::{Share, SharingPolicy, SharingRule, Withheld};
 
 use crate::mapping::{self, Mapping};
 use crate::schema::{SchemaError, Schemas};

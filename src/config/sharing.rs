@@ -260,7 +260,12 @@ pub(super) fn compile(file: &SourceFile, errors: &mut Vec<ConfigError>) -> Optio
                     format!(
                         "no purpose `{}` in [purposes] (known: {})",
                         p.get_ref(),
-                        parsed.purposes.keys().cloned().collect::<Vec<_>>().join(", ")
+                        parsed
+                            .purposes
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 ));
             }
@@ -287,7 +292,11 @@ pub(super) fn compile(file: &SourceFile, errors: &mut Vec<ConfigError>) -> Optio
                     ));
                 }
                 Share::Only {
-                    departments: rule.departments.iter().map(|d| d.get_ref().clone()).collect(),
+                    departments: rule
+                        .departments
+                        .iter()
+                        .map(|d| d.get_ref().clone())
+                        .collect(),
                     purposes: rule.purposes.iter().map(|p| p.get_ref().clone()).collect(),
                 }
             }
@@ -302,7 +311,11 @@ pub(super) fn compile(file: &SourceFile, errors: &mut Vec<ConfigError>) -> Optio
         };
         rules.push(SharingRule {
             id: id.clone(),
-            license_types: rule.license_types.iter().map(|t| t.get_ref().clone()).collect(),
+            license_types: rule
+                .license_types
+                .iter()
+                .map(|t| t.get_ref().clone())
+                .collect(),
             items: rule.items.iter().map(|t| t.get_ref().clone()).collect(),
             share,
             note: rule.note.clone(),

@@ -73,7 +73,10 @@ fn holder_of(
         Some(Ok(t)) => Some(t),
     };
     let Some(number) = id_number.map(str::trim).filter(|n| !n.is_empty()) else {
-        problems.push(("/holder/id_number", "the holder's ID number is required".into()));
+        problems.push((
+            "/holder/id_number",
+            "the holder's ID number is required".into(),
+        ));
         return None;
     };
     let id_type = id_type?;
@@ -125,7 +128,10 @@ pub async fn query(
     let holder = holder_of(query.holder_id_type, query.holder_id_number, &mut problems);
     let license_type = query.license_type.map(str::trim).unwrap_or_default();
     if license_type.is_empty() {
-        problems.push(("/license_type", "the license type (证照类型代码) is required".into()));
+        problems.push((
+            "/license_type",
+            "the license type (证照类型代码) is required".into(),
+        ));
     } else if !(license_type.len() <= 64
         && license_type
             .bytes()
@@ -218,7 +224,11 @@ pub async fn holder_results(
     id_number: &str,
 ) -> Result<Vec<HeldResult>, StoreError> {
     store
-        .held_results(&sealer.holder_index.of(id_type, id_number), None, ResultState::ALL)
+        .held_results(
+            &sealer.holder_index.of(id_type, id_number),
+            None,
+            ResultState::ALL,
+        )
         .await
 }
 

@@ -163,6 +163,8 @@ async fn world() -> World {
             supersedes: None,
             state: tongban::model::ResultState::Valid,
             seal: None,
+            holder_key: None,
+            license_type: None,
         })
         .await
         .unwrap();

@@ -31,6 +31,7 @@ mod openapi;
 mod personal_data;
 mod readiness;
 mod refused_writes;
+mod result_sharing;
 mod results_inbound;
 mod seal;
 mod serve;

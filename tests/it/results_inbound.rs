@@ -15,48 +15,57 @@ use common::Issuer;
 use common::api::TestApi;
 use serde_json::{Value, json};
 use tongban::auth::Role;
+use tongban::config::Config;
 use tongban::ids::mod37_36_check_char;
 use tongban::model::{MessageKind, Via};
 use tongban::seal::credential::{StatusPurpose, listed, status_entry};
 use tongban::service::inbound::{self, InboundError, Received};
 use tongban::store::{NewApplication, Store};
 
-const SCJG: &str = "sy-scjg-food";
-const RST: &str = "ln-rst-card";
-const DEPARTMENT: &str = "11210100MB1529370K";
+pub(crate) const SCJG: &str = "sy-scjg-food";
+pub(crate) const RST: &str = "ln-rst-card";
+pub(crate) const DEPARTMENT: &str = "11210100MB1529370K";
 /// Another department (the 人社厅's USCC): valid, but not 市场监管's.
-const OTHER_DEPARTMENT: &str = "11210000001756420G";
-const TYPE_CODE: &str = "11100000000013338W024";
+pub(crate) const OTHER_DEPARTMENT: &str = "11210000001756420G";
+pub(crate) const TYPE_CODE: &str = "11100000000013338W024";
 /// The example application's applicant, a company.
-const APPLICANT: &str = "91210102MA0Y7K3L23";
+pub(crate) const APPLICANT: &str = "91210102MA0Y7K3L23";
 /// Another valid USCC, for a holder who is not the applicant.
-const STRANGER: &str = "91350100M000100Y43";
-const XML: &str = "text/xml; charset=utf-8";
+pub(crate) const STRANGER: &str = "91350100M000100Y43";
+pub(crate) const XML: &str = "text/xml; charset=utf-8";
 
-struct Rig {
-    api: TestApi,
-    scjg: String,
-    rst: String,
-    supervisor: String,
-    _issuer: Issuer,
+pub(crate) struct Rig {
+    pub(crate) api: TestApi,
+    pub(crate) scjg: String,
+    pub(crate) rst: String,
+    pub(crate) supervisor: String,
+    pub(crate) platform: String,
+    pub(crate) issuer: Issuer,
 }
 
-async fn rig(store: &Store) -> Rig {
+pub(crate) async fn rig(store: &Store) -> Rig {
+    rig_with(store, |_| {}).await
+}
+
+/// A rig over the repository's configuration with `change` made to it.
+pub(crate) async fn rig_with(store: &Store, change: impl FnOnce(&mut Config)) -> Rig {
     let issuer = Issuer::new();
     let mut config = common::config();
     issuer.install(&mut config);
+    change(&mut config);
     let api = TestApi::over(config, store).await;
     Rig {
         scjg: common::api_key(store, Role::System, Some(SCJG)).await,
         rst: common::api_key(store, Role::System, Some(RST)).await,
+        platform: common::api_key(store, Role::Platform, None).await,
         supervisor: issuer.staff_token("supervisor-1", &["supervisor"]),
         api,
-        _issuer: issuer,
+        issuer,
     }
 }
 
 /// A valid e-license id of the 食品经营许可证 type.
-fn license_id(issuer: &str, serial: &str, version: &str) -> String {
+pub(crate) fn license_id(issuer: &str, serial: &str, version: &str) -> String {
     let payload = format!("{TYPE_CODE}{issuer}{serial}{version}");
     let check = mod37_36_check_char(payload.as_bytes()).unwrap();
     format!("1.2.156.3005.2.{TYPE_CODE}.{issuer}.{serial}.{version}.{check}")
@@ -64,7 +73,13 @@ fn license_id(issuer: &str, serial: &str, version: &str) -> String {
 
 /// The 市场监管 system's licence in its own XML, for `application`, with `id`, the license's
 /// type code, issuer and holder as given.
-fn licence(application: &str, id: &str, type_code: &str, issuer: &str, holder: &str) -> String {
+pub(crate) fn licence(
+    application: &str,
+    id: &str,
+    type_code: &str,
+    issuer: &str,
+    holder: &str,
+) -> String {
     common::read_text("mappings/tests/scjg-food-result/food-license.legacy.xml")
         .replace(
             "1.2.156.3005.2.11100000000013338W024.11210100MB1529370K.JY22101020001234.001.B",
@@ -83,13 +98,13 @@ fn licence(application: &str, id: &str, type_code: &str, issuer: &str, holder: &
 }
 
 /// A licence as it should be: the applicant's, issued by the department.
-fn good_licence(application: &str, id: &str) -> String {
+pub(crate) fn good_licence(application: &str, id: &str) -> String {
     licence(application, id, TYPE_CODE, DEPARTMENT, APPLICANT)
 }
 
 impl Rig {
     /// The example application, accepted now and routed to `system`.
-    async fn application(&self, id: &str, system: &str) {
+    pub(crate) async fn application(&self, id: &str, system: &str) {
         let mut body = common::read_json("examples/messages/application.json");
         body["id"] = json!(id);
         let item = body["item"]["code"].as_str().unwrap().to_string();
@@ -111,7 +126,7 @@ impl Rig {
     }
 
     /// The system reports the application's 办结: 出证办结 when `granted`, 退回办结 otherwise.
-    async fn complete(&self, id: &str, granted: bool) {
+    pub(crate) async fn complete(&self, id: &str, granted: bool) {
         let (fixture, example, event) = if granted {
             (
                 "complete",
@@ -142,7 +157,7 @@ impl Rig {
         assert_eq!(status, StatusCode::ACCEPTED, "{body:#}");
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         uri: &str,
@@ -160,7 +175,7 @@ impl Rig {
         self.api.send(request.body(Body::from(body)).unwrap()).await
     }
 
-    async fn post_result(&self, xml: String) -> (StatusCode, Value) {
+    pub(crate) async fn post_result(&self, xml: String) -> (StatusCode, Value) {
         self.send(
             Method::POST,
             &format!("/api/v1/systems/{SCJG}/results"),
@@ -171,7 +186,7 @@ impl Rig {
         .await
     }
 
-    async fn revoke(
+    pub(crate) async fn revoke(
         &self,
         system: &str,
         credential: &str,
@@ -188,7 +203,7 @@ impl Rig {
         .await
     }
 
-    async fn get(&self, uri: &str, credential: &str) -> (StatusCode, Value) {
+    pub(crate) async fn get(&self, uri: &str, credential: &str) -> (StatusCode, Value) {
         self.send(Method::GET, uri, credential, "", String::new())
             .await
     }
@@ -656,7 +671,7 @@ async fn results_by_poll_and_queue_are_checked_and_their_refusals_recorded(store
 
 impl Rig {
     /// The sealed credential of `license` as its issuing system reads it.
-    async fn credential(&self, license: &str) -> Value {
+    pub(crate) async fn credential(&self, license: &str) -> Value {
         let (status, shown) = self
             .get(&format!("/api/v1/results/{license}"), &self.scjg)
             .await;
@@ -673,7 +688,7 @@ impl Rig {
 
     /// Whether the hub's status list of `purpose` has the bit of `credential` set, read as a
     /// verifier reads it: the list fetched without credentials, its seal checked.
-    async fn listed(&self, credential: &Value, purpose: StatusPurpose) -> bool {
+    pub(crate) async fn listed(&self, credential: &Value, purpose: StatusPurpose) -> bool {
         let (list, bit) = status_entry(credential, purpose).expect("a status entry");
         let path = list.strip_prefix(common::TEST_PUBLIC_URL).unwrap();
         let (status, list_credential) = self
@@ -687,7 +702,7 @@ impl Rig {
         listed(&list_credential, purpose, bit).unwrap()
     }
 
-    async fn controller(&self) -> Value {
+    pub(crate) async fn controller(&self) -> Value {
         let (status, controller) = self
             .api
             .send(

@@ -698,6 +698,8 @@ fn result<'a>(
         supersedes,
         state: tongban::model::ResultState::Valid,
         seal: None,
+        holder_key: None,
+        license_type: None,
     }
 }
 

@@ -1,0 +1,352 @@
+//! Result sharing on SQLite and PostgreSQL, through the real API router: another department's
+//! system gets a holder's sealed, valid results of a type for a configured purpose, the
+//! negative list (`sharing.toml`) refuses naming its rule or withholds an item's results, bad
+//! queries list every problem and record nothing, and the holder (through the platform, with
+//! their own token) sees their results and every access, never their ID in clear elsewhere.
+
+use crate::common;
+use crate::on_both_backends;
+use crate::results_inbound::{
+    APPLICANT, DEPARTMENT, OTHER_DEPARTMENT, RST, Rig, SCJG, TYPE_CODE, good_licence, license_id,
+    rig, rig_with,
+};
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use serde_json::{Value, json};
+use tongban::config::{Share, SharingRule};
+use tongban::store::Store;
+
+/// The 无犯罪记录证明 type, shared only with 公安 and 人社 for license checks.
+const NO_CRIME: &str = "11100000000012998X021";
+/// The 失业登记 type, never shared.
+const UNEMPLOYMENT: &str = "111000000000190374027";
+const ZJ: &str = "dl-zj-permit";
+
+fn query(license_type: &str, purpose: &str) -> Value {
+    json!({
+        "holder": { "id_type": "001", "id_number": APPLICANT },
+        "license_type": license_type,
+        "purpose": purpose,
+    })
+}
+
+impl Rig {
+    /// The example application R-1, completed, with a valid sealed food license; its id.
+    async fn licensed(&self) -> String {
+        self.application("R-1", SCJG).await;
+        self.complete("R-1", true).await;
+        let id = license_id(DEPARTMENT, "JY22101020000100", "001");
+        let (status, body) = self.post_result(good_licence("R-1", &id)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body:#}");
+        id
+    }
+
+    async fn ask(&self, key: &str, body: Value) -> (StatusCode, Value) {
+        self.send(
+            Method::POST,
+            "/api/v1/sharing/queries",
+            key,
+            "application/json",
+            body.to_string(),
+        )
+        .await
+    }
+
+    /// `GET path` as the platform on behalf of the example application's applicant.
+    async fn as_holder(&self, path: &str) -> (StatusCode, Value) {
+        let app = common::read_json("examples/messages/application.json");
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header("authorization", common::bearer(&self.platform))
+            .header("tongban-user-token", self.issuer.token_for(&app, 3))
+            .body(Body::empty())
+            .unwrap();
+        self.api.send(request).await
+    }
+
+    async fn accesses(&self) -> Vec<Value> {
+        let (status, body) = self.as_holder("/api/v1/me/accesses").await;
+        assert_eq!(status, StatusCode::OK, "{body:#}");
+        body["accesses"].as_array().unwrap().clone()
+    }
+}
+
+/// Another department's system gets the holder's sealed license for a configured purpose; the
+/// access is on the holder's log at once, with who, which and why; the holder lists their
+/// results with the credential.
+async fn a_department_gets_a_sealed_result_and_the_holder_sees_the_access(store: &Store) {
+    let rig = rig(store).await;
+    let license = rig.licensed().await;
+    assert!(rig.accesses().await.is_empty());
+
+    let (status, answer) = rig.ask(&rig.rst, query(TYPE_CODE, "license-check")).await;
+    assert_eq!(status, StatusCode::OK, "{answer:#}");
+    let results = answer["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "{answer:#}");
+    assert_eq!(results[0]["license_id"], json!(license));
+    let credential = &results[0]["credential"];
+    let controller = rig.controller().await;
+    tongban::seal::verify_with_controller(credential, &controller)
+        .expect("the shared credential verifies");
+    assert_eq!(answer["withheld_by"], json!([]));
+
+    let accesses = rig.accesses().await;
+    assert_eq!(accesses.len(), 1, "{accesses:#?}");
+    let access = &accesses[0];
+    assert_eq!(access["department"]["uscc"], json!(OTHER_DEPARTMENT));
+    assert_eq!(
+        access["department"]["name"],
+        json!("辽宁省人力资源和社会保障厅")
+    );
+    assert_eq!(access["system"], json!(RST));
+    assert_eq!(access["license_id"], json!(license));
+    assert_eq!(access["purpose"], json!("license-check"));
+    assert_eq!(access["purpose_text"], json!("核验证照真伪与有效性"));
+
+    let (status, mine) = rig.as_holder("/api/v1/me/results").await;
+    assert_eq!(status, StatusCode::OK, "{mine:#}");
+    let mine = mine["results"].as_array().unwrap();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0]["state"], json!("valid"));
+    assert_eq!(mine[0]["credential"], *credential);
+
+    // The audit record of the query names neither the holder's ID nor their name.
+    let audited: Vec<String> = store
+        .audit_records()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.action == "POST /api/v1/sharing/queries")
+        .map(|r| format!("{} {}", r.outcome, r.detail))
+        .collect();
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    assert!(audited[0].contains("shared 1 result(s)"), "{audited:?}");
+    assert!(!audited[0].contains(APPLICANT), "{audited:?}");
+
+    // Revoked, it is no longer shared (and no access is recorded for nothing).
+    let (status, body) = rig
+        .revoke(
+            SCJG,
+            &rig.scjg,
+            &license,
+            json!({ "reason": "许可证已注销" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body:#}");
+    let (status, answer) = rig.ask(&rig.rst, query(TYPE_CODE, "license-check")).await;
+    assert_eq!(status, StatusCode::OK, "{answer:#}");
+    assert_eq!(answer["results"], json!([]));
+    assert_eq!(rig.accesses().await.len(), 1);
+    // The holder still sees it, revoked.
+    let (_, mine) = rig.as_holder("/api/v1/me/results").await;
+    assert_eq!(mine["results"][0]["state"], json!("revoked"));
+}
+
+/// A query without a purpose, with an unknown one, a holder ID that is not valid and a license
+/// type that is not one gets every problem at once and records nothing; the holder ID is never
+/// quoted back.
+async fn a_bad_query_gets_every_problem_and_records_nothing(store: &Store) {
+    let rig = rig(store).await;
+    rig.licensed().await;
+    let bad_id = "91210102MA0Y7K3L24";
+    let (status, problem) = rig
+        .ask(
+            &rig.rst,
+            json!({
+                "holder": { "id_type": "001", "id_number": bad_id },
+                "license_type": "food license",
+                "extra": 1,
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem:#}");
+    let pointers: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["pointer"].as_str())
+        .collect();
+    assert_eq!(pointers, ["/extra"], "{problem:#}");
+    let (status, problem) = rig
+        .ask(
+            &rig.rst,
+            json!({
+                "holder": { "id_type": "001", "id_number": bad_id },
+                "license_type": "food license",
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem:#}");
+    let pointers: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["pointer"].as_str())
+        .collect();
+    assert_eq!(
+        pointers,
+        ["/holder/id_number", "/license_type", "/purpose"],
+        "{problem:#}"
+    );
+    assert!(!problem.to_string().contains(bad_id), "{problem:#}");
+    let (status, problem) = rig.ask(&rig.rst, query(TYPE_CODE, "curiosity")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem:#}");
+    assert!(
+        problem.to_string().contains("not a configured purpose"),
+        "{problem:#}"
+    );
+    // Only department systems ask.
+    let (status, _) = rig
+        .ask(&rig.supervisor, query(TYPE_CODE, "license-check"))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(rig.accesses().await.is_empty());
+}
+
+/// The negative list: a type shared only with named departments for a named purpose is refused
+/// to others (naming the rule), and to them for another purpose; a type never shared is
+/// refused to all; a rule on an item withholds that item's results and says which rule.
+async fn the_negative_list_refuses_naming_the_rule_and_withholds_an_items_results(store: &Store) {
+    let rig = rig_with(store, |config| {
+        let item = common::read_json("examples/messages/application.json")["item"]["code"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        config.sharing.rules.push(SharingRule {
+            id: "food-item-zj-only".into(),
+            license_types: vec![],
+            items: vec![item],
+            share: Share::Only {
+                departments: vec!["11210200MB1960357L".into()],
+                purposes: vec![],
+            },
+            note: String::new(),
+        });
+    })
+    .await;
+    rig.licensed().await;
+    let refused = |(status, problem): (StatusCode, Value), rule: &str, says: &str| {
+        assert_eq!(status, StatusCode::FORBIDDEN, "{problem:#}");
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains(&format!("rule `{rule}`")), "{detail}");
+        assert!(detail.contains(says), "{detail}");
+    };
+    refused(
+        rig.ask(&rig.scjg, query(NO_CRIME, "license-check")).await,
+        "no-crime-police-and-employment",
+        "only with the departments it names",
+    );
+    refused(
+        rig.ask(&rig.rst, query(NO_CRIME, "joint-approval")).await,
+        "no-crime-police-and-employment",
+        "only for the purposes license-check",
+    );
+    refused(
+        rig.ask(&rig.rst, query(UNEMPLOYMENT, "license-check"))
+            .await,
+        "unemployment-never",
+        "never shares it",
+    );
+    // Allowed for 人社 checking: nothing held of that type, so nothing, and no access.
+    let (status, answer) = rig.ask(&rig.rst, query(NO_CRIME, "license-check")).await;
+    assert_eq!(status, StatusCode::OK, "{answer:#}");
+    assert_eq!(answer["results"], json!([]));
+
+    // The food license answers an item only 住建 may have results of.
+    let (status, answer) = rig.ask(&rig.rst, query(TYPE_CODE, "license-check")).await;
+    assert_eq!(status, StatusCode::OK, "{answer:#}");
+    assert_eq!(answer["results"], json!([]));
+    assert_eq!(answer["withheld_by"], json!(["food-item-zj-only"]));
+    assert!(rig.accesses().await.is_empty());
+    let zj = common::api_key(store, tongban::auth::Role::System, Some(ZJ)).await;
+    let (status, answer) = rig.ask(&zj, query(TYPE_CODE, "license-check")).await;
+    assert_eq!(status, StatusCode::OK, "{answer:#}");
+    assert_eq!(answer["results"].as_array().unwrap().len(), 1, "{answer:#}");
+    assert_eq!(rig.accesses().await.len(), 1);
+}
+
+/// The access log pages newest first with `next`, and a cursor that is not one is refused.
+async fn the_access_log_pages_newest_first(store: &Store) {
+    let rig = rig(store).await;
+    rig.licensed().await;
+    for purpose in ["license-check", "joint-approval", "material-reuse"] {
+        let (status, answer) = rig.ask(&rig.rst, query(TYPE_CODE, purpose)).await;
+        assert_eq!(status, StatusCode::OK, "{answer:#}");
+    }
+    let (_, first) = rig.as_holder("/api/v1/me/accesses?limit=2").await;
+    let purposes = |page: &Value| -> Vec<String> {
+        page["accesses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["purpose"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(purposes(&first).len(), 2, "{first:#}");
+    let next = first["next"].as_str().unwrap();
+    let (_, second) = rig
+        .as_holder(&format!("/api/v1/me/accesses?limit=2&before={next}"))
+        .await;
+    let mut all = purposes(&first);
+    all.extend(purposes(&second));
+    all.sort();
+    assert_eq!(all, ["joint-approval", "license-check", "material-reuse"]);
+    assert_eq!(second["next"], Value::Null);
+    let (status, _) = rig.as_holder("/api/v1/me/accesses?before=nonsense").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // Without the user's token the platform sees nobody's log.
+    let (status, _) = rig.get("/api/v1/me/accesses", &rig.platform.clone()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+on_both_backends!(
+    a_department_gets_a_sealed_result_and_the_holder_sees_the_access,
+    a_bad_query_gets_every_problem_and_records_nothing,
+    the_negative_list_refuses_naming_the_rule_and_withholds_an_items_results,
+    the_access_log_pages_newest_first,
+);
+
+/// `sharing.toml` is compiled with the rest of the configuration, every problem at once with
+/// its line.
+#[test]
+fn sharing_toml_errors_are_listed_together_with_their_lines() {
+    let dir = common::config_copy();
+    std::fs::write(
+        dir.path().join("sharing.toml"),
+        r#"[purposes]
+license-check = "核验"
+"Bad Code" = "x"
+
+[[rule]]
+id = "a"
+license_types = ["lowercase"]
+share = "only"
+
+[[rule]]
+id = "a"
+items = ["not-an-item"]
+share = "never"
+departments = ["11210000001756420X"]
+purposes = ["unknown"]
+"#,
+    )
+    .unwrap();
+    let errors = tongban::config::Config::load(dir.path())
+        .unwrap_err()
+        .to_string();
+    for expected in [
+        "a purpose code is 1-64 lowercase letters",
+        "`lowercase` is not a license type code",
+        "`only` names the departments it shares with",
+        "rule id `a` is used above",
+        "`not-an-item` is not an item code",
+        "is not a department's USCC",
+        "no purpose `unknown` in [purposes]",
+        "`never` shares with nobody",
+    ] {
+        assert!(errors.contains(expected), "`{expected}` in:\n{errors}");
+    }
+    assert!(errors.contains("sharing.toml:7"), "{errors}");
+}

@@ -80,20 +80,21 @@ const SYSTEM: Access = Access::Roles(&[Role::System]);
 /// handler), and supervisors.
 const RESULT_READERS: Access = Access::Roles(&[Role::System, Role::Supervisor]);
 
-/// The user behind an application, proven by their token from the unified identity system.
+/// The user a request is for, proven by their token from the unified identity system:
+/// `for_what` says what carries it (`an application`, `a request for a user's results`).
 pub(super) async fn applicant_identity(
     state: &AppState,
     headers: &HeaderMap,
+    for_what: &str,
 ) -> Result<UserIdentity, ApiError> {
     let token = super::guard::single_header(headers, "Tongban-User-Token")?
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| {
-            ApiError::Unauthorized(
-                "an application carries the applicant's token from the unified identity system \
-                 in the Tongban-User-Token header"
-                    .into(),
-            )
+            ApiError::Unauthorized(format!(
+                "{for_what} carries the user's token from the unified identity system in the \
+                 Tongban-User-Token header"
+            ))
         })?;
     state
         .auth
@@ -115,7 +116,7 @@ async fn submit(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let user = applicant_identity(&state, &headers).await?;
+    let user = applicant_identity(&state, &headers, "an application").await?;
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => match v.to_str() {

@@ -143,7 +143,7 @@ async fn my_results(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let user = applicant_identity(&state, &headers).await?;
+    let user = applicant_identity(&state, &headers, "a request for a user's own data").await?;
     let held =
         sharing::holder_results(&state.store, &state.sealer, user.id_type, &user.id_number).await?;
     let nobody = PersonalValues::default();
@@ -192,7 +192,7 @@ async fn my_accesses(
             )]));
         }
     };
-    let user = applicant_identity(&state, &headers).await?;
+    let user = applicant_identity(&state, &headers, "a request for a user's own data").await?;
     let records = sharing::holder_accesses(
         &state.store,
         &state.sealer,

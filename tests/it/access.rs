@@ -216,6 +216,11 @@ impl World {
         match (method.as_str(), path) {
             ("POST", "/api/v1/applications") => Some(self.application.clone()),
             ("POST", "/api/v1/keys") => Some(json!({"role": "finance", "label": "walk"})),
+            ("POST", "/api/v1/sharing/queries") => Some(json!({
+                "holder": { "id_type": "001", "id_number": "91210102MA0Y7K3L23" },
+                "license_type": "11100000000013338W024",
+                "purpose": "license-check",
+            })),
             ("PUT", p) if p.starts_with("/api/v1/catalog/items/") => Some(json!({})),
             _ => None,
         }
@@ -229,14 +234,18 @@ impl World {
     ) -> (StatusCode, Value) {
         let mut request = Request::builder().method(method.clone()).uri(path);
         if let Some(credential) = credential {
-            request = request.header("authorization", common::bearer(credential));
-        }
-        let body = match self.body(&method, path) {
-            Some(body) => {
-                request = request.header("content-type", "application/json").header(
+            // The user's token too: routes that act for a user need it besides the caller's
+            // credential, and the others ignore it.
+            request = request
+                .header("authorization", common::bearer(credential))
+                .header(
                     "tongban-user-token",
                     self.issuer.token_for(&self.application, 3),
                 );
+        }
+        let body = match self.body(&method, path) {
+            Some(body) => {
+                request = request.header("content-type", "application/json");
                 Body::from(body.to_string())
             }
             None if method == Method::POST => {

@@ -180,9 +180,14 @@ fn check_of_a_valid_configuration_prints_a_one_line_summary() {
     );
     assert!(adapters >= 1 && mappings >= 3 && schemas >= 4, "{out}");
     assert!(
-        line.ends_with(&format!(
-            ", {adapters} adapter(s), {mappings} mapping(s), {schemas} schema(s)"
+        line.contains(&format!(
+            ", {adapters} adapter(s), {mappings} mapping(s), {schemas} schema(s), "
         )),
+        "{out}"
+    );
+    // The repository's sharing.toml: its purposes and rules.
+    assert!(
+        line.ends_with(", sharing: 3 purpose(s), 2 rule(s) on the negative list"),
         "{out}"
     );
     assert!(!out.stderr.contains("error"), "{out}");

@@ -40,6 +40,12 @@ use tokio::sync::{mpsc, watch};
 pub fn routes() -> Vec<Route> {
     vec![
         Route::new(Method::GET, "/api/v1/supervision/stream", WATCHERS, stream),
+        Route::new(
+            Method::GET,
+            "/api/v1/results/stream",
+            RESULT_FOLLOWERS,
+            results_stream,
+        ),
         Route::new(Method::GET, "/api/v1/supervision/alerts", WATCHERS, alerts),
         Route::new(Method::GET, "/api/v1/supervision/cases", WATCHERS, cases),
         Route::new(
@@ -53,6 +59,8 @@ pub fn routes() -> Vec<Route> {
 
 /// Who watches cases as they happen.
 const WATCHERS: Access = Access::Roles(&[Role::Supervisor, Role::Admin]);
+/// Who follows results as they are issued: the platform, for its applicants.
+const RESULT_FOLLOWERS: Access = Access::Roles(&[Role::Platform]);
 /// Handling statistics also serve funding decisions.
 const STATS_READERS: Access = Access::Roles(&[Role::Finance, Role::Supervisor, Role::Admin]);
 
@@ -134,6 +142,41 @@ async fn stream(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let (query, follow) = feed_query(&headers, raw.as_deref())?;
+    stream_of(state, query, follow, "supervision").await
+}
+
+/// The feed's result entries only (stored, superseding, settled, revoked), for the platform to
+/// show applicants their licenses as soon as they are issued: the same stream, `kind` fixed.
+async fn results_stream(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let (mut query, follow) = feed_query(&headers, raw.as_deref())?;
+    let mut problems = Vec::new();
+    if query.kind.is_some_and(|k| k != FeedKind::Result) {
+        problems.push(ProblemEntry::parameter(
+            "kind",
+            "this stream carries results only (kind=result)",
+        ));
+    }
+    if query.min_level.is_some() {
+        problems.push(ProblemEntry::parameter("level", "results have no level"));
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::Invalid(problems));
+    }
+    query.kind = Some(FeedKind::Result);
+    stream_of(state, query, follow, "results").await
+}
+
+/// Serves the feed entries `query` selects as server-sent events (see [`pump`]).
+async fn stream_of(
+    state: AppState,
+    query: FeedQuery,
+    follow: bool,
+    which: &str,
+) -> Result<Response, ApiError> {
     // Fail before the 200 when the store is down, rather than with an empty stream.
     state.store.feed_head().await?;
     let after = query.after;
@@ -157,9 +200,9 @@ async fn stream(
     // nginx-style gateways would otherwise hold events back to fill their buffers.
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     // The feed's personal data is masked, but who watched which cases is still worth knowing.
-    response.extensions_mut().insert(
-        AuditNote::new(format!("opened the supervision stream after seq {after}")).discloses(),
-    );
+    response
+        .extensions_mut()
+        .insert(AuditNote::new(format!("opened the {which} stream after seq {after}")).discloses());
     Ok(response)
 }
 

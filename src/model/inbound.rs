@@ -22,9 +22,11 @@ code_list! {
 }
 
 code_list! {
-    /// What a supervision feed entry is about: a stored case event, or an alert's change.
+    /// What a supervision feed entry is about: a stored case event, an alert's change, or a
+    /// result's (stored, superseding another, settled by its completion, revoked).
     pub enum FeedKind ("kind of feed entry") {
         Event = "event",
         Alert = "alert",
+        Result = "result",
     }
 }

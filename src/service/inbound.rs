@@ -26,9 +26,7 @@ use crate::model::parse_time;
 use crate::model::{ApplicationState, CaseEvent, MessageKind, Via};
 use crate::personal::PersonalValues;
 use crate::store::group::{GroupCommit, GroupError};
-use crate::store::{
-    ApplicationRecord, EventFeedEntry, EventToRecord, NewRefusal, Store, StoreError,
-};
+use crate::store::{ApplicationRecord, EventToRecord, FeedText, NewRefusal, Store, StoreError};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -341,7 +339,7 @@ pub fn event_to_record(
     canonical: &Value,
 ) -> Result<EventToRecord, &'static str> {
     let event = CaseEvent::from_json(canonical)?;
-    let settles = super::results::settlement(&event);
+    let settles = super::results::settlement(&event, application);
     let body = canonical.to_string();
     let masked = PersonalValues::of_application_text(&application.body)
         .masked_event(&body)
@@ -352,7 +350,7 @@ pub fn event_to_record(
         .unwrap_or_default()
         .to_owned();
     Ok(EventToRecord {
-        feed: EventFeedEntry {
+        feed: FeedText {
             body: masked,
             routing_key: format!("event.{}.{}", event.system, event.node.name.routing_word()),
             department: application.department.clone(),

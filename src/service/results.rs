@@ -17,7 +17,7 @@ use crate::config::AdapterConfig;
 use crate::ids::{ELicenseId, check_elicense_id};
 use crate::model::{Application, CaseEvent, IdType, NodeName, ResultState, SharedResult};
 use crate::store::{
-    ApplicationRecord, ResultRecord, ResultToRecord, Settlement, Store, StoreError,
+    ApplicationRecord, FeedText, ResultRecord, ResultToRecord, Settlement, Store, StoreError,
 };
 use serde_json::Value;
 
@@ -40,6 +40,8 @@ pub struct CheckedResult {
     pub license_type: String,
     /// The holder's ID type and number (personal data: only ever stored as an index key).
     pub holder: (IdType, String),
+    /// The feed entry that announces it.
+    pub feed: FeedText,
 }
 
 impl CheckedResult {
@@ -61,6 +63,7 @@ impl CheckedResult {
             seal,
             holder_key: Some(holder_key),
             license_type: Some(&self.license_type),
+            feed: Some(&self.feed),
         }
     }
 }
@@ -156,7 +159,7 @@ pub async fn check(
                 if let Some(Settlement {
                     reason: Some(reason),
                     ..
-                }) = settlement(&event)
+                }) = settlement(&event, application)
                 {
                     problems.push(reason);
                 }
@@ -196,9 +199,27 @@ pub async fn check(
     if problems.len() > before {
         return Ok(None);
     }
-    let Some((license_key, version)) = key else {
+    // Without the application (the caller has listed why) there is nothing to store.
+    let (Some((license_key, version)), Some(application)) =
+        (key, application.filter(|a| a.system_id == system))
+    else {
         return Ok(None);
     };
+    let feed = result_feed(
+        system,
+        Some(application),
+        state,
+        &serde_json::json!({
+            "application_id": application.id,
+            "system": system,
+            "license_id": license.id,
+            "version": version,
+            "type_code": license.type_code,
+            "name": license.name,
+            "state": state,
+            "supersedes": supersedes,
+        }),
+    );
     Ok(Some(CheckedResult {
         license_id: license.id.clone(),
         license_key,
@@ -210,6 +231,7 @@ pub async fn check(
         already_stored,
         license_type: license.type_code.clone(),
         holder: (license.holder.id_type, license.holder.id_number.clone()),
+        feed,
     }))
 }
 
@@ -228,46 +250,74 @@ async fn completion_of(
         .max_by_key(|e| e.occurred_at))
 }
 
-/// What a case event makes of its application's results that await their completion: for a
-/// completion, valid when it grants a license, revoked (with why) when it grants none
+/// What a case event about `application` makes of its results that await their completion:
+/// for a completion, valid when it grants a license, revoked (with why) when it grants none
 /// (退回办结 and the others that need a reason); nothing for any other step.
-pub fn settlement(event: &CaseEvent) -> Option<Settlement> {
+pub fn settlement(event: &CaseEvent, application: &ApplicationRecord) -> Option<Settlement> {
     if event.node.name != NodeName::Completion {
         return None;
     }
-    Some(
-        match event
-            .completion
-            .as_ref()
-            .filter(|c| c.result.requires_reason())
-        {
-            Some(c) => Settlement {
-                state: ResultState::Revoked,
-                reason: Some(format!(
-                    "application {} was completed as {} ({}), which grants no license",
-                    event.application_id,
-                    c.result.label(),
-                    c.result.as_str()
-                )),
-            },
-            None => Settlement {
-                state: ResultState::Valid,
-                reason: None,
-            },
-        },
-    )
+    let (state, reason) = match event
+        .completion
+        .as_ref()
+        .filter(|c| c.result.requires_reason())
+    {
+        Some(c) => (
+            ResultState::Revoked,
+            Some(format!(
+                "application {} was completed as {} ({}), which grants no license",
+                event.application_id,
+                c.result.label(),
+                c.result.as_str()
+            )),
+        ),
+        None => (ResultState::Valid, None),
+    };
+    let body = serde_json::json!({
+        "application_id": application.id,
+        "system": application.system_id,
+        "state": state,
+        "settled_by": NodeName::Completion.as_str(),
+        "reason": reason,
+    });
+    Some(Settlement {
+        state,
+        feed: result_feed(&application.system_id, Some(application), state, &body),
+        reason,
+    })
+}
+
+/// The feed entry announcing a change to a result `system` shared about `application` (when
+/// the store still has it): `result.<system>.<state>`, with `body` (which holds no personal
+/// data, or has it masked) as the feed shows it.
+fn result_feed(
+    system: &str,
+    application: Option<&ApplicationRecord>,
+    state: ResultState,
+    body: &Value,
+) -> FeedText {
+    FeedText {
+        body: body.to_string(),
+        routing_key: format!("result.{system}.{}", state.as_str()),
+        department: application
+            .map(|a| a.department.clone())
+            .unwrap_or_default(),
+        item_code: application.map(|a| a.item_code.clone()).unwrap_or_default(),
+    }
 }
 
 /// After a result awaiting its completion is stored: settles it if the completion was stored
 /// meanwhile (its own settling ran before the result was there).
 async fn settle_if_completed(store: &Store, application_id: &str) -> Result<(), StoreError> {
+    let Some(application) = store.application(application_id).await? else {
+        return Ok(());
+    };
     if let Some(settlement) = completion_of(store, application_id)
         .await?
-        .as_ref()
-        .and_then(settlement)
+        .and_then(|event| settlement(&event, &application))
     {
         store
-            .settle_awaiting_results(application_id, &settlement)
+            .settle_awaiting_results(&application.system_id, application_id, &settlement)
             .await?;
     }
     Ok(())
@@ -411,7 +461,27 @@ pub async fn revoke(
         return Err(refusal(own));
     }
     let now = crate::clock::now_millis();
-    let revoked = store.revoke_result(system, license_id, reason, now).await?;
+    let application = store.application(&own.application_id).await?;
+    // What the reason says of the application's people is masked; without the application
+    // (removed), the reason is left out of the feed.
+    let reason_shown = application
+        .as_ref()
+        .map(|a| crate::personal::PersonalValues::of_application_text(&a.body).mask_text(reason));
+    let feed = result_feed(
+        system,
+        application.as_ref(),
+        ResultState::Revoked,
+        &serde_json::json!({
+            "application_id": own.application_id,
+            "system": system,
+            "license_id": license_id,
+            "state": ResultState::Revoked,
+            "reason": reason_shown,
+        }),
+    );
+    let revoked = store
+        .revoke_result(system, license_id, reason, now, &feed)
+        .await?;
     let after = store
         .results_by_license_id(license_id)
         .await?

@@ -23,7 +23,7 @@ pub use results::{
 };
 pub use routing::{
     Accepted, ApplicationRecord, ApplicationToAccept, AttemptOutcome, AttemptRecord,
-    ClaimedDelivery, DeliveryRecord, EventFeedEntry, EventRecord, EventToRecord, FinishedAttempt,
+    ClaimedDelivery, DeliveryRecord, EventRecord, EventToRecord, FeedText, FinishedAttempt,
     NewApplication,
 };
 pub use supervision::{

@@ -2,9 +2,10 @@
 //! (valid, superseded by a newer version, revoked with a reason). The store keeps what it is
 //! told; which version supersedes which, and who may revoke, is decided before.
 
+use super::routing::FeedText;
 use super::{Store, StoreError};
 use crate::clock;
-use crate::model::ResultState;
+use crate::model::{FeedKind, ResultState};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -30,6 +31,8 @@ pub struct ResultToRecord<'a> {
     /// The holder's index key (a keyed hash of their ID) and the license type.
     pub holder_key: Option<&'a str>,
     pub license_type: Option<&'a str>,
+    /// The feed entry that announces it, appended with it.
+    pub feed: Option<&'a FeedText>,
 }
 
 /// One access to a holder's result, to record.
@@ -69,6 +72,8 @@ pub struct HeldResult {
 pub struct Settlement {
     pub state: ResultState,
     pub reason: Option<String>,
+    /// The feed entry that announces it, appended when it settles any result.
+    pub feed: FeedText,
 }
 
 /// A stored version of a license.
@@ -126,6 +131,9 @@ impl Store {
         .await?
         .rows_affected()
             == 1;
+        if inserted && let Some(feed) = result.feed {
+            append_result_feed(&mut tx, result.system_id, result.application_id, feed, now).await?;
+        }
         if inserted && let Some(older) = result.supersedes {
             sqlx::query(
                 "UPDATE results SET state = $1, state_at = $2, superseded_by = $3 \
@@ -145,19 +153,21 @@ impl Store {
         Ok(inserted)
     }
 
-    /// Marks a valid (or awaiting) version revoked, with its reason, at `at`. Returns whether
-    /// it was (and is now revoked).
+    /// Marks a valid (or awaiting) version revoked, with its reason, at `at`, and appends
+    /// `feed` if it was. Returns whether it was (and is now revoked).
     pub async fn revoke_result(
         &self,
         system_id: &str,
         license_id: &str,
         reason: &str,
         at: i64,
+        feed: &FeedText,
     ) -> Result<bool, StoreError> {
-        let _turn = self.write_turn().await;
-        let changed = sqlx::query(
+        let (turn, mut tx) = self.begin_write().await?;
+        let application: Option<String> = sqlx::query(
             "UPDATE results SET state = $1, state_at = $2, state_reason = $3 \
-             WHERE system_id = $4 AND license_id = $5 AND state IN ($6, $7)",
+             WHERE system_id = $4 AND license_id = $5 AND state IN ($6, $7) \
+             RETURNING application_id",
         )
         .bind(ResultState::Revoked.as_str())
         .bind(at)
@@ -166,22 +176,33 @@ impl Store {
         .bind(license_id)
         .bind(ResultState::Valid.as_str())
         .bind(ResultState::AwaitingCompletion.as_str())
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?
-        .rows_affected();
-        Ok(changed == 1)
+        .map(|row| row.try_get("application_id"))
+        .transpose()?;
+        if let Some(application) = &application {
+            append_result_feed(&mut tx, system_id, application, feed, at).await?;
+        }
+        turn.commit(tx).await?;
+        Ok(application.is_some())
     }
 
     /// Settles the results of an application that awaited its completion, as `settlement`
-    /// says, now. Returns how many it settled.
+    /// says, now, with its feed entry when it settles any. Returns how many it settled.
     pub async fn settle_awaiting_results(
         &self,
+        system_id: &str,
         application_id: &str,
         settlement: &Settlement,
     ) -> Result<u64, StoreError> {
-        let _turn = self.write_turn().await;
-        let mut conn = self.pool.acquire().await?;
-        settle_in(&mut conn, application_id, settlement, clock::now_millis()).await
+        let (turn, mut tx) = self.begin_write().await?;
+        let now = clock::now_millis();
+        let settled = settle_in(&mut tx, application_id, settlement, now).await?;
+        if settled > 0 {
+            append_result_feed(&mut tx, system_id, application_id, &settlement.feed, now).await?;
+        }
+        turn.commit(tx).await?;
+        Ok(settled)
     }
 
     /// Takes the next status index for a sealed result.
@@ -474,6 +495,27 @@ async fn insert_access(
     .bind(access.detail)
     .execute(conn)
     .await?;
+    Ok(())
+}
+
+async fn append_result_feed(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    system_id: &str,
+    application_id: &str,
+    feed: &FeedText,
+    at: i64,
+) -> Result<(), StoreError> {
+    let entry = super::NewFeedEntry {
+        kind: FeedKind::Result,
+        system_id,
+        department: &feed.department,
+        item_code: &feed.item_code,
+        application_id,
+        level: None,
+        routing_key: &feed.routing_key,
+        body: &feed.body,
+    };
+    super::supervision::append_feeds_in_tx(tx, std::slice::from_ref(&entry), at).await?;
     Ok(())
 }
 

@@ -181,16 +181,16 @@ pub struct EventToRecord {
     pub state: ApplicationState,
     /// For a completion: what it makes of the application's results that awaited it.
     pub settles: Option<super::results::Settlement>,
-    pub feed: EventFeedEntry,
+    pub feed: FeedText,
 }
 
-/// What the supervision feed shows of a case event, made by whoever records it: the store
-/// keeps it as given.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EventFeedEntry {
-    /// The event as those beyond its department see it (JSON text, personal data masked).
+/// What the supervision feed shows of a case event or a result's change, made by whoever
+/// records it: the store keeps it as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedText {
+    /// What those beyond the department see (JSON text, personal data masked).
     pub body: String,
-    /// `event.<system>.<step>`.
+    /// `event.<system>.<step>` or `result.<system>.<state>`.
     pub routing_key: String,
     /// The application's department (USCC), `""` if unknown.
     pub department: String,
@@ -1218,24 +1218,32 @@ async fn record_events_in_tx(
             query.execute(&mut **tx).await?;
         }
     }
-    // Results that came before their application's completion are settled with it.
-    for e in &fresh {
-        if let Some(settlement) = &e.settles {
-            super::results::settle_in(tx, &e.application_id, settlement, now).await?;
+    // Results that came before their application's completion are settled with it, and the
+    // feed says so when there were any.
+    let mut settled = Vec::new();
+    for e in fresh.iter().copied() {
+        if let Some(settlement) = &e.settles
+            && super::results::settle_in(tx, &e.application_id, settlement, now).await? > 0
+        {
+            settled.push((e, &settlement.feed));
         }
     }
     // The feed entries commit with the events, so the feed has every stored event.
-    let entries: Vec<super::NewFeedEntry<'_>> = fresh
-        .iter()
-        .map(|e| super::NewFeedEntry {
-            kind: FeedKind::Event,
+    let events = fresh.iter().map(|e| (FeedKind::Event, *e, &e.feed));
+    let results = settled
+        .into_iter()
+        .map(|(e, feed)| (FeedKind::Result, e, feed));
+    let entries: Vec<super::NewFeedEntry<'_>> = events
+        .chain(results)
+        .map(|(kind, e, feed)| super::NewFeedEntry {
+            kind,
             system_id: &e.system_id,
-            department: &e.feed.department,
-            item_code: &e.feed.item_code,
+            department: &feed.department,
+            item_code: &feed.item_code,
             application_id: &e.application_id,
             level: None,
-            routing_key: &e.feed.routing_key,
-            body: &e.feed.body,
+            routing_key: &feed.routing_key,
+            body: &feed.body,
         })
         .collect();
     super::supervision::append_feeds_in_tx(tx, &entries, now).await?;

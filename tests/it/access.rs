@@ -165,6 +165,7 @@ async fn world() -> World {
             seal: None,
             holder_key: None,
             license_type: None,
+            feed: None,
         })
         .await
         .unwrap();
@@ -190,7 +191,7 @@ impl World {
             // Naming the system makes the scope visible: another system asking for it is refused.
             path = format!("{path}?system={OWN_SYSTEM}");
         }
-        if template == "/api/v1/supervision/stream" {
+        if template == "/api/v1/supervision/stream" || template == "/api/v1/results/stream" {
             // A stream that ends after the backlog, so that the call returns.
             path = format!("{path}?follow=false");
         }

@@ -804,7 +804,83 @@ async fn a_stored_result_is_sealed_and_its_status_lists_follow_it(store: &Store)
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
+/// Every change to a result is on the platform's results stream, in order, in the transaction
+/// that made it: stored awaiting its completion, settled by it, superseded by a new version,
+/// revoked with the reason; nothing else, and no holder.
+async fn every_change_to_a_result_is_on_the_platforms_results_stream(store: &Store) {
+    let rig = rig(store).await;
+    rig.application("R-1", SCJG).await;
+    let first = license_id(DEPARTMENT, "JY22101020000011", "001");
+    let second = license_id(DEPARTMENT, "JY22101020000011", "002");
+    assert_eq!(
+        rig.post_result(good_licence("R-1", &first)).await.0,
+        StatusCode::ACCEPTED
+    );
+    rig.complete("R-1", true).await;
+    assert_eq!(
+        rig.post_result(good_licence("R-1", &second)).await.0,
+        StatusCode::ACCEPTED
+    );
+    let (status, body) = rig
+        .revoke(
+            SCJG,
+            &rig.scjg,
+            &second,
+            json!({ "reason": "许可证已注销" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body:#}");
+
+    let (status, text) = rig
+        .api
+        .send_text(
+            Request::get("/api/v1/results/stream?follow=false")
+                .header("authorization", common::bearer(&rig.platform))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(!text.contains(APPLICANT), "{text}");
+    let entries: Vec<Value> = text
+        .split("\n\n")
+        .filter(|frame| frame.contains("event: result"))
+        .filter_map(|frame| frame.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(|data| serde_json::from_str(data).unwrap())
+        .collect();
+    assert!(!text.contains("event: event"), "{text}");
+    let seen: Vec<(Value, Value)> = entries
+        .iter()
+        .map(|e| (e["state"].clone(), e["license_id"].clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (json!("awaiting_completion"), json!(first)),
+            (json!("valid"), Value::Null),
+            (json!("valid"), json!(second)),
+            (json!("revoked"), json!(second)),
+        ],
+        "{text}"
+    );
+    assert_eq!(entries[1]["settled_by"], json!("办结"));
+    assert_eq!(entries[2]["supersedes"], json!(first));
+    assert_eq!(entries[3]["reason"], json!("许可证已注销"));
+    // Only results on this stream.
+    let (status, _) = rig
+        .api
+        .send_text(
+            Request::get("/api/v1/results/stream?follow=false&kind=event")
+                .header("authorization", common::bearer(&rig.platform))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
 on_both_backends!(
+    every_change_to_a_result_is_on_the_platforms_results_stream,
     a_stored_result_is_sealed_and_its_status_lists_follow_it,
     a_result_before_its_completion_is_kept_awaiting_and_settled_by_it,
     a_result_answering_a_completed_application_is_kept_and_shown_with_its_state,

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use tongban::audit::AuditEntry;
 use tongban::mapping::OpenDocument;
 use tongban::store::{
-    Accepted, ApplicationToAccept, AttemptOutcome, EventFeedEntry, EventToRecord, FinishedAttempt,
+    Accepted, ApplicationToAccept, AttemptOutcome, EventToRecord, FeedText, FinishedAttempt,
     NewApplication, ResultToRecord, Store,
 };
 
@@ -212,7 +212,7 @@ fn stored_event(application: &str, id: &str, node: &str, state: &str) -> EventTo
         body: format!(r#"{{"event_id":"{id}","handler":{{"name":"张三"}}}}"#),
         state: state.parse().unwrap(),
         settles: None,
-        feed: EventFeedEntry {
+        feed: FeedText {
             body: format!(r#"{{"event_id":"{id}","handler":{{"name":"张*"}}}}"#),
             routing_key: format!("event.sy-scjg-food.{id}"),
             department: "11210100MB1529370K".into(),
@@ -682,6 +682,16 @@ async fn a_delivery_keeps_the_message_written_when_it_was_accepted(store: &Store
 }
 
 /// A version of the license `L` (its id `L.<version>`).
+/// A feed entry for a revocation, as the service would make it.
+fn revoked_feed() -> tongban::store::FeedText {
+    tongban::store::FeedText {
+        body: "{}".into(),
+        routing_key: "result.sy-scjg-food.revoked".into(),
+        department: String::new(),
+        item_code: String::new(),
+    }
+}
+
 fn result<'a>(
     license_id: &'a str,
     version: i64,
@@ -700,6 +710,7 @@ fn result<'a>(
         seal: None,
         holder_key: None,
         license_type: None,
+        feed: None,
     }
 }
 
@@ -736,19 +747,19 @@ async fn result_versions_are_kept_superseded_and_revoked(store: &Store) {
     assert!(versions[0].state_at.is_some() && versions[1].state_at.is_none());
     assert!(
         !store
-            .revoke_result("sy-scjg-food", "L.1", "why", 5)
+            .revoke_result("sy-scjg-food", "L.1", "why", 5, &revoked_feed())
             .await
             .unwrap()
     );
     assert!(
         store
-            .revoke_result("sy-scjg-food", "L.2", "因故撤销", 7)
+            .revoke_result("sy-scjg-food", "L.2", "因故撤销", 7, &revoked_feed())
             .await
             .unwrap()
     );
     assert!(
         !store
-            .revoke_result("sy-scjg-food", "L.2", "again", 9)
+            .revoke_result("sy-scjg-food", "L.2", "again", 9, &revoked_feed())
             .await
             .unwrap()
     );

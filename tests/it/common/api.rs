@@ -60,6 +60,14 @@ impl TestApi {
         }
     }
 
+    /// Sends `request` to the router: the status and the body as text.
+    pub async fn send_text(&self, request: Request<Body>) -> (StatusCode, String) {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
     /// Sends `request` to the router: the status and the JSON body (null when there is none).
     pub async fn send(&self, request: Request<Body>) -> (StatusCode, Value) {
         let response = self.router.clone().oneshot(request).await.unwrap();

@@ -276,12 +276,21 @@ async fn show(
             event
         })
         .collect();
+    // The platform acts for the applicant, who holds the results: it gets the sealed
+    // credentials, which name the holder in clear; supervisors and systems do not here.
+    let holder_agent = caller.has(Role::Platform);
     let results: Vec<Value> = state
         .store
         .result_records_of(&id)
         .await?
         .iter()
-        .map(|r| result_json(r, &personal))
+        .map(|r| {
+            let mut shown = result_json(r, &personal);
+            if holder_agent {
+                shown["credential"] = credential_json(r);
+            }
+            shown
+        })
         .collect();
     let mut response = Json(json!({
         "id": app.id,
@@ -425,6 +434,14 @@ pub(super) fn result_json(r: &ResultRecord, personal: &PersonalValues) -> Value 
     })
 }
 
+/// A version's sealed credential as JSON (null when it was stored before results were sealed).
+pub(super) fn credential_json(r: &ResultRecord) -> Value {
+    r.credential
+        .as_deref()
+        .and_then(|c| serde_json::from_str(c).ok())
+        .unwrap_or(Value::Null)
+}
+
 /// The issuing system revokes a result it shared, with a reason: `{"reason": "…"}`. Only the
 /// current version of a license is revoked; the versions before it stay superseded.
 async fn revoke_result(
@@ -538,11 +555,7 @@ async fn show_result(
     let shown = |r: &ResultRecord| {
         let mut shown = result_json(r, &people[r.application_id.as_str()]);
         if issuing {
-            shown["credential"] = r
-                .credential
-                .as_deref()
-                .and_then(|c| serde_json::from_str(c).ok())
-                .unwrap_or(Value::Null);
+            shown["credential"] = credential_json(r);
         }
         shown
     };

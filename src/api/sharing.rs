@@ -2,7 +2,7 @@
 //! holder's sealed results of a license type for a declared purpose; the platform, with a
 //! user's own token, lists that user's results and who accessed them.
 
-use super::applications::{applicant_identity, result_json};
+use super::applications::{applicant_identity, credential_json, result_json};
 use super::guard::AuditNote;
 use super::input::{JsonBody, QueryParams};
 use super::problem::{ApiError, ProblemEntry};
@@ -109,8 +109,7 @@ async fn query_results(
                 "license_id": r.license_id,
                 "version": r.version,
                 "system": r.system_id,
-                "credential": r.credential.as_deref()
-                    .and_then(|c| serde_json::from_str::<Value>(c).ok()),
+                "credential": credential_json(r),
             })
         })
         .collect();
@@ -151,12 +150,7 @@ async fn my_results(
         .iter()
         .map(|h| {
             let mut shown = result_json(&h.record, &nobody);
-            shown["credential"] = h
-                .record
-                .credential
-                .as_deref()
-                .and_then(|c| serde_json::from_str(c).ok())
-                .unwrap_or(Value::Null);
+            shown["credential"] = credential_json(&h.record);
             shown
         })
         .collect();

@@ -96,6 +96,7 @@ pub struct Fee {
     pub basis: Option<String>,
 }
 
+/// 申请材料 as the catalog lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Material {
@@ -103,6 +104,10 @@ pub struct Material {
     pub name: String,
     pub required: bool,
     pub shareable: bool,
+    /// The license type (证照类型代码) whose valid result stands for this material: the hub
+    /// attaches the applicant's by reference instead of asking for it (第十三条).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -117,6 +122,14 @@ pub struct ItemResult {
     #[serde(rename = "type")]
     pub result_type: String,
     pub name: String,
+}
+
+impl Material {
+    /// Whether sharing can supply it, so the applicant must not be asked for it (第十三条): the
+    /// catalog says so, or names the license type that stands for it.
+    pub fn can_be_shared(&self) -> bool {
+        self.shareable || self.shared_by.is_some()
+    }
 }
 
 impl Item {

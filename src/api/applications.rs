@@ -143,6 +143,7 @@ async fn submit(
         &state.catalog,
         &state.backlogs,
         &state.acceptor,
+        &state.sealer.holder_index,
         submission,
     )
     .await
@@ -162,6 +163,12 @@ async fn submit(
             "state": ApplicationState::Accepted,
             "system": receipt.system_id,
             "accepted_at": clock::format_millis(receipt.accepted_at),
+            // Materials the hub attached by reference to a result the applicant holds, and
+            // those submitted that sharing could have supplied (第十三条).
+            "materials_shared": receipt.shared_materials.iter()
+                .map(|(material, license)| json!({ "id": material, "elicense_id": license }))
+                .collect::<Vec<_>>(),
+            "materials_submitted_though_shareable": receipt.submitted_shareable,
         })),
     )
         .into_response();
@@ -276,21 +283,14 @@ async fn show(
             event
         })
         .collect();
-    // The platform acts for the applicant, who holds the results: it gets the sealed
-    // credentials, which name the holder in clear; supervisors and systems do not here.
-    let holder_agent = caller.has(Role::Platform);
+    // Masked here for every reader: the sealed credentials, which name the holder in clear,
+    // go to the platform only with the holder's own token (`/api/v1/me/results`).
     let results: Vec<Value> = state
         .store
         .result_records_of(&id)
         .await?
         .iter()
-        .map(|r| {
-            let mut shown = result_json(r, &personal);
-            if holder_agent {
-                shown["credential"] = credential_json(r);
-            }
-            shown
-        })
+        .map(|r| result_json(r, &personal))
         .collect();
     let mut response = Json(json!({
         "id": app.id,

@@ -19,12 +19,13 @@ use crate::clock;
 use crate::config::{AdapterConfig, Config};
 use crate::ids::mask_id;
 use crate::mapping::OpenDocument;
-use crate::model::{Applicant, Application, ItemRef};
+use crate::model::{Applicant, Application, ItemRef, ResultState};
+use crate::personal::HolderIndex;
 use crate::schema::Violation;
 use crate::service::admission::{Backlogs, Overloaded};
 use crate::service::catalog::CurrentItems;
 use crate::store::group::{GroupCommit, GroupError};
-use crate::store::{Accepted, ApplicationToAccept, Store, StoreError};
+use crate::store::{Accepted, AccessToRecord, ApplicationToAccept, Store, StoreError};
 use serde::Deserialize;
 use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -73,6 +74,12 @@ pub struct Receipt {
     pub replayed: bool,
     /// What the audit log says of it (masked).
     pub audit_detail: String,
+    /// Required materials the applicant did not submit that the hub attached by reference to
+    /// a result the applicant holds: (material id, e-license id).
+    pub shared_materials: Vec<(String, String)>,
+    /// Materials the applicant submitted although sharing could supply them (counted, not
+    /// refused).
+    pub submitted_shareable: Vec<String>,
 }
 
 /// Why an application was not accepted.
@@ -115,6 +122,7 @@ pub async fn accept(
     catalog: &CurrentItems,
     backlogs: &Backlogs,
     acceptor: &Acceptor,
+    holders: &HolderIndex,
     submission: Submission,
 ) -> Result<Receipt, AcceptError> {
     let Submission {
@@ -123,6 +131,13 @@ pub async fn accept(
         idempotency_key,
         actor,
     } = submission;
+    // Member order carries no meaning: the same application in another order is the same
+    // request. Hashed as submitted, before the hub adds what sharing supplies.
+    let request_hash = sha256_hex(
+        crate::schema::sorted_keys(body.clone())
+            .to_string()
+            .as_bytes(),
+    );
     let mut violations = config.schemas.validate("application", &body);
     violations.extend(control_characters(&body));
     let item_code = body
@@ -153,6 +168,12 @@ pub async fn accept(
         for d in crate::catalog::drift(reference, current.as_deref()) {
             violations.push(Violation::new(format!("/item{}", d.pointer()), d.message()));
         }
+    }
+    let mut shared = Vec::new();
+    if let Some(item) = &current
+        && violations.is_empty()
+    {
+        shared = supply_by_sharing(config, store, holders, &mut body, item).await?;
     }
     if let Some(item) = &current {
         violations.extend(material_problems(&body, item));
@@ -193,12 +214,6 @@ pub async fn accept(
         },
     };
 
-    // Member order carries no meaning: the same application in another order is the same request.
-    let request_hash = sha256_hex(
-        crate::schema::sorted_keys(body.clone())
-            .to_string()
-            .as_bytes(),
-    );
     let id = match application.id {
         Some(id) => id,
         None => {
@@ -213,13 +228,41 @@ pub async fn accept(
     let message = outbound_message(config, adapter, &id, &body, &body_text)?;
     let identity = serde_json::to_string(&Identity::of(&user))
         .map_err(|e| StoreError::Corrupt(format!("cannot keep the applicant's identity: {e}")))?;
+    let submitted_shareable = shareable_but_submitted(&body, current.as_deref());
     let detail = |what: &str| {
-        format!(
+        let mut detail = format!(
             "{what} for {system}, item {item_code}, applicant {}, subject {}",
             mask_id(&user.id_number),
             subject_digest(&user.subject)
-        )
+        );
+        if !shared.is_empty() {
+            let ids: Vec<&str> = shared.iter().map(|s| s.material.as_str()).collect();
+            detail.push_str(&format!("; shared by reference: {}", ids.join(", ")));
+        }
+        if !submitted_shareable.is_empty() {
+            detail.push_str(&format!(
+                "; submitted though sharing could supply them: {}",
+                submitted_shareable.join(", ")
+            ));
+        }
+        detail
     };
+    let department = current
+        .as_ref()
+        .map(|item| item.department.uscc.clone())
+        .unwrap_or_default();
+    let accesses = shared
+        .iter()
+        .map(|s| AccessToRecord {
+            id: super::sharing::access_id(),
+            holder_key: s.holder_key.clone(),
+            department: department.clone(),
+            system_id: system.clone(),
+            license_id: s.license_id.clone(),
+            purpose: MATERIAL_PURPOSE.to_owned(),
+            detail: Some(format!("material `{}` for application {id}", s.material)),
+        })
+        .collect();
     // Recorded in the application's own transaction: one commit, and never one without the other.
     let audit = AuditEntry {
         actor,
@@ -233,16 +276,14 @@ pub async fn accept(
             id: id.clone(),
             item_code: item_code.clone(),
             item_version: application.item.version,
-            department: current
-                .as_ref()
-                .map(|item| item.department.uscc.clone())
-                .unwrap_or_default(),
+            department,
             system_id: system.clone(),
             body: body_text,
             identity: Some(identity),
             message,
             idempotency: idempotency_key.map(|k| (k, request_hash)),
             audit: Some(audit.clone()),
+            accesses,
         })
         .await?;
     match accepted {
@@ -256,6 +297,11 @@ pub async fn accept(
                 accepted_at,
                 replayed: false,
                 audit_detail: audit.detail,
+                shared_materials: shared
+                    .into_iter()
+                    .map(|s| (s.material, s.license_id))
+                    .collect(),
+                submitted_shareable,
             })
         }
         Accepted::Replayed { application_id } => {
@@ -268,6 +314,8 @@ pub async fn accept(
                 accepted_at: record.accepted_at,
                 replayed: true,
                 audit_detail: detail("answered again (Idempotency-Key)"),
+                shared_materials: Vec::new(),
+                submitted_shareable: Vec::new(),
             })
         }
         Accepted::KeyReused => Err(AcceptError::KeyReused),
@@ -331,6 +379,111 @@ fn control_characters(body: &Value) -> Vec<Violation> {
                 ),
             ))
         })
+        .collect()
+}
+
+/// The purpose of the hub's own accesses to an applicant's results, made to attach a material
+/// by reference; the access's detail names the application.
+pub const MATERIAL_PURPOSE: &str = "material-reuse";
+
+/// A required material attached by reference to a result of the applicant's.
+struct SharedMaterial {
+    material: String,
+    license_id: String,
+    holder_key: String,
+}
+
+/// Attaches to `body` every required material of `item` it lacks whose license type
+/// (`shared_by`) the applicant holds a valid, sealed result of that the negative list lets
+/// the item's department have for [`MATERIAL_PURPOSE`] (the latest such result), as
+/// `{id, name, trust_level: "A", shared_result: {elicense_id}}`; says which it attached.
+async fn supply_by_sharing(
+    config: &Config,
+    store: &Store,
+    holders: &HolderIndex,
+    body: &mut Value,
+    item: &Item,
+) -> Result<Vec<SharedMaterial>, StoreError> {
+    let applicant = || {
+        let id_type = body.pointer("/applicant/id_type")?.as_str()?.parse().ok()?;
+        let number = body.pointer("/applicant/id_number")?.as_str()?;
+        Some(holders.of(id_type, number))
+    };
+    let Some(holder_key) = applicant() else {
+        return Ok(Vec::new());
+    };
+    let given: Vec<String> = body
+        .get("materials")
+        .and_then(Value::as_array)
+        .map(|m| {
+            m.iter()
+                .filter_map(|x| x.get("id").and_then(Value::as_str).map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut shared = Vec::new();
+    for material in item
+        .materials
+        .iter()
+        .filter(|m| m.required && !given.contains(&m.id))
+    {
+        let Some(license_type) = &material.shared_by else {
+            continue;
+        };
+        let held = store
+            .held_results(&holder_key, Some(license_type), &[ResultState::Valid])
+            .await?;
+        let usable = held.iter().rev().find(|h| {
+            h.record.credential.is_some()
+                && config
+                    .sharing
+                    .withheld_by(
+                        license_type,
+                        h.item_code.as_deref(),
+                        &item.department.uscc,
+                        MATERIAL_PURPOSE,
+                    )
+                    .is_none()
+        });
+        let (Some(found), Some(list)) = (
+            usable,
+            body.get_mut("materials").and_then(Value::as_array_mut),
+        ) else {
+            continue;
+        };
+        list.push(serde_json::json!({
+            "id": material.id,
+            "name": material.name,
+            "trust_level": "A",
+            "shared_result": { "elicense_id": found.record.license_id },
+        }));
+        shared.push(SharedMaterial {
+            material: material.id.clone(),
+            license_id: found.record.license_id.clone(),
+            holder_key: holder_key.clone(),
+        });
+    }
+    Ok(shared)
+}
+
+/// The materials `body` submits itself (a digest, not a shared result) that sharing could
+/// have supplied.
+fn shareable_but_submitted(body: &Value, item: Option<&Item>) -> Vec<String> {
+    let Some(item) = item else {
+        return Vec::new();
+    };
+    body.get("materials")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|m| m.get("shared_result").is_none())
+        .filter_map(|m| m.get("id").and_then(Value::as_str))
+        .filter(|id| {
+            item.materials
+                .iter()
+                .any(|c| c.id == *id && c.can_be_shared())
+        })
+        .map(str::to_owned)
         .collect()
 }
 

@@ -188,11 +188,11 @@ pub async fn query(
             },
             |record| AccessToRecord {
                 id: access_id(),
-                holder_key: &holder_key,
-                department,
-                system_id: system,
+                holder_key: holder_key.clone(),
+                department: department.to_owned(),
+                system_id: system.to_owned(),
                 license_id: record.license_id.clone(),
-                purpose,
+                purpose: purpose.to_owned(),
                 detail: None,
             },
         )

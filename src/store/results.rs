@@ -36,15 +36,17 @@ pub struct ResultToRecord<'a> {
 }
 
 /// One access to a holder's result, to record.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AccessToRecord<'a> {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessToRecord {
     pub id: String,
-    pub holder_key: &'a str,
-    pub department: &'a str,
-    pub system_id: &'a str,
+    pub holder_key: String,
+    /// The department (USCC) that had it.
+    pub department: String,
+    /// Its system.
+    pub system_id: String,
     pub license_id: String,
-    pub purpose: &'a str,
-    pub detail: Option<&'a str>,
+    pub purpose: String,
+    pub detail: Option<String>,
 }
 
 /// A recorded access.
@@ -263,13 +265,13 @@ impl Store {
     /// Reads a holder's versions as [`Store::held_results`] does, keeps those `share` keeps,
     /// and records `access(version)` for each, all in one transaction: nothing is answered
     /// that was not recorded. Returns what was kept.
-    pub async fn share_held_results<'a>(
+    pub async fn share_held_results(
         &self,
         holder_key: &str,
         license_type: Option<&str>,
         states: &[ResultState],
         mut share: impl FnMut(&HeldResult) -> bool,
-        mut access: impl FnMut(&ResultRecord) -> AccessToRecord<'a>,
+        mut access: impl FnMut(&ResultRecord) -> AccessToRecord,
     ) -> Result<Vec<HeldResult>, StoreError> {
         let (turn, mut tx) = self.begin_write().await?;
         let held = held_in(&mut tx, holder_key, license_type, states).await?;
@@ -476,9 +478,9 @@ async fn held_in(
         .collect()
 }
 
-async fn insert_access(
+pub(super) async fn insert_access(
     conn: &mut sqlx::AnyConnection,
-    access: &AccessToRecord<'_>,
+    access: &AccessToRecord,
     at: i64,
 ) -> Result<(), StoreError> {
     sqlx::query(
@@ -486,13 +488,13 @@ async fn insert_access(
          license_id, purpose, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(&access.id)
-    .bind(access.holder_key)
+    .bind(&access.holder_key)
     .bind(at)
-    .bind(access.department)
-    .bind(access.system_id)
+    .bind(&access.department)
+    .bind(&access.system_id)
     .bind(&access.license_id)
-    .bind(access.purpose)
-    .bind(access.detail)
+    .bind(&access.purpose)
+    .bind(access.detail.as_deref())
     .execute(conn)
     .await?;
     Ok(())

@@ -44,6 +44,9 @@ pub struct ApplicationToAccept {
     /// The delivery's message, written in its system's format (see [`NewApplication`]).
     pub message: Option<OpenDocument>,
     pub audit: Option<crate::audit::AuditEntry>,
+    /// Accesses to the applicant's results it makes (materials shared by reference), recorded
+    /// with it when it is new.
+    pub accesses: Vec<super::AccessToRecord>,
 }
 
 /// What recording an application came to.
@@ -238,7 +241,13 @@ impl Store {
             // meets the earlier exactly as it would in a later batch.
             let mut results = Vec::with_capacity(apps.len());
             for a in apps {
-                results.push(accept_in_tx(&mut tx, &a.as_new(), a.audit.as_ref(), now).await?);
+                let accepted = accept_in_tx(&mut tx, &a.as_new(), a.audit.as_ref(), now).await?;
+                if matches!(accepted, Accepted::New { .. }) {
+                    for access in &a.accesses {
+                        super::results::insert_access(&mut tx, access, now).await?;
+                    }
+                }
+                results.push(accepted);
             }
             results
         } else {
@@ -1131,6 +1140,11 @@ async fn accept_batch_in_tx(
     let audits: Vec<&crate::audit::AuditEntry> =
         new.iter().filter_map(|&i| apps[i].audit.as_ref()).collect();
     super::audit::append_audits_in_tx(tx, &audits).await?;
+    for &i in &new {
+        for access in &apps[i].accesses {
+            super::results::insert_access(tx, access, now).await?;
+        }
+    }
     results
         .into_iter()
         .map(|r| r.ok_or_else(|| StoreError::Corrupt("an application was left undecided".into())))

@@ -740,7 +740,11 @@ fn records(case: &Case, item: &Item, due: &Deadlines, thresholds: &Thresholds) -
             let ids: Vec<&str> = r
                 .materials
                 .iter()
-                .filter(|m| item.materials.iter().any(|c| &c.id == *m && c.shareable))
+                .filter(|m| {
+                    item.materials
+                        .iter()
+                        .any(|c| &c.id == *m && c.can_be_shared())
+                })
                 .map(String::as_str)
                 .collect();
             (!ids.is_empty()).then_some((r.event_id.as_str(), r.at, ids))
@@ -1492,6 +1496,34 @@ mod tests {
                 .evidence
                 .contains("event s2 at 2026-11-20T19:00:00.000+08:00 [safety_rules]")
         );
+    }
+
+    /// A material the catalog links to a license type (`shared_by`) counts as obtainable by
+    /// sharing even when `shareable` is not set: one link for acceptance and this rule.
+    #[test]
+    fn asking_for_a_material_a_license_stands_for_is_a_yellow_card_too() {
+        let mut item = item();
+        let layout = item
+            .materials
+            .iter_mut()
+            .find(|m| m.id == "premises_layout")
+            .unwrap();
+        assert!(!layout.shareable);
+        let events = [accept("a", 0), supplement("s", 3, &["premises_layout"])];
+        let at = t0() + 4 * HOUR;
+        let (_, c) = walk(&events, 2, |_, _| Deadlines::default());
+        let raised = |item: &Item| {
+            evaluate(&c, item, Deadlines::default(), at, &Thresholds::default())
+                .iter()
+                .any(|r| r.rule == Rule::ShareableMaterialRequested)
+        };
+        assert!(!raised(&item));
+        item.materials
+            .iter_mut()
+            .find(|m| m.id == "premises_layout")
+            .unwrap()
+            .shared_by = Some("11100000000013338W099".into());
+        assert!(raised(&item));
     }
 
     #[test]

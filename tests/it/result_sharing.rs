@@ -301,7 +301,115 @@ async fn the_access_log_pages_newest_first(store: &Store) {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
+/// The example application changed into one for the 食品经营许可 change (变更), whose catalog
+/// item requires the current 食品经营许可证 (`food_license`, shared by the license type): with
+/// `food_license` submitted as a file when `submit_license`, without it otherwise.
+fn change_application(submit_license: bool) -> Value {
+    const CHANGE: &str = "11210100MB1529370K300011800200002";
+    let catalog = common::read_json("examples/province/catalog.json");
+    let item = catalog
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["code"] == CHANGE)
+        .unwrap();
+    let mut app = common::read_json("examples/messages/application.json");
+    app.as_object_mut().unwrap().remove("id");
+    app["item"] = json!({
+        "code": CHANGE,
+        "version": item["version"].as_i64().unwrap_or(1),
+        "name": item["name"],
+        "type": item["type"],
+    });
+    let file = |id: &str, name: &str| {
+        json!({
+            "id": id, "name": name, "trust_level": "C",
+            "digest": { "algorithm": "sha256", "value": "7295b0cfec33d0e1e14c1ddbdd4a098b6fcf96dc3c35607372597ce15bc766ac" },
+        })
+    };
+    let mut materials = vec![
+        file("application_form", "变更申请书"),
+        file("change_proof", "变更证明"),
+    ];
+    if submit_license {
+        materials.push(file("food_license", "食品经营许可证正、副本"));
+    }
+    app["materials"] = json!(materials);
+    app
+}
+
+impl Rig {
+    async fn submit(&self, app: &Value) -> (StatusCode, Value) {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri("/api/v1/applications")
+            .header("authorization", common::bearer(&self.platform))
+            .header("content-type", "application/json")
+            .header("tongban-user-token", self.issuer.token_for(app, 3))
+            .body(Body::from(app.to_string()))
+            .unwrap();
+        self.api.send(request).await
+    }
+}
+
+/// A required material the applicant did not submit, whose license type they hold a valid
+/// result of, is attached by reference (第十三条) and the application goes on, the access on
+/// the holder's log with the application in its detail; one submitted anyway is accepted and
+/// counted; without the license the material is missing as before.
+async fn a_material_the_applicant_holds_is_attached_by_reference(store: &Store) {
+    let rig = rig(store).await;
+    // No license yet: the material is missing.
+    let (status, problem) = rig.submit(&change_application(false)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem:#}");
+    assert!(
+        problem
+            .to_string()
+            .contains("required material `food_license`"),
+        "{problem:#}"
+    );
+    let license = rig.licensed().await;
+
+    let (status, answer) = rig.submit(&change_application(false)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer:#}");
+    assert_eq!(
+        answer["materials_shared"],
+        json!([{ "id": "food_license", "elicense_id": license }])
+    );
+    let id = answer["id"].as_str().unwrap();
+    // The application the system gets carries the material by reference.
+    let stored = store.application(id).await.unwrap().unwrap();
+    let body: Value = serde_json::from_str(&stored.body).unwrap();
+    let attached = body["materials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "food_license")
+        .unwrap();
+    assert_eq!(attached["shared_result"]["elicense_id"], json!(license));
+    assert_eq!(attached["trust_level"], json!("A"));
+    let accesses = rig.accesses().await;
+    assert_eq!(accesses.len(), 1, "{accesses:#?}");
+    assert_eq!(accesses[0]["purpose"], json!("material-reuse"));
+    assert_eq!(accesses[0]["system"], json!(SCJG));
+    assert_eq!(accesses[0]["department"]["uscc"], json!(DEPARTMENT));
+    assert_eq!(
+        accesses[0]["detail"],
+        json!(format!("material `food_license` for application {id}"))
+    );
+
+    // Submitted as a file although sharing could supply it: accepted, and said so.
+    let (status, answer) = rig.submit(&change_application(true)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer:#}");
+    assert_eq!(answer["materials_shared"], json!([]));
+    assert_eq!(
+        answer["materials_submitted_though_shareable"],
+        json!(["food_license"])
+    );
+    assert_eq!(rig.accesses().await.len(), 1);
+}
+
 on_both_backends!(
+    a_material_the_applicant_holds_is_attached_by_reference,
     a_department_gets_a_sealed_result_and_the_holder_sees_the_access,
     a_bad_query_gets_every_problem_and_records_nothing,
     the_negative_list_refuses_naming_the_rule_and_withholds_an_items_results,

@@ -27,6 +27,7 @@ fn submission(id: &str, body: &str) -> ApplicationToAccept {
         idempotency: Some((format!("key-{id}"), "hash".into())),
         identity: None,
         message: None,
+        accesses: Vec::new(),
         audit: Some(AuditEntry {
             actor: "key:platform".into(),
             action: "POST /api/v1/applications".into(),

@@ -74,6 +74,7 @@ fn to_accept(id: &str, key: Option<(&str, &str)>) -> ApplicationToAccept {
         idempotency: key.map(|(k, h)| (k.into(), h.into())),
         identity: None,
         message: None,
+        accesses: Vec::new(),
         audit: Some(AuditEntry {
             actor: "key:platform".into(),
             action: "POST /api/v1/applications".into(),

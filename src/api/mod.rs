@@ -13,6 +13,7 @@
 mod applications;
 mod audit;
 pub mod audit_writer;
+mod disputes;
 mod guard;
 mod keys;
 
@@ -179,6 +180,7 @@ pub fn routes() -> Vec<Route> {
     routes.extend(supervision::routes());
     routes.extend(seal::routes());
     routes.extend(sharing::routes());
+    routes.extend(disputes::routes());
     routes
 }
 

@@ -208,6 +208,7 @@ async fn my_accesses(
         .iter()
         .map(|a| {
             json!({
+                "id": a.id,
                 "at": clock::format_millis(a.accessed_at),
                 "department": { "uscc": a.department, "name": department_name(&a.department) },
                 "system": a.system_id,

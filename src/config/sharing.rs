@@ -14,6 +14,9 @@
 //! departments = ["11210000001756420G"]
 //! purposes = ["license-check"]         # optional: any listed purpose when absent
 //! note = "户籍类证明仅向公安、民政共享"
+//!
+//! [disputes]
+//! working_days = 10                    # to resolve a holder's dispute (第二十六条)
 //! ```
 
 use crate::ids::{check_item_code, check_uscc};
@@ -23,12 +26,27 @@ use std::collections::BTreeMap;
 use toml::Spanned;
 
 /// The compiled `sharing.toml` (empty when there is none: no purpose, so nothing is shared).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SharingPolicy {
     /// Purpose code → what it means.
     pub purposes: BTreeMap<String, String>,
     /// The negative list, in the file's order.
     pub rules: Vec<SharingRule>,
+    /// Working days an issuing system has to resolve a holder's dispute (第二十六条).
+    pub dispute_working_days: u32,
+}
+
+/// Working days to resolve a dispute when `sharing.toml` does not say.
+pub const DISPUTE_WORKING_DAYS: u32 = 10;
+
+impl Default for SharingPolicy {
+    fn default() -> Self {
+        SharingPolicy {
+            purposes: BTreeMap::new(),
+            rules: Vec::new(),
+            dispute_working_days: DISPUTE_WORKING_DAYS,
+        }
+    }
 }
 
 /// One entry of the negative list.
@@ -140,6 +158,22 @@ struct SharingFile {
     purposes: BTreeMap<String, String>,
     #[serde(default)]
     rule: Vec<RuleFile>,
+    #[serde(default)]
+    disputes: DisputesFile,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisputesFile {
+    working_days: u32,
+}
+
+impl Default for DisputesFile {
+    fn default() -> Self {
+        DisputesFile {
+            working_days: DISPUTE_WORKING_DAYS,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -321,8 +355,15 @@ pub(super) fn compile(file: &SourceFile, errors: &mut Vec<ConfigError>) -> Optio
             note: rule.note.clone(),
         });
     }
+    if !(1..=60).contains(&parsed.disputes.working_days) {
+        errors.push(file.error_at_key(
+            "disputes.working_days",
+            "must be between 1 and 60 working days",
+        ));
+    }
     (errors.len() == before).then_some(SharingPolicy {
         purposes: parsed.purposes,
         rules,
+        dispute_working_days: parsed.disputes.working_days,
     })
 }

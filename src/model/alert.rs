@@ -57,13 +57,17 @@ code_list! {
         SystemSilent = "system_silent",
         EventsRefused = "events_refused",
         ImplausibleTime = "implausible_time",
+        DisputeOverdue = "dispute_overdue",
     }
 }
 
 impl Rule {
     /// Whether the rule is about a system rather than a case.
     pub fn is_system_rule(self) -> bool {
-        matches!(self, Rule::SystemSilent | Rule::EventsRefused)
+        matches!(
+            self,
+            Rule::SystemSilent | Rule::EventsRefused | Rule::DisputeOverdue
+        )
     }
 }
 

@@ -22,11 +22,13 @@ code_list! {
 }
 
 code_list! {
-    /// What a supervision feed entry is about: a stored case event, an alert's change, or a
-    /// result's (stored, superseding another, settled by its completion, revoked).
+    /// What a supervision feed entry is about: a stored case event, an alert's change, a
+    /// result's (stored, superseding another, settled by its completion, revoked), or a
+    /// dispute's (opened, taken up, resolved).
     pub enum FeedKind ("kind of feed entry") {
         Event = "event",
         Alert = "alert",
         Result = "result",
+        Dispute = "dispute",
     }
 }

@@ -30,4 +30,6 @@ pub use codes::{Code, UnknownCode};
 pub use delivery::{Acknowledgement, AttemptKind, DeliveryState};
 pub use inbound::{FeedKind, MessageKind, Via};
 pub use item::{ItemStatus, ItemType};
-pub use result::{Holder, License, LicenseIssuer, ResultState, SharedResult};
+pub use result::{
+    DisputeOutcome, DisputeState, Holder, License, LicenseIssuer, ResultState, SharedResult,
+};

@@ -19,6 +19,26 @@ code_list! {
     }
 }
 
+code_list! {
+    /// Where a holder's dispute (异议, 第二十六条) of a result or an access stands: open until the
+    /// issuing system takes it up, investigating, resolved with an outcome.
+    pub enum DisputeState ("dispute state") {
+        Open = "open",
+        Investigating = "investigating",
+        Resolved = "resolved",
+    }
+}
+
+code_list! {
+    /// How a dispute was resolved: the result corrected (a new version), revoked, or the
+    /// dispute rejected with a reason.
+    pub enum DisputeOutcome ("dispute outcome") {
+        Corrected = "corrected",
+        Revoked = "revoked",
+        Rejected = "rejected",
+    }
+}
+
 /// A canonical result, as much of it as the hub checks. The license's own fields (`data`) and
 /// dates travel as they came.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -6,6 +6,7 @@ pub mod admission;
 pub mod api_keys;
 pub mod applications;
 pub mod catalog;
+pub mod disputes;
 pub mod inbound;
 pub mod results;
 pub mod sealing;

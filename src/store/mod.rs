@@ -9,6 +9,7 @@
 
 mod audit;
 mod catalog;
+mod disputes;
 pub mod group;
 mod keys;
 mod results;
@@ -17,6 +18,7 @@ mod rows;
 mod supervision;
 
 pub use audit::AuditQuery;
+pub use disputes::{DisputeChange, DisputeRecord, DisputeToOpen};
 pub use keys::{ApiKeyRecord, NewApiKey};
 pub use results::{
     AccessRecord, AccessToRecord, HeldResult, ResultRecord, ResultToRecord, Settlement,

@@ -320,6 +320,32 @@ impl Store {
             .collect()
     }
 
+    /// One access record with the holder it is about, by its id.
+    pub async fn access(&self, id: &str) -> Result<Option<(String, AccessRecord)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, holder_key, accessed_at, department, system_id, license_id, purpose, \
+             detail FROM result_accesses WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok((
+                r.try_get("holder_key")?,
+                AccessRecord {
+                    id: r.try_get("id")?,
+                    accessed_at: r.try_get("accessed_at")?,
+                    department: r.try_get("department")?,
+                    system_id: r.try_get("system_id")?,
+                    license_id: r.try_get("license_id")?,
+                    purpose: r.try_get("purpose")?,
+                    detail: r.try_get("detail")?,
+                },
+            ))
+        })
+        .transpose()
+    }
+
     /// Up to `limit` versions not indexed by holder yet: (system, license id, body).
     pub async fn results_unindexed(
         &self,

@@ -18,6 +18,7 @@
 //! | `repeated_supplement` | yellow | more than one supplement request (第十四条: everything at once) |
 //! | `shareable_material_requested` | yellow | a supplement request asked for a material the catalog marks obtainable by sharing (第十三条) |
 //! | `implausible_time` | warning | an event is dated more than `clock_tolerance_minutes` before the hub received the application (a system clock on UTC, a date typed wrong), or after the hub received the event itself (a system clock that is fast; one more than `future_limit_minutes` ahead is refused): its dues and stretches run from a time that cannot be right |
+//! | `dispute_overdue` | yellow | a holder's dispute of a system's result (or of an access to it) is unresolved past the working days `sharing.toml` gives (第二十六条) |
 //! | `system_silent` | warning | a system with open cases (applications it has not reported on yet included) has sent no event or heartbeat for longer than its threshold, counted from when it last did or from its oldest open case, whichever is later |
 //! | `events_refused` | warning | the hub refused a message of the system (it does not map, is dated in the future, concerns an application the system does not handle, …), by webhook, poll or queue, within the last `record_hold_hours`: it resolves once that long has passed since the latest refusal, not when the next message is taken, because the refused facts are lost until the system sends them again |
 //!
@@ -328,6 +329,36 @@ pub fn system_silence(
             },
             silent / MINUTE,
             if open_cases == 1 { "" } else { "s" },
+        ),
+    })
+}
+
+/// The `dispute_overdue` condition: `system` leaves holders' disputes (`(id, due at)`, 第二十六条)
+/// unresolved past their due time.
+pub fn disputes_overdue(
+    system: &str,
+    disputes: &[(String, i64)],
+    now_ms: i64,
+) -> Option<Condition> {
+    let late: Vec<String> = disputes
+        .iter()
+        .filter(|(_, due)| now_ms > *due)
+        .map(|(id, due)| format!("{id} (due {})", format_millis(*due)))
+        .collect();
+    if late.is_empty() {
+        return None;
+    }
+    Some(Condition {
+        rule: Rule::DisputeOverdue,
+        level: Level::Yellow,
+        system: system.to_owned(),
+        case: None,
+        item: None,
+        evidence: format!(
+            "{} holder dispute{} unresolved past the time limit: {}",
+            late.len(),
+            if late.len() == 1 { "" } else { "s" },
+            late.join(", ")
         ),
     })
 }
@@ -1939,6 +1970,7 @@ mod tests {
                 "system_silent",
                 "events_refused",
                 "implausible_time",
+                "dispute_overdue",
             ]
         );
         for &r in Rule::ALL {

@@ -163,6 +163,8 @@ pub struct Engine {
     awaiting: BTreeMap<String, (usize, i64)>,
     /// Per system, its messages refused within the record hold.
     refusals: BTreeMap<String, Refusals>,
+    /// Per system, its holders' unresolved disputes: (id, due at).
+    disputes: BTreeMap<String, Vec<(String, i64)>>,
     /// Each system's department USCC, as its cases, its applications and its refusals say: a
     /// system's own alerts carry it, so that a feed filtered by department keeps them.
     departments: BTreeMap<String, String>,
@@ -204,6 +206,7 @@ impl Engine {
             last_seen: BTreeMap::new(),
             awaiting: BTreeMap::new(),
             refusals: BTreeMap::new(),
+            disputes: BTreeMap::new(),
             departments: BTreeMap::new(),
             items: HashMap::new(),
             last_step: i64::MIN,
@@ -234,6 +237,7 @@ impl Engine {
         self.last_seen.clear();
         self.awaiting.clear();
         self.refusals.clear();
+        self.disputes.clear();
         self.lease_epoch = None;
         self.lease_until = None;
     }
@@ -283,9 +287,11 @@ impl Engine {
             .refusals
             .values()
             .map(|r| rules::refusals_end(r, &self.thresholds));
+        let disputes = self.disputes.values().flatten().map(|(_, due)| due + 1);
         cases
             .chain(silences)
             .chain(refusals)
+            .chain(disputes)
             .filter(|&t| t > self.last_step)
             .min()
     }
@@ -391,6 +397,10 @@ impl Engine {
                     latest_reasons: r.latest.reasons,
                 },
             );
+        }
+        self.disputes = BTreeMap::new();
+        for (system, id, due) in self.store.unresolved_disputes().await? {
+            self.disputes.entry(system).or_default().push((id, due));
         }
         pending.extend(self.evaluate_systems(&open, now_ms));
         if !pending.is_empty() || !summaries.is_empty() {
@@ -684,11 +694,13 @@ impl Engine {
     }
 
     /// The system rules: `system_silent` for the systems with open cases, `events_refused` for
-    /// those with refusals within the hold, and either for a system with such an alert open.
+    /// those with refusals within the hold, `dispute_overdue` for those with unresolved
+    /// disputes, and any of them for a system with such an alert open.
     fn evaluate_systems(&self, open: &[AlertRecord], now_ms: i64) -> Vec<Pending> {
         let counts = self.open_systems();
         let mut systems: BTreeSet<String> = counts.keys().cloned().collect();
         systems.extend(self.refusals.keys().cloned());
+        systems.extend(self.disputes.keys().cloned());
         let systems_own = |a: &&AlertRecord| a.application_id.is_none() && a.rule.is_system_rule();
         systems.extend(open.iter().filter(systems_own).map(|a| a.system_id.clone()));
         let mut pending = Vec::new();
@@ -709,6 +721,9 @@ impl Engine {
                     now_ms,
                     &self.thresholds,
                 ));
+            }
+            if let Some(disputes) = self.disputes.get(&system) {
+                current.extend(rules::disputes_overdue(&system, disputes, now_ms));
             }
             let mine: Vec<&AlertRecord> = open
                 .iter()

@@ -408,7 +408,223 @@ async fn a_material_the_applicant_holds_is_attached_by_reference(store: &Store) 
     assert_eq!(rig.accesses().await.len(), 1);
 }
 
+impl Rig {
+    async fn post_as_holder(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let app = common::read_json("examples/messages/application.json");
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header("authorization", common::bearer(&self.platform))
+            .header("content-type", "application/json")
+            .header("tongban-user-token", self.issuer.token_for(&app, 3))
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        self.api.send(request).await
+    }
+
+    async fn answer(&self, dispute: &str, body: Value) -> (StatusCode, Value) {
+        self.send(
+            Method::POST,
+            &format!("/api/v1/systems/{SCJG}/disputes/{dispute}"),
+            &self.scjg,
+            "application/json",
+            body.to_string(),
+        )
+        .await
+    }
+
+    /// The supervision engine over the rig's store.
+    fn engine(&self) -> tongban::workers::engine::Engine {
+        let config = common::config();
+        tongban::workers::engine::Engine::new(
+            self.api.store.clone(),
+            config.hub.supervision.calendar.clone(),
+            config.hub.supervision.thresholds.clone(),
+        )
+    }
+
+    /// The open `dispute_overdue` alerts of the 市场监管 system after `engine`'s round at `at`.
+    async fn overdue_alerts_at(
+        &self,
+        engine: &mut tongban::workers::engine::Engine,
+        at: i64,
+    ) -> Vec<tongban::store::AlertRecord> {
+        engine.step(at).await.unwrap();
+        self.api
+            .store
+            .alerts(&tongban::store::AlertQuery {
+                system: Some(SCJG.into()),
+                rule: Some(tongban::model::Rule::DisputeOverdue),
+                open: Some(true),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    }
+}
+
+/// The holder disputes an access and a license; the issuing system lists them, takes one up and
+/// resolves it (an outcome it claims must show in the license), the holder sees the outcome,
+/// every change is on the feed, and a dispute left past its working-day limit raises
+/// `dispute_overdue` until it is resolved.
+async fn a_dispute_goes_to_the_issuing_system_and_its_outcome_to_the_holder(store: &Store) {
+    let rig = rig(store).await;
+    let license = rig.licensed().await;
+    let (status, _) = rig.ask(&rig.rst, query(TYPE_CODE, "license-check")).await;
+    assert_eq!(status, StatusCode::OK);
+    let access = rig.accesses().await[0]["id"].as_str().unwrap().to_owned();
+
+    // Every problem at once; a license the holder does not hold is not found.
+    let (status, problem) = rig.post_as_holder("/api/v1/me/disputes", json!({})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem:#}");
+    assert_eq!(
+        problem["errors"].as_array().unwrap().len(),
+        2,
+        "{problem:#}"
+    );
+    let stranger = license_id(DEPARTMENT, "NOTYOURS", "001");
+    let (status, _) = rig
+        .post_as_holder(
+            "/api/v1/me/disputes",
+            json!({ "license_id": stranger, "reason": "不是我的" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (status, of_access) = rig
+        .post_as_holder(
+            "/api/v1/me/disputes",
+            json!({ "access_id": access, "reason": "人社未经我同意调取我的证照" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{of_access:#}");
+    assert_eq!(of_access["license_id"], json!(license));
+    assert_eq!(of_access["system"], json!(SCJG));
+    assert_eq!(of_access["state"], json!("open"));
+    let (status, of_license) = rig
+        .post_as_holder(
+            "/api/v1/me/disputes",
+            json!({ "license_id": license, "reason": "经营场所地址有误" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{of_license:#}");
+    let first = of_access["id"].as_str().unwrap();
+    let second = of_license["id"].as_str().unwrap();
+
+    // The system lists its own; another system may not.
+    let (status, listed) = rig
+        .get(
+            &format!("/api/v1/systems/{SCJG}/disputes?state=open"),
+            &rig.scjg,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{listed:#}");
+    assert_eq!(listed["disputes"].as_array().unwrap().len(), 2);
+    let (status, _) = rig
+        .get(&format!("/api/v1/systems/{SCJG}/disputes"), &rig.rst)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Past its due time, unresolved: a yellow card for the system, until resolved.
+    let due = chrono::DateTime::parse_from_rfc3339(of_access["due_at"].as_str().unwrap())
+        .unwrap()
+        .timestamp_millis();
+    let opened = tongban::clock::now_millis();
+    assert!(
+        due > opened + 7 * 86_400_000,
+        "ten working days: {of_access:#}"
+    );
+    let mut engine = rig.engine();
+    assert!(
+        rig.overdue_alerts_at(&mut engine, due - 1000)
+            .await
+            .is_empty()
+    );
+    let overdue = rig.overdue_alerts_at(&mut engine, due + 1000).await;
+    assert_eq!(overdue.len(), 1, "{overdue:?}");
+    assert!(overdue[0].evidence.contains(first), "{overdue:?}");
+
+    let (status, body) = rig.answer(first, json!({ "state": "investigating" })).await;
+    assert_eq!(status, StatusCode::OK, "{body:#}");
+    assert_eq!(body["state"], json!("investigating"));
+    // A revocation claimed while the license is valid; a rejection without its reason.
+    let (status, body) = rig
+        .answer(first, json!({ "state": "resolved", "outcome": "revoked" }))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body:#}");
+    let (status, body) = rig
+        .answer(first, json!({ "state": "resolved", "outcome": "rejected" }))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body:#}");
+    let (status, body) = rig
+        .answer(
+            first,
+            json!({ "state": "resolved", "outcome": "rejected", "answer": "核验为法定职责，已告知申请人" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body:#}");
+    let (status, _) = rig.answer(first, json!({ "state": "investigating" })).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    // The license disputed: revoked, then the dispute resolved as revoked.
+    let (status, _) = rig
+        .revoke(
+            SCJG,
+            &rig.scjg,
+            &license,
+            json!({ "reason": "地址有误，撤销重发" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = rig
+        .answer(second, json!({ "state": "resolved", "outcome": "revoked" }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body:#}");
+    assert!(
+        rig.overdue_alerts_at(&mut engine, due + 2000)
+            .await
+            .is_empty()
+    );
+
+    // The holder sees both outcomes.
+    let (status, mine) = rig.as_holder("/api/v1/me/disputes").await;
+    assert_eq!(status, StatusCode::OK, "{mine:#}");
+    let outcomes: Vec<(Value, Value)> = mine["disputes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["id"].clone(), d["outcome"].clone()))
+        .collect();
+    assert!(
+        outcomes.contains(&(json!(first), json!("rejected"))),
+        "{mine:#}"
+    );
+    assert!(
+        outcomes.contains(&(json!(second), json!("revoked"))),
+        "{mine:#}"
+    );
+
+    // Every change is on the feed (kind dispute), and supervisors list them.
+    let (status, text) = rig
+        .api
+        .send_text(
+            Request::get("/api/v1/supervision/stream?follow=false&kind=dispute")
+                .header("authorization", common::bearer(&rig.supervisor))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(text.matches("event: dispute").count(), 5, "{text}");
+    let (status, all) = rig
+        .get("/api/v1/supervision/disputes", &rig.supervisor)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{all:#}");
+    assert_eq!(all["disputes"].as_array().unwrap().len(), 2);
+}
+
 on_both_backends!(
+    a_dispute_goes_to_the_issuing_system_and_its_outcome_to_the_holder,
     a_material_the_applicant_holds_is_attached_by_reference,
     a_department_gets_a_sealed_result_and_the_holder_sees_the_access,
     a_bad_query_gets_every_problem_and_records_nothing,

@@ -67,6 +67,14 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let zj_key = demo_key(&store, Role::System, Some(zj::SYSTEM), "demo 住建 webhook").await?;
+    // 人社 asks for the 市场监管 applicant's license below, as another department would.
+    let rst_key = demo_key(
+        &store,
+        Role::System,
+        Some("ln-rst-card"),
+        "demo 人社 sharing query",
+    )
+    .await?;
     let admin_key = demo_key(&store, Role::Admin, None, "demo administrator").await?;
 
     // The department systems first, so the first deliveries find them up. Each verifies the
@@ -95,7 +103,8 @@ async fn main() -> anyhow::Result<()> {
             let mut settings = ga::GaSettings::new(config.clone(), url.clone())?;
             settings.hub_url = Some(hub_url.clone());
             settings.heartbeat_every = Some(HEARTBEAT_EVERY);
-            // The hub does not consume AMQP results yet; the certificates stay with the system.
+            // The repository's adapter names no results_queue (see README for adding one): the
+            // certificates stay with the system.
             settings.results_queue = None;
             match ga::start(settings).await {
                 Ok(handle) => {
@@ -148,6 +157,7 @@ async fn main() -> anyhow::Result<()> {
     scjg.control.set_skip_steps(true);
     submitted.extend(submit_examples(&hub_url, &dir, &platform_key, &SKIPPING).await);
     follow(&hub_url, &submitted, &platform_key).await;
+    show_sharing(&hub_url, &dir, &platform_key, &rst_key).await;
     show_alerts(&hub_url, &admin_key).await;
     server.await??;
     Ok(())
@@ -274,6 +284,119 @@ async fn follow(hub_url: &str, submitted: &[(String, String)], platform_key: &st
     println!(
         "see every attempt and event: curl -H 'Authorization: Bearer <key>' {hub_url}/api/v1/applications/<id>"
     );
+}
+
+/// Result sharing, as a stranger would try it: 人社 asks for the 市场监管 applicant's food
+/// license (license-check); the sealed result it gets is verified here against the hub's
+/// published key and status list, saved for `tongban results verify`, and the applicant's
+/// access log (read by the platform with the applicant's token) shows the access.
+async fn show_sharing(hub_url: &str, dir: &std::path::Path, platform_key: &str, rst_key: &str) {
+    use tongban::seal::credential::{self, StatusFinding, StatusPurpose};
+    let client = reqwest::Client::new();
+    let Ok(application) = std::fs::read_to_string(dir.join("examples/messages/application.json"))
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str::<Value>(&t).map_err(|e| e.to_string()))
+    else {
+        return;
+    };
+    let applicant = &application["applicant"];
+    let query = serde_json::json!({
+        "holder": { "id_type": applicant["id_type"], "id_number": applicant["id_number"] },
+        "license_type": "11100000000013338W024",
+        "purpose": "license-check",
+    });
+    let get_json = |url: String, key: Option<&str>| {
+        let request = client.get(url);
+        let request = match key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        };
+        async move {
+            let answer = request.send().await.map_err(|e| e.to_string())?;
+            answer.json::<Value>().await.map_err(|e| e.to_string())
+        }
+    };
+    let answer = client
+        .post(format!("{hub_url}/api/v1/sharing/queries"))
+        .bearer_auth(rst_key)
+        .json(&query)
+        .send()
+        .await;
+    let shared: Value = match answer {
+        Ok(r) => r.json().await.unwrap_or(Value::Null),
+        Err(e) => {
+            println!("result sharing: the query failed: {e}");
+            return;
+        }
+    };
+    let Some(sealed) = shared["results"].get(0).map(|r| r["credential"].clone()) else {
+        println!("result sharing: no sealed food license yet for the 市场监管 applicant: {shared}");
+        return;
+    };
+    let controller = get_json(format!("{hub_url}/api/v1/seal/controller"), None).await;
+    let Ok(controller) = controller else {
+        return;
+    };
+    let mut lists = std::collections::BTreeMap::new();
+    for purpose in StatusPurpose::ALL {
+        if let Some((url, _)) = credential::status_entry(&sealed, purpose) {
+            lists.insert(url.clone(), get_json(url, None).await);
+        }
+    }
+    let fetch = |url: &str| lists.get(url).cloned().unwrap_or(Err("not fetched".into()));
+    let text = |pointer: &str| sealed.pointer(pointer).and_then(Value::as_str).unwrap_or("?");
+    match tongban::seal::verify_with_controller(&sealed, &controller) {
+        Ok(method) => {
+            let revoked = credential::status_finding(
+                &sealed,
+                StatusPurpose::Revocation,
+                &controller,
+                &fetch,
+            );
+            println!(
+                "result sharing: 人社 got the sealed {} {} of the 市场监管 applicant; the seal verifies (eddsa-jcs-2022, key {}), issuer {} ({}), {}",
+                text("/credentialSubject/license/name"),
+                text("/credentialSubject/license/id"),
+                method.rsplit('#').next().unwrap_or("?"),
+                text("/issuer/name"),
+                text("/issuer/id"),
+                match revoked {
+                    StatusFinding::Clear => "not revoked".to_string(),
+                    StatusFinding::Set => "REVOKED".to_string(),
+                    other => format!("status {other:?}"),
+                }
+            );
+        }
+        Err(e) => println!("result sharing: the seal does not verify: {e}"),
+    }
+    let saved = dir.join("data/demo-sealed-result.json");
+    if std::fs::write(&saved, serde_json::to_vec_pretty(&sealed).unwrap_or_default()).is_ok() {
+        println!("  verify it yourself: cargo run -- results verify {}", saved.display());
+    }
+    let Ok(user_token) = demo_issuer::user_token(dir, &application, 3) else {
+        return;
+    };
+    let log = client
+        .get(format!("{hub_url}/api/v1/me/accesses?limit=1"))
+        .bearer_auth(platform_key)
+        .header("Tongban-User-Token", user_token)
+        .send()
+        .await;
+    if let Ok(log) = log {
+        let log: Value = log.json().await.unwrap_or(Value::Null);
+        if let Some(a) = log["accesses"].get(0) {
+            println!(
+                "  the applicant's access log: {} {} ({}, system {}) read {} for {} ({})",
+                a["at"].as_str().unwrap_or("?"),
+                a["department"]["name"].as_str().unwrap_or("?"),
+                a["department"]["uscc"].as_str().unwrap_or("?"),
+                a["system"].as_str().unwrap_or("?"),
+                a["license_id"].as_str().unwrap_or("?"),
+                a["purpose"].as_str().unwrap_or("?"),
+                a["purpose_text"].as_str().unwrap_or("")
+            );
+        }
+    }
 }
 
 /// Prints the supervision alerts the run raised, as a supervisor would see them.

@@ -344,15 +344,16 @@ async fn show_sharing(hub_url: &str, dir: &std::path::Path, platform_key: &str, 
         }
     }
     let fetch = |url: &str| lists.get(url).cloned().unwrap_or(Err("not fetched".into()));
-    let text = |pointer: &str| sealed.pointer(pointer).and_then(Value::as_str).unwrap_or("?");
+    let text = |pointer: &str| {
+        sealed
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+    };
     match tongban::seal::verify_with_controller(&sealed, &controller) {
         Ok(method) => {
-            let revoked = credential::status_finding(
-                &sealed,
-                StatusPurpose::Revocation,
-                &controller,
-                &fetch,
-            );
+            let revoked =
+                credential::status_finding(&sealed, StatusPurpose::Revocation, &controller, &fetch);
             println!(
                 "result sharing: 人社 got the sealed {} {} of the 市场监管 applicant; the seal verifies (eddsa-jcs-2022, key {}), issuer {} ({}), {}",
                 text("/credentialSubject/license/name"),
@@ -370,8 +371,16 @@ async fn show_sharing(hub_url: &str, dir: &std::path::Path, platform_key: &str, 
         Err(e) => println!("result sharing: the seal does not verify: {e}"),
     }
     let saved = dir.join("data/demo-sealed-result.json");
-    if std::fs::write(&saved, serde_json::to_vec_pretty(&sealed).unwrap_or_default()).is_ok() {
-        println!("  verify it yourself: cargo run -- results verify {}", saved.display());
+    if std::fs::write(
+        &saved,
+        serde_json::to_vec_pretty(&sealed).unwrap_or_default(),
+    )
+    .is_ok()
+    {
+        println!(
+            "  verify it yourself: cargo run -- results verify {}",
+            saved.display()
+        );
     }
     let Ok(user_token) = demo_issuer::user_token(dir, &application, 3) else {
         return;

@@ -105,6 +105,11 @@ enum KeysCommand {
     Generate {
         #[arg(long, value_enum, default_value_t = Alg::EdDSA)]
         alg: Alg,
+        /// Make a sealing key instead ([sealing] keys_dir; Ed25519 only): it seals results from
+        /// the hub's next start, and the keys before it stay published for good, so every seal
+        /// made still verifies.
+        #[arg(long)]
+        sealing: bool,
     },
     /// List signing keys and API keys (never their secrets).
     List,
@@ -567,7 +572,30 @@ async fn keys_command(
     let key_dir = hub::keys_dir(&config);
     let ttl = config.hub.signing.assertion_ttl_seconds;
     match command {
-        KeysCommand::Generate { alg } => {
+        KeysCommand::Generate { alg, sealing: true } => {
+            if !matches!(alg, Alg::EdDSA) {
+                eprintln!("sealing keys are Ed25519 (eddsa-jcs-2022): use --alg EdDSA");
+                return Ok(ExitCode::FAILURE);
+            }
+            let seal_dir = hub::seal_keys_dir(&config);
+            let entry = keys::generate(&seal_dir, keys::KeyAlg::EdDSA)?;
+            audit(
+                &store,
+                "key generate",
+                &format!("sealing key {}", entry.kid),
+                "EdDSA; previous sealing key retired (still published)".into(),
+            )
+            .await?;
+            println!(
+                "generated sealing key {} in {}; the hub seals with it from its next start",
+                entry.kid,
+                seal_dir.display()
+            );
+        }
+        KeysCommand::Generate {
+            alg,
+            sealing: false,
+        } => {
             let alg = match alg {
                 Alg::EdDSA => keys::KeyAlg::EdDSA,
                 Alg::ES256 => keys::KeyAlg::ES256,

@@ -222,3 +222,38 @@ fn results_verify_checks_a_sealed_file_against_the_controller_document() {
         "{stderr}"
     );
 }
+
+/// A sealing key rotation keeps every earlier key published: a seal made before it still
+/// verifies against the controller document after it, and new seals name the new key.
+/// `tongban keys generate --sealing` makes the key where `[sealing] keys_dir` says.
+#[test]
+fn a_sealing_key_rotation_keeps_earlier_seals_verifiable() {
+    use tongban::service::sealing::Sealer;
+    let dir = crate::common::config_copy();
+    let out = crate::common::process::tongban()
+        .args(["keys", "generate", "--sealing", "--config"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("generated sealing key"));
+    let seal_dir = dir.path().join("data/seal-keys");
+    let result = crate::common::read_json("examples/messages/result.json");
+    let before = Sealer::load(&seal_dir, "https://hub.example").unwrap();
+    let old_seal = before.seal_result(&result, 1).unwrap();
+
+    tongban::auth::keys::generate(&seal_dir, tongban::auth::keys::KeyAlg::EdDSA).unwrap();
+    let after = Sealer::load(&seal_dir, "https://hub.example").unwrap();
+    let controller = after.controller_document();
+    assert_eq!(controller["assertionMethod"].as_array().unwrap().len(), 2);
+    let old_method = seal::verify_with_controller(&old_seal, &controller)
+        .expect("a seal made before the rotation still verifies");
+    let new_method =
+        seal::verify_with_controller(&after.seal_result(&result, 2).unwrap(), &controller).unwrap();
+    assert_ne!(old_method, new_method);
+    assert_eq!(after.jwks().len(), 2);
+}

@@ -79,14 +79,16 @@ impl Store {
         .bind(dispute.due_at)
         .execute(&mut *tx)
         .await?;
-        append(
-            &mut tx,
-            &dispute.system_id,
-            &dispute.application_id,
-            &dispute.feed,
-            at,
-        )
-        .await?;
+        dispute
+            .feed
+            .append_in(
+                &mut tx,
+                FeedKind::Dispute,
+                &dispute.system_id,
+                &dispute.application_id,
+                at,
+            )
+            .await?;
         turn.commit(tx).await
     }
 
@@ -120,14 +122,16 @@ impl Store {
         }
         let changed = query.execute(&mut *tx).await?.rows_affected() == 1;
         if changed {
-            append(
-                &mut tx,
-                change.system_id,
-                change.application_id,
-                &change.feed,
-                at,
-            )
-            .await?;
+            change
+                .feed
+                .append_in(
+                    &mut tx,
+                    FeedKind::Dispute,
+                    change.system_id,
+                    change.application_id,
+                    at,
+                )
+                .await?;
         }
         turn.commit(tx).await?;
         Ok(changed)
@@ -190,27 +194,6 @@ impl Store {
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
             .collect()
     }
-}
-
-async fn append(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    system_id: &str,
-    application_id: &str,
-    feed: &FeedText,
-    at: i64,
-) -> Result<(), StoreError> {
-    let entry = super::NewFeedEntry {
-        kind: FeedKind::Dispute,
-        system_id,
-        department: &feed.department,
-        item_code: &feed.item_code,
-        application_id,
-        level: None,
-        routing_key: &feed.routing_key,
-        body: &feed.body,
-    };
-    super::supervision::append_feeds_in_tx(tx, std::slice::from_ref(&entry), at).await?;
-    Ok(())
 }
 
 fn from_row(r: &AnyRow) -> Result<DisputeRecord, StoreError> {

@@ -134,7 +134,14 @@ impl Store {
         .rows_affected()
             == 1;
         if inserted && let Some(feed) = result.feed {
-            append_result_feed(&mut tx, result.system_id, result.application_id, feed, now).await?;
+            feed.append_in(
+                &mut tx,
+                FeedKind::Result,
+                result.system_id,
+                result.application_id,
+                now,
+            )
+            .await?;
         }
         if inserted && let Some(older) = result.supersedes {
             sqlx::query(
@@ -183,7 +190,8 @@ impl Store {
         .map(|row| row.try_get("application_id"))
         .transpose()?;
         if let Some(application) = &application {
-            append_result_feed(&mut tx, system_id, application, feed, at).await?;
+            feed.append_in(&mut tx, FeedKind::Result, system_id, application, at)
+                .await?;
         }
         turn.commit(tx).await?;
         Ok(application.is_some())
@@ -201,7 +209,10 @@ impl Store {
         let now = clock::now_millis();
         let settled = settle_in(&mut tx, application_id, settlement, now).await?;
         if settled > 0 {
-            append_result_feed(&mut tx, system_id, application_id, &settlement.feed, now).await?;
+            settlement
+                .feed
+                .append_in(&mut tx, FeedKind::Result, system_id, application_id, now)
+                .await?;
         }
         turn.commit(tx).await?;
         Ok(settled)
@@ -523,27 +534,6 @@ pub(super) async fn insert_access(
     .bind(access.detail.as_deref())
     .execute(conn)
     .await?;
-    Ok(())
-}
-
-async fn append_result_feed(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    system_id: &str,
-    application_id: &str,
-    feed: &FeedText,
-    at: i64,
-) -> Result<(), StoreError> {
-    let entry = super::NewFeedEntry {
-        kind: FeedKind::Result,
-        system_id,
-        department: &feed.department,
-        item_code: &feed.item_code,
-        application_id,
-        level: None,
-        routing_key: &feed.routing_key,
-        body: &feed.body,
-    };
-    super::supervision::append_feeds_in_tx(tx, std::slice::from_ref(&entry), at).await?;
     Ok(())
 }
 

@@ -200,6 +200,32 @@ pub struct FeedText {
     pub item_code: String,
 }
 
+impl FeedText {
+    /// Appends this as a feed entry of `kind` about `application_id` of `system_id`, inside
+    /// `tx`.
+    pub(super) async fn append_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        kind: FeedKind,
+        system_id: &str,
+        application_id: &str,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        let entry = super::NewFeedEntry {
+            kind,
+            system_id,
+            department: &self.department,
+            item_code: &self.item_code,
+            application_id,
+            level: None,
+            routing_key: &self.routing_key,
+            body: &self.body,
+        };
+        super::supervision::append_feeds_in_tx(tx, std::slice::from_ref(&entry), at).await?;
+        Ok(())
+    }
+}
+
 /// A stored case event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventRecord {

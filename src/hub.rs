@@ -254,6 +254,11 @@ pub async fn serve(
         recorder.clone(),
         workers_stopped.clone(),
     ));
+    let notifiers = tokio::spawn(crate::workers::notify::run_notifiers(
+        config.clone(),
+        store.clone(),
+        workers_stopped.clone(),
+    ));
     let pollers = tokio::spawn(crate::workers::intake::run_pollers(
         config.clone(),
         store.clone(),
@@ -361,6 +366,12 @@ pub async fn serve(
     )
     .await;
     stop_by(deadline, pollers, "a poll was still running at exit").await;
+    stop_by(
+        deadline,
+        notifiers,
+        "a dispute notice was still being sent at exit; it is sent again from its cursor",
+    )
+    .await;
     stop_by(
         deadline,
         consumers,

@@ -55,6 +55,9 @@ pub struct Outbound {
     /// Deliveries waiting in the outbox at most: beyond it, new applications for the system
     /// are refused (503 with `Retry-After`) instead of queued without bound.
     pub max_backlog: u64,
+    /// Where the hub posts a notice (JSON) of each change to a dispute of the system's results
+    /// (第二十六条), with the adapter's headers; none: the system reads its list.
+    pub disputes_url: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,6 +187,7 @@ struct OutboundFile {
     retry: RetryFile,
     #[serde(default = "default_max_backlog")]
     max_backlog: u64,
+    disputes_url: Option<toml::Spanned<String>>,
 }
 
 /// Ten thousand deliveries: at the default 100/s, under two minutes of the system's work.
@@ -338,6 +342,11 @@ pub(super) fn compile(
             why.to_string(),
         ));
     };
+    if let Some(url) = &o.disputes_url
+        && !(url.get_ref().starts_with("http://") || url.get_ref().starts_with("https://"))
+    {
+        missing("disputes_url", "must be an http:// or https:// URL");
+    }
     let protocol = match o.protocol.get_ref().as_str() {
         "rest" | "soap" => {
             let url = match &o.url {
@@ -570,6 +579,7 @@ pub(super) fn compile(
                     max_age: Duration::from_secs(o.retry.max_age_seconds),
                 },
                 max_backlog: o.max_backlog,
+                disputes_url: o.disputes_url.map(|u| u.into_inner()),
             },
             inbound: Inbound {
                 mode: mode?,

@@ -11,6 +11,7 @@ pub mod consume;
 pub mod engine;
 pub mod intake;
 pub mod lanes;
+pub mod notify;
 pub mod publish;
 
 pub use lanes::{Dispatcher, RoutingError};

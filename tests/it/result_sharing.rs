@@ -623,7 +623,65 @@ async fn a_dispute_goes_to_the_issuing_system_and_its_outcome_to_the_holder(stor
     assert_eq!(all["disputes"].as_array().unwrap().len(), 2);
 }
 
+/// A system with `disputes_url` gets a notice of each change to its disputes, in order; one it
+/// refuses is sent again, and nothing is skipped.
+async fn dispute_notices_reach_the_system_in_order_and_again_after_a_failure(store: &Store) {
+    use common::mock::{Mock, Mode};
+    let mock = Mock::start(false, Mode::Fail500).await;
+    let url = format!("{}/disputes", mock.base());
+    let with_url = |config: &mut tongban::config::Config| {
+        config.adapters.get_mut(SCJG).unwrap().outbound.disputes_url = Some(url.clone());
+    };
+    let rig = rig_with(store, with_url).await;
+    let license = rig.licensed().await;
+    let (status, dispute) = rig
+        .post_as_holder(
+            "/api/v1/me/disputes",
+            json!({ "license_id": license, "reason": "证照信息有误" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{dispute:#}");
+    let id = dispute["id"].as_str().unwrap();
+    let (status, _) = rig.answer(id, json!({ "state": "investigating" })).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let mut config = common::config();
+    with_url(&mut config);
+    let adapter = &config.adapters[SCJG];
+    let client = reqwest::Client::new();
+    let step = || tongban::workers::notify::step(&client, store, adapter, &url);
+    assert!(step().await.is_err(), "the system refuses");
+    mock.set_mode(Mode::Ok);
+    assert_eq!(step().await.unwrap(), 2);
+    assert_eq!(step().await.unwrap(), 0, "nothing twice");
+    let got = mock.receptions();
+    assert_eq!(got.len(), 3, "one refused, then both");
+    let notices: Vec<Value> = got[1..]
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(notices[0]["dispute"]["id"], json!(id));
+    assert_eq!(
+        (
+            &notices[0]["dispute"]["state"],
+            &notices[1]["dispute"]["state"]
+        ),
+        (&json!("open"), &json!("investigating"))
+    );
+    assert_eq!(
+        notices[1]["routing_key"],
+        json!(format!("dispute.{SCJG}.investigating"))
+    );
+    assert!(notices[0]["seq"].as_i64() < notices[1]["seq"].as_i64());
+    assert_eq!(
+        serde_json::from_slice::<Value>(&got[0].body).unwrap()["seq"],
+        notices[0]["seq"],
+        "the refused notice is the one sent again"
+    );
+}
+
 on_both_backends!(
+    dispute_notices_reach_the_system_in_order_and_again_after_a_failure,
     a_dispute_goes_to_the_issuing_system_and_its_outcome_to_the_holder,
     a_material_the_applicant_holds_is_attached_by_reference,
     a_department_gets_a_sealed_result_and_the_holder_sees_the_access,

@@ -145,8 +145,9 @@ async fn stream(
     stream_of(state, query, follow, "supervision").await
 }
 
-/// The feed's result entries only (stored, superseding, settled, revoked), for the platform to
-/// show applicants their licenses as soon as they are issued: the same stream, `kind` fixed.
+/// The feed's result entries (stored, superseding, settled, revoked), for the platform to show
+/// applicants their licenses as soon as they are issued, or with `kind=dispute` its dispute
+/// entries, to tell holders an outcome at once: the same stream, `kind` limited to those.
 async fn results_stream(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -154,10 +155,13 @@ async fn results_stream(
 ) -> Result<Response, ApiError> {
     let (mut query, follow) = feed_query(&headers, raw.as_deref())?;
     let mut problems = Vec::new();
-    if query.kind.is_some_and(|k| k != FeedKind::Result) {
+    if query
+        .kind
+        .is_some_and(|k| !matches!(k, FeedKind::Result | FeedKind::Dispute))
+    {
         problems.push(ProblemEntry::parameter(
             "kind",
-            "this stream carries results only (kind=result)",
+            "this stream carries results (kind=result, the default) or disputes (kind=dispute)",
         ));
     }
     if query.min_level.is_some() {
@@ -166,7 +170,7 @@ async fn results_stream(
     if !problems.is_empty() {
         return Err(ApiError::Invalid(problems));
     }
-    query.kind = Some(FeedKind::Result);
+    query.kind = query.kind.or(Some(FeedKind::Result));
     stream_of(state, query, follow, "results").await
 }
 

@@ -616,6 +616,19 @@ async fn a_dispute_goes_to_the_issuing_system_and_its_outcome_to_the_holder(stor
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(text.matches("event: dispute").count(), 5, "{text}");
+    // The platform follows them too, to tell the holder an outcome at once.
+    let (status, text) = rig
+        .api
+        .send_text(
+            Request::get("/api/v1/results/stream?follow=false&kind=dispute")
+                .header("authorization", common::bearer(&rig.platform))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(text.matches("event: dispute").count(), 5, "{text}");
+    assert!(text.contains("\"outcome\":\"revoked\""), "{text}");
     let (status, all) = rig
         .get("/api/v1/supervision/disputes", &rig.supervisor)
         .await;

@@ -25,6 +25,10 @@
 //!
 //! Each server has its own tokio runtime with named threads (`hub-rt`, `relay-rt`, `mock-rt`,
 //! `load-rt`), so CPU time can be told apart per thread group; they all share the machine.
+//!
+//! `--mode sharing` runs something else: result sharing at scale (issue 14), a store filled with
+//! a million results and five million access records, and the store calls behind the holder's
+//! and the departments' routes timed on it (see `tongban_bench/sharing.rs`).
 
 #[path = "tongban_bench/feed.rs"]
 mod feed;
@@ -42,6 +46,10 @@ mod procstat;
 mod relay;
 #[path = "tongban_bench/report.rs"]
 mod report;
+#[path = "tongban_bench/sharing.rs"]
+mod sharing;
+#[path = "tongban_bench/sharing_data.rs"]
+mod sharing_data;
 
 use clap::{Parser, ValueEnum};
 use feed::FeedWatch;
@@ -65,6 +73,9 @@ const TOKENS_PER_APPLICANT: usize = 16;
 #[derive(Parser, Debug)]
 #[command(name = "tongban-bench")]
 struct Args {
+    /// What to run: the hub and a bare relay under load, or result sharing at scale.
+    #[arg(long, value_enum, default_value_t = Mode::Load)]
+    mode: Mode,
     /// Seconds of closed-loop load per target for saturation throughput [10; quick: 1].
     #[arg(long)]
     duration_secs: Option<f64>,
@@ -78,13 +89,33 @@ struct Args {
     /// Seconds of open-loop load per rate [5; quick: 1].
     #[arg(long)]
     rate_secs: Option<f64>,
-    /// A few seconds in all: short phases and low rates, to show the harness works.
+    /// A few seconds in all: short phases and low rates, to show the harness works (in
+    /// `--mode sharing`: a small store).
     #[arg(long)]
     quick: bool,
     /// The hub's store instead of SQLite in a temporary directory: `postgres://…`, or a
-    /// `sqlite:PATH` of your own (e.g. on tmpfs, to see what the fsyncs cost).
+    /// `sqlite:PATH` of your own (e.g. on tmpfs, to see what the fsyncs cost). In `--mode
+    /// sharing`, a `postgres://` URL names the server (any database on it, e.g. `/postgres`):
+    /// the bench makes a database of its own there and drops it after; a `sqlite:PATH` must not
+    /// exist yet, and is kept.
     #[arg(long)]
     store: Option<String>,
+    /// `--mode sharing`: results in the store [1,000,000; quick: 20,000].
+    #[arg(long)]
+    results: Option<usize>,
+    /// `--mode sharing`: access records in the store [5,000,000; quick: 100,000].
+    #[arg(long)]
+    accesses: Option<usize>,
+    /// `--mode sharing`: holders the results belong to [200,000; quick: 4,000].
+    #[arg(long)]
+    holders: Option<usize>,
+    /// `--mode sharing`: heavy holders among them, companies with 100 to 500 results each
+    /// [20; quick: 4].
+    #[arg(long)]
+    heavy_holders: Option<usize>,
+    /// `--mode sharing`: typical holders whose reads are timed [3,000; quick: 300].
+    #[arg(long)]
+    samples: Option<usize>,
     /// Which applications to send.
     #[arg(long, value_enum, default_value_t = Mix::Soap)]
     workload: Mix,
@@ -137,6 +168,15 @@ struct Args {
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// The hub and a bare relay under the same load (the options above).
+    Load,
+    /// Result sharing at scale: a store filled in bulk, the holder's and the departments' reads
+    /// timed on it (issue 14).
+    Sharing,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -213,7 +253,11 @@ struct Runtimes {
 }
 
 fn main() -> ExitCode {
-    let settings = Settings::from(Args::parse());
+    let args = Args::parse();
+    if args.mode == Mode::Sharing {
+        return sharing_main(args);
+    }
+    let settings = Settings::from(args);
     if let Some(path) = &settings.args.hub_log {
         match std::fs::File::create(path) {
             Ok(file) => tracing_subscriber::fmt()
@@ -255,6 +299,41 @@ fn main() -> ExitCode {
     for rt in [hub, relay, mocks, load] {
         rt.shutdown_timeout(Duration::from_secs(3));
     }
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--mode sharing`, with the defaults of `--quick` or of the full run filled in.
+fn sharing_main(args: Args) -> ExitCode {
+    let q = args.quick;
+    let pick = |given: Option<usize>, full: usize, quick: usize| {
+        given.unwrap_or(if q { quick } else { full })
+    };
+    let results = pick(args.results, 1_000_000, 20_000).max(1);
+    let options = sharing::Options {
+        scale: sharing_data::Scale {
+            results,
+            accesses: pick(args.accesses, 5_000_000, 100_000),
+            holders: pick(args.holders, 200_000, 4_000).max(2),
+            heavy_holders: pick(args.heavy_holders, 20, 4),
+        },
+        samples: pick(args.samples, 3_000, 300),
+        store: args.store,
+        config_dir: args
+            .config
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR"))),
+        json: args.json,
+        machine: machine(),
+    };
+    let outcome = match runtime("sharing-rt", 2) {
+        Ok(rt) => rt.block_on(sharing::run(options)),
+        Err(e) => Err(format!("cannot start the runtime: {e}")),
+    };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

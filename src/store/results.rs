@@ -487,20 +487,30 @@ async fn held_in(
         .split(", ")
         .map(|c| format!("r.{}", c.trim()))
         .collect();
-    let first_state = 3;
+    // Only plain equalities on the columns of `results_holder` (holder key, state, license
+    // type), and the license type only when asked for: a condition that may be true whatever
+    // the column holds (`$2 = '' OR …`) cannot be sought, and SQLite, which has no statistics,
+    // then took `results_status` for a query of one state and read every valid result.
+    let type_condition = if license_type.is_some() {
+        " AND r.license_type = $2"
+    } else {
+        ""
+    };
+    let first_state = if license_type.is_some() { 3 } else { 2 };
     let placeholders: Vec<String> = (0..states.len())
         .map(|i| format!("${}", i + first_state))
         .collect();
     let sql = format!(
         "SELECT {}, a.item_code FROM results r LEFT JOIN applications a ON a.id = r.application_id \
-         WHERE r.holder_key = $1 AND ($2 = '' OR r.license_type = $2) AND r.state IN ({}) \
+         WHERE r.holder_key = $1{type_condition} AND r.state IN ({}) \
          ORDER BY r.received_at, r.system_id, r.license_id",
         columns.join(", "),
         placeholders.join(", ")
     );
-    let mut query = sqlx::query(&sql)
-        .bind(holder_key)
-        .bind(license_type.unwrap_or_default());
+    let mut query = sqlx::query(&sql).bind(holder_key);
+    if let Some(license_type) = license_type {
+        query = query.bind(license_type);
+    }
     for state in states {
         query = query.bind(state.as_str());
     }

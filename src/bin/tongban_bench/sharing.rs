@@ -499,11 +499,11 @@ async fn call(
                     |h| h.record.credential.is_some(),
                     |record| AccessToRecord {
                         id: tongban::service::sharing::access_id(),
-                        holder_key: key,
-                        department: &department,
-                        system_id: &system,
+                        holder_key: key.to_owned(),
+                        department: department.clone(),
+                        system_id: system.clone(),
                         license_id: record.license_id.clone(),
-                        purpose: PURPOSE,
+                        purpose: PURPOSE.to_owned(),
                         detail: None,
                     },
                 )

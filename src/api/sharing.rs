@@ -22,6 +22,8 @@ const PLATFORM: Access = Access::Roles(&[Role::Platform]);
 
 /// The most access records one page holds.
 const MAX_ACCESSES: i64 = 500;
+/// The most result versions one page holds.
+const MAX_RESULTS: i64 = 500;
 
 pub fn routes() -> Vec<Route> {
     vec![
@@ -137,14 +139,49 @@ async fn query_results(
     Ok(response)
 }
 
-/// The user's results, every version with where it stands and its sealed credential.
+/// The user's results, every version with where it stands and its sealed credential, first
+/// received first: `limit` (default 100) and `after` (the `next` of the page before).
 async fn my_results(
     State(state): State<AppState>,
     headers: HeaderMap,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
+    let mut q = QueryParams::parse(raw.as_deref());
+    let limit = q.integer("limit", 1..=MAX_RESULTS).unwrap_or(100);
+    let after = q.text("after");
+    q.finish()?;
+    let after = match after.as_deref().map(parse_results_cursor) {
+        None => None,
+        Some(Some(cursor)) => Some(cursor),
+        Some(None) => {
+            return Err(ApiError::Invalid(vec![ProblemEntry::parameter(
+                "after",
+                "is the `next` of an earlier page",
+            )]));
+        }
+    };
     let user = applicant_identity(&state, &headers, "a request for a user's own data").await?;
-    let held =
-        sharing::holder_results(&state.store, &state.sealer, user.id_type, &user.id_number).await?;
+    let held = sharing::holder_results(
+        &state.store,
+        &state.sealer,
+        user.id_type,
+        &user.id_number,
+        after
+            .as_ref()
+            .map(|(at, s, l)| (*at, s.as_str(), l.as_str())),
+        limit,
+    )
+    .await?;
+    let next = (held.len() as i64 == limit)
+        .then(|| {
+            held.last().map(|h| {
+                format!(
+                    "{}~{}~{}",
+                    h.record.received_at, h.record.system_id, h.record.license_id
+                )
+            })
+        })
+        .flatten();
     let nobody = PersonalValues::default();
     let results: Vec<Value> = held
         .iter()
@@ -154,7 +191,7 @@ async fn my_results(
             shown
         })
         .collect();
-    let mut response = Json(json!({ "results": results })).into_response();
+    let mut response = Json(json!({ "results": results, "next": next })).into_response();
     response.extensions_mut().insert(
         AuditNote::new(format!(
             "listed a user's {} result version(s) for them",
@@ -235,6 +272,15 @@ async fn my_accesses(
         .discloses(),
     );
     Ok(response)
+}
+
+/// A results page cursor: `<received at, ms>~<system>~<license id>` (neither holds a `~`).
+fn parse_results_cursor(text: &str) -> Option<(i64, String, String)> {
+    let mut parts = text.splitn(3, '~');
+    let at = parts.next()?.parse().ok()?;
+    let (system, license) = (parts.next()?, parts.next()?);
+    (!system.is_empty() && !license.is_empty() && !license.contains('~'))
+        .then(|| (at, system.to_owned(), license.to_owned()))
 }
 
 /// A page cursor: `<accessed at, ms>.<access id>`.

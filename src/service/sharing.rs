@@ -216,19 +216,18 @@ pub fn access_id() -> String {
     crate::auth::random_text(12)
 }
 
-/// Every version of every license the holder holds, first received first.
+/// A page of every version of every license the holder holds, first received first: at most
+/// `limit` after `after` (received at, system, license id) when given.
 pub async fn holder_results(
     store: &Store,
     sealer: &Sealer,
     id_type: IdType,
     id_number: &str,
+    after: Option<(i64, &str, &str)>,
+    limit: i64,
 ) -> Result<Vec<HeldResult>, StoreError> {
     store
-        .held_results(
-            &sealer.holder_index.of(id_type, id_number),
-            None,
-            ResultState::ALL,
-        )
+        .held_results_page(&sealer.holder_index.of(id_type, id_number), after, limit)
         .await
 }
 

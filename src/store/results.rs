@@ -273,6 +273,44 @@ impl Store {
         held_in(&mut conn, holder_key, license_type, states).await
     }
 
+    /// A page of every version a holder holds, in the order received: at most `limit` after
+    /// `after` (received at, system, license id) when given.
+    pub async fn held_results_page(
+        &self,
+        holder_key: &str,
+        after: Option<(i64, &str, &str)>,
+        limit: i64,
+    ) -> Result<Vec<HeldResult>, StoreError> {
+        let columns: Vec<String> = RESULT_COLUMNS
+            .split(", ")
+            .map(|c| format!("r.{}", c.trim()))
+            .collect();
+        let (at, system, license) = after.unwrap_or((i64::MIN, "", ""));
+        let sql = format!(
+            "SELECT {}, a.item_code FROM results r LEFT JOIN applications a ON a.id = r.application_id \
+             WHERE r.holder_key = $1 AND (r.received_at > $2 OR (r.received_at = $2 AND \
+             (r.system_id > $3 OR (r.system_id = $3 AND r.license_id > $4)))) \
+             ORDER BY r.received_at, r.system_id, r.license_id LIMIT $5",
+            columns.join(", ")
+        );
+        let rows = sqlx::query(&sql)
+            .bind(holder_key)
+            .bind(at)
+            .bind(system)
+            .bind(license)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(HeldResult {
+                    record: result_from_row(r)?,
+                    item_code: r.try_get("item_code")?,
+                })
+            })
+            .collect()
+    }
+
     /// Reads a holder's versions as [`Store::held_results`] does, keeps those `share` keeps,
     /// and records `access(version)` for each, all in one transaction: nothing is answered
     /// that was not recorded. Returns what was kept.

@@ -142,6 +142,26 @@ async fn a_department_gets_a_sealed_result_and_the_holder_sees_the_access(store:
     // The holder still sees it, revoked.
     let (_, mine) = rig.as_holder("/api/v1/me/results").await;
     assert_eq!(mine["results"][0]["state"], json!("revoked"));
+    assert_eq!(mine["next"], Value::Null);
+    // Another license of the holder: two versions in all, one page each.
+    let newer = license_id(DEPARTMENT, "JY22101020000200", "001");
+    assert_eq!(
+        rig.post_result(good_licence("R-1", &newer)).await.0,
+        StatusCode::ACCEPTED
+    );
+    let (_, first) = rig.as_holder("/api/v1/me/results?limit=1").await;
+    assert_eq!(first["results"][0]["license_id"], json!(license));
+    let next = first["next"].as_str().unwrap();
+    let (_, second) = rig
+        .as_holder(&format!("/api/v1/me/results?limit=1&after={next}"))
+        .await;
+    assert_eq!(
+        second["results"][0]["license_id"],
+        json!(newer),
+        "{second:#}"
+    );
+    let (status, _) = rig.as_holder("/api/v1/me/results?after=nonsense").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
 /// A query without a purpose, with an unknown one, a holder ID that is not valid and a license

@@ -281,17 +281,13 @@ impl Store {
         after: Option<(i64, &str, &str)>,
         limit: i64,
     ) -> Result<Vec<HeldResult>, StoreError> {
-        let columns: Vec<String> = RESULT_COLUMNS
-            .split(", ")
-            .map(|c| format!("r.{}", c.trim()))
-            .collect();
         let (at, system, license) = after.unwrap_or((i64::MIN, "", ""));
         let sql = format!(
             "SELECT {}, a.item_code FROM results r LEFT JOIN applications a ON a.id = r.application_id \
              WHERE r.holder_key = $1 AND (r.received_at > $2 OR (r.received_at = $2 AND \
              (r.system_id > $3 OR (r.system_id = $3 AND r.license_id > $4)))) \
              ORDER BY r.received_at, r.system_id, r.license_id LIMIT $5",
-            columns.join(", ")
+            held_columns()
         );
         let rows = sqlx::query(&sql)
             .bind(holder_key)
@@ -301,14 +297,7 @@ impl Store {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(HeldResult {
-                    record: result_from_row(r)?,
-                    item_code: r.try_get("item_code")?,
-                })
-            })
-            .collect()
+        rows.iter().map(held_from_row).collect()
     }
 
     /// Reads a holder's versions as [`Store::held_results`] does, keeps those `share` keeps,
@@ -354,19 +343,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AccessRecord {
-                    id: r.try_get("id")?,
-                    accessed_at: r.try_get("accessed_at")?,
-                    department: r.try_get("department")?,
-                    system_id: r.try_get("system_id")?,
-                    license_id: r.try_get("license_id")?,
-                    purpose: r.try_get("purpose")?,
-                    detail: r.try_get("detail")?,
-                })
-            })
-            .collect()
+        rows.iter().map(access_from_row).collect()
     }
 
     /// One access record with the holder it is about, by its id.
@@ -378,21 +355,8 @@ impl Store {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| {
-            Ok((
-                r.try_get("holder_key")?,
-                AccessRecord {
-                    id: r.try_get("id")?,
-                    accessed_at: r.try_get("accessed_at")?,
-                    department: r.try_get("department")?,
-                    system_id: r.try_get("system_id")?,
-                    license_id: r.try_get("license_id")?,
-                    purpose: r.try_get("purpose")?,
-                    detail: r.try_get("detail")?,
-                },
-            ))
-        })
-        .transpose()
+        row.map(|r| Ok((r.try_get("holder_key")?, access_from_row(&r)?)))
+            .transpose()
     }
 
     /// Up to `limit` versions not indexed by holder yet: (system, license id, body).
@@ -515,16 +479,40 @@ fn result_from_row(r: &AnyRow) -> Result<ResultRecord, StoreError> {
     })
 }
 
+/// The result columns of a query of `results r` joined with its application `a`.
+fn held_columns() -> String {
+    let columns: Vec<String> = RESULT_COLUMNS
+        .split(", ")
+        .map(|c| format!("r.{}", c.trim()))
+        .collect();
+    columns.join(", ")
+}
+
+fn held_from_row(r: &AnyRow) -> Result<HeldResult, StoreError> {
+    Ok(HeldResult {
+        record: result_from_row(r)?,
+        item_code: r.try_get("item_code")?,
+    })
+}
+
+fn access_from_row(r: &AnyRow) -> Result<AccessRecord, StoreError> {
+    Ok(AccessRecord {
+        id: r.try_get("id")?,
+        accessed_at: r.try_get("accessed_at")?,
+        department: r.try_get("department")?,
+        system_id: r.try_get("system_id")?,
+        license_id: r.try_get("license_id")?,
+        purpose: r.try_get("purpose")?,
+        detail: r.try_get("detail")?,
+    })
+}
+
 async fn held_in(
     conn: &mut sqlx::AnyConnection,
     holder_key: &str,
     license_type: Option<&str>,
     states: &[ResultState],
 ) -> Result<Vec<HeldResult>, StoreError> {
-    let columns: Vec<String> = RESULT_COLUMNS
-        .split(", ")
-        .map(|c| format!("r.{}", c.trim()))
-        .collect();
     // Only plain equalities on the columns of `results_holder` (holder key, state, license
     // type), and the license type only when asked for: a condition that may be true whatever
     // the column holds (`$2 = '' OR …`) cannot be sought, and SQLite, which has no statistics,
@@ -542,7 +530,7 @@ async fn held_in(
         "SELECT {}, a.item_code FROM results r LEFT JOIN applications a ON a.id = r.application_id \
          WHERE r.holder_key = $1{type_condition} AND r.state IN ({}) \
          ORDER BY r.received_at, r.system_id, r.license_id",
-        columns.join(", "),
+        held_columns(),
         placeholders.join(", ")
     );
     let mut query = sqlx::query(&sql).bind(holder_key);
@@ -553,14 +541,7 @@ async fn held_in(
         query = query.bind(state.as_str());
     }
     let rows = query.fetch_all(&mut *conn).await?;
-    rows.iter()
-        .map(|r| {
-            Ok(HeldResult {
-                record: result_from_row(r)?,
-                item_code: r.try_get("item_code")?,
-            })
-        })
-        .collect()
+    rows.iter().map(held_from_row).collect()
 }
 
 pub(super) async fn insert_access(

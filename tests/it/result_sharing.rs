@@ -626,24 +626,18 @@ async fn a_dispute_goes_to_the_issuing_system_and_its_outcome_to_the_holder(stor
 
     // Every change is on the feed (kind dispute), and supervisors list them.
     let (status, text) = rig
-        .api
-        .send_text(
-            Request::get("/api/v1/supervision/stream?follow=false&kind=dispute")
-                .header("authorization", common::bearer(&rig.supervisor))
-                .body(Body::empty())
-                .unwrap(),
+        .stream(
+            "/api/v1/supervision/stream?follow=false&kind=dispute",
+            &rig.supervisor,
         )
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(text.matches("event: dispute").count(), 5, "{text}");
     // The platform follows them too, to tell the holder an outcome at once.
     let (status, text) = rig
-        .api
-        .send_text(
-            Request::get("/api/v1/results/stream?follow=false&kind=dispute")
-                .header("authorization", common::bearer(&rig.platform))
-                .body(Body::empty())
-                .unwrap(),
+        .stream(
+            "/api/v1/results/stream?follow=false&kind=dispute",
+            &rig.platform,
         )
         .await;
     assert_eq!(status, StatusCode::OK);

@@ -670,6 +670,18 @@ async fn results_by_poll_and_queue_are_checked_and_their_refusals_recorded(store
 }
 
 impl Rig {
+    /// A stream read to its end (`follow=false` in `uri`) as `key`'s caller: status and text.
+    pub(crate) async fn stream(&self, uri: &str, key: &str) -> (StatusCode, String) {
+        self.api
+            .send_text(
+                Request::get(uri)
+                    .header("authorization", common::bearer(key))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+    }
+
     /// The sealed credential of `license` as its issuing system reads it.
     pub(crate) async fn credential(&self, license: &str) -> Value {
         let (status, shown) = self
@@ -832,13 +844,7 @@ async fn every_change_to_a_result_is_on_the_platforms_results_stream(store: &Sto
     assert_eq!(status, StatusCode::OK, "{body:#}");
 
     let (status, text) = rig
-        .api
-        .send_text(
-            Request::get("/api/v1/results/stream?follow=false")
-                .header("authorization", common::bearer(&rig.platform))
-                .body(Body::empty())
-                .unwrap(),
-        )
+        .stream("/api/v1/results/stream?follow=false", &rig.platform)
         .await;
     assert_eq!(status, StatusCode::OK, "{text}");
     assert!(!text.contains(APPLICANT), "{text}");
@@ -875,12 +881,9 @@ async fn every_change_to_a_result_is_on_the_platforms_results_stream(store: &Sto
     }
     // Only results on this stream.
     let (status, _) = rig
-        .api
-        .send_text(
-            Request::get("/api/v1/results/stream?follow=false&kind=event")
-                .header("authorization", common::bearer(&rig.platform))
-                .body(Body::empty())
-                .unwrap(),
+        .stream(
+            "/api/v1/results/stream?follow=false&kind=event",
+            &rig.platform,
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);

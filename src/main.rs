@@ -82,6 +82,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// The inventory of self-built systems (systems.toml) and whether each is connected.
+    Systems {
+        #[command(subcommand)]
+        command: SystemsCommand,
+    },
     /// Work with sealed results (credentials the hub seals for the issuing department).
     Results {
         #[command(subcommand)]
@@ -150,6 +155,13 @@ enum AuditCommand {
     /// Prints the record count and the head hash (record them elsewhere as an anchor); exits 1
     /// when anything is wrong.
     Verify,
+}
+
+#[derive(Subcommand)]
+enum SystemsCommand {
+    /// Print the ledger: every system on the inventory, its department, plan, funding request
+    /// and whether it is connected (has an adapter); exits 1 without an inventory.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -373,6 +385,49 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys { store, command } => keys_command(&cli.config, store, command).await,
+        Command::Systems {
+            command: SystemsCommand::List,
+        } => {
+            let config = match Config::load(&cli.config) {
+                Ok(config) => config,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            let Some(inventory) = &config.systems else {
+                eprintln!("no inventory: {} has no systems.toml", cli.config.display());
+                return Ok(ExitCode::FAILURE);
+            };
+            println!(
+                "{} system(s) on the inventory, {} connected",
+                inventory.len(),
+                inventory
+                    .iter()
+                    .filter(|s| config.adapters.contains_key(&s.id))
+                    .count()
+            );
+            for s in inventory {
+                let status = if config.adapters.contains_key(&s.id) {
+                    format!("connected (adapters/{}.toml)", s.id)
+                } else {
+                    "not connected: not integrated".to_string()
+                };
+                println!(
+                    "  {}  {}  {} ({})  plan {}  funding {} yuan for {}  {} item(s)  {}",
+                    s.id,
+                    s.name,
+                    s.department_name,
+                    s.department_uscc,
+                    s.plan.as_str(),
+                    s.funding_yuan,
+                    s.funding_year,
+                    s.items.len(),
+                    status
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Results {
             command: ResultsCommand::Verify { file, controller },
         } => verify_sealed(&file, controller.as_deref()).await,

@@ -21,11 +21,13 @@ pub struct RawConfig {
     pub calendars: Vec<SourceFile>,
     /// `sharing.toml`, when the directory has one.
     pub sharing: Option<SourceFile>,
+    /// `systems.toml`, the inventory of self-built systems, when the directory has one.
+    pub systems: Option<SourceFile>,
     pub errors: Vec<ConfigError>,
 }
 
 impl RawConfig {
-    /// Reads `hub.toml`, `sharing.toml` (when there is one), `adapters/*.toml`, `mappings/*.toml` and `schemas/*.schema.json` under
+    /// Reads `hub.toml`, `sharing.toml` and `systems.toml` (when there are), `adapters/*.toml`, `mappings/*.toml` and `schemas/*.schema.json` under
     /// `dir`, in file-name order. Never fails: what cannot be read becomes an error in the list.
     pub fn read(dir: &Path) -> RawConfig {
         let mut raw = RawConfig {
@@ -35,6 +37,9 @@ impl RawConfig {
         raw.hub = raw.read_file(Path::new("hub.toml"));
         if dir.join("sharing.toml").exists() {
             raw.sharing = raw.read_file(Path::new("sharing.toml"));
+        }
+        if dir.join("systems.toml").exists() {
+            raw.systems = raw.read_file(Path::new("systems.toml"));
         }
         let seed = raw.hub.as_ref().and_then(|hub| {
             let table: toml::Table = toml::from_str(&hub.text).ok()?;

@@ -10,6 +10,7 @@ mod adapter;
 mod files;
 mod hub;
 mod sharing;
+mod systems;
 
 pub use crate::source::{ConfigError, ConfigErrors, SourceFile};
 pub use adapter::{
@@ -21,6 +22,7 @@ pub use hub::{
     ServerConfig, SigningConfig, StoreConfig, SupervisionConfig, parse_jwks,
 };
 pub use sharing::{Share, SharingPolicy, SharingRule, Withheld};
+pub use systems::{Contact, Plan, SystemRecord};
 
 use crate::mapping::{self, Mapping};
 use crate::schema::{SchemaError, Schemas};
@@ -39,6 +41,9 @@ pub struct Config {
     pub schemas: Schemas,
     /// `sharing.toml`: purposes and the negative list (empty without the file).
     pub sharing: SharingPolicy,
+    /// `systems.toml`: the inventory of self-built systems; `None` without the file (then
+    /// adapters are not checked against it).
+    pub systems: Option<Vec<SystemRecord>>,
 }
 
 impl Config {
@@ -62,6 +67,11 @@ pub fn compile(raw: &RawConfig) -> Result<Config, ConfigErrors> {
         Some(file) => hub::compile(file, raw.jwks.as_ref(), &raw.calendars, &mut errors),
         None => None,
     };
+
+    let systems = raw
+        .systems
+        .as_ref()
+        .map(|file| systems::compile(file, &mut errors));
 
     let sharing = match &raw.sharing {
         Some(file) => sharing::compile(file, &mut errors),
@@ -168,6 +178,9 @@ pub fn compile(raw: &RawConfig) -> Result<Config, ConfigErrors> {
             }
             claims.push((claim.clone(), adapter.id.clone()));
         }
+        if let Some(Some(inventory)) = &systems {
+            errors.extend(against_inventory(file, &adapter, inventory));
+        }
         adapters.insert(adapter.id.clone(), adapter);
     }
 
@@ -179,9 +192,50 @@ pub fn compile(raw: &RawConfig) -> Result<Config, ConfigErrors> {
             mappings,
             schemas,
             sharing,
+            systems: systems.flatten(),
         }),
         _ => Err(ConfigErrors(errors)),
     }
+}
+
+/// The problems of an adapter against the inventory: it belongs to a system on it, of the same
+/// department, and claims only items that system handles.
+fn against_inventory(
+    file: &SourceFile,
+    adapter: &AdapterConfig,
+    inventory: &[SystemRecord],
+) -> Vec<ConfigError> {
+    let Some(system) = inventory.iter().find(|s| s.id == adapter.id) else {
+        return vec![file.error_at_key(
+            "id",
+            format!(
+                "system `{}` is not on the inventory (systems.toml): an adapter belongs to a registered system",
+                adapter.id
+            ),
+        )];
+    };
+    let mut problems = Vec::new();
+    if system.department_uscc != adapter.department_uscc {
+        problems.push(file.error_at_key(
+            "department.uscc",
+            format!(
+                "the inventory has system `{}` under department {}, not this one",
+                system.id, system.department_uscc
+            ),
+        ));
+    }
+    for (i, claim) in adapter.items.iter().enumerate() {
+        if !system.items.contains(&claim.code) {
+            problems.push(file.error_at_key(
+                &format!("items[{i}]"),
+                format!(
+                    "item {} is not among the items the inventory lists for system `{}`",
+                    claim.code, system.id
+                ),
+            ));
+        }
+    }
+    problems
 }
 
 /// The canonical schemas and the mappings, compiled on their own: what `tongban map` and

@@ -855,3 +855,77 @@ fn mapping_cases_may_run_one_way_and_one_mapping_at_a_time() {
     assert_eq!(out.code, Some(1), "{out}");
     assert!(out.stderr.contains("no mapping `no-such-mapping`"), "{out}");
 }
+
+/// The inventory (`systems.toml`): `tongban systems list` prints every system, connected or
+/// not; `tongban check` lists every problem of the file and of adapters against it at once: an
+/// adapter of an unregistered system, of another department, claiming an item its system does
+/// not list.
+#[test]
+fn the_inventory_is_checked_and_printed_as_a_ledger() {
+    let dir = valid_dir();
+    fs::copy(
+        common::repo().join("systems.toml"),
+        dir.path().join("systems.toml"),
+    )
+    .unwrap();
+    let ledger = run(tongban()
+        .args(["systems", "list", "--config"])
+        .arg(dir.path()));
+    assert_eq!(ledger.code, Some(0), "{ledger}");
+    assert!(
+        ledger
+            .stdout
+            .starts_with("6 system(s) on the inventory, 4 connected"),
+        "{ledger}"
+    );
+    assert!(
+        ledger
+            .stdout
+            .contains("ln-mz-old-registry  辽宁省民政厅社会组织登记旧系统")
+            && ledger.stdout.contains("plan retire")
+            && ledger.stdout.contains("not connected: not integrated"),
+        "{ledger}"
+    );
+
+    let inventory = fs::read_to_string(dir.path().join("systems.toml")).unwrap();
+    // 住建 off the inventory; 人社 moved to another department and given fewer items; a bad
+    // USCC and an unknown plan on the 卫健委 system.
+    let broken = inventory
+        .replace("id = \"dl-zj-permit\"", "id = \"dl-zj-other\"")
+        .replace(
+            "department = { name = \"辽宁省人力资源和社会保障厅\", uscc = \"11210000001756420G\" }\nitems = [\"11210000001756420G2000113031000\", \"11210000001756420G2000113021000\"]",
+            "department = { name = \"辽宁省人力资源和社会保障厅\", uscc = \"11210200002412861B\" }\nitems = [\"11210000001756420G2000113031000\"]",
+        )
+        .replace("uscc = \"11210000MB15429861\"", "uscc = \"11210000MB15429862\"")
+        .replace("plan = \"retire\"", "plan = \"someday\"");
+    assert_ne!(broken, inventory);
+    write(dir.path(), "systems.toml", &broken);
+    let check = run(tongban().arg("check").arg("--config").arg(dir.path()));
+    assert_eq!(check.code, Some(1), "{check}");
+    for expected in [
+        "systems.toml",
+        "not a USCC",
+        "`someday` is not `integrate` or `retire`",
+    ] {
+        assert!(check.stderr.contains(expected), "`{expected}`: {check}");
+    }
+    // Adapters are checked against an inventory that compiles.
+    let inventory_ok = broken
+        .replace(
+            "uscc = \"11210000MB15429862\"",
+            "uscc = \"11210000MB15429861\"",
+        )
+        .replace("plan = \"someday\"", "plan = \"retire\"");
+    write(dir.path(), "systems.toml", &inventory_ok);
+    let check = run(tongban().arg("check").arg("--config").arg(dir.path()));
+    assert_eq!(check.code, Some(1), "{check}");
+    for expected in [
+        "adapters/dl-zj-permit.toml",
+        "system `dl-zj-permit` is not on the inventory",
+        "adapters/ln-rst-card.toml",
+        "under department 11210200002412861B",
+        "item 11210000001756420G2000113021000 is not among the items",
+    ] {
+        assert!(check.stderr.contains(expected), "`{expected}`: {check}");
+    }
+}

@@ -58,6 +58,7 @@ code_list! {
         EventsRefused = "events_refused",
         ImplausibleTime = "implausible_time",
         DisputeOverdue = "dispute_overdue",
+        ResultUnsettled = "result_unsettled",
     }
 }
 
@@ -66,7 +67,7 @@ impl Rule {
     pub fn is_system_rule(self) -> bool {
         matches!(
             self,
-            Rule::SystemSilent | Rule::EventsRefused | Rule::DisputeOverdue
+            Rule::SystemSilent | Rule::EventsRefused | Rule::DisputeOverdue | Rule::ResultUnsettled
         )
     }
 }

@@ -398,6 +398,21 @@ impl Store {
         turn.commit(tx).await
     }
 
+    /// Every version still awaiting its application's completion: (system, license id, received
+    /// at), oldest first.
+    pub async fn results_awaiting(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT system_id, license_id, received_at FROM results WHERE state = $1 \
+             ORDER BY received_at, license_id",
+        )
+        .bind(ResultState::AwaitingCompletion.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+
     /// Whether any stored version or access is indexed by holder.
     pub async fn holders_indexed(&self) -> Result<bool, StoreError> {
         let row = sqlx::query(

@@ -19,6 +19,7 @@
 //! | `shareable_material_requested` | yellow | a supplement request asked for a material the catalog marks obtainable by sharing (第十三条) |
 //! | `implausible_time` | warning | an event is dated more than `clock_tolerance_minutes` before the hub received the application (a system clock on UTC, a date typed wrong), or after the hub received the event itself (a system clock that is fast; one more than `future_limit_minutes` ahead is refused): its dues and stretches run from a time that cannot be right |
 //! | `dispute_overdue` | yellow | a holder's dispute of a system's result (or of an access to it) is unresolved past the working days `sharing.toml` gives (第二十六条) |
+//! | `result_unsettled` | warning | a result the system shared still awaits its application's completion (办结) after `record_hold_hours` |
 //! | `system_silent` | warning | a system with open cases (applications it has not reported on yet included) has sent no event or heartbeat for longer than its threshold, counted from when it last did or from its oldest open case, whichever is later |
 //! | `events_refused` | warning | the hub refused a message of the system (it does not map, is dated in the future, concerns an application the system does not handle, …), by webhook, poll or queue, within the last `record_hold_hours`: it resolves once that long has passed since the latest refusal, not when the next message is taken, because the refused facts are lost until the system sends them again |
 //!
@@ -358,6 +359,42 @@ pub fn disputes_overdue(
             "{} holder dispute{} unresolved past the time limit: {}",
             late.len(),
             if late.len() == 1 { "" } else { "s" },
+            late.join(", ")
+        ),
+    })
+}
+
+/// The `result_unsettled` condition: `system` shared results (`(license id, received at)`) that
+/// still await their application's completion (办结) longer than the record hold: the
+/// completion that would make them valid has not come, so the holder has a license nobody can
+/// rely on.
+pub fn results_unsettled(
+    system: &str,
+    awaiting: &[(String, i64)],
+    now_ms: i64,
+    thresholds: &Thresholds,
+) -> Option<Condition> {
+    let hold = hold_ms(thresholds);
+    let late: Vec<String> = awaiting
+        .iter()
+        .filter(|(_, at)| now_ms - *at > hold)
+        .map(|(id, at)| format!("{id} (received {})", format_millis(*at)))
+        .collect();
+    if late.is_empty() {
+        return None;
+    }
+    Some(Condition {
+        rule: Rule::ResultUnsettled,
+        level: Level::Warning,
+        system: system.to_owned(),
+        case: None,
+        item: None,
+        evidence: format!(
+            "{} result{} awaiting the completion of {} application for more than {} hours: {}",
+            late.len(),
+            if late.len() == 1 { "" } else { "s" },
+            if late.len() == 1 { "its" } else { "their" },
+            thresholds.record_hold_hours,
             late.join(", ")
         ),
     })
@@ -1971,6 +2008,7 @@ mod tests {
                 "events_refused",
                 "implausible_time",
                 "dispute_overdue",
+                "result_unsettled",
             ]
         );
         for &r in Rule::ALL {

@@ -165,6 +165,8 @@ pub struct Engine {
     refusals: BTreeMap<String, Refusals>,
     /// Per system, its holders' unresolved disputes: (id, due at).
     disputes: BTreeMap<String, Vec<(String, i64)>>,
+    /// Per system, its results awaiting their completion: (license id, received at).
+    unsettled: BTreeMap<String, Vec<(String, i64)>>,
     /// Each system's department USCC, as its cases, its applications and its refusals say: a
     /// system's own alerts carry it, so that a feed filtered by department keeps them.
     departments: BTreeMap<String, String>,
@@ -207,6 +209,7 @@ impl Engine {
             awaiting: BTreeMap::new(),
             refusals: BTreeMap::new(),
             disputes: BTreeMap::new(),
+            unsettled: BTreeMap::new(),
             departments: BTreeMap::new(),
             items: HashMap::new(),
             last_step: i64::MIN,
@@ -238,6 +241,7 @@ impl Engine {
         self.awaiting.clear();
         self.refusals.clear();
         self.disputes.clear();
+        self.unsettled.clear();
         self.lease_epoch = None;
         self.lease_until = None;
     }
@@ -288,10 +292,17 @@ impl Engine {
             .values()
             .map(|r| rules::refusals_end(r, &self.thresholds));
         let disputes = self.disputes.values().flatten().map(|(_, due)| due + 1);
+        let hold = i64::from(self.thresholds.record_hold_hours) * 60 * MINUTE;
+        let unsettled = self
+            .unsettled
+            .values()
+            .flatten()
+            .map(move |(_, at)| at + hold + 1);
         cases
             .chain(silences)
             .chain(refusals)
             .chain(disputes)
+            .chain(unsettled)
             .filter(|&t| t > self.last_step)
             .min()
     }
@@ -401,6 +412,13 @@ impl Engine {
         self.disputes = BTreeMap::new();
         for (system, id, due) in self.store.unresolved_disputes().await? {
             self.disputes.entry(system).or_default().push((id, due));
+        }
+        self.unsettled = BTreeMap::new();
+        for (system, license, at) in self.store.results_awaiting().await? {
+            self.unsettled
+                .entry(system)
+                .or_default()
+                .push((license, at));
         }
         pending.extend(self.evaluate_systems(&open, now_ms));
         if !pending.is_empty() || !summaries.is_empty() {
@@ -695,12 +713,14 @@ impl Engine {
 
     /// The system rules: `system_silent` for the systems with open cases, `events_refused` for
     /// those with refusals within the hold, `dispute_overdue` for those with unresolved
-    /// disputes, and any of them for a system with such an alert open.
+    /// disputes, `result_unsettled` for those with results awaiting their completion, and any
+    /// of them for a system with such an alert open.
     fn evaluate_systems(&self, open: &[AlertRecord], now_ms: i64) -> Vec<Pending> {
         let counts = self.open_systems();
         let mut systems: BTreeSet<String> = counts.keys().cloned().collect();
         systems.extend(self.refusals.keys().cloned());
         systems.extend(self.disputes.keys().cloned());
+        systems.extend(self.unsettled.keys().cloned());
         let systems_own = |a: &&AlertRecord| a.application_id.is_none() && a.rule.is_system_rule();
         systems.extend(open.iter().filter(systems_own).map(|a| a.system_id.clone()));
         let mut pending = Vec::new();
@@ -724,6 +744,14 @@ impl Engine {
             }
             if let Some(disputes) = self.disputes.get(&system) {
                 current.extend(rules::disputes_overdue(&system, disputes, now_ms));
+            }
+            if let Some(awaiting) = self.unsettled.get(&system) {
+                current.extend(rules::results_unsettled(
+                    &system,
+                    awaiting,
+                    now_ms,
+                    &self.thresholds,
+                ));
             }
             let mine: Vec<&AlertRecord> = open
                 .iter()

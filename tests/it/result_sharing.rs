@@ -22,6 +22,8 @@ const NO_CRIME: &str = "11100000000012998X021";
 /// The 失业登记 type, never shared.
 const UNEMPLOYMENT: &str = "111000000000190374027";
 const ZJ: &str = "dl-zj-permit";
+const DISPUTE_OVERDUE: tongban::model::Rule = tongban::model::Rule::DisputeOverdue;
+const RESULT_UNSETTLED: tongban::model::Rule = tongban::model::Rule::ResultUnsettled;
 
 fn query(license_type: &str, purpose: &str) -> Value {
     json!({
@@ -463,18 +465,19 @@ impl Rig {
         )
     }
 
-    /// The open `dispute_overdue` alerts of the 市场监管 system after `engine`'s round at `at`.
-    async fn overdue_alerts_at(
+    /// The open alerts of `rule` of the 市场监管 system after `engine`'s round at `at`.
+    async fn alerts_at(
         &self,
         engine: &mut tongban::workers::engine::Engine,
         at: i64,
+        rule: tongban::model::Rule,
     ) -> Vec<tongban::store::AlertRecord> {
         engine.step(at).await.unwrap();
         self.api
             .store
             .alerts(&tongban::store::AlertQuery {
                 system: Some(SCJG.into()),
-                rule: Some(tongban::model::Rule::DisputeOverdue),
+                rule: Some(rule),
                 open: Some(true),
                 limit: 10,
                 ..Default::default()
@@ -557,11 +560,13 @@ async fn a_dispute_goes_to_the_issuing_system_and_its_outcome_to_the_holder(stor
     );
     let mut engine = rig.engine();
     assert!(
-        rig.overdue_alerts_at(&mut engine, due - 1000)
+        rig.alerts_at(&mut engine, due - 1000, DISPUTE_OVERDUE)
             .await
             .is_empty()
     );
-    let overdue = rig.overdue_alerts_at(&mut engine, due + 1000).await;
+    let overdue = rig
+        .alerts_at(&mut engine, due + 1000, DISPUTE_OVERDUE)
+        .await;
     assert_eq!(overdue.len(), 1, "{overdue:?}");
     assert!(overdue[0].evidence.contains(first), "{overdue:?}");
 
@@ -601,7 +606,7 @@ async fn a_dispute_goes_to_the_issuing_system_and_its_outcome_to_the_holder(stor
         .await;
     assert_eq!(status, StatusCode::OK, "{body:#}");
     assert!(
-        rig.overdue_alerts_at(&mut engine, due + 2000)
+        rig.alerts_at(&mut engine, due + 2000, DISPUTE_OVERDUE)
             .await
             .is_empty()
     );
@@ -707,7 +712,40 @@ async fn dispute_notices_reach_the_system_in_order_and_again_after_a_failure(sto
     );
 }
 
+/// A result left awaiting its application's completion longer than the record hold raises
+/// `result_unsettled` for its system, and the completion resolves it.
+async fn a_result_left_awaiting_its_completion_is_flagged_until_settled(store: &Store) {
+    let rig = rig(store).await;
+    rig.application("R-1", SCJG).await;
+    let license = license_id(DEPARTMENT, "JY22101020000300", "001");
+    assert_eq!(
+        rig.post_result(good_licence("R-1", &license)).await.0,
+        StatusCode::ACCEPTED
+    );
+    let config = common::config();
+    let hold = i64::from(config.hub.supervision.thresholds.record_hold_hours) * 3_600_000;
+    let now = tongban::clock::now_millis();
+    let mut engine = rig.engine();
+    assert!(
+        rig.alerts_at(&mut engine, now + hold - 60_000, RESULT_UNSETTLED)
+            .await
+            .is_empty()
+    );
+    let raised = rig
+        .alerts_at(&mut engine, now + hold + 60_000, RESULT_UNSETTLED)
+        .await;
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert!(raised[0].evidence.contains(&license), "{raised:?}");
+    rig.complete("R-1", true).await;
+    assert!(
+        rig.alerts_at(&mut engine, now + hold + 120_000, RESULT_UNSETTLED)
+            .await
+            .is_empty()
+    );
+}
+
 on_both_backends!(
+    a_result_left_awaiting_its_completion_is_flagged_until_settled,
     dispute_notices_reach_the_system_in_order_and_again_after_a_failure,
     a_dispute_goes_to_the_issuing_system_and_its_outcome_to_the_holder,
     a_material_the_applicant_holds_is_attached_by_reference,

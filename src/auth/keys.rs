@@ -162,12 +162,7 @@ impl KeyRing {
             .into_iter()
             .filter(|e| e.published(now, ttl_seconds))
         {
-            let path = key_path(dir, &entry.kid);
-            check_private(&path)?;
-            let pem = std::fs::read(&path).map_err(|source| AuthError::KeyFile {
-                path: path.clone(),
-                source,
-            })?;
+            let (path, pem) = read_private_key(dir, &entry.kid)?;
             let encoding = match entry.alg {
                 KeyAlg::EdDSA => EncodingKey::from_ed_pem(&pem),
                 KeyAlg::ES256 => EncodingKey::from_ec_pem(&pem),
@@ -260,12 +255,7 @@ pub fn load_ed25519_all(
     }
     let mut keys = Vec::new();
     for entry in manifest.keys {
-        let path = key_path(dir, &entry.kid);
-        check_private(&path)?;
-        let pem = std::fs::read(&path).map_err(|source| AuthError::KeyFile {
-            path: path.clone(),
-            source,
-        })?;
+        let (path, pem) = read_private_key(dir, &entry.kid)?;
         let invalid = |reason: String| AuthError::KeyInvalid {
             path: path.clone(),
             reason,
@@ -371,6 +361,17 @@ pub fn prune(dir: &Path, ttl_seconds: u64) -> Result<Vec<String>, AuthError> {
         }
     }
     Ok(gone.into_iter().map(|k| k.kid).collect())
+}
+
+/// The PEM of key `kid` in `dir`, and its path, once its permissions are checked.
+fn read_private_key(dir: &Path, kid: &str) -> Result<(PathBuf, Vec<u8>), AuthError> {
+    let path = key_path(dir, kid);
+    check_private(&path)?;
+    let pem = std::fs::read(&path).map_err(|source| AuthError::KeyFile {
+        path: path.clone(),
+        source,
+    })?;
+    Ok((path, pem))
 }
 
 fn key_path(dir: &Path, kid: &str) -> PathBuf {

@@ -244,11 +244,13 @@ pub async fn answer(
         .filter(|d| d.system_id == system)
         .ok_or_else(not_found)?;
     // The outcome claimed must show in the license's versions.
-    let versions = store.results_by_license_id(&dispute.license_id).await?;
-    let stands = versions
-        .iter()
-        .find(|r| r.system_id == system)
-        .map(|r| r.state);
+    // The system's own version of the license: where it stands, and its application.
+    let own = store
+        .results_by_license_id(&dispute.license_id)
+        .await?
+        .into_iter()
+        .find(|r| r.system_id == system);
+    let stands = own.as_ref().map(|r| r.state);
     match (outcome, stands) {
         (Some(DisputeOutcome::Revoked), Some(s)) if s != ResultState::Revoked => {
             return Err(DisputeError::Conflict(format!(
@@ -274,7 +276,7 @@ pub async fn answer(
     dispute.state = state;
     dispute.outcome = outcome;
     dispute.answer = answer.map(str::to_owned);
-    let application = match versions.iter().find(|r| r.system_id == system) {
+    let application = match &own {
         Some(r) => store.application(&r.application_id).await?,
         None => None,
     };

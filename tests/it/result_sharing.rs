@@ -55,17 +55,32 @@ impl Rig {
         .await
     }
 
+    /// `method path` as the platform with `applicant`'s token, with `body` as JSON if given.
+    async fn for_user(
+        &self,
+        method: Method,
+        path: &str,
+        applicant: &Value,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", common::bearer(&self.platform))
+            .header("tongban-user-token", self.issuer.token_for(applicant, 3));
+        let request = match body {
+            Some(body) => request
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string())),
+            None => request.body(Body::empty()),
+        };
+        self.api.send(request.unwrap()).await
+    }
+
     /// `GET path` as the platform on behalf of the example application's applicant.
     async fn as_holder(&self, path: &str) -> (StatusCode, Value) {
         let app = common::read_json("examples/messages/application.json");
-        let request = Request::builder()
-            .method(Method::GET)
-            .uri(path)
-            .header("authorization", common::bearer(&self.platform))
-            .header("tongban-user-token", self.issuer.token_for(&app, 3))
-            .body(Body::empty())
-            .unwrap();
-        self.api.send(request).await
+        self.for_user(Method::GET, path, &app, None).await
     }
 
     async fn accesses(&self) -> Vec<Value> {
@@ -362,15 +377,8 @@ fn change_application(submit_license: bool) -> Value {
 
 impl Rig {
     async fn submit(&self, app: &Value) -> (StatusCode, Value) {
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri("/api/v1/applications")
-            .header("authorization", common::bearer(&self.platform))
-            .header("content-type", "application/json")
-            .header("tongban-user-token", self.issuer.token_for(app, 3))
-            .body(Body::from(app.to_string()))
-            .unwrap();
-        self.api.send(request).await
+        self.for_user(Method::POST, "/api/v1/applications", app, Some(app))
+            .await
     }
 }
 
@@ -433,15 +441,7 @@ async fn a_material_the_applicant_holds_is_attached_by_reference(store: &Store) 
 impl Rig {
     async fn post_as_holder(&self, path: &str, body: Value) -> (StatusCode, Value) {
         let app = common::read_json("examples/messages/application.json");
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri(path)
-            .header("authorization", common::bearer(&self.platform))
-            .header("content-type", "application/json")
-            .header("tongban-user-token", self.issuer.token_for(&app, 3))
-            .body(Body::from(body.to_string()))
-            .unwrap();
-        self.api.send(request).await
+        self.for_user(Method::POST, path, &app, Some(&body)).await
     }
 
     async fn answer(&self, dispute: &str, body: Value) -> (StatusCode, Value) {

@@ -13,7 +13,7 @@ use crate::service::catalog::ImportFailure;
 use crate::service::inbound::Recorder;
 use crate::service::sealing::{HOLDER_INDEX_FILE, Sealer};
 use crate::store::{Backend, Store, StoreError};
-use crate::workers::{Dispatcher, RoutingError};
+use crate::workers::{Live, RoutingError, WorkerContext};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -245,26 +245,18 @@ pub async fn serve(
     let listening = listener.local_addr().map_err(HubError::Serve)?;
     let sealer = open_sealer(&config, &store, listening).await?;
     let recorder = Recorder::spawn(store.clone(), sealer.clone());
-    let dispatcher = Arc::new(Dispatcher::new(&config, store.clone(), signer.clone())?);
-    let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
-    let workers = tokio::spawn(dispatcher.clone().run(workers_stopped.clone()));
-    let consumers = tokio::spawn(crate::workers::consume::run_consumers(
+    // The configuration and its per-system workers (lanes, pollers, queue consumers, dispute
+    // notices), replaced together when a new configuration is activated.
+    let live = Arc::new(Live::start(
         config.clone(),
-        store.clone(),
-        recorder.clone(),
-        workers_stopped.clone(),
-    ));
-    let notifiers = tokio::spawn(crate::workers::notify::run_notifiers(
-        config.clone(),
-        store.clone(),
-        workers_stopped.clone(),
-    ));
-    let pollers = tokio::spawn(crate::workers::intake::run_pollers(
-        config.clone(),
-        store.clone(),
-        recorder,
-        workers_stopped,
-    ));
+        WorkerContext {
+            store: store.clone(),
+            signer: signer.clone(),
+            recorder: recorder.clone(),
+        },
+    )?);
+    let (stop_workers, _) = tokio::sync::watch::channel(false);
+    let reloads = tokio::spawn(reload_on_hangup(live.clone()));
 
     let supervision = {
         let (store, supervision, stop) = (
@@ -298,8 +290,13 @@ pub async fn serve(
         ))
     };
 
-    let mut state = AppState::new(config.clone(), store.clone(), signer.clone(), sealer);
-    state.dispatcher = Some(dispatcher);
+    let mut state = AppState::running(
+        live.clone(),
+        store.clone(),
+        signer.clone(),
+        sealer,
+        recorder,
+    );
     let (stop_streams, streams_stopping) = tokio::sync::watch::channel(false);
     state.stopping = streams_stopping;
     let key_upkeep = tokio::spawn(key_upkeep(
@@ -365,19 +362,39 @@ pub async fn serve(
         "the calendar check was still reading the catalog at exit",
     )
     .await;
-    stop_by(deadline, pollers, "a poll was still running at exit").await;
-    stop_by(
-        deadline,
-        notifiers,
-        "a dispute notice was still being sent at exit; it is sent again from its cursor",
-    )
-    .await;
-    stop_by(
-        deadline,
-        consumers,
-        "a queue consumer was still stopping at exit; its unacknowledged messages go back to the queue",
-    )
-    .await;
+    reloads.abort();
+    // An activation under way finishes first (it holds the turn), within the deadline.
+    let running = tokio::time::timeout_at(deadline, live.shut_down())
+        .await
+        .ok()
+        .flatten();
+    if let Some(generation) = running {
+        generation.stop();
+        stop_by(
+            deadline,
+            generation.pollers,
+            "a poll was still running at exit",
+        )
+        .await;
+        stop_by(
+            deadline,
+            generation.notifiers,
+            "a dispute notice was still being sent at exit; it is sent again from its cursor",
+        )
+        .await;
+        stop_by(
+            deadline,
+            generation.consumers,
+            "a queue consumer was still stopping at exit; its unacknowledged messages go back to the queue",
+        )
+        .await;
+        stop_by(
+            deadline,
+            generation.lanes,
+            "deliveries still in flight at exit; their leases will lapse and they will be tried again",
+        )
+        .await;
+    }
     stop_by(
         deadline,
         supervision,
@@ -388,12 +405,6 @@ pub async fn serve(
         deadline,
         publisher,
         "the supervision publisher was still waiting for the broker at exit; it resumes from its cursor",
-    )
-    .await;
-    stop_by(
-        deadline,
-        workers,
-        "deliveries still in flight at exit; their leases will lapse and they will be tried again",
     )
     .await;
     // Tasks aborted at the deadline give their connections back as they are dropped; closing
@@ -479,6 +490,33 @@ async fn key_upkeep(
             _ = shutdown.changed() => return,
         }
     }
+}
+
+/// Reloads the configuration on each SIGHUP, as `POST /api/v1/configuration/reload` does,
+/// logging what it activated or every reason it did not.
+async fn reload_on_hangup(live: Arc<Live>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!(
+                "cannot listen for SIGHUP; reload with POST /api/v1/configuration/reload"
+            );
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match live.reload().await {
+                Ok(_) => {}
+                Err(crate::workers::live::ReloadError::Config(errors)) => {
+                    tracing::error!("SIGHUP: {errors}; the running configuration stays")
+                }
+                Err(e) => tracing::error!("SIGHUP: {e}"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = live;
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -138,7 +138,7 @@ async fn submit(
         actor: caller.actor.clone(),
     };
     let receipt = applications::accept(
-        &state.config,
+        &state.config(),
         &state.store,
         &state.catalog,
         &state.backlogs,
@@ -148,10 +148,8 @@ async fn submit(
     )
     .await
     .map_err(refusal)?;
-    if !receipt.replayed
-        && let Some(d) = &state.dispatcher
-    {
-        d.wake(&receipt.system_id);
+    if !receipt.replayed {
+        state.live.wake(&receipt.system_id);
     }
     let location = format!("/api/v1/applications/{}", receipt.application_id);
     // The first answer, also to a retry with the same Idempotency-Key: whatever happened
@@ -373,9 +371,7 @@ async fn replay(
         .replay_dead_letter(&id)
         .await?
         .ok_or_else(|| ApiError::NotFound("no dead letter with this id".into()))?;
-    if let Some(d) = &state.dispatcher {
-        d.wake(&delivery.system_id);
-    }
+    state.live.wake(&delivery.system_id);
     Ok(Json(delivery_json(&delivery)))
 }
 
@@ -485,7 +481,8 @@ async fn revoke_result(
     if !problems.is_empty() {
         return Err(ApiError::Invalid(problems));
     }
-    let adapter = state.config.adapters.get(&system);
+    let config = state.config();
+    let adapter = config.adapters.get(&system);
     let revoked = shared_results::revoke(adapter, &state.store, &system, &license_id, reason)
         .await
         .map_err(|e| match e {
@@ -604,7 +601,7 @@ async fn heartbeat(
             "only system {system} sends heartbeats for system {system}"
         )));
     }
-    if !state.config.adapters.contains_key(&system) {
+    if !state.config().adapters.contains_key(&system) {
         return Err(ApiError::NotFound(format!(
             "no connected system `{system}`"
         )));
@@ -634,6 +631,8 @@ async fn receive(
             "only system {system} posts for system {system}"
         )));
     }
+    // One configuration for the whole message, even if another is activated meanwhile.
+    let config = state.config();
     let body = match body {
         Ok(body) => body,
         // A body the hub would not read (too large, too slow to arrive, a Content-Type that is
@@ -644,10 +643,10 @@ async fn receive(
             unread @ (ApiError::PayloadTooLarge { .. }
             | ApiError::RequestTimeout(_)
             | ApiError::UnsupportedMediaType(_)),
-        ) if state.config.adapters.contains_key(&system) => {
+        ) if config.adapters.contains_key(&system) => {
             let reasons = [crate::personal::mask_text(&unread.to_string())];
             inbound::refused(
-                &state.config,
+                &config,
                 &state.store,
                 &system,
                 kind,
@@ -660,12 +659,12 @@ async fn receive(
         }
         Err(other) => return Err(other),
     };
-    let mapping = state.config.adapters.get(&system).and_then(|a| {
+    let mapping = config.adapters.get(&system).and_then(|a| {
         let name = match kind {
             MessageKind::CaseEvent => Some(&a.inbound.case_event_mapping),
             MessageKind::Result => a.inbound.result_mapping.as_ref(),
         };
-        name.and_then(|n| state.config.mappings.get(n))
+        name.and_then(|n| config.mappings.get(n))
     });
     // A body declared as something its mapping does not read is refused like one that does not
     // map: recorded for `events_refused` and audited as refused.
@@ -675,7 +674,7 @@ async fn receive(
         let declared = body.1.as_ref().map(|media| media.declared());
         let fingerprint = inbound::fingerprint(declared.as_deref(), &body.0);
         inbound::refused(
-            &state.config,
+            &config,
             &state.store,
             &system,
             kind,
@@ -689,7 +688,7 @@ async fn receive(
     }
     let RawBody(body, _) = body;
     let received = inbound::receive(
-        &state.config,
+        &config,
         &state.store,
         &state.events,
         &system,

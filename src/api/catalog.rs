@@ -107,7 +107,7 @@ async fn put_item(
     // If-Match wins over the version in the body: both name the version the change is based on.
     let written = service::catalog::put(
         &state.store,
-        &state.schemas,
+        &state.config().schemas,
         &state.catalog,
         &code,
         &body,

@@ -127,7 +127,7 @@ async fn open(
     }
     let user = applicant_identity(&state, &headers, "a dispute").await?;
     let dispute = disputes::open(
-        &state.config,
+        &state.config(),
         &state.store,
         &state.sealer,
         (user.id_type, &user.id_number),

@@ -149,7 +149,7 @@ async fn read_body(req: Request, state: &AppState) -> Result<axum::body::Bytes, 
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    let seconds = state.config.hub.server.body_read_timeout_seconds;
+    let seconds = state.config().hub.server.body_read_timeout_seconds;
     let read = axum::body::to_bytes(req.into_body(), limit);
     match tokio::time::timeout(Duration::from_secs(seconds), read).await {
         Err(_) => Err(ApiError::RequestTimeout(format!(

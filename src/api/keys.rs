@@ -46,7 +46,10 @@ async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
         .iter()
         .map(key_json)
         .collect();
-    let dir = state.config.dir.join(&state.config.hub.signing.keys_dir);
+    let dir = state
+        .config()
+        .dir
+        .join(&state.config().hub.signing.keys_dir);
     let signing: Vec<Value> = keys::list(&dir)
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .into_iter()
@@ -113,12 +116,13 @@ async fn issue(
     if !problems.is_empty() {
         // The rules too, so that every problem comes back at once (an unreadable expiry is
         // not in the request, so it is not named twice).
-        if let Err(rules) = api_keys::check(&request, &state.config, clock::now_millis()) {
+        if let Err(rules) = api_keys::check(&request, &state.config(), clock::now_millis()) {
             problems.extend(problems_of(rules));
         }
         return Err(ApiError::Invalid(problems));
     }
-    let issued = match api_keys::issue(&state.store, &state.config, &request, &caller.actor).await {
+    let issued = match api_keys::issue(&state.store, &state.config(), &request, &caller.actor).await
+    {
         Ok(issued) => issued,
         Err(KeyError::Invalid(rules)) => {
             return Err(ApiError::Invalid(problems_of(rules).collect()));

@@ -18,6 +18,7 @@ mod guard;
 mod keys;
 
 mod catalog;
+mod configuration;
 mod edge;
 mod input;
 mod metrics;
@@ -38,11 +39,10 @@ use crate::auth::assertion::Signer;
 use crate::auth::tokens::Verifier;
 use crate::auth::{Authenticator, Principal, Role};
 use crate::config::Config;
-use crate::schema::Schemas;
 use crate::service::inbound::Recorder;
 use crate::service::sealing::Sealer;
 use crate::store::Store;
-use crate::workers::Dispatcher;
+use crate::workers::Live;
 use audit_writer::AuditWriter;
 use axum::Router;
 use axum::handler::Handler;
@@ -58,14 +58,12 @@ pub type Caller = axum::Extension<Principal>;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
-    pub schemas: Schemas,
     pub metrics: Arc<Metrics>,
-    /// Largest accepted request body, in bytes.
+    /// Largest accepted request body, in bytes (`[server]`: fixed while the hub runs).
     pub body_limit: usize,
-    pub config: Arc<Config>,
-    /// The outbox workers, woken when an application is accepted; `None` when deliveries are
-    /// not running in this process (tests of the API alone).
-    pub dispatcher: Option<Arc<Dispatcher>>,
+    /// The configuration now current and its lanes: read per request, replaced by an
+    /// activation (an approved onboarding bundle, a reload) without a restart.
+    pub live: Arc<Live>,
     /// Callers' credentials to principals; users' tokens through its verifier.
     pub auth: Arc<Authenticator>,
     /// The hub's signing keys, published at `/.well-known/jwks.json`.
@@ -92,13 +90,33 @@ pub struct AppState {
 
 impl AppState {
     /// The state for a configuration, an open store and the hub's keys, without outbox workers.
-    /// Starts the audit writer, so it must be called on a tokio runtime.
+    /// Starts the audit writer and an inbound recorder, so it must be called on a tokio runtime.
     pub fn new(
         config: Arc<Config>,
         store: Store,
         signer: Arc<Signer>,
         sealer: Arc<Sealer>,
     ) -> AppState {
+        let events = Recorder::spawn(store.clone(), sealer.clone());
+        AppState::running(
+            Arc::new(Live::without_workers(config)),
+            store,
+            signer,
+            sealer,
+            events,
+        )
+    }
+
+    /// The state over a live configuration whose workers run (the hub), sharing their
+    /// inbound recorder.
+    pub fn running(
+        live: Arc<Live>,
+        store: Store,
+        signer: Arc<Signer>,
+        sealer: Arc<Sealer>,
+        events: Recorder,
+    ) -> AppState {
+        let config = live.config();
         let verifier = Arc::new(Verifier::new(&config.hub.identity));
         AppState {
             auth: Arc::new(Authenticator::new(store.clone(), verifier)),
@@ -106,19 +124,22 @@ impl AppState {
             acceptor: crate::service::applications::acceptor(store.clone()),
             catalog: crate::service::catalog::CurrentItems::default(),
             backlogs: crate::service::admission::Backlogs::default(),
-            events: Recorder::spawn(store.clone(), sealer.clone()),
+            events,
             sealer,
             // Never stopping, unless the server sets one of its own.
             stopping: watch::channel(false).1,
             readiness: Arc::new(ops::Readiness::default()),
             store,
-            schemas: config.schemas.clone(),
             metrics: Arc::new(Metrics::default()),
             body_limit: config.hub.server.body_limit_bytes,
-            config,
-            dispatcher: None,
+            live,
             signer,
         }
+    }
+
+    /// The configuration now current.
+    pub fn config(&self) -> Arc<Config> {
+        self.live.config()
     }
 }
 
@@ -181,11 +202,13 @@ pub fn routes() -> Vec<Route> {
     routes.extend(seal::routes());
     routes.extend(sharing::routes());
     routes.extend(disputes::routes());
+    routes.extend(configuration::routes());
     routes
 }
 
 /// The whole API, ready to serve.
 pub fn router(state: AppState) -> Router {
+    let config = state.config();
     let mut router = Router::new();
     for route in routes() {
         let guarded = route
@@ -214,8 +237,8 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::from_fn_with_state(
             edge::Limits {
-                max_uri_bytes: state.config.hub.server.max_uri_bytes,
-                max_header_bytes: state.config.hub.server.max_header_bytes,
+                max_uri_bytes: config.hub.server.max_uri_bytes,
+                max_header_bytes: config.hub.server.max_header_bytes,
             },
             edge::limits,
         ))

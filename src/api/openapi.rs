@@ -19,7 +19,7 @@ pub fn routes() -> Vec<Route> {
 }
 
 async fn serve(State(state): State<AppState>) -> Json<Value> {
-    Json(document(&state.schemas))
+    Json(document(&state.config().schemas))
 }
 
 /// `case-event` → `CaseEvent`.

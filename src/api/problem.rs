@@ -74,6 +74,24 @@ impl From<crate::mapping::MapError> for ProblemEntry {
     }
 }
 
+impl From<&crate::source::ConfigError> for ProblemEntry {
+    /// A configuration problem: its file, line and column as the path, its key as the field.
+    fn from(e: &crate::source::ConfigError) -> ProblemEntry {
+        let mut at = e.file.display().to_string();
+        for n in [e.line, e.column].into_iter().map_while(|n| n) {
+            at.push_str(&format!(":{n}"));
+        }
+        ProblemEntry {
+            pointer: None,
+            parameter: None,
+            header: None,
+            field: e.key.clone(),
+            path: Some(at),
+            message: e.message.clone(),
+        }
+    }
+}
+
 impl From<Violation> for ProblemEntry {
     fn from(v: Violation) -> ProblemEntry {
         ProblemEntry {
@@ -109,6 +127,13 @@ pub enum ApiError {
     /// idempotency key, a message about someone else's application).
     #[error("{detail}")]
     Unprocessable { detail: String },
+    /// Well-formed, but what it names cannot be used, for every listed reason (a
+    /// configuration that does not compile, a bundle that fails its checks).
+    #[error("{detail}")]
+    Refused {
+        detail: String,
+        errors: Vec<ProblemEntry>,
+    },
     /// No valid credential (401, with `WWW-Authenticate: Bearer`).
     #[error("{0}")]
     Unauthorized(String),
@@ -236,6 +261,11 @@ impl ApiError {
                 "unprocessable",
                 "Unprocessable request",
             ),
+            ApiError::Refused { .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "refused",
+                "Refused, with every reason",
+            ),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             ApiError::PreconditionFailed { .. } => (
@@ -289,6 +319,7 @@ impl ApiError {
         let errors = match self {
             ApiError::Invalid(entries) => entries.clone(),
             ApiError::MalformedJson(entry) => vec![(**entry).clone()],
+            ApiError::Refused { errors, .. } => errors.clone(),
             _ => Vec::new(),
         };
         Problem {

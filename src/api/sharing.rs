@@ -85,23 +85,25 @@ async fn query_results(
     if !problems.is_empty() {
         return Err(ApiError::Invalid(problems));
     }
-    let shared = sharing::query(&state.config, &state.store, &state.sealer, &system, &query)
-        .await
-        .map_err(|e| match e {
-            SharingError::UnknownSystem(s) => {
-                ApiError::NotFound(format!("no connected system `{s}`"))
-            }
-            SharingError::Invalid(problems) => ApiError::Invalid(
-                problems
-                    .into_iter()
-                    .map(|(at, p)| ProblemEntry::pointer(at, p))
-                    .collect(),
-            ),
-            SharingError::Withheld { rule, why } => {
-                ApiError::Forbidden(format!("{why} [rule {rule}]"))
-            }
-            SharingError::Store(e) => e.into(),
-        })?;
+    let shared = sharing::query(
+        &state.config(),
+        &state.store,
+        &state.sealer,
+        &system,
+        &query,
+    )
+    .await
+    .map_err(|e| match e {
+        SharingError::UnknownSystem(s) => ApiError::NotFound(format!("no connected system `{s}`")),
+        SharingError::Invalid(problems) => ApiError::Invalid(
+            problems
+                .into_iter()
+                .map(|(at, p)| ProblemEntry::pointer(at, p))
+                .collect(),
+        ),
+        SharingError::Withheld { rule, why } => ApiError::Forbidden(format!("{why} [rule {rule}]")),
+        SharingError::Store(e) => e.into(),
+    })?;
     let results: Vec<Value> = shared
         .results
         .iter()
@@ -235,7 +237,7 @@ async fn my_accesses(
     .await?;
     let department_name = |uscc: &str| {
         state
-            .config
+            .config()
             .adapters
             .values()
             .find(|a| a.department_uscc == uscc)
@@ -251,7 +253,7 @@ async fn my_accesses(
                 "system": a.system_id,
                 "license_id": a.license_id,
                 "purpose": a.purpose,
-                "purpose_text": state.config.sharing.purposes.get(&a.purpose),
+                "purpose_text": state.config().sharing.purposes.get(&a.purpose),
                 "detail": a.detail,
             })
         })

@@ -412,7 +412,7 @@ async fn cases(
     };
     q.finish()?;
     let records = state.store.cases(&query).await?;
-    let calendar = &state.config.hub.supervision.calendar;
+    let calendar = &state.config().hub.supervision.calendar;
     let now = clock::now_millis();
     let cases: Vec<Value> = records
         .into_iter()

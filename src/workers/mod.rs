@@ -2,7 +2,8 @@
 //! stopped by its shutdown signal: the delivery lanes (`lanes`, with a circuit breaker each),
 //! the pollers (`intake`) and queue consumers (`consume`) that bring systems' messages in, the
 //! supervision engine (`engine`) and the feed's publisher (`publish`), and the daily look at
-//! the calendar's years (`calendar`). They apply the pure parts (`routing`, `supervision`) and
+//! the calendar's years (`calendar`). `live` holds the configuration they run on and replaces it,
+//! with the per-system workers, without a restart. They apply the pure parts (`routing`, `supervision`) and
 //! the use cases (`service`) to the store, the systems and the broker.
 
 mod breaker;
@@ -11,7 +12,9 @@ pub mod consume;
 pub mod engine;
 pub mod intake;
 pub mod lanes;
+pub mod live;
 pub mod notify;
 pub mod publish;
 
 pub use lanes::{Dispatcher, RoutingError};
+pub use live::{Activated, ActivationError, Generation, Live, WorkerContext};

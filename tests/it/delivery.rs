@@ -1517,3 +1517,166 @@ async fn an_application_that_fails_validation_lists_every_problem() {
 
     hub.stop(STOP_PATIENCE).await;
 }
+
+/// Reload under load: while the platform submits continuously, a new configuration goes live
+/// (a system added, a running system's lane changed). Every accepted application is delivered
+/// exactly once; the new system takes applications from the moment the reload answers; a
+/// configuration that does not compile, or one that changes what is read only at start, is
+/// refused with every reason and leaves the running one in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configuration_activated_under_load_loses_and_repeats_no_delivery() {
+    const BEFORE: usize = 60;
+    const AFTER: usize = 60;
+    let soap = Mock::start(true, Mode::Slow(3)).await;
+    let rest = Mock::start(false, Mode::Ok).await;
+    let dir = config_for(&soap, &rest);
+    // The REST system is not connected yet: its adapter waits outside the directory.
+    let rst_adapter = common::edit::adapter_file(dir.path(), RST);
+    let waiting = std::fs::read_to_string(&rst_adapter).unwrap();
+    std::fs::remove_file(&rst_adapter).unwrap();
+    let hub = start_hub(dir.path()).await;
+    let client = hub.client();
+    let base = hub.base.clone();
+    let configuration = |client: &Client| {
+        let url = format!("{base}/api/v1/configuration");
+        let client = client.clone();
+        async move { get_json(&client, &url, client.admin()).await }
+    };
+    let reload = |client: &Client| {
+        let url = format!("{base}/api/v1/configuration/reload");
+        let client = client.clone();
+        async move {
+            let response = client.post(&url, client.admin()).send().await.unwrap();
+            let status = response.status();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, before) = configuration(&client).await;
+    assert_eq!(status, StatusCode::OK, "{before:#}");
+    assert_eq!(before["generation"], 1, "{before:#}");
+    let (status, _, refused) = post_application(
+        &client,
+        &base,
+        &rst_application(),
+        None,
+        Some(client.platform()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused:#}");
+
+    // The platform submits to the SOAP system without pause, 4 at a time, until told to stop.
+    let accepted_count = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let submitter = tokio::spawn({
+        let (client, base, accepted_count, stop) = (
+            client.clone(),
+            base.clone(),
+            accepted_count.clone(),
+            stop.clone(),
+        );
+        async move {
+            let body = scjg_application();
+            let mut ids = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let batch = futures_util::future::join_all(
+                    (0..4).map(|_| submit(&client, &base, &body, SCJG)),
+                )
+                .await;
+                accepted_count.fetch_add(batch.len(), Ordering::SeqCst);
+                ids.extend(batch);
+            }
+            ids
+        }
+    });
+    until("applications accepted before the reload", || {
+        accepted_count.load(Ordering::SeqCst) >= BEFORE && soap.count() > 0
+    })
+    .await;
+
+    // A broken file and a change to hub.toml are each refused, naming why; nothing changes.
+    std::fs::write(
+        &rst_adapter,
+        "id = \"dl-rst-social\"\nnot toml at all = = =\n",
+    )
+    .unwrap();
+    let (status, problem) = reload(&client).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem:#}");
+    let errors = problem["errors"].as_array().unwrap();
+    assert!(
+        errors.iter().any(|e| e["path"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("adapters/")),
+        "{problem:#}"
+    );
+    std::fs::write(&rst_adapter, &waiting).unwrap();
+    let hub_toml = dir.path().join("hub.toml");
+    let hub_text = std::fs::read_to_string(&hub_toml).unwrap();
+    common::edit::edit(&hub_toml, |t| {
+        common::edit::set_key(t, "shutdown_grace_seconds", "2")
+    });
+    let (status, problem) = reload(&client).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem:#}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("[server]"),
+        "{problem:#}"
+    );
+    std::fs::write(&hub_toml, hub_text).unwrap();
+    assert_eq!(configuration(&client).await.1["generation"], 1);
+
+    // Now the REST system's adapter is in place and the SOAP lane's rate changes: both go live
+    // while submissions go on.
+    set_adapter_key(
+        dir.path(),
+        SCJG,
+        "rate_limit",
+        "{ per_second = 900, burst = 90 }",
+    );
+    let (status, activated) = reload(&client).await;
+    assert_eq!(status, StatusCode::OK, "{activated:#}");
+    assert_eq!(activated["generation"], 2, "{activated:#}");
+    assert_eq!(activated["added"], json!([RST]), "{activated:#}");
+    assert_eq!(activated["changed"], json!([SCJG]), "{activated:#}");
+    assert_eq!(activated["removed"], json!([]), "{activated:#}");
+    let rst_id = submit(&client, &base, &rst_application(), RST).await;
+    let at_reload = accepted_count.load(Ordering::SeqCst);
+    until("applications accepted after the reload", || {
+        accepted_count.load(Ordering::SeqCst) >= at_reload + AFTER
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let ids = submitter.await.unwrap();
+    let wanted: BTreeSet<String> = ids.iter().cloned().collect();
+    assert_eq!(wanted.len(), ids.len());
+
+    let soap_ref = &soap;
+    eventually("every accepted application acknowledged", || {
+        let wanted = wanted.clone();
+        async move {
+            let missing = wanted.difference(&soap_ref.acknowledged_keys()).count();
+            if missing == 0 {
+                Ok(())
+            } else {
+                Err(format!("{missing} of {} not delivered yet", wanted.len()))
+            }
+        }
+    })
+    .await;
+    all_in_state(&client, &base, &ids, "delivered").await;
+    all_in_state(&client, &base, std::slice::from_ref(&rst_id), "delivered").await;
+    assert_eq!(soap.distinct_keys(), wanted, "nothing else was delivered");
+    assert_eq!(
+        soap.count(),
+        wanted.len(),
+        "each application was delivered once, across the activation"
+    );
+    assert_eq!(rest.distinct_keys(), BTreeSet::from([rst_id]));
+    eprintln!(
+        "reload under load: {} applications accepted, {at_reload} before the new configuration went live",
+        ids.len()
+    );
+    hub.stop(STOP_PATIENCE).await;
+}

@@ -48,7 +48,7 @@ impl TestApi {
             signer.signer.clone(),
             signer.sealer.clone(),
         );
-        tongban::hub::seed_catalog(&store, &state.config)
+        tongban::hub::seed_catalog(&store, &state.config())
             .await
             .expect("catalog seeds");
         TestApi {

@@ -313,6 +313,19 @@ pub async fn serve(
         crate::clock::now_millis,
         stop_workers.subscribe(),
     ));
+    // Requests a previous run was still probing are probed again.
+    let resumed = {
+        let onboarding = state.onboarding.clone();
+        tokio::spawn(async move {
+            match onboarding.resume().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(requests = n, "probing onboarding requests again"),
+                Err(e) => {
+                    tracing::warn!(cause = %e, "cannot read the onboarding requests being probed")
+                }
+            }
+        })
+    };
     let router = api::router(state);
     let grace = Duration::from_secs(config.hub.server.shutdown_grace_seconds);
     // One deadline for the whole stop, set when the signal comes: in-flight requests, then
@@ -363,6 +376,7 @@ pub async fn serve(
     )
     .await;
     reloads.abort();
+    resumed.abort();
     // An activation under way finishes first (it holds the turn), within the deadline.
     let running = tokio::time::timeout_at(deadline, live.shut_down())
         .await

@@ -22,6 +22,7 @@ mod configuration;
 mod edge;
 mod input;
 mod metrics;
+mod onboarding;
 mod openapi;
 mod ops;
 pub mod problem;
@@ -81,6 +82,8 @@ pub struct AppState {
     pub events: Recorder,
     /// The hub's seal, published at `/api/v1/seal/controller` and in the JWKS.
     pub sealer: Arc<Sealer>,
+    /// Onboarding requests: checked, probed, decided, activated over `live`.
+    pub onboarding: crate::workers::onboarding::Onboarding,
     /// Turns true when the hub is shutting down: long-lived responses (the supervision stream)
     /// end then, so that they do not hold the graceful stop until its grace runs out.
     pub stopping: watch::Receiver<bool>,
@@ -126,6 +129,11 @@ impl AppState {
             backlogs: crate::service::admission::Backlogs::default(),
             events,
             sealer,
+            onboarding: crate::workers::onboarding::Onboarding::new(
+                live.clone(),
+                store.clone(),
+                signer.clone(),
+            ),
             // Never stopping, unless the server sets one of its own.
             stopping: watch::channel(false).1,
             readiness: Arc::new(ops::Readiness::default()),
@@ -203,6 +211,7 @@ pub fn routes() -> Vec<Route> {
     routes.extend(sharing::routes());
     routes.extend(disputes::routes());
     routes.extend(configuration::routes());
+    routes.extend(onboarding::routes());
     routes
 }
 

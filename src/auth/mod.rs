@@ -119,6 +119,8 @@ pub struct Principal {
     pub roles: Vec<Role>,
     /// The system a system key belongs to.
     pub system: Option<String>,
+    /// The department (USCC) a member of staff works for, when their token says.
+    pub department: Option<String>,
 }
 
 impl Principal {
@@ -257,6 +259,7 @@ impl Authenticator {
             actor: format!("staff:{}", staff.subject),
             roles: staff.roles,
             system: None,
+            department: staff.department,
         })
     }
 
@@ -299,6 +302,7 @@ impl Authenticator {
             actor: format!("key:{key_id}"),
             roles: vec![role],
             system: record.system_id.clone(),
+            department: None,
         })
     }
 

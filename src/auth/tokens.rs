@@ -133,6 +133,8 @@ pub struct StaffIdentity {
     pub subject: String,
     /// The staff roles the token grants; platform and system roles never come from a token.
     pub roles: Vec<Role>,
+    /// The department (USCC) the token says they work for, if it says.
+    pub department: Option<String>,
 }
 
 struct KnownKey {
@@ -497,7 +499,15 @@ impl Verifier {
                 .collect(),
             _ => Vec::new(),
         };
-        Ok(StaffIdentity { subject, roles })
+        let department = claims
+            .get(&self.config.claims.department)
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        Ok(StaffIdentity {
+            subject,
+            roles,
+            department,
+        })
     }
 
     /// Checks header, key, signature and registered claims; returns the claims and the key
@@ -772,6 +782,7 @@ mod tests {
             real_name_level: "real_name_level".into(),
             applicant_kind: "applicant_kind".into(),
             roles: "roles".into(),
+            department: "department".into(),
         }
     }
 

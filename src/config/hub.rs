@@ -91,6 +91,9 @@ pub struct ClaimNames {
     pub real_name_level: String,
     pub applicant_kind: String,
     pub roles: String,
+    /// The department (its USCC) a member of staff works for: a reviewer does not decide on
+    /// their own department's onboarding.
+    pub department: String,
 }
 
 /// The hub's own keys (`[signing]`).
@@ -213,6 +216,7 @@ struct ClaimsFile {
     real_name_level: String,
     applicant_kind: String,
     roles: String,
+    department: String,
 }
 
 impl Default for ClaimsFile {
@@ -224,6 +228,7 @@ impl Default for ClaimsFile {
             real_name_level: "real_name_level".into(),
             applicant_kind: "applicant_kind".into(),
             roles: "roles".into(),
+            department: "department".into(),
         }
     }
 }
@@ -722,6 +727,7 @@ fn compile_identity(
             real_name_level: c.real_name_level.clone(),
             applicant_kind: c.applicant_kind.clone(),
             roles: c.roles.clone(),
+            department: c.department.clone(),
         },
     })
 }

@@ -16,6 +16,7 @@ mod case_event;
 mod delivery;
 mod inbound;
 mod item;
+mod onboarding;
 mod result;
 
 pub use alert::{AlertAction, CaseState, Level, Rule};
@@ -30,6 +31,7 @@ pub use codes::{Code, UnknownCode};
 pub use delivery::{Acknowledgement, AttemptKind, DeliveryState};
 pub use inbound::{FeedKind, MessageKind, Via};
 pub use item::{ItemStatus, ItemType};
+pub use onboarding::{Decision, OnboardingState, Probe, ProbeOutcome};
 pub use result::{
     DisputeOutcome, DisputeState, Holder, License, LicenseIssuer, ResultState, SharedResult,
 };

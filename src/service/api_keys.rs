@@ -85,18 +85,25 @@ pub fn check(request: &KeyRequest, config: &Config, now_ms: i64) -> Result<Valid
             Field::System,
             "a system key names the system it belongs to".into(),
         ),
-        (Some(Role::System), Some(id)) if !config.adapters.contains_key(id) => problem(
-            Field::System,
-            format!(
-                "is not a connected system (adapters/ has {})",
-                config
-                    .adapters
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        ),
+        // A system on the inventory gets its key before it connects: it submits its own
+        // onboarding bundle with it.
+        (Some(Role::System), Some(id))
+            if !config.adapters.contains_key(id)
+                && !config.systems.iter().flatten().any(|s| &s.id == id) =>
+        {
+            problem(
+                Field::System,
+                format!(
+                    "is neither a connected system (adapters/ has {}) nor on the inventory (systems.toml)",
+                    config
+                        .adapters
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        }
         (Some(r), Some(_)) if r != Role::System => {
             problem(Field::System, "only system keys belong to a system".into())
         }

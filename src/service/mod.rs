@@ -8,6 +8,7 @@ pub mod applications;
 pub mod catalog;
 pub mod disputes;
 pub mod inbound;
+pub mod onboarding;
 pub mod results;
 pub mod sealing;
 pub mod sharing;

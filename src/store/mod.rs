@@ -12,6 +12,7 @@ mod catalog;
 mod disputes;
 pub mod group;
 mod keys;
+mod onboarding;
 mod results;
 mod routing;
 mod rows;
@@ -20,6 +21,7 @@ mod supervision;
 pub use audit::AuditQuery;
 pub use disputes::{DisputeChange, DisputeRecord, DisputeToOpen};
 pub use keys::{ApiKeyRecord, NewApiKey};
+pub use onboarding::{DecisionToRecord, OnboardingRecord};
 pub use results::{
     AccessRecord, AccessToRecord, HeldResult, ResultRecord, ResultToRecord, Settlement,
 };

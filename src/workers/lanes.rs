@@ -312,7 +312,7 @@ async fn attempt(
                     assertion: assertion.as_deref(),
                 })
                 .await
-                .and_then(|delivered| acknowledged(lane, delivered));
+                .and_then(|delivered| acknowledged(lane.response.as_deref(), delivered));
             let finished = clock::now_millis();
             let outcome = masked(
                 routing::classify(&lane.adapter.outbound.retry, &delivery, sent, finished),
@@ -380,8 +380,11 @@ fn identity_assertion(lane: &Lane, delivery: &ClaimedDelivery) -> Result<Option<
 /// when it says accepted; a refusal is final unless the system says asking again may help; an
 /// answer that does not read as an acknowledgement is not one (a gateway's page, a truncated
 /// body), and is tried again.
-fn acknowledged(lane: &Lane, delivered: Delivered) -> Result<Delivered, DeliveryError> {
-    let Some(response) = &lane.response else {
+pub(crate) fn acknowledged(
+    response: Option<&Mapping>,
+    delivered: Delivered,
+) -> Result<Delivered, DeliveryError> {
+    let Some(response) = response else {
         return Ok(delivered);
     };
     let status = delivered.status;

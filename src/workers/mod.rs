@@ -14,6 +14,7 @@ pub mod intake;
 pub mod lanes;
 pub mod live;
 pub mod notify;
+pub mod onboarding;
 pub mod publish;
 
 pub use lanes::{Dispatcher, RoutingError};

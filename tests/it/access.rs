@@ -187,7 +187,7 @@ impl World {
         if template.starts_with("/api/v1/applications/") {
             path = path.replace("{id}", &self.application_id);
         }
-        if template == "/api/v1/dead-letters" {
+        if template == "/api/v1/dead-letters" || template == "/api/v1/onboarding/requests" {
             // Naming the system makes the scope visible: another system asking for it is refused.
             path = format!("{path}?system={OWN_SYSTEM}");
         }
@@ -197,6 +197,30 @@ impl World {
         }
         if template.starts_with("/api/v1/dead-letters/") {
             path = path.replace("{id}", &format!("{}~1", self.application_id));
+        }
+        if template.starts_with("/api/v1/onboarding/requests/") {
+            // A request of OWN_SYSTEM's, refused at submission (so no decision can apply).
+            let id = format!("OB-walk-{}", tongban::clock::now_millis());
+            let record = tongban::store::OnboardingRecord {
+                id: id.clone(),
+                system_id: OWN_SYSTEM.into(),
+                department_uscc: String::new(),
+                submitted_by: "test".into(),
+                submitted_at: tongban::clock::now_millis(),
+                bundle: "{}".into(),
+                state: tongban::model::OnboardingState::Refused,
+                checks: "{}".into(),
+                probes: None,
+                probed_at: None,
+                decided_by: None,
+                decided_at: None,
+                decision: None,
+                reasons: None,
+                note: None,
+                generation: None,
+            };
+            assert!(self.served.store.insert_onboarding(&record).await.unwrap());
+            path = path.replace("{id}", &id);
         }
         if template.starts_with("/api/v1/keys/") {
             // Each call revokes a key made for it.
@@ -223,6 +247,10 @@ impl World {
                 "purpose": "license-check",
             })),
             ("PUT", p) if p.starts_with("/api/v1/catalog/items/") => Some(json!({})),
+            ("POST", p) if p.starts_with("/api/v1/onboarding/requests?") => Some(json!({
+                "system": OWN_SYSTEM,
+                "files": { format!("adapters/{OWN_SYSTEM}.toml"): "id = \"unfinished\"" },
+            })),
             _ => None,
         }
     }

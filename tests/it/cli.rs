@@ -680,7 +680,7 @@ fn a_key_that_breaks_a_rule_is_refused_naming_the_option_and_nothing_is_issued()
         ),
         (
             &["--label", "x", "--role", "system", "--system", "sy-nowhere"][..],
-            "--system: is not a connected system",
+            "--system: is neither a connected system",
         ),
         (
             &[

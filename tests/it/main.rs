@@ -27,6 +27,7 @@ mod http_edge;
 mod identity;
 mod mapping;
 mod masked_texts;
+mod onboarding;
 mod openapi;
 mod personal_data;
 mod readiness;

@@ -1,0 +1,682 @@
+//! Onboarding requests from submission to live: a bundle is checked (`service::onboarding`),
+//! recorded, probed in the background against the system's endpoint, decided by a reviewer,
+//! and, approved, written into the configuration directory and activated without a restart
+//! (`live`). A bundle that fails its checks is recorded as refused and never reaches the
+//! directory; one whose activation fails is taken out of the directory again, and the running
+//! configuration stays.
+//!
+//! The probe applications are synthetic and marked as tests end to end: their ids start with
+//! `TEST-`, they are built from the bundle's own application mapping test case, sent only by
+//! the probes (never stored as applications, so never counted, delivered by a lane or shared),
+//! and their evidence is kept masked with the request.
+
+use super::lanes::acknowledged;
+use super::live::{Live, ReloadError};
+use crate::adapters::{Adapter, DeliveryError, Driver, Outgoing};
+use crate::auth::assertion::{Identity, Signer};
+use crate::clock;
+use crate::config::{Config, ConfigError};
+use crate::ids::{mask_id, mask_name};
+use crate::model::{ApplicantKind, Decision, IdType, OnboardingState, Probe, ProbeOutcome};
+use crate::personal::PersonalValues;
+use crate::routing;
+use crate::service::onboarding::{self, Bundle, Checked, ProbeReport};
+use crate::store::{DecisionToRecord, OnboardingRecord, Store, StoreError};
+use base64::Engine;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OnboardingError {
+    #[error("the bundle has {} problem(s); nothing was activated", .problems.len())]
+    Refused {
+        id: String,
+        problems: Vec<ConfigError>,
+    },
+    #[error("system {system} already has request {pending} on its way; wait for its decision")]
+    Pending { system: String, pending: String },
+    #[error("no onboarding request {0}")]
+    NotFound(String),
+    #[error("request {id} is {}, not awaiting review", .state.as_str())]
+    NotAwaitingReview { id: String, state: OnboardingState },
+    #[error("a reviewer does not decide on a request of their own department")]
+    OwnDepartment,
+    #[error("the decision has {} problem(s)", .0.len())]
+    Decision(Vec<String>),
+    #[error(
+        "the approved bundle could not go live; it was taken out again and the running configuration stays: {0}"
+    )]
+    Activation(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Onboarding, over the live configuration.
+#[derive(Clone)]
+pub struct Onboarding {
+    live: Arc<Live>,
+    store: Store,
+    signer: Arc<Signer>,
+}
+
+impl Onboarding {
+    pub fn new(live: Arc<Live>, store: Store, signer: Arc<Signer>) -> Onboarding {
+        Onboarding {
+            live,
+            store,
+            signer,
+        }
+    }
+
+    /// Checks and records a bundle; one that passes is probed in the background.
+    pub async fn submit(
+        &self,
+        bundle: Bundle,
+        submitted_by: &str,
+    ) -> Result<OnboardingRecord, OnboardingError> {
+        let now = clock::now_millis();
+        let id = new_request_id(now);
+        let live = self.live.config();
+        let checked = {
+            let bundle = bundle.clone();
+            tokio::task::spawn_blocking(move || {
+                onboarding::check(&bundle, &live, &std::env::temp_dir())
+            })
+            .await
+            .map_err(|e| OnboardingError::Store(StoreError::Corrupt(e.to_string())))?
+        };
+        let department = match &checked {
+            Ok(checked) => checked.department_uscc.clone(),
+            Err(_) => department_of(&self.live.config(), &bundle.system),
+        };
+        let (state, checks) = match &checked {
+            Ok(c) => (
+                OnboardingState::Probing,
+                json!({ "problems": [], "cases": c.cases }),
+            ),
+            Err(problems) => (
+                OnboardingState::Refused,
+                json!({ "problems": problems.iter().map(problem_json).collect::<Vec<_>>() }),
+            ),
+        };
+        let record = OnboardingRecord {
+            id: id.clone(),
+            system_id: bundle.system.clone(),
+            department_uscc: department,
+            submitted_by: submitted_by.to_string(),
+            submitted_at: now,
+            bundle: bundle_json(&bundle).to_string(),
+            state,
+            checks: checks.to_string(),
+            probes: None,
+            probed_at: None,
+            decided_by: None,
+            decided_at: None,
+            decision: None,
+            reasons: None,
+            note: None,
+            generation: None,
+        };
+        if !self.store.insert_onboarding(&record).await? {
+            let pending = self
+                .store
+                .onboardings(Some(&bundle.system), None, 20)
+                .await?
+                .into_iter()
+                .find(|r| r.state.pending())
+                .map(|r| r.id)
+                .unwrap_or_default();
+            return Err(OnboardingError::Pending {
+                system: bundle.system,
+                pending,
+            });
+        }
+        match checked {
+            Err(problems) => Err(OnboardingError::Refused { id, problems }),
+            Ok(checked) => {
+                self.spawn_probes(record.clone(), bundle, checked);
+                Ok(record)
+            }
+        }
+    }
+
+    /// Probes requests left being probed by a previous run of the hub.
+    pub async fn resume(&self) -> Result<usize, StoreError> {
+        let waiting = self.store.onboardings_probing().await?;
+        let count = waiting.len();
+        for record in waiting {
+            let Some(bundle) = bundle_from_json(&record.system_id, &record.bundle) else {
+                continue;
+            };
+            let live = self.live.config();
+            let b = bundle.clone();
+            let checked = tokio::task::spawn_blocking(move || {
+                onboarding::check(&b, &live, &std::env::temp_dir())
+            })
+            .await;
+            match checked {
+                Ok(Ok(checked)) => self.spawn_probes(record, bundle, checked),
+                _ => {
+                    let report = json!({ "error": "the bundle no longer passes its checks against the configuration; submit it again" });
+                    self.store
+                        .finish_probing(
+                            &record.id,
+                            OnboardingState::AwaitingReview,
+                            &report.to_string(),
+                            clock::now_millis(),
+                        )
+                        .await?;
+                }
+            }
+        }
+        Ok(count)
+    }
+
+    fn spawn_probes(&self, record: OnboardingRecord, bundle: Bundle, checked: Checked) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let reports = this.probe(&record, &bundle, &checked.config).await;
+            let report = json!({ "probes": reports });
+            let written = this
+                .store
+                .finish_probing(
+                    &record.id,
+                    OnboardingState::AwaitingReview,
+                    &report.to_string(),
+                    clock::now_millis(),
+                )
+                .await;
+            if let Err(e) = written {
+                tracing::error!(request = %record.id, cause = %e, "cannot record an onboarding request's probes; they run again at the next start");
+            }
+        });
+    }
+
+    /// Runs every probe; each records its own failure, none stops the others.
+    async fn probe(
+        &self,
+        record: &OnboardingRecord,
+        bundle: &Bundle,
+        config: &Config,
+    ) -> Vec<ProbeReport> {
+        let Some(adapter) = config.adapters.get(&record.system_id) else {
+            return Vec::new();
+        };
+        let mut reports = Vec::new();
+        let started = Instant::now();
+        let mut same = match onboarding::same_source(&self.store, adapter).await {
+            Ok(report) => report,
+            Err(e) => ProbeReport::new(
+                Probe::SameSource,
+                vec![format!("the catalog could not be read: {e}")],
+                Vec::new(),
+                "not run to the end".into(),
+            ),
+        };
+        same.took_ms = started.elapsed().as_millis() as i64;
+        reports.push(same);
+        let started = Instant::now();
+        let mut identity = self.identity_probe(record, bundle, config).await;
+        identity.took_ms = started.elapsed().as_millis() as i64;
+        reports.push(identity);
+        reports
+    }
+
+    /// Unified identity: three deliveries of a probe application, without the assertion, with
+    /// a forged one and with a valid one; the system must refuse the first two and accept the
+    /// third.
+    async fn identity_probe(
+        &self,
+        record: &OnboardingRecord,
+        bundle: &Bundle,
+        config: &Config,
+    ) -> ProbeReport {
+        let fail = |why: String| {
+            ProbeReport::new(Probe::Identity, vec![why], Vec::new(), "not run".into())
+        };
+        let Some(adapter) = config.adapters.get(&record.system_id) else {
+            return fail("the bundle has no adapter".into());
+        };
+        let Some(mapping) = config.mappings.get(&adapter.outbound.mapping) else {
+            return fail(format!(
+                "mapping {} is not loaded",
+                adapter.outbound.mapping
+            ));
+        };
+        let response = adapter
+            .outbound
+            .response_mapping
+            .as_ref()
+            .and_then(|name| config.mappings.get(name));
+        let Some(sample) = probe_application(bundle, &adapter.outbound.mapping) else {
+            return fail(format!(
+                "the bundle has no two-way test case of its application mapping (mappings/tests/{}/<case>.canonical.json) to build the probe application from",
+                adapter.outbound.mapping
+            ));
+        };
+        let driver = match Driver::new(adapter, config.hub.broker.as_deref()) {
+            Ok(driver) => driver,
+            Err(e) => return fail(format!("cannot reach the system: {e}")),
+        };
+        if matches!(driver, Driver::Amqp(_)) {
+            return fail("a system reached over AMQP cannot be seen refusing a delivery: its identity is probed only over HTTP (REST or SOAP) for now".into());
+        }
+        let identity = probe_identity(&sample, &record.id);
+        let content_type = mapping.content_type();
+        let personal = PersonalValues::of_application_text(&sample.to_string());
+        let mut reasons = Vec::new();
+        let mut evidence = Vec::new();
+        for (label, expect_accepted) in [
+            ("without_assertion", false),
+            ("forged_assertion", false),
+            ("valid_assertion", true),
+        ] {
+            let application_id = format!("TEST-{}-{}", record.id, label.replace('_', "-"));
+            let mut canonical = sample.clone();
+            canonical["id"] = Value::String(application_id.clone());
+            let assertion = match label {
+                "without_assertion" => None,
+                _ => match self.signer.assertion(
+                    &adapter.id,
+                    &application_id,
+                    &format!("{application_id}#1"),
+                    &identity,
+                ) {
+                    Ok(token) if label == "forged_assertion" => Some(forged(&token)),
+                    Ok(token) => Some(token),
+                    Err(e) => return fail(format!("the hub cannot sign an assertion: {e}")),
+                },
+            };
+            let body = match routing::legacy_message(
+                adapter,
+                mapping,
+                &application_id,
+                &canonical,
+                assertion.as_deref(),
+            ) {
+                Ok(body) => body,
+                Err(errors) => {
+                    return fail(format!(
+                        "the probe application does not map: {}",
+                        errors
+                            .iter()
+                            .map(|e| format!("{} at {}: {}", e.field, e.path, e.message))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ));
+                }
+            };
+            let started = Instant::now();
+            let sent = driver
+                .deliver(&Outgoing {
+                    application_id: &application_id,
+                    body: &body,
+                    content_type: &content_type,
+                    assertion: assertion.as_deref(),
+                })
+                .await
+                .and_then(|delivered| acknowledged(response.map(|m| m.as_ref()), delivered));
+            let took_ms = started.elapsed().as_millis() as i64;
+            let (outcome, status, detail) = match &sent {
+                Ok(d) => ("accepted", d.status, String::new()),
+                Err(DeliveryError::Permanent { reason, status }) => {
+                    ("refused", *status, personal.mask_text(reason))
+                }
+                Err(DeliveryError::Retryable { reason, status, .. }) => match status {
+                    // An answer that says "no, and do not ask again" over a 4xx is a refusal;
+                    // a 401/403 is the refusal this probe looks for.
+                    Some(s) if (400..500).contains(s) => {
+                        ("refused", *status, personal.mask_text(reason))
+                    }
+                    _ => ("unanswered", *status, personal.mask_text(reason)),
+                },
+            };
+            evidence.push(json!({
+                "delivery": label,
+                "application_id": application_id,
+                "expected": if expect_accepted { "accepted" } else { "refused" },
+                "outcome": outcome,
+                "status": status,
+                "detail": detail,
+                "took_ms": took_ms,
+            }));
+            match (outcome, expect_accepted) {
+                ("accepted", true) | ("refused", false) => {}
+                ("unanswered", _) => reasons.push(format!("the delivery {} was not answered: {detail}", label.replace('_', " "))),
+                ("accepted", false) => reasons.push(format!("the system accepted a delivery {}: it does not check the hub's identity assertion", label.replace('_', " "))),
+                _ => reasons.push(format!("the system refused a delivery {}: {detail}", label.replace('_', " "))),
+            }
+        }
+        let summary = if reasons.is_empty() {
+            "refused without and with a forged assertion, accepted with a valid one".to_string()
+        } else {
+            format!(
+                "{} of 3 deliveries did not go as unified identity requires",
+                reasons.len()
+            )
+        };
+        ProbeReport::new(Probe::Identity, reasons, evidence, summary)
+    }
+
+    /// Records a reviewer's decision. A rejection needs a reason for every failing probe (and
+    /// at least one reason); an approval needs every probe passed, and activates the bundle.
+    pub async fn decide(
+        &self,
+        id: &str,
+        reviewer: &str,
+        reviewer_department: Option<&str>,
+        decision: Decision,
+        reasons: &BTreeMap<String, String>,
+        note: Option<&str>,
+    ) -> Result<OnboardingRecord, OnboardingError> {
+        let record = self
+            .store
+            .onboarding(id)
+            .await?
+            .ok_or_else(|| OnboardingError::NotFound(id.to_string()))?;
+        if record.state != OnboardingState::AwaitingReview {
+            return Err(OnboardingError::NotAwaitingReview {
+                id: id.to_string(),
+                state: record.state,
+            });
+        }
+        if reviewer_department == Some(record.department_uscc.as_str()) {
+            return Err(OnboardingError::OwnDepartment);
+        }
+        let failing = failing_probes(&record);
+        let mut problems = Vec::new();
+        for key in reasons.keys() {
+            if key.parse::<Probe>().is_err() && key != "bundle" {
+                problems.push(format!(
+                    "reasons.{key}: a reason is given for a probe ({}) or for `bundle`",
+                    Probe::ALL
+                        .iter()
+                        .map(|p| p.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        for (key, text) in reasons {
+            if text.trim().is_empty() {
+                problems.push(format!("reasons.{key}: empty"));
+            }
+        }
+        match decision {
+            Decision::Reject => {
+                for probe in &failing {
+                    if !reasons.contains_key(probe) {
+                        problems.push(format!(
+                            "reasons.{probe}: the probe failed; a rejection gives a reason for it"
+                        ));
+                    }
+                }
+                if reasons.is_empty() && failing.is_empty() {
+                    problems.push("reasons: a rejection gives at least one reason".into());
+                }
+            }
+            Decision::Approve => {
+                for probe in &failing {
+                    problems.push(format!(
+                        "probe {probe} failed: a request is approved only when every probe passed"
+                    ));
+                }
+                if record
+                    .probes
+                    .as_deref()
+                    .is_none_or(|p| !p.contains("\"probes\""))
+                {
+                    problems.push("the request has no probe report to approve on".into());
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(OnboardingError::Decision(problems));
+        }
+        let reasons_json = serde_json::to_string(reasons).unwrap_or_else(|_| "{}".into());
+        let (state, generation) = match decision {
+            Decision::Reject => (OnboardingState::Rejected, None),
+            Decision::Approve => {
+                let bundle =
+                    bundle_from_json(&record.system_id, &record.bundle).ok_or_else(|| {
+                        OnboardingError::Activation("the stored bundle is unreadable".into())
+                    })?;
+                let activated = self.activate(&bundle).await?;
+                (OnboardingState::Live, Some(activated as i64))
+            }
+        };
+        let decided = self
+            .store
+            .decide_onboarding(
+                &DecisionToRecord {
+                    id,
+                    decided_by: reviewer,
+                    decision,
+                    state,
+                    reasons: &reasons_json,
+                    note,
+                    generation,
+                },
+                clock::now_millis(),
+            )
+            .await?;
+        if !decided {
+            let now = self
+                .store
+                .onboarding(id)
+                .await?
+                .map(|r| r.state)
+                .unwrap_or(OnboardingState::AwaitingReview);
+            return Err(OnboardingError::NotAwaitingReview {
+                id: id.to_string(),
+                state: now,
+            });
+        }
+        self.store
+            .onboarding(id)
+            .await?
+            .ok_or_else(|| OnboardingError::NotFound(id.to_string()))
+    }
+
+    /// Writes the bundle's files into the configuration directory and activates it; on any
+    /// failure, puts back what was there.
+    async fn activate(&self, bundle: &Bundle) -> Result<u64, OnboardingError> {
+        let dir = self.live.config().dir.clone();
+        let mut previous: Vec<(std::path::PathBuf, Option<Vec<u8>>)> = Vec::new();
+        let mut written = Ok(());
+        for (path, bytes) in &bundle.files {
+            let target = dir.join(path);
+            previous.push((target.clone(), std::fs::read(&target).ok()));
+            written = target
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| write_atomically(&target, bytes));
+            if written.is_err() {
+                break;
+            }
+        }
+        let outcome = match written {
+            Err(e) => Err(format!(
+                "cannot write the bundle into the configuration directory: {e}"
+            )),
+            Ok(()) => match self.live.reload().await {
+                Ok(activated) => Ok(activated.generation),
+                Err(ReloadError::Config(errors)) => Err(errors.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        match outcome {
+            Ok(generation) => Ok(generation),
+            Err(why) => {
+                for (target, before) in previous {
+                    let _ = match before {
+                        Some(bytes) => write_atomically(&target, &bytes),
+                        None => std::fs::remove_file(&target),
+                    };
+                }
+                Err(OnboardingError::Activation(why))
+            }
+        }
+    }
+}
+
+/// Writes a file whole: a reader (a reload, an operator's editor) never sees half of it.
+fn write_atomically(target: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = target
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("file");
+    let temporary = target.with_file_name(format!(".{name}.onboarding"));
+    std::fs::write(&temporary, bytes)?;
+    std::fs::rename(&temporary, target)
+}
+
+/// The probes that failed, by name.
+fn failing_probes(record: &OnboardingRecord) -> Vec<String> {
+    let Some(report) = record
+        .probes
+        .as_deref()
+        .and_then(|p| serde_json::from_str::<Value>(p).ok())
+    else {
+        return Vec::new();
+    };
+    report["probes"]
+        .as_array()
+        .map(|probes| {
+            probes
+                .iter()
+                .filter(|p| p["outcome"] == ProbeOutcome::Failed.as_str())
+                .filter_map(|p| p["probe"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The department of a system on the inventory or connected, or "" when it is neither.
+fn department_of(config: &Config, system: &str) -> String {
+    config
+        .systems
+        .iter()
+        .flatten()
+        .find(|s| s.id == system)
+        .map(|s| s.department_uscc.clone())
+        .or_else(|| {
+            config
+                .adapters
+                .get(system)
+                .map(|a| a.department_uscc.clone())
+        })
+        .unwrap_or_default()
+}
+
+fn new_request_id(now_ms: i64) -> String {
+    let random: u32 = {
+        let mut bytes = [0u8; 4];
+        let _ = aws_lc_rs::rand::fill(&mut bytes);
+        u32::from_le_bytes(bytes)
+    };
+    format!("OB-{now_ms:x}-{random:08x}")
+}
+
+fn problem_json(e: &ConfigError) -> Value {
+    json!({
+        "file": e.file.display().to_string(),
+        "line": e.line,
+        "column": e.column,
+        "key": e.key,
+        "message": e.message,
+    })
+}
+
+/// The bundle as stored: text files as text, others in base64.
+fn bundle_json(bundle: &Bundle) -> Value {
+    let files: serde_json::Map<String, Value> = bundle
+        .files
+        .iter()
+        .map(|(path, bytes)| {
+            let value = match std::str::from_utf8(bytes) {
+                Ok(text) => Value::String(text.to_string()),
+                Err(_) => {
+                    json!({ "base64": base64::engine::general_purpose::STANDARD.encode(bytes) })
+                }
+            };
+            (path.clone(), value)
+        })
+        .collect();
+    Value::Object(files)
+}
+
+/// A stored bundle, read back.
+pub fn bundle_from_json(system: &str, text: &str) -> Option<Bundle> {
+    let value: Value = serde_json::from_str(text).ok()?;
+    let mut files = BTreeMap::new();
+    for (path, content) in value.as_object()? {
+        let bytes = match content {
+            Value::String(text) => text.as_bytes().to_vec(),
+            other => base64::engine::general_purpose::STANDARD
+                .decode(other["base64"].as_str()?)
+                .ok()?,
+        };
+        files.insert(path.clone(), bytes);
+    }
+    Some(Bundle {
+        system: system.to_string(),
+        files,
+    })
+}
+
+/// The canonical application of the first two-way test case of `mapping` in the bundle (a
+/// `<case>.canonical.json` with its `<case>.legacy.*`: one that maps to the system's format).
+fn probe_application(bundle: &Bundle, mapping: &str) -> Option<Value> {
+    let prefix = format!("mappings/tests/{mapping}/");
+    let has_legacy = |case: &str| {
+        bundle.files.keys().any(|p| {
+            p.strip_prefix(&prefix)
+                .and_then(|f| f.strip_prefix(case))
+                .is_some_and(|rest| rest.starts_with(".legacy."))
+        })
+    };
+    bundle
+        .files
+        .iter()
+        .filter_map(|(path, bytes)| {
+            let case = path
+                .strip_prefix(&prefix)?
+                .strip_suffix(".canonical.json")?;
+            (!case.ends_with(".read") && has_legacy(case)).then_some(bytes)
+        })
+        .find_map(|bytes| serde_json::from_slice::<Value>(bytes).ok())
+        .filter(Value::is_object)
+}
+
+/// The identity a probe's assertion vouches for: the sample's applicant, masked, with a subject
+/// that says it is a probe.
+fn probe_identity(sample: &Value, request: &str) -> Identity {
+    let applicant = &sample["applicant"];
+    let text = |k: &str| applicant[k].as_str().unwrap_or_default();
+    Identity {
+        sub: format!("probe-{request}"),
+        kind: text("kind").parse().unwrap_or(ApplicantKind::NaturalPerson),
+        id_type: text("id_type").parse().unwrap_or(IdType::CitizenId),
+        id_number: mask_id(text("id_number")),
+        name: mask_name(text("name")),
+        real_name_level: 3,
+    }
+}
+
+/// A token whose signature no longer matches: one character in the middle of the signature
+/// changed.
+fn forged(token: &str) -> String {
+    let Some(dot) = token.rfind('.') else {
+        return format!("{token}x");
+    };
+    let (head, signature) = token.split_at(dot + 1);
+    let mut chars: Vec<char> = signature.chars().collect();
+    let middle = chars.len() / 2;
+    if let Some(c) = chars.get_mut(middle) {
+        *c = if *c == 'A' { 'B' } else { 'A' };
+    }
+    format!("{head}{}", chars.into_iter().collect::<String>())
+}

@@ -1,0 +1,544 @@
+//! Onboarding (第五条): a department submits its system's bundle, the hub checks it and probes
+//! the system's endpoint (same-source items, unified identity), a 营商局 reviewer rejects with a
+//! reason per failing point or approves, and an approved bundle goes live without a restart.
+//! On SQLite and PostgreSQL; the systems are small servers on 127.0.0.1 that check the hub's
+//! identity assertion as a department does (or, the lax one, do not).
+
+use crate::common::{self, Issuer, api::TestApi, bearer};
+use crate::on_both_backends;
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use jsonwebtoken::jwk::JwkSet;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::sync::{Arc, LazyLock, Mutex};
+use tokio::net::TcpListener;
+use tongban::auth::Role;
+use tongban::config::Config;
+use tongban::store::Store;
+
+static ISSUER: LazyLock<Issuer> = LazyLock::new(Issuer::new);
+
+/// The system that onboards: the repository's 人社 system, not connected yet in these tests.
+const SYSTEM: &str = "ln-rst-card";
+/// Its department's USCC (systems.toml).
+const RST_USCC: &str = "11210000001756420G";
+/// Another department's USCC (市场监管).
+const OTHER_USCC: &str = "11210100MB1529370K";
+
+/// How a probe target answers the hub.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Checks {
+    /// Verifies the hub's assertion: refuses without one or with a bad one (401).
+    Assertion,
+    /// Accepts everything.
+    Nothing,
+}
+
+/// A department system on 127.0.0.1 for the probes; keeps the application ids it accepted.
+struct Target {
+    url: String,
+    accepted: Arc<Mutex<Vec<String>>>,
+}
+
+async fn target(checks: Checks, keys: JwkSet) -> Target {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/rst/card/apply", listener.local_addr().unwrap());
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let seen = accepted.clone();
+    let keys = Arc::new(keys);
+    let app = Router::new().fallback(move |headers: HeaderMap| {
+        let (keys, seen) = (keys.clone(), seen.clone());
+        async move {
+            let key = headers
+                .get("idempotency-key")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            if checks == Checks::Assertion {
+                let token = headers
+                    .get("tongban-assertion")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                if let Err(why) = verify(&keys, token) {
+                    return (StatusCode::UNAUTHORIZED, format!("{{\"error\":\"{why}\"}}"));
+                }
+            }
+            seen.lock().unwrap().push(key);
+            (StatusCode::OK, "{\"code\":\"0\"}".to_string())
+        }
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Target { url, accepted }
+}
+
+/// As a department checks the assertion: signed by a key the hub publishes, for this system.
+fn verify(keys: &JwkSet, token: &str) -> Result<(), String> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| "no assertion".to_string())?;
+    let kid = header.kid.ok_or("no kid")?;
+    let jwk = keys.find(&kid).ok_or("unknown key")?;
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
+    let mut validation = jsonwebtoken::Validation::new(header.alg);
+    validation.set_audience(&[SYSTEM]);
+    jsonwebtoken::decode::<Value>(token, &key, &validation)
+        .map(|_| ())
+        .map_err(|_| "assertion refused".to_string())
+}
+
+/// The repository's configuration in a temporary directory with its inventory, the onboarding
+/// system's adapter taken out (its mappings stay: no other system uses them).
+fn config_dir() -> tempfile::TempDir {
+    let dir = common::config_copy();
+    ISSUER.install_in_dir(dir.path());
+    std::fs::copy(
+        common::repo().join("systems.toml"),
+        dir.path().join("systems.toml"),
+    )
+    .unwrap();
+    std::fs::remove_file(common::edit::adapter_file(dir.path(), SYSTEM)).unwrap();
+    dir
+}
+
+/// The onboarding system's bundle from the repository's files, its adapter sending to `url`.
+fn bundle(url: &str) -> Value {
+    let root = common::repo();
+    let mut files = serde_json::Map::new();
+    let adapter = std::fs::read_to_string(root.join(format!("adapters/{SYSTEM}.toml"))).unwrap();
+    files.insert(
+        format!("adapters/{SYSTEM}.toml"),
+        Value::String(adapter.replace("http://127.0.0.1:9201/rst/card/apply", url)),
+    );
+    for mapping in ["rst-card-application", "rst-card-event", "rst-card-result"] {
+        files.insert(
+            format!("mappings/{mapping}.toml"),
+            Value::String(common::read_text(&format!("mappings/{mapping}.toml"))),
+        );
+        add_tests(&mut files, &root, mapping);
+    }
+    json!({ "system": SYSTEM, "files": files })
+}
+
+fn add_tests(files: &mut serde_json::Map<String, Value>, root: &Path, mapping: &str) {
+    let folder = root.join("mappings/tests").join(mapping);
+    for entry in std::fs::read_dir(folder).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let text = std::fs::read_to_string(&path).unwrap();
+        files.insert(
+            format!("mappings/tests/{mapping}/{name}"),
+            Value::String(text),
+        );
+    }
+}
+
+struct Rig {
+    api: TestApi,
+    dir: tempfile::TempDir,
+    system: String,
+    admin: String,
+    reviewer: String,
+    keys: JwkSet,
+}
+
+async fn rig(store: &Store) -> Rig {
+    let dir = config_dir();
+    let config = Config::load(dir.path()).expect("the test configuration compiles");
+    let api = TestApi::over(config, store).await;
+    let (_, keys) = api
+        .send(
+            Request::get("/.well-known/jwks.json")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    Rig {
+        system: common::api_key(store, Role::System, Some(SYSTEM)).await,
+        admin: common::api_key(store, Role::Admin, None).await,
+        reviewer: reviewer_token(Some(OTHER_USCC)),
+        keys: serde_json::from_value(keys).unwrap(),
+        api,
+        dir,
+    }
+}
+
+/// A 营商局 reviewer's staff token, working for `department`.
+fn reviewer_token(department: Option<&str>) -> String {
+    let now = tongban::clock::now_millis() / 1000;
+    let mut claims = json!({
+        "iss": ISSUER.issuer, "aud": ISSUER.staff_audience, "sub": "reviewer-1",
+        "iat": now, "exp": now + 600, "roles": ["reviewer"],
+    });
+    if let Some(d) = department {
+        claims["department"] = Value::String(d.into());
+    }
+    ISSUER.sign("t-ec", &claims)
+}
+
+impl Rig {
+    async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        secret: &str,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", bearer(secret))
+            .header("content-type", "application/json")
+            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+            .unwrap();
+        self.api.send(request).await
+    }
+
+    async fn submit(&self, bundle: &Value) -> (StatusCode, Value) {
+        self.call(
+            "POST",
+            "/api/v1/onboarding/requests",
+            &self.system,
+            Some(bundle),
+        )
+        .await
+    }
+
+    /// Waits until the request has been probed; the request.
+    async fn probed(&self, id: &str) -> Value {
+        let uri = format!("/api/v1/onboarding/requests/{id}");
+        common::wait::eventually("the request to be probed", || async {
+            let (status, request) = self.call("GET", &uri, &self.reviewer, None).await;
+            assert_eq!(status, StatusCode::OK, "{request:#}");
+            if request["state"] == "probing" {
+                Err("still probing".to_string())
+            } else {
+                Ok(request)
+            }
+        })
+        .await
+    }
+
+    async fn decide(&self, id: &str, secret: &str, decision: &Value) -> (StatusCode, Value) {
+        self.call(
+            "POST",
+            &format!("/api/v1/onboarding/requests/{id}/decision"),
+            secret,
+            Some(decision),
+        )
+        .await
+    }
+}
+
+fn probe<'a>(request: &'a Value, name: &str) -> &'a Value {
+    request["probes"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["probe"] == name))
+        .unwrap_or_else(|| panic!("no probe {name}: {request:#}"))
+}
+
+/// A system that checks the assertion passes both probes; a reviewer of its own department
+/// may not decide; another approves, and the system is live at once.
+async fn a_conforming_system_is_probed_approved_and_live_without_a_restart(store: &Store) {
+    let rig = rig(store).await;
+    let strict = target(Checks::Assertion, rig.keys.clone()).await;
+    let (status, submitted) = rig.submit(&bundle(&strict.url)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{submitted:#}");
+    assert_eq!(submitted["state"], "probing", "{submitted:#}");
+    let id = submitted["id"].as_str().unwrap().to_string();
+
+    let request = rig.probed(&id).await;
+    assert_eq!(request["state"], "awaiting_review", "{request:#}");
+    assert_eq!(
+        probe(&request, "same_source")["outcome"],
+        "passed",
+        "{request:#}"
+    );
+    let identity = probe(&request, "identity");
+    assert_eq!(identity["outcome"], "passed", "{request:#}");
+    let outcomes: Vec<&str> = identity["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["refused", "refused", "accepted"], "{identity:#}");
+    // Only the valid delivery got through, and it was visibly a test.
+    let accepted = strict.accepted.lock().unwrap().clone();
+    assert_eq!(accepted.len(), 1, "{accepted:?}");
+    assert!(accepted[0].starts_with("TEST-"), "{accepted:?}");
+    // Probe applications are never applications.
+    let (status, _) = rig
+        .call(
+            "GET",
+            &format!("/api/v1/applications/{}", accepted[0]),
+            &rig.admin,
+            None,
+        )
+        .await;
+    assert_ne!(status, StatusCode::OK);
+
+    let approve = json!({ "decision": "approve" });
+    let own = reviewer_token(Some(RST_USCC));
+    let (status, problem) = rig.decide(&id, &own, &approve).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{problem:#}");
+    let (status, problem) = rig.decide(&id, &rig.system, &approve).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "a system does not decide: {problem:#}"
+    );
+
+    let (status, before) = rig
+        .call("GET", "/api/v1/configuration", &rig.admin, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        !before["systems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["id"] == SYSTEM)
+    );
+    let (status, decided) = rig.decide(&id, &rig.reviewer, &approve).await;
+    assert_eq!(status, StatusCode::OK, "{decided:#}");
+    assert_eq!(decided["state"], "live", "{decided:#}");
+    assert_eq!(decided["decision"]["decision"], "approve", "{decided:#}");
+    let (_, after) = rig
+        .call("GET", "/api/v1/configuration", &rig.admin, None)
+        .await;
+    assert_eq!(
+        after["generation"],
+        before["generation"].as_i64().unwrap() + 1
+    );
+    assert!(
+        after["systems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["id"] == SYSTEM),
+        "{after:#}"
+    );
+    assert!(common::edit::adapter_file(rig.dir.path(), SYSTEM).exists());
+    // Decided once: a second decision is a conflict.
+    let (status, _) = rig.decide(&id, &rig.reviewer, &approve).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    // The decision is in the audit log.
+    let (_, audit) = rig
+        .call("GET", "/api/v1/audit?limit=50", &rig.admin, None)
+        .await;
+    assert!(
+        audit
+            .to_string()
+            .contains(&format!("approved onboarding request {id}")),
+        "{audit:#}"
+    );
+}
+
+/// A system that accepts anything fails the identity probe; a rejection must give a reason for
+/// it; the department sees the reasons, fixes and resubmits, and the new request passes.
+async fn a_system_that_ignores_the_assertion_is_rejected_with_reasons_then_fixed(store: &Store) {
+    let rig = rig(store).await;
+    let lax = target(Checks::Nothing, rig.keys.clone()).await;
+    let (status, submitted) = rig.submit(&bundle(&lax.url)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{submitted:#}");
+    let id = submitted["id"].as_str().unwrap().to_string();
+    // One request on its way at a time.
+    let (status, problem) = rig.submit(&bundle(&lax.url)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem:#}");
+
+    let request = rig.probed(&id).await;
+    let identity = probe(&request, "identity");
+    assert_eq!(identity["outcome"], "failed", "{request:#}");
+    let reasons = identity["reasons"].to_string();
+    assert!(reasons.contains("without assertion"), "{reasons}");
+    assert!(reasons.contains("forged assertion"), "{reasons}");
+
+    let (status, problem) = rig
+        .decide(&id, &rig.reviewer, &json!({ "decision": "approve" }))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem:#}");
+    assert!(problem.to_string().contains("identity"), "{problem:#}");
+    let (status, problem) = rig
+        .decide(
+            &id,
+            &rig.reviewer,
+            &json!({ "decision": "reject", "reasons": { "same_source": "" } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem:#}");
+    let listed = problem["errors"].to_string();
+    assert!(
+        listed.contains("reasons.identity") && listed.contains("reasons.same_source: empty"),
+        "{problem:#}"
+    );
+    let why = "系统未校验统一身份认证断言，请改正后重新提交";
+    let (status, rejected) = rig
+        .decide(
+            &id,
+            &rig.reviewer,
+            &json!({ "decision": "reject", "reasons": { "identity": why } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{rejected:#}");
+    assert_eq!(rejected["state"], "rejected");
+    // The department reads the decision and its reasons with its own key.
+    let (status, seen) = rig
+        .call(
+            "GET",
+            &format!("/api/v1/onboarding/requests/{id}"),
+            &rig.system,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(seen["decision"]["reasons"]["identity"], why, "{seen:#}");
+    assert!(
+        !common::edit::adapter_file(rig.dir.path(), SYSTEM).exists(),
+        "nothing went live"
+    );
+
+    let strict = target(Checks::Assertion, rig.keys.clone()).await;
+    let (status, again) = rig.submit(&bundle(&strict.url)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{again:#}");
+    let second = again["id"].as_str().unwrap().to_string();
+    let request = rig.probed(&second).await;
+    assert_eq!(
+        probe(&request, "identity")["outcome"],
+        "passed",
+        "{request:#}"
+    );
+    let (status, _) = rig
+        .decide(&second, &rig.reviewer, &json!({ "decision": "approve" }))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // The history: both requests, newest first.
+    let (_, history) = rig
+        .call(
+            "GET",
+            &format!("/api/v1/onboarding/requests?system={SYSTEM}"),
+            &rig.reviewer,
+            None,
+        )
+        .await;
+    let states: Vec<&str> = history["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["live", "rejected"], "{history:#}");
+}
+
+/// A system that does not answer fails the identity probe saying so; an item the system claims
+/// that the catalog has suspended since fails the same-source probe.
+async fn an_unreachable_system_and_a_suspended_item_fail_their_probes(store: &Store) {
+    let rig = rig(store).await;
+    let suspended = "11210000001756420G2000113021000";
+    let mut item = store
+        .current_item(suspended)
+        .await
+        .unwrap()
+        .expect("a seeded item");
+    item.status = tongban::model::ItemStatus::Suspended;
+    store.put_item(&item, None).await.unwrap();
+    let closed = {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        format!("http://{}/rst/card/apply", listener.local_addr().unwrap())
+    };
+    let (status, submitted) = rig.submit(&bundle(&closed)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{submitted:#}");
+    let request = rig.probed(submitted["id"].as_str().unwrap()).await;
+    let same = probe(&request, "same_source");
+    assert_eq!(same["outcome"], "failed", "{request:#}");
+    assert!(same["reasons"].to_string().contains(suspended), "{same:#}");
+    let identity = probe(&request, "identity");
+    assert_eq!(identity["outcome"], "failed", "{request:#}");
+    assert!(
+        identity["reasons"].to_string().contains("not answered"),
+        "{identity:#}"
+    );
+}
+
+/// A bundle that does not compile, fails its mapping tests, claims another system's item and
+/// carries a file out of place is refused with every problem; it is recorded, nothing goes
+/// live; a system not on the inventory is refused too.
+async fn a_broken_bundle_is_refused_with_every_problem(store: &Store) {
+    let rig = rig(store).await;
+    let mut broken = bundle("http://127.0.0.1:1/x");
+    let path = format!("adapters/{SYSTEM}.toml");
+    let adapter = broken["files"][&path]
+        .as_str()
+        .unwrap()
+        .replace("concurrency = 4", "concurrency = \"four\"");
+    broken["files"][&path] = Value::String(adapter);
+    broken["files"]["mappings/tests/rst-card-application/card-online.legacy.json"] =
+        Value::String("{\"data\": {}}".into());
+    broken["files"]["hub.toml"] = Value::String("[server]\n".into());
+    let (status, problem) = rig.submit(&broken).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem:#}");
+    let errors = problem["errors"].as_array().unwrap();
+    let at = |needle: &str| {
+        errors
+            .iter()
+            .any(|e| e["path"].as_str().unwrap_or_default().starts_with(needle))
+    };
+    assert!(at("hub.toml"), "{problem:#}");
+    assert!(at(&path), "{problem:#}");
+    assert!(
+        at("mappings/tests/rst-card-application/card-online"),
+        "{problem:#}"
+    );
+    let (_, history) = rig
+        .call(
+            "GET",
+            "/api/v1/onboarding/requests?state=refused",
+            &rig.admin,
+            None,
+        )
+        .await;
+    assert_eq!(
+        history["requests"].as_array().unwrap().len(),
+        1,
+        "{history:#}"
+    );
+    assert!(!common::edit::adapter_file(rig.dir.path(), SYSTEM).exists());
+
+    // Another system's item.
+    let mut greedy = bundle("http://127.0.0.1:1/x");
+    let adapter = greedy["files"][&path].as_str().unwrap().replace(
+        "code = \"11210000001756420G2000113021000\"",
+        "code = \"11210100MB1529370K300011800200001\"",
+    );
+    greedy["files"][&path] = Value::String(adapter);
+    let (status, problem) = rig.submit(&greedy).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem:#}");
+
+    // Not on the inventory.
+    let mut stranger = bundle("http://127.0.0.1:1/x");
+    stranger["system"] = Value::String("ln-unknown".into());
+    let (status, problem) = rig
+        .call(
+            "POST",
+            "/api/v1/onboarding/requests",
+            &rig.admin,
+            Some(&stranger),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem:#}");
+    assert!(
+        problem.to_string().contains("not on the inventory"),
+        "{problem:#}"
+    );
+    // And a system submits for itself only.
+    let (status, _) = rig.submit(&stranger).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+on_both_backends!(
+    a_conforming_system_is_probed_approved_and_live_without_a_restart,
+    a_system_that_ignores_the_assertion_is_rejected_with_reasons_then_fixed,
+    an_unreachable_system_and_a_suspended_item_fail_their_probes,
+    a_broken_bundle_is_refused_with_every_problem,
+);

@@ -87,6 +87,22 @@ enum Command {
         #[command(subcommand)]
         command: SystemsCommand,
     },
+    /// Onboard a system: submit its bundle to a running hub and follow the request.
+    Onboard {
+        /// The hub's address.
+        #[arg(
+            long,
+            global = true,
+            env = "TONGBAN_HUB",
+            default_value = "http://127.0.0.1:8080"
+        )]
+        hub: String,
+        /// The system's own API key (or an administrator's).
+        #[arg(long, global = true, env = "TONGBAN_API_KEY", hide_env_values = true)]
+        key: Option<String>,
+        #[command(subcommand)]
+        command: OnboardCommand,
+    },
     /// Work with sealed results (credentials the hub seals for the issuing department).
     Results {
         #[command(subcommand)]
@@ -162,6 +178,16 @@ enum SystemsCommand {
     /// Print the ledger: every system on the inventory, its department, plan, funding request
     /// and whether it is connected (has an adapter); exits 1 without an inventory.
     List,
+}
+
+#[derive(Subcommand)]
+enum OnboardCommand {
+    /// Submit the bundle in DIR: `adapters/<system>.toml` (one), `mappings/*.toml` and
+    /// `mappings/tests/<mapping>/*`, as a department keeps them. Prints the request, or every
+    /// problem (exit 1).
+    Submit { dir: PathBuf },
+    /// Print a request: its state, probes and decision with reasons.
+    Status { id: String },
 }
 
 #[derive(Subcommand)]
@@ -385,6 +411,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys { store, command } => keys_command(&cli.config, store, command).await,
+        Command::Onboard { hub, key, command } => onboard_command(&hub, key, command).await,
         Command::Systems {
             command: SystemsCommand::List,
         } => {
@@ -822,4 +849,146 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// `tongban onboard`: talks to a running hub over its API.
+async fn onboard_command(
+    hub: &str,
+    key: Option<String>,
+    command: OnboardCommand,
+) -> anyhow::Result<ExitCode> {
+    let Some(key) = key else {
+        eprintln!("give the system's API key with --key or TONGBAN_API_KEY");
+        return Ok(ExitCode::FAILURE);
+    };
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()?;
+    let hub = hub.trim_end_matches('/');
+    let response = match command {
+        OnboardCommand::Submit { dir } => {
+            let bundle = match read_bundle_dir(&dir) {
+                Ok(bundle) => bundle,
+                Err(why) => {
+                    eprintln!("{}: {why}", dir.display());
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            client
+                .post(format!("{hub}/api/v1/onboarding/requests"))
+                .bearer_auth(&key)
+                .json(&bundle)
+                .send()
+                .await?
+        }
+        OnboardCommand::Status { id } => {
+            client
+                .get(format!("{hub}/api/v1/onboarding/requests/{id}"))
+                .bearer_auth(&key)
+                .send()
+                .await?
+        }
+    };
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    if !status.is_success() {
+        eprintln!("{status}: {}", body["detail"].as_str().unwrap_or_default());
+        for e in body["errors"].as_array().into_iter().flatten() {
+            let at = [&e["path"], &e["pointer"], &e["field"]]
+                .iter()
+                .filter_map(|v| v.as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
+            eprintln!("  {at}: {}", e["message"].as_str().unwrap_or_default());
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    println!(
+        "request {} for system {}: {}",
+        body["id"].as_str().unwrap_or_default(),
+        body["system"].as_str().unwrap_or_default(),
+        body["state"].as_str().unwrap_or_default()
+    );
+    for p in body["probes"].as_array().into_iter().flatten() {
+        println!(
+            "  probe {}: {} ({})",
+            p["probe"].as_str().unwrap_or_default(),
+            p["outcome"].as_str().unwrap_or_default(),
+            p["summary"].as_str().unwrap_or_default()
+        );
+        for reason in p["reasons"].as_array().into_iter().flatten() {
+            println!("    - {}", reason.as_str().unwrap_or_default());
+        }
+    }
+    if let Some(decision) = body["decision"].as_object() {
+        println!(
+            "  decision: {} by {}",
+            decision["decision"].as_str().unwrap_or_default(),
+            decision["by"].as_str().unwrap_or_default()
+        );
+        for (point, reason) in decision["reasons"].as_object().into_iter().flatten() {
+            println!("    {point}: {}", reason.as_str().unwrap_or_default());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A bundle directory as the API takes it: `{"system", "files": {path: text | {"base64"}}}`,
+/// the system named by its one adapter file.
+fn read_bundle_dir(dir: &std::path::Path) -> Result<serde_json::Value, String> {
+    use base64::Engine;
+    let list = |folder: &std::path::Path| -> Result<Vec<PathBuf>, String> {
+        let mut paths: Vec<PathBuf> = match std::fs::read_dir(folder) {
+            Ok(entries) => entries.filter_map(|e| e.ok()).map(|e| e.path()).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(format!("cannot list {}: {e}", folder.display())),
+        };
+        paths.sort();
+        Ok(paths)
+    };
+    let adapters: Vec<PathBuf> = list(&dir.join("adapters"))?
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    let [adapter] = adapters.as_slice() else {
+        return Err(format!(
+            "a bundle has one adapter file in adapters/, not {}",
+            adapters.len()
+        ));
+    };
+    let system = adapter
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string();
+    let mut files = serde_json::Map::new();
+    let mut paths = vec![adapter.clone()];
+    paths.extend(
+        list(&dir.join("mappings"))?
+            .into_iter()
+            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "toml")),
+    );
+    for folder in list(&dir.join("mappings/tests"))?
+        .into_iter()
+        .filter(|p| p.is_dir())
+    {
+        paths.extend(list(&folder)?.into_iter().filter(|p| p.is_file()));
+    }
+    for path in paths {
+        let bytes =
+            std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let relative = path
+            .strip_prefix(dir)
+            .unwrap_or(&path)
+            .to_string_lossy()
+            .replace('\\', "/");
+        let value = match String::from_utf8(bytes) {
+            Ok(text) => serde_json::Value::String(text),
+            Err(e) => serde_json::json!({
+                "base64": base64::engine::general_purpose::STANDARD.encode(e.into_bytes())
+            }),
+        };
+        files.insert(relative, value);
+    }
+    Ok(serde_json::json!({ "system": system, "files": files }))
 }

@@ -536,6 +536,93 @@ async fn a_broken_bundle_is_refused_with_every_problem(store: &Store) {
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
 
+/// The command line submits a bundle directory as a department keeps it and prints the
+/// request; `status` prints the probes; a bundle with problems prints each and exits 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_submits_a_bundle_directory_and_follows_it() {
+    let dir = config_dir();
+    let hub = common::hub::InProcessHub::start(dir.path(), async |store: &Store| {
+        common::api_key(store, Role::System, Some(SYSTEM)).await
+    })
+    .await;
+    let (_, keys) = {
+        let response = reqwest::get(format!("{}/.well-known/jwks.json", hub.base))
+            .await
+            .unwrap();
+        (response.status(), response.json::<JwkSet>().await.unwrap())
+    };
+    let strict = target(Checks::Assertion, keys).await;
+    let bundle_dir = tempfile::tempdir().unwrap();
+    for (path, content) in bundle(&strict.url)["files"].as_object().unwrap() {
+        let target = bundle_dir.path().join(path);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(target, content.as_str().unwrap()).unwrap();
+    }
+    let run = |args: Vec<String>| {
+        let (base, key) = (hub.base.clone(), hub.callers.clone());
+        tokio::task::spawn_blocking(move || {
+            common::process::tongban()
+                .args(["onboard", "--hub", &base, "--key", &key])
+                .args(args)
+                .output()
+                .unwrap()
+        })
+    };
+    let out = run(vec![
+        "submit".into(),
+        bundle_dir.path().display().to_string(),
+    ])
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("for system {SYSTEM}: probing")),
+        "{stdout}"
+    );
+    let id = stdout.split_whitespace().nth(1).unwrap().to_string();
+    let printed = common::wait::eventually("the probes to be printed", || {
+        let run = run(vec!["status".into(), id.clone()]);
+        async move {
+            let out = run.await.unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+            if stdout.contains("awaiting_review") {
+                Ok(stdout)
+            } else {
+                Err(stdout)
+            }
+        }
+    })
+    .await;
+    assert!(printed.contains("probe identity: passed"), "{printed}");
+    assert!(printed.contains("probe same_source: passed"), "{printed}");
+
+    std::fs::write(
+        bundle_dir
+            .path()
+            .join("mappings/tests/rst-card-application/card-online.legacy.json"),
+        "{\"data\": {}}",
+    )
+    .unwrap();
+    let out = run(vec![
+        "submit".into(),
+        bundle_dir.path().display().to_string(),
+    ])
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("mappings/tests/rst-card-application/card-online"),
+        "{stderr}"
+    );
+    hub.stop(std::time::Duration::from_secs(20)).await;
+}
+
 on_both_backends!(
     a_conforming_system_is_probed_approved_and_live_without_a_restart,
     a_system_that_ignores_the_assertion_is_rejected_with_reasons_then_fixed,

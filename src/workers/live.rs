@@ -233,6 +233,12 @@ impl Live {
                 }]))
             })?
             .map_err(ReloadError::Config)?;
+        // The address and store the process was started on may come from the command line
+        // (`--listen`, `--store`) rather than hub.toml; they stay what the process runs on.
+        let mut compiled = compiled;
+        let running = self.config();
+        compiled.hub.server.listen = running.hub.server.listen;
+        compiled.hub.store.url = running.hub.store.url.clone();
         Ok(self.activate(compiled).await?)
     }
 

@@ -710,7 +710,9 @@ async fn receive(
         Err(InboundError::Store(e)) => Err(e.into()),
         Err(InboundError::Unrecorded(e)) => Err(e.into()),
         Err(refusal) => {
-            let reasons = refusal.refusal_reasons().unwrap_or_default();
+            let reasons = refusal
+                .refusal_reasons()
+                .unwrap_or_else(|| vec![refusal.to_string()]);
             let answer = match refusal {
                 InboundError::Mapping(errors) => {
                     ApiError::Invalid(errors.into_iter().map(ProblemEntry::from).collect())

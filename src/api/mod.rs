@@ -127,13 +127,14 @@ impl AppState {
             acceptor: crate::service::applications::acceptor(store.clone()),
             catalog: crate::service::catalog::CurrentItems::default(),
             backlogs: crate::service::admission::Backlogs::default(),
-            events,
-            sealer,
             onboarding: crate::workers::onboarding::Onboarding::new(
                 live.clone(),
                 store.clone(),
                 signer.clone(),
+                events.clone(),
             ),
+            events,
+            sealer,
             // Never stopping, unless the server sets one of its own.
             stopping: watch::channel(false).1,
             readiness: Arc::new(ops::Readiness::default()),

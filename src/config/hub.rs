@@ -24,6 +24,52 @@ pub struct HubConfig {
     pub supervision: SupervisionConfig,
     /// The hub's seal on results: its keys and the address verifiers reach it at.
     pub sealing: SealingConfig,
+    /// How long a system onboarding may take over its simulated transaction.
+    pub onboarding: OnboardingConfig,
+}
+
+/// `[onboarding]`: the limits of the simulated transaction (模拟办事) a system goes through
+/// when it onboards: 受理 reported within `accept_within_seconds` of the delivery, 办结 within
+/// `complete_within_seconds` of it, and the result within `result_within_seconds` of 办结.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OnboardingConfig {
+    pub accept_within_seconds: u64,
+    pub complete_within_seconds: u64,
+    pub result_within_seconds: u64,
+}
+
+impl Default for OnboardingConfig {
+    fn default() -> Self {
+        OnboardingConfig {
+            accept_within_seconds: 60,
+            complete_within_seconds: 600,
+            result_within_seconds: 120,
+        }
+    }
+}
+
+impl OnboardingConfig {
+    /// Every problem, as `key: message`.
+    fn check(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (key, value) in [
+            ("accept_within_seconds", self.accept_within_seconds),
+            ("complete_within_seconds", self.complete_within_seconds),
+            ("result_within_seconds", self.result_within_seconds),
+        ] {
+            if !(1..=86_400).contains(&value) {
+                problems.push(format!("{key}: must be between 1 and 86400 (a day)"));
+            }
+        }
+        if self.complete_within_seconds < self.accept_within_seconds {
+            problems.push(
+                "complete_within_seconds: must be at least accept_within_seconds (受理 comes before 办结)"
+                    .into(),
+            );
+        }
+        problems
+    }
 }
 
 /// `[sealing]`: the Ed25519 keys that seal results (a directory like `[signing]`'s, but no key
@@ -166,6 +212,8 @@ struct HubFile {
     signing: SigningFile,
     #[serde(default)]
     sealing: SealingFile,
+    #[serde(default)]
+    onboarding: OnboardingConfig,
     /// Read as a table: `calendars` is taken out here and the rest is `Thresholds`, which
     /// checks its own keys.
     supervision: Option<toml::Table>,
@@ -483,6 +531,10 @@ pub(super) fn compile(
     }
 
     let supervision = compile_supervision(file, parsed.supervision, calendars, errors);
+    for problem in parsed.onboarding.check() {
+        let (key, message) = problem.split_once(": ").unwrap_or(("", &problem));
+        errors.push(file.error_at_key(&format!("onboarding.{key}"), message));
+    }
     let public_url = match &parsed.sealing.public_url {
         Some(url) => {
             let trimmed = url.trim_end_matches('/');
@@ -536,6 +588,7 @@ pub(super) fn compile(
             public_url,
             generate_if_missing: parsed.sealing.generate_if_missing,
         },
+        onboarding: parsed.onboarding,
     })
 }
 

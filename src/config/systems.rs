@@ -12,7 +12,7 @@
 //! items = ["11210100MB1529370K300011800200001"]
 //! plan = "integrate"                    # or "retire"
 //! funding = { year = 2027, yuan = 1200000 }
-//! contact = { name = "信息中心", email = "xxzx@example.gov.cn" }
+//! contact = { name = "信息中心", email = "xxzx@example.gov.cn", webhook = "https://…/tongban" }
 //! ```
 
 use crate::ids::{check_item_code, check_uscc};
@@ -57,6 +57,9 @@ impl Plan {
 pub struct Contact {
     pub name: String,
     pub email: Option<String>,
+    /// Where the hub posts the notices of the system's onboarding requests (submitted, probed,
+    /// decided), as JSON.
+    pub webhook: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -98,6 +101,7 @@ struct FundingFile {
 struct ContactFile {
     name: String,
     email: Option<Spanned<String>>,
+    webhook: Option<Spanned<String>>,
 }
 
 /// A system id: what adapter file names are.
@@ -201,6 +205,17 @@ pub(super) fn compile(
                 "not an email address".into(),
             ));
         }
+        if let Some(webhook) = &s.contact.webhook
+            && reqwest::Url::parse(webhook.get_ref()).map_or(true, |u| {
+                !matches!(u.scheme(), "http" | "https") || !u.has_host()
+            })
+        {
+            errors.push(at(
+                "contact.webhook",
+                webhook.span(),
+                "not an http:// or https:// address".into(),
+            ));
+        }
         systems.push(SystemRecord {
             id,
             name: s.name,
@@ -213,6 +228,7 @@ pub(super) fn compile(
             contact: Contact {
                 name: s.contact.name,
                 email: s.contact.email.map(Spanned::into_inner),
+                webhook: s.contact.webhook.map(Spanned::into_inner),
             },
         });
     }

@@ -18,6 +18,7 @@
 //! messages, which never quote a value, and ID and phone numbers are scrubbed from them all
 //! the same.
 
+use super::probe_inbox::{ProbeInbox, about_probe};
 use super::sealing::Sealer;
 use crate::clock::format_millis;
 use crate::config::Config;
@@ -49,6 +50,11 @@ pub enum InboundError {
     /// The message maps, but the hub will not take it; each reason says why.
     #[error("{}", .0.join("; "))]
     Refused(Vec<String>),
+    /// About a probe application no probe waits for (any more): a test, never recorded.
+    #[error(
+        "application {0} is a probe application (模拟办事) and no probe waits for it any more: not recorded"
+    )]
+    ProbeOver(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The event could not be committed; like [`InboundError::Store`], worth trying again.
@@ -65,6 +71,7 @@ impl InboundError {
             InboundError::NoResults(_) => vec![self.to_string()],
             InboundError::Refused(reasons) => reasons.clone(),
             InboundError::UnknownSystem(_)
+            | InboundError::ProbeOver(_)
             | InboundError::Store(_)
             | InboundError::Unrecorded(_) => return None,
         };
@@ -84,11 +91,13 @@ pub type EventRecorder = GroupCommit<EventToRecord, bool>;
 /// Events recorded together at most.
 const EVENT_BATCH: usize = 128;
 
-/// Where what systems send is recorded: case events in groups, results sealed first.
+/// Where what systems send is recorded: case events in groups, results sealed first, and
+/// what is about a probe application to the probe listening for it.
 #[derive(Clone)]
 pub struct Recorder {
     pub events: EventRecorder,
     pub sealer: Arc<Sealer>,
+    pub probes: ProbeInbox,
 }
 
 impl Recorder {
@@ -97,6 +106,7 @@ impl Recorder {
         Recorder {
             events: event_recorder(store),
             sealer,
+            probes: ProbeInbox::default(),
         }
     }
 }
@@ -125,6 +135,11 @@ pub async fn receive(
     body: &[u8],
     via: Via,
 ) -> Result<Received, InboundError> {
+    // A probe's messages are tests: never recorded, also when they are refused.
+    let connected = config.adapters.contains_key(system);
+    if let Some(taken) = recorder.probes.offer(system, kind, body, connected) {
+        return taken;
+    }
     let received = take(config, store, recorder, system, kind, body).await;
     if let Err(e) = &received
         && let Some(reasons) = e.refusal_reasons()
@@ -242,6 +257,10 @@ async fn take(
         InboundError::Refused(vec![format!("mapping `{mapping_name}` is not loaded")])
     })?;
     let canonical = mapping.to_canonical(body).map_err(InboundError::Mapping)?;
+    if about_probe(&canonical) {
+        let id = canonical["application_id"].as_str().unwrap_or_default();
+        return Err(InboundError::ProbeOver(id.to_string()));
+    }
     let text = |pointer: &str| {
         canonical
             .pointer(pointer)

@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod disputes;
 pub mod inbound;
 pub mod onboarding;
+pub mod probe_inbox;
 pub mod results;
 pub mod sealing;
 pub mod sharing;

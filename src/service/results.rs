@@ -79,27 +79,26 @@ fn license_key(parts: &ELicenseId<'_>) -> Option<(String, i64)> {
     Some((key, version))
 }
 
-/// Checks a canonical result `system` sent about `application` (as the store has it, when it
-/// has it), adding every problem to `problems` in order, and says what to store when there is
-/// none. The application's own checks (exists, is this system's) come before, from the caller.
-pub async fn check(
-    store: &Store,
+/// Reads a canonical result and checks what it says on its own, without the store: the
+/// e-license id agrees with the license (check character, type code, issuer), the issuer is
+/// `adapter`'s department, and the holder is the applicant of `application` when it is the
+/// system's. Adds every problem to `problems`; the result and its license key (`None` when the
+/// id does not read) unless it does not read as a result at all.
+pub fn read_license(
     adapter: &AdapterConfig,
     application: Option<&ApplicationRecord>,
     canonical: &Value,
     problems: &mut Vec<String>,
-) -> Result<Option<CheckedResult>, StoreError> {
+) -> Option<(SharedResult, Option<(String, i64)>)> {
     let system = adapter.id.as_str();
     let result = match SharedResult::from_json(canonical) {
         Ok(result) => result,
         Err(why) => {
             problems.push(why.to_owned());
-            return Ok(None);
+            return None;
         }
     };
     let license = &result.license;
-    let before = problems.len();
-
     // The identifier: its check character (the schema checks it too, but schemas are
     // configuration), and the type code and issuer it names.
     let key = match check_elicense_id(&license.id) {
@@ -129,10 +128,6 @@ pub async fn check(
              a system shares the licenses its own department issues"
         ));
     }
-
-    // Holder and completion: only for an application this system handles (the caller has
-    // listed the problem otherwise, and another system's case is none of this one's business).
-    let mut state = ResultState::Valid;
     if let Some(application) = application.filter(|a| a.system_id == system) {
         let id = &application.id;
         match serde_json::from_str::<Value>(&application.body)
@@ -151,6 +146,32 @@ pub async fn check(
                  the holder cannot be compared with its applicant"
             )),
         }
+    }
+    Some((result, key))
+}
+
+/// Checks a canonical result `system` sent about `application` (as the store has it, when it
+/// has it), adding every problem to `problems` in order, and says what to store when there is
+/// none. The application's own checks (exists, is this system's) come before, from the caller.
+pub async fn check(
+    store: &Store,
+    adapter: &AdapterConfig,
+    application: Option<&ApplicationRecord>,
+    canonical: &Value,
+    problems: &mut Vec<String>,
+) -> Result<Option<CheckedResult>, StoreError> {
+    let system = adapter.id.as_str();
+    let before = problems.len();
+    let Some((result, key)) = read_license(adapter, application, canonical, problems) else {
+        return Ok(None);
+    };
+    let license = &result.license;
+
+    // Completion: only for an application this system handles (the caller has listed the
+    // problem otherwise, and another system's case is none of this one's business).
+    let mut state = ResultState::Valid;
+    if let Some(application) = application.filter(|a| a.system_id == system) {
+        let id = &application.id;
         // Results and case events travel apart (two pollers, two queues), so a result may
         // overtake the completion it follows: it is kept, awaiting it, never lost.
         match completion_of(store, id).await? {

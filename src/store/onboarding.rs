@@ -2,8 +2,8 @@
 //! deleted. What goes into the JSON columns, and which changes are allowed, is decided before;
 //! a change applies only from the state the caller names, so two deciders cannot both win.
 
-use super::{Store, StoreError};
-use crate::model::{Decision, OnboardingState};
+use super::{FeedText, Store, StoreError};
+use crate::model::{Decision, FeedKind, OnboardingState};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -44,6 +44,8 @@ pub struct DecisionToRecord<'a> {
     pub reasons: &'a str,
     pub note: Option<&'a str>,
     pub generation: Option<i64>,
+    /// The entry that announces it.
+    pub feed: &'a FeedText,
 }
 
 const COLUMNS: &str = "id, system_id, department_uscc, submitted_by, submitted_at, bundle, state, \
@@ -52,8 +54,12 @@ const COLUMNS: &str = "id, system_id, department_uscc, submitted_by, submitted_a
 impl Store {
     /// Records a new request. A pending one (being probed) is not recorded, and `false` comes
     /// back, when the system already has a pending request: one request on its way at a time.
-    /// A refused one is always recorded: it is history.
-    pub async fn insert_onboarding(&self, r: &OnboardingRecord) -> Result<bool, StoreError> {
+    /// A refused one is always recorded: it is history. With its feed entry.
+    pub async fn insert_onboarding(
+        &self,
+        r: &OnboardingRecord,
+        feed: &FeedText,
+    ) -> Result<bool, StoreError> {
         let (turn, mut tx) = self.begin_write().await?;
         let pending: i64 = sqlx::query(
             "SELECT COUNT(*) FROM onboarding_requests WHERE system_id = $1 AND state IN ($2, $3)",
@@ -81,17 +87,27 @@ impl Store {
         .bind(&r.checks)
         .execute(&mut *tx)
         .await?;
+        feed.append_in(
+            &mut tx,
+            FeedKind::Onboarding,
+            &r.system_id,
+            "",
+            r.submitted_at,
+        )
+        .await?;
         turn.commit(tx).await?;
         Ok(true)
     }
 
-    /// Records the probes' report of a request being probed, moving it to `state`.
+    /// Records the probes' report of a request being probed, moving it to `state`, with its
+    /// feed entry.
     pub async fn finish_probing(
         &self,
         id: &str,
         state: OnboardingState,
         probes: &str,
         at: i64,
+        feed: &FeedText,
     ) -> Result<bool, StoreError> {
         let (turn, mut tx) = self.begin_write().await?;
         let changed = sqlx::query(
@@ -107,6 +123,11 @@ impl Store {
         .await?
         .rows_affected()
             == 1;
+        if changed {
+            let system = system_of(&mut tx, id).await?;
+            feed.append_in(&mut tx, FeedKind::Onboarding, &system, "", at)
+                .await?;
+        }
         turn.commit(tx).await?;
         Ok(changed)
     }
@@ -135,6 +156,12 @@ impl Store {
         .await?
         .rows_affected()
             == 1;
+        if changed {
+            let system = system_of(&mut tx, d.id).await?;
+            d.feed
+                .append_in(&mut tx, FeedKind::Onboarding, &system, "", at)
+                .await?;
+        }
         turn.commit(tx).await?;
         Ok(changed)
     }
@@ -201,4 +228,18 @@ fn from_row(r: &AnyRow) -> Result<OnboardingRecord, StoreError> {
         note: r.try_get("note")?,
         generation: r.try_get("generation")?,
     })
+}
+
+/// The system of request `id`.
+async fn system_of(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    id: &str,
+) -> Result<String, StoreError> {
+    Ok(
+        sqlx::query("SELECT system_id FROM onboarding_requests WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut **tx)
+            .await?
+            .try_get(0)?,
+    )
 }

@@ -24,10 +24,22 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// One entry of a polled feed.
 #[derive(Deserialize)]
-struct Entry {
-    seq: i64,
+pub(crate) struct Entry {
+    pub(crate) seq: i64,
     document: serde_json::Value,
+}
+
+impl Entry {
+    /// The message in the system's own format: a JSON system's is the JSON itself, an XML
+    /// system's a string.
+    pub(crate) fn bytes(&self) -> Vec<u8> {
+        match &self.document {
+            serde_json::Value::String(text) => text.clone().into_bytes(),
+            other => other.to_string().into_bytes(),
+        }
+    }
 }
 
 /// Runs a poller for every polling adapter until `shutdown` turns true. Aborting (or dropping)
@@ -138,11 +150,7 @@ async fn poll(
                     }
                 }
                 for entry in entries {
-                    let bytes = match &entry.document {
-                        // A JSON system's message is the JSON itself; an XML system's is a string.
-                        serde_json::Value::String(text) => text.clone().into_bytes(),
-                        other => other.to_string().into_bytes(),
-                    };
+                    let bytes = entry.bytes();
                     let received = inbound::receive(
                         &config,
                         &store,
@@ -212,7 +220,11 @@ async fn poll(
     }
 }
 
-async fn fetch(client: &reqwest::Client, url: &str, after: i64) -> Result<Vec<Entry>, String> {
+pub(crate) async fn fetch(
+    client: &reqwest::Client,
+    url: &str,
+    after: i64,
+) -> Result<Vec<Entry>, String> {
     let separator = if url.contains('?') { '&' } else { '?' };
     let response = client
         .get(format!("{url}{separator}after={after}"))

@@ -15,6 +15,7 @@ pub mod lanes;
 pub mod live;
 pub mod notify;
 pub mod onboarding;
+pub mod probes;
 pub mod publish;
 
 pub use lanes::{Dispatcher, RoutingError};

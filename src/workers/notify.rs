@@ -1,24 +1,29 @@
-//! Notices of disputes (第二十六条) to the systems that ask for them: for each adapter with
-//! `[outbound] disputes_url`, every change to a dispute of that system's results (the feed's
-//! `dispute` entries) is posted there as JSON, in order, with the adapter's headers:
-//! `{"seq", "routing_key", "dispute": {…}}` (free texts masked; the system reads them in full
-//! on its list, `GET /api/v1/systems/{id}/disputes`).
+//! Notices to the systems that ask for them, from the feed:
 //!
-//! The feed is the outbox: a cursor per system (`disputes_notified:<system>`) moves past each
-//! notice the system answered with a 2xx. A system that is down or refuses gets the same notice
-//! again, backing off to a minute, so none is lost and they arrive in order; a system should
-//! take a `seq` it has seen again as a repeat.
+//! - disputes (第二十六条): for each adapter with `[outbound] disputes_url`, every change to a
+//!   dispute of that system's results (the feed's `dispute` entries), posted with the adapter's
+//!   headers as `{"seq", "routing_key", "dispute": {…}}` (free texts masked; the system reads them
+//!   in full on its list, `GET /api/v1/systems/{id}/disputes`);
+//! - onboarding (第五条): for each system on the inventory whose contact has a `webhook`, every
+//!   change to its onboarding requests (the feed's `onboarding` entries: refused, probed with
+//!   each probe's outcome and reasons, rejected or live with the reviewer's reasons), posted as
+//!   `{"seq", "routing_key", "onboarding": {…}}`. The system need not be connected.
+//!
+//! The feed is the outbox: a cursor per system and kind (`disputes_notified:<system>`,
+//! `onboarding_notified:<system>`) moves past each notice the system answered with a 2xx. A
+//! system that is down or refuses gets the same notice again, backing off to a minute, so none
+//! is lost and they arrive in order; a system should take a `seq` it has seen again as a repeat.
 
 use crate::backoff::Backoff;
-use crate::config::{AdapterConfig, Config};
+use crate::config::{AdapterConfig, Config, SystemRecord};
 use crate::model::FeedKind;
 use crate::store::{FeedQuery, Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// The prefix of each system's cursor.
-pub const CURSOR_PREFIX: &str = "disputes_notified:";
+/// How long a contact's webhook has to answer.
+const CONTACT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Notices read at once.
 const BATCH: u32 = 50;
 /// How often an idle notifier looks for new changes.
@@ -37,38 +42,78 @@ pub enum NotifyError {
     System(String),
 }
 
+/// Where one system's notices of one kind go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notices {
+    pub system: String,
+    /// `Dispute` or `Onboarding`: the feed entries sent, and the field they go in.
+    pub kind: FeedKind,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub timeout: Duration,
+}
+
+impl Notices {
+    /// The dispute notices of an adapter with a `disputes_url`.
+    pub fn disputes(adapter: &AdapterConfig) -> Option<Notices> {
+        Some(Notices {
+            system: adapter.id.clone(),
+            kind: FeedKind::Dispute,
+            url: adapter.outbound.disputes_url.clone()?,
+            headers: adapter.outbound.headers.clone(),
+            timeout: adapter.outbound.timeout,
+        })
+    }
+
+    /// The onboarding notices of a system whose contact has a webhook.
+    pub fn onboarding(system: &SystemRecord) -> Option<Notices> {
+        Some(Notices {
+            system: system.id.clone(),
+            kind: FeedKind::Onboarding,
+            url: system.contact.webhook.clone()?,
+            headers: Vec::new(),
+            timeout: CONTACT_TIMEOUT,
+        })
+    }
+
+    fn cursor(&self) -> String {
+        let what = match self.kind {
+            FeedKind::Dispute => "disputes",
+            other => other.as_str(),
+        };
+        format!("{what}_notified:{}", self.system)
+    }
+}
+
 /// Sends one system its pending notices, in order, up to a batch: how many it took.
 pub async fn step(
     client: &reqwest::Client,
     store: &Store,
-    adapter: &AdapterConfig,
-    url: &str,
+    notices: &Notices,
 ) -> Result<usize, NotifyError> {
-    let cursor_name = format!("{CURSOR_PREFIX}{}", adapter.id);
+    let cursor_name = notices.cursor();
+    let url = &notices.url;
     let after = store.cursor(&cursor_name).await?;
     let entries = store
         .feed_after(&FeedQuery {
             after,
-            system: Some(adapter.id.clone()),
-            kind: Some(FeedKind::Dispute),
+            system: Some(notices.system.clone()),
+            kind: Some(notices.kind),
             limit: BATCH,
             ..FeedQuery::default()
         })
         .await?;
     let mut sent = 0;
     for entry in &entries {
-        let dispute: serde_json::Value =
+        let body: serde_json::Value =
             serde_json::from_str(&entry.body).unwrap_or(serde_json::Value::Null);
-        let mut request =
-            client
-                .post(url)
-                .timeout(adapter.outbound.timeout)
-                .json(&serde_json::json!({
-                    "seq": entry.seq,
-                    "routing_key": entry.routing_key,
-                    "dispute": dispute,
-                }));
-        for (name, value) in &adapter.outbound.headers {
+        let mut notice = serde_json::json!({
+            "seq": entry.seq,
+            "routing_key": entry.routing_key,
+        });
+        notice[notices.kind.as_str()] = body;
+        let mut request = client.post(url).timeout(notices.timeout).json(&notice);
+        for (name, value) in &notices.headers {
             request = request.header(name, value);
         }
         let answer = request
@@ -87,38 +132,34 @@ pub async fn step(
     Ok(sent)
 }
 
-/// Runs a notifier for every adapter with a `disputes_url` until `shutdown` turns true.
+/// Runs a notifier for every adapter with a `disputes_url` and every system on the inventory
+/// whose contact has a `webhook`, until `shutdown` turns true.
 pub async fn run_notifiers(config: Arc<Config>, store: Store, shutdown: watch::Receiver<bool>) {
     let client = match reqwest::Client::builder().build() {
         Ok(client) => client,
         Err(e) => {
-            tracing::error!(cause = %e, "cannot build the dispute notices' client; systems read their lists");
+            tracing::error!(cause = %e, "cannot build the notices' client; systems read their lists");
             return;
         }
     };
-    let mut tasks = tokio::task::JoinSet::new();
-    for adapter in config.adapters.values() {
-        let Some(url) = adapter.outbound.disputes_url.clone() else {
-            continue;
-        };
-        let (adapter, store, client, stop) = (
-            adapter.clone(),
-            store.clone(),
-            client.clone(),
-            shutdown.clone(),
+    let all = config
+        .adapters
+        .values()
+        .filter_map(Notices::disputes)
+        .chain(
+            config
+                .systems
+                .iter()
+                .flatten()
+                .filter_map(Notices::onboarding),
         );
+    let mut tasks = tokio::task::JoinSet::new();
+    for notices in all {
+        let (store, client, stop) = (store.clone(), client.clone(), shutdown.clone());
         tasks.spawn(crate::tasks::restarting(
-            format!("dispute notices {}", adapter.id),
+            format!("{} notices {}", notices.kind.as_str(), notices.system),
             shutdown.clone(),
-            move || {
-                notify(
-                    client.clone(),
-                    store.clone(),
-                    adapter.clone(),
-                    url.clone(),
-                    stop.clone(),
-                )
-            },
+            move || notify(client.clone(), store.clone(), notices.clone(), stop.clone()),
         ));
     }
     while tasks.join_next().await.is_some() {}
@@ -127,13 +168,12 @@ pub async fn run_notifiers(config: Arc<Config>, store: Store, shutdown: watch::R
 async fn notify(
     client: reqwest::Client,
     store: Store,
-    adapter: AdapterConfig,
-    url: String,
+    notices: Notices,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut failures = 0u32;
     while !*shutdown.borrow() {
-        let wait = match step(&client, &store, &adapter, &url).await {
+        let wait = match step(&client, &store, &notices).await {
             Ok(n) => {
                 failures = 0;
                 if n as u32 >= BATCH {
@@ -144,7 +184,7 @@ async fn notify(
             Err(e) => {
                 failures = failures.saturating_add(1);
                 if failures == 1 || failures.is_multiple_of(20) {
-                    tracing::warn!(system = %adapter.id, failures, cause = %e, "cannot notify the system of a dispute; it is tried again");
+                    tracing::warn!(system = %notices.system, kind = notices.kind.as_str(), failures, cause = %e, "cannot notify the system; the notice is tried again");
                 }
                 BACKOFF.after(failures)
             }

@@ -10,18 +10,16 @@
 //! the probes (never stored as applications, so never counted, delivered by a lane or shared),
 //! and their evidence is kept masked with the request.
 
-use super::lanes::acknowledged;
 use super::live::{Live, ReloadError};
-use crate::adapters::{Adapter, DeliveryError, Driver, Outgoing};
-use crate::auth::assertion::{Identity, Signer};
+use super::probes::{self, Probing};
+use crate::auth::assertion::Signer;
 use crate::clock;
 use crate::config::{Config, ConfigError};
-use crate::ids::{mask_id, mask_name};
-use crate::model::{ApplicantKind, Decision, IdType, OnboardingState, Probe, ProbeOutcome};
-use crate::personal::PersonalValues;
-use crate::routing;
+use crate::model::{Decision, OnboardingState, Probe, ProbeOutcome};
+use crate::service::inbound::Recorder;
 use crate::service::onboarding::{self, Bundle, Checked, ProbeReport};
-use crate::store::{DecisionToRecord, OnboardingRecord, Store, StoreError};
+use crate::service::probe_inbox::PROBE_PREFIX;
+use crate::store::{DecisionToRecord, FeedText, OnboardingRecord, Store, StoreError};
 use base64::Engine;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -59,14 +57,31 @@ pub struct Onboarding {
     live: Arc<Live>,
     store: Store,
     signer: Arc<Signer>,
+    /// Where what systems send goes: the probes listen in its inbox, and seal with its seal.
+    recorder: Recorder,
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Onboarding {
-    pub fn new(live: Arc<Live>, store: Store, signer: Arc<Signer>) -> Onboarding {
+    pub fn new(
+        live: Arc<Live>,
+        store: Store,
+        signer: Arc<Signer>,
+        recorder: Recorder,
+    ) -> Onboarding {
         Onboarding {
             live,
             store,
             signer,
+            recorder,
         }
     }
 
@@ -119,7 +134,9 @@ impl Onboarding {
             note: None,
             generation: None,
         };
-        if !self.store.insert_onboarding(&record).await? {
+        let problems = checks["problems"].as_array().map_or(0, Vec::len);
+        let feed = announcement(&record, state, json!({ "problems": problems }));
+        if !self.store.insert_onboarding(&record, &feed).await? {
             let pending = self
                 .store
                 .onboardings(Some(&bundle.system), None, 20)
@@ -159,13 +176,20 @@ impl Onboarding {
             match checked {
                 Ok(Ok(checked)) => self.spawn_probes(record, bundle, checked),
                 _ => {
-                    let report = json!({ "error": "the bundle no longer passes its checks against the configuration; submit it again" });
+                    let why = "the bundle no longer passes its checks against the configuration; submit it again";
+                    let report = json!({ "error": why });
+                    let feed = announcement(
+                        &record,
+                        OnboardingState::AwaitingReview,
+                        json!({ "error": why }),
+                    );
                     self.store
                         .finish_probing(
                             &record.id,
                             OnboardingState::AwaitingReview,
                             &report.to_string(),
                             clock::now_millis(),
+                            &feed,
                         )
                         .await?;
                 }
@@ -177,8 +201,17 @@ impl Onboarding {
     fn spawn_probes(&self, record: OnboardingRecord, bundle: Bundle, checked: Checked) {
         let this = self.clone();
         tokio::spawn(async move {
-            let reports = this.probe(&record, &bundle, &checked.config).await;
+            let reports = this.probe(&record, &bundle, checked.config).await;
             let report = json!({ "probes": reports });
+            let outcomes: Vec<Value> = reports
+                .iter()
+                .map(|r| json!({ "probe": r.probe, "outcome": r.outcome, "reasons": r.reasons }))
+                .collect();
+            let feed = announcement(
+                &record,
+                OnboardingState::AwaitingReview,
+                json!({ "probes": outcomes }),
+            );
             let written = this
                 .store
                 .finish_probing(
@@ -186,6 +219,7 @@ impl Onboarding {
                     OnboardingState::AwaitingReview,
                     &report.to_string(),
                     clock::now_millis(),
+                    &feed,
                 )
                 .await;
             if let Err(e) = written {
@@ -199,8 +233,9 @@ impl Onboarding {
         &self,
         record: &OnboardingRecord,
         bundle: &Bundle,
-        config: &Config,
+        config: Config,
     ) -> Vec<ProbeReport> {
+        let config = Arc::new(config);
         let Some(adapter) = config.adapters.get(&record.system_id) else {
             return Vec::new();
         };
@@ -217,147 +252,67 @@ impl Onboarding {
         };
         same.took_ms = started.elapsed().as_millis() as i64;
         reports.push(same);
-        let started = Instant::now();
-        let mut identity = self.identity_probe(record, bundle, config).await;
-        identity.took_ms = started.elapsed().as_millis() as i64;
-        reports.push(identity);
-        reports
-    }
 
-    /// Unified identity: three deliveries of a probe application, without the assertion, with
-    /// a forged one and with a valid one; the system must refuse the first two and accept the
-    /// third.
-    async fn identity_probe(
-        &self,
-        record: &OnboardingRecord,
-        bundle: &Bundle,
-        config: &Config,
-    ) -> ProbeReport {
-        let fail = |why: String| {
-            ProbeReport::new(Probe::Identity, vec![why], Vec::new(), "not run".into())
-        };
-        let Some(adapter) = config.adapters.get(&record.system_id) else {
-            return fail("the bundle has no adapter".into());
-        };
-        let Some(mapping) = config.mappings.get(&adapter.outbound.mapping) else {
-            return fail(format!(
-                "mapping {} is not loaded",
-                adapter.outbound.mapping
-            ));
-        };
-        let response = adapter
-            .outbound
-            .response_mapping
-            .as_ref()
-            .and_then(|name| config.mappings.get(name));
         let Some(sample) = probe_application(bundle, &adapter.outbound.mapping) else {
-            return fail(format!(
+            let why = format!(
                 "the bundle has no two-way test case of its application mapping (mappings/tests/{}/<case>.canonical.json) to build the probe application from",
                 adapter.outbound.mapping
-            ));
-        };
-        let driver = match Driver::new(adapter, config.hub.broker.as_deref()) {
-            Ok(driver) => driver,
-            Err(e) => return fail(format!("cannot reach the system: {e}")),
-        };
-        if matches!(driver, Driver::Amqp(_)) {
-            return fail("a system reached over AMQP cannot be seen refusing a delivery: its identity is probed only over HTTP (REST or SOAP) for now".into());
-        }
-        let identity = probe_identity(&sample, &record.id);
-        let content_type = mapping.content_type();
-        let personal = PersonalValues::of_application_text(&sample.to_string());
-        let mut reasons = Vec::new();
-        let mut evidence = Vec::new();
-        for (label, expect_accepted) in [
-            ("without_assertion", false),
-            ("forged_assertion", false),
-            ("valid_assertion", true),
-        ] {
-            let application_id = format!("TEST-{}-{}", record.id, label.replace('_', "-"));
-            let mut canonical = sample.clone();
-            canonical["id"] = Value::String(application_id.clone());
-            let assertion = match label {
-                "without_assertion" => None,
-                _ => match self.signer.assertion(
-                    &adapter.id,
-                    &application_id,
-                    &format!("{application_id}#1"),
-                    &identity,
-                ) {
-                    Ok(token) if label == "forged_assertion" => Some(forged(&token)),
-                    Ok(token) => Some(token),
-                    Err(e) => return fail(format!("the hub cannot sign an assertion: {e}")),
-                },
-            };
-            let body = match routing::legacy_message(
-                adapter,
-                mapping,
-                &application_id,
-                &canonical,
-                assertion.as_deref(),
-            ) {
-                Ok(body) => body,
-                Err(errors) => {
-                    return fail(format!(
-                        "the probe application does not map: {}",
-                        errors
-                            .iter()
-                            .map(|e| format!("{} at {}: {}", e.field, e.path, e.message))
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    ));
-                }
-            };
-            let started = Instant::now();
-            let sent = driver
-                .deliver(&Outgoing {
-                    application_id: &application_id,
-                    body: &body,
-                    content_type: &content_type,
-                    assertion: assertion.as_deref(),
-                })
-                .await
-                .and_then(|delivered| acknowledged(response.map(|m| m.as_ref()), delivered));
-            let took_ms = started.elapsed().as_millis() as i64;
-            let (outcome, status, detail) = match &sent {
-                Ok(d) => ("accepted", d.status, String::new()),
-                Err(DeliveryError::Permanent { reason, status }) => {
-                    ("refused", *status, personal.mask_text(reason))
-                }
-                Err(DeliveryError::Retryable { reason, status, .. }) => match status {
-                    // An answer that says "no, and do not ask again" over a 4xx is a refusal;
-                    // a 401/403 is the refusal this probe looks for.
-                    Some(s) if (400..500).contains(s) => {
-                        ("refused", *status, personal.mask_text(reason))
-                    }
-                    _ => ("unanswered", *status, personal.mask_text(reason)),
-                },
-            };
-            evidence.push(json!({
-                "delivery": label,
-                "application_id": application_id,
-                "expected": if expect_accepted { "accepted" } else { "refused" },
-                "outcome": outcome,
-                "status": status,
-                "detail": detail,
-                "took_ms": took_ms,
-            }));
-            match (outcome, expect_accepted) {
-                ("accepted", true) | ("refused", false) => {}
-                ("unanswered", _) => reasons.push(format!("the delivery {} was not answered: {detail}", label.replace('_', " "))),
-                ("accepted", false) => reasons.push(format!("the system accepted a delivery {}: it does not check the hub's identity assertion", label.replace('_', " "))),
-                _ => reasons.push(format!("the system refused a delivery {}: {detail}", label.replace('_', " "))),
+            );
+            for probe in [
+                Probe::Identity,
+                Probe::SimulatedTransaction,
+                Probe::ResultSharing,
+            ] {
+                reports.push(ProbeReport::new(
+                    probe,
+                    vec![why.clone()],
+                    Vec::new(),
+                    "not run".into(),
+                ));
             }
-        }
-        let summary = if reasons.is_empty() {
-            "refused without and with a forged assertion, accepted with a valid one".to_string()
-        } else {
-            format!(
-                "{} of 3 deliveries did not go as unified identity requires",
-                reasons.len()
-            )
+            return reports;
         };
-        ProbeReport::new(Probe::Identity, reasons, evidence, summary)
+        let probing = Probing {
+            config: &config,
+            adapter,
+            sample: &sample,
+            prefix: format!("{PROBE_PREFIX}{}-", record.id),
+            signer: &self.signer,
+            sealer: &self.recorder.sealer,
+            limits: &config.hub.onboarding,
+        };
+        // Listening before anything is sent: a fast system may report at once.
+        let mut listening =
+            self.recorder
+                .probes
+                .listen(&record.system_id, &probing.prefix, config.clone());
+        let reader = probes::read_inbound(
+            &self.live.config(),
+            adapter,
+            &self.store,
+            &self.recorder.probes,
+        );
+        let (reads_inbound, poller) = match reader {
+            Ok(poller) => (Ok(()), poller.map(AbortOnDrop)),
+            Err(why) => (Err(why), None),
+        };
+
+        let started = Instant::now();
+        let mut identity = probing.identity().await;
+        identity.took_ms = started.elapsed().as_millis() as i64;
+        reports.push(identity);
+
+        let started = Instant::now();
+        let (mut transaction, mut sharing) = probing
+            .transaction(&mut listening.messages, reads_inbound)
+            .await;
+        transaction.took_ms = started.elapsed().as_millis() as i64;
+        sharing.took_ms = transaction.took_ms;
+        reports.push(transaction);
+        reports.push(sharing);
+        drop(poller);
+        drop(listening);
+        reports
     }
 
     /// Records a reviewer's decision. A rejection needs a reason for every failing probe (and
@@ -447,6 +402,20 @@ impl Onboarding {
                 (OnboardingState::Live, Some(activated as i64))
             }
         };
+        let masked: BTreeMap<&String, String> = reasons
+            .iter()
+            .map(|(k, v)| (k, crate::personal::mask_text(v)))
+            .collect();
+        let feed = announcement(
+            &record,
+            state,
+            json!({ "decision": {
+                "decision": decision,
+                "reasons": masked,
+                "note": note.map(crate::personal::mask_text),
+                "generation": generation,
+            } }),
+        );
         let decided = self
             .store
             .decide_onboarding(
@@ -458,6 +427,7 @@ impl Onboarding {
                     reasons: &reasons_json,
                     note,
                     generation,
+                    feed: &feed,
                 },
                 clock::now_millis(),
             )
@@ -519,6 +489,28 @@ impl Onboarding {
                 Err(OnboardingError::Activation(why))
             }
         }
+    }
+}
+
+/// The feed entry that tells where a request stands now (`onboarding.<system>.<state>`): the
+/// request, its system and department, and `details` (the problems found, the probes' outcomes
+/// and reasons, or the decision with its reasons, which are masked: a reviewer's words may
+/// name someone).
+fn announcement(record: &OnboardingRecord, state: OnboardingState, details: Value) -> FeedText {
+    let mut body = json!({
+        "request": record.id,
+        "system": record.system_id,
+        "department": record.department_uscc,
+        "state": state,
+    });
+    if let (Value::Object(body), Value::Object(details)) = (&mut body, details) {
+        body.extend(details);
+    }
+    FeedText {
+        body: body.to_string(),
+        routing_key: format!("onboarding.{}.{}", record.system_id, state.as_str()),
+        department: record.department_uscc.clone(),
+        item_code: String::new(),
     }
 }
 
@@ -649,34 +641,4 @@ fn probe_application(bundle: &Bundle, mapping: &str) -> Option<Value> {
         })
         .find_map(|bytes| serde_json::from_slice::<Value>(bytes).ok())
         .filter(Value::is_object)
-}
-
-/// The identity a probe's assertion vouches for: the sample's applicant, masked, with a subject
-/// that says it is a probe.
-fn probe_identity(sample: &Value, request: &str) -> Identity {
-    let applicant = &sample["applicant"];
-    let text = |k: &str| applicant[k].as_str().unwrap_or_default();
-    Identity {
-        sub: format!("probe-{request}"),
-        kind: text("kind").parse().unwrap_or(ApplicantKind::NaturalPerson),
-        id_type: text("id_type").parse().unwrap_or(IdType::CitizenId),
-        id_number: mask_id(text("id_number")),
-        name: mask_name(text("name")),
-        real_name_level: 3,
-    }
-}
-
-/// A token whose signature no longer matches: one character in the middle of the signature
-/// changed.
-fn forged(token: &str) -> String {
-    let Some(dot) = token.rfind('.') else {
-        return format!("{token}x");
-    };
-    let (head, signature) = token.split_at(dot + 1);
-    let mut chars: Vec<char> = signature.chars().collect();
-    let middle = chars.len() / 2;
-    if let Some(c) = chars.get_mut(middle) {
-        *c = if *c == 'A' { 'B' } else { 'A' };
-    }
-    format!("{head}{}", chars.into_iter().collect::<String>())
 }

@@ -219,7 +219,19 @@ impl World {
                 note: None,
                 generation: None,
             };
-            assert!(self.served.store.insert_onboarding(&record).await.unwrap());
+            let feed = tongban::store::FeedText {
+                body: "{}".into(),
+                routing_key: format!("onboarding.{OWN_SYSTEM}.refused"),
+                department: String::new(),
+                item_code: String::new(),
+            };
+            assert!(
+                self.served
+                    .store
+                    .insert_onboarding(&record, &feed)
+                    .await
+                    .unwrap()
+            );
             path = path.replace("{id}", &id);
         }
         if template.starts_with("/api/v1/keys/") {

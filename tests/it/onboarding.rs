@@ -1,8 +1,11 @@
 //! Onboarding (第五条): a department submits its system's bundle, the hub checks it and probes
-//! the system's endpoint (same-source items, unified identity), a 营商局 reviewer rejects with a
-//! reason per failing point or approves, and an approved bundle goes live without a restart.
-//! On SQLite and PostgreSQL; the systems are small servers on 127.0.0.1 that check the hub's
-//! identity assertion as a department does (or, the lax one, do not).
+//! the system's endpoint (same-source items, unified identity, the simulated transaction and
+//! its shared result), a 营商局 reviewer rejects with a reason per failing point or approves,
+//! and an approved bundle goes live without a restart. On SQLite and PostgreSQL; the systems
+//! run on 127.0.0.1: the repository's simulated 人社 system (it checks the hub's identity
+//! assertion and walks every case it takes, reporting each step and the license in the feeds
+//! the hub polls), and small servers that only answer deliveries, checking the assertion as a
+//! department does (or, the lax one, not).
 
 use crate::common::{self, Issuer, api::TestApi, bearer};
 use crate::on_both_backends;
@@ -36,39 +39,44 @@ enum Checks {
     Nothing,
 }
 
-/// A department system on 127.0.0.1 for the probes; keeps the application ids it accepted.
+/// A department system on 127.0.0.1 that answers deliveries and reports nothing; keeps the
+/// application ids it accepted.
 struct Target {
+    /// `http://host:port`.
     url: String,
     accepted: Arc<Mutex<Vec<String>>>,
 }
 
 async fn target(checks: Checks, keys: JwkSet) -> Target {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/rst/card/apply", listener.local_addr().unwrap());
+    let url = format!("http://{}", listener.local_addr().unwrap());
     let accepted = Arc::new(Mutex::new(Vec::new()));
     let seen = accepted.clone();
     let keys = Arc::new(keys);
-    let app = Router::new().fallback(move |headers: HeaderMap| {
-        let (keys, seen) = (keys.clone(), seen.clone());
-        async move {
-            let key = headers
-                .get("idempotency-key")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string();
-            if checks == Checks::Assertion {
-                let token = headers
-                    .get("tongban-assertion")
+    let app = Router::new().route(
+        "/rst/card/apply",
+        axum::routing::post(move |headers: HeaderMap| {
+            let (keys, seen) = (keys.clone(), seen.clone());
+            async move {
+                let key = headers
+                    .get("idempotency-key")
                     .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default();
-                if let Err(why) = verify(&keys, token) {
-                    return (StatusCode::UNAUTHORIZED, format!("{{\"error\":\"{why}\"}}"));
+                    .unwrap_or_default()
+                    .to_string();
+                if checks == Checks::Assertion {
+                    let token = headers
+                        .get("tongban-assertion")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    if let Err(why) = verify(&keys, token) {
+                        return (StatusCode::UNAUTHORIZED, format!("{{\"error\":\"{why}\"}}"));
+                    }
                 }
+                seen.lock().unwrap().push(key);
+                (StatusCode::OK, "{\"code\":\"0\"}".to_string())
             }
-            seen.lock().unwrap().push(key);
-            (StatusCode::OK, "{\"code\":\"0\"}".to_string())
-        }
-    });
+        }),
+    );
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -88,10 +96,50 @@ fn verify(keys: &JwkSet, token: &str) -> Result<(), String> {
         .map_err(|_| "assertion refused".to_string())
 }
 
+/// The simulated 人社 system, walking each case it takes a step every 100 ms, checking the
+/// assertion with `keys` (served on a port of their own, as the hub serves them); with
+/// `report_late`, each step is reported 5 s after it happened. Its base URL.
+async fn walking_system(
+    keys: &JwkSet,
+    report_late: bool,
+) -> (crate::systems::SystemHandle, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let jwks_url = format!("http://{}", listener.local_addr().unwrap());
+    let keys = serde_json::to_value(keys).unwrap();
+    let app = Router::new().route(
+        "/.well-known/jwks.json",
+        axum::routing::get(move || async move { axum::Json(keys) }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let mut settings = crate::systems::rst::RstSettings::new(Arc::new(common::config())).unwrap();
+    settings.listen = "127.0.0.1:0".parse().unwrap();
+    settings.hub_url = Some(jwks_url);
+    settings.step_delay = std::time::Duration::from_millis(100);
+    settings.late_by = std::time::Duration::from_secs(5);
+    let system = crate::systems::rst::start(settings).await.unwrap();
+    system.control.set_report_late(report_late);
+    let base = format!("http://{}", system.local_addr);
+    (system, base)
+}
+
 /// The repository's configuration in a temporary directory with its inventory, the onboarding
-/// system's adapter taken out (its mappings stay: no other system uses them).
+/// system's adapter taken out (its mappings stay: no other system uses them), and short limits
+/// for the simulated transaction: 受理 within 3 s, 办结 within 20 s, the result within 10 s.
 fn config_dir() -> tempfile::TempDir {
     let dir = common::config_copy();
+    let hub_toml = dir.path().join("hub.toml");
+    let text = std::fs::read_to_string(&hub_toml).unwrap();
+    let limited = text
+        .replace("accept_within_seconds = 60", "accept_within_seconds = 3")
+        .replace(
+            "complete_within_seconds = 600",
+            "complete_within_seconds = 20",
+        )
+        .replace("result_within_seconds = 120", "result_within_seconds = 10");
+    assert_ne!(text, limited, "hub.toml has [onboarding]'s limits");
+    std::fs::write(&hub_toml, limited).unwrap();
     ISSUER.install_in_dir(dir.path());
     std::fs::copy(
         common::repo().join("systems.toml"),
@@ -102,14 +150,19 @@ fn config_dir() -> tempfile::TempDir {
     dir
 }
 
-/// The onboarding system's bundle from the repository's files, its adapter sending to `url`.
-fn bundle(url: &str) -> Value {
+/// The onboarding system's bundle from the repository's files, its adapter sending to and
+/// polling the system at `base` (`http://host:port`) every second.
+fn bundle(base: &str) -> Value {
     let root = common::repo();
     let mut files = serde_json::Map::new();
     let adapter = std::fs::read_to_string(root.join(format!("adapters/{SYSTEM}.toml"))).unwrap();
     files.insert(
         format!("adapters/{SYSTEM}.toml"),
-        Value::String(adapter.replace("http://127.0.0.1:9201/rst/card/apply", url)),
+        Value::String(
+            adapter
+                .replace("http://127.0.0.1:9201", base)
+                .replace("interval_seconds = 2", "interval_seconds = 1"),
+        ),
     );
     for mapping in ["rst-card-application", "rst-card-event", "rst-card-result"] {
         files.insert(
@@ -242,21 +295,23 @@ fn probe<'a>(request: &'a Value, name: &str) -> &'a Value {
 /// may not decide; another approves, and the system is live at once.
 async fn a_conforming_system_is_probed_approved_and_live_without_a_restart(store: &Store) {
     let rig = rig(store).await;
-    let strict = target(Checks::Assertion, rig.keys.clone()).await;
-    let (status, submitted) = rig.submit(&bundle(&strict.url)).await;
+    let (_system, base) = walking_system(&rig.keys, false).await;
+    let (status, submitted) = rig.submit(&bundle(&base)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{submitted:#}");
     assert_eq!(submitted["state"], "probing", "{submitted:#}");
     let id = submitted["id"].as_str().unwrap().to_string();
 
     let request = rig.probed(&id).await;
     assert_eq!(request["state"], "awaiting_review", "{request:#}");
-    assert_eq!(
-        probe(&request, "same_source")["outcome"],
-        "passed",
-        "{request:#}"
-    );
+    for name in [
+        "same_source",
+        "identity",
+        "simulated_transaction",
+        "result_sharing",
+    ] {
+        assert_eq!(probe(&request, name)["outcome"], "passed", "{request:#}");
+    }
     let identity = probe(&request, "identity");
-    assert_eq!(identity["outcome"], "passed", "{request:#}");
     let outcomes: Vec<&str> = identity["evidence"]
         .as_array()
         .unwrap()
@@ -264,20 +319,36 @@ async fn a_conforming_system_is_probed_approved_and_live_without_a_restart(store
         .map(|e| e["outcome"].as_str().unwrap())
         .collect();
     assert_eq!(outcomes, ["refused", "refused", "accepted"], "{identity:#}");
-    // Only the valid delivery got through, and it was visibly a test.
-    let accepted = strict.accepted.lock().unwrap().clone();
-    assert_eq!(accepted.len(), 1, "{accepted:?}");
-    assert!(accepted[0].starts_with("TEST-"), "{accepted:?}");
-    // Probe applications are never applications.
-    let (status, _) = rig
+    // The simulated transaction: delivered, then every step the system walked, 受理 first.
+    let transaction = probe(&request, "simulated_transaction");
+    let evidence = transaction["evidence"].as_array().unwrap();
+    assert_eq!(evidence[0]["outcome"], "accepted", "{transaction:#}");
+    let application = evidence[0]["application_id"].as_str().unwrap().to_string();
+    assert_eq!(application, format!("TEST-{id}-transaction"));
+    let steps: Vec<&str> = evidence.iter().filter_map(|e| e["step"].as_str()).collect();
+    assert_eq!(steps, ["受理", "审查", "决定", "办结"], "{transaction:#}");
+    // The result it shared was checked and sealed, and kept nowhere.
+    let sharing = probe(&request, "result_sharing");
+    assert_eq!(sharing["evidence"][0]["sealed"], true, "{sharing:#}");
+    assert!(
+        sharing["evidence"][0]["license_id"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("1.2.156.3005.2.")),
+        "{sharing:#}"
+    );
+    // Probe applications are never applications, and what the system reported about them is
+    // in no table, feed or statistic.
+    assert!(store.application(&application).await.unwrap().is_none());
+    assert!(store.events_of(&application).await.unwrap().is_empty());
+    let (_, feed) = rig
         .call(
             "GET",
-            &format!("/api/v1/applications/{}", accepted[0]),
+            "/api/v1/supervision/feed?limit=1000",
             &rig.admin,
             None,
         )
         .await;
-    assert_ne!(status, StatusCode::OK);
+    assert!(!feed.to_string().contains("TEST-"), "{feed:#}");
 
     let approve = json!({ "decision": "approve" });
     let own = reviewer_token(Some(RST_USCC));
@@ -354,6 +425,22 @@ async fn a_system_that_ignores_the_assertion_is_rejected_with_reasons_then_fixed
     let reasons = identity["reasons"].to_string();
     assert!(reasons.contains("without assertion"), "{reasons}");
     assert!(reasons.contains("forged assertion"), "{reasons}");
+    // It takes the simulated application and never reports on it.
+    assert!(
+        lax.accepted
+            .lock()
+            .unwrap()
+            .contains(&format!("TEST-{id}-transaction")),
+        "the simulated application is visibly a test"
+    );
+    let transaction = probe(&request, "simulated_transaction");
+    assert_eq!(transaction["outcome"], "failed", "{request:#}");
+    assert!(
+        transaction["reasons"].to_string().contains("no 受理"),
+        "{transaction:#}"
+    );
+    let sharing = probe(&request, "result_sharing");
+    assert_eq!(sharing["outcome"], "failed", "{request:#}");
 
     let (status, problem) = rig
         .decide(&id, &rig.reviewer, &json!({ "decision": "approve" }))
@@ -370,7 +457,10 @@ async fn a_system_that_ignores_the_assertion_is_rejected_with_reasons_then_fixed
     assert_eq!(status, StatusCode::BAD_REQUEST, "{problem:#}");
     let listed = problem["errors"].to_string();
     assert!(
-        listed.contains("reasons.identity") && listed.contains("reasons.same_source: empty"),
+        listed.contains("reasons.identity")
+            && listed.contains("reasons.simulated_transaction")
+            && listed.contains("reasons.result_sharing")
+            && listed.contains("reasons.same_source: empty"),
         "{problem:#}"
     );
     let why = "系统未校验统一身份认证断言，请改正后重新提交";
@@ -378,7 +468,11 @@ async fn a_system_that_ignores_the_assertion_is_rejected_with_reasons_then_fixed
         .decide(
             &id,
             &rig.reviewer,
-            &json!({ "decision": "reject", "reasons": { "identity": why } }),
+            &json!({ "decision": "reject", "reasons": {
+                "identity": why,
+                "simulated_transaction": "模拟办事未上报受理",
+                "result_sharing": "未共享办理结果",
+            } }),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{rejected:#}");
@@ -398,17 +492,72 @@ async fn a_system_that_ignores_the_assertion_is_rejected_with_reasons_then_fixed
         !common::edit::adapter_file(rig.dir.path(), SYSTEM).exists(),
         "nothing went live"
     );
+    // On the feed (the supervision stream, and the AMQP exchange by the same routing keys):
+    // each step of the request, the probes' outcomes and the reasons.
+    let (status, stream) = rig
+        .api
+        .send_text(
+            Request::get("/api/v1/supervision/stream?kind=onboarding&follow=false")
+                .header("authorization", bearer(&rig.admin))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{stream}");
+    for key in ["probing", "awaiting_review", "rejected"] {
+        assert!(
+            stream.contains(&format!(
+                "\"system\":\"{SYSTEM}\",\"department\":\"{RST_USCC}\",\"state\":\"{key}\""
+            )),
+            "{key}: {stream}"
+        );
+    }
+    assert!(stream.contains(why), "{stream}");
+    // And to the contact's webhook, in order, again after it failed.
+    let contact = common::mock::Mock::start(false, common::mock::Mode::Fail500).await;
+    let mut system = Config::load(rig.dir.path())
+        .unwrap()
+        .systems
+        .unwrap()
+        .into_iter()
+        .find(|s| s.id == SYSTEM)
+        .unwrap();
+    system.contact.webhook = Some(format!("{}/tongban/notices", contact.base()));
+    let notices = tongban::workers::notify::Notices::onboarding(&system).unwrap();
+    let client = reqwest::Client::new();
+    let step = || tongban::workers::notify::step(&client, store, &notices);
+    assert!(step().await.is_err(), "the contact's webhook fails");
+    contact.set_mode(common::mock::Mode::Ok);
+    assert_eq!(step().await.unwrap(), 3);
+    assert_eq!(step().await.unwrap(), 0, "nothing twice");
+    let received: Vec<Value> = contact.receptions()[1..]
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    let states: Vec<&str> = received
+        .iter()
+        .map(|n| n["onboarding"]["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["probing", "awaiting_review", "rejected"]);
+    assert_eq!(received[2]["onboarding"]["request"], id.as_str());
+    assert_eq!(
+        received[2]["onboarding"]["decision"]["reasons"]["identity"],
+        why
+    );
+    assert_eq!(
+        received[1]["onboarding"]["probes"][1]["outcome"], "failed",
+        "{:#}",
+        received[1]
+    );
 
-    let strict = target(Checks::Assertion, rig.keys.clone()).await;
-    let (status, again) = rig.submit(&bundle(&strict.url)).await;
+    let (_system, base) = walking_system(&rig.keys, false).await;
+    let (status, again) = rig.submit(&bundle(&base)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{again:#}");
     let second = again["id"].as_str().unwrap().to_string();
     let request = rig.probed(&second).await;
-    assert_eq!(
-        probe(&request, "identity")["outcome"],
-        "passed",
-        "{request:#}"
-    );
+    for name in ["identity", "simulated_transaction", "result_sharing"] {
+        assert_eq!(probe(&request, name)["outcome"], "passed", "{request:#}");
+    }
     let (status, _) = rig
         .decide(&second, &rig.reviewer, &json!({ "decision": "approve" }))
         .await;
@@ -445,7 +594,7 @@ async fn an_unreachable_system_and_a_suspended_item_fail_their_probes(store: &St
     store.put_item(&item, None).await.unwrap();
     let closed = {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        format!("http://{}/rst/card/apply", listener.local_addr().unwrap())
+        format!("http://{}", listener.local_addr().unwrap())
     };
     let (status, submitted) = rig.submit(&bundle(&closed)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{submitted:#}");
@@ -459,6 +608,165 @@ async fn an_unreachable_system_and_a_suspended_item_fail_their_probes(store: &St
         identity["reasons"].to_string().contains("not answered"),
         "{identity:#}"
     );
+    let transaction = probe(&request, "simulated_transaction");
+    assert_eq!(transaction["outcome"], "failed", "{request:#}");
+    assert!(
+        transaction["reasons"]
+            .to_string()
+            .contains("did not take the simulated application"),
+        "{transaction:#}"
+    );
+}
+
+/// A system that walks the case but reports each step 5 s after it happened misses the 3 s
+/// limit for 受理 and fails the simulated transaction saying so; the events it reports after
+/// the probe ended are refused as tests, never recorded.
+async fn a_system_that_reports_late_fails_the_simulated_transaction(store: &Store) {
+    let rig = rig(store).await;
+    let (_system, base) = walking_system(&rig.keys, true).await;
+    let (status, submitted) = rig.submit(&bundle(&base)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{submitted:#}");
+    let request = rig.probed(submitted["id"].as_str().unwrap()).await;
+    assert_eq!(
+        probe(&request, "identity")["outcome"],
+        "passed",
+        "{request:#}"
+    );
+    let transaction = probe(&request, "simulated_transaction");
+    assert_eq!(transaction["outcome"], "failed", "{request:#}");
+    assert!(
+        transaction["reasons"]
+            .to_string()
+            .contains("accept_within_seconds"),
+        "{transaction:#}"
+    );
+    assert_eq!(probe(&request, "result_sharing")["outcome"], "failed");
+    // A connected system's report about a probe application no probe waits for (any more) is
+    // refused as a test, and recorded nowhere: no refusal for supervision to count.
+    let scjg = common::api_key(store, Role::System, Some("sy-scjg-food")).await;
+    let event = common::read_text("mappings/tests/scjg-food-event/accept.legacy.xml")
+        .replace("TB-210102-20261120-000123", "TEST-OB-1-transaction");
+    let request = Request::post("/api/v1/systems/sy-scjg-food/events")
+        .header("authorization", bearer(&scjg))
+        .header("content-type", "application/xml")
+        .body(Body::from(event))
+        .unwrap();
+    let (status, problem) = rig.api.send(request).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem:#}");
+    assert!(
+        problem.to_string().contains("probe application"),
+        "{problem:#}"
+    );
+    let (_, refusals) = rig
+        .call(
+            "GET",
+            "/api/v1/supervision/alerts?limit=100",
+            &rig.admin,
+            None,
+        )
+        .await;
+    assert!(
+        !refusals.to_string().contains("events_refused"),
+        "{refusals:#}"
+    );
+}
+
+/// Before it is connected, a system reporting over the webhook posts to the hub with its own
+/// key, and everything it posts is the probe's: steps about the simulated application reach
+/// the probe, one that does not map is answered 400 and shows in the probe report, and one
+/// about any other application is refused (it is not connected yet). A result never shared
+/// fails result sharing.
+async fn a_system_not_connected_yet_reports_its_simulated_transaction_over_the_webhook(
+    store: &Store,
+) {
+    let rig = rig(store).await;
+    let lax = target(Checks::Nothing, rig.keys.clone()).await;
+    let mut webhook = bundle(&lax.url);
+    let path = format!("adapters/{SYSTEM}.toml");
+    let adapter: Vec<&str> = webhook["files"][&path]
+        .as_str()
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            !(l.starts_with("url = ") && l.contains("/rst/card/events")
+                || l.starts_with("results_url")
+                || l.starts_with("interval_seconds"))
+        })
+        .collect();
+    let adapter = adapter
+        .join("\n")
+        .replace("mode = \"poll\"", "mode = \"webhook\"");
+    webhook["files"][&path] = Value::String(adapter);
+    let (status, submitted) = rig.submit(&webhook).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{submitted:#}");
+    let id = submitted["id"].as_str().unwrap().to_string();
+    let transaction = format!("TEST-{id}-transaction");
+    common::wait::eventually("the simulated application to arrive", || async {
+        if lax.accepted.lock().unwrap().contains(&transaction) {
+            Ok(())
+        } else {
+            Err("not yet".to_string())
+        }
+    })
+    .await;
+
+    let now = chrono::Utc::now()
+        .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap())
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    let event = |case: &str, application: &str| {
+        let mut event: Value = serde_json::from_str(&common::read_text(&format!(
+            "mappings/tests/rst-card-event/{case}.legacy.json"
+        )))
+        .unwrap();
+        event["data"]["SQBH"] = Value::String(application.into());
+        event["data"]["BLSJ"] = Value::String(now.clone());
+        event
+    };
+    let post = |body: Value| {
+        let request = Request::post(format!("/api/v1/systems/{SYSTEM}/events"))
+            .header("authorization", bearer(&rig.system))
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        rig.api.send(request)
+    };
+    let (status, answer) = post(event("accept", &transaction)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer:#}");
+    let (status, answer) = post(json!({ "data": 1 })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer:#}");
+    let (status, answer) = post(event("accept", "TB-210202-20261125-000017")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer:#}");
+    assert!(
+        answer.to_string().contains("not connected yet"),
+        "{answer:#}"
+    );
+    let (status, answer) = post(event("complete", &transaction)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer:#}");
+
+    let request = rig.probed(&id).await;
+    let probed = probe(&request, "simulated_transaction");
+    let steps: Vec<&str> = probed["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["step"].as_str())
+        .collect();
+    assert_eq!(steps, ["受理", "办结"], "{probed:#}");
+    assert_eq!(probed["outcome"], "failed", "{probed:#}");
+    assert!(
+        probed["reasons"].to_string().contains("did not map"),
+        "{probed:#}"
+    );
+    let sharing = probe(&request, "result_sharing");
+    assert_eq!(sharing["outcome"], "failed", "{request:#}");
+    assert!(
+        sharing["reasons"]
+            .to_string()
+            .contains("no result was shared"),
+        "{sharing:#}"
+    );
+    assert!(store.events_of(&transaction).await.unwrap().is_empty());
 }
 
 /// A bundle that does not compile, fails its mapping tests, claims another system's item and
@@ -627,5 +935,7 @@ on_both_backends!(
     a_conforming_system_is_probed_approved_and_live_without_a_restart,
     a_system_that_ignores_the_assertion_is_rejected_with_reasons_then_fixed,
     an_unreachable_system_and_a_suspended_item_fail_their_probes,
+    a_system_that_reports_late_fails_the_simulated_transaction,
+    a_system_not_connected_yet_reports_its_simulated_transaction_over_the_webhook,
     a_broken_bundle_is_refused_with_every_problem,
 );

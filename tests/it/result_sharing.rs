@@ -681,7 +681,9 @@ async fn dispute_notices_reach_the_system_in_order_and_again_after_a_failure(sto
     with_url(&mut config);
     let adapter = &config.adapters[SCJG];
     let client = reqwest::Client::new();
-    let step = || tongban::workers::notify::step(&client, store, adapter, &url);
+    let notices = tongban::workers::notify::Notices::disputes(adapter).expect("a disputes_url");
+    assert_eq!(notices.url, url);
+    let step = || tongban::workers::notify::step(&client, store, &notices);
     assert!(step().await.is_err(), "the system refuses");
     mock.set_mode(Mode::Ok);
     assert_eq!(step().await.unwrap(), 2);

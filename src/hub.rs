@@ -313,6 +313,9 @@ pub async fn serve(
         crate::clock::now_millis,
         stop_workers.subscribe(),
     ));
+    // The four integrations judged again and again, and each connected system probed on
+    // schedule.
+    let ledger = tokio::spawn(state.ledger.clone().run(stop_workers.subscribe()));
     // Requests a previous run was still probing are probed again.
     let resumed = {
         let onboarding = state.onboarding.clone();
@@ -373,6 +376,12 @@ pub async fn serve(
         deadline,
         calendar_watch,
         "the calendar check was still reading the catalog at exit",
+    )
+    .await;
+    stop_by(
+        deadline,
+        ledger,
+        "the ledger was still judging at exit; it judges again at the next start",
     )
     .await;
     reloads.abort();

@@ -175,9 +175,14 @@ enum AuditCommand {
 
 #[derive(Subcommand)]
 enum SystemsCommand {
-    /// Print the ledger: every system on the inventory, its department, plan, funding request
-    /// and whether it is connected (has an adapter); exits 1 without an inventory.
-    List,
+    /// Print the ledger: every system on the inventory, its department, plan, funding request,
+    /// whether it is connected (has an adapter), and its status on each of the four
+    /// integrations as the hub last judged it (from the store); exits 1 without an inventory.
+    List {
+        /// Use this store instead of hub.toml's store.url.
+        #[arg(long, env = "TONGBAN_STORE_URL")]
+        store: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -413,7 +418,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys { store, command } => keys_command(&cli.config, store, command).await,
         Command::Onboard { hub, key, command } => onboard_command(&hub, key, command).await,
         Command::Systems {
-            command: SystemsCommand::List,
+            command: SystemsCommand::List { store },
         } => {
             let config = match Config::load(&cli.config) {
                 Ok(config) => config,
@@ -422,6 +427,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             };
+            let (_, store) = open_with(&cli.config, store).await?;
+            let statuses = store.integration_statuses().await?;
+            store.close().await;
             let Some(inventory) = &config.systems else {
                 eprintln!("no inventory: {} has no systems.toml", cli.config.display());
                 return Ok(ExitCode::FAILURE);
@@ -452,6 +460,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     s.items.len(),
                     status
                 );
+                let judged: Vec<String> = statuses
+                    .iter()
+                    .filter(|r| r.system_id == s.id)
+                    .map(|r| {
+                        format!(
+                            "{} {} since {}",
+                            r.integration.as_str(),
+                            r.status.as_str(),
+                            tongban::clock::format_millis(r.since)
+                        )
+                    })
+                    .collect();
+                if judged.is_empty() {
+                    println!("      not judged yet (a running hub judges the four integrations)");
+                } else {
+                    println!("      {}", judged.join(" · "));
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

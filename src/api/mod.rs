@@ -16,6 +16,7 @@ pub mod audit_writer;
 mod disputes;
 mod guard;
 mod keys;
+mod ledger;
 
 mod catalog;
 mod configuration;
@@ -84,6 +85,8 @@ pub struct AppState {
     pub sealer: Arc<Sealer>,
     /// Onboarding requests: checked, probed, decided, activated over `live`.
     pub onboarding: crate::workers::onboarding::Onboarding,
+    /// Each system's status on the four integrations, and the probe runs behind them.
+    pub ledger: crate::workers::ledger::Ledger,
     /// Turns true when the hub is shutting down: long-lived responses (the supervision stream)
     /// end then, so that they do not hold the graceful stop until its grace runs out.
     pub stopping: watch::Receiver<bool>,
@@ -128,6 +131,12 @@ impl AppState {
             catalog: crate::service::catalog::CurrentItems::default(),
             backlogs: crate::service::admission::Backlogs::default(),
             onboarding: crate::workers::onboarding::Onboarding::new(
+                live.clone(),
+                store.clone(),
+                signer.clone(),
+                events.clone(),
+            ),
+            ledger: crate::workers::ledger::Ledger::new(
                 live.clone(),
                 store.clone(),
                 signer.clone(),
@@ -213,6 +222,7 @@ pub fn routes() -> Vec<Route> {
     routes.extend(disputes::routes());
     routes.extend(configuration::routes());
     routes.extend(onboarding::routes());
+    routes.extend(ledger::routes());
     routes
 }
 

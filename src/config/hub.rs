@@ -26,6 +26,65 @@ pub struct HubConfig {
     pub sealing: SealingConfig,
     /// How long a system onboarding may take over its simulated transaction.
     pub onboarding: OnboardingConfig,
+    /// How each system's status on the four integrations is judged, and how often.
+    pub ledger: LedgerConfig,
+}
+
+/// `[ledger]`: each connected system's status on the four integrations, judged on the last
+/// `window_days` of its traffic and its latest probes: a share at or above
+/// `integrated_percent` is integrated, at or above `partial_percent` partial, below it not; a
+/// reporting lag (p95) above `max_reporting_lag_minutes` makes e-supervision partial at best.
+/// Every `evaluate_every_minutes` the statuses are judged again; every
+/// `simulate_every_hours` (0: never) each connected system goes through the identity probe and
+/// a simulated transaction (模拟办事) again.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    pub window_days: u32,
+    pub integrated_percent: u32,
+    pub partial_percent: u32,
+    pub max_reporting_lag_minutes: u32,
+    pub evaluate_every_minutes: u32,
+    pub simulate_every_hours: u32,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            window_days: 30,
+            integrated_percent: 95,
+            partial_percent: 50,
+            max_reporting_lag_minutes: 60,
+            evaluate_every_minutes: 10,
+            simulate_every_hours: 24,
+        }
+    }
+}
+
+impl LedgerConfig {
+    /// Every problem, as `key: message`.
+    fn check(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !(1..=366).contains(&self.window_days) {
+            problems.push("window_days: must be between 1 and 366".into());
+        }
+        if !(1..=100).contains(&self.integrated_percent) {
+            problems.push("integrated_percent: must be between 1 and 100".into());
+        }
+        if self.partial_percent > self.integrated_percent {
+            problems.push("partial_percent: must be at most integrated_percent".into());
+        }
+        if self.max_reporting_lag_minutes == 0 {
+            problems.push("max_reporting_lag_minutes: must be at least 1".into());
+        }
+        if !(1..=1440).contains(&self.evaluate_every_minutes) {
+            problems.push("evaluate_every_minutes: must be between 1 and 1440".into());
+        }
+        if self.simulate_every_hours > 24 * 366 {
+            problems.push("simulate_every_hours: must be at most a year".into());
+        }
+        problems
+    }
 }
 
 /// `[onboarding]`: the limits of the simulated transaction (模拟办事) a system goes through
@@ -214,6 +273,8 @@ struct HubFile {
     sealing: SealingFile,
     #[serde(default)]
     onboarding: OnboardingConfig,
+    #[serde(default)]
+    ledger: LedgerConfig,
     /// Read as a table: `calendars` is taken out here and the rest is `Thresholds`, which
     /// checks its own keys.
     supervision: Option<toml::Table>,
@@ -531,9 +592,15 @@ pub(super) fn compile(
     }
 
     let supervision = compile_supervision(file, parsed.supervision, calendars, errors);
-    for problem in parsed.onboarding.check() {
-        let (key, message) = problem.split_once(": ").unwrap_or(("", &problem));
-        errors.push(file.error_at_key(&format!("onboarding.{key}"), message));
+    let checked = [
+        ("onboarding", parsed.onboarding.check()),
+        ("ledger", parsed.ledger.check()),
+    ];
+    for (section, problems) in checked {
+        for problem in problems {
+            let (key, message) = problem.split_once(": ").unwrap_or(("", &problem));
+            errors.push(file.error_at_key(&format!("{section}.{key}"), message));
+        }
     }
     let public_url = match &parsed.sealing.public_url {
         Some(url) => {
@@ -589,6 +656,7 @@ pub(super) fn compile(
             generate_if_missing: parsed.sealing.generate_if_missing,
         },
         onboarding: parsed.onboarding,
+        ledger: parsed.ledger,
     })
 }
 

@@ -18,8 +18,9 @@ pub use adapter::{
 };
 pub use files::RawConfig;
 pub use hub::{
-    BusConfig, CatalogConfig, ClaimNames, HubConfig, IdentityConfig, JwksSource, OnboardingConfig,
-    SealingConfig, ServerConfig, SigningConfig, StoreConfig, SupervisionConfig, parse_jwks,
+    BusConfig, CatalogConfig, ClaimNames, HubConfig, IdentityConfig, JwksSource, LedgerConfig,
+    OnboardingConfig, SealingConfig, ServerConfig, SigningConfig, StoreConfig, SupervisionConfig,
+    parse_jwks,
 };
 pub use sharing::{Share, SharingPolicy, SharingRule, Withheld};
 pub use systems::{Contact, Plan, SystemRecord};

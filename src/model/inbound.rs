@@ -24,13 +24,14 @@ code_list! {
 code_list! {
     /// What a supervision feed entry is about: a stored case event, an alert's change, a
     /// result's (stored, superseding another, settled by its completion, revoked), a
-    /// dispute's (opened, taken up, resolved), or an onboarding request's (refused, probed,
-    /// rejected, live).
+    /// dispute's (opened, taken up, resolved), an onboarding request's (refused, probed,
+    /// rejected, live), or a change of a system's status on one of the four integrations.
     pub enum FeedKind ("kind of feed entry") {
         Event = "event",
         Alert = "alert",
         Result = "result",
         Dispute = "dispute",
         Onboarding = "onboarding",
+        Integration = "integration",
     }
 }

@@ -31,7 +31,7 @@ pub use codes::{Code, UnknownCode};
 pub use delivery::{Acknowledgement, AttemptKind, DeliveryState};
 pub use inbound::{FeedKind, MessageKind, Via};
 pub use item::{ItemStatus, ItemType};
-pub use onboarding::{Decision, OnboardingState, Probe, ProbeOutcome};
+pub use onboarding::{Decision, IntegrationStatus, OnboardingState, Probe, ProbeOutcome};
 pub use result::{
     DisputeOutcome, DisputeState, Holder, License, LicenseIssuer, ResultState, SharedResult,
 };

@@ -1,5 +1,5 @@
 //! Onboarding (第五条): a department's request to connect a system, the conformance probes run
-//! on it, and the 营商局's decision.
+//! on it, the 营商局's decision, and where each system stands on the four integrations.
 
 code_list! {
     /// Where an onboarding request stands: refused at submission (it did not compile, its
@@ -37,6 +37,16 @@ code_list! {
         /// Result sharing: the system returns a result for the simulated transaction that
         /// validates and can be sealed.
         ResultSharing = "result_sharing",
+    }
+}
+
+code_list! {
+    /// Where a system stands on one of the four integrations (第十一条), on the evidence of its
+    /// real traffic and its latest probes.
+    pub enum IntegrationStatus ("integration status") {
+        Integrated = "integrated",
+        Partial = "partial",
+        NotIntegrated = "not_integrated",
     }
 }
 

@@ -8,6 +8,7 @@ pub mod applications;
 pub mod catalog;
 pub mod disputes;
 pub mod inbound;
+pub mod ledger;
 pub mod onboarding;
 pub mod probe_inbox;
 pub mod results;

@@ -26,6 +26,9 @@ pub const PROBE_PREFIX: &str = "TEST-";
 /// Messages a probe keeps at most before the system is told to wait.
 const INBOX_CAPACITY: usize = 256;
 
+/// A message as one listener's mapping read it.
+type Reading = Result<Value, Vec<MapError>>;
+
 /// One message a probe received.
 #[derive(Debug, Clone)]
 pub struct ProbeMessage {
@@ -49,10 +52,11 @@ struct Listener {
     sender: mpsc::Sender<ProbeMessage>,
 }
 
-/// The probes listening now, by system.
+/// The probes listening now, by system (an onboarding request's and a scheduled simulation's
+/// may listen to one system at once, each for its own applications).
 #[derive(Clone, Default)]
 pub struct ProbeInbox {
-    listeners: Arc<Mutex<HashMap<String, Listener>>>,
+    listeners: Arc<Mutex<HashMap<String, Vec<Listener>>>>,
     next: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -67,35 +71,34 @@ pub struct Listening {
 impl Drop for Listening {
     fn drop(&mut self) {
         let mut listeners = self.inbox.lock();
-        if listeners
-            .get(&self.system)
-            .is_some_and(|l| l.token == self.token)
-        {
-            listeners.remove(&self.system);
+        if let Some(of_system) = listeners.get_mut(&self.system) {
+            of_system.retain(|l| l.token != self.token);
+            if of_system.is_empty() {
+                listeners.remove(&self.system);
+            }
         }
     }
 }
 
 impl ProbeInbox {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Listener>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Listener>>> {
         self.listeners.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Listens for `system`'s messages about applications whose id starts with `prefix`,
-    /// reading them with `config` (which has the system's adapter). A later listener for the
-    /// same system replaces this one.
+    /// reading them with `config` (which has the system's adapter).
     pub fn listen(&self, system: &str, prefix: &str, config: Arc<Config>) -> Listening {
         let (sender, messages) = mpsc::channel(INBOX_CAPACITY);
         let token = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.lock().insert(
-            system.to_string(),
-            Listener {
+        self.lock()
+            .entry(system.to_string())
+            .or_default()
+            .push(Listener {
                 token,
                 prefix: prefix.to_string(),
                 config,
                 sender,
-            },
-        );
+            });
         Listening {
             inbox: self.clone(),
             system: system.to_string(),
@@ -114,56 +117,64 @@ impl ProbeInbox {
         body: &[u8],
         connected: bool,
     ) -> Option<Result<Received, InboundError>> {
-        let (prefix, config, sender) = {
-            let listeners = self.lock();
-            let listener = listeners.get(system)?;
-            (
-                listener.prefix.clone(),
-                listener.config.clone(),
-                listener.sender.clone(),
-            )
-        };
+        let listening: Vec<(String, Arc<Config>, mpsc::Sender<ProbeMessage>)> = self
+            .lock()
+            .get(system)?
+            .iter()
+            .map(|l| (l.prefix.clone(), l.config.clone(), l.sender.clone()))
+            .collect();
         let arrived_ms = crate::clock::now_millis();
-        let adapter = config.adapters.get(system)?;
-        let name = match kind {
-            MessageKind::CaseEvent => Some(&adapter.inbound.case_event_mapping),
-            MessageKind::Result => adapter.inbound.result_mapping.as_ref(),
-        };
-        let Some(mapping) = name.and_then(|n| config.mappings.get(n)) else {
-            return (!connected).then(|| Err(InboundError::NoResults(system.to_string())));
-        };
-        let send = |content: Content| match sender.try_send(ProbeMessage {
-            kind,
-            arrived_ms,
-            content,
-        }) {
+        let send = |sender: &mpsc::Sender<ProbeMessage>, content: Content| match sender.try_send(
+            ProbeMessage {
+                kind,
+                arrived_ms,
+                content,
+            },
+        ) {
             Ok(()) => Ok(Received::New),
             Err(_) => Err(InboundError::Refused(vec![
                 "the probe has more messages waiting than it reads; send it again shortly".into(),
             ])),
         };
-        match mapping.to_canonical(body) {
-            Err(errors) if !connected => Some(
-                send(Content::Unmapped(masked(&errors))).and(Err(InboundError::Mapping(errors))),
-            ),
-            Err(_) => None,
-            Ok(canonical) => {
-                let about = canonical
+        // The first listener's reading stands for the system's when no probe takes the message
+        // (a system not connected has one: its onboarding request's).
+        let mut first: Option<(Reading, &mpsc::Sender<ProbeMessage>)> = None;
+        for (prefix, config, sender) in &listening {
+            let Some(adapter) = config.adapters.get(system) else {
+                continue;
+            };
+            let name = match kind {
+                MessageKind::CaseEvent => Some(&adapter.inbound.case_event_mapping),
+                MessageKind::Result => adapter.inbound.result_mapping.as_ref(),
+            };
+            let Some(mapping) = name.and_then(|n| config.mappings.get(n)) else {
+                continue;
+            };
+            let read = mapping.to_canonical(body);
+            if let Ok(canonical) = &read
+                && canonical
                     .get("application_id")
                     .and_then(Value::as_str)
-                    .unwrap_or_default();
-                if about.starts_with(&prefix) {
-                    Some(send(Content::Mapped(canonical)))
-                } else if !connected {
-                    Some(Err(InboundError::Refused(vec![format!(
-                        "system `{system}` is not connected yet: only the messages about its \
-                         probe applications ({prefix}…) are taken"
-                    )])))
-                } else {
-                    None
-                }
+                    .is_some_and(|id| id.starts_with(prefix.as_str()))
+            {
+                return Some(send(sender, Content::Mapped(canonical.clone())));
+            }
+            if first.is_none() {
+                first = Some((read, sender));
             }
         }
+        if connected {
+            return None;
+        }
+        Some(match first {
+            None => Err(InboundError::NoResults(system.to_string())),
+            Some((Err(errors), sender)) => send(sender, Content::Unmapped(masked(&errors)))
+                .and(Err(InboundError::Mapping(errors))),
+            Some((Ok(_), _)) => Err(InboundError::Refused(vec![format!(
+                "system `{system}` is not connected yet: only the messages about its probe \
+                 applications ({PROBE_PREFIX}…) are taken"
+            )])),
+        })
     }
 }
 

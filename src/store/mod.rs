@@ -12,6 +12,7 @@ mod catalog;
 mod disputes;
 pub mod group;
 mod keys;
+mod ledger;
 mod onboarding;
 mod results;
 mod routing;
@@ -21,6 +22,7 @@ mod supervision;
 pub use audit::AuditQuery;
 pub use disputes::{DisputeChange, DisputeRecord, DisputeToOpen};
 pub use keys::{ApiKeyRecord, NewApiKey};
+pub use ledger::{IntegrationFigures, IntegrationRecord, ProbeRun};
 pub use onboarding::{DecisionToRecord, OnboardingRecord};
 pub use results::{
     AccessRecord, AccessToRecord, HeldResult, ResultRecord, ResultToRecord, Settlement,

@@ -12,6 +12,7 @@ pub mod consume;
 pub mod engine;
 pub mod intake;
 pub mod lanes;
+pub mod ledger;
 pub mod live;
 pub mod notify;
 pub mod onboarding;

@@ -19,7 +19,7 @@ use crate::model::{Decision, OnboardingState, Probe, ProbeOutcome};
 use crate::service::inbound::Recorder;
 use crate::service::onboarding::{self, Bundle, Checked, ProbeReport};
 use crate::service::probe_inbox::PROBE_PREFIX;
-use crate::store::{DecisionToRecord, FeedText, OnboardingRecord, Store, StoreError};
+use crate::store::{DecisionToRecord, FeedText, OnboardingRecord, ProbeRun, Store, StoreError};
 use base64::Engine;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -59,15 +59,6 @@ pub struct Onboarding {
     signer: Arc<Signer>,
     /// Where what systems send goes: the probes listen in its inbox, and seal with its seal.
     recorder: Recorder,
-}
-
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 impl Onboarding {
@@ -253,7 +244,8 @@ impl Onboarding {
         same.took_ms = started.elapsed().as_millis() as i64;
         reports.push(same);
 
-        let Some(sample) = probe_application(bundle, &adapter.outbound.mapping) else {
+        let Some(sample) = probes::sample_application(&bundle.files, &adapter.outbound.mapping)
+        else {
             let why = format!(
                 "the bundle has no two-way test case of its application mapping (mappings/tests/{}/<case>.canonical.json) to build the probe application from",
                 adapter.outbound.mapping
@@ -293,7 +285,7 @@ impl Onboarding {
             &self.recorder.probes,
         );
         let (reads_inbound, poller) = match reader {
-            Ok(poller) => (Ok(()), poller.map(AbortOnDrop)),
+            Ok(poller) => (Ok(()), poller),
             Err(why) => (Err(why), None),
         };
 
@@ -444,6 +436,12 @@ impl Onboarding {
                 state: now,
             });
         }
+        if state == OnboardingState::Live {
+            // The probes it passed are the first evidence the ledger judges the system on.
+            self.store
+                .record_probe_runs(&probe_runs(&record, clock::now_millis()))
+                .await?;
+        }
         self.store
             .onboarding(id)
             .await?
@@ -512,6 +510,31 @@ fn announcement(record: &OnboardingRecord, state: OnboardingState, details: Valu
         department: record.department_uscc.clone(),
         item_code: String::new(),
     }
+}
+
+/// The probes of a request that went live, as the ledger keeps them.
+fn probe_runs(record: &OnboardingRecord, at: i64) -> Vec<ProbeRun> {
+    let report = record
+        .probes
+        .as_deref()
+        .and_then(|p| serde_json::from_str::<Value>(p).ok())
+        .unwrap_or(Value::Null);
+    report["probes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            Some(ProbeRun {
+                run_id: record.id.clone(),
+                system_id: record.system_id.clone(),
+                probe: p["probe"].as_str()?.parse().ok()?,
+                at,
+                origin: "onboarding".into(),
+                outcome: p["outcome"].as_str()?.parse().ok()?,
+                report: p.to_string(),
+            })
+        })
+        .collect()
 }
 
 /// Writes a file whole: a reader (a reload, an operator's editor) never sees half of it.
@@ -617,28 +640,4 @@ pub fn bundle_from_json(system: &str, text: &str) -> Option<Bundle> {
         system: system.to_string(),
         files,
     })
-}
-
-/// The canonical application of the first two-way test case of `mapping` in the bundle (a
-/// `<case>.canonical.json` with its `<case>.legacy.*`: one that maps to the system's format).
-fn probe_application(bundle: &Bundle, mapping: &str) -> Option<Value> {
-    let prefix = format!("mappings/tests/{mapping}/");
-    let has_legacy = |case: &str| {
-        bundle.files.keys().any(|p| {
-            p.strip_prefix(&prefix)
-                .and_then(|f| f.strip_prefix(case))
-                .is_some_and(|rest| rest.starts_with(".legacy."))
-        })
-    };
-    bundle
-        .files
-        .iter()
-        .filter_map(|(path, bytes)| {
-            let case = path
-                .strip_prefix(&prefix)?
-                .strip_suffix(".canonical.json")?;
-            (!case.ends_with(".read") && has_legacy(case)).then_some(bytes)
-        })
-        .find_map(|bytes| serde_json::from_slice::<Value>(bytes).ok())
-        .filter(Value::is_object)
 }

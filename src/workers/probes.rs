@@ -28,6 +28,7 @@ use crate::service::results;
 use crate::service::sealing::Sealer;
 use crate::store::{ApplicationRecord, Store};
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -628,6 +629,15 @@ async fn receive_by(
         .flatten()
 }
 
+/// A task aborted when this is dropped.
+pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Reads the candidate system's polled feeds for the probe while it listens, when nothing else
 /// does: the system is not connected, or is connected with other feeds. Its messages go to
 /// the probe inbox; the running configuration's cursor is read (to start from) and never
@@ -637,7 +647,7 @@ pub fn read_inbound(
     adapter: &AdapterConfig,
     store: &Store,
     inbox: &ProbeInbox,
-) -> Result<Option<tokio::task::JoinHandle<()>>, String> {
+) -> Result<Option<AbortOnDrop>, String> {
     let live = running.adapters.get(&adapter.id);
     if live.is_some_and(|l| l.inbound.mode == adapter.inbound.mode) {
         // Whatever the system reports reaches the hub already, and the probe through it.
@@ -660,7 +670,7 @@ pub fn read_inbound(
             let (store, inbox) = (store.clone(), inbox.clone());
             let (system, interval) = (adapter.id.clone(), *interval);
             let connected = live.is_some();
-            Ok(Some(tokio::spawn(async move {
+            Ok(Some(AbortOnDrop(tokio::spawn(async move {
                 let client = match reqwest::Client::builder()
                     .timeout(Duration::from_secs(10))
                     .build()
@@ -690,9 +700,46 @@ pub fn read_inbound(
                     }
                     tokio::time::sleep(interval).await;
                 }
-            })))
+            }))))
         }
     }
+}
+
+/// The canonical application of the first two-way test case of `mapping` among `files` (paths
+/// relative to a configuration directory): a `<case>.canonical.json` with its `<case>.legacy.*`,
+/// one that maps to the system's format.
+pub fn sample_application(files: &BTreeMap<String, Vec<u8>>, mapping: &str) -> Option<Value> {
+    let prefix = format!("mappings/tests/{mapping}/");
+    let has_legacy = |case: &str| {
+        files.keys().any(|p| {
+            p.strip_prefix(&prefix)
+                .and_then(|f| f.strip_prefix(case))
+                .is_some_and(|rest| rest.starts_with(".legacy."))
+        })
+    };
+    files
+        .iter()
+        .filter_map(|(path, bytes)| {
+            let case = path
+                .strip_prefix(&prefix)?
+                .strip_suffix(".canonical.json")?;
+            (!case.ends_with(".read") && has_legacy(case)).then_some(bytes)
+        })
+        .find_map(|bytes| serde_json::from_slice::<Value>(bytes).ok())
+        .filter(Value::is_object)
+}
+
+/// As [`sample_application`], from the test cases in configuration directory `dir`.
+pub fn sample_from_dir(dir: &std::path::Path, mapping: &str) -> Option<Value> {
+    let folder = format!("mappings/tests/{mapping}");
+    let mut files = BTreeMap::new();
+    for entry in std::fs::read_dir(dir.join(&folder)).ok()?.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if let Ok(bytes) = std::fs::read(entry.path()) {
+            files.insert(format!("{folder}/{name}"), bytes);
+        }
+    }
+    sample_application(&files, mapping)
 }
 
 /// The identity a probe's assertion vouches for: the sample's applicant, masked, with a subject

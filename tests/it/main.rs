@@ -25,6 +25,7 @@ mod example_systems;
 mod example_zj;
 mod http_edge;
 mod identity;
+mod ledger;
 mod mapping;
 mod masked_texts;
 mod onboarding;

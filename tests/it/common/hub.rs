@@ -28,6 +28,19 @@ impl<C> InProcessHub<C> {
         InProcessHub::start_on(dir, listener, callers).await
     }
 
+    /// As [`InProcessHub::start_on`], on `store` (a test's, on either backend) instead of the
+    /// configuration's.
+    pub async fn start_with_store(
+        dir: &Path,
+        store: &Store,
+        listener: TcpListener,
+        callers: impl AsyncFnOnce(&Store) -> C,
+    ) -> InProcessHub<C> {
+        let config =
+            Config::load(dir).unwrap_or_else(|e| panic!("the test configuration compiles: {e}"));
+        InProcessHub::serve(config, store.clone(), listener, callers).await
+    }
+
     /// As [`InProcessHub::start`], serving on `listener`, bound before: a system that must know
     /// the hub's URL when it starts can then start before the configuration naming it is
     /// written.
@@ -39,6 +52,15 @@ impl<C> InProcessHub<C> {
         let config =
             Config::load(dir).unwrap_or_else(|e| panic!("the test configuration compiles: {e}"));
         let store = hub::open_store(&config).await.unwrap();
+        InProcessHub::serve(config, store, listener, callers).await
+    }
+
+    async fn serve(
+        config: Config,
+        store: Store,
+        listener: TcpListener,
+        callers: impl AsyncFnOnce(&Store) -> C,
+    ) -> InProcessHub<C> {
         hub::seed_catalog(&store, &config).await.unwrap();
         let callers = callers(&store).await;
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -59,7 +81,6 @@ impl<C> InProcessHub<C> {
         }
     }
 
-    /// Stops the hub and waits for it, at most `patience`: it must stop cleanly.
     pub async fn stop(mut self, patience: Duration) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());

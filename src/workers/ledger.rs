@@ -16,7 +16,6 @@ use crate::config::{Config, SystemRecord};
 use crate::model::{IntegrationStatus, Probe};
 use crate::service::inbound::Recorder;
 use crate::service::ledger::{self, Inputs, Judgement};
-use crate::service::onboarding::{self, ProbeReport};
 use crate::service::probe_inbox::PROBE_PREFIX;
 use crate::store::{FeedText, IntegrationRecord, ProbeRun, Store, StoreError};
 use serde_json::{Value, json};
@@ -237,36 +236,14 @@ impl Ledger {
             sealer: &self.recorder.sealer,
             limits: &config.hub.onboarding,
         };
-        let mut listening = self
-            .recorder
-            .probes
-            .listen(system, &probing.prefix, config.clone());
-        let mut reports: Vec<ProbeReport> = Vec::new();
-        reports.push(
-            onboarding::same_source(&self.store, adapter)
-                .await
-                .unwrap_or_else(|e| {
-                    ProbeReport::new(
-                        Probe::SameSource,
-                        vec![format!("the catalog could not be read: {e}")],
-                        Vec::new(),
-                        "not run to the end".into(),
-                    )
-                }),
-        );
-        reports.push(probing.identity().await);
+        let mut reports = vec![probes::same_source(&self.store, adapter).await];
         // A connected system's reports reach the hub by its running workers, and the probe
         // through them.
-        let reader = probes::read_inbound(config, adapter, &self.store, &self.recorder.probes);
-        let (reads, poller) = match reader {
-            Ok(poller) => (Ok(()), poller),
-            Err(why) => (Err(why), None),
-        };
-        let (transaction, sharing) = probing.transaction(&mut listening.messages, reads).await;
-        drop(poller);
-        drop(listening);
-        reports.push(transaction);
-        reports.push(sharing);
+        reports.extend(
+            probing
+                .run(config, &self.store, &self.recorder.probes)
+                .await,
+        );
         let at = clock::now_millis();
         let runs: Vec<ProbeRun> = reports
             .iter()

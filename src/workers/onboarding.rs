@@ -24,7 +24,6 @@ use base64::Engine;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OnboardingError {
@@ -230,20 +229,7 @@ impl Onboarding {
         let Some(adapter) = config.adapters.get(&record.system_id) else {
             return Vec::new();
         };
-        let mut reports = Vec::new();
-        let started = Instant::now();
-        let mut same = match onboarding::same_source(&self.store, adapter).await {
-            Ok(report) => report,
-            Err(e) => ProbeReport::new(
-                Probe::SameSource,
-                vec![format!("the catalog could not be read: {e}")],
-                Vec::new(),
-                "not run to the end".into(),
-            ),
-        };
-        same.took_ms = started.elapsed().as_millis() as i64;
-        reports.push(same);
-
+        let mut reports = vec![probes::same_source(&self.store, adapter).await];
         let Some(sample) = probes::sample_application(&bundle.files, &adapter.outbound.mapping)
         else {
             let why = format!(
@@ -273,37 +259,11 @@ impl Onboarding {
             sealer: &self.recorder.sealer,
             limits: &config.hub.onboarding,
         };
-        // Listening before anything is sent: a fast system may report at once.
-        let mut listening =
-            self.recorder
-                .probes
-                .listen(&record.system_id, &probing.prefix, config.clone());
-        let reader = probes::read_inbound(
-            &self.live.config(),
-            adapter,
-            &self.store,
-            &self.recorder.probes,
+        reports.extend(
+            probing
+                .run(&self.live.config(), &self.store, &self.recorder.probes)
+                .await,
         );
-        let (reads_inbound, poller) = match reader {
-            Ok(poller) => (Ok(()), poller),
-            Err(why) => (Err(why), None),
-        };
-
-        let started = Instant::now();
-        let mut identity = probing.identity().await;
-        identity.took_ms = started.elapsed().as_millis() as i64;
-        reports.push(identity);
-
-        let started = Instant::now();
-        let (mut transaction, mut sharing) = probing
-            .transaction(&mut listening.messages, reads_inbound)
-            .await;
-        transaction.took_ms = started.elapsed().as_millis() as i64;
-        sharing.took_ms = transaction.took_ms;
-        reports.push(transaction);
-        reports.push(sharing);
-        drop(poller);
-        drop(listening);
         reports
     }
 

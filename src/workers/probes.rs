@@ -22,7 +22,7 @@ use crate::model::{
 };
 use crate::personal::PersonalValues;
 use crate::routing;
-use crate::service::onboarding::ProbeReport;
+use crate::service::onboarding::{self, ProbeReport};
 use crate::service::probe_inbox::{Content, ProbeInbox, ProbeMessage};
 use crate::service::results;
 use crate::service::sealing::Sealer;
@@ -36,7 +36,7 @@ use tokio::sync::mpsc;
 /// What the probes of one request work with: the configuration that would go live (with the
 /// system's adapter), the application to send, and the hub's keys.
 pub struct Probing<'a> {
-    pub config: &'a Config,
+    pub config: &'a Arc<Config>,
     pub adapter: &'a AdapterConfig,
     /// The canonical probe application (its id is replaced for each delivery).
     pub sample: &'a Value,
@@ -55,7 +55,47 @@ struct Sent {
     took_ms: i64,
 }
 
+/// Same-source items, a catalog that cannot be read failing the probe.
+pub async fn same_source(store: &Store, adapter: &AdapterConfig) -> ProbeReport {
+    let started = Instant::now();
+    let mut report = match onboarding::same_source(store, adapter).await {
+        Ok(report) => report,
+        Err(e) => ProbeReport::new(
+            Probe::SameSource,
+            vec![format!("the catalog could not be read: {e}")],
+            Vec::new(),
+            "not run to the end".into(),
+        ),
+    };
+    report.took_ms = started.elapsed().as_millis() as i64;
+    report
+}
+
 impl Probing<'_> {
+    /// The probes that talk to the system, in order: identity, then the simulated transaction
+    /// and its result. Listens in `inbox` before the first delivery (a fast system may report
+    /// at once), and reads the system's feeds itself when the `running` configuration does not.
+    pub async fn run(
+        &self,
+        running: &Config,
+        store: &Store,
+        inbox: &ProbeInbox,
+    ) -> Vec<ProbeReport> {
+        let mut listening = inbox.listen(&self.adapter.id, &self.prefix, self.config.clone());
+        let (reads, _poller) = match read_inbound(running, self.adapter, store, inbox) {
+            Ok(poller) => (Ok(()), poller),
+            Err(why) => (Err(why), None),
+        };
+        let started = Instant::now();
+        let mut identity = self.identity().await;
+        identity.took_ms = started.elapsed().as_millis() as i64;
+        let started = Instant::now();
+        let (mut transaction, mut sharing) = self.transaction(&mut listening.messages, reads).await;
+        transaction.took_ms = started.elapsed().as_millis() as i64;
+        sharing.took_ms = transaction.took_ms;
+        vec![identity, transaction, sharing]
+    }
+
     /// The system's application mapping and its acknowledgement's, or why there are none.
     fn mappings(&self) -> Result<(&Arc<Mapping>, Option<&Arc<Mapping>>), String> {
         let mapping = self
@@ -148,7 +188,7 @@ impl Probing<'_> {
     /// Unified identity: three deliveries of the probe application, without the assertion,
     /// with a forged one and with a valid one; the system must refuse the first two and accept
     /// the third.
-    pub async fn identity(&self) -> ProbeReport {
+    async fn identity(&self) -> ProbeReport {
         let fail = |why: String| {
             ProbeReport::new(Probe::Identity, vec![why], Vec::new(), "not run".into())
         };
@@ -222,7 +262,7 @@ impl Probing<'_> {
     /// delivered with a valid assertion, and the system must report 受理 and the following
     /// steps up to 办结 within `[onboarding]`'s limits (e-supervision), then a result that
     /// reads, answers the application and can be sealed (result sharing). Two reports.
-    pub async fn transaction(
+    async fn transaction(
         &self,
         messages: &mut mpsc::Receiver<ProbeMessage>,
         reads_inbound: Result<(), String>,

@@ -2,6 +2,11 @@
 //! its embedded defaults (SQLite under `data/`, in-process bus), with one application submitted
 //! to each system so a newcomer sees deliveries go out and case events come back.
 //!
+//! The hub runs on a working copy of the repository's configuration under `data/province/`
+//! (see `province/working_copy.rs`), made anew at every run, so nothing the hub writes there
+//! reaches the git tree. It listens where `hub.toml` says, or at `TONGBAN_LISTEN` as
+//! `tongban serve` does; the department systems listen where their adapters point.
+//!
 //! Identity is real here too: the demo issues API keys for the platform, the 市场监管 and 住建
 //! systems' webhooks and an administrator (printed, to explore the API with), signs each
 //! applicant's token with the demo identity issuer of `examples/identity/`, and every system
@@ -22,6 +27,9 @@ mod systems;
 
 #[path = "identity/demo_issuer.rs"]
 mod demo_issuer;
+
+#[path = "province/working_copy.rs"]
+mod working_copy;
 
 use anyhow::Context;
 use serde_json::Value;
@@ -52,11 +60,26 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // The department systems read their formats from the repository's configuration (their
+    // departments' own files); the hub runs on the working copy.
     let dir = systems::repo_dir();
     let config = systems::load_config(&dir)?;
-    let hub_url = format!("http://{}", config.hub.server.listen);
+    let listen: std::net::SocketAddr = match std::env::var("TONGBAN_LISTEN") {
+        Ok(addr) if !addr.is_empty() => addr
+            .parse()
+            .with_context(|| format!("TONGBAN_LISTEN={addr} is not an address"))?,
+        _ => config.hub.server.listen,
+    };
+    // Bound before the working copy is made anew: a demo running already holds the address,
+    // and keeps its copy and store.
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (is the demo running already?)"))?;
+    let hub_dir = working_copy::refresh(&dir, &[])?;
+    let mut hub_config = std::sync::Arc::unwrap_or_clone(systems::load_config(&hub_dir)?);
+    hub_config.hub.server.listen = listen;
+    let hub_url = format!("http://{listen}");
 
-    let hub_config = tongban::config::Config::load(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
     let store = hub::open_store(&hub_config).await?;
     let platform_key = demo_key(&store, Role::Platform, None, "demo platform").await?;
     let scjg_key = demo_key(
@@ -129,8 +152,10 @@ async fn main() -> anyhow::Result<()> {
             summary.created
         );
     }
-    let listener = hub::bind(&hub_config).await?;
-    println!("hub: {hub_url} (Ctrl-C stops everything)");
+    println!(
+        "hub: {hub_url} on the configuration in {} (Ctrl-C stops everything)",
+        working_copy::DIR
+    );
     println!(
         "an administrator's API key for this demo (try: curl -H 'Authorization: Bearer …' {hub_url}/api/v1/audit):\n  {admin_key}"
     );

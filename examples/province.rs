@@ -2,6 +2,16 @@
 //! its embedded defaults (SQLite under `data/`, in-process bus), with one application submitted
 //! to each system so a newcomer sees deliveries go out and case events come back.
 //!
+//! 人社 is not connected when the hub starts: it onboards end to end first (see
+//! `province/onboarding.rs`): submitted, probed, rejected with reasons, fixed, approved, live.
+//! The demo ends with the ledger: what the running configuration connects, and every system on
+//! the inventory (the two that never connect too).
+//!
+//! The hub runs on a working copy of the repository's configuration under `data/province/`
+//! (see `province/working_copy.rs`), made anew at every run, so nothing the hub writes there
+//! reaches the git tree. It listens where `hub.toml` says, or at `TONGBAN_LISTEN` as
+//! `tongban serve` does; the department systems listen where their adapters point.
+//!
 //! Identity is real here too: the demo issues API keys for the platform, the 市场监管 and 住建
 //! systems' webhooks and an administrator (printed, to explore the API with), signs each
 //! applicant's token with the demo identity issuer of `examples/identity/`, and every system
@@ -22,6 +32,12 @@ mod systems;
 
 #[path = "identity/demo_issuer.rs"]
 mod demo_issuer;
+
+#[path = "province/working_copy.rs"]
+mod working_copy;
+
+#[path = "province/onboarding.rs"]
+mod onboarding;
 
 use anyhow::Context;
 use serde_json::Value;
@@ -52,11 +68,27 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // The department systems read their formats from the repository's configuration (their
+    // departments' own files); the hub runs on the working copy.
     let dir = systems::repo_dir();
     let config = systems::load_config(&dir)?;
-    let hub_url = format!("http://{}", config.hub.server.listen);
+    let listen: std::net::SocketAddr = match std::env::var("TONGBAN_LISTEN") {
+        Ok(addr) if !addr.is_empty() => addr
+            .parse()
+            .with_context(|| format!("TONGBAN_LISTEN={addr} is not an address"))?,
+        _ => config.hub.server.listen,
+    };
+    // Bound before the working copy is made anew: a demo running already holds the address,
+    // and keeps its copy and store.
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (is the demo running already?)"))?;
+    // Without 人社's bundle: it onboards.
+    let hub_dir = working_copy::refresh(&dir, &onboarding::bundle_paths(&dir)?)?;
+    let mut hub_config = std::sync::Arc::unwrap_or_clone(systems::load_config(&hub_dir)?);
+    hub_config.hub.server.listen = listen;
+    let hub_url = format!("http://{listen}");
 
-    let hub_config = tongban::config::Config::load(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
     let store = hub::open_store(&hub_config).await?;
     let platform_key = demo_key(&store, Role::Platform, None, "demo platform").await?;
     let scjg_key = demo_key(
@@ -67,12 +99,14 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let zj_key = demo_key(&store, Role::System, Some(zj::SYSTEM), "demo 住建 webhook").await?;
-    // 人社 asks for the 市场监管 applicant's license below, as another department would.
+    // 人社's department submits its onboarding bundle with it (a system on the inventory gets
+    // its key before it connects), and 人社 asks for the 市场监管 applicant's license below, as
+    // another department would.
     let rst_key = demo_key(
         &store,
         Role::System,
-        Some("ln-rst-card"),
-        "demo 人社 sharing query",
+        Some(rst::SYSTEM),
+        "demo 人社 onboarding and sharing query",
     )
     .await?;
     let admin_key = demo_key(&store, Role::Admin, None, "demo administrator").await?;
@@ -86,11 +120,6 @@ async fn main() -> anyhow::Result<()> {
     let scjg = scjg::start(scjg_settings)
         .await
         .context("starting the 市场监管 system")?;
-    let mut rst_settings = rst::RstSettings::new(config.clone())?;
-    rst_settings.hub_url = Some(hub_url.clone());
-    let _rst = rst::start(rst_settings)
-        .await
-        .context("starting the 人社 system")?;
     let mut zj_settings = zj::settings(config.clone())?;
     zj_settings.hub_url = Some(hub_url.clone());
     zj_settings.hub_key = Some(zj_key);
@@ -129,14 +158,27 @@ async fn main() -> anyhow::Result<()> {
             summary.created
         );
     }
-    let listener = hub::bind(&hub_config).await?;
-    println!("hub: {hub_url} (Ctrl-C stops everything)");
+    println!(
+        "hub: {hub_url} on the configuration in {} (Ctrl-C stops everything)",
+        working_copy::DIR
+    );
     println!(
         "an administrator's API key for this demo (try: curl -H 'Authorization: Bearer …' {hub_url}/api/v1/audit):\n  {admin_key}"
     );
     let server = tokio::spawn(async move {
         hub::serve(&hub_config, store, listener, hub::shutdown_signal()).await
     });
+
+    let onboarding = onboarding::Onboarding {
+        hub_url: hub_url.clone(),
+        repo: dir.clone(),
+        config: config.clone(),
+        system_key: rst_key.clone(),
+        admin_key: admin_key.clone(),
+    };
+    // 人社's fixed system, kept running: once it is live, the hub delivers 人社's application
+    // below to it.
+    let _rst = onboarding.show().await;
 
     let mut submitted = submit_examples(&hub_url, &dir, &platform_key, &EXAMPLES).await;
     // Once its first application has arrived, 市场监管 skips 审查 in the cases that arrive from
@@ -159,17 +201,17 @@ async fn main() -> anyhow::Result<()> {
     follow(&hub_url, &submitted, &platform_key).await;
     show_sharing(&hub_url, &dir, &platform_key, &rst_key).await;
     show_alerts(&hub_url, &admin_key).await;
+    onboarding.show_ledger(&hub_dir).await;
     server.await??;
     Ok(())
 }
 
-/// One application per example system, from the repository's examples, without their ids so
-/// the hub assigns fresh ones on every run.
-/// One application per example system.
 /// How often the 市场监管, 公安 and 住建 systems tell the hub they are up (人社 is polled, which
 /// counts).
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(20);
 
+/// One application per example system, from the repository's examples (submitted without
+/// their ids, so the hub assigns fresh ones on every run).
 const EXAMPLES: [(&str, &str); 4] = [
     ("市场监管 (SOAP)", "examples/messages/application.json"),
     (
@@ -186,6 +228,7 @@ const EXAMPLES: [(&str, &str); 4] = [
     ),
 ];
 
+/// 市场监管's second application, whose case skips 审查.
 const SKIPPING: [(&str, &str); 1] = [(
     "市场监管 (SOAP, 审查 skipped)",
     "examples/messages/application.json",

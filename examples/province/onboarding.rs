@@ -289,9 +289,9 @@ impl Onboarding {
         Ok(())
     }
 
-    /// Prints the ledger: the systems the running configuration connects, every system on the
-    /// inventory with whether it is connected (as `tongban systems list` prints it), and 人社's
-    /// onboarding history.
+    /// Prints the ledger: the systems the running configuration connects, every system with
+    /// whether it is connected and its status on each of the four integrations (as
+    /// `tongban systems list` prints it), and 人社's onboarding history.
     pub async fn show_ledger(&self, config_dir: &Path) {
         if let Ok((_, configuration)) = self
             .call("GET", "/api/v1/configuration", &self.admin_key, None)
@@ -315,34 +315,50 @@ impl Onboarding {
                 systems.join(", ")
             );
         }
-        match Config::load(config_dir) {
-            Ok(config) => {
-                let inventory = config.systems.as_deref().unwrap_or_default();
+        // Judged now rather than at the next round, so that what the demo did shows.
+        let _ = self
+            .call("POST", "/api/v1/ledger/evaluation", &self.admin_key, None)
+            .await;
+        match self
+            .call("GET", "/api/v1/ledger", &self.admin_key, None)
+            .await
+        {
+            Ok((200, ledger)) => {
+                let systems = ledger["systems"].as_array().cloned().unwrap_or_default();
                 println!(
-                    "  {} system(s) on the inventory, {} connected (cargo run -- systems list --config {}):",
-                    inventory.len(),
-                    inventory
-                        .iter()
-                        .filter(|s| config.adapters.contains_key(&s.id))
-                        .count(),
+                    "  {} system(s), each on the four integrations (same source · identity · e-supervision · result sharing; also: cargo run -- systems list --config {}):",
+                    systems.len(),
                     config_dir
                         .strip_prefix(&self.repo)
                         .unwrap_or(config_dir)
                         .display()
                 );
-                for s in inventory {
-                    let status = if config.adapters.contains_key(&s.id) {
+                for s in &systems {
+                    let statuses: Vec<&str> = [
+                        "same_source",
+                        "identity",
+                        "simulated_transaction",
+                        "result_sharing",
+                    ]
+                    .iter()
+                    .map(|i| s["integrations"][i]["status"].as_str().unwrap_or("-"))
+                    .collect();
+                    let connected = if s["connected"] == true {
                         "connected".to_string()
                     } else {
-                        format!("not connected (plan {})", s.plan.as_str())
+                        format!("not connected (plan {})", s["plan"].as_str().unwrap_or("-"))
                     };
                     println!(
-                        "    {:<20} {} ({}): {status}",
-                        s.id, s.name, s.department_name
+                        "    {:<20} {} ({}): {connected}; {}",
+                        s["id"].as_str().unwrap_or("?"),
+                        s["name"].as_str().unwrap_or("-"),
+                        s["department"]["name"].as_str().unwrap_or("-"),
+                        statuses.join(" · ")
                     );
                 }
             }
-            Err(e) => println!("  the working copy does not compile: {e}"),
+            Ok((status, problem)) => println!("  the ledger: {status} {problem}"),
+            Err(e) => println!("  the ledger: {e:#}"),
         }
         if let Ok((_, history)) = self
             .call(

@@ -162,12 +162,22 @@ struct ChangeList {
 
 async fn list_changes(
     State(state): State<AppState>,
+    caller: super::Caller,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<ChangeList>, ApiError> {
     let mut q = QueryParams::parse(raw.as_deref());
     let after = q.integer("after", 0..=i64::MAX).unwrap_or(0);
     let limit = q.integer("limit", 1..=1000).unwrap_or(100);
     q.finish()?;
+    // A system asking for what comes after `after` has taken what came before: the
+    // same-source probe and the ledger see whether catalog changes reach it.
+    if let Some(system) = caller
+        .system
+        .as_deref()
+        .filter(|_| caller.has(Role::System))
+    {
+        service::catalog::confirm_read(&state.store, system, after).await?;
+    }
     let changes = state.store.changes_after(after, limit as u32).await?;
     let next_after = changes.last().map_or(after, |c| c.seq);
     Ok(Json(ChangeList {

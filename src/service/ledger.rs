@@ -5,7 +5,8 @@
 //! Each integration is judged on what can fail it, and the worst finding decides:
 //!
 //! - **same source** (`same_source`): every item the system claims is in the catalog now and in
-//!   force: integrated; some: partial; none: not integrated;
+//!   force: integrated; some: partial; none: not integrated; the latest same-source probe failed
+//!   (say, catalog changes do not reach a system that follows the change feed): partial at best;
 //! - **unified identity** (`identity`): the latest identity probe (refused without and with a
 //!   forged assertion, accepted with a valid one), and the share of deliveries in the window the
 //!   system took (each carried the hub's assertion) of those finished (taken or dead letters);
@@ -132,6 +133,21 @@ fn judge_one(inputs: &Inputs<'_>, integration: Probe) -> Judgement {
         }
         if claimed == 0 {
             findings.found(status, Some("the system claims no item".into()));
+        }
+        // The probe also sees whether catalog changes reach a system that follows the feed.
+        if let Some(run) = inputs
+            .runs
+            .iter()
+            .find(|r| r.probe == Probe::SameSource && r.outcome == ProbeOutcome::Failed)
+        {
+            findings.found(
+                IntegrationStatus::Partial,
+                Some(format!(
+                    "the latest same_source probe ({}, {}) failed",
+                    run.origin,
+                    crate::clock::format_millis(run.at)
+                )),
+            );
         }
         evidence.insert(
             "items".into(),

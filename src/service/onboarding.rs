@@ -1,5 +1,6 @@
 //! Onboarding a system (第五条): what a department's bundle (its adapter, mappings and mapping
-//! tests) must pass when it is submitted, and the probe that needs no system (same-source items).
+//! tests) must pass when it is submitted, and the probe that needs no delivery (same-source
+//! items, and whether catalog changes reach a system that follows the change feed).
 //!
 //! A bundle is checked against the live configuration directory: its files are laid over the
 //! directory's as read, the whole compiled (every error reported, the files' own paths and lines),
@@ -333,13 +334,17 @@ impl ProbeReport {
 }
 
 /// Same-source items: every item the system claims is in the catalog, in force, and the one
-/// it will be sent (code, version, name and type as the catalog has them now).
+/// it will be sent (code, version, name and type as the catalog has them now); and, if the
+/// system follows the catalog's change feed, a change reaches it: within `patience` it has
+/// taken every change up to the feed's head as it stood when the probe began.
 pub async fn same_source(
     store: &Store,
     adapter: &AdapterConfig,
+    patience: std::time::Duration,
 ) -> Result<ProbeReport, StoreError> {
     let mut reasons = Vec::new();
     let mut evidence = Vec::new();
+    let head = store.catalog_head().await?;
     for claim in &adapter.items {
         match store.current_item(&claim.code).await? {
             None => {
@@ -358,16 +363,37 @@ pub async fn same_source(
             }
         }
     }
+    let mut taken = super::catalog::read_to(store, &adapter.id).await?;
+    if taken == 0 {
+        evidence.push(json!({ "change_feed": "not followed" }));
+    } else {
+        let deadline = std::time::Instant::now() + patience;
+        while taken < head && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            taken = super::catalog::read_to(store, &adapter.id).await?;
+        }
+        evidence.push(json!({ "change_feed": { "taken_to": taken, "head": head } }));
+        if taken < head {
+            reasons.push(format!(
+                "the system follows the catalog's change feed but has not taken the changes up to {head} within {} (it has taken those up to {taken}): a catalog change does not reach it",
+                crate::clock::duration_text(patience.as_millis() as i64)
+            ));
+        }
+    }
+    let claimed = adapter.items.len();
     let summary = if reasons.is_empty() {
         format!(
-            "all {} item(s) the system claims are the catalog's, in force",
-            adapter.items.len()
+            "all {claimed} item(s) the system claims are the catalog's, in force{}",
+            if taken == 0 {
+                ""
+            } else {
+                "; catalog changes reach it"
+            }
         )
     } else {
         format!(
-            "{} of {} item(s) are not the catalog's to use",
-            reasons.len(),
-            adapter.items.len()
+            "{} problem(s) with the items the system claims",
+            reasons.len()
         )
     };
     Ok(ProbeReport::new(

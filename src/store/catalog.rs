@@ -61,7 +61,6 @@ impl Store {
             .transpose()
     }
 
-    /// How many items the catalog holds.
     /// The change feed's head: the sequence number of the latest change (0 before any).
     pub async fn catalog_head(&self) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT value FROM counters WHERE name = 'catalog_change'")
@@ -70,6 +69,7 @@ impl Store {
         Ok(row.try_get("value")?)
     }
 
+    /// How many items the catalog holds.
     pub async fn count_items(&self) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM catalog_current")
             .fetch_one(&self.pool)

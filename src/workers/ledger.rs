@@ -236,7 +236,8 @@ impl Ledger {
             sealer: &self.recorder.sealer,
             limits: &config.hub.onboarding,
         };
-        let mut reports = vec![probes::same_source(&self.store, adapter).await];
+        let mut reports =
+            vec![probes::same_source(&self.store, adapter, &config.hub.onboarding).await];
         // A connected system's reports reach the hub by its running workers, and the probe
         // through them.
         reports.extend(

@@ -229,7 +229,8 @@ impl Onboarding {
         let Some(adapter) = config.adapters.get(&record.system_id) else {
             return Vec::new();
         };
-        let mut reports = vec![probes::same_source(&self.store, adapter).await];
+        let mut reports =
+            vec![probes::same_source(&self.store, adapter, &config.hub.onboarding).await];
         let Some(sample) = probes::sample_application(&bundle.files, &adapter.outbound.mapping)
         else {
             let why = format!(

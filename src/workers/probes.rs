@@ -55,10 +55,16 @@ struct Sent {
     took_ms: i64,
 }
 
-/// Same-source items, a catalog that cannot be read failing the probe.
-pub async fn same_source(store: &Store, adapter: &AdapterConfig) -> ProbeReport {
+/// Same-source items, a catalog that cannot be read failing the probe; a system following the
+/// change feed has `limits.accept_within_seconds` to take what it has not.
+pub async fn same_source(
+    store: &Store,
+    adapter: &AdapterConfig,
+    limits: &OnboardingConfig,
+) -> ProbeReport {
     let started = Instant::now();
-    let mut report = match onboarding::same_source(store, adapter).await {
+    let patience = Duration::from_secs(limits.accept_within_seconds);
+    let mut report = match onboarding::same_source(store, adapter, patience).await {
         Ok(report) => report,
         Err(e) => ProbeReport::new(
             Probe::SameSource,

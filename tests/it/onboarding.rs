@@ -273,6 +273,32 @@ impl Rig {
         .await
     }
 
+    /// The system reads the catalog's change feed as a follower does, page by page up to the
+    /// head (asking for what comes after the last it has); the head.
+    async fn follow_catalog(&self) -> i64 {
+        let mut after = 0;
+        loop {
+            let (status, page) = self.changes_after(after).await;
+            assert_eq!(status, StatusCode::OK, "{page:#}");
+            let next = page["next_after"].as_i64().unwrap();
+            if next == after {
+                return next;
+            }
+            after = next;
+        }
+    }
+
+    /// The system asks for the changes after `after`, saying it has taken those up to it.
+    async fn changes_after(&self, after: i64) -> (StatusCode, Value) {
+        self.call(
+            "GET",
+            &format!("/api/v1/catalog/changes?after={after}&limit=1000"),
+            &self.system,
+            None,
+        )
+        .await
+    }
+
     async fn decide(&self, id: &str, secret: &str, decision: &Value) -> (StatusCode, Value) {
         self.call(
             "POST",
@@ -296,6 +322,9 @@ fn probe<'a>(request: &'a Value, name: &str) -> &'a Value {
 async fn a_conforming_system_is_probed_approved_and_live_without_a_restart(store: &Store) {
     let rig = rig(store).await;
     let (_system, base) = walking_system(&rig.keys, false).await;
+    // It follows the catalog's change feed, and has taken every change.
+    let head = rig.follow_catalog().await;
+    assert!(head > 0);
     let (status, submitted) = rig.submit(&bundle(&base)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{submitted:#}");
     assert_eq!(submitted["state"], "probing", "{submitted:#}");
@@ -311,6 +340,18 @@ async fn a_conforming_system_is_probed_approved_and_live_without_a_restart(store
     ] {
         assert_eq!(probe(&request, name)["outcome"], "passed", "{request:#}");
     }
+    let followed = probe(&request, "same_source")["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e.get("change_feed").is_some())
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        followed["change_feed"],
+        json!({ "taken_to": head, "head": head }),
+        "{request:#}"
+    );
     let identity = probe(&request, "identity");
     let outcomes: Vec<&str> = identity["evidence"]
         .as_array()
@@ -596,12 +637,21 @@ async fn an_unreachable_system_and_a_suspended_item_fail_their_probes(store: &St
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         format!("http://{}", listener.local_addr().unwrap())
     };
+    // It follows the change feed but stopped at the first change.
+    let (status, _) = rig.changes_after(1).await;
+    assert_eq!(status, StatusCode::OK);
     let (status, submitted) = rig.submit(&bundle(&closed)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{submitted:#}");
     let request = rig.probed(submitted["id"].as_str().unwrap()).await;
     let same = probe(&request, "same_source");
     assert_eq!(same["outcome"], "failed", "{request:#}");
     assert!(same["reasons"].to_string().contains(suspended), "{same:#}");
+    assert!(
+        same["reasons"]
+            .to_string()
+            .contains("a catalog change does not reach it"),
+        "{same:#}"
+    );
     let identity = probe(&request, "identity");
     assert_eq!(identity["outcome"], "failed", "{request:#}");
     assert!(

@@ -226,6 +226,28 @@ impl CurrentItems {
     }
 }
 
+/// The cursor a system's reading of the change feed is kept under.
+fn read_cursor(system: &str) -> String {
+    format!("catalog_read:{system}")
+}
+
+/// System `system` asked for the changes after `after`: it has taken every change up to it
+/// (as far as the feed goes). Kept when it moves forward; reading from further back again
+/// changes nothing.
+pub async fn confirm_read(store: &Store, system: &str, after: i64) -> Result<(), StoreError> {
+    let name = read_cursor(system);
+    if after <= store.cursor(&name).await? {
+        return Ok(());
+    }
+    let taken = after.min(store.catalog_head().await?);
+    store.set_cursor(&name, taken).await
+}
+
+/// How far `system` has taken the change feed: 0 when it has not followed it.
+pub async fn read_to(store: &Store, system: &str) -> Result<i64, StoreError> {
+    store.cursor(&read_cursor(system)).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,26 +338,4 @@ mod tests {
             Some(2)
         );
     }
-}
-
-/// The cursor a system's reading of the change feed is kept under.
-fn read_cursor(system: &str) -> String {
-    format!("catalog_read:{system}")
-}
-
-/// System `system` asked for the changes after `after`: it has taken every change up to it
-/// (as far as the feed goes). Kept when it moves forward; reading from further back again
-/// changes nothing.
-pub async fn confirm_read(store: &Store, system: &str, after: i64) -> Result<(), StoreError> {
-    let name = read_cursor(system);
-    if after <= store.cursor(&name).await? {
-        return Ok(());
-    }
-    let taken = after.min(store.catalog_head().await?);
-    store.set_cursor(&name, taken).await
-}
-
-/// How far `system` has taken the change feed: 0 when it has not followed it.
-pub async fn read_to(store: &Store, system: &str) -> Result<i64, StoreError> {
-    store.cursor(&read_cursor(system)).await
 }

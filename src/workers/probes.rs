@@ -18,7 +18,8 @@ use crate::config::{AdapterConfig, Config, InboundMode, OnboardingConfig};
 use crate::ids::{mask_id, mask_name};
 use crate::mapping::Mapping;
 use crate::model::{
-    ApplicantKind, ApplicationState, CaseEvent, IdType, MessageKind, NodeName, Probe, parse_time,
+    ApplicantKind, ApplicationState, CaseEvent, IdType, MessageKind, NodeName, NodeResult, Probe,
+    parse_time,
 };
 use crate::personal::PersonalValues;
 use crate::routing;
@@ -93,7 +94,7 @@ impl Probing<'_> {
             Err(why) => (Err(why), None),
         };
         let started = Instant::now();
-        let mut identity = self.identity().await;
+        let mut identity = self.identity(&mut listening.messages, &reads).await;
         identity.took_ms = started.elapsed().as_millis() as i64;
         let started = Instant::now();
         let (mut transaction, mut sharing) = self.transaction(&mut listening.messages, reads).await;
@@ -194,7 +195,16 @@ impl Probing<'_> {
     /// Unified identity: three deliveries of the probe application, without the assertion,
     /// with a forged one and with a valid one; the system must refuse the first two and accept
     /// the third.
-    async fn identity(&self) -> ProbeReport {
+    ///
+    /// Over AMQP a system answers nothing: what it reports within
+    /// `[onboarding] accept_within_seconds` says. A delivery it took is one it reports a step
+    /// of that is not a refusal (不受理, 不予受理); one it refused, one it reports nothing of or
+    /// only a refusal.
+    async fn identity(
+        &self,
+        messages: &mut mpsc::Receiver<ProbeMessage>,
+        reads_inbound: &Result<(), String>,
+    ) -> ProbeReport {
         let fail = |why: String| {
             ProbeReport::new(Probe::Identity, vec![why], Vec::new(), "not run".into())
         };
@@ -202,11 +212,13 @@ impl Probing<'_> {
             Ok(driver) => driver,
             Err(why) => return fail(why),
         };
-        if matches!(driver, Driver::Amqp(_)) {
-            return fail("a system reached over AMQP cannot be seen refusing a delivery: its identity is probed only over HTTP (REST or SOAP) for now".into());
+        let queued = matches!(driver, Driver::Amqp(_));
+        if queued && let Err(why) = reads_inbound {
+            return fail(format!(
+                "a system reached over AMQP is seen refusing or taking a delivery by what it reports, and {why}"
+            ));
         }
-        let mut reasons = Vec::new();
-        let mut evidence = Vec::new();
+        let mut sent_all = Vec::new();
         for (label, expect_accepted) in [
             ("without_assertion", false),
             ("forged_assertion", false),
@@ -228,6 +240,14 @@ impl Probing<'_> {
                 Ok(sent) => sent,
                 Err(why) => return fail(why),
             };
+            sent_all.push((label, expect_accepted, application_id, sent));
+        }
+        if queued {
+            self.read_answers(messages, &mut sent_all).await;
+        }
+        let mut reasons = Vec::new();
+        let mut evidence = Vec::new();
+        for (label, expect_accepted, application_id, sent) in sent_all {
             evidence.push(json!({
                 "delivery": label,
                 "application_id": application_id,
@@ -262,6 +282,55 @@ impl Probing<'_> {
             )
         };
         ProbeReport::new(Probe::Identity, reasons, evidence, summary)
+    }
+
+    /// What a system reached over a queue did with each delivery, read from what it reports
+    /// about them within `accept_within_seconds`: a step that is not a refusal means it took
+    /// the delivery, a refusal or nothing that it refused it.
+    async fn read_answers(
+        &self,
+        messages: &mut mpsc::Receiver<ProbeMessage>,
+        sent: &mut [(&str, bool, String, Sent)],
+    ) {
+        let started = Instant::now();
+        let until = clock::now_millis() + seconds(self.limits.accept_within_seconds);
+        let mut reported: std::collections::HashMap<String, Vec<NodeResult>> =
+            std::collections::HashMap::new();
+        while let Some(message) = receive_by(messages, until).await {
+            if let (MessageKind::CaseEvent, Content::Mapped(canonical)) =
+                (message.kind, &message.content)
+                && let Ok(event) = CaseEvent::from_json(canonical)
+            {
+                reported
+                    .entry(event.application_id)
+                    .or_default()
+                    .push(event.node.result);
+            }
+        }
+        let waited = started.elapsed().as_millis() as i64;
+        for (_, _, application_id, delivery) in sent.iter_mut() {
+            if delivery.outcome != "accepted" {
+                // The broker did not take it: that is what the evidence says.
+                continue;
+            }
+            let results = reported.get(application_id.as_str());
+            let took = results.is_some_and(|r| {
+                r.iter()
+                    .any(|n| !matches!(n, NodeResult::NotAccepted | NodeResult::Rejected))
+            });
+            delivery.took_ms = waited;
+            (delivery.outcome, delivery.detail) = match results {
+                _ if took => ("accepted", "it reported a step of it".to_string()),
+                Some(_) => ("refused", "it reported it as not accepted".to_string()),
+                None => (
+                    "refused",
+                    format!(
+                        "it reported nothing of it within {}",
+                        clock::duration_text(seconds(self.limits.accept_within_seconds))
+                    ),
+                ),
+            };
+        }
     }
 
     /// The simulated transaction (模拟办事) and the result it shares: the probe application is

@@ -2286,6 +2286,77 @@ async fn ga_verifies_the_hubs_assertion_in_its_own_message_element_only() {
     rig.stop().await;
 }
 
+/// Over AMQP a system answers nothing, so the identity probe reads what it reports: ga rejects
+/// the deliveries without an assertion and with a forged one (it reports nothing of them) and
+/// walks the one with a valid assertion; it passes, and its simulated transaction too.
+#[tokio::test]
+async fn ga_passes_the_identity_probe_over_amqp_by_what_it_reports() {
+    let Some(url) = amqp_url() else { return };
+    let config = config();
+    let (listener, hub_url) = hub_port().await;
+    let rig = GaRig::start(&config, &url, &hub_url).await;
+    let system = &rig.system;
+    let issuer = common::Issuer::new();
+    let dir = common::config_copy();
+    issuer.install_in_dir(dir.path());
+    common::edit::edit(&dir.path().join("hub.toml"), |t| {
+        let t = common::edit::set_key(t, "shutdown_grace_seconds", "1");
+        let t = common::edit::set_key(&t, "accept_within_seconds", "5");
+        let t = common::edit::set_key(&t, "complete_within_seconds", "20");
+        let t = common::edit::set_key(&t, "result_within_seconds", "3");
+        t.replace(
+            "url = \"amqp://guest:guest@127.0.0.1:5672/%2f\"",
+            &format!("url = \"{url}\""),
+        )
+    });
+    common::edit::edit(&common::edit::adapter_file(dir.path(), ga::SYSTEM), |t| {
+        let t = common::edit::set_key(t, "exchange", &format!("\"{}\"", rig.exchange));
+        common::edit::set_key(&t, "queue", &format!("\"{}\"", system.events_queue))
+    });
+    let hub = RealHub::start(dir, issuer, listener, None).await;
+    let admin = common::api_key(&hub.hub.store, tongban::auth::Role::Admin, None).await;
+    let client = reqwest::Client::new();
+    let started: Value = client
+        .post(format!("{}/api/v1/ledger/probes", hub.hub.base))
+        .bearer_auth(&admin)
+        .json(&json!({ "system": ga::SYSTEM }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let run = started["run"].as_str().expect("a run").to_string();
+    let store = hub.hub.store.clone();
+    let runs = common::wait::eventually("the probe run to be recorded", || async {
+        let runs = store.latest_probe_runs(ga::SYSTEM).await.unwrap();
+        if runs.iter().any(|r| r.run_id == run) {
+            Ok(runs)
+        } else {
+            Err(format!("{} run(s)", runs.len()))
+        }
+    })
+    .await;
+    let report = |probe: tongban::model::Probe| -> Value {
+        let r = runs.iter().find(|r| r.probe == probe).unwrap();
+        serde_json::from_str(&r.report).unwrap()
+    };
+    let identity = report(tongban::model::Probe::Identity);
+    assert_eq!(identity["outcome"], "passed", "{identity:#}");
+    let outcomes: Vec<&str> = identity["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["refused", "refused", "accepted"], "{identity:#}");
+    assert_eq!(system.stats().assertion_refusals, 2);
+    let transaction = report(tongban::model::Probe::SimulatedTransaction);
+    assert_eq!(transaction["outcome"], "passed", "{transaction:#}");
+    hub.stop().await;
+    rig.stop().await;
+}
+
 #[tokio::test]
 async fn ga_without_a_broker_says_so() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")

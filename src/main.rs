@@ -460,9 +460,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     s.items.len(),
                     status
                 );
-                let judged: Vec<String> = statuses
+                let mut of_system: Vec<_> =
+                    statuses.iter().filter(|r| r.system_id == s.id).collect();
+                of_system.sort_by_key(|r| {
+                    tongban::model::Probe::ALL
+                        .iter()
+                        .position(|p| *p == r.integration)
+                });
+                let judged: Vec<String> = of_system
                     .iter()
-                    .filter(|r| r.system_id == s.id)
                     .map(|r| {
                         format!(
                             "{} {} since {}",

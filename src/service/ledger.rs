@@ -143,9 +143,10 @@ fn judge_one(inputs: &Inputs<'_>, integration: Probe) -> Judgement {
             findings.found(
                 IntegrationStatus::Partial,
                 Some(format!(
-                    "the latest same_source probe ({}, {}) failed",
+                    "the latest same_source probe ({}, {}) failed: {}",
                     run.origin,
-                    crate::clock::format_millis(run.at)
+                    crate::clock::format_millis(run.at),
+                    probe_reasons(run)
                 )),
             );
         }
@@ -180,10 +181,11 @@ fn judge_one(inputs: &Inputs<'_>, integration: Probe) -> Judgement {
         Some(run) if run.outcome == ProbeOutcome::Failed => findings.found(
             IntegrationStatus::NotIntegrated,
             Some(format!(
-                "the latest {} probe ({}, {}) failed",
+                "the latest {} probe ({}, {}) failed: {}",
                 integration.as_str(),
                 run.origin,
-                crate::clock::format_millis(run.at)
+                crate::clock::format_millis(run.at),
+                probe_reasons(run)
             )),
         ),
         Some(_) => {}
@@ -267,5 +269,21 @@ fn judge_one(inputs: &Inputs<'_>, integration: Probe) -> Judgement {
         status: findings.status,
         reasons: findings.reasons,
         evidence: Value::Object(evidence),
+    }
+}
+
+/// Why a probe run failed, as its report says (masked there already).
+fn probe_reasons(run: &ProbeRun) -> String {
+    let report: Value = serde_json::from_str(&run.report).unwrap_or(Value::Null);
+    let reasons: Vec<&str> = report["reasons"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if reasons.is_empty() {
+        "see its report".into()
+    } else {
+        reasons.join("; ")
     }
 }

@@ -26,7 +26,7 @@ use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
-    #[error("no connected system `{0}`: only a connected system is probed on schedule")]
+    #[error("no connected system `{0}`: only a connected system is probed")]
     NotConnected(String),
     #[error("system `{0}` is being probed already")]
     Running(String),

@@ -26,6 +26,9 @@ pub struct AuditNote {
     pub detail: String,
     /// The response disclosed personal data (masked or not): audited even for a GET.
     pub discloses_personal_data: bool,
+    /// An export whose record proves what its reader was given (its SHA-256 in `detail`):
+    /// audited even for a GET.
+    pub export: bool,
     /// The handler already appended the record, in the transaction of the change itself.
     pub recorded: bool,
     /// A routine call that changes nothing but a liveness time (a heartbeat): not audited when
@@ -39,9 +42,15 @@ impl AuditNote {
             target: None,
             detail: detail.into(),
             discloses_personal_data: false,
+            export: false,
             recorded: false,
             routine: false,
         }
+    }
+
+    pub fn export(mut self) -> AuditNote {
+        self.export = true;
+        self
     }
 
     pub fn routine(mut self) -> AuditNote {
@@ -167,7 +176,11 @@ pub async fn guard(State(g): State<Guard>, mut req: Request, next: Next) -> Resp
     if note.as_ref().is_some_and(|n| n.recorded || n.routine) {
         return response;
     }
-    if audited || note.as_ref().is_some_and(|n| n.discloses_personal_data) {
+    if audited
+        || note
+            .as_ref()
+            .is_some_and(|n| n.discloses_personal_data || n.export)
+    {
         let note = note.unwrap_or_default();
         let target = note.target.as_deref().unwrap_or(&target);
         let outcome = outcome(response.status());

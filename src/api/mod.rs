@@ -27,6 +27,7 @@ mod onboarding;
 mod openapi;
 mod ops;
 pub mod problem;
+mod reports;
 mod seal;
 pub mod server;
 mod sharing;
@@ -223,6 +224,7 @@ pub fn routes() -> Vec<Route> {
     routes.extend(configuration::routes());
     routes.extend(onboarding::routes());
     routes.extend(ledger::routes());
+    routes.extend(reports::routes());
     routes
 }
 

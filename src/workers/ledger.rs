@@ -366,3 +366,110 @@ fn announcement(
         item_code: String::new(),
     }
 }
+
+/// One system's line in the funding report (第十一条): fundable only when it is to integrate, is
+/// connected and is integrated on all four; otherwise every reason why not.
+#[derive(Debug, Clone)]
+pub struct FundingLine {
+    pub standing: Standing,
+    pub fundable: bool,
+    pub reasons: Vec<String>,
+}
+
+/// A department's totals in the funding report.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DepartmentFunding {
+    pub uscc: String,
+    pub name: String,
+    pub systems: usize,
+    pub fundable_systems: usize,
+    /// Yuan requested by all its systems, and by those not fundable.
+    pub requested_yuan: u64,
+    pub not_fundable_yuan: u64,
+}
+
+/// The funding report: every system on the inventory requesting funding for `year` (all years
+/// when `None`), with its verdict, and each department's totals.
+#[derive(Debug, Clone)]
+pub struct FundingReport {
+    pub year: Option<u16>,
+    pub generated_at: i64,
+    pub lines: Vec<FundingLine>,
+    pub departments: Vec<DepartmentFunding>,
+}
+
+impl Ledger {
+    /// The funding report as the ledger stands now.
+    pub async fn funding(&self, year: Option<u16>) -> Result<FundingReport, StoreError> {
+        let generated_at = clock::now_millis();
+        let mut lines = Vec::new();
+        for standing in self.standings().await? {
+            let Some(record) = standing.record.clone() else {
+                // Only the inventory says what a system costs.
+                continue;
+            };
+            if year.is_some_and(|y| y != record.funding_year) {
+                continue;
+            }
+            let mut reasons = Vec::new();
+            if record.plan == crate::config::Plan::Retire {
+                reasons.push("to be retired (第十条): its operation is not funded".to_string());
+            }
+            if !standing.connected {
+                reasons
+                    .push("not connected to the hub: integrated in none of the four ways".into());
+            }
+            for &integration in Probe::ALL {
+                match standing
+                    .integrations
+                    .iter()
+                    .find(|r| r.integration == integration)
+                {
+                    None => reasons.push(format!("{}: not judged yet", integration.as_str())),
+                    Some(r) if r.status != IntegrationStatus::Integrated && standing.connected => {
+                        let kept: Value = serde_json::from_str(&r.evidence).unwrap_or(Value::Null);
+                        let why = kept["reasons"][0].as_str().unwrap_or("see the ledger");
+                        reasons.push(format!(
+                            "{}: {} since {} ({why})",
+                            integration.as_str(),
+                            r.status.as_str(),
+                            clock::format_millis(r.since)
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
+            lines.push(FundingLine {
+                fundable: reasons.is_empty(),
+                reasons,
+                standing,
+            });
+        }
+        let mut departments: BTreeMap<String, DepartmentFunding> = BTreeMap::new();
+        for line in &lines {
+            let Some(record) = &line.standing.record else {
+                continue;
+            };
+            let d = departments
+                .entry(record.department_uscc.clone())
+                .or_insert_with(|| DepartmentFunding {
+                    uscc: record.department_uscc.clone(),
+                    name: record.department_name.clone(),
+                    ..DepartmentFunding::default()
+                });
+            d.systems += 1;
+            d.requested_yuan += record.funding_yuan;
+            if line.fundable {
+                d.fundable_systems += 1;
+            } else {
+                d.not_fundable_yuan += record.funding_yuan;
+            }
+        }
+        Ok(FundingReport {
+            year,
+            generated_at,
+            lines,
+            departments: departments.into_values().collect(),
+        })
+    }
+}

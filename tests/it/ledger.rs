@@ -372,6 +372,130 @@ async fn a_systems_status_on_each_integration_follows_its_traffic_and_its_probes
         .call("GET", "/api/v1/ledger", &rig.hub.callers.platform, None)
         .await;
     assert_eq!(status, 403);
+
+    // The funding report: 人社 integrated on all four and to integrate, fundable; 市场监管
+    // not, with its reasons; the 民政 system to be retired, not fundable. Each department's
+    // totals from the inventory's requests (systems.toml).
+    let (status, report) = rig
+        .call(
+            "GET",
+            "/api/v1/reports/funding?year=2027",
+            &rig.hub.callers.finance,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{report:#}");
+    assert_eq!(report["period"], "2027");
+    let line = |system: &str| {
+        report["systems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["system"] == system)
+            .cloned()
+            .unwrap_or_else(|| panic!("{system}: {report:#}"))
+    };
+    assert_eq!(line(RST)["verdict"], "fundable", "{report:#}");
+    assert_eq!(line(RST)["reasons"], json!([]));
+    let scjg = line(SCJG);
+    assert_eq!(scjg["verdict"], "not_fundable");
+    assert!(
+        scjg["reasons"]
+            .to_string()
+            .contains("identity: not_integrated"),
+        "{scjg:#}"
+    );
+    let never = line(NEVER);
+    assert_eq!(never["verdict"], "not_fundable");
+    assert!(
+        never["reasons"].to_string().contains("to be retired"),
+        "{never:#}"
+    );
+    let inventory = std::fs::read_to_string(common::repo().join("systems.toml")).unwrap();
+    let yuan = |system: &str| -> u64 {
+        let block = inventory
+            .split("[[system]]")
+            .find(|b| b.contains(&format!("id = \"{system}\"")))
+            .unwrap();
+        let at = block.find("yuan = ").unwrap() + "yuan = ".len();
+        block[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap()
+    };
+    let department = |uscc: &str| {
+        report["departments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["uscc"] == uscc)
+            .cloned()
+            .unwrap()
+    };
+    let rst = department("11210000001756420G");
+    assert_eq!(rst["requested_yuan"], yuan(RST));
+    assert_eq!(rst["not_fundable_yuan"], 0);
+    let scjg_department = department("11210100MB1529370K");
+    assert_eq!(scjg_department["not_fundable_yuan"], yuan(SCJG));
+
+    // As CSV, with its SHA-256 in the audit log: what finance got can be proved later.
+    let answer = rig
+        .http
+        .get(format!(
+            "{}/api/v1/reports/funding?year=2027&format=csv",
+            rig.hub.base
+        ))
+        .bearer_auth(&rig.hub.callers.finance)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    let declared = answer.headers()["tongban-content-sha256"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let csv = answer.text().await.unwrap();
+    use sha2::Digest;
+    let digest: String = sha2::Sha256::digest(csv.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(declared, digest);
+    assert!(csv.starts_with("# funding report,period 2027,"), "{csv}");
+    let rows: Vec<&str> = csv.lines().skip(2).collect();
+    assert_eq!(
+        rows.len(),
+        report["systems"].as_array().unwrap().len(),
+        "{csv}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with(&format!("{RST},")) && r.contains(",fundable,")),
+        "{csv}"
+    );
+    let (_, audit) = rig
+        .call(
+            "GET",
+            "/api/v1/audit?limit=100",
+            &rig.hub.callers.admin,
+            None,
+        )
+        .await;
+    assert!(
+        audit.to_string().contains(&format!("sha256 {digest}")),
+        "{audit:#}"
+    );
+    let (status, _) = rig
+        .call(
+            "GET",
+            "/api/v1/reports/funding?format=pdf",
+            &rig.hub.callers.finance,
+            None,
+        )
+        .await;
+    assert_eq!(status, 400);
     rig.hub.stop(Duration::from_secs(20)).await;
 }
 

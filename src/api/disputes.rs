@@ -3,7 +3,7 @@
 
 use super::applications::applicant_identity;
 use super::guard::AuditNote;
-use super::input::{JsonBody, QueryParams};
+use super::input::{JsonBody, QueryParams, unknown_members};
 use super::problem::{ApiError, ProblemEntry};
 use super::{Access, AppState, Caller, Route};
 use crate::auth::Role;
@@ -92,23 +92,12 @@ async fn open(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let mut problems = Vec::new();
-    match body.as_object() {
-        Some(members) => {
-            for key in members.keys() {
-                if !["license_id", "access_id", "reason"].contains(&key.as_str()) {
-                    problems.push(ProblemEntry::pointer(
-                        format!("/{key}"),
-                        "is not a member of a dispute (license_id, access_id, reason)",
-                    ));
-                }
-            }
-        }
-        None => problems.push(ProblemEntry::pointer(
-            "",
-            "must be an object: {\"license_id\" or \"access_id\", \"reason\"}",
-        )),
-    }
+    let mut problems = unknown_members(
+        &body,
+        &["license_id", "access_id", "reason"],
+        "a dispute",
+        "{\"license_id\" or \"access_id\", \"reason\"}",
+    );
     let mut member = |name: &'static str| match body.get(name) {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.as_str()),

@@ -121,6 +121,33 @@ impl MediaType {
 }
 
 /// A header parameter as it may be repeated in an answer: at most 40 characters.
+/// The problems with a JSON body that must be an object with no members but `members`: one per
+/// member it should not have, naming `what` the body is ("a dispute"), or one saying it is not an
+/// object (`shape` showing what it should look like).
+pub fn unknown_members(
+    body: &Value,
+    members: &[&str],
+    what: &str,
+    shape: &str,
+) -> Vec<ProblemEntry> {
+    match body.as_object() {
+        Some(given) => given
+            .keys()
+            .filter(|key| !members.contains(&key.as_str()))
+            .map(|key| {
+                ProblemEntry::pointer(
+                    format!("/{key}"),
+                    format!("is not a member of {what} ({})", members.join(", ")),
+                )
+            })
+            .collect(),
+        None => vec![ProblemEntry::pointer(
+            "",
+            format!("must be an object: {shape}"),
+        )],
+    }
+}
+
 fn shown(text: &str) -> String {
     text.chars().take(40).collect()
 }

@@ -3,7 +3,7 @@
 //! its status on each integration (integrated, partial, not_integrated) with since when, why and
 //! the evidence; an administrator judges it again at once, or has a system probed now.
 
-use super::input::JsonBody;
+use super::input::{JsonBody, unknown_members};
 use super::problem::{ApiError, ProblemEntry};
 use super::{Access, AppState, Route};
 use crate::auth::Role;
@@ -79,15 +79,7 @@ async fn probe(
     State(state): State<AppState>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let mut problems = Vec::new();
-    if let Some(members) = body.as_object() {
-        for key in members.keys().filter(|k| k.as_str() != "system") {
-            problems.push(ProblemEntry::pointer(
-                format!("/{key}"),
-                "is not a member of a probe request ({\"system\"})",
-            ));
-        }
-    }
+    let mut problems = unknown_members(&body, &["system"], "a probe request", "{\"system\"}");
     let system = body.get("system").and_then(Value::as_str);
     if system.is_none() {
         problems.push(ProblemEntry::pointer(

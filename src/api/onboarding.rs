@@ -4,7 +4,7 @@
 //! goes live without a restart) or rejects with a reason per failing point.
 
 use super::guard::AuditNote;
-use super::input::{JsonBody, QueryParams};
+use super::input::{JsonBody, QueryParams, unknown_members};
 use super::problem::{ApiError, ProblemEntry};
 use super::{Access, AppState, Caller, Route};
 use crate::auth::Role;
@@ -271,23 +271,12 @@ async fn decide(
     Path(id): Path<String>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let mut problems = Vec::new();
-    match body.as_object() {
-        Some(members) => {
-            for key in members.keys() {
-                if !["decision", "reasons", "note"].contains(&key.as_str()) {
-                    problems.push(ProblemEntry::pointer(
-                        format!("/{key}"),
-                        "is not a member of a decision (decision, reasons, note)",
-                    ));
-                }
-            }
-        }
-        None => problems.push(ProblemEntry::pointer(
-            "",
-            "must be an object: {\"decision\", \"reasons\", \"note\"}",
-        )),
-    }
+    let mut problems = unknown_members(
+        &body,
+        &["decision", "reasons", "note"],
+        "a decision",
+        "{\"decision\", \"reasons\", \"note\"}",
+    );
     let decision = match body
         .get("decision")
         .and_then(Value::as_str)

@@ -167,20 +167,7 @@ impl Onboarding {
                 Ok(Ok(checked)) => self.spawn_probes(record, bundle, checked),
                 _ => {
                     let why = "the bundle no longer passes its checks against the configuration; submit it again";
-                    let report = json!({ "error": why });
-                    let feed = announcement(
-                        &record,
-                        OnboardingState::AwaitingReview,
-                        json!({ "error": why }),
-                    );
-                    self.store
-                        .finish_probing(
-                            &record.id,
-                            OnboardingState::AwaitingReview,
-                            &report.to_string(),
-                            clock::now_millis(),
-                            &feed,
-                        )
+                    self.probed(&record, json!({ "error": why }), json!({ "error": why }))
                         .await?;
                 }
             }
@@ -192,30 +179,41 @@ impl Onboarding {
         let this = self.clone();
         tokio::spawn(async move {
             let reports = this.probe(&record, &bundle, checked.config).await;
-            let report = json!({ "probes": reports });
             let outcomes: Vec<Value> = reports
                 .iter()
                 .map(|r| json!({ "probe": r.probe, "outcome": r.outcome, "reasons": r.reasons }))
                 .collect();
-            let feed = announcement(
-                &record,
-                OnboardingState::AwaitingReview,
-                json!({ "probes": outcomes }),
-            );
             let written = this
-                .store
-                .finish_probing(
-                    &record.id,
-                    OnboardingState::AwaitingReview,
-                    &report.to_string(),
-                    clock::now_millis(),
-                    &feed,
+                .probed(
+                    &record,
+                    json!({ "probes": reports }),
+                    json!({ "probes": outcomes }),
                 )
                 .await;
             if let Err(e) = written {
                 tracing::error!(request = %record.id, cause = %e, "cannot record an onboarding request's probes; they run again at the next start");
             }
         });
+    }
+
+    /// Records the probes' `report` of a request being probed, now awaiting review, and
+    /// announces it with `details`.
+    async fn probed(
+        &self,
+        record: &OnboardingRecord,
+        report: Value,
+        details: Value,
+    ) -> Result<bool, StoreError> {
+        let state = OnboardingState::AwaitingReview;
+        self.store
+            .finish_probing(
+                &record.id,
+                state,
+                &report.to_string(),
+                clock::now_millis(),
+                &announcement(record, state, details),
+            )
+            .await
     }
 
     /// Runs every probe; each records its own failure, none stops the others.

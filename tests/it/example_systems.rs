@@ -2206,6 +2206,36 @@ async fn ga_refuses_messages_without_a_valid_identity_assertion() {
     rig.stop().await;
 }
 
+/// ga on queues of its own behind the real hub on the broker at `url`, the hub's ga adapter
+/// pointed at them, with `hub_keys` set in hub.toml (and a one-second shutdown grace).
+async fn ga_behind_the_hub(
+    config: &Arc<Config>,
+    url: &str,
+    hub_keys: &[(&str, &str)],
+) -> (GaRig, RealHub) {
+    let (listener, hub_url) = hub_port().await;
+    let rig = GaRig::start(config, url, &hub_url).await;
+    let issuer = common::Issuer::new();
+    let dir = common::config_copy();
+    issuer.install_in_dir(dir.path());
+    common::edit::edit(&dir.path().join("hub.toml"), |t| {
+        let mut t = common::edit::set_key(t, "shutdown_grace_seconds", "1");
+        for (key, value) in hub_keys {
+            t = common::edit::set_key(&t, key, value);
+        }
+        t.replace(
+            "url = \"amqp://guest:guest@127.0.0.1:5672/%2f\"",
+            &format!("url = \"{url}\""),
+        )
+    });
+    common::edit::edit(&common::edit::adapter_file(dir.path(), ga::SYSTEM), |t| {
+        let t = common::edit::set_key(t, "exchange", &format!("\"{}\"", rig.exchange));
+        common::edit::set_key(&t, "queue", &format!("\"{}\"", rig.system.events_queue))
+    });
+    let hub = RealHub::start(dir, issuer, listener, None).await;
+    (rig, hub)
+}
+
 /// Through the real hub, ga verifies the assertion in `<AuthToken>`, its own element of the
 /// message, where `mappings/ga-hukou-application.toml` puts it. The hub's AMQP header
 /// `tongban-assertion` no longer counts: a valid assertion there does not make up for one
@@ -2214,24 +2244,8 @@ async fn ga_refuses_messages_without_a_valid_identity_assertion() {
 async fn ga_verifies_the_hubs_assertion_in_its_own_message_element_only() {
     let Some(url) = amqp_url() else { return };
     let config = config();
-    let (listener, hub_url) = hub_port().await;
-    let rig = GaRig::start(&config, &url, &hub_url).await;
+    let (rig, hub) = ga_behind_the_hub(&config, &url, &[]).await;
     let system = &rig.system;
-    let issuer = common::Issuer::new();
-    let dir = common::config_copy();
-    issuer.install_in_dir(dir.path());
-    common::edit::edit(&dir.path().join("hub.toml"), |t| {
-        let t = common::edit::set_key(t, "shutdown_grace_seconds", "1");
-        t.replace(
-            "url = \"amqp://guest:guest@127.0.0.1:5672/%2f\"",
-            &format!("url = \"{url}\""),
-        )
-    });
-    common::edit::edit(&common::edit::adapter_file(dir.path(), ga::SYSTEM), |t| {
-        let t = common::edit::set_key(t, "exchange", &format!("\"{}\"", rig.exchange));
-        common::edit::set_key(&t, "queue", &format!("\"{}\"", system.events_queue))
-    });
-    let hub = RealHub::start(dir, issuer, listener, None).await;
 
     let mut app = read_json("mappings/tests/ga-hukou-application/migration.canonical.json");
     app.as_object_mut().unwrap().remove("id");
@@ -2293,27 +2307,17 @@ async fn ga_verifies_the_hubs_assertion_in_its_own_message_element_only() {
 async fn ga_passes_the_identity_probe_over_amqp_by_what_it_reports() {
     let Some(url) = amqp_url() else { return };
     let config = config();
-    let (listener, hub_url) = hub_port().await;
-    let rig = GaRig::start(&config, &url, &hub_url).await;
+    let (rig, hub) = ga_behind_the_hub(
+        &config,
+        &url,
+        &[
+            ("accept_within_seconds", "5"),
+            ("complete_within_seconds", "20"),
+            ("result_within_seconds", "3"),
+        ],
+    )
+    .await;
     let system = &rig.system;
-    let issuer = common::Issuer::new();
-    let dir = common::config_copy();
-    issuer.install_in_dir(dir.path());
-    common::edit::edit(&dir.path().join("hub.toml"), |t| {
-        let t = common::edit::set_key(t, "shutdown_grace_seconds", "1");
-        let t = common::edit::set_key(&t, "accept_within_seconds", "5");
-        let t = common::edit::set_key(&t, "complete_within_seconds", "20");
-        let t = common::edit::set_key(&t, "result_within_seconds", "3");
-        t.replace(
-            "url = \"amqp://guest:guest@127.0.0.1:5672/%2f\"",
-            &format!("url = \"{url}\""),
-        )
-    });
-    common::edit::edit(&common::edit::adapter_file(dir.path(), ga::SYSTEM), |t| {
-        let t = common::edit::set_key(t, "exchange", &format!("\"{}\"", rig.exchange));
-        common::edit::set_key(&t, "queue", &format!("\"{}\"", system.events_queue))
-    });
-    let hub = RealHub::start(dir, issuer, listener, None).await;
     let admin = common::api_key(&hub.hub.store, tongban::auth::Role::Admin, None).await;
     let client = reqwest::Client::new();
     let started: Value = client

@@ -308,6 +308,11 @@ impl QueryParams {
         }
     }
 
+    /// A problem with parameter `name` found by the caller.
+    pub fn problem(&mut self, name: &'static str, detail: impl Into<String>) {
+        self.problems.push(ProblemEntry::parameter(name, detail));
+    }
+
     /// Ends reading: every problem found, including parameters nobody read.
     pub fn finish(mut self) -> Result<(), ApiError> {
         for (k, _) in &self.pairs {

@@ -14,6 +14,7 @@ mod applications;
 mod audit;
 pub mod audit_writer;
 mod disputes;
+mod follow_up;
 mod guard;
 mod keys;
 mod ledger;
@@ -221,6 +222,7 @@ pub fn routes() -> Vec<Route> {
     routes.extend(seal::routes());
     routes.extend(sharing::routes());
     routes.extend(disputes::routes());
+    routes.extend(follow_up::routes());
     routes.extend(configuration::routes());
     routes.extend(onboarding::routes());
     routes.extend(ledger::routes());

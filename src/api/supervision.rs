@@ -18,9 +18,10 @@ use super::problem::{ApiError, ProblemEntry};
 use super::{Access, AppState, Route};
 use crate::auth::Role;
 use crate::clock;
-use crate::model::{FeedKind, Level, Rule};
+use crate::model::{Code, FeedKind, FollowUpState, Level, Rule};
 use crate::store::{
-    AlertQuery, CaseQuery, CaseStates, CaseStats, Durations, FeedEntry, FeedQuery, Store,
+    AlertQuery, AlertRecord, CaseQuery, CaseStates, CaseStats, Durations, FeedEntry, FeedQuery,
+    FollowUpRecord, Store,
 };
 use crate::supervision::calendar::Calendar;
 use axum::Json;
@@ -330,48 +331,137 @@ impl HttpBody for EventStream {
 
 const MAX_ALERTS: i64 = 1000;
 
-/// Alerts, newest first: `system`, `application`, `rule`, `level` (at or above), `state`
-/// (`open` or `resolved`; both when absent) and `limit`.
+/// Alerts, newest first: `system`, `department`, `application`, `rule`, `level` (at or above),
+/// `state` (`open` or `resolved`; both when absent), `follow_up` (a follow-up state, or `none`),
+/// `assigned_to` (a department), `from` and `to` (raised in `[from, to)`), `limit`, and `cursor`
+/// (the `next` of the page before). Each alert says where its follow-up stands.
 async fn alerts(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let mut q = QueryParams::parse(raw.as_deref());
-    let query = AlertQuery {
+    let query = alert_query(&mut q);
+    q.finish()?;
+    let page = alert_page(&state.store, &query).await?;
+    Ok(Json(page).into_response())
+}
+
+/// The filters of an alert list, as far as the query string gives them.
+pub(super) fn alert_query(q: &mut QueryParams) -> AlertQuery {
+    let follow_up = q.text("follow_up").map(|v| {
+        if v == "none" {
+            Ok(None)
+        } else {
+            v.parse::<FollowUpState>().map(Some)
+        }
+    });
+    let follow_up = match follow_up {
+        Some(Ok(state)) => Some(state),
+        Some(Err(_)) => {
+            q.problem(
+                "follow_up",
+                format!("must be `none` or one of {}", FollowUpState::listed()),
+            );
+            None
+        }
+        None => None,
+    };
+    let after = q.text("cursor").map(|c| {
+        c.split_once('_')
+            .and_then(|(at, id)| Some((at.parse::<i64>().ok()?, id.to_owned())))
+    });
+    let after = match after {
+        Some(Some(after)) => Some(after),
+        Some(None) => {
+            q.problem("cursor", "must be the `next` of an earlier page");
+            None
+        }
+        None => None,
+    };
+    AlertQuery {
         system: q.text("system"),
+        department: q.text("department"),
         application: q.text("application"),
         rule: q.code::<Rule>("rule"),
         min_level: q.code::<Level>("level"),
         open: q
             .one_of("state", &["open", "resolved"])
             .map(|s| s == "open"),
+        follow_up,
+        assigned_to: q.text("assigned_to"),
+        raised_from: q.time("from"),
+        raised_before: q.time("to"),
+        after,
         limit: q.integer("limit", 1..=MAX_ALERTS).unwrap_or(100) as u32,
-    };
-    q.finish()?;
-    let records = state.store.alerts(&query).await?;
+    }
+}
+
+/// A page of alerts with their follow-ups, and the cursor of the next page when this one is full.
+pub(super) async fn alert_page(store: &Store, query: &AlertQuery) -> Result<Value, ApiError> {
+    let records = store.alerts(query).await?;
+    let ids: Vec<String> = records.iter().map(|a| a.id.clone()).collect();
+    let follow_ups = store.follow_ups(&ids).await?;
+    let next = (records.len() as u32 >= query.limit)
+        .then(|| records.last().map(|a| format!("{}_{}", a.raised_at, a.id)))
+        .flatten();
     let alerts: Vec<Value> = records
-        .into_iter()
-        .map(|a| {
-            // Evidence is stored as JSON text; shown as JSON when it is.
-            let evidence = serde_json::from_str::<Value>(&a.evidence)
-                .unwrap_or_else(|_| Value::String(a.evidence.clone()));
-            json!({
-                "id": a.id,
-                "rule": a.rule,
-                "system": a.system_id,
-                "application_id": a.application_id,
-                "item": a.item_code,
-                "department": (!a.department.is_empty()).then_some(&a.department),
-                "level": a.level,
-                "state": if a.resolved_at.is_some() { "resolved" } else { "open" },
-                "evidence": evidence,
-                "raised_at": clock::format_millis(a.raised_at),
-                "updated_at": clock::format_millis(a.updated_at),
-                "resolved_at": a.resolved_at.map(clock::format_millis),
-            })
-        })
+        .iter()
+        .map(|a| alert_json(a, follow_ups.get(&a.id), false))
         .collect();
-    Ok(Json(json!({ "alerts": alerts })).into_response())
+    Ok(json!({ "alerts": alerts, "next": next }))
+}
+
+/// An alert as the API shows it, with where its follow-up stands (and, when `steps`, every step).
+pub(super) fn alert_json(
+    a: &AlertRecord,
+    follow_up: Option<&FollowUpRecord>,
+    steps: bool,
+) -> Value {
+    // Evidence is stored as JSON text; shown as JSON when it is.
+    let evidence = serde_json::from_str::<Value>(&a.evidence)
+        .unwrap_or_else(|_| Value::String(a.evidence.clone()));
+    let follow_up = follow_up.map(|f| {
+        let mut shown = json!({
+            "state": f.state,
+            "department": (!f.department.is_empty()).then_some(&f.department),
+            "due_at": f.due_at.map(clock::format_millis),
+            "overdue": f.due_at.is_some_and(|due| {
+                matches!(f.state, FollowUpState::Assigned) && clock::now_millis() > due
+            }),
+            "updated_at": clock::format_millis(f.updated_at),
+            "closed_at": f.closed_at.map(clock::format_millis),
+        });
+        if steps {
+            shown["steps"] = f
+                .steps
+                .iter()
+                .map(|s| {
+                    json!({
+                        "action": s.action,
+                        "actor": s.actor,
+                        "text": s.text,
+                        "at": clock::format_millis(s.at),
+                    })
+                })
+                .collect();
+        }
+        shown
+    });
+    json!({
+        "id": a.id,
+        "rule": a.rule,
+        "system": a.system_id,
+        "application_id": a.application_id,
+        "item": a.item_code,
+        "department": (!a.department.is_empty()).then_some(&a.department),
+        "level": a.level,
+        "state": if a.resolved_at.is_some() { "resolved" } else { "open" },
+        "evidence": evidence,
+        "raised_at": clock::format_millis(a.raised_at),
+        "updated_at": clock::format_millis(a.updated_at),
+        "resolved_at": a.resolved_at.map(clock::format_millis),
+        "follow_up": follow_up,
+    })
 }
 
 // ---- cases ----

@@ -155,6 +155,9 @@ pub struct SupervisionConfig {
     /// Compiled from those files.
     pub calendar: Calendar,
     pub thresholds: Thresholds,
+    /// Where every red card (红牌) is posted as it is raised, escalated to or resolved, from the
+    /// feed (`red_card_webhook`); none when absent. On AMQP, bind `alert.red.#` instead.
+    pub red_card_webhook: Option<String>,
 }
 
 /// The unified identity issuer (`[identity]`).
@@ -689,6 +692,22 @@ fn compile_supervision(
             "must be a list of holiday file paths",
         )),
     }
+    let red_card_webhook = match table.remove("red_card_webhook") {
+        None => None,
+        Some(toml::Value::String(url))
+            if reqwest::Url::parse(&url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host()) =>
+        {
+            Some(url)
+        }
+        Some(_) => {
+            errors.push(file.error_at_key(
+                "supervision.red_card_webhook",
+                "must be an http:// or https:// address",
+            ));
+            None
+        }
+    };
     // Files that could not be read are reported by `RawConfig::read` already.
     let files: Vec<(&std::path::Path, &str)> = calendars
         .iter()
@@ -728,6 +747,7 @@ fn compile_supervision(
         calendars: paths,
         calendar: calendar?,
         thresholds: thresholds?,
+        red_card_webhook,
     })
 }
 

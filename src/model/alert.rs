@@ -80,3 +80,63 @@ code_list! {
         Resolve = "resolved",
     }
 }
+
+code_list! {
+    /// Where an alert's follow-up (督办) stands: a supervisor acknowledges it, assigns it to the
+    /// department with a due date, the department answers or appeals (申诉), the supervisor
+    /// closes it with a note (or sends an answer or appeal back, assigning it again).
+    pub enum FollowUpState ("follow-up state") {
+        Acknowledged = "acknowledged",
+        Assigned = "assigned",
+        Answered = "answered",
+        Appealed = "appealed",
+        Closed = "closed",
+    }
+}
+
+code_list! {
+    /// A step of an alert's follow-up, by who takes it: supervisors acknowledge, assign and
+    /// close; the department answers or appeals.
+    pub enum FollowUpAction ("follow-up action") {
+        Acknowledge = "acknowledge",
+        Assign = "assign",
+        Answer = "answer",
+        Appeal = "appeal",
+        Close = "close",
+    }
+}
+
+impl FollowUpAction {
+    /// The state this step leaves a follow-up in.
+    pub fn result(self) -> FollowUpState {
+        match self {
+            FollowUpAction::Acknowledge => FollowUpState::Acknowledged,
+            FollowUpAction::Assign => FollowUpState::Assigned,
+            FollowUpAction::Answer => FollowUpState::Answered,
+            FollowUpAction::Appeal => FollowUpState::Appealed,
+            FollowUpAction::Close => FollowUpState::Closed,
+        }
+    }
+
+    /// The states (`None`: not followed up yet) this step may be taken from.
+    pub fn from(self) -> &'static [Option<FollowUpState>] {
+        use FollowUpState::*;
+        match self {
+            FollowUpAction::Acknowledge => &[None],
+            // An answer or appeal the supervisor does not accept goes back to the department.
+            FollowUpAction::Assign => &[None, Some(Acknowledged), Some(Answered), Some(Appealed)],
+            FollowUpAction::Answer | FollowUpAction::Appeal => &[Some(Assigned)],
+            FollowUpAction::Close => &[
+                Some(Acknowledged),
+                Some(Assigned),
+                Some(Answered),
+                Some(Appealed),
+            ],
+        }
+    }
+
+    /// Whether the department takes this step (else a supervisor does).
+    pub fn by_department(self) -> bool {
+        matches!(self, FollowUpAction::Answer | FollowUpAction::Appeal)
+    }
+}

@@ -25,7 +25,8 @@ code_list! {
     /// What a supervision feed entry is about: a stored case event, an alert's change, a
     /// result's (stored, superseding another, settled by its completion, revoked), a
     /// dispute's (opened, taken up, resolved), an onboarding request's (refused, probed,
-    /// rejected, live), or a change of a system's status on one of the four integrations.
+    /// rejected, live), a change of a system's status on one of the four integrations, or a
+    /// step of an alert's follow-up (督办).
     pub enum FeedKind ("kind of feed entry") {
         Event = "event",
         Alert = "alert",
@@ -33,5 +34,6 @@ code_list! {
         Dispute = "dispute",
         Onboarding = "onboarding",
         Integration = "integration",
+        FollowUp = "follow_up",
     }
 }

@@ -19,7 +19,7 @@ mod item;
 mod onboarding;
 mod result;
 
-pub use alert::{AlertAction, CaseState, Level, Rule};
+pub use alert::{AlertAction, CaseState, FollowUpAction, FollowUpState, Level, Rule};
 pub use application::{
     Applicant, ApplicantKind, Application, ApplicationState, IdType, ItemRef, MaterialRef,
 };

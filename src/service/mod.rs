@@ -7,6 +7,7 @@ pub mod api_keys;
 pub mod applications;
 pub mod catalog;
 pub mod disputes;
+pub mod follow_up;
 pub mod inbound;
 pub mod ledger;
 pub mod onboarding;

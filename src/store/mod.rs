@@ -10,6 +10,7 @@
 mod audit;
 mod catalog;
 mod disputes;
+mod follow_up;
 pub mod group;
 mod keys;
 mod ledger;
@@ -21,6 +22,7 @@ mod supervision;
 
 pub use audit::AuditQuery;
 pub use disputes::{DisputeChange, DisputeRecord, DisputeToOpen};
+pub use follow_up::{FollowUpChange, FollowUpRecord, FollowUpStep};
 pub use keys::{ApiKeyRecord, NewApiKey};
 pub use ledger::{IntegrationFigures, IntegrationRecord, ProbeRun};
 pub use onboarding::{DecisionToRecord, OnboardingRecord};

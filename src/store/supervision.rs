@@ -16,7 +16,9 @@
 
 use super::{Store, StoreError, rows};
 use crate::clock;
-use crate::model::{AlertAction, CaseState, FeedKind, Level, MessageKind, Rule, Via};
+use crate::model::{
+    AlertAction, CaseState, FeedKind, FollowUpState, Level, MessageKind, Rule, Via,
+};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 use std::collections::BTreeMap;
@@ -107,6 +109,18 @@ pub struct AlertQuery {
     pub min_level: Option<Level>,
     /// `Some(true)` open only, `Some(false)` resolved only, `None` both.
     pub open: Option<bool>,
+    /// The department (USCC) the alert is about.
+    pub department: Option<String>,
+    /// The department (USCC) its follow-up is assigned to.
+    pub assigned_to: Option<String>,
+    /// Where its follow-up stands; `Some(None)`: not followed up.
+    pub follow_up: Option<Option<FollowUpState>>,
+    /// Raised at or after this time (epoch ms).
+    pub raised_from: Option<i64>,
+    /// Raised before this time (epoch ms).
+    pub raised_before: Option<i64>,
+    /// The page after this alert (its `raised_at` and id), in the newest-first order.
+    pub after: Option<(i64, String)>,
     /// At most this many alerts (at least one is always asked for).
     pub limit: u32,
 }
@@ -377,6 +391,24 @@ impl<'q> Filter<'q> {
             .push(format!("{column} IN ({})", marks.join(", ")));
     }
 
+    /// Adds a parameter without a condition: its placeholder number, for [`Filter::append`].
+    fn push(&mut self, param: Param<'q>) -> usize {
+        self.params.push(param);
+        self.params.len()
+    }
+
+    /// Continues the last condition.
+    fn append(&mut self, text: &str) {
+        if let Some(last) = self.conditions.last_mut() {
+            last.push_str(text);
+        }
+    }
+
+    /// Closes the parenthesis a subquery condition opened.
+    fn close(&mut self) {
+        self.append(")");
+    }
+
     fn raw(&mut self, condition: &str) {
         self.conditions.push(condition.into());
     }
@@ -523,8 +555,42 @@ impl Store {
             Some(false) => filter.raw("resolved_at IS NOT NULL"),
             None => {}
         }
+        if let Some(department) = &q.department {
+            filter.add("department =", Param::Text(department));
+        }
+        if let Some(department) = &q.assigned_to {
+            filter.add(
+                "id IN (SELECT alert_id FROM alert_follow_ups WHERE department =",
+                Param::Text(department),
+            );
+            filter.close();
+        }
+        match q.follow_up {
+            Some(None) => filter.raw("id NOT IN (SELECT alert_id FROM alert_follow_ups)"),
+            Some(Some(state)) => {
+                filter.add(
+                    "id IN (SELECT alert_id FROM alert_follow_ups WHERE state =",
+                    Param::Text(state.as_str()),
+                );
+                filter.close();
+            }
+            None => {}
+        }
+        if let Some(from) = q.raised_from {
+            filter.add("raised_at >=", Param::Int(from));
+        }
+        if let Some(before) = q.raised_before {
+            filter.add("raised_at <", Param::Int(before));
+        }
+        if let Some((raised_at, id)) = &q.after {
+            // Keyset paging: the rows after (raised_at, id) in descending order.
+            filter.add("(raised_at <", Param::Int(*raised_at));
+            let at = filter.push(Param::Int(*raised_at));
+            let after_id = filter.push(Param::Text(id));
+            filter.append(&format!(" OR (raised_at = ${at} AND id < ${after_id}))"));
+        }
         let sql = format!(
-            "SELECT {ALERT_COLUMNS} FROM alerts {} ORDER BY raised_at DESC, updated_at DESC, id DESC LIMIT ${}",
+            "SELECT {ALERT_COLUMNS} FROM alerts {} ORDER BY raised_at DESC, id DESC LIMIT ${}",
             filter.where_clause(),
             filter.next()
         );
@@ -534,6 +600,16 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(alert_from_row).collect()
+    }
+
+    /// One alert, by id.
+    pub async fn alert(&self, id: &str) -> Result<Option<AlertRecord>, StoreError> {
+        let sql = format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(alert_from_row).transpose()
     }
 
     /// Applies alert changes, appends a feed entry for each (kind `alert`, worded by

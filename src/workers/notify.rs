@@ -7,7 +7,9 @@
 //! - onboarding (第五条): for each system on the inventory whose contact has a `webhook`, every
 //!   change to its onboarding requests (the feed's `onboarding` entries: refused, probed with
 //!   each probe's outcome and reasons, rejected or live with the reviewer's reasons), posted as
-//!   `{"seq", "routing_key", "onboarding": {…}}`. The system need not be connected.
+//!   `{"seq", "routing_key", "onboarding": {…}}`. The system need not be connected;
+//! - red cards (第二十九条): with `[supervision] red_card_webhook`, every alert entry at level red
+//!   (raised, escalated to red, resolved), of every system, as `{"seq", "routing_key", "alert": {…}}`.
 //!
 //! The feed is the outbox: a cursor per system and kind (`disputes_notified:<system>`,
 //! `onboarding_notified:<system>`) moves past each notice the system answered with a 2xx. A
@@ -16,7 +18,7 @@
 
 use crate::backoff::Backoff;
 use crate::config::{AdapterConfig, Config, SystemRecord};
-use crate::model::FeedKind;
+use crate::model::{FeedKind, Level};
 use crate::store::{FeedQuery, Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,12 +44,15 @@ pub enum NotifyError {
     System(String),
 }
 
-/// Where one system's notices of one kind go.
+/// Where one system's notices of one kind go (or, for red cards, every system's).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notices {
-    pub system: String,
-    /// `Dispute` or `Onboarding`: the feed entries sent, and the field they go in.
+    /// The system whose entries are sent; every system's when `None`.
+    pub system: Option<String>,
+    /// `Dispute`, `Onboarding` or `Alert`: the feed entries sent, and the field they go in.
     pub kind: FeedKind,
+    /// Only entries at or above this level (alerts).
+    pub min_level: Option<Level>,
     pub url: String,
     pub headers: Vec<(String, String)>,
     pub timeout: Duration,
@@ -57,8 +62,9 @@ impl Notices {
     /// The dispute notices of an adapter with a `disputes_url`.
     pub fn disputes(adapter: &AdapterConfig) -> Option<Notices> {
         Some(Notices {
-            system: adapter.id.clone(),
+            system: Some(adapter.id.clone()),
             kind: FeedKind::Dispute,
+            min_level: None,
             url: adapter.outbound.disputes_url.clone()?,
             headers: adapter.outbound.headers.clone(),
             timeout: adapter.outbound.timeout,
@@ -68,20 +74,38 @@ impl Notices {
     /// The onboarding notices of a system whose contact has a webhook.
     pub fn onboarding(system: &SystemRecord) -> Option<Notices> {
         Some(Notices {
-            system: system.id.clone(),
+            system: Some(system.id.clone()),
             kind: FeedKind::Onboarding,
+            min_level: None,
             url: system.contact.webhook.clone()?,
             headers: Vec::new(),
             timeout: CONTACT_TIMEOUT,
         })
     }
 
+    /// Every red card, to the webhook `[supervision] red_card_webhook` names.
+    pub fn red_cards(config: &Config) -> Option<Notices> {
+        Some(Notices {
+            system: None,
+            kind: FeedKind::Alert,
+            min_level: Some(Level::Red),
+            url: config.hub.supervision.red_card_webhook.clone()?,
+            headers: Vec::new(),
+            timeout: CONTACT_TIMEOUT,
+        })
+    }
+
     fn cursor(&self) -> String {
-        let what = match self.kind {
-            FeedKind::Dispute => "disputes",
-            other => other.as_str(),
-        };
-        format!("{what}_notified:{}", self.system)
+        match (&self.system, self.kind) {
+            (None, _) => "red_cards_notified".to_owned(),
+            (Some(system), FeedKind::Dispute) => format!("disputes_notified:{system}"),
+            (Some(system), kind) => format!("{}_notified:{system}", kind.as_str()),
+        }
+    }
+
+    /// Who the notices are for, in logs and task names.
+    fn about(&self) -> &str {
+        self.system.as_deref().unwrap_or("every system")
     }
 }
 
@@ -97,8 +121,9 @@ pub async fn step(
     let entries = store
         .feed_after(&FeedQuery {
             after,
-            system: Some(notices.system.clone()),
+            system: notices.system.clone(),
             kind: Some(notices.kind),
+            min_level: notices.min_level,
             limit: BATCH,
             ..FeedQuery::default()
         })
@@ -132,8 +157,8 @@ pub async fn step(
     Ok(sent)
 }
 
-/// Runs a notifier for every adapter with a `disputes_url` and every system on the inventory
-/// whose contact has a `webhook`, until `shutdown` turns true.
+/// Runs a notifier for every adapter with a `disputes_url`, every system on the inventory whose
+/// contact has a `webhook`, and the red-card webhook when configured, until `shutdown` turns true.
 pub async fn run_notifiers(config: Arc<Config>, store: Store, shutdown: watch::Receiver<bool>) {
     let client = match reqwest::Client::builder().build() {
         Ok(client) => client,
@@ -152,12 +177,13 @@ pub async fn run_notifiers(config: Arc<Config>, store: Store, shutdown: watch::R
                 .iter()
                 .flatten()
                 .filter_map(Notices::onboarding),
-        );
+        )
+        .chain(Notices::red_cards(&config));
     let mut tasks = tokio::task::JoinSet::new();
     for notices in all {
         let (store, client, stop) = (store.clone(), client.clone(), shutdown.clone());
         tasks.spawn(crate::tasks::restarting(
-            format!("{} notices {}", notices.kind.as_str(), notices.system),
+            format!("{} notices {}", notices.kind.as_str(), notices.about()),
             shutdown.clone(),
             move || notify(client.clone(), store.clone(), notices.clone(), stop.clone()),
         ));
@@ -184,7 +210,7 @@ async fn notify(
             Err(e) => {
                 failures = failures.saturating_add(1);
                 if failures == 1 || failures.is_multiple_of(20) {
-                    tracing::warn!(system = %notices.system, kind = notices.kind.as_str(), failures, cause = %e, "cannot notify the system; the notice is tried again");
+                    tracing::warn!(system = %notices.about(), kind = notices.kind.as_str(), failures, cause = %e, "cannot notify the system; the notice is tried again");
                 }
                 BACKOFF.after(failures)
             }

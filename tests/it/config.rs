@@ -376,6 +376,31 @@ fn a_future_limit_below_the_clock_tolerance_is_reported_at_its_line() {
 }
 
 #[test]
+fn a_red_card_webhook_is_an_http_address_reported_at_its_line() {
+    let dir = valid_dir();
+    let hub = replace_once(
+        &read(dir.path(), "hub.toml"),
+        "future_limit_minutes = 1440",
+        "future_limit_minutes = 1440\nred_card_webhook = \"ftp://duban.example/red\"",
+    );
+    write(dir.path(), "hub.toml", &hub);
+    let e = the_error(dir.path(), "hub.toml");
+    assert_eq!(
+        e.key.as_deref(),
+        Some("supervision.red_card_webhook"),
+        "{e}"
+    );
+    assert_eq!(e.line, Some(line_of(&hub, "red_card_webhook = ")), "{e}");
+    let hub = hub.replace("ftp://duban.example/red", "https://duban.example/red");
+    write(dir.path(), "hub.toml", &hub);
+    let config = load(dir.path()).unwrap_or_else(|e| panic!("{e:#?}"));
+    assert_eq!(
+        config.hub.supervision.red_card_webhook.as_deref(),
+        Some("https://duban.example/red")
+    );
+}
+
+#[test]
 fn compile_does_not_touch_the_file_system() {
     let dir = valid_dir();
     let raw = RawConfig::read(dir.path());

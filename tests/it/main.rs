@@ -23,6 +23,7 @@ mod encodings;
 mod example_catalog;
 mod example_systems;
 mod example_zj;
+mod follow_up;
 mod http_edge;
 mod identity;
 mod ledger;

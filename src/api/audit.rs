@@ -13,13 +13,32 @@ use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+const ADMIN: Access = Access::Roles(&[Role::Admin]);
+
 pub fn routes() -> Vec<Route> {
-    vec![Route::new(
-        Method::GET,
-        "/api/v1/audit",
-        Access::Roles(&[Role::Admin]),
-        list,
-    )]
+    vec![
+        Route::new(Method::GET, "/api/v1/audit", ADMIN, list),
+        Route::new(
+            Method::GET,
+            "/api/v1/audit/verification",
+            ADMIN,
+            verification,
+        ),
+    ]
+}
+
+/// The whole chain checked as `tongban audit verify` checks it: how many records, the head to
+/// keep elsewhere as an anchor, and every finding (none when intact).
+async fn verification(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let records = state.store.audit_records().await?;
+    let found = crate::audit::verify(&records);
+    Ok(Json(json!({
+        "records": found.records,
+        "head": found.head,
+        "intact": found.is_intact(),
+        "findings": found.findings,
+    }))
+    .into_response())
 }
 
 const MAX_PAGE: i64 = 1000;

@@ -74,6 +74,13 @@ impl AuditNote {
     }
 }
 
+/// A caller already proven by the console's session: the console calls the API in-process on
+/// its signed-in user's behalf with this in the request's extensions (which nothing from the
+/// network can set), and the guard takes it instead of an `Authorization` header, deciding
+/// access and auditing exactly as for any other caller.
+#[derive(Debug, Clone)]
+pub struct Delegated(pub crate::auth::Principal);
+
 /// One route's guard: its access rule and what to call it in the audit log.
 #[derive(Clone)]
 pub struct Guard {
@@ -90,61 +97,13 @@ pub async fn guard(State(g): State<Guard>, mut req: Request, next: Next) -> Resp
     let audited = g.method != Method::GET;
     let action = format!("{} {}", g.method, g.path);
     let target = req.uri().path().to_string();
-    let authorization = match single_header(req.headers(), "Authorization") {
-        Ok(value) => value,
-        Err(problem) => {
-            if audited {
-                let detail = "Authorization is given more than once";
-                append(
-                    &g.state,
-                    "anonymous",
-                    &action,
-                    &target,
-                    "rejected 400",
-                    detail,
-                )
-                .await;
-            }
-            return problem.into_response();
-        }
-    };
-    let principal = match g.state.auth.authenticate(authorization).await {
-        Ok(p) => p,
-        Err(AuthenticateError::IdentityUnavailable) => {
-            let problem = ApiError::IdentityUnavailable(
-                "a staff token cannot be checked: the identity system's keys are not available"
-                    .into(),
-            );
-            if audited {
-                let detail = problem.to_string();
-                append(
-                    &g.state,
-                    "anonymous",
-                    &action,
-                    &target,
-                    "failed 503",
-                    &detail,
-                )
-                .await;
-            }
-            return problem.into_response();
-        }
-        Err(AuthenticateError::Unauthenticated(why)) => {
-            let reason = why.to_string();
-            if audited {
-                append(
-                    &g.state,
-                    "anonymous",
-                    &action,
-                    &target,
-                    "refused 401",
-                    &reason,
-                )
-                .await;
-            }
-            return ApiError::Unauthorized(reason).into_response();
-        }
-        Err(AuthenticateError::Store(e)) => return ApiError::from(e).into_response(),
+    let delegated = req.extensions_mut().remove::<Delegated>();
+    let principal = match delegated {
+        Some(Delegated(principal)) => principal,
+        None => match authenticate(&g, req.headers(), audited, &action, &target).await {
+            Ok(principal) => principal,
+            Err(refused) => return refused,
+        },
     };
     if !g.access.admits(&principal.roles) {
         let reason = format!(
@@ -189,6 +148,66 @@ pub async fn guard(State(g): State<Guard>, mut req: Request, next: Next) -> Resp
     response
 }
 
+/// The caller the request's `Authorization` header proves, or the answer refusing it (audited
+/// when the call would be).
+async fn authenticate(
+    g: &Guard,
+    headers: &HeaderMap,
+    audited: bool,
+    action: &str,
+    target: &str,
+) -> Result<crate::auth::Principal, Response> {
+    let authorization = match single_header(headers, "Authorization") {
+        Ok(value) => value,
+        Err(problem) => {
+            if audited {
+                let detail = "Authorization is given more than once";
+                append(
+                    &g.state,
+                    "anonymous",
+                    action,
+                    target,
+                    "rejected 400",
+                    detail,
+                )
+                .await;
+            }
+            return Err(problem.into_response());
+        }
+    };
+    let principal = match g.state.auth.authenticate(authorization).await {
+        Ok(p) => p,
+        Err(AuthenticateError::IdentityUnavailable) => {
+            let problem = ApiError::IdentityUnavailable(
+                "a staff token cannot be checked: the identity system's keys are not available"
+                    .into(),
+            );
+            if audited {
+                let detail = problem.to_string();
+                append(&g.state, "anonymous", action, target, "failed 503", &detail).await;
+            }
+            return Err(problem.into_response());
+        }
+        Err(AuthenticateError::Unauthenticated(why)) => {
+            let reason = why.to_string();
+            if audited {
+                append(
+                    &g.state,
+                    "anonymous",
+                    action,
+                    target,
+                    "refused 401",
+                    &reason,
+                )
+                .await;
+            }
+            return Err(ApiError::Unauthorized(reason).into_response());
+        }
+        Err(AuthenticateError::Store(e)) => return Err(ApiError::from(e).into_response()),
+    };
+    Ok(principal)
+}
+
 /// The one value of header `name`, if given. Given twice it is ambiguous (which one holds?),
 /// so 400 rather than the first winning. A value that is not ASCII becomes `""`, which no
 /// credential is.
@@ -226,7 +245,7 @@ fn outcome(status: StatusCode) -> String {
     format!("{class} {}", status.as_u16())
 }
 
-async fn append(
+pub(super) async fn append(
     state: &AppState,
     actor: &str,
     action: &str,

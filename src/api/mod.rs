@@ -21,6 +21,7 @@ mod ledger;
 
 mod catalog;
 mod configuration;
+mod console;
 mod edge;
 mod input;
 mod metrics;
@@ -34,7 +35,7 @@ pub mod server;
 mod sharing;
 mod supervision;
 
-pub use guard::AuditNote;
+pub use guard::{AuditNote, Delegated};
 pub use metrics::Metrics;
 pub use problem::{ApiError, Problem, ProblemEntry};
 pub use server::serve;
@@ -230,29 +231,13 @@ pub fn routes() -> Vec<Route> {
     routes
 }
 
-/// The whole API, ready to serve.
+/// The whole API and the console, ready to serve.
 pub fn router(state: AppState) -> Router {
     let config = state.config();
-    let mut router = Router::new();
-    for route in routes() {
-        let guarded = route
-            .handler
-            .route_layer(axum::middleware::from_fn_with_state(
-                route.path,
-                edge::parameters,
-            ))
-            .route_layer(axum::middleware::from_fn_with_state(
-                guard::Guard {
-                    state: state.clone(),
-                    method: route.method,
-                    path: route.path,
-                    access: route.access,
-                },
-                guard::guard,
-            ));
-        router = router.route(route.path, guarded);
-    }
-    router
+    // The console calls the API in-process, on its signed-in users' behalf.
+    let api = api_routes(&state).with_state(state.clone());
+    api_routes(&state)
+        .merge(console::router(state.clone(), api))
         .route_layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),
             metrics::track,
@@ -277,6 +262,30 @@ pub fn router(state: AppState) -> Router {
             |req: &axum::http::Request<_>| tracing::info_span!("request", method = %req.method()),
         ))
         .with_state(state)
+}
+
+/// Every API route behind its guard and its path parameters' check.
+fn api_routes(state: &AppState) -> Router<AppState> {
+    let mut router = Router::new();
+    for route in routes() {
+        let guarded = route
+            .handler
+            .route_layer(axum::middleware::from_fn_with_state(
+                route.path,
+                edge::parameters,
+            ))
+            .route_layer(axum::middleware::from_fn_with_state(
+                guard::Guard {
+                    state: state.clone(),
+                    method: route.method,
+                    path: route.path,
+                    access: route.access,
+                },
+                guard::guard,
+            ));
+        router = router.route(route.path, guarded);
+    }
+    router
 }
 
 /// How the request trace classifies answers: a 5xx is a failure (logged at ERROR), except

@@ -19,6 +19,7 @@
 
 pub mod assertion;
 pub mod keys;
+pub mod sessions;
 pub mod tokens;
 
 use crate::clock;
@@ -214,6 +215,16 @@ fn same_secret(a: &str, b: &str) -> bool {
             == 0
 }
 
+/// What a credential proves: the caller, and what bounds the life of a session opened with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proven {
+    pub principal: Principal,
+    /// The API key it is; `None` for a staff token.
+    pub key_id: Option<String>,
+    /// When a staff token expires (epoch ms).
+    pub expires_at: Option<i64>,
+}
+
 /// Turns the `Authorization` header into a caller.
 pub struct Authenticator {
     store: Store,
@@ -247,42 +258,75 @@ impl Authenticator {
             .map(|(_, c)| c.trim())
             .filter(|c| !c.is_empty())
             .ok_or(Unauthenticated::Malformed)?;
+        Ok(self.prove(credential).await?.principal)
+    }
+
+    /// The caller a credential (an API key or a staff token) proves, with what bounds its
+    /// life: the key it is, or when the token expires.
+    pub async fn prove(&self, credential: &str) -> Result<Proven, AuthenticateError> {
         if let Some(rest) = credential.strip_prefix("tbk_") {
             let key_id = rest.split('_').next().unwrap_or_default();
-            return self.api_key(key_id, credential).await;
+            return Ok(Proven {
+                principal: self.api_key(key_id, credential).await?,
+                key_id: Some(key_id.to_owned()),
+                expires_at: None,
+            });
         }
         let staff = self.verifier.staff(credential).await.map_err(|e| match e {
             TokenError::KeysUnavailable => AuthenticateError::IdentityUnavailable,
             other => Unauthenticated::Token(other).into(),
         })?;
-        Ok(Principal {
-            actor: format!("staff:{}", staff.subject),
-            roles: staff.roles,
-            system: None,
-            department: staff.department,
+        Ok(Proven {
+            principal: Principal {
+                actor: format!("staff:{}", staff.subject),
+                roles: staff.roles,
+                system: None,
+                department: staff.department,
+            },
+            key_id: None,
+            expires_at: staff.expires_at,
         })
     }
 
-    async fn api_key(&self, key_id: &str, secret: &str) -> Result<Principal, AuthenticateError> {
+    /// Key `key_id`'s record, from the cache while it is fresh.
+    async fn key_record(&self, key_id: &str) -> Result<ApiKeyRecord, AuthenticateError> {
         let cached = self.cache.lock().ok().and_then(|c| {
             c.get(key_id)
                 .filter(|(at, _)| at.elapsed() < KEY_CACHE_TTL)
                 .map(|(_, r)| r.clone())
         });
-        let record = match cached {
-            Some(record) => record,
-            None => {
-                let record = self
-                    .store
-                    .api_key(key_id)
-                    .await?
-                    .ok_or(Unauthenticated::UnknownKey)?;
-                if let Ok(mut c) = self.cache.lock() {
-                    c.insert(key_id.to_string(), (Instant::now(), record.clone()));
-                }
-                record
-            }
-        };
+        if let Some(record) = cached {
+            return Ok(record);
+        }
+        let record = self
+            .store
+            .api_key(key_id)
+            .await?
+            .ok_or(Unauthenticated::UnknownKey)?;
+        if let Ok(mut c) = self.cache.lock() {
+            c.insert(key_id.to_string(), (Instant::now(), record.clone()));
+        }
+        Ok(record)
+    }
+
+    /// Whether key `key_id` still holds (not revoked nor expired), as a request with it would
+    /// find: what a session opened with it lives by.
+    pub async fn key_holds(&self, key_id: &str) -> Result<(), AuthenticateError> {
+        let record = self.key_record(key_id).await?;
+        if record.revoked_at.is_some() {
+            return Err(Unauthenticated::Revoked.into());
+        }
+        if record
+            .expires_at
+            .is_some_and(|at| at <= clock::now_millis())
+        {
+            return Err(Unauthenticated::Expired.into());
+        }
+        Ok(())
+    }
+
+    async fn api_key(&self, key_id: &str, secret: &str) -> Result<Principal, AuthenticateError> {
+        let record = self.key_record(key_id).await?;
         if !same_secret(&sha256_hex(secret.as_bytes()), &record.secret_sha256) {
             return Err(Unauthenticated::UnknownKey.into());
         }

@@ -135,6 +135,8 @@ pub struct StaffIdentity {
     pub roles: Vec<Role>,
     /// The department (USCC) the token says they work for, if it says.
     pub department: Option<String>,
+    /// When the token expires (epoch ms), from its `exp`.
+    pub expires_at: Option<i64>,
 }
 
 struct KnownKey {
@@ -503,10 +505,15 @@ impl Verifier {
             .get(&self.config.claims.department)
             .and_then(Value::as_str)
             .map(str::to_string);
+        let expires_at = claims
+            .get("exp")
+            .and_then(Value::as_i64)
+            .map(|exp| exp.saturating_mul(1000));
         Ok(StaffIdentity {
             subject,
             roles,
             department,
+            expires_at,
         })
     }
 

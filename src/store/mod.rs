@@ -18,6 +18,7 @@ mod onboarding;
 mod results;
 mod routing;
 mod rows;
+mod sessions;
 mod supervision;
 
 pub use audit::AuditQuery;
@@ -34,6 +35,7 @@ pub use routing::{
     ClaimedDelivery, DeliveryRecord, EventRecord, EventToRecord, FeedText, FinishedAttempt,
     NewApplication,
 };
+pub use sessions::SessionRecord;
 pub use supervision::{
     AlertQuery, AlertRecord, AlertText, AlertWrite, CaseQuery, CaseStates, CaseStats, CaseSummary,
     DescribeAlert, Durations, EngineRound, FeedEntry, FeedQuery, LeaseHold, LeaseRecord,

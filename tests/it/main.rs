@@ -17,6 +17,7 @@ mod bench_quick;
 mod canonical_schemas;
 mod cli;
 mod config;
+mod console;
 mod delivery;
 mod drivers;
 mod encodings;

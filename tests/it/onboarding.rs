@@ -24,7 +24,7 @@ use tongban::store::Store;
 static ISSUER: LazyLock<Issuer> = LazyLock::new(Issuer::new);
 
 /// The system that onboards: the repository's 人社 system, not connected yet in these tests.
-const SYSTEM: &str = "ln-rst-card";
+pub(crate) const SYSTEM: &str = "ln-rst-card";
 /// Its department's USCC (systems.toml).
 const RST_USCC: &str = "11210000001756420G";
 /// Another department's USCC (市场监管).
@@ -99,7 +99,7 @@ fn verify(keys: &JwkSet, token: &str) -> Result<(), String> {
 /// The simulated 人社 system, walking each case it takes a step every 100 ms, checking the
 /// assertion with `keys` (served on a port of their own, as the hub serves them); with
 /// `report_late`, each step is reported 5 s after it happened. Its base URL.
-async fn walking_system(
+pub(crate) async fn walking_system(
     keys: &JwkSet,
     report_late: bool,
 ) -> (crate::systems::SystemHandle, String) {
@@ -152,7 +152,7 @@ fn config_dir() -> tempfile::TempDir {
 
 /// The onboarding system's bundle from the repository's files, its adapter sending to and
 /// polling the system at `base` (`http://host:port`) every second.
-fn bundle(base: &str) -> Value {
+pub(crate) fn bundle(base: &str) -> Value {
     let root = common::repo();
     let mut files = serde_json::Map::new();
     let adapter = std::fs::read_to_string(root.join(format!("adapters/{SYSTEM}.toml"))).unwrap();
@@ -187,16 +187,16 @@ fn add_tests(files: &mut serde_json::Map<String, Value>, root: &Path, mapping: &
     }
 }
 
-struct Rig {
-    api: TestApi,
+pub(crate) struct Rig {
+    pub(crate) api: TestApi,
     dir: tempfile::TempDir,
-    system: String,
-    admin: String,
-    reviewer: String,
-    keys: JwkSet,
+    pub(crate) system: String,
+    pub(crate) admin: String,
+    pub(crate) reviewer: String,
+    pub(crate) keys: JwkSet,
 }
 
-async fn rig(store: &Store) -> Rig {
+pub(crate) async fn rig(store: &Store) -> Rig {
     let dir = config_dir();
     let config = Config::load(dir.path()).expect("the test configuration compiles");
     let api = TestApi::over(config, store).await;
@@ -218,7 +218,7 @@ async fn rig(store: &Store) -> Rig {
 }
 
 /// A 营商局 reviewer's staff token, working for `department`.
-fn reviewer_token(department: Option<&str>) -> String {
+pub(crate) fn reviewer_token(department: Option<&str>) -> String {
     let now = tongban::clock::now_millis() / 1000;
     let mut claims = json!({
         "iss": ISSUER.issuer, "aud": ISSUER.staff_audience, "sub": "reviewer-1",
@@ -231,7 +231,7 @@ fn reviewer_token(department: Option<&str>) -> String {
 }
 
 impl Rig {
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: &str,
         uri: &str,
@@ -248,7 +248,7 @@ impl Rig {
         self.api.send(request).await
     }
 
-    async fn submit(&self, bundle: &Value) -> (StatusCode, Value) {
+    pub(crate) async fn submit(&self, bundle: &Value) -> (StatusCode, Value) {
         self.call(
             "POST",
             "/api/v1/onboarding/requests",
@@ -259,7 +259,7 @@ impl Rig {
     }
 
     /// Waits until the request has been probed; the request.
-    async fn probed(&self, id: &str) -> Value {
+    pub(crate) async fn probed(&self, id: &str) -> Value {
         let uri = format!("/api/v1/onboarding/requests/{id}");
         common::wait::eventually("the request to be probed", || async {
             let (status, request) = self.call("GET", &uri, &self.reviewer, None).await;
@@ -275,7 +275,7 @@ impl Rig {
 
     /// The system reads the catalog's change feed as a follower does, page by page up to the
     /// head (asking for what comes after the last it has); the head.
-    async fn follow_catalog(&self) -> i64 {
+    pub(crate) async fn follow_catalog(&self) -> i64 {
         let mut after = 0;
         loop {
             let (status, page) = self.changes_after(after).await;

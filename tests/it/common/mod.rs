@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod broker;
+pub mod browser;
 pub mod edit;
 pub mod hub;
 pub mod logs;

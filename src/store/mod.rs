@@ -18,6 +18,7 @@ mod results;
 mod routing;
 mod rows;
 mod supervision;
+mod usage;
 
 pub use audit::AuditQuery;
 pub use disputes::{DisputeChange, DisputeRecord, DisputeToOpen};
@@ -37,6 +38,7 @@ pub use supervision::{
     DescribeAlert, Durations, EngineRound, FeedEntry, FeedQuery, LeaseHold, LeaseRecord,
     NewFeedEntry, NewRefusal, RefusalRecord, RefusalSummary, ReportingLag, SupervisionStats,
 };
+pub use usage::{DailyApplications, EventDay};
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{Any, AnyPool, Connection, Executor, Transaction};

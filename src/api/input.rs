@@ -308,6 +308,12 @@ impl QueryParams {
         }
     }
 
+    /// A problem with `name` found by the caller (say, between two parameters), reported with
+    /// the others.
+    pub fn problem(&mut self, name: &str, message: impl Into<String>) {
+        self.problems.push(ProblemEntry::parameter(name, message));
+    }
+
     /// Ends reading: every problem found, including parameters nobody read.
     pub fn finish(mut self) -> Result<(), ApiError> {
         for (k, _) in &self.pairs {

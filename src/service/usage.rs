@@ -87,13 +87,12 @@ impl Month {
 
     /// The month an instant falls in, in China Standard Time.
     pub fn of_millis(millis: i64) -> Month {
-        let t = clock::cst()
-            .timestamp_millis_opt(millis)
-            .single()
-            .unwrap_or_else(|| clock::cst().timestamp_millis_opt(0).unwrap());
+        let date = chrono::DateTime::from_timestamp_millis(millis)
+            .map(|t| t.with_timezone(&clock::cst()).date_naive())
+            .unwrap_or_default();
         Month {
-            year: t.year(),
-            month: t.month(),
+            year: date.year(),
+            month: date.month(),
         }
     }
 

@@ -308,9 +308,10 @@ impl QueryParams {
         }
     }
 
-    /// A problem with parameter `name` found by the caller.
-    pub fn problem(&mut self, name: &'static str, detail: impl Into<String>) {
-        self.problems.push(ProblemEntry::parameter(name, detail));
+    /// A problem with `name` found by the caller (say, between two parameters), reported with
+    /// the others.
+    pub fn problem(&mut self, name: &str, message: impl Into<String>) {
+        self.problems.push(ProblemEntry::parameter(name, message));
     }
 
     /// Ends reading: every problem found, including parameters nobody read.

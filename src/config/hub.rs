@@ -28,6 +28,44 @@ pub struct HubConfig {
     pub onboarding: OnboardingConfig,
     /// How each system's status on the four integrations is judged, and how often.
     pub ledger: LedgerConfig,
+    /// When the usage report (第十条) calls a system little used.
+    pub usage: UsageConfig,
+}
+
+/// `[usage]`: the usage report (第十条) calls a system little used (使用范围小、频度低) when, over
+/// the report's period, it averaged fewer than `little_used_per_month` applications a month or
+/// was active (an application accepted for it or a case event from it) on fewer than
+/// `little_used_active_days_per_month` days a month on average. 0 turns a criterion off.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageConfig {
+    pub little_used_per_month: u32,
+    pub little_used_active_days_per_month: u32,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        UsageConfig {
+            little_used_per_month: 10,
+            little_used_active_days_per_month: 4,
+        }
+    }
+}
+
+impl UsageConfig {
+    /// Every problem, as `key: message`.
+    fn check(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.little_used_per_month > 1_000_000 {
+            problems.push("little_used_per_month: must be at most 1000000".into());
+        }
+        if self.little_used_active_days_per_month > 31 {
+            problems.push(
+                "little_used_active_days_per_month: must be at most 31 (days in a month)".into(),
+            );
+        }
+        problems
+    }
 }
 
 /// `[ledger]`: each connected system's status on the four integrations, judged on the last
@@ -278,6 +316,8 @@ struct HubFile {
     onboarding: OnboardingConfig,
     #[serde(default)]
     ledger: LedgerConfig,
+    #[serde(default)]
+    usage: UsageConfig,
     /// Read as a table: `calendars` is taken out here and the rest is `Thresholds`, which
     /// checks its own keys.
     supervision: Option<toml::Table>,
@@ -598,6 +638,7 @@ pub(super) fn compile(
     let checked = [
         ("onboarding", parsed.onboarding.check()),
         ("ledger", parsed.ledger.check()),
+        ("usage", parsed.usage.check()),
     ];
     for (section, problems) in checked {
         for problem in problems {
@@ -660,6 +701,7 @@ pub(super) fn compile(
         },
         onboarding: parsed.onboarding,
         ledger: parsed.ledger,
+        usage: parsed.usage,
     })
 }
 

@@ -20,7 +20,7 @@ pub use files::RawConfig;
 pub use hub::{
     BusConfig, CatalogConfig, ClaimNames, HubConfig, IdentityConfig, JwksSource, LedgerConfig,
     OnboardingConfig, SealingConfig, ServerConfig, SigningConfig, StoreConfig, SupervisionConfig,
-    parse_jwks,
+    UsageConfig, parse_jwks,
 };
 pub use sharing::{Share, SharingPolicy, SharingRule, Withheld};
 pub use systems::{Contact, Plan, SystemRecord};

@@ -15,3 +15,4 @@ pub mod probe_inbox;
 pub mod results;
 pub mod sealing;
 pub mod sharing;
+pub mod usage;

@@ -20,6 +20,7 @@ mod routing;
 mod rows;
 mod sessions;
 mod supervision;
+mod usage;
 
 pub use audit::AuditQuery;
 pub use disputes::{DisputeChange, DisputeRecord, DisputeToOpen};
@@ -41,6 +42,7 @@ pub use supervision::{
     DescribeAlert, Durations, EngineRound, FeedEntry, FeedQuery, LeaseHold, LeaseRecord,
     NewFeedEntry, NewRefusal, RefusalRecord, RefusalSummary, ReportingLag, SupervisionStats,
 };
+pub use usage::{DailyApplications, EventDay};
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{Any, AnyPool, Connection, Executor, Transaction};

@@ -6,7 +6,8 @@
 //! Every `simulate_every_hours` after the hub started or the system's latest probe run, each
 //! connected system goes through the probes again: the identity probe, a simulated transaction
 //! (模拟办事) and its result, on `TEST-` applications never stored (see `probes`); an operator
-//! runs one at once through the API.
+//! runs one at once through the API. The funding report (第十一条) is made from the ledger, and
+//! the usage report (第十条) from every system's traffic (`service::usage`).
 
 use super::live::Live;
 use super::probes::{self, Probing};
@@ -17,9 +18,10 @@ use crate::model::{IntegrationStatus, Probe};
 use crate::service::inbound::Recorder;
 use crate::service::ledger::{self, Inputs, Judgement};
 use crate::service::probe_inbox::PROBE_PREFIX;
+use crate::service::usage::{self, Period, SystemEntry, UsageReport};
 use crate::store::{FeedText, IntegrationRecord, ProbeRun, Store, StoreError};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -471,5 +473,62 @@ impl Ledger {
             lines,
             departments: departments.into_values().collect(),
         })
+    }
+}
+
+impl Ledger {
+    /// The usage report (第十条) over `period`: every system on the inventory and every
+    /// connected one, with its traffic in the period as the store has it now.
+    pub async fn usage(&self, period: &Period) -> Result<UsageReport, StoreError> {
+        let config = self.live.config();
+        let generated_at = clock::now_millis();
+        // Days start at midnight in the calendar's zone, China Standard Time.
+        let offset = i64::from(clock::cst().local_minus_utc()) * 1000;
+        let applications = self
+            .store
+            .daily_applications(period.start, period.end, offset)
+            .await?;
+        let event_days = self
+            .store
+            .event_days(period.start, period.end, offset)
+            .await?;
+        let systems = Self::systems(&config)
+            .into_iter()
+            .map(|(id, (record, department_uscc))| {
+                let adapter = config.adapters.get(&id);
+                let mut items: BTreeSet<String> = record
+                    .as_ref()
+                    .map(|r| r.items.iter().cloned().collect())
+                    .unwrap_or_default();
+                items.extend(
+                    adapter
+                        .iter()
+                        .flat_map(|a| a.items.iter().map(|c| c.code.clone())),
+                );
+                SystemEntry {
+                    name: record
+                        .as_ref()
+                        .map(|r| r.name.clone())
+                        .or_else(|| adapter.map(|a| a.name.clone())),
+                    department_name: record
+                        .as_ref()
+                        .map(|r| r.department_name.clone())
+                        .or_else(|| adapter.map(|a| a.department_name.clone())),
+                    connected: adapter.is_some(),
+                    plan: record.as_ref().map(|r| r.plan),
+                    items,
+                    department_uscc,
+                    id,
+                }
+            })
+            .collect();
+        Ok(usage::report(&usage::Inputs {
+            period,
+            systems,
+            applications: &applications,
+            event_days: &event_days,
+            thresholds: &config.hub.usage,
+            generated_at,
+        }))
     }
 }

@@ -252,7 +252,7 @@ impl Live {
 /// The sections of `hub.toml` that differ: each is read once at start.
 fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     let (a, b) = (&old.hub, &new.hub);
-    let sections: [(&'static str, bool); 11] = [
+    let sections: [(&'static str, bool); 12] = [
         ("[server]", a.server != b.server),
         ("[store]", a.store != b.store),
         ("[bus]", a.bus != b.bus),
@@ -264,6 +264,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         ("[sealing]", a.sealing != b.sealing),
         ("[onboarding]", a.onboarding != b.onboarding),
         ("[ledger]", a.ledger != b.ledger),
+        ("[usage]", a.usage != b.usage),
     ];
     let mut changed: Vec<&'static str> = sections
         .into_iter()

@@ -1691,3 +1691,63 @@ fn a_response_mapping_must_read_an_acknowledgement_and_needs_an_answer() {
         "{errors:#?}"
     );
 }
+
+#[test]
+fn the_usage_tables_thresholds_default_and_every_bad_one_is_reported_with_the_ledgers() {
+    let dir = valid_dir();
+    let config = load(dir.path()).unwrap_or_else(|e| panic!("{e:#?}"));
+    assert_eq!(config.hub.usage, tongban::config::UsageConfig::default());
+    assert_eq!(config.hub.usage.little_used_per_month, 10);
+    assert_eq!(config.hub.usage.little_used_active_days_per_month, 4);
+
+    let hub = read(dir.path(), "hub.toml");
+    let hub = replace_once(&hub, "window_days = 30", "window_days = 0");
+    let hub = replace_once(
+        &hub,
+        "little_used_per_month = 10",
+        "little_used_per_month = 2000000",
+    );
+    let hub = replace_once(
+        &hub,
+        "little_used_active_days_per_month = 4",
+        "little_used_active_days_per_month = 32",
+    );
+    write(dir.path(), "hub.toml", &hub);
+    let errors = errors(dir.path());
+    let keys: Vec<&str> = errors.iter().filter_map(|e| e.key.as_deref()).collect();
+    assert_eq!(
+        keys,
+        [
+            "ledger.window_days",
+            "usage.little_used_per_month",
+            "usage.little_used_active_days_per_month",
+        ],
+        "{errors:#?}"
+    );
+    assert!(
+        errors.iter().all(|e| e.file == Path::new("hub.toml")),
+        "{errors:#?}"
+    );
+
+    // Off with 0; an unknown key is named.
+    let hub = read(dir.path(), "hub.toml")
+        .replace(
+            "little_used_per_month = 2000000",
+            "little_used_per_month = 0",
+        )
+        .replace(
+            "little_used_active_days_per_month = 32",
+            "little_used_active_days_per_month = 0",
+        )
+        .replace("window_days = 0", "window_days = 30");
+    write(dir.path(), "hub.toml", &hub);
+    let config = load(dir.path()).unwrap_or_else(|e| panic!("{e:#?}"));
+    assert_eq!(config.hub.usage.little_used_per_month, 0);
+    write(
+        dir.path(),
+        "hub.toml",
+        hub.replace("[usage]\n", "[usage]\nlittle_used = 3\n"),
+    );
+    let e = the_error(dir.path(), "hub.toml");
+    assert!(e.to_string().contains("little_used"), "{e}");
+}

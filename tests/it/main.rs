@@ -35,6 +35,7 @@ mod openapi;
 mod personal_data;
 mod readiness;
 mod refused_writes;
+mod reports;
 mod result_sharing;
 mod results_inbound;
 mod seal;

@@ -37,7 +37,8 @@ pub use routing::{
 pub use supervision::{
     AlertQuery, AlertRecord, AlertText, AlertWrite, CaseQuery, CaseStates, CaseStats, CaseSummary,
     DescribeAlert, Durations, EngineRound, FeedEntry, FeedQuery, LeaseHold, LeaseRecord,
-    NewFeedEntry, NewRefusal, RefusalRecord, RefusalSummary, ReportingLag, SupervisionStats,
+    NewFeedEntry, NewRefusal, RefusalRecord, RefusalSummary, ReportingLag, StatsQuery,
+    SupervisionStats,
 };
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};

@@ -10,7 +10,9 @@
 //!
 //! Cases and statistics read what the engine keeps (`Store::cases`,
 //! `Store::supervision_stats`): each case as last evaluated, with its dues on the calendar, and
-//! each event's reporting lag. They run up to the engine's cursor in the feed.
+//! each event's reporting lag. They run up to the engine's cursor in the feed. Alerts and cases
+//! are paged by keyset: a page's `next` names its last row by the list's sort key, and the page
+//! after it starts right behind that row, so every row is listed once however many share a key.
 
 use super::guard::AuditNote;
 use super::input::QueryParams;
@@ -20,8 +22,8 @@ use crate::auth::Role;
 use crate::clock;
 use crate::model::{Code, FeedKind, FollowUpState, Level, Rule};
 use crate::store::{
-    AlertQuery, AlertRecord, CaseQuery, CaseStates, CaseStats, Durations, FeedEntry, FeedQuery,
-    FollowUpRecord, Store,
+    AlertQuery, AlertRecord, CaseQuery, CaseStates, CaseStats, CaseSummary, Durations, FeedEntry,
+    FeedQuery, FollowUpRecord, StatsQuery, Store,
 };
 use crate::supervision::calendar::Calendar;
 use axum::Json;
@@ -479,17 +481,52 @@ fn time_left(calendar: &Calendar, now: i64, due: Option<i64>) -> Value {
     }
 }
 
-/// Cases as the engine last evaluated them: `system`, `item`, `state` (`open`, the default,
-/// most urgent first; `completed` or `refused`, latest first) and `limit`. Open cases carry
-/// their time left to the promised and statutory dues, as of now.
+/// Where a case sits in its list, for `next` and `cursor`: `<time>_<application id>`, the time
+/// (epoch ms) it is ordered by in its list ([`CaseStates::sort_time`]), or `none` for a case
+/// without one (an open case without a promised due).
+const NO_TIME: &str = "none";
+
+fn case_cursor(states: CaseStates, case: &CaseSummary) -> String {
+    match states.sort_time(case) {
+        Some(time) => format!("{time}_{}", case.application_id),
+        None => format!("{NO_TIME}_{}", case.application_id),
+    }
+}
+
+/// Cases as the engine last evaluated them: `system`, `item`, `department` (USCC), `from` and
+/// `to` (begun, that is accepted by the hub, in `[from, to)`), `state` (`open`, the default,
+/// most urgent first; `completed` or `refused`, latest first), `limit` and `cursor` (the `next`
+/// of the page before). Open cases carry their time left to the promised and statutory dues,
+/// as of now.
 async fn cases(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let mut q = QueryParams::parse(raw.as_deref());
+    let after = q.text("cursor").map(|c| {
+        c.split_once('_').and_then(|(time, id)| {
+            let time = if time == NO_TIME {
+                None
+            } else {
+                Some(time.parse::<i64>().ok()?)
+            };
+            Some((time, id.to_owned()))
+        })
+    });
+    let after = match after {
+        Some(Some(after)) => Some(after),
+        Some(None) => {
+            q.problem("cursor", "must be the `next` of an earlier page");
+            None
+        }
+        None => None,
+    };
     let query = CaseQuery {
         system: q.text("system"),
         item: q.text("item"),
+        department: q.text("department"),
+        submitted_from: q.time("from"),
+        submitted_before: q.time("to"),
         states: match q
             .one_of("state", &["open", "completed", "refused"])
             .as_deref()
@@ -498,10 +535,14 @@ async fn cases(
             Some("refused") => CaseStates::Refused,
             _ => CaseStates::Open,
         },
+        after,
         limit: q.integer("limit", 1..=MAX_CASES).unwrap_or(100) as u32,
     };
     q.finish()?;
     let records = state.store.cases(&query).await?;
+    let next = (records.len() as u32 >= query.limit)
+        .then(|| records.last().map(|c| case_cursor(query.states, c)))
+        .flatten();
     let calendar = &state.config().hub.supervision.calendar;
     let now = clock::now_millis();
     let cases: Vec<Value> = records
@@ -533,6 +574,7 @@ async fn cases(
         .collect();
     Ok(Json(json!({
         "cases": cases,
+        "next": next,
         "computed_at": clock::format_millis(now),
     }))
     .into_response())
@@ -562,7 +604,9 @@ fn stats_row(s: &CaseStats, key: &str) -> Value {
 }
 
 /// Handling statistics per system and per item, from the cases and reporting lags the engine
-/// keeps: `system` and `item` narrow both lists.
+/// keeps: `system`, `item` and `department` (USCC) narrow both lists, and `from` and `to`
+/// count the cases begun (accepted by the hub) in `[from, to)` and the reporting lags of the
+/// events that reached the hub in it.
 ///
 /// A case is completed by its 办结 step; on time when that came by its promised due. Its
 /// handling time runs from its acceptance (受理) to that step, both as the system reports them
@@ -573,15 +617,17 @@ async fn stats(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let mut q = QueryParams::parse(raw.as_deref());
-    let system = q.text("system");
-    let item = q.text("item");
+    let query = StatsQuery {
+        system: q.text("system"),
+        item: q.text("item"),
+        department: q.text("department"),
+        from: q.time("from"),
+        before: q.time("to"),
+    };
     q.finish()?;
     // Read first: the figures include at least what the engine had handled by then.
     let up_to = state.store.cursor(crate::workers::engine::CURSOR).await?;
-    let stats = state
-        .store
-        .supervision_stats(system.as_deref(), item.as_deref())
-        .await?;
+    let stats = state.store.supervision_stats(&query).await?;
     let rows = |list: &[CaseStats], key: &str| -> Vec<Value> {
         list.iter().map(|s| stats_row(s, key)).collect()
     };

@@ -40,7 +40,8 @@ pub use sessions::SessionRecord;
 pub use supervision::{
     AlertQuery, AlertRecord, AlertText, AlertWrite, CaseQuery, CaseStates, CaseStats, CaseSummary,
     DescribeAlert, Durations, EngineRound, FeedEntry, FeedQuery, LeaseHold, LeaseRecord,
-    NewFeedEntry, NewRefusal, RefusalRecord, RefusalSummary, ReportingLag, SupervisionStats,
+    NewFeedEntry, NewRefusal, RefusalRecord, RefusalSummary, ReportingLag, StatsQuery,
+    SupervisionStats,
 };
 pub use usage::{DailyApplications, EventDay};
 

@@ -288,7 +288,9 @@ pub struct LeaseRecord {
     pub epoch: i64,
 }
 
-/// Which cases to list.
+/// Which cases to list, and in which order. Each order is total and the same on SQLite and
+/// PostgreSQL: by a time (those without one last, whatever the database does with NULLs by
+/// default), then by application id, ascending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CaseStates {
     /// Neither completed nor refused: the most urgent first (earliest promised due; those
@@ -297,8 +299,30 @@ pub enum CaseStates {
     Open,
     /// Completed, latest completion first.
     Completed,
-    /// Refused, latest first.
+    /// Refused, latest first (by when the engine last evaluated them).
     Refused,
+}
+
+impl CaseStates {
+    /// The column the list is ordered by first, and whether descending.
+    fn order_column(self) -> (&'static str, bool) {
+        match self {
+            CaseStates::Open => ("promised_due", false),
+            CaseStates::Completed => ("completed_at", true),
+            CaseStates::Refused => ("updated_at", true),
+        }
+    }
+
+    /// The time `case` is ordered by in this list (`None`: it has none, and comes after every
+    /// case that has one): with its application id, where the page after it starts
+    /// ([`CaseQuery::after`]).
+    pub fn sort_time(self, case: &CaseSummary) -> Option<i64> {
+        match self {
+            CaseStates::Open => case.promised_due,
+            CaseStates::Completed => case.completed_at,
+            CaseStates::Refused => Some(case.updated_at),
+        }
+    }
 }
 
 /// A filtered list of cases. Every filter that is set must hold.
@@ -306,9 +330,34 @@ pub enum CaseStates {
 pub struct CaseQuery {
     pub system: Option<String>,
     pub item: Option<String>,
+    /// The item's department (USCC), exactly.
+    pub department: Option<String>,
+    /// Begun at or after this time (epoch ms): when the hub accepted the application
+    /// (`submitted_at`), which every case has, reported on by its system or not yet.
+    pub submitted_from: Option<i64>,
+    /// Begun before this time (epoch ms), as `submitted_from`.
+    pub submitted_before: Option<i64>,
     pub states: CaseStates,
+    /// The page after this case in the list's order: its [`CaseStates::sort_time`] and its
+    /// application id.
+    pub after: Option<(Option<i64>, String)>,
     /// At most this many cases (at least one is always asked for).
     pub limit: u32,
+}
+
+/// What the handling statistics count. Every filter that is set must hold.
+#[derive(Debug, Clone, Default)]
+pub struct StatsQuery {
+    pub system: Option<String>,
+    pub item: Option<String>,
+    /// The item's department (USCC), exactly: its cases, and the reporting lags of their
+    /// events.
+    pub department: Option<String>,
+    /// From this time (epoch ms): cases begun then or later (`submitted_at`, as
+    /// [`CaseQuery::submitted_from`]), and lags of events that reached the hub then or later.
+    pub from: Option<i64>,
+    /// Before this time (epoch ms), as `from`.
+    pub before: Option<i64>,
 }
 
 /// Count, sum and p95 (nearest rank) of durations in milliseconds.
@@ -357,13 +406,14 @@ fn levels_at_or_above(min: Level) -> Vec<&'static str> {
         .collect()
 }
 
+#[derive(Clone)]
 enum Param<'q> {
     Text(&'q str),
     Int(i64),
 }
 
 /// `WHERE` conditions with numbered placeholders and their parameters, built in step.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Filter<'q> {
     conditions: Vec<String>,
     params: Vec<Param<'q>>,
@@ -995,7 +1045,8 @@ const CASE_COLUMNS: &str = "application_id, system_id, item_code, department, st
 const STATS_GROUPS: [&str; 2] = ["system_id", "item_code"];
 
 impl Store {
-    /// Cases as the engine last evaluated them, filtered and ordered as [`CaseStates`] says.
+    /// Cases as the engine last evaluated them, filtered and ordered as [`CaseStates`] says,
+    /// from the case after `q.after` on.
     pub async fn cases(&self, q: &CaseQuery) -> Result<Vec<CaseSummary>, StoreError> {
         let mut filter = Filter::default();
         if let Some(system) = &q.system {
@@ -1004,23 +1055,54 @@ impl Store {
         if let Some(item) = &q.item {
             filter.add("item_code =", Param::Text(item));
         }
-        // NULLs sort first on SQLite and last on PostgreSQL: the CASE makes them last on both.
-        let order = match q.states {
-            CaseStates::Open => {
-                filter.raw(&format!("state NOT IN {CLOSED_STATES}"));
-                "CASE WHEN promised_due IS NULL THEN 1 ELSE 0 END, promised_due, application_id"
+        if let Some(department) = &q.department {
+            filter.add("department =", Param::Text(department));
+        }
+        if let Some(from) = q.submitted_from {
+            filter.add("submitted_at >=", Param::Int(from));
+        }
+        if let Some(before) = q.submitted_before {
+            filter.add("submitted_at <", Param::Int(before));
+        }
+        match q.states {
+            CaseStates::Open => filter.raw(&format!("state NOT IN {CLOSED_STATES}")),
+            CaseStates::Completed => filter.raw("state = 'completed'"),
+            CaseStates::Refused => filter.raw("state = 'refused'"),
+        }
+        let (column, descending) = q.states.order_column();
+        if let Some((time, id)) = &q.after {
+            // Keyset paging in the order below: the cases after (time, id).
+            match time {
+                Some(time) => {
+                    // A time further on, the same time and a later id, or no time at all.
+                    let beyond = if descending { "<" } else { ">" };
+                    filter.add(
+                        &format!("({column} IS NULL OR {column} {beyond}"),
+                        Param::Int(*time),
+                    );
+                    let at = filter.push(Param::Int(*time));
+                    let after_id = filter.push(Param::Text(id));
+                    filter.append(&format!(
+                        " OR ({column} = ${at} AND application_id > ${after_id}))"
+                    ));
+                }
+                None => {
+                    // Among those without a time, which come last: a later id.
+                    filter.add(
+                        &format!("({column} IS NULL AND application_id >"),
+                        Param::Text(id),
+                    );
+                    filter.close();
+                }
             }
-            CaseStates::Completed => {
-                filter.raw("state = 'completed'");
-                "completed_at DESC, application_id"
-            }
-            CaseStates::Refused => {
-                filter.raw("state = 'refused'");
-                "updated_at DESC, application_id"
-            }
-        };
+        }
+        // NULLs sort first on SQLite and last on PostgreSQL (ascending): the CASE makes them
+        // last on both, in either direction, and the id makes the order total.
+        let direction = if descending { " DESC" } else { "" };
         let sql = format!(
-            "SELECT {CASE_COLUMNS} FROM {ALL_CASES} {} ORDER BY {order} LIMIT ${}",
+            "SELECT {CASE_COLUMNS} FROM {ALL_CASES} {} \
+             ORDER BY CASE WHEN {column} IS NULL THEN 1 ELSE 0 END, {column}{direction}, application_id \
+             LIMIT ${}",
             filter.where_clause(),
             filter.next()
         );
@@ -1047,17 +1129,14 @@ impl Store {
 
     /// Per system and per item: open and completed cases, completions on time and late,
     /// handling time and reporting lag (count, total, p95), from `cases` and `reporting_lags`,
-    /// narrowed to one system and/or item when given. Percentiles come from window functions,
-    /// which SQLite and PostgreSQL share.
-    pub async fn supervision_stats(
-        &self,
-        system: Option<&str>,
-        item: Option<&str>,
-    ) -> Result<SupervisionStats, StoreError> {
+    /// narrowed as `q` says. Percentiles come from window functions, which SQLite and
+    /// PostgreSQL share.
+    pub async fn supervision_stats(&self, q: &StatsQuery) -> Result<SupervisionStats, StoreError> {
+        let cases = case_stats_filter(q);
+        let lags = lag_stats_filter(q);
         let mut lists = Vec::with_capacity(STATS_GROUPS.len());
         for group in STATS_GROUPS {
             let mut by_key: BTreeMap<String, CaseStats> = BTreeMap::new();
-            let filter = stats_filter(system, item);
             let sql = format!(
                 "SELECT {group} AS grp, \
                  COALESCE(CAST(SUM(CASE WHEN state NOT IN {CLOSED_STATES} THEN 1 ELSE 0 END) AS BIGINT), 0) AS open_cases, \
@@ -1067,9 +1146,9 @@ impl Store {
                  COUNT(handling_ms) AS handled, \
                  COALESCE(CAST(SUM(handling_ms) AS BIGINT), 0) AS handling_total \
                  FROM {ALL_CASES} {} GROUP BY {group}",
-                filter.where_clause()
+                cases.where_clause()
             );
-            for r in filter.bind(sqlx::query(&sql)).fetch_all(&self.pool).await? {
+            for r in cases.bind(sqlx::query(&sql)).fetch_all(&self.pool).await? {
                 let stats = stats_entry(&mut by_key, r.try_get("grp")?);
                 stats.open = r.try_get("open_cases")?;
                 stats.completed = r.try_get("completed")?;
@@ -1079,7 +1158,7 @@ impl Store {
                 stats.handling.total = r.try_get("handling_total")?;
             }
             for (key, p95) in self
-                .p95("cases", group, "handling_ms", system, item)
+                .p95("cases", group, "handling_ms", cases.clone())
                 .await?
             {
                 stats_entry(&mut by_key, key).handling.p95 = Some(p95);
@@ -1087,15 +1166,15 @@ impl Store {
             let sql = format!(
                 "SELECT {group} AS grp, COUNT(*) AS n, COALESCE(CAST(SUM(lag_ms) AS BIGINT), 0) AS total \
                  FROM reporting_lags {} GROUP BY {group}",
-                filter.where_clause()
+                lags.where_clause()
             );
-            for r in filter.bind(sqlx::query(&sql)).fetch_all(&self.pool).await? {
+            for r in lags.bind(sqlx::query(&sql)).fetch_all(&self.pool).await? {
                 let lag = &mut stats_entry(&mut by_key, r.try_get("grp")?).reporting_lag;
                 lag.count = r.try_get("n")?;
                 lag.total = r.try_get("total")?;
             }
             for (key, p95) in self
-                .p95("reporting_lags", group, "lag_ms", system, item)
+                .p95("reporting_lags", group, "lag_ms", lags.clone())
                 .await?
             {
                 stats_entry(&mut by_key, key).reporting_lag.p95 = Some(p95);
@@ -1107,17 +1186,15 @@ impl Store {
         Ok(SupervisionStats { systems, items })
     }
 
-    /// The nearest-rank 95th percentile of `value` in `table` per `group`, over non-NULL values:
-    /// the value ranked ⌈0.95·n⌉ of n.
+    /// The nearest-rank 95th percentile of `value` in `table` per `group`, over non-NULL values
+    /// of the rows `filter` keeps: the value ranked ⌈0.95·n⌉ of n.
     async fn p95(
         &self,
         table: &str,
         group: &str,
         value: &str,
-        system: Option<&str>,
-        item: Option<&str>,
+        mut filter: Filter<'_>,
     ) -> Result<Vec<(String, i64)>, StoreError> {
-        let mut filter = stats_filter(system, item);
         filter.raw(&format!("{value} IS NOT NULL"));
         let sql = format!(
             "SELECT grp, v FROM (SELECT {group} AS grp, {value} AS v, \
@@ -1200,13 +1277,49 @@ impl Store {
     }
 }
 
-fn stats_filter<'q>(system: Option<&'q str>, item: Option<&'q str>) -> Filter<'q> {
+/// The system and item conditions the statistics share.
+fn stats_filter(q: &StatsQuery) -> Filter<'_> {
     let mut filter = Filter::default();
-    if let Some(system) = system {
+    if let Some(system) = &q.system {
         filter.add("system_id =", Param::Text(system));
     }
-    if let Some(item) = item {
+    if let Some(item) = &q.item {
         filter.add("item_code =", Param::Text(item));
+    }
+    filter
+}
+
+/// The cases the statistics count: of the department, begun in the window.
+fn case_stats_filter(q: &StatsQuery) -> Filter<'_> {
+    let mut filter = stats_filter(q);
+    if let Some(department) = &q.department {
+        filter.add("department =", Param::Text(department));
+    }
+    if let Some(from) = q.from {
+        filter.add("submitted_at >=", Param::Int(from));
+    }
+    if let Some(before) = q.before {
+        filter.add("submitted_at <", Param::Int(before));
+    }
+    filter
+}
+
+/// The reporting lags the statistics count: of the department's cases (a lag is written with
+/// its case's summary, so every lag has one), received in the window.
+fn lag_stats_filter(q: &StatsQuery) -> Filter<'_> {
+    let mut filter = stats_filter(q);
+    if let Some(department) = &q.department {
+        filter.add(
+            "application_id IN (SELECT application_id FROM cases WHERE department =",
+            Param::Text(department),
+        );
+        filter.close();
+    }
+    if let Some(from) = q.from {
+        filter.add("received_at >=", Param::Int(from));
+    }
+    if let Some(before) = q.before {
+        filter.add("received_at <", Param::Int(before));
     }
     filter
 }

@@ -49,4 +49,5 @@ mod supervision_engine;
 mod supervision_facts;
 mod supervision_feed;
 mod supervision_inbound;
+mod supervision_lists;
 mod xml_characters;

@@ -17,7 +17,7 @@ use tongban::catalog::Item;
 use tongban::clock::format_millis;
 use tongban::store::{
     AlertQuery, CaseQuery, CaseStates, CaseSummary, EngineRound, FeedEntry, FeedQuery, LeaseHold,
-    NewApplication, ReportingLag, Store,
+    NewApplication, ReportingLag, StatsQuery, Store,
 };
 use tongban::supervision::calendar::Calendar;
 use tongban::supervision::rules::Thresholds;
@@ -475,7 +475,13 @@ async fn open_cases_come_most_urgent_first_and_completions_count_on_time_or_late
     assert_eq!(by_id("K-late").handling_ms, Some(5 * DAY - HOUR));
     assert_eq!(by_id("K-late").state.as_str(), "completed");
 
-    let stats = store.supervision_stats(Some(SYSTEM), None).await.unwrap();
+    let stats = store
+        .supervision_stats(&StatsQuery {
+            system: Some(SYSTEM.into()),
+            ..StatsQuery::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(stats.systems.len(), 1);
     let s = &stats.systems[0];
     assert_eq!(s.key, SYSTEM);
@@ -562,7 +568,10 @@ async fn statistics_take_the_nearest_rank_p95_per_system_and_item(store: &Store)
     // Written again (a replay), nothing counts twice.
     store.apply_engine_round(&round).await.unwrap();
 
-    let stats = store.supervision_stats(None, None).await.unwrap();
+    let stats = store
+        .supervision_stats(&StatsQuery::default())
+        .await
+        .unwrap();
     let keys =
         |list: &[tongban::store::CaseStats]| list.iter().map(|s| s.key.clone()).collect::<Vec<_>>();
     assert_eq!(keys(&stats.systems), ["sys-a", "sys-b"]);
@@ -581,11 +590,20 @@ async fn statistics_take_the_nearest_rank_p95_per_system_and_item(store: &Store)
     assert_eq!(stats.items[0].handling, a.handling);
 
     // Narrowed to one system: both lists shrink.
-    let only_b = store.supervision_stats(Some("sys-b"), None).await.unwrap();
+    let only_b = store
+        .supervision_stats(&StatsQuery {
+            system: Some("sys-b".into()),
+            ..StatsQuery::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(keys(&only_b.systems), ["sys-b"]);
     assert_eq!(keys(&only_b.items), ["item-b"]);
     let none = store
-        .supervision_stats(None, Some("nothing"))
+        .supervision_stats(&StatsQuery {
+            item: Some("nothing".into()),
+            ..StatsQuery::default()
+        })
         .await
         .unwrap();
     assert!(none.systems.is_empty() && none.items.is_empty());

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use tokio::net::TcpListener;
 use tongban::auth::Role;
 use tongban::model::{AlertAction, Level, Rule};
-use tongban::store::{AlertWrite, Store};
+use tongban::store::{AlertWrite, NewApplication, Store};
 
 const SCJG: &str = "sy-scjg-food";
 const SCJG_USCC: &str = "11210100MB1529370K";
@@ -96,6 +96,22 @@ async fn each_role_does_its_job_in_the_console_in_a_real_browser() {
     let finance = common::api_key(&store, Role::Finance, None).await;
     let department = common::api_key(&store, Role::System, Some(SCJG)).await;
     let alert = raise_red(&store).await;
+    let mut application = common::scjg_application();
+    application["id"] = json!("TB-CONSOLE-1");
+    store
+        .accept_application(&NewApplication {
+            id: "TB-CONSOLE-1",
+            item_code: "11210100MB1529370K300011800200001",
+            item_version: 1,
+            department: SCJG_USCC,
+            system_id: SCJG,
+            body: &application.to_string(),
+            idempotency: None,
+            identity: None,
+            message: None,
+        })
+        .await
+        .unwrap();
 
     // Anonymous: the sign-in page, whatever page is asked for; a bad credential says why.
     browser.goto(&format!("{base}/console/alerts")).await;
@@ -134,6 +150,33 @@ async fn each_role_does_its_job_in_the_console_in_a_real_browser() {
         .click_and_wait(&format!("tr[data-alert='{alert}'] td:nth-child(2) a"))
         .await;
     assert!(browser.text().await.contains("未督办"));
+    // The case behind it, its applicant masked exactly as the API masks them.
+    browser.click_and_wait("dl.facts a").await;
+    let case = browser.text().await;
+    let api: serde_json::Value = reqwest::Client::new()
+        .get(format!("{base}/api/v1/applications/TB-CONSOLE-1"))
+        .bearer_auth(&supervisor)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for shown in [&api["applicant"]["name"], &api["applicant"]["id_number"]] {
+        assert!(case.contains(shown.as_str().unwrap()), "{shown} in {case}");
+    }
+    for clear in [
+        "沈阳示例餐饮管理有限公司",
+        "91210102MA0Y7K3L23",
+        "210102198503120033",
+        "张三",
+    ] {
+        assert!(!case.contains(clear), "{clear} masked: {case}");
+    }
+    shoot(&mut browser, "case").await;
+    browser
+        .goto(&format!("{base}/console/alerts/{alert}"))
+        .await;
     browser.click_and_wait("#acknowledge button").await;
     assert!(browser.text().await.contains("当前：已签收"));
     // An assignment with a date in the past: the API's problem, shown on the page.
@@ -263,6 +306,17 @@ async fn each_role_does_its_job_in_the_console_in_a_real_browser() {
     );
     sign_out(&mut browser).await;
 
+    // The ledger judged now (it would be on its timer), for the reports to show it.
+    let (status, _) = rig
+        .call(
+            "POST",
+            "/api/v1/ledger/evaluation",
+            &rig.admin,
+            Some(&json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
     // Finance: the funding report, and its CSV as the API gives it.
     sign_in(&mut browser, &base, &finance).await;
     browser.goto(&format!("{base}/console/funding")).await;
@@ -272,9 +326,24 @@ async fn each_role_does_its_job_in_the_console_in_a_real_browser() {
         "{report}"
     );
     shoot(&mut browser, "funding").await;
+    browser.goto(&format!("{base}/console/usage")).await;
+    let usage = browser.text().await;
+    assert!(
+        usage.contains("自建系统使用情况") && usage.contains("sy-scjg-food"),
+        "{usage}"
+    );
+    let bars = browser
+        .eval("document.querySelectorAll('svg.chart rect').length")
+        .await;
+    assert_eq!(
+        bars,
+        json!(12),
+        "a bar per month of the default twelve (zeros drawn flat)"
+    );
+    shoot(&mut browser, "usage").await;
     let (status, digest, csv) = browser
         .fetch(
-            "/console/funding/export?format=csv",
+            "/console/reports/funding/export?format=csv",
             "tongban-content-sha256",
         )
         .await;

@@ -93,6 +93,16 @@ const MENU: &[MenuEntry] = &[
         reads: "/api/v1/reports/funding",
     },
     MenuEntry {
+        path: "/console/usage",
+        label: "系统使用情况",
+        reads: "/api/v1/reports/usage",
+    },
+    MenuEntry {
+        path: "/console/supervision",
+        label: "监察报告",
+        reads: "/api/v1/reports/supervision",
+    },
+    MenuEntry {
         path: "/console/system",
         label: "本系统",
         reads: "/api/v1/systems/{id}/alerts",

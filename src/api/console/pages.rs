@@ -30,7 +30,8 @@ pub fn routes() -> Router<Console> {
         .route("/console/onboarding/{id}/decision", post(decide))
         .route("/console/ledger", get(ledger))
         .route("/console/funding", get(funding))
-        .route("/console/funding/export", get(funding_export))
+        .route("/console/usage", get(usage))
+        .route("/console/reports/{report}/export", get(report_export))
         .route("/console/system", get(own_system))
         .route(
             "/console/system/alerts/{alert_id}/follow-up",
@@ -553,32 +554,44 @@ async fn funding(
     )
 }
 
-/// The funding report as a file (`format=csv|json`, `year`): the API's bytes, digest header and
-/// audit record as they are, to save.
-async fn funding_export(
+/// A report as a file (`format=csv|json` and the report's own parameters, passed on): the API's
+/// bytes, digest header and audit record as they are, to save.
+async fn report_export(
     State(c): State<Console>,
     headers: HeaderMap,
+    Path(report): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Response {
     let session = signed_in!(c, headers);
+    if !["funding", "usage", "supervision"].contains(&report.as_str()) {
+        return c.error_page(
+            Some(&session),
+            StatusCode::NOT_FOUND,
+            "未找到",
+            "没有这份报告。",
+            &[],
+        );
+    }
     let query = parameters(&raw);
     let format = match query["format"].as_str() {
         Some("json") => "json",
         _ => "csv",
     };
-    let mut uri = format!("/api/v1/reports/funding?format={format}");
-    if let Some(year) = query["year"].as_str().filter(|y| !y.is_empty()) {
-        uri.push_str(&format!("&year={}", encode(year)));
+    let mut pairs: Vec<(String, String)> = vec![("format".into(), format.into())];
+    if let Value::Object(given) = &query {
+        for (k, v) in given {
+            if let (false, Some(v)) = (k == "format", v.as_str().filter(|v| !v.is_empty())) {
+                pairs.push((k.clone(), v.to_owned()));
+            }
+        }
     }
+    let uri = format!(
+        "/api/v1/reports/{report}?{}",
+        serde_urlencoded::to_string(&pairs).unwrap_or_default()
+    );
     let mut response = c.call(&session, Method::GET, &uri, None, &[]).await;
     if response.status().is_success() {
-        let name = format!(
-            "attachment; filename=\"funding-{}.{format}\"",
-            query["year"]
-                .as_str()
-                .filter(|y| !y.is_empty())
-                .unwrap_or("all")
-        );
+        let name = format!("attachment; filename=\"{report}.{format}\"");
         if let Ok(value) = HeaderValue::from_str(&name) {
             response
                 .headers_mut()
@@ -586,6 +599,44 @@ async fn funding_export(
         }
     }
     response
+}
+
+/// The usage report (第十条) for the months asked (`from`, `to`), with the province's monthly
+/// applications as a chart.
+async fn usage(State(c): State<Console>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
+    let session = signed_in!(c, headers);
+    let answer = c
+        .json(
+            &session,
+            Method::GET,
+            &format!("/api/v1/reports/usage{}", passed_on(&raw)),
+            None,
+        )
+        .await;
+    if !answer.status.is_success() {
+        return c.refused(&session, &answer);
+    }
+    let per_month = answer.body["province"]["applications_per_month"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let digest = answer
+        .headers
+        .get("tongban-content-sha256")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    c.page(
+        Some(&session),
+        StatusCode::OK,
+        "usage.html",
+        json!({
+            "report": answer.body,
+            "query": parameters(&raw),
+            "digest": digest,
+            "months": per_month.keys().collect::<Vec<_>>(),
+            "volumes": per_month.values().collect::<Vec<_>>(),
+        }),
+    )
 }
 
 // ---- department IT teams: their system ----

@@ -27,6 +27,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("system.html", include_str!("templates/system.html")),
     ("keys.html", include_str!("templates/keys.html")),
     ("audit.html", include_str!("templates/audit.html")),
+    ("usage.html", include_str!("templates/usage.html")),
 ];
 
 /// The environment with every page, its labels and filters.
@@ -41,6 +42,7 @@ pub fn templates() -> Environment<'static> {
     }
     env.add_filter("label", label);
     env.add_filter("when", when);
+    env.add_function("bar_chart", bar_chart);
     env
 }
 
@@ -115,6 +117,8 @@ fn label(code: Value) -> String {
         "under_review" => "审查中",
         "decided" => "已决定",
         "delivered" => "已送达",
+        "undeliverable" => "无法投递",
+        "in_progress" => "办理中",
         "suspended" => "暂停计时",
         "completed" => "已办结",
         "dead" => "投递失败",
@@ -134,5 +138,141 @@ fn when(time: Value) -> String {
     match (text.get(..10), text.get(11..16)) {
         (Some(day), Some(minute)) => format!("{day} {minute}"),
         _ => text.to_owned(),
+    }
+}
+
+/// Text made safe to put in SVG or HTML.
+fn escaped(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The colours of a chart's series, in order.
+const SERIES_COLOURS: &[&str] = &["#1f5fa8", "#c78a00", "#c0262d", "#2f7d9c", "#2e7d32"];
+
+/// A grouped bar chart as inline SVG, drawn on the server: `labels` along the axis, one bar per
+/// series at each (`series`: `[{"name", "values": [number | null]}]`), values written over the
+/// bars, a legend when there are several series. `unit` follows each value ("%", "件").
+fn bar_chart(title: String, labels: Value, series: Value, unit: Option<String>) -> Value {
+    let unit = unit.unwrap_or_default();
+    let labels: Vec<String> = labels
+        .try_iter()
+        .map(|it| {
+            it.map(|l| l.as_str().map_or_else(|| l.to_string(), str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let series: Vec<(String, Vec<Option<f64>>)> = series
+        .try_iter()
+        .map(|it| {
+            it.map(|s| {
+                let name = s
+                    .get_attr("name")
+                    .ok()
+                    .and_then(|n| n.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                let values = s
+                    .get_attr("values")
+                    .ok()
+                    .and_then(|v| {
+                        v.try_iter()
+                            .ok()
+                            .map(|it| it.map(|x| f64::try_from(x).ok()).collect())
+                    })
+                    .unwrap_or_default();
+                (name, values)
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    let top = series
+        .iter()
+        .flat_map(|(_, v)| v.iter().flatten())
+        .fold(0.0f64, |a, b| a.max(*b));
+    let group = (series.len().max(1) * 18 + 14) as f64;
+    let (left, base, height) = (12.0, 170.0, 130.0);
+    let width = left * 2.0 + group * labels.len().max(1) as f64;
+    let mut svg = format!(
+        r##"<figure class="chart"><svg class="chart" viewBox="0 0 {width} 230" width="{width}" height="230" role="img" aria-label="{t}"><title>{t}</title><line x1="{left}" y1="{base}" x2="{x2}" y2="{base}" stroke="#8a939c"/>"##,
+        t = escaped(&title),
+        x2 = width - left,
+    );
+    for (i, label) in labels.iter().enumerate() {
+        let x0 = left + group * i as f64 + 7.0;
+        for (j, (name, values)) in series.iter().enumerate() {
+            let Some(value) = values.get(i).copied().flatten() else {
+                continue;
+            };
+            let h = if top > 0.0 { value / top * height } else { 0.0 };
+            let x = x0 + 18.0 * j as f64;
+            let shown = if value.fract() == 0.0 {
+                format!("{value:.0}")
+            } else {
+                format!("{value:.1}")
+            };
+            svg.push_str(&format!(
+                r##"<rect x="{x}" y="{y:.1}" width="16" height="{h:.1}" fill="{c}"><title>{n} {l}：{shown}{u}</title></rect><text x="{tx}" y="{ty:.1}" text-anchor="middle" font-size="9">{shown}</text>"##,
+                y = base - h,
+                c = SERIES_COLOURS[j % SERIES_COLOURS.len()],
+                n = escaped(name),
+                l = escaped(label),
+                u = escaped(&unit),
+                tx = x + 8.0,
+                ty = base - h - 3.0,
+            ));
+        }
+        svg.push_str(&format!(
+            r##"<text x="{x:.1}" y="186" text-anchor="middle" font-size="10">{l}</text>"##,
+            x = x0 + (group - 14.0) / 2.0,
+            l = escaped(label),
+        ));
+    }
+    if series.len() > 1 {
+        for (j, (name, _)) in series.iter().enumerate() {
+            let x = left + 90.0 * j as f64;
+            svg.push_str(&format!(
+                r##"<rect x="{x}" y="206" width="10" height="10" fill="{c}"/><text x="{tx}" y="215" font-size="11">{n}</text>"##,
+                c = SERIES_COLOURS[j % SERIES_COLOURS.len()],
+                tx = x + 14.0,
+                n = escaped(name),
+            ));
+        }
+    }
+    svg.push_str(&format!(
+        "</svg><figcaption>{}</figcaption></figure>",
+        escaped(&title)
+    ));
+    Value::from_safe_string(svg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chart_draws_a_bar_per_value_scaled_to_the_largest_and_escapes_text() {
+        let svg = bar_chart(
+            "受理量<script>".into(),
+            Value::from(minijinja::value::Serde(["2026-10", "2026-11"])),
+            Value::from(minijinja::value::Serde(serde_json::json!([
+                { "name": "办件", "values": [10, 20] },
+                { "name": "超期", "values": [5, null] },
+            ]))),
+            Some("件".into()),
+        )
+        .to_string();
+        assert_eq!(
+            svg.matches("<rect x=").count(),
+            3 + 2,
+            "three bars, two legend keys"
+        );
+        assert!(
+            svg.contains(r#"height="130.0""#),
+            "the largest fills the height: {svg}"
+        );
+        assert!(svg.contains(r#"height="65.0""#), "half of it half: {svg}");
+        assert!(!svg.contains("<script>") && svg.contains("&lt;script&gt;"));
     }
 }

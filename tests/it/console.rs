@@ -146,6 +146,24 @@ async fn each_role_does_its_job_in_the_console_in_a_real_browser() {
     let page = browser.text().await;
     assert!(page.contains("红牌") && page.contains("超时限"), "{page}");
     shoot(&mut browser, "alerts").await;
+    // Live: an alert raised while the page is open appears on it, over the stream.
+    browser
+        .wait_for(
+            "the live stream to open",
+            "document.getElementById('live').hidden",
+            json!(false),
+        )
+        .await;
+    let live = raise_red(&store).await;
+    browser
+        .wait_for(
+            "the new alert on the open page",
+            &format!(
+                "document.querySelector(\"tr[data-alert='{live}'] .badge\")?.textContent ?? null"
+            ),
+            json!("红牌"),
+        )
+        .await;
     browser
         .click_and_wait(&format!("tr[data-alert='{alert}'] td:nth-child(2) a"))
         .await;

@@ -205,6 +205,22 @@ impl Browser {
         result["result"]["value"].clone()
     }
 
+    /// Waits until `script` evaluates to `expected` in the page (a script's live changes).
+    pub async fn wait_for(&mut self, what: &str, script: &str, expected: Value) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let found = self.eval(script).await;
+            if found == expected {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "waited for {what}; last: {found}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Sets the form field `selector` to `value`, as typing would.
     pub async fn fill(&mut self, selector: &str, value: &str) {
         let script = format!(

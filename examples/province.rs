@@ -163,7 +163,7 @@ async fn main() -> anyhow::Result<()> {
         working_copy::DIR
     );
     println!(
-        "an administrator's API key for this demo (try: curl -H 'Authorization: Bearer …' {hub_url}/api/v1/audit):\n  {admin_key}"
+        "an administrator's API key for this demo (sign in with it at {hub_url}/console, or try: curl -H 'Authorization: Bearer …' {hub_url}/api/v1/audit):\n  {admin_key}"
     );
     let server = tokio::spawn(async move {
         hub::serve(&hub_config, store, listener, hub::shutdown_signal()).await

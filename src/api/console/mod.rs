@@ -22,7 +22,7 @@ mod pages;
 mod views;
 
 use super::guard::{Delegated, append};
-use super::{AppState, Route};
+use super::{Access, AppState};
 use crate::auth::sessions::{SESSION_HOURS, Session, Sessions};
 use crate::auth::{AuthenticateError, Role};
 use axum::Router;
@@ -46,6 +46,8 @@ pub struct Console {
     api: Router,
     sessions: Sessions,
     templates: Arc<Environment<'static>>,
+    /// Every API route's method, path and access, to know what a user may call.
+    access: Arc<Vec<(Method, &'static str, Access)>>,
 }
 
 /// The console's routes, over the API router they call.
@@ -53,6 +55,12 @@ pub fn router(state: AppState, api: Router) -> Router<AppState> {
     let console = Console {
         sessions: Sessions::new(state.auth.clone(), state.store.clone()),
         templates: Arc::new(views::templates()),
+        access: Arc::new(
+            super::routes()
+                .into_iter()
+                .map(|r| (r.method, r.path, r.access))
+                .collect(),
+        ),
         state,
         api,
     };
@@ -119,17 +127,21 @@ const MENU: &[MenuEntry] = &[
     },
 ];
 
-/// The menu entries `roles` may open: those whose API route admits one of them.
-fn menu(roles: &[Role]) -> Vec<Value> {
-    let routes: Vec<Route> = super::routes();
-    MENU.iter()
-        .filter(|entry| {
-            routes
-                .iter()
-                .any(|r| r.method == Method::GET && r.path == entry.reads && r.access.admits(roles))
-        })
-        .map(|entry| json!({ "path": entry.path, "label": entry.label }))
-        .collect()
+impl Console {
+    /// Whether `roles` may call the API route `method path`.
+    fn may(&self, roles: &[Role], method: &Method, path: &str) -> bool {
+        self.access
+            .iter()
+            .any(|(m, p, access)| m == method && *p == path && access.admits(roles))
+    }
+
+    /// The menu entries `roles` may open: those whose API route admits one of them.
+    fn menu(&self, roles: &[Role]) -> Vec<Value> {
+        MENU.iter()
+            .filter(|entry| self.may(roles, &Method::GET, entry.reads))
+            .map(|entry| json!({ "path": entry.path, "label": entry.label }))
+            .collect()
+    }
 }
 
 /// What the API answered a console request.
@@ -213,6 +225,16 @@ impl Console {
         }
     }
 
+    /// What the API answers a GET as `session`'s user, or the page saying why it did not.
+    async fn read(&self, session: &Session, uri: &str) -> Result<Answer, Response> {
+        let answer = self.json(session, Method::GET, uri, None).await;
+        if answer.status.is_success() {
+            Ok(answer)
+        } else {
+            Err(self.refused(session, &answer))
+        }
+    }
+
     /// Renders page `name` for `session` with `context` (the menu, the user and the CSRF token
     /// added), with `status`.
     fn page(
@@ -229,7 +251,7 @@ impl Console {
                 "role_labels": s.principal.roles.iter().map(|r| views::role_label(*r)).collect::<Vec<_>>(),
                 "system": s.principal.system,
             });
-            context["menu"] = Value::Array(menu(&s.principal.roles));
+            context["menu"] = Value::Array(self.menu(&s.principal.roles));
             context["csrf"] = Value::String(s.csrf.clone());
         }
         let rendered = self

@@ -53,6 +53,17 @@ macro_rules! signed_in {
     };
 }
 
+/// What the API answers a GET as the signed-in user, or (from the handler) the page saying why
+/// not.
+macro_rules! read {
+    ($console:expr, $session:expr, $uri:expr) => {
+        match $console.read($session, $uri).await {
+            Ok(answer) => answer,
+            Err(refused) => return refused,
+        }
+    };
+}
+
 /// The query string as given, for passing on to the API.
 fn passed_on(raw: &Option<String>) -> String {
     raw.as_deref()
@@ -227,17 +238,11 @@ async fn asset(Path(file): Path<String>) -> Response {
 
 async fn alerts(State(c): State<Console>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
     let session = signed_in!(c, headers);
-    let answer = c
-        .json(
-            &session,
-            Method::GET,
-            &format!("/api/v1/supervision/alerts{}", passed_on(&raw)),
-            None,
-        )
-        .await;
-    if !answer.status.is_success() {
-        return c.refused(&session, &answer);
-    }
+    let answer = read!(
+        c,
+        &session,
+        &format!("/api/v1/supervision/alerts{}", passed_on(&raw))
+    );
     c.page(
         Some(&session),
         StatusCode::OK,
@@ -303,17 +308,11 @@ async fn alert_page(
     status: StatusCode,
     problem: Option<&Answer>,
 ) -> Response {
-    let answer = c
-        .json(
-            session,
-            Method::GET,
-            &format!("/api/v1/supervision/alerts/{}", encode(alert_id)),
-            None,
-        )
-        .await;
-    if !answer.status.is_success() {
-        return c.refused(session, &answer);
-    }
+    let answer = read!(
+        c,
+        session,
+        &format!("/api/v1/supervision/alerts/{}", encode(alert_id))
+    );
     let application = answer.body["application_id"].as_str().map(str::to_owned);
     c.page(
         Some(session),
@@ -353,17 +352,11 @@ async fn follow_up(
 
 async fn cases(State(c): State<Console>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
     let session = signed_in!(c, headers);
-    let answer = c
-        .json(
-            &session,
-            Method::GET,
-            &format!("/api/v1/supervision/cases{}", passed_on(&raw)),
-            None,
-        )
-        .await;
-    if !answer.status.is_success() {
-        return c.refused(&session, &answer);
-    }
+    let answer = read!(
+        c,
+        &session,
+        &format!("/api/v1/supervision/cases{}", passed_on(&raw))
+    );
     c.page(
         Some(&session),
         StatusCode::OK,
@@ -378,17 +371,11 @@ async fn case(
     Path(application_id): Path<String>,
 ) -> Response {
     let session = signed_in!(c, headers);
-    let answer = c
-        .json(
-            &session,
-            Method::GET,
-            &format!("/api/v1/applications/{}", encode(&application_id)),
-            None,
-        )
-        .await;
-    if !answer.status.is_success() {
-        return c.refused(&session, &answer);
-    }
+    let answer = read!(
+        c,
+        &session,
+        &format!("/api/v1/applications/{}", encode(&application_id))
+    );
     c.page(
         Some(&session),
         StatusCode::OK,
@@ -405,17 +392,11 @@ async fn onboarding_queue(
     RawQuery(raw): RawQuery,
 ) -> Response {
     let session = signed_in!(c, headers);
-    let answer = c
-        .json(
-            &session,
-            Method::GET,
-            &format!("/api/v1/onboarding/requests{}", passed_on(&raw)),
-            None,
-        )
-        .await;
-    if !answer.status.is_success() {
-        return c.refused(&session, &answer);
-    }
+    let answer = read!(
+        c,
+        &session,
+        &format!("/api/v1/onboarding/requests{}", passed_on(&raw))
+    );
     c.page(
         Some(&session),
         StatusCode::OK,
@@ -440,22 +421,16 @@ async fn request_page(
     status: StatusCode,
     problem: Option<&Answer>,
 ) -> Response {
-    let answer = c
-        .json(
-            session,
-            Method::GET,
-            &format!("/api/v1/onboarding/requests/{}", encode(id)),
-            None,
-        )
-        .await;
-    if !answer.status.is_success() {
-        return c.refused(session, &answer);
-    }
-    let decides = crate::api::routes().iter().any(|r| {
-        r.method == Method::POST
-            && r.path == "/api/v1/onboarding/requests/{id}/decision"
-            && r.access.admits(&session.principal.roles)
-    });
+    let answer = read!(
+        c,
+        session,
+        &format!("/api/v1/onboarding/requests/{}", encode(id))
+    );
+    let decides = c.may(
+        &session.principal.roles,
+        &Method::POST,
+        "/api/v1/onboarding/requests/{id}/decision",
+    );
     let mut request = answer.body;
     // The bundle's files are long; the page shows their names and the probe evidence.
     if let Some(files) = request.get_mut("files") {
@@ -512,10 +487,7 @@ async fn decide(
 
 async fn ledger(State(c): State<Console>, headers: HeaderMap) -> Response {
     let session = signed_in!(c, headers);
-    let answer = c.json(&session, Method::GET, "/api/v1/ledger", None).await;
-    if !answer.status.is_success() {
-        return c.refused(&session, &answer);
-    }
+    let answer = read!(c, &session, "/api/v1/ledger");
     c.page(
         Some(&session),
         StatusCode::OK,
@@ -537,10 +509,7 @@ async fn funding(
     } else {
         format!("/api/v1/reports/funding?year={}", encode(&year))
     };
-    let answer = c.json(&session, Method::GET, &uri, None).await;
-    if !answer.status.is_success() {
-        return c.refused(&session, &answer);
-    }
+    let answer = read!(c, &session, &uri);
     let digest = answer
         .headers
         .get("tongban-content-sha256")
@@ -605,17 +574,11 @@ async fn report_export(
 /// applications as a chart.
 async fn usage(State(c): State<Console>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
     let session = signed_in!(c, headers);
-    let answer = c
-        .json(
-            &session,
-            Method::GET,
-            &format!("/api/v1/reports/usage{}", passed_on(&raw)),
-            None,
-        )
-        .await;
-    if !answer.status.is_success() {
-        return c.refused(&session, &answer);
-    }
+    let answer = read!(
+        c,
+        &session,
+        &format!("/api/v1/reports/usage{}", passed_on(&raw))
+    );
     let per_month = answer.body["province"]["applications_per_month"]
         .as_object()
         .cloned()
@@ -662,17 +625,7 @@ async fn system_page(
         );
     };
     let id = encode(&system);
-    let alerts = c
-        .json(
-            session,
-            Method::GET,
-            &format!("/api/v1/systems/{id}/alerts"),
-            None,
-        )
-        .await;
-    if !alerts.status.is_success() {
-        return c.refused(session, &alerts);
-    }
+    let alerts = read!(c, session, &format!("/api/v1/systems/{id}/alerts"));
     let letters = c
         .json(session, Method::GET, "/api/v1/dead-letters", None)
         .await;
@@ -733,10 +686,7 @@ async fn answer_alert(
 
 async fn keys(State(c): State<Console>, headers: HeaderMap) -> Response {
     let session = signed_in!(c, headers);
-    let answer = c.json(&session, Method::GET, "/api/v1/keys", None).await;
-    if !answer.status.is_success() {
-        return c.refused(&session, &answer);
-    }
+    let answer = read!(c, &session, "/api/v1/keys");
     c.page(
         Some(&session),
         StatusCode::OK,
@@ -771,23 +721,8 @@ async fn revoke_key(
 
 async fn audit(State(c): State<Console>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
     let session = signed_in!(c, headers);
-    let records = c
-        .json(
-            &session,
-            Method::GET,
-            &format!("/api/v1/audit{}", passed_on(&raw)),
-            None,
-        )
-        .await;
-    if !records.status.is_success() {
-        return c.refused(&session, &records);
-    }
-    let verification = c
-        .json(&session, Method::GET, "/api/v1/audit/verification", None)
-        .await;
-    if !verification.status.is_success() {
-        return c.refused(&session, &verification);
-    }
+    let records = read!(c, &session, &format!("/api/v1/audit{}", passed_on(&raw)));
+    let verification = read!(c, &session, "/api/v1/audit/verification");
     c.page(
         Some(&session),
         StatusCode::OK,

@@ -32,8 +32,7 @@ const READERS: Access = Access::Roles(&[Role::Finance, Role::Reviewer, Role::Adm
 /// reads the handling statistics it is made of (`STATS_READERS` in `api::supervision`: handling
 /// figures serve funding decisions too), and administrators. Not reviewers: they judge systems'
 /// onboarding, not how departments handle cases, and read no supervision figures elsewhere.
-const SUPERVISION_READERS: Access =
-    Access::Roles(&[Role::Supervisor, Role::Finance, Role::Admin]);
+const SUPERVISION_READERS: Access = Access::Roles(&[Role::Supervisor, Role::Finance, Role::Admin]);
 
 pub fn routes() -> Vec<Route> {
     vec![

@@ -170,8 +170,7 @@ impl Tally {
             completed: self.completed,
             on_time: self.on_time,
             late: self.late,
-            on_time_rate: (self.completed > 0)
-                .then(|| self.on_time as f64 / self.completed as f64),
+            on_time_rate: (self.completed > 0).then(|| self.on_time as f64 / self.completed as f64),
             open: self.open,
             overdue_now: self.overdue_now,
             refused: self.refused,
@@ -248,9 +247,7 @@ impl Sheet<'_> {
     /// its month is not in the period.
     fn add(&mut self, keys: Keys<'_>, month: Month, add: impl Fn(&mut Tally)) {
         if self.system.is_some_and(|s| s != keys.system)
-            || self
-                .department
-                .is_some_and(|d| keys.department != Some(d))
+            || self.department.is_some_and(|d| keys.department != Some(d))
         {
             return;
         }
@@ -291,9 +288,7 @@ pub fn is_supplement_request(body: &str) -> bool {
     ) else {
         return false;
     };
-    result == NodeResult::SupplementRequested
-        && step != NodeName::Completion
-        && kind.allows(result)
+    result == NodeResult::SupplementRequested && step != NodeName::Completion && kind.allows(result)
 }
 
 /// The report (see the module's description).
@@ -393,7 +388,9 @@ pub fn report(inputs: &Inputs<'_>) -> SupervisionReport {
             department,
             item: d.item_code.as_deref(),
         };
-        sheet.add(keys, Month::of_day(d.day), |t| t.disputes_opened += d.opened);
+        sheet.add(keys, Month::of_day(d.day), |t| {
+            t.disputes_opened += d.opened
+        });
     }
     let refusals_by_group = inputs.by != GroupBy::Item;
     SupervisionReport {

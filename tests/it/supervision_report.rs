@@ -132,11 +132,21 @@ impl Expected {
         let p95 = (!lags.is_empty()).then(|| lags[(lags.len() * 95).div_ceil(100) - 1]);
         let levels: Map<String, Value> = Level::ALL
             .iter()
-            .map(|l| (l.as_str().to_owned(), json!(self.levels.get(l.as_str()).copied().unwrap_or(0))))
+            .map(|l| {
+                (
+                    l.as_str().to_owned(),
+                    json!(self.levels.get(l.as_str()).copied().unwrap_or(0)),
+                )
+            })
             .collect();
         let rules: Map<String, Value> = Rule::ALL
             .iter()
-            .map(|r| (r.as_str().to_owned(), json!(self.rules.get(r.as_str()).copied().unwrap_or(0))))
+            .map(|r| {
+                (
+                    r.as_str().to_owned(),
+                    json!(self.rules.get(r.as_str()).copied().unwrap_or(0)),
+                )
+            })
             .collect();
         json!({
             "cases": {
@@ -253,12 +263,10 @@ impl Rig {
             request = request.header("content-type", "application/json");
         }
         let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
-        let response = tower::ServiceExt::oneshot(
-            self.api.router.clone(),
-            request.body(body).unwrap(),
-        )
-        .await
-        .unwrap();
+        let response =
+            tower::ServiceExt::oneshot(self.api.router.clone(), request.body(body).unwrap())
+                .await
+                .unwrap();
         let status = response.status();
         let digest = response
             .headers()
@@ -283,8 +291,18 @@ impl Rig {
 fn case(n: usize, keys: &Keys, submitted_at: i64, now: i64) -> (CaseSummary, &'static str) {
     let kind = n % 8;
     let (state, due, completed, label) = match kind {
-        0 => ("completed", Some(submitted_at + 5 * DAY), Some(submitted_at + 2 * DAY), "on_time"),
-        1 => ("completed", Some(submitted_at + DAY), Some(submitted_at + 3 * DAY), "late"),
+        0 => (
+            "completed",
+            Some(submitted_at + 5 * DAY),
+            Some(submitted_at + 2 * DAY),
+            "on_time",
+        ),
+        1 => (
+            "completed",
+            Some(submitted_at + DAY),
+            Some(submitted_at + 3 * DAY),
+            "late",
+        ),
         2 => ("completed", None, Some(submitted_at + DAY), "completed"),
         3 => ("under_review", Some(now - HOUR), None, "overdue"),
         4 => ("accepted", Some(now + 10 * DAY), None, "open"),
@@ -351,7 +369,11 @@ async fn write(rig: &Rig) -> Vec<Fact> {
         Keys {
             system: system.into(),
             // Every seventh fact's department is unknown: it counts in the province only.
-            department: if n % 7 == 3 { String::new() } else { department.into() },
+            department: if n % 7 == 3 {
+                String::new()
+            } else {
+                department.into()
+            },
             item: Some(ITEMS[n % 4].into()),
         }
     };
@@ -360,7 +382,11 @@ async fn write(rig: &Rig) -> Vec<Fact> {
     let mut cases = Vec::new();
     let all_times: Vec<i64> = inside.iter().chain(&outside).copied().collect();
     for n in 0..48 {
-        let at = if n < 46 { inside[n % inside.len()] } else { outside[n - 46] };
+        let at = if n < 46 {
+            inside[n % inside.len()]
+        } else {
+            outside[n - 46]
+        };
         let k = keys(n);
         let (summary, label) = case(n, &k, at, now);
         cases.push(summary);
@@ -469,7 +495,11 @@ async fn write(rig: &Rig) -> Vec<Fact> {
     let mut writes = Vec::new();
     let mut alert_keys = Vec::new();
     for n in 0..26usize {
-        let at = if n < 25 { inside[n % inside.len()] } else { outside[0] };
+        let at = if n < 25 {
+            inside[n % inside.len()]
+        } else {
+            outside[0]
+        };
         let rule = RULES[n % RULES.len()];
         let mut k = keys(n);
         let own = matches!(rule, Rule::SystemSilent | Rule::EventsRefused);
@@ -531,7 +561,12 @@ async fn write(rig: &Rig) -> Vec<Fact> {
         let uri = format!("/api/v1/supervision/alerts/{id}/follow-up");
         if followed {
             let (status, body, _) = rig
-                .call(&rig.supervisor, Method::POST, &uri, Some(json!({"action": "acknowledge"})))
+                .call(
+                    &rig.supervisor,
+                    Method::POST,
+                    &uri,
+                    Some(json!({"action": "acknowledge"})),
+                )
                 .await;
             assert!(status.is_success(), "{uri}: {status} {body}");
         }
@@ -650,7 +685,12 @@ fn check(report: &Value, sheet: &Sheet, by: &str, what: &str) {
             let mut m = m.clone();
             let month = m.as_object_mut().unwrap().remove("month").unwrap();
             assert_eq!(month, json!(period[i]), "{what}: {name}");
-            assert_eq!(m, expected[i + 1].json(known), "{what}: {name}, {}", period[i]);
+            assert_eq!(
+                m,
+                expected[i + 1].json(known),
+                "{what}: {name}, {}",
+                period[i]
+            );
         }
     };
     for g in groups {
@@ -675,7 +715,12 @@ async fn figures_match_the_facts_by_every_grouping(api: TestApi) {
     }
     // `by` defaults to department; names come from the configuration.
     let report = rig.report(&period).await;
-    check(&report, &expect(&facts, "department", None, None), "department", "default");
+    check(
+        &report,
+        &expect(&facts, "department", None, None),
+        "department",
+        "default",
+    );
     let scjg = report["groups"]
         .as_array()
         .unwrap()
@@ -695,7 +740,10 @@ async fn figures_match_the_facts_by_every_grouping(api: TestApi) {
         ("/supplements/repeated_cases", 1),
         ("/disputes_opened", 1),
     ] {
-        assert!(p.pointer(pointer).unwrap().as_i64().unwrap() >= at_least, "{pointer}: {p:#}");
+        assert!(
+            p.pointer(pointer).unwrap().as_i64().unwrap() >= at_least,
+            "{pointer}: {p:#}"
+        );
     }
 
     // Narrowed to a department, and to a system.
@@ -710,7 +758,9 @@ async fn figures_match_the_facts_by_every_grouping(api: TestApi) {
         "one department",
     );
     assert_eq!(report["filters"]["department"], department);
-    let report = rig.report(&format!("{period}&by=item&system={system}")).await;
+    let report = rig
+        .report(&format!("{period}&by=item&system={system}"))
+        .await;
     check(
         &report,
         &expect(&facts, "item", None, Some(system)),
@@ -749,9 +799,16 @@ async fn csv_digest_is_the_headers_and_the_audit_records(api: TestApi) {
     assert_eq!(digest, computed);
 
     let lines: Vec<&str> = body.split("\r\n").filter(|l| !l.is_empty()).collect();
-    assert!(lines[0].starts_with("# supervision report,period "), "{}", lines[0]);
+    assert!(
+        lines[0].starts_with("# supervision report,period "),
+        "{}",
+        lines[0]
+    );
     let header: Vec<&str> = lines[1].split(',').collect();
-    assert_eq!(&header[..5], ["scope", "key", "name", "month", "cases_begun"]);
+    assert_eq!(
+        &header[..5],
+        ["scope", "key", "name", "month", "cases_begun"]
+    );
     let sheet = expect(&facts, "system", None, None);
     // A line per month and one for the period, per group and for the province.
     assert_eq!(lines.len() - 2, (sheet.groups.len() + 1) * 4, "{body}");
@@ -773,7 +830,10 @@ async fn csv_digest_is_the_headers_and_the_audit_records(api: TestApi) {
         ("alerts_closed", "/alerts/closed"),
         ("inbound_refusals", "/inbound_refusals"),
         ("reporting_lag_p95_ms", "/reporting_lag/p95_ms"),
-        ("cases_with_repeated_supplements", "/supplements/repeated_cases"),
+        (
+            "cases_with_repeated_supplements",
+            "/supplements/repeated_cases",
+        ),
         ("disputes_opened", "/disputes_opened"),
     ] {
         assert_eq!(
@@ -807,7 +867,8 @@ async fn bad_parameters_are_all_named_and_readers_are_the_routes(api: TestApi) {
     let next = month_text(month_from_now(1));
     for (query, mut expected) in [
         (
-            "from=2026-13&to=soon&by=week&format=xml&department=a&department=b&color=red".to_string(),
+            "from=2026-13&to=soon&by=week&format=xml&department=a&department=b&color=red"
+                .to_string(),
             vec!["by", "color", "department", "format", "from", "to"],
         ),
         (format!("from={next}&to={next}"), vec!["to"]),

@@ -1,6 +1,8 @@
 //! `/api/v1/reports`: the funding report (第十一条), for finance to decide which self-built
-//! systems may be funded, and the usage report (第十条), for finding the systems that are little
-//! used or whose function another system has, each as JSON or CSV. Each export carries its
+//! systems may be funded, the usage report (第十条), for finding the systems that are little
+//! used or whose function another system has, and the supervision report (第二十八–二十九条),
+//! how departments, systems or items handled their cases and answered for their alerts, each
+//! as JSON or CSV. Each export carries its
 //! period and when it was made, and the SHA-256 of exactly the bytes sent goes into the audit
 //! log (and the `Tongban-Content-SHA256` header), so that its reader can later prove what they
 //! saw.
@@ -11,22 +13,37 @@ use super::problem::ApiError;
 use super::{Access, AppState, Route};
 use crate::auth::Role;
 use crate::clock;
-use crate::service::usage::{self, Month, UsageLine, UsageReport};
+use crate::service::supervision_report::{self, Figures, GroupBy, Line, SupervisionReport};
+use crate::service::usage::{self, Month, Period, UsageLine, UsageReport};
+use crate::store::ReportWindow;
 use crate::workers::ledger::{FundingLine, FundingReport};
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 
 /// Who reads the reports: finance, the 营商局 (which reviews systems and clears them up),
 /// administrators.
 const READERS: Access = Access::Roles(&[Role::Finance, Role::Reviewer, Role::Admin]);
 
+/// Who reads the supervision report: the 电子监察 supervisors it is for, and finance, which
+/// reads the handling statistics it is made of (`STATS_READERS` in `api::supervision`: handling
+/// figures serve funding decisions too), and administrators. Not reviewers: they judge systems'
+/// onboarding, not how departments handle cases, and read no supervision figures elsewhere.
+const SUPERVISION_READERS: Access = Access::Roles(&[Role::Supervisor, Role::Finance, Role::Admin]);
+
 pub fn routes() -> Vec<Route> {
     vec![
         Route::new(Method::GET, "/api/v1/reports/funding", READERS, funding),
         Route::new(Method::GET, "/api/v1/reports/usage", READERS, usage),
+        Route::new(
+            Method::GET,
+            "/api/v1/reports/supervision",
+            SUPERVISION_READERS,
+            supervision,
+        ),
     ]
 }
 
@@ -207,17 +224,13 @@ fn month(q: &mut QueryParams, name: &'static str) -> Result<Option<Month>, ()> {
     }
 }
 
-async fn usage(
-    State(state): State<AppState>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError> {
-    let mut q = QueryParams::parse(raw.as_deref());
-    let from = month(&mut q, "from");
-    let to = month(&mut q, "to");
-    let csv = csv_asked(&mut q);
-    // The period is judged once both months read (a default standing in for a month that did
-    // not would be judged in its place).
-    let period = match (from, to) {
+/// The period of whole months `from` and `to` ask for (`None`: a problem with them is
+/// reported). It is judged once both months read (a default standing in for a month that did
+/// not would be judged in its place).
+fn months_period(q: &mut QueryParams) -> Option<Period> {
+    let from = month(q, "from");
+    let to = month(q, "to");
+    match (from, to) {
         (Ok(from), Ok(to)) => match usage::period(from, to, clock::now_millis()) {
             Ok(period) => Some(period),
             Err(problems) => {
@@ -228,7 +241,16 @@ async fn usage(
             }
         },
         _ => None,
-    };
+    }
+}
+
+async fn usage(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let mut q = QueryParams::parse(raw.as_deref());
+    let period = months_period(&mut q);
+    let csv = csv_asked(&mut q);
     q.finish()?;
     let Some(period) = period else {
         // finish() has reported the problem that left no period.
@@ -383,6 +405,321 @@ fn usage_csv(report: &UsageReport) -> String {
         let cells: Vec<String> = cells.iter().map(|c| field(c)).collect();
         out.push_str(&cells.join(","));
         out.push_str("\r\n");
+    }
+    out
+}
+
+/// `GET /api/v1/reports/supervision`: `from`, `to` (months, as the usage report), `by`
+/// (`department`, the default, `system` or `item`), `department` (USCC) and `system` to narrow
+/// to, `format`. See `service::supervision_report` for what each figure counts.
+async fn supervision(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let mut q = QueryParams::parse(raw.as_deref());
+    let period = months_period(&mut q);
+    let by = q
+        .one_of("by", &GroupBy::ALL.map(GroupBy::as_str))
+        .and_then(|b| GroupBy::parse(&b))
+        .unwrap_or_default();
+    let department = q.text("department");
+    let system = q.text("system");
+    let csv = csv_asked(&mut q);
+    q.finish()?;
+    let Some(period) = period else {
+        // finish() has reported the problem that left no period.
+        return Err(ApiError::Invalid(Vec::new()));
+    };
+    let config = state.live.config();
+    // Each system's department: the inventory's, else its adapter's.
+    let mut system_departments: BTreeMap<String, String> = BTreeMap::new();
+    let mut names: BTreeMap<String, String> = BTreeMap::new();
+    for s in config.systems.iter().flatten() {
+        system_departments.insert(s.id.clone(), s.department_uscc.clone());
+        names.insert(s.id.clone(), s.name.clone());
+        names.insert(s.department_uscc.clone(), s.department_name.clone());
+    }
+    for a in config.adapters.values() {
+        system_departments
+            .entry(a.id.clone())
+            .or_insert_with(|| a.department_uscc.clone());
+        names.entry(a.id.clone()).or_insert_with(|| a.name.clone());
+        names
+            .entry(a.department_uscc.clone())
+            .or_insert_with(|| a.department_name.clone());
+    }
+    let now = clock::now_millis();
+    // Read first: the figures include at least what the engine had handled by then.
+    let up_to = state.store.cursor(crate::workers::engine::CURSOR).await?;
+    let facts = state
+        .store
+        .supervision_facts(&ReportWindow {
+            since: period.start,
+            until: period.end,
+            // Days start at midnight in the calendar's zone, China Standard Time.
+            utc_offset_ms: i64::from(clock::cst().local_minus_utc()) * 1000,
+            now,
+            system: system.as_deref(),
+            department: department.as_deref(),
+        })
+        .await?;
+    let report = supervision_report::report(&supervision_report::Inputs {
+        period: &period,
+        by,
+        system: system.as_deref(),
+        department: department.as_deref(),
+        facts: &facts,
+        system_departments: &system_departments,
+        generated_at: now,
+    });
+    if by == GroupBy::Item {
+        for g in &report.groups {
+            if let Some(item) = state.catalog.get(&state.store, &g.key).await? {
+                names.insert(g.key.clone(), item.name.clone());
+            }
+        }
+    }
+    let name = |key: &str| names.get(key).cloned();
+    let body = if csv {
+        supervision_csv(&report, &name)
+    } else {
+        supervision_json(&report, &name, up_to)
+    };
+    Ok(export(
+        body,
+        csv,
+        format!(
+            "supervision report, period {}..{}, by {}{}{}, {} group(s)",
+            report.period.from,
+            report.period.to,
+            by.as_str(),
+            report
+                .department
+                .as_ref()
+                .map_or_else(String::new, |d| format!(", department {d}")),
+            report
+                .system
+                .as_ref()
+                .map_or_else(String::new, |s| format!(", system {s}")),
+            report.groups.len()
+        ),
+    ))
+}
+
+fn figures_json(f: &Figures) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    out.insert(
+        "cases".into(),
+        json!({
+            "begun": f.cases_begun,
+            "completed": f.completed,
+            "on_time": f.on_time,
+            "late": f.late,
+            "on_time_rate": f.on_time_rate,
+            "open": f.open,
+            "overdue_now": f.overdue_now,
+            "refused": f.refused,
+        }),
+    );
+    let counts = |pairs: Vec<(&str, i64)>| -> Value {
+        Value::Object(
+            pairs
+                .into_iter()
+                .map(|(k, n)| (k.to_string(), json!(n)))
+                .collect(),
+        )
+    };
+    out.insert(
+        "alerts".into(),
+        json!({
+            "raised": f.alerts_raised,
+            "by_level": counts(f.alerts_by_level.iter().map(|(l, n)| (l.as_str(), *n)).collect()),
+            "by_rule": counts(f.alerts_by_rule.iter().map(|(r, n)| (r.as_str(), *n)).collect()),
+            "followed_up": f.alerts_followed_up,
+            "closed": f.alerts_closed,
+        }),
+    );
+    out.insert("inbound_refusals".into(), json!(f.inbound_refusals));
+    out.insert(
+        "reporting_lag".into(),
+        json!({ "events": f.lag_events, "p95_ms": f.lag_p95_ms }),
+    );
+    out.insert(
+        "supplements".into(),
+        json!({
+            "requests": f.supplement_requests,
+            "cases": f.cases_with_supplements,
+            "repeated_cases": f.cases_with_repeated_supplements,
+        }),
+    );
+    out.insert("disputes_opened".into(), json!(f.disputes_opened));
+    out
+}
+
+fn supervision_line_json(line: &Line) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    out.insert("total".into(), Value::Object(figures_json(&line.total)));
+    out.insert(
+        "months".into(),
+        Value::Array(
+            line.months
+                .iter()
+                .map(|(m, f)| {
+                    let mut month = serde_json::Map::new();
+                    month.insert("month".into(), json!(m.to_string()));
+                    month.extend(figures_json(f));
+                    Value::Object(month)
+                })
+                .collect(),
+        ),
+    );
+    out
+}
+
+fn supervision_json(
+    report: &SupervisionReport,
+    name: &dyn Fn(&str) -> Option<String>,
+    up_to_seq: i64,
+) -> String {
+    let p = &report.period;
+    json!({
+        "period": {
+            "from": p.from.to_string(),
+            "to": p.to.to_string(),
+            "months": p.month_count(),
+            "start": clock::format_millis(p.start),
+            "end": clock::format_millis(p.end),
+            "includes_current_month": p.includes_current_month,
+        },
+        "generated_at": clock::format_millis(report.generated_at),
+        "up_to_seq": up_to_seq,
+        "by": report.by.as_str(),
+        "filters": { "department": report.department, "system": report.system },
+        "months": p.months().iter().map(Month::to_string).collect::<Vec<_>>(),
+        "groups": report.groups.iter().map(|g| {
+            let mut group = serde_json::Map::new();
+            group.insert("key".into(), json!(g.key));
+            group.insert("name".into(), json!(name(&g.key)));
+            group.extend(supervision_line_json(&g.line));
+            Value::Object(group)
+        }).collect::<Vec<_>>(),
+        "province": Value::Object(supervision_line_json(&report.province)),
+    })
+    .to_string()
+}
+
+/// The supervision report's CSV columns after `scope,key,name,month`.
+fn supervision_columns() -> Vec<String> {
+    let mut columns: Vec<String> = [
+        "cases_begun",
+        "completed",
+        "on_time",
+        "late",
+        "on_time_rate",
+        "open",
+        "overdue_now",
+        "refused",
+        "alerts_raised",
+    ]
+    .map(String::from)
+    .to_vec();
+    columns.extend(
+        crate::model::Level::ALL
+            .iter()
+            .map(|l| format!("alerts_{}", l.as_str())),
+    );
+    columns.extend(
+        crate::model::Rule::ALL
+            .iter()
+            .map(|r| format!("alerts_rule_{}", r.as_str())),
+    );
+    columns.extend(
+        [
+            "alerts_followed_up",
+            "alerts_closed",
+            "inbound_refusals",
+            "reporting_lag_events",
+            "reporting_lag_p95_ms",
+            "supplement_requests",
+            "cases_with_supplements",
+            "cases_with_repeated_supplements",
+            "disputes_opened",
+        ]
+        .map(String::from),
+    );
+    columns
+}
+
+fn figures_cells(f: &Figures) -> Vec<String> {
+    let mut cells = vec![
+        f.cases_begun.to_string(),
+        f.completed.to_string(),
+        f.on_time.to_string(),
+        f.late.to_string(),
+        f.on_time_rate.map(|r| r.to_string()).unwrap_or_default(),
+        f.open.to_string(),
+        f.overdue_now.to_string(),
+        f.refused.to_string(),
+        f.alerts_raised.to_string(),
+    ];
+    cells.extend(f.alerts_by_level.iter().map(|(_, n)| n.to_string()));
+    cells.extend(f.alerts_by_rule.iter().map(|(_, n)| n.to_string()));
+    cells.extend([
+        f.alerts_followed_up.to_string(),
+        f.alerts_closed.to_string(),
+        f.inbound_refusals
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
+        f.lag_events.to_string(),
+        f.lag_p95_ms.map(|n| n.to_string()).unwrap_or_default(),
+        f.supplement_requests.to_string(),
+        f.cases_with_supplements.to_string(),
+        f.cases_with_repeated_supplements.to_string(),
+        f.disputes_opened.to_string(),
+    ]);
+    cells
+}
+
+/// The supervision report as CSV: a line saying its period, grouping, filters and when it was
+/// made, then a header and, per group and then for the province (`scope` `province`), a line
+/// per month and one for the whole period (`month` `total`).
+fn supervision_csv(report: &SupervisionReport, name: &dyn Fn(&str) -> Option<String>) -> String {
+    let mut out = format!(
+        "# supervision report,period {}..{},by {},department {},system {},generated {}\r\n",
+        report.period.from,
+        report.period.to,
+        report.by.as_str(),
+        field(report.department.as_deref().unwrap_or("all")),
+        field(report.system.as_deref().unwrap_or("all")),
+        clock::format_millis(report.generated_at)
+    );
+    let mut header: Vec<String> = ["scope", "key", "name", "month"].map(String::from).to_vec();
+    header.extend(supervision_columns());
+    out.push_str(&header.join(","));
+    out.push_str("\r\n");
+    let lines = report
+        .groups
+        .iter()
+        .map(|g| (report.by.as_str(), g.key.as_str(), name(&g.key), &g.line))
+        .chain(std::iter::once(("province", "", None, &report.province)));
+    for (scope, key, name, line) in lines {
+        let rows = line
+            .months
+            .iter()
+            .map(|(m, f)| (m.to_string(), f))
+            .chain(std::iter::once(("total".to_string(), &line.total)));
+        for (month, figures) in rows {
+            let mut cells = vec![
+                scope.to_string(),
+                key.to_string(),
+                name.clone().unwrap_or_default(),
+                month,
+            ];
+            cells.extend(figures_cells(figures));
+            let cells: Vec<String> = cells.iter().map(|c| field(c)).collect();
+            out.push_str(&cells.join(","));
+            out.push_str("\r\n");
+        }
     }
     out
 }

@@ -15,4 +15,5 @@ pub mod probe_inbox;
 pub mod results;
 pub mod sealing;
 pub mod sharing;
+pub mod supervision_report;
 pub mod usage;

@@ -97,7 +97,7 @@ impl Month {
     }
 
     /// The month a day falls in, the day numbered from 1970-01-01 in the report's zone.
-    fn of_day(day: i64) -> Month {
+    pub fn of_day(day: i64) -> Month {
         let date = chrono::DateTime::from_timestamp_millis(day * DAY_MS)
             .map(|t| t.date_naive())
             .unwrap_or_default();

@@ -20,6 +20,7 @@ mod routing;
 mod rows;
 mod sessions;
 mod supervision;
+mod supervision_report;
 mod usage;
 
 pub use audit::AuditQuery;
@@ -42,6 +43,9 @@ pub use supervision::{
     DescribeAlert, Durations, EngineRound, FeedEntry, FeedQuery, LeaseHold, LeaseRecord,
     NewFeedEntry, NewRefusal, RefusalRecord, RefusalSummary, ReportingLag, StatsQuery,
     SupervisionStats,
+};
+pub use supervision_report::{
+    AlertDay, CaseDay, CaseEventRow, DisputeDay, LagRow, RefusalDay, ReportWindow, SupervisionFacts,
 };
 pub use usage::{DailyApplications, EventDay};
 

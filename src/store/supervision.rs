@@ -214,7 +214,7 @@ pub struct CaseSummary {
 /// reported nothing yet, as state `submitted` without dues. A case starts when the hub accepts
 /// the application, not when the department first speaks; an undeliverable one is a dead
 /// letter, not a case.
-const ALL_CASES: &str = "(SELECT application_id, system_id, item_code, department, state, \
+pub(super) const ALL_CASES: &str = "(SELECT application_id, system_id, item_code, department, state, \
      submitted_at, accepted_at, promised_due, statutory_due, completed_at, on_time, handling_ms, \
      updated_at FROM cases \
      UNION ALL SELECT a.id, a.system_id, a.item_code, COALESCE(ci.department_uscc, ''), \
@@ -225,7 +225,7 @@ const ALL_CASES: &str = "(SELECT application_id, system_id, item_code, departmen
      AND NOT EXISTS (SELECT 1 FROM cases c WHERE c.application_id = a.id)) all_cases";
 
 /// The states in which nothing runs on a case any more.
-const CLOSED_STATES: &str = "('completed', 'refused')";
+pub(super) const CLOSED_STATES: &str = "('completed', 'refused')";
 
 impl CaseSummary {
     pub fn is_open(&self) -> bool {
@@ -407,20 +407,20 @@ fn levels_at_or_above(min: Level) -> Vec<&'static str> {
 }
 
 #[derive(Clone)]
-enum Param<'q> {
+pub(super) enum Param<'q> {
     Text(&'q str),
     Int(i64),
 }
 
 /// `WHERE` conditions with numbered placeholders and their parameters, built in step.
 #[derive(Default, Clone)]
-struct Filter<'q> {
+pub(super) struct Filter<'q> {
     conditions: Vec<String>,
     params: Vec<Param<'q>>,
 }
 
 impl<'q> Filter<'q> {
-    fn add(&mut self, condition: &str, param: Param<'q>) {
+    pub(super) fn add(&mut self, condition: &str, param: Param<'q>) {
         self.params.push(param);
         self.conditions
             .push(format!("{condition} ${}", self.params.len()));
@@ -459,11 +459,11 @@ impl<'q> Filter<'q> {
         self.append(")");
     }
 
-    fn raw(&mut self, condition: &str) {
+    pub(super) fn raw(&mut self, condition: &str) {
         self.conditions.push(condition.into());
     }
 
-    fn where_clause(&self) -> String {
+    pub(super) fn where_clause(&self) -> String {
         if self.conditions.is_empty() {
             String::new()
         } else {
@@ -475,7 +475,7 @@ impl<'q> Filter<'q> {
         self.params.len() + 1
     }
 
-    fn bind<'a>(
+    pub(super) fn bind<'a>(
         &'a self,
         mut query: sqlx::query::Query<'a, Any, sqlx::any::AnyArguments<'a>>,
     ) -> sqlx::query::Query<'a, Any, sqlx::any::AnyArguments<'a>> {

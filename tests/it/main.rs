@@ -50,4 +50,5 @@ mod supervision_facts;
 mod supervision_feed;
 mod supervision_inbound;
 mod supervision_lists;
+mod supervision_report;
 mod xml_characters;

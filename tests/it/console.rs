@@ -285,6 +285,33 @@ async fn each_role_does_its_job_in_the_console_in_a_real_browser() {
         .eval("[...document.querySelectorAll('#steps li strong')].map(s => s.textContent)")
         .await;
     assert_eq!(steps, json!(["签收", "交办", "答复", "办结"]));
+    // The supervision report for this month: the two red cards raised, one followed up and
+    // closed, drawn as charts.
+    let month = chrono::Utc::now()
+        .with_timezone(&tongban::clock::cst())
+        .format("%Y-%m")
+        .to_string();
+    browser
+        .goto(&format!(
+            "{base}/console/supervision?from={month}&to={month}&by=system"
+        ))
+        .await;
+    let report = browser.text().await;
+    assert!(
+        report.contains("2（预警 0，黄牌 0，红牌 2；已督办 1，督办办结 1）"),
+        "{report}"
+    );
+    let charts = browser
+        .eval("document.querySelectorAll('#charts svg.chart').length")
+        .await;
+    assert_eq!(charts, json!(3));
+    assert_eq!(
+        browser
+            .eval("document.querySelector('#groups tr[data-key=\"sy-scjg-food\"] td:nth-child(7)').textContent")
+            .await,
+        json!("0/0/2")
+    );
+    shoot(&mut browser, "supervision").await;
     sign_out(&mut browser).await;
 
     // The reviewer, with a staff token, approves an onboarding request on its evidence.

@@ -31,6 +31,7 @@ pub fn routes() -> Router<Console> {
         .route("/console/ledger", get(ledger))
         .route("/console/funding", get(funding))
         .route("/console/usage", get(usage))
+        .route("/console/supervision", get(supervision_report))
         .route("/console/reports/{report}/export", get(report_export))
         .route("/console/system", get(own_system))
         .route(
@@ -598,6 +599,60 @@ async fn usage(State(c): State<Console>, headers: HeaderMap, RawQuery(raw): RawQ
             "digest": digest,
             "months": per_month.keys().collect::<Vec<_>>(),
             "volumes": per_month.values().collect::<Vec<_>>(),
+        }),
+    )
+}
+
+/// The supervision report (第二十八–二十九条) for the months, grouping and filters asked, with the
+/// province's months as charts: volume, the on-time rate, alerts by level.
+async fn supervision_report(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let session = signed_in!(c, headers);
+    let answer = read!(
+        c,
+        &session,
+        &format!("/api/v1/reports/supervision{}", passed_on(&raw))
+    );
+    let months = answer.body["province"]["months"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let figure = |path: &[&str]| -> Vec<Value> {
+        months
+            .iter()
+            .map(|m| path.iter().fold(m, |v, key| &v[*key]).clone())
+            .collect()
+    };
+    let rates: Vec<Value> = figure(&["cases", "on_time_rate"])
+        .into_iter()
+        .map(|r| {
+            r.as_f64()
+                .map_or(Value::Null, |r| json!((r * 1000.0).round() / 10.0))
+        })
+        .collect();
+    let digest = answer
+        .headers
+        .get("tongban-content-sha256")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    c.page(
+        Some(&session),
+        StatusCode::OK,
+        "supervision.html",
+        json!({
+            "report": answer.body,
+            "query": parameters(&raw),
+            "digest": digest,
+            "labels": figure(&["month"]),
+            "begun": figure(&["cases", "begun"]),
+            "completed": figure(&["cases", "completed"]),
+            "rates": rates,
+            "warning": figure(&["alerts", "by_level", "warning"]),
+            "yellow": figure(&["alerts", "by_level", "yellow"]),
+            "red": figure(&["alerts", "by_level", "red"]),
         }),
     )
 }

@@ -28,6 +28,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("keys.html", include_str!("templates/keys.html")),
     ("audit.html", include_str!("templates/audit.html")),
     ("usage.html", include_str!("templates/usage.html")),
+    (
+        "supervision.html",
+        include_str!("templates/supervision.html"),
+    ),
 ];
 
 /// The environment with every page, its labels and filters.
@@ -193,7 +197,9 @@ fn bar_chart(title: String, labels: Value, series: Value, unit: Option<String>) 
         .fold(0.0f64, |a, b| a.max(*b));
     let group = (series.len().max(1) * 18 + 14) as f64;
     let (left, base, height) = (12.0, 170.0, 130.0);
-    let width = left * 2.0 + group * labels.len().max(1) as f64;
+    // Wide enough for the bars and for the legend under them.
+    let width = (left * 2.0 + group * labels.len().max(1) as f64)
+        .max(left * 2.0 + 90.0 * series.len() as f64);
     let mut svg = format!(
         r##"<figure class="chart"><svg class="chart" viewBox="0 0 {width} 230" width="{width}" height="230" role="img" aria-label="{t}"><title>{t}</title><line x1="{left}" y1="{base}" x2="{x2}" y2="{base}" stroke="#8a939c"/>"##,
         t = escaped(&title),

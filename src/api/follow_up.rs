@@ -98,6 +98,7 @@ fn checked_step<'a>(
         department: member("department"),
         due: member("due"),
         text: member("text"),
+        expected: member("expected"),
     };
     let checked = follow_up::check(&state.config(), taker, request, clock::now_millis());
     match checked {
@@ -137,8 +138,8 @@ async fn supervise(
         &state,
         taker,
         &body,
-        &["action", "department", "due", "text"],
-        "{\"action\", \"department\"?, \"due\"?, \"text\"?}",
+        &["action", "department", "due", "text", "expected"],
+        "{\"action\", \"department\"?, \"due\"?, \"text\"?, \"expected\"?}",
     )?;
     let (alert, follow_up) = follow_up::take(&state.store, &alert_id, taker, step)
         .await
@@ -218,8 +219,8 @@ async fn respond(
         &state,
         taker,
         &body,
-        &["action", "text"],
-        "{\"action\", \"text\"}",
+        &["action", "text", "expected"],
+        "{\"action\", \"text\", \"expected\"?}",
     )?;
     let (alert, follow_up) = follow_up::take(&state.store, &alert_id, taker, step)
         .await

@@ -310,8 +310,8 @@ fn frame(entry: &FeedEntry) -> Bytes {
 /// The crate depends on no `Stream` trait (axum's `Sse` needs one), so the body implements
 /// http-body's `Body` itself. http-body is not a direct dependency either: its frame type is
 /// named through http-body-util's `frame()` future, and each frame is made by a `Full`.
-struct EventStream {
-    rx: mpsc::Receiver<Bytes>,
+pub(super) struct EventStream {
+    pub(super) rx: mpsc::Receiver<Bytes>,
 }
 
 type NextFrame = <http_body_util::combinators::Frame<'static, Full<Bytes>> as Future>::Output;

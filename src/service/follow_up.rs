@@ -54,6 +54,10 @@ pub struct StepRequest<'a> {
     pub department: Option<&'a str>,
     pub due: Option<&'a str>,
     pub text: Option<&'a str>,
+    /// Where the taker saw the follow-up stand (a follow-up state, or `none`): the step is taken
+    /// only if it still stands there, so that two people acting on one page do not overrule
+    /// each other unseen.
+    pub expected: Option<&'a str>,
 }
 
 /// Reads a due time: an RFC 3339 instant, or a date (the end of that day, China time).
@@ -69,14 +73,9 @@ fn due_millis(text: &str) -> Option<i64> {
         .map(|t| t.timestamp_millis())
 }
 
-/// Every department the configuration knows: connected systems' and the inventory's.
-fn known_department(config: &Config, uscc: &str) -> bool {
+/// A department that can answer: one with a connected system, whose key answers for it.
+fn answering_department(config: &Config, uscc: &str) -> bool {
     config.adapters.values().any(|a| a.department_uscc == uscc)
-        || config
-            .systems
-            .iter()
-            .flatten()
-            .any(|s| s.department_uscc == uscc)
 }
 
 /// A step checked on its own: what it does, with its due time read.
@@ -86,6 +85,8 @@ pub struct CheckedStep<'a> {
     pub department: Option<&'a str>,
     pub due_at: Option<i64>,
     pub text: Option<&'a str>,
+    /// Where the taker saw the follow-up stand, if they said.
+    pub expected: Option<Option<FollowUpState>>,
 }
 
 /// Checks a step on its own, at `now`, before any alert is read: every problem, each with the
@@ -156,10 +157,11 @@ pub fn check<'a>(
         if let Some(uscc) = request.department {
             if crate::ids::check_uscc(uscc).is_err() {
                 problems.push(("/department", "is not a unified social credit code".into()));
-            } else if !known_department(config, uscc) {
+            } else if !answering_department(config, uscc) {
                 problems.push((
                     "/department",
-                    "is no department of a connected system or of the inventory".into(),
+                    "is no department of a connected system (none of its systems could answer)"
+                        .into(),
                 ));
             }
         }
@@ -174,12 +176,27 @@ pub fn check<'a>(
             ));
         }
     }
+    let expected = match request.expected {
+        None => None,
+        Some("none") => Some(None),
+        Some(seen) => match seen.parse::<FollowUpState>() {
+            Ok(state) => Some(Some(state)),
+            Err(_) => {
+                problems.push((
+                    "/expected",
+                    "is `none` or a follow-up state: where the follow-up stood when seen".into(),
+                ));
+                None
+            }
+        },
+    };
     match action {
         Some(action) if problems.is_empty() => Ok(CheckedStep {
             action,
             department: request.department,
             due_at,
             text,
+            expected,
         }),
         _ => Err(problems),
     }
@@ -204,8 +221,14 @@ pub async fn take(
     let not_found = || FollowUpError::NotFound(format!("there is no alert {alert_id}"));
     let alert = store.alert(alert_id).await?.ok_or_else(not_found)?;
     let current = store.follow_up(alert_id).await?;
+    // Sent back without naming a department: to the one that answered.
+    let assigned_before = current
+        .as_ref()
+        .map(|f| f.department.as_str())
+        .filter(|d| !d.is_empty());
     let department = match (action, step.department) {
         (FollowUpAction::Assign, Some(d)) => Some(d),
+        (FollowUpAction::Assign, None) if assigned_before.is_some() => assigned_before,
         (FollowUpAction::Assign, None) if !alert.department.is_empty() => {
             Some(alert.department.as_str())
         }
@@ -233,7 +256,27 @@ pub async fn take(
             state.as_str()
         )));
     }
-    let mask = |t: &str| PersonalValues::default().mask_text(t).to_string();
+    if let Some(seen) = step.expected
+        && seen != shown
+    {
+        return Err(FollowUpError::Conflict(format!(
+            "alert {alert_id}'s follow-up is {} now, not {} as seen: look again before acting",
+            shown.map_or("not started", FollowUpState::as_str),
+            seen.map_or("not started", FollowUpState::as_str),
+        )));
+    }
+    // Texts are kept and shown masked: by the application's own values (names included) and by
+    // shape, as the feed masks case events.
+    let personal = match &alert.application_id {
+        Some(id) => store
+            .application(id)
+            .await?
+            .map(|a| PersonalValues::of_application_text(&a.body))
+            .unwrap_or_default(),
+        None => PersonalValues::default(),
+    };
+    let text = text.map(|t| personal.mask_text(t));
+    let text = text.as_deref();
     let feed = FeedText {
         body: json!({
             "alert": alert.id,
@@ -248,7 +291,7 @@ pub async fn take(
             "due_at": due_at
                 .or(current.as_ref().and_then(|f| f.due_at))
                 .map(crate::clock::format_millis),
-            "text": text.map(mask),
+            "text": text,
         })
         .to_string(),
         routing_key: format!("follow_up.{}.{}", alert.system_id, state.as_str()),
@@ -259,7 +302,16 @@ pub async fn take(
         .change_follow_up(
             &FollowUpChange {
                 alert_id,
-                from: action.from(),
+                // Only from where it was seen, when the taker said; a department only on its own
+                // assignment.
+                from: step
+                    .expected
+                    .as_ref()
+                    .map_or(action.from(), std::slice::from_ref),
+                department_is: match taker {
+                    Taker::Department { uscc, .. } => Some(uscc),
+                    Taker::Supervisor { .. } => None,
+                },
                 action,
                 department,
                 due_at,

@@ -38,6 +38,8 @@ pub struct FollowUpStep {
 pub struct FollowUpChange<'a> {
     pub alert_id: &'a str,
     pub from: &'a [Option<FollowUpState>],
+    /// Only if assigned to this department (a department's own step).
+    pub department_is: Option<&'a str>,
     pub action: FollowUpAction,
     /// Set on assignment; kept otherwise.
     pub department: Option<&'a str>,
@@ -64,11 +66,11 @@ impl Store {
         let from: Vec<&str> = change.from.iter().flatten().map(|s| s.as_str()).collect();
         let mut changed = false;
         if !from.is_empty() {
-            let marks: Vec<String> = (0..from.len()).map(|i| format!("${}", i + 7)).collect();
+            let marks: Vec<String> = (0..from.len()).map(|i| format!("${}", i + 8)).collect();
             let sql = format!(
                 "UPDATE alert_follow_ups SET state = $1, department = COALESCE($2, department), \
                  due_at = COALESCE($3, due_at), updated_at = $4, closed_at = $5 \
-                 WHERE alert_id = $6 AND state IN ({})",
+                 WHERE alert_id = $6 AND ($7 = '' OR department = $7) AND state IN ({})",
                 marks.join(", ")
             );
             let mut query = sqlx::query(&sql)
@@ -77,7 +79,8 @@ impl Store {
                 .bind(change.due_at)
                 .bind(at)
                 .bind(closed)
-                .bind(change.alert_id);
+                .bind(change.alert_id)
+                .bind(change.department_is.unwrap_or_default());
             for s in &from {
                 query = query.bind(*s);
             }

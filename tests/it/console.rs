@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use tokio::net::TcpListener;
 use tongban::auth::Role;
 use tongban::model::{AlertAction, Level, Rule};
-use tongban::store::{AlertWrite, NewApplication, Store};
+use tongban::store::{AlertWrite, AttemptOutcome, FinishedAttempt, NewApplication, Store};
 
 const SCJG: &str = "sy-scjg-food";
 const SCJG_USCC: &str = "11210100MB1529370K";
@@ -110,6 +110,20 @@ async fn each_role_does_its_job_in_the_console_in_a_real_browser() {
             identity: None,
             message: None,
         })
+        .await
+        .unwrap();
+    // Its delivery failed for good: a dead letter for the department to replay.
+    let claimed = store.claim_deliveries(SCJG, 1, 60_000).await.unwrap();
+    store
+        .record_attempts(&[FinishedAttempt::new(
+            &claimed[0],
+            tongban::clock::now_millis(),
+            5,
+            AttemptOutcome::Dead {
+                status: Some(500),
+                reason: "soap:Client 营业执照编号与经营者名称不符".into(),
+            },
+        )])
         .await
         .unwrap();
 
@@ -267,7 +281,23 @@ async fn each_role_does_its_job_in_the_console_in_a_real_browser() {
         "{}",
         browser.text().await
     );
+    assert!(
+        browser
+            .text()
+            .await
+            .contains("营业执照编号与经营者名称不符")
+    );
     shoot(&mut browser, "system").await;
+    browser
+        .click_and_wait("tr[data-letter='TB-CONSOLE-1~1'] button")
+        .await;
+    assert!(
+        browser.text().await.contains("没有投递失败的申请"),
+        "{}",
+        browser.text().await
+    );
+    let replayed = store.application("TB-CONSOLE-1").await.unwrap().unwrap();
+    assert_eq!(replayed.state.as_str(), "accepted", "back in the outbox");
     sign_out(&mut browser).await;
 
     // The supervisor closes it: every step on the timeline.
@@ -486,12 +516,34 @@ async fn sessions_are_strict_about_where_they_come_from_and_how_long_they_last()
     for flag in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/console"] {
         assert!(cookie.contains(flag), "{flag}: {cookie}");
     }
-    let plain = answer(post(form.clone(), vec![])).await;
+    let plain = answer(post(form.clone(), vec![("origin", "http://hub.example")])).await;
+    assert_eq!(plain.status(), StatusCode::SEE_OTHER);
     let plain_cookie = plain.headers()["set-cookie"].to_str().unwrap();
     assert!(!plain_cookie.contains("Secure"), "{plain_cookie}");
-    let elsewhere = answer(post(form.clone(), vec![("origin", "https://evil.example")])).await;
-    assert_eq!(elsewhere.status(), StatusCode::FORBIDDEN);
-    assert!(elsewhere.headers().get("set-cookie").is_none());
+    // Behind a front end that rewrites Host, the host the browser used is X-Forwarded-Host.
+    let proxied = answer(post(
+        form.clone(),
+        vec![
+            ("origin", "https://console.example"),
+            ("x-forwarded-host", "console.example"),
+        ],
+    ))
+    .await;
+    assert_eq!(proxied.status(), StatusCode::SEE_OTHER);
+    // From another site, or saying nothing of where it comes from: refused, no session.
+    for headers in [vec![("origin", "https://evil.example")], vec![]] {
+        let elsewhere = answer(post(form.clone(), headers)).await;
+        assert_eq!(elsewhere.status(), StatusCode::FORBIDDEN);
+        assert!(elsewhere.headers().get("set-cookie").is_none());
+    }
+    // What no key or token holds goes no further; a token granting no role opens nothing.
+    let origin = vec![("origin", "http://hub.example")];
+    let garbled = answer(post("credential=tbk_%00x_y".into(), origin.clone())).await;
+    assert_eq!(garbled.status(), StatusCode::UNAUTHORIZED);
+    let roleless = issuer.staff_token("nobody", &[]);
+    let nothing = answer(post(format!("credential={roleless}"), origin.clone())).await;
+    assert_eq!(nothing.status(), StatusCode::FORBIDDEN);
+    assert!(nothing.headers().get("set-cookie").is_none());
 
     // The session works, then ends with its key.
     let session = cookie.split(';').next().unwrap().to_string();

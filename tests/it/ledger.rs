@@ -228,15 +228,23 @@ async fn a_systems_status_on_each_integration_follows_its_traffic_and_its_probes
         let body: Value = answer.json().await.unwrap();
         ids.push(body["id"].as_str().unwrap().to_string());
     }
-    let figures = eventually("three cases completed with their licenses", || async {
-        let standing = rig.standing(RST).await;
-        let sharing = &standing["integrations"]["result_sharing"]["evidence"];
-        if sharing["part"] == 3 && sharing["whole"] == 3 {
-            Ok(standing)
-        } else {
-            Err(format!("{sharing}"))
-        }
-    })
+    // The results come by poll and the steps' reporting lags from the engine, each in its own
+    // time: wait for both.
+    let figures = eventually(
+        "three cases completed with their licenses, every step's lag kept",
+        || async {
+            let standing = rig.standing(RST).await;
+            let sharing = &standing["integrations"]["result_sharing"]["evidence"];
+            let lags = standing["integrations"]["simulated_transaction"]["evidence"]["lags"]
+                .as_i64()
+                .unwrap_or_default();
+            if sharing["part"] == 3 && sharing["whole"] == 3 && lags >= 12 {
+                Ok(standing)
+            } else {
+                Err(format!("{sharing}, {lags} lags"))
+            }
+        },
+    )
     .await;
     // Never probed: partial on what only a probe shows, however good the traffic.
     assert_eq!(

@@ -253,6 +253,12 @@ impl Console {
             });
             context["menu"] = Value::Array(self.menu(&s.principal.roles));
             context["csrf"] = Value::String(s.csrf.clone());
+            // Cases link to their page only for those who may read an application.
+            context["reads_cases"] = Value::Bool(self.may(
+                &s.principal.roles,
+                &Method::GET,
+                "/api/v1/applications/{id}",
+            ));
         }
         let rendered = self
             .templates
@@ -308,6 +314,25 @@ impl Console {
             .cloned()
             .unwrap_or_default();
         self.error_page(Some(session), answer.status, title, &detail, &errors)
+    }
+
+    /// The page for a form refused for lacking its session's CSRF token or coming from another
+    /// site, audited like any refused call.
+    async fn forged(&self, session: &Session, action: &str) -> Response {
+        self.audit(
+            &session.principal.actor,
+            action,
+            "refused 403",
+            "a form without the session's CSRF token, or from another site",
+        )
+        .await;
+        self.error_page(
+            Some(session),
+            StatusCode::FORBIDDEN,
+            "表单已失效",
+            "表单缺少本次登录的校验码（或来自其他站点），未执行任何操作。请返回页面重新提交。",
+            &[],
+        )
     }
 
     /// Audits a console call that the API does not see (signing in and out).
@@ -388,18 +413,22 @@ fn session_cookie(headers: &HeaderMap, secret: &str, max_age_seconds: i64) -> St
     )
 }
 
-/// A form posted from somewhere other than the hub's own pages: its `Origin` names another
-/// host than the request's `Host`.
+/// Whether a form was posted from somewhere other than the hub's own pages: its `Origin` is
+/// missing (every browser sends one with a POST; `Sec-Fetch-Site: same-origin` stands in for it)
+/// or names another host than the one the request was made to (`X-Forwarded-Host` behind a
+/// front end that rewrites `Host`, else `Host`).
 fn foreign_origin(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
-        return false;
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let Some(origin) = text("origin") else {
+        return text("sec-fetch-site") != Some("same-origin");
     };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
+    let host = text("x-forwarded-host")
+        .and_then(|h| h.split(',').next())
+        .or_else(|| text("host"))
+        .unwrap_or_default()
+        .trim();
     let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest);
-    origin == "null" || !origin_host.eq_ignore_ascii_case(host)
+    origin == "null" || host.is_empty() || !origin_host.eq_ignore_ascii_case(host)
 }
 
 fn see_other(location: &str) -> Response {

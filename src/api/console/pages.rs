@@ -4,12 +4,14 @@
 use super::{
     Answer, Console, foreign_origin, seconds_left, see_other, session_cookie, sign_in_refusal,
 };
+use crate::auth::AuthenticateError;
 use crate::auth::sessions::Session;
 use axum::Router;
 use axum::extract::{Form, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http_body_util::BodyExt;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 
@@ -37,6 +39,10 @@ pub fn routes() -> Router<Console> {
         .route(
             "/console/system/alerts/{alert_id}/follow-up",
             post(answer_alert),
+        )
+        .route(
+            "/console/system/dead-letters/{id}/replay",
+            post(replay_dead_letter),
         )
         .route("/console/keys", get(keys))
         .route("/console/keys/{id}/revocation", post(revoke_key))
@@ -105,16 +111,6 @@ fn genuine(session: &Session, headers: &HeaderMap, form: &BTreeMap<String, Strin
             == 0
 }
 
-fn forged(console: &Console, session: &Session) -> Response {
-    console.error_page(
-        Some(session),
-        StatusCode::FORBIDDEN,
-        "表单已失效",
-        "表单缺少本次登录的校验码（或来自其他站点），未执行任何操作。请返回页面重新提交。",
-        &[],
-    )
-}
-
 // ---- signing in and out ----
 
 async fn home(State(c): State<Console>, headers: HeaderMap) -> Response {
@@ -150,6 +146,22 @@ async fn sign_in(
         .get("credential")
         .map(String::as_str)
         .unwrap_or_default();
+    // Keys and tokens are printable ASCII: anything else is no credential, and goes no further.
+    if credential.trim().chars().any(|ch| !ch.is_ascii_graphic()) {
+        c.audit(
+            "anonymous",
+            ACTION,
+            "refused 401",
+            "a credential with characters no key or token has",
+        )
+        .await;
+        return c.page(
+            None,
+            StatusCode::UNAUTHORIZED,
+            "sign_in.html",
+            json!({ "problem": "凭证无效：含有密钥或令牌不会有的字符。" }),
+        );
+    }
     if credential.trim().is_empty() {
         return c.page(
             None,
@@ -158,7 +170,31 @@ async fn sign_in(
             json!({ "problem": "请填写 API 密钥或统一身份认证的工作人员令牌。" }),
         );
     }
+    // A sign-in replaces whatever session this browser held.
+    if let Ok(Some((previous, _))) = c.session(&headers).await
+        && let Err(e) = c.sessions.close(&previous).await
+    {
+        tracing::warn!(cause = %e, "cannot end the session a sign-in replaces");
+    }
     match c.sessions.open(credential).await {
+        Ok((secret, session)) if session.principal.roles.is_empty() => {
+            if let Err(e) = c.sessions.close(&secret).await {
+                tracing::warn!(cause = %e, "cannot end a session without roles");
+            }
+            c.audit(
+                &session.principal.actor,
+                ACTION,
+                "refused 403",
+                "a staff token granting no role",
+            )
+            .await;
+            c.page(
+                None,
+                StatusCode::FORBIDDEN,
+                "sign_in.html",
+                json!({ "problem": "该令牌未授予任何工作人员角色（审核、财政、监察、管理员），无法使用控制台。" }),
+            )
+        }
         Ok((secret, session)) => {
             c.audit(
                 &session.principal.actor,
@@ -177,11 +213,24 @@ async fn sign_in(
         }
         Err(e) => {
             let (status, why) = sign_in_refusal(&e);
+            // The store's own words stay in the log; the audit says what kind of failure it was.
+            let detail = match &e {
+                AuthenticateError::Store(cause) => {
+                    tracing::warn!(cause = %cause, "a console sign-in cannot reach the store");
+                    "the store could not be read".to_string()
+                }
+                other => other.to_string(),
+            };
+            let outcome = if status.is_server_error() {
+                "failed"
+            } else {
+                "refused"
+            };
             c.audit(
                 "anonymous",
                 ACTION,
-                &format!("refused {}", status.as_u16()),
-                &e.to_string(),
+                &format!("{outcome} {}", status.as_u16()),
+                &detail,
             )
             .await;
             c.page(None, status, "sign_in.html", json!({ "problem": why }))
@@ -200,7 +249,7 @@ async fn sign_out(
         Err(response) => return response,
     };
     if !genuine(&session, &headers, &form) {
-        return forged(&c, &session);
+        return c.forged(&session, "POST /console/sign-out").await;
     }
     if let Err(e) = c.sessions.close(&secret).await {
         tracing::warn!(cause = %e, "cannot end a console session");
@@ -281,15 +330,59 @@ async fn alert_stream(State(c): State<Console>, headers: HeaderMap) -> Response 
     } else {
         0
     };
-    c.call(
-        &session,
-        Method::GET,
-        &format!("/api/v1/supervision/stream?kind=alert&after={after}"),
-        None,
-        &last,
+    let stream = c
+        .call(
+            &session,
+            Method::GET,
+            &format!("/api/v1/supervision/stream?kind=alert&after={after}"),
+            None,
+            &last,
+        )
+        .await;
+    if !stream.status().is_success() {
+        return stream;
+    }
+    // The stream lives as long as its session: looked at again at every check, ended when it
+    // expired, was signed out of, or its key was revoked (the page stays, its live list stops).
+    let secret = match c.session(&headers).await {
+        Ok(Some((secret, _))) => secret,
+        _ => return StatusCode::UNAUTHORIZED.into_response(),
+    };
+    let (parts, mut body) = stream.into_parts();
+    let (tx, rx) = tokio::sync::mpsc::channel(32);
+    let sessions = c.sessions.clone();
+    tokio::spawn(async move {
+        let mut check = tokio::time::interval(SESSION_CHECK);
+        check.tick().await;
+        loop {
+            tokio::select! {
+                frame = body.frame() => match frame {
+                    Some(Ok(frame)) => {
+                        if let Ok(bytes) = frame.into_data()
+                            && tx.send(bytes).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                    _ => return,
+                },
+                _ = check.tick() => {
+                    if !matches!(sessions.find(&secret).await, Ok(Some(_))) {
+                        return;
+                    }
+                }
+                () = tx.closed() => return,
+            }
+        }
+    });
+    Response::from_parts(
+        parts,
+        axum::body::Body::new(crate::api::supervision::EventStream { rx }),
     )
-    .await
 }
+
+/// How often a live stream looks whether its session still holds.
+const SESSION_CHECK: std::time::Duration = std::time::Duration::from_secs(15);
 
 async fn alert(
     State(c): State<Console>,
@@ -335,7 +428,9 @@ async fn follow_up(
 ) -> Response {
     let session = signed_in!(c, headers);
     if !genuine(&session, &headers, &form) {
-        return forged(&c, &session);
+        return c
+            .forged(&session, "POST /console/alerts/{alert_id}/follow-up")
+            .await;
     }
     let answer = c
         .json(
@@ -454,7 +549,9 @@ async fn decide(
 ) -> Response {
     let session = signed_in!(c, headers);
     if !genuine(&session, &headers, &form) {
-        return forged(&c, &session);
+        return c
+            .forged(&session, "POST /console/onboarding/{id}/decision")
+            .await;
     }
     let reasons: Map<String, Value> = form
         .iter()
@@ -680,7 +777,15 @@ async fn system_page(
         );
     };
     let id = encode(&system);
-    let alerts = read!(c, session, &format!("/api/v1/systems/{id}/alerts"));
+    // A system not connected yet has no alerts to answer, but its onboarding requests to follow.
+    let alerts = c
+        .json(
+            session,
+            Method::GET,
+            &format!("/api/v1/systems/{id}/alerts"),
+            None,
+        )
+        .await;
     let letters = c
         .json(session, Method::GET, "/api/v1/dead-letters", None)
         .await;
@@ -698,7 +803,7 @@ async fn system_page(
         "system.html",
         json!({
             "system": system,
-            "alerts": alerts.body,
+            "alerts": alerts.status.is_success().then_some(alerts.body),
             "dead_letters": letters.status.is_success().then_some(letters.body),
             "requests": requests.status.is_success().then_some(requests.body),
             "problem": problem.map(|p| &p.body),
@@ -714,7 +819,9 @@ async fn answer_alert(
 ) -> Response {
     let session = signed_in!(c, headers);
     if !genuine(&session, &headers, &form) {
-        return forged(&c, &session);
+        return c
+            .forged(&session, "POST /console/system/alerts/{alert_id}/follow-up")
+            .await;
     }
     let Some(system) = session.principal.system.clone() else {
         return system_page(&c, &session, StatusCode::FORBIDDEN, None).await;
@@ -729,6 +836,34 @@ async fn answer_alert(
                 encode(&alert_id)
             ),
             Some(Value::Object(fields(&form))),
+        )
+        .await;
+    if answer.status.is_success() {
+        return see_other("/console/system");
+    }
+    system_page(&c, &session, answer.status, Some(&answer)).await
+}
+
+/// The department puts one of its system's dead letters back in the outbox (once the system is
+/// fixed).
+async fn replay_dead_letter(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<BTreeMap<String, String>>,
+) -> Response {
+    let session = signed_in!(c, headers);
+    if !genuine(&session, &headers, &form) {
+        return c
+            .forged(&session, "POST /console/system/dead-letters/{id}/replay")
+            .await;
+    }
+    let answer = c
+        .json(
+            &session,
+            Method::POST,
+            &format!("/api/v1/dead-letters/{}/replay", encode(&id)),
+            None,
         )
         .await;
     if answer.status.is_success() {
@@ -758,7 +893,9 @@ async fn revoke_key(
 ) -> Response {
     let session = signed_in!(c, headers);
     if !genuine(&session, &headers, &form) {
-        return forged(&c, &session);
+        return c
+            .forged(&session, "POST /console/keys/{id}/revocation")
+            .await;
     }
     let answer = c
         .json(

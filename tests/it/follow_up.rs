@@ -431,19 +431,7 @@ async fn an_alert_is_followed_up_from_raised_to_closed(api: TestApi) {
     assert_eq!(by_department["alerts"].as_array().unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn an_alert_is_followed_up_from_raised_to_closed_on_sqlite() {
-    an_alert_is_followed_up_from_raised_to_closed(TestApi::new(&common::Issuer::new()).await).await;
-}
-
-#[tokio::test]
-async fn an_alert_is_followed_up_from_raised_to_closed_on_postgres() {
-    let Some(pg) = common::postgres_store().await else {
-        return;
-    };
-    let api = TestApi::over(common::config(), &pg.store).await;
-    an_alert_is_followed_up_from_raised_to_closed(api).await;
-}
+crate::on_both_apis!(an_alert_is_followed_up_from_raised_to_closed);
 
 #[tokio::test]
 async fn alerts_are_paged_by_cursor_and_windowed_in_time() {

@@ -622,33 +622,7 @@ fn problems_at(body: &Value) -> Vec<String> {
         .collect()
 }
 
-macro_rules! on_sqlite_and_postgres {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            use super::*;
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(TestApi::new(&common::Issuer::new()).await).await;
-                }
-            )*
-        }
-        mod postgres {
-            use super::*;
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let Some(pg) = common::postgres_store().await else {
-                        return;
-                    };
-                    super::$name(TestApi::over(common::config(), &pg.store).await).await;
-                }
-            )*
-        }
-    };
-}
-
-on_sqlite_and_postgres!(
+crate::on_both_apis!(
     cases_are_paged_once_each_in_order_and_filtered,
     statistics_narrow_to_a_department_and_a_window,
     bad_parameters_are_all_named_at_once,

@@ -919,33 +919,7 @@ async fn bad_parameters_are_all_named_and_readers_are_the_routes(api: TestApi) {
     assert_eq!(by, json!(known));
 }
 
-macro_rules! on_sqlite_and_postgres {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            use super::*;
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(TestApi::new(&common::Issuer::new()).await).await;
-                }
-            )*
-        }
-        mod postgres {
-            use super::*;
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let Some(pg) = common::postgres_store().await else {
-                        return;
-                    };
-                    super::$name(TestApi::over(common::config(), &pg.store).await).await;
-                }
-            )*
-        }
-    };
-}
-
-on_sqlite_and_postgres!(
+crate::on_both_apis!(
     figures_match_the_facts_by_every_grouping,
     csv_digest_is_the_headers_and_the_audit_records,
     bad_parameters_are_all_named_and_readers_are_the_routes,

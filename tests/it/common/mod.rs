@@ -211,6 +211,35 @@ macro_rules! on_both_backends {
     };
 }
 
+/// Runs an async API test (taking a [`api::TestApi`]) over SQLite and, when available,
+/// PostgreSQL.
+#[macro_export]
+macro_rules! on_both_apis {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let issuer = $crate::common::Issuer::new();
+                    super::$name($crate::common::api::TestApi::new(&issuer).await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(pg) = $crate::common::postgres_store().await else {
+                        return;
+                    };
+                    let config = $crate::common::config();
+                    super::$name($crate::common::api::TestApi::over(config, &pg.store).await).await;
+                }
+            )*
+        }
+    };
+}
+
 /// A temporary copy of the repository's configuration, as a fresh clone has it: `hub.toml`,
 /// `adapters/`, `mappings/` (with its tests), `schemas/`, the example catalog and the demo
 /// identity issuer's keys.

@@ -31,16 +31,20 @@ async fn serve(router: axum::Router) -> String {
 }
 
 async fn raise_red(store: &Store) -> String {
+    raise_red_for(store, SCJG, SCJG_USCC).await
+}
+
+async fn raise_red_for(store: &Store, system: &str, department: &str) -> String {
     let entries = store
         .apply_alert_changes(
             &[AlertWrite {
                 action: AlertAction::Raise,
                 id: None,
                 rule: Rule::TimeLimit,
-                system_id: SCJG,
+                system_id: system,
                 application_id: Some("TB-CONSOLE-1"),
                 item_code: Some("11210100MB1529370K300011800200001"),
-                department: SCJG_USCC,
+                department,
                 level: Level::Red,
                 from_level: None,
                 evidence: r#"{"used":1.3,"promised_working_days":5}"#,
@@ -178,6 +182,36 @@ async fn each_role_does_its_job_in_the_console_in_a_real_browser() {
             json!("红牌"),
         )
         .await;
+    // A list filtered to one system gets only that system's new alerts live.
+    browser
+        .goto(&format!("{base}/console/alerts?system=ln-rst-card"))
+        .await;
+    browser
+        .wait_for(
+            "the filtered stream to open",
+            "document.getElementById('live').hidden",
+            json!(false),
+        )
+        .await;
+    let other = raise_red(&store).await;
+    let theirs = raise_red_for(&store, "ln-rst-card", "11210000001756420G").await;
+    browser
+        .wait_for(
+            "the filtered list's new alert",
+            &format!("document.querySelector(\"tr[data-alert='{theirs}']\") !== null"),
+            json!(true),
+        )
+        .await;
+    assert_eq!(
+        browser
+            .eval(&format!(
+                "document.querySelector(\"tr[data-alert='{other}']\") !== null"
+            ))
+            .await,
+        json!(false),
+        "another system's alert stays off a list filtered to one system"
+    );
+    browser.goto(&format!("{base}/console/alerts")).await;
     browser
         .click_and_wait(&format!("tr[data-alert='{alert}'] td:nth-child(2) a"))
         .await;
@@ -315,8 +349,8 @@ async fn each_role_does_its_job_in_the_console_in_a_real_browser() {
         .eval("[...document.querySelectorAll('#steps li strong')].map(s => s.textContent)")
         .await;
     assert_eq!(steps, json!(["签收", "交办", "答复", "办结"]));
-    // The supervision report for this month: the two red cards raised, one followed up and
-    // closed, drawn as charts.
+    // The supervision report for this month: the four red cards raised (three of 市场监管), one
+    // followed up and closed, drawn as charts.
     let month = chrono::Utc::now()
         .with_timezone(&tongban::clock::cst())
         .format("%Y-%m")
@@ -328,7 +362,7 @@ async fn each_role_does_its_job_in_the_console_in_a_real_browser() {
         .await;
     let report = browser.text().await;
     assert!(
-        report.contains("2（预警 0，黄牌 0，红牌 2；已督办 1，督办办结 1）"),
+        report.contains("4（预警 0，黄牌 0，红牌 4；已督办 1，督办办结 1）"),
         "{report}"
     );
     let charts = browser
@@ -339,7 +373,7 @@ async fn each_role_does_its_job_in_the_console_in_a_real_browser() {
         browser
             .eval("document.querySelector('#groups tr[data-key=\"sy-scjg-food\"] td:nth-child(7)').textContent")
             .await,
-        json!("0/0/2")
+        json!("0/0/3")
     );
     shoot(&mut browser, "supervision").await;
     sign_out(&mut browser).await;

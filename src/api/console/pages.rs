@@ -303,8 +303,18 @@ async fn alerts(State(c): State<Console>, headers: HeaderMap, RawQuery(raw): Raw
 
 /// The alert stream for the live list: the supervision stream's alerts and follow-up steps,
 /// read as the user (the browser's EventSource sends the cookie, not a bearer token).
-async fn alert_stream(State(c): State<Console>, headers: HeaderMap) -> Response {
+async fn alert_stream(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let session = signed_in!(c, headers);
+    // The list's own filters that the stream knows too: new rows match what the page lists.
+    let query = parameters(&raw);
+    let filters: Vec<(&str, &str)> = ["system", "department", "level"]
+        .into_iter()
+        .filter_map(|name| Some((name, query[name].as_str().filter(|v| !v.is_empty())?)))
+        .collect();
     // Only what happens from now on: the page shows what was there when it was loaded.
     let head = c
         .json(
@@ -334,7 +344,13 @@ async fn alert_stream(State(c): State<Console>, headers: HeaderMap) -> Response 
         .call(
             &session,
             Method::GET,
-            &format!("/api/v1/supervision/stream?kind=alert&after={after}"),
+            &format!(
+                "/api/v1/supervision/stream?kind=alert&after={after}{}",
+                filters
+                    .iter()
+                    .map(|(k, v)| format!("&{k}={}", encode(v)))
+                    .collect::<String>()
+            ),
             None,
             &last,
         )

@@ -311,18 +311,23 @@ fn usage_line_json(line: &UsageLine, months: i64) -> Value {
     })
 }
 
+/// A report's period of whole months, as both month reports give it.
+fn period_json(p: &Period) -> Value {
+    json!({
+        "from": p.from.to_string(),
+        "to": p.to.to_string(),
+        "months": p.month_count(),
+        "start": clock::format_millis(p.start),
+        "end": clock::format_millis(p.end),
+        "includes_current_month": p.includes_current_month,
+    })
+}
+
 fn usage_json(report: &UsageReport) -> String {
     let p = &report.period;
     let t = &report.totals;
     json!({
-        "period": {
-            "from": p.from.to_string(),
-            "to": p.to.to_string(),
-            "months": p.month_count(),
-            "start": clock::format_millis(p.start),
-            "end": clock::format_millis(p.end),
-            "includes_current_month": p.includes_current_month,
-        },
+        "period": period_json(p),
         "generated_at": clock::format_millis(report.generated_at),
         "thresholds": {
             "little_used_per_month": report.thresholds.little_used_per_month,
@@ -583,14 +588,7 @@ fn supervision_json(
 ) -> String {
     let p = &report.period;
     json!({
-        "period": {
-            "from": p.from.to_string(),
-            "to": p.to.to_string(),
-            "months": p.month_count(),
-            "start": clock::format_millis(p.start),
-            "end": clock::format_millis(p.end),
-            "includes_current_month": p.includes_current_month,
-        },
+        "period": period_json(p),
         "generated_at": clock::format_millis(report.generated_at),
         "up_to_seq": up_to_seq,
         "by": report.by.as_str(),

@@ -244,7 +244,8 @@ pub async fn serve(
     let signer = open_signer(&config, &store).await?;
     let listening = listener.local_addr().map_err(HubError::Serve)?;
     let sealer = open_sealer(&config, &store, listening).await?;
-    let recorder = Recorder::spawn(store.clone(), sealer.clone());
+    let telemetry = crate::telemetry::Telemetry::new(config.hub.telemetry.as_ref());
+    let recorder = Recorder::spawn(store.clone(), sealer.clone(), telemetry.clone());
     // The configuration and its per-system workers (lanes, pollers, queue consumers, dispute
     // notices), replaced together when a new configuration is activated.
     let live = Arc::new(Live::start(
@@ -259,10 +260,11 @@ pub async fn serve(
     let reloads = tokio::spawn(reload_on_hangup(live.clone()));
 
     let supervision = {
-        let (store, supervision, stop) = (
+        let (store, supervision, stop, telemetry) = (
             store.clone(),
             config.hub.supervision.clone(),
             stop_workers.subscribe(),
+            telemetry.clone(),
         );
         tokio::spawn(crate::tasks::restarting(
             "supervision engine".into(),
@@ -273,6 +275,7 @@ pub async fn serve(
                     supervision.calendar.clone(),
                     supervision.thresholds.clone(),
                 )
+                .with_telemetry(telemetry.clone())
                 .run(stop.clone())
             },
         ))

@@ -41,6 +41,7 @@
 //!   a system's case event or result (map, check, store, or record the refusal).
 //! - [`backoff`]: the doubling wait with a cap, and its jitter, that every retry computes with.
 //! - [`tasks`]: background tasks that are started again after a panic instead of vanishing.
+//! - [`telemetry`]: metrics for `/metrics` and traces (W3C trace context, OTLP export).
 //! - [`workers`]: the hub's background workers: the delivery lanes (rate limit, concurrency,
 //!   breaker, retries, dead letters), the pollers and queue consumers that bring systems'
 //!   messages in, the supervision engine and the feed's publisher, the calendar's daily check.
@@ -73,4 +74,5 @@ pub mod source;
 pub mod store;
 pub mod supervision;
 pub mod tasks;
+pub mod telemetry;
 pub mod workers;

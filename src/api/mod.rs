@@ -36,7 +36,6 @@ mod sharing;
 mod supervision;
 
 pub use guard::{AuditNote, Delegated};
-pub use metrics::Metrics;
 pub use problem::{ApiError, Problem, ProblemEntry};
 pub use server::serve;
 
@@ -47,6 +46,7 @@ use crate::config::Config;
 use crate::service::inbound::Recorder;
 use crate::service::sealing::Sealer;
 use crate::store::Store;
+use crate::telemetry::Telemetry;
 use crate::workers::Live;
 use audit_writer::AuditWriter;
 use axum::Router;
@@ -63,7 +63,8 @@ pub type Caller = axum::Extension<Principal>;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
-    pub metrics: Arc<Metrics>,
+    /// Metrics and traces, shared with the workers.
+    pub telemetry: Arc<Telemetry>,
     /// Largest accepted request body, in bytes (`[server]`: fixed while the hub runs).
     pub body_limit: usize,
     /// The configuration now current and its lanes: read per request, replaced by an
@@ -106,7 +107,7 @@ impl AppState {
         signer: Arc<Signer>,
         sealer: Arc<Sealer>,
     ) -> AppState {
-        let events = Recorder::spawn(store.clone(), sealer.clone());
+        let events = Recorder::spawn(store.clone(), sealer.clone(), Telemetry::unexported());
         AppState::running(
             Arc::new(Live::without_workers(config)),
             store,
@@ -127,6 +128,7 @@ impl AppState {
     ) -> AppState {
         let config = live.config();
         let verifier = Arc::new(Verifier::new(&config.hub.identity));
+        let telemetry = events.telemetry.clone();
         AppState {
             auth: Arc::new(Authenticator::new(store.clone(), verifier)),
             audit: AuditWriter::spawn(store.clone()),
@@ -151,7 +153,7 @@ impl AppState {
             stopping: watch::channel(false).1,
             readiness: Arc::new(ops::Readiness::default()),
             store,
-            metrics: Arc::new(Metrics::default()),
+            telemetry,
             body_limit: config.hub.server.body_limit_bytes,
             live,
             signer,
@@ -239,7 +241,7 @@ pub fn router(state: AppState) -> Router {
     api_routes(&state)
         .merge(console::router(state.clone(), api))
         .route_layer(axum::middleware::from_fn_with_state(
-            state.metrics.clone(),
+            state.telemetry.clone(),
             metrics::track,
         ))
         .fallback(|| async { ApiError::NotFound("no such resource".into()) })

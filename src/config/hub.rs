@@ -30,6 +30,67 @@ pub struct HubConfig {
     pub ledger: LedgerConfig,
     /// When the usage report (第十条) calls a system little used.
     pub usage: UsageConfig,
+    /// Where traces go (`[telemetry]`); `None`: spans are not recorded (trace context is still
+    /// carried into deliveries).
+    pub telemetry: Option<crate::telemetry::Export>,
+}
+
+/// `[telemetry]`: export traces over OTLP/HTTP (JSON) to `otlp_endpoint` (a collector's base
+/// address, to which `/v1/traces` is added, or the full traces address), recording
+/// `sample_ratio` of new traces (a platform's sampled flag is followed) as `service_name`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TelemetryFile {
+    otlp_endpoint: String,
+    #[serde(default = "default_sample_ratio")]
+    sample_ratio: f64,
+    #[serde(default = "default_service_name")]
+    service_name: String,
+}
+
+fn default_sample_ratio() -> f64 {
+    1.0
+}
+
+fn default_service_name() -> String {
+    "tongban".into()
+}
+
+impl TelemetryFile {
+    /// The export, or every problem as `key: message`.
+    fn compile(self) -> Result<crate::telemetry::Export, Vec<String>> {
+        let mut problems = Vec::new();
+        let endpoint = self.otlp_endpoint.trim().trim_end_matches('/');
+        let host = endpoint
+            .strip_prefix("http://")
+            .or_else(|| endpoint.strip_prefix("https://"));
+        if host.is_none_or(|h| h.is_empty() || h.contains(['#', '?', ' '])) {
+            problems.push(
+                "otlp_endpoint: must be an http:// or https:// address without query or fragment, \
+                 e.g. http://127.0.0.1:4318"
+                    .to_string(),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            problems.push("sample_ratio: must be between 0 and 1".into());
+        }
+        if self.service_name.trim().is_empty() {
+            problems.push("service_name: must not be empty".into());
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let endpoint = if endpoint.ends_with("/v1/traces") {
+            endpoint.to_string()
+        } else {
+            format!("{endpoint}/v1/traces")
+        };
+        Ok(crate::telemetry::Export {
+            endpoint,
+            sample_ratio: self.sample_ratio,
+            service_name: self.service_name,
+        })
+    }
 }
 
 /// `[usage]`: the usage report (第十条) calls a system little used (使用范围小、频度低) when, over
@@ -318,6 +379,7 @@ struct HubFile {
     ledger: LedgerConfig,
     #[serde(default)]
     usage: UsageConfig,
+    telemetry: Option<TelemetryFile>,
     /// Read as a table: `calendars` is taken out here and the rest is `Thresholds`, which
     /// checks its own keys.
     supervision: Option<toml::Table>,
@@ -635,10 +697,12 @@ pub(super) fn compile(
     }
 
     let supervision = compile_supervision(file, parsed.supervision, calendars, errors);
+    let telemetry = parsed.telemetry.map(TelemetryFile::compile).transpose();
     let checked = [
         ("onboarding", parsed.onboarding.check()),
         ("ledger", parsed.ledger.check()),
         ("usage", parsed.usage.check()),
+        ("telemetry", telemetry.clone().err().unwrap_or_default()),
     ];
     for (section, problems) in checked {
         for problem in problems {
@@ -702,6 +766,7 @@ pub(super) fn compile(
         onboarding: parsed.onboarding,
         ledger: parsed.ledger,
         usage: parsed.usage,
+        telemetry: telemetry.ok()?,
     })
 }
 

@@ -28,6 +28,7 @@ use crate::model::{ApplicationState, CaseEvent, MessageKind, Via};
 use crate::personal::PersonalValues;
 use crate::store::group::{GroupCommit, GroupError};
 use crate::store::{ApplicationRecord, EventToRecord, FeedText, NewRefusal, Store, StoreError};
+use crate::telemetry::Telemetry;
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -98,15 +99,18 @@ pub struct Recorder {
     pub events: EventRecorder,
     pub sealer: Arc<Sealer>,
     pub probes: ProbeInbox,
+    /// Metrics and traces of what comes in.
+    pub telemetry: Arc<Telemetry>,
 }
 
 impl Recorder {
     /// A recorder on the current tokio runtime, sealing results with `sealer`.
-    pub fn spawn(store: Store, sealer: Arc<Sealer>) -> Recorder {
+    pub fn spawn(store: Store, sealer: Arc<Sealer>, telemetry: Arc<Telemetry>) -> Recorder {
         Recorder {
             events: event_recorder(store),
             sealer,
             probes: ProbeInbox::default(),
+            telemetry,
         }
     }
 }

@@ -45,6 +45,7 @@ use crate::supervision::case::Case;
 use crate::supervision::rules::{
     self, Alert, AlertChange, AlertKey, Deadlines, Quiet, Refusals, StepDue, Thresholds,
 };
+use crate::telemetry::Telemetry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -180,6 +181,8 @@ pub struct Engine {
     lease_epoch: Option<i64>,
     /// Until when the lease is held, as last renewed.
     lease_until: Option<i64>,
+    /// Where the spans of alerts raised on applications go.
+    telemetry: Arc<Telemetry>,
 }
 
 /// Makes holder names unique among the engines of one process (tests run several).
@@ -216,7 +219,14 @@ impl Engine {
             holder: holder_name(),
             lease_epoch: None,
             lease_until: None,
+            telemetry: Telemetry::unexported(),
         }
+    }
+
+    /// The engine, recording into the hub's telemetry.
+    pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Engine {
+        self.telemetry = telemetry;
+        self
     }
 
     /// This engine's name in the lease.

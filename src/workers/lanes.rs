@@ -19,6 +19,7 @@ use crate::personal::PersonalValues;
 use crate::routing;
 use crate::store::group::GroupCommit;
 use crate::store::{AttemptOutcome, ClaimedDelivery, FinishedAttempt, Store, StoreError};
+use crate::telemetry::Telemetry;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -61,6 +62,8 @@ struct Lane {
     lease_ms: i64,
     /// Signs each attempt's identity assertion.
     signer: Arc<Signer>,
+    /// Metrics and traces of the lane's deliveries.
+    telemetry: Arc<Telemetry>,
 }
 
 /// The outbox workers of every adapter.
@@ -74,6 +77,7 @@ impl Dispatcher {
         config: &Config,
         store: Store,
         signer: Arc<Signer>,
+        telemetry: Arc<Telemetry>,
     ) -> Result<Dispatcher, RoutingError> {
         let broker = config.hub.broker.as_deref();
         let mut lanes = BTreeMap::new();
@@ -117,6 +121,7 @@ impl Dispatcher {
                     slots: Arc::new(Semaphore::new(adapter.outbound.concurrency as usize)),
                     lease_ms: adapter.outbound.timeout.as_millis() as i64 + 10_000,
                     signer: signer.clone(),
+                    telemetry: telemetry.clone(),
                 }),
             );
         }

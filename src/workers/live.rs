@@ -74,6 +74,13 @@ pub struct WorkerContext {
     pub recorder: Recorder,
 }
 
+impl WorkerContext {
+    /// Metrics and traces, shared with the API (the recorder's).
+    pub fn telemetry(&self) -> &Arc<crate::telemetry::Telemetry> {
+        &self.recorder.telemetry
+    }
+}
+
 /// The per-system workers of one generation.
 pub struct GenerationWorkers {
     stop: watch::Sender<bool>,
@@ -126,6 +133,7 @@ impl Live {
             &config,
             context.store.clone(),
             context.signer.clone(),
+            context.telemetry().clone(),
         )?);
         let workers = spawn_workers(&config, &dispatcher, &context);
         Ok(Live {
@@ -180,6 +188,7 @@ impl Live {
                 &config,
                 context.store.clone(),
                 context.signer.clone(),
+                context.telemetry().clone(),
             )?)),
             None => None,
         };
@@ -252,7 +261,7 @@ impl Live {
 /// The sections of `hub.toml` that differ: each is read once at start.
 fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     let (a, b) = (&old.hub, &new.hub);
-    let sections: [(&'static str, bool); 12] = [
+    let sections: [(&'static str, bool); 13] = [
         ("[server]", a.server != b.server),
         ("[store]", a.store != b.store),
         ("[bus]", a.bus != b.bus),
@@ -265,6 +274,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         ("[onboarding]", a.onboarding != b.onboarding),
         ("[ledger]", a.ledger != b.ledger),
         ("[usage]", a.usage != b.usage),
+        ("[telemetry]", a.telemetry != b.telemetry),
     ];
     let mut changed: Vec<&'static str> = sections
         .into_iter()

@@ -469,7 +469,11 @@ pub fn test_signer() -> TestSigner {
 pub fn recorder(store: &Store) -> tongban::service::inbound::Recorder {
     // The keys are in memory once loaded: the directory may go.
     let keys = test_signer();
-    tongban::service::inbound::Recorder::spawn(store.clone(), keys.sealer.clone())
+    tongban::service::inbound::Recorder::spawn(
+        store.clone(),
+        keys.sealer.clone(),
+        tongban::telemetry::Telemetry::unexported(),
+    )
 }
 
 /// Issues an API key for `role` (and `system`) straight into the store; returns its secret.

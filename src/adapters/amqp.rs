@@ -184,12 +184,20 @@ impl AmqpDriver {
             .with_delivery_mode(2)
             .with_message_id(short("application id", msg.application_id)?)
             .with_content_type(short("content type", msg.content_type)?);
+        let mut headers = FieldTable::default();
         if let Some(assertion) = msg.assertion {
-            let mut headers = FieldTable::default();
             headers.insert(
                 ASSERTION_HEADER.into(),
                 AMQPValue::LongString(LongString::from(assertion.as_bytes().to_vec())),
             );
+        }
+        if let Some(traceparent) = msg.traceparent {
+            headers.insert(
+                super::rest::TRACEPARENT.into(),
+                AMQPValue::LongString(LongString::from(traceparent.as_bytes().to_vec())),
+            );
+        }
+        if !headers.inner().is_empty() {
             properties = properties.with_headers(headers);
         }
         Ok(properties)

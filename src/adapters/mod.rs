@@ -26,6 +26,8 @@ pub struct Outgoing<'a> {
     pub content_type: &'a str,
     /// The hub's signed identity assertion, once identity exists; sent as a header.
     pub assertion: Option<&'a str>,
+    /// The attempt's W3C `traceparent`: an HTTP header (REST, SOAP) or an AMQP header.
+    pub traceparent: Option<&'a str>,
 }
 
 /// What the system answered when it took the message.

@@ -22,6 +22,8 @@ const DRAIN_BYTES: usize = 64 * 1024;
 
 /// The header carrying the application id, so a system can drop a duplicate delivery.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// The W3C trace context header each attempt carries.
+pub const TRACEPARENT: &str = "traceparent";
 /// The header carrying the hub's signed identity assertion.
 pub const ASSERTION: &str = "tongban-assertion";
 
@@ -169,6 +171,12 @@ impl HttpPoster {
                 headers.insert(name.clone(), value.clone());
             }
             headers.insert(HeaderName::from_static(ASSERTION), value);
+        }
+        if let Some(traceparent) = msg.traceparent {
+            headers.insert(
+                HeaderName::from_static(TRACEPARENT),
+                header_value("traceparent", traceparent)?,
+            );
         }
         for (name, value) in extra {
             headers.insert(name, value);

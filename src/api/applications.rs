@@ -18,6 +18,7 @@ use crate::service::applications::{self, AcceptError, Submission};
 use crate::service::inbound::{self, InboundError, Received};
 use crate::service::results::{self as shared_results, RevokeError};
 use crate::store::{DeliveryRecord, ResultRecord};
+use crate::telemetry::SpanContext;
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -110,6 +111,15 @@ pub(super) async fn applicant_identity(
         })
 }
 
+/// The caller's W3C trace context, when it sent a readable `traceparent` (an unreadable one is
+/// ignored, as the standard asks: the request starts a trace of its own).
+fn trace_parent(headers: &HeaderMap) -> Option<SpanContext> {
+    headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(SpanContext::parse)
+}
+
 async fn submit(
     State(state): State<AppState>,
     caller: Caller,
@@ -136,18 +146,21 @@ async fn submit(
         user,
         idempotency_key,
         actor: caller.actor.clone(),
+        trace_parent: trace_parent(&headers),
     };
-    let receipt = applications::accept(
-        &state.config(),
-        &state.store,
-        &state.catalog,
-        &state.backlogs,
-        &state.acceptor,
-        &state.sealer.holder_index,
-        submission,
-    )
-    .await
-    .map_err(refusal)?;
+    let config = state.config();
+    let acceptance = applications::Acceptance {
+        config: &config,
+        store: &state.store,
+        catalog: &state.catalog,
+        backlogs: &state.backlogs,
+        acceptor: &state.acceptor,
+        holders: &state.sealer.holder_index,
+        tracer: &state.telemetry.tracer,
+    };
+    let receipt = applications::accept(acceptance, submission)
+        .await
+        .map_err(refusal)?;
     if !receipt.replayed {
         state.live.wake(&receipt.system_id);
     }
@@ -379,18 +392,20 @@ async fn post_event(
     state: State<AppState>,
     caller: Caller,
     id: Path<String>,
+    headers: HeaderMap,
     body: Result<RawBody, ApiError>,
 ) -> Result<Response, ApiError> {
-    receive(state, caller, id, body, MessageKind::CaseEvent).await
+    receive(state, caller, id, &headers, body, MessageKind::CaseEvent).await
 }
 
 async fn post_result(
     state: State<AppState>,
     caller: Caller,
     id: Path<String>,
+    headers: HeaderMap,
     body: Result<RawBody, ApiError>,
 ) -> Result<Response, ApiError> {
-    receive(state, caller, id, body, MessageKind::Result).await
+    receive(state, caller, id, &headers, body, MessageKind::Result).await
 }
 
 /// A stored version of a license as readers beyond its department see it: what the license is
@@ -623,6 +638,7 @@ async fn receive(
     State(state): State<AppState>,
     caller: Caller,
     Path(system): Path<String>,
+    headers: &HeaderMap,
     body: Result<RawBody, ApiError>,
     kind: MessageKind,
 ) -> Result<Response, ApiError> {
@@ -695,6 +711,7 @@ async fn receive(
         kind,
         &body,
         Via::Webhook,
+        trace_parent(headers),
     )
     .await;
     match received {

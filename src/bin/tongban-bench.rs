@@ -159,6 +159,11 @@ struct Args {
     /// Which targets to run.
     #[arg(long, value_enum, default_value_t = Targets::Both)]
     targets: Targets,
+    /// Run the hub twice in one run: as configured (no spans recorded), then with traces
+    /// sampled at this ratio (e.g. 0.01) and exported to a local OTLP collector stub; the
+    /// difference is what tracing costs.
+    #[arg(long)]
+    compare_tracing: Option<f64>,
     /// The configuration to copy [the repository].
     #[arg(long)]
     config: Option<PathBuf>,
@@ -931,7 +936,33 @@ async fn run(s: &Settings, rt: &Runtimes) -> Result<(), String> {
         relay.stop(Duration::from_secs(5)).await;
     }
 
-    if s.args.targets != Targets::Relay {
+    // Without tracing, and then with it when asked: one run, the same mocks and store.
+    let tracing_variants: Vec<Option<f64>> = match s.args.compare_tracing {
+        None => vec![None],
+        Some(ratio) => vec![None, Some(ratio)],
+    };
+    for sampled in tracing_variants
+        .into_iter()
+        .filter(|_| s.args.targets != Targets::Relay)
+    {
+        let collector = match sampled {
+            Some(_) => Some(
+                rt.mocks
+                    .spawn(mock::CollectorStub::start())
+                    .await
+                    .map_err(|e| e.to_string())??,
+            ),
+            None => None,
+        };
+        let telemetry =
+            collector
+                .as_ref()
+                .zip(sampled)
+                .map(|(c, ratio)| tongban::telemetry::Export {
+                    endpoint: format!("{}/v1/traces", c.base),
+                    sample_ratio: ratio,
+                    service_name: "tongban-bench".into(),
+                });
         for mock in [&soap, &rest] {
             mock.seen.forget_assertions();
         }
@@ -944,7 +975,7 @@ async fn run(s: &Settings, rt: &Runtimes) -> Result<(), String> {
         ];
         let hub = rt
             .hub
-            .spawn(async move { hubrun::start(&dir, store.as_deref(), &keys).await })
+            .spawn(async move { hubrun::start(&dir, store.as_deref(), &keys, telemetry).await })
             .await
             .map_err(|e| e.to_string())??;
         let store_text = if s.args.store.is_none() {
@@ -956,23 +987,25 @@ async fn run(s: &Settings, rt: &Runtimes) -> Result<(), String> {
             hub.store.clone()
         };
         header.push(format!(
-            "hub: in-process on {}; store {store_text}, {} connections; lanes: {}, {} deliveries in flight per lane; logging {}",
-            hub.base,
-            s.args
-                .store_connections
-                .map_or("hub.toml's".to_string(), |n| n.to_string()),
-            if s.args.keep_rate_limits {
-                "configured rate limits"
-            } else {
-                "rate limits lifted"
-            },
-            s.args
-                .lane_concurrency
-                .map_or("the configured 4".to_string(), |n| n.to_string()),
-            if s.args.hub_log.is_some() { "on (info, to a file)" } else { "off" }
-        ));
+                "hub: in-process on {}; store {store_text}, {} connections; lanes: {}, {} deliveries in flight per lane; logging {}",
+                hub.base,
+                s.args
+                    .store_connections
+                    .map_or("hub.toml's".to_string(), |n| n.to_string()),
+                if s.args.keep_rate_limits {
+                    "configured rate limits"
+                } else {
+                    "rate limits lifted"
+                },
+                s.args
+                    .lane_concurrency
+                    .map_or("the configured 4".to_string(), |n| n.to_string()),
+                if s.args.hub_log.is_some() { "on (info, to a file)" } else { "off" }
+            ));
         if let Some(e) = &events {
-            let _ = e.hub.set(hub.base.clone());
+            if let Ok(mut base) = e.hub.lock() {
+                *base = Some(hub.base.clone());
+            }
         }
         // The supervisor subscribes before any load, on the mocks' runtime: its CPU is not
         // the hub's.
@@ -1003,14 +1036,20 @@ async fn run(s: &Settings, rt: &Runtimes) -> Result<(), String> {
         };
         if let Some(sub) = &subscriber {
             header.push(format!(
-                "supervision: one SSE subscriber (a supervisor's API key, on the mocks' runtime) to {}, from when the hub starts; latency from the start of a case step's POST to the arrival of the chunk with its entry",
-                sub.url
-            ));
+                    "supervision: one SSE subscriber (a supervisor's API key, on the mocks' runtime) to {}, from when the hub starts; latency from the start of a case step's POST to the arrival of the chunk with its entry",
+                    sub.url
+                ));
             bench.feed = Some(sub.watch.clone());
         }
         if failure.is_none() {
             match Target::new(Kind::Hub, hub.base.clone(), s.request_timeout) {
-                Ok(target) => results.push(bench.run_target(Arc::new(target), store_text).await),
+                Ok(target) => {
+                    let label = match sampled {
+                        Some(ratio) => format!("{store_text}; traced at {:.2} %", ratio * 100.0),
+                        None => store_text,
+                    };
+                    results.push(bench.run_target(Arc::new(target), label).await)
+                }
                 Err(e) => failure = Some(e),
             }
         }
@@ -1052,6 +1091,14 @@ async fn run(s: &Settings, rt: &Runtimes) -> Result<(), String> {
             && let Some(why) = e.first_error.lock().ok().and_then(|w| w.clone())
         {
             header.push(format!("case steps: first failure: {why}"));
+        }
+        if let (Some(collector), Some(ratio)) = (&collector, sampled) {
+            header.push(format!(
+                "traced hub: spans of {:.2} % of applications exported over OTLP/HTTP to a local collector stub at {}, which took {} spans",
+                ratio * 100.0,
+                collector.base,
+                collector.spans.load(std::sync::atomic::Ordering::Relaxed)
+            ));
         }
     }
     drop(copy);

@@ -76,6 +76,17 @@ pub enum Protocol {
     },
 }
 
+impl Protocol {
+    /// The protocol's name, as adapter files spell it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Protocol::Rest { .. } => "rest",
+            Protocol::Soap { .. } => "soap",
+            Protocol::Amqp { .. } => "amqp",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimit {
     pub per_second: u32,

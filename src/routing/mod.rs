@@ -37,35 +37,56 @@ pub const HUB_NS: &str = "urn:tongban:hub:2026";
 
 /// An application in its system's format as one attempt sends it: the mapping's document with,
 /// for SOAP, the hub's own header entries (the idempotency key, the attempt's identity
-/// assertion).
+/// assertion, the attempt's `traceparent`).
 pub fn legacy_message(
     adapter: &AdapterConfig,
     mapping: &Mapping,
     application_id: &str,
     canonical: &serde_json::Value,
     assertion: Option<&str>,
+    traceparent: Option<&str>,
 ) -> Result<Vec<u8>, Vec<MapError>> {
-    let header = hub_header_entries(adapter, application_id, assertion);
+    let header = hub_header_entries(adapter, application_id, assertion, traceparent);
     mapping.to_legacy_with_header(canonical, header, assertion)
 }
 
 /// [`legacy_message`] written once, when the application is accepted, with the places each
-/// attempt's assertion goes left open.
+/// attempt's assertion goes left open, and the `traceparent` of the acceptance where each
+/// attempt's goes: a `traceparent` has one length, so an attempt writes its own over it in
+/// place ([`retrace`]).
 pub fn open_message(
     adapter: &AdapterConfig,
     mapping: &Mapping,
     application_id: &str,
     canonical: &serde_json::Value,
+    traceparent: Option<&str>,
 ) -> Result<OpenDocument, Vec<MapError>> {
     mapping.to_legacy_open(canonical, |assertion| {
-        hub_header_entries(adapter, application_id, Some(assertion))
+        hub_header_entries(adapter, application_id, Some(assertion), traceparent)
     })
+}
+
+/// Writes `attempt`'s `traceparent` over every `written` one (the acceptance's, which
+/// [`open_message`] put in the SOAP header) in `message`. Both are the same length, so nothing
+/// else in the message moves; the acceptance's span id is new and random, so it occurs in the
+/// message only where the hub wrote it.
+pub fn retrace(message: &mut [u8], written: &str, attempt: &str) {
+    let (from, to) = (written.as_bytes(), attempt.as_bytes());
+    if from.len() != to.len() || from.is_empty() {
+        return;
+    }
+    let mut at = 0;
+    while let Some(i) = message[at..].windows(from.len()).position(|w| w == from) {
+        message[at + i..at + i + to.len()].copy_from_slice(to);
+        at += i + to.len();
+    }
 }
 
 fn hub_header_entries(
     adapter: &AdapterConfig,
     application_id: &str,
     assertion: Option<&str>,
+    traceparent: Option<&str>,
 ) -> Vec<Node> {
     let entry = |name: &str, value: &str| {
         let mut node = Node::named(name);
@@ -78,6 +99,9 @@ fn hub_header_entries(
             let mut entries = vec![entry("IdempotencyKey", application_id)];
             if let Some(assertion) = assertion {
                 entries.push(entry("IdentityAssertion", assertion));
+            }
+            if let Some(traceparent) = traceparent {
+                entries.push(entry("traceparent", traceparent));
             }
             entries
         }

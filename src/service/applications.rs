@@ -26,6 +26,7 @@ use crate::service::admission::{Backlogs, Overloaded};
 use crate::service::catalog::CurrentItems;
 use crate::store::group::{GroupCommit, GroupError};
 use crate::store::{Accepted, AccessToRecord, ApplicationToAccept, Store, StoreError};
+use crate::telemetry::trace::{Span, SpanContext, SpanKind, Tracer};
 use serde::Deserialize;
 use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,6 +61,9 @@ pub struct Submission {
     pub idempotency_key: Option<String>,
     /// Who submitted it (the platform's principal), for the audit log.
     pub actor: String,
+    /// The platform's trace context (its `traceparent`), if it sent one: the application's
+    /// trace continues it.
+    pub trace_parent: Option<SpanContext>,
 }
 
 /// An accepted application.
@@ -115,22 +119,78 @@ pub enum AcceptError {
     Store(#[from] StoreError),
 }
 
-/// Accepts `submission` if it meets every rule (see the module documentation).
-pub async fn accept(
-    config: &Config,
-    store: &Store,
-    catalog: &CurrentItems,
-    backlogs: &Backlogs,
-    acceptor: &Acceptor,
-    holders: &HolderIndex,
+impl AcceptError {
+    /// What kind of refusal this is, in words free of what the applicant wrote.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AcceptError::Invalid(_) => "the application is not valid",
+            AcceptError::NotTheApplicant(_) => "the applicant is not the token's user",
+            AcceptError::RealNameLevel { .. } => "the token's real-name level is too low",
+            AcceptError::NoSystem { .. } => "no connected system handles the item",
+            AcceptError::KeyReused => "the Idempotency-Key was used for another request",
+            AcceptError::DuplicateId => "the application id was used before",
+            AcceptError::Overloaded(_) => "the system's outbox is full",
+            AcceptError::NotStored(_) | AcceptError::Store(_) => "the store did not keep it",
+        }
+    }
+}
+
+/// What accepting an application works with: the configuration, the store and the parts of
+/// the hub every acceptance shares.
+#[derive(Clone, Copy)]
+pub struct Acceptance<'a> {
+    pub config: &'a Config,
+    pub store: &'a Store,
+    pub catalog: &'a CurrentItems,
+    pub backlogs: &'a Backlogs,
+    pub acceptor: &'a Acceptor,
+    pub holders: &'a HolderIndex,
+    pub tracer: &'a Tracer,
+}
+
+/// Accepts `submission` if it meets every rule (see the module documentation), in a span of
+/// the application's trace.
+pub async fn accept(with: Acceptance<'_>, submission: Submission) -> Result<Receipt, AcceptError> {
+    let mut span = with.tracer.start(
+        "application.accept",
+        SpanKind::Server,
+        submission.trace_parent,
+    );
+    let accepted = accept_traced(with, &span, submission).await;
+    match &accepted {
+        Ok(receipt) => {
+            span.set("tongban.application", receipt.application_id.clone());
+            span.set("tongban.system", receipt.system_id.clone());
+            span.set("tongban.replayed", receipt.replayed);
+        }
+        // The error's kind only: its text may name what the applicant wrote.
+        Err(e) => span.fail(e.kind()),
+    }
+    accepted
+}
+
+async fn accept_traced(
+    with: Acceptance<'_>,
+    span: &Span,
     submission: Submission,
 ) -> Result<Receipt, AcceptError> {
+    let Acceptance {
+        config,
+        store,
+        catalog,
+        backlogs,
+        acceptor,
+        holders,
+        tracer,
+    } = with;
     let Submission {
         mut body,
         user,
         idempotency_key,
         actor,
+        trace_parent: _,
     } = submission;
+    let trace_context = span.context().traceparent();
     // Member order carries no meaning: the same application in another order is the same
     // request. Hashed as submitted, before the hub adds what sharing supplies.
     let request_hash = sha256_hex(
@@ -225,7 +285,15 @@ pub async fn accept(
     let body_text = body.to_string();
     // Accepted means deliverable: the application in its system's format, written now, once.
     // (A refusal here gives the room back: the reservation is dropped unkept.)
-    let message = outbound_message(config, adapter, &id, &body, &body_text)?;
+    let message = {
+        let mut map = tracer.start("application.map", SpanKind::Internal, Some(span.context()));
+        map.set("tongban.system", system.clone());
+        let message = outbound_message(config, adapter, &id, &body, &body_text, &trace_context);
+        if message.is_err() {
+            map.fail("the system's mapping cannot write it");
+        }
+        message?
+    };
     let identity = serde_json::to_string(&Identity::of(&user))
         .map_err(|e| StoreError::Corrupt(format!("cannot keep the applicant's identity: {e}")))?;
     let submitted_shareable = shareable_but_submitted(&body, current.as_deref());
@@ -271,6 +339,11 @@ pub async fn accept(
         outcome: "ok 202".into(),
         detail: detail("accepted"),
     };
+    let mut commit = tracer.start(
+        "application.commit",
+        SpanKind::Internal,
+        Some(span.context()),
+    );
     let accepted = acceptor
         .write(ApplicationToAccept {
             id: id.clone(),
@@ -284,8 +357,18 @@ pub async fn accept(
             idempotency: idempotency_key.map(|k| (k, request_hash)),
             audit: Some(audit.clone()),
             accesses,
+            trace_context: Some(trace_context),
         })
-        .await?;
+        .await;
+    if let Err(e) = &accepted {
+        commit.fail(if e.is_permanent() {
+            "the store refused the write"
+        } else {
+            "the store is unavailable"
+        });
+    }
+    commit.end();
+    let accepted = accepted?;
     match accepted {
         Accepted::New { accepted_at } => {
             if let Some(reservation) = reservation {
@@ -335,12 +418,13 @@ fn outbound_message(
     id: &str,
     body: &Value,
     body_text: &str,
+    traceparent: &str,
 ) -> Result<Option<OpenDocument>, AcceptError> {
     // The configuration names only mappings it has compiled.
     let Some(mapping) = config.mappings.get(&adapter.outbound.mapping) else {
         return Ok(None);
     };
-    match crate::routing::open_message(adapter, mapping, id, body) {
+    match crate::routing::open_message(adapter, mapping, id, body, Some(traceparent)) {
         Ok(_) if OpenDocument::holds_marker(body_text) => Ok(None),
         Ok(open) => Ok(Some(open)),
         Err(errors) => Err(AcceptError::Invalid(

@@ -29,6 +29,7 @@ use crate::personal::PersonalValues;
 use crate::store::group::{GroupCommit, GroupError};
 use crate::store::{ApplicationRecord, EventToRecord, FeedText, NewRefusal, Store, StoreError};
 use crate::telemetry::Telemetry;
+use crate::telemetry::trace::{self, SpanContext, SpanKind, Tracer};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -64,6 +65,18 @@ pub enum InboundError {
 }
 
 impl InboundError {
+    /// What kind of failure this is, in words free of what the message said.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            InboundError::UnknownSystem(_) => "no such connected system",
+            InboundError::NoResults(_) => "the system publishes no results",
+            InboundError::Mapping(_) => "the message does not map",
+            InboundError::Refused(_) => "the message was refused",
+            InboundError::ProbeOver(_) => "about a probe application no probe waits for",
+            InboundError::Store(_) | InboundError::Unrecorded(_) => "the store did not keep it",
+        }
+    }
+
     /// Why the hub refused the message, one reason each, masked; `None` when it did not refuse
     /// it (an unknown system is nobody's message, a store failure is the hub's).
     pub fn refusal_reasons(&self) -> Option<Vec<String>> {
@@ -129,7 +142,9 @@ fn event_recorder(store: Store) -> EventRecorder {
 /// Receives one message of `kind` from `system`, in the system's own format, that came `via`
 /// the given way. A refusal is recorded and logged before it is returned (see the module
 /// documentation); recording it is best effort, since the message is lost to the hub either
-/// way and the caller still answers the system.
+/// way and the caller still answers the system. `trace` is the context the system sent the
+/// message under (its `traceparent`), if any.
+#[allow(clippy::too_many_arguments)]
 pub async fn receive(
     config: &Config,
     store: &Store,
@@ -138,13 +153,26 @@ pub async fn receive(
     kind: MessageKind,
     body: &[u8],
     via: Via,
+    trace: Option<SpanContext>,
 ) -> Result<Received, InboundError> {
     // A probe's messages are tests: never recorded, also when they are refused.
     let connected = config.adapters.contains_key(system);
     if let Some(taken) = recorder.probes.offer(system, kind, body, connected) {
         return taken;
     }
-    let received = take(config, store, recorder, system, kind, body).await;
+    let started = trace::now_ns();
+    let mut about = None;
+    let received = take(config, store, recorder, system, kind, body, &mut about).await;
+    trace_received(
+        &recorder.telemetry.tracer,
+        started,
+        system,
+        kind,
+        via,
+        trace,
+        about.as_ref(),
+        &received,
+    );
     if let Err(e) = &received
         && let Some(reasons) = e.refusal_reasons()
     {
@@ -161,6 +189,61 @@ pub async fn receive(
         .await;
     }
     received
+}
+
+/// Records the span of a message received: in its application's trace, under the span the
+/// system's `traceparent` named when it is in that trace (the system traced its step as part of
+/// the application's), else under the acceptance's; a message about no known application starts
+/// its own trace, or continues the system's.
+#[allow(clippy::too_many_arguments)]
+fn trace_received(
+    tracer: &Tracer,
+    started: u64,
+    system: &str,
+    kind: MessageKind,
+    via: Via,
+    sent_under: Option<SpanContext>,
+    about: Option<&(String, Option<String>)>,
+    received: &Result<Received, InboundError>,
+) {
+    let accepted = about
+        .and_then(|(_, context)| context.as_deref())
+        .and_then(SpanContext::parse);
+    let parent = match (sent_under, accepted) {
+        (Some(sent), Some(accepted)) if sent.trace_id == accepted.trace_id => Some(sent),
+        (_, Some(accepted)) => Some(accepted),
+        (sent, None) => sent,
+    };
+    let span_kind = match via {
+        Via::Webhook => SpanKind::Server,
+        _ => SpanKind::Consumer,
+    };
+    let mut span = tracer.start_at(
+        match kind {
+            MessageKind::CaseEvent => "event.receive",
+            MessageKind::Result => "result.receive",
+        },
+        span_kind,
+        parent,
+        started,
+    );
+    if !span.is_recording() {
+        return;
+    }
+    span.set("tongban.system", system.to_string());
+    span.set("tongban.via", via.as_str());
+    if let Some((application, _)) = about {
+        span.set("tongban.application", application.clone());
+    }
+    match received {
+        Ok(Received::New) => span.set("tongban.outcome", "stored"),
+        Ok(Received::Duplicate) => span.set("tongban.outcome", "duplicate"),
+        Err(e) => {
+            span.set("tongban.outcome", "refused");
+            // The kind of refusal only: reasons quote what the system sent.
+            span.fail(e.kind());
+        }
+    }
 }
 
 /// What tells one message from another for refusals: SHA-256 (hex) of its body as received,
@@ -243,6 +326,7 @@ async fn take(
     system: &str,
     kind: MessageKind,
     body: &[u8],
+    about: &mut Option<(String, Option<String>)>,
 ) -> Result<Received, InboundError> {
     let arrived = crate::clock::now_millis();
     let adapter = config
@@ -282,6 +366,9 @@ async fn take(
     }
     let application_id = text("/application_id");
     let application = store.application(application_id).await?;
+    if let Some(application) = &application {
+        *about = Some((application.id.clone(), application.trace_context.clone()));
+    }
     match &application {
         None => problems.push("no application with this id was routed through the hub".into()),
         Some(application) if application.system_id != system => {

@@ -44,6 +44,8 @@ pub struct ApplicationToAccept {
     /// The delivery's message, written in its system's format (see [`NewApplication`]).
     pub message: Option<OpenDocument>,
     pub audit: Option<crate::audit::AuditEntry>,
+    /// The `traceparent` of the span that accepted it, continued by everything after.
+    pub trace_context: Option<String>,
     /// Accesses to the applicant's results it makes (materials shared by reference), recorded
     /// with it when it is new.
     pub accesses: Vec<super::AccessToRecord>,
@@ -76,6 +78,8 @@ pub struct ApplicationRecord {
     pub updated_at: i64,
     /// The canonical document, for those allowed to see it.
     pub body: String,
+    /// The `traceparent` of the span that accepted it (none before traces existed).
+    pub trace_context: Option<String>,
 }
 
 /// A delivery claimed by a worker.
@@ -94,6 +98,8 @@ pub struct ClaimedDelivery {
     pub identity: Option<String>,
     /// Its message as written when it was accepted; `None`: map it for each attempt.
     pub message: Option<OpenDocument>,
+    /// Its application's trace context (`traceparent`), if it has one.
+    pub trace_context: Option<String>,
 }
 
 /// A delivery as `GET /applications/{id}` and the dead-letter list show it.
@@ -246,7 +252,7 @@ impl Store {
         app: &NewApplication<'_>,
     ) -> Result<Accepted, StoreError> {
         let (turn, mut tx) = self.begin_write().await?;
-        let accepted = accept_in_tx(&mut tx, app, None, clock::now_millis()).await?;
+        let accepted = accept_in_tx(&mut tx, app, None, None, clock::now_millis()).await?;
         turn.commit(tx).await?;
         Ok(accepted)
     }
@@ -267,7 +273,14 @@ impl Store {
             // meets the earlier exactly as it would in a later batch.
             let mut results = Vec::with_capacity(apps.len());
             for a in apps {
-                let accepted = accept_in_tx(&mut tx, &a.as_new(), a.audit.as_ref(), now).await?;
+                let accepted = accept_in_tx(
+                    &mut tx,
+                    &a.as_new(),
+                    a.audit.as_ref(),
+                    a.trace_context.as_deref(),
+                    now,
+                )
+                .await?;
                 if matches!(accepted, Accepted::New { .. }) {
                     for access in &a.accesses {
                         super::results::insert_access(&mut tx, access, now).await?;
@@ -300,8 +313,8 @@ impl Store {
         let mut out = std::collections::HashMap::with_capacity(ids.len());
         for chunk in rows::chunks(ids.len()) {
             let sql = format!(
-                "SELECT id, item_code, item_version, department, system_id, state, accepted_at, updated_at, body \
-                 FROM applications WHERE id IN ({})",
+                "SELECT id, item_code, item_version, department, system_id, state, accepted_at, updated_at, body, \
+                 trace_context FROM applications WHERE id IN ({})",
                 rows::list(chunk.len(), 1)
             );
             let mut query = sqlx::query(&sql);
@@ -318,8 +331,8 @@ impl Store {
 
     pub async fn application(&self, id: &str) -> Result<Option<ApplicationRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, item_code, item_version, department, system_id, state, accepted_at, updated_at, body \
-             FROM applications WHERE id = $1",
+            "SELECT id, item_code, item_version, department, system_id, state, accepted_at, updated_at, body, \
+             trace_context FROM applications WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -350,7 +363,7 @@ impl Store {
                                AND e.seq < d.seq AND e.status <> 'delivered') \
                ORDER BY d.next_attempt_at LIMIT $4 {lock}) \
              RETURNING id, application_id, payload, attempts, attempts_base, window_start, identity, \
-               message, assertion_at"
+               message, assertion_at, trace_context"
         );
         let rows = sqlx::query(&sql)
             .bind(now + lease_ms)
@@ -372,6 +385,7 @@ impl Store {
                     window_start: r.try_get("window_start")?,
                     identity: r.try_get("identity")?,
                     message: open_document(r.try_get("message")?, r.try_get("assertion_at")?)?,
+                    trace_context: r.try_get("trace_context")?,
                 })
             })
             .collect()
@@ -660,6 +674,7 @@ fn application_from_row(r: &AnyRow) -> Result<ApplicationRecord, StoreError> {
         accepted_at: r.try_get("accepted_at")?,
         updated_at: r.try_get("updated_at")?,
         body: r.try_get("body")?,
+        trace_context: r.try_get("trace_context")?,
     })
 }
 
@@ -915,6 +930,7 @@ async fn accept_in_tx(
     tx: &mut Transaction<'static, Any>,
     app: &NewApplication<'_>,
     audit: Option<&crate::audit::AuditEntry>,
+    trace_context: Option<&str>,
     now: i64,
 ) -> Result<Accepted, StoreError> {
     if let Some((key, hash)) = app.idempotency {
@@ -947,8 +963,8 @@ async fn accept_in_tx(
         }
     }
     let inserted = sqlx::query(
-        "INSERT INTO applications (id, item_code, item_version, department, system_id, state, body, accepted_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) ON CONFLICT (id) DO NOTHING",
+        "INSERT INTO applications (id, item_code, item_version, department, system_id, state, body, accepted_at, updated_at, \
+         trace_context) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9) ON CONFLICT (id) DO NOTHING",
     )
     .bind(app.id)
     .bind(app.item_code)
@@ -958,6 +974,7 @@ async fn accept_in_tx(
     .bind(ApplicationState::Accepted.as_str())
     .bind(app.body)
     .bind(now)
+    .bind(trace_context)
     .execute(&mut **tx)
     .await?
     .rows_affected();
@@ -974,8 +991,8 @@ async fn accept_in_tx(
     }
     sqlx::query(
         "INSERT INTO deliveries (id, application_id, seq, system_id, status, payload, attempts, attempts_base, \
-         window_start, next_attempt_at, claimed_until, created_at, identity, message, assertion_at) \
-         VALUES ($1, $2, 1, $3, 'pending', $4, 0, 0, $5, $5, 0, $5, $6, $7, $8)",
+         window_start, next_attempt_at, claimed_until, created_at, identity, message, assertion_at, trace_context) \
+         VALUES ($1, $2, 1, $3, 'pending', $4, 0, 0, $5, $5, 0, $5, $6, $7, $8, $9)",
     )
     .bind(first_delivery_id(app.id))
     .bind(app.id)
@@ -985,6 +1002,7 @@ async fn accept_in_tx(
     .bind(app.identity.as_deref())
     .bind(app.message.map(|m| m.bytes.as_slice()))
     .bind(app.message.map(|m| offsets_text(&m.assertion_at)))
+    .bind(trace_context)
     .execute(&mut **tx)
     .await?;
     if let Some(entry) = audit {
@@ -1093,9 +1111,9 @@ async fn accept_batch_in_tx(
     let mut inserted = std::collections::HashSet::new();
     for chunk in rows::chunks(candidates.len()) {
         let sql = format!(
-            "INSERT INTO applications (id, item_code, item_version, department, system_id, state, body, accepted_at, updated_at) \
-             VALUES {} ON CONFLICT (id) DO NOTHING RETURNING id",
-            rows::values(chunk.len(), 9, 1)
+            "INSERT INTO applications (id, item_code, item_version, department, system_id, state, body, accepted_at, updated_at, \
+             trace_context) VALUES {} ON CONFLICT (id) DO NOTHING RETURNING id",
+            rows::values(chunk.len(), 10, 1)
         );
         let mut query = sqlx::query(&sql);
         for &i in &candidates[chunk] {
@@ -1109,7 +1127,8 @@ async fn accept_batch_in_tx(
                 .bind(ApplicationState::Accepted.as_str())
                 .bind(&a.body)
                 .bind(now)
-                .bind(now);
+                .bind(now)
+                .bind(a.trace_context.as_deref());
         }
         for row in query.fetch_all(&mut **tx).await? {
             inserted.insert(row.try_get::<String, _>("id")?);
@@ -1138,8 +1157,9 @@ async fn accept_batch_in_tx(
     for chunk in rows::chunks(new.len()) {
         let sql = format!(
             "INSERT INTO deliveries (id, application_id, seq, system_id, status, payload, attempts, attempts_base, \
-             window_start, next_attempt_at, claimed_until, created_at, identity, message, assertion_at) VALUES {}",
-            rows::values(chunk.len(), 15, 1)
+             window_start, next_attempt_at, claimed_until, created_at, identity, message, assertion_at, trace_context) \
+             VALUES {}",
+            rows::values(chunk.len(), 16, 1)
         );
         let mut query = sqlx::query(&sql);
         for &i in &new[chunk] {
@@ -1159,7 +1179,8 @@ async fn accept_batch_in_tx(
                 .bind(now)
                 .bind(a.identity.as_deref())
                 .bind(a.message.as_ref().map(|m| m.bytes.as_slice()))
-                .bind(a.message.as_ref().map(|m| offsets_text(&m.assertion_at)));
+                .bind(a.message.as_ref().map(|m| offsets_text(&m.assertion_at)))
+                .bind(a.trace_context.as_deref());
         }
         query.execute(&mut **tx).await?;
     }

@@ -47,6 +47,7 @@ use crate::model::{MessageKind, Via};
 use crate::service::inbound::{self, InboundError, Received};
 use crate::store::Store;
 use crate::store::group::GroupError;
+use crate::telemetry::SpanContext;
 use lapin::message::{Delivery, DeliveryResult};
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
@@ -342,6 +343,7 @@ impl QueueTask {
                 self.kind,
                 &delivery.data,
                 Via::Queue,
+                traceparent(&delivery.properties),
             )
             .await
         };
@@ -479,4 +481,18 @@ async fn close(connection: &Connection) {
     if connection.status().connected() {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "OK".into())).await;
     }
+}
+
+/// The W3C trace context a queued message carries in its `traceparent` header, if readable.
+fn traceparent(properties: &lapin::BasicProperties) -> Option<SpanContext> {
+    let headers = properties.headers().as_ref()?;
+    let value = headers.inner().get(crate::adapters::rest::TRACEPARENT)?;
+    let text = match value {
+        lapin::types::AMQPValue::LongString(s) => {
+            String::from_utf8_lossy(s.as_bytes()).into_owned()
+        }
+        lapin::types::AMQPValue::ShortString(s) => s.as_str().to_owned(),
+        _ => return None,
+    };
+    SpanContext::parse(&text)
 }

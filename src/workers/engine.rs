@@ -46,6 +46,7 @@ use crate::supervision::rules::{
     self, Alert, AlertChange, AlertKey, Deadlines, Quiet, Refusals, StepDue, Thresholds,
 };
 use crate::telemetry::Telemetry;
+use crate::telemetry::trace::{self, SpanContext, SpanKind};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -148,6 +149,8 @@ struct Pending {
     from: Option<Level>,
     evidence: String,
     at: i64,
+    /// The trace of the application it is about, when it has one.
+    trace: Option<SpanContext>,
 }
 
 pub struct Engine {
@@ -585,7 +588,11 @@ impl Engine {
         let case = Case::from_events(id, &app.system_id, &app.item_code, app.accepted_at, &events);
         let due = self.deadlines(&case, &item, now_ms);
         let current = rules::evaluate(&case, &item, due, now_ms, &self.thresholds);
-        let pending = self.pending(mine, &current, now_ms, &item.department.uscc);
+        let mut pending = self.pending(mine, &current, now_ms, &item.department.uscc);
+        let trace = app.trace_context.as_deref().and_then(SpanContext::parse);
+        for p in &mut pending {
+            p.trace = trace;
+        }
         let next = rules::next_check(&case, &item, due, now_ms, &self.thresholds);
         let alerts_left = mine.len()
             + pending
@@ -813,6 +820,7 @@ impl Engine {
                         from: None,
                         evidence: condition.evidence,
                         at,
+                        trace: None,
                     },
                     AlertChange::Escalate {
                         key,
@@ -831,6 +839,7 @@ impl Engine {
                         from: Some(from),
                         evidence: condition.evidence,
                         at,
+                        trace: None,
                     },
                     AlertChange::Resolve { key, level, at } => {
                         let r = record(&key)?;
@@ -846,6 +855,7 @@ impl Engine {
                             from: None,
                             evidence: r.evidence.clone(),
                             at,
+                            trace: None,
                         }
                     }
                 })
@@ -904,7 +914,36 @@ impl Engine {
         for e in &entries {
             tracing::info!(routing_key = %e.routing_key, application = %e.application_id, "supervision alert");
         }
+        self.trace_alerts(pending, now_ms);
         Ok(Some(entries))
+    }
+
+    /// A span in its application's trace for each alert raised, escalated or resolved on an
+    /// application, once written: the trace shows when supervision judged the case.
+    fn trace_alerts(&self, pending: &[Pending], now_ms: i64) {
+        let tracer = &self.telemetry.tracer;
+        for p in pending {
+            let Some(parent) = p.trace else { continue };
+            let name = match p.action {
+                AlertAction::Raise => "alert.raise",
+                AlertAction::Escalate => "alert.escalate",
+                AlertAction::Resolve => "alert.resolve",
+            };
+            let mut span = tracer.start_at(
+                name,
+                SpanKind::Internal,
+                Some(parent),
+                trace::ns_of_millis(now_ms),
+            );
+            if span.is_recording() {
+                span.set("tongban.rule", p.rule.as_str());
+                span.set("tongban.level", p.level.as_str());
+                span.set("tongban.system", p.system.clone());
+                if let Some(application) = &p.application {
+                    span.set("tongban.application", application.clone());
+                }
+            }
+        }
     }
 }
 

@@ -159,6 +159,7 @@ async fn poll(
                         kind,
                         &bytes,
                         Via::Poll,
+                        None,
                     )
                     .await;
                     match received {

@@ -12,7 +12,7 @@ use super::breaker::Breaker;
 use crate::adapters::{Adapter, Delivered, DeliveryError, Driver, Outgoing, rest};
 use crate::auth::assertion::{Identity, Signer};
 use crate::clock;
-use crate::config::{AdapterConfig, Config};
+use crate::config::{AdapterConfig, Config, Protocol};
 use crate::mapping::{MapError, Mapping};
 use crate::model::Acknowledgement;
 use crate::personal::PersonalValues;
@@ -20,6 +20,7 @@ use crate::routing;
 use crate::store::group::GroupCommit;
 use crate::store::{AttemptOutcome, ClaimedDelivery, FinishedAttempt, Store, StoreError};
 use crate::telemetry::Telemetry;
+use crate::telemetry::trace::{self, SpanContext, SpanKind, TraceId, Tracer};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -64,6 +65,8 @@ struct Lane {
     signer: Arc<Signer>,
     /// Metrics and traces of the lane's deliveries.
     telemetry: Arc<Telemetry>,
+    /// What its attempts' spans are: calls (HTTP) or messages handed to a broker (AMQP).
+    span_kind: SpanKind,
 }
 
 /// The outbox workers of every adapter.
@@ -122,6 +125,10 @@ impl Dispatcher {
                     lease_ms: adapter.outbound.timeout.as_millis() as i64 + 10_000,
                     signer: signer.clone(),
                     telemetry: telemetry.clone(),
+                    span_kind: match adapter.outbound.protocol {
+                        Protocol::Amqp { .. } => SpanKind::Producer,
+                        Protocol::Rest { .. } | Protocol::Soap { .. } => SpanKind::Client,
+                    },
                 }),
             );
         }
@@ -191,7 +198,8 @@ async fn run_lane(
     // claim (each is a turn at the store's writer); but not so many that a claim could lapse
     // while its delivery waits (a lease lasts the attempt's timeout and more).
     let unfinished_limit = (concurrency * CLAIM_AHEAD).max(CLAIM_AHEAD);
-    let mut waiting: std::collections::VecDeque<ClaimedDelivery> =
+    // Each with when it was claimed (nanoseconds since the epoch), for its trace.
+    let mut waiting: std::collections::VecDeque<(ClaimedDelivery, u64)> =
         std::collections::VecDeque::new();
     let mut inflight = tokio::task::JoinSet::new();
     loop {
@@ -209,21 +217,24 @@ async fn run_lane(
         if waiting.len() < concurrency && wanted > 0 {
             let lease = lane.lease_ms + lane.adapter.outbound.timeout.as_millis() as i64;
             match store.claim_deliveries(&system, wanted as u32, lease).await {
-                Ok(claimed) => waiting.extend(claimed),
+                Ok(claimed) => {
+                    let at = trace::now_ns();
+                    waiting.extend(claimed.into_iter().map(|d| (d, at)));
+                }
                 Err(e) => tracing::warn!(system = %system, cause = %e, "cannot claim deliveries"),
             }
         }
         // Hand the waiting ones to the places that are free.
-        while let Some(delivery) = waiting.pop_front() {
+        while let Some((delivery, claimed_at)) = waiting.pop_front() {
             let Ok(permit) = lane.slots.clone().try_acquire_owned() else {
-                waiting.push_front(delivery);
+                waiting.push_front((delivery, claimed_at));
                 break;
             };
             let store = store.clone();
             let lane = lane.clone();
             let recorder = recorder.clone();
             inflight.spawn(async move {
-                attempt(&store, &lane, &recorder, delivery, permit).await;
+                attempt(&store, &lane, &recorder, delivery, claimed_at, permit).await;
             });
         }
         let idle = waiting.is_empty();
@@ -235,7 +246,7 @@ async fn run_lane(
         }
     }
     // Claimed but never tried: given back at once rather than left to lapse.
-    for delivery in waiting {
+    for (delivery, _) in waiting {
         if let Err(e) = store
             .release_delivery(&delivery.id, clock::now_millis())
             .await
@@ -258,9 +269,28 @@ async fn attempt(
     lane: &Lane,
     recorder: &GroupCommit<FinishedAttempt>,
     delivery: ClaimedDelivery,
+    claimed_at: u64,
     slot: tokio::sync::OwnedSemaphorePermit,
 ) {
     let system = &lane.adapter.id;
+    let tracer = &lane.telemetry.tracer;
+    // The application's trace, as it was accepted (none for deliveries stored before traces).
+    let accepted = delivery
+        .trace_context
+        .as_deref()
+        .and_then(SpanContext::parse);
+    let mut claim = tracer.start_at("delivery.claim", SpanKind::Internal, accepted, claimed_at);
+    claim.set("tongban.system", system.clone());
+    claim.set("tongban.application", delivery.application_id.clone());
+    claim.end();
+    let mut span = tracer.start("delivery.attempt", lane.span_kind, accepted);
+    if span.is_recording() {
+        span.set("tongban.system", system.clone());
+        span.set("tongban.application", delivery.application_id.clone());
+        span.set("tongban.protocol", lane.adapter.outbound.protocol.name());
+        span.set("tongban.attempt", delivery.attempts + 1);
+    }
+    let traceparent = span.context().traceparent();
     let now = clock::now_millis();
     let admitted = lane
         .breaker
@@ -290,7 +320,15 @@ async fn attempt(
             return;
         }
     };
-    let (started, finished, outcome) = match legacy_message(lane, &delivery, assertion.as_deref()) {
+    let message = legacy_message(
+        lane,
+        &delivery,
+        assertion.as_deref(),
+        &traceparent,
+        tracer,
+        span.context(),
+    );
+    let (started, finished, outcome) = match message {
         Err(reason) => {
             // A mapping failure is the same on every try: straight to dead letters.
             if let Ok(mut b) = lane.breaker.lock() {
@@ -315,6 +353,7 @@ async fn attempt(
                     body: &body,
                     content_type: &lane.content_type,
                     assertion: assertion.as_deref(),
+                    traceparent: Some(&traceparent),
                 })
                 .await
                 .and_then(|delivered| acknowledged(lane.response.as_deref(), delivered));
@@ -337,17 +376,48 @@ async fn attempt(
             (started, finished, outcome)
         }
     };
+    if span.is_recording() {
+        match &outcome {
+            AttemptOutcome::Delivered { status } => {
+                span.set("tongban.outcome", "delivered");
+                if let Some(status) = status {
+                    span.set("http.response.status_code", i64::from(*status));
+                }
+            }
+            AttemptOutcome::Retry { reason, status, .. } => {
+                span.set("tongban.outcome", "retry");
+                if let Some(status) = status {
+                    span.set("http.response.status_code", i64::from(*status));
+                }
+                span.fail(reason.clone());
+            }
+            AttemptOutcome::Dead { reason, status } => {
+                span.set("tongban.outcome", "dead");
+                if let Some(status) = status {
+                    span.set("http.response.status_code", i64::from(*status));
+                }
+                span.fail(reason.clone());
+            }
+        }
+    }
+    let trace_id = span.context().trace_id;
+    span.end_at(trace::ns_of_millis(finished).max(trace::now_ns()));
     let record = FinishedAttempt::new(&delivery, started, finished - started, outcome.clone());
     if let Err(e) = recorder.write(record).await {
-        tracing::error!(system = %system, cause = %e, "cannot record a delivery attempt; its lease will lapse and it will be tried again");
+        tracing::error!(system = %system, application = %delivery.application_id, %trace_id, cause = %e, "cannot record a delivery attempt; its lease will lapse and it will be tried again");
     }
-    log_outcome(system, &delivery, &outcome);
+    log_outcome(system, &delivery, &outcome, trace_id);
 }
 
-fn log_outcome(system: &str, delivery: &ClaimedDelivery, outcome: &AttemptOutcome) {
+fn log_outcome(
+    system: &str,
+    delivery: &ClaimedDelivery,
+    outcome: &AttemptOutcome,
+    trace_id: TraceId,
+) {
     match outcome {
         AttemptOutcome::Delivered { status } => {
-            tracing::info!(system, application = %delivery.application_id, ?status, "delivered")
+            tracing::info!(system, application = %delivery.application_id, %trace_id, ?status, "delivered")
         }
         AttemptOutcome::Retry {
             reason,
@@ -356,12 +426,13 @@ fn log_outcome(system: &str, delivery: &ClaimedDelivery, outcome: &AttemptOutcom
         } => tracing::warn!(
             system,
             application = %delivery.application_id,
+            %trace_id,
             reason = %reason,
             retry_in_ms = next_attempt_at - clock::now_millis(),
             "delivery failed; will retry"
         ),
         AttemptOutcome::Dead { reason, .. } => {
-            tracing::error!(system, application = %delivery.application_id, reason = %reason, "dead letter")
+            tracing::error!(system, application = %delivery.application_id, %trace_id, reason = %reason, "dead letter")
         }
     }
 }
@@ -439,20 +510,33 @@ fn legacy_message(
     lane: &Lane,
     delivery: &ClaimedDelivery,
     assertion: Option<&str>,
+    traceparent: &str,
+    tracer: &Tracer,
+    attempt: SpanContext,
 ) -> Result<Vec<u8>, String> {
     if let Some(open) = &delivery.message {
-        return Ok(open.closed(assertion));
+        let mut message = open.closed(assertion);
+        if let Some(written) = &delivery.trace_context {
+            routing::retrace(&mut message, written, traceparent);
+        }
+        return Ok(message);
     }
+    let mut span = tracer.start("delivery.map", SpanKind::Internal, Some(attempt));
     let canonical: serde_json::Value = serde_json::from_str(&delivery.payload)
         .map_err(|e| format!("stored application is not JSON: {e}"))?;
-    routing::legacy_message(
+    let message = routing::legacy_message(
         &lane.adapter,
         &lane.mapping,
         &delivery.application_id,
         &canonical,
         assertion,
+        Some(traceparent),
     )
-    .map_err(|errors| mapping_failed(&lane.mapping, &errors))
+    .map_err(|errors| mapping_failed(&lane.mapping, &errors));
+    if message.is_err() {
+        span.fail("the system's mapping cannot write it");
+    }
+    message
 }
 
 /// A mapping's errors as one reason: each field, where, and what.

@@ -146,18 +146,24 @@ impl Probing<'_> {
         let (mapping, response) = self.mappings()?;
         let mut canonical = self.sample.clone();
         canonical["id"] = Value::String(application_id.to_string());
-        let body =
-            routing::legacy_message(self.adapter, mapping, application_id, &canonical, assertion)
-                .map_err(|errors| {
-                format!(
-                    "the probe application does not map: {}",
-                    errors
-                        .iter()
-                        .map(|e| format!("{} at {}: {}", e.field, e.path, e.message))
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                )
-            })?;
+        let body = routing::legacy_message(
+            self.adapter,
+            mapping,
+            application_id,
+            &canonical,
+            assertion,
+            None,
+        )
+        .map_err(|errors| {
+            format!(
+                "the probe application does not map: {}",
+                errors
+                    .iter()
+                    .map(|e| format!("{} at {}: {}", e.field, e.path, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        })?;
         let personal = PersonalValues::of_application_text(&self.sample.to_string());
         let started = Instant::now();
         let sent = driver
@@ -166,6 +172,7 @@ impl Probing<'_> {
                 body: &body,
                 content_type: &mapping.content_type(),
                 assertion,
+                traceparent: None,
             })
             .await
             .and_then(|delivered| acknowledged(response.map(|m| m.as_ref()), delivered));
@@ -633,6 +640,7 @@ impl Probing<'_> {
             accepted_at: sent_at,
             updated_at: sent_at,
             body: body.to_string(),
+            trace_context: None,
         }
     }
 

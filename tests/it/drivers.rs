@@ -93,6 +93,7 @@ fn json_message() -> Outgoing<'static> {
         body: br#"{"name":"personal data"}"#,
         content_type: "application/json",
         assertion: Some("signed.assertion.token"),
+        traceparent: None,
     }
 }
 
@@ -145,6 +146,7 @@ async fn rest_without_assertion_sends_no_assertion_header() {
     let (url, seen) = mock(200, &[], "").await;
     let msg = Outgoing {
         assertion: None,
+        traceparent: None,
         ..json_message()
     };
     rest(&url).deliver(&msg).await.unwrap();
@@ -174,6 +176,7 @@ async fn the_assertion_goes_in_a_header_of_the_systems_own_name_too() {
     driver.deliver(&json_message()).await.unwrap();
     let without = Outgoing {
         assertion: None,
+        traceparent: None,
         ..json_message()
     };
     driver.deliver(&without).await.unwrap();
@@ -325,6 +328,7 @@ fn soap_message() -> Outgoing<'static> {
         body: ENVELOPE,
         content_type: "text/xml; charset=GB18030",
         assertion: Some("signed.assertion.token"),
+        traceparent: None,
     }
 }
 
@@ -786,6 +790,7 @@ async fn amqp_publishes_persistent_messages_with_confirms() {
                     body: body.as_bytes(),
                     content_type: "text/plain",
                     assertion: None,
+                    traceparent: None,
                 })
                 .await
         }

@@ -943,6 +943,7 @@ async fn scjg_fault_modes_behave_as_documented() {
         body: &body,
         content_type: &content_type,
         assertion: None,
+        traceparent: None,
     };
     let driver = soap_driver(&system, Duration::from_secs(2));
 
@@ -1302,6 +1303,7 @@ async fn scjg_refuses_deliveries_without_a_valid_identity_assertion() {
             body: &body,
             content_type: &content_type,
             assertion: Some(&elsewhere),
+            traceparent: None,
         })
         .await
         .unwrap_err();
@@ -1328,6 +1330,7 @@ async fn scjg_refuses_deliveries_without_a_valid_identity_assertion() {
             body: &body,
             content_type: &content_type,
             assertion: Some(&assertion),
+            traceparent: None,
         })
         .await
         .unwrap();
@@ -1340,6 +1343,7 @@ async fn scjg_refuses_deliveries_without_a_valid_identity_assertion() {
             body: &own_only,
             content_type: &content_type,
             assertion: None,
+            traceparent: None,
         })
         .await
         .unwrap();
@@ -1419,6 +1423,7 @@ async fn scjg_verifies_the_hubs_assertion_in_its_own_soap_header_element_only() 
                 body: &body,
                 content_type: &content_type,
                 assertion: Some(&valid),
+                traceparent: None,
             })
             .await
             .expect_err(reason);
@@ -1437,6 +1442,7 @@ async fn scjg_verifies_the_hubs_assertion_in_its_own_soap_header_element_only() 
             body: &body,
             content_type: &content_type,
             assertion: None,
+            traceparent: None,
         })
         .await
         .unwrap();
@@ -1677,6 +1683,7 @@ async fn rst_fault_modes_behave_as_documented() {
         body: &body,
         content_type: "application/json",
         assertion: Some(&assertion),
+        traceparent: None,
     };
     let driver =
         RestDriver::new(system.url(rst::APPLY_PATH), vec![], Duration::from_secs(2)).unwrap();
@@ -1814,6 +1821,7 @@ async fn rst_refuses_deliveries_without_a_valid_identity_assertion() {
             body: &body,
             content_type: "application/json",
             assertion: Some(&expired),
+            traceparent: None,
         })
         .await
         .unwrap_err();
@@ -1846,6 +1854,7 @@ async fn rst_refuses_deliveries_without_a_valid_identity_assertion() {
             body: &body,
             content_type: "application/json",
             assertion: Some(&assertion),
+            traceparent: None,
         })
         .await
         .unwrap();
@@ -2007,6 +2016,7 @@ impl GaRig {
                 body,
                 content_type: &self.content_type,
                 assertion,
+                traceparent: None,
             })
             .await
             .unwrap();

@@ -295,6 +295,7 @@ async fn a_nul_anywhere_is_refused_with_400_and_reaches_no_store(store: &Store) 
         tongban::model::MessageKind::CaseEvent,
         event.to_string().as_bytes(),
         tongban::model::Via::Queue,
+        None,
     )
     .await;
     assert!(

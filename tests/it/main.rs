@@ -51,4 +51,5 @@ mod supervision_feed;
 mod supervision_inbound;
 mod supervision_lists;
 mod supervision_report;
+mod traces;
 mod xml_characters;

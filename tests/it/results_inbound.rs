@@ -614,6 +614,7 @@ async fn results_by_poll_and_queue_are_checked_and_their_refusals_recorded(store
                 MessageKind::Result,
                 body.as_bytes(),
                 via,
+                None,
             )
             .await
         }

@@ -28,6 +28,7 @@ fn submission(id: &str, body: &str) -> ApplicationToAccept {
         identity: None,
         message: None,
         accesses: Vec::new(),
+        trace_context: None,
         audit: Some(AuditEntry {
             actor: "key:platform".into(),
             action: "POST /api/v1/applications".into(),

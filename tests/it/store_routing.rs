@@ -75,6 +75,7 @@ fn to_accept(id: &str, key: Option<(&str, &str)>) -> ApplicationToAccept {
         identity: None,
         message: None,
         accesses: Vec::new(),
+        trace_context: None,
         audit: Some(AuditEntry {
             actor: "key:platform".into(),
             action: "POST /api/v1/applications".into(),

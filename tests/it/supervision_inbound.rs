@@ -386,6 +386,7 @@ async fn refusals_by_poll_and_queue_are_recorded_and_raised_too() {
             MessageKind::CaseEvent,
             body,
             via,
+            None,
         )
         .await;
         assert!(matches!(got, Err(InboundError::Mapping(_))), "{got:?}");

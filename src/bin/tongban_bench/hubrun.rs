@@ -219,8 +219,10 @@ pub async fn start(
     dir: &Path,
     store: Option<&str>,
     api_keys: &[NewApiKey],
+    telemetry: Option<tongban::telemetry::Export>,
 ) -> Result<RunningHub, String> {
     let mut config = Config::load(dir).map_err(|e| format!("the copied configuration: {e}"))?;
+    config.hub.telemetry = telemetry;
     if let Some(url) = store {
         config.hub.store.url = url.to_string();
     }

@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
@@ -43,8 +43,9 @@ const EVENT_CONCURRENCY: usize = 64;
 
 /// Case steps the SOAP system reports back, and where.
 pub struct EventsBack {
-    /// The hub's base URL; set once the hub listens. No events are posted before.
-    pub hub: OnceLock<String>,
+    /// The hub's base URL; set once the hub listens (again for each hub the run starts). No
+    /// events are posted before.
+    pub hub: Mutex<Option<String>>,
     /// `Bearer <the SOAP system's API key>`: the hub takes events for a system from it only.
     authorization: String,
     /// The step documents, with `{EVENT_ID}`, `{APPLICATION_ID}` and `{HAPPENED}` to fill in.
@@ -87,7 +88,7 @@ impl EventsBack {
             );
         }
         Ok(EventsBack {
-            hub: OnceLock::new(),
+            hub: Mutex::new(None),
             authorization: format!("Bearer {system_key}"),
             templates,
             client: reqwest::Client::builder()
@@ -141,7 +142,7 @@ impl EventsBack {
 
     /// Posts the steps of `application_id`, one after the other, in the background.
     fn report(self: &Arc<Self>, application_id: &str) {
-        let Some(hub) = self.hub.get() else {
+        let Some(hub) = self.hub.lock().ok().and_then(|h| h.clone()) else {
             return;
         };
         if self.templates.is_empty() {
@@ -377,5 +378,60 @@ async fn answer(
             r#"{"CODE":"0","MSG":"成功"}"#,
         )
             .into_response()
+    }
+}
+
+/// An OTLP/HTTP collector that takes spans and keeps only their count: where a traced hub
+/// exports, so that tracing's cost is the hub's and not a real collector's.
+pub struct CollectorStub {
+    pub base: String,
+    pub spans: Arc<AtomicU64>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl CollectorStub {
+    pub async fn start() -> Result<CollectorStub, String> {
+        let spans = Arc::new(AtomicU64::new(0));
+        let counted = spans.clone();
+        let app = Router::new().route(
+            "/v1/traces",
+            axum::routing::post(move |body: Bytes| {
+                let counted = counted.clone();
+                async move {
+                    // Each span has exactly one "spanId" member.
+                    let n = body.windows(8).filter(|w| w == b"\"spanId\"").count();
+                    counted.fetch_add(n as u64, Ordering::Relaxed);
+                    (StatusCode::OK, "{}")
+                }
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| format!("the collector stub cannot listen: {e}"))?;
+        let base = format!(
+            "http://{}",
+            listener.local_addr().map_err(|e| e.to_string())?
+        );
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Ok(CollectorStub {
+            base,
+            spans,
+            stop: Some(tx),
+        })
+    }
+}
+
+impl Drop for CollectorStub {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
     }
 }

@@ -286,9 +286,36 @@ pub(crate) async fn connect(url: &str, role: &str) -> Result<Connection, String>
     }
     let name = format!("tongban/{}{role}", env!("CARGO_PKG_VERSION"));
     let properties = ConnectionProperties::default().with_connection_name(name.into());
-    Connection::connect(url, properties)
-        .await
-        .map_err(|e| format!("cannot connect to the AMQP broker: {e}"))
+    Connection::connect(url, properties).await.map_err(|e| {
+        format!(
+            "cannot connect to the AMQP broker: {}",
+            without_credentials(&e.to_string(), url)
+        )
+    })
+}
+
+/// Whether the broker at `url` takes a connection, login included, within `within`; the
+/// connection is closed at once, within the same time. Nothing is declared or published: for
+/// readiness, which must cost the broker little.
+pub async fn reachable(url: &str, within: Duration) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + within;
+    let connection = match tokio::time::timeout_at(deadline, connect(url, " readiness")).await {
+        Ok(connected) => connected?,
+        Err(_) => {
+            return Err(format!(
+                "no connection to the AMQP broker within {} ms",
+                within.as_millis()
+            ));
+        }
+    };
+    // Reached: however the close goes, that stands; a close left unfinished ends with the
+    // connection, dropped here.
+    let _ = tokio::time::timeout_at(
+        deadline,
+        connection.close(200, "tongban checked readiness".into()),
+    )
+    .await;
+    Ok(())
 }
 
 /// A connection to `url` (see [`connect`]) and a channel with publisher confirms, on which
@@ -388,11 +415,34 @@ pub fn redact(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return "(a broker URL that does not parse)".into();
     };
+    match userinfo(url) {
+        Some(userinfo) => format!(
+            "{}***@{}",
+            &url[..scheme_end],
+            &url[scheme_end + userinfo.len() + 1..]
+        ),
+        None => url.to_string(),
+    }
+}
+
+/// The `user:password` part of a broker URL, if it has one.
+fn userinfo(url: &str) -> Option<&str> {
+    let scheme_end = url.find("://")? + 3;
     let rest = &url[scheme_end..];
     let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{}***@{}", &url[..scheme_end], &rest[at + 1..]),
-        None => url.to_string(),
+    rest[..authority_end].rfind('@').map(|at| &rest[..at])
+}
+
+/// `text` (a client library's error) with `url`, and its user and password, only redacted:
+/// a URL that does not parse comes back whole in lapin's error.
+fn without_credentials(text: &str, url: &str) -> String {
+    if url.is_empty() {
+        return text.to_string();
+    }
+    let text = text.replace(url, &redact(url));
+    match userinfo(url) {
+        Some(userinfo) if !userinfo.is_empty() => text.replace(&format!("{userinfo}@"), "***@"),
+        _ => text,
     }
 }
 
@@ -421,6 +471,29 @@ mod tests {
         );
         assert_eq!(redact("amqp://broker:5672/%2f"), "amqp://broker:5672/%2f");
         assert!(!redact("not a url secret").contains("secret"));
+    }
+
+    #[test]
+    fn errors_do_not_show_the_user_and_password() {
+        let url = "amqp://hub:s3cret@broker:70000/%2f";
+        let said = without_credentials(&format!("Invalid URL: '{url}'"), url);
+        assert_eq!(said, "Invalid URL: 'amqp://***@broker:70000/%2f'");
+        let said = without_credentials("at hub:s3cret@broker: refused", url);
+        assert!(!said.contains("s3cret"), "{said}");
+        assert_eq!(
+            without_credentials("refused", "amqp://broker/%2f"),
+            "refused"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_not_reachable_and_the_password_is_not_said() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("amqp://hub:s3cret@{}/%2f", closed.local_addr().unwrap());
+        drop(closed);
+        let e = reachable(&url, Duration::from_secs(2)).await.unwrap_err();
+        assert!(e.starts_with("cannot connect to the AMQP broker"), "{e}");
+        assert!(!e.contains("s3cret"), "{e}");
     }
 
     #[test]

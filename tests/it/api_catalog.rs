@@ -35,6 +35,9 @@ async fn api() -> Api {
     let issuer = common::Issuer::new();
     let mut config = common::config();
     issuer.install(&mut config);
+    // No broker: readiness here is the store's and the identity system's (tests/it/readiness.rs
+    // checks brokers).
+    config.hub.broker = None;
     let signer = common::test_signer();
     let mut state = AppState::new(
         Arc::new(config),
@@ -440,7 +443,16 @@ async fn health_readiness_and_metrics() {
     let api = api().await;
     // Probes and metrics need no credential: orchestrators and Prometheus have none.
     assert_eq!(api.get_with("/healthz", None).await.status, StatusCode::OK);
-    assert_eq!(api.get_with("/readyz", None).await.body["status"], "ready");
+    let ready = api.get_with("/readyz", None).await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
+    assert_eq!(ready.body["status"], "ready");
+    assert_eq!(
+        ready.body["checks"],
+        serde_json::json!([
+            { "name": "store", "status": "ok" },
+            { "name": "identity", "status": "ok" },
+        ])
+    );
     api.get("/api/v1/catalog/items").await;
     api.get("/api/v1/catalog/items?limit=0").await;
     let metrics = api.get_with("/metrics", None).await;
@@ -461,7 +473,17 @@ async fn a_store_failure_is_a_problem_that_leaks_no_internals() {
     let api = api().await;
     api.state.store.close().await;
     let ready = api.get("/readyz").await;
-    assert_problem(&ready, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        ready.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        ready.text
+    );
+    assert_eq!(ready.body["status"], "not_ready");
+    assert_eq!(
+        ready.body["checks"][0],
+        serde_json::json!({ "name": "store", "status": "failing", "detail": "the store cannot commit" })
+    );
     let list = api.get("/api/v1/catalog/items").await;
     assert!(list.status.is_server_error());
     assert_problem(&list, list.status);

@@ -527,6 +527,8 @@ async fn refusals_name_the_fault_and_never_the_token_librarys_own_text() {
 /// The repository's configuration with the identity issuer's keys at `url`.
 fn keys_at(url: &str) -> tongban::config::Config {
     let mut config = common::config();
+    // No broker: readiness here is the identity system's (and the store's).
+    config.hub.broker = None;
     config.hub.identity.jwks = tongban::config::JwksSource::Url {
         url: url.to_string(),
         refresh_seconds: 3600,
@@ -561,8 +563,7 @@ async fn with_the_issuers_keys_unreachable_tokens_get_503_and_readyz_says_so() {
         .header("content-type", "application/json")
         .body(Body::from(app.to_string()))
         .unwrap();
-    let ready = Request::get("/readyz").body(Body::empty()).unwrap();
-    for request in [staff, applicant, ready] {
+    for request in [staff, applicant] {
         let (status, body) = served.send(request).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body:#}");
         assert_eq!(body["detail"], expected, "{body:#}");
@@ -571,6 +572,22 @@ async fn with_the_issuers_keys_unreachable_tokens_get_503_and_readyz_says_so() {
             "no internals: {body}"
         );
     }
+    // Readiness names the failing check, in the same words.
+    let (status, body) = served
+        .send(Request::get("/readyz").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body:#}");
+    assert_eq!(body["status"], "not_ready", "{body:#}");
+    let identity: Vec<&serde_json::Value> = body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"] == "identity")
+        .collect();
+    assert_eq!(identity.len(), 1, "{body:#}");
+    assert_eq!(identity[0]["status"], "failing", "{body:#}");
+    assert_eq!(identity[0]["detail"], expected, "{body:#}");
+    assert!(!body.to_string().contains(&url), "no internals: {body}");
     // The refused write is recorded as the hub's failure, not the caller's.
     let records = served.store.audit_records().await.unwrap();
     assert!(

@@ -1,7 +1,12 @@
-//! `/readyz` says ready only when the store can commit: not while another holds its write lock
-//! (SQLite and PostgreSQL), not while a SQLite store is full, and ready again by itself once
-//! the store can commit again. Finding out costs at most one probe write at a time, whatever
-//! the number of callers, and none while the hub's own writes commit.
+//! `/readyz` says ready only when every dependency passes, and its answer, 200 or 503, names
+//! each check. The store must commit: not while another holds its write lock (SQLite and
+//! PostgreSQL), not while a SQLite store is full, and ready again by itself once the store can
+//! commit again; finding out costs at most one probe write at a time, whatever the number of
+//! callers, and none while the hub's own writes commit. Each AMQP broker the configuration uses
+//! must take a connection: checked only when the bus or a system uses one, named with what uses
+//! it and without the URL's credentials, one connection at a time whatever the number of
+//! callers; against the RabbitMQ that `TONGBAN_TEST_AMQP_URL` names the hub is ready (skipped
+//! loudly without it locally, a failure without it in CI).
 
 use crate::common;
 
@@ -9,22 +14,51 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use common::wait::eventually;
 use http_body_util::BodyExt;
+use serde_json::Value;
 use sqlx::{Connection, Executor};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tongban::api::{self, AppState};
+use tongban::config::{BusConfig, Config, InboundMode, Protocol};
 use tongban::store::{Accepted, NewApplication, Store};
 use tower::ServiceExt;
 
+/// The system of the repository's configuration that sends and consumes over AMQP.
+const AMQP_SYSTEM: &str = "dl-ga-hukou";
+
+/// Whether `adapter` sends or consumes over AMQP.
+fn uses_amqp(adapter: &tongban::config::AdapterConfig) -> bool {
+    matches!(adapter.outbound.protocol, Protocol::Amqp { .. })
+        || matches!(adapter.inbound.mode, InboundMode::Amqp { .. })
+}
+
+/// The repository's configuration with nothing over AMQP: no system using it, no `[broker]`,
+/// the in-process bus. Readiness is then the store's and the identity system's.
+fn without_amqp() -> Config {
+    let mut config = common::config();
+    config.adapters.retain(|_, adapter| !uses_amqp(adapter));
+    config.hub.broker = None;
+    config.hub.bus = BusConfig::Memory;
+    config
+}
+
+/// The repository's configuration (its AMQP system included) with `[broker]` at `broker` and
+/// the bus `bus`.
+fn with_broker(broker: &str, bus: BusConfig) -> Config {
+    let mut config = common::config();
+    assert!(
+        config.adapters.values().any(uses_amqp),
+        "the repository's configuration has a system over AMQP"
+    );
+    config.hub.broker = Some(broker.to_string());
+    config.hub.bus = bus;
+    config
+}
+
 /// `/readyz` of an API over `store`: its status and body.
 async fn readyz(store: &Store) -> (StatusCode, String) {
-    let signer = common::test_signer();
-    let state = AppState::new(
-        Arc::new(common::config()),
-        store.clone(),
-        signer.signer.clone(),
-        signer.sealer.clone(),
-    );
-    let response = api::router(state)
+    let (router, _signer) = api(store);
+    let response = router
         .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
         .await
         .unwrap();
@@ -35,24 +69,311 @@ async fn readyz(store: &Store) -> (StatusCode, String) {
 
 /// An API over `store` to call `/readyz` on again and again, and its signer (kept alive).
 fn api(store: &Store) -> (axum::Router, common::TestSigner) {
+    let (state, signer) = state_with(without_amqp(), store);
+    (api::router(state), signer)
+}
+
+/// The API's state with `config` over `store`, and its signer (kept alive).
+fn state_with(config: Config, store: &Store) -> (AppState, common::TestSigner) {
     let signer = common::test_signer();
     let state = AppState::new(
-        Arc::new(common::config()),
+        Arc::new(config),
         store.clone(),
         signer.signer.clone(),
         signer.sealer.clone(),
     );
-    (api::router(state), signer)
+    (state, signer)
 }
 
 /// `/readyz` of `router`: its status.
 async fn readyz_of(router: &axum::Router) -> StatusCode {
-    router
+    readyz_json(router).await.0
+}
+
+/// `/readyz` of `router`: its status and its body, which is JSON whatever the status.
+async fn readyz_json(router: &axum::Router) -> (StatusCode, Value) {
+    let response = router
         .clone()
         .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
         .await
+        .unwrap();
+    let status = response.status();
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/json",
+        "{status}"
+    );
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body: Value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| panic!("{status}: {}", String::from_utf8_lossy(&bytes)));
+    (status, body)
+}
+
+/// The checks of a `/readyz` body named `name`.
+fn checks<'a>(body: &'a Value, name: &str) -> Vec<&'a Value> {
+    body["checks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("checks: {body:#}"))
+        .iter()
+        .filter(|c| c["name"] == name)
+        .collect()
+}
+
+/// An address nobody listens on: bound, then let go.
+fn dead_port() -> std::net::SocketAddr {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = closed.local_addr().unwrap();
+    drop(closed);
+    address
+}
+
+/// The broker the real-broker test connects to, or `None` (after a loud notice) when there is
+/// none locally; in CI (`CI` set) its absence fails the test.
+fn amqp_url() -> Option<String> {
+    match std::env::var("TONGBAN_TEST_AMQP_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!(
+                "CI is set but TONGBAN_TEST_AMQP_URL is not: .ci/run must start RabbitMQ and export it"
+            )
+        }
+        _ => {
+            eprintln!(
+                "\n!!! SKIPPED: readiness against a real broker, TONGBAN_TEST_AMQP_URL is not set (e.g. amqp://guest:guest@127.0.0.1:5672/%2f; CI runs it against a real RabbitMQ) !!!\n"
+            );
+            None
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_answer_names_each_check_and_without_amqp_there_is_no_broker_check() {
+    let t = common::sqlite_store().await;
+    let (router, _signer) = api(&t.store);
+    let (status, body) = readyz_json(&router).await;
+    assert_eq!(status, StatusCode::OK, "{body:#}");
+    assert_eq!(body["status"], "ready", "{body:#}");
+    let names: Vec<&str> = body["checks"]
+        .as_array()
         .unwrap()
-        .status()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["store", "identity"], "{body:#}");
+    for check in body["checks"].as_array().unwrap() {
+        assert_eq!(check["status"], "ok", "{body:#}");
+        assert!(check.get("detail").is_none(), "{body:#}");
+    }
+    // `[broker]` named, but nothing uses it: still no broker check.
+    let mut config = without_amqp();
+    config.hub.broker = Some(format!("amqp://guest:guest@{}/%2f", dead_port()));
+    let (state, _signer) = state_with(config, &t.store);
+    let (status, body) = readyz_json(&api::router(state)).await;
+    assert_eq!(status, StatusCode::OK, "{body:#}");
+    assert!(checks(&body, "broker").is_empty(), "{body:#}");
+}
+
+#[tokio::test]
+async fn an_amqp_system_whose_broker_is_down_makes_the_hub_not_ready_naming_both() {
+    common::logs::capture();
+    let t = common::sqlite_store().await;
+    let address = dead_port();
+    let url = format!("amqp://tongban:s3cret-pw@{address}/%2f");
+    let (state, _signer) = state_with(with_broker(&url, BusConfig::Memory), &t.store);
+    let router = api::router(state);
+    for _ in 0..3 {
+        let (status, body) = readyz_json(&router).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body:#}");
+        assert_eq!(body["status"], "not_ready", "{body:#}");
+        assert_eq!(checks(&body, "store")[0]["status"], "ok", "{body:#}");
+        assert_eq!(checks(&body, "identity")[0]["status"], "ok", "{body:#}");
+        let brokers = checks(&body, "broker");
+        assert_eq!(brokers.len(), 1, "{body:#}");
+        let broker = brokers[0];
+        assert_eq!(broker["status"], "failing", "{body:#}");
+        assert_eq!(broker["target"], format!("amqp://***@{address}/%2f"));
+        assert_eq!(broker["used_by"]["bus"], false, "{body:#}");
+        assert_eq!(
+            broker["used_by"]["systems"],
+            serde_json::json!([AMQP_SYSTEM]),
+            "{body:#}"
+        );
+        assert!(
+            broker["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("cannot connect to the AMQP broker")),
+            "{body:#}"
+        );
+        let text = body.to_string();
+        assert!(
+            !text.contains("s3cret-pw") && !text.contains("tongban:"),
+            "no credentials: {text}"
+        );
+    }
+    // Said once, when it started failing, naming the broker without its password.
+    let logs = common::logs::text();
+    let said: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains(&address.to_string()))
+        .collect();
+    assert_eq!(said.len(), 1, "{said:#?}");
+    assert!(
+        said[0].contains("ERROR")
+            && said[0].contains("an AMQP broker it uses cannot be reached")
+            && said[0].contains(AMQP_SYSTEM),
+        "{said:#?}"
+    );
+    assert!(!logs.contains("s3cret-pw"), "no password in the log");
+}
+
+#[tokio::test]
+async fn each_broker_is_checked_once_with_everything_that_uses_it() {
+    let t = common::sqlite_store().await;
+    // The bus and the systems on one broker: one check naming both.
+    let shared = format!("amqp://guest:guest@{}/%2f", dead_port());
+    let config = with_broker(
+        &shared,
+        BusConfig::Amqp {
+            url: shared.clone(),
+        },
+    );
+    let (state, _signer) = state_with(config, &t.store);
+    let (status, body) = readyz_json(&api::router(state)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body:#}");
+    let brokers = checks(&body, "broker");
+    assert_eq!(brokers.len(), 1, "{body:#}");
+    assert_eq!(brokers[0]["used_by"]["bus"], true, "{body:#}");
+    assert_eq!(
+        brokers[0]["used_by"]["systems"],
+        serde_json::json!([AMQP_SYSTEM])
+    );
+    // On two brokers: a check each, each naming what uses it.
+    let bus = format!("amqp://guest:guest@{}/%2f", dead_port());
+    let config = with_broker(&shared, BusConfig::Amqp { url: bus.clone() });
+    let (state, _signer) = state_with(config, &t.store);
+    let (_, body) = readyz_json(&api::router(state)).await;
+    let brokers = checks(&body, "broker");
+    assert_eq!(brokers.len(), 2, "{body:#}");
+    for broker in brokers {
+        let target = broker["target"].as_str().unwrap();
+        if target == tongban::adapters::amqp::redact(&bus) {
+            assert_eq!(broker["used_by"]["bus"], true, "{body:#}");
+            assert_eq!(broker["used_by"]["systems"], serde_json::json!([]));
+        } else {
+            assert_eq!(target, tongban::adapters::amqp::redact(&shared));
+            assert_eq!(broker["used_by"]["bus"], false, "{body:#}");
+            assert_eq!(
+                broker["used_by"]["systems"],
+                serde_json::json!([AMQP_SYSTEM])
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_calls_at_once_open_one_connection_to_a_broker() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    // Takes connections and closes them at once: a broker that counts who comes, and turns
+    // everyone away.
+    let counting = accepted.clone();
+    let server = tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            counting.fetch_add(1, Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    let t = common::sqlite_store().await;
+    let url = format!("amqp://guest:guest@{address}/%2f");
+    let (state, _signer) = state_with(with_broker(&url, BusConfig::Memory), &t.store);
+    let router = api::router(state);
+    let answers = futures_util::future::join_all((0..20).map(|_| readyz_json(&router))).await;
+    for (status, body) in &answers {
+        assert_eq!(*status, StatusCode::SERVICE_UNAVAILABLE, "{body:#}");
+        assert_eq!(checks(body, "broker")[0]["status"], "failing", "{body:#}");
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one check, its outcome shared by every call"
+    );
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_broker_that_never_answers_fails_its_check_within_the_bound() {
+    // Connections complete in the kernel's backlog, and nothing ever answers them.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("amqp://guest:guest@{}/%2f", silent.local_addr().unwrap());
+    let t = common::sqlite_store().await;
+    let (state, _signer) = state_with(with_broker(&url, BusConfig::Memory), &t.store);
+    let (status, body) = readyz_json(&api::router(state)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body:#}");
+    assert_eq!(
+        checks(&body, "broker")[0]["detail"],
+        "no connection to the AMQP broker within 2000 ms",
+        "{body:#}"
+    );
+    drop(silent);
+}
+
+#[tokio::test]
+async fn the_brokers_checked_follow_the_configuration_activated() {
+    let t = common::sqlite_store().await;
+    let url = format!("amqp://guest:guest@{}/%2f", dead_port());
+    // `[broker]` is read once at start; systems over AMQP come and go with activations.
+    let mut before = with_broker(&url, BusConfig::Memory);
+    before.adapters.retain(|_, adapter| !uses_amqp(adapter));
+    let (state, _signer) = state_with(before, &t.store);
+    let router = api::router(state.clone());
+    let (status, body) = readyz_json(&router).await;
+    assert_eq!(status, StatusCode::OK, "{body:#}");
+    assert!(checks(&body, "broker").is_empty(), "{body:#}");
+    state
+        .live
+        .activate(with_broker(&url, BusConfig::Memory))
+        .await
+        .unwrap();
+    let (status, body) = readyz_json(&router).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body:#}");
+    assert_eq!(
+        checks(&body, "broker")[0]["used_by"]["systems"],
+        serde_json::json!([AMQP_SYSTEM]),
+        "{body:#}"
+    );
+}
+
+#[tokio::test]
+async fn with_the_real_broker_the_hub_is_ready() {
+    let Some(url) = amqp_url() else {
+        return;
+    };
+    let t = common::sqlite_store().await;
+    let config = with_broker(&url, BusConfig::Amqp { url: url.clone() });
+    let (state, _signer) = state_with(config, &t.store);
+    let (status, body) = readyz_json(&api::router(state)).await;
+    assert_eq!(status, StatusCode::OK, "{body:#}");
+    assert_eq!(body["status"], "ready", "{body:#}");
+    let brokers = checks(&body, "broker");
+    assert_eq!(brokers.len(), 1, "{body:#}");
+    assert_eq!(brokers[0]["status"], "ok", "{body:#}");
+    assert_eq!(brokers[0]["used_by"]["bus"], true, "{body:#}");
+    assert_eq!(
+        brokers[0]["target"],
+        tongban::adapters::amqp::redact(&url),
+        "{body:#}"
+    );
+    if let Some(credentials) = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .map(|(userinfo, _)| userinfo)
+    {
+        assert!(
+            !body.to_string().contains(&format!("{credentials}@")),
+            "no credentials: {body}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

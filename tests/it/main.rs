@@ -19,6 +19,7 @@ mod cli;
 mod config;
 mod console;
 mod delivery;
+mod deploy;
 mod drivers;
 mod encodings;
 mod example_catalog;

@@ -54,13 +54,23 @@ const BROKER_WITHIN: Duration = Duration::from_secs(2);
 /// `/readyz` opens a connection to each broker at most this often.
 const BROKER_FRESH: Duration = Duration::from_secs(5);
 
-/// Ready when every dependency passes its check ([`Readiness`]): 200 or 503, both with the
-/// checks in the body, each named, failing ones with why.
+/// Ready when every required dependency passes its check ([`Readiness`]): 200 or 503, both
+/// with the checks in the body, each named, failing ones with why. A broker is not required:
+/// while one is down, what goes over it waits (deliveries in the outbox, the feed from the
+/// publisher's cursor), so the hub still takes applications and events and says `degraded`;
+/// taking every hub out of the load balancer for it would turn a delay into refusals.
 async fn readyz(State(state): State<AppState>) -> Response {
     let checks = state.readiness.judge(&state).await;
-    let ready = checks.iter().all(|c| c.outcome.is_ok());
+    let ready = checks
+        .iter()
+        .all(|c| c.outcome.is_ok() || !c.dependency.required());
+    let whole = checks.iter().all(|c| c.outcome.is_ok());
     let body = json!({
-        "status": if ready { "ready" } else { "not_ready" },
+        "status": match (ready, whole) {
+            (true, true) => "ready",
+            (true, false) => "degraded",
+            (false, _) => "not_ready",
+        },
         "checks": checks.iter().map(Check::to_json).collect::<Vec<_>>(),
     });
     let status = if ready {
@@ -165,6 +175,14 @@ enum Dependency {
     },
 }
 
+impl Dependency {
+    /// Whether the hub is not ready without it (see [`readyz`]): the store and the identity
+    /// system are; a broker is not.
+    fn required(&self) -> bool {
+        !matches!(self, Dependency::Broker { .. })
+    }
+}
+
 impl Check {
     /// What tells the dependency apart from the others, for the log of changes.
     fn key(&self) -> String {
@@ -185,6 +203,7 @@ impl Check {
                 "used_by": { "bus": bus, "systems": systems },
             }),
         };
+        check["required"] = json!(self.dependency.required());
         check["status"] = json!(if self.outcome.is_ok() {
             "ok"
         } else {

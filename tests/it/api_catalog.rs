@@ -449,8 +449,8 @@ async fn health_readiness_and_metrics() {
     assert_eq!(
         ready.body["checks"],
         serde_json::json!([
-            { "name": "store", "status": "ok" },
-            { "name": "identity", "status": "ok" },
+            { "name": "store", "required": true, "status": "ok" },
+            { "name": "identity", "required": true, "status": "ok" },
         ])
     );
     api.get("/api/v1/catalog/items").await;
@@ -482,7 +482,12 @@ async fn a_store_failure_is_a_problem_that_leaks_no_internals() {
     assert_eq!(ready.body["status"], "not_ready");
     assert_eq!(
         ready.body["checks"][0],
-        serde_json::json!({ "name": "store", "status": "failing", "detail": "the store cannot commit" })
+        serde_json::json!({
+            "name": "store",
+            "required": true,
+            "status": "failing",
+            "detail": "the store cannot commit"
+        })
     );
     let list = api.get("/api/v1/catalog/items").await;
     assert!(list.status.is_server_error());

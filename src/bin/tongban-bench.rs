@@ -1002,10 +1002,10 @@ async fn run(s: &Settings, rt: &Runtimes) -> Result<(), String> {
                     .map_or("the configured 4".to_string(), |n| n.to_string()),
                 if s.args.hub_log.is_some() { "on (info, to a file)" } else { "off" }
             ));
-        if let Some(e) = &events {
-            if let Ok(mut base) = e.hub.lock() {
-                *base = Some(hub.base.clone());
-            }
+        if let Some(e) = &events
+            && let Ok(mut base) = e.hub.lock()
+        {
+            *base = Some(hub.base.clone());
         }
         // The supervisor subscribes before any load, on the mocks' runtime: its CPU is not
         // the hub's.

@@ -954,6 +954,9 @@ async fn run(s: &Settings, rt: &Runtimes) -> Result<(), String> {
             ),
             None => None,
         };
+        if sampled.is_some() {
+            bench.workload = Arc::new(bench.workload.retagged("1"));
+        }
         let telemetry =
             collector
                 .as_ref()
@@ -968,11 +971,15 @@ async fn run(s: &Settings, rt: &Runtimes) -> Result<(), String> {
         }
         let dir = copy.0.clone();
         let store = s.args.store.clone();
-        let keys = vec![
-            platform_key.record.clone(),
-            soap_key.record.clone(),
-            supervisor_key.record.clone(),
-        ];
+        // Recorded by the first hub of the run; the second finds them in the same store.
+        let keys = match sampled {
+            Some(_) if s.args.compare_tracing.is_some() => Vec::new(),
+            _ => vec![
+                platform_key.record.clone(),
+                soap_key.record.clone(),
+                supervisor_key.record.clone(),
+            ],
+        };
         let hub = rt
             .hub
             .spawn(async move { hubrun::start(&dir, store.as_deref(), &keys, telemetry).await })

@@ -88,6 +88,7 @@ impl Target {
 }
 
 /// One application body, cut around its id so each request gets a new one cheaply.
+#[derive(Clone)]
 struct Template {
     before: String,
     after: String,
@@ -141,6 +142,7 @@ impl Template {
 /// token and a new id each time, to the hub (`/api/v1/applications`) or to the relay
 /// (`/relay/soap`, `/relay/rest`, which ignores both headers: the bytes on the wire are the
 /// same for both targets).
+#[derive(Clone)]
 pub struct Workload {
     soap: Template,
     rest: Template,
@@ -158,6 +160,22 @@ pub struct Workload {
 }
 
 impl Workload {
+    /// The same workload under another tag: a second hub on the same store (the traced one of
+    /// `--compare-tracing`) gets application ids of its own.
+    pub fn retagged(&self, suffix: &str) -> Workload {
+        let mut workload = self.clone();
+        workload.tag = format!("{}{suffix}", self.tag);
+        workload.soap_bytes = workload
+            .soap
+            .with_id(&format!("TB-B{}-x00000000", workload.tag))
+            .len();
+        workload.rest_bytes = workload
+            .rest
+            .with_id(&format!("TB-B{}-x00000000", workload.tag))
+            .len();
+        workload
+    }
+
     /// The example applications of `config_dir`, with the platform's key and tokens that
     /// `tokens_for` signs for each template's applicant.
     pub fn load(

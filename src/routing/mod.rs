@@ -195,6 +195,24 @@ mod tests {
     use crate::config::RetryPolicy;
 
     #[test]
+    fn an_attempts_traceparent_replaces_the_written_one_in_place() {
+        let written = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let attempt = "00-4bf92f3577b34da6a3ce929d0e0e4736-b7ad6b7169203331-01";
+        let mut message =
+            format!("<h><traceparent>{written}</traceparent><a>x</a></h>").into_bytes();
+        let length = message.len();
+        retrace(&mut message, written, attempt);
+        assert_eq!(
+            String::from_utf8(message.clone()).unwrap(),
+            format!("<h><traceparent>{attempt}</traceparent><a>x</a></h>")
+        );
+        assert_eq!(message.len(), length, "nothing moves");
+        // Anything but an equal length is left alone.
+        retrace(&mut message, attempt, "00-short");
+        assert!(String::from_utf8(message).unwrap().contains(attempt));
+    }
+
+    #[test]
     fn backoff_grows_caps_and_honours_retry_after() {
         let policy = RetryPolicy {
             attempts: Some(10),

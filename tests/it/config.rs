@@ -1751,3 +1751,43 @@ fn the_usage_tables_thresholds_default_and_every_bad_one_is_reported_with_the_le
     let e = the_error(dir.path(), "hub.toml");
     assert!(e.to_string().contains("little_used"), "{e}");
 }
+
+#[test]
+fn telemetry_is_off_by_default_and_every_bad_setting_is_reported() {
+    let dir = valid_dir();
+    let config = load(dir.path()).unwrap_or_else(|e| panic!("{e:#?}"));
+    assert_eq!(config.hub.telemetry, None, "nothing is exported by default");
+
+    let hub = read(dir.path(), "hub.toml");
+    write(
+        dir.path(),
+        "hub.toml",
+        format!(
+            "{hub}\n[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318/\"\nsample_ratio = 0.25\n"
+        ),
+    );
+    let config = load(dir.path()).unwrap_or_else(|e| panic!("{e:#?}"));
+    let export = config.hub.telemetry.expect("exported");
+    assert_eq!(export.endpoint, "http://127.0.0.1:4318/v1/traces");
+    assert_eq!(export.sample_ratio, 0.25);
+    assert_eq!(export.service_name, "tongban");
+
+    write(
+        dir.path(),
+        "hub.toml",
+        format!(
+            "{hub}\n[telemetry]\notlp_endpoint = \"collector:4318\"\nsample_ratio = 1.5\nservice_name = \" \"\n"
+        ),
+    );
+    let errors = errors(dir.path());
+    let keys: Vec<&str> = errors.iter().filter_map(|e| e.key.as_deref()).collect();
+    assert_eq!(
+        keys,
+        [
+            "telemetry.otlp_endpoint",
+            "telemetry.sample_ratio",
+            "telemetry.service_name",
+        ],
+        "{errors:#?}"
+    );
+}

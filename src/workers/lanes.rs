@@ -20,6 +20,7 @@ use crate::routing;
 use crate::store::group::GroupCommit;
 use crate::store::{AttemptOutcome, ClaimedDelivery, FinishedAttempt, Store, StoreError};
 use crate::telemetry::Telemetry;
+use crate::telemetry::metrics::{DeliveryOutcome, LaneMetrics};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -64,12 +65,15 @@ struct Lane {
     signer: Arc<Signer>,
     /// Metrics and traces of the lane's deliveries.
     telemetry: Arc<Telemetry>,
+    /// The lane's own series, resolved once.
+    metrics: LaneMetrics,
 }
 
 /// The outbox workers of every adapter.
 pub struct Dispatcher {
     store: Store,
     lanes: BTreeMap<String, Arc<Lane>>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Dispatcher {
@@ -122,10 +126,17 @@ impl Dispatcher {
                     lease_ms: adapter.outbound.timeout.as_millis() as i64 + 10_000,
                     signer: signer.clone(),
                     telemetry: telemetry.clone(),
+                    metrics: telemetry
+                        .metrics
+                        .lane(&adapter.id, protocol_name(&adapter.outbound.protocol)),
                 }),
             );
         }
-        Ok(Dispatcher { store, lanes })
+        Ok(Dispatcher {
+            store,
+            lanes,
+            telemetry,
+        })
     }
 
     /// Tells a system's lane that a delivery is due now.
@@ -138,7 +149,7 @@ impl Dispatcher {
     /// Runs every lane until `shutdown` turns true. In-flight attempts finish and are recorded.
     /// Aborting (or dropping) this aborts every lane and its attempts in flight.
     pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
-        let recorder = attempt_recorder(self.store.clone());
+        let recorder = attempt_recorder(self.store.clone(), &self.telemetry);
         let mut lanes = tokio::task::JoinSet::new();
         for lane in self.lanes.values() {
             let (store, lane, stop) = (self.store.clone(), lane.clone(), shutdown.clone());
@@ -159,11 +170,12 @@ const ATTEMPT_BATCH: usize = 256;
 /// Every lane's finished attempts go through one writer, so that attempts finishing together
 /// share a commit (see [`crate::store::group`]); each attempt still waits until it is recorded
 /// before its slot is free again.
-fn attempt_recorder(store: Store) -> GroupCommit<FinishedAttempt> {
-    GroupCommit::spawn(
+fn attempt_recorder(store: Store, telemetry: &Telemetry) -> GroupCommit<FinishedAttempt> {
+    GroupCommit::spawn_observed(
         "delivery attempt",
         ATTEMPT_BATCH,
         ATTEMPT_BATCH * 4,
+        Some(telemetry.metrics.commit_observer("delivery_attempt")),
         move |attempts| {
             let store = store.clone();
             async move {
@@ -246,6 +258,24 @@ async fn run_lane(
     while inflight.join_next().await.is_some() {}
 }
 
+impl Lane {
+    /// Puts the breaker's state, as it is now, in the lane's metrics.
+    fn observe_breaker(&self) {
+        if let Ok(b) = self.breaker.lock() {
+            self.metrics.breaker(b.observed());
+        }
+    }
+}
+
+/// The protocol's name in metrics.
+fn protocol_name(protocol: &crate::config::Protocol) -> &'static str {
+    match protocol {
+        crate::config::Protocol::Rest { .. } => "rest",
+        crate::config::Protocol::Soap { .. } => "soap",
+        crate::config::Protocol::Amqp { .. } => "amqp",
+    }
+}
+
 /// How many times a lane's concurrency it keeps claimed and unrecorded, at most.
 const CLAIM_AHEAD: usize = 4;
 
@@ -267,6 +297,7 @@ async fn attempt(
         .lock()
         .map(|mut b| b.admit(now))
         .unwrap_or(Ok(false));
+    lane.observe_breaker();
     let probe = match admitted {
         Ok(probe) => probe,
         Err(retry_at) => {
@@ -287,15 +318,19 @@ async fn attempt(
             if let Ok(mut b) = lane.breaker.lock() {
                 b.cancel_probe(probe);
             }
+            lane.observe_breaker();
             return;
         }
     };
+    // Whether the system refused the delivery for good (rather than it dying otherwise).
+    let mut refused = false;
     let (started, finished, outcome) = match legacy_message(lane, &delivery, assertion.as_deref()) {
         Err(reason) => {
             // A mapping failure is the same on every try: straight to dead letters.
             if let Ok(mut b) = lane.breaker.lock() {
                 b.cancel_probe(probe);
             }
+            lane.observe_breaker();
             let dead = masked(
                 AttemptOutcome::Dead {
                     status: None,
@@ -306,7 +341,13 @@ async fn attempt(
             (now, now, dead)
         }
         Ok(body) => {
-            lane.limiter.until_ready().await;
+            if lane.limiter.check().is_err() {
+                let waiting = std::time::Instant::now();
+                lane.limiter.until_ready().await;
+                lane.metrics.rate_limited(waiting.elapsed());
+            }
+            let in_flight = lane.metrics.in_flight();
+            let timer = std::time::Instant::now();
             let started = clock::now_millis();
             let sent = lane
                 .driver
@@ -318,6 +359,9 @@ async fn attempt(
                 })
                 .await
                 .and_then(|delivered| acknowledged(lane.response.as_deref(), delivered));
+            lane.metrics.attempt_took(timer.elapsed());
+            drop(in_flight);
+            refused = matches!(sent, Err(DeliveryError::Permanent { .. }));
             let finished = clock::now_millis();
             let outcome = masked(
                 routing::classify(&lane.adapter.outbound.retry, &delivery, sent, finished),
@@ -330,6 +374,7 @@ async fn attempt(
                     AttemptOutcome::Delivered { .. } | AttemptOutcome::Dead { .. } => b.success(),
                 }
             }
+            lane.observe_breaker();
             // After the breaker has heard of this attempt, the lane may claim the next
             // delivery for this place.
             drop(slot);
@@ -338,8 +383,16 @@ async fn attempt(
         }
     };
     let record = FinishedAttempt::new(&delivery, started, finished - started, outcome.clone());
-    if let Err(e) = recorder.write(record).await {
-        tracing::error!(system = %system, cause = %e, "cannot record a delivery attempt; its lease will lapse and it will be tried again");
+    match recorder.write(record).await {
+        Ok(()) => lane.metrics.attempt_ended(match &outcome {
+            AttemptOutcome::Delivered { .. } => DeliveryOutcome::Delivered,
+            AttemptOutcome::Retry { .. } => DeliveryOutcome::Retried,
+            AttemptOutcome::Dead { .. } if refused => DeliveryOutcome::Refused,
+            AttemptOutcome::Dead { .. } => DeliveryOutcome::Dead,
+        }),
+        Err(e) => {
+            tracing::error!(system = %system, cause = %e, "cannot record a delivery attempt; its lease will lapse and it will be tried again")
+        }
     }
     log_outcome(system, &delivery, &outcome);
 }

@@ -68,7 +68,7 @@ pub async fn scrape(state: &AppState) -> String {
     if figures.is_some() && state.scrapes.figures_missing.swap(false, Ordering::SeqCst) {
         tracing::info!("metrics have the store's figures again");
     }
-    let bus = config.hub.broker.is_some();
+    let bus = matches!(config.hub.bus, crate::config::BusConfig::Amqp { .. });
     let pool = state.store.pool_connections();
     let scraped = Scraped {
         store: figures.map(|f| store_figures(f, bus, crate::clock::now_millis())),

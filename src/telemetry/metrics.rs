@@ -221,7 +221,7 @@ impl<S: Series> Family<S> {
 
     fn render(&self, out: &mut String) {
         self.desc.head(out);
-        let mut all: Vec<(Box<[Box<str>]>, Arc<S>)> = match self.series.lock() {
+        let mut all: Vec<Entry<S>> = match self.series.lock() {
             Ok(series) => series.values().flatten().cloned().collect(),
             Err(_) => return,
         };

@@ -115,20 +115,6 @@ impl RefusalClass {
 }
 
 impl InboundError {
-    /// The class of the hub's refusal; `None` when it did not refuse the message (see
-    /// [`InboundError::refusal_reasons`]).
-    pub fn refusal_class(&self) -> Option<RefusalClass> {
-        match self {
-            InboundError::Mapping(_) => Some(RefusalClass::Mapping),
-            InboundError::NoResults(_) => Some(RefusalClass::NoResults),
-            InboundError::Refused(class, _) => Some(*class),
-            InboundError::UnknownSystem(_)
-            | InboundError::ProbeOver(_)
-            | InboundError::Store(_)
-            | InboundError::Unrecorded(_) => None,
-        }
-    }
-
     /// Why the hub refused the message, one reason each, masked; `None` when it did not refuse
     /// it (an unknown system is nobody's message, a store failure is the hub's).
     pub fn refusal_reasons(&self) -> Option<Vec<String>> {
@@ -147,6 +133,20 @@ impl InboundError {
                 .map(|r| crate::personal::mask_text(r))
                 .collect(),
         )
+    }
+
+    /// The class of the hub's refusal; `None` when it did not refuse the message (see
+    /// [`InboundError::refusal_reasons`]).
+    pub fn refusal_class(&self) -> Option<RefusalClass> {
+        match self {
+            InboundError::Mapping(_) => Some(RefusalClass::Mapping),
+            InboundError::NoResults(_) => Some(RefusalClass::NoResults),
+            InboundError::Refused(class, _) => Some(*class),
+            InboundError::UnknownSystem(_)
+            | InboundError::ProbeOver(_)
+            | InboundError::Store(_)
+            | InboundError::Unrecorded(_) => None,
+        }
     }
 }
 
@@ -216,21 +216,6 @@ pub async fn receive(
         return taken;
     }
     let received = take(config, store, recorder, system, kind, body).await;
-    match &received {
-        Ok(new) => {
-            let outcome = match new {
-                Received::New => InboundOutcome::Stored,
-                Received::Duplicate => InboundOutcome::Duplicate,
-            };
-            let metrics = &recorder.telemetry.metrics;
-            metrics.inbound(system, kind.as_str(), via.as_str(), outcome);
-        }
-        Err(e) => {
-            if let Some(class) = e.refusal_class() {
-                count_refusal(&recorder.telemetry, system, kind, via, class);
-            }
-        }
-    }
     if let Err(e) = &received
         && let Some(reasons) = e.refusal_reasons()
     {
@@ -246,7 +231,32 @@ pub async fn receive(
         )
         .await;
     }
+    count(&recorder.telemetry, system, kind, via, &received);
     received
+}
+
+/// Counts a message received in the metrics: stored, a duplicate, or refused with its class
+/// (a failure that is no refusal is not counted: the message may well come again).
+fn count(
+    telemetry: &Telemetry,
+    system: &str,
+    kind: MessageKind,
+    via: Via,
+    received: &Result<Received, InboundError>,
+) {
+    let outcome = match received {
+        Ok(Received::New) => InboundOutcome::Stored,
+        Ok(Received::Duplicate) => InboundOutcome::Duplicate,
+        Err(e) => {
+            if let Some(class) = e.refusal_class() {
+                count_refusal(telemetry, system, kind, via, class);
+            }
+            return;
+        }
+    };
+    telemetry
+        .metrics
+        .inbound(system, kind.as_str(), via.as_str(), outcome);
 }
 
 /// Counts a refused message in the metrics: refused by the way it came, and its class.

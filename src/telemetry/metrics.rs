@@ -865,7 +865,7 @@ pub struct LaneMetrics {
 }
 
 impl LaneMetrics {
-    /// An attempt's outcome, once it is recorded.
+    /// An attempt's outcome, as the lane decided it.
     pub fn attempt_ended(&self, outcome: DeliveryOutcome) {
         let i = DeliveryOutcome::ALL
             .iter()

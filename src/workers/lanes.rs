@@ -267,6 +267,18 @@ impl Lane {
     }
 }
 
+/// An attempt's outcome as metrics count it: a dead letter is `refused` when the system
+/// refused the delivery for good, `dead` when it died otherwise (retries or time used up, not
+/// mappable).
+fn delivery_outcome(outcome: &AttemptOutcome, refused: bool) -> DeliveryOutcome {
+    match outcome {
+        AttemptOutcome::Delivered { .. } => DeliveryOutcome::Delivered,
+        AttemptOutcome::Retry { .. } => DeliveryOutcome::Retried,
+        AttemptOutcome::Dead { .. } if refused => DeliveryOutcome::Refused,
+        AttemptOutcome::Dead { .. } => DeliveryOutcome::Dead,
+    }
+}
+
 /// The protocol's name in metrics.
 fn protocol_name(protocol: &crate::config::Protocol) -> &'static str {
     match protocol {
@@ -307,6 +319,8 @@ async fn attempt(
             return;
         }
     };
+    // Whether the system refused the delivery for good (rather than it dying otherwise).
+    let mut refused = false;
     let assertion = match identity_assertion(lane, &delivery) {
         Ok(assertion) => assertion,
         Err(reason) => {
@@ -322,8 +336,6 @@ async fn attempt(
             return;
         }
     };
-    // Whether the system refused the delivery for good (rather than it dying otherwise).
-    let mut refused = false;
     let (started, finished, outcome) = match legacy_message(lane, &delivery, assertion.as_deref()) {
         Err(reason) => {
             // A mapping failure is the same on every try: straight to dead letters.
@@ -382,17 +394,11 @@ async fn attempt(
             (started, finished, outcome)
         }
     };
+    lane.metrics
+        .attempt_ended(delivery_outcome(&outcome, refused));
     let record = FinishedAttempt::new(&delivery, started, finished - started, outcome.clone());
-    match recorder.write(record).await {
-        Ok(()) => lane.metrics.attempt_ended(match &outcome {
-            AttemptOutcome::Delivered { .. } => DeliveryOutcome::Delivered,
-            AttemptOutcome::Retry { .. } => DeliveryOutcome::Retried,
-            AttemptOutcome::Dead { .. } if refused => DeliveryOutcome::Refused,
-            AttemptOutcome::Dead { .. } => DeliveryOutcome::Dead,
-        }),
-        Err(e) => {
-            tracing::error!(system = %system, cause = %e, "cannot record a delivery attempt; its lease will lapse and it will be tried again")
-        }
+    if let Err(e) = recorder.write(record).await {
+        tracing::error!(system = %system, cause = %e, "cannot record a delivery attempt; its lease will lapse and it will be tried again");
     }
     log_outcome(system, &delivery, &outcome);
 }

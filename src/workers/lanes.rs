@@ -319,8 +319,6 @@ async fn attempt(
             return;
         }
     };
-    // Whether the system refused the delivery for good (rather than it dying otherwise).
-    let mut refused = false;
     let assertion = match identity_assertion(lane, &delivery) {
         Ok(assertion) => assertion,
         Err(reason) => {
@@ -350,6 +348,7 @@ async fn attempt(
                 },
                 &delivery,
             );
+            lane.metrics.attempt_ended(DeliveryOutcome::Dead);
             (now, now, dead)
         }
         Ok(body) => {
@@ -373,7 +372,8 @@ async fn attempt(
                 .and_then(|delivered| acknowledged(lane.response.as_deref(), delivered));
             lane.metrics.attempt_took(timer.elapsed());
             drop(in_flight);
-            refused = matches!(sent, Err(DeliveryError::Permanent { .. }));
+            // Refused for good by the system, rather than dead otherwise.
+            let refused = matches!(sent, Err(DeliveryError::Permanent { .. }));
             let finished = clock::now_millis();
             let outcome = masked(
                 routing::classify(&lane.adapter.outbound.retry, &delivery, sent, finished),
@@ -387,6 +387,8 @@ async fn attempt(
                 }
             }
             lane.observe_breaker();
+            lane.metrics
+                .attempt_ended(delivery_outcome(&outcome, refused));
             // After the breaker has heard of this attempt, the lane may claim the next
             // delivery for this place.
             drop(slot);
@@ -394,8 +396,6 @@ async fn attempt(
             (started, finished, outcome)
         }
     };
-    lane.metrics
-        .attempt_ended(delivery_outcome(&outcome, refused));
     let record = FinishedAttempt::new(&delivery, started, finished - started, outcome.clone());
     if let Err(e) = recorder.write(record).await {
         tracing::error!(system = %system, cause = %e, "cannot record a delivery attempt; its lease will lapse and it will be tried again");

@@ -15,10 +15,11 @@ use crate::ids::{mask_id, mask_name};
 use crate::model::{ApplicationState, DeliveryState, MessageKind, ResultState, Via};
 use crate::personal::PersonalValues;
 use crate::service::applications::{self, AcceptError, Submission};
-use crate::service::inbound::{self, InboundError, Received};
+use crate::service::inbound::{self, InboundError, Received, RefusalClass};
 use crate::service::results::{self as shared_results, RevokeError};
 use crate::store::{DeliveryRecord, ResultRecord};
 use crate::telemetry::SpanContext;
+use crate::telemetry::metrics::ApplicationOutcome;
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -120,12 +121,35 @@ fn trace_parent(headers: &HeaderMap) -> Option<SpanContext> {
         .and_then(SpanContext::parse)
 }
 
+/// Counts every submission's outcome: accepted, refused (4xx, a body that is not JSON too),
+/// or unavailable (5xx).
 async fn submit(
+    state: State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<JsonBody, ApiError>,
+) -> Response {
+    let telemetry = state.telemetry.clone();
+    let response = match accept_submission(state, caller, headers, body).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    };
+    let outcome = match response.status() {
+        status if status.is_success() => ApplicationOutcome::Accepted,
+        status if status.is_server_error() => ApplicationOutcome::Unavailable,
+        _ => ApplicationOutcome::Refused,
+    };
+    telemetry.metrics.application(outcome);
+    response
+}
+
+async fn accept_submission(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    JsonBody(body): JsonBody,
+    body: Result<JsonBody, ApiError>,
 ) -> Result<Response, ApiError> {
+    let JsonBody(body) = body?;
     let user = applicant_identity(&state, &headers, "an application").await?;
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
@@ -384,6 +408,7 @@ async fn replay(
         .replay_dead_letter(&id)
         .await?
         .ok_or_else(|| ApiError::NotFound("no dead letter with this id".into()))?;
+    state.telemetry.metrics.replayed(&delivery.system_id);
     state.live.wake(&delivery.system_id);
     Ok(Json(delivery_json(&delivery)))
 }
@@ -661,6 +686,8 @@ async fn receive(
             | ApiError::UnsupportedMediaType(_)),
         ) if config.adapters.contains_key(&system) => {
             let reasons = [crate::personal::mask_text(&unread.to_string())];
+            let class = RefusalClass::Unreadable;
+            inbound::count_refusal(&state.telemetry, &system, kind, Via::Webhook, class);
             inbound::refused(
                 &config,
                 &state.store,
@@ -689,6 +716,8 @@ async fn receive(
         // The same bytes declared as something else are another message.
         let declared = body.1.as_ref().map(|media| media.declared());
         let fingerprint = inbound::fingerprint(declared.as_deref(), &body.0);
+        let class = RefusalClass::MediaType;
+        inbound::count_refusal(&state.telemetry, &system, kind, Via::Webhook, class);
         inbound::refused(
             &config,
             &state.store,

@@ -8,6 +8,7 @@
 use crate::audit::AuditEntry;
 use crate::store::Store;
 use crate::store::group::{GroupCommit, GroupError};
+use crate::telemetry::Telemetry;
 
 /// Records committed together at most; more wait for the next commit.
 const BATCH: usize = 256;
@@ -20,17 +21,23 @@ pub struct AuditWriter(GroupCommit<AuditEntry>);
 
 impl AuditWriter {
     /// Starts the writer task on the current tokio runtime.
-    pub fn spawn(store: Store) -> AuditWriter {
-        AuditWriter(GroupCommit::spawn("audit", BATCH, QUEUE, move |entries| {
-            let store = store.clone();
-            async move {
-                let result = store
-                    .append_audit_batch(&entries)
-                    .await
-                    .map(|records| vec![(); records.len()]);
-                (entries, result)
-            }
-        }))
+    pub fn spawn(store: Store, telemetry: &Telemetry) -> AuditWriter {
+        AuditWriter(GroupCommit::spawn_observed(
+            "audit",
+            BATCH,
+            QUEUE,
+            Some(telemetry.metrics.commit_observer("audit")),
+            move |entries| {
+                let store = store.clone();
+                async move {
+                    let result = store
+                        .append_audit_batch(&entries)
+                        .await
+                        .map(|records| vec![(); records.len()]);
+                    (entries, result)
+                }
+            },
+        ))
     }
 
     /// Appends `entry` and returns once it is committed.

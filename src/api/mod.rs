@@ -96,6 +96,8 @@ pub struct AppState {
     pub stopping: watch::Receiver<bool>,
     /// What `/readyz` last found, shared by every caller: one probe at a time, reused briefly.
     readiness: Arc<ops::Readiness>,
+    /// What `/metrics` remembers between scrapes.
+    scrapes: Arc<metrics::Scrapes>,
 }
 
 impl AppState {
@@ -127,12 +129,16 @@ impl AppState {
         events: Recorder,
     ) -> AppState {
         let config = live.config();
-        let verifier = Arc::new(Verifier::new(&config.hub.identity));
         let telemetry = events.telemetry.clone();
+        let verifier =
+            Arc::new(Verifier::new(&config.hub.identity).with_telemetry(telemetry.clone()));
+        store.observe_acquire(crate::store::AcquireObserver(
+            telemetry.metrics.acquire_observer(),
+        ));
         AppState {
             auth: Arc::new(Authenticator::new(store.clone(), verifier)),
-            audit: AuditWriter::spawn(store.clone()),
-            acceptor: crate::service::applications::acceptor(store.clone()),
+            audit: AuditWriter::spawn(store.clone(), &telemetry),
+            acceptor: crate::service::applications::acceptor(store.clone(), &telemetry),
             catalog: crate::service::catalog::CurrentItems::default(),
             backlogs: crate::service::admission::Backlogs::default(),
             onboarding: crate::workers::onboarding::Onboarding::new(
@@ -152,6 +158,7 @@ impl AppState {
             // Never stopping, unless the server sets one of its own.
             stopping: watch::channel(false).1,
             readiness: Arc::new(ops::Readiness::default()),
+            scrapes: Arc::new(metrics::Scrapes::default()),
             store,
             telemetry,
             body_limit: config.hub.server.body_limit_bytes,

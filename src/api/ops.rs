@@ -428,7 +428,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.telemetry.metrics.render(),
+        super::metrics::scrape(&state).await,
     )
 }
 

@@ -189,14 +189,20 @@ async fn stream_of(
     let after = query.after;
     let (tx, rx) = mpsc::channel(BUFFERED_FRAMES);
     let moved = state.store.feed_moved();
-    tokio::spawn(pump(
+    // Counted open while the pump feeds it: the pump ends when the client goes.
+    let subscribed = state.telemetry.metrics.sse_subscribed(which);
+    let pumped = pump(
         moved,
         state.store.clone(),
         query,
         follow,
         tx,
         state.stopping.clone(),
-    ));
+    );
+    tokio::spawn(async move {
+        pumped.await;
+        drop(subscribed);
+    });
     let mut response = Response::new(Body::new(EventStream { rx }));
     let h = response.headers_mut();
     h.insert(

@@ -27,6 +27,8 @@ use super::Role;
 use crate::config::{ClaimNames, IdentityConfig, JwksSource};
 use crate::ids;
 use crate::model::{ApplicantKind, Code, IdType};
+use crate::telemetry::Telemetry;
+use crate::telemetry::metrics::{TokenKind, TokenOutcome};
 use base64::Engine;
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -34,7 +36,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The least time between two fetches caused by unknown key ids, so a stream of forged `kid`s
@@ -113,6 +115,29 @@ pub enum TokenError {
     /// caller's fault.
     #[error("the identity system's keys are not available")]
     KeysUnavailable,
+}
+
+impl TokenError {
+    /// The class of the refusal, as metrics count it.
+    pub fn outcome(&self) -> TokenOutcome {
+        match self {
+            TokenError::Expired => TokenOutcome::Expired,
+            TokenError::BadSignature => TokenOutcome::BadSignature,
+            TokenError::UnknownKey(_) | TokenError::NoKeyId => TokenOutcome::UnknownKey,
+            TokenError::Malformed(_) => TokenOutcome::Malformed,
+            TokenError::KeysUnavailable => TokenOutcome::Unavailable,
+            TokenError::OwnKey
+            | TokenError::Unsigned
+            | TokenError::Hmac(_)
+            | TokenError::AlgorithmNotAccepted(_)
+            | TokenError::KeyMismatch { .. }
+            | TokenError::NotYetValid
+            | TokenError::WrongIssuer
+            | TokenError::WrongAudience
+            | TokenError::MissingClaim(_)
+            | TokenError::BadClaim { .. } => TokenOutcome::Refused,
+        }
+    }
 }
 
 /// An applicant, as the identity system vouches for them.
@@ -315,6 +340,10 @@ pub struct Verifier {
     users: Mutex<UserCache>,
     /// User token checks answered from [`Verifier::users`].
     user_hits: AtomicU64,
+    /// When the issuer's keys were last loaded from its URL.
+    loaded_at: RwLock<Option<Instant>>,
+    /// Where checks are counted, if anywhere.
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 impl Verifier {
@@ -337,6 +366,39 @@ impl Verifier {
                 .unwrap_or_default(),
             users: Mutex::new(UserCache::default()),
             user_hits: AtomicU64::new(0),
+            loaded_at: RwLock::new(None),
+            telemetry: None,
+        }
+    }
+
+    /// The verifier, counting its checks in `telemetry`'s metrics.
+    pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Verifier {
+        self.telemetry = Some(telemetry);
+        self
+    }
+
+    /// How long ago the issuer's keys were last loaded: zero for keys from a file, `None`
+    /// before keys from a URL were ever fetched.
+    pub fn keys_age(&self) -> Option<Duration> {
+        match &self.config.jwks {
+            JwksSource::File { .. } => Some(Duration::ZERO),
+            JwksSource::Url { .. } => self
+                .loaded_at
+                .read()
+                .ok()
+                .and_then(|at| *at)
+                .map(|at| at.elapsed()),
+        }
+    }
+
+    /// Counts a check of a `kind` token that came to `checked`.
+    fn count<T>(&self, kind: TokenKind, checked: &Result<T, TokenError>) {
+        if let Some(telemetry) = &self.telemetry {
+            let outcome = match checked {
+                Ok(_) => TokenOutcome::Valid,
+                Err(e) => e.outcome(),
+            };
+            telemetry.metrics.token_verification(kind, outcome);
         }
     }
 
@@ -429,6 +491,9 @@ impl Verifier {
                 users.retain(|by| known.still_verifies(by));
             }
             *slot = Some(known);
+            if let Ok(mut at) = self.loaded_at.write() {
+                *at = Some(Instant::now());
+            }
             count
         };
         Ok(count)
@@ -445,6 +510,12 @@ impl Verifier {
     /// Verifies an applicant's token and maps its claims; a token verified before answers
     /// from memory while it may (see the module's description).
     pub async fn user(&self, token: &str) -> Result<UserIdentity, TokenError> {
+        let checked = self.check_user(token).await;
+        self.count(TokenKind::User, &checked);
+        checked
+    }
+
+    async fn check_user(&self, token: &str) -> Result<UserIdentity, TokenError> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(user) = self.cached_user(&digest) {
             return Ok(user);
@@ -479,6 +550,12 @@ impl Verifier {
 
     /// Verifies a staff token and maps its roles.
     pub async fn staff(&self, token: &str) -> Result<StaffIdentity, TokenError> {
+        let checked = self.check_staff(token).await;
+        self.count(TokenKind::Staff, &checked);
+        checked
+    }
+
+    async fn check_staff(&self, token: &str) -> Result<StaffIdentity, TokenError> {
         let claims = self
             .verify(token, &self.config.staff_audience)
             .await?

@@ -26,6 +26,7 @@ use crate::service::admission::{Backlogs, Overloaded};
 use crate::service::catalog::CurrentItems;
 use crate::store::group::{GroupCommit, GroupError};
 use crate::store::{Accepted, AccessToRecord, ApplicationToAccept, Store, StoreError};
+use crate::telemetry::Telemetry;
 use crate::telemetry::trace::{Span, SpanContext, SpanKind, Tracer};
 use serde::Deserialize;
 use serde_json::Value;
@@ -39,15 +40,21 @@ const ACCEPT_BATCH: usize = 128;
 /// [`crate::store::group`]), so a busy platform does not pay an fsync per application.
 pub type Acceptor = GroupCommit<ApplicationToAccept, Accepted>;
 
-/// Starts the [`Acceptor`] over `store`.
-pub fn acceptor(store: Store) -> Acceptor {
-    GroupCommit::spawn("application", ACCEPT_BATCH, ACCEPT_BATCH * 8, move |apps| {
-        let store = store.clone();
-        async move {
-            let result = store.accept_applications(&apps).await;
-            (apps, result)
-        }
-    })
+/// Starts the [`Acceptor`] over `store`, its commits observed in `telemetry`'s metrics.
+pub fn acceptor(store: Store, telemetry: &Telemetry) -> Acceptor {
+    GroupCommit::spawn_observed(
+        "application",
+        ACCEPT_BATCH,
+        ACCEPT_BATCH * 8,
+        Some(telemetry.metrics.commit_observer("application")),
+        move |apps| {
+            let store = store.clone();
+            async move {
+                let result = store.accept_applications(&apps).await;
+                (apps, result)
+            }
+        },
+    )
 }
 
 /// An application as the platform submitted it, with who submitted it and for whom.

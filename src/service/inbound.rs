@@ -29,6 +29,7 @@ use crate::personal::PersonalValues;
 use crate::store::group::{GroupCommit, GroupError};
 use crate::store::{ApplicationRecord, EventToRecord, FeedText, NewRefusal, Store, StoreError};
 use crate::telemetry::Telemetry;
+use crate::telemetry::metrics::InboundOutcome;
 use crate::telemetry::trace::{self, SpanContext, SpanKind, Tracer};
 use serde_json::Value;
 use std::sync::Arc;
@@ -49,9 +50,10 @@ pub enum InboundError {
     NoResults(String),
     #[error("the message does not map to a canonical one")]
     Mapping(Vec<MapError>),
-    /// The message maps, but the hub will not take it; each reason says why.
-    #[error("{}", .0.join("; "))]
-    Refused(Vec<String>),
+    /// The message maps, but the hub will not take it; each reason says why, the class
+    /// what kind of reason came first.
+    #[error("{}", .1.join("; "))]
+    Refused(RefusalClass, Vec<String>),
     /// About a probe application no probe waits for (any more): a test, never recorded.
     #[error(
         "application {0} is a probe application (模拟办事) and no probe waits for it any more: not recorded"
@@ -64,6 +66,55 @@ pub enum InboundError {
     Unrecorded(#[from] GroupError),
 }
 
+/// What kind of reason a message was refused for, in a small fixed set (for metrics: the
+/// reasons themselves are free text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalClass {
+    /// Its body was not read: too large, too slow to arrive, a `Content-Type` not ASCII.
+    Unreadable,
+    /// Declared as a media type its mapping does not read.
+    MediaType,
+    /// It does not map to a canonical message (or its mapping is not loaded).
+    Mapping,
+    /// A result from a system that publishes none.
+    NoResults,
+    /// It says it comes from another system.
+    WrongSystem,
+    /// About no application the hub routed.
+    UnknownApplication,
+    /// About an application routed to another system, or of an item this system does not
+    /// handle.
+    NotOwner,
+    /// Dated too far ahead of its arrival.
+    FutureTime,
+    /// It maps but does not read as the case event or result it should be.
+    Invalid,
+    /// A result that fails the license's checks (identifier, issuer, holder, completion,
+    /// versions).
+    License,
+    /// About a probe application, and the probe could not take it (never counted: what is
+    /// about a probe is a test).
+    Probe,
+}
+
+impl RefusalClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalClass::Unreadable => "unreadable",
+            RefusalClass::MediaType => "media_type",
+            RefusalClass::Mapping => "mapping",
+            RefusalClass::NoResults => "no_results",
+            RefusalClass::WrongSystem => "wrong_system",
+            RefusalClass::UnknownApplication => "unknown_application",
+            RefusalClass::NotOwner => "not_owner",
+            RefusalClass::FutureTime => "future_time",
+            RefusalClass::Invalid => "invalid",
+            RefusalClass::License => "license",
+            RefusalClass::Probe => "probe",
+        }
+    }
+}
+
 impl InboundError {
     /// What kind of failure this is, in words free of what the message said.
     pub fn kind(&self) -> &'static str {
@@ -71,7 +122,7 @@ impl InboundError {
             InboundError::UnknownSystem(_) => "no such connected system",
             InboundError::NoResults(_) => "the system publishes no results",
             InboundError::Mapping(_) => "the message does not map",
-            InboundError::Refused(_) => "the message was refused",
+            InboundError::Refused(..) => "the message was refused",
             InboundError::ProbeOver(_) => "about a probe application no probe waits for",
             InboundError::Store(_) | InboundError::Unrecorded(_) => "the store did not keep it",
         }
@@ -83,7 +134,7 @@ impl InboundError {
         let reasons = match self {
             InboundError::Mapping(errors) => errors.iter().map(|e| e.to_string()).collect(),
             InboundError::NoResults(_) => vec![self.to_string()],
-            InboundError::Refused(reasons) => reasons.clone(),
+            InboundError::Refused(_, reasons) => reasons.clone(),
             InboundError::UnknownSystem(_)
             | InboundError::ProbeOver(_)
             | InboundError::Store(_)
@@ -95,6 +146,20 @@ impl InboundError {
                 .map(|r| crate::personal::mask_text(r))
                 .collect(),
         )
+    }
+
+    /// The class of the hub's refusal; `None` when it did not refuse the message (see
+    /// [`InboundError::refusal_reasons`]).
+    pub fn refusal_class(&self) -> Option<RefusalClass> {
+        match self {
+            InboundError::Mapping(_) => Some(RefusalClass::Mapping),
+            InboundError::NoResults(_) => Some(RefusalClass::NoResults),
+            InboundError::Refused(class, _) => Some(*class),
+            InboundError::UnknownSystem(_)
+            | InboundError::ProbeOver(_)
+            | InboundError::Store(_)
+            | InboundError::Unrecorded(_) => None,
+        }
     }
 }
 
@@ -120,7 +185,7 @@ impl Recorder {
     /// A recorder on the current tokio runtime, sealing results with `sealer`.
     pub fn spawn(store: Store, sealer: Arc<Sealer>, telemetry: Arc<Telemetry>) -> Recorder {
         Recorder {
-            events: event_recorder(store),
+            events: event_recorder(store, &telemetry),
             sealer,
             probes: ProbeInbox::default(),
             telemetry,
@@ -129,14 +194,20 @@ impl Recorder {
 }
 
 /// Starts a recorder for case events on the current tokio runtime.
-fn event_recorder(store: Store) -> EventRecorder {
-    GroupCommit::spawn("case event", EVENT_BATCH, EVENT_BATCH * 8, move |events| {
-        let store = store.clone();
-        async move {
-            let result = store.record_events(&events).await;
-            (events, result)
-        }
-    })
+fn event_recorder(store: Store, telemetry: &Telemetry) -> EventRecorder {
+    GroupCommit::spawn_observed(
+        "case event",
+        EVENT_BATCH,
+        EVENT_BATCH * 8,
+        Some(telemetry.metrics.commit_observer("case_event")),
+        move |events| {
+            let store = store.clone();
+            async move {
+                let result = store.record_events(&events).await;
+                (events, result)
+            }
+        },
+    )
 }
 
 /// Receives one message of `kind` from `system`, in the system's own format, that came `via`
@@ -188,6 +259,7 @@ pub async fn receive(
         )
         .await;
     }
+    count(&recorder.telemetry, system, kind, via, &received);
     received
 }
 
@@ -244,6 +316,43 @@ fn trace_received(
             span.fail(e.kind());
         }
     }
+}
+
+/// Counts a message received in the metrics: stored, a duplicate, or refused with its class
+/// (a failure that is no refusal is not counted: the message may well come again).
+fn count(
+    telemetry: &Telemetry,
+    system: &str,
+    kind: MessageKind,
+    via: Via,
+    received: &Result<Received, InboundError>,
+) {
+    let outcome = match received {
+        Ok(Received::New) => InboundOutcome::Stored,
+        Ok(Received::Duplicate) => InboundOutcome::Duplicate,
+        Err(e) => {
+            if let Some(class) = e.refusal_class() {
+                count_refusal(telemetry, system, kind, via, class);
+            }
+            return;
+        }
+    };
+    telemetry
+        .metrics
+        .inbound(system, kind.as_str(), via.as_str(), outcome);
+}
+
+/// Counts a refused message in the metrics: refused by the way it came, and its class.
+pub fn count_refusal(
+    telemetry: &Telemetry,
+    system: &str,
+    kind: MessageKind,
+    via: Via,
+    class: RefusalClass,
+) {
+    let metrics = &telemetry.metrics;
+    metrics.inbound(system, kind.as_str(), via.as_str(), InboundOutcome::Refused);
+    metrics.inbound_refusal(system, kind.as_str(), class.as_str());
 }
 
 /// What tells one message from another for refusals: SHA-256 (hex) of its body as received,
@@ -342,7 +451,10 @@ async fn take(
             .ok_or_else(|| InboundError::NoResults(system.to_string()))?,
     };
     let mapping = config.mappings.get(mapping_name).ok_or_else(|| {
-        InboundError::Refused(vec![format!("mapping `{mapping_name}` is not loaded")])
+        InboundError::Refused(
+            RefusalClass::Mapping,
+            vec![format!("mapping `{mapping_name}` is not loaded")],
+        )
     })?;
     let canonical = mapping.to_canonical(body).map_err(InboundError::Mapping)?;
     if about_probe(&canonical) {
@@ -356,9 +468,12 @@ async fn take(
             .unwrap_or_default()
     };
 
-    // Every problem at once, so that the system's operators fix them in one go.
+    // Every problem at once, so that the system's operators fix them in one go; the refusal's
+    // class is the first problem's.
     let mut problems = Vec::new();
+    let mut class = None;
     if text("/system") != system {
+        class = class.or(Some(RefusalClass::WrongSystem));
         problems.push(format!(
             "the message says it comes from system `{}`, but it was received for `{system}`",
             text("/system")
@@ -370,8 +485,12 @@ async fn take(
         *about = Some((application.id.clone(), application.trace_context.clone()));
     }
     match &application {
-        None => problems.push("no application with this id was routed through the hub".into()),
+        None => {
+            class = class.or(Some(RefusalClass::UnknownApplication));
+            problems.push("no application with this id was routed through the hub".into())
+        }
         Some(application) if application.system_id != system => {
+            class = class.or(Some(RefusalClass::NotOwner));
             problems.push("the application was routed to another system".into())
         }
         Some(application)
@@ -380,13 +499,18 @@ async fn take(
                 .iter()
                 .any(|c| c.code == application.item_code) =>
         {
+            class = class.or(Some(RefusalClass::NotOwner));
             problems.push("the application's item is not one this system handles".into())
         }
         Some(_) => {}
     }
     if kind == MessageKind::CaseEvent {
         let limit = config.hub.supervision.thresholds.future_limit_minutes;
-        problems.extend(times_ahead(&canonical, arrived, limit));
+        let ahead = times_ahead(&canonical, arrived, limit);
+        if !ahead.is_empty() {
+            class = class.or(Some(RefusalClass::FutureTime));
+        }
+        problems.extend(ahead);
     }
     // A case event that mapped is valid against its schema, so it reads as one; read once,
     // it says which step it reports.
@@ -395,6 +519,7 @@ async fn take(
             match event_to_record(application, &canonical) {
                 Ok(event) => Some(event),
                 Err(why) => {
+                    class = class.or(Some(RefusalClass::Invalid));
                     problems.push(why.to_owned());
                     None
                 }
@@ -406,31 +531,40 @@ async fn take(
     // department that sends it, the application it answers and what the system sent before.
     let result = match kind {
         MessageKind::Result => {
-            super::results::check(
+            let before = problems.len();
+            let checked = super::results::check(
                 store,
                 adapter,
                 application.as_ref(),
                 &canonical,
                 &mut problems,
             )
-            .await?
+            .await?;
+            if problems.len() > before {
+                class = class.or(Some(RefusalClass::License));
+            }
+            checked
         }
         MessageKind::CaseEvent => None,
     };
     if !problems.is_empty() {
-        return Err(InboundError::Refused(problems));
+        return Err(InboundError::Refused(
+            class.unwrap_or(RefusalClass::Invalid),
+            problems,
+        ));
     }
     let new = match (event, result) {
         (Some(event), _) => recorder.events.write(event).await?,
         (None, Some(result)) => {
             super::results::record(store, &recorder.sealer, system, &result, &canonical)
                 .await?
-                .map_err(|problem| InboundError::Refused(vec![problem]))?
+                .map_err(|problem| InboundError::Refused(RefusalClass::License, vec![problem]))?
         }
         (None, None) => {
-            return Err(InboundError::Refused(vec![
-                "the message is neither a case event nor a result the hub can read".into(),
-            ]));
+            return Err(InboundError::Refused(
+                RefusalClass::Invalid,
+                vec!["the message is neither a case event nor a result the hub can read".into()],
+            ));
         }
     };
     Ok(if new {

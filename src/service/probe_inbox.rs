@@ -11,7 +11,7 @@
 //! report), and one about another application is refused. A connected system's other messages
 //! take the usual way.
 
-use super::inbound::{InboundError, Received};
+use super::inbound::{InboundError, Received, RefusalClass};
 use crate::config::Config;
 use crate::mapping::MapError;
 use crate::model::MessageKind;
@@ -132,9 +132,13 @@ impl ProbeInbox {
             },
         ) {
             Ok(()) => Ok(Received::New),
-            Err(_) => Err(InboundError::Refused(vec![
-                "the probe has more messages waiting than it reads; send it again shortly".into(),
-            ])),
+            Err(_) => Err(InboundError::Refused(
+                RefusalClass::Probe,
+                vec![
+                    "the probe has more messages waiting than it reads; send it again shortly"
+                        .into(),
+                ],
+            )),
         };
         // The first listener's reading stands for the system's when no probe takes the message
         // (a system not connected has one: its onboarding request's).
@@ -170,10 +174,13 @@ impl ProbeInbox {
             None => Err(InboundError::NoResults(system.to_string())),
             Some((Err(errors), sender)) => send(sender, Content::Unmapped(masked(&errors)))
                 .and(Err(InboundError::Mapping(errors))),
-            Some((Ok(_), _)) => Err(InboundError::Refused(vec![format!(
-                "system `{system}` is not connected yet: only the messages about its probe \
-                 applications ({PROBE_PREFIX}…) are taken"
-            )])),
+            Some((Ok(_), _)) => Err(InboundError::Refused(
+                RefusalClass::Probe,
+                vec![format!(
+                    "system `{system}` is not connected yet: only the messages about its probe \
+                     applications ({PROBE_PREFIX}…) are taken"
+                )],
+            )),
         })
     }
 }

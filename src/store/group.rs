@@ -20,7 +20,13 @@ use super::{Failure, StoreError};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
+
+/// Told of each commit a writer makes (also one that failed, and each of a failed batch's
+/// writes tried alone): how many writes it carried and how long it took. The store knows
+/// nothing of what listens (metrics, in the hub).
+pub type Observer = Arc<dyn Fn(usize, Duration) + Send + Sync>;
 
 /// Why a write did not commit. The texts are the store's causes, for the log, not for callers.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -85,9 +91,37 @@ impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
         F: FnMut(Vec<T>) -> Fut + Send + 'static,
         Fut: Future<Output = Committed<T, R>> + Send + 'static,
     {
+        GroupCommit::spawn_observed(name, batch, queue, None, commit)
+    }
+
+    /// As [`GroupCommit::spawn`], telling `observer` of every commit.
+    pub fn spawn_observed<F, Fut>(
+        name: &'static str,
+        batch: usize,
+        queue: usize,
+        observer: Option<Observer>,
+        mut commit: F,
+    ) -> Self
+    where
+        F: FnMut(Vec<T>) -> Fut + Send + 'static,
+        Fut: Future<Output = Committed<T, R>> + Send + 'static,
+    {
         let (sender, receiver) = mpsc::channel(queue.max(1));
         let counts = Arc::new(Counts::default());
-        tokio::spawn(write(receiver, batch.max(1), commit, counts.clone()));
+        let timed = move |items: Vec<T>| {
+            let observer = observer.clone();
+            let writes = items.len();
+            let started = Instant::now();
+            let committed = commit(items);
+            async move {
+                let committed = committed.await;
+                if let Some(observe) = &observer {
+                    observe(writes, started.elapsed());
+                }
+                committed
+            }
+        };
+        tokio::spawn(write(receiver, batch.max(1), timed, counts.clone()));
         GroupCommit {
             name,
             queue: sender,
@@ -247,6 +281,32 @@ mod tests {
         // At rest, a write commits on its own.
         writer.write(40).await.unwrap();
         assert_eq!(writer.written(), (2, 41));
+    }
+
+    #[tokio::test]
+    async fn the_observer_hears_of_every_commit_with_its_writes() {
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let told = heard.clone();
+        let observer: Observer = Arc::new(move |writes, _took| told.lock().unwrap().push(writes));
+        let writer: GroupCommit<i64> = GroupCommit::spawn_observed(
+            "test",
+            64,
+            256,
+            Some(observer),
+            |items: Vec<i64>| async move {
+                let result = if items.iter().any(|&i| i < 0) {
+                    Err(StoreError::Corrupt("a negative".into()))
+                } else {
+                    Ok(vec![(); items.len()])
+                };
+                (items, result)
+            },
+        );
+        futures_util::future::join_all((0..10).map(|i| writer.write(i))).await;
+        writer.write(10).await.unwrap();
+        // A failed batch, then each of its writes alone.
+        futures_util::future::join_all([11, -1, 12].into_iter().map(|i| writer.write(i))).await;
+        assert_eq!(*heard.lock().unwrap(), vec![10, 1, 3, 1, 1, 1]);
     }
 
     #[tokio::test]

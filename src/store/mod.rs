@@ -15,6 +15,7 @@ pub mod group;
 mod keys;
 mod ledger;
 mod onboarding;
+mod operations;
 mod results;
 mod routing;
 mod rows;
@@ -29,6 +30,7 @@ pub use follow_up::{FollowUpChange, FollowUpRecord, FollowUpStep};
 pub use keys::{ApiKeyRecord, NewApiKey};
 pub use ledger::{IntegrationFigures, IntegrationRecord, ProbeRun};
 pub use onboarding::{DecisionToRecord, OnboardingRecord};
+pub use operations::{OperationalFigures, OutboxFigures};
 pub use results::{
     AccessRecord, AccessToRecord, HeldResult, ResultRecord, ResultToRecord, Settlement,
 };
@@ -173,6 +175,26 @@ pub struct Store {
     last_commit: Arc<Mutex<Option<Instant>>>,
     /// Readiness probes written to this store (see [`Store::check_writable`]).
     probes: Arc<AtomicU64>,
+    /// Told how long each write transaction waited for its connection, once someone listens
+    /// ([`Store::observe_acquire`]).
+    acquire_observer: Arc<std::sync::RwLock<Option<AcquireObserver>>>,
+}
+
+/// Told of each wait for a pooled connection to begin a write transaction.
+#[derive(Clone)]
+pub struct AcquireObserver(pub Arc<dyn Fn(Duration) + Send + Sync>);
+
+impl std::fmt::Debug for AcquireObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AcquireObserver")
+    }
+}
+
+/// How many of the pool's connections are idle and in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolConnections {
+    pub idle: u64,
+    pub in_use: u64,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations");
@@ -211,6 +233,7 @@ impl Store {
             page_cap,
             last_commit: Arc::new(Mutex::new(None)),
             probes: Arc::new(AtomicU64::new(0)),
+            acquire_observer: Arc::new(std::sync::RwLock::new(None)),
         })
     }
 
@@ -245,12 +268,39 @@ impl Store {
             ended: false,
             proof: true,
         };
-        match self.pool.begin().await {
+        let asked = Instant::now();
+        let begun = self.pool.begin().await;
+        if let Ok(observer) = self.acquire_observer.read()
+            && let Some(AcquireObserver(observe)) = &*observer
+        {
+            observe(asked.elapsed());
+        }
+        match begun {
             Ok(tx) => Ok((turn, tx)),
             Err(e) => {
                 turn.end(false);
                 Err(e.into())
             }
+        }
+    }
+
+    /// Tells `observer` how long each write transaction waits for its pooled connection (the
+    /// pool's wait and `BEGIN`; on SQLite after this process's writers' turn), instead of any
+    /// observer before (a hub started again on the same store).
+    pub fn observe_acquire(&self, observer: AcquireObserver) {
+        if let Ok(mut slot) = self.acquire_observer.write() {
+            *slot = Some(observer);
+        }
+    }
+
+    /// The durable pool's connections now (on SQLite not counting the one connection for
+    /// claims and heartbeats).
+    pub fn pool_connections(&self) -> PoolConnections {
+        let size = u64::from(self.pool.size());
+        let idle = (self.pool.num_idle() as u64).min(size);
+        PoolConnections {
+            idle,
+            in_use: size - idle,
         }
     }
 

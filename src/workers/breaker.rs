@@ -1,6 +1,8 @@
 //! A circuit breaker per adapter: after consecutive failures it opens, sending nothing for a
 //! while; then it lets one probe through, and closes again when the probe succeeds.
 
+use crate::telemetry::metrics::BreakerState;
+
 /// Consecutive failures that open the breaker.
 pub const THRESHOLD: u32 = 5;
 /// How long an open breaker stays open before it lets a probe through.
@@ -56,6 +58,16 @@ impl Breaker {
             self.state = State::Open {
                 until: now + OPEN_MS,
             };
+        }
+    }
+
+    /// The state as metrics show it (an open breaker whose time is up stays open until the
+    /// next attempt asks to go).
+    pub fn observed(&self) -> BreakerState {
+        match self.state {
+            State::Closed => BreakerState::Closed,
+            State::Open { .. } => BreakerState::Open,
+            State::HalfOpen { .. } => BreakerState::HalfOpen,
         }
     }
 

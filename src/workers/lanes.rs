@@ -20,6 +20,7 @@ use crate::routing;
 use crate::store::group::GroupCommit;
 use crate::store::{AttemptOutcome, ClaimedDelivery, FinishedAttempt, Store, StoreError};
 use crate::telemetry::Telemetry;
+use crate::telemetry::metrics::{DeliveryOutcome, LaneMetrics};
 use crate::telemetry::trace::{self, SpanContext, SpanKind, TraceId, Tracer};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
@@ -67,12 +68,15 @@ struct Lane {
     telemetry: Arc<Telemetry>,
     /// What its attempts' spans are: calls (HTTP) or messages handed to a broker (AMQP).
     span_kind: SpanKind,
+    /// The lane's own series, resolved once.
+    metrics: LaneMetrics,
 }
 
 /// The outbox workers of every adapter.
 pub struct Dispatcher {
     store: Store,
     lanes: BTreeMap<String, Arc<Lane>>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Dispatcher {
@@ -129,10 +133,17 @@ impl Dispatcher {
                         Protocol::Amqp { .. } => SpanKind::Producer,
                         Protocol::Rest { .. } | Protocol::Soap { .. } => SpanKind::Client,
                     },
+                    metrics: telemetry
+                        .metrics
+                        .lane(&adapter.id, adapter.outbound.protocol.name()),
                 }),
             );
         }
-        Ok(Dispatcher { store, lanes })
+        Ok(Dispatcher {
+            store,
+            lanes,
+            telemetry,
+        })
     }
 
     /// Tells a system's lane that a delivery is due now.
@@ -145,7 +156,7 @@ impl Dispatcher {
     /// Runs every lane until `shutdown` turns true. In-flight attempts finish and are recorded.
     /// Aborting (or dropping) this aborts every lane and its attempts in flight.
     pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
-        let recorder = attempt_recorder(self.store.clone());
+        let recorder = attempt_recorder(self.store.clone(), &self.telemetry);
         let mut lanes = tokio::task::JoinSet::new();
         for lane in self.lanes.values() {
             let (store, lane, stop) = (self.store.clone(), lane.clone(), shutdown.clone());
@@ -166,11 +177,12 @@ const ATTEMPT_BATCH: usize = 256;
 /// Every lane's finished attempts go through one writer, so that attempts finishing together
 /// share a commit (see [`crate::store::group`]); each attempt still waits until it is recorded
 /// before its slot is free again.
-fn attempt_recorder(store: Store) -> GroupCommit<FinishedAttempt> {
-    GroupCommit::spawn(
+fn attempt_recorder(store: Store, telemetry: &Telemetry) -> GroupCommit<FinishedAttempt> {
+    GroupCommit::spawn_observed(
         "delivery attempt",
         ATTEMPT_BATCH,
         ATTEMPT_BATCH * 4,
+        Some(telemetry.metrics.commit_observer("delivery_attempt")),
         move |attempts| {
             let store = store.clone();
             async move {
@@ -257,6 +269,27 @@ async fn run_lane(
     while inflight.join_next().await.is_some() {}
 }
 
+impl Lane {
+    /// Puts the breaker's state, as it is now, in the lane's metrics.
+    fn observe_breaker(&self) {
+        if let Ok(b) = self.breaker.lock() {
+            self.metrics.breaker(b.observed());
+        }
+    }
+}
+
+/// An attempt's outcome as metrics count it: a dead letter is `refused` when the system
+/// refused the delivery for good, `dead` when it died otherwise (retries or time used up, not
+/// mappable).
+fn delivery_outcome(outcome: &AttemptOutcome, refused: bool) -> DeliveryOutcome {
+    match outcome {
+        AttemptOutcome::Delivered { .. } => DeliveryOutcome::Delivered,
+        AttemptOutcome::Retry { .. } => DeliveryOutcome::Retried,
+        AttemptOutcome::Dead { .. } if refused => DeliveryOutcome::Refused,
+        AttemptOutcome::Dead { .. } => DeliveryOutcome::Dead,
+    }
+}
+
 /// How many times a lane's concurrency it keeps claimed and unrecorded, at most.
 const CLAIM_AHEAD: usize = 4;
 
@@ -283,20 +316,13 @@ async fn attempt(
     claim.set("tongban.system", system.clone());
     claim.set("tongban.application", delivery.application_id.clone());
     claim.end();
-    let mut span = tracer.start("delivery.attempt", lane.span_kind, accepted);
-    if span.is_recording() {
-        span.set("tongban.system", system.clone());
-        span.set("tongban.application", delivery.application_id.clone());
-        span.set("tongban.protocol", lane.adapter.outbound.protocol.name());
-        span.set("tongban.attempt", delivery.attempts + 1);
-    }
-    let traceparent = span.context().traceparent();
     let now = clock::now_millis();
     let admitted = lane
         .breaker
         .lock()
         .map(|mut b| b.admit(now))
         .unwrap_or(Ok(false));
+    lane.observe_breaker();
     let probe = match admitted {
         Ok(probe) => probe,
         Err(retry_at) => {
@@ -306,10 +332,20 @@ async fn attempt(
             return;
         }
     };
+    let mut span = tracer.start("delivery.attempt", lane.span_kind, accepted);
+    if span.is_recording() {
+        span.set("tongban.system", system.clone());
+        span.set("tongban.application", delivery.application_id.clone());
+        span.set("tongban.protocol", lane.adapter.outbound.protocol.name());
+        span.set("tongban.attempt", delivery.attempts + 1);
+    }
+    let traceparent = span.context().traceparent();
     let assertion = match identity_assertion(lane, &delivery) {
         Ok(assertion) => assertion,
         Err(reason) => {
             // The hub's own keys failed: nothing the system did; try again later.
+            span.set("tongban.outcome", "released");
+            span.fail("the hub could not sign the identity assertion");
             tracing::error!(system = %system, cause = %reason, "cannot sign an identity assertion");
             if let Err(e) = store.release_delivery(&delivery.id, now + 5_000).await {
                 tracing::warn!(system = %system, cause = %e, "cannot release a delivery");
@@ -317,6 +353,7 @@ async fn attempt(
             if let Ok(mut b) = lane.breaker.lock() {
                 b.cancel_probe(probe);
             }
+            lane.observe_breaker();
             return;
         }
     };
@@ -334,6 +371,7 @@ async fn attempt(
             if let Ok(mut b) = lane.breaker.lock() {
                 b.cancel_probe(probe);
             }
+            lane.observe_breaker();
             let dead = masked(
                 AttemptOutcome::Dead {
                     status: None,
@@ -341,10 +379,17 @@ async fn attempt(
                 },
                 &delivery,
             );
+            lane.metrics.attempt_ended(DeliveryOutcome::Dead);
             (now, now, dead)
         }
         Ok(body) => {
-            lane.limiter.until_ready().await;
+            if lane.limiter.check().is_err() {
+                let waiting = std::time::Instant::now();
+                lane.limiter.until_ready().await;
+                lane.metrics.rate_limited(waiting.elapsed());
+            }
+            let in_flight = lane.metrics.in_flight();
+            let timer = std::time::Instant::now();
             let started = clock::now_millis();
             let sent = lane
                 .driver
@@ -357,6 +402,10 @@ async fn attempt(
                 })
                 .await
                 .and_then(|delivered| acknowledged(lane.response.as_deref(), delivered));
+            lane.metrics.attempt_took(timer.elapsed());
+            drop(in_flight);
+            // Refused for good by the system, rather than dead otherwise.
+            let refused = matches!(sent, Err(DeliveryError::Permanent { .. }));
             let finished = clock::now_millis();
             let outcome = masked(
                 routing::classify(&lane.adapter.outbound.retry, &delivery, sent, finished),
@@ -369,6 +418,9 @@ async fn attempt(
                     AttemptOutcome::Delivered { .. } | AttemptOutcome::Dead { .. } => b.success(),
                 }
             }
+            lane.observe_breaker();
+            lane.metrics
+                .attempt_ended(delivery_outcome(&outcome, refused));
             // After the breaker has heard of this attempt, the lane may claim the next
             // delivery for this place.
             drop(slot);
@@ -401,7 +453,7 @@ async fn attempt(
         }
     }
     let trace_id = span.context().trace_id;
-    span.end_at(trace::ns_of_millis(finished).max(trace::now_ns()));
+    span.end();
     let record = FinishedAttempt::new(&delivery, started, finished - started, outcome.clone());
     if let Err(e) = recorder.write(record).await {
         tracing::error!(system = %system, application = %delivery.application_id, %trace_id, cause = %e, "cannot record a delivery attempt; its lease will lapse and it will be tried again");

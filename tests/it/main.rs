@@ -31,6 +31,7 @@ mod identity;
 mod ledger;
 mod mapping;
 mod masked_texts;
+mod metrics;
 mod onboarding;
 mod openapi;
 mod personal_data;

@@ -630,7 +630,7 @@ async fn results_by_poll_and_queue_are_checked_and_their_refusals_recorded(store
     let early_id = license_id(DEPARTMENT, "JY22101020000009", "001");
     let early = good_licence("R-2", &early_id);
     match receive(stranger, Via::Poll).await {
-        Err(InboundError::Refused(reasons)) => assert!(
+        Err(InboundError::Refused(_, reasons)) => assert!(
             reasons
                 .iter()
                 .any(|r| r.contains("is not the applicant of application R-1")),

@@ -390,6 +390,58 @@ fn sealing(c: &mut Criterion) {
     g.finish();
 }
 
+/// What telemetry adds to one application: the spans every application gets whether sampled or
+/// not (an id and a `traceparent` each), a sampled span queued for the exporter, and a lane's
+/// metrics for one attempt.
+fn telemetry(c: &mut Criterion) {
+    use tongban::telemetry::trace::{SpanKind, Tracer};
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let _entered = rt.enter();
+    let unexported = Tracer::default();
+    // Sampled and exported to an address nothing listens on: the spans are queued, batched and
+    // dropped, as with a collector that is down (the most the hot path pays).
+    let exporting = Tracer::exporting(&tongban::telemetry::Export {
+        endpoint: "http://127.0.0.1:9/v1/traces".into(),
+        sample_ratio: 1.0,
+        service_name: "bench".into(),
+    });
+    let parent = tongban::telemetry::SpanContext::parse(
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    );
+    let metrics = tongban::telemetry::Metrics::default();
+    let lane = metrics.lane("sy-scjg-food", "soap");
+    let mut g = c.benchmark_group("telemetry");
+    g.bench_function("unsampled span: start, traceparent, end", |b| {
+        b.iter(|| {
+            let span = unexported.start("delivery.attempt", SpanKind::Client, None);
+            let traceparent = span.context().traceparent();
+            span.end();
+            black_box(traceparent)
+        })
+    });
+    g.bench_function("sampled span with 4 attributes, queued for export", |b| {
+        b.iter(|| {
+            let mut span = exporting.start("delivery.attempt", SpanKind::Client, parent);
+            span.set("tongban.system", "sy-scjg-food");
+            span.set("tongban.application", "TB-210102-20261206-000501");
+            span.set("tongban.attempt", 1);
+            span.set("tongban.outcome", "delivered");
+            let traceparent = span.context().traceparent();
+            span.end();
+            black_box(traceparent)
+        })
+    });
+    g.bench_function("a lane's metrics for one attempt", |b| {
+        b.iter(|| {
+            let in_flight = lane.in_flight();
+            lane.attempt_took(Duration::from_micros(800));
+            drop(in_flight);
+            lane.attempt_ended(tongban::telemetry::metrics::DeliveryOutcome::Delivered);
+        })
+    });
+    g.finish();
+}
+
 fn fast() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_secs(1))
@@ -401,6 +453,6 @@ fn fast() -> Criterion {
 criterion_group! {
     name = hot_paths;
     config = fast();
-    targets = mapping, acceptance, identity, store, sealing
+    targets = mapping, acceptance, identity, store, sealing, telemetry
 }
 criterion_main!(hot_paths);

@@ -313,8 +313,10 @@ async fn attempt(
         .as_deref()
         .and_then(SpanContext::parse);
     let mut claim = tracer.start_at("delivery.claim", SpanKind::Internal, accepted, claimed_at);
-    claim.set("tongban.system", system.clone());
-    claim.set("tongban.application", delivery.application_id.clone());
+    if claim.is_recording() {
+        claim.set("tongban.system", system.clone());
+        claim.set("tongban.application", delivery.application_id.clone());
+    }
     claim.end();
     let now = clock::now_millis();
     let admitted = lane

@@ -50,23 +50,6 @@ const REPO_BROKER: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// The good case steps of one application, in the order the system takes them.
 const WALK: [&str; 5] = ["supplement", "accept", "verification", "decision", "issued"];
 
-fn amqp_url() -> Option<String> {
-    match std::env::var("TONGBAN_TEST_AMQP_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!(
-                "CI is set but TONGBAN_TEST_AMQP_URL is not: .ci/run must start RabbitMQ and export it"
-            )
-        }
-        _ => {
-            eprintln!(
-                "\n!!! SKIPPED: AMQP inbound test, TONGBAN_TEST_AMQP_URL is not set (e.g. amqp://guest:guest@127.0.0.1:5672/%2f; CI runs it against a real RabbitMQ) !!!\n"
-            );
-            None
-        }
-    }
-}
-
 fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -525,7 +508,9 @@ fn death(message: &lapin::message::Delivery) -> (String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case_events_are_stored_once_and_refused_ones_are_dead_lettered_not_redelivered() {
     common::logs::capture();
-    let Some(url) = amqp_url() else { return };
+    let Some(url) = common::amqp_url("AMQP inbound test") else {
+        return;
+    };
     let names = Names::new();
     let queue = names.queue.clone();
     let dlx = unique("tongban.test.dlx");
@@ -710,7 +695,9 @@ async fn case_events_are_stored_once_and_refused_ones_are_dead_lettered_not_rede
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hub_declares_its_queue_and_a_refused_message_is_not_redelivered() {
     common::logs::capture();
-    let Some(url) = amqp_url() else { return };
+    let Some(url) = common::amqp_url("AMQP inbound test") else {
+        return;
+    };
     let names = Names::new();
     let queue = names.queue.clone();
     let broker = Broker::connect(&url).await;
@@ -812,7 +799,9 @@ async fn the_hub_declares_its_queue_and_a_refused_message_is_not_redelivered() {
 /// queue: mapped, checked, stored once; one that does not map is rejected, not redelivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_come_over_their_own_queue_and_are_stored_once() {
-    let Some(url) = amqp_url() else { return };
+    let Some(url) = common::amqp_url("AMQP inbound test") else {
+        return;
+    };
     let names = Names::new();
     let results = unique("tongban.test.ga.results");
     let broker = Broker::connect(&url).await;
@@ -893,7 +882,9 @@ async fn results_come_over_their_own_queue_and_are_stored_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_the_store_cannot_take_goes_back_to_the_queue_and_is_stored_later() {
     common::logs::capture();
-    let Some(url) = amqp_url() else { return };
+    let Some(url) = common::amqp_url("AMQP inbound test") else {
+        return;
+    };
     let names = Names::new();
     let queue = names.queue.clone();
     let broker = Broker::connect(&url).await;
@@ -957,7 +948,9 @@ async fn an_event_the_store_cannot_take_goes_back_to_the_queue_and_is_stored_lat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_the_store_refuses_on_its_own_is_rejected_not_requeued() {
     common::logs::capture();
-    let Some(url) = amqp_url() else { return };
+    let Some(url) = common::amqp_url("AMQP inbound test") else {
+        return;
+    };
     let names = Names::new();
     let queue = names.queue.clone();
     let broker = Broker::connect(&url).await;

@@ -618,25 +618,6 @@ async fn soap_connection_refused_is_retryable() {
 
 // ---------------------------------------------------------------------------------------- AMQP
 
-/// The broker the AMQP tests publish to, or `None` (after a loud notice) when there is none
-/// locally; in CI (`CI` set) its absence fails the test.
-fn amqp_url() -> Option<String> {
-    match std::env::var("TONGBAN_TEST_AMQP_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!(
-                "CI is set but TONGBAN_TEST_AMQP_URL is not: .ci/run must start RabbitMQ and export it"
-            )
-        }
-        _ => {
-            eprintln!(
-                "\n!!! SKIPPED: AMQP driver test, TONGBAN_TEST_AMQP_URL is not set (e.g. amqp://guest:guest@127.0.0.1:5672/%2f; CI runs it against a real RabbitMQ) !!!\n"
-            );
-            None
-        }
-    }
-}
-
 fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -742,7 +723,9 @@ mod broker {
 
 #[tokio::test]
 async fn amqp_publishes_persistent_messages_with_confirms() {
-    let Some(url) = amqp_url() else { return };
+    let Some(url) = crate::common::amqp_url("AMQP driver test") else {
+        return;
+    };
     let exchange = unique("tongban.test");
     let queue = broker::TestQueue::new(&url, &exchange, "applications.#").await;
     let driver = AmqpDriver::new(
@@ -813,7 +796,9 @@ async fn amqp_publishes_persistent_messages_with_confirms() {
 
 #[tokio::test]
 async fn amqp_unroutable_message_is_retryable() {
-    let Some(url) = amqp_url() else { return };
+    let Some(url) = crate::common::amqp_url("AMQP driver test") else {
+        return;
+    };
     let exchange = unique("tongban.test.unbound");
     let driver = AmqpDriver::new(
         url.clone(),
@@ -882,7 +867,9 @@ async fn amqp_dead_broker_is_retryable_quickly_and_backs_off() {
 
 #[tokio::test]
 async fn amqp_reconnects_and_redeclares_after_a_channel_error() {
-    let Some(url) = amqp_url() else { return };
+    let Some(url) = crate::common::amqp_url("AMQP driver test") else {
+        return;
+    };
     let exchange = unique("tongban.test.reconnect");
     let driver = AmqpDriver::new(url.clone(), exchange.clone(), "k".into(), TIMEOUT);
     let queue = broker::TestQueue::new(&url, &exchange, "k").await;

@@ -1939,23 +1939,6 @@ async fn rst_verifies_the_hubs_assertion_in_its_own_body_field_only() {
 // ---------------------------------------------------------------------------------------------
 // ga: AMQP
 
-fn amqp_url() -> Option<String> {
-    match std::env::var("TONGBAN_TEST_AMQP_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!(
-                "CI is set but TONGBAN_TEST_AMQP_URL is not: .ci/run must start RabbitMQ and export it"
-            )
-        }
-        _ => {
-            eprintln!(
-                "\n!!! SKIPPED: example ga system over AMQP, TONGBAN_TEST_AMQP_URL is not set (e.g. amqp://guest:guest@127.0.0.1:5672/%2f) !!!\n"
-            );
-            None
-        }
-    }
-}
-
 fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -2108,7 +2091,9 @@ fn ga_identity(app: &Value) -> Identity {
 
 #[tokio::test]
 async fn ga_takes_applications_from_the_exchange_and_publishes_its_case() {
-    let Some(url) = amqp_url() else { return };
+    let Some(url) = common::amqp_url("example ga system over AMQP") else {
+        return;
+    };
     let config = config();
     let hub = fake_hub(0).await;
     let rig = GaRig::start(&config, &url, &hub.url).await;
@@ -2166,7 +2151,9 @@ async fn ga_takes_applications_from_the_exchange_and_publishes_its_case() {
 
 #[tokio::test]
 async fn ga_refuses_messages_without_a_valid_identity_assertion() {
-    let Some(url) = amqp_url() else { return };
+    let Some(url) = common::amqp_url("example ga system over AMQP") else {
+        return;
+    };
     let config = config();
     let hub = fake_hub(0).await;
     let rig = GaRig::start(&config, &url, &hub.url).await;
@@ -2252,7 +2239,9 @@ async fn ga_behind_the_hub(
 /// missing or forged in the message.
 #[tokio::test]
 async fn ga_verifies_the_hubs_assertion_in_its_own_message_element_only() {
-    let Some(url) = amqp_url() else { return };
+    let Some(url) = common::amqp_url("example ga system over AMQP") else {
+        return;
+    };
     let config = config();
     let (rig, hub) = ga_behind_the_hub(&config, &url, &[]).await;
     let system = &rig.system;
@@ -2315,7 +2304,9 @@ async fn ga_verifies_the_hubs_assertion_in_its_own_message_element_only() {
 /// walks the one with a valid assertion; it passes, and its simulated transaction too.
 #[tokio::test]
 async fn ga_passes_the_identity_probe_over_amqp_by_what_it_reports() {
-    let Some(url) = amqp_url() else { return };
+    let Some(url) = common::amqp_url("example ga system over AMQP") else {
+        return;
+    };
     let config = config();
     let (rig, hub) = ga_behind_the_hub(
         &config,

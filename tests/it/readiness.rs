@@ -127,25 +127,6 @@ fn dead_port() -> std::net::SocketAddr {
     address
 }
 
-/// The broker the real-broker test connects to, or `None` (after a loud notice) when there is
-/// none locally; in CI (`CI` set) its absence fails the test.
-fn amqp_url() -> Option<String> {
-    match std::env::var("TONGBAN_TEST_AMQP_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!(
-                "CI is set but TONGBAN_TEST_AMQP_URL is not: .ci/run must start RabbitMQ and export it"
-            )
-        }
-        _ => {
-            eprintln!(
-                "\n!!! SKIPPED: readiness against a real broker, TONGBAN_TEST_AMQP_URL is not set (e.g. amqp://guest:guest@127.0.0.1:5672/%2f; CI runs it against a real RabbitMQ) !!!\n"
-            );
-            None
-        }
-    }
-}
-
 #[tokio::test]
 async fn the_answer_names_each_check_and_without_amqp_there_is_no_broker_check() {
     let t = common::sqlite_store().await;
@@ -348,7 +329,7 @@ async fn the_brokers_checked_follow_the_configuration_activated() {
 
 #[tokio::test]
 async fn with_the_real_broker_the_hub_is_ready() {
-    let Some(url) = amqp_url() else {
+    let Some(url) = common::amqp_url("readiness against a real broker") else {
         return;
     };
     let t = common::sqlite_store().await;

@@ -565,3 +565,22 @@ pub async fn record_event(store: &Store, body: &str) -> bool {
         .expect("a canonical case event");
     store.record_event(&event).await.unwrap()
 }
+
+/// The shared RabbitMQ a test of `what` connects to (`TONGBAN_TEST_AMQP_URL`), or `None` after a
+/// loud notice when there is none locally; in CI (`CI` set) its absence fails the test.
+pub fn amqp_url(what: &str) -> Option<String> {
+    match std::env::var("TONGBAN_TEST_AMQP_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!(
+                "CI is set but TONGBAN_TEST_AMQP_URL is not: .ci/run must start RabbitMQ and export it"
+            )
+        }
+        _ => {
+            eprintln!(
+                "\n!!! SKIPPED: {what}, TONGBAN_TEST_AMQP_URL is not set (e.g. amqp://guest:guest@127.0.0.1:5672/%2f; CI runs it against a real RabbitMQ) !!!\n"
+            );
+            None
+        }
+    }
+}

@@ -938,7 +938,7 @@ mod tests {
         // Each family once, its HELP then its TYPE (the contract's list of families is the
         // integration test's, tests/it/metrics.rs).
         let lines: Vec<&str> = text.lines().filter(|l| l.starts_with('#')).collect();
-        assert!(lines.len() >= 2 && lines.len() % 2 == 0, "{text}");
+        assert!(lines.len() >= 2 && lines.len().is_multiple_of(2), "{text}");
         let mut names = std::collections::BTreeSet::new();
         for pair in lines.chunks(2) {
             let name = pair[0]

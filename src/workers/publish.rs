@@ -60,7 +60,7 @@ impl std::fmt::Debug for Publisher {
 
 impl Publisher {
     /// A publisher to `exchange` on the broker at `url`; nothing is connected until the first
-    /// step with something to publish.
+    /// step.
     pub fn new(url: impl Into<String>, exchange: impl Into<String>) -> Publisher {
         Publisher {
             url: url.into(),
@@ -75,6 +75,9 @@ impl Publisher {
     /// how many were confirmed; on a broker failure the link is dropped and the error returned,
     /// after the cursor has moved past whatever was confirmed before it.
     pub async fn step(&mut self, store: &Store, batch: u32) -> Result<usize, PublishError> {
+        // Connected (and the exchange declared) before there is anything to publish: a
+        // consumer can bind its queue from the hub's start and miss nothing.
+        let channel = self.channel().await?;
         let cursor = store.cursor(CURSOR).await?;
         let entries = store
             .feed_after(&FeedQuery {
@@ -86,7 +89,6 @@ impl Publisher {
         if entries.is_empty() {
             return Ok(0);
         }
-        let channel = self.channel().await?;
         let (confirmed, failure) = self.publish(&channel, &entries).await;
         if let Some(seq) = confirmed.checked_sub(1).map(|i| entries[i].seq) {
             store.set_cursor(CURSOR, seq).await?;

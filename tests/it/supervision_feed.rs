@@ -13,6 +13,7 @@
 use crate::common;
 
 use common::Issuer;
+use common::wait::eventually;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -851,4 +852,58 @@ async fn alerts_are_listed_by_state_level_and_system() {
             .len(),
         3
     );
+}
+
+/// The exchange is declared when the publisher starts, before the feed has anything: a consumer
+/// can bind its queue to it from the hub's start (a passive declaration finds it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_supervision_exchange_is_declared_before_the_first_entry() {
+    let Some(broker) = common::broker::PrivateBroker::start() else {
+        return;
+    };
+    let url = broker.url();
+    let t = common::sqlite_store().await;
+    let mut config = common::config();
+    config.hub.bus = tongban::config::BusConfig::Amqp { url: url.clone() };
+    let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
+        .await
+        .expect("the broker takes a connection");
+    let exists = || async {
+        // A failed passive declaration closes its channel: a fresh one each time.
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .exchange_declare(
+                tongban::workers::publish::EXCHANGE.into(),
+                lapin::ExchangeKind::Topic,
+                lapin::options::ExchangeDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .is_ok()
+    };
+    assert!(!exists().await, "a fresh broker has no such exchange yet");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let publisher = tokio::spawn(tongban::workers::publish::run_publisher(
+        Arc::new(config),
+        t.store.clone(),
+        stopped,
+    ));
+    eventually("the exchange declared with an empty feed", || async {
+        if exists().await {
+            Ok(())
+        } else {
+            Err("not declared".to_string())
+        }
+    })
+    .await;
+    assert_eq!(
+        t.store.feed_head().await.unwrap(),
+        0,
+        "nothing was published"
+    );
+    let _ = stop.send(true);
+    publisher.await.unwrap();
 }

@@ -48,6 +48,15 @@ struct TelemetryFile {
     service_name: String,
 }
 
+/// Whether `address` is an http:// or https:// address with a host and without query,
+/// fragment or spaces (as `[sealing] public_url` and `[telemetry] otlp_endpoint` must be).
+fn is_http_address(address: &str) -> bool {
+    address
+        .strip_prefix("https://")
+        .or_else(|| address.strip_prefix("http://"))
+        .is_some_and(|host| !host.is_empty() && !host.contains(['#', '?', ' ']))
+}
+
 fn default_sample_ratio() -> f64 {
     1.0
 }
@@ -61,10 +70,7 @@ impl TelemetryFile {
     fn compile(self) -> Result<crate::telemetry::Export, Vec<String>> {
         let mut problems = Vec::new();
         let endpoint = self.otlp_endpoint.trim().trim_end_matches('/');
-        let host = endpoint
-            .strip_prefix("http://")
-            .or_else(|| endpoint.strip_prefix("https://"));
-        if host.is_none_or(|h| h.is_empty() || h.contains(['#', '?', ' '])) {
+        if !is_http_address(endpoint) {
             problems.push(
                 "otlp_endpoint: must be an http:// or https:// address without query or fragment, \
                  e.g. http://127.0.0.1:4318"
@@ -713,10 +719,7 @@ pub(super) fn compile(
     let public_url = match &parsed.sealing.public_url {
         Some(url) => {
             let trimmed = url.trim_end_matches('/');
-            let host = trimmed
-                .strip_prefix("https://")
-                .or_else(|| trimmed.strip_prefix("http://"));
-            if host.is_none_or(|h| h.is_empty() || h.contains(['#', '?', ' '])) {
+            if !is_http_address(trimmed) {
                 errors.push(file.error_at_key(
                     "sealing.public_url",
                     "must be an http:// or https:// address without query or fragment, e.g. \

@@ -261,6 +261,7 @@ struct SpanData {
 /// The queue to the exporter, and what did not fit in it.
 struct Sink {
     spans: mpsc::Sender<SpanData>,
+    /// Spans dropped so far: the first is logged.
     dropped: AtomicU64,
 }
 
@@ -301,19 +302,6 @@ impl Tracer {
             threshold: ratio_threshold(export.sample_ratio),
             sink: Some(sink),
         }
-    }
-
-    /// Whether spans are recorded at all.
-    pub fn exports(&self) -> bool {
-        self.sink.is_some()
-    }
-
-    /// Sampled spans dropped because the exporter's queue was full.
-    pub fn dropped(&self) -> u64 {
-        self.sink
-            .as_ref()
-            .map(|s| s.dropped.load(Ordering::Relaxed))
-            .unwrap_or(0)
     }
 
     /// Starts a span now, as a child of `parent` (in its trace, sampled as it is) or, without
@@ -429,14 +417,6 @@ impl Span {
 
     /// Ends the span now.
     pub fn end(self) {}
-
-    /// Ends the span at a given time (nanoseconds since the epoch).
-    pub fn end_at(mut self, end_ns: u64) {
-        if let Some(mut r) = self.recording.take() {
-            r.data.end_ns = end_ns.max(r.data.start_ns);
-            r.sink.queue(r.data);
-        }
-    }
 }
 
 impl Drop for Span {
@@ -450,8 +430,12 @@ impl Drop for Span {
 
 impl Sink {
     fn queue(&self, span: SpanData) {
-        if self.spans.try_send(span).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        // Said once: while the exporter is behind, every span would say it again.
+        if self.spans.try_send(span).is_err() && self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+            tracing::warn!(
+                queue = QUEUE,
+                "the trace exporter's queue is full; spans are dropped until it catches up"
+            );
         }
     }
 }

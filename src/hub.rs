@@ -248,15 +248,32 @@ pub async fn serve(
     let recorder = Recorder::spawn(store.clone(), sealer.clone(), telemetry.clone());
     // The configuration and its per-system workers (lanes, pollers, queue consumers, dispute
     // notices), replaced together when a new configuration is activated.
+    // This hub among those sharing the store: its part of each lane's limits, and the
+    // activations of the others.
+    let membership = Arc::new(crate::workers::cluster::Membership::new(
+        listening.to_string(),
+    ));
     let live = Arc::new(Live::start(
         config.clone(),
         WorkerContext {
             store: store.clone(),
             signer: signer.clone(),
             recorder: recorder.clone(),
+            hub_id: membership.id().to_owned(),
+            share: membership.share(),
         },
     )?);
     let (stop_workers, _) = tokio::sync::watch::channel(false);
+    let cluster = tokio::spawn(membership.clone().run(
+        store.clone(),
+        live.clone(),
+        stop_workers.subscribe(),
+    ));
+    // Other hubs' commits to the feed wake this hub's streams and publisher at once.
+    let feed_notices = {
+        let (store, stop) = (store.clone(), stop_workers.subscribe());
+        tokio::spawn(async move { store.follow_feed_elsewhere(stop).await })
+    };
     let reloads = tokio::spawn(reload_on_hangup(live.clone()));
 
     let supervision = {
@@ -284,11 +301,17 @@ pub async fn serve(
     // from the store after commit, so a broker outage delays the feed and loses nothing.
     let publisher = {
         let (config, store, stop) = (config.clone(), store.clone(), stop_workers.subscribe());
+        let holder = membership.id().to_owned();
         tokio::spawn(crate::tasks::restarting(
             "supervision publisher".into(),
             stop_workers.subscribe(),
             move || {
-                crate::workers::publish::run_publisher(config.clone(), store.clone(), stop.clone())
+                crate::workers::publish::run_publisher(
+                    config.clone(),
+                    store.clone(),
+                    holder.clone(),
+                    stop.clone(),
+                )
             },
         ))
     };
@@ -387,6 +410,13 @@ pub async fn serve(
         "the ledger was still judging at exit; it judges again at the next start",
     )
     .await;
+    stop_by(
+        deadline,
+        cluster,
+        "this hub's membership was still being renewed at exit; it lapses by itself",
+    )
+    .await;
+    feed_notices.abort();
     reloads.abort();
     resumed.abort();
     // An activation under way finishes first (it holds the turn), within the deadline.

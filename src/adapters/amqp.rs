@@ -356,16 +356,19 @@ pub(crate) async fn connect_confirmed(
 
 /// How a queue was made ready to consume by [`declare_queue`].
 pub(crate) enum QueueDeclared {
-    /// Declared durable (or found so).
-    Durable,
-    /// It exists with properties of its own (arguments the operator set, such as a dead-letter
-    /// exchange), or the hub's user may not configure it: found, and used as it is. Says why
-    /// the durable declaration was refused.
+    /// Declared a quorum queue (or found so): replicated where the broker is a cluster, and
+    /// kept on disk through a broker's restart.
+    Quorum,
+    /// It exists otherwise (a classic queue made before, arguments the operator set such as a
+    /// dead-letter exchange), the broker will not make quorum queues, or the hub's user may
+    /// not configure it: declared durable or found, and used as it is. Says why the quorum
+    /// declaration was refused.
     AsItIs(String),
 }
 
-/// A channel on `connection` on which `queue` is declared durable (idempotent), or, when the
-/// broker refuses that softly, found as it is on a fresh channel (the refusal closed the first).
+/// A channel on `connection` on which `queue` is declared a durable quorum queue
+/// (idempotent); when the broker refuses that softly, declared a durable classic queue, or
+/// found as it is, each on a fresh channel (a refusal closes the channel it came on).
 pub(crate) async fn declare_queue(
     connection: &Connection,
     queue: &str,
@@ -376,23 +379,34 @@ pub(crate) async fn declare_queue(
             .await
             .map_err(|e| format!("cannot open an AMQP channel: {e}"))
     };
-    let channel = open_channel().await?;
-    let declared = channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await;
-    let Err(e) = declared else {
-        return Ok((channel, QueueDeclared::Durable));
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
     };
-    if !e.is_amqp_soft_error() {
-        return Err(format!("cannot declare queue `{queue}` as durable: {e}"));
-    }
+    let mut quorum = FieldTable::default();
+    quorum.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    let channel = open_channel().await?;
+    let refused = match channel.queue_declare(queue.into(), durable, quorum).await {
+        Ok(_) => return Ok((channel, QueueDeclared::Quorum)),
+        Err(e) if e.is_amqp_soft_error() => e,
+        Err(e) => {
+            return Err(format!(
+                "cannot declare queue `{queue}` as a quorum queue: {e}"
+            ));
+        }
+    };
+    let channel = open_channel().await?;
+    let classic = match channel
+        .queue_declare(queue.into(), durable, FieldTable::default())
+        .await
+    {
+        Ok(_) => return Ok((channel, QueueDeclared::AsItIs(refused.to_string()))),
+        Err(e) if e.is_amqp_soft_error() => e,
+        Err(e) => return Err(format!("cannot declare queue `{queue}` as durable: {e}")),
+    };
     let channel = open_channel().await?;
     channel
         .queue_declare(
@@ -405,9 +419,9 @@ pub(crate) async fn declare_queue(
         )
         .await
         .map_err(|passive| {
-            format!("cannot declare queue `{queue}` as durable ({e}), nor find it ({passive})")
+            format!("cannot declare queue `{queue}` as a quorum queue ({refused}) or durable ({classic}), nor find it ({passive})")
         })?;
-    Ok((channel, QueueDeclared::AsItIs(e.to_string())))
+    Ok((channel, QueueDeclared::AsItIs(refused.to_string())))
 }
 
 /// The broker URL without its user and password, for messages.

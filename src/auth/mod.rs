@@ -38,7 +38,7 @@ pub const USER_TOKEN_HEADER: &str = "tongban-user-token";
 /// How long a looked-up API key is trusted without asking the store again: the longest a
 /// revocation made by another hub process takes to bite. Revocations through this process
 /// apply at once.
-pub const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {

@@ -45,6 +45,9 @@ pub struct Config {
     /// `systems.toml`: the inventory of self-built systems; `None` without the file (then
     /// adapters are not checked against it).
     pub systems: Option<Vec<SystemRecord>>,
+    /// SHA-256 (hex) of every file the configuration was compiled from, by path: hubs sharing a
+    /// store compare it to tell whether they run the configuration activated last.
+    pub digest: String,
 }
 
 impl Config {
@@ -194,9 +197,38 @@ pub fn compile(raw: &RawConfig) -> Result<Config, ConfigErrors> {
             schemas,
             sharing,
             systems: systems.flatten(),
+            digest: digest(raw),
         }),
         _ => Err(ConfigErrors(errors)),
     }
+}
+
+/// The digest of the files `raw` holds: each file's path and length before its text, in path
+/// order, so no two sets of files share one.
+fn digest(raw: &RawConfig) -> String {
+    let mut files: Vec<&SourceFile> = [&raw.hub, &raw.seed, &raw.jwks, &raw.sharing, &raw.systems]
+        .into_iter()
+        .flatten()
+        .chain(&raw.adapters)
+        .chain(&raw.mappings)
+        .chain(&raw.schemas)
+        .chain(&raw.calendars)
+        .collect();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for file in files {
+        let path = file.path.to_string_lossy();
+        for part in [path.as_bytes(), file.text.as_bytes()] {
+            context.update(&(part.len() as u64).to_be_bytes());
+            context.update(part);
+        }
+    }
+    context
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The problems of an adapter against the inventory: it belongs to a system on it, of the same

@@ -130,20 +130,41 @@ impl Store {
         rows.iter().map(status_from_row).collect()
     }
 
-    /// Keeps a status as judged now; with `change`, the status changed and the entry that says
-    /// so goes on the feed in the same transaction.
+    /// Keeps a status as judged now: without `change` the same status judged again (or the
+    /// first), which never overwrites another status another hub has recorded meanwhile. With
+    /// `change`, the status changed from `previous` and
+    /// the entry that says so goes on the feed in the same transaction, but only while the
+    /// stored status is still `previous`: of hubs judging at once, one records the change and
+    /// its entry, and the others (`false`) nothing.
     pub async fn put_integration_status(
         &self,
         r: &IntegrationRecord,
-        change: Option<&FeedText>,
-    ) -> Result<(), StoreError> {
+        change: Option<(IntegrationStatus, &FeedText)>,
+    ) -> Result<bool, StoreError> {
         let (turn, mut tx) = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO integration_statuses (system_id, integration, status, since, \
-             evaluated_at, evidence) VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (system_id, integration) DO UPDATE SET status = excluded.status, \
-             since = excluded.since, evaluated_at = excluded.evaluated_at, \
-             evidence = excluded.evidence",
+        let Some((previous, feed)) = change else {
+            sqlx::query(
+                "INSERT INTO integration_statuses (system_id, integration, status, since, \
+                 evaluated_at, evidence) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (system_id, integration) DO UPDATE SET status = excluded.status, \
+                 since = excluded.since, evaluated_at = excluded.evaluated_at, \
+                 evidence = excluded.evidence \
+                 WHERE integration_statuses.status = excluded.status",
+            )
+            .bind(&r.system_id)
+            .bind(r.integration.as_str())
+            .bind(r.status.as_str())
+            .bind(r.since)
+            .bind(r.evaluated_at)
+            .bind(&r.evidence)
+            .execute(&mut *tx)
+            .await?;
+            turn.commit(tx).await?;
+            return Ok(true);
+        };
+        let changed = sqlx::query(
+            "UPDATE integration_statuses SET status = $3, since = $4, evaluated_at = $5, \
+             evidence = $6 WHERE system_id = $1 AND integration = $2 AND status = $7",
         )
         .bind(&r.system_id)
         .bind(r.integration.as_str())
@@ -151,19 +172,24 @@ impl Store {
         .bind(r.since)
         .bind(r.evaluated_at)
         .bind(&r.evidence)
+        .bind(previous.as_str())
         .execute(&mut *tx)
-        .await?;
-        if let Some(feed) = change {
-            feed.append_in(
-                &mut tx,
-                FeedKind::Integration,
-                &r.system_id,
-                "",
-                r.evaluated_at,
-            )
-            .await?;
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            turn.rollback(tx).await?;
+            return Ok(false);
         }
-        turn.commit(tx).await
+        feed.append_in(
+            &mut tx,
+            FeedKind::Integration,
+            &r.system_id,
+            "",
+            r.evaluated_at,
+        )
+        .await?;
+        turn.commit(tx).await?;
+        Ok(true)
     }
 
     /// The figures of `system`'s traffic from `since`; an application not reported on counts

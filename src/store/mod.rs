@@ -9,6 +9,7 @@
 
 mod audit;
 mod catalog;
+mod cluster;
 mod disputes;
 mod follow_up;
 pub mod group;
@@ -25,6 +26,7 @@ mod supervision_report;
 mod usage;
 
 pub use audit::AuditQuery;
+pub use cluster::{Activation, FEED_CHANNEL, HubMember};
 pub use disputes::{DisputeChange, DisputeRecord, DisputeToOpen};
 pub use follow_up::{FollowUpChange, FollowUpRecord, FollowUpStep};
 pub use keys::{ApiKeyRecord, NewApiKey};
@@ -161,8 +163,11 @@ pub struct Store {
     backend: Backend,
     /// Bumped after every commit that appended to the supervision feed, so that readers in
     /// this process (SSE streams) wake at once instead of at their next poll. Writers in other
-    /// processes do not bump it: readers still poll.
+    /// processes are heard through PostgreSQL's `NOTIFY` ([`Store::follow_feed_elsewhere`]).
     feed_moved: Arc<watch::Sender<u64>>,
+    /// The URL connected to, for the one connection that listens for other hubs' feed commits
+    /// (PostgreSQL, [`Store::follow_feed_elsewhere`]).
+    url: Arc<str>,
     /// SQLite has one writer: writers in this process take turns here, first come first
     /// served, instead of finding the file locked and sleeping in SQLite's busy handler (1, 2,
     /// 5 … 100 ms), which starved the outbox lanes behind the API under load. `None` on
@@ -229,6 +234,7 @@ impl Store {
             leases,
             backend,
             feed_moved: Arc::new(watch::channel(0).0),
+            url: url.as_str().into(),
             writer: (backend == Backend::Sqlite).then(|| Arc::new(Semaphore::new(1))),
             page_cap,
             last_commit: Arc::new(Mutex::new(None)),

@@ -1420,12 +1420,26 @@ fn case_from_row(r: &AnyRow) -> Result<CaseSummary, StoreError> {
 
 /// Takes the next feed number under the `supervision_feed` row lock, held until `tx` ends.
 async fn next_feed_seq(tx: &mut Transaction<'static, Any>) -> Result<i64, StoreError> {
-    Ok(sqlx::query(
+    let seq = sqlx::query(
         "UPDATE counters SET value = value + 1 WHERE name = 'supervision_feed' RETURNING value",
     )
     .fetch_one(&mut **tx)
     .await?
-    .try_get("value")?)
+    .try_get("value")?;
+    notify_feed_in_tx(tx).await?;
+    Ok(seq)
+}
+
+/// On PostgreSQL, tells every hub listening ([`Store::follow_feed_elsewhere`]) that the feed
+/// moved, when `tx` commits (a notice of a transaction that rolls back is never sent, and
+/// several in one transaction are sent once).
+async fn notify_feed_in_tx(tx: &mut Transaction<'static, Any>) -> Result<(), StoreError> {
+    if tx.backend_name() == "PostgreSQL" {
+        sqlx::query(super::cluster::NOTIFY_FEED)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
 }
 
 async fn insert_feed(
@@ -1482,6 +1496,7 @@ pub(crate) async fn append_feeds_in_tx(
     .fetch_one(&mut **tx)
     .await?
     .try_get("value")?;
+    notify_feed_in_tx(tx).await?;
     let first = last - count + 1;
     for chunk in super::rows::chunks(entries.len()) {
         let sql = format!(

@@ -240,7 +240,7 @@ impl QueueTask {
                 system = %self.system,
                 queue = %self.queue,
                 reason = %reason,
-                "the queue exists with properties of its own; consuming it as it is"
+                "the queue is not a quorum queue (made before, set up otherwise, or the broker refuses one); consuming it as it is"
             );
         }
         channel

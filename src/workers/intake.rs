@@ -14,6 +14,7 @@
 //! ones after it; one whose write the store refuses on its own (it would fail again) is logged
 //! at ERROR, recorded as refused and skipped.
 
+use super::cluster::Lease;
 use crate::config::{Config, InboundMode};
 use crate::model::{MessageKind, Via};
 use crate::service::inbound::{self, InboundError, Received};
@@ -48,6 +49,7 @@ pub async fn run_pollers(
     config: Arc<Config>,
     store: Store,
     events: inbound::Recorder,
+    hub: String,
     shutdown: watch::Receiver<bool>,
 ) {
     let client = match reqwest::Client::builder()
@@ -76,7 +78,7 @@ pub async fn run_pollers(
         }
         for (url, kind) in feeds {
             let (config, store, client) = (config.clone(), store.clone(), client.clone());
-            let events = events.clone();
+            let (events, hub) = (events.clone(), hub.clone());
             let (system, interval, stop) = (adapter.id.clone(), *interval, shutdown.clone());
             tasks.spawn(crate::tasks::restarting(
                 format!("poller {system} {kind:?}"),
@@ -91,6 +93,7 @@ pub async fn run_pollers(
                         url.clone(),
                         kind,
                         interval,
+                        hub.clone(),
                         stop.clone(),
                     )
                 },
@@ -99,6 +102,10 @@ pub async fn run_pollers(
     }
     while tasks.join_next().await.is_some() {}
 }
+
+/// The shortest lease on a feed's polling (three intervals when longer): how long polling
+/// pauses when the hub polling dies.
+const POLL_LEASE: Duration = Duration::from_secs(15);
 
 /// How often a polling system's answers count as a heartbeat.
 const HEARTBEAT_EVERY_MS: i64 = 30_000;
@@ -113,13 +120,42 @@ async fn poll(
     url: String,
     kind: MessageKind,
     interval: Duration,
+    hub: String,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut after = None;
     let mut heartbeat_at: Option<i64> = None;
+    // One hub of those sharing the store polls each feed.
+    let mut lease = Lease::new(
+        format!("poll:{system}:{}:{url}", kind.as_str()),
+        hub,
+        (interval * 3).max(POLL_LEASE),
+    );
     loop {
         if *shutdown.borrow() {
+            lease.release(&store).await;
             return;
+        }
+        match lease.hold(&store).await {
+            Ok(true) => {}
+            Ok(false) => {
+                // Another hub polls; when this one takes over, it starts from the stored cursor.
+                after = None;
+                tokio::select! {
+                    _ = tokio::time::sleep(interval.min(POLL_LEASE / 3)) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            Err(e) => {
+                after = None;
+                tracing::warn!(system = %system, cause = %e, "cannot take the poll's lease; will try again");
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
         }
         let from = match after {
             Some(from) => from,

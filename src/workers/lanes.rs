@@ -9,6 +9,7 @@
 //! Lanes share nothing but the store, so a slow or dead system holds back only its own lane.
 
 use super::breaker::Breaker;
+use super::cluster::Share;
 use crate::adapters::{Adapter, Delivered, DeliveryError, Driver, Outgoing, rest};
 use crate::auth::assertion::{Identity, Signer};
 use crate::clock;
@@ -56,7 +57,11 @@ struct Lane {
     /// The media type of the mapping's documents, worked out once.
     content_type: String,
     driver: Driver,
-    limiter: DefaultDirectRateLimiter,
+    /// The rate limiter for this hub's share of the system's rate, made again when the share
+    /// changes.
+    limiter: Mutex<(Share, Arc<DefaultDirectRateLimiter>)>,
+    /// This hub's part of the cluster's limits.
+    share: watch::Receiver<Share>,
     breaker: Mutex<Breaker>,
     wake: Notify,
     slots: Arc<Semaphore>,
@@ -85,7 +90,9 @@ impl Dispatcher {
         store: Store,
         signer: Arc<Signer>,
         telemetry: Arc<Telemetry>,
+        share: watch::Receiver<Share>,
     ) -> Result<Dispatcher, RoutingError> {
+        let now = *share.borrow();
         let broker = config.hub.broker.as_deref();
         let mut lanes = BTreeMap::new();
         for adapter in config.adapters.values() {
@@ -110,10 +117,6 @@ impl Dispatcher {
                 system: adapter.id.clone(),
                 source,
             })?;
-            let rate = adapter.outbound.rate_limit;
-            let quota =
-                Quota::per_second(NonZeroU32::new(rate.per_second).unwrap_or(NonZeroU32::MIN))
-                    .allow_burst(NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN));
             lanes.insert(
                 adapter.id.clone(),
                 Arc::new(Lane {
@@ -122,7 +125,8 @@ impl Dispatcher {
                     mapping,
                     response,
                     driver,
-                    limiter: RateLimiter::direct(quota),
+                    limiter: Mutex::new((now, limiter(adapter, now))),
+                    share: share.clone(),
                     breaker: Mutex::new(Breaker::default()),
                     wake: Notify::new(),
                     slots: Arc::new(Semaphore::new(adapter.outbound.concurrency as usize)),
@@ -171,6 +175,17 @@ impl Dispatcher {
     }
 }
 
+/// A rate limiter for `share` of `adapter`'s rate: the interval between sends stretched by
+/// the number of hubs, the burst shared out (at least one).
+fn limiter(adapter: &AdapterConfig, share: Share) -> Arc<DefaultDirectRateLimiter> {
+    let rate = adapter.outbound.rate_limit;
+    let burst = share.of_count(rate.burst).max(1);
+    let quota = Quota::with_period(share.interval(rate.per_second))
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
+    Arc::new(RateLimiter::direct(quota))
+}
+
 /// Attempts recorded together at most.
 const ATTEMPT_BATCH: usize = 256;
 
@@ -204,12 +219,6 @@ async fn run_lane(
 ) {
     let system = lane.adapter.id.clone();
     let concurrency = (lane.adapter.outbound.concurrency as usize).max(1);
-    // Claimed and not yet recorded, at most: the deliveries waiting here for a place, those at
-    // the department, and those answered whose outcome waits for its commit. Claims are taken
-    // several at a time, ahead of the places freeing up, so that a place never waits for a
-    // claim (each is a turn at the store's writer); but not so many that a claim could lapse
-    // while its delivery waits (a lease lasts the attempt's timeout and more).
-    let unfinished_limit = (concurrency * CLAIM_AHEAD).max(CLAIM_AHEAD);
     // Each with when it was claimed (nanoseconds since the epoch), for its trace.
     let mut waiting: std::collections::VecDeque<(ClaimedDelivery, u64)> =
         std::collections::VecDeque::new();
@@ -219,14 +228,22 @@ async fn run_lane(
             break;
         }
         while inflight.try_join_next().is_some() {}
-        // Claim for the free places and one round of places ahead, no more: a delivery
-        // waits here at most one attempt's time, and its claim lasts for that wait and its own
-        // attempt.
-        let room = unfinished_limit.saturating_sub(inflight.len() + waiting.len());
-        let wanted = (lane.slots.available_permits() + concurrency)
+        // This hub's places at the department (its part of the cluster's concurrency), and
+        // those taken.
+        let places = lane.places();
+        let busy = concurrency - lane.slots.available_permits();
+        // Claimed and not yet recorded, at most: the deliveries waiting here for a place,
+        // those at the department, and those answered whose outcome waits for its commit.
+        // Claims are taken several at a time, ahead of the places freeing up, so that a place
+        // never waits for a claim (each is a turn at the store's writer); but not so many that
+        // a claim could lapse while its delivery waits (a lease lasts the attempt's timeout
+        // and more). Claim for the free places and one round of places ahead, no more: a
+        // delivery waits here at most one attempt's time.
+        let room = (places * CLAIM_AHEAD).saturating_sub(inflight.len() + waiting.len());
+        let wanted = (places.saturating_sub(busy) + places)
             .saturating_sub(waiting.len())
             .min(room);
-        if waiting.len() < concurrency && wanted > 0 {
+        if waiting.len() < places && wanted > 0 {
             let lease = lane.lease_ms + lane.adapter.outbound.timeout.as_millis() as i64;
             match store.claim_deliveries(&system, wanted as u32, lease).await {
                 Ok(claimed) => {
@@ -238,9 +255,13 @@ async fn run_lane(
         }
         // Hand the waiting ones to the places that are free.
         while let Some((delivery, claimed_at)) = waiting.pop_front() {
-            let Ok(permit) = lane.slots.clone().try_acquire_owned() else {
-                waiting.push_front((delivery, claimed_at));
-                break;
+            let taken = concurrency - lane.slots.available_permits();
+            let permit = match lane.slots.clone().try_acquire_owned() {
+                Ok(permit) if taken < places => permit,
+                _ => {
+                    waiting.push_front((delivery, claimed_at));
+                    break;
+                }
             };
             let store = store.clone();
             let lane = lane.clone();
@@ -270,6 +291,24 @@ async fn run_lane(
 }
 
 impl Lane {
+    /// The limiter for this hub's share now.
+    fn limiter(&self) -> Arc<DefaultDirectRateLimiter> {
+        let share = *self.share.borrow();
+        let mut held = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
+        if held.0 != share {
+            *held = (share, limiter(&self.adapter, share));
+        }
+        held.1.clone()
+    }
+
+    /// How many deliveries this hub may have at the system at once: its part of the lane's
+    /// concurrency.
+    fn places(&self) -> usize {
+        self.share
+            .borrow()
+            .of_count(self.adapter.outbound.concurrency.max(1)) as usize
+    }
+
     /// Puts the breaker's state, as it is now, in the lane's metrics.
     fn observe_breaker(&self) {
         if let Ok(b) = self.breaker.lock() {
@@ -385,9 +424,10 @@ async fn attempt(
             (now, now, dead)
         }
         Ok(body) => {
-            if lane.limiter.check().is_err() {
+            let limiter = lane.limiter();
+            if limiter.check().is_err() {
                 let waiting = std::time::Instant::now();
-                lane.limiter.until_ready().await;
+                limiter.until_ready().await;
                 lane.metrics.rate_limited(waiting.elapsed());
             }
             let in_flight = lane.metrics.in_flight();

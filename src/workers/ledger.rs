@@ -64,6 +64,9 @@ pub struct Ledger {
 /// What a probe run on schedule records as its origin.
 pub const SCHEDULE: &str = "schedule";
 
+/// The lease that lets one hub per store probe on schedule, in `leases`.
+pub const SCHEDULE_LEASE: &str = "ledger_schedule";
+
 impl Ledger {
     pub fn new(live: Arc<Live>, store: Store, signer: Arc<Signer>, recorder: Recorder) -> Ledger {
         Ledger {
@@ -169,15 +172,46 @@ impl Ledger {
                     evidence: evidence_json(&judgement).to_string(),
                 };
                 let feed = change.then(|| {
-                    changed += 1;
                     announcement(&record, &department, previous.map(|p| p.status), &judgement)
                 });
-                self.store
-                    .put_integration_status(&record, feed.as_ref())
+                let recorded = self
+                    .store
+                    .put_integration_status(
+                        &record,
+                        previous.zip(feed.as_ref()).map(|(p, f)| (p.status, f)),
+                    )
                     .await?;
+                // Another hub judging at the same time may have recorded this change first.
+                if feed.is_some() && recorded {
+                    changed += 1;
+                }
             }
         }
         Ok(changed)
+    }
+
+    /// Whether this hub probes on schedule this round: of the hubs sharing the store, the
+    /// holder of the [`SCHEDULE_LEASE`], renewed each round (`wait` apart) and taken by another
+    /// hub when its holder has not renewed it for a round and a minute.
+    async fn schedules(&self, wait: Duration) -> bool {
+        let Some(holder) = self.live.hub_id() else {
+            return false;
+        };
+        let now = clock::now_millis();
+        let until = now
+            .saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2))
+            .saturating_add(60_000);
+        match self
+            .store
+            .take_lease(SCHEDULE_LEASE, holder, now, until)
+            .await
+        {
+            Ok(held) => held.is_some(),
+            Err(e) => {
+                tracing::warn!(cause = %e, "cannot take the probe schedule's lease; not probing on schedule this round");
+                false
+            }
+        }
     }
 
     /// Starts probing connected `system` now (same-source items, identity, a simulated
@@ -275,7 +309,9 @@ impl Ledger {
             }
             let config = self.live.config();
             let every = config.hub.ledger.simulate_every_hours;
-            if every > 0 {
+            let wait =
+                Duration::from_secs(u64::from(config.hub.ledger.evaluate_every_minutes) * 60);
+            if every > 0 && self.schedules(wait).await {
                 let every_ms = i64::from(every) * 3_600_000;
                 for id in config.adapters.keys() {
                     let last = match self.store.last_probe_run(id, SCHEDULE).await {
@@ -304,8 +340,6 @@ impl Ledger {
                     tracing::warn!(cause = %e, "cannot judge the integration statuses now; will try again")
                 }
             }
-            let wait =
-                Duration::from_secs(u64::from(config.hub.ledger.evaluate_every_minutes) * 60);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => {}

@@ -13,6 +13,7 @@
 //! Nothing is lost: what waits for a system waits in the store, and the new lanes take it from
 //! there. One activation runs at a time.
 
+use super::cluster::Share;
 use super::lanes::{Dispatcher, RoutingError};
 use crate::auth::assertion::Signer;
 use crate::clock;
@@ -72,6 +73,10 @@ pub struct WorkerContext {
     pub store: Store,
     pub signer: Arc<Signer>,
     pub recorder: Recorder,
+    /// This hub's id among the hubs sharing the store, which its activations are recorded under.
+    pub hub_id: String,
+    /// This hub's part of each lane's limits.
+    pub share: watch::Receiver<Share>,
 }
 
 impl WorkerContext {
@@ -134,6 +139,7 @@ impl Live {
             context.store.clone(),
             context.signer.clone(),
             context.telemetry().clone(),
+            context.share.clone(),
         )?);
         let workers = spawn_workers(&config, &dispatcher, &context);
         Ok(Live {
@@ -158,6 +164,11 @@ impl Live {
             .clone()
     }
 
+    /// This hub's id among those sharing the store, when it runs workers.
+    pub fn hub_id(&self) -> Option<&str> {
+        self.context.as_ref().map(|c| c.hub_id.as_str())
+    }
+
     /// The configuration now current.
     pub fn config(&self) -> Arc<Config> {
         self.current().config.clone()
@@ -170,9 +181,31 @@ impl Live {
         }
     }
 
-    /// Makes `config` current, as the module describes; on an error the running generation
-    /// stays as it was.
+    /// Makes `config` current, as the module describes, and records the activation in the
+    /// store so that the other hubs sharing it apply it too; on an error the running
+    /// generation stays as it was.
     pub async fn activate(&self, config: Config) -> Result<Activated, ActivationError> {
+        let digest = config.digest.clone();
+        let activated = self.make_current(config).await?;
+        if let Some(context) = &self.context
+            && let Err(e) = context
+                .store
+                .record_activation(&digest, &context.hub_id)
+                .await
+        {
+            tracing::warn!(cause = %e, generation = activated.generation, "cannot record the activation for the other hubs; they apply it at their next reload");
+        }
+        Ok(activated)
+    }
+
+    /// Reads the configuration directory again and makes it current without recording an
+    /// activation: how a hub applies one another hub recorded.
+    pub async fn follow(&self) -> Result<Activated, ReloadError> {
+        let compiled = self.read_directory().await?;
+        Ok(self.make_current(compiled).await?)
+    }
+
+    async fn make_current(&self, config: Config) -> Result<Activated, ActivationError> {
         let mut turn = self.workers.lock().await;
         let Some(running) = turn.as_mut() else {
             return Err(ActivationError::Stopping);
@@ -189,6 +222,7 @@ impl Live {
                 context.store.clone(),
                 context.signer.clone(),
                 context.telemetry().clone(),
+                context.share.clone(),
             )?)),
             None => None,
         };
@@ -229,6 +263,12 @@ impl Live {
     /// Reads the configuration directory again and activates what it holds: the reload on
     /// demand (`POST /api/v1/configuration/reload`, SIGHUP).
     pub async fn reload(&self) -> Result<Activated, ReloadError> {
+        let compiled = self.read_directory().await?;
+        Ok(self.activate(compiled).await?)
+    }
+
+    /// The configuration directory compiled again, on the address and store this process runs on.
+    async fn read_directory(&self) -> Result<Config, ReloadError> {
         let dir = self.config().dir.clone();
         let compiled = tokio::task::spawn_blocking(move || Config::load(&dir))
             .await
@@ -248,7 +288,7 @@ impl Live {
         let running = self.config();
         compiled.hub.server.listen = running.hub.server.listen;
         compiled.hub.store.url = running.hub.store.url.clone();
-        Ok(self.activate(compiled).await?)
+        Ok(compiled)
     }
 
     /// Ends activations and hands over the running workers, for the hub to stop by its
@@ -380,11 +420,13 @@ fn spawn_workers(
             config.clone(),
             context.store.clone(),
             context.recorder.clone(),
+            context.hub_id.clone(),
             stopped.clone(),
         )),
         notifiers: tokio::spawn(super::notify::run_notifiers(
             config.clone(),
             context.store.clone(),
+            context.hub_id.clone(),
             stopped,
         )),
         stop,

@@ -8,6 +8,7 @@
 
 mod breaker;
 pub mod calendar;
+pub mod cluster;
 pub mod consume;
 pub mod engine;
 pub mod intake;

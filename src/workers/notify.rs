@@ -16,6 +16,7 @@
 //! system that is down or refuses gets the same notice again, backing off to a minute, so none
 //! is lost and they arrive in order; a system should take a `seq` it has seen again as a repeat.
 
+use super::cluster::Lease;
 use crate::backoff::Backoff;
 use crate::config::{AdapterConfig, Config, SystemRecord};
 use crate::model::{FeedKind, Level};
@@ -30,6 +31,9 @@ const CONTACT_TIMEOUT: Duration = Duration::from_secs(10);
 const BATCH: u32 = 50;
 /// How often an idle notifier looks for new changes.
 const IDLE: Duration = Duration::from_millis(500);
+/// How long a hub's turn at sending a receiver its notices lasts unless renewed: how long
+/// notices pause when that hub dies.
+const LEASE: Duration = Duration::from_secs(15);
 /// Waits between failed notices: doubling from a second to a minute.
 const BACKOFF: Backoff = Backoff {
     initial: Duration::from_secs(1),
@@ -159,7 +163,12 @@ pub async fn step(
 
 /// Runs a notifier for every adapter with a `disputes_url`, every system on the inventory whose
 /// contact has a `webhook`, and the red-card webhook when configured, until `shutdown` turns true.
-pub async fn run_notifiers(config: Arc<Config>, store: Store, shutdown: watch::Receiver<bool>) {
+pub async fn run_notifiers(
+    config: Arc<Config>,
+    store: Store,
+    hub: String,
+    shutdown: watch::Receiver<bool>,
+) {
     let client = match reqwest::Client::builder().build() {
         Ok(client) => client,
         Err(e) => {
@@ -182,10 +191,19 @@ pub async fn run_notifiers(config: Arc<Config>, store: Store, shutdown: watch::R
     let mut tasks = tokio::task::JoinSet::new();
     for notices in all {
         let (store, client, stop) = (store.clone(), client.clone(), shutdown.clone());
+        let hub = hub.clone();
         tasks.spawn(crate::tasks::restarting(
             format!("{} notices {}", notices.kind.as_str(), notices.about()),
             shutdown.clone(),
-            move || notify(client.clone(), store.clone(), notices.clone(), stop.clone()),
+            move || {
+                notify(
+                    client.clone(),
+                    store.clone(),
+                    notices.clone(),
+                    hub.clone(),
+                    stop.clone(),
+                )
+            },
         ));
     }
     while tasks.join_next().await.is_some() {}
@@ -195,24 +213,38 @@ async fn notify(
     client: reqwest::Client,
     store: Store,
     notices: Notices,
+    hub: String,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut failures = 0u32;
+    // One hub of those sharing the store sends each receiver its notices.
+    let mut lease = Lease::new(format!("notices:{}", notices.cursor()), hub, LEASE);
     while !*shutdown.borrow() {
-        let wait = match step(&client, &store, &notices).await {
-            Ok(n) => {
-                failures = 0;
-                if n as u32 >= BATCH {
-                    continue;
-                }
-                IDLE
-            }
+        let held = match lease.hold(&store).await {
+            Ok(held) => held,
             Err(e) => {
-                failures = failures.saturating_add(1);
-                if failures == 1 || failures.is_multiple_of(20) {
-                    tracing::warn!(system = %notices.about(), kind = notices.kind.as_str(), failures, cause = %e, "cannot notify the system; the notice is tried again");
+                tracing::warn!(system = %notices.about(), cause = %e, "cannot take the notices' lease; will try again");
+                false
+            }
+        };
+        let wait = if !held {
+            IDLE.max(LEASE / 10)
+        } else {
+            match step(&client, &store, &notices).await {
+                Ok(n) => {
+                    failures = 0;
+                    if n as u32 >= BATCH {
+                        continue;
+                    }
+                    IDLE
                 }
-                BACKOFF.after(failures)
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    if failures == 1 || failures.is_multiple_of(20) {
+                        tracing::warn!(system = %notices.about(), kind = notices.kind.as_str(), failures, cause = %e, "cannot notify the system; the notice is tried again");
+                    }
+                    BACKOFF.after(failures)
+                }
             }
         };
         tokio::select! {
@@ -224,4 +256,5 @@ async fn notify(
             _ = tokio::time::sleep(wait) => {}
         }
     }
+    lease.release(&store).await;
 }

@@ -703,6 +703,7 @@ async fn an_amqp_consumer_gets_every_entry_in_order_across_a_broker_restart() {
     let publisher = tokio::spawn(tongban::workers::publish::run_publisher(
         Arc::new(config),
         store.clone(),
+        "feed-test-hub".into(),
         stopped,
     ));
     let mut appended = Vec::new();
@@ -889,6 +890,7 @@ async fn the_supervision_exchange_is_declared_before_the_first_entry() {
     let publisher = tokio::spawn(tongban::workers::publish::run_publisher(
         Arc::new(config),
         t.store.clone(),
+        "feed-test-hub".into(),
         stopped,
     ));
     eventually("the exchange declared with an empty feed", || async {

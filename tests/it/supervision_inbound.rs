@@ -558,6 +558,7 @@ fn start_pollers(
         config.clone(),
         store.clone(),
         common::recorder(store),
+        "poll-test-hub".into(),
         stopped,
     ));
     (stop, task)

@@ -16,6 +16,7 @@ mod audit_cli;
 mod bench_quick;
 mod canonical_schemas;
 mod cli;
+mod cluster;
 mod config;
 mod console;
 mod delivery;

@@ -207,7 +207,12 @@ impl FeedConsumer {
 
 /// The configuration every hub of the cluster reads (one directory, as deploy/ sets it up):
 /// the HTTP systems at the mocks, the store on PostgreSQL, the bus on the broker.
-fn cluster_config(soap: &str, rest: &str, store_url: &str, broker_url: &str) -> tempfile::TempDir {
+fn cluster_config(
+    soap: &str,
+    rest: &str,
+    store_url: &str,
+    broker_url: Option<&str>,
+) -> tempfile::TempDir {
     let dir = common::edit::http_systems_config(
         &ISSUER,
         soap,
@@ -228,8 +233,11 @@ fn cluster_config(soap: &str, rest: &str, store_url: &str, broker_url: &str) -> 
             t.contains(store) && t.contains(bus),
             "hub.toml as the repository has it"
         );
-        t.replace(store, &format!("url = {store_url:?}"))
-            .replace(bus, &format!("kind = \"amqp\"\nurl = {broker_url:?}"))
+        let t = t.replace(store, &format!("url = {store_url:?}"));
+        match broker_url {
+            Some(url) => t.replace(bus, &format!("kind = \"amqp\"\nurl = {url:?}")),
+            None => t,
+        }
     });
     dir
 }
@@ -338,7 +346,12 @@ async fn three_hubs_killed_at_random_under_load_lose_and_double_nothing() {
     };
     let soap = common::mock::Mock::start(true, common::mock::Mode::Ok).await;
     let rest = common::mock::Mock::start(false, common::mock::Mode::Ok).await;
-    let dir = cluster_config(&soap.base(), &rest.base(), &database.url, &broker.url());
+    let dir = cluster_config(
+        &soap.base(),
+        &rest.base(),
+        &database.url,
+        Some(&broker.url()),
+    );
     let mut consumer = FeedConsumer {
         url: broker.url(),
         queue: "cluster-test-feed".into(),
@@ -576,5 +589,207 @@ async fn three_hubs_killed_at_random_under_load_lose_and_double_nothing() {
         ids.len()
     );
     let _ = std::fs::remove_dir_all(dir.path());
+    drop(database);
+}
+
+/// A hub in this process for the cluster's tests, with an administrator's and the platform's
+/// keys.
+type Hub = common::hub::InProcessHub<(String, String)>;
+
+async fn start_hub(dir: &Path) -> Hub {
+    Hub::start(dir, async |store: &Store| {
+        (
+            common::api_key(store, tongban::auth::Role::Admin, None).await,
+            common::api_key(store, tongban::auth::Role::Platform, None).await,
+        )
+    })
+    .await
+}
+
+/// Waits until `n` hubs have said they run, and a renewal more, so each has counted the others.
+async fn until_members(store: &Store, n: usize) {
+    common::wait::eventually(&format!("{n} hubs counted"), || async {
+        let since = tongban::clock::now_millis() - tongban::workers::cluster::MEMBER_TIMEOUT_MS;
+        let members = store.members(since).await.map_err(|e| e.to_string())?;
+        if members.len() == n {
+            Ok(())
+        } else {
+            Err(format!("{} hubs", members.len()))
+        }
+    })
+    .await;
+    tokio::time::sleep(tongban::workers::cluster::RENEW_EVERY * 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hubs_on_one_store_share_each_systems_limits_and_see_keys_and_activations() {
+    let Some(database) = common::postgres_database().await else {
+        return;
+    };
+    let soap = common::mock::Mock::start(true, common::mock::Mode::Ok).await;
+    let rest = common::mock::Mock::start(false, common::mock::Mode::Slow(150)).await;
+    let dir = cluster_config(&soap.base(), &rest.base(), &database.url, None);
+    // 市场监管 at 10/s one at a time, 人社 two at a time: for the whole cluster.
+    common::edit::set_adapter_key(
+        dir.path(),
+        SCJG,
+        "rate_limit",
+        "{ per_second = 10, burst = 1 }",
+    );
+    common::edit::set_adapter_key(dir.path(), RST, "concurrency", "2");
+    let hubs = [
+        start_hub(dir.path()).await,
+        start_hub(dir.path()).await,
+        start_hub(dir.path()).await,
+    ];
+    until_members(&hubs[0].store, 3).await;
+    let http = reqwest::Client::new();
+
+    // Applications to both systems through every hub.
+    const EACH: usize = 30;
+    let mut submissions = tokio::task::JoinSet::new();
+    for i in 0..EACH * 2 {
+        let hub = &hubs[i % 3];
+        let (http, base, platform) = (http.clone(), hub.base.clone(), hub.callers.1.clone());
+        submissions.spawn(async move {
+            let body = if i % 2 == 0 {
+                scjg_application()
+            } else {
+                rst_application()
+            };
+            submit(&http, &base, &platform, &body, &format!("limits-{i}")).await
+        });
+    }
+    let ids: BTreeSet<String> = submissions.join_all().await.into_iter().collect();
+    assert_eq!(ids.len(), EACH * 2);
+    common::wait::eventually("every application delivered", || async {
+        let done = soap.acknowledged_keys().len() + rest.acknowledged_keys().len();
+        if done == EACH * 2 {
+            Ok(())
+        } else {
+            Err(format!("{done} delivered"))
+        }
+    })
+    .await;
+    // 10/s for the cluster: the 30 sends to 市场监管 spread over at least 2.9 s less what the
+    // hubs' bursts (one each) let through at once. Three hubs at 10/s each would take 1 s.
+    let times: Vec<Instant> = soap.receptions().iter().map(|r| r.at).collect();
+    let spread = *times.iter().max().unwrap() - *times.iter().min().unwrap();
+    assert!(
+        spread >= Duration::from_millis((EACH as u64 - 3) * 100 - 50),
+        "30 sends at 10/s for the cluster took {spread:?}"
+    );
+    assert!(
+        rest.max_inflight() <= 2,
+        "人社 had {} deliveries at once, allowed 2 for the cluster",
+        rest.max_inflight()
+    );
+
+    // A key revoked through one hub is refused by the others within a second.
+    let platform = hubs[0].callers.1.clone();
+    let key_id = platform.split('_').nth(1).unwrap().to_string();
+    let items = |hub: &Hub| {
+        http.get(format!("{}/api/v1/catalog/items", hub.base))
+            .bearer_auth(&platform)
+            .send()
+    };
+    assert_eq!(
+        items(&hubs[1]).await.unwrap().status(),
+        200,
+        "known to hub 2, and cached"
+    );
+    let revoked = http
+        .delete(format!("{}/api/v1/keys/{key_id}", hubs[0].base))
+        .bearer_auth(&hubs[0].callers.0)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    tokio::time::sleep(tongban::auth::KEY_CACHE_TTL + Duration::from_millis(100)).await;
+    for hub in &hubs {
+        assert_eq!(
+            items(hub).await.unwrap().status(),
+            401,
+            "revoked everywhere"
+        );
+    }
+
+    // A configuration activated on one hub is applied by every hub.
+    common::edit::set_adapter_key(dir.path(), RST, "concurrency", "3");
+    let admin = &hubs[1].callers.0;
+    let reloaded = http
+        .post(format!("{}/api/v1/configuration/reload", hubs[1].base))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reloaded.status(), 200, "{}", reloaded.text().await.unwrap());
+    for hub in &hubs {
+        common::wait::eventually("the activation applied by every hub", || async {
+            let current: Value = http
+                .get(format!("{}/api/v1/configuration", hub.base))
+                .bearer_auth(&hub.callers.0)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            if current["generation"] == 2 {
+                Ok(())
+            } else {
+                Err(current["generation"].to_string())
+            }
+        })
+        .await;
+    }
+    for hub in hubs {
+        hub.stop(Duration::from_secs(20)).await;
+    }
+    let _ = std::fs::remove_dir_all(dir.path());
+    drop(database);
+}
+
+#[tokio::test]
+async fn a_store_hears_another_hubs_feed_commits() {
+    let Some(database) = common::postgres_database().await else {
+        return;
+    };
+    let writer = Store::open(&database.url, Path::new("."), 2).await.unwrap();
+    let reader = Store::open(&database.url, Path::new("."), 2).await.unwrap();
+    let mut moved = reader.feed_moved();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let listening = tokio::spawn({
+        let reader = reader.clone();
+        async move { reader.follow_feed_elsewhere(stopped).await }
+    });
+    // Listening has begun once it wakes the readers for what came before.
+    tokio::time::timeout(common::wait::PATIENCE, moved.changed())
+        .await
+        .expect("woken when listening begins")
+        .unwrap();
+    moved.borrow_and_update();
+    writer
+        .append_feed(&tongban::store::NewFeedEntry {
+            kind: "event".parse().unwrap(),
+            system_id: SCJG,
+            department: "11210000MB1543829M",
+            item_code: "11210000MB1543829M2000118001000",
+            application_id: "TB-test-1",
+            level: None,
+            routing_key: "event.sy-scjg-food.accept",
+            body: "{}",
+        })
+        .await
+        .unwrap();
+    // Only a notice from the other store can wake this one: it wrote nothing itself.
+    tokio::time::timeout(common::wait::PATIENCE, moved.changed())
+        .await
+        .expect("woken by the other store's commit")
+        .unwrap();
+    let _ = stop.send(true);
+    listening.await.unwrap();
+    writer.close().await;
+    reader.close().await;
     drop(database);
 }

@@ -49,6 +49,8 @@ pub struct Reception {
     pub key: Option<String>,
     pub headers: HeaderMap,
     pub body: Vec<u8>,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 struct Shared {
@@ -255,6 +257,7 @@ async fn mock_answer(
         key,
         headers,
         body: body.to_vec(),
+        at: std::time::Instant::now(),
     });
     let now = shared.inflight.fetch_add(1, Ordering::SeqCst) + 1;
     shared.max_inflight.fetch_max(now, Ordering::SeqCst);

@@ -319,6 +319,30 @@ impl Broker {
         Ok(q.message_count())
     }
 
+    /// Whether `queue` is a quorum queue: declaring it as one is then equivalent, while a
+    /// classic queue of that name refuses the declaration (on a channel of its own, which the
+    /// refusal closes).
+    async fn is_quorum(&self, queue: &str) -> bool {
+        let channel = self.connection.create_channel().await.unwrap();
+        let mut arguments = FieldTable::default();
+        arguments.insert(
+            "x-queue-type".into(),
+            lapin::types::AMQPValue::LongString("quorum".into()),
+        );
+        let declared = channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                arguments,
+            )
+            .await;
+        let _ = channel.close(200, "OK".into()).await;
+        declared.is_ok()
+    }
+
     /// Takes one message from `queue`, if there is one.
     async fn take(&self, queue: &str) -> Option<lapin::message::Delivery> {
         self.channel
@@ -706,6 +730,10 @@ async fn the_hub_declares_its_queue_and_a_refused_message_is_not_redelivered() {
     let dir = config_dir(&url, &names);
     let hub = start_hub(dir.path()).await;
     eventually("the hub to declare its queue", || broker.ready(&queue)).await;
+    assert!(
+        broker.is_quorum(&queue).await,
+        "the hub declares its queues as quorum queues"
+    );
     let client = client();
     let id = submit_and_see_it_delivered(&broker, &watch, &client, &hub).await;
 

@@ -267,6 +267,7 @@ pub async fn serve(
     let cluster = tokio::spawn(membership.clone().run(
         store.clone(),
         live.clone(),
+        telemetry.clone(),
         stop_workers.subscribe(),
     ));
     // Other hubs' commits to the feed wake this hub's streams and publisher at once.

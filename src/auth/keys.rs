@@ -284,8 +284,13 @@ pub fn secret(dir: &Path, name: &str) -> Result<([u8; 32], bool), AuthError> {
         let mut bytes = [0u8; 32];
         aws_lc_rs::rand::fill(&mut bytes).map_err(|_| invalid("no randomness for a secret"))?;
         let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        write_private(&path, text.as_bytes())?;
-        return Ok((bytes, true));
+        match write_private_whole(&path, text.as_bytes()) {
+            Ok(()) => return Ok((bytes, true)),
+            // Another hub starting at the same moment made it first: theirs is the secret.
+            Err(AuthError::KeyFile { source, .. })
+                if source.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
     }
     check_private(&path)?;
     let text = std::fs::read_to_string(&path).map_err(|source| AuthError::KeyFile {
@@ -463,6 +468,23 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), AuthError> {
         })
 }
 
+/// Writes `bytes` to a file of its own beside `path` and links it to `path` only then, so that
+/// nobody reads `path` half-written; `AlreadyExists` when `path` is there already (another
+/// process won), and `path` is left as that process made it.
+fn write_private_whole(path: &Path, bytes: &[u8]) -> Result<(), AuthError> {
+    let mut unique = [0u8; 8];
+    let _ = aws_lc_rs::rand::fill(&mut unique);
+    let suffix: String = unique.iter().map(|b| format!("{b:02x}")).collect();
+    let draft = path.with_extension(format!("{}.{suffix}.new", std::process::id()));
+    write_private(&draft, bytes)?;
+    let linked = std::fs::hard_link(&draft, path).map_err(|source| AuthError::KeyFile {
+        path: path.to_path_buf(),
+        source,
+    });
+    let _ = std::fs::remove_file(&draft);
+    linked
+}
+
 /// A private key readable by group or others is refused: it may already be known to someone
 /// else, and signing with it would prove nothing.
 fn check_private(path: &Path) -> Result<(), AuthError> {
@@ -489,6 +511,30 @@ fn check_private(path: &Path) -> Result<(), AuthError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Hubs starting together on a fresh directory all end up with the one secret, made by
+    /// whichever came first, and none fails.
+    #[test]
+    fn a_secret_made_by_several_at_once_is_one_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let secrets: Vec<([u8; 32], bool)> = std::thread::scope(|scope| {
+            let makers: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| secret(dir.path(), "holder-index.key").unwrap()))
+                .collect();
+            makers.into_iter().map(|m| m.join().unwrap()).collect()
+        });
+        assert!(
+            secrets.iter().all(|(s, _)| *s == secrets[0].0),
+            "one secret"
+        );
+        assert_eq!(
+            secrets.iter().filter(|(_, made)| *made).count(),
+            1,
+            "made once"
+        );
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "no drafts left: {left:?}");
+    }
 
     /// What the hub signs with each algorithm verifies with an independent JWT library against
     /// the key it publishes, and a changed payload does not.

@@ -537,6 +537,7 @@ pub struct Metrics {
     refusals: Family<Value>,
     applications: Family<Value>,
     sse: Family<Value>,
+    cluster_hubs: Family<Value>,
     commit_duration: Family<Histogram>,
     commit_batch: Family<Histogram>,
     acquire_wait: Family<Histogram>,
@@ -646,6 +647,11 @@ impl Default for Metrics {
                 "Open server-sent event streams on this hub.",
                 &["stream"],
             ),
+            cluster_hubs: gauge(
+                "tongban_cluster_hubs",
+                "Hubs this one counts as sharing its store, itself included.",
+                &[],
+            ),
             commit_duration: histogram(
                 "tongban_store_commit_duration_seconds",
                 "Duration of each group commit, by writer.",
@@ -684,6 +690,7 @@ impl Default for Metrics {
         for stream in STREAMS {
             metrics.sse.with(&[stream], |_| ());
         }
+        metrics.cluster_hubs.with(&[], |v| v.set(1.0));
         for writer in WRITERS {
             metrics.commit_duration.with(&[writer], |_| ());
             metrics.commit_batch.with(&[writer], |_| ());
@@ -744,6 +751,11 @@ impl Metrics {
     pub fn token_verification(&self, kind: TokenKind, outcome: TokenOutcome) {
         self.tokens
             .with(&[kind.as_str(), outcome.as_str()], |v| v.add(1.0));
+    }
+
+    /// How many hubs this one counts as sharing its store.
+    pub fn cluster_hubs(&self, hubs: u32) {
+        self.cluster_hubs.with(&[], |v| v.set(f64::from(hubs)));
     }
 
     /// A client opened `stream`: counted until the returned guard is dropped.
@@ -817,6 +829,7 @@ impl Metrics {
             &PUBLISHER_LAG,
             store.map(|s| s.publisher_lag as f64),
         );
+        self.cluster_hubs.render(&mut out);
         // Store.
         self.commit_duration.render(&mut out);
         self.commit_batch.render(&mut out);

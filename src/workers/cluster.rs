@@ -18,6 +18,7 @@
 use super::live::Live;
 use crate::clock;
 use crate::store::{HubMember, Store};
+use crate::telemetry::Telemetry;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -92,13 +93,14 @@ impl Membership {
         self.share.subscribe()
     }
 
-    /// Renews this hub's row every [`RENEW_EVERY`], keeps its share, and applies other hubs'
+    /// Renews this hub's row every [`RENEW_EVERY`], keeps its share (and the metric of it), and applies other hubs'
     /// activations to `live`, until `stop` turns true; then removes its row, so the others
     /// take its part at once.
     pub async fn run(
         self: Arc<Self>,
         store: Store,
         live: Arc<Live>,
+        telemetry: Arc<Telemetry>,
         mut stop: watch::Receiver<bool>,
     ) {
         let mut failures = 0u32;
@@ -132,6 +134,7 @@ impl Membership {
                         hubs,
                         rank: rank.min(hubs - 1),
                     };
+                    telemetry.metrics.cluster_hubs(hubs);
                     self.share.send_if_modified(|old| {
                         if *old == share {
                             return false;

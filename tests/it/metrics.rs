@@ -103,6 +103,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ("tongban_alerts_open", "gauge"),
     ("tongban_sse_subscribers", "gauge"),
     ("tongban_amqp_publisher_lag_entries", "gauge"),
+    ("tongban_cluster_hubs", "gauge"),
     ("tongban_store_commit_duration_seconds", "histogram"),
     ("tongban_store_commit_batch_size", "histogram"),
     ("tongban_store_pool_connections", "gauge"),

@@ -101,102 +101,42 @@ fn addr_of(hub: &Process) -> SocketAddr {
     hub.base.trim_start_matches("http://").parse().unwrap()
 }
 
-/// A consumer of its own durable queue bound to the supervision exchange with `#`: every
-/// message with its `message_id` and headers, across the broker's restart.
+/// What a queue of the test's own bound to the supervision exchange got: every message's
+/// `message_id` and headers, across the broker's restart.
 struct FeedConsumer {
-    url: String,
-    queue: String,
-    link: Option<(lapin::Connection, lapin::Channel)>,
+    queue: common::feed_queue::FeedQueue,
     /// (message id, `tongban-seq`, `tongban-cluster`) in arrival order.
     received: Vec<(String, i64, String)>,
 }
 
 impl FeedConsumer {
-    async fn connect(&mut self) -> Result<(), lapin::Error> {
-        use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
-        use lapin::types::FieldTable;
-        let connection =
-            lapin::Connection::connect(&self.url, lapin::ConnectionProperties::default()).await?;
-        let channel = connection.create_channel().await?;
-        channel
-            .exchange_declare(
-                tongban::workers::publish::EXCHANGE.into(),
-                lapin::ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        channel
-            .queue_declare(
-                self.queue.as_str().into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        channel
-            .queue_bind(
-                self.queue.as_str().into(),
-                tongban::workers::publish::EXCHANGE.into(),
-                "#".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        self.link = Some((connection, channel));
-        Ok(())
-    }
-
-    /// Takes what the queue holds now, reconnecting when the broker went away.
+    /// Takes what the queue holds now.
     async fn drain(&mut self) {
-        use lapin::options::{BasicAckOptions, BasicGetOptions};
         use lapin::types::AMQPValue;
-        if self.link.is_none() && self.connect().await.is_err() {
-            return;
-        }
-        let channel = self.link.as_ref().unwrap().1.clone();
-        loop {
-            match channel
-                .basic_get(self.queue.as_str().into(), BasicGetOptions::default())
-                .await
-            {
-                Ok(Some(message)) => {
-                    let p = &message.delivery.properties;
-                    let id = p
-                        .message_id()
-                        .as_ref()
-                        .map(|s| s.to_string())
-                        .unwrap_or_default();
-                    let headers = p.headers().clone().unwrap_or_default();
-                    let header = |name: &str| {
-                        headers
-                            .inner()
-                            .iter()
-                            .find(|(k, _)| k.as_str() == name)
-                            .map(|(_, v)| v.clone())
-                    };
-                    let seq = match header(tongban::workers::publish::SEQ_HEADER) {
-                        Some(AMQPValue::LongLongInt(n)) => n,
-                        other => panic!("message {id} has no sequence header: {other:?}"),
-                    };
-                    let cluster = match header(tongban::workers::publish::CLUSTER_HEADER) {
-                        Some(AMQPValue::LongString(s)) => s.to_string(),
-                        other => panic!("message {id} has no cluster header: {other:?}"),
-                    };
-                    self.received.push((id, seq, cluster));
-                    let _ = message.delivery.ack(BasicAckOptions::default()).await;
-                }
-                Ok(None) => return,
-                Err(_) => {
-                    self.link = None;
-                    return;
-                }
-            }
+        while let Some(message) = self.queue.next().await {
+            let p = &message.properties;
+            let id = p
+                .message_id()
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            let headers = p.headers().clone().unwrap_or_default();
+            let header = |name: &str| {
+                headers
+                    .inner()
+                    .iter()
+                    .find(|(k, _)| k.as_str() == name)
+                    .map(|(_, v)| v.clone())
+            };
+            let seq = match header(tongban::workers::publish::SEQ_HEADER) {
+                Some(AMQPValue::LongLongInt(n)) => n,
+                other => panic!("message {id} has no sequence header: {other:?}"),
+            };
+            let cluster = match header(tongban::workers::publish::CLUSTER_HEADER) {
+                Some(AMQPValue::LongString(s)) => s.to_string(),
+                other => panic!("message {id} has no cluster header: {other:?}"),
+            };
+            self.received.push((id, seq, cluster));
         }
     }
 
@@ -353,12 +293,11 @@ async fn three_hubs_killed_at_random_under_load_lose_and_double_nothing() {
         Some(&broker.url()),
     );
     let mut consumer = FeedConsumer {
-        url: broker.url(),
-        queue: "cluster-test-feed".into(),
-        link: None,
+        queue: common::feed_queue::FeedQueue::new(&broker.url(), "cluster-test-feed"),
         received: Vec::new(),
     };
     consumer
+        .queue
         .connect()
         .await
         .expect("the feed's consumer binds its queue");
@@ -428,7 +367,7 @@ async fn three_hubs_killed_at_random_under_load_lose_and_double_nothing() {
         hubs[victim].take().expect("every hub runs").kill();
         if round == KILLS / 2 {
             broker.stop_app();
-            consumer.link = None;
+            consumer.queue.disconnect();
             tokio::time::sleep(Duration::from_secs(2)).await;
             broker.start_app();
         }

@@ -563,61 +563,17 @@ async fn statistics_count_completions_on_time_handling_time_and_reporting_lag() 
 
 // ---- AMQP: the publisher, an independent consumer, and the broker stopped and restarted ----
 
-/// A consumer of its own durable queue bound to the exchange with `#`: it survives the broker's
-/// restart, so what was published before and after is all there.
+/// What a queue of the test's own bound to the exchange got: it survives the broker's restart,
+/// so what was published before and after is all there.
 struct Consumer {
-    url: String,
-    queue: String,
-    /// The connection with its channel; dropped when the broker goes away.
-    link: Option<(lapin::Connection, lapin::Channel)>,
+    queue: common::feed_queue::FeedQueue,
     /// (message id, routing key) in arrival order.
     received: Vec<(String, String)>,
 }
 
 impl Consumer {
-    async fn connect(&mut self) -> Result<(), lapin::Error> {
-        use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
-        use lapin::types::FieldTable;
-        let connection =
-            lapin::Connection::connect(&self.url, lapin::ConnectionProperties::default()).await?;
-        let channel = connection.create_channel().await?;
-        channel
-            .exchange_declare(
-                tongban::workers::publish::EXCHANGE.into(),
-                lapin::ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        channel
-            .queue_declare(
-                self.queue.as_str().into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        channel
-            .queue_bind(
-                self.queue.as_str().into(),
-                tongban::workers::publish::EXCHANGE.into(),
-                "#".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        self.link = Some((connection, channel));
-        Ok(())
-    }
-
     /// Gets messages until `want` distinct ids of ours have arrived, reconnecting as needed.
     async fn until(&mut self, system: &str, want: usize) {
-        use lapin::options::{BasicAckOptions, BasicGetOptions};
         let deadline = Instant::now() + Duration::from_secs(120);
         while self.distinct().len() < want {
             assert!(
@@ -625,40 +581,21 @@ impl Consumer {
                 "the consumer got {:?}, wanted {want}",
                 self.received
             );
-            if self.link.is_none() && self.connect().await.is_err() {
-                tokio::time::sleep(Duration::from_millis(500)).await;
+            let Some(message) = self.queue.next().await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
-            }
-            let channel = self.link.as_ref().unwrap().1.clone();
-            match channel
-                .basic_get(self.queue.as_str().into(), BasicGetOptions::default())
-                .await
-            {
-                Ok(Some(message)) => {
-                    let key = message.delivery.routing_key.to_string();
-                    let id = message
-                        .delivery
-                        .properties
-                        .message_id()
-                        .as_ref()
-                        .map(|s| s.to_string())
-                        .unwrap_or_default();
-                    assert_eq!(
-                        message.delivery.properties.delivery_mode(),
-                        &Some(2),
-                        "persistent"
-                    );
-                    // Others may publish to the shared exchange: only this run's entries count.
-                    if key.contains(system) {
-                        self.received.push((id, key));
-                    }
-                    let _ = message.delivery.ack(BasicAckOptions::default()).await;
-                }
-                Ok(None) => tokio::time::sleep(Duration::from_millis(100)).await,
-                Err(_) => {
-                    self.link = None;
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
+            };
+            let key = message.routing_key.to_string();
+            let id = message
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            assert_eq!(message.properties.delivery_mode(), &Some(2), "persistent");
+            // Others may publish to the shared exchange: only this run's entries count.
+            if key.contains(system) {
+                self.received.push((id, key));
             }
         }
     }
@@ -692,12 +629,14 @@ async fn an_amqp_consumer_gets_every_entry_in_order_across_a_broker_restart() {
         tongban::clock::now_millis()
     );
     let mut consumer = Consumer {
-        url: url.clone(),
-        queue: unique.clone(),
-        link: None,
+        queue: common::feed_queue::FeedQueue::new(&url, &unique),
         received: Vec::new(),
     };
-    consumer.connect().await.expect("the consumer connects");
+    consumer
+        .queue
+        .connect()
+        .await
+        .expect("the consumer connects");
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let publisher = tokio::spawn(tongban::workers::publish::run_publisher(
@@ -714,7 +653,7 @@ async fn an_amqp_consumer_gets_every_entry_in_order_across_a_broker_restart() {
 
     // The broker goes away; entries keep coming and wait in the store.
     broker.stop_app();
-    consumer.link = None;
+    consumer.queue.disconnect();
     for i in 5..10 {
         appended.push(append(&store, "event", &unique, None, &json!({"n": i})).await);
     }
@@ -752,11 +691,7 @@ async fn an_amqp_consumer_gets_every_entry_in_order_across_a_broker_restart() {
     }
     let _ = stop.send(true);
     let _ = tokio::time::timeout(PATIENCE, publisher).await;
-    if let Some((_, channel)) = &consumer.link {
-        let _ = channel
-            .queue_delete(unique.as_str().into(), Default::default())
-            .await;
-    }
+    consumer.queue.delete().await;
 }
 
 #[tokio::test]

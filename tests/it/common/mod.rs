@@ -5,6 +5,7 @@ pub mod api;
 pub mod broker;
 pub mod browser;
 pub mod edit;
+pub mod feed_queue;
 pub mod hub;
 pub mod logs;
 pub mod mock;

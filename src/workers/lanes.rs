@@ -232,6 +232,19 @@ async fn run_lane(
         // those taken.
         let places = lane.places();
         let busy = concurrency - lane.slots.available_permits();
+        // More hubs now share the system: what this one claimed beyond its new part goes back
+        // at once, rather than waiting here while its claim lapses.
+        while waiting.len() > places * 2 {
+            let Some((delivery, _)) = waiting.pop_back() else {
+                break;
+            };
+            if let Err(e) = store
+                .release_delivery(&delivery.id, clock::now_millis())
+                .await
+            {
+                tracing::warn!(system = %system, cause = %e, "cannot hand back a claimed delivery");
+            }
+        }
         // Claimed and not yet recorded, at most: the deliveries waiting here for a place,
         // those at the department, and those answered whose outcome waits for its commit.
         // Claims are taken several at a time, ahead of the places freeing up, so that a place

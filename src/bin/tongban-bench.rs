@@ -26,12 +26,21 @@
 //! Each server has its own tokio runtime with named threads (`hub-rt`, `relay-rt`, `mock-rt`,
 //! `load-rt`), so CPU time can be told apart per thread group; they all share the machine.
 //!
+//! With `--hubs N` the hub is not in this process: N `tongban serve` processes (the binary
+//! beside this one) share one configuration copy and one store, and the load and the case
+//! steps go to them in turn. Their CPU is read per process, and on PostgreSQL (a database made
+//! for the run) so are the server's CPU, commits, WAL and the database's growth: what N hubs
+//! cost per application, and what they ask of one PostgreSQL (see `tongban_bench/hubprocs.rs`
+//! and `pgserver.rs`).
+//!
 //! `--mode sharing` runs something else: result sharing at scale (issue 14), a store filled with
 //! a million results and five million access records, and the store calls behind the holder's
 //! and the departments' routes timed on it (see `tongban_bench/sharing.rs`).
 
 #[path = "tongban_bench/feed.rs"]
 mod feed;
+#[path = "tongban_bench/hubprocs.rs"]
+mod hubprocs;
 #[path = "tongban_bench/hubrun.rs"]
 mod hubrun;
 #[path = "tongban_bench/identity.rs"]
@@ -40,6 +49,8 @@ mod identity;
 mod load;
 #[path = "tongban_bench/mock.rs"]
 mod mock;
+#[path = "tongban_bench/pgserver.rs"]
+mod pgserver;
 #[path = "tongban_bench/procstat.rs"]
 mod procstat;
 #[path = "tongban_bench/relay.rs"]
@@ -58,7 +69,7 @@ use identity::UserAlg;
 use load::{Kind, Mix, System, Target, Workload};
 use mock::{EventsBack, Mock};
 use procstat::CpuReading;
-use report::{Phase, PhaseKind, Supervision, TargetResult};
+use report::{HubsSpent, Idle, Phase, PhaseKind, Supervision, TargetResult};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -95,11 +106,20 @@ struct Args {
     quick: bool,
     /// The hub's store instead of SQLite in a temporary directory: `postgres://…`, or a
     /// `sqlite:PATH` of your own (e.g. on tmpfs, to see what the fsyncs cost). In `--mode
-    /// sharing`, a `postgres://` URL names the server (any database on it, e.g. `/postgres`):
-    /// the bench makes a database of its own there and drops it after; a `sqlite:PATH` must not
-    /// exist yet, and is kept.
+    /// sharing` and with `--hubs`, a `postgres://` URL names the server (any database on it,
+    /// e.g. `/postgres`): the bench makes a database of its own there and drops it after; in
+    /// `--mode sharing` a `sqlite:PATH` must not exist yet, and is kept.
     #[arg(long)]
     store: Option<String>,
+    /// Run the hub as this many `tongban serve` processes of their own on one store, the load
+    /// spread over them in turn, their CPU read per process; with a PostgreSQL store also the
+    /// server's CPU, commits and WAL. More than one needs `--store postgres://…`. Without this
+    /// option the hub runs in this process.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=16))]
+    hubs: Option<u16>,
+    /// With `--hubs`: the `tongban` binary to run [the one beside tongban-bench].
+    #[arg(long)]
+    tongban: Option<PathBuf>,
     /// `--mode sharing`: results in the store [1,000,000; quick: 20,000].
     #[arg(long)]
     results: Option<usize>,
@@ -167,7 +187,9 @@ struct Args {
     /// The configuration to copy [the repository].
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Log the hub at info level to this file (off by default: no subscriber, as cheap as it gets).
+    /// Log the hub at info level to this file (off by default: no subscriber, as cheap as it
+    /// gets). With `--hubs`, hub i logs to FILE.i at `RUST_LOG` or info (without this option,
+    /// warnings only, to the configuration copy).
     #[arg(long)]
     hub_log: Option<PathBuf>,
     /// Also write the figures as JSON to this file.
@@ -361,6 +383,86 @@ fn record_since(h: &mut Histogram<u64>, at: Instant, seen: Instant) {
     let _ = h.record((seen.saturating_duration_since(at).as_micros() as u64).clamp(1, 600_000_000));
 }
 
+/// How long the hubs of their own are watched with no load before the phases.
+const IDLE: Duration = Duration::from_secs(10);
+
+/// Hubs of their own and the PostgreSQL they share, watched from outside (`--hubs`).
+struct Apart {
+    pids: Vec<u32>,
+    postgres: Option<pgserver::Watch>,
+}
+
+/// The hubs' and their server's CPU (and, when asked, the server's counters) at one moment.
+struct ApartReading {
+    at: Instant,
+    hubs: Vec<Duration>,
+    pg_cpu: Option<pgserver::CpuReading>,
+    pg_counters: Option<pgserver::Counters>,
+}
+
+impl Apart {
+    /// Reads the CPU of the hubs and of the server's processes, and the server's counters when
+    /// `counters`. A reading of the server that fails is left out, with a warning.
+    async fn read(&mut self, counters: bool) -> ApartReading {
+        let hubs = self
+            .pids
+            .iter()
+            .map(|pid| procstat::pid_cpu(*pid).unwrap_or_default())
+            .collect();
+        let at = Instant::now();
+        let (mut pg_cpu, mut pg_counters) = (None, None);
+        if let Some(watch) = &mut self.postgres {
+            pg_cpu = watch
+                .cpu()
+                .await
+                .map_err(|e| eprintln!("warning: {e}"))
+                .ok();
+            if counters {
+                pg_counters = self.counters().await;
+            }
+        }
+        ApartReading {
+            at,
+            hubs,
+            pg_cpu,
+            pg_counters,
+        }
+    }
+
+    async fn counters(&mut self) -> Option<pgserver::Counters> {
+        let watch = self.postgres.as_mut()?;
+        watch
+            .counters()
+            .await
+            .map_err(|e| eprintln!("warning: {e}"))
+            .ok()
+    }
+}
+
+/// What was spent from `before` to `end` (CPU) and to `after` (the server's counters).
+fn spent_apart(
+    before: &ApartReading,
+    end: &ApartReading,
+    after: Option<pgserver::Counters>,
+) -> HubsSpent {
+    let postgres = match (&before.pg_cpu, &end.pg_cpu, &before.pg_counters, &after) {
+        (Some(c0), Some(c1), Some(n0), Some(n1)) => {
+            Some(pgserver::Spent::between(n0, n1, c0.until(c1)))
+        }
+        _ => None,
+    };
+    HubsSpent {
+        hubs: end
+            .hubs
+            .iter()
+            .zip(&before.hubs)
+            .map(|(a, b)| a.saturating_sub(*b))
+            .collect(),
+        postgres,
+        window: end.at.saturating_duration_since(before.at),
+    }
+}
+
 /// What the phases of one target share.
 struct Bench<'a> {
     settings: &'a Settings,
@@ -377,6 +479,8 @@ struct Bench<'a> {
     feed_pending: HashMap<String, (Option<usize>, Instant)>,
     /// Warm-up steps whose entry never arrived: not part of any phase, but not to be hidden.
     warmup_never_seen: u64,
+    /// With `--hubs`: the hubs' processes and their PostgreSQL, read around each phase.
+    apart: Option<Apart>,
 }
 
 impl Bench<'_> {
@@ -534,6 +638,26 @@ impl Bench<'_> {
                 self.match_feed(posted, None).await;
             }
         }
+        // The hubs with no load: what they and their server spend by themselves (lanes and
+        // the engine waiting, leases renewed), after the warm-up's commits have been reported.
+        let mut idle = None;
+        if let Some(apart) = &mut self.apart {
+            if apart.postgres.is_some() {
+                eprintln!(
+                    "[hubs] waiting {:.0} s for PostgreSQL to report the warm-up, then {:.0} s idle",
+                    pgserver::STATS_SETTLE.as_secs_f64(),
+                    IDLE.as_secs_f64()
+                );
+                pgserver::settle(Instant::now()).await;
+            }
+            let before = apart.read(true).await;
+            tokio::time::sleep(IDLE).await;
+            let end = apart.read(true).await;
+            let after = end.pg_counters.clone();
+            idle = Some(Idle {
+                spent: spent_apart(&before, &end, after),
+            });
+        }
 
         let mut phases = Vec::new();
         let mut peak_so_far = procstat::peak_rss_kib();
@@ -552,6 +676,10 @@ impl Bench<'_> {
         for (i, kind) in plan.into_iter().enumerate() {
             let tag = format!("p{i}");
             procstat::reset_peak();
+            let apart_before = match &mut self.apart {
+                Some(apart) => Some(apart.read(true).await),
+                None => None,
+            };
             let cpu_before = CpuReading::now();
             let posts_before = self.mock_posts();
             let backlog_at_start = if is_hub {
@@ -628,6 +756,10 @@ impl Bench<'_> {
                 (None, 0, None, None)
             };
             let cpu = cpu_before.until(&CpuReading::now());
+            let apart_end = match &mut self.apart {
+                Some(apart) => Some(apart.read(false).await),
+                None => None,
+            };
             let peak_rss_kib = procstat::peak_rss_kib();
             peak_so_far = peak_so_far.max(peak_rss_kib);
             let (events_after, posted) = self.events_boundary();
@@ -655,6 +787,19 @@ impl Bench<'_> {
                 Some(posted) if is_hub => Some(self.match_feed(posted, Some(i)).await),
                 _ => None,
             };
+            // The server's counters once its backends have reported the phase's commits.
+            let hubs = match (&mut self.apart, apart_before, apart_end) {
+                (Some(apart), Some(before), Some(end)) => {
+                    let after = if apart.postgres.is_some() {
+                        pgserver::settle(end.at).await;
+                        apart.counters().await
+                    } else {
+                        None
+                    };
+                    Some(spent_apart(&before, &end, after))
+                }
+                _ => None,
+            };
             phases.push(Phase {
                 kind,
                 planned,
@@ -678,6 +823,7 @@ impl Bench<'_> {
                 peak_rss_kib,
                 drained_after,
                 cpu,
+                hubs,
                 events_posted: events_after.0 - events_before.0,
                 events_failed: events_after.1 - events_before.1,
                 supervision,
@@ -693,6 +839,7 @@ impl Bench<'_> {
             peak_rss_kib: peak_so_far,
             peak_is_own,
             phases,
+            idle,
         }
     }
 }
@@ -763,7 +910,89 @@ fn machine() -> String {
     )
 }
 
+/// The hub(s) under load: in this process, or processes of their own (`--hubs`).
+enum Hubs {
+    InProcess(hubrun::RunningHub),
+    Apart(hubprocs::HubProcesses),
+}
+
+impl Hubs {
+    fn bases(&self) -> Vec<String> {
+        match self {
+            Hubs::InProcess(hub) => vec![hub.base.clone()],
+            Hubs::Apart(hubs) => hubs.bases(),
+        }
+    }
+
+    /// The first hub's: the one the supervisor subscribes to and whose keys are checked.
+    fn base(&self) -> String {
+        self.bases().into_iter().next().unwrap_or_default()
+    }
+
+    fn feed_head(&self) -> i64 {
+        match self {
+            Hubs::InProcess(hub) => hub.feed_head,
+            Hubs::Apart(hubs) => hubs.feed_head,
+        }
+    }
+
+    fn store(&self) -> String {
+        match self {
+            Hubs::InProcess(hub) => hub.store.clone(),
+            Hubs::Apart(hubs) => hubs.store.clone(),
+        }
+    }
+
+    async fn stop(self, patience: Duration) -> Result<(), String> {
+        match self {
+            Hubs::InProcess(hub) => hub.stop(patience).await,
+            Hubs::Apart(mut hubs) => hubs.stop(patience).await,
+        }
+    }
+}
+
+/// Checks the options that go together, then runs the load; with `--hubs` on PostgreSQL, in a
+/// database made for the run on the server `--store` names, dropped after.
 async fn run(s: &Settings, rt: &Runtimes) -> Result<(), String> {
+    let mut problems = Vec::new();
+    if let Some(n) = s.args.hubs {
+        if n > 1 && !s.args.store.as_deref().is_some_and(pgserver::is_postgres) {
+            problems.push(format!(
+                "--hubs {n} needs --store postgres://…: hubs share their store, and a SQLite file has one hub"
+            ));
+        }
+        if s.args.compare_tracing.is_some() {
+            problems.push("--compare-tracing runs the hub in this process: not with --hubs".into());
+        }
+        if s.args.targets == Targets::Relay {
+            problems.push("--hubs with --targets relay: no hub to run".into());
+        }
+    } else if s.args.tongban.is_some() {
+        problems.push("--tongban names the hub binary for --hubs".into());
+    }
+    if !problems.is_empty() {
+        return Err(problems.join("; "));
+    }
+    let database = match (s.args.hubs, s.args.store.as_deref()) {
+        (Some(_), Some(url)) if pgserver::is_postgres(url) => {
+            Some(pgserver::BenchDatabase::create(url, "tongban_bench_hubs").await?)
+        }
+        _ => None,
+    };
+    let outcome = run_load(s, rt, database.as_ref()).await;
+    if let Some(db) = database
+        && let Err(e) = db.drop_database().await
+    {
+        eprintln!("warning: {e}");
+    }
+    outcome
+}
+
+async fn run_load(
+    s: &Settings,
+    rt: &Runtimes,
+    database: Option<&pgserver::BenchDatabase>,
+) -> Result<(), String> {
     let rss_start_kib = procstat::rss_kib();
     // The platform's key, and the SOAP system's for the case steps it posts back; recorded in
     // the hub's store when it starts.
@@ -913,6 +1142,7 @@ async fn run(s: &Settings, rt: &Runtimes) -> Result<(), String> {
         feed: None,
         feed_pending: HashMap::new(),
         warmup_never_seen: 0,
+        apart: None,
     };
     let mut results = Vec::new();
     let mut failure = None;
@@ -970,7 +1200,7 @@ async fn run(s: &Settings, rt: &Runtimes) -> Result<(), String> {
             mock.seen.forget_assertions();
         }
         let dir = copy.0.clone();
-        let store = s.args.store.clone();
+        let store = database.map(|db| db.url.clone()).or(s.args.store.clone());
         // Recorded by the first hub of the run; the second finds them in the same store.
         let keys = match sampled {
             Some(_) if s.args.compare_tracing.is_some() => Vec::new(),
@@ -980,22 +1210,63 @@ async fn run(s: &Settings, rt: &Runtimes) -> Result<(), String> {
                 supervisor_key.record.clone(),
             ],
         };
-        let hub = rt
-            .hub
-            .spawn(async move { hubrun::start(&dir, store.as_deref(), &keys, telemetry).await })
-            .await
-            .map_err(|e| e.to_string())??;
-        let store_text = if s.args.store.is_none() {
-            format!(
+        let hub =
+            match s.args.hubs {
+                None => Hubs::InProcess(
+                    rt.hub
+                        .spawn(async move {
+                            hubrun::start(&dir, store.as_deref(), &keys, telemetry).await
+                        })
+                        .await
+                        .map_err(|e| e.to_string())??,
+                ),
+                Some(n) => {
+                    let binary = hubprocs::binary(s.args.tongban.as_deref())?;
+                    eprintln!("[hubs] starting {n} × {} serve", binary.display());
+                    Hubs::Apart(
+                        hubprocs::start(
+                            &binary,
+                            &dir,
+                            store.as_deref(),
+                            &keys,
+                            usize::from(n),
+                            s.args.hub_log.as_deref(),
+                        )
+                        .await?,
+                    )
+                }
+            };
+        let store_text = match (s.args.store.is_none(), database) {
+            (true, _) => format!(
                 "SQLite {}/data/tongban.db (WAL, synchronous = FULL: fsync per commit)",
                 copy.0.display()
-            )
-        } else {
-            hub.store.clone()
+            ),
+            (false, Some(db)) => format!(
+                "PostgreSQL at {}, database {} (made for the run, dropped after)",
+                tongban::store::redact(&db.admin),
+                db.name
+            ),
+            (false, None) => hub.store(),
         };
+        if let Hubs::Apart(hubs) = &hub {
+            header.push(format!(
+                "hubs: {} processes of `tongban serve` (pids {}) on one configuration copy (the same signing key) and one store, each on its own port ({}); applications and case steps go to them in turn; the supervisor subscribes to the first; CPU per process from /proc",
+                hubs.pids().len(),
+                hubs.pids()
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                hubs.bases().join(", ")
+            ));
+        }
         header.push(format!(
-                "hub: in-process on {}; store {store_text}, {} connections; lanes: {}, {} deliveries in flight per lane; logging {}",
-                hub.base,
+                "hub: {} {}; store {store_text}, {} connections each; lanes: {}, {} deliveries in flight per lane; logging {}",
+                match &hub {
+                    Hubs::InProcess(_) => "in-process on",
+                    Hubs::Apart(_) => "processes of their own on",
+                },
+                hub.bases().join(", "),
                 s.args
                     .store_connections
                     .map_or("hub.toml's".to_string(), |n| n.to_string()),
@@ -1007,22 +1278,24 @@ async fn run(s: &Settings, rt: &Runtimes) -> Result<(), String> {
                 s.args
                     .lane_concurrency
                     .map_or("the configured 4".to_string(), |n| n.to_string()),
-                if s.args.hub_log.is_some() { "on (info, to a file)" } else { "off" }
+                match (s.args.hub_log.is_some(), &hub) {
+                    (true, Hubs::InProcess(_)) => "on (info, to a file)",
+                    (true, Hubs::Apart(_)) => "on (RUST_LOG or info, a file per hub)",
+                    (false, Hubs::InProcess(_)) => "off",
+                    (false, Hubs::Apart(_)) => "warnings only, a file per hub",
+                }
             ));
         if let Some(e) = &events
-            && let Ok(mut base) = e.hub.lock()
+            && let Ok(mut bases) = e.hubs.lock()
         {
-            *base = Some(hub.base.clone());
+            *bases = hub.bases();
         }
         // The supervisor subscribes before any load, on the mocks' runtime: its CPU is not
         // the hub's.
         let subscriber = match &events {
             Some(_) => {
-                let (base, secret, after) = (
-                    hub.base.clone(),
-                    supervisor_key.secret.clone(),
-                    hub.feed_head,
-                );
+                let (base, secret, after) =
+                    (hub.base(), supervisor_key.secret.clone(), hub.feed_head());
                 rt.mocks
                     .spawn(async move {
                         feed::Subscriber::start(&base, hubrun::SOAP_SYSTEM, &secret, after).await
@@ -1048,8 +1321,26 @@ async fn run(s: &Settings, rt: &Runtimes) -> Result<(), String> {
                 ));
             bench.feed = Some(sub.watch.clone());
         }
+        if failure.is_none()
+            && let Hubs::Apart(hubs) = &hub
+        {
+            let postgres = match database {
+                Some(db) => match pgserver::Watch::connect(&db.url).await {
+                    Ok(watch) => Some(watch),
+                    Err(e) => {
+                        failure = Some(e);
+                        None
+                    }
+                },
+                None => None,
+            };
+            bench.apart = Some(Apart {
+                pids: hubs.pids(),
+                postgres,
+            });
+        }
         if failure.is_none() {
-            match Target::new(Kind::Hub, hub.base.clone(), s.request_timeout) {
+            match Target::spread(Kind::Hub, hub.bases(), s.request_timeout) {
                 Ok(target) => {
                     let label = match sampled {
                         Some(ratio) => format!("{store_text}; traced at {:.2} %", ratio * 100.0),
@@ -1059,6 +1350,11 @@ async fn run(s: &Settings, rt: &Runtimes) -> Result<(), String> {
                 }
                 Err(e) => failure = Some(e),
             }
+        }
+        if let Some(apart) = bench.apart.take()
+            && let Some(watch) = apart.postgres
+        {
+            watch.close().await;
         }
         // Closed before the hub stops, so the stream's end at shutdown is not taken for a
         // failure of the feed.
@@ -1076,12 +1372,22 @@ async fn run(s: &Settings, rt: &Runtimes) -> Result<(), String> {
             }
             header.push(line);
         }
-        match check_assertions(&hub.base, &hub_config.hub.signing.issuer, &soap, &rest).await {
+        match check_assertions(&hub.base(), &hub_config.hub.signing.issuer, &soap, &rest).await {
             Ok(line) => header.push(line),
             Err(e) => {
                 header.push(format!("assertions: {e}"));
                 failure.get_or_insert(e);
             }
+        }
+        if let Hubs::Apart(hubs) = &hub {
+            header.push(format!(
+                "hubs' peak resident memory: {}",
+                hubs.peak_rss_kib()
+                    .into_iter()
+                    .map(|k| k.map_or("?".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
         }
         if let Err(e) = hub.stop(Duration::from_secs(15)).await {
             failure.get_or_insert(e);

@@ -210,19 +210,28 @@ pub struct RunningHub {
     task: tokio::task::JoinHandle<Result<(), hub::HubError>>,
 }
 
+/// The store made ready for hubs to serve from, and the configuration they serve.
+pub struct Prepared {
+    pub config: Config,
+    /// The store, open (the in-process hub serves from it; hubs of their own close it first).
+    pub store: tongban::store::Store,
+    /// The store's URL with its password redacted.
+    pub store_url: String,
+    /// The supervision feed's last sequence number before any hub served: a subscriber starts
+    /// after it, so a store of an earlier run does not send it that run's entries.
+    pub feed_head: i64,
+}
+
 /// Loads the configuration in `dir`, opens (and migrates) the store (`store` instead of
-/// hub.toml's when given), records `api_keys` in it, seeds the catalog, makes the hub a signing
-/// key when its key directory has none (whatever `signing.generate_if_missing` says, so a
-/// `--config` made for production runs too) and serves on 127.0.0.1 on a free port. Call on
-/// the hub's runtime: everything the hub spawns runs there.
-pub async fn start(
+/// hub.toml's when given), records `api_keys` in it, seeds the catalog and makes the hub a
+/// signing key when its key directory has none (whatever `signing.generate_if_missing` says, so
+/// a `--config` made for production runs too): what every hub of the run then shares.
+pub async fn prepare(
     dir: &Path,
     store: Option<&str>,
     api_keys: &[NewApiKey],
-    telemetry: Option<tongban::telemetry::Export>,
-) -> Result<RunningHub, String> {
+) -> Result<Prepared, String> {
     let mut config = Config::load(dir).map_err(|e| format!("the copied configuration: {e}"))?;
-    config.hub.telemetry = telemetry;
     if let Some(url) = store {
         config.hub.store.url = url.to_string();
     }
@@ -248,6 +257,29 @@ pub async fn start(
         keys::generate(&keys_dir, KeyAlg::EdDSA)
             .map_err(|e| format!("cannot make the hub's signing key: {}", chain(&e)))?;
     }
+    Ok(Prepared {
+        config,
+        store: opened,
+        store_url,
+        feed_head,
+    })
+}
+
+/// [`prepare`]s the store and serves the hub on 127.0.0.1 on a free port. Call on the hub's
+/// runtime: everything the hub spawns runs there.
+pub async fn start(
+    dir: &Path,
+    store: Option<&str>,
+    api_keys: &[NewApiKey],
+    telemetry: Option<tongban::telemetry::Export>,
+) -> Result<RunningHub, String> {
+    let Prepared {
+        mut config,
+        store: opened,
+        store_url,
+        feed_head,
+    } = prepare(dir, store, api_keys).await?;
+    config.hub.telemetry = telemetry;
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| format!("the hub cannot listen: {e}"))?;

@@ -68,22 +68,40 @@ impl Kind {
     }
 }
 
-/// A server under load and the client that drives it.
+/// A server under load and the client that drives it: one, or several of the same kind that
+/// share the load round-robin (hubs on one store).
 pub struct Target {
     pub kind: Kind,
-    pub base: String,
+    /// Request `n` goes to `bases[n % bases.len()]`.
+    bases: Vec<String>,
     client: reqwest::Client,
 }
 
 impl Target {
     pub fn new(kind: Kind, base: String, timeout: Duration) -> Result<Target, String> {
+        Target::spread(kind, vec![base], timeout)
+    }
+
+    /// A target of several servers, each given every `bases.len()`-th request.
+    pub fn spread(kind: Kind, bases: Vec<String>, timeout: Duration) -> Result<Target, String> {
+        if bases.is_empty() {
+            return Err("no server to send the load to".into());
+        }
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .map_err(|e| format!("cannot build the load client: {e}"))?;
-        Ok(Target { kind, base, client })
+        Ok(Target {
+            kind,
+            bases,
+            client,
+        })
+    }
+
+    fn base(&self, n: u64) -> &str {
+        &self.bases[(n % self.bases.len() as u64) as usize]
     }
 }
 
@@ -247,10 +265,11 @@ impl Workload {
             System::Soap => (self.soap.with_id(&id), &self.soap_tokens),
             System::Rest => (self.rest.with_id(&id), &self.rest_tokens),
         };
+        let base = target.base(n);
         let url = match (target.kind, system) {
-            (Kind::Hub, _) => format!("{}/api/v1/applications", target.base),
-            (Kind::Relay, System::Soap) => format!("{}/relay/soap", target.base),
-            (Kind::Relay, System::Rest) => format!("{}/relay/rest", target.base),
+            (Kind::Hub, _) => format!("{base}/api/v1/applications"),
+            (Kind::Relay, System::Soap) => format!("{base}/relay/soap"),
+            (Kind::Relay, System::Rest) => format!("{base}/relay/rest"),
         };
         let mut request = target
             .client

@@ -43,9 +43,12 @@ const EVENT_CONCURRENCY: usize = 64;
 
 /// Case steps the SOAP system reports back, and where.
 pub struct EventsBack {
-    /// The hub's base URL; set once the hub listens (again for each hub the run starts). No
-    /// events are posted before.
-    pub hub: Mutex<Option<String>>,
+    /// The hubs' base URLs; set once they listen (again for each hub the run starts). No
+    /// events are posted before. With several hubs (on one store), an application's steps go
+    /// to them in turn, one application to each.
+    pub hubs: Mutex<Vec<String>>,
+    /// Applications reported so far, which picks each one's hub.
+    reported: AtomicU64,
     /// `Bearer <the SOAP system's API key>`: the hub takes events for a system from it only.
     authorization: String,
     /// The step documents, with `{EVENT_ID}`, `{APPLICATION_ID}` and `{HAPPENED}` to fill in.
@@ -88,7 +91,8 @@ impl EventsBack {
             );
         }
         Ok(EventsBack {
-            hub: Mutex::new(None),
+            hubs: Mutex::new(Vec::new()),
+            reported: AtomicU64::new(0),
             authorization: format!("Bearer {system_key}"),
             templates,
             client: reqwest::Client::builder()
@@ -142,7 +146,10 @@ impl EventsBack {
 
     /// Posts the steps of `application_id`, one after the other, in the background.
     fn report(self: &Arc<Self>, application_id: &str) {
-        let Some(hub) = self.hub.lock().ok().and_then(|h| h.clone()) else {
+        let Some(hub) = self.hubs.lock().ok().and_then(|hubs| {
+            let n = self.reported.fetch_add(1, Ordering::Relaxed);
+            hubs.get((n % hubs.len().max(1) as u64) as usize).cloned()
+        }) else {
             return;
         };
         if self.templates.is_empty() {

@@ -5,7 +5,8 @@
 //! `load-sched`); sqlx names its SQLite connection threads `sqlx-sqlite-worker-N`, which belong
 //! to the hub. CPU time per group is summed over the threads alive at both readings of a
 //! phase, so a thread that ends during a phase loses its share there (the runtimes keep their
-//! threads for the whole run, so this is small); the process total has everything.
+//! threads for the whole run, so this is small); the process total has everything. Other
+//! processes (hubs started as `tongban serve`, PostgreSQL's) are read by pid, whole.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -96,6 +97,22 @@ fn stat_cpu(text: &str) -> Option<Duration> {
     Some(Duration::from_secs_f64(
         (utime + stime) as f64 / ticks_per_second(),
     ))
+}
+
+/// CPU time (user + system) of process `pid`, all its threads: another process, such as a hub
+/// the bench started or a PostgreSQL backend. `None` once it has ended.
+pub fn pid_cpu(pid: u32) -> Option<Duration> {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|t| stat_cpu(&t))
+}
+
+/// Peak resident memory (VmHWM) of process `pid`, in KiB.
+pub fn pid_peak_rss_kib(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 impl CpuReading {

@@ -3,6 +3,7 @@
 //! and optionally as JSON.
 
 use super::load::Kind;
+use super::pgserver;
 use super::procstat::{CpuSpent, Group};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
@@ -28,6 +29,29 @@ pub struct Supervision {
     /// Steps of this phase the hub took (2xx) whose entry the subscriber had not received by
     /// the end of the target's run.
     pub never_seen: u64,
+}
+
+/// What the hubs of their own (`--hubs`) and their PostgreSQL server spent over a phase (or
+/// over the idle time before the phases).
+pub struct HubsSpent {
+    /// Each hub process's CPU, in the order they started.
+    pub hubs: Vec<Duration>,
+    /// The store's server, when it is PostgreSQL: CPU to the end of the drain, its counters
+    /// to a while after it (see `pgserver`).
+    pub postgres: Option<pgserver::Spent>,
+    /// From the start to the end of the drain: the time the phase's work was done in.
+    pub window: Duration,
+}
+
+impl HubsSpent {
+    pub fn hubs_total(&self) -> Duration {
+        self.hubs.iter().sum()
+    }
+}
+
+/// The hubs and their server with no load, before the phases (`--hubs`).
+pub struct Idle {
+    pub spent: HubsSpent,
 }
 
 /// One phase of load against one target, measured.
@@ -60,8 +84,10 @@ pub struct Phase {
     pub peak_rss_kib: Option<u64>,
     /// How long after the load the outbox took to empty (hub only; `None` if it did not).
     pub drained_after: Option<Duration>,
-    /// CPU spent from the start of the load to the end of the drain.
+    /// CPU spent from the start of the load to the end of the drain, in the bench's process.
     pub cpu: CpuSpent,
+    /// With hubs of their own (`--hubs`): what they and their PostgreSQL spent.
+    pub hubs: Option<HubsSpent>,
     /// Case events the mock posted back, and how many the hub refused or that failed.
     pub events_posted: u64,
     pub events_failed: u64,
@@ -100,17 +126,16 @@ impl Phase {
     }
 
     /// CPU seconds per 10,000 applications, over the whole process and over the target's
-    /// own threads.
+    /// own threads. With hubs of their own, "the whole process" is the bench's (load and
+    /// mocks) and the hubs' processes together, and the target's own is the hubs'; a
+    /// PostgreSQL server's is in neither (see [`HubsSpent`]).
     pub fn cpu_per_10k(&self, target: Kind) -> (f64, f64) {
-        let apps = self.ok.max(1) as f64;
-        let own = match target {
-            Kind::Hub => self.cpu.group(Group::Hub),
-            Kind::Relay => self.cpu.group(Group::Relay),
+        let (whole, own) = match (&self.hubs, target) {
+            (Some(hubs), _) => (self.cpu.process + hubs.hubs_total(), hubs.hubs_total()),
+            (None, Kind::Hub) => (self.cpu.process, self.cpu.group(Group::Hub)),
+            (None, Kind::Relay) => (self.cpu.process, self.cpu.group(Group::Relay)),
         };
-        (
-            self.cpu.process.as_secs_f64() / apps * 10_000.0,
-            own.as_secs_f64() / apps * 10_000.0,
-        )
+        (per_10k(whole, self.ok), per_10k(own, self.ok))
     }
 
     fn label(&self) -> String {
@@ -119,6 +144,11 @@ impl Phase {
             PhaseKind::Rate { offered } => format!("rate-{offered:.0}"),
         }
     }
+}
+
+/// Seconds of `d` per 10,000 of `n`.
+fn per_10k(d: Duration, n: u64) -> f64 {
+    d.as_secs_f64() / n.max(1) as f64 * 10_000.0
 }
 
 fn per_second(n: u64, d: Duration) -> f64 {
@@ -155,6 +185,8 @@ pub struct TargetResult {
     pub peak_rss_kib: Option<u64>,
     pub peak_is_own: bool,
     pub phases: Vec<Phase>,
+    /// With hubs of their own (`--hubs`): what they and their server spent with no load.
+    pub idle: Option<Idle>,
 }
 
 impl TargetResult {
@@ -508,6 +540,11 @@ pub fn render(header: &[String], targets: &[TargetResult], rss_start_kib: Option
         }
     }
 
+    // Hubs of their own and their PostgreSQL.
+    if let Some(h) = hub {
+        render_hubs(&mut out, h);
+    }
+
     // Memory.
     let _ = writeln!(
         out,
@@ -551,6 +588,14 @@ pub fn render(header: &[String], targets: &[TargetResult], rss_start_kib: Option
     for t in targets {
         for p in &t.phases {
             let _ = writeln!(out, "{}", result_line(t, p));
+        }
+        if let Some(idle) = &t.idle {
+            let _ = writeln!(
+                out,
+                "RESULT target={} phase=idle {}",
+                t.kind.name(),
+                spent_fields(&idle.spent, None)
+            );
         }
         let _ = writeln!(
             out,
@@ -596,6 +641,9 @@ fn result_line(t: &TargetResult, p: &Phase) -> String {
             ms(d, 0.99)
         );
     }
+    if let Some(hubs) = &p.hubs {
+        let _ = write!(line, " {}", spent_fields(hubs, Some(p)));
+    }
     match (&p.supervision, t.kind) {
         (Some(s), _) => {
             let _ = write!(
@@ -615,6 +663,233 @@ fn result_line(t: &TargetResult, p: &Phase) -> String {
         (None, Kind::Hub) => {}
     }
     line
+}
+
+/// Cores kept busy: `cpu` over `window`.
+fn cores(cpu: Duration, window: Duration) -> f64 {
+    if window.is_zero() {
+        f64::NAN
+    } else {
+        cpu.as_secs_f64() / window.as_secs_f64()
+    }
+}
+
+/// The table of what hubs of their own and their PostgreSQL spent per phase, and with no load.
+fn render_hubs(out: &mut String, t: &TargetResult) {
+    let Some(count) = t
+        .phases
+        .iter()
+        .find_map(|p| p.hubs.as_ref())
+        .map(|h| h.hubs.len())
+    else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "\n{count} hub process(es) (`tongban serve`, load round-robin): CPU in s per 10,000 applications (load to drained); cores = CPU ÷ that time"
+    );
+    let _ = writeln!(
+        out,
+        "  {:<12}{:>9}{:>9}{:>9} |{:>9}{:>7} {:<20}|{:>9}{:>7}{:>9}{:>9} |{:>9}",
+        "phase",
+        "done/s",
+        "p50",
+        "p99",
+        "hubs",
+        "cores",
+        "(each hub, s)",
+        "PG",
+        "cores",
+        "backends",
+        "server",
+        "bench"
+    );
+    for p in &t.phases {
+        let Some(h) = &p.hubs else { continue };
+        let (pg, pg_backends, pg_server, pg_cores) =
+            h.postgres
+                .map_or((f64::NAN, f64::NAN, f64::NAN, f64::NAN), |pg| {
+                    (
+                        per_10k(pg.cpu.total(), p.ok),
+                        per_10k(pg.cpu.backends, p.ok),
+                        per_10k(pg.cpu.server, p.ok),
+                        cores(pg.cpu.total(), h.window),
+                    )
+                });
+        let _ = writeln!(
+            out,
+            "  {:<12}{}{}{} |{}{} {:<20}|{}{}{}{} |{}",
+            p.label(),
+            num(p.ok_per_second(), 9, 1),
+            num(ms(&p.latency, 0.5), 9, 2),
+            num(ms(&p.latency, 0.99), 9, 2),
+            num(per_10k(h.hubs_total(), p.ok), 9, 2),
+            num(cores(h.hubs_total(), h.window), 7, 2),
+            format!(
+                "({})",
+                h.hubs
+                    .iter()
+                    .map(|d| format!("{:.1}", d.as_secs_f64()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            num(pg, 9, 2),
+            num(pg_cores, 7, 2),
+            num(pg_backends, 9, 2),
+            num(pg_server, 9, 2),
+            num(per_10k(p.cpu.process, p.ok), 9, 2),
+        );
+    }
+    if t.phases
+        .iter()
+        .any(|p| p.hubs.as_ref().is_some_and(|h| h.postgres.is_some()))
+    {
+        let _ = writeln!(
+            out,
+            "\nPostgreSQL per phase: commits and rollbacks of the run's database (read {:.0} s after the drain, when the backends have reported them), per second of load and drain and per application; WAL (the server's: bytes written, syncs to disk) and the database's growth",
+            pgserver::STATS_SETTLE.as_secs_f64()
+        );
+        let _ = writeln!(
+            out,
+            "  {:<12}{:>9}{:>10}{:>10}{:>10}{:>10} |{:>10}{:>11}{:>11} |{:>12}",
+            "phase",
+            "commits",
+            "commits/s",
+            "per app",
+            "rollbacks",
+            "syncs/s",
+            "WAL B/app",
+            "WAL MB/s",
+            "DB B/app",
+            "other dbs"
+        );
+        for p in &t.phases {
+            let Some(pg) = p.hubs.as_ref().and_then(|h| h.postgres.map(|pg| (h, pg))) else {
+                continue;
+            };
+            let (h, pg) = pg;
+            let apps = p.ok.max(1) as f64;
+            let secs = h.window.as_secs_f64().max(1e-9);
+            let _ = writeln!(
+                out,
+                "  {:<12}{:>9}{}{}{:>10}{} |{}{}{} |{:>12}",
+                p.label(),
+                pg.commits,
+                num(pg.commits as f64 / secs, 10, 0),
+                num(pg.commits as f64 / apps, 10, 2),
+                pg.rollbacks,
+                num(pg.wal_syncs as f64 / secs, 10, 0),
+                num(pg.wal_bytes as f64 / apps, 10, 0),
+                num(pg.wal_bytes as f64 / secs / 1e6, 11, 2),
+                num(pg.database_bytes as f64 / apps, 11, 0),
+                pg.other_commits,
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  (other dbs = commits in the server's other databases meanwhile: WAL and syncs are the server's, so they are the run's only when that is small)"
+        );
+    }
+    if let Some(idle) = &t.idle {
+        let h = &idle.spent;
+        let mut line = format!(
+            "  idle before the load ({:.1} s): hubs {:.3} cores ({}), ",
+            h.window.as_secs_f64(),
+            cores(h.hubs_total(), h.window),
+            h.hubs
+                .iter()
+                .map(|d| format!("{:.2} s", d.as_secs_f64()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        match h.postgres {
+            Some(pg) => {
+                let secs = h.window.as_secs_f64().max(1e-9);
+                let _ = write!(
+                    line,
+                    "PostgreSQL {:.3} cores, {:.1} commits/s, {:.1} WAL syncs/s",
+                    cores(pg.cpu.total(), h.window),
+                    pg.commits as f64 / secs,
+                    pg.wal_syncs as f64 / secs
+                );
+            }
+            None => line.push_str("no PostgreSQL"),
+        }
+        let _ = writeln!(out, "{line}");
+    }
+}
+
+/// The `key=value` fields of what hubs of their own and their server spent: per application
+/// when `phase` is given, per second (idle) otherwise.
+fn spent_fields(h: &HubsSpent, phase: Option<&Phase>) -> String {
+    let secs = h.window.as_secs_f64().max(1e-9);
+    let mut line = format!(
+        "hubs={} window_s={:.3} hub_cpu_s={:.3} hub_cpu_s_each={} hub_cores={:.3}",
+        h.hubs.len(),
+        h.window.as_secs_f64(),
+        h.hubs_total().as_secs_f64(),
+        h.hubs
+            .iter()
+            .map(|d| format!("{:.3}", d.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(","),
+        cores(h.hubs_total(), h.window),
+    );
+    if let Some(p) = phase {
+        let _ = write!(
+            line,
+            " hub_cpu_s_per_10k={:.3} bench_cpu_s_per_10k={:.3}",
+            per_10k(h.hubs_total(), p.ok),
+            per_10k(p.cpu.process, p.ok)
+        );
+    }
+    if let Some(pg) = h.postgres {
+        let _ = write!(
+            line,
+            " pg_cpu_s={:.3} pg_backends_cpu_s={:.3} pg_server_cpu_s={:.3} pg_cores={:.3} commits={} rollbacks={} commits_per_s={:.1} wal_syncs={} wal_syncs_per_s={:.1} wal_bytes={} db_bytes={} other_db_commits={}",
+            pg.cpu.total().as_secs_f64(),
+            pg.cpu.backends.as_secs_f64(),
+            pg.cpu.server.as_secs_f64(),
+            cores(pg.cpu.total(), h.window),
+            pg.commits,
+            pg.rollbacks,
+            pg.commits as f64 / secs,
+            pg.wal_syncs,
+            pg.wal_syncs as f64 / secs,
+            pg.wal_bytes,
+            pg.database_bytes,
+            pg.other_commits
+        );
+        if let Some(p) = phase {
+            let apps = p.ok.max(1) as f64;
+            let _ = write!(
+                line,
+                " pg_cpu_s_per_10k={:.3} commits_per_app={:.3} wal_bytes_per_app={:.0} db_bytes_per_app={:.0}",
+                per_10k(pg.cpu.total(), p.ok),
+                pg.commits as f64 / apps,
+                pg.wal_bytes as f64 / apps,
+                pg.database_bytes as f64 / apps
+            );
+        }
+    }
+    line
+}
+
+fn spent_json(h: &HubsSpent) -> Value {
+    json!({
+        "window_s": h.window.as_secs_f64(),
+        "hub_cpu_s": h.hubs.iter().map(|d| d.as_secs_f64()).collect::<Vec<_>>(),
+        "postgres": h.postgres.map(|pg| json!({
+            "backends_cpu_s": pg.cpu.backends.as_secs_f64(),
+            "server_cpu_s": pg.cpu.server.as_secs_f64(),
+            "commits": pg.commits,
+            "rollbacks": pg.rollbacks,
+            "other_db_commits": pg.other_commits,
+            "wal_bytes": pg.wal_bytes,
+            "wal_syncs": pg.wal_syncs,
+            "database_bytes": pg.database_bytes,
+        })),
+    })
 }
 
 fn hist_json(h: &Histogram<u64>) -> Value {
@@ -638,6 +913,7 @@ pub fn to_json(header: &[String], targets: &[TargetResult], rss_start_kib: Optio
             "description": t.description,
             "rss_before_kib": t.rss_before_kib,
             "peak_rss_kib": t.peak_rss_kib,
+            "idle": t.idle.as_ref().map(|i| spent_json(&i.spent)),
             "phases": t.phases.iter().map(|p| {
                 let (cpu, own) = p.cpu_per_10k(t.kind);
                 json!({
@@ -664,6 +940,7 @@ pub fn to_json(header: &[String], targets: &[TargetResult], rss_start_kib: Optio
                     "cpu_by_threads_s": p.cpu.groups.iter().map(|(g, d)| (g.name().to_string(), json!(d.as_secs_f64()))).collect::<serde_json::Map<_, _>>(),
                     "cpu_s_per_10k": cpu,
                     "own_cpu_s_per_10k": own,
+                    "hubs": p.hubs.as_ref().map(spent_json),
                     "events_posted": p.events_posted,
                     "events_failed": p.events_failed,
                     "supervision": p.supervision.as_ref().map(|s| {

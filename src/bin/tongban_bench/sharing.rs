@@ -11,10 +11,10 @@
 //!   transaction).
 
 use crate::hubrun::TempDir;
+use crate::pgserver::{self, BenchDatabase};
 use crate::sharing_data::{self, HEAVY_RESULTS, Loader, Made, Rng, Scale};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
-use sqlx::{Connection, Executor, PgConnection};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -58,61 +58,12 @@ enum Backing {
     Postgres(BenchDatabase),
 }
 
-/// A database of the run's own on a PostgreSQL server, made at the start and dropped at the
-/// end (its connections ended first), as the tests make theirs.
-struct BenchDatabase {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl BenchDatabase {
-    async fn create(admin: &str) -> Result<BenchDatabase, String> {
-        let name = format!(
-            "tongban_bench_sharing_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos())
-        );
-        let mut conn = PgConnection::connect(admin)
-            .await
-            .map_err(|e| format!("cannot connect to {}: {e}", tongban::store::redact(admin)))?;
-        conn.execute(format!("CREATE DATABASE {name}").as_str())
-            .await
-            .map_err(|e| format!("cannot create the database {name}: {e}"))?;
-        let _ = conn.close().await;
-        let (base, _) = admin
-            .split('?')
-            .next()
-            .unwrap_or(admin)
-            .rsplit_once('/')
-            .ok_or("the PostgreSQL URL needs a database path (e.g. /postgres)")?;
-        Ok(BenchDatabase {
-            url: format!("{base}/{name}"),
-            name,
-            admin: admin.to_owned(),
-        })
-    }
-
-    async fn drop_database(&self) -> Result<(), String> {
-        let mut conn = PgConnection::connect(&self.admin)
-            .await
-            .map_err(|e| e.to_string())?;
-        conn.execute(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name).as_str())
-            .await
-            .map_err(|e| format!("cannot drop the database {}: {e}", self.name))?;
-        let _ = conn.close().await;
-        Ok(())
-    }
-}
-
 /// Runs the mode: makes the store, fills it, times the reads, prints the report.
 pub async fn run(options: Options) -> Result<(), String> {
     let dir = TempDir::new("tongban-bench-sharing")?;
     let backing = match options.store.as_deref() {
-        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            Backing::Postgres(BenchDatabase::create(url).await?)
+        Some(url) if pgserver::is_postgres(url) => {
+            Backing::Postgres(BenchDatabase::create(url, "tongban_bench_sharing").await?)
         }
         Some(url) => {
             let path = PathBuf::from(

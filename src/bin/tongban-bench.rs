@@ -224,6 +224,10 @@ struct Settings {
     drain: Duration,
     /// How long open-loop requests may still finish after the last intended send.
     finish_grace: Duration,
+    /// With `--hubs`: how long the hubs are watched with no load before the phases.
+    idle: Duration,
+    /// With `--hubs` on PostgreSQL: how long after a phase its commits are read.
+    stats_settle: Duration,
     request_timeout: Duration,
     config_dir: PathBuf,
 }
@@ -252,6 +256,12 @@ impl Settings {
             warmup: secs(args.warmup_secs, 2.0, 0.3),
             drain: secs(args.drain_secs, 10.0, 5.0),
             finish_grace: Duration::from_secs(if q { 2 } else { 3 }),
+            idle: Duration::from_secs(if q { 1 } else { 10 }),
+            stats_settle: if q {
+                Duration::from_secs(1)
+            } else {
+                pgserver::STATS_SETTLE
+            },
             request_timeout: Duration::from_secs(if q { 5 } else { 10 }),
             config_dir: args
                 .config
@@ -383,9 +393,6 @@ fn record_since(h: &mut Histogram<u64>, at: Instant, seen: Instant) {
     let _ = h.record((seen.saturating_duration_since(at).as_micros() as u64).clamp(1, 600_000_000));
 }
 
-/// How long the hubs of their own are watched with no load before the phases.
-const IDLE: Duration = Duration::from_secs(10);
-
 /// Hubs of their own and the PostgreSQL they share, watched from outside (`--hubs`).
 struct Apart {
     pids: Vec<u32>,
@@ -444,6 +451,7 @@ fn spent_apart(
     before: &ApartReading,
     end: &ApartReading,
     after: Option<pgserver::Counters>,
+    counters_after: Duration,
 ) -> HubsSpent {
     let postgres = match (&before.pg_cpu, &end.pg_cpu, &before.pg_counters, &after) {
         (Some(c0), Some(c1), Some(n0), Some(n1)) => {
@@ -460,6 +468,7 @@ fn spent_apart(
             .collect(),
         postgres,
         window: end.at.saturating_duration_since(before.at),
+        counters_after,
     }
 }
 
@@ -645,17 +654,17 @@ impl Bench<'_> {
             if apart.postgres.is_some() {
                 eprintln!(
                     "[hubs] waiting {:.0} s for PostgreSQL to report the warm-up, then {:.0} s idle",
-                    pgserver::STATS_SETTLE.as_secs_f64(),
-                    IDLE.as_secs_f64()
+                    s.stats_settle.as_secs_f64(),
+                    s.idle.as_secs_f64()
                 );
-                pgserver::settle(Instant::now()).await;
+                pgserver::settle(Instant::now(), s.stats_settle).await;
             }
             let before = apart.read(true).await;
-            tokio::time::sleep(IDLE).await;
+            tokio::time::sleep(s.idle).await;
             let end = apart.read(true).await;
             let after = end.pg_counters.clone();
             idle = Some(Idle {
-                spent: spent_apart(&before, &end, after),
+                spent: spent_apart(&before, &end, after, Duration::ZERO),
             });
         }
 
@@ -791,12 +800,12 @@ impl Bench<'_> {
             let hubs = match (&mut self.apart, apart_before, apart_end) {
                 (Some(apart), Some(before), Some(end)) => {
                     let after = if apart.postgres.is_some() {
-                        pgserver::settle(end.at).await;
+                        pgserver::settle(end.at, s.stats_settle).await;
                         apart.counters().await
                     } else {
                         None
                     };
-                    Some(spent_apart(&before, &end, after))
+                    Some(spent_apart(&before, &end, after, s.stats_settle))
                 }
                 _ => None,
             };

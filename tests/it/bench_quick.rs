@@ -2,8 +2,11 @@
 //! SQLite, the bare relay, every kind of phase) must finish and print figures for both the hub
 //! and the relay, with identity in the workload (every delivery carried a verifiable assertion),
 //! the in-process identity timings, and the supervision latency (case steps seen by the SSE
-//! subscriber of the hub's feed). Nothing here looks at how fast anything was.
+//! subscriber of the hub's feed). With `--hubs 2` on PostgreSQL it must run two hub processes
+//! on one database of its own and print their figures and the server's. Nothing here looks at
+//! how fast anything was.
 
+use crate::common;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -38,14 +41,11 @@ fn figure(fields: &BTreeMap<String, String>, key: &str) -> f64 {
     x
 }
 
-#[test]
-fn quick_run_completes_with_figures_for_hub_and_relay() {
-    let dir = tempfile::tempdir().unwrap();
-    let json_path = dir.path().join("bench.json");
+/// Runs `tongban-bench` with `args` to its end and returns what it printed; fails the test
+/// when it fails or hangs.
+fn run_bench(args: &[&str]) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tongban-bench"))
-        .arg("--quick")
-        .arg("--json")
-        .arg(&json_path)
+        .args(args)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -74,7 +74,7 @@ fn quick_run_completes_with_figures_for_hub_and_relay() {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "tongban-bench --quick did not finish in {PATIENCE:?}; stderr:\n{}",
+                "tongban-bench {args:?} did not finish in {PATIENCE:?}; stderr:\n{}",
                 stderr.join().unwrap()
             );
         }
@@ -84,8 +84,16 @@ fn quick_run_completes_with_figures_for_hub_and_relay() {
     let stderr = stderr.join().unwrap();
     assert!(
         status.success(),
-        "tongban-bench --quick failed ({status}); stdout:\n{stdout}\nstderr:\n{stderr}"
+        "tongban-bench {args:?} failed ({status}); stdout:\n{stdout}\nstderr:\n{stderr}"
     );
+    stdout
+}
+
+#[test]
+fn quick_run_completes_with_figures_for_hub_and_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("bench.json");
+    let stdout = run_bench(&["--quick", "--json", json_path.to_str().unwrap()]);
 
     for target in ["hub", "relay"] {
         let saturation = result(&stdout, target, "saturation");
@@ -167,4 +175,88 @@ fn quick_run_completes_with_figures_for_hub_and_relay() {
         "{:#}",
         json["identity"]
     );
+}
+
+/// `--hubs 2` on PostgreSQL: two `tongban serve` processes on one database made for the run,
+/// the load spread over them; each hub's CPU and the server's figures are printed per phase,
+/// and the run's database is gone afterwards.
+#[test]
+fn quick_run_with_two_hub_processes_on_postgres() {
+    let Some(url) = common::postgres_admin_url() else {
+        return;
+    };
+    let stdout = run_bench(&[
+        "--quick",
+        "--targets",
+        "hub",
+        "--hubs",
+        "2",
+        "--store",
+        &url,
+        "--tongban",
+        env!("CARGO_BIN_EXE_tongban"),
+    ]);
+    let mut each_hub = [0.0f64; 2];
+    let mut commits = 0.0;
+    for phase in ["rate-100", "rate-400", "saturation"] {
+        let fields = result(&stdout, "hub", phase);
+        assert_eq!(
+            fields.get("hubs").map(String::as_str),
+            Some("2"),
+            "{fields:?}"
+        );
+        let cpu: Vec<f64> = fields["hub_cpu_s_each"]
+            .split(',')
+            .map(|x| x.parse().unwrap())
+            .collect();
+        assert_eq!(cpu.len(), 2, "{fields:?}");
+        each_hub[0] += cpu[0];
+        each_hub[1] += cpu[1];
+        for key in [
+            "hub_cpu_s_per_10k",
+            "pg_cpu_s_per_10k",
+            "bench_cpu_s_per_10k",
+            "commits_per_s",
+            "wal_bytes_per_app",
+            "db_bytes_per_app",
+        ] {
+            figure(&fields, key);
+        }
+        commits += figure(&fields, "commits");
+    }
+    assert!(
+        figure(&result(&stdout, "hub", "saturation"), "ok") > 0.0,
+        "{stdout}"
+    );
+    // Both hubs took their share (CPU is counted in ticks of 10 ms: a hub that took none of the
+    // load would show 0 over the phases).
+    assert!(
+        each_hub.iter().all(|cpu| *cpu > 0.0),
+        "{each_hub:?}: {stdout}"
+    );
+    assert!(commits > 0.0, "no commit counted: {stdout}");
+    figure(&result(&stdout, "hub", "idle"), "commits_per_s");
+    assert!(
+        stdout.contains("assertions: every delivery carried one"),
+        "{stdout}"
+    );
+
+    // The run's database was dropped.
+    let at = stdout
+        .find("database tongban_bench_hubs_")
+        .unwrap_or_else(|| panic!("no database of the run named in:\n{stdout}"));
+    let name: String = stdout[at + "database ".len()..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    let left: i64 = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
+            .bind(&name)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+    });
+    assert_eq!(left, 0, "{name} was left on the server");
 }

@@ -4,10 +4,13 @@
 //!
 //! The server may be shared with other work (tests make their own databases on it), so what is
 //! counted is kept to the run's database where PostgreSQL says which database did it:
-//! - commits and rollbacks: `pg_stat_database` of the run's database only. A backend reports
+//! - transactions committed and rolled back: `pg_stat_database` of the run's database only
+//!   (every transaction counts, reads too: a statement outside a transaction is one). A backend
+//!   reports
 //!   them when it goes idle, at most once a second, and an idle backend with something not yet
 //!   reported does so after 10 s (PostgreSQL 15's `PGSTAT_IDLE_INTERVAL`): so the counters are
-//!   read [`STATS_SETTLE`] after a phase, not at its end;
+//!   read [`STATS_SETTLE`] after a phase, not at its end (`--quick` reads them sooner, and its
+//!   commits are not to be read);
 //! - CPU: the backends connected to the run's database (`pg_stat_activity`), and apart from
 //!   them the server's own processes (the postmaster, WAL writer, checkpointer, background
 //!   writer, autovacuum), which work for every database, found by their process titles: utime +
@@ -16,10 +19,11 @@
 //! - the database's size (`pg_database_size`), whose growth over a phase is what the phase
 //!   stored (tables, indexes; WAL aside).
 //!
-//! WAL is the server's: the bytes written (`pg_current_wal_lsn`, exact at once) and the WAL
-//! syncs (`pg_stat_wal.wal_sync`, reported like commits) cover every database. The commits of
-//! the other databases in the same window are counted too, so a reader can tell whether
-//! anything else wrote meanwhile.
+//! What is the server's covers every database: the write transactions (transaction ids
+//! assigned, `pg_current_snapshot()`'s xmax, exact at once: a read takes none), the WAL's bytes
+//! (`pg_current_wal_lsn`, exact at once) and its syncs to disk (`pg_stat_wal.wal_sync`,
+//! reported like commits). The commits of the other databases in the same window are counted
+//! too, so a reader can tell whether anything else wrote meanwhile.
 
 use crate::procstat;
 use sqlx::{Connection, Executor, PgConnection, Row};
@@ -96,6 +100,8 @@ pub struct Counters {
     /// Commits in each other database of the server, by name (databases come and go: the
     /// tests make and drop theirs).
     pub other_commits: BTreeMap<String, i64>,
+    /// The next transaction id: write transactions so far, server-wide.
+    pub next_xid: i64,
     /// The WAL's insert position, bytes.
     pub wal_lsn: i64,
     /// WAL syncs to disk, server-wide (`pg_stat_wal.wal_sync`).
@@ -166,7 +172,8 @@ impl Watch {
                (SELECT xact_rollback FROM pg_stat_database WHERE datname = current_database()), \
                pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint, \
                (SELECT wal_sync FROM pg_stat_wal), \
-               pg_database_size(current_database())",
+               pg_database_size(current_database()), \
+               pg_snapshot_xmax(pg_current_snapshot())::text::bigint",
         )
         .fetch_one(&mut self.conn)
         .await
@@ -189,6 +196,7 @@ impl Watch {
             wal_lsn: get(2)?,
             wal_syncs: get(3)?,
             database_bytes: get(4)?,
+            next_xid: get(5)?,
         })
     }
 
@@ -280,6 +288,8 @@ pub struct Spent {
     pub commits: i64,
     pub rollbacks: i64,
     pub other_commits: i64,
+    /// Write transactions (transaction ids assigned), server-wide.
+    pub writes: i64,
     pub wal_bytes: i64,
     pub wal_syncs: i64,
     pub database_bytes: i64,
@@ -298,6 +308,7 @@ impl Spent {
                 .map(|(name, n)| n - before.other_commits.get(name).copied().unwrap_or(0))
                 .filter(|d| *d > 0)
                 .sum(),
+            writes: after.next_xid - before.next_xid,
             wal_bytes: after.wal_lsn - before.wal_lsn,
             wal_syncs: after.wal_syncs - before.wal_syncs,
             database_bytes: after.database_bytes - before.database_bytes,
@@ -305,9 +316,9 @@ impl Spent {
     }
 }
 
-/// Waits out [`STATS_SETTLE`] from `since`.
-pub async fn settle(since: Instant) {
-    let until = since + STATS_SETTLE;
+/// Waits until `wait` (normally [`STATS_SETTLE`]) has passed since `since`.
+pub async fn settle(since: Instant, wait: Duration) {
+    let until = since + wait;
     let now = Instant::now();
     if until > now {
         tokio::time::sleep(until - now).await;

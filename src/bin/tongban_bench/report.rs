@@ -41,6 +41,8 @@ pub struct HubsSpent {
     pub postgres: Option<pgserver::Spent>,
     /// From the start to the end of the drain: the time the phase's work was done in.
     pub window: Duration,
+    /// How long after that the server's counters were read.
+    pub counters_after: Duration,
 }
 
 impl HubsSpent {
@@ -740,23 +742,32 @@ fn render_hubs(out: &mut String, t: &TargetResult) {
             num(per_10k(p.cpu.process, p.ok), 9, 2),
         );
     }
-    if t.phases
+    if let Some(h) = t
+        .phases
         .iter()
-        .any(|p| p.hubs.as_ref().is_some_and(|h| h.postgres.is_some()))
+        .filter_map(|p| p.hubs.as_ref())
+        .find(|h| h.postgres.is_some())
     {
         let _ = writeln!(
             out,
-            "\nPostgreSQL per phase: commits and rollbacks of the run's database (read {:.0} s after the drain, when the backends have reported them), per second of load and drain and per application; WAL (the server's: bytes written, syncs to disk) and the database's growth",
-            pgserver::STATS_SETTLE.as_secs_f64()
+            "\nPostgreSQL per phase: transactions committed (reads too) and rolled back in the run's database (read {:.0} s after the drain, once the backends have reported them{}), per second of load and drain and per application; the server's write transactions (transaction ids) and WAL (bytes written, syncs to disk); the database's growth",
+            h.counters_after.as_secs_f64(),
+            if h.counters_after < pgserver::STATS_SETTLE {
+                ": too soon for all of them"
+            } else {
+                ""
+            }
         );
         let _ = writeln!(
             out,
-            "  {:<12}{:>9}{:>10}{:>10}{:>10}{:>10} |{:>10}{:>11}{:>11} |{:>12}",
+            "  {:<12}{:>9}{:>10}{:>10}{:>10} |{:>10}{:>10}{:>10} |{:>10}{:>11}{:>11} |{:>12}",
             "phase",
             "commits",
             "commits/s",
             "per app",
             "rollbacks",
+            "writes/s",
+            "per app",
             "syncs/s",
             "WAL B/app",
             "WAL MB/s",
@@ -772,12 +783,14 @@ fn render_hubs(out: &mut String, t: &TargetResult) {
             let secs = h.window.as_secs_f64().max(1e-9);
             let _ = writeln!(
                 out,
-                "  {:<12}{:>9}{}{}{:>10}{} |{}{}{} |{:>12}",
+                "  {:<12}{:>9}{}{}{:>10} |{}{}{} |{}{}{} |{:>12}",
                 p.label(),
                 pg.commits,
                 num(pg.commits as f64 / secs, 10, 0),
                 num(pg.commits as f64 / apps, 10, 2),
                 pg.rollbacks,
+                num(pg.writes as f64 / secs, 10, 0),
+                num(pg.writes as f64 / apps, 10, 2),
                 num(pg.wal_syncs as f64 / secs, 10, 0),
                 num(pg.wal_bytes as f64 / apps, 10, 0),
                 num(pg.wal_bytes as f64 / secs / 1e6, 11, 2),
@@ -787,7 +800,7 @@ fn render_hubs(out: &mut String, t: &TargetResult) {
         }
         let _ = writeln!(
             out,
-            "  (other dbs = commits in the server's other databases meanwhile: WAL and syncs are the server's, so they are the run's only when that is small)"
+            "  (other dbs = commits in the server's other databases meanwhile: writes, WAL and syncs are the server's, so they are the run's only when that is small)"
         );
     }
     if let Some(idle) = &t.idle {
@@ -807,9 +820,10 @@ fn render_hubs(out: &mut String, t: &TargetResult) {
                 let secs = h.window.as_secs_f64().max(1e-9);
                 let _ = write!(
                     line,
-                    "PostgreSQL {:.3} cores, {:.1} commits/s, {:.1} WAL syncs/s",
+                    "PostgreSQL {:.3} cores, {:.1} commits/s, {:.1} writes/s, {:.1} WAL syncs/s",
                     cores(pg.cpu.total(), h.window),
                     pg.commits as f64 / secs,
+                    pg.writes as f64 / secs,
                     pg.wal_syncs as f64 / secs
                 );
             }
@@ -846,7 +860,7 @@ fn spent_fields(h: &HubsSpent, phase: Option<&Phase>) -> String {
     if let Some(pg) = h.postgres {
         let _ = write!(
             line,
-            " pg_cpu_s={:.3} pg_backends_cpu_s={:.3} pg_server_cpu_s={:.3} pg_cores={:.3} commits={} rollbacks={} commits_per_s={:.1} wal_syncs={} wal_syncs_per_s={:.1} wal_bytes={} db_bytes={} other_db_commits={}",
+            " pg_cpu_s={:.3} pg_backends_cpu_s={:.3} pg_server_cpu_s={:.3} pg_cores={:.3} commits={} rollbacks={} commits_per_s={:.1} writes={} writes_per_s={:.1} wal_syncs={} wal_syncs_per_s={:.1} wal_bytes={} db_bytes={} other_db_commits={}",
             pg.cpu.total().as_secs_f64(),
             pg.cpu.backends.as_secs_f64(),
             pg.cpu.server.as_secs_f64(),
@@ -854,6 +868,8 @@ fn spent_fields(h: &HubsSpent, phase: Option<&Phase>) -> String {
             pg.commits,
             pg.rollbacks,
             pg.commits as f64 / secs,
+            pg.writes,
+            pg.writes as f64 / secs,
             pg.wal_syncs,
             pg.wal_syncs as f64 / secs,
             pg.wal_bytes,
@@ -864,9 +880,10 @@ fn spent_fields(h: &HubsSpent, phase: Option<&Phase>) -> String {
             let apps = p.ok.max(1) as f64;
             let _ = write!(
                 line,
-                " pg_cpu_s_per_10k={:.3} commits_per_app={:.3} wal_bytes_per_app={:.0} db_bytes_per_app={:.0}",
+                " pg_cpu_s_per_10k={:.3} commits_per_app={:.3} writes_per_app={:.3} wal_bytes_per_app={:.0} db_bytes_per_app={:.0}",
                 per_10k(pg.cpu.total(), p.ok),
                 pg.commits as f64 / apps,
+                pg.writes as f64 / apps,
                 pg.wal_bytes as f64 / apps,
                 pg.database_bytes as f64 / apps
             );
@@ -885,6 +902,7 @@ fn spent_json(h: &HubsSpent) -> Value {
             "commits": pg.commits,
             "rollbacks": pg.rollbacks,
             "other_db_commits": pg.other_commits,
+            "writes": pg.writes,
             "wal_bytes": pg.wal_bytes,
             "wal_syncs": pg.wal_syncs,
             "database_bytes": pg.database_bytes,

@@ -34,6 +34,9 @@ use std::time::{Duration, Instant};
 /// idle backend's counters 10 s after its last flush at the latest.
 pub const STATS_SETTLE: Duration = Duration::from_secs(11);
 
+/// How often dropping the run's database is tried, a second apart.
+const DROP_TRIES: u32 = 30;
+
 /// A database of the run's own on a PostgreSQL server, made at the start and dropped at the
 /// end (its connections ended first), as the tests make theirs.
 pub struct BenchDatabase {
@@ -74,15 +77,30 @@ impl BenchDatabase {
         })
     }
 
+    /// Drops the database, trying again for a while: `WITH (FORCE)` ends the run's connections,
+    /// but an autovacuum worker still busy in the fresh database belongs to the server's
+    /// superuser, which a role that is not one may not end, and the drop fails until it is done.
     pub async fn drop_database(&self) -> Result<(), String> {
         let mut conn = PgConnection::connect(&self.admin)
             .await
             .map_err(|e| e.to_string())?;
-        conn.execute(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name).as_str())
-            .await
-            .map_err(|e| format!("cannot drop the database {}: {e}", self.name))?;
+        let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        let mut tries = 0;
+        let outcome = loop {
+            tries += 1;
+            match conn.execute(statement.as_str()).await {
+                Ok(_) => break Ok(()),
+                Err(e) if tries >= DROP_TRIES => {
+                    break Err(format!(
+                        "cannot drop the database {} (tried {tries} times): {e}",
+                        self.name
+                    ));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
+        };
         let _ = conn.close().await;
-        Ok(())
+        outcome
     }
 }
 

@@ -226,10 +226,27 @@ pub async fn start(settings: GaSettings) -> anyhow::Result<GaHandle> {
         };
         let mut queues = vec![&settings.apply_queue, &settings.events_queue];
         queues.extend(settings.results_queue.as_ref());
+        // Quorum queues, as the hub declares its own; a queue left as a classic one by an
+        // older run is kept as it is (a declaration the broker refuses closes its channel,
+        // hence one of its own).
+        let mut quorum = FieldTable::default();
+        quorum.insert(
+            "x-queue-type".into(),
+            lapin::types::AMQPValue::LongString("quorum".into()),
+        );
         for queue in queues {
-            consume
-                .queue_declare(queue.as_str().into(), durable, FieldTable::default())
-                .await?;
+            let trial = connection.create_channel().await?;
+            if trial
+                .queue_declare(queue.as_str().into(), durable, quorum.clone())
+                .await
+                .is_err()
+            {
+                consume
+                    .queue_declare(queue.as_str().into(), durable, FieldTable::default())
+                    .await?;
+            } else {
+                let _ = trial.close(200, "OK".into()).await;
+            }
         }
         consume
             .queue_bind(

@@ -234,16 +234,9 @@ async fn run_lane(
         let busy = concurrency - lane.slots.available_permits();
         // More hubs now share the system: what this one claimed beyond its new part goes back
         // at once, rather than waiting here while its claim lapses.
-        while waiting.len() > places * 2 {
-            let Some((delivery, _)) = waiting.pop_back() else {
-                break;
-            };
-            if let Err(e) = store
-                .release_delivery(&delivery.id, clock::now_millis())
-                .await
-            {
-                tracing::warn!(system = %system, cause = %e, "cannot hand back a claimed delivery");
-            }
+        if waiting.len() > places * 2 {
+            let beyond = waiting.split_off(places * 2);
+            hand_back(&store, &system, beyond).await;
         }
         // Claimed and not yet recorded, at most: the deliveries waiting here for a place,
         // those at the department, and those answered whose outcome waits for its commit.
@@ -292,7 +285,18 @@ async fn run_lane(
         }
     }
     // Claimed but never tried: given back at once rather than left to lapse.
-    for (delivery, _) in waiting {
+    hand_back(&store, &system, waiting).await;
+    while inflight.join_next().await.is_some() {}
+}
+
+/// Gives claimed deliveries of `system` back untried, due now, rather than letting their claims
+/// lapse.
+async fn hand_back(
+    store: &Store,
+    system: &str,
+    deliveries: impl IntoIterator<Item = (ClaimedDelivery, u64)>,
+) {
+    for (delivery, _) in deliveries {
         if let Err(e) = store
             .release_delivery(&delivery.id, clock::now_millis())
             .await
@@ -300,7 +304,6 @@ async fn run_lane(
             tracing::warn!(system = %system, cause = %e, "cannot hand back a claimed delivery");
         }
     }
-    while inflight.join_next().await.is_some() {}
 }
 
 impl Lane {

@@ -222,10 +222,14 @@ pub fn check(bundle: &Bundle, live: &Config, scratch: &Path) -> Result<Checked, 
         .map(|c| c.mappings.clone())
         .unwrap_or_else(|| config::compile_mappings(&raw).mappings);
     {
+        // Unique within the process too: two checks in the same millisecond (two requests at
+        // once) must not share, and remove, one directory.
+        static CHECKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let dir = scratch.join(format!(
-            "tongban-onboarding-{}-{}",
+            "tongban-onboarding-{}-{}-{}",
             std::process::id(),
-            crate::clock::now_millis()
+            crate::clock::now_millis(),
+            CHECKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         let cleanup = Scratch(dir.clone());
         for (mapping, path, bytes) in &tests {
